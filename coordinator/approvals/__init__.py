@@ -1,0 +1,1 @@
+"""Approvals: who must approve (pure), the request, and the decisions on it."""

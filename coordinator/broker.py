@@ -1,0 +1,98 @@
+"""The Kafka side outside faust: topic creation and a producer for the web and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from coordinator import topics
+from coordinator.errors import BrokerUnavailable
+from coordinator.settings import Settings
+
+
+def bootstrap_servers(kafka_url: str) -> str:
+    """`host:port[,host:port]` from `kafka://host:port[;...]`."""
+    return kafka_url.removeprefix("kafka://").replace(";", ",")
+
+
+async def missing_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """The topics Loa uses that the broker does not have; raises BrokerUnavailable."""
+    return await _with_topics(settings, timeout_s, create=False)
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """Create every topic Loa uses that does not exist yet; returns the ones created.
+
+    Raises BrokerUnavailable when the broker does not answer."""
+    return await _with_topics(settings, timeout_s, create=True)
+
+
+async def _with_topics(settings: Settings, timeout_s: float, create: bool) -> list[str]:
+    assert settings.kafka_url
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_url),
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
+        wanted = [topics.topic_name(spec, settings.topic_prefix) for spec in topics.ALL]
+        missing = [name for name in wanted if name not in existing]
+        if missing and create:
+            try:
+                await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)
+                                           for name in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"broker {settings.kafka_url} did not answer: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+class Producer:
+    """Sends event bytes and waits for the broker's acknowledgement."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.kafka_url
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        """True once connected."""
+        return self._started
+
+    async def start(self) -> None:
+        """Connect (inside the running event loop); raises BrokerUnavailable."""
+        assert self.settings.kafka_url
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers(self.settings.kafka_url), acks="all",
+            request_timeout_ms=10_000,
+        )
+        try:
+            await self._producer.start()
+            self._started = True
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"broker {self.settings.kafka_url}: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        if self._producer is not None and self._started:
+            await self._producer.stop()
+            self._started = False
+
+    async def send(self, spec: topics.TopicSpec, key: str, value: bytes,
+                   timeout_s: float = 10.0) -> None:
+        """Send and wait until the broker has the message; raises BrokerUnavailable."""
+        name = topics.topic_name(spec, self.settings.topic_prefix)
+        if self._producer is None or not self._started:
+            raise BrokerUnavailable(f"{name}: not connected to the broker")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(name, value=value, key=key.encode()), timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"{name}: not acknowledged: {exc!r}") from exc

@@ -1,0 +1,156 @@
+"""The city: its areas (a tree), its departments and their approvers, its duty officers.
+
+Loaded from ``config/areas.yaml`` and ``config/departments.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordinator.errors import ConfigError
+from coordinator.events import Slug
+from coordinator.yamlsource import YamlSource, parse_problem, validate_source
+
+Names = dict[str, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AreaNode(_Strict):
+    """An area in config/areas.yaml; children are inside it."""
+
+    code: Slug
+    name: Names
+    children: list[AreaNode] = Field(default_factory=list)
+
+
+class AreasFile(_Strict):
+    """config/areas.yaml."""
+
+    version: Literal[1]
+    areas: list[AreaNode]
+
+
+class Person(_Strict):
+    """Someone Loa may ask or tell: a duty officer or an approver."""
+
+    id: Slug
+    name: str
+    phone: str
+    email: str
+    title: Names = Field(default_factory=dict)
+    level: int = 0
+    preferred_channel: Literal["sms", "email", "web"] = "web"
+
+
+class Department(_Strict):
+    """A department and its approvers, by level (1 is asked first)."""
+
+    id: Slug
+    name: Names
+    approvers: list[Person]
+
+    def at_level(self, level: int) -> list[Person]:
+        """The approvers of this department at one level."""
+        return [p for p in self.approvers if p.level == level]
+
+
+class DepartmentsFile(_Strict):
+    """config/departments.yaml."""
+
+    version: Literal[1]
+    duty_officers: list[Person]
+    departments: list[Department]
+
+
+@dataclass(frozen=True)
+class Area:
+    """An area with its place in the tree."""
+
+    code: str
+    name: Names
+    parent: str | None
+    depth: int
+
+    def name_in(self, language: str) -> str:
+        """The area's name in a language (Vietnamese, then the code, as fallback)."""
+        return self.name.get(language) or self.name.get("vi") or self.code
+
+
+@dataclass(frozen=True)
+class City:
+    """Areas, departments and people, indexed."""
+
+    areas: dict[str, Area]
+    departments: dict[str, Department]
+    duty_officers: dict[str, Person]
+    people: dict[str, Person] = field(default_factory=dict)
+
+    def ancestors(self, code: str) -> list[str]:
+        """The area and every area that contains it, innermost first."""
+        chain = []
+        current: str | None = code
+        while current is not None and current in self.areas:
+            chain.append(current)
+            current = self.areas[current].parent
+        return chain
+
+    def contains(self, outer: str, inner: str) -> bool:
+        """True when `inner` is `outer` or lies inside it."""
+        return outer in self.ancestors(inner)
+
+    def department_of(self, person_id: str) -> Department | None:
+        """The department an approver belongs to."""
+        for dep in self.departments.values():
+            if any(p.id == person_id for p in dep.approvers):
+                return dep
+        return None
+
+
+def _flatten(nodes: list[AreaNode], parent: str | None, depth: int, out: dict[str, Area]) -> None:
+    for node in nodes:
+        if node.code in out:
+            raise ConfigError(f"area code {node.code!r} appears twice")
+        out[node.code] = Area(node.code, node.name, parent, depth)
+        _flatten(node.children, node.code, depth + 1, out)
+
+
+def _read(path: Path) -> YamlSource:
+    try:
+        return YamlSource.read(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(parse_problem(path, exc)) from exc
+
+
+def load_city(config_dir: Path) -> City:
+    """Load config/; raises ConfigError naming file, line and field."""
+    areas_src = _read(config_dir / "areas.yaml")
+    areas_file = validate_source(areas_src, AreasFile)
+    if isinstance(areas_file, list):
+        raise ConfigError("\n".join(areas_file))
+    deps_src = _read(config_dir / "departments.yaml")
+    deps_file = validate_source(deps_src, DepartmentsFile)
+    if isinstance(deps_file, list):
+        raise ConfigError("\n".join(deps_file))
+    areas: dict[str, Area] = {}
+    _flatten(areas_file.areas, None, 1, areas)
+    people: dict[str, Person] = {}
+    for person in [*deps_file.duty_officers, *(p for d in deps_file.departments for p in d.approvers)]:
+        if person.id in people:
+            raise ConfigError(f"{deps_src.path}: person id {person.id!r} appears twice")
+        people[person.id] = person
+    return City(
+        areas=areas,
+        departments={d.id: d for d in deps_file.departments},
+        duty_officers={p.id: p for p in deps_file.duty_officers},
+        people=people,
+    )

@@ -1,0 +1,390 @@
+"""`loa`: the command line of duty officers, approvers and operators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coordinator import queries
+from coordinator.broker import Producer
+from coordinator.city import load_city
+from coordinator.errors import LoaError
+from coordinator.events import Decision, Report, Severity
+from coordinator.keys import Keys
+from coordinator.settings import Settings, load_settings
+from coordinator.state import Redis, connect
+
+app = typer.Typer(help="Loa: crisis communication coordinator.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+playbooks_app = typer.Typer(help="Check playbooks and see which one an incident gets.",
+                            no_args_is_help=True)
+app.add_typer(playbooks_app, name="playbooks")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def _settings() -> Settings:
+    return load_settings().with_running_stack()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error in plain words and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
+    settings = _settings()
+    if not settings.redis_url:
+        raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
+
+    async def run() -> T:
+        redis = connect(settings.redis_url or "")
+        try:
+            return await work(redis, Keys(settings.redis_prefix), settings)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except OSError as exc:
+        raise fail(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, ensure_ascii=False, default=str))
+
+
+@app.command()
+def up() -> None:
+    """Start everything on this machine: broker, Redis, worker and web (Ctrl-C stops all)."""
+    from coordinator.up import run_up
+
+    raise typer.Exit(run_up(load_settings()))
+
+
+@app.command()
+def worker() -> None:
+    """Run the pipeline's agents (scale out by running more, against a real Kafka and Redis)."""
+    from coordinator.worker import run_worker
+
+    run_worker(_settings())
+
+
+@app.command()
+def web() -> None:
+    """Serve the HTTP API and the public pages."""
+    import uvicorn
+
+    from coordinator.observability import configure_logging
+    from coordinator.web.app import create_web_app
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
+                log_level="warning")
+
+
+@app.command()
+def report(
+    kind: Annotated[str, typer.Option(help="e.g. flood, fire, power-outage")],
+    severity: Annotated[Severity, typer.Option(help="minor, moderate, severe or extreme")],
+    area: Annotated[str, typer.Option(help="area code from config/areas.yaml")],
+    title: Annotated[str, typer.Option()],
+    details: Annotated[str, typer.Option()] = "",
+    reporter: Annotated[str, typer.Option(help="who reports")] = "",
+    report_id: Annotated[str | None, typer.Option("--id", help="your id; a retry is safe")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the incident and its approval request")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """File a report (as the API does: outboxed in Redis, then put on the broker)."""
+    from pydantic import ValidationError
+
+    from coordinator.reports.filing import file_report, report_problems
+
+    settings = _settings()
+    try:
+        rep = Report(id=report_id or f"rep-{uuid.uuid4().hex[:16]}", kind=kind, severity=severity,
+                     area=area, title=title, details=details, reporter=reporter,
+                     received_via="cli")
+    except ValidationError as exc:
+        raise fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
+    problems = report_problems(rep, load_city(settings.config_dir))
+    if problems:
+        raise fail("; ".join(f"--{field}: {why}" for field, why in problems))
+    if not settings.kafka_url:
+        raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, Any]:
+        producer = Producer(s)
+        await producer.start()
+        try:
+            await file_report(redis, keys, producer, rep)
+        finally:
+            await producer.stop()
+        result: dict[str, Any] = {"report": rep.id, "status": "accepted"}
+        if wait:
+            result |= await _wait_for_plan(redis, keys, rep.id)
+        return result
+
+    try:
+        result = _with_redis(work)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        _print_json(result)
+        return
+    out.print(f"report [bold]{rep.id}[/] accepted")
+    if "incident" in result:
+        out.print(f"incident [bold]{result['incident']}[/] ({result['status']}), "
+                  f"playbook {result.get('playbook') or '-'}")
+        if result.get("approval"):
+            a = result["approval"]
+            out.print(f"approval [bold]{a['id']}[/]: level {a['level']} ({a['department']}: "
+                      f"{', '.join(a['approvers'])}), deadline {a['deadline']}")
+
+
+async def _wait_for_plan(redis: Redis, keys: Keys, report_id: str, timeout_s: float = 30.0
+                         ) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        incident_id = await redis.hget(keys.report(report_id), "incident")
+        if incident_id:
+            incident = await queries.incident_detail(redis, keys, incident_id) or {}
+            if incident.get("playbook"):
+                return {"incident": incident_id, "status": incident["status"],
+                        "playbook": incident["playbook"], "approval": incident.get("approval")}
+        await asyncio.sleep(0.2)
+    raise LoaError(f"report {report_id} was accepted but not planned within {timeout_s:.0f}s: "
+                   "is a worker running? (`loa doctor`)")
+
+
+@app.command()
+def incidents(as_json: JsonOpt = False) -> None:
+    """List incidents, newest first."""
+    rows = _with_redis(lambda r, k, s: queries.list_incidents(r, k))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("incident", "status", "severity", "kind", "area", "playbook", "reports", "title")
+    for row in rows:
+        table.add_row(row["id"], row["status"], row["severity"], row["kind"], row["area"],
+                      row["playbook"] or "-", row["report_count"], row["title"])
+    out.print(table)
+
+
+@app.command()
+def show(incident_id: str, as_json: JsonOpt = False) -> None:
+    """An incident and its timeline: reports, playbook and why, draft, approval, statement."""
+    found = _with_redis(lambda r, k, s: queries.incident_detail(r, k, incident_id))
+    if found is None:
+        raise fail(f"no incident {incident_id} (see `loa incidents`)")
+    if as_json:
+        _print_json(found)
+        return
+    out.print(f"[bold]{found['id']}[/] {found['title']}  [{found['status']}]")
+    out.print(f"{found['kind']} · {found['severity']} · {found['area']} · "
+              f"{found['report_count']} report(s) · playbook {found['playbook'] or '-'}")
+    if found.get("status_reason"):
+        out.print(f"[yellow]{found['status_reason']}[/]")
+    table = Table("when (UTC)", "what", "who", "via", "detail")
+    for entry in found["timeline"]:
+        detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items())
+        table.add_row(entry["at"][:19], entry["action"], entry["actor"], entry["interface"],
+                      f"{entry.get('subject') or ''} {detail}".strip())
+    out.print(table)
+
+
+@app.command()
+def approvals(
+    all_: Annotated[bool, typer.Option("--all", help="also decided ones")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approval requests waiting for a decision (by deadline)."""
+    rows = _with_redis(lambda r, k, s: queries.list_approvals(r, k, pending_only=not all_))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("approval", "incident", "status", "level", "who holds it", "deadline",
+                  "time left")
+    now = time.time()
+    for row in rows:
+        from datetime import datetime
+
+        left = datetime.fromisoformat(row["deadline"]).timestamp() - now
+        table.add_row(row["id"], row["incident_id"], row["status"], str(row["level"]),
+                      f"{row['department']}: {', '.join(row['approvers'])}", row["deadline"][:19],
+                      f"{int(left // 60)}m{int(left % 60):02d}s" if left > 0 else "overdue")
+    out.print(table)
+
+
+def _decide(approval_id: str, approver: str, verdict: str, comment: str, as_json: bool) -> None:
+    settings = _settings()
+    if not settings.kafka_url:
+        raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
+    decision = Decision(id=f"dec-{uuid.uuid4().hex[:16]}", approval_id=approval_id,
+                        approver_id=approver, verdict=verdict,  # type: ignore[arg-type]
+                        comment=comment, via="cli")
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, Any]:
+        if not await redis.exists(keys.approval(approval_id)):
+            raise LoaError(f"no approval {approval_id} (see `loa approvals`)")
+        from coordinator import topics
+
+        producer = Producer(s)
+        await producer.start()
+        try:
+            await producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            raw = await redis.get(keys.decision(decision.id))
+            if raw:
+                return dict(json.loads(raw))
+            await asyncio.sleep(0.2)
+        raise LoaError(f"decision {decision.id} was sent but not applied within 30s: "
+                       "is a worker running?")
+
+    try:
+        outcome = _with_redis(work)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        _print_json(outcome)
+    else:
+        (out if outcome["accepted"] else err).print(outcome["message"])
+    if not outcome["accepted"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def approve(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="your approver id (config/departments.yaml)")],
+    comment: Annotated[str, typer.Option()] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a draft statement: it is published once the decision is applied."""
+    _decide(approval_id, approver, "approve", comment, as_json)
+
+
+@app.command()
+def reject(
+    approval_id: str,
+    approver: Annotated[str, typer.Option("--as", help="your approver id")],
+    reason: Annotated[str, typer.Option(help="why; the duty officer sees it")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a draft statement: the incident goes back to the duty officer with your reason."""
+    _decide(approval_id, approver, "reject", reason, as_json)
+
+
+@app.command()
+def statements(as_json: JsonOpt = False) -> None:
+    """Published statements, newest first."""
+    rows = _with_redis(lambda r, k, s: queries.published_statements(r, k))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("statement", "incident", "severity", "area", "published (UTC)", "approved by",
+                  "title")
+    for row in rows:
+        title = next((t["title"] for t in row["texts"] if t["channel"] == "web"), "")
+        table.add_row(row["id"], row["incident_id"], row["severity"], row["area"],
+                      (row["published_at"] or "")[:19], ", ".join(row["approved_by"]), title)
+    out.print(table)
+
+
+@playbooks_app.command("validate")
+def playbooks_validate(
+    path: Annotated[Path | None, typer.Argument(help="a playbook file or folder")] = None,
+) -> None:
+    """Check playbooks; print every problem as file:line: field: why."""
+    from coordinator.playbooks.loader import check_playbook_file
+
+    settings = load_settings()
+    city = _city(settings)
+    target = path or settings.playbooks_dir
+    files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
+    if not files:
+        raise fail(f"{target}: no playbooks (*.yaml) found")
+    bad = 0
+    for file in files:
+        playbook, problems = check_playbook_file(file, city)
+        if problems:
+            bad += 1
+            for problem in problems:
+                err.print(problem, markup=False, highlight=False, soft_wrap=True)
+        elif playbook is not None:
+            out.print(f"[green]ok[/] {file} ({playbook.id})")
+    if bad:
+        raise fail(f"{bad} of {len(files)} playbook(s) do not validate")
+
+
+@playbooks_app.command("explain")
+def playbooks_explain(
+    kind: Annotated[str, typer.Option()],
+    severity: Annotated[Severity, typer.Option()],
+    area: Annotated[str, typer.Option()],
+    as_json: JsonOpt = False,
+) -> None:
+    """Which playbook an incident would get, and why each other one does not fit."""
+    from coordinator.errors import PlaybookError
+    from coordinator.playbooks.loader import load_playbooks
+    from coordinator.playbooks.selection import select_playbook
+
+    settings = load_settings()
+    city = _city(settings)
+    if area not in city.areas:
+        raise fail(f"--area: unknown area {area!r} (see config/areas.yaml)")
+    try:
+        playbooks = load_playbooks(settings.playbooks_dir, city)
+    except PlaybookError as exc:
+        raise fail(f"playbooks do not validate:\n{exc}") from exc
+    selection = select_playbook(playbooks, kind, severity, area, city)
+    if as_json:
+        _print_json({"playbook": selection.playbook_id, "reason": selection.reason,
+                     "candidates": [c.__dict__ for c in selection.candidates]})
+        return
+    out.print(f"[bold]{selection.playbook_id}[/]: {selection.reason}")
+    for c in sorted(selection.candidates, key=lambda c: c.playbook_id):
+        mark = "[green]matches[/]" if c.matches else "[dim]no[/]"
+        out.print(f"  {c.playbook_id:20} {mark}  {c.why}")
+
+
+def _city(settings: Settings) -> Any:
+    try:
+        return load_city(settings.config_dir)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
+def doctor() -> None:
+    """Check this setup and say in plain words what is wrong."""
+    from coordinator.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(_settings(), out))
+
+
+def main() -> None:
+    """Entry point of the `loa` command."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dispatch: an approved statement handed to its channels."""

@@ -1,0 +1,47 @@
+"""Hand an approved statement to the web channel and record that it was published.
+
+SMS and email fan-out to subscribers is the subscribers issue; their seam is
+:func:`deliveries_for`, which today yields the one public web delivery.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from redis.asyncio.client import Pipeline
+
+from channels.base import Channel
+from coordinator.events import AuditEvent, Delivery, Statement
+from coordinator.runtime import Runtime
+from coordinator.state import queue_audit, transact
+
+
+def deliveries_for(statement: Statement, now: datetime) -> list[Delivery]:
+    """The deliveries of a statement; the id is deterministic, so a replay makes none new."""
+    return [Delivery(id=f"{statement.id}:web:public", statement_id=statement.id, channel="web",
+                     recipient="public", language="*", status="queued", at=now)]
+
+
+async def publish_statement(rt: Runtime, channels: dict[str, Channel], statement: Statement,
+                            now: datetime) -> bool:
+    """Send every delivery; True when this call published the statement for the first time.
+
+    Raises DeliveryError from a channel."""
+    for delivery in deliveries_for(statement, now):
+        await channels[delivery.channel].send(statement, delivery)
+    key = rt.keys.statement(statement.id)
+
+    async def body(pipe: Pipeline) -> bool:
+        if await pipe.hget(key, "announced"):
+            return False
+        pipe.multi()
+        pipe.hset(key, "announced", now.isoformat())
+        pipe.hset(rt.keys.incident(statement.incident_id),
+                  mapping={"status": "published", "updated_at": now.isoformat()})
+        queue_audit(pipe, rt.keys, AuditEvent(
+            at=now, actor=rt.settings.worker_id, action="statement.published",
+            interface="worker", incident_id=statement.incident_id, subject=statement.id,
+            detail={"channels": ["web"], "approved_by": statement.approved_by}))
+        return True
+
+    return await transact(rt.redis, [key], body)

@@ -1,0 +1,96 @@
+"""`loa doctor`: check a setup, step by step, and say in plain words what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import Callable
+
+from rich.console import Console
+
+from coordinator.broker import missing_topics
+from coordinator.city import load_city
+from coordinator.errors import BrokerUnavailable, LoaError
+from coordinator.keys import Keys
+from coordinator.playbooks.loader import load_playbooks
+from coordinator.settings import Settings
+from coordinator.state import connect
+
+Check = Callable[[Settings], tuple[bool, str]]
+
+
+def _python(settings: Settings) -> tuple[bool, str]:
+    ok = sys.version_info >= (3, 11)
+    return ok, f"Python {sys.version.split()[0]}" + ("" if ok else ": Loa needs 3.11 or newer")
+
+
+def _config(settings: Settings) -> tuple[bool, str]:
+    try:
+        city = load_city(settings.config_dir)
+    except LoaError as exc:
+        return False, f"config/ does not load:\n{exc}"
+    return True, (f"config: {len(city.areas)} areas, {len(city.departments)} departments, "
+                  f"{len(city.people)} people")
+
+
+def _playbooks(settings: Settings) -> tuple[bool, str]:
+    try:
+        playbooks = load_playbooks(settings.playbooks_dir, load_city(settings.config_dir))
+    except LoaError as exc:
+        return False, f"playbooks do not validate (run `loa playbooks validate`):\n{exc}"
+    return True, f"playbooks: {len(playbooks)} valid ({', '.join(sorted(playbooks))})"
+
+
+def _redis(settings: Settings) -> tuple[bool, str]:
+    if not settings.redis_url:
+        found = shutil.which("redis-server")
+        return bool(found), ("Redis: no LOA_REDIS_URL and no `loa up` running; `loa up` will "
+                             f"start {found}" if found else
+                             "Redis: no LOA_REDIS_URL, and redis-server is not installed "
+                             "(apt-get install redis-server)")
+
+    async def ping() -> tuple[bool, str]:
+        redis = connect(settings.redis_url or "")
+        try:
+            await redis.ping()
+            workers = [k async for k in redis.scan_iter(Keys(settings.redis_prefix)
+                                                        .worker_heartbeats())]
+        finally:
+            await redis.aclose()
+        if not workers:
+            return False, (f"Redis at {settings.redis_url} answers, but no worker is alive: "
+                           "reports will wait in the outbox (start `loa worker`)")
+        return True, f"Redis at {settings.redis_url} answers; {len(workers)} worker(s) alive"
+
+    try:
+        return asyncio.run(ping())
+    except OSError as exc:
+        return False, f"Redis at {settings.redis_url} does not answer: {exc}"
+
+
+def _broker(settings: Settings) -> tuple[bool, str]:
+    if not settings.kafka_url:
+        return True, "broker: no LOA_KAFKA_URL and no `loa up` running; `loa up` starts Tansu"
+    try:
+        missing = asyncio.run(missing_topics(settings, timeout_s=5))
+    except BrokerUnavailable as exc:
+        return False, f"broker does not answer: {exc}"
+    if missing:
+        return False, (f"broker at {settings.kafka_url} answers but lacks topics "
+                       f"{', '.join(missing)} (a worker creates them when it starts)")
+    return True, f"broker at {settings.kafka_url} answers; every topic exists"
+
+
+CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _broker]
+
+
+def run_doctor(settings: Settings, out: Console) -> int:
+    """Print each check; 0 when all pass, 1 otherwise."""
+    failed = 0
+    for check in CHECKS:
+        ok, message = check(settings)
+        failed += not ok
+        out.print(("[green]✔[/] " if ok else "[red]✘[/] ") + message, highlight=False)
+    out.print("all good" if not failed else f"{failed} problem(s) found")
+    return 1 if failed else 0

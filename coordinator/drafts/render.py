@@ -1,0 +1,105 @@
+"""Render a playbook's templates for an incident (Jinja2, sandboxed, StrictUndefined).
+
+Pure: the time of issue is an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from channels.segments import segment_count
+from coordinator.city import City
+from coordinator.errors import TemplateRenderError
+from coordinator.events import RenderedText, Severity
+from coordinator.playbooks.models import EmailTemplate, Playbook, SmsTemplate, WebTemplate
+
+SEVERITY_LABELS = {
+    "vi": {"minor": "nhẹ", "moderate": "trung bình", "severe": "nghiêm trọng",
+           "extreme": "đặc biệt nghiêm trọng"},
+    "en": {"minor": "minor", "moderate": "moderate", "severe": "severe", "extreme": "extreme"},
+}
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """What templates may say about an incident."""
+
+    id: str
+    kind: str
+    severity: Severity
+    title: str
+    details: str
+    area: str
+    report_count: int = 1
+
+
+def template_context(
+    facts: IncidentFacts, playbook: Playbook, city: City, language: str, now: datetime, tz: str
+) -> dict[str, object]:
+    """The variables a template sees, in one language."""
+    area = city.areas.get(facts.area)
+    parent = city.areas.get(area.parent) if area and area.parent else None
+    department = city.departments.get(playbook.approval.department) if playbook.approval else None
+    return {
+        "incident": {
+            "id": facts.id, "kind": facts.kind, "severity": facts.severity.value,
+            "title": facts.title, "details": facts.details, "report_count": facts.report_count,
+        },
+        "area": {
+            "code": facts.area,
+            "name": area.name_in(language) if area else facts.area,
+            "parent_name": parent.name_in(language) if parent else "",
+        },
+        "severity_label": SEVERITY_LABELS.get(language, SEVERITY_LABELS["en"])[facts.severity],
+        "department": {
+            "name": (department.name.get(language) or department.name.get("vi", department.id))
+            if department else "",
+        },
+        "issued_at": now.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y"),
+    }
+
+
+def render_text(source: str, context: dict[str, object], where: str) -> str:
+    """Render one template string; raises TemplateRenderError naming `where`."""
+    try:
+        return _env.from_string(source).render(context).strip()
+    except TemplateError as exc:
+        raise TemplateRenderError(f"{where}: {exc}") from exc
+
+
+def render_draft(
+    playbook: Playbook, facts: IncidentFacts, city: City, now: datetime, tz: str
+) -> list[RenderedText]:
+    """Every channel in every language of a playbook; raises TemplateRenderError."""
+    texts = []
+    for language in playbook.languages:
+        ctx = template_context(facts, playbook, city, language, now, tz)
+        for channel in playbook.channels:
+            where = f"{playbook.id}: templates.{language}.{channel}"
+            tpl = playbook.template(language, channel)
+            if isinstance(tpl, WebTemplate):
+                texts.append(RenderedText(
+                    channel="web", language=language,
+                    title=render_text(tpl.title, ctx, where + ".title"),
+                    body=render_text(tpl.body, ctx, where + ".body"),
+                ))
+            elif isinstance(tpl, EmailTemplate):
+                texts.append(RenderedText(
+                    channel="email", language=language,
+                    title=render_text(tpl.subject, ctx, where + ".subject"),
+                    body=render_text(tpl.body, ctx, where + ".body"),
+                ))
+            elif isinstance(tpl, SmsTemplate):
+                body = render_text(tpl.text, ctx, where + ".text")
+                texts.append(RenderedText(
+                    channel="sms", language=language, body=body,
+                    segments=segment_count(body), segment_budget=tpl.segment_budget,
+                ))
+    return texts

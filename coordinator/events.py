@@ -1,0 +1,216 @@
+"""Every event Loa puts on a topic, as pydantic models (schema version 1).
+
+Values on the topics are the JSON of these models. The web process, the CLI
+and the worker all use this one module, so producer and consumer cannot
+drift apart. ``schema_version`` lets a later version read old events.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+Slug = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", min_length=1, max_length=64)
+]
+Interface = Literal["api", "cli", "web", "sms", "email", "worker", "system"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+class Severity(enum.StrEnum):
+    """CAP 1.2 severities, in rising order."""
+
+    minor = "minor"
+    moderate = "moderate"
+    severe = "severe"
+    extreme = "extreme"
+
+    @property
+    def rank(self) -> int:
+        """0 for minor up to 3 for extreme."""
+        return list(Severity).index(self)
+
+
+class Event(BaseModel):
+    """Base of every event: versioned, immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        """The JSON value as it goes on a topic."""
+        return self.model_dump_json().encode()
+
+
+class Report(Event):
+    """An incoming report: from a department, a locality, the press or a citizen."""
+
+    type: Literal["report"] = "report"
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    kind: Slug
+    severity: Severity
+    area: Slug
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    details: Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)] = ""
+    reporter: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    received_via: Interface = "api"
+    received_at: datetime = Field(default_factory=utcnow)
+
+    def correlation_key(self) -> str:
+        """Reports with the same key may join one incident (and share a partition)."""
+        return f"{self.kind}:{self.area}"
+
+
+class IncidentOpened(Event):
+    """A report opened a new incident."""
+
+    type: Literal["incident.opened"] = "incident.opened"
+    incident_id: str
+    report: Report
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ReportAttached(Event):
+    """A report joined an incident that was already open."""
+
+    type: Literal["incident.report_attached"] = "incident.report_attached"
+    incident_id: str
+    report: Report
+    at: datetime = Field(default_factory=utcnow)
+
+
+IncidentEvent = Annotated[IncidentOpened | ReportAttached, Field(discriminator="type")]
+
+
+class RenderedText(BaseModel):
+    """One channel in one language of a draft or statement."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    channel: Literal["web", "sms", "email"]
+    language: str
+    title: str = ""
+    body: str
+    segments: int | None = None
+    segment_budget: int | None = None
+
+
+class Draft(Event):
+    """The statement a playbook drafted for an incident, before approval."""
+
+    type: Literal["draft"] = "draft"
+    id: str
+    incident_id: str
+    playbook_id: str
+    version: int
+    texts: list[RenderedText]
+    rendered_at: datetime = Field(default_factory=utcnow)
+
+
+class ChainLevelSnapshot(BaseModel):
+    """One level of an approval chain, frozen when the request was created."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    level: int
+    department: str
+    department_level: int
+    approvers: list[str]
+    within_s: float
+    mode: Literal["any", "all"] = "any"
+
+
+class ApprovalRequest(Event):
+    """Who must approve a draft, by when; the chain is a snapshot of the playbook's."""
+
+    type: Literal["approval.requested"] = "approval.requested"
+    id: str
+    incident_id: str
+    draft_id: str
+    playbook_id: str
+    severity: Severity
+    chain: list[ChainLevelSnapshot]
+    level: int = 1
+    deadline: datetime
+    on_exhausted: Literal["hold", "duty_officer", "publish"]
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def current_level(self) -> ChainLevelSnapshot:
+        """The chain level that holds the request now."""
+        return self.chain[self.level - 1]
+
+
+class Decision(Event):
+    """An approver's answer to an approval request."""
+
+    type: Literal["decision"] = "decision"
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    approval_id: str
+    approver_id: str
+    verdict: Literal["approve", "reject"]
+    comment: str = ""
+    via: Interface = "cli"
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Statement(Event):
+    """An approved statement, ready for the channels (CAP msgType Alert first)."""
+
+    type: Literal["statement"] = "statement"
+    id: str
+    incident_id: str
+    approval_id: str
+    draft_id: str
+    playbook_id: str
+    kind: str
+    severity: Severity
+    area: str
+    msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
+    references: list[str] = Field(default_factory=list)
+    texts: list[RenderedText]
+    approved_by: list[str]
+    approved_at: datetime
+
+
+class Delivery(Event):
+    """One statement handed to one recipient on one channel (SMS and email: own issue)."""
+
+    type: Literal["delivery"] = "delivery"
+    id: str
+    statement_id: str
+    channel: Literal["web", "sms", "email"]
+    recipient: str
+    language: str
+    status: Literal["queued", "sent", "delivered", "failed"] = "queued"
+    at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(Event):
+    """Who did what, when, through which interface."""
+
+    type: Literal["audit"] = "audit"
+    at: datetime = Field(default_factory=utcnow)
+    actor: str
+    action: str
+    interface: Interface
+    incident_id: str | None = None
+    subject: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Event):
+    """A message that could not be handled, with why; the worker went on."""
+
+    type: Literal["dead_letter"] = "dead_letter"
+    topic: str
+    key: str | None
+    value: str
+    reason: str
+    at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,1 @@
+"""Incidents: reports correlated into incidents, and the incident's stored state."""

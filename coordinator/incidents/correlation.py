@@ -1,0 +1,17 @@
+"""Does a report join an open incident? Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+OPEN_STATUSES = frozenset(
+    {"open", "needs_duty_officer", "awaiting_approval", "approved", "published", "returned"}
+)
+
+
+def joins(status: str | None, last_report_at: datetime | None, received_at: datetime,
+          window_s: float) -> bool:
+    """True when a report received at `received_at` joins the incident described."""
+    if status not in OPEN_STATUSES or last_report_at is None:
+        return False
+    return abs((received_at - last_report_at).total_seconds()) <= window_s

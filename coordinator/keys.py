@@ -1,0 +1,95 @@
+"""Every Redis key Loa uses, in one place. All start with the configured prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (``LOA_REDIS_PREFIX``)."""
+
+    prefix: str
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # reports in
+    def outbox(self) -> str:
+        """Hash report id -> report JSON, kept until the pipeline has taken the report in."""
+        return self._k("outbox")
+
+    def outbox_times(self) -> str:
+        """Sorted set report id -> when it was last put on the broker."""
+        return self._k("outbox", "sent")
+
+    def report(self, report_id: str) -> str:
+        """The report as taken in, with the incident it went to."""
+        return self._k("report", report_id)
+
+    # incidents
+    def incident_seq(self) -> str:
+        """Counter behind incident ids."""
+        return self._k("seq", "incident")
+
+    def incident(self, incident_id: str) -> str:
+        """Hash: the incident's current state."""
+        return self._k("incident", incident_id)
+
+    def incidents(self) -> str:
+        """Sorted set incident id -> opened time."""
+        return self._k("incidents")
+
+    def timeline(self, incident_id: str) -> str:
+        """List of the incident's timeline entries (JSON), oldest first."""
+        return self._k("incident", incident_id, "timeline")
+
+    def open_incident(self, correlation_key: str) -> str:
+        """Which incident reports of this kind and area join now."""
+        return self._k("open", correlation_key)
+
+    # drafts, approvals, statements
+    def draft(self, draft_id: str) -> str:
+        """The draft's JSON."""
+        return self._k("draft", draft_id)
+
+    def approval(self, approval_id: str) -> str:
+        """Hash: the approval request's JSON and its status."""
+        return self._k("approval", approval_id)
+
+    def approvals_pending(self) -> str:
+        """Sorted set approval id -> deadline (epoch seconds)."""
+        return self._k("approvals", "pending")
+
+    def approvals(self) -> str:
+        """Sorted set approval id -> created time."""
+        return self._k("approvals")
+
+    def decision(self, decision_id: str) -> str:
+        """The outcome of one decision (accepted or refused, and why)."""
+        return self._k("decision", decision_id)
+
+    def statement(self, statement_id: str) -> str:
+        """Hash: the statement's JSON and where it was published."""
+        return self._k("statement", statement_id)
+
+    def statements_published(self) -> str:
+        """Sorted set statement id -> published time: what the public web shows."""
+        return self._k("statements", "published")
+
+    # operations
+    def audit(self) -> str:
+        """Stream of every audit event."""
+        return self._k("audit")
+
+    def worker_heartbeat(self, worker_id: str) -> str:
+        """Present (with a short TTL) while a worker of that id is alive."""
+        return self._k("worker", worker_id)
+
+    def worker_heartbeats(self) -> str:
+        """Pattern matching every worker heartbeat key."""
+        return self._k("worker", "*")
+
+    def dead_letters(self) -> str:
+        """Stream of dead letters (also on the dead-letters topic)."""
+        return self._k("dead-letters")

@@ -1,0 +1,50 @@
+"""Structured logs (structlog) and Prometheus metrics, configured once per process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+REPORTS_ACCEPTED = Counter("loa_reports_accepted_total", "Reports accepted (outboxed and on the broker)",
+                           ["interface"])
+REPORTS_TAKEN_IN = Counter("loa_reports_taken_in_total", "Reports taken in by the intake",
+                           ["outcome"])
+INCIDENTS_OPENED = Counter("loa_incidents_opened_total", "Incidents opened")
+APPROVALS_REQUESTED = Counter("loa_approvals_requested_total", "Approval requests created")
+DECISIONS = Counter("loa_decisions_total", "Decisions applied", ["outcome"])
+STATEMENTS_PUBLISHED = Counter("loa_statements_published_total", "Statements published")
+DEAD_LETTERS = Counter("loa_dead_letters_total", "Messages sent to dead-letters", ["topic"])
+OUTBOX_RESENT = Counter("loa_outbox_resent_total", "Outboxed reports put on the broker again")
+STAGE_LATENCY = Histogram(
+    "loa_stage_latency_seconds", "Time from the triggering event to the end of a stage",
+    ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """Route stdlib and structlog output through one renderer."""
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger bound to a component name."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -1,0 +1,1 @@
+"""Playbooks: YAML -> Playbook models (loader) and incident -> playbook (selection)."""

@@ -1,0 +1,122 @@
+"""Load playbooks from YAML; refuse a broken one with file, line and field named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from coordinator.city import City
+from coordinator.drafts.render import IncidentFacts, render_draft
+from coordinator.errors import PlaybookError, TemplateRenderError
+from coordinator.events import Severity
+from coordinator.playbooks.models import Playbook
+from coordinator.yamlsource import YamlSource, parse_problem, validate_source
+
+# Long enough to show a template's worst case when checking SMS segment budgets.
+_SAMPLE_TITLE = "Ngập sâu 0,5 m trên các tuyến phố, nhiều phương tiện chết máy giữa đường"
+
+
+def check_playbook_file(path: Path, city: City) -> tuple[Playbook | None, list[str]]:
+    """The playbook and the problems found in it (empty when it is good)."""
+    try:
+        source = YamlSource.read(path)
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc.strerror}"]
+    except yaml.YAMLError as exc:
+        return None, [parse_problem(path, exc)]
+    if not isinstance(source.data, dict):
+        return None, [f"{path}:1: (document): must be a mapping of playbook fields"]
+    parsed = validate_source(source, Playbook)
+    if isinstance(parsed, list):
+        return None, parsed
+    problems = _semantic_problems(source, parsed, city)
+    if parsed.id != path.stem:
+        problems.append(f"{source.where(['id'])}: id: {parsed.id!r} must equal the file name "
+                        f"{path.stem!r}")
+    return (parsed if not problems else None), problems
+
+
+def _semantic_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
+    out = []
+    if pb.fallback and (pb.match is not None or pb.approval is not None):
+        out.append(f"{src.where(['fallback'])}: fallback: a fallback playbook has no `match` "
+                   "and no `approval`")
+    if not pb.fallback:
+        out += [f"{src.where([])}: {name}: is required (unless `fallback: true`)"
+                for name in ("match", "approval") if getattr(pb, name) is None]
+    if pb.match is not None:
+        out += [f"{src.where(['match', 'areas', i])}: match.areas[{i}]: unknown area {code!r}"
+                for i, code in enumerate(pb.match.areas) if code not in city.areas]
+    if pb.approval is not None:
+        out += _chain_problems(src, pb, city)
+    for language in pb.languages:
+        for channel in pb.channels:
+            if language not in pb.templates or getattr(pb.templates[language], channel) is None:
+                out.append(f"{src.where(['templates', language])}: templates.{language}.{channel}: "
+                           f"is missing (the playbook sends {channel} in {language})")
+    return out or _render_problems(src, pb, city)
+
+
+def _chain_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
+    assert pb.approval is not None
+    out = []
+    if pb.approval.department not in city.departments:
+        out.append(f"{src.where(['approval', 'department'])}: approval.department: unknown "
+                   f"department {pb.approval.department!r}")
+    for i, level in enumerate(pb.approval.chain):
+        loc = ["approval", "chain", i]
+        dep_id = level.department or pb.approval.department
+        dep = city.departments.get(dep_id)
+        if dep is None:
+            out.append(f"{src.where([*loc, 'department'])}: approval.chain[{i}].department: "
+                       f"unknown department {dep_id!r}")
+            continue
+        for person in level.people:
+            if person not in {p.id for p in dep.approvers}:
+                out.append(f"{src.where([*loc, 'people'])}: approval.chain[{i}].people: "
+                           f"{person!r} is not an approver of {dep_id!r}")
+        if not level.people and not dep.at_level(level.level):
+            out.append(f"{src.where([*loc, 'level'])}: approval.chain[{i}].level: {dep_id!r} has "
+                       f"no approver at level {level.level}")
+    return out
+
+
+def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
+    """Render every template against a worst-case sample incident."""
+    area = max(city.areas.values(), key=lambda a: len(a.name_in("vi")), default=None)
+    kind = pb.match.kinds[0] if pb.match else "report"
+    facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
+                          title=_SAMPLE_TITLE, details="Chi tiết.", area=area.code if area else "hn",
+                          report_count=12)
+    try:
+        texts = render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5, tzinfo=UTC),
+                             "Asia/Ho_Chi_Minh")
+    except TemplateRenderError as exc:
+        return [f"{src.where(['templates'])}: {exc}"]
+    return [
+        f"{src.where(['templates', t.language, 'sms'])}: templates.{t.language}.sms: worst case "
+        f"takes {t.segments} segments, over the budget of {t.segment_budget}"
+        for t in texts
+        if t.segments is not None and t.segment_budget is not None and t.segments > t.segment_budget
+    ]
+
+
+def load_playbooks(directory: Path, city: City) -> dict[str, Playbook]:
+    """Every playbook in a folder; raises PlaybookError listing every problem found."""
+    playbooks: dict[str, Playbook] = {}
+    problems: list[str] = []
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        raise PlaybookError([f"{directory}: no playbooks (*.yaml) found"])
+    for path in files:
+        playbook, found = check_playbook_file(path, city)
+        problems += found
+        if playbook is not None:
+            playbooks[playbook.id] = playbook
+    if not problems and not any(p.fallback for p in playbooks.values()):
+        problems.append(f"{directory}: no fallback playbook (`fallback: true`)")
+    if problems:
+        raise PlaybookError(problems)
+    return playbooks

@@ -1,0 +1,86 @@
+"""Read-side queries shared by the web app and the CLI. They never write."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from coordinator.events import ApprovalRequest, Statement
+from coordinator.keys import Keys
+from coordinator.state import Redis, read_json_list
+
+
+async def list_incidents(redis: Redis, keys: Keys, limit: int = 100) -> list[dict[str, str]]:
+    """The newest incidents first."""
+    ids = await redis.zrevrange(keys.incidents(), 0, limit - 1)
+    rows = []
+    for incident_id in ids:
+        row = await redis.hgetall(keys.incident(incident_id))
+        if row:
+            rows.append(row)
+    return rows
+
+
+async def incident_detail(redis: Redis, keys: Keys, incident_id: str) -> dict[str, Any] | None:
+    """The incident, its timeline, its approval request and statement; None if unknown."""
+    incident: dict[str, Any] = await redis.hgetall(keys.incident(incident_id))
+    if not incident:
+        return None
+    incident["timeline"] = await read_json_list(redis, keys.timeline(incident_id))
+    if incident.get("approval_id"):
+        incident["approval"] = await approval_detail(redis, keys, incident["approval_id"])
+    if incident.get("statement_id"):
+        incident["statement"] = await statement_detail(redis, keys, incident["statement_id"])
+    return incident
+
+
+async def approval_detail(redis: Redis, keys: Keys, approval_id: str) -> dict[str, Any] | None:
+    """An approval request with its state; None if unknown."""
+    row = await redis.hgetall(keys.approval(approval_id))
+    if not row:
+        return None
+    request = ApprovalRequest.model_validate_json(row["request"])
+    level = request.chain[int(row["level"]) - 1]
+    return {
+        "id": request.id, "incident_id": request.incident_id, "playbook": request.playbook_id,
+        "status": row["status"], "level": int(row["level"]), "department": level.department,
+        "approvers": level.approvers, "deadline": request.deadline.isoformat(),
+        "decided_by": row.get("decided_by", ""), "decided_at": row.get("decided_at", ""),
+        "reason": row.get("reason", ""), "draft_id": request.draft_id,
+        "approved_by": json.loads(row.get("approved_by", "[]")),
+    }
+
+
+async def list_approvals(redis: Redis, keys: Keys, pending_only: bool = True,
+                         limit: int = 200) -> list[dict[str, Any]]:
+    """Approval requests: pending ones by deadline, or all, newest first."""
+    if pending_only:
+        ids = await redis.zrange(keys.approvals_pending(), 0, limit - 1)
+    else:
+        ids = await redis.zrevrange(keys.approvals(), 0, limit - 1)
+    found = [await approval_detail(redis, keys, i) for i in ids]
+    return [a for a in found if a is not None]
+
+
+async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[str, Any] | None:
+    """A statement as JSON, with `published_at` once it is public; None if unknown."""
+    row = await redis.hgetall(keys.statement(statement_id))
+    if not row:
+        return None
+    out: dict[str, Any] = Statement.model_validate_json(row["statement"]).model_dump(mode="json")
+    out["published_at"] = row.get("published_at")
+    return out
+
+
+async def published_statements(redis: Redis, keys: Keys, limit: int = 100
+                               ) -> list[dict[str, Any]]:
+    """What the public sees: published statements, newest first."""
+    ids = await redis.zrevrange(keys.statements_published(), 0, limit - 1)
+    found = [await statement_detail(redis, keys, i) for i in ids]
+    return [s for s in found if s is not None and s.get("published_at")]
+
+
+async def draft_texts(redis: Redis, keys: Keys, draft_id: str) -> list[dict[str, Any]]:
+    """The rendered texts of a draft."""
+    raw = await redis.get(keys.draft(draft_id))
+    return list(json.loads(raw)["texts"]) if raw else []

@@ -1,0 +1,56 @@
+"""File a report: keep it in the Redis outbox, put it on the broker, and only then say yes.
+
+The outbox entry stays until the intake has taken the report in; the worker
+sends it again from there if that does not happen in time (the embedded
+broker keeps nothing across its own restart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from coordinator import topics
+from coordinator.broker import Producer
+from coordinator.city import City
+from coordinator.events import Report
+from coordinator.keys import Keys
+from coordinator.state import Redis
+
+
+def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
+    """(field, message) for what the city's config says is wrong with a report."""
+    if report.area not in city.areas:
+        return [("area", f"unknown area {report.area!r} (see `config/areas.yaml`)")]
+    return []
+
+
+async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Report) -> None:
+    """Durably record a report; raises BrokerUnavailable (the outbox still holds it)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(keys.outbox(), report.id, report.model_dump_json())
+        pipe.zadd(keys.outbox_times(), {report.id: time.time()})
+        await pipe.execute()
+    await producer.send(topics.REPORTS, report.correlation_key(), report.to_bytes())
+
+
+async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
+                     older_than_s: float,
+                     now: float | None = None, limit: int = 500) -> int:
+    """Put again on `reports` every outboxed report not taken in for `older_than_s`.
+
+    Returns how many were sent."""
+    now = time.time() if now is None else now
+    due = await redis.zrangebyscore(keys.outbox_times(), "-inf", now - older_than_s,
+                                    start=0, num=limit)
+    sent = 0
+    for report_id in due:
+        raw = await redis.hget(keys.outbox(), report_id)
+        if raw is None:
+            await redis.zrem(keys.outbox_times(), report_id)
+            continue
+        report = Report.model_validate_json(raw)
+        await send(report.correlation_key(), raw.encode())
+        await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
+        sent += 1
+    return sent

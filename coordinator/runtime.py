@@ -1,0 +1,37 @@
+"""What every handler needs: settings, Redis and its keys, the city, the playbooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.city import City, load_city
+from coordinator.keys import Keys
+from coordinator.playbooks.loader import load_playbooks
+from coordinator.playbooks.models import Playbook
+from coordinator.settings import Settings
+from coordinator.state import Redis, connect
+
+
+@dataclass
+class Runtime:
+    """The handlers' shared context; built once per process by :func:`build_runtime`."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    city: City
+    playbooks: dict[str, Playbook]
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Load config/ and playbooks/ and connect to Redis; raises ConfigError, PlaybookError."""
+    if not settings.redis_url:
+        raise ValueError("LOA_REDIS_URL is not set and no `loa up` is running (see `loa doctor`)")
+    city = load_city(settings.config_dir)
+    return Runtime(
+        settings=settings,
+        redis=connect(settings.redis_url),
+        keys=Keys(settings.redis_prefix),
+        city=city,
+        playbooks=load_playbooks(settings.playbooks_dir, city),
+    )

@@ -1,0 +1,60 @@
+"""Redis access: the connection, compare-and-set transactions, and the audit trail.
+
+Every state change goes through :func:`transact`: WATCH the keys the decision
+depends on, read, decide, write in MULTI/EXEC; a concurrent change retries.
+A handler run twice reads the state the first run left and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from coordinator.events import AuditEvent
+from coordinator.keys import Keys
+
+T = TypeVar("T")
+Redis = aioredis.Redis
+
+
+def connect(url: str) -> Redis:
+    """A Redis client that answers str (not bytes)."""
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+async def transact(
+    redis: Redis, watch: list[str], body: Callable[[Pipeline], Awaitable[T]], attempts: int = 50
+) -> T:
+    """Run `body` as a compare-and-set: it reads (immediate mode), calls
+    ``pipe.multi()``, queues writes and returns its result; retried on a conflict.
+    Raises RuntimeError when the keys keep changing under it."""
+    for _ in range(attempts):
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*watch)
+                result = await body(pipe)
+                if not pipe.explicit_transaction:
+                    pipe.multi()
+                await pipe.execute()
+                return result
+            except WatchError:
+                continue
+    raise RuntimeError(f"gave up after {attempts} conflicting attempts on {watch}")
+
+
+def queue_audit(pipe: Pipeline | Redis, keys: Keys, event: AuditEvent) -> None:
+    """Append to the audit stream and, for an incident, to its timeline (inside MULTI)."""
+    data = event.model_dump_json()
+    pipe.xadd(keys.audit(), {"event": data})
+    if event.incident_id:
+        pipe.rpush(keys.timeline(event.incident_id), data)
+
+
+async def read_json_list(redis: Redis, key: str) -> list[dict[str, Any]]:
+    """A list of JSON entries, decoded."""
+    return [json.loads(item) for item in await redis.lrange(key, 0, -1)]

@@ -1,0 +1,30 @@
+"""Every Kafka topic, what its values are, and how it is keyed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's base name and what its key and value are."""
+
+    name: str
+    value: str
+    key: str
+
+
+REPORTS = TopicSpec("reports", "events.Report", "kind:area, so related reports stay in order")
+INCIDENT_EVENTS = TopicSpec("incident-events", "events.IncidentEvent", "incident id")
+APPROVAL_EVENTS = TopicSpec("approval-events", "events.ApprovalRequest", "incident id")
+DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
+STATEMENTS = TopicSpec("statements", "events.Statement", "incident id")
+AUDIT = TopicSpec("audit", "events.AuditEvent", "incident id or actor")
+DEAD_LETTERS = TopicSpec("dead-letters", "events.DeadLetter", "the original key")
+
+ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, AUDIT, DEAD_LETTERS)
+
+
+def topic_name(spec: TopicSpec, prefix: str) -> str:
+    """The topic's name on the broker, with the deployment's prefix."""
+    return f"{prefix}{spec.name}"

@@ -1,0 +1,112 @@
+"""`loa up`: the whole system on one machine, on embedded defaults, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from rich.console import Console
+
+from coordinator.broker import ensure_topics
+from coordinator.embedded import Service, die_with_parent, free_port, start_redis, start_tansu, \
+    wait_for_port
+from coordinator.settings import Settings
+
+console = Console()
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int | None) -> Service:
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], env=env,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    if port is not None:
+        wait_for_port(port, timeout_s=60, proc=proc)
+    return Service(name, "", port or 0, proc)
+
+
+def run_up(settings: Settings) -> int:
+    """Start what is missing, print where everything is, stop it all on Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    started: list[Service] = []
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        kafka_url, redis_url = _infrastructure(settings, started)
+        env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
+               "LOA_DATA_DIR": str(settings.data_dir)}
+        metrics_port = settings.worker_metrics_port or free_port()
+        started.append(_spawn("worker", ["worker"], {
+            **env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None))
+        started.append(_spawn("web", ["web"], env, settings.web_port))
+        settings.run_file.write_text(json.dumps({
+            "kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
+            "pids": {s.name: s.proc.pid for s in started}}))
+        _announce(settings, kafka_url, redis_url, metrics_port)
+        while not stopping:
+            for service in started:
+                if service.proc.poll() is not None:
+                    console.print(f"[red]{service.name} exited with {service.proc.returncode}; "
+                                  "stopping everything[/]")
+                    return 1
+            time.sleep(0.3)
+        return 0
+    except (RuntimeError, FileNotFoundError, OSError) as exc:
+        console.print(f"[red]could not start: {exc}[/]")
+        return 1
+    finally:
+        console.print("stopping…")
+        for service in reversed(started):
+            service.stop()
+        settings.run_file.unlink(missing_ok=True)
+        console.print("stopped")
+
+
+def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, str]:
+    if settings.kafka_url:
+        kafka_url = settings.kafka_url
+    else:
+        broker = start_tansu(settings.embedded_broker_port or None,
+                             log_path=settings.data_dir / "broker.log")
+        started.append(broker)
+        kafka_url = broker.url
+    if settings.redis_url:
+        redis_url = settings.redis_url
+    else:
+        redis = start_redis(settings.data_dir / "redis", settings.embedded_redis_port or None)
+        started.append(redis)
+        redis_url = redis.url
+    asyncio.run(ensure_topics(settings.model_copy(update={"kafka_url": kafka_url})))
+    return kafka_url, redis_url
+
+
+def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int) -> None:
+    embedded_b = "" if settings.kafka_url else " (embedded Tansu, memory only)"
+    embedded_r = "" if settings.redis_url else f" (embedded, append-only in {settings.data_dir}/redis)"
+    console.print(f"""
+[bold]Loa is up.[/]
+  web          {settings.web_url()}   (public page; API docs at /docs; /healthz, /metrics)
+  broker       {kafka_url}{embedded_b}
+  redis        {redis_url}{embedded_r}
+  worker       metrics at http://127.0.0.1:{metrics_port}/metrics
+  playbooks    {settings.playbooks_dir}
+  config       {settings.config_dir}
+
+In another shell:
+  .venv/bin/loa report --kind flood --severity severe --area hn-ba-dinh \\
+      --title "Ngập sâu trên phố Kim Mã" --details "Nước ngập 40 cm" --wait
+  .venv/bin/loa approvals
+  .venv/bin/loa approve APR-00001-1 --as <approver id shown by `loa approvals`>
+  .venv/bin/loa statements
+
+Ctrl-C stops everything.""")

@@ -1,0 +1,29 @@
+"""`loa worker`: run the faust agents of the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import start_http_server
+
+from coordinator import observability as obs
+from coordinator.broker import ensure_topics
+from coordinator.runtime import build_runtime
+from coordinator.settings import Settings
+
+
+def run_worker(settings: Settings) -> None:
+    """Start the worker and block until it stops (SIGTERM/SIGINT)."""
+    from faust import Worker
+
+    from coordinator.app import create_app
+
+    obs.configure_logging(settings.log_level, settings.log_format)
+    rt = build_runtime(settings)
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        obs.get_logger("worker").info("topics created", topics=created)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    app = create_app(settings, rt)
+    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -40,11 +41,9 @@ async def _with_topics(settings: Settings, timeout_s: float, create: bool) -> li
         wanted = [topics.topic_name(spec, settings.topic_prefix) for spec in topics.ALL]
         missing = [name for name in wanted if name not in existing]
         if missing and create:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)
                                            for name in missing])
-            except TopicAlreadyExistsError:
-                pass
         return missing
     except (KafkaError, OSError, TimeoutError) as exc:
         raise BrokerUnavailable(f"broker {settings.kafka_url} did not answer: {exc!r}") from exc

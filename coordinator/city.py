@@ -144,7 +144,8 @@ def load_city(config_dir: Path) -> City:
     areas: dict[str, Area] = {}
     _flatten(areas_file.areas, None, 1, areas)
     people: dict[str, Person] = {}
-    for person in [*deps_file.duty_officers, *(p for d in deps_file.departments for p in d.approvers)]:
+    approvers = (p for d in deps_file.departments for p in d.approvers)
+    for person in [*deps_file.duty_officers, *approvers]:
         if person.id in people:
             raise ConfigError(f"{deps_src.path}: person id {person.id!r} appears twice")
         people[person.id] = person

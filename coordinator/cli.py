@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -274,7 +273,7 @@ def _decide(approval_id: str, approver: str, verdict: str, comment: str, as_json
 @app.command()
 def approve(
     approval_id: str,
-    approver: Annotated[str, typer.Option("--as", help="your approver id (config/departments.yaml)")],
+    approver: Annotated[str, typer.Option("--as", help="your approver id (config/)")],
     comment: Annotated[str, typer.Option()] = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -387,4 +386,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

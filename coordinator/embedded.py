@@ -77,12 +77,15 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> Servic
     """Start a memory-only Tansu broker; raises RuntimeError when it does not come up."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
-    )
+    args = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url",
+            url, "--storage-engine", "memory://tansu/"]
+    if log_path is None:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=die_with_parent)
+    else:
+        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=die_with_parent)
     wait_for_port(port, proc=proc)
     return Service("broker", f"kafka://127.0.0.1:{port}", port, proc)
 

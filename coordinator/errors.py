@@ -30,7 +30,11 @@ class PlaybookError(LoaError):
 
 
 class TemplateRenderError(LoaError):
-    """A template of a playbook failed to render."""
+    """A template of a playbook failed to render; ``loc`` is its place in the playbook."""
+
+    def __init__(self, message: str, loc: tuple[str, ...] = ()) -> None:
+        self.loc = loc
+        super().__init__(message)
 
 
 class BadEvent(LoaError):

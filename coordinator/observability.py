@@ -8,8 +8,8 @@ import sys
 import structlog
 from prometheus_client import Counter, Histogram
 
-REPORTS_ACCEPTED = Counter("loa_reports_accepted_total", "Reports accepted (outboxed and on the broker)",
-                           ["interface"])
+REPORTS_ACCEPTED = Counter("loa_reports_accepted_total",
+                           "Reports accepted (outboxed and on the broker)", ["interface"])
 REPORTS_TAKEN_IN = Counter("loa_reports_taken_in_total", "Reports taken in by the intake",
                            ["outcome"])
 INCIDENTS_OPENED = Counter("loa_incidents_opened_total", "Incidents opened")

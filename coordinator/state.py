@@ -12,14 +12,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
 
 T = TypeVar("T")
-Redis = aioredis.Redis
+# redis-py's stubs ignore `decode_responses=True` (every reply is typed
+# `bytes | str`, and pipeline methods are untyped); we type the client loosely
+# at this one boundary instead of casting at every call.
+Redis = Any
+Pipeline = Any
 
 
 def connect(url: str) -> Redis:
@@ -47,7 +50,7 @@ async def transact(
     raise RuntimeError(f"gave up after {attempts} conflicting attempts on {watch}")
 
 
-def queue_audit(pipe: Pipeline | Redis, keys: Keys, event: AuditEvent) -> None:
+def queue_audit(pipe: Pipeline, keys: Keys, event: AuditEvent) -> None:
     """Append to the audit stream and, for an incident, to its timeline (inside MULTI)."""
     data = event.model_dump_json()
     pipe.xadd(keys.audit(), {"event": data})

@@ -14,8 +14,14 @@ from types import FrameType
 from rich.console import Console
 
 from coordinator.broker import ensure_topics
-from coordinator.embedded import Service, die_with_parent, free_port, start_redis, start_tansu, \
-    wait_for_port
+from coordinator.embedded import (
+    Service,
+    die_with_parent,
+    free_port,
+    start_redis,
+    start_tansu,
+    wait_for_port,
+)
 from coordinator.settings import Settings
 
 console = Console()
@@ -92,7 +98,8 @@ def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, st
 
 def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int) -> None:
     embedded_b = "" if settings.kafka_url else " (embedded Tansu, memory only)"
-    embedded_r = "" if settings.redis_url else f" (embedded, append-only in {settings.data_dir}/redis)"
+    embedded_r = ("" if settings.redis_url
+                  else f" (embedded, append-only in {settings.data_dir}/redis)")
     console.print(f"""
 [bold]Loa is up.[/]
   web          {settings.web_url()}   (public page; API docs at /docs; /healthz, /metrics)

@@ -27,15 +27,15 @@ class YamlSource:
         return cls(path, path.read_text(encoding="utf-8"))
 
     def line_of(self, loc: Loc) -> int:
-        """1-based line of the deepest node that `loc` reaches."""
+        """1-based line of the deepest key (or list item) that `loc` reaches."""
         node = self.node
         line = node.start_mark.line + 1 if node is not None else 1
         for part in loc:
-            child = _child(node, part)
-            if child is None:
+            found = _child(node, part)
+            if found is None:
                 break
-            node = child
-            line = node.start_mark.line + 1
+            marker, node = found
+            line = marker.start_mark.line + 1
         return line
 
     def where(self, loc: Loc) -> str:
@@ -43,14 +43,15 @@ class YamlSource:
         return f"{self.path}:{self.line_of(loc)}"
 
 
-def _child(node: yaml.Node | None, part: int | str) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: int | str) -> tuple[yaml.Node, yaml.Node] | None:
+    """(the node whose line names `part`, the value under it)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == part:
-                return value
+                return key, value
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        child: yaml.Node = node.value[part]
-        return child
+        item: yaml.Node = node.value[part]
+        return item, item
     return None
 
 

@@ -11,12 +11,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio.client import Pipeline
-
 from coordinator.approvals.request import ids_for
 from coordinator.events import ApprovalRequest, AuditEvent, Decision, Draft, Statement
 from coordinator.runtime import Runtime
-from coordinator.state import queue_audit, transact
+from coordinator.state import Pipeline, queue_audit, transact
 
 
 @dataclass(frozen=True)

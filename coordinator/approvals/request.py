@@ -10,15 +10,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio.client import Pipeline
-
 from coordinator.approvals.chain import first_deadline, snapshot_chain
 from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, Severity
 from coordinator.playbooks.selection import select_playbook
 from coordinator.runtime import Runtime
-from coordinator.state import queue_audit, transact
+from coordinator.state import Pipeline, queue_audit, transact
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from redis.asyncio.client import Pipeline
-
 from channels.base import Channel
 from coordinator.events import AuditEvent, Delivery, Statement
 from coordinator.runtime import Runtime
-from coordinator.state import queue_audit, transact
+from coordinator.state import Pipeline, queue_audit, transact
 
 
 def deliveries_for(statement: Statement, now: datetime) -> list[Delivery]:

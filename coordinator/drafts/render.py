@@ -24,7 +24,9 @@ SEVERITY_LABELS = {
     "en": {"minor": "minor", "moderate": "moderate", "severe": "severe", "extreme": "extreme"},
 }
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+# Plain text out (SMS, email text, the web page escapes at display time); sandboxed
+# because playbooks are data that duty officers edit.
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,12 @@ def template_context(
     }
 
 
-def render_text(source: str, context: dict[str, object], where: str) -> str:
-    """Render one template string; raises TemplateRenderError naming `where`."""
+def render_text(source: str, context: dict[str, object], loc: tuple[str, ...]) -> str:
+    """Render one template string; raises TemplateRenderError naming its place `loc`."""
     try:
         return _env.from_string(source).render(context).strip()
     except TemplateError as exc:
-        raise TemplateRenderError(f"{where}: {exc}") from exc
+        raise TemplateRenderError(f"{'.'.join(loc)}: {exc}", loc) from exc
 
 
 def render_draft(
@@ -82,22 +84,22 @@ def render_draft(
     for language in playbook.languages:
         ctx = template_context(facts, playbook, city, language, now, tz)
         for channel in playbook.channels:
-            where = f"{playbook.id}: templates.{language}.{channel}"
+            where = ("templates", language, channel)
             tpl = playbook.template(language, channel)
             if isinstance(tpl, WebTemplate):
                 texts.append(RenderedText(
                     channel="web", language=language,
-                    title=render_text(tpl.title, ctx, where + ".title"),
-                    body=render_text(tpl.body, ctx, where + ".body"),
+                    title=render_text(tpl.title, ctx, (*where, "title")),
+                    body=render_text(tpl.body, ctx, (*where, "body")),
                 ))
             elif isinstance(tpl, EmailTemplate):
                 texts.append(RenderedText(
                     channel="email", language=language,
-                    title=render_text(tpl.subject, ctx, where + ".subject"),
-                    body=render_text(tpl.body, ctx, where + ".body"),
+                    title=render_text(tpl.subject, ctx, (*where, "subject")),
+                    body=render_text(tpl.body, ctx, (*where, "body")),
                 ))
             elif isinstance(tpl, SmsTemplate):
-                body = render_text(tpl.text, ctx, where + ".text")
+                body = render_text(tpl.text, ctx, (*where, "text"))
                 texts.append(RenderedText(
                     channel="sms", language=language, body=body,
                     segments=segment_count(body), segment_budget=tpl.segment_budget,

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio.client import Pipeline
-
 from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached, Severity
 from coordinator.incidents.correlation import joins
 from coordinator.keys import Keys
-from coordinator.state import Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, transact
 
 
 @dataclass(frozen=True)
@@ -24,7 +22,8 @@ class TakenIn:
     def event(self, report: Report) -> IncidentOpened | ReportAttached:
         """The incident event this report led to (the same one on every replay)."""
         if self.opened:
-            return IncidentOpened(incident_id=self.incident_id, report=report, at=report.received_at)
+            return IncidentOpened(incident_id=self.incident_id, report=report,
+                                  at=report.received_at)
         return ReportAttached(incident_id=self.incident_id, report=report, at=report.received_at)
 
 

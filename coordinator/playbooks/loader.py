@@ -66,7 +66,7 @@ def _chain_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
         out.append(f"{src.where(['approval', 'department'])}: approval.department: unknown "
                    f"department {pb.approval.department!r}")
     for i, level in enumerate(pb.approval.chain):
-        loc = ["approval", "chain", i]
+        loc: list[int | str] = ["approval", "chain", i]
         dep_id = level.department or pb.approval.department
         dep = city.departments.get(dep_id)
         if dep is None:
@@ -88,13 +88,13 @@ def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     area = max(city.areas.values(), key=lambda a: len(a.name_in("vi")), default=None)
     kind = pb.match.kinds[0] if pb.match else "report"
     facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
-                          title=_SAMPLE_TITLE, details="Chi tiết.", area=area.code if area else "hn",
-                          report_count=12)
+                          title=_SAMPLE_TITLE, details="Chi tiết.",
+                          area=area.code if area else "hn", report_count=12)
     try:
         texts = render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5, tzinfo=UTC),
                              "Asia/Ho_Chi_Minh")
     except TemplateRenderError as exc:
-        return [f"{src.where(['templates'])}: {exc}"]
+        return [f"{src.where(list(exc.loc))}: {exc}"]
     return [
         f"{src.where(['templates', t.language, 'sms'])}: templates.{t.language}.sms: worst case "
         f"takes {t.segments} segments, over the budget of {t.segment_budget}"

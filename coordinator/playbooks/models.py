@@ -28,7 +28,8 @@ def parse_duration(value: object) -> float:
     hours, minutes, seconds = (int(g or 0) for g in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if total <= 0:
-        raise PydanticCustomError("duration", '"{value}" must be longer than zero', {"value": value})
+        raise PydanticCustomError("duration", '"{value}" must be longer than zero',
+                                  {"value": value})
     return float(total)
 
 
@@ -125,7 +126,8 @@ class Playbook(_Strict):
     templates: dict[str, LanguageTemplates]
     follow_ups: list[FollowUp] = Field(default_factory=list)
 
-    def template(self, language: str, channel: Channel) -> WebTemplate | SmsTemplate | EmailTemplate:
+    def template(self, language: str, channel: Channel
+                 ) -> WebTemplate | SmsTemplate | EmailTemplate:
         """The template of one channel in one language; KeyError when there is none."""
         found = getattr(self.templates[language], channel)
         if found is None:

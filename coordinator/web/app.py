@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -85,8 +85,11 @@ def create_web_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Loa", version="0.1.0", lifespan=lifespan,
                   description="Crisis communication coordinator: reports in, statements out.")
     app.add_exception_handler(RequestValidationError, _validation_error)
-    _api_routes(app)
-    _page_routes(app, settings)
+    app.include_router(api)
+    app.include_router(pages)
+    tz = ZoneInfo(settings.timezone)
+    TEMPLATES.env.filters["local"] = lambda iso: (
+        datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")
     return app
 
 
@@ -96,7 +99,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
               for e in exc.errors()]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return JSONResponse(status_code=422, content=jsonable_encoder(
-        {"detail": f"invalid report: {summary}", "errors": errors}))
+        {"detail": f"invalid request: {summary}", "errors": errors}))
 
 
 def _state(request: Request) -> State:
@@ -104,88 +107,98 @@ def _state(request: Request) -> State:
     return state
 
 
-def _api_routes(app: FastAPI) -> None:
-    @app.post("/api/reports", status_code=202, response_model=Accepted,
-              responses={422: {"description": "a field is invalid; the message names it"},
-                         503: {"description": "not recorded: try again with the same id"}})
-    async def post_report(body: ReportIn, request: Request) -> Accepted:
-        """Accept a report once it is durably recorded (outbox in Redis, and on the broker)."""
-        st = _state(request)
-        try:
-            report = Report(**body.model_dump(exclude={"id"}), id=body.id or new_report_id(),
-                            received_via="api")
-        except ValidationError as exc:  # pragma: no cover - ReportIn has the same rules
-            raise RequestValidationError(exc.errors()) from exc
-        problems = report_problems(report, st.city)
-        if problems:
-            raise RequestValidationError([
-                {"loc": ("body", field), "msg": why, "type": "value_error"}
-                for field, why in problems])
-        try:
-            await file_report(st.redis, st.keys, st.producer, report)
-        except (BrokerUnavailable, RedisError) as exc:
-            log.error("report not recorded", report=report.id, error=str(exc))
-            raise HTTPException(503, f"report {report.id} not recorded yet: {exc}; "
-                                "send it again with the same id") from exc
-        obs.REPORTS_ACCEPTED.labels("api").inc()
-        log.info("report accepted", report=report.id, kind=report.kind, area=report.area)
-        return Accepted(id=report.id)
+api = APIRouter(prefix="/api")
+pages = APIRouter(include_in_schema=False)
 
-    @app.get("/api/incidents")
-    async def get_incidents(request: Request) -> list[dict[str, str]]:
-        """Incidents, newest first."""
-        st = _state(request)
-        return await queries.list_incidents(st.redis, st.keys)
 
-    @app.get("/api/incidents/{incident_id}")
-    async def get_incident(incident_id: str, request: Request) -> dict[str, Any]:
-        """One incident with its timeline."""
-        st = _state(request)
-        found = await queries.incident_detail(st.redis, st.keys, incident_id)
-        if found is None:
-            raise HTTPException(404, f"no incident {incident_id}")
-        return found
+@api.post("/reports", status_code=202, response_model=Accepted,
+          responses={422: {"description": "a field is invalid; the message names it"},
+                     503: {"description": "not recorded: try again with the same id"}})
+async def post_report(body: ReportIn, request: Request) -> Accepted:
+    """Accept a report once it is durably recorded (outbox in Redis, and on the broker)."""
+    st = _state(request)
+    try:
+        report = Report(**body.model_dump(exclude={"id"}), id=body.id or new_report_id(),
+                        received_via="api")
+    except ValidationError as exc:  # pragma: no cover - ReportIn has the same rules
+        raise RequestValidationError(exc.errors()) from exc
+    problems = report_problems(report, st.city)
+    if problems:
+        raise RequestValidationError([
+            {"loc": ("body", field), "msg": why, "type": "value_error"}
+            for field, why in problems])
+    try:
+        await file_report(st.redis, st.keys, st.producer, report)
+    except (BrokerUnavailable, RedisError) as exc:
+        log.error("report not recorded", report=report.id, error=str(exc))
+        raise HTTPException(503, f"report {report.id} not recorded yet: {exc}; "
+                            "send it again with the same id") from exc
+    obs.REPORTS_ACCEPTED.labels("api").inc()
+    log.info("report accepted", report=report.id, kind=report.kind, area=report.area)
+    return Accepted(id=report.id)
 
-    @app.get("/api/approvals")
-    async def get_approvals(request: Request, all: bool = False) -> list[dict[str, Any]]:
-        """Pending approval requests by deadline (`?all=true`: every request)."""
-        st = _state(request)
-        return await queries.list_approvals(st.redis, st.keys, pending_only=not all)
 
-    @app.get("/api/statements")
-    async def get_statements(request: Request) -> list[dict[str, Any]]:
-        """Published statements, newest first."""
-        st = _state(request)
-        return await queries.published_statements(st.redis, st.keys)
+@api.get("/incidents")
+async def get_incidents(request: Request) -> list[dict[str, str]]:
+    """Incidents, newest first."""
+    st = _state(request)
+    return await queries.list_incidents(st.redis, st.keys)
 
-    @app.get("/api/statements/{statement_id}")
-    async def get_statement(statement_id: str, request: Request) -> dict[str, Any]:
-        """One published statement."""
-        st = _state(request)
-        found = await queries.statement_detail(st.redis, st.keys, statement_id)
-        if found is None or not found.get("published_at"):
-            raise HTTPException(404, f"no published statement {statement_id}")
-        return found
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> JSONResponse:
-        """200 when Redis and the broker answer; 503 naming what does not."""
-        st = _state(request)
-        checks: dict[str, str] = {}
-        try:
-            await st.redis.ping()
-            checks["redis"] = "ok"
-        except (RedisError, OSError) as exc:
-            checks["redis"] = f"unreachable: {exc}"
-        checks["broker"] = await _broker_check(st)
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},
-                            status_code=200 if healthy else 503)
+@api.get("/incidents/{incident_id}")
+async def get_incident(incident_id: str, request: Request) -> dict[str, Any]:
+    """One incident with its timeline."""
+    st = _state(request)
+    found = await queries.incident_detail(st.redis, st.keys, incident_id)
+    if found is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return found
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus metrics of the web process."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+@api.get("/approvals")
+async def get_approvals(request: Request, all: bool = False) -> list[dict[str, Any]]:
+    """Pending approval requests by deadline (`?all=true`: every request)."""
+    st = _state(request)
+    return await queries.list_approvals(st.redis, st.keys, pending_only=not all)
+
+
+@api.get("/statements")
+async def get_statements(request: Request) -> list[dict[str, Any]]:
+    """Published statements, newest first."""
+    st = _state(request)
+    return await queries.published_statements(st.redis, st.keys)
+
+
+@api.get("/statements/{statement_id}")
+async def get_statement(statement_id: str, request: Request) -> dict[str, Any]:
+    """One published statement."""
+    st = _state(request)
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        raise HTTPException(404, f"no published statement {statement_id}")
+    return found
+
+
+@pages.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    """200 when Redis and the broker answer; 503 naming what does not."""
+    st = _state(request)
+    checks: dict[str, str] = {}
+    try:
+        await st.redis.ping()
+        checks["redis"] = "ok"
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"unreachable: {exc}"
+    checks["broker"] = await _broker_check(st)
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},
+                        status_code=200 if healthy else 503)
+
+
+@pages.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus metrics of the web process."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _broker_check(st: State) -> str:
@@ -203,30 +216,24 @@ async def _broker_check(st: State) -> str:
     return "ok"
 
 
-def _page_routes(app: FastAPI, settings: Settings) -> None:
-    tz = ZoneInfo(settings.timezone)
+@pages.get("/", response_class=HTMLResponse)
+async def home(request: Request, lang: str = "vi") -> HTMLResponse:
+    """The public page: published statements, newest first."""
+    st = _state(request)
+    statements = await queries.published_statements(st.redis, st.keys)
+    return TEMPLATES.TemplateResponse(request, "index.html", {
+        "statements": statements, "lang": lang, "areas": st.city.areas})
 
-    def local(iso: str | None) -> str:
-        return datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else ""
 
-    TEMPLATES.env.filters["local"] = local
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home(request: Request, lang: str = "vi") -> HTMLResponse:
-        st = _state(request)
-        statements = await queries.published_statements(st.redis, st.keys)
-        return TEMPLATES.TemplateResponse(request, "index.html", {
-            "statements": statements, "lang": lang, "areas": st.city.areas})
-
-    @app.get("/statements/{statement_id}", response_class=HTMLResponse, include_in_schema=False)
-    async def statement_page(statement_id: str, request: Request, lang: str = "vi"
-                             ) -> HTMLResponse:
-        st = _state(request)
-        found = await queries.statement_detail(st.redis, st.keys, statement_id)
-        if found is None or not found.get("published_at"):
-            raise HTTPException(404, f"no published statement {statement_id}")
-        return TEMPLATES.TemplateResponse(request, "statement.html", {
-            "s": found, "lang": lang, "areas": st.city.areas})
+@pages.get("/statements/{statement_id}", response_class=HTMLResponse)
+async def statement_page(statement_id: str, request: Request, lang: str = "vi") -> HTMLResponse:
+    """One statement's own page: the stable link that messages carry."""
+    st = _state(request)
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        raise HTTPException(404, f"no published statement {statement_id}")
+    return TEMPLATES.TemplateResponse(request, "statement.html", {
+        "s": found, "lang": lang, "areas": st.city.areas})
 
 
 def new_report_id() -> str:

@@ -1,0 +1,44 @@
+# `make up` runs Loa on its embedded defaults; `make test` runs the whole suite (as CI does).
+VENV    ?= .venv
+PYTHON  ?= python3
+STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: up test lint typecheck unit integration bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(MAKE) system-deps
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# What Loa needs from the system: redis-server (the embedded Redis of `loa up` and the tests).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+up: $(STAMP)
+	$(VENV)/bin/loa up
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check coordinator channels tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
+integration: $(STAMP)
+	$(VENV)/bin/pytest tests/integration -q
+
+test: lint typecheck $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .loa .pytest_cache .mypy_cache .ruff_cache

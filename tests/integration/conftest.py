@@ -1,0 +1,36 @@
+"""Fixtures that start real servers: Tansu, redis-server, `loa worker`, `loa web`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One running Loa for the tests that only add to it (each uses its own areas)."""
+    running = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        running.start_worker()
+        running.start_web()
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[[], Stack]]:
+    """A private stack for tests that stop and restart its parts."""
+    made: list[Stack] = []
+
+    def make() -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}"))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()

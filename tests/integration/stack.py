@@ -1,0 +1,156 @@
+"""A private Loa stack for tests: a real Tansu broker, a real redis-server, real
+worker and web processes started the way an operator starts them (`loa worker`, `loa web`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from coordinator.broker import ensure_topics
+from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "condition",
+             interval_s: float = 0.1) -> T:
+    """Poll until `probe` returns something truthy; fail the test with `what` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class Stack:
+    """Broker + Redis + worker(s) + web, all on free loopback ports, under one folder."""
+
+    def __init__(self, root: Path, prefix: str = "loatest") -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.broker_port = free_port()
+        self.broker: Service = start_tansu(self.broker_port, log_path=root / "broker.log")
+        self.redis_service: Service = start_redis(root / "redis", appendonly=False)
+        self.keys = Keys(prefix)
+        self.env = {
+            **os.environ,
+            "LOA_KAFKA_URL": self.broker.url,
+            "LOA_REDIS_URL": self.redis_service.url,
+            "LOA_REDIS_PREFIX": prefix,
+            "LOA_DATA_DIR": str(root),
+            "LOA_OUTBOX_RESEND_AFTER_S": "1",
+            "LOA_LOG_FORMAT": "json",
+        }
+        self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.web: subprocess.Popen[bytes] | None = None
+        self.web_url = ""
+        self.ensure_topics()
+
+    def settings(self) -> Settings:
+        """Settings as the processes of this stack see them."""
+        return Settings(kafka_url=self.broker.url, redis_url=self.redis_service.url,
+                        redis_prefix=self.keys.prefix)
+
+    def ensure_topics(self) -> None:
+        """Create the topics (a fresh Tansu has none)."""
+        asyncio.run(ensure_topics(self.settings()))
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_worker(self, worker_id: str = "w1", **env: str) -> None:
+        """Start `loa worker` and wait until its heartbeat shows it alive."""
+        self.redis.delete(self.keys.worker_heartbeat(worker_id))
+        self.workers[worker_id] = self._spawn(
+            f"worker-{worker_id}", ["worker"], {**self.env, "LOA_WORKER_ID": worker_id, **env})
+        proc = self.workers[worker_id]
+        wait_for(lambda: proc.poll() is not None or self.redis.exists(
+            self.keys.worker_heartbeat(worker_id)), 60, f"worker {worker_id} to start")
+        assert proc.poll() is None, (self.root / f"worker-{worker_id}.log").read_text()[-3000:]
+
+    def stop_worker(self, worker_id: str = "w1", sig: int = signal.SIGTERM) -> None:
+        """Stop a worker (SIGTERM: clean; SIGKILL: a crash) and wait for it to be gone."""
+        proc = self.workers.pop(worker_id)
+        proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_web(self) -> str:
+        """Start `loa web` on a free port; returns its base URL."""
+        port = free_port()
+        self.web = self._spawn("web", ["web"], {**self.env, "LOA_WEB_PORT": str(port)})
+        wait_for_port(port, timeout_s=60, proc=self.web)
+        self.web_url = f"http://127.0.0.1:{port}"
+        return self.web_url
+
+    def restart_broker(self) -> None:
+        """Kill the broker and start an empty one on the same port (memory storage)."""
+        self.broker.stop()
+        self.broker = start_tansu(self.broker_port, log_path=self.root / "broker.log")
+        self.ensure_topics()
+
+    def cli(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `loa ARGS` against this stack."""
+        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+
+    def cli_json(self, *args: str) -> Any:
+        """Run `loa ARGS --json` and decode what it printed."""
+        done = self.cli(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def http(self) -> httpx.Client:
+        """A client for the web process."""
+        return httpx.Client(base_url=self.web_url, timeout=30)
+
+    # state, read straight from Redis
+    def incident_of(self, report_id: str) -> str | None:
+        """The incident a report was taken into, once it was."""
+        return self.redis.hget(self.keys.report(report_id), "incident")
+
+    def incident(self, incident_id: str) -> dict[str, str]:
+        """The incident's stored state."""
+        return self.redis.hgetall(self.keys.incident(incident_id))
+
+    def timeline_actions(self, incident_id: str) -> list[str]:
+        """The actions of an incident's timeline, in order."""
+        return [json.loads(e)["action"]
+                for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
+
+    def wait_for_status(self, incident_id: str, status: str, timeout_s: float = 30) -> None:
+        """Wait until the incident reaches `status`."""
+        wait_for(lambda: self.incident(incident_id).get("status") == status, timeout_s,
+                 f"{incident_id} to be {status} (is {self.incident(incident_id).get('status')})")
+
+    def close(self) -> None:
+        """Stop every process and close every file."""
+        for worker_id in list(self.workers):
+            self.stop_worker(worker_id)
+        if self.web is not None:
+            self.web.terminate()
+            self.web.wait(10)
+        self.redis.close()
+        self.broker.stop()
+        self.redis_service.stop()

@@ -1,0 +1,208 @@
+"""The whole path over a real broker and Redis: report -> incident -> approval -> statement."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from coordinator.broker import bootstrap_servers
+from tests.integration.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def report_body(area: str, kind: str = "flood", **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "severity": "severe", "area": area,
+            "title": f"Ngập sâu {uuid.uuid4().hex[:6]}", "details": "Nước ngập 40 cm",
+            "reporter": "UBND phường", **extra}
+
+
+def post_report(stack: Stack, body: dict[str, Any]) -> str:
+    with stack.http() as http:
+        answer = http.post("/api/reports", json=body)
+    assert answer.status_code == 202, answer.text
+    report_id: str = answer.json()["id"]
+    return report_id
+
+
+def wait_for_approval(stack: Stack, report_id: str) -> tuple[str, dict[str, Any]]:
+    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, f"{report_id} taken in")
+    stack.wait_for_status(incident_id, "awaiting_approval")
+    with stack.http() as http:
+        detail = http.get(f"/api/incidents/{incident_id}").json()
+    return incident_id, detail["approval"]
+
+
+def test_a_report_becomes_a_published_statement(stack: Stack) -> None:
+    """HTTP report -> incident -> approval request -> `loa approve` -> statement on /, API."""
+    report_id = post_report(stack, report_body("hn-ba-dinh-kim-ma"))
+    incident_id, approval = wait_for_approval(stack, report_id)
+    assert approval["status"] == "pending" and approval["level"] == 1
+    approver = approval["approvers"][0]
+
+    done = stack.cli("approve", approval["id"], "--as", approver, "--comment", "đồng ý")
+    assert done.returncode == 0, done.stderr
+    assert f"approved; statement STM-{incident_id[4:]}-1 goes out" in done.stdout
+    stack.wait_for_status(incident_id, "published")
+
+    statement_id = f"STM-{incident_id[4:]}-1"
+    with stack.http() as http:
+        listed = http.get("/api/statements").json()
+        page = http.get("/").text
+        own_page = http.get(f"/statements/{statement_id}")
+    mine = [s for s in listed if s["id"] == statement_id]
+    assert len(mine) == 1 and mine[0]["approved_by"] == [approver]
+    assert {(t["channel"], t["language"]) for t in mine[0]["texts"]} >= {("web", "vi"),
+                                                                         ("web", "en")}
+    assert statement_id in page
+    assert own_page.status_code == 200 and "Phường Kim Mã" in own_page.text
+    assert stack.timeline_actions(incident_id) == [
+        "incident.opened", "playbook.selected", "draft.rendered", "approval.requested",
+        "approval.approved", "statement.published"]
+
+
+def test_a_rejected_draft_is_never_published(stack: Stack) -> None:
+    """`loa reject` sends the incident back to the duty officer with the reason; nothing public."""
+    report_id = post_report(stack, report_body("hn-ba-dinh-dien-bien"))
+    incident_id, approval = wait_for_approval(stack, report_id)
+    done = stack.cli("reject", approval["id"], "--as", approval["approvers"][0],
+                     "--reason", "Số liệu chưa khớp")
+    assert done.returncode == 0, done.stderr
+    stack.wait_for_status(incident_id, "returned")
+    assert stack.incident(incident_id)["status_reason"].endswith("Số liệu chưa khớp")
+    with stack.http() as http:
+        assert all(s["incident_id"] != incident_id for s in http.get("/api/statements").json())
+        assert http.get(f"/statements/STM-{incident_id[4:]}-1").status_code == 404
+    assert "statement.published" not in stack.timeline_actions(incident_id)
+
+
+def test_a_decision_from_the_wrong_person_is_refused_and_audited(stack: Stack) -> None:
+    """Someone not at the request's level cannot approve; the attempt is in the timeline."""
+    report_id = post_report(stack, report_body("hn-hoan-kiem-trang-tien", kind="fire"))
+    incident_id, approval = wait_for_approval(stack, report_id)
+    done = stack.cli("approve", approval["id"], "--as", "tran-thi-mai")
+    assert done.returncode == 2
+    assert "refused: tran-thi-mai is not an approver at level 1" in done.stderr.replace("\n", " ")
+    assert stack.timeline_actions(incident_id)[-1] == "decision.refused"
+    assert stack.incident(incident_id)["status"] == "awaiting_approval"
+
+
+def test_the_same_report_twice_is_taken_in_once(stack: Stack) -> None:
+    """One report id posted twice: one incident, one draft, one approval request."""
+    body = report_body("hn-dong-da-van-mieu", id=f"rep-dup-{uuid.uuid4().hex[:8]}")
+    first, second = post_report(stack, body), post_report(stack, body)
+    assert first == second == body["id"]
+    incident_id, approval = wait_for_approval(stack, first)
+    wait_for(lambda: stack.redis.hlen(stack.keys.outbox()) == 0 or None, 10, "outbox drained")
+    assert stack.incident(incident_id)["report_count"] == "1"
+    actions = stack.timeline_actions(incident_id)
+    assert actions.count("incident.opened") == 1
+    assert actions.count("draft.rendered") == 1
+    assert actions.count("approval.requested") == 1
+    assert approval["id"] == f"APR-{incident_id[4:]}-1"
+
+
+def test_related_reports_join_one_incident(stack: Stack) -> None:
+    """Same kind, same area, within the window: one incident; another area: another incident."""
+    a = post_report(stack, report_body("hn-tay-ho-quang-an"))
+    first_incident = wait_for(lambda: stack.incident_of(a), 30, "first report taken in")
+    b = post_report(stack, report_body("hn-tay-ho-quang-an", severity="extreme"))
+    c = post_report(stack, report_body("hn-long-bien-bo-de"))
+    assert wait_for(lambda: stack.incident_of(b), 30, "second report") == first_incident
+    other = wait_for(lambda: stack.incident_of(c), 30, "third report")
+    assert other != first_incident
+    joined = stack.incident(first_incident)
+    assert joined["report_count"] == "2"
+    assert joined["severity"] == "extreme"  # the incident takes the highest severity reported
+    assert stack.timeline_actions(first_incident).count("incident.report_attached") == 1
+
+
+def test_an_unmatched_report_goes_to_the_duty_officer(stack: Stack) -> None:
+    """No playbook matches: the fallback puts the incident in front of the duty officer."""
+    report_id = post_report(stack, report_body("hn-cau-giay", kind="sinkhole-swarm"))
+    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
+    stack.wait_for_status(incident_id, "needs_duty_officer")
+    incident = stack.incident(incident_id)
+    assert incident["playbook"] == "fallback"
+    assert incident["status_reason"] == "no playbook matched: the duty officer decides"
+    assert incident["approval_id"] == ""
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"kind": "flood", "severity": "apocalyptic", "area": "hn-ba-dinh", "title": "Ngập"},
+     "severity"),
+    ({"kind": "flood", "severity": "severe", "area": "hn-atlantis", "title": "Ngập sâu"}, "area"),
+    ({"kind": "flood", "severity": "severe", "area": "hn-ba-dinh"}, "title"),
+    ({"kind": "Flood Now!", "severity": "severe", "area": "hn-ba-dinh", "title": "Ngập sâu"},
+     "kind"),
+])
+def test_a_malformed_report_is_refused_naming_the_field(stack: Stack, body: dict[str, Any],
+                                                        field: str) -> None:
+    """422 with the bad field named; nothing is recorded."""
+    before = stack.redis.hlen(stack.keys.outbox())
+    with stack.http() as http:
+        answer = http.post("/api/reports", json=body)
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.json()["errors"]] == [field]
+    assert answer.json()["detail"].startswith(f"invalid request: {field}: ")
+    assert stack.redis.hlen(stack.keys.outbox()) <= before
+
+
+def test_garbage_on_reports_goes_to_dead_letters_and_the_worker_goes_on(stack: Stack) -> None:
+    """Unparseable and invalid messages land in dead-letters with a reason; a good report
+    sent after them still becomes an incident."""
+    marker = uuid.uuid4().hex
+    invalid = json.dumps({"type": "report", "id": f"rep-{marker}", "kind": "flood"}).encode()
+    garbage = f"not json {marker}".encode()
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(stack.broker.url))
+        await producer.start()
+        try:
+            await producer.send_and_wait("reports", garbage, key=b"flood:hn")
+            await producer.send_and_wait("reports", invalid, key=b"flood:hn")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    report_id = post_report(stack, report_body("hn-thanh-xuan"))
+    wait_for(lambda: stack.incident_of(report_id), 30, "the good report to be taken in")
+
+    async def dead_letters() -> list[dict[str, Any]]:
+        consumer = AIOKafkaConsumer("dead-letters", bootstrap_servers=bootstrap_servers(
+            stack.broker.url), auto_offset_reset="earliest", group_id=f"t-{marker}")
+        await consumer.start()
+        try:
+            found: list[dict[str, Any]] = []
+            for _ in range(50):
+                batch = await consumer.getmany(timeout_ms=200)
+                found += [json.loads(m.value) for msgs in batch.values() for m in msgs]
+                if sum(marker in d["value"] for d in found) >= 2:
+                    break
+            return [d for d in found if marker in d["value"]]
+        finally:
+            await consumer.stop()
+
+    letters = asyncio.run(dead_letters())
+    reasons = {d["value"][:8]: d["reason"] for d in letters}
+    assert len(letters) == 2 and all(d["topic"] == "reports" for d in letters)
+    assert reasons["not json"].startswith("BadEvent: (value): Invalid JSON")
+    invalid_reason = next(d["reason"] for d in letters if d["value"].startswith("{"))
+    assert "severity: Field required" in invalid_reason and "area: Field required" in invalid_reason
+
+
+def test_health_and_metrics(stack: Stack) -> None:
+    """/healthz checks Redis and the broker; /metrics speaks Prometheus; the API has a schema."""
+    with stack.http() as http:
+        health = http.get("/healthz")
+        metrics = http.get("/metrics").text
+        schema = http.get("/openapi.json").json()
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "checks": {"redis": "ok", "broker": "ok"}}
+    assert "loa_reports_accepted_total" in metrics
+    assert "/api/reports" in schema["paths"]

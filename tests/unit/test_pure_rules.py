@@ -1,0 +1,153 @@
+"""Small pure rules: durations, SMS segments, correlation, decision refusals, rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from channels.segments import is_gsm7, segment_count
+from coordinator.approvals.chain import first_deadline, snapshot_chain
+from coordinator.approvals.decisions import refusal
+from coordinator.city import City
+from coordinator.drafts.render import IncidentFacts, render_draft
+from coordinator.errors import TemplateRenderError
+from coordinator.events import ApprovalRequest, Decision, Report, Severity
+from coordinator.incidents.correlation import joins
+from coordinator.playbooks.models import Duration, Playbook, WebTemplate
+
+T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+durations: TypeAdapter[float] = TypeAdapter(Duration)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1h0m5s", 3605), (45, 45)])
+def test_durations_parse_to_seconds(text: str | int, seconds: float) -> None:
+    """Playbook durations in s, m, h and combinations."""
+    assert durations.validate_python(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["15 mins", "", "10", "m", "0s", "-5m", "1d"])
+def test_bad_durations_are_refused(text: str) -> None:
+    """Anything else is not a duration."""
+    with pytest.raises(ValidationError, match=r"is not a duration|longer than zero"):
+        durations.validate_python(text)
+
+
+def test_gsm7_segments() -> None:
+    """Plain ASCII: 160 in one segment, 153 a segment beyond; extension chars count twice."""
+    assert segment_count("a" * 160) == 1
+    assert segment_count("a" * 161) == 2
+    assert segment_count("a" * 306) == 2
+    assert segment_count("a" * 307) == 3
+    assert segment_count("€" * 80) == 1
+    assert segment_count("€" * 81) == 2
+
+
+def test_vietnamese_is_ucs2() -> None:
+    """Vietnamese diacritics are outside GSM-7: 70 in one segment, 67 a segment beyond."""
+    text = "Cảnh báo ngập"
+    assert not is_gsm7(text)
+    assert segment_count("ả" * 70) == 1
+    assert segment_count("ả" * 71) == 2
+    assert segment_count("ả" * 134) == 2
+    assert segment_count("ả" * 135) == 3
+
+
+def test_a_report_within_the_window_joins() -> None:
+    """Same kind and area within the window: the report joins the open incident."""
+    assert joins("awaiting_approval", T0, T0 + timedelta(minutes=59), 3600)
+    assert not joins("awaiting_approval", T0, T0 + timedelta(minutes=61), 3600)
+    assert not joins("closed", T0, T0 + timedelta(minutes=1), 3600)
+    assert not joins(None, None, T0, 3600)
+
+
+def _request(playbook: Playbook, city: City) -> ApprovalRequest:
+    chain = snapshot_chain(playbook, city)
+    return ApprovalRequest(id="APR-00001-1", incident_id="INC-00001", draft_id="DRF-00001-1",
+                           playbook_id=playbook.id, severity=Severity.severe, chain=chain,
+                           deadline=first_deadline(chain, T0), on_exhausted="hold",
+                           created_at=T0)
+
+
+def test_the_chain_is_frozen_with_approver_ids(playbooks: dict[str, Playbook],
+                                               city: City) -> None:
+    """Department roles resolve to the people of config/ at request time; deadline from level 1."""
+    request = _request(playbooks["flood"], city)
+    assert [(lvl.level, lvl.department, lvl.department_level) for lvl in request.chain] == [
+        (1, "construction", 1), (2, "construction", 2), (3, "people-committee", 1)]
+    assert request.chain[0].approvers == [
+        p.id for p in city.departments["construction"].at_level(1)]
+    assert request.deadline == T0 + timedelta(minutes=15)
+
+
+def _decision(approver: str, verdict: str = "approve", comment: str = "") -> Decision:
+    return Decision(id="dec-000001", approval_id="APR-00001-1", approver_id=approver,
+                    verdict=verdict, comment=comment)  # type: ignore[arg-type]
+
+
+def test_only_the_current_levels_approvers_may_decide(playbooks: dict[str, Playbook],
+                                                      city: City) -> None:
+    """A level-2 approver cannot decide while the request is at level 1; a level-1 one can."""
+    request = _request(playbooks["flood"], city)
+    state = {"status": "pending", "level": "1"}
+    level1, level2 = request.chain[0].approvers[0], request.chain[1].approvers[0]
+    assert refusal(request, state, _decision(level1)) is None
+    why = refusal(request, state, _decision(level2))
+    assert why is not None and why.startswith(f"{level2} is not an approver at level 1")
+
+
+def test_a_decided_request_refuses_more_decisions(playbooks: dict[str, Playbook],
+                                                  city: City) -> None:
+    """The first valid decision wins; later ones are told who decided and when."""
+    request = _request(playbooks["flood"], city)
+    state = {"status": "approved", "level": "1", "decided_by": "nguyen-van-an",
+             "decided_at": "2026-11-22T07:03:00+00:00"}
+    assert refusal(request, state, _decision(request.chain[0].approvers[1])) == (
+        "already approved by nguyen-van-an at 2026-11-22T07:03:00+00:00")
+
+
+def test_a_rejection_needs_a_reason(playbooks: dict[str, Playbook], city: City) -> None:
+    """A reject without a reason is refused, so the duty officer always learns why."""
+    request = _request(playbooks["flood"], city)
+    approver = request.chain[0].approvers[0]
+    assert refusal(request, {"status": "pending", "level": "1"},
+                   _decision(approver, "reject", "  ")) == "a rejection needs a reason"
+
+
+def test_a_draft_has_every_channel_in_every_language(playbooks: dict[str, Playbook],
+                                                     city: City) -> None:
+    """The flood playbook renders web, sms and email in vi and en, with names in each language."""
+    facts = IncidentFacts(id="INC-00007", kind="flood", severity=Severity.severe,
+                          title="Ngập sâu phố Kim Mã", details="40 cm", area="hn-ba-dinh-kim-ma")
+    texts = render_draft(playbooks["flood"], facts, city, T0, "Asia/Ho_Chi_Minh")
+    assert {(t.channel, t.language) for t in texts} == {
+        (c, lang) for c in ("web", "sms", "email") for lang in ("vi", "en")}
+    web_vi = next(t for t in texts if t.channel == "web" and t.language == "vi")
+    web_en = next(t for t in texts if t.channel == "web" and t.language == "en")
+    assert city.areas["hn-ba-dinh-kim-ma"].name["vi"] in web_vi.title
+    assert city.areas["hn-ba-dinh-kim-ma"].name["en"] in web_en.title
+    assert "14:00 22/11/2026" in web_vi.body  # issued_at in Hanoi time (UTC+7)
+    sms = [t for t in texts if t.channel == "sms"]
+    assert all(t.segments is not None and t.segments <= (t.segment_budget or 0) for t in sms)
+
+
+def test_rendering_refuses_an_undefined_variable(playbooks: dict[str, Playbook],
+                                                 city: City) -> None:
+    """StrictUndefined at render time, naming the template's place."""
+    broken = playbooks["fallback"].model_copy(deep=True)
+    broken.templates["vi"].__dict__["web"] = WebTemplate(title="{{ nope }}", body="x")
+    facts = IncidentFacts(id="INC-1", kind="x", severity=Severity.minor, title="t", details="",
+                          area="hn")
+    with pytest.raises(TemplateRenderError) as caught:
+        render_draft(broken, facts, city, T0, "Asia/Ho_Chi_Minh")
+    assert caught.value.loc == ("templates", "vi", "web", "title")
+
+
+def test_report_validation_names_the_field(make_report: Callable[..., Report]) -> None:
+    """A report with a bad kind names `kind`."""
+    with pytest.raises(ValidationError) as caught:
+        make_report(kind="Flood!!")
+    assert [e["loc"] for e in caught.value.errors()] == [("kind",)]

@@ -5,11 +5,12 @@ Pure: the time of issue is an argument.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 from channels.segments import segment_count
@@ -68,10 +69,16 @@ def template_context(
     }
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str) -> Template:
+    # Compiling is far slower than rendering; playbooks change only on restart.
+    return _env.from_string(source)
+
+
 def render_text(source: str, context: dict[str, object], loc: tuple[str, ...]) -> str:
     """Render one template string; raises TemplateRenderError naming its place `loc`."""
     try:
-        return _env.from_string(source).render(context).strip()
+        return _compiled(source).render(context).strip()
     except TemplateError as exc:
         raise TemplateRenderError(f"{'.'.join(loc)}: {exc}", loc) from exc
 

@@ -172,11 +172,7 @@ async def get_statements(request: Request) -> list[dict[str, Any]]:
 @api.get("/statements/{statement_id}")
 async def get_statement(statement_id: str, request: Request) -> dict[str, Any]:
     """One published statement."""
-    st = _state(request)
-    found = await queries.statement_detail(st.redis, st.keys, statement_id)
-    if found is None or not found.get("published_at"):
-        raise HTTPException(404, f"no published statement {statement_id}")
-    return found
+    return await _published(_state(request), statement_id)
 
 
 @pages.get("/healthz")
@@ -199,6 +195,14 @@ async def healthz(request: Request) -> JSONResponse:
 async def metrics() -> Response:
     """Prometheus metrics of the web process."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _published(st: State, statement_id: str) -> dict[str, Any]:
+    """A published statement; 404 for an unknown or unpublished (e.g. rejected) one."""
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        raise HTTPException(404, f"no published statement {statement_id}")
+    return found
 
 
 async def _broker_check(st: State) -> str:
@@ -229,9 +233,7 @@ async def home(request: Request, lang: str = "vi") -> HTMLResponse:
 async def statement_page(statement_id: str, request: Request, lang: str = "vi") -> HTMLResponse:
     """One statement's own page: the stable link that messages carry."""
     st = _state(request)
-    found = await queries.statement_detail(st.redis, st.keys, statement_id)
-    if found is None or not found.get("published_at"):
-        raise HTTPException(404, f"no published statement {statement_id}")
+    found = await _published(st, statement_id)
     return TEMPLATES.TemplateResponse(request, "statement.html", {
         "s": found, "lang": lang, "areas": st.city.areas})
 

@@ -1,0 +1,128 @@
+"""Benchmark: reports through the whole planning path on the embedded stack.
+
+Files N reports (each its own incident) through the same code as the API
+(outbox + broker), with one `loa worker`, and measures how long each took
+from acceptance to its approval request, the throughput, and the worker's
+peak RSS. Prints one JSON object.
+
+    .venv/bin/python bench/pipeline.py --reports 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import redis
+
+from coordinator.broker import Producer, ensure_topics
+from coordinator.city import load_city
+from coordinator.embedded import start_redis, start_tansu
+from coordinator.events import ApprovalRequest, Report, Severity
+from coordinator.keys import Keys
+from coordinator.reports.filing import file_report
+from coordinator.settings import Settings
+from coordinator.state import connect
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def file_all(settings: Settings, reports: list[Report]) -> float:
+    rds = connect(settings.redis_url or "")
+    producer = Producer(settings)
+    await producer.start()
+    started = time.perf_counter()
+    sem = asyncio.Semaphore(64)
+
+    async def one(report: Report) -> None:
+        async with sem:
+            await file_report(rds, Keys(settings.redis_prefix), producer, report)
+
+    await asyncio.gather(*(one(r) for r in reports))
+    elapsed = time.perf_counter() - started
+    await producer.stop()
+    await rds.aclose()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reports", type=int, default=2000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="loa-bench-"))
+    broker = start_tansu(log_path=root / "broker.log")
+    rservice = start_redis(root / "redis", appendonly=True)
+    settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench",
+                        correlation_window_s=1e-6)  # every report opens its own incident
+    asyncio.run(ensure_topics(settings))
+    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+           "LOA_REDIS_PREFIX": "bench", "LOA_CORRELATION_WINDOW_S": "0.000001",
+           "LOA_LOG_LEVEL": "warning"}
+    with open(root / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    r = redis.Redis.from_url(rservice.url, decode_responses=True)
+    keys = Keys("bench")
+    try:
+        while not r.exists(keys.worker_heartbeat("worker-1")):
+            time.sleep(0.1)
+        city = load_city(settings.config_dir)
+        areas = sorted(city.areas)
+        kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "misinformation"]
+        reports = [Report(id=f"rep-bench-{i:07d}", kind=kinds[i % len(kinds)],
+                          severity=Severity.severe, area=areas[i % len(areas)],
+                          title=f"Bench report {i}", received_via="api")
+                   for i in range(args.reports)]
+        t0 = time.perf_counter()
+        filing_s = asyncio.run(file_all(settings, reports))
+        while r.zcard(keys.approvals()) < args.reports:
+            if time.perf_counter() - t0 > 600:
+                raise SystemExit("gave up after 600 s")
+            time.sleep(0.05)
+        total_s = time.perf_counter() - t0
+        latencies = []
+        for report in reports:
+            incident = r.hget(keys.report(report.id), "incident")
+            raw = r.hget(keys.approval(f"APR-{incident[4:]}-1"), "request")
+            created = ApprovalRequest.model_validate_json(raw).created_at
+            latencies.append((created - report.received_at).total_seconds())
+        latencies.sort()
+        q = statistics.quantiles(latencies, n=100)
+        print(json.dumps({
+            "benchmark": "report_to_approval_request",
+            "reports": args.reports,
+            "filing_seconds": round(filing_s, 3),
+            "filing_per_second": round(args.reports / filing_s, 1),
+            "end_to_end_seconds": round(total_s, 3),
+            "reports_per_second": round(args.reports / total_s, 1),
+            "latency_p50_ms": round(q[49] * 1000, 1),
+            "latency_p99_ms": round(q[98] * 1000, 1),
+            "latency_max_ms": round(latencies[-1] * 1000, 1),
+            "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+            "at": datetime.now().isoformat(timespec="seconds"),
+        }, indent=2))
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        r.close()
+        broker.stop()
+        rservice.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers
 from coordinator.errors import LoaError
+from coordinator.escalation.timers import Timers
 from coordinator.events import DeadLetter, utcnow
 from coordinator.pipeline import Pipeline
 from coordinator.reports.filing import resend_due
@@ -61,11 +62,38 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                             maxlen=100_000, approximate=True)
         await send(topics.DEAD_LETTERS, letter.key or "", letter.to_bytes())
 
-    pipeline = Pipeline(rt, build_channels(rt.redis, rt.keys), send)
+    timers = Timers(settings.redis_url or "", rt.keys, lambda *a: on_timer(*a))
+    pipeline = Pipeline(rt, build_channels(rt.redis, rt.keys), send, timers.schedule)
+
+    async def on_timer(kind: str, approval_id: str, number: int, fraction: float) -> None:
+        try:
+            await pipeline.on_timer(kind, approval_id, number, fraction)
+        except Exception as exc:  # a timer must never take the scheduler down; the sweep retries
+            log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
+
     for spec, handler in pipeline.handlers().items():
         _register_agent(app, by_name[spec.name], spec, handler, dead_letter)
     _register_timers(app, settings, rt, send)
+    _register_escalation(app, timers, pipeline)
     return app
+
+
+def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_timers() -> None:
+        timers.start()
+
+    @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
+    async def sweep_overdue() -> None:
+        # Other workers' jobs are seen only on a wakeup; the sweep covers lost jobs.
+        timers.wake()
+        try:
+            swept = await pipeline.sweep()
+        except Exception as exc:
+            log.error("sweep failed", error=repr(exc))
+            return
+        if swept:
+            log.warning("overdue approvals swept", count=swept)
 
 
 def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler: Handler,

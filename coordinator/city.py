@@ -6,6 +6,7 @@ Loaded from ``config/areas.yaml`` and ``config/departments.yaml``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,14 @@ class AreasFile(_Strict):
     areas: list[AreaNode]
 
 
+class Absence(_Strict):
+    """A window in which someone cannot be asked (leave, travel, sickness)."""
+
+    start: datetime = Field(alias="from")
+    until: datetime
+    note: str = ""
+
+
 class Person(_Strict):
     """Someone Loa may ask or tell: a duty officer or an approver."""
 
@@ -48,6 +57,15 @@ class Person(_Strict):
     title: Names = Field(default_factory=dict)
     level: int = 0
     preferred_channel: Literal["sms", "email", "web"] = "web"
+    delegate: Slug | None = None
+    absent: list[Absence] = Field(default_factory=list)
+
+    def away_until(self, now: datetime) -> datetime | None:
+        """The end of the absence `now` falls in, or None when the person is available."""
+        for window in self.absent:
+            if window.start <= now < window.until:
+                return window.until
+        return None
 
 
 class Department(_Strict):
@@ -149,9 +167,21 @@ def load_city(config_dir: Path) -> City:
         if person.id in people:
             raise ConfigError(f"{deps_src.path}: person id {person.id!r} appears twice")
         people[person.id] = person
+    for person in people.values():
+        if person.delegate is not None and person.delegate not in people:
+            raise ConfigError(f"{deps_src.path}:{_person_line(deps_src, person.id)}: "
+                              f"{person.id}.delegate: unknown person {person.delegate!r}")
     return City(
         areas=areas,
         departments={d.id: d for d in deps_file.departments},
         duty_officers={p.id: p for p in deps_file.duty_officers},
         people=people,
     )
+
+
+def _person_line(source: YamlSource, person_id: str) -> int:
+    """The line of a person's entry, for error messages."""
+    for number, line in enumerate(source.text.splitlines(), start=1):
+        if line.strip() in (f"- id: {person_id}", f"id: {person_id}"):
+            return number
+    return 1

@@ -217,16 +217,46 @@ def approvals(
     if as_json:
         _print_json(rows)
         return
-    table = Table("approval", "incident", "status", "level", "who holds it", "deadline",
+    table = Table("approval", "incident", "status", "level", "who holds it", "deadline (UTC)",
                   "time left")
-    now = time.time()
     for row in rows:
-        from datetime import datetime
+        table.add_row(row["id"], row["incident_id"], _status(row),
+                      f"{row['level']}/{row['levels']}",
+                      f"{row['department']}: {', '.join(row['approvers'])}",
+                      (row["deadline"] or "")[:19], _time_left(row["deadline"]))
+    out.print(table)
 
-        left = datetime.fromisoformat(row["deadline"]).timestamp() - now
-        table.add_row(row["id"], row["incident_id"], row["status"], str(row["level"]),
-                      f"{row['department']}: {', '.join(row['approvers'])}", row["deadline"][:19],
-                      f"{int(left // 60)}m{int(left % 60):02d}s" if left > 0 else "overdue")
+
+def _status(row: dict[str, Any]) -> str:
+    if row["status"] != "pending":
+        return str(row["status"])
+    return {"level": "pending", "held": "held (chain exhausted)",
+            "duty_officer": "duty officer may sign off"}[row["phase"]]
+
+
+def _time_left(deadline: str | None) -> str:
+    from datetime import datetime
+
+    if not deadline:
+        return "-"
+    left = datetime.fromisoformat(deadline).timestamp() - time.time()
+    return f"{int(left // 60)}m{int(left % 60):02d}s" if left > 0 else "overdue"
+
+
+@app.command()
+def inbox(
+    person: Annotated[str, typer.Option("--as", help="your person id (config/)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Your prompts: approval requests, reminders, escalations, hold alerts."""
+    rows = _with_redis(lambda r, k, s: queries.inbox(r, k, person))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("when (UTC)", "what", "approval", "level", "now", "message")
+    for row in rows:
+        table.add_row(row["at"][:19], row["kind"], row["approval_id"], str(row["level"]),
+                      row["status"] or "-", row["text"])
     out.print(table)
 
 

@@ -125,6 +125,7 @@ class ChainLevelSnapshot(BaseModel):
     approvers: list[str]
     within_s: float
     mode: Literal["any", "all"] = "any"
+    reminders: list[float] = Field(default_factory=list)
 
 
 class ApprovalRequest(Event):
@@ -140,11 +141,40 @@ class ApprovalRequest(Event):
     level: int = 1
     deadline: datetime
     on_exhausted: Literal["hold", "duty_officer", "publish"]
+    hold_alert_every_s: float = 600.0
+    reply_code: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 
     def current_level(self) -> ChainLevelSnapshot:
         """The chain level that holds the request now."""
         return self.chain[self.level - 1]
+
+
+PromptKind = Literal["request", "reminder", "moved_up", "hold_alert", "sign_off", "decided"]
+
+
+class ApprovalPrompt(Event):
+    """A message to one person about an approval request: everything an SMS, an email
+    or the web inbox needs to show it (the channel is the person's preferred one)."""
+
+    type: Literal["approval.prompt"] = "approval.prompt"
+    id: str
+    kind: PromptKind
+    approval_id: str
+    incident_id: str
+    level: int
+    person_id: str
+    person_name: str
+    channel: Literal["sms", "email", "web"]
+    phone: str
+    email: str
+    deadline: datetime | None
+    reply_code: str
+    text: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+ApprovalEvent = Annotated[ApprovalRequest | ApprovalPrompt, Field(discriminator="type")]
 
 
 class Decision(Event):
@@ -177,6 +207,7 @@ class Statement(Event):
     texts: list[RenderedText]
     approved_by: list[str]
     approved_at: datetime
+    approval_basis: Literal["approver", "duty_officer", "exhausted_publish"] = "approver"
 
 
 class Delivery(Event):

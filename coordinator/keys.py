@@ -65,6 +65,22 @@ class Keys:
         """Sorted set approval id -> created time."""
         return self._k("approvals")
 
+    def reminder(self, approval_id: str, level: int, percent: int) -> str:
+        """Set once a reminder of a level went out."""
+        return self._k("approval", approval_id, "reminded", str(level), str(percent))
+
+    def inbox(self, person_id: str) -> str:
+        """Hash prompt id -> prompt JSON: a person's web inbox."""
+        return self._k("inbox", person_id)
+
+    def timer_jobs(self) -> str:
+        """APScheduler's job store (hash of pickled jobs)."""
+        return self._k("timers", "jobs")
+
+    def timer_run_times(self) -> str:
+        """APScheduler's run times (sorted set)."""
+        return self._k("timers", "run_times")
+
     def decision(self, decision_id: str) -> str:
         """The outcome of one decision (accepted or refused, and why)."""
         return self._k("decision", decision_id)

@@ -18,6 +18,10 @@ DECISIONS = Counter("loa_decisions_total", "Decisions applied", ["outcome"])
 STATEMENTS_PUBLISHED = Counter("loa_statements_published_total", "Statements published")
 DEAD_LETTERS = Counter("loa_dead_letters_total", "Messages sent to dead-letters", ["topic"])
 OUTBOX_RESENT = Counter("loa_outbox_resent_total", "Outboxed reports put on the broker again")
+ESCALATION_LATENESS = Histogram(
+    "loa_escalation_lateness_seconds", "From a level's deadline to its escalation committed",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
 STAGE_LATENCY = Histogram(
     "loa_stage_latency_seconds", "Time from the triggering event to the end of a stage",
     ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),

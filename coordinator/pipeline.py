@@ -17,10 +17,30 @@ from channels.base import Channel
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.approvals.decisions import apply_decision
+from coordinator.approvals.inbox import deliver_to_inbox
+from coordinator.approvals.prompts import prompts_for
+from coordinator.approvals.record import ApprovalRecord
 from coordinator.approvals.request import plan_incident
 from coordinator.dispatch.publish import publish_statement
 from coordinator.errors import BadEvent
-from coordinator.events import Decision, IncidentEvent, IncidentOpened, Report, Statement, utcnow
+from coordinator.escalation.transitions import (
+    Timer,
+    fire_deadline,
+    fire_hold_alert,
+    fire_reminder,
+    level_timers,
+    overdue,
+)
+from coordinator.events import (
+    ApprovalEvent,
+    ApprovalPrompt,
+    Decision,
+    IncidentEvent,
+    IncidentOpened,
+    Report,
+    Statement,
+    utcnow,
+)
 from coordinator.incidents.intake import take_in_report
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
@@ -29,20 +49,24 @@ Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
 log = obs.get_logger("pipeline")
 _incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
+_approval_events: TypeAdapter[ApprovalEvent] = TypeAdapter(ApprovalEvent)
 
 
 class Pipeline:
     """One handler per consumed topic; each may run twice on the same event without effect."""
 
-    def __init__(self, rt: Runtime, channels: dict[str, Channel], send: Send) -> None:
+    def __init__(self, rt: Runtime, channels: dict[str, Channel], send: Send,
+                 schedule: Callable[[Timer], None]) -> None:
         self.rt = rt
         self.channels = channels
         self.send = send
+        self.schedule = schedule
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
         return {topics.REPORTS: self.intake, topics.INCIDENT_EVENTS: self.plan,
-                topics.DECISIONS: self.decide, topics.STATEMENTS: self.publish}
+                topics.APPROVAL_EVENTS: self.prompt, topics.DECISIONS: self.decide,
+                topics.STATEMENTS: self.publish}
 
     async def intake(self, value: bytes) -> None:
         """A report joins or opens an incident."""
@@ -78,7 +102,60 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             obs.STAGE_LATENCY.labels("report_to_approval_request").observe(
                 since(event.report.received_at))
+        # Also on a replay: timers and prompts have deterministic ids, so this re-arms
+        # what a crash between the Redis write and here would have lost, and nothing more.
+        row = await self.rt.redis.hgetall(self.rt.keys.approval(result.request.id))
+        record = ApprovalRecord.from_hash(row)
+        for timer in level_timers(record):
+            self.schedule(timer)
         await self.send(topics.APPROVAL_EVENTS, event.incident_id, result.request.to_bytes())
+        if record.status == "pending" and record.phase == "level":
+            prompts = prompts_for("request", record, record.holders, self.rt.city.people,
+                                  utcnow(), self.rt.settings.timezone)
+            await self._send_prompts(prompts)
+
+    async def prompt(self, value: bytes) -> None:
+        """A prompt reaches its person. Today through the web inbox (`loa inbox`); the event
+        already carries what SMS and email need (their channels are their own issue)."""
+        event = decode_approval_event(value)
+        if not isinstance(event, ApprovalPrompt):
+            return
+        delivered = await deliver_to_inbox(self.rt, event)
+        log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
+                 person=event.person_id, kind=event.kind, first_time=delivered)
+
+    async def on_timer(self, kind: str, approval_id: str, number: int, fraction: float) -> None:
+        """A deadline, reminder or hold alert came due (from APScheduler or the sweep)."""
+        now = utcnow()
+        if kind == "deadline":
+            fired = await fire_deadline(self.rt, approval_id, number, now)
+        elif kind == "hold":
+            fired = await fire_hold_alert(self.rt, approval_id, number, now)
+        else:
+            fired = await fire_reminder(self.rt, approval_id, number, fraction, now)
+        if fired.action.startswith("ignored"):
+            return
+        if fired.lateness_s is not None:
+            obs.ESCALATION_LATENESS.observe(fired.lateness_s)
+        log.info("timer fired", approval=approval_id, kind=kind, number=number,
+                 action=fired.action, lateness_s=fired.lateness_s)
+        for timer in fired.timers:
+            self.schedule(timer)
+        await self._send_prompts(fired.prompts)
+        if fired.statement is not None:
+            await self.send(topics.STATEMENTS, fired.statement.incident_id,
+                            fired.statement.to_bytes())
+
+    async def sweep(self) -> int:
+        """Fire every timer overdue by more than a second (a lost job's safety net)."""
+        due = await overdue(self.rt, utcnow(), grace_s=1.0)
+        for approval_id, number, kind in due:
+            await self.on_timer(kind, approval_id, number, 0.0)
+        return len(due)
+
+    async def _send_prompts(self, prompts: list[ApprovalPrompt]) -> None:
+        for p in prompts:
+            await self.send(topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""
@@ -107,6 +184,14 @@ def decode(model: type[M], value: bytes) -> M:
     """The event, or BadEvent naming what is wrong with it."""
     try:
         return model.model_validate_json(value)
+    except ValidationError as exc:
+        raise BadEvent(describe(exc)) from exc
+
+
+def decode_approval_event(value: bytes) -> ApprovalEvent:
+    """An approval request or prompt, or BadEvent."""
+    try:
+        return _approval_events.validate_json(value)
     except ValidationError as exc:
         raise BadEvent(describe(exc)) from exc
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coordinator.events import ApprovalRequest, Statement
+from coordinator.approvals.record import ApprovalRecord
+from coordinator.events import ApprovalPrompt, Statement
 from coordinator.keys import Keys
 from coordinator.state import Redis, read_json_list
 
@@ -39,15 +40,19 @@ async def approval_detail(redis: Redis, keys: Keys, approval_id: str) -> dict[st
     row = await redis.hgetall(keys.approval(approval_id))
     if not row:
         return None
-    request = ApprovalRequest.model_validate_json(row["request"])
-    level = request.chain[int(row["level"]) - 1]
+    record = ApprovalRecord.from_hash(row)
+    request = record.request
+    level = request.chain[record.level - 1]
     return {
         "id": request.id, "incident_id": request.incident_id, "playbook": request.playbook_id,
-        "status": row["status"], "level": int(row["level"]), "department": level.department,
-        "approvers": level.approvers, "deadline": request.deadline.isoformat(),
-        "decided_by": row.get("decided_by", ""), "decided_at": row.get("decided_at", ""),
-        "reason": row.get("reason", ""), "draft_id": request.draft_id,
-        "approved_by": json.loads(row.get("approved_by", "[]")),
+        "status": record.status, "phase": record.phase, "level": record.level,
+        "levels": len(request.chain), "department": level.department,
+        "approvers": record.holders, "eligible": record.eligible,
+        "deadline": record.due.isoformat() if record.due and record.phase == "level" else None,
+        "next_alert": record.due.isoformat() if record.due and record.phase == "held" else None,
+        "decided_by": record.decided_by, "decided_at": record.decided_at,
+        "reason": record.reason, "basis": record.basis, "draft_id": request.draft_id,
+        "approved_by": record.approved_by, "reply_code": request.reply_code,
     }
 
 
@@ -84,3 +89,14 @@ async def draft_texts(redis: Redis, keys: Keys, draft_id: str) -> list[dict[str,
     """The rendered texts of a draft."""
     raw = await redis.get(keys.draft(draft_id))
     return list(json.loads(raw)["texts"]) if raw else []
+
+
+async def inbox(redis: Redis, keys: Keys, person_id: str) -> list[dict[str, Any]]:
+    """A person's prompts, newest first, each with its request's current status."""
+    prompts = [ApprovalPrompt.model_validate_json(raw)
+               for raw in (await redis.hgetall(keys.inbox(person_id))).values()]
+    out = []
+    for prompt in sorted(prompts, key=lambda p: p.at, reverse=True):
+        status = await redis.hget(keys.approval(prompt.approval_id), "status")
+        out.append({**prompt.model_dump(mode="json"), "status": status})
+    return out

@@ -16,7 +16,7 @@ class TopicSpec:
 
 REPORTS = TopicSpec("reports", "events.Report", "kind:area, so related reports stay in order")
 INCIDENT_EVENTS = TopicSpec("incident-events", "events.IncidentEvent", "incident id")
-APPROVAL_EVENTS = TopicSpec("approval-events", "events.ApprovalRequest", "incident id")
+APPROVAL_EVENTS = TopicSpec("approval-events", "events.ApprovalEvent", "incident id")
 DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
 STATEMENTS = TopicSpec("statements", "events.Statement", "incident id")
 AUDIT = TopicSpec("audit", "events.AuditEvent", "incident id or actor")

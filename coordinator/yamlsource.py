@@ -18,6 +18,7 @@ class YamlSource:
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
+        self.text = text
         self.node = yaml.compose(text, Loader=yaml.SafeLoader)
         self.data: Any = yaml.safe_load(text)
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import hashlib
 
 from coordinator.city import City
-from coordinator.events import ChainLevelSnapshot
+from coordinator.events import ChainLevelSnapshot, Severity
 from coordinator.playbooks.models import Playbook
 
 
-def snapshot_chain(playbook: Playbook, city: City) -> list[ChainLevelSnapshot]:
-    """The chain with department roles resolved to approver ids, as of now.
-
-    Raises ValueError when the playbook has no approval section."""
+def snapshot_chain(playbook: Playbook, city: City, severity: Severity
+                   ) -> list[ChainLevelSnapshot]:
+    """The chain with department roles resolved to approver ids and deadlines scaled for the
+    severity, as of now. Raises ValueError when the playbook has no approval section."""
     if playbook.approval is None:
         raise ValueError(f"playbook {playbook.id} has no approval chain")
+    factor = playbook.approval.severity_factors.get(severity, 1.0)
     levels = []
     for index, level in enumerate(playbook.approval.chain, start=1):
         department = level.department or playbook.approval.department
@@ -22,11 +23,13 @@ def snapshot_chain(playbook: Playbook, city: City) -> list[ChainLevelSnapshot]:
                                            .at_level(level.level)]
         levels.append(ChainLevelSnapshot(
             level=index, department=department, department_level=level.level,
-            approvers=approvers, within_s=level.within, mode=level.mode,
+            approvers=approvers, within_s=level.within * factor, mode=level.mode,
+            reminders=sorted(level.reminders),
         ))
     return levels
 
 
-def first_deadline(chain: list[ChainLevelSnapshot], created_at: datetime) -> datetime:
-    """When the first level's time is up."""
-    return created_at + timedelta(seconds=chain[0].within_s)
+def reply_code(approval_id: str) -> str:
+    """A 4-digit code approvers quote when they answer by SMS (stable for a request)."""
+    digest = int(hashlib.sha256(approval_id.encode()).hexdigest(), 16)
+    return f"{1000 + digest % 9000}"

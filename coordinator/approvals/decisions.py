@@ -1,8 +1,10 @@
 """Apply an approver's decision: approve -> statement, reject -> back to the duty officer.
 
-The first valid decision wins; a decision from someone not at the request's
-current level, or after the request was decided, is refused and audited.
-Deciding the same decision id twice returns the first outcome.
+Who may decide: the holders of the current level and of every earlier level
+(an escalated request can still be answered below), and the duty officers
+once the chain is exhausted under `duty_officer`. The first valid decision
+wins; any other is refused and audited. The same decision id twice returns
+the first outcome.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from coordinator.approvals.record import ApprovalRecord
 from coordinator.approvals.request import ids_for
 from coordinator.events import ApprovalRequest, AuditEvent, Decision, Draft, Statement
 from coordinator.runtime import Runtime
@@ -31,15 +34,14 @@ class Outcome:
                            "statement_id": self.statement.id if self.statement else None})
 
 
-def refusal(request: ApprovalRequest, state: dict[str, str], decision: Decision) -> str | None:
+def refusal(record: ApprovalRecord, decision: Decision) -> str | None:
     """Why a decision may not be taken, or None when it may. Pure."""
-    if state["status"] != "pending":
-        return (f"already {state['status']} by {state.get('decided_by', '?')} at "
-                f"{state.get('decided_at', '?')}")
-    level = request.chain[int(state["level"]) - 1]
-    if decision.approver_id not in level.approvers:
-        return (f"{decision.approver_id} is not an approver at level {level.level} "
-                f"({level.department}: {', '.join(level.approvers)})")
+    if record.status != "pending":
+        return f"already {record.status} by {record.decided_by or '?'} at {record.decided_at}"
+    if decision.approver_id not in record.eligible:
+        level = record.request.chain[record.level - 1]
+        return (f"{decision.approver_id} may not decide {record.request.id}: it is at level "
+                f"{record.level} ({level.department}), held by {', '.join(record.holders)}")
     if decision.verdict == "reject" and not decision.comment.strip():
         return "a rejection needs a reason"
     return None
@@ -54,25 +56,29 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
         seen = await pipe.get(dkey)
         if seen:
             return await _replayed(pipe, rt, json.loads(seen))
-        state = await pipe.hgetall(akey)
-        if not state:
+        row = await pipe.hgetall(akey)
+        if not row:
             raise KeyError(decision.approval_id)
-        request = ApprovalRequest.model_validate_json(state["request"])
-        why = refusal(request, state, decision)
+        record = ApprovalRecord.from_hash(row)
+        why = refusal(record, decision)
+        draft_raw = await pipe.get(rt.keys.draft(record.request.draft_id))
+        incident = await pipe.hgetall(rt.keys.incident(record.request.incident_id))
         pipe.multi()
         audit = AuditEvent(at=decision.at, actor=decision.approver_id, interface=decision.via,
-                           incident_id=request.incident_id, subject=decision.approval_id,
-                           action="", detail={"verdict": decision.verdict,
-                                              "comment": decision.comment, "decision": decision.id})
+                           incident_id=record.request.incident_id, subject=decision.approval_id,
+                           action="", detail={"verdict": decision.verdict, "level": record.level,
+                                              "comment": decision.comment,
+                                              "decision": decision.id})
         if why is not None:
             outcome = Outcome(False, f"refused: {why}")
             queue_audit(pipe, rt.keys, audit.model_copy(update={
                 "action": "decision.refused", "detail": {**audit.detail, "why": why}}))
         elif decision.verdict == "reject":
-            outcome = _queue_reject(pipe, rt, request, decision, now)
+            outcome = _queue_reject(pipe, rt, record, decision, now)
             queue_audit(pipe, rt.keys, audit.model_copy(update={"action": "approval.rejected"}))
         else:
-            outcome = await _queue_approve(pipe, rt, request, state, decision, now)
+            draft = Draft.model_validate_json(draft_raw)
+            outcome = _queue_approve(pipe, rt, record, decision, draft, incident, now)
             action = "approval.approved" if outcome.statement else "approval.partial"
             queue_audit(pipe, rt.keys, audit.model_copy(update={"action": action}))
         pipe.set(dkey, outcome.to_json())
@@ -89,11 +95,12 @@ async def _replayed(pipe: Pipeline, rt: Runtime, stored: dict[str, object]) -> O
     return Outcome(bool(stored["accepted"]), str(stored["message"]), statement)
 
 
-def _queue_reject(pipe: Pipeline, rt: Runtime, request: ApprovalRequest, decision: Decision,
+def _queue_reject(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision: Decision,
                   now: datetime) -> Outcome:
-    pipe.hset(rt.keys.approval(request.id), mapping={
-        "status": "rejected", "decided_by": decision.approver_id,
-        "decided_at": decision.at.isoformat(), "reason": decision.comment})
+    request = record.request
+    done = record.evolve(status="rejected", decided_by=decision.approver_id,
+                         decided_at=decision.at.isoformat(), reason=decision.comment, due=None)
+    pipe.hset(rt.keys.approval(request.id), mapping=done.to_hash())
     pipe.zrem(rt.keys.approvals_pending(), request.id)
     pipe.hset(rt.keys.incident(request.incident_id), mapping={
         "status": "returned", "status_reason": f"rejected by {decision.approver_id}: "
@@ -101,30 +108,49 @@ def _queue_reject(pipe: Pipeline, rt: Runtime, request: ApprovalRequest, decisio
     return Outcome(True, f"rejected; {request.incident_id} is back with the duty officer")
 
 
-async def _queue_approve(pipe: Pipeline, rt: Runtime, request: ApprovalRequest,
-                         state: dict[str, str], decision: Decision, now: datetime) -> Outcome:
-    level = request.chain[int(state["level"]) - 1]
-    approved_by = sorted({*json.loads(state.get("approved_by", "[]")), decision.approver_id})
-    if level.mode == "all" and set(approved_by) != set(level.approvers):
+def _basis(record: ApprovalRecord, approver_id: str) -> str:
+    return ("duty_officer" if record.phase == "duty_officer" and approver_id not in
+            {p for lvl in record.request.chain for p in lvl.approvers} else "approver")
+
+
+def _queue_approve(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision: Decision,
+                   draft: Draft, incident: dict[str, str], now: datetime) -> Outcome:
+    request = record.request
+    level = request.chain[record.level - 1]
+    approved_by = sorted({*record.approved_by, decision.approver_id})
+    needs_all = (level.mode == "all" and record.phase == "level"
+                 and decision.approver_id in record.holders)
+    if needs_all and not set(record.holders) <= set(approved_by):
         pipe.hset(rt.keys.approval(request.id), "approved_by", json.dumps(approved_by))
-        waiting = sorted(set(level.approvers) - set(approved_by))
+        waiting = sorted(set(record.holders) - set(approved_by))
         return Outcome(True, f"approval noted; still waiting for {', '.join(waiting)}")
-    draft_raw = await rt.redis.get(rt.keys.draft(request.draft_id))
-    if draft_raw is None:
-        raise KeyError(request.draft_id)
-    draft = Draft.model_validate_json(draft_raw)
-    incident = await rt.redis.hgetall(rt.keys.incident(request.incident_id))
-    statement = Statement(
+    basis = _basis(record, decision.approver_id)
+    statement = statement_for(request, draft, incident, approved_by, basis, decision.at)
+    queue_approved(pipe, rt, record.evolve(approved_by=approved_by), statement,
+                   ", ".join(approved_by), now)
+    return Outcome(True, f"approved; statement {statement.id} goes out", statement)
+
+
+def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, str],
+                  approved_by: list[str], basis: str, at: datetime) -> Statement:
+    """The statement an approval makes of a draft."""
+    return Statement(
         id=ids_for(request.incident_id, draft.version)[2], incident_id=request.incident_id,
         approval_id=request.id, draft_id=draft.id, playbook_id=request.playbook_id,
         kind=incident["kind"], severity=request.severity, area=incident["area"],
-        texts=draft.texts, approved_by=approved_by, approved_at=decision.at,
+        texts=draft.texts, approved_by=approved_by, approved_at=at,
+        approval_basis=basis,  # type: ignore[arg-type]
     )
-    pipe.hset(rt.keys.approval(request.id), mapping={
-        "status": "approved", "decided_by": ", ".join(approved_by),
-        "decided_at": decision.at.isoformat(), "approved_by": json.dumps(approved_by)})
-    pipe.zrem(rt.keys.approvals_pending(), request.id)
+
+
+def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statement: Statement,
+                   decided_by: str, now: datetime) -> None:
+    """Inside MULTI: mark the request approved and store its statement."""
+    done = record.evolve(status="approved", decided_by=decided_by,
+                         decided_at=statement.approved_at.isoformat(), due=None,
+                         basis=statement.approval_basis)
+    pipe.hset(rt.keys.approval(record.request.id), mapping=done.to_hash())
+    pipe.zrem(rt.keys.approvals_pending(), record.request.id)
     pipe.hset(rt.keys.statement(statement.id), mapping={"statement": statement.model_dump_json()})
-    pipe.hset(rt.keys.incident(request.incident_id), mapping={
+    pipe.hset(rt.keys.incident(record.request.incident_id), mapping={
         "status": "approved", "statement_id": statement.id, "updated_at": now.isoformat()})
-    return Outcome(True, f"approved; statement {statement.id} goes out", statement)

@@ -10,10 +10,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from coordinator.approvals.chain import first_deadline, snapshot_chain
+from coordinator.approvals.chain import reply_code, snapshot_chain
+from coordinator.approvals.record import ApprovalRecord
 from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
+from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, Severity
+from coordinator.playbooks.models import Playbook
 from coordinator.playbooks.selection import select_playbook
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
@@ -79,26 +82,49 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         if playbook.fallback or playbook.approval is None:
             fields |= {"status": "needs_duty_officer", "status_reason": selection.reason}
         else:
-            chain = snapshot_chain(playbook, rt.city)
-            request = ApprovalRequest(
-                id=approval_id, incident_id=incident_id, draft_id=draft_id,
-                playbook_id=playbook.id, severity=facts.severity, chain=chain,
-                deadline=first_deadline(chain, now), on_exhausted=playbook.approval.on_exhausted,
-                created_at=now,
-            )
-            pipe.hset(rt.keys.approval(approval_id), mapping={
-                "request": request.model_dump_json(), "status": "pending", "level": 1,
-                "approved_by": "[]"})
+            record = first_record(rt, playbook, facts.severity, incident_id, draft_id, now)
+            request = record.request
+            pipe.hset(rt.keys.approval(approval_id), mapping=record.to_hash())
             pipe.zadd(rt.keys.approvals_pending(), {approval_id: request.deadline.timestamp()})
             pipe.zadd(rt.keys.approvals(), {approval_id: now.timestamp()})
             fields |= {"status": "awaiting_approval", "approval_id": approval_id}
+            level = request.chain[record.level - 1]
             audit("approval.requested", approval_id, {
-                "level": 1, "approvers": chain[0].approvers, "department": chain[0].department,
-                "deadline": request.deadline.isoformat()})
+                "level": record.level, "holders": record.holders,
+                "department": level.department, "deadline": request.deadline.isoformat(),
+                "notes": entry_notes(rt, request, now)})
         pipe.hset(key, mapping=fields)
         return Plan(incident_id, playbook.id, request, first_time=True)
 
     return await transact(rt.redis, [key], body)
+
+
+def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_id: str,
+                 draft_id: str, now: datetime) -> ApprovalRecord:
+    """The new request, at the first level with someone available to ask.
+
+    When nobody in the whole chain is available, the request is due at once at its last
+    level, so the first timer applies the exhaustion rule."""
+    assert playbook.approval is not None
+    approval_id = ids_for(incident_id, 1)[1]
+    chain = snapshot_chain(playbook, rt.city, severity)
+    base = ApprovalRequest(
+        id=approval_id, incident_id=incident_id, draft_id=draft_id, playbook_id=playbook.id,
+        severity=severity, chain=chain, deadline=now, on_exhausted=playbook.approval.on_exhausted,
+        hold_alert_every_s=playbook.approval.hold_alert_every, reply_code=reply_code(approval_id),
+        created_at=now,
+    )
+    entry, _ = enter_level(base, 1, rt.city.people, now)
+    level, holders, deadline = ((entry.level, entry.holders, entry.deadline) if entry
+                                else (len(chain), [], now))
+    request = base.model_copy(update={"level": level, "deadline": deadline})
+    return ApprovalRecord(request=request, status="pending", phase="level", level=level,
+                          due=deadline, holders=holders, eligible=holders)
+
+
+def entry_notes(rt: Runtime, request: ApprovalRequest, now: datetime) -> list[str]:
+    """What was routed around when the request entered its first level."""
+    return enter_level(request, 1, rt.city.people, now)[1]
 
 
 async def _existing_plan(pipe: Pipeline, rt: Runtime, incident: dict[str, str]) -> Plan:

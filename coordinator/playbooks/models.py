@@ -56,6 +56,8 @@ class ChainLevel(_Strict):
     people: list[Slug] = Field(default_factory=list)
     within: Duration
     mode: Literal["any", "all"] = "any"
+    reminders: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=list, description="fractions of `within` at which to remind, e.g. 0.5")
 
 
 class Approval(_Strict):
@@ -64,6 +66,9 @@ class Approval(_Strict):
     department: Slug
     chain: list[ChainLevel] = Field(min_length=1)
     on_exhausted: Literal["hold", "duty_officer", "publish"] = "hold"
+    hold_alert_every: Duration = Field(default=600.0, description="`hold`: re-alert period")
+    severity_factors: dict[Severity, Annotated[float, Field(gt=0, le=10)]] = Field(
+        default_factory=dict, description="deadlines scaled by severity, e.g. extreme: 0.5")
 
 
 class Audience(_Strict):

@@ -23,12 +23,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[Callable[[], Stack]]:
-    """A private stack for tests that stop and restart its parts."""
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """A private stack for tests that stop and restart its parts (extra LOA_* env allowed)."""
     made: list[Stack] = []
 
-    def make() -> Stack:
-        made.append(Stack(tmp_path / f"stack{len(made)}"))
+    def make(**env: str) -> Stack:
+        made.append(Stack(tmp_path / f"stack{len(made)}", **env))
         return made[-1]
 
     yield make

@@ -40,7 +40,7 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str =
 class Stack:
     """Broker + Redis + worker(s) + web, all on free loopback ports, under one folder."""
 
-    def __init__(self, root: Path, prefix: str = "loatest") -> None:
+    def __init__(self, root: Path, prefix: str = "loatest", **env: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.broker_port = free_port()
@@ -55,6 +55,7 @@ class Stack:
             "LOA_DATA_DIR": str(root),
             "LOA_OUTBOX_RESEND_AFTER_S": "1",
             "LOA_LOG_FORMAT": "json",
+            **env,
         }
         self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -134,10 +135,16 @@ class Stack:
         """The incident's stored state."""
         return self.redis.hgetall(self.keys.incident(incident_id))
 
-    def timeline_actions(self, incident_id: str) -> list[str]:
-        """The actions of an incident's timeline, in order."""
-        return [json.loads(e)["action"]
-                for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
+    def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+        """An incident's timeline entries, in order."""
+        return [json.loads(e) for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
+
+    def timeline_actions(self, incident_id: str, prompts: bool = False) -> list[str]:
+        """The actions of an incident's timeline, in order (prompt deliveries left out
+        unless asked for)."""
+        actions = [json.loads(e)["action"]
+                   for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
+        return [a for a in actions if prompts or a != "prompt.delivered"]
 
     def wait_for_status(self, incident_id: str, status: str, timeout_s: float = 30) -> None:
         """Wait until the incident reaches `status`."""

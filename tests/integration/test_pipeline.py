@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -44,6 +45,12 @@ def test_a_report_becomes_a_published_statement(stack: Stack) -> None:
     incident_id, approval = wait_for_approval(stack, report_id)
     assert approval["status"] == "pending" and approval["level"] == 1
     approver = approval["approvers"][0]
+    prompts = wait_for(lambda: [p for p in stack.cli_json("inbox", "--as", approver)
+                                if p["approval_id"] == approval["id"]], 10, "the prompt")
+    assert prompts[0]["kind"] == "request"
+    assert (datetime.fromisoformat(prompts[0]["deadline"])
+            == datetime.fromisoformat(approval["deadline"]))
+    assert f"YES {approval['reply_code']}" in prompts[0]["text"]
 
     done = stack.cli("approve", approval["id"], "--as", approver, "--comment", "đồng ý")
     assert done.returncode == 0, done.stderr
@@ -87,7 +94,8 @@ def test_a_decision_from_the_wrong_person_is_refused_and_audited(stack: Stack) -
     incident_id, approval = wait_for_approval(stack, report_id)
     done = stack.cli("approve", approval["id"], "--as", "tran-thi-mai")
     assert done.returncode == 2
-    assert "refused: tran-thi-mai is not an approver at level 1" in done.stderr.replace("\n", " ")
+    assert (f"refused: tran-thi-mai may not decide {approval['id']}: it is at level 1"
+            in done.stderr.replace("\n", " "))
     assert stack.timeline_actions(incident_id)[-1] == "decision.refused"
     assert stack.incident(incident_id)["status"] == "awaiting_approval"
 

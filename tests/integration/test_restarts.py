@@ -22,7 +22,7 @@ def snapshot(stack: Stack) -> dict[str, Any]:
     """Every key Loa wrote, with its content (streams by length), minus liveness keys."""
     state: dict[str, Any] = {}
     for key in sorted(stack.redis.scan_iter(f"{stack.keys.prefix}:*")):
-        if ":worker:" in key:
+        if ":worker:" in key or ":timers:" in key:  # liveness; APScheduler's pickled jobs
             continue
         kind = stack.redis.type(key)
         if kind == "hash":

@@ -1,4 +1,4 @@
-"""Small pure rules: durations, SMS segments, correlation, decision refusals, rendering."""
+"""Small pure rules: durations, SMS segments, correlation, rendering."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from channels.segments import is_gsm7, segment_count
-from coordinator.approvals.chain import first_deadline, snapshot_chain
-from coordinator.approvals.decisions import refusal
 from coordinator.city import City
 from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
-from coordinator.events import ApprovalRequest, Decision, Report, Severity
+from coordinator.events import Report, Severity
 from coordinator.incidents.correlation import joins
 from coordinator.playbooks.models import Duration, Playbook, WebTemplate
 
@@ -62,59 +60,6 @@ def test_a_report_within_the_window_joins() -> None:
     assert not joins("awaiting_approval", T0, T0 + timedelta(minutes=61), 3600)
     assert not joins("closed", T0, T0 + timedelta(minutes=1), 3600)
     assert not joins(None, None, T0, 3600)
-
-
-def _request(playbook: Playbook, city: City) -> ApprovalRequest:
-    chain = snapshot_chain(playbook, city)
-    return ApprovalRequest(id="APR-00001-1", incident_id="INC-00001", draft_id="DRF-00001-1",
-                           playbook_id=playbook.id, severity=Severity.severe, chain=chain,
-                           deadline=first_deadline(chain, T0), on_exhausted="hold",
-                           created_at=T0)
-
-
-def test_the_chain_is_frozen_with_approver_ids(playbooks: dict[str, Playbook],
-                                               city: City) -> None:
-    """Department roles resolve to the people of config/ at request time; deadline from level 1."""
-    request = _request(playbooks["flood"], city)
-    assert [(lvl.level, lvl.department, lvl.department_level) for lvl in request.chain] == [
-        (1, "construction", 1), (2, "construction", 2), (3, "people-committee", 1)]
-    assert request.chain[0].approvers == [
-        p.id for p in city.departments["construction"].at_level(1)]
-    assert request.deadline == T0 + timedelta(minutes=15)
-
-
-def _decision(approver: str, verdict: str = "approve", comment: str = "") -> Decision:
-    return Decision(id="dec-000001", approval_id="APR-00001-1", approver_id=approver,
-                    verdict=verdict, comment=comment)  # type: ignore[arg-type]
-
-
-def test_only_the_current_levels_approvers_may_decide(playbooks: dict[str, Playbook],
-                                                      city: City) -> None:
-    """A level-2 approver cannot decide while the request is at level 1; a level-1 one can."""
-    request = _request(playbooks["flood"], city)
-    state = {"status": "pending", "level": "1"}
-    level1, level2 = request.chain[0].approvers[0], request.chain[1].approvers[0]
-    assert refusal(request, state, _decision(level1)) is None
-    why = refusal(request, state, _decision(level2))
-    assert why is not None and why.startswith(f"{level2} is not an approver at level 1")
-
-
-def test_a_decided_request_refuses_more_decisions(playbooks: dict[str, Playbook],
-                                                  city: City) -> None:
-    """The first valid decision wins; later ones are told who decided and when."""
-    request = _request(playbooks["flood"], city)
-    state = {"status": "approved", "level": "1", "decided_by": "nguyen-van-an",
-             "decided_at": "2026-11-22T07:03:00+00:00"}
-    assert refusal(request, state, _decision(request.chain[0].approvers[1])) == (
-        "already approved by nguyen-van-an at 2026-11-22T07:03:00+00:00")
-
-
-def test_a_rejection_needs_a_reason(playbooks: dict[str, Playbook], city: City) -> None:
-    """A reject without a reason is refused, so the duty officer always learns why."""
-    request = _request(playbooks["flood"], city)
-    approver = request.chain[0].approvers[0]
-    assert refusal(request, {"status": "pending", "level": "1"},
-                   _decision(approver, "reject", "  ")) == "a rejection needs a reason"
 
 
 def test_a_draft_has_every_channel_in_every_language(playbooks: dict[str, Playbook],

@@ -1,0 +1,1 @@
+"""Escalation: the pure policy (`next_step`), its transitions in Redis, and the timers."""

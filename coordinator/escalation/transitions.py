@@ -1,0 +1,219 @@
+"""Carry out what the policy decided, as compare-and-sets on the approval request.
+
+Each function re-reads the request, asks the pure policy, and writes in one
+MULTI; a timer that fires twice, or late after a decision, finds nothing to do.
+What must follow (prompts, a statement, the next timers) is returned, to be
+sent only after the state is committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from coordinator.approvals.decisions import queue_approved, statement_for
+from coordinator.approvals.prompts import prompts_for
+from coordinator.approvals.record import ApprovalRecord
+from coordinator.escalation.policy import (
+    Escalate,
+    Exhaust,
+    Ignore,
+    Step,
+    hold_alert_due,
+    next_step,
+)
+from coordinator.events import ApprovalPrompt, AuditEvent, Draft, Statement
+from coordinator.runtime import Runtime
+from coordinator.state import Pipeline, queue_audit, transact
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A moment at which an approval request must be looked at again."""
+
+    kind: str  # deadline | reminder | hold
+    approval_id: str
+    number: int  # the level (deadline, reminder) or the alert number (hold)
+    at: datetime
+    fraction: float = 0.0
+
+    @property
+    def job_id(self) -> str:
+        """Derived from what it is for, so scheduling it twice keeps one job."""
+        return f"{self.approval_id}:{self.kind}:{self.number}:{round(self.fraction * 100)}"
+
+
+@dataclass
+class Fired:
+    """What a timer did, and what must follow now that it is committed."""
+
+    action: str
+    prompts: list[ApprovalPrompt] = field(default_factory=list)
+    statement: Statement | None = None
+    timers: list[Timer] = field(default_factory=list)
+    lateness_s: float | None = None
+
+
+def level_timers(record: ApprovalRecord) -> list[Timer]:
+    """The deadline and reminders of the level a pending request is at."""
+    if record.status != "pending" or record.phase != "level" or record.due is None:
+        return []
+    request = record.request
+    level = request.chain[record.level - 1]
+    start = record.due - timedelta(seconds=level.within_s)
+    timers = [Timer("deadline", request.id, record.level, record.due)]
+    timers += [Timer("reminder", request.id, record.level,
+                     start + timedelta(seconds=level.within_s * f), fraction=f)
+               for f in level.reminders]
+    return timers
+
+
+async def fire_deadline(rt: Runtime, approval_id: str, level: int, now: datetime) -> Fired:
+    """The deadline of `level` passed: escalate, exhaust, or nothing."""
+    key = rt.keys.approval(approval_id)
+
+    async def body(pipe: Pipeline) -> Fired:
+        row = await pipe.hgetall(key)
+        if not row:
+            return Fired("ignored: unknown request")
+        record = ApprovalRecord.from_hash(row)
+        step = next_step(record, level, now, rt.city.people)
+        if isinstance(step, Ignore):
+            return Fired(f"ignored: {step.why}")
+        draft = await pipe.get(rt.keys.draft(record.request.draft_id))
+        incident = await pipe.hgetall(rt.keys.incident(record.request.incident_id))
+        pipe.multi()
+        return _apply(pipe, rt, record, step, now, draft, incident)
+
+    return await transact(rt.redis, [key], body)
+
+
+def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now: datetime,
+           draft: str | None, incident: dict[str, str]) -> Fired:
+    tz = rt.settings.timezone
+    people = rt.city.people
+    request = record.request
+    audit = AuditEvent(at=now, actor="escalation", action="", interface="system",
+                       incident_id=request.incident_id, subject=request.id)
+    if isinstance(step, Escalate):
+        entry = step.entry
+        moved = record.evolve(level=entry.level, due=entry.deadline, holders=entry.holders,
+                              eligible=list(dict.fromkeys([*record.eligible, *entry.holders])))
+        pipe.hset(rt.keys.approval(request.id), mapping=moved.to_hash())
+        pipe.zadd(rt.keys.approvals_pending(), {request.id: entry.deadline.timestamp()})
+        queue_audit(pipe, rt.keys, audit.model_copy(update={
+            "action": "approval.escalated", "detail": {
+                "from_level": record.level, "to_level": entry.level, "holders": entry.holders,
+                "deadline": entry.deadline.isoformat(), "lateness_s": round(step.lateness_s, 3),
+                "notes": entry.notes}}))
+        prompts = (prompts_for("request", moved, entry.holders, people, now, tz)
+                   + prompts_for("moved_up", moved, record.holders, people, now, tz))
+        return Fired("escalated", prompts, None, level_timers(moved), step.lateness_s)
+    assert isinstance(step, Exhaust)
+    detail = {"rule": step.rule, "notes": step.notes, "lateness_s": round(step.lateness_s, 3),
+              "level": record.level}
+    officers = list(rt.city.duty_officers)
+    if step.rule == "publish" and draft is not None:
+        statement = statement_for(request, Draft.model_validate_json(draft), incident, [],
+                                  "exhausted_publish", now)
+        queue_approved(pipe, rt, record, statement, "(chain exhausted: published by rule)", now)
+        queue_audit(pipe, rt.keys, audit.model_copy(update={
+            "action": "approval.exhausted", "detail": {**detail, "statement": statement.id}}))
+        prompts = prompts_for("decided", record, [*record.eligible, *officers], people, now, tz)
+        return Fired("exhausted: published", prompts, statement, [], step.lateness_s)
+    if step.rule == "duty_officer":
+        signing = record.evolve(phase="duty_officer", due=None,
+                                eligible=list(dict.fromkeys([*record.eligible, *officers])))
+        pipe.hset(rt.keys.approval(request.id), mapping=signing.to_hash())
+        pipe.zrem(rt.keys.approvals_pending(), request.id)
+        _set_reason(pipe, rt, request.incident_id, "approval chain exhausted: the duty officer "
+                    "may sign off", now)
+        queue_audit(pipe, rt.keys, audit.model_copy(update={
+            "action": "approval.exhausted", "detail": detail}))
+        return Fired("exhausted: duty officer may sign off",
+                     prompts_for("sign_off", signing, officers, people, now, tz), None, [],
+                     step.lateness_s)
+    held = record.evolve(phase="held", due=now + timedelta(seconds=request.hold_alert_every_s),
+                         alerts=0)
+    pipe.hset(rt.keys.approval(request.id), mapping=held.to_hash())
+    pipe.zadd(rt.keys.approvals_pending(), {request.id: held.due.timestamp()})  # type: ignore[union-attr]
+    _set_reason(pipe, rt, request.incident_id, "approval chain exhausted: statement held until "
+                "someone decides", now)
+    queue_audit(pipe, rt.keys, audit.model_copy(update={
+        "action": "approval.exhausted", "detail": {**detail, "rule": "hold"}}))
+    return Fired("exhausted: held", prompts_for("hold_alert", held, officers, people, now, tz),
+                 None, [Timer("hold", request.id, 1, held.due)], step.lateness_s)  # type: ignore[arg-type]
+
+
+def _set_reason(pipe: Pipeline, rt: Runtime, incident_id: str, reason: str,
+                now: datetime) -> None:
+    pipe.hset(rt.keys.incident(incident_id), mapping={"status_reason": reason,
+                                                      "updated_at": now.isoformat()})
+
+
+async def fire_hold_alert(rt: Runtime, approval_id: str, number: int, now: datetime) -> Fired:
+    """Alert the duty officers again about a held request, and plan the next alert."""
+    key = rt.keys.approval(approval_id)
+
+    async def body(pipe: Pipeline) -> Fired:
+        row = await pipe.hgetall(key)
+        record = ApprovalRecord.from_hash(row) if row else None
+        if record is None or not hold_alert_due(record, number, now):
+            return Fired("ignored: no hold alert due")
+        nxt = now + timedelta(seconds=record.request.hold_alert_every_s)
+        alerted = record.evolve(alerts=number, due=nxt)
+        pipe.multi()
+        pipe.hset(key, mapping=alerted.to_hash())
+        pipe.zadd(rt.keys.approvals_pending(), {approval_id: nxt.timestamp()})
+        queue_audit(pipe, rt.keys, AuditEvent(
+            at=now, actor="escalation", action="approval.hold_alert", interface="system",
+            incident_id=record.request.incident_id, subject=approval_id,
+            detail={"alert": number, "next": nxt.isoformat()}))
+        prompts = prompts_for("hold_alert", alerted, rt.city.duty_officers, rt.city.people, now,
+                              rt.settings.timezone, serial=number)
+        return Fired("hold alert", prompts, None, [Timer("hold", approval_id, number + 1, nxt)])
+
+    return await transact(rt.redis, [key], body)
+
+
+async def fire_reminder(rt: Runtime, approval_id: str, level: int, fraction: float,
+                        now: datetime) -> Fired:
+    """Remind the holders of `level` once, if the request is still there."""
+    key = rt.keys.approval(approval_id)
+    mark = rt.keys.reminder(approval_id, level, round(fraction * 100))
+
+    async def body(pipe: Pipeline) -> Fired:
+        row = await pipe.hgetall(key)
+        record = ApprovalRecord.from_hash(row) if row else None
+        if (record is None or record.status != "pending" or record.phase != "level"
+                or record.level != level or await pipe.exists(mark)):
+            return Fired("ignored: no reminder due")
+        pipe.multi()
+        pipe.set(mark, now.isoformat())
+        queue_audit(pipe, rt.keys, AuditEvent(
+            at=now, actor="escalation", action="approval.reminded", interface="system",
+            incident_id=record.request.incident_id, subject=approval_id,
+            detail={"level": level, "at_fraction": fraction, "holders": record.holders}))
+        prompts = prompts_for("reminder", record, record.holders, rt.city.people, now,
+                              rt.settings.timezone, serial=round(fraction * 100))
+        return Fired("reminded", prompts)
+
+    return await transact(rt.redis, [key, mark], body)
+
+
+async def overdue(rt: Runtime, now: datetime, grace_s: float) -> list[tuple[str, int, str]]:
+    """(approval id, number, kind) of every pending timer overdue by more than `grace_s`:
+    the safety net for a timer job lost between its submission and its commit."""
+    ids = await rt.redis.zrangebyscore(rt.keys.approvals_pending(), "-inf",
+                                       now.timestamp() - grace_s, start=0, num=1000)
+    found = []
+    for approval_id in ids:
+        row = await rt.redis.hgetall(rt.keys.approval(approval_id))
+        if not row:
+            continue
+        record = ApprovalRecord.from_hash(row)
+        if record.phase == "level":
+            found.append((approval_id, record.level, "deadline"))
+        elif record.phase == "held":
+            found.append((approval_id, record.alerts + 1, "hold"))
+    return found

@@ -1,0 +1,84 @@
+"""Drill playbooks with deadlines in seconds, and a config/ copy with absences, for tests."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import CONFIG_DIR, PLAYBOOKS_DIR
+
+DRILL = """\
+version: 1
+id: {id}
+title: "Drill: {id}"
+match:
+  kinds: [{id}]
+  min_severity: {min_severity}
+approval:
+  department: construction
+  on_exhausted: {rule}
+  hold_alert_every: 2s
+  chain:
+{chain}
+channels: [web]
+languages: [vi, en]
+templates:
+  vi:
+    web: {{title: "Diễn tập {{{{ incident.title }}}}", body: "{{{{ area.name }}}}"}}
+  en:
+    web: {{title: "Drill {{{{ incident.title }}}}", body: "{{{{ area.name }}}}"}}
+"""
+
+# construction level 1: nguyen-van-an, le-thi-thu-ha; level 2: pham-duc-thang;
+# people-committee level 1 is the third level of the standard drill chain.
+THREE_LEVELS = """\
+    - {level: 1, within: 2s}
+    - {level: 2, within: 2s}
+    - {department: people-committee, level: 1, within: 2s}"""
+
+
+def drill(playbooks: Path, pid: str, rule: str = "hold", chain: str = THREE_LEVELS,
+          min_severity: str = "minor") -> None:
+    """Write one drill playbook (its kind is its id)."""
+    (playbooks / f"{pid}.yaml").write_text(
+        DRILL.format(id=pid, rule=rule, chain=chain, min_severity=min_severity),
+        encoding="utf-8")
+
+
+def drill_folders(root: Path, within_s: int = 2, absences: bool = False) -> tuple[Path, Path]:
+    """(playbooks, config) folders: the fallback plus drills, and config/ (with absences:
+    nguyen-van-an away with delegate pham-duc-thang, le-thi-thu-ha away without one)."""
+    playbooks = root / "playbooks"
+    playbooks.mkdir(parents=True)
+    shutil.copy(PLAYBOOKS_DIR / "fallback.yaml", playbooks)
+    chain = THREE_LEVELS.replace("2s", f"{within_s}s")
+    drill(playbooks, "drill-hold", "hold", chain)
+    drill(playbooks, "drill-duty", "duty_officer", chain)
+    drill(playbooks, "drill-publish", "publish", chain, min_severity="extreme")
+    drill(playbooks, "drill-absent", "hold", """\
+    - {people: [nguyen-van-an, le-thi-thu-ha], within: 30s}
+    - {level: 2, within: 30s}""")
+    drill(playbooks, "drill-skip", "hold", """\
+    - {people: [le-thi-thu-ha], within: 30s}
+    - {level: 2, within: 30s}""")
+    config = root / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    if not absences:
+        return playbooks, config
+    departments = yaml.safe_load((config / "departments.yaml").read_text(encoding="utf-8"))
+    now = datetime.now(UTC)
+    away = {"from": (now - timedelta(days=1)).isoformat(),
+            "until": (now + timedelta(days=1)).isoformat(), "note": "công tác"}
+    for dep in departments["departments"]:
+        for person in dep["approvers"]:
+            if person["id"] == "nguyen-van-an":
+                person["absent"] = [away]
+                person["delegate"] = "pham-duc-thang"
+            if person["id"] == "le-thi-thu-ha":
+                person["absent"] = [away]
+    (config / "departments.yaml").write_text(yaml.safe_dump(departments, allow_unicode=True),
+                                             encoding="utf-8")
+    return playbooks, config

@@ -1,0 +1,244 @@
+"""Escalation deadlines on a real broker and Redis, with deadlines of a few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from coordinator.broker import bootstrap_servers
+from coordinator.events import Decision
+from tests.integration.drills import drill_folders
+from tests.integration.stack import Stack, wait_for
+from tests.integration.test_pipeline import post_report
+
+pytestmark = pytest.mark.integration
+MakeStack = Callable[..., Stack]
+AREAS = ["hn-ba-dinh", "hn-hoan-kiem", "hn-dong-da", "hn-hai-ba-trung", "hn-tay-ho",
+         "hn-cau-giay", "hn-thanh-xuan", "hn-hoang-mai", "hn-long-bien", "hn-nam-tu-liem"]
+
+
+def drill_env(stack_root: Any, within_s: int = 2, absences: bool = False) -> dict[str, str]:
+    playbooks, config = drill_folders(stack_root, within_s, absences)
+    return {"LOA_PLAYBOOKS_DIR": str(playbooks), "LOA_CONFIG_DIR": str(config),
+            "LOA_CORRELATION_WINDOW_S": "0.000001"}  # every drill report its own incident
+
+
+@pytest.fixture(scope="module")
+def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One running Loa with the drill playbooks (2 s per level)."""
+    root = tmp_path_factory.mktemp("drills")
+    stack = Stack(root / "stack", **drill_env(root))
+    try:
+        stack.start_worker()
+        stack.start_web()
+        yield stack
+    finally:
+        stack.close()
+
+
+def file_drill(stack: Stack, kind: str, area: str = "hn-ba-dinh",
+               severity: str = "severe") -> tuple[str, str]:
+    """File a drill report; (incident id, approval id) once the request exists."""
+    report_id = post_report(stack, {"kind": kind, "severity": severity, "area": area,
+                                    "title": f"Diễn tập {uuid.uuid4().hex[:6]}"})
+    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "drill taken in")
+    approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
+                           "approval request")
+    return incident_id, approval_id
+
+
+def entries(stack: Stack, incident_id: str, action: str) -> list[dict[str, Any]]:
+    return [e for e in stack.timeline(incident_id) if e["action"] == action]
+
+
+def at(entry: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(entry["at"])
+
+
+def assert_walked_once(stack: Stack, incident_id: str) -> None:
+    """Two escalations (1->2, 2->3), one exhaustion, each within 2 s of its deadline."""
+    escalations = entries(stack, incident_id, "approval.escalated")
+    assert [(e["detail"]["from_level"], e["detail"]["to_level"]) for e in escalations] == [
+        (1, 2), (2, 3)]
+    exhausted = entries(stack, incident_id, "approval.exhausted")
+    assert len(exhausted) == 1
+    requested = entries(stack, incident_id, "approval.requested")[0]
+    deadlines = [datetime.fromisoformat(requested["detail"]["deadline"])] + [
+        datetime.fromisoformat(e["detail"]["deadline"]) for e in escalations]
+    for deadline, done in zip(deadlines, [*escalations, *exhausted], strict=True):
+        late = (at(done) - deadline).total_seconds()
+        assert 0 <= late <= 2.0, f"{done['action']} {late:.3f}s after its deadline"
+        assert done["detail"]["lateness_s"] == pytest.approx(late, abs=0.01)
+
+
+def test_nobody_answers_the_chain_is_walked_then_held(drills: Stack) -> None:
+    """Three levels, nobody answers: each escalates within 2 s of its deadline, then `hold`
+    alerts the duty officers every 2 s until an approver decides; then the alerts stop."""
+    incident_id, approval_id = file_drill(drills, "drill-hold", "hn-ba-dinh")
+    wait_for(lambda: entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
+    assert_walked_once(drills, incident_id)
+    assert entries(drills, incident_id, "approval.exhausted")[0]["detail"]["rule"] == "hold"
+    wait_for(lambda: len(entries(drills, incident_id, "approval.hold_alert")) >= 1, 10,
+             "a hold alert")
+    officers = drills.cli_json("inbox", "--as", "tran-thi-mai")
+    assert any(p["approval_id"] == approval_id and p["kind"] == "hold_alert" for p in officers)
+
+    # Anyone asked on the way may still decide; the first valid decision ends the hold.
+    done = drills.cli("approve", approval_id, "--as", "nguyen-van-an")
+    assert done.returncode == 0, done.stderr
+    drills.wait_for_status(incident_id, "published")
+    alerts = len(entries(drills, incident_id, "approval.hold_alert"))
+    time.sleep(3)
+    assert len(entries(drills, incident_id, "approval.hold_alert")) == alerts
+
+
+def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
+    """Approved at level 2: no later escalation; a late level-1 decision is refused politely
+    and audited."""
+    incident_id, approval_id = file_drill(drills, "drill-hold", "hn-hoan-kiem")
+    wait_for(lambda: entries(drills, incident_id, "approval.escalated"), 10, "level 2")
+    holder = drills.cli_json("approvals")
+    mine = next(a for a in holder if a["id"] == approval_id)
+    assert mine["level"] == 2 and mine["approvers"] == ["pham-duc-thang"]
+    done = drills.cli("approve", approval_id, "--as", "pham-duc-thang")
+    assert done.returncode == 0, done.stderr
+    time.sleep(5)  # two more deadlines' worth
+    assert len(entries(drills, incident_id, "approval.escalated")) == 1
+    assert not entries(drills, incident_id, "approval.exhausted")
+    late = drills.cli("approve", approval_id, "--as", "nguyen-van-an")
+    assert late.returncode == 2
+    assert "refused: already approved by pham-duc-thang at" in late.stderr.replace("\n", " ")
+    refused = entries(drills, incident_id, "decision.refused")
+    assert len(refused) == 1 and refused[0]["actor"] == "nguyen-van-an"
+
+
+def test_duty_officer_signs_off_after_exhaustion(drills: Stack) -> None:
+    """`duty_officer`: once the chain is used up, a duty officer may approve, and the
+    statement records that basis."""
+    incident_id, approval_id = file_drill(drills, "drill-duty", "hn-dong-da")
+    refused_early = drills.cli("approve", approval_id, "--as", "do-quang-huy")
+    assert refused_early.returncode == 2
+    wait_for(lambda: entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
+    done = drills.cli("approve", approval_id, "--as", "do-quang-huy")
+    assert done.returncode == 0, done.stderr
+    drills.wait_for_status(incident_id, "published")
+    with drills.http() as http:
+        statement = http.get(f"/api/statements/STM-{incident_id[4:]}-1").json()
+    assert statement["approval_basis"] == "duty_officer"
+    assert statement["approved_by"] == ["do-quang-huy"]
+
+
+def test_publish_on_exhaustion_is_recorded_as_such(drills: Stack) -> None:
+    """`publish` at extreme severity: published with the exhaustion as its approval."""
+    incident_id, _ = file_drill(drills, "drill-publish", "hn-hai-ba-trung", severity="extreme")
+    drills.wait_for_status(incident_id, "published", timeout_s=20)
+    assert_walked_once(drills, incident_id)
+    with drills.http() as http:
+        statement = http.get(f"/api/statements/STM-{incident_id[4:]}-1").json()
+    assert statement["approval_basis"] == "exhausted_publish" and statement["approved_by"] == []
+
+
+def test_decision_and_deadline_racing_have_one_outcome(drills: Stack) -> None:
+    """Ten requests, each approved by its level-1 approver within ±0.3 s of its deadline:
+    each is approved once and published once, and no escalation follows the approval."""
+    requests = [file_drill(drills, "drill-hold", area) for area in AREAS]
+    rng = random.Random(7)
+
+    async def race() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(drills.broker.url))
+        await producer.start()
+        try:
+            async def decide(approval_id: str) -> None:
+                deadline = datetime.fromisoformat(_deadline(drills, approval_id))
+                when = deadline + timedelta(seconds=rng.uniform(-0.3, 0.3))
+                await asyncio.sleep(max(0.0, (when - datetime.now(UTC)).total_seconds()))
+                decision = Decision(id=f"dec-{uuid.uuid4().hex[:12]}", approval_id=approval_id,
+                                    approver_id="nguyen-van-an", verdict="approve")
+                await producer.send_and_wait("decisions", decision.to_bytes(),
+                                             key=approval_id.encode())
+
+            await asyncio.gather(*(decide(a) for _, a in requests))
+        finally:
+            await producer.stop()
+
+    asyncio.run(race())
+    for incident_id, _ in requests:
+        drills.wait_for_status(incident_id, "published", timeout_s=20)
+    time.sleep(3)
+    for incident_id, _ in requests:
+        actions = drills.timeline_actions(incident_id)
+        assert actions.count("approval.approved") == 1
+        assert actions.count("statement.published") == 1
+        after = actions[actions.index("approval.approved"):]
+        assert "approval.escalated" not in after and "approval.exhausted" not in after
+
+
+def _deadline(stack: Stack, approval_id: str) -> str:
+    raw = stack.redis.hget(stack.keys.approval(approval_id), "due")
+    assert raw
+    return raw
+
+
+def test_a_killed_worker_escalates_right_after_restart_exactly_once(
+        make_stack: MakeStack, tmp_path: Any) -> None:
+    """SIGKILL while a deadline is pending, back after the deadline: the escalation happens
+    right after the restart, once, and its lateness is recorded."""
+    stack = make_stack(**drill_env(tmp_path, within_s=3))
+    stack.start_worker()
+    stack.start_web()
+    incident_id, _ = file_drill(stack, "drill-hold")
+    stack.stop_worker(sig=signal.SIGKILL)
+    time.sleep(5)  # the level-1 deadline passes while no worker runs
+    stack.start_worker()
+    back = datetime.now(UTC)
+    first = wait_for(lambda: entries(stack, incident_id, "approval.escalated"), 10, "escalation")
+    assert (at(first[0]) - back).total_seconds() < 2.0
+    assert first[0]["detail"]["lateness_s"] > 1.5
+    time.sleep(1)
+    from_level_1 = [e for e in entries(stack, incident_id, "approval.escalated")
+                    if e["detail"]["from_level"] == 1]
+    assert len(from_level_1) == 1
+
+
+def test_two_workers_escalate_each_level_once(make_stack: MakeStack, tmp_path: Any) -> None:
+    """Two workers, each with its scheduler on the shared job store: one escalation per level."""
+    stack = make_stack(**drill_env(tmp_path))
+    stack.start_worker("w1")
+    stack.start_worker("w2")
+    stack.start_web()
+    walks = [file_drill(stack, "drill-hold", area)[0] for area in AREAS[:4]]
+    for incident_id in walks:
+        wait_for(lambda i=incident_id: entries(stack, i, "approval.exhausted"), 20, "exhaustion")
+    time.sleep(1)
+    for incident_id in walks:
+        assert_walked_once(stack, incident_id)
+
+
+def test_absent_approvers_are_routed_to_their_delegate_or_skipped(
+        make_stack: MakeStack, tmp_path: Any) -> None:
+    """nguyen-van-an is away with a delegate: the delegate holds level 1; le-thi-thu-ha is
+    away without one: a level of only her is skipped at once. Both are said in the timeline."""
+    stack = make_stack(**drill_env(tmp_path, absences=True))
+    stack.start_worker()
+    stack.start_web()
+    incident_id, _approval_id = file_drill(stack, "drill-absent")
+    wait_for(lambda: stack.cli_json("inbox", "--as", "pham-duc-thang"), 10, "delegate prompt")
+    request = entries(stack, incident_id, "approval.requested")[0]["detail"]
+    assert request["level"] == 1 and request["holders"] == ["pham-duc-thang"]
+    assert any("nguyen-van-an is away until" in n and "delegated to pham-duc-thang" in n
+               for n in request["notes"])
+    assert any("le-thi-thu-ha is away until" in n for n in request["notes"])
+
+    skipped_incident, _ = file_drill(stack, "drill-skip", "hn-tay-ho")
+    skipped = entries(stack, skipped_incident, "approval.requested")[0]["detail"]
+    assert skipped["level"] == 2 and skipped["holders"] == ["pham-duc-thang"]
+    assert "level 1 skipped: nobody available" in skipped["notes"]

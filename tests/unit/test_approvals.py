@@ -1,0 +1,199 @@
+"""Approval chains, who may decide, and what a deadline does: pure, with exact times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from coordinator.approvals.chain import reply_code, snapshot_chain
+from coordinator.approvals.decisions import refusal
+from coordinator.approvals.record import ApprovalRecord
+from coordinator.city import Absence, City, Person
+from coordinator.escalation.policy import (
+    Escalate,
+    Exhaust,
+    Ignore,
+    enter_level,
+    hold_alert_due,
+    next_step,
+)
+from coordinator.escalation.transitions import level_timers
+from coordinator.events import ApprovalRequest, ChainLevelSnapshot, Decision, Severity
+
+T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+
+
+def person(pid: str, delegate: str | None = None, away: tuple[datetime, datetime] | None = None
+           ) -> Person:
+    absent = [Absence.model_validate({"from": away[0], "until": away[1]})] if away else []
+    return Person(id=pid, name=pid, phone="+84900000000", email=f"{pid}@x.example",
+                  delegate=delegate, absent=absent)
+
+
+def make_request(levels: list[list[str]], within_s: float = 60, on_exhausted: str = "hold",
+                 severity: Severity = Severity.severe, reminders: list[float] | None = None
+                 ) -> ApprovalRequest:
+    chain = [ChainLevelSnapshot(level=i, department="d", department_level=i, approvers=who,
+                                within_s=within_s, reminders=reminders or [])
+             for i, who in enumerate(levels, start=1)]
+    return ApprovalRequest(id="APR-00001-1", incident_id="INC-00001", draft_id="DRF-00001-1",
+                           playbook_id="p", severity=severity, chain=chain,
+                           deadline=T0 + timedelta(seconds=within_s),
+                           on_exhausted=on_exhausted,  # type: ignore[arg-type]
+                           reply_code="1234", created_at=T0)
+
+
+def record_at(request: ApprovalRequest, level: int, due: datetime, holders: list[str],
+              eligible: list[str] | None = None, **changes: object) -> ApprovalRecord:
+    base = ApprovalRecord(request=request, status="pending", phase="level", level=level,
+                          due=due, holders=holders, eligible=eligible or holders)
+    return base.evolve(**changes) if changes else base
+
+
+PEOPLE = {p.id: p for p in [person("a1"), person("a2"), person("b1"), person("c1")]}
+
+
+def test_a_passed_deadline_escalates_to_the_next_level() -> None:
+    """At level 1, 1.5 s after its deadline: level 2 holds it, with a fresh deadline from now."""
+    request = make_request([["a1", "a2"], ["b1"], ["c1"]])
+    record = record_at(request, 1, T0 + timedelta(seconds=60), ["a1", "a2"])
+    now = T0 + timedelta(seconds=61.5)
+    step = next_step(record, 1, now, PEOPLE)
+    assert step == Escalate(entry=enter_level(request, 2, PEOPLE, now)[0], lateness_s=1.5)  # type: ignore[arg-type]
+    assert isinstance(step, Escalate)
+    assert step.entry.level == 2 and step.entry.holders == ["b1"]
+    assert step.entry.deadline == now + timedelta(seconds=60)
+
+
+def test_the_last_deadline_exhausts_the_chain() -> None:
+    """At the last level, the playbook's rule applies."""
+    request = make_request([["a1"], ["b1"]], on_exhausted="duty_officer")
+    record = record_at(request, 2, T0, ["b1"])
+    assert next_step(record, 2, T0, PEOPLE) == Exhaust("duty_officer", [], 0.0)
+
+
+def test_publish_on_exhaustion_needs_extreme_severity() -> None:
+    """Below extreme, `publish` holds instead, and says why."""
+    severe = record_at(make_request([["a1"]], on_exhausted="publish"), 1, T0, ["a1"])
+    step = next_step(severe, 1, T0, PEOPLE)
+    assert isinstance(step, Exhaust) and step.rule == "hold"
+    assert step.notes == ["`publish` on exhaustion needs extreme severity (this is severe): "
+                          "holding for a decision instead"]
+    extreme = record_at(make_request([["a1"]], on_exhausted="publish",
+                                     severity=Severity.extreme), 1, T0, ["a1"])
+    assert next_step(extreme, 1, T0, PEOPLE) == Exhaust("publish", [], 0.0)
+
+
+@pytest.mark.parametrize(("changes", "fired", "why"), [
+    ({"status": "approved"}, 1, "already approved"),
+    ({"level": 2}, 1, "stale: the request is at level 2 (level)"),
+    ({"phase": "held"}, 1, "stale: the request is at level 1 (held)"),
+    ({"due": T0 + timedelta(seconds=5)}, 1, "not due yet"),
+])
+def test_a_stale_or_early_timer_does_nothing(changes: dict[str, object], fired: int,
+                                              why: str) -> None:
+    """A decided request, a timer of a level already left, or an early one: Ignore."""
+    record = record_at(make_request([["a1"], ["b1"]]), 1, T0, ["a1"]).evolve(**changes)
+    assert next_step(record, fired, T0, PEOPLE) == Ignore(why)
+
+
+def test_an_absent_approver_is_replaced_by_their_delegate() -> None:
+    """a1 is away with delegate a2: a2 holds the level, and the note says so."""
+    away = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+    people = {**PEOPLE, "a1": person("a1", delegate="b1", away=away)}
+    entry, notes = enter_level(make_request([["a1"], ["c1"]]), 1, people, T0)
+    assert entry is not None and entry.level == 1 and entry.holders == ["b1"]
+    assert notes == [f"a1 is away until {away[1].isoformat()}: delegated to b1"]
+
+
+def test_a_level_with_nobody_available_is_skipped() -> None:
+    """Everyone at level 1 away, no delegate: level 2 is entered at once."""
+    away = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+    people = {**PEOPLE, "a1": person("a1", away=away)}
+    entry, notes = enter_level(make_request([["a1"], ["c1"]]), 1, people, T0)
+    assert entry is not None and entry.level == 2 and entry.holders == ["c1"]
+    assert notes == [f"a1 is away until {away[1].isoformat()} and has no available delegate",
+                     "level 1 skipped: nobody available"]
+
+
+def test_an_absence_that_ended_does_not_count() -> None:
+    """Availability is judged at `now`: after the window, the person is asked again."""
+    away = (T0 - timedelta(days=2), T0 - timedelta(days=1))
+    people = {**PEOPLE, "a1": person("a1", away=away)}
+    entry, notes = enter_level(make_request([["a1"]]), 1, people, T0)
+    assert entry is not None and entry.holders == ["a1"] and notes == []
+
+
+def test_earlier_levels_may_still_decide_after_an_escalation() -> None:
+    """Escalated to level 2: a1 (level 1) may still decide; c1 (level 3, not reached) may not."""
+    request = make_request([["a1"], ["b1"], ["c1"]])
+    record = record_at(request, 2, T0, ["b1"], eligible=["a1", "b1"])
+    decide = lambda who: Decision(id="dec-000001", approval_id=request.id,  # noqa: E731
+                                  approver_id=who, verdict="approve")
+    assert refusal(record, decide("a1")) is None
+    assert refusal(record, decide("b1")) is None
+    assert refusal(record, decide("c1")) == (
+        "c1 may not decide APR-00001-1: it is at level 2 (d), held by b1")
+
+
+def test_a_decided_request_names_who_decided_and_when() -> None:
+    """The first valid decision wins; a late one is told who decided and when."""
+    record = record_at(make_request([["a1", "a2"]]), 1, T0, ["a1", "a2"], status="approved",
+                       decided_by="a1", decided_at="2026-11-22T07:03:00+00:00")
+    late = Decision(id="dec-000002", approval_id="APR-00001-1", approver_id="a2",
+                    verdict="approve")
+    assert refusal(record, late) == "already approved by a1 at 2026-11-22T07:03:00+00:00"
+
+
+def test_a_rejection_needs_a_reason() -> None:
+    """A reject without a reason is refused, so the duty officer always learns why."""
+    record = record_at(make_request([["a1"]]), 1, T0, ["a1"])
+    blank = Decision(id="dec-000003", approval_id="APR-00001-1", approver_id="a1",
+                     verdict="reject", comment="  ")
+    assert refusal(record, blank) == "a rejection needs a reason"
+
+
+def test_hold_alerts_come_in_order() -> None:
+    """A held request's alert n is due only after alert n-1 and at its time."""
+    record = record_at(make_request([["a1"]]), 1, T0, ["a1"], phase="held", alerts=2)
+    assert hold_alert_due(record, 3, T0)
+    assert not hold_alert_due(record, 2, T0)  # already sent
+    assert not hold_alert_due(record, 3, T0 - timedelta(seconds=1))
+
+
+def test_level_timers_are_the_deadline_and_its_reminders() -> None:
+    """Reminders at 50% and 80% of a 100 s level, and the deadline itself."""
+    request = make_request([["a1"]], within_s=100, reminders=[0.5, 0.8])
+    due = T0 + timedelta(seconds=100)
+    timers = level_timers(record_at(request, 1, due, ["a1"]))
+    assert [(t.kind, t.at, t.job_id) for t in timers] == [
+        ("deadline", due, "APR-00001-1:deadline:1:0"),
+        ("reminder", T0 + timedelta(seconds=50), "APR-00001-1:reminder:1:50"),
+        ("reminder", T0 + timedelta(seconds=80), "APR-00001-1:reminder:1:80"),
+    ]
+
+
+def test_the_chain_is_frozen_with_approver_ids_and_scaled_deadlines(city: City) -> None:
+    """Department roles resolve to people; an extreme incident gets the playbook's factor."""
+    from coordinator.playbooks.models import Approval, ChainLevel, Playbook
+
+    approval = Approval(department="construction", chain=[
+        ChainLevel(level=1, within=600), ChainLevel(department="people-committee", level=1,
+                                                    within=300)],
+        severity_factors={Severity.extreme: 0.5})
+    playbook = Playbook.model_validate({
+        "version": 1, "id": "t", "title": "t", "match": {"kinds": ["flood"]},
+        "approval": approval.model_dump(), "channels": ["web"], "languages": ["vi"],
+        "templates": {"vi": {"web": {"title": "t", "body": "b"}}}})
+    chain = snapshot_chain(playbook, city, Severity.extreme)
+    assert [(c.level, c.department, c.within_s) for c in chain] == [
+        (1, "construction", 300.0), (2, "people-committee", 150.0)]
+    assert chain[0].approvers == [p.id for p in city.departments["construction"].at_level(1)]
+    assert snapshot_chain(playbook, city, Severity.severe)[0].within_s == 600.0
+
+
+def test_reply_codes_are_four_digits_and_stable() -> None:
+    """The SMS reply code of a request never changes."""
+    assert reply_code("APR-00001-1") == reply_code("APR-00001-1")
+    assert len(reply_code("APR-00001-1")) == 4 and reply_code("APR-00001-1").isdigit()

@@ -1,0 +1,142 @@
+"""Benchmark: 10,000 pending approvals, deadlines spread over 60 s, one worker.
+
+Creates the approval requests the way the planner does (`first_record` from the
+shipped flood playbook), overrides each first deadline to a random moment in a
+60 s window, stores them and schedules their timers in the shared APScheduler
+job store; the worker (a real `loa worker` process) fires them. Then reads the
+audit trail: lateness (deadline -> escalation committed) p50/p99/max, missed
+(no escalation 10 s after the last deadline) and duplicated (two escalations of
+one level), and peak RSS of the worker and Redis. Prints one JSON object.
+
+    .venv/bin/python bench/escalation.py --approvals 10000 --spread 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from coordinator.approvals.request import first_record
+from coordinator.broker import ensure_topics
+from coordinator.embedded import start_redis, start_tansu
+from coordinator.escalation.timers import Timers
+from coordinator.escalation.transitions import Timer
+from coordinator.events import Severity
+from coordinator.runtime import build_runtime
+from coordinator.settings import Settings
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: float
+                       ) -> dict[str, datetime]:
+    rt = build_runtime(settings)
+    timers = Timers(settings.redis_url or "", rt.keys, handler=lambda *a: asyncio.sleep(0))
+    timers.scheduler.start(paused=True)  # only writes jobs; the worker runs them
+    playbook = rt.playbooks["flood"]
+    rng = random.Random(42)
+    start = datetime.now(UTC) + timedelta(seconds=lead_s)
+    deadlines: dict[str, datetime] = {}
+    for batch in range(0, count, 500):
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for i in range(batch, min(count, batch + 500)):
+                incident_id = f"INC-{90000000 + i}"
+                record = first_record(rt, playbook, Severity.severe, incident_id,
+                                      f"DRF-{90000000 + i}-1", datetime.now(UTC))
+                due = start + timedelta(seconds=rng.uniform(0, spread_s))
+                record = record.evolve(due=due, request=record.request.model_copy(
+                    update={"deadline": due}))
+                pipe.hset(rt.keys.approval(record.request.id), mapping=record.to_hash())
+                pipe.zadd(rt.keys.approvals_pending(), {record.request.id: due.timestamp()})
+                deadlines[record.request.id] = due
+            await pipe.execute()
+        for approval_id in list(deadlines)[batch:batch + 500]:
+            timers.schedule(Timer("deadline", approval_id, 1, deadlines[approval_id]))
+    timers.shutdown()
+    await rt.redis.aclose()
+    return deadlines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--approvals", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=60.0)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="loa-bench-esc-"))
+    broker = start_tansu(log_path=root / "broker.log")
+    rservice = start_redis(root / "redis", appendonly=True)
+    settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench")
+    asyncio.run(ensure_topics(settings))
+    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+           "LOA_REDIS_PREFIX": "bench", "LOA_LOG_LEVEL": "warning"}
+    with open(root / "worker.log", "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    import redis
+
+    r = redis.Redis.from_url(rservice.url, decode_responses=True)
+    try:
+        while not r.exists("bench:worker:worker-1"):
+            time.sleep(0.1)
+        t0 = time.perf_counter()
+        deadlines = asyncio.run(schedule_all(settings, args.approvals, args.spread,
+                                             lead_s=max(20.0, args.approvals / 400)))
+        scheduling_s = time.perf_counter() - t0
+        last = max(deadlines.values())
+        while datetime.now(UTC) < last + timedelta(seconds=10):
+            time.sleep(0.5)
+        lateness, missed, duplicated = [], 0, 0
+        for approval_id, due in deadlines.items():
+            incident_id = "INC-" + approval_id.split("-")[1]
+            escalations = [e for e in (json.loads(x) for x in r.lrange(
+                f"bench:incident:{incident_id}:timeline", 0, -1))
+                if e["action"] == "approval.escalated" and e["detail"]["from_level"] == 1]
+            if not escalations:
+                missed += 1
+                continue
+            duplicated += len(escalations) > 1
+            done = datetime.fromisoformat(escalations[0]["at"])
+            lateness.append((done - due).total_seconds())
+        lateness.sort()
+        q = statistics.quantiles(lateness, n=100) if len(lateness) > 1 else [0.0] * 99
+        redis_peak = int(r.info("memory")["used_memory_peak"]) / 2**20
+        print(json.dumps({
+            "benchmark": "escalation_deadlines",
+            "approvals": args.approvals,
+            "spread_seconds": args.spread,
+            "scheduling_seconds": round(scheduling_s, 2),
+            "lateness_p50_ms": round(q[49] * 1000, 1),
+            "lateness_p99_ms": round(q[98] * 1000, 1),
+            "lateness_max_ms": round(lateness[-1] * 1000, 1) if lateness else None,
+            "early": sum(x < 0 for x in lateness),
+            "missed": missed,
+            "duplicated": duplicated,
+            "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
+            "redis_peak_mib": round(redis_peak, 1),
+            "at": datetime.now().isoformat(timespec="seconds"),
+        }, indent=2))
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        r.close()
+        broker.stop()
+        rservice.stop()
+
+
+if __name__ == "__main__":
+    main()

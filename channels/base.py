@@ -1,9 +1,10 @@
 """The one interface every channel implements, and the errors it may raise.
 
-A channel hands a delivery to its provider and returns a :class:`Receipt`,
+A channel hands one message to its provider and returns a :class:`Receipt`,
 or raises :class:`PermanentDeliveryError` (do not retry) or
 :class:`TransientDeliveryError` (retry later). Provider exceptions never leave
-the channel module.
+the channel module. Retrying, backing off and rate limiting live once, in
+``channels.delivery``, not in each channel.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from coordinator.errors import LoaError
-from coordinator.events import Delivery, Statement
+from coordinator.events import Statement
 
 
 class DeliveryError(LoaError):
-    """A delivery the provider did not take."""
+    """A message the provider did not take."""
 
 
 class PermanentDeliveryError(DeliveryError):
-    """Retrying will not help (invalid recipient, unsubscribed, refused content)."""
+    """Retrying will not help (invalid recipient, opted out, refused content)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class TransientDeliveryError(DeliveryError):
@@ -28,8 +33,23 @@ class TransientDeliveryError(DeliveryError):
 
 
 @dataclass(frozen=True)
+class OutboundMessage:
+    """One message to one recipient; `id` is the delivery id (deterministic, so a retry or a
+    replay is recognisable at the provider)."""
+
+    id: str
+    recipient: str
+    text: str
+    subject: str = ""
+    html: str | None = None
+    language: str = "vi"
+    unsubscribe_url: str | None = None
+    statement: Statement | None = None
+
+
+@dataclass(frozen=True)
 class Receipt:
-    """What the provider said when it took a delivery."""
+    """What the provider said when it took a message."""
 
     delivery_id: str
     provider_id: str
@@ -42,6 +62,10 @@ class Channel(Protocol):
     name: ClassVar[str]
     max_length: ClassVar[int | None]
 
-    async def send(self, statement: Statement, delivery: Delivery) -> Receipt:
-        """Hand one delivery of a statement to the provider."""
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Hand one message to the provider; raises a DeliveryError subclass."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...

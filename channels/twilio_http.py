@@ -3,6 +3,7 @@ by configuration and without patching: HTTP clients that rewrite the API host.""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -18,26 +19,35 @@ def _rewrite(url: str, base_url: str | None) -> str:
     return url
 
 
-class RebasedHttpClient(TwilioHttpClient):
+class RebasedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio is untyped
     """The SDK's own synchronous HTTP client, sending to `base_url` instead of api.twilio.com."""
 
     def __init__(self, base_url: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.base_url = base_url
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         return super().request(method, _rewrite(url, self.base_url), *args, **kwargs)
 
 
-class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
+class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     """The SDK's own aiohttp client, sending to `base_url` instead of api.twilio.com."""
 
     def __init__(self, base_url: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.base_url = base_url
 
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        return await super().request(method, _rewrite(url, self.base_url), *args, **kwargs)
+    async def request(self, method: str, url: str, params: Any = None, data: Any = None,
+                      headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None, **kwargs: Any) -> Any:
+        # The SDK hands `auth` to aiohttp's BasicAuth, which aiohttp 3.14 deprecates;
+        # sending the same Authorization header ourselves keeps the request identical.
+        headers = dict(headers or {})
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return await super().request(method, _rewrite(url, self.base_url), params=params,
+                                     data=data, headers=headers, auth=None, **kwargs)
 
 
 def twilio_client(account_sid: str, auth_token: str, base_url: str | None = None,

@@ -10,8 +10,8 @@ from typing import ClassVar
 
 from redis.exceptions import RedisError
 
-from channels.base import Receipt, TransientDeliveryError
-from coordinator.events import Delivery, Statement
+from channels.base import OutboundMessage, PermanentDeliveryError, Receipt, TransientDeliveryError
+from coordinator.events import utcnow
 from coordinator.keys import Keys
 from coordinator.state import Redis
 
@@ -26,16 +26,23 @@ class WebChannel:
         self.redis = redis
         self.keys = keys
 
-    async def send(self, statement: Statement, delivery: Delivery) -> Receipt:
-        """Publish; publishing the same statement again changes nothing."""
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Publish the message's statement; publishing it again changes nothing."""
+        statement = message.statement
+        if statement is None:
+            raise PermanentDeliveryError("web: a web delivery needs a statement")
         key = self.keys.statement(statement.id)
+        now = utcnow()
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, "statement", statement.model_dump_json())
-                pipe.hsetnx(key, "published_at", delivery.at.isoformat())
-                pipe.zadd(self.keys.statements_published(), {statement.id: delivery.at.timestamp()},
+                pipe.hsetnx(key, "published_at", now.isoformat())
+                pipe.zadd(self.keys.statements_published(), {statement.id: now.timestamp()},
                           nx=True)
                 await pipe.execute()
         except RedisError as exc:
             raise TransientDeliveryError(f"web: could not publish {statement.id}: {exc}") from exc
-        return Receipt(delivery.id, provider_id=statement.id, status="delivered")
+        return Receipt(message.id, provider_id=statement.id, status="delivered")
+
+    async def close(self) -> None:
+        """Nothing to release: Redis belongs to the runtime."""

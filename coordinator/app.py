@@ -63,7 +63,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
         await send(topics.DEAD_LETTERS, letter.key or "", letter.to_bytes())
 
     timers = Timers(settings.redis_url or "", rt.keys, lambda *a: on_timer(*a))
-    pipeline = Pipeline(rt, build_channels(rt.redis, rt.keys), send, timers.schedule)
+    pipeline = Pipeline(rt, build_channels(settings, rt.redis, rt.keys), send, timers.schedule)
 
     async def on_timer(kind: str, approval_id: str, number: int, fraction: float) -> None:
         try:

@@ -223,6 +223,24 @@ class Delivery(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
+class DeliveryRequest(Event):
+    """A message to hand to the SMS or email channel (approval prompts now; statements to
+    subscribers with the subscribers issue). `id` is deterministic: a replay sends nothing new."""
+
+    type: Literal["delivery.request"] = "delivery.request"
+    id: str
+    channel: Literal["sms", "email"]
+    recipient: str
+    text: str
+    subject: str = ""
+    html: str | None = None
+    language: str = "vi"
+    unsubscribe_url: str | None = None
+    purpose: Literal["prompt", "statement"] = "prompt"
+    incident_id: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
 class AuditEvent(Event):
     """Who did what, when, through which interface."""
 

@@ -93,6 +93,27 @@ class Keys:
         """Sorted set statement id -> published time: what the public web shows."""
         return self._k("statements", "published")
 
+    # deliveries (SMS, email)
+    def delivery(self, delivery_id: str) -> str:
+        """Hash: a delivery's status, provider id, attempts and last error."""
+        return self._k("delivery", delivery_id)
+
+    def provider_message(self, provider_id: str) -> str:
+        """Which delivery a provider's message id (Twilio SID) belongs to."""
+        return self._k("provider", provider_id)
+
+    def opted_out(self, channel: str) -> str:
+        """Set of recipients (E.164 numbers, addresses) who asked for nothing more."""
+        return self._k("optout", channel)
+
+    def rate_bucket(self, channel: str, sender: str) -> str:
+        """The token bucket that rate-limits one sender."""
+        return self._k("rate", channel, sender)
+
+    def reply_code(self, code: str) -> str:
+        """Set of approval ids whose prompts carry this SMS reply code."""
+        return self._k("replycode", code)
+
     # operations
     def audit(self) -> str:
         """Stream of every audit event."""

@@ -17,10 +17,11 @@ from channels.base import Channel
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.approvals.decisions import apply_decision
-from coordinator.approvals.inbox import deliver_to_inbox
+from coordinator.approvals.inbox import deliver_to_inbox, prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.approvals.record import ApprovalRecord
 from coordinator.approvals.request import plan_incident
+from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.publish import publish_statement
 from coordinator.errors import BadEvent
 from coordinator.escalation.transitions import (
@@ -35,6 +36,7 @@ from coordinator.events import (
     ApprovalEvent,
     ApprovalPrompt,
     Decision,
+    DeliveryRequest,
     IncidentEvent,
     IncidentOpened,
     Report,
@@ -66,7 +68,8 @@ class Pipeline:
         """Which handler consumes which topic."""
         return {topics.REPORTS: self.intake, topics.INCIDENT_EVENTS: self.plan,
                 topics.APPROVAL_EVENTS: self.prompt, topics.DECISIONS: self.decide,
-                topics.STATEMENTS: self.publish}
+                topics.STATEMENTS: self.publish, topics.DELIVERIES_SMS: self.deliver,
+                topics.DELIVERIES_EMAIL: self.deliver}
 
     async def intake(self, value: bytes) -> None:
         """A report joins or opens an incident."""
@@ -123,6 +126,17 @@ class Pipeline:
         delivered = await deliver_to_inbox(self.rt, event)
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
+        request = prompt_delivery(event)
+        if request is not None:
+            spec = topics.DELIVERIES_SMS if request.channel == "sms" else topics.DELIVERIES_EMAIL
+            await self.send(spec, request.id, request.to_bytes())
+
+    async def deliver(self, value: bytes) -> None:
+        """An SMS or email goes to its provider, with retries, once."""
+        request = decode(DeliveryRequest, value)
+        result = await deliver(self.rt, self.channels, request, utcnow())
+        log.info("delivery", delivery=request.id, channel=request.channel, status=result.status,
+                 detail=result.detail, incident_id=request.incident_id)
 
     async def on_timer(self, kind: str, approval_id: str, number: int, fraction: float) -> None:
         """A deadline, reminder or hold alert came due (from APScheduler or the sweep)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     outbox_resend_after_s: float = Field(
         default=10.0, gt=0, description="an outboxed report not taken in by then is sent again"
     )
+    # SMS (Twilio). Without credentials `loa up` starts the local Twilio-compatible sandbox.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str | None = Field(
+        default=None, description="send to this base URL instead of https://api.twilio.com")
+    sms_rate_per_s: float = Field(default=10.0, gt=0, description="shared by all workers")
+    # Email (SMTP). Without a host `loa up` starts a local SMTP server.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    email_from: str = "Loa Hà Nội <loa@hanoi.example>"
+    phone_region: str = Field(default="VN", description="region for numbers without +")
+    delivery_attempts: int = Field(default=6, ge=1)
     timezone: str = "Asia/Ho_Chi_Minh"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "info"
@@ -66,12 +84,18 @@ class Settings(BaseSettings):
             running = json.loads(self.run_file.read_text())
         except (OSError, ValueError):
             return self
-        update = {
+        update: dict[str, object] = {
             "kafka_url": self.kafka_url or running.get("kafka_url"),
             "redis_url": self.redis_url or running.get("redis_url"),
         }
         if "web_port" in running and "web_port" not in self.model_fields_set:
             update["web_port"] = running["web_port"]
+        for name in ("twilio_base_url", "twilio_account_sid", "twilio_from_number",
+                     "smtp_host", "smtp_port"):
+            if running.get(name) and name not in self.model_fields_set:
+                update[name] = running[name]
+        if running.get("twilio_auth_token") and self.twilio_auth_token is None:
+            update["twilio_auth_token"] = SecretStr(running["twilio_auth_token"])
         return self.model_copy(update=update)
 
 

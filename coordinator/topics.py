@@ -19,10 +19,13 @@ INCIDENT_EVENTS = TopicSpec("incident-events", "events.IncidentEvent", "incident
 APPROVAL_EVENTS = TopicSpec("approval-events", "events.ApprovalEvent", "incident id")
 DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
 STATEMENTS = TopicSpec("statements", "events.Statement", "incident id")
+DELIVERIES_SMS = TopicSpec("deliveries.sms", "events.DeliveryRequest", "delivery id")
+DELIVERIES_EMAIL = TopicSpec("deliveries.email", "events.DeliveryRequest", "delivery id")
 AUDIT = TopicSpec("audit", "events.AuditEvent", "incident id or actor")
 DEAD_LETTERS = TopicSpec("dead-letters", "events.DeadLetter", "the original key")
 
-ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, AUDIT, DEAD_LETTERS)
+ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, DELIVERIES_SMS,
+       DELIVERIES_EMAIL, AUDIT, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, prefix: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -51,14 +52,17 @@ def run_up(settings: Settings) -> int:
         kafka_url, redis_url = _infrastructure(settings, started)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
                "LOA_DATA_DIR": str(settings.data_dir)}
+        sandboxes = _sandboxes(settings, env, started)
+        env |= sandboxes
         metrics_port = settings.worker_metrics_port or free_port()
         started.append(_spawn("worker", ["worker"], {
             **env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None))
         started.append(_spawn("web", ["web"], env, settings.web_port))
         settings.run_file.write_text(json.dumps({
             "kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
+            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()},
             "pids": {s.name: s.proc.pid for s in started}}))
-        _announce(settings, kafka_url, redis_url, metrics_port)
+        _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
         while not stopping:
             for service in started:
                 if service.proc.poll() is not None:
@@ -76,6 +80,26 @@ def run_up(settings: Settings) -> int:
             service.stop()
         settings.run_file.unlink(missing_ok=True)
         console.print("stopped")
+
+
+def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
+               ) -> dict[str, str]:
+    """Start the local Twilio and SMTP stand-ins for what is not configured; their env."""
+    extra: dict[str, str] = {}
+    if not settings.twilio_account_sid:
+        port = free_port()
+        token = secrets.token_hex(16)
+        extra |= {"LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": token,
+                  "LOA_TWILIO_FROM_NUMBER": "+15005550006",
+                  "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{port}"}
+        started.append(_spawn("sms-sandbox", ["sandbox", "sms", "--port", str(port)],
+                              {**env, **extra}, port))
+    if not settings.smtp_host:
+        port = free_port()
+        extra |= {"LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(port)}
+        started.append(_spawn("smtp-sandbox", ["sandbox", "smtp", "--port", str(port)],
+                              env, port))
+    return extra
 
 
 def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, str]:
@@ -96,7 +120,11 @@ def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, st
     return kafka_url, redis_url
 
 
-def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int) -> None:
+def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int,
+              sandboxes: dict[str, str]) -> None:
+    sms = sandboxes.get("LOA_TWILIO_BASE_URL", "Twilio (configured)")
+    smtp = (f"127.0.0.1:{sandboxes['LOA_SMTP_PORT']} (local, kept in {settings.data_dir}/mail)"
+            if "LOA_SMTP_PORT" in sandboxes else f"{settings.smtp_host} (configured)")
     embedded_b = "" if settings.kafka_url else " (embedded Tansu, memory only)"
     embedded_r = ("" if settings.redis_url
                   else f" (embedded, append-only in {settings.data_dir}/redis)")
@@ -106,6 +134,8 @@ def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: 
   broker       {kafka_url}{embedded_b}
   redis        {redis_url}{embedded_r}
   worker       metrics at http://127.0.0.1:{metrics_port}/metrics
+  sms          {sms}
+  email        {smtp}   (what the sandboxes received: `loa outbox`)
   playbooks    {settings.playbooks_dir}
   config       {settings.config_dir}
 

@@ -87,6 +87,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             pipe.hset(rt.keys.approval(approval_id), mapping=record.to_hash())
             pipe.zadd(rt.keys.approvals_pending(), {approval_id: request.deadline.timestamp()})
             pipe.zadd(rt.keys.approvals(), {approval_id: now.timestamp()})
+            pipe.sadd(rt.keys.reply_code(request.reply_code), approval_id)
             fields |= {"status": "awaiting_approval", "approval_id": approval_id}
             level = request.chain[record.level - 1]
             audit("approval.requested", approval_id, {

@@ -22,13 +22,14 @@ from redis.exceptions import RedisError
 from coordinator import observability as obs
 from coordinator import queries
 from coordinator.broker import Producer, missing_topics
-from coordinator.city import City, load_city
+from coordinator.city import load_city
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Report, Severity, Slug
-from coordinator.keys import Keys
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.settings import Settings
-from coordinator.state import Redis, connect
+from coordinator.state import connect
+from coordinator.web.hooks import hooks
+from coordinator.web.state import State, web_state
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 log = obs.get_logger("web")
@@ -51,17 +52,6 @@ class Accepted(BaseModel):
 
     id: str
     status: str = "accepted"
-
-
-class State:
-    """What the web process holds for its lifetime."""
-
-    def __init__(self, settings: Settings, redis: Redis, producer: Producer, city: City) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.keys = Keys(settings.redis_prefix)
-        self.producer = producer
-        self.city = city
 
 
 def create_web_app(settings: Settings) -> FastAPI:
@@ -87,6 +77,7 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(api)
     app.include_router(pages)
+    app.include_router(hooks)
     tz = ZoneInfo(settings.timezone)
     TEMPLATES.env.filters["local"] = lambda iso: (
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")
@@ -102,11 +93,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"detail": f"invalid request: {summary}", "errors": errors}))
 
 
-def _state(request: Request) -> State:
-    state: State = request.app.state.loa
-    return state
-
-
 api = APIRouter(prefix="/api")
 pages = APIRouter(include_in_schema=False)
 
@@ -116,7 +102,7 @@ pages = APIRouter(include_in_schema=False)
                      503: {"description": "not recorded: try again with the same id"}})
 async def post_report(body: ReportIn, request: Request) -> Accepted:
     """Accept a report once it is durably recorded (outbox in Redis, and on the broker)."""
-    st = _state(request)
+    st = web_state(request)
     try:
         report = Report(**body.model_dump(exclude={"id"}), id=body.id or new_report_id(),
                         received_via="api")
@@ -141,14 +127,14 @@ async def post_report(body: ReportIn, request: Request) -> Accepted:
 @api.get("/incidents")
 async def get_incidents(request: Request) -> list[dict[str, str]]:
     """Incidents, newest first."""
-    st = _state(request)
+    st = web_state(request)
     return await queries.list_incidents(st.redis, st.keys)
 
 
 @api.get("/incidents/{incident_id}")
 async def get_incident(incident_id: str, request: Request) -> dict[str, Any]:
     """One incident with its timeline."""
-    st = _state(request)
+    st = web_state(request)
     found = await queries.incident_detail(st.redis, st.keys, incident_id)
     if found is None:
         raise HTTPException(404, f"no incident {incident_id}")
@@ -158,27 +144,27 @@ async def get_incident(incident_id: str, request: Request) -> dict[str, Any]:
 @api.get("/approvals")
 async def get_approvals(request: Request, all: bool = False) -> list[dict[str, Any]]:
     """Pending approval requests by deadline (`?all=true`: every request)."""
-    st = _state(request)
+    st = web_state(request)
     return await queries.list_approvals(st.redis, st.keys, pending_only=not all)
 
 
 @api.get("/statements")
 async def get_statements(request: Request) -> list[dict[str, Any]]:
     """Published statements, newest first."""
-    st = _state(request)
+    st = web_state(request)
     return await queries.published_statements(st.redis, st.keys)
 
 
 @api.get("/statements/{statement_id}")
 async def get_statement(statement_id: str, request: Request) -> dict[str, Any]:
     """One published statement."""
-    return await _published(_state(request), statement_id)
+    return await _published(web_state(request), statement_id)
 
 
 @pages.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
     """200 when Redis and the broker answer; 503 naming what does not."""
-    st = _state(request)
+    st = web_state(request)
     checks: dict[str, str] = {}
     try:
         await st.redis.ping()
@@ -223,7 +209,7 @@ async def _broker_check(st: State) -> str:
 @pages.get("/", response_class=HTMLResponse)
 async def home(request: Request, lang: str = "vi") -> HTMLResponse:
     """The public page: published statements, newest first."""
-    st = _state(request)
+    st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys)
     return TEMPLATES.TemplateResponse(request, "index.html", {
         "statements": statements, "lang": lang, "areas": st.city.areas})
@@ -232,7 +218,7 @@ async def home(request: Request, lang: str = "vi") -> HTMLResponse:
 @pages.get("/statements/{statement_id}", response_class=HTMLResponse)
 async def statement_page(statement_id: str, request: Request, lang: str = "vi") -> HTMLResponse:
     """One statement's own page: the stable link that messages carry."""
-    st = _state(request)
+    st = web_state(request)
     found = await _published(st, statement_id)
     return TEMPLATES.TemplateResponse(request, "statement.html", {
         "s": found, "lang": lang, "areas": st.city.areas})

@@ -1,0 +1,127 @@
+"""Email over SMTP (aiosmtplib): multipart text and HTML, one connection reused across a
+fan-out, a Message-ID derived from the delivery id, and one-click unsubscribe (RFC 8058)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formatdate
+from typing import ClassVar
+
+import aiosmtplib
+
+from channels.base import (
+    OutboundMessage,
+    PermanentDeliveryError,
+    Receipt,
+    TransientDeliveryError,
+)
+from channels.contacts import InvalidContact, email_address
+from coordinator.settings import Settings
+
+
+def one_line(text: str) -> str:
+    """A header value: whitespace (newlines included) folded to single spaces."""
+    return " ".join(text.split())
+
+
+def message_id(delivery_id: str, domain: str) -> str:
+    """`<STM-00001-1.email.sub-7@domain>`: the delivery id as a valid msg-id (dot-atom)."""
+    local = re.sub(r"[^A-Za-z0-9.-]+", ".", delivery_id).strip(".")
+    return f"<{local}@{domain}>"
+
+
+def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMessage:
+    """The MIME message; raises PermanentDeliveryError for an invalid recipient.
+
+    Header injection is impossible by construction: every header value goes
+    through `one_line`, and the `SMTP` policy refuses a CR or LF in a header."""
+    try:
+        recipient = email_address(message.recipient)
+    except InvalidContact as exc:
+        raise PermanentDeliveryError(f"email: {exc}", code="invalid-address") from exc
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = one_line(sender)
+    mail["To"] = recipient
+    mail["Subject"] = one_line(message.subject or "Loa")
+    mail["Date"] = formatdate(localtime=False, usegmt=True)
+    # Deterministic: a re-send of the same delivery is recognisable (and deduplicable).
+    mail["Message-ID"] = message_id(message.id, domain)
+    if message.unsubscribe_url:
+        mail["List-Unsubscribe"] = f"<{one_line(message.unsubscribe_url)}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    mail.set_content(message.text)
+    if message.html:
+        mail.add_alternative(message.html, subtype="html")
+    mail["Content-Language"] = one_line(message.language)  # after set_content, which clears it
+    return mail
+
+
+class EmailChannel:
+    """Sends email through one SMTP connection, reconnecting when it drops."""
+
+    name: ClassVar[str] = "email"
+    max_length: ClassVar[int | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_host:
+            raise ValueError("LOA_SMTP_HOST is not set")
+        self.settings = settings
+        self.domain = settings.email_from.rsplit("@", 1)[-1].strip("> ")
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+        self.connections = 0  # how many times we connected (reuse is visible in tests)
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        s = self.settings
+        smtp = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_tls,
+                               start_tls=s.smtp_starttls if not s.smtp_tls else False,
+                               timeout=30)
+        await smtp.connect()
+        if s.smtp_username and s.smtp_password is not None:
+            await smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+        self._smtp = smtp
+        self.connections += 1
+        return smtp
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Send one email; raises Permanent/TransientDeliveryError."""
+        mail = build_email(message, self.settings.email_from, self.domain)
+        async with self._lock:  # one conversation at a time on the shared connection
+            try:
+                smtp = await self._connected()
+                await smtp.send_message(mail)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                raise PermanentDeliveryError(f"email: recipient refused: {exc}",
+                                             code="refused") from exc
+            except aiosmtplib.SMTPResponseException as exc:
+                await self._drop()
+                if 500 <= exc.code < 600:
+                    raise PermanentDeliveryError(f"email: {exc.code} {exc.message}",
+                                                 code=str(exc.code)) from exc
+                raise TransientDeliveryError(f"email: {exc.code} {exc.message}") from exc
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                await self._drop()
+                raise TransientDeliveryError(f"email: SMTP not reachable: {exc!r}") from exc
+        return Receipt(message.id, provider_id=str(mail["Message-ID"]), status="sent")
+
+    async def _drop(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            finally:
+                self._smtp = None
+
+    async def close(self) -> None:
+        """QUIT and close the connection."""
+        async with self._lock:
+            if self._smtp is not None and self._smtp.is_connected:
+                try:
+                    await self._smtp.quit()
+                except aiosmtplib.SMTPException:
+                    self._smtp.close()
+            self._smtp = None

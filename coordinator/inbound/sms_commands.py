@@ -1,0 +1,71 @@
+"""What an inbound SMS asks for: a carrier keyword (STOP, START, HELP) or an approver's
+answer (`YES 4821`, `NO 4821 reason`, Vietnamese `CÓ` / `KHÔNG`). Pure."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+APPROVE_WORDS = frozenset({"YES", "Y", "CO", "OK", "DONG Y"})
+REJECT_WORDS = frozenset({"NO", "N", "KHONG"})
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A subscriber keyword: stop, start or help."""
+
+    word: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An approver's answer; `code` may be empty when none was given."""
+
+    verdict: str  # approve | reject
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """Anything else."""
+
+    text: str
+
+
+Command = Keyword | Answer | Unknown
+
+
+def fold(text: str) -> str:
+    """Upper case without Vietnamese diacritics: `Không` -> `KHONG`, `đ` -> `D`."""
+    text = text.replace("đ", "d").replace("Đ", "D")
+    stripped = "".join(c for c in unicodedata.normalize("NFD", text)
+                       if unicodedata.category(c) != "Mn")
+    return " ".join(stripped.upper().split())
+
+
+def parse_sms(body: str) -> Command:
+    """Classify an inbound SMS body."""
+    folded = fold(body)
+    if folded in STOP_WORDS:
+        return Keyword("stop")
+    if folded in START_WORDS:
+        return Keyword("start")
+    if folded in HELP_WORDS:
+        return Keyword("help")
+    words = folded.split(" ")
+    original = body.split()
+    for size in (2, 1):  # "DONG Y" before "Y"
+        head = " ".join(words[:size])
+        verdict = ("approve" if head in APPROVE_WORDS
+                   else "reject" if head in REJECT_WORDS else None)
+        if verdict is None:
+            continue
+        rest = original[size:]
+        code = rest[0] if rest and rest[0].isdigit() else ""
+        reason = " ".join(rest[1:] if code else rest)
+        return Answer(verdict, code, reason)
+    return Unknown(body)

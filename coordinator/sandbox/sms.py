@@ -1,0 +1,406 @@
+"""SMS sandbox: a local, in-memory stand-in for Twilio's Messages API (2010-04-01).
+
+The real `twilio` SDK can talk to it (see `channels.twilio_http.twilio_client(base_url=...)`):
+same paths, Basic auth, JSON shapes and error JSON as api.twilio.com. Accepted messages move
+through Twilio's statuses in the background, posting signed status callbacks.
+
+Injected delivery failures (`fail_number`) end like this:
+- 30006 (landline or unreachable carrier), 21610 (unsubscribed recipient) and 30034
+  (unregistered sender): the carrier never takes the message, so `failed` with that ErrorCode
+  and no `sent` before it;
+- any other code (30003 unreachable handset, 30005 unknown handset, 30007 filtered, ...):
+  `sent`, then `undelivered` with that ErrorCode.
+A message created with MessagingServiceSid starts `accepted` and gets a `queued` callback first;
+one created with From starts `queued`, for which (as on Twilio) no callback is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import math
+import re
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from datetime import UTC, date, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from twilio.request_validator import (  # type: ignore[import-untyped, unused-ignore]
+    RequestValidator,  # twilio has no py.typed; unused-ignore: fine if an override covers it
+)
+
+_log = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+SANDBOX_SENDER = "+15005550006"  # Twilio's magic test number, used when a service picks the sender
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs two septets (escape + char)
+DELIVERY_ERRORS: dict[int, str] = {
+    21610: "Attempt to send to unsubscribed recipient",
+    30003: "Unreachable destination handset",
+    30004: "Message blocked",
+    30005: "Unknown destination handset",
+    30006: "Landline or unreachable carrier",
+    30007: "Message filtered",
+    30008: "Unknown error",
+    30034: "Message from an unregistered number",
+}
+FAILED_BEFORE_SENT = frozenset({21610, 30006, 30034})
+LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+PRICE_PER_SEGMENT = 0.0079
+Step = tuple[str, int | None]
+
+
+def num_segments(body: str) -> int:
+    """How many SMS parts `body` takes: GSM-7 160/153 septets, else UCS-2 70/67 units."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in body):
+        units, single, part = len(body) + sum(c in GSM7_EXTENDED for c in body), 160, 153
+    else:
+        units, single, part = len(body.encode("utf-16-le")) // 2, 70, 67
+    return 1 if units <= single else math.ceil(units / part)
+
+
+def _rfc2822(moment: datetime | None = None) -> str:
+    """A timestamp the way Twilio writes them: 'Thu, 24 Aug 2023 05:01:45 +0000'."""
+    return format_datetime((moment or datetime.now(UTC)).replace(microsecond=0))
+
+
+def twilio_error(status: int, code: int, message: str) -> JSONResponse:
+    """Twilio's error JSON body, which the SDK turns into TwilioRestException."""
+    return JSONResponse({"code": code, "message": message, "status": status,
+                         "more_info": f"https://www.twilio.com/docs/errors/{code}"},
+                        status_code=status)
+
+
+def _validate(form: Mapping[str, str]) -> JSONResponse | None:
+    """The 400 Twilio answers for a bad create request, or None when it is acceptable."""
+    to, body = form.get("To", ""), form.get("Body", "")
+    if not to:
+        return twilio_error(400, 21604, "A 'To' phone number is required.")
+    if not E164.match(to):
+        return twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+    if not form.get("From") and not form.get("MessagingServiceSid"):
+        return twilio_error(400, 21603, "A 'From' phone number is required.")
+    if not body:
+        return twilio_error(400, 21602, "Message body is required.")
+    if len(body) > 1600:
+        return twilio_error(400, 21617,
+                            "The concatenated message body exceeds the 1600 character limit.")
+    return None
+
+
+def _plan(initial: str, error_code: int | None) -> list[Step]:
+    """The statuses a message passes after creation, each with its error code."""
+    steps: list[Step] = [("queued", None)] if initial == "accepted" else []
+    if error_code is None:
+        return [*steps, ("sent", None), ("delivered", None)]
+    if error_code in FAILED_BEFORE_SENT:
+        return [*steps, ("failed", error_code)]
+    return [*steps, ("sent", None), ("undelivered", error_code)]
+
+
+def _sent_on(message: Mapping[str, Any]) -> date | None:
+    """The GMT day a message was sent, for the DateSent filters."""
+    sent = message.get("date_sent")
+    return parsedate_to_datetime(sent).date() if sent else None
+
+
+def _matches(message: Mapping[str, Any], query: Mapping[str, str]) -> bool:
+    """Whether a message passes the list filters To, From, DateSent, DateSent<, DateSent>."""
+    if any(query.get(k) not in (None, message[k.lower()]) for k in ("To", "From")):
+        return False
+    bounds = {k: date.fromisoformat(query[k][:10]) for k in LIST_FILTERS[2:] if query.get(k)}
+    if not bounds:
+        return True
+    sent = _sent_on(message)
+    # Twilio's "DateSent<" and "DateSent>" are inclusive (read as <= and >= on the wire)
+    return sent is not None and (sent == bounds.get("DateSent", sent)
+                                 and sent <= bounds.get("DateSent<", sent)
+                                 and sent >= bounds.get("DateSent>", sent))
+
+
+class FailRule(BaseModel):
+    """Body of POST /_sandbox/fail."""
+
+    number: str
+    error_code: int
+
+
+class ThrottleRule(BaseModel):
+    """Body of POST /_sandbox/throttle."""
+
+    status: int
+    count: int = Field(ge=0)
+
+
+class InboundSms(BaseModel):
+    """Body of POST /_sandbox/inbound: an SMS a resident sends to one of our numbers."""
+
+    from_: str = Field(alias="from")
+    to: str
+    body: str
+    url: str
+
+
+class SmsSandbox:
+    """A Twilio Messages API for one account, all state in memory."""
+
+    def __init__(self, account_sid: str, auth_token: str, callback_delay_s: float = 0.05) -> None:
+        """Serve `account_sid`, accepting `auth_token`; statuses advance every callback_delay_s."""
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.callback_delay_s = callback_delay_s
+        self.messages: list[dict[str, Any]] = []
+        self._by_sid: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, int] = {}
+        self._throttles: deque[int] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._validator = RequestValidator(auth_token)
+        self.app = FastAPI(title="Loa SMS sandbox", lifespan=self._lifespan)
+        self._routes()
+
+    def _routes(self) -> None:
+        """Register Twilio's paths and the sandbox controls."""
+        root = "/2010-04-01/Accounts/{account_sid}"
+        add = self.app.add_api_route
+        add(root + "/Messages.json", self._create, methods=["POST"])
+        add(root + "/Messages.json", self._list, methods=["GET"])
+        add(root + "/Messages/{sid}.json", self._fetch, methods=["GET"])
+        add("/_sandbox/fail", self._http_fail, methods=["POST"])
+        add("/_sandbox/throttle", self._http_throttle, methods=["POST"])
+        add("/_sandbox/reset", self._http_reset, methods=["POST"])
+        add("/_sandbox/messages", self._http_outbox, methods=["GET"])
+        add("/_sandbox/inbound", self._http_inbound, methods=["POST"])
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """On shutdown, stop pending callbacks so no task outlives the server's loop."""
+        yield
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def fail_number(self, number: str, error_code: int) -> None:
+        """Make later messages to `number` end failed/undelivered with `error_code`."""
+        self._failures[number] = error_code
+
+    def throttle(self, status: int, count: int) -> None:
+        """Answer the next `count` create requests with `status` (429 or 5xx)."""
+        if status != 429 and not 500 <= status <= 599:
+            raise ValueError(f"throttle status must be 429 or 5xx, not {status}")
+        self._throttles.extend([status] * count)
+
+    def reset(self) -> None:
+        """Forget every message, failure and throttle."""
+        self.messages.clear()
+        self._by_sid.clear()
+        self._failures.clear()
+        self._throttles.clear()
+
+    def _guard(self, request: Request, account_sid: str) -> JSONResponse | None:
+        """Twilio's 401 for bad credentials, 404 for another account; None when allowed."""
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            given = b""
+        expected = f"{self.account_sid}:{self.auth_token}".encode()
+        if scheme.lower() != "basic" or not secrets.compare_digest(given, expected):
+            denied = twilio_error(401, 20003, "Authenticate")
+            denied.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+            return denied
+        if account_sid != self.account_sid:
+            return _not_found(request)
+        return None
+
+    async def _create(self, request: Request, account_sid: str) -> Response:
+        """POST Messages.json: accept an outbound SMS (201) or answer Twilio's error."""
+        if denied := self._guard(request, account_sid):
+            return denied
+        if self._throttles:
+            status = self._throttles.popleft()
+            if status == 429:
+                return twilio_error(429, 20429, "Too Many Requests")
+            return twilio_error(status, 20500, "Internal Server Error")
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        if invalid := _validate(form):
+            return invalid
+        message = self._new_message(form)
+        self.messages.append(message)
+        self._by_sid[message["sid"]] = message
+        self._spawn(self._lifecycle(message, form.get("StatusCallback"),
+                                    self._failures.get(message["to"])))
+        return JSONResponse(message, status_code=201)
+
+    def _new_message(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """The Message resource for a create request, with Twilio's field names."""
+        sid = "SM" + secrets.token_hex(16)
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}"
+        service = form.get("MessagingServiceSid") or None
+        now = _rfc2822()
+        return {
+            "account_sid": self.account_sid, "api_version": API_VERSION, "body": form["Body"],
+            "date_created": now, "date_sent": None, "date_updated": now,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": form.get("From") or None, "messaging_service_sid": service,
+            "num_media": "0",
+            # as on Twilio, a service message has no sender, hence no segment count, until queued
+            "num_segments": "0" if service else str(num_segments(form["Body"])),
+            "price": None, "price_unit": "USD", "sid": sid,
+            "status": "accepted" if service else "queued",
+            "subresource_uris": {"media": uri + "/Media.json", "feedback": uri + "/Feedback.json"},
+            "to": form["To"], "uri": uri + ".json",
+        }
+
+    async def _fetch(self, request: Request, account_sid: str, sid: str) -> Response:
+        """GET Messages/{Sid}.json: one message as it stands now."""
+        if denied := self._guard(request, account_sid):
+            return denied
+        message = self._by_sid.get(sid)
+        return JSONResponse(message) if message else _not_found(request)
+
+    async def _list(self, request: Request, account_sid: str) -> Response:
+        """GET Messages.json: newest first, filtered, in Twilio's page shape."""
+        if denied := self._guard(request, account_sid):
+            return denied
+        query = request.query_params
+        try:
+            size = min(max(int(query.get("PageSize", 50)), 1), 1000)
+            page = max(int(query.get("Page", 0)), 0)
+            found = [m for m in reversed(self.messages) if _matches(m, query)]
+        except ValueError:  # a number or a date that does not parse
+            return twilio_error(400, 20001, "Invalid PageSize, Page or DateSent")
+        start = page * size
+        return JSONResponse(self._page(request, found[start:start + size], page, size,
+                                       more=len(found) > start + size))
+
+    def _page(self, request: Request, items: list[dict[str, Any]], page: int, size: int,
+              more: bool) -> dict[str, Any]:
+        """Twilio's list envelope around one page of messages."""
+        filters = [(k, v) for k, v in request.query_params.items() if k in LIST_FILTERS]
+
+        def uri(number: int) -> str:
+            return f"{request.url.path}?" + urlencode(
+                [*filters, ("PageSize", size), ("Page", number)])
+
+        start = page * size
+        return {"messages": items, "end": start + max(len(items) - 1, 0), "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) if more else None, "page": page,
+                "page_size": size, "previous_page_uri": uri(page - 1) if page else None,
+                "start": start, "uri": uri(page)}
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` on the server loop without holding the response; keep a reference."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lifecycle(self, message: dict[str, Any], callback: str | None,
+                         error_code: int | None) -> None:
+        """Advance a message through its statuses, posting a callback after each change."""
+        for status, code in _plan(message["status"], error_code):
+            await asyncio.sleep(self.callback_delay_s)
+            _advance(message, status, code)
+            if callback:
+                await self._status_callback(callback, message)
+
+    async def _status_callback(self, url: str, message: Mapping[str, Any]) -> None:
+        """POST Twilio's status callback form; a target that is down is logged, not fatal."""
+        params = {"MessageSid": message["sid"], "SmsSid": message["sid"],
+                  "AccountSid": self.account_sid, "From": message["from"], "To": message["to"],
+                  "MessageStatus": message["status"], "SmsStatus": message["status"],
+                  "ApiVersion": API_VERSION}
+        if message["messaging_service_sid"]:
+            params["MessagingServiceSid"] = message["messaging_service_sid"]
+        if message["error_code"] is not None:
+            params["ErrorCode"] = str(message["error_code"])
+        try:
+            reply = await self.post_signed(url, params)
+        except httpx.HTTPError as exc:
+            _log.warning("status callback to %s failed: %r", url, exc)
+            return
+        if reply.is_error:
+            _log.warning("status callback to %s answered %s", url, reply.status_code)
+
+    async def post_signed(self, url: str, params: dict[str, str]) -> httpx.Response:
+        """POST a form to `url` with the X-Twilio-Signature Twilio would put on it."""
+        headers = {"X-Twilio-Signature": self._validator.compute_signature(url, params),
+                   "User-Agent": "TwilioProxy/1.1"}
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            return await client.post(url, data=params, headers=headers)
+
+    async def _http_fail(self, rule: FailRule) -> dict[str, Any]:
+        """POST /_sandbox/fail."""
+        self.fail_number(rule.number, rule.error_code)
+        return rule.model_dump()
+
+    async def _http_throttle(self, rule: ThrottleRule) -> Response:
+        """POST /_sandbox/throttle."""
+        try:
+            self.throttle(rule.status, rule.count)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse(rule.model_dump())
+
+    async def _http_reset(self) -> dict[str, bool]:
+        """POST /_sandbox/reset."""
+        self.reset()
+        return {"reset": True}
+
+    async def _http_outbox(self, to: str | None = None) -> list[dict[str, Any]]:
+        """GET /_sandbox/messages: every accepted message, oldest first, optionally ?to=."""
+        return [m for m in self.messages if to is None or m["to"] == to]
+
+    async def _http_inbound(self, sms: InboundSms) -> Response:
+        """POST /_sandbox/inbound: deliver an incoming SMS to a webhook, as Twilio would."""
+        sid = "SM" + secrets.token_hex(16)
+        params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
+                  "AccountSid": self.account_sid, "From": sms.from_, "To": sms.to,
+                  "Body": sms.body, "NumMedia": "0",
+                  "NumSegments": str(num_segments(sms.body)), "SmsStatus": "received",
+                  "ApiVersion": API_VERSION}
+        try:
+            reply = await self.post_signed(sms.url, params)
+        except httpx.HTTPError as exc:
+            return JSONResponse({"status": None, "body": f"webhook unreachable: {exc!r}"},
+                                status_code=502)
+        return JSONResponse({"status": reply.status_code, "body": reply.text})
+
+
+def _advance(message: dict[str, Any], status: str, code: int | None) -> None:
+    """Record a status change on the stored resource, so fetch and list see it."""
+    now = _rfc2822()
+    message.update(status=status, date_updated=now, error_code=code,
+                   error_message=DELIVERY_ERRORS.get(code, f"Error {code}") if code else None)
+    if status == "queued":  # the service has now picked a sender
+        message["from"] = message["from"] or SANDBOX_SENDER
+        message["num_segments"] = str(num_segments(message["body"]))
+    if status in ("sent", "failed"):
+        message["date_sent"] = now
+    if status == "sent":
+        message["price"] = f"-{PRICE_PER_SEGMENT * int(message['num_segments']):.5f}"
+
+
+def _not_found(request: Request) -> JSONResponse:
+    """Twilio's 404 for an unknown resource or another account's path."""
+    return twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
+
+
+def run_sms_sandbox(host: str, port: int, account_sid: str, auth_token: str) -> None:
+    """Serve an SmsSandbox on host:port until interrupted (blocking)."""
+    uvicorn.run(SmsSandbox(account_sid, auth_token).app, host=host, port=port,
+                log_level="warning")

@@ -1,0 +1,28 @@
+"""What the web process holds for its lifetime, shared by its routers."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from coordinator.broker import Producer
+from coordinator.city import City
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+from coordinator.state import Redis
+
+
+class State:
+    """What the web process holds for its lifetime."""
+
+    def __init__(self, settings: Settings, redis: Redis, producer: Producer, city: City) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self.producer = producer
+        self.city = city
+
+
+def web_state(request: Request) -> State:
+    """The web process's state, from a request."""
+    state: State = request.app.state.loa
+    return state

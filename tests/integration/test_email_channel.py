@@ -1,0 +1,82 @@
+"""The email channel over a real SMTP conversation (aiosmtplib -> aiosmtpd)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from channels.base import OutboundMessage, PermanentDeliveryError
+from channels.email import EmailChannel, build_email
+from coordinator.settings import Settings
+from tests.integration.smtp_server import Inbox, smtp_server
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, Inbox]]:
+    with smtp_server() as running:
+        yield running
+
+
+def channel_for(port: int) -> EmailChannel:
+    return EmailChannel(Settings(smtp_host="127.0.0.1", smtp_port=port,
+                                 email_from="Loa Hà Nội <loa@hanoi.example>"))
+
+
+def message(i: int, **changes: object) -> OutboundMessage:
+    fields: dict[str, object] = {
+        "id": f"STM-00001-1:email:sub-{i}", "recipient": f"nguoi{i}@dan.example",
+        "subject": "Cảnh báo ngập úng tại Quận Ba Đình", "text": "Nước ngập 40 cm.",
+        "html": "<p>Nước ngập <b>40 cm</b>.</p>", "language": "vi",
+        "unsubscribe_url": f"http://127.0.0.1:8080/unsubscribe/tok{i}"}
+    return OutboundMessage(**(fields | changes))  # type: ignore[arg-type]
+
+
+async def test_a_fan_out_reuses_one_connection(server: tuple[int, Inbox]) -> None:
+    """Twenty emails go over one SMTP connection, each multipart with the expected headers."""
+    port, inbox = server
+    channel = channel_for(port)
+    try:
+        receipts = [await channel.send(message(i)) for i in range(20)]
+    finally:
+        await channel.close()
+    assert channel.connections == 1 and len(inbox.sessions) == 1
+    assert len(inbox.messages) == 20
+    first = inbox.messages[0]
+    assert first["Subject"] == "Cảnh báo ngập úng tại Quận Ba Đình"
+    assert first["Message-ID"] == "<STM-00001-1.email.sub-0@hanoi.example>"
+    assert receipts[0].provider_id == first["Message-ID"]
+    assert first["List-Unsubscribe"] == "<http://127.0.0.1:8080/unsubscribe/tok0>"
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert first["Date"] and first["Content-Language"] == "vi"
+    parts = {part.get_content_type(): part.get_content() for part in first.iter_parts()}
+    assert parts["text/plain"].strip() == "Nước ngập 40 cm."
+    assert "<b>40 cm</b>" in parts["text/html"]
+
+
+async def test_a_refused_recipient_is_permanent(server: tuple[int, Inbox]) -> None:
+    """A 5xx on RCPT is a permanent failure; the next email still goes."""
+    port, inbox = server
+    channel = channel_for(port)
+    try:
+        with pytest.raises(PermanentDeliveryError):
+            await channel.send(message(1, recipient="bounce@dan.example"))
+        await channel.send(message(2))
+    finally:
+        await channel.close()
+    assert inbox.recipients == [["nguoi2@dan.example"]]
+
+
+def test_header_injection_is_impossible() -> None:
+    """Newlines in a subject cannot add a header: they are folded into the value."""
+    mail = build_email(message(1, subject="Hi\r\nBcc: victim@x.example"), "Loa <loa@x.example>",
+                       "x.example")
+    assert mail["Bcc"] is None
+    assert mail["Subject"] == "Hi Bcc: victim@x.example"
+    assert "\nBcc:" not in mail.as_string()
+
+
+def test_an_invalid_address_is_refused_before_sending() -> None:
+    """email-validator names what is wrong; no SMTP conversation happens."""
+    with pytest.raises(PermanentDeliveryError, match="not-an-address"):
+        build_email(message(1, recipient="not-an-address"), "Loa <loa@x.example>", "x.example")

@@ -60,9 +60,8 @@ class SmsChannel:
             raise SmsConfigError("LOA_TWILIO_ACCOUNT_SID and LOA_TWILIO_AUTH_TOKEN are needed")
         if not (settings.twilio_from_number or settings.twilio_messaging_service_sid):
             raise SmsConfigError("set LOA_TWILIO_FROM_NUMBER or LOA_TWILIO_MESSAGING_SERVICE_SID")
-        self.client = twilio_client(settings.twilio_account_sid,
-                                    settings.twilio_auth_token.get_secret_value(),
-                                    settings.twilio_base_url)
+        self.settings = settings
+        self._client: Any = None  # the SDK's aiohttp session needs the running loop: made lazily
         self.sender: dict[str, str] = (
             {"messaging_service_sid": settings.twilio_messaging_service_sid}
             if settings.twilio_messaging_service_sid
@@ -76,7 +75,7 @@ class SmsChannel:
         """Create the message at Twilio; raises Permanent/TransientDeliveryError."""
         await self.limiter.acquire()
         try:
-            created: Any = await self.client.messages.create_async(
+            created: Any = await self.client().messages.create_async(
                 to=message.recipient, body=message.text, status_callback=self.status_callback,
                 **self.sender)
         except TwilioRestException as exc:
@@ -85,8 +84,17 @@ class SmsChannel:
             raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
         return Receipt(message.id, provider_id=str(created.sid), status=str(created.status))
 
+    def client(self) -> Any:
+        """The twilio SDK client, made in the running event loop on first use."""
+        if self._client is None:
+            s = self.settings
+            assert s.twilio_account_sid and s.twilio_auth_token is not None
+            self._client = twilio_client(s.twilio_account_sid,
+                                         s.twilio_auth_token.get_secret_value(),
+                                         s.twilio_base_url)
+        return self._client
+
     async def close(self) -> None:
         """Close the SDK's HTTP session."""
-        http = self.client.http_client
-        if hasattr(http, "close"):
-            await http.close()
+        if self._client is not None and hasattr(self._client.http_client, "close"):
+            await self._client.http_client.close()

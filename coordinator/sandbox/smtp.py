@@ -33,7 +33,7 @@ def read_outbox(maildir: Path, limit: int = 50) -> list[dict[str, str]]:
         return []
     box = mailbox.Maildir(str(maildir), create=False)
     rows = []
-    for key in box:
+    for key in box.keys():  # noqa: SIM118 - iterating a Maildir yields messages, not keys
         parsed = message_from_bytes(box.get_bytes(key), policy=default_policy)
         rows.append({"date": str(parsed["Date"] or ""), "to": str(parsed["To"] or ""),
                      "subject": str(parsed["Subject"] or ""),

@@ -23,7 +23,7 @@ class Inbox:
     recipients: list[list[str]] = field(default_factory=list)
     sessions: set[int] = field(default_factory=set)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.sessions.add(id(session))
         self.recipients.append(list(envelope.rcpt_tos))
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -31,7 +31,7 @@ class Inbox:
         self.messages.append(parsed)
         return "250 OK"
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           options: list[str]) -> str:
         if address.startswith("bounce@"):
             return "550 5.1.1 no such user"

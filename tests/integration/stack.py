@@ -40,13 +40,15 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str =
 class Stack:
     """Broker + Redis + worker(s) + web, all on free loopback ports, under one folder."""
 
-    def __init__(self, root: Path, prefix: str = "loatest", **env: str) -> None:
+    def __init__(self, root: Path, prefix: str = "loatest", sms: bool = False,
+                 **env: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.broker_port = free_port()
         self.broker: Service = start_tansu(self.broker_port, log_path=root / "broker.log")
         self.redis_service: Service = start_redis(root / "redis", appendonly=False)
         self.keys = Keys(prefix)
+        self.web_port = free_port()  # known up front: the worker puts it in callback URLs
         self.env = {
             **os.environ,
             "LOA_KAFKA_URL": self.broker.url,
@@ -55,13 +57,42 @@ class Stack:
             "LOA_DATA_DIR": str(root),
             "LOA_OUTBOX_RESEND_AFTER_S": "1",
             "LOA_LOG_FORMAT": "json",
+            "LOA_WEB_PORT": str(self.web_port),
             **env,
         }
+        self.sms_sandbox: subprocess.Popen[bytes] | None = None
+        if sms:
+            self._start_sms_sandbox()
         self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.web: subprocess.Popen[bytes] | None = None
         self.web_url = ""
         self.ensure_topics()
+
+    def _start_sms_sandbox(self) -> None:
+        port = free_port()
+        self.sms_url = f"http://127.0.0.1:{port}"
+        self.env |= {"LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+                     "LOA_TWILIO_AUTH_TOKEN": "test-token",
+                     "LOA_TWILIO_FROM_NUMBER": "+15005550006",
+                     "LOA_TWILIO_BASE_URL": self.sms_url}
+        self.sms_sandbox = self._spawn("sms-sandbox", ["sandbox", "sms", "--port", str(port)],
+                                       self.env)
+        wait_for_port(port, timeout_s=30, proc=self.sms_sandbox)
+
+    def sms_sent(self, to: str | None = None) -> list[dict[str, Any]]:
+        """What the SMS sandbox received (its dev outbox)."""
+        params = {"to": to} if to else {}
+        found: list[dict[str, Any]] = httpx.get(f"{self.sms_url}/_sandbox/messages",
+                                                params=params, timeout=10).json()
+        return found
+
+    def sms_reply(self, sender: str, body: str) -> dict[str, Any]:
+        """Have the SMS sandbox deliver an inbound SMS to our webhook, signed like Twilio."""
+        answer: dict[str, Any] = httpx.post(f"{self.sms_url}/_sandbox/inbound", json={
+            "from": sender, "to": "+15005550006", "body": body,
+            "url": f"{self.web_url}/hooks/twilio/sms"}, timeout=30).json()
+        return answer
 
     def settings(self) -> Settings:
         """Settings as the processes of this stack see them."""
@@ -99,10 +130,9 @@ class Stack:
 
     def start_web(self) -> str:
         """Start `loa web` on a free port; returns its base URL."""
-        port = free_port()
-        self.web = self._spawn("web", ["web"], {**self.env, "LOA_WEB_PORT": str(port)})
-        wait_for_port(port, timeout_s=60, proc=self.web)
-        self.web_url = f"http://127.0.0.1:{port}"
+        self.web = self._spawn("web", ["web"], self.env)
+        wait_for_port(self.web_port, timeout_s=60, proc=self.web)
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
         return self.web_url
 
     def restart_broker(self) -> None:
@@ -158,6 +188,9 @@ class Stack:
         if self.web is not None:
             self.web.terminate()
             self.web.wait(10)
+        if self.sms_sandbox is not None:
+            self.sms_sandbox.terminate()
+            self.sms_sandbox.wait(10)
         self.redis.close()
         self.broker.stop()
         self.redis_service.stop()

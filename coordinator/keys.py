@@ -110,6 +110,10 @@ class Keys:
         """The token bucket that rate-limits one sender."""
         return self._k("rate", channel, sender)
 
+    def link_used(self, nonce: str) -> str:
+        """Set once an email link was used (links work once)."""
+        return self._k("link", nonce)
+
     def reply_code(self, code: str) -> str:
         """Set of approval ids whose prompts carry this SMS reply code."""
         return self._k("replycode", code)

@@ -17,7 +17,8 @@ from channels.base import Channel
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.approvals.decisions import apply_decision
-from coordinator.approvals.inbox import deliver_to_inbox, prompt_delivery
+from coordinator.approvals.inbox import deliver_to_inbox
+from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.approvals.record import ApprovalRecord
 from coordinator.approvals.request import plan_incident
@@ -126,7 +127,7 @@ class Pipeline:
         delivered = await deliver_to_inbox(self.rt, event)
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
-        request = prompt_delivery(event)
+        request = await prompt_delivery(self.rt, event)
         if request is not None:
             spec = topics.DELIVERIES_SMS if request.channel == "sms" else topics.DELIVERIES_EMAIL
             await self.send(spec, request.id, request.to_bytes())

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_tls: bool = False
     email_from: str = "Loa Hà Nội <loa@hanoi.example>"
+    link_secret: SecretStr | None = Field(
+        default=None, description="signs approval links in emails; `loa up` makes one")
     phone_region: str = Field(default="VN", description="region for numbers without +")
     delivery_attempts: int = Field(default=6, ge=1)
     timezone: str = "Asia/Ho_Chi_Minh"

@@ -60,7 +60,8 @@ def run_up(settings: Settings) -> int:
         started.append(_spawn("web", ["web"], env, settings.web_port))
         settings.run_file.write_text(json.dumps({
             "kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
-            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()},
+            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()
+               if k != "LOA_LINK_SECRET"},
             "pids": {s.name: s.proc.pid for s in started}}))
         _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
         while not stopping:
@@ -86,6 +87,8 @@ def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
                ) -> dict[str, str]:
     """Start the local Twilio and SMTP stand-ins for what is not configured; their env."""
     extra: dict[str, str] = {}
+    if settings.link_secret is None:  # signs approval links; new on every `loa up`
+        extra["LOA_LINK_SECRET"] = secrets.token_urlsafe(32)
     if not settings.twilio_account_sid:
         port = free_port()
         token = secrets.token_hex(16)

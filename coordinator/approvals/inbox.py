@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.events import ApprovalPrompt, AuditEvent, DeliveryRequest
+from coordinator.events import ApprovalPrompt, AuditEvent
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -25,14 +25,3 @@ async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
 
     return await transact(rt.redis, [key], body)
 
-
-def prompt_delivery(prompt: ApprovalPrompt) -> DeliveryRequest | None:
-    """The SMS or email that carries a prompt to someone who prefers that channel."""
-    if prompt.channel == "sms":
-        return DeliveryRequest(id=f"prompt:{prompt.id}", channel="sms", recipient=prompt.phone,
-                               text=prompt.text, incident_id=prompt.incident_id)
-    if prompt.channel == "email":
-        return DeliveryRequest(id=f"prompt:{prompt.id}", channel="email",
-                               recipient=prompt.email, subject=prompt.text.split(". ")[0],
-                               text=prompt.text, incident_id=prompt.incident_id)
-    return None

@@ -18,7 +18,8 @@ class MaildirHandler:
     """Stores each accepted message in a Maildir."""
 
     def __init__(self, maildir: Path) -> None:
-        maildir.mkdir(parents=True, exist_ok=True)
+        # Maildir makes its cur/new/tmp only when it creates the folder itself.
+        maildir.parent.mkdir(parents=True, exist_ok=True)
         self.box = mailbox.Maildir(str(maildir), create=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -29,7 +30,7 @@ class MaildirHandler:
 
 def read_outbox(maildir: Path, limit: int = 50) -> list[dict[str, str]]:
     """The newest emails of the dev outbox: date, to, subject."""
-    if not maildir.exists():
+    if not (maildir / "cur").exists():
         return []
     box = mailbox.Maildir(str(maildir), create=False)
     rows = []

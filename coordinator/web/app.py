@@ -28,6 +28,7 @@ from coordinator.events import Report, Severity, Slug
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.settings import Settings
 from coordinator.state import connect
+from coordinator.web.decide import decide
 from coordinator.web.hooks import hooks
 from coordinator.web.state import State, web_state
 
@@ -78,6 +79,8 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.include_router(api)
     app.include_router(pages)
     app.include_router(hooks)
+    app.include_router(decide)
+    app.state.templates = TEMPLATES
     tz = ZoneInfo(settings.timezone)
     TEMPLATES.env.filters["local"] = lambda iso: (
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")

@@ -58,6 +58,9 @@ def drill_folders(root: Path, within_s: int = 2, absences: bool = False) -> tupl
     drill(playbooks, "drill-hold", "hold", chain)
     drill(playbooks, "drill-duty", "duty_officer", chain)
     drill(playbooks, "drill-publish", "publish", chain, min_severity="extreme")
+    drill(playbooks, "drill-email", "hold", """\
+    - {level: 1, within: 2s}
+    - {level: 2, within: 60s}""")
     drill(playbooks, "drill-absent", "hold", """\
     - {people: [nguyen-van-an, le-thi-thu-ha], within: 30s}
     - {level: 2, within: 30s}""")

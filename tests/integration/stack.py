@@ -169,12 +169,13 @@ class Stack:
         """An incident's timeline entries, in order."""
         return [json.loads(e) for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
 
-    def timeline_actions(self, incident_id: str, prompts: bool = False) -> list[str]:
-        """The actions of an incident's timeline, in order (prompt deliveries left out
-        unless asked for)."""
+    def timeline_actions(self, incident_id: str, messages: bool = False) -> list[str]:
+        """The actions of an incident's timeline, in order; the prompts and deliveries it
+        led to are left out unless `messages`."""
         actions = [json.loads(e)["action"]
                    for e in self.redis.lrange(self.keys.timeline(incident_id), 0, -1)]
-        return [a for a in actions if prompts or a != "prompt.delivered"]
+        return [a for a in actions
+                if messages or not a.startswith(("prompt.", "delivery."))]
 
     def wait_for_status(self, incident_id: str, status: str, timeout_s: float = 30) -> None:
         """Wait until the incident reaches `status`."""

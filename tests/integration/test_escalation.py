@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from coordinator.broker import bootstrap_servers
 from coordinator.events import Decision
 from tests.integration.drills import drill_folders
+from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, wait_for
 from tests.integration.test_pipeline import post_report
 
@@ -33,10 +35,19 @@ def drill_env(stack_root: Any, within_s: int = 2, absences: bool = False) -> dic
 
 
 @pytest.fixture(scope="module")
-def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One running Loa with the drill playbooks (2 s per level)."""
+def mail() -> Iterator[tuple[int, Inbox]]:
+    """A real SMTP server that keeps what it receives."""
+    with smtp_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
+           ) -> Iterator[Stack]:
+    """One running Loa with the drill playbooks (2 s per level), email to `mail`."""
     root = tmp_path_factory.mktemp("drills")
-    stack = Stack(root / "stack", **drill_env(root))
+    stack = Stack(root / "stack", **drill_env(root), LOA_SMTP_HOST="127.0.0.1",
+                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret")
     try:
         stack.start_worker()
         stack.start_web()
@@ -242,3 +253,33 @@ def test_absent_approvers_are_routed_to_their_delegate_or_skipped(
     skipped = entries(stack, skipped_incident, "approval.requested")[0]["detail"]
     assert skipped["level"] == 2 and skipped["holders"] == ["pham-duc-thang"]
     assert "level 1 skipped: nobody available" in skipped["notes"]
+
+
+def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
+        drills: Stack, mail: tuple[int, Inbox]) -> None:
+    """Level 2 prefers email: it gets the full draft and a signed link; GET only asks,
+    POST decides, a second POST is refused, and a tampered link is rejected."""
+    _, inbox = mail
+    incident_id, approval_id = file_drill(drills, "drill-email", "hn-hoang-mai")
+    email = wait_for(lambda: next((m for m in inbox.messages
+                                   if approval_id in str(m["Subject"])), None), 15, "email")
+    assert email["To"] == "thang.pd@xaydung.hanoi.example"
+    body = email.get_body(preferencelist=("plain",)).get_content()
+    link = next(word for word in body.split() if "/decide/" in word)
+    html = email.get_body(preferencelist=("html",)).get_content()
+    assert "Diễn tập" in html and link.replace("&", "&amp;") in html
+
+    with httpx.Client() as http:
+        page = http.get(link)
+        assert page.status_code == 200 and 'name="verdict" value="approve"' in page.text
+        assert drills.incident(incident_id)["status"] == "awaiting_approval"  # GET decides nothing
+        tampered = http.get(link[:-3] + ("aaa" if not link.endswith("aaa") else "bbb"))
+        assert tampered.status_code == 400 and "not valid" in tampered.text
+        done = http.post(link, data={"verdict": "approve"})
+        assert done.status_code == 200 and "approved; statement" in done.text
+        again = http.post(link, data={"verdict": "reject", "reason": "đổi ý"})
+        assert again.status_code == 409
+    drills.wait_for_status(incident_id, "published")
+    approved = entries(drills, incident_id, "approval.approved")
+    assert len(approved) == 1 and approved[0]["interface"] == "email"
+    assert approved[0]["actor"] == "pham-duc-thang"

@@ -31,6 +31,8 @@ def snapshot(stack: Stack) -> dict[str, Any]:
             state[key] = stack.redis.lrange(key, 0, -1)
         elif kind == "zset":
             state[key] = stack.redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            state[key] = sorted(stack.redis.smembers(key))
         elif kind == "stream":
             state[key] = stack.redis.xlen(key)
         else:

@@ -197,3 +197,19 @@ def test_reply_codes_are_four_digits_and_stable() -> None:
     """The SMS reply code of a request never changes."""
     assert reply_code("APR-00001-1") == reply_code("APR-00001-1")
     assert len(reply_code("APR-00001-1")) == 4 and reply_code("APR-00001-1").isdigit()
+
+
+def test_a_signed_link_round_trips_and_refuses_tampering() -> None:
+    """A link verifies until it expires; a changed token or a wrong secret does not."""
+    from coordinator.approvals.links import InvalidLink, LinkClaims, sign_link, verify_link
+
+    claims = LinkClaims("APR-00001-1", "a1", "nonce-1", T0 + timedelta(minutes=15))
+    token = sign_link("s3cret", claims)
+    assert verify_link("s3cret", token, T0) == claims
+    with pytest.raises(InvalidLink, match="expired"):
+        verify_link("s3cret", token, T0 + timedelta(minutes=15))
+    with pytest.raises(InvalidLink, match="not valid"):
+        verify_link("other", token, T0)
+    forged = sign_link("s3cret", LinkClaims("APR-00002-1", "a1", "n", claims.expires))
+    with pytest.raises(InvalidLink, match="not valid"):
+        verify_link("s3cret", forged.split(".")[0] + "." + token.split(".")[1], T0)

@@ -1,0 +1,91 @@
+"""The page behind an approval email's link: GET shows the draft and asks; only a POST
+decides. A link names one request and one person, expires, and works once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from coordinator import queries, topics
+from coordinator.approvals.links import InvalidLink, LinkClaims, verify_link
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import Decision, utcnow
+from coordinator.web.state import State, web_state
+
+decide = APIRouter(prefix="/decide", include_in_schema=False)
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def _claims(st: State, token: str) -> LinkClaims:
+    if st.settings.link_secret is None:
+        raise InvalidLink("links are not enabled on this server")
+    return verify_link(st.settings.link_secret.get_secret_value(), token, utcnow())
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return _templates(request).TemplateResponse(request, name, {"lang": "vi", **context},
+                                                status_code=status)
+
+
+@decide.get("/{token}", response_class=HTMLResponse)
+async def confirm_page(token: str, request: Request) -> HTMLResponse:
+    """The draft, the deadline, and a form to approve or reject: nothing is decided yet."""
+    st = web_state(request)
+    try:
+        claims = _claims(st, token)
+    except InvalidLink as exc:
+        return _page(request, "decided.html", 400, message=str(exc))
+    approval = await queries.approval_detail(st.redis, st.keys, claims.approval_id)
+    if approval is None:
+        return _page(request, "decided.html", 404, message="unknown request")
+    if await st.redis.exists(st.keys.link_used(claims.nonce)):
+        return _page(request, "decided.html", 409, message="this link was already used")
+    texts = [t for t in await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
+             if t["channel"] == "web"]
+    return _page(request, "decide.html", approval=approval, texts=texts, person=claims.person_id,
+                 token=token)
+
+
+@decide.post("/{token}", response_class=HTMLResponse)
+async def decide_by_link(token: str, request: Request,
+                         verdict: Annotated[str, Form(pattern="^(approve|reject)$")],
+                         reason: Annotated[str, Form(max_length=2000)] = "") -> HTMLResponse:
+    """Decide, once: the decision id comes from the link, so a second POST changes nothing."""
+    st = web_state(request)
+    try:
+        claims = _claims(st, token)
+    except InvalidLink as exc:
+        return _page(request, "decided.html", 400, message=str(exc))
+    decision = Decision(id=f"link-{claims.nonce}"[:80].replace(" ", ""),
+                        approval_id=claims.approval_id, approver_id=claims.person_id,
+                        verdict=verdict,  # type: ignore[arg-type]
+                        comment=reason, via="email")
+    if not await st.redis.set(st.keys.link_used(claims.nonce), "1", nx=True):
+        outcome = await st.redis.get(st.keys.decision(decision.id))
+        message = json.loads(outcome)["message"] if outcome else "this link was already used"
+        return _page(request, "decided.html", 409, message=message)
+    try:
+        await st.producer.send(topics.DECISIONS, claims.approval_id, decision.to_bytes())
+    except BrokerUnavailable:
+        await st.redis.delete(st.keys.link_used(claims.nonce))
+        return _page(request, "decided.html", 503, message="not recorded, please try again")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        raw = await st.redis.get(st.keys.decision(decision.id))
+        if raw:
+            outcome = json.loads(raw)
+            return _page(request, "decided.html", 200 if outcome["accepted"] else 409,
+                         message=outcome["message"])
+        await asyncio.sleep(0.1)
+    return _page(request, "decided.html", 202, message="received; the result will show in "
+                 "the incident's timeline")

@@ -168,6 +168,7 @@ def load_city(config_dir: Path) -> City:
             raise ConfigError(f"{deps_src.path}: person id {person.id!r} appears twice")
         people[person.id] = person
     for person in people.values():
+        _check_contacts(deps_src, person)
         if person.delegate is not None and person.delegate not in people:
             raise ConfigError(f"{deps_src.path}:{_person_line(deps_src, person.id)}: "
                               f"{person.id}.delegate: unknown person {person.delegate!r}")
@@ -185,3 +186,17 @@ def _person_line(source: YamlSource, person_id: str) -> int:
         if line.strip() in (f"- id: {person_id}", f"id: {person_id}"):
             return number
     return 1
+
+
+def _check_contacts(source: YamlSource, person: Person) -> None:
+    """A phone must be an E.164 number as written, and an email address valid."""
+    from channels.contacts import InvalidContact, e164, email_address
+
+    where = f"{source.path}:{_person_line(source, person.id)}"
+    try:
+        if e164(person.phone) != person.phone:
+            raise InvalidContact(f"{person.phone!r} is not written in E.164 "
+                                 f"(use {e164(person.phone)!r})")
+        email_address(person.email)
+    except InvalidContact as exc:
+        raise ConfigError(f"{where}: {person.id}: {exc}") from exc

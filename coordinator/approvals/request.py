@@ -6,6 +6,7 @@ returns the same approval request, so nothing is drafted or requested twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +58,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             raise KeyError(incident_id)
         if incident["playbook"]:
             return await _existing_plan(pipe, rt, incident)
-        facts = facts_of(incident)
+        facts = dataclasses.replace(
+            facts_of(incident), link=f"{rt.settings.web_url()}/s/{ids_for(incident_id, 1)[2]}")
         selection = select_playbook(rt.playbooks, facts.kind, facts.severity, facts.area, rt.city)
         playbook = rt.playbooks[selection.playbook_id]
         draft_id, approval_id, _ = ids_for(incident_id, 1)
@@ -75,7 +77,10 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         pipe.multi()
         audit("playbook.selected", playbook.id, {"reason": selection.reason})
         pipe.set(rt.keys.draft(draft_id), draft.model_dump_json())
-        audit("draft.rendered", draft_id, {"version": 1, "texts": len(texts)})
+        over = [f"{t.language}: {t.segments} segments, budget {t.segment_budget}"
+                for t in texts if t.segments and t.segment_budget and t.segments > t.segment_budget]
+        audit("draft.rendered", draft_id, {"version": 1, "texts": len(texts),
+                                           **({"sms_over_budget": over} if over else {})})
         fields: dict[str, str] = {"playbook": playbook.id, "draft_id": draft_id,
                                   "updated_at": now.isoformat()}
         request = None

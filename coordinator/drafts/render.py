@@ -41,6 +41,7 @@ class IncidentFacts:
     details: str
     area: str
     report_count: int = 1
+    link: str = ""  # the statement's short web link, for SMS
 
 
 def template_context(
@@ -66,6 +67,7 @@ def template_context(
             if department else "",
         },
         "issued_at": now.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y"),
+        "link": facts.link,
     }
 
 

@@ -89,7 +89,8 @@ def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     kind = pb.match.kinds[0] if pb.match else "report"
     facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
                           title=_SAMPLE_TITLE, details="Chi tiết.",
-                          area=area.code if area else "hn", report_count=12)
+                          area=area.code if area else "hn", report_count=12,
+                          link="https://loa.hanoi.example/s/STM-99999-1")
     try:
         texts = render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5, tzinfo=UTC),
                              "Asia/Ho_Chi_Minh")

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, StringConstraints, ValidationError
@@ -216,6 +216,13 @@ async def home(request: Request, lang: str = "vi") -> HTMLResponse:
     statements = await queries.published_statements(st.redis, st.keys)
     return TEMPLATES.TemplateResponse(request, "index.html", {
         "statements": statements, "lang": lang, "areas": st.city.areas})
+
+
+@pages.get("/s/{statement_id}")
+async def short_link(statement_id: str, request: Request) -> RedirectResponse:
+    """The short link that SMS messages carry."""
+    await _published(web_state(request), statement_id)
+    return RedirectResponse(f"/statements/{statement_id}", status_code=307)
 
 
 @pages.get("/statements/{statement_id}", response_class=HTMLResponse)

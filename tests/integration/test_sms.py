@@ -59,6 +59,14 @@ def test_yes_by_sms_approves(sms_stack: Stack) -> None:
     sms_stack.wait_for_status(incident_id, "published")
     approved = [e for e in sms_stack.timeline(incident_id) if e["action"] == "approval.approved"]
     assert approved[0]["interface"] == "sms" and approved[0]["actor"] == "nguyen-van-an"
+    # The statement's own SMS text carries its short web link, which leads to its page.
+    statement_id = f"STM-{incident_id[4:]}-1"
+    with sms_stack.http() as http:
+        statement = http.get(f"/api/statements/{statement_id}").json()
+        short = http.get(f"/s/{statement_id}")
+    sms_text = next(t["body"] for t in statement["texts"] if t["channel"] == "sms")
+    assert sms_text.endswith(f"{sms_stack.web_url}/s/{statement_id}")
+    assert short.status_code == 307 and short.headers["location"] == f"/statements/{statement_id}"
 
 
 def test_no_with_a_reason_rejects(sms_stack: Stack) -> None:
@@ -124,6 +132,20 @@ def test_throttling_is_retried_and_sends_once(sms_stack: Stack) -> None:
     wait_for(lambda: sms_stack.redis.hget(sms_stack.keys.delivery(delivery), "status")
              == "delivered", 15, "the delivered status callback")
     assert len([m for m in sms_stack.sms_sent(AN) if approval["id"] in m["body"]]) == 1
+
+
+def test_a_failed_handset_is_recorded_from_the_status_callback(sms_stack: Stack) -> None:
+    """The provider reports the SMS undelivered (30003): the delivery says so, with the code.
+    (Last in this module: it resets the sandbox.)"""
+    httpx.post(f"{sms_stack.sms_url}/_sandbox/fail", json={"number": AN, "error_code": 30003})
+    try:
+        _, approval = flood(sms_stack, "hn-thanh-xuan")
+        delivery = sms_stack.keys.delivery(f"prompt:{approval['id']}:request:1:0:nguyen-van-an")
+        wait_for(lambda: sms_stack.redis.hget(delivery, "status") == "undelivered", 15,
+                 "the undelivered status callback")
+        assert sms_stack.redis.hget(delivery, "error_code") == "30003"
+    finally:
+        httpx.post(f"{sms_stack.sms_url}/_sandbox/reset")
 
 
 def _audit(stack: Stack) -> list[dict[str, Any]]:

@@ -1,0 +1,47 @@
+"""The SMS rate limit is shared through a real Redis by every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from channels.delivery import RateLimiter
+from coordinator.embedded import Service, start_redis
+from coordinator.state import connect
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    service: Service = start_redis(tmp_path / "redis", appendonly=False)
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+async def test_two_workers_share_one_rate(redis_url: str) -> None:
+    """Two limiters on the same bucket at 20/s: 40 sends take at least 1.9 s between them
+    (a lower bound only: a slow machine can only make it slower)."""
+    clients = [connect(redis_url), connect(redis_url)]
+    limiters = [RateLimiter(c, "loatest:rate:sms:+15005550006", rate=20, burst=1)
+                for c in clients]
+    started = time.monotonic()
+
+    async def worker(limiter: RateLimiter) -> int:
+        for _ in range(20):
+            await limiter.acquire()
+        return 20
+
+    try:
+        sent = await asyncio.gather(*(worker(limiter) for limiter in limiters))
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert sum(sent) == 40
+    assert time.monotonic() - started >= 1.9

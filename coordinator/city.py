@@ -120,6 +120,10 @@ class City:
             current = self.areas[current].parent
         return chain
 
+    def descendants(self, code: str) -> list[str]:
+        """Every area inside `code` (not `code` itself)."""
+        return [a for a in self.areas if a != code and code in self.ancestors(a)]
+
     def contains(self, outer: str, inner: str) -> bool:
         """True when `inner` is `outer` or lies inside it."""
         return outer in self.ancestors(inner)

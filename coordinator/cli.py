@@ -25,6 +25,8 @@ from coordinator.state import Redis, connect
 
 app = typer.Typer(help="Loa: crisis communication coordinator.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
+subscribers_app = typer.Typer(help="The people who receive statements.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
 sandbox_app = typer.Typer(help="Local stand-ins for Twilio and SMTP (what `loa up` starts).",
                           no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -203,6 +205,15 @@ def show(incident_id: str, as_json: JsonOpt = False) -> None:
               f"{found['report_count']} report(s) · playbook {found['playbook'] or '-'}")
     if found.get("status_reason"):
         out.print(f"[yellow]{found['status_reason']}[/]")
+    if found.get("dispatch"):
+        d = found["dispatch"]
+        for channel in ("sms", "email"):
+            if f"targeted:{channel}" in d:
+                out.print(f"{channel}: targeted {d[f'targeted:{channel}']}, "
+                          f"sent {d.get(f'{channel}:sent', 0)}, "
+                          f"delivered {d.get(f'{channel}:delivered', 0)}, "
+                          f"failed {d.get(f'{channel}:failed', 0)}, "
+                          f"skipped {d.get(f'{channel}:skipped', 0)}")
     table = Table("when (UTC)", "what", "who", "via", "detail")
     for entry in found["timeline"]:
         detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items())
@@ -412,6 +423,103 @@ def doctor() -> None:
     from coordinator.doctor import run_doctor
 
     raise typer.Exit(run_doctor(_settings(), out))
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    area: Annotated[list[str], typer.Option(help="area code; repeat for more")],
+    channel: Annotated[list[str], typer.Option(help="sms or email; repeat for both")],
+    phone: Annotated[str | None, typer.Option()] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    language: Annotated[str, typer.Option()] = "vi",
+    topic: Annotated[list[str] | None, typer.Option(help="incident kind; none = all")] = None,
+    role: Annotated[str, typer.Option(help="resident, press or partner")] = "resident",
+) -> None:
+    """Add (or update) one subscriber."""
+    from pydantic import ValidationError
+
+    from coordinator.subscribers.models import Subscriber
+    from coordinator.subscribers.registry import save_subscriber
+
+    city = _city(load_settings())
+    unknown = [a for a in area if a not in city.areas]
+    if unknown:
+        raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
+    try:
+        sub = Subscriber.model_validate({
+            "phone": phone, "email": email, "language": language, "areas": area,
+            "topics": topic or ["*"], "channels": channel, "role": role,
+            "consent_source": "cli"})
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())) from exc
+    changed = _with_redis(lambda r, k, s: save_subscriber(r, k, sub))
+    out.print(f"{sub.id} {'saved' if changed else 'unchanged'}")
+
+
+@subscribers_app.command("import")
+def subscribers_import(path: Path) -> None:
+    """Import a CSV file; every rejected row is listed with its line; re-importing the same
+    file changes nothing."""
+    from rich.progress import track
+
+    from coordinator.subscribers.csvio import parse_csv
+    from coordinator.subscribers.registry import save_subscriber
+
+    city = _city(load_settings())
+    try:
+        rows = list(parse_csv(path.read_text(encoding="utf-8"), city, source=f"import:{path.name}"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"{path}: cannot read: {exc}") from exc
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
+        saved = unchanged = 0
+        for _, sub, _ in track(rows, description="importing", console=err):
+            if sub is not None:
+                if await save_subscriber(redis, keys, sub):
+                    saved += 1
+                else:
+                    unchanged += 1
+        return saved, unchanged
+
+    saved, unchanged = _with_redis(work)
+    rejected = [(line, why) for line, sub, why in rows if sub is None]
+    for line, why in rejected:
+        err.print(f"{path}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"{saved} saved, {unchanged} unchanged, {len(rejected)} rejected")
+    if rejected:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("export")
+def subscribers_export() -> None:
+    """Print every subscriber as CSV (the import format)."""
+    from coordinator.subscribers.csvio import to_csv
+    from coordinator.subscribers.models import Subscriber
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> list[Subscriber]:
+        ids = sorted(await redis.smembers(keys.subs_all()))
+        raws = await redis.mget([keys.subscriber(i) for i in ids]) if ids else []
+        return [Subscriber.model_validate_json(r) for r in raws if r]
+
+    typer.echo(to_csv(_with_redis(work)), nl=False)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(contact: str) -> None:
+    """Opt a subscriber out by phone or email: nothing more is sent to them."""
+    from channels.contacts import InvalidContact, e164
+    from coordinator.subscribers.registry import set_status
+
+    try:
+        key = contact if "@" in contact else e164(contact, load_settings().phone_region)
+    except InvalidContact as exc:
+        raise fail(str(exc)) from exc
+    found = _with_redis(lambda r, k, s: set_status(r, k, key, "opted_out"))
+    if found is None:
+        raise fail(f"no subscriber with {contact}")
+    out.print(f"{found.id} opted out")
 
 
 @sandbox_app.command("sms")

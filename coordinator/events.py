@@ -238,6 +238,8 @@ class DeliveryRequest(Event):
     unsubscribe_url: str | None = None
     purpose: Literal["prompt", "statement"] = "prompt"
     incident_id: str | None = None
+    statement_id: str | None = None
+    subscriber_id: str | None = None
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -118,6 +118,31 @@ class Keys:
         """Set of approval ids whose prompts carry this SMS reply code."""
         return self._k("replycode", code)
 
+    # subscribers
+    def subscriber(self, sub_id: str) -> str:
+        """A subscriber's JSON."""
+        return self._k("sub", sub_id)
+
+    def subs_all(self) -> str:
+        """Set of every subscriber id."""
+        return self._k("subs", "all")
+
+    def subs_active(self) -> str:
+        """Set of the subscribers who receive messages now."""
+        return self._k("subs", "active")
+
+    def subs_index(self, kind: str, value: str) -> str:
+        """Set of subscriber ids by area, topic, channel or language."""
+        return self._k("subs", kind, value)
+
+    def subs_by_contact(self, contact: str) -> str:
+        """Which subscriber has this phone or (lower-case) email."""
+        return self._k("subs", "contact", contact)
+
+    def dispatch(self, statement_id: str) -> str:
+        """Hash of a statement's fan-out counters: targeted / sent / delivered / failed."""
+        return self._k("dispatch", statement_id)
+
     # operations
     def audit(self) -> str:
         """Stream of every audit event."""

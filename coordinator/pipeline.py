@@ -47,6 +47,7 @@ from coordinator.events import (
 from coordinator.incidents.intake import take_in_report
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
+from coordinator.subscribers.fanout import fan_out
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
@@ -191,8 +192,9 @@ class Pipeline:
             obs.STATEMENTS_PUBLISHED.inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
+        queued = await fan_out(self.rt, statement, self.send)
         log.info("statement published", incident_id=statement.incident_id,
-                 statement=statement.id)
+                 statement=statement.id, deliveries_queued=queued)
 
 
 def decode(model: type[M], value: bytes) -> M:

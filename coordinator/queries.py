@@ -32,6 +32,7 @@ async def incident_detail(redis: Redis, keys: Keys, incident_id: str) -> dict[st
         incident["approval"] = await approval_detail(redis, keys, incident["approval_id"])
     if incident.get("statement_id"):
         incident["statement"] = await statement_detail(redis, keys, incident["statement_id"])
+        incident["dispatch"] = await redis.hgetall(keys.dispatch(incident["statement_id"]))
     return incident
 
 

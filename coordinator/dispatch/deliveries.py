@@ -49,6 +49,9 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
     if request.channel == "sms" and await rt.redis.sismember(rt.keys.opted_out("sms"),
                                                              request.recipient):
         return await _finish(rt, request, "skipped", "recipient opted out (STOP)", now)
+    if request.subscriber_id and not await rt.redis.sismember(rt.keys.subs_active(),
+                                                              request.subscriber_id):
+        return await _finish(rt, request, "skipped", "subscriber is no longer active", now)
     channel = channels.get(request.channel)
     if channel is None:
         return await _finish(rt, request, "skipped", f"{request.channel} is not configured", now)
@@ -75,7 +78,11 @@ async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: st
         pipe.hset(rt.keys.delivery(request.id), mapping={
             "status": status, "channel": request.channel, "recipient": request.recipient,
             "provider_id": provider_id, "error": "" if provider_id else detail,
-            "error_code": error_code, "at": now.isoformat()})
+            "error_code": error_code, "at": now.isoformat(),
+            "statement_id": request.statement_id or ""})
+        if request.statement_id:
+            pipe.hincrby(rt.keys.dispatch(request.statement_id),
+                         f"{request.channel}:{_tally(status)}", 1)
         queue_audit(pipe, rt.keys, AuditEvent(
             at=now, actor="loa", action=f"delivery.{'failed' if status == 'failed' else status}",
             interface=request.channel, incident_id=request.incident_id, subject=request.id,
@@ -94,6 +101,18 @@ async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
     current = await redis.hget(keys.delivery(delivery_id), "status")
     if _PROGRESS.get(status, 0) < _PROGRESS.get(current or "", 0):
         return str(delivery_id)  # callbacks may arrive out of order: never move backwards
-    await redis.hset(keys.delivery(delivery_id), mapping={
-        "status": status, "error_code": error_code, "updated_at": now.isoformat()})
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.delivery(delivery_id), mapping={
+            "status": status, "error_code": error_code, "updated_at": now.isoformat()})
+        row = await redis.hmget(keys.delivery(delivery_id), "statement_id", "channel")
+        if row[0] and status != current and _tally(status) != _tally(current or ""):
+            pipe.hincrby(keys.dispatch(row[0]), f"{row[1]}:{_tally(status)}", 1)
+        await pipe.execute()
     return str(delivery_id)
+
+
+def _tally(status: str) -> str:
+    """The progress column a status counts in."""
+    return {"queued": "sent", "accepted": "sent", "sent": "sent", "delivered": "delivered",
+            "undelivered": "failed", "failed": "failed", "skipped": "skipped"}.get(status,
+                                                                                 status)

@@ -31,6 +31,7 @@ from coordinator.state import connect
 from coordinator.web.decide import decide
 from coordinator.web.hooks import hooks
 from coordinator.web.state import State, web_state
+from coordinator.web.subscriptions import subscriptions
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 log = obs.get_logger("web")
@@ -80,6 +81,7 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.include_router(pages)
     app.include_router(hooks)
     app.include_router(decide)
+    app.include_router(subscriptions)
     app.state.templates = TEMPLATES
     tz = ZoneInfo(settings.timezone)
     TEMPLATES.env.filters["local"] = lambda iso: (

@@ -19,6 +19,7 @@ from coordinator.errors import BrokerUnavailable
 from coordinator.events import AuditEvent, Decision, utcnow
 from coordinator.inbound.sms_commands import Answer, Keyword, parse_sms
 from coordinator.state import Redis, queue_audit
+from coordinator.subscribers.registry import set_status
 from coordinator.web.state import State, web_state
 
 hooks = APIRouter(prefix="/hooks/twilio", include_in_schema=False)
@@ -96,6 +97,7 @@ async def _keyword(st: State, phone: str, word: str) -> Response:
         queue_audit(pipe, keys, AuditEvent(actor=phone, action=f"sms.{word}", interface="sms",
                                            detail={"phone": phone}))
         await pipe.execute()
+    await set_status(redis, keys, phone, "opted_out" if word == "stop" else "active")
     return twiml(STOPPED if word == "stop" else STARTED)
 
 

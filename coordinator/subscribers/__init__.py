@@ -1,0 +1,1 @@
+"""Subscribers: the registry and its indexes, audiences, and statement fan-out."""

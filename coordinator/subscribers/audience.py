@@ -1,0 +1,36 @@
+"""Who a statement is for: subscribers of its area (the areas containing it, and those it
+contains), of its kind (or of everything), who are active. Resolved inside Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+from coordinator.city import City
+from coordinator.keys import Keys
+from coordinator.state import Redis
+from coordinator.subscribers.models import ALL_TOPICS
+
+
+def audience_areas(city: City, area: str) -> list[str]:
+    """An incident in a ward concerns its district and city subscribers; one in a district
+    also concerns the subscribers of its wards. Pure."""
+    return list(dict.fromkeys([*city.ancestors(area), *city.descendants(area)])) or [area]
+
+
+async def audience_key(redis: Redis, keys: Keys, city: City, area: str, kind: str,
+                       ttl_s: int = 600) -> tuple[str, int]:
+    """Compute the audience into a temporary set; (its key, its size). The caller reads it
+    with SSCAN in batches, so a million subscribers never sit in one Python list."""
+    tag = uuid.uuid4().hex
+    by_area, by_topic, result = (keys.subs_index("tmp", f"{tag}:{p}")
+                                 for p in ("area", "topic", "result"))
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.sunionstore(by_area, [keys.subs_index("area", a) for a in audience_areas(city, area)])
+        pipe.sunionstore(by_topic, [keys.subs_index("topic", kind),
+                                    keys.subs_index("topic", ALL_TOPICS)])
+        pipe.sinterstore(result, [by_area, by_topic, keys.subs_active()])
+        pipe.delete(by_area, by_topic)
+        pipe.expire(result, ttl_s)
+        pipe.scard(result)
+        replies = await pipe.execute()
+    return result, int(replies[-1])

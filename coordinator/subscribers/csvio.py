@@ -1,0 +1,58 @@
+"""Subscribers in and out as CSV. Columns: phone, email, language, areas, topics, channels,
+role (lists separated by `;`). Every rejected row is reported with its line and why."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from coordinator.city import City
+from coordinator.subscribers.models import Subscriber
+
+COLUMNS = ["phone", "email", "language", "areas", "topics", "channels", "role", "status"]
+
+
+def _list(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").replace(",", ";").split(";") if part.strip()]
+
+
+def parse_csv(text: str, city: City, source: str = "csv"
+              ) -> Iterator[tuple[int, Subscriber | None, str]]:
+    """(line, subscriber or None, why rejected) for each data row. Pure."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"areas", "channels"} - set(reader.fieldnames or [])
+    if missing:
+        yield 1, None, f"header: missing column(s) {', '.join(sorted(missing))}"
+        return
+    for row in reader:
+        line = reader.line_num
+        fields = {
+            "phone": row.get("phone") or None, "email": row.get("email") or None,
+            "language": (row.get("language") or "vi").strip(), "areas": _list(row.get("areas")),
+            "topics": _list(row.get("topics")) or ["*"], "channels": _list(row.get("channels")),
+            "role": (row.get("role") or "resident").strip(), "consent_source": source,
+        }
+        unknown = [a for a in fields["areas"] if a not in city.areas]  # type: ignore[union-attr]
+        if unknown:
+            yield line, None, f"areas: unknown area {', '.join(unknown)}"
+            continue
+        try:
+            yield line, Subscriber.model_validate(fields), ""
+        except ValidationError as exc:
+            yield line, None, "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'row'}: "
+                f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+
+
+def to_csv(subscribers: list[Subscriber]) -> str:
+    """The registry as CSV, in the import format."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    for s in subscribers:
+        writer.writerow([s.phone or "", s.email or "", s.language, ";".join(s.areas),
+                         ";".join(s.topics), ";".join(s.channels), s.role, s.status])
+    return out.getvalue()

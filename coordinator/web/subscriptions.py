@@ -1,0 +1,54 @@
+"""Leaving: the one-click unsubscribe link every statement email carries (RFC 8058)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from coordinator.events import AuditEvent
+from coordinator.state import queue_audit
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.registry import save_subscriber
+from coordinator.subscribers.unsubscribe import subscriber_of
+from coordinator.web.state import web_state
+
+subscriptions = APIRouter(prefix="/unsubscribe", include_in_schema=False)
+
+
+def _page(request: Request, message: str, status: int = 200) -> HTMLResponse:
+    templates = request.app.state.templates
+    response: HTMLResponse = templates.TemplateResponse(
+        request, "decided.html", {"lang": "vi", "message": message}, status_code=status)
+    return response
+
+
+@subscriptions.get("/{token}", response_class=HTMLResponse)
+async def confirm(token: str, request: Request) -> HTMLResponse:
+    """Ask before unsubscribing (mail scanners follow GET links)."""
+    st = web_state(request)
+    secret = st.settings.link_secret
+    if secret is None or subscriber_of(secret.get_secret_value(), token) is None:
+        return _page(request, "this link is not valid", 400)
+    return HTMLResponse(
+        "<!doctype html><meta charset=utf-8><title>Loa</title><form method=post>"
+        "<p>Ngừng nhận tin từ Loa? / Stop receiving Loa updates?</p>"
+        "<button type=submit>Hủy đăng ký / Unsubscribe</button></form>")
+
+
+@subscriptions.post("/{token}", response_class=HTMLResponse)
+async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+    """Unsubscribe at once (a mail client's one-click POST, or the form above)."""
+    st = web_state(request)
+    secret = st.settings.link_secret
+    sub_id = subscriber_of(secret.get_secret_value(), token) if secret else None
+    raw = await st.redis.get(st.keys.subscriber(sub_id)) if sub_id else None
+    if raw is None:
+        return _page(request, "this link is not valid", 400)
+    sub = Subscriber.model_validate_json(raw)
+    if sub.status != "opted_out":
+        await save_subscriber(st.redis, st.keys, sub.model_copy(update={"status": "opted_out"}))
+        async with st.redis.pipeline(transaction=True) as pipe:
+            queue_audit(pipe, st.keys, AuditEvent(actor=sub.id, action="subscriber.opted_out",
+                                                  interface="email", detail={"how": "link"}))
+            await pipe.execute()
+    return _page(request, "Đã hủy đăng ký. / You are unsubscribed.")

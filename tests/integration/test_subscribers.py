@@ -1,0 +1,139 @@
+"""Subscribers get an approved statement once per channel, in their language, for their
+area and topics — counted at the SMS sandbox and a real SMTP server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.smtp_server import Inbox, smtp_server
+from tests.integration.stack import Stack, wait_for
+from tests.integration.test_pipeline import post_report
+
+pytestmark = pytest.mark.integration
+
+CSV = """\
+phone,email,language,areas,topics,channels,role
+0911000001,,vi,hn-ba-dinh,,sms,resident
+0911000002,,en,hn-ba-dinh-kim-ma,flood,sms,resident
+,press1@bao.example,vi,hn,,email,press
+0911000004,dan4@mail.example,en,hn-ba-dinh,,sms;email,resident
+0911000005,,vi,hn-tay-ho,,sms,resident
+0911000006,,vi,hn-ba-dinh,fire,sms,resident
+0911000007,,vi,hn-ba-dinh-dien-bien,,sms,resident
+0911000008,,vi,hn-atlantis,,sms,resident
+not-a-phone,,vi,hn-ba-dinh,,sms,resident
+,,vi,hn-ba-dinh,,email,resident
+"""
+TARGETED_SMS = {"+84911000001", "+84911000002", "+84911000004"}
+NOT_TARGETED_SMS = {"+84911000005", "+84911000006", "+84911000007"}
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[tuple[int, Inbox]]:
+    with smtp_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def subs_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
+               ) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("subs"), sms=True, LOA_SMTP_HOST="127.0.0.1",
+                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret")
+    try:
+        stack.start_worker()
+        stack.start_web()
+        yield stack
+    finally:
+        stack.close()
+
+
+def test_import_reports_every_rejected_row_and_is_idempotent(subs_stack: Stack,
+                                                             tmp_path: Path) -> None:
+    """Bad rows are named by line and reason; importing the same file again changes nothing."""
+    path = tmp_path / "subs.csv"
+    path.write_text(CSV, encoding="utf-8")
+    first = subs_stack.cli("subscribers", "import", str(path))
+    assert first.returncode == 1  # some rows were rejected
+    assert "7 saved, 0 unchanged, 3 rejected" in first.stdout
+    errors = first.stderr
+    assert f"{path}:9: areas: unknown area hn-atlantis" in errors
+    assert f"{path}:10: phone: 'not-a-phone' is not a phone number" in errors
+    assert f"{path}:11: row: channel email needs an email" in errors
+    again = subs_stack.cli("subscribers", "import", str(path))
+    assert "0 saved, 7 unchanged, 3 rejected" in again.stdout
+    exported = subs_stack.cli("subscribers", "export").stdout.splitlines()
+    assert exported[0].startswith("phone,email,language,areas") and len(exported) == 8
+
+
+def test_a_statement_reaches_its_audience_once_per_channel(
+        subs_stack: Stack, mail: tuple[int, Inbox]) -> None:
+    """Flood in Kim Ma ward: subscribers of the ward, of Ba Dinh district and of the whole
+    city get it (SMS and/or email, in their language); other areas and topics do not."""
+    _, inbox = mail
+    report_id = post_report(subs_stack, {"kind": "flood", "severity": "severe",
+                                         "area": "hn-ba-dinh-kim-ma",
+                                         "title": f"Ngập sâu {uuid.uuid4().hex[:5]}"})
+    incident_id = wait_for(lambda: subs_stack.incident_of(report_id), 30, "report taken in")
+    subs_stack.wait_for_status(incident_id, "awaiting_approval")
+    done = subs_stack.cli("approve", f"APR-{incident_id[4:]}-1", "--as", "nguyen-van-an")
+    assert done.returncode == 0, done.stderr
+    statement_id = f"STM-{incident_id[4:]}-1"
+
+    def statement_sms() -> list[dict[str, Any]]:
+        return [m for m in subs_stack.sms_sent() if m["to"].startswith("+849110000")]
+
+    wait_for(lambda: len(statement_sms()) >= 3, 30, "the statement SMS")
+    wait_for(lambda: len([m for m in inbox.messages if statement_id in str(m["Message-ID"])])
+             >= 2, 30, "the statement emails")
+    # Wait for the whole dispatch to settle, then count: once each, nobody else.
+    wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement_id),
+                                           "queued_all"), 30, "fan-out done")
+    sms = statement_sms()
+    assert sorted(m["to"] for m in sms) == sorted(TARGETED_SMS)
+    english = next(m for m in sms if m["to"] == "+84911000002")
+    assert english["body"].startswith("[Loa Hanoi]") and f"/s/{statement_id}" in english["body"]
+    vietnamese = next(m for m in sms if m["to"] == "+84911000001")
+    assert vietnamese["body"].startswith("[Loa Hà Nội]")
+    emails = [m for m in inbox.messages if statement_id in str(m["Message-ID"])]
+    assert sorted(str(m["To"]) for m in emails) == ["dan4@mail.example", "press1@bao.example"]
+    assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in emails)
+    shown = subs_stack.cli("show", incident_id).stdout
+    assert "sms: targeted 3" in shown and "email: targeted 2" in shown
+
+    # The same statement event again (a replay): nothing new is sent.
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from coordinator.broker import bootstrap_servers
+
+    raw = subs_stack.redis.hget(subs_stack.keys.statement(statement_id), "statement")
+
+    async def replay() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(subs_stack.broker.url))
+        await producer.start()
+        try:
+            await producer.send_and_wait("statements", raw.encode(), key=incident_id.encode())
+        finally:
+            await producer.stop()
+
+    subs_stack.redis.hdel(subs_stack.keys.dispatch(statement_id), "queued_all")
+    asyncio.run(replay())
+    wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement_id),
+                                           "queued_all"), 30, "the replayed fan-out")
+    assert len(statement_sms()) == 3
+    assert len([m for m in inbox.messages if statement_id in str(m["Message-ID"])]) == 2
+
+    # One-click unsubscribe from the email's header.
+    link = str(emails[0]["List-Unsubscribe"]).strip("<>")
+    answer = httpx.post(link, data={"List-Unsubscribe": "One-Click"})
+    assert answer.status_code == 200
+    gone = subs_stack.cli("subscribers", "export").stdout
+    leaver = str(emails[0]["To"])
+    assert any(leaver in line and line.endswith("opted_out") for line in gone.splitlines())

@@ -10,7 +10,8 @@ the channel module. Retrying, backing off and rate limiting live once, in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from datetime import datetime
+from typing import ClassVar, Protocol, runtime_checkable
 
 from coordinator.errors import LoaError
 from coordinator.events import Statement
@@ -68,4 +69,13 @@ class Channel(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """A channel that can tell whether an interrupted attempt reached the provider."""
+
+    async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
+        """The provider's receipt for `message` if it has one, else None."""
         ...

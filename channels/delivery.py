@@ -61,9 +61,12 @@ async def send_with_retries(
     channel: Channel, message: OutboundMessage, attempts: int,
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    before_retry: Callable[[], Awaitable[Receipt | None]] | None = None,
 ) -> Receipt:
-    """Send; retry transient failures with backoff. Raises the last TransientDeliveryError
-    after `attempts`, or a PermanentDeliveryError at once."""
+    """Send; retry transient failures with backoff. Before a retry, `before_retry` may find
+    that the failed attempt reached the provider after all (a timeout after acceptance), so
+    nothing is sent twice. Raises the last TransientDeliveryError after `attempts`, or a
+    PermanentDeliveryError at once."""
     rng = rng or random.Random()
     for attempt in range(1, attempts + 1):
         try:
@@ -72,4 +75,7 @@ async def send_with_retries(
             if attempt == attempts:
                 raise
             await sleep(backoff_s(attempt, rng))
+            found = await before_retry() if before_retry is not None else None
+            if found is not None:
+                return found
     raise AssertionError("unreachable")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import aiohttp
@@ -83,6 +84,23 @@ class SmsChannel:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
         return Receipt(message.id, provider_id=str(created.sid), status=str(created.status))
+
+    async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
+        """Did an attempt interrupted by a crash reach Twilio after all? Looks for a message
+        to the same number with the same body created since the attempt began."""
+        try:
+            recent: list[Any] = await self.client().messages.list_async(to=message.recipient,
+                                                                        limit=50)
+        except TwilioRestException as exc:
+            raise classify(exc.status, exc.code, exc.msg) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
+        for found in recent:
+            created = found.date_created
+            if found.body == message.text and (created is None
+                                               or created >= since - timedelta(seconds=5)):
+                return Receipt(message.id, provider_id=str(found.sid), status=str(found.status))
+        return None
 
     def client(self) -> Any:
         """The twilio SDK client, made in the running event loop on first use."""

@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
+from channels.base import PermanentDeliveryError, TransientDeliveryError
 from channels.registry import build_channels
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers
-from coordinator.errors import LoaError
+from coordinator.errors import BadEvent, BrokerUnavailable, ConfigError, PlaybookError
 from coordinator.escalation.timers import Timers
-from coordinator.events import DeadLetter, utcnow
+from coordinator.events import DeadLetter
 from coordinator.pipeline import Pipeline
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
@@ -81,6 +84,10 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
 def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def start_timers() -> None:
+        # This instance is alive from now on: a delivery the previous instance of this worker
+        # left in flight is an orphan (see dispatch.deliveries), not someone else's work.
+        await pipeline.rt.redis.set(pipeline.rt.keys.worker_heartbeat(
+            pipeline.rt.settings.worker_id), pipeline.rt.instance, ex=10)
         timers.start()
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
@@ -89,6 +96,7 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
         timers.wake()
         try:
             swept = await pipeline.sweep()
+            await pipeline.drain_followups()
         except Exception as exc:
             log.error("sweep failed", error=repr(exc))
             return
@@ -110,10 +118,14 @@ def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler:
 
 def _register_timers(app: faust.App, settings: Settings, rt: Runtime,
                      send: Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]) -> None:
+    # A faust timer that raises crashes the whole worker: every timer here catches.
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust is untyped
     async def heartbeat() -> None:
-        await rt.redis.set(rt.keys.worker_heartbeat(settings.worker_id), utcnow().isoformat(),
-                           ex=10)
+        try:
+            await rt.redis.set(rt.keys.worker_heartbeat(settings.worker_id), rt.instance,
+                               ex=10)
+        except Exception as exc:
+            log.warning("heartbeat failed", error=repr(exc))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def resend_outbox() -> None:
@@ -121,30 +133,53 @@ def _register_timers(app: faust.App, settings: Settings, rt: Runtime,
         async def resend(key: str, value: bytes) -> None:
             await send(topics.REPORTS, key, value)
 
-        sent = await resend_due(rt.redis, rt.keys, resend, settings.outbox_resend_after_s)
+        try:
+            sent = await resend_due(rt.redis, rt.keys, resend, settings.outbox_resend_after_s)
+        except Exception as exc:
+            log.warning("outbox resend failed; next round retries", error=repr(exc))
+            return
         if sent:
             obs.OUTBOX_RESENT.inc(sent)
             log.warning("outboxed reports sent again", count=sent)
 
 
+def is_infrastructure(exc: BaseException) -> bool:
+    """Redis, broker or provider trouble: the event is fine, the world is not (yet)."""
+    return isinstance(exc, RedisError | OSError | TimeoutError | BrokerUnavailable
+                      | TransientDeliveryError | KafkaError)
+
+
 async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
                         handler: Handler, dead_letter: DeadLetterSink) -> None:
-    """Run a handler; poison goes to dead-letters, transient failures are retried first."""
+    """Run a handler. A bad event (undecodable, invalid, dangling, refused for good) goes to
+    dead-letters; infrastructure trouble is retried for as long as it lasts, holding this
+    partition (nothing is lost); an unexpected error is retried a few times, then
+    dead-lettered so that one bug cannot stop the pipeline."""
     reason = ""
-    for attempt in range(RETRIES):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             await handler(value)
             return
-        except (KeyError, LoaError) as exc:  # bad or dangling event: retrying will not help
+        except (KeyError, BadEvent, PermanentDeliveryError, PlaybookError, ConfigError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             break
-        except Exception as exc:  # Redis or broker trouble: worth another try
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            log.warning("handler failed, retrying", topic=spec.name, attempt=attempt + 1,
+            if not is_infrastructure(exc) and attempt >= RETRIES:
+                break
+            log.warning("handler failed, retrying", topic=spec.name, attempt=attempt,
                         error=reason)
-            await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+            await asyncio.sleep(min(0.2 * 2 ** min(attempt, 6), 5.0))
     letter = DeadLetter(topic=spec.name, key=key.decode(errors="replace") if key else None,
                         value=value.decode(errors="replace")[:10_000], reason=reason)
     obs.DEAD_LETTERS.labels(spec.name).inc()
     log.error("dead letter", topic=spec.name, reason=reason)
-    await dead_letter(letter)
+    while True:  # the dead letter itself must not be lost to a passing outage
+        try:
+            await dead_letter(letter)
+            return
+        except Exception as exc:
+            log.warning("dead letter not recorded yet, retrying", error=repr(exc))
+            await asyncio.sleep(2.0)

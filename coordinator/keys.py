@@ -102,6 +102,10 @@ class Keys:
         """Which delivery a provider's message id (Twilio SID) belongs to."""
         return self._k("provider", provider_id)
 
+    def early_callbacks(self) -> str:
+        """Hash provider id -> status of callbacks that came before we recorded the send."""
+        return self._k("provider", "early")
+
     def opted_out(self, channel: str) -> str:
         """Set of recipients (E.164 numbers, addresses) who asked for nothing more."""
         return self._k("optout", channel)
@@ -142,6 +146,10 @@ class Keys:
     def dispatch(self, statement_id: str) -> str:
         """Hash of a statement's fan-out counters: targeted / sent / delivered / failed."""
         return self._k("dispatch", statement_id)
+
+    def followups(self) -> str:
+        """Hash of messages a committed escalation step still has to send."""
+        return self._k("followups")
 
     # operations
     def audit(self) -> str:

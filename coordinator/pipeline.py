@@ -6,6 +6,7 @@ handlers read as the data flow: report -> incident -> plan -> decision -> public
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -30,6 +31,7 @@ from coordinator.escalation.transitions import (
     fire_deadline,
     fire_hold_alert,
     fire_reminder,
+    followup_messages,
     level_timers,
     overdue,
 )
@@ -161,6 +163,22 @@ class Pipeline:
         if fired.statement is not None:
             await self.send(topics.STATEMENTS, fired.statement.incident_id,
                             fired.statement.to_bytes())
+        done = list(followup_messages(fired))
+        if done:
+            await self.rt.redis.hdel(self.rt.keys.followups(), *done)
+
+    async def drain_followups(self, older_than_s: float = 5.0) -> int:
+        """Send follow-ups a crash or an outage left behind (idempotent downstream)."""
+        by_name = {spec.name: spec for spec in topics.ALL}
+        stale = 0
+        for fid, raw in (await self.rt.redis.hgetall(self.rt.keys.followups())).items():
+            entry = json.loads(raw)
+            if time.time() - entry["at"] < older_than_s:
+                continue
+            await self.send(by_name[entry["topic"]], entry["key"], entry["value"].encode())
+            await self.rt.redis.hdel(self.rt.keys.followups(), fid)
+            stale += 1
+        return stale
 
     async def sweep(self) -> int:
         """Fire every timer overdue by more than a second (a lost job's safety net)."""
@@ -187,7 +205,15 @@ class Pipeline:
 
     async def publish(self, value: bytes) -> None:
         """An approved statement goes out on its channels."""
-        statement = decode(Statement, value)
+        claimed = decode(Statement, value)
+        # Publish only what the decider stored with a recorded approval, never the event's
+        # own copy: a stray or forged message on `statements` publishes nothing.
+        stored = await self.rt.redis.hget(self.rt.keys.statement(claimed.id), "statement")
+        status = await self.rt.redis.hget(self.rt.keys.approval(claimed.approval_id), "status")
+        if stored is None or status != "approved":
+            raise BadEvent(f"statement {claimed.id} has no recorded approval "
+                           f"(approval {claimed.approval_id} is {status or 'unknown'})")
+        statement = Statement.model_validate_json(stored)
         if await publish_statement(self.rt, self.channels, statement, utcnow()):
             obs.STATEMENTS_PUBLISHED.inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 from coordinator.city import City, load_city
 from coordinator.keys import Keys
@@ -21,6 +22,8 @@ class Runtime:
     keys: Keys
     city: City
     playbooks: dict[str, Playbook]
+    # This process, in heartbeats and delivery claims: a restarted worker is a new instance.
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 def build_runtime(settings: Settings) -> Runtime:

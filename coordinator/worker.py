@@ -27,3 +27,4 @@ def run_worker(settings: Settings) -> None:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     app = create_app(settings, rt)
     Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+

@@ -108,6 +108,20 @@ def _queue_reject(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision:
     return Outcome(True, f"rejected; {request.incident_id} is back with the duty officer")
 
 
+def all_mode_waiting(record: ApprovalRecord, approver_id: str) -> set[str]:
+    """Who else must approve with `approver_id`: everyone of each `all` level they belong to
+    (the current holders for the current level; the snapshot's people for an earlier one)."""
+    needed: set[str] = set()
+    for level in record.request.chain:
+        if level.mode != "all":
+            continue
+        current = level.level == record.level and record.phase == "level"
+        members = set(record.holders) if current else set(level.approvers)
+        if approver_id in members:
+            needed |= members
+    return needed
+
+
 def _basis(record: ApprovalRecord, approver_id: str) -> str:
     return ("duty_officer" if record.phase == "duty_officer" and approver_id not in
             {p for lvl in record.request.chain for p in lvl.approvers} else "approver")
@@ -116,13 +130,10 @@ def _basis(record: ApprovalRecord, approver_id: str) -> str:
 def _queue_approve(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision: Decision,
                    draft: Draft, incident: dict[str, str], now: datetime) -> Outcome:
     request = record.request
-    level = request.chain[record.level - 1]
     approved_by = sorted({*record.approved_by, decision.approver_id})
-    needs_all = (level.mode == "all" and record.phase == "level"
-                 and decision.approver_id in record.holders)
-    if needs_all and not set(record.holders) <= set(approved_by):
+    waiting = sorted(all_mode_waiting(record, decision.approver_id) - set(approved_by))
+    if waiting:
         pipe.hset(rt.keys.approval(request.id), "approved_by", json.dumps(approved_by))
-        waiting = sorted(set(record.holders) - set(approved_by))
         return Outcome(True, f"approval noted; still waiting for {', '.join(waiting)}")
     basis = _basis(record, decision.approver_id)
     statement = statement_for(request, draft, incident, approved_by, basis, decision.at)

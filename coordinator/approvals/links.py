@@ -46,7 +46,7 @@ def verify_link(secret: str, token: str, now: datetime) -> LinkClaims:
     """The claims of a valid, unexpired token; raises InvalidLink. Pure."""
     payload, _, mac = token.partition(".")
     expected = _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
-    if not mac or not hmac.compare_digest(mac, expected):
+    if not mac or not hmac.compare_digest(mac.encode(), expected.encode()):
         raise InvalidLink("this link is not valid (it was changed or is incomplete)")
     try:
         data = json.loads(_unb64(payload))

@@ -8,21 +8,23 @@ first is the subscribers issue's work).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from channels.base import (
     Channel,
     DeliveryError,
     OutboundMessage,
     PermanentDeliveryError,
-    TransientDeliveryError,
+    Receipt,
+    Reconciling,
 )
 from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.state import Redis, queue_audit
+from coordinator.state import Pipeline, Redis, queue_audit, transact
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
 
@@ -43,33 +45,113 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
                   now: datetime) -> Delivered:
     """Send a delivery request through its channel, at most once to the provider per success."""
     key = rt.keys.delivery(request.id)
-    current = await rt.redis.hget(key, "status")
-    if current in FINAL:
-        return Delivered(current, "already handled")
-    if request.channel == "sms" and await rt.redis.sismember(rt.keys.opted_out("sms"),
-                                                             request.recipient):
-        return await _finish(rt, request, "skipped", "recipient opted out (STOP)", now)
-    if request.subscriber_id and not await rt.redis.sismember(rt.keys.subs_active(),
-                                                              request.subscriber_id):
-        return await _finish(rt, request, "skipped", "subscriber is no longer active", now)
+    claim = await _claim_patiently(rt, key, request, now)
+    if claim in FINAL:
+        return Delivered(claim, "already handled")
     channel = channels.get(request.channel)
-    if channel is None:
-        return await _finish(rt, request, "skipped", f"{request.channel} is not configured", now)
-    await rt.redis.hset(key, mapping={"status": "sending", "channel": request.channel,
-                                      "recipient": request.recipient, "at": now.isoformat()})
-    await rt.redis.hincrby(key, "attempts", 1)
+    skip = await _skip_reason(rt, request, channel)
+    if skip:
+        return await _finish(rt, request, "skipped", skip, now)
+    assert channel is not None
     message = OutboundMessage(id=request.id, recipient=request.recipient, text=request.text,
                               subject=request.subject, html=request.html,
                               language=request.language, unsubscribe_url=request.unsubscribe_url)
+    if claim == "orphan":  # a previous attempt died mid-send: ask the provider first
+        found = await _reconcile(rt, channel, message, key)
+        if found is not None:
+            return await _sent(rt, request, found, now)
+
+    async def already_there() -> Receipt | None:
+        return await _reconcile(rt, channel, message, key)
+
     try:
-        receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts)
+        receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
+                                          before_retry=already_there)
     except PermanentDeliveryError as exc:
         return await _finish(rt, request, "failed", str(exc), now, error_code=exc.code)
-    except (TransientDeliveryError, DeliveryError) as exc:
+    except DeliveryError as exc:
         return await _finish(rt, request, "failed", f"gave up: {exc}", now)
+    return await _sent(rt, request, receipt, now)
+
+
+async def _claim_patiently(rt: Runtime, key: str, request: DeliveryRequest, now: datetime
+                           ) -> str:
+    """Claim; while another live process is sending it, wait for its outcome (a rebalance
+    hands the same event to two consumers); after 30 s, take it over."""
+    claim = await _claim(rt, key, request, now)
+    for _ in range(30):
+        if claim != "busy":
+            return claim
+        await asyncio.sleep(1.0)
+        claim = await _claim(rt, key, request, now)
+    return await _claim(rt, key, request, now, take_over=True)
+
+
+async def _claim(rt: Runtime, key: str, request: DeliveryRequest, now: datetime,
+                 take_over: bool = False) -> str:
+    """Take the delivery for this process: `fresh`, `orphan` (left `sending` by a process
+    that is gone), `busy` (another live process is sending it) or its final status."""
+
+    async def body(pipe: Pipeline) -> str:
+        row = await pipe.hgetall(key)
+        status = row.get("status", "")
+        if status in FINAL:
+            return str(status)
+        claim = "fresh"
+        if status == "sending":
+            owner_worker, _, owner_instance = row.get("owner", "").partition("/")
+            alive = await pipe.get(rt.keys.worker_heartbeat(owner_worker))
+            if alive == owner_instance and owner_instance != rt.instance and not take_over:
+                return "busy"
+            claim = "orphan"
+        pipe.multi()
+        fields = {"status": "sending", "channel": request.channel,
+                  "recipient": request.recipient,
+                  "owner": f"{rt.settings.worker_id}/{rt.instance}"}
+        if claim == "fresh":  # an orphan keeps its first start: reconciling looks from there
+            fields["at"] = now.isoformat()
+        pipe.hset(key, mapping=fields)
+        pipe.hincrby(key, "attempts", 1)
+        return claim
+
+    return await transact(rt.redis, [key], body)
+
+
+async def _skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | None) -> str:
+    if request.channel == "sms" and await rt.redis.sismember(rt.keys.opted_out("sms"),
+                                                             request.recipient):
+        return "recipient opted out (STOP)"
+    if request.subscriber_id and not await rt.redis.sismember(rt.keys.subs_active(),
+                                                              request.subscriber_id):
+        return "subscriber is no longer active"
+    if channel is None:
+        return f"{request.channel} is not configured"
+    return ""
+
+
+async def _sent(rt: Runtime, request: DeliveryRequest, receipt: Receipt, now: datetime
+                ) -> Delivered:
     await rt.redis.set(rt.keys.provider_message(receipt.provider_id), request.id)
-    return await _finish(rt, request, receipt.status, receipt.provider_id, now,
+    early = await rt.redis.hget(rt.keys.early_callbacks(), receipt.provider_id)
+    status = receipt.status
+    if early and _PROGRESS.get(early, 0) > _PROGRESS.get(status, 0):
+        status = early  # the provider's callback outran our own bookkeeping
+    return await _finish(rt, request, status, receipt.provider_id, now,
                          provider_id=receipt.provider_id)
+
+
+async def _reconcile(rt: Runtime, channel: Channel, message: OutboundMessage, key: str
+                     ) -> Receipt | None:
+    """An attempt was cut off by a crash: ask the provider before sending again. Email has
+    no way to ask; its Message-ID is the delivery id, so a re-send is recognisable."""
+    if not isinstance(channel, Reconciling):
+        return None
+    started = await rt.redis.hget(key, "at")
+    since = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)
+    try:
+        return await channel.reconcile(message, since)
+    except DeliveryError:
+        return None
 
 
 async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: str, now: datetime,
@@ -93,21 +175,28 @@ async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: st
 
 async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
                         error_code: str, now: datetime) -> str | None:
-    """A provider's status callback (sent, delivered, undelivered, failed): update the
-    delivery it belongs to; returns the delivery id, or None for an unknown message."""
+    """A provider's status callback (sent, delivered, undelivered, failed): move the delivery
+    forward (never back: callbacks may come out of order) and count it; returns the delivery
+    id, or None for a message we have not recorded yet (kept until we do)."""
     delivery_id = await redis.get(keys.provider_message(provider_id))
     if delivery_id is None:
+        await redis.hset(keys.early_callbacks(), provider_id, status)
         return None
-    current = await redis.hget(keys.delivery(delivery_id), "status")
-    if _PROGRESS.get(status, 0) < _PROGRESS.get(current or "", 0):
-        return str(delivery_id)  # callbacks may arrive out of order: never move backwards
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.delivery(delivery_id), mapping={
-            "status": status, "error_code": error_code, "updated_at": now.isoformat()})
-        row = await redis.hmget(keys.delivery(delivery_id), "statement_id", "channel")
-        if row[0] and status != current and _tally(status) != _tally(current or ""):
-            pipe.hincrby(keys.dispatch(row[0]), f"{row[1]}:{_tally(status)}", 1)
-        await pipe.execute()
+    key = keys.delivery(delivery_id)
+
+    async def body(pipe: Pipeline) -> None:
+        row = await pipe.hgetall(key)
+        current = row.get("status", "")
+        if _PROGRESS.get(status, 0) < _PROGRESS.get(current, 0) or status == current:
+            return
+        pipe.multi()
+        pipe.hset(key, mapping={"status": status, "error_code": error_code,
+                                "updated_at": now.isoformat()})
+        if row.get("statement_id") and _tally(status) != _tally(current):
+            pipe.hincrby(keys.dispatch(row["statement_id"]), f"{row['channel']}:{_tally(status)}",
+                         1)
+
+    await transact(redis, [key], body)
     return str(delivery_id)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from channels.base import Channel, OutboundMessage
+from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, Delivery, Statement
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
@@ -26,8 +27,9 @@ async def publish_statement(rt: Runtime, channels: dict[str, Channel], statement
 
     Raises DeliveryError from a channel."""
     for delivery in deliveries_for(statement, now):
-        await channels[delivery.channel].send(OutboundMessage(
-            id=delivery.id, recipient=delivery.recipient, text="", statement=statement))
+        await send_with_retries(channels[delivery.channel], OutboundMessage(
+            id=delivery.id, recipient=delivery.recipient, text="", statement=statement),
+            attempts=5)
     key = rt.keys.statement(statement.id)
 
     async def body(pipe: Pipeline) -> bool:

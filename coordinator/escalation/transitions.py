@@ -8,9 +8,12 @@ sent only after the state is committed.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from coordinator import topics
 from coordinator.approvals.decisions import queue_approved, statement_for
 from coordinator.approvals.prompts import prompts_for
 from coordinator.approvals.record import ApprovalRecord
@@ -54,6 +57,25 @@ class Fired:
     lateness_s: float | None = None
 
 
+def followup_messages(fired: Fired) -> dict[str, tuple[str, str, bytes]]:
+    """What must be sent once a timer's transition is committed: id -> (topic, key, value)."""
+    out = {f"prompt:{p.id}": (topics.APPROVAL_EVENTS.name, p.incident_id, p.to_bytes())
+           for p in fired.prompts}
+    if fired.statement is not None:
+        s = fired.statement
+        out[f"statement:{s.id}"] = (topics.STATEMENTS.name, s.incident_id, s.to_bytes())
+    return out
+
+
+def queue_followups(pipe: Pipeline, rt: Runtime, fired: Fired) -> Fired:
+    """Inside MULTI: keep the follow-up messages in Redis with the transition, so a crash or
+    a broker outage between the commit and the sends loses none (the worker drains them)."""
+    for fid, (topic, key, value) in followup_messages(fired).items():
+        pipe.hset(rt.keys.followups(), fid, json.dumps(
+            {"topic": topic, "key": key, "value": value.decode(), "at": time.time()}))
+    return fired
+
+
 def level_timers(record: ApprovalRecord) -> list[Timer]:
     """The deadline and reminders of the level a pending request is at."""
     if record.status != "pending" or record.phase != "level" or record.due is None:
@@ -83,7 +105,7 @@ async def fire_deadline(rt: Runtime, approval_id: str, level: int, now: datetime
         draft = await pipe.get(rt.keys.draft(record.request.draft_id))
         incident = await pipe.hgetall(rt.keys.incident(record.request.incident_id))
         pipe.multi()
-        return _apply(pipe, rt, record, step, now, draft, incident)
+        return queue_followups(pipe, rt, _apply(pipe, rt, record, step, now, draft, incident))
 
     return await transact(rt.redis, [key], body)
 
@@ -171,7 +193,8 @@ async def fire_hold_alert(rt: Runtime, approval_id: str, number: int, now: datet
             detail={"alert": number, "next": nxt.isoformat()}))
         prompts = prompts_for("hold_alert", alerted, rt.city.duty_officers, rt.city.people, now,
                               rt.settings.timezone, serial=number)
-        return Fired("hold alert", prompts, None, [Timer("hold", approval_id, number + 1, nxt)])
+        return queue_followups(pipe, rt, Fired("hold alert", prompts, None,
+                                               [Timer("hold", approval_id, number + 1, nxt)]))
 
     return await transact(rt.redis, [key], body)
 
@@ -196,7 +219,7 @@ async def fire_reminder(rt: Runtime, approval_id: str, level: int, fraction: flo
             detail={"level": level, "at_fraction": fraction, "holders": record.holders}))
         prompts = prompts_for("reminder", record, record.holders, rt.city.people, now,
                               rt.settings.timezone, serial=round(fraction * 100))
-        return Fired("reminded", prompts)
+        return queue_followups(pipe, rt, Fired("reminded", prompts))
 
     return await transact(rt.redis, [key, mark], body)
 

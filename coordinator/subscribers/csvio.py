@@ -34,6 +34,8 @@ def parse_csv(text: str, city: City, source: str = "csv"
             "language": (row.get("language") or "vi").strip(), "areas": _list(row.get("areas")),
             "topics": _list(row.get("topics")) or ["*"], "channels": _list(row.get("channels")),
             "role": (row.get("role") or "resident").strip(), "consent_source": source,
+            "status": "opted_out" if (row.get("status") or "").strip() == "opted_out"
+            else "active",
         }
         unknown = [a for a in fields["areas"] if a not in city.areas]  # type: ignore[union-attr]
         if unknown:

@@ -19,15 +19,19 @@ def index_keys(keys: Keys, sub: Subscriber) -> list[str]:
     return found
 
 
-async def save_subscriber(redis: Redis, keys: Keys, sub: Subscriber) -> bool:
+async def save_subscriber(redis: Redis, keys: Keys, new: Subscriber,
+                          resubscribe: bool = False) -> bool:
     """Insert or update; True when something changed (saving the same record twice is a
-    no-op, so re-importing a file changes nothing)."""
-    key = keys.subscriber(sub.id)
+    no-op, so re-importing a file changes nothing). Someone who opted out stays out unless
+    `resubscribe` (they said START, or confirmed again)."""
+    key = keys.subscriber(new.id)
 
     async def body(pipe: Pipeline) -> bool:
         old_raw = await pipe.get(key)
-        new_raw = sub.model_dump_json(exclude={"consent_at"})
         old = Subscriber.model_validate_json(old_raw) if old_raw else None
+        sub = (new.model_copy(update={"status": "opted_out"})
+               if old is not None and old.status == "opted_out" and not resubscribe else new)
+        new_raw = sub.model_dump_json(exclude={"consent_at"})
         if old is not None and old.model_dump_json(exclude={"consent_at"}) == new_raw:
             return False
         pipe.multi()
@@ -61,5 +65,5 @@ async def set_status(redis: Redis, keys: Keys, contact: str, status: str) -> Sub
     if sub is None:
         return None
     changed = sub.model_copy(update={"status": status})
-    await save_subscriber(redis, keys, changed)
+    await save_subscriber(redis, keys, changed, resubscribe=status == "active")
     return changed

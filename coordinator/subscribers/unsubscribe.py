@@ -16,4 +16,4 @@ def subscriber_of(secret: str, token: str) -> str | None:
     """The subscriber id of a valid token, None for a forged one."""
     subscriber_id, _, _ = token.partition(".")
     expected = unsubscribe_token(secret, subscriber_id)
-    return subscriber_id if hmac.compare_digest(token, expected) else None
+    return subscriber_id if hmac.compare_digest(token.encode(), expected.encode()) else None

@@ -66,6 +66,8 @@ async def decide_by_link(token: str, request: Request,
         claims = _claims(st, token)
     except InvalidLink as exc:
         return _page(request, "decided.html", 400, message=str(exc))
+    if verdict == "reject" and not reason.strip():  # before the link is spent
+        return _page(request, "decided.html", 422, message="a rejection needs a reason")
     decision = Decision(id=f"link-{claims.nonce}"[:80].replace(" ", ""),
                         approval_id=claims.approval_id, approver_id=claims.person_id,
                         verdict=verdict,  # type: ignore[arg-type]

@@ -104,13 +104,20 @@ async def _keyword(st: State, phone: str, word: str) -> Response:
 async def _answer(st: State, phone: str, answer: Answer, message_sid: str) -> Response:
     redis, keys, city = st.redis, st.keys, st.city
     person = next((p for p in city.people.values() if _same_phone(p.phone, phone)), None)
-    target = None
+    matches = []
     for approval_id in sorted(await redis.smembers(keys.reply_code(answer.code))):
         row = await redis.hgetall(keys.approval(approval_id))
-        if row and person is not None and person.id in ApprovalRecord.from_hash(row).eligible:
-            target = approval_id
+        record = ApprovalRecord.from_hash(row) if row else None
+        if record and person is not None and person.id in record.eligible:
+            matches.append((record.status == "pending", approval_id))
+    pending = [a for live, a in matches if live]
+    # Codes are 4 digits and may repeat: never guess between two live requests.
+    target = pending[0] if len(pending) == 1 else (
+        matches[-1][1] if matches and not pending else None)
     if target is None or person is None:
-        why = "unknown number" if person is None else "no request of yours has this code"
+        why = ("unknown number" if person is None else
+               "the code matches several of your requests" if len(pending) > 1 else
+               "no request of yours has this code")
         async with redis.pipeline(transaction=True) as pipe:
             queue_audit(pipe, keys, AuditEvent(
                 actor=phone, action="sms.answer_refused", interface="sms",

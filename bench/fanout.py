@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import redis
+from pydantic import SecretStr
 
 from channels.base import OutboundMessage
 from channels.email import EmailChannel
@@ -174,7 +175,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     broker: Service | None = None
     try:
-        targeted = seed(r, Keys("bench"), args.subscribers)
+        seed(r, Keys("bench"), args.subscribers)
         settings = Settings(redis_url=rservice.url, redis_prefix="bench")
         resolve_s, size = asyncio.run(resolve(settings))
         result: dict[str, Any] = {"benchmark": "fanout", "subscribers": args.subscribers,
@@ -197,14 +198,15 @@ def main() -> None:
                                 str(root / "mail")], env, root / "smtp.log"))
             wait_for_port(sms_port, 30)
             wait_for_port(smtp_port, 30)
-            settings = settings.model_copy(update={
-                "kafka_url": broker.url, "twilio_account_sid": env["LOA_TWILIO_ACCOUNT_SID"],
-                "twilio_auth_token": "t", "twilio_from_number": "+15005550006",
-                "twilio_base_url": env["LOA_TWILIO_BASE_URL"], "smtp_host": "127.0.0.1",
-                "smtp_port": smtp_port})
+            settings = Settings(
+                redis_url=rservice.url, redis_prefix="bench", kafka_url=broker.url,
+                twilio_account_sid=env["LOA_TWILIO_ACCOUNT_SID"],
+                twilio_auth_token=SecretStr("t"), twilio_from_number="+15005550006",
+                twilio_base_url=env["LOA_TWILIO_BASE_URL"], smtp_host="127.0.0.1",
+                smtp_port=smtp_port)
             asyncio.run(ensure_topics(settings))
             worker_procs: list[subprocess.Popen[bytes]] = []
-            result |= full_run(root, settings, env, targeted, r, worker_procs)
+            result |= full_run(root, settings, env, size, r, worker_procs)
             procs += worker_procs
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         print(json.dumps(result, indent=2))

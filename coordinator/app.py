@@ -32,6 +32,7 @@ log = obs.get_logger("worker")
 Handler = Callable[[bytes], Awaitable[None]]
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 RETRIES = 5
+DELIVERY_CONCURRENCY = 8
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
@@ -75,7 +76,11 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
             log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
 
     for spec, handler in pipeline.handlers().items():
-        _register_agent(app, by_name[spec.name], spec, handler, dead_letter)
+        # Deliveries are independent of each other (each claimed in Redis): several at once.
+        # Every other topic keeps one event at a time, in order.
+        concurrency = (DELIVERY_CONCURRENCY
+                       if spec in (topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL) else 1)
+        _register_agent(app, by_name[spec.name], spec, handler, dead_letter, concurrency)
     _register_timers(app, settings, rt, send)
     _register_escalation(app, timers, pipeline)
     return app
@@ -105,7 +110,7 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
 
 
 def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler: Handler,
-                    dead_letter: DeadLetterSink) -> None:
+                    dead_letter: DeadLetterSink, concurrency: int = 1) -> None:
     async def agent(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
             await handle_safely(spec, event.key, event.value, handler, dead_letter)
@@ -113,7 +118,7 @@ def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler:
 
     name = f"{spec.name.replace('-', '_')}_agent"
     agent.__name__ = agent.__qualname__ = name
-    app.agent(topic, name=name)(agent)
+    app.agent(topic, name=name, concurrency=concurrency)(agent)
 
 
 def _register_timers(app: faust.App, settings: Settings, rt: Runtime,

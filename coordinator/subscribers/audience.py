@@ -22,14 +22,17 @@ async def audience_key(redis: Redis, keys: Keys, city: City, area: str, kind: st
     """Compute the audience into a temporary set; (its key, its size). The caller reads it
     with SSCAN in batches, so a million subscribers never sit in one Python list."""
     tag = uuid.uuid4().hex
-    by_area, by_topic, result = (keys.subs_index("tmp", f"{tag}:{p}")
-                                 for p in ("area", "topic", "result"))
+    by_area, everything, this_kind, result = (keys.subs_index("tmp", f"{tag}:{p}")
+                                              for p in ("area", "all", "kind", "result"))
+    # Start from the (small) area union and intersect into the big sets: SINTER costs the
+    # size of its smallest set, while a union of "all topics" would copy a million members.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.sunionstore(by_area, [keys.subs_index("area", a) for a in audience_areas(city, area)])
-        pipe.sunionstore(by_topic, [keys.subs_index("topic", kind),
-                                    keys.subs_index("topic", ALL_TOPICS)])
-        pipe.sinterstore(result, [by_area, by_topic, keys.subs_active()])
-        pipe.delete(by_area, by_topic)
+        pipe.sinterstore(everything, [by_area, keys.subs_index("topic", ALL_TOPICS)])
+        pipe.sinterstore(this_kind, [by_area, keys.subs_index("topic", kind)])
+        pipe.sunionstore(by_area, [everything, this_kind])
+        pipe.sinterstore(result, [by_area, keys.subs_active()])
+        pipe.delete(by_area, everything, this_kind)
         pipe.expire(result, ttl_s)
         pipe.scard(result)
         replies = await pipe.execute()

@@ -4,6 +4,7 @@ creates nothing twice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from coordinator import topics
@@ -57,6 +58,7 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send, batch: int = 50
     while True:
         cursor, ids = await rt.redis.sscan(key, cursor, count=batch)
         raws = await rt.redis.mget([rt.keys.subscriber(i) for i in ids]) if ids else []
+        sends = []
         for raw in raws:
             if raw is None:
                 continue
@@ -67,8 +69,9 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send, batch: int = 50
             for request in deliveries_for(statement, sub, link, leave):
                 spec = (topics.DELIVERIES_SMS if request.channel == "sms"
                         else topics.DELIVERIES_EMAIL)
-                await send(spec, request.id, request.to_bytes())
+                sends.append(send(spec, request.id, request.to_bytes()))
                 counts[request.channel] = counts.get(request.channel, 0) + 1
+        await asyncio.gather(*sends)  # a batch in flight at once; all acknowledged here
         if cursor == 0:
             break
     await rt.redis.delete(key)

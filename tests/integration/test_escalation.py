@@ -279,6 +279,13 @@ def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
         assert done.status_code == 200 and "approved; statement" in done.text
         again = http.post(link, data={"verdict": "reject", "reason": "đổi ý"})
         assert again.status_code == 409
+        # A link that expired is refused, even though it is otherwise genuine.
+        from coordinator.approvals.links import LinkClaims, sign_link
+
+        stale = sign_link("test-link-secret", LinkClaims(
+            approval_id, "pham-duc-thang", "stale", datetime.now(UTC) - timedelta(seconds=1)))
+        expired = http.get(f"{drills.web_url}/decide/{stale}")
+        assert expired.status_code == 400 and "expired" in expired.text
     drills.wait_for_status(incident_id, "published")
     approved = entries(drills, incident_id, "approval.approved")
     assert len(approved) == 1 and approved[0]["interface"] == "email"

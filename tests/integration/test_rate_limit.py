@@ -33,9 +33,12 @@ async def test_two_workers_share_one_rate(redis_url: str) -> None:
                 for c in clients]
     started = time.monotonic()
 
+    granted: list[float] = []
+
     async def worker(limiter: RateLimiter) -> int:
         for _ in range(20):
             await limiter.acquire()
+            granted.append(time.monotonic())
         return 20
 
     try:
@@ -45,3 +48,7 @@ async def test_two_workers_share_one_rate(redis_url: str) -> None:
             await c.aclose()
     assert sum(sent) == 40
     assert time.monotonic() - started >= 1.9
+    # Over any 1-second window, never more than the rate (plus the one-token burst).
+    granted.sort()
+    busiest = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
+    assert busiest <= 21

@@ -123,9 +123,10 @@ def test_help_answers_who_we_are(sms_stack: Stack) -> None:
 
 
 def test_throttling_is_retried_and_sends_once(sms_stack: Stack) -> None:
-    """Two 429s from the provider: the prompt is retried with backoff and arrives once; the
-    status callbacks then mark it delivered."""
-    httpx.post(f"{sms_stack.sms_url}/_sandbox/throttle", json={"status": 429, "count": 2})
+    """A 429 then a 500 from the provider: the prompt is retried with backoff and arrives
+    once; the status callbacks then mark it delivered."""
+    httpx.post(f"{sms_stack.sms_url}/_sandbox/throttle", json={"status": 429, "count": 1})
+    httpx.post(f"{sms_stack.sms_url}/_sandbox/throttle", json={"status": 500, "count": 1})
     _, approval = flood(sms_stack, "hn-cau-giay")
     prompt_sms(sms_stack, approval)
     delivery = f"prompt:{approval['id']}:request:1:0:nguyen-van-an"

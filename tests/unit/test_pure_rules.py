@@ -44,6 +44,13 @@ def test_gsm7_segments() -> None:
     assert segment_count("€" * 81) == 2
 
 
+def test_emoji_take_two_ucs2_units() -> None:
+    """An emoji is outside the BMP: two UTF-16 units, so 35 fill one segment."""
+    assert segment_count("🌊" * 35) == 1
+    assert segment_count("🌊" * 36) == 2
+    assert segment_count("Flood 🌊") == 1 and not is_gsm7("Flood 🌊")
+
+
 def test_vietnamese_is_ucs2() -> None:
     """Vietnamese diacritics are outside GSM-7: 70 in one segment, 67 a segment beyond."""
     text = "Cảnh báo ngập"

@@ -1,0 +1,88 @@
+"""Our SMS channel, with the real twilio SDK, against the sandbox: retries and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from channels.base import OutboundMessage, PermanentDeliveryError
+from channels.delivery import send_with_retries
+from channels.sms import SmsChannel
+from coordinator.embedded import Service, start_redis
+from coordinator.keys import Keys
+from coordinator.sandbox.sms import SmsSandbox
+from coordinator.settings import Settings
+from coordinator.state import connect
+from tests.integration.test_sms_sandbox import ServerThread
+
+pytestmark = pytest.mark.integration
+SID, TOKEN = "AC" + "0" * 32, "channel-token"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[tuple[SmsSandbox, str]]:
+    box = SmsSandbox(SID, TOKEN, callback_delay_s=0.01)
+    with ServerThread(box.app) as server:
+        yield box, server.url
+
+
+@pytest.fixture(scope="module")
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    yield service
+    service.stop()
+
+
+def settings_for(url: str, redis_url: str) -> Settings:
+    return Settings(twilio_account_sid=SID, twilio_auth_token=SecretStr(TOKEN),
+                    twilio_from_number="+15005550006", twilio_base_url=url,
+                    redis_url=redis_url, sms_rate_per_s=1000.0, web_port=9)
+
+
+async def test_429_then_500_then_accepted_sends_one_message(
+        sandbox: tuple[SmsSandbox, str], redis_service: Service) -> None:
+    """Two retryable answers, then success: exactly one message at the provider."""
+    box, url = sandbox
+    box.reset()
+    box.throttle(429, 1)
+    box.throttle(500, 1)
+    redis = connect(redis_service.url)
+    channel = SmsChannel(settings_for(url, redis_service.url), redis, Keys("t1"))
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    try:
+        receipt = await send_with_retries(channel, OutboundMessage(
+            id="d1", recipient="+84901234567", text="Cảnh báo"), attempts=5, sleep=no_wait)
+    finally:
+        await channel.close()
+        await redis.aclose()
+    assert len(waits) == 2
+    assert [m["to"] for m in box.messages] == ["+84901234567"]
+    assert receipt.provider_id == box.messages[0]["sid"]
+
+
+async def test_a_permanent_error_fails_at_once(sandbox: tuple[SmsSandbox, str],
+                                               redis_service: Service) -> None:
+    """An invalid number (Twilio 21211) is not retried: no backoff, nothing sent."""
+    box, url = sandbox
+    box.reset()
+    redis = connect(redis_service.url)
+    channel = SmsChannel(settings_for(url, redis_service.url), redis, Keys("t2"))
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    try:
+        with pytest.raises(PermanentDeliveryError, match="21211"):
+            await send_with_retries(channel, OutboundMessage(
+                id="d2", recipient="+1", text="x"), attempts=5, sleep=no_wait)
+    finally:
+        await channel.close()
+        await redis.aclose()
+    assert waits == [] and box.messages == []

@@ -527,11 +527,12 @@ def sandbox_sms(
     port: Annotated[int, typer.Option()] = 8081,
     account_sid: Annotated[str, typer.Option(envvar="LOA_TWILIO_ACCOUNT_SID")] = SANDBOX_SID,
     auth_token: Annotated[str, typer.Option(envvar="LOA_TWILIO_AUTH_TOKEN")] = "sandbox-token",
+    callbacks: Annotated[bool, typer.Option(help="post status callbacks")] = True,
 ) -> None:
     """A local Twilio-compatible Messages API (the real twilio SDK talks to it over HTTP)."""
     from coordinator.sandbox.sms import run_sms_sandbox
 
-    run_sms_sandbox("127.0.0.1", port, account_sid, auth_token)
+    run_sms_sandbox("127.0.0.1", port, account_sid, auth_token, callbacks)
 
 
 @sandbox_app.command("smtp")

@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _measure import peak_rss_mib  # bench/ is the script's folder
+
 from coordinator.approvals.request import first_record
 from coordinator.broker import ensure_topics
 from coordinator.embedded import start_redis, start_tansu
@@ -34,13 +36,6 @@ from coordinator.escalation.transitions import Timer
 from coordinator.events import Severity
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: float

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import redis
+from _measure import peak_rss_mib  # bench/ is the script's folder
 from pydantic import SecretStr
 
 from channels.base import OutboundMessage
@@ -107,12 +108,6 @@ async def raw_capacity(settings: Settings, count: int) -> dict[str, float]:
         await rds.aclose()
     return out
 
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import redis
+from _measure import peak_rss_mib  # bench/ is the script's folder
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city
@@ -32,14 +33,6 @@ from coordinator.keys import Keys
 from coordinator.reports.filing import file_report
 from coordinator.settings import Settings
 from coordinator.state import connect
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def file_all(settings: Settings, reports: list[Report]) -> float:

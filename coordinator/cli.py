@@ -522,6 +522,43 @@ def subscribers_remove(contact: str) -> None:
     out.print(f"{found.id} opted out")
 
 
+@app.command("dispatch-watch")
+def dispatch_watch(
+    statement_id: str,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
+) -> None:
+    """Watch a statement's fan-out: a progress bar per channel until every delivery is done."""
+    from rich.progress import Progress
+
+    async def watch(redis: Redis, keys: Keys, s: Settings) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        with Progress(console=out) as progress:
+            bars: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                d = await redis.hgetall(keys.dispatch(statement_id))
+                finished = bool(d.get("queued_all"))
+                for channel in ("sms", "email"):
+                    total = int(d.get(f"targeted:{channel}", 0))
+                    if not total:
+                        continue
+                    done = sum(int(d.get(f"{channel}:{k}", 0))
+                               for k in ("sent", "failed", "skipped"))
+                    if channel not in bars:
+                        bars[channel] = progress.add_task(channel, total=total)
+                    progress.update(bars[channel], completed=done, total=total)
+                    finished = finished and done >= total
+                if finished:
+                    return dict(d)
+                await asyncio.sleep(0.5)
+        raise LoaError(f"{statement_id}: fan-out not finished after {timeout:.0f}s")
+
+    try:
+        counts = _with_redis(watch)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+    out.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "queued_all"))
+
+
 @sandbox_app.command("sms")
 def sandbox_sms(
     port: Annotated[int, typer.Option()] = 8081,

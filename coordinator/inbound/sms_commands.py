@@ -30,13 +30,21 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Join:
+    """`JOIN <area> [<area> ...]`: sign this phone up for official updates about those areas
+    (`DANG KY` in Vietnamese); the SMS from the phone itself is the consent."""
+
+    areas: list[str]
+
+
+@dataclass(frozen=True)
 class Unknown:
     """Anything else."""
 
     text: str
 
 
-Command = Keyword | Answer | Unknown
+Command = Keyword | Answer | Join | Unknown
 
 
 def fold(text: str) -> str:
@@ -58,6 +66,10 @@ def parse_sms(body: str) -> Command:
         return Keyword("help")
     words = folded.split(" ")
     original = body.split()
+    for head in ("JOIN", "DANG KY"):
+        if folded == head or folded.startswith(head + " "):
+            codes = original[len(head.split(" ")):]
+            return Join([c.lower() for c in codes])
     for size in (2, 1):  # "DONG Y" before "Y"
         head = " ".join(words[:size])
         verdict = ("approve" if head in APPROVE_WORDS

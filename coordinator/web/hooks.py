@@ -17,9 +17,10 @@ from coordinator.approvals.record import ApprovalRecord
 from coordinator.dispatch.deliveries import record_status
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import AuditEvent, Decision, utcnow
-from coordinator.inbound.sms_commands import Answer, Keyword, parse_sms
+from coordinator.inbound.sms_commands import Answer, Join, Keyword, parse_sms
 from coordinator.state import Redis, queue_audit
-from coordinator.subscribers.registry import set_status
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.registry import save_subscriber, set_status
 from coordinator.web.state import State, web_state
 
 hooks = APIRouter(prefix="/hooks/twilio", include_in_schema=False)
@@ -72,6 +73,8 @@ async def inbound_sms(request: Request) -> Response:
     except InvalidContact:
         return twiml(HELP)
     command = parse_sms(form.get("Body", ""))
+    if isinstance(command, Join):
+        return await _join(st, phone, command.areas)
     if isinstance(command, Keyword):
         return await _keyword(st, phone, command.word)
     if isinstance(command, Answer):
@@ -151,3 +154,21 @@ def _same_phone(configured: str, phone: str) -> bool:
         return e164(configured) == phone
     except InvalidContact:
         return False
+
+
+async def _join(st: State, phone: str, areas: list[str]) -> Response:
+    """Sign a phone up for SMS updates about areas (all topics, Vietnamese)."""
+    unknown = [a for a in areas if a not in st.city.areas]
+    if not areas or unknown:
+        return twiml("Gửi JOIN <mã khu vực>, ví dụ JOIN hn-ba-dinh. / Send JOIN <area code>, "
+                     f"e.g. JOIN hn-ba-dinh.{' Unknown: ' + ', '.join(unknown) if unknown else ''}")
+    sub = Subscriber(phone=phone, areas=areas, channels=["sms"], consent_source="sms:JOIN")
+    await save_subscriber(st.redis, st.keys, sub, resubscribe=True)
+    await st.redis.srem(st.keys.opted_out("sms"), phone)
+    async with st.redis.pipeline(transaction=True) as pipe:
+        queue_audit(pipe, st.keys, AuditEvent(actor=phone, action="subscriber.joined",
+                                              interface="sms", detail={"areas": areas}))
+        await pipe.execute()
+    names = ", ".join(st.city.areas[a].name_in("vi") for a in areas)
+    return twiml(f"Đã đăng ký nhận tin Loa về {names}. Nhắn STOP để ngừng. / Subscribed to "
+                 "Loa updates; reply STOP to stop.")

@@ -7,19 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack
+from tests.integration.smtp_server import Inbox, smtp_server
+from tests.integration.stack import Stack, running
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One running Loa for the tests that only add to it (each uses its own areas)."""
-    running = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        running.start_worker()
-        running.start_web()
-        yield running
-    finally:
-        running.close()
+    with running(tmp_path_factory.mktemp("stack")) as started:
+        yield started
 
 
 @pytest.fixture
@@ -34,3 +30,10 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     yield make
     for s in made:
         s.close()
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[tuple[int, Inbox]]:
+    """A real SMTP server (aiosmtpd) that keeps what it receives: (port, inbox)."""
+    with smtp_server() as server:
+        yield server

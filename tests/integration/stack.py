@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -195,3 +196,15 @@ class Stack:
         self.redis.close()
         self.broker.stop()
         self.redis_service.stop()
+
+
+@contextmanager
+def running(root: Path, sms: bool = False, **env: str) -> Iterator[Stack]:
+    """A stack with one worker and the web started; closed on exit."""
+    stack = Stack(root, sms=sms, **env)
+    try:
+        stack.start_worker()
+        stack.start_web()
+        yield stack
+    finally:
+        stack.close()

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 from coordinator.broker import bootstrap_servers
 from coordinator.events import Decision
 from tests.integration.drills import drill_folders
-from tests.integration.smtp_server import Inbox, smtp_server
-from tests.integration.stack import Stack, wait_for
+from tests.integration.smtp_server import Inbox
+from tests.integration.stack import Stack, running, wait_for
 from tests.integration.test_pipeline import post_report
 
 pytestmark = pytest.mark.integration
@@ -35,25 +35,13 @@ def drill_env(stack_root: Any, within_s: int = 2, absences: bool = False) -> dic
 
 
 @pytest.fixture(scope="module")
-def mail() -> Iterator[tuple[int, Inbox]]:
-    """A real SMTP server that keeps what it receives."""
-    with smtp_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
            ) -> Iterator[Stack]:
     """One running Loa with the drill playbooks (2 s per level), email to `mail`."""
     root = tmp_path_factory.mktemp("drills")
-    stack = Stack(root / "stack", **drill_env(root), LOA_SMTP_HOST="127.0.0.1",
-                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret")
-    try:
-        stack.start_worker()
-        stack.start_web()
+    with running(root / "stack", **drill_env(root), LOA_SMTP_HOST="127.0.0.1",
+                 LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def file_drill(stack: Stack, kind: str, area: str = "hn-ba-dinh",

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, running, wait_for
 from tests.integration.test_pipeline import post_report
 
 pytestmark = pytest.mark.integration
@@ -20,13 +20,8 @@ AN = "+84901000101"  # nguyen-van-an, construction level 1, prefers SMS
 @pytest.fixture(scope="module")
 def sms_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A running Loa whose SMS goes to the sandbox."""
-    stack = Stack(tmp_path_factory.mktemp("sms"), sms=True)
-    try:
-        stack.start_worker()
-        stack.start_web()
+    with running(tmp_path_factory.mktemp("sms"), sms=True) as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def flood(stack: Stack, area: str) -> tuple[str, dict[str, Any]]:
@@ -115,6 +110,17 @@ def test_stop_then_start(sms_stack: Stack) -> None:
     assert "again" in sms_stack.sms_reply(AN, "START")["body"]
     _, later = flood(sms_stack, "hn-long-bien-bo-de")
     prompt_sms(sms_stack, later)
+
+
+def test_join_by_sms_subscribes_the_phone(sms_stack: Stack) -> None:
+    """`JOIN <area>` (or `ĐĂNG KÝ`) signs the phone up; an unknown area is named."""
+    assert "Unknown: hn-atlantis" in sms_stack.sms_reply("+84913000001",
+                                                         "JOIN hn-atlantis")["body"]
+    answer = sms_stack.sms_reply("+84913000001", "Đăng ký hn-hoang-mai")
+    assert "Subscribed" in answer["body"]
+    exported = sms_stack.cli("subscribers", "export").stdout
+    assert any(line.startswith("+84913000001,,vi,hn-hoang-mai,*,sms,resident,active")
+               for line in exported.splitlines())
 
 
 def test_help_answers_who_we_are(sms_stack: Stack) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.smtp_server import Inbox, smtp_server
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, running, wait_for
 from tests.integration.test_pipeline import post_report
 
 pytestmark = pytest.mark.integration
@@ -35,22 +35,12 @@ NOT_TARGETED_SMS = {"+84911000005", "+84911000006", "+84911000007"}
 
 
 @pytest.fixture(scope="module")
-def mail() -> Iterator[tuple[int, Inbox]]:
-    with smtp_server() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def subs_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
                ) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("subs"), sms=True, LOA_SMTP_HOST="127.0.0.1",
-                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret")
-    try:
-        stack.start_worker()
-        stack.start_web()
+    """A running Loa with SMS to the sandbox and email to `mail`."""
+    with running(tmp_path_factory.mktemp("subs"), sms=True, LOA_SMTP_HOST="127.0.0.1",
+                 LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
         yield stack
-    finally:
-        stack.close()
 
 
 def test_import_reports_every_rejected_row_and_is_idempotent(subs_stack: Stack,
@@ -105,6 +95,9 @@ def test_a_statement_reaches_its_audience_once_per_channel(
     assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in emails)
     shown = subs_stack.cli("show", incident_id).stdout
     assert "sms: targeted 3" in shown and "email: targeted 2" in shown
+    watched = subs_stack.cli("dispatch-watch", statement_id, "--timeout", "30")
+    assert watched.returncode == 0, watched.stderr
+    assert "targeted:sms=3" in watched.stdout and "targeted:email=2" in watched.stdout
 
     # The same statement event again (a replay): nothing new is sent.
     import asyncio

@@ -1,6 +1,9 @@
 """Benchmark: Loa's SMS and email channels against the raw capacity of the same endpoints.
 
-    .venv/bin/python bench/channels.py --messages 10000
+    .venv/bin/python bench/channel_throughput.py --messages 10000
+
+(Not `bench/channels.py`: a script of that name would shadow the `channels` package for
+every benchmark in this folder.)
 
 Starts the local Twilio-compatible sandbox and the local SMTP server, then sends
 N SMS through `SmsChannel` (the real twilio SDK, our rate limiter and retries)
@@ -11,23 +14,18 @@ Prints JSON: messages per second, ratio to raw, p99 hand-off latency.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This script shares its name with the `channels` package it measures: keep its own folder
-# off the import path, or `import channels` would find this file.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import asyncio
 import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 import httpx

@@ -6,70 +6,40 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from coordinator import queries
 from coordinator.broker import Producer
 from coordinator.city import load_city
+from coordinator.cli.common import (
+    JsonOpt,
+    city_or_fail,
+    env_settings,
+    err,
+    fail,
+    out,
+    print_json,
+    with_redis,
+)
+from coordinator.cli.sandbox import outbox, sandbox_app
+from coordinator.cli.subscribers import dispatch_watch, subscribers_app
 from coordinator.errors import LoaError
 from coordinator.events import Decision, Report, Severity
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
-from coordinator.state import Redis, connect
+from coordinator.state import Redis
 
 app = typer.Typer(help="Loa: crisis communication coordinator.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-subscribers_app = typer.Typer(help="The people who receive statements.", no_args_is_help=True)
-app.add_typer(subscribers_app, name="subscribers")
-sandbox_app = typer.Typer(help="Local stand-ins for Twilio and SMTP (what `loa up` starts).",
-                          no_args_is_help=True)
-app.add_typer(sandbox_app, name="sandbox")
 playbooks_app = typer.Typer(help="Check playbooks and see which one an incident gets.",
                             no_args_is_help=True)
 app.add_typer(playbooks_app, name="playbooks")
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-SANDBOX_SID = "AC" + "0" * 32
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-
-
-def _settings() -> Settings:
-    return load_settings().with_running_stack()
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error in plain words and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
-    settings = _settings()
-    if not settings.redis_url:
-        raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
-
-    async def run() -> T:
-        redis = connect(settings.redis_url or "")
-        try:
-            return await work(redis, Keys(settings.redis_prefix), settings)
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(run())
-    except OSError as exc:
-        raise fail(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, ensure_ascii=False, default=str))
+app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 @app.command()
@@ -85,7 +55,7 @@ def worker() -> None:
     """Run the pipeline's agents (scale out by running more, against a real Kafka and Redis)."""
     from coordinator.worker import run_worker
 
-    run_worker(_settings())
+    run_worker(env_settings())
 
 
 @app.command()
@@ -96,7 +66,7 @@ def web() -> None:
     from coordinator.observability import configure_logging
     from coordinator.web.app import create_web_app
 
-    settings = _settings()
+    settings = env_settings()
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
                 log_level="warning")
@@ -120,7 +90,7 @@ def report(
 
     from coordinator.reports.filing import file_report, report_problems
 
-    settings = _settings()
+    settings = env_settings()
     try:
         rep = Report(id=report_id or f"rep-{uuid.uuid4().hex[:16]}", kind=kind, severity=severity,
                      area=area, title=title, details=details, reporter=reporter,
@@ -146,11 +116,11 @@ def report(
         return result
 
     try:
-        result = _with_redis(work)
+        result = with_redis(work)
     except LoaError as exc:
         raise fail(str(exc)) from exc
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     out.print(f"report [bold]{rep.id}[/] accepted")
     if "incident" in result:
@@ -180,9 +150,9 @@ async def _wait_for_plan(redis: Redis, keys: Keys, report_id: str, timeout_s: fl
 @app.command()
 def incidents(as_json: JsonOpt = False) -> None:
     """List incidents, newest first."""
-    rows = _with_redis(lambda r, k, s: queries.list_incidents(r, k))
+    rows = with_redis(lambda r, k, s: queries.list_incidents(r, k))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("incident", "status", "severity", "kind", "area", "playbook", "reports", "title")
     for row in rows:
@@ -194,11 +164,11 @@ def incidents(as_json: JsonOpt = False) -> None:
 @app.command()
 def show(incident_id: str, as_json: JsonOpt = False) -> None:
     """An incident and its timeline: reports, playbook and why, draft, approval, statement."""
-    found = _with_redis(lambda r, k, s: queries.incident_detail(r, k, incident_id))
+    found = with_redis(lambda r, k, s: queries.incident_detail(r, k, incident_id))
     if found is None:
         raise fail(f"no incident {incident_id} (see `loa incidents`)")
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     out.print(f"[bold]{found['id']}[/] {found['title']}  [{found['status']}]")
     out.print(f"{found['kind']} · {found['severity']} · {found['area']} · "
@@ -228,9 +198,9 @@ def approvals(
     as_json: JsonOpt = False,
 ) -> None:
     """Approval requests waiting for a decision (by deadline)."""
-    rows = _with_redis(lambda r, k, s: queries.list_approvals(r, k, pending_only=not all_))
+    rows = with_redis(lambda r, k, s: queries.list_approvals(r, k, pending_only=not all_))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("approval", "incident", "status", "level", "who holds it", "deadline (UTC)",
                   "time left")
@@ -264,9 +234,9 @@ def inbox(
     as_json: JsonOpt = False,
 ) -> None:
     """Your prompts: approval requests, reminders, escalations, hold alerts."""
-    rows = _with_redis(lambda r, k, s: queries.inbox(r, k, person))
+    rows = with_redis(lambda r, k, s: queries.inbox(r, k, person))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("when (UTC)", "what", "approval", "level", "now", "message")
     for row in rows:
@@ -276,7 +246,7 @@ def inbox(
 
 
 def _decide(approval_id: str, approver: str, verdict: str, comment: str, as_json: bool) -> None:
-    settings = _settings()
+    settings = env_settings()
     if not settings.kafka_url:
         raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
     decision = Decision(id=f"dec-{uuid.uuid4().hex[:16]}", approval_id=approval_id,
@@ -304,11 +274,11 @@ def _decide(approval_id: str, approver: str, verdict: str, comment: str, as_json
                        "is a worker running?")
 
     try:
-        outcome = _with_redis(work)
+        outcome = with_redis(work)
     except LoaError as exc:
         raise fail(str(exc)) from exc
     if as_json:
-        _print_json(outcome)
+        print_json(outcome)
     else:
         (out if outcome["accepted"] else err).print(outcome["message"])
     if not outcome["accepted"]:
@@ -340,9 +310,9 @@ def reject(
 @app.command()
 def statements(as_json: JsonOpt = False) -> None:
     """Published statements, newest first."""
-    rows = _with_redis(lambda r, k, s: queries.published_statements(r, k))
+    rows = with_redis(lambda r, k, s: queries.published_statements(r, k))
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("statement", "incident", "severity", "area", "published (UTC)", "approved by",
                   "title")
@@ -361,7 +331,7 @@ def playbooks_validate(
     from coordinator.playbooks.loader import check_playbook_file
 
     settings = load_settings()
-    city = _city(settings)
+    city = city_or_fail(settings)
     target = path or settings.playbooks_dir
     files = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
     if not files:
@@ -392,7 +362,7 @@ def playbooks_explain(
     from coordinator.playbooks.selection import select_playbook
 
     settings = load_settings()
-    city = _city(settings)
+    city = city_or_fail(settings)
     if area not in city.areas:
         raise fail(f"--area: unknown area {area!r} (see config/areas.yaml)")
     try:
@@ -401,7 +371,7 @@ def playbooks_explain(
         raise fail(f"playbooks do not validate:\n{exc}") from exc
     selection = select_playbook(playbooks, kind, severity, area, city)
     if as_json:
-        _print_json({"playbook": selection.playbook_id, "reason": selection.reason,
+        print_json({"playbook": selection.playbook_id, "reason": selection.reason,
                      "candidates": [c.__dict__ for c in selection.candidates]})
         return
     out.print(f"[bold]{selection.playbook_id}[/]: {selection.reason}")
@@ -410,209 +380,22 @@ def playbooks_explain(
         out.print(f"  {c.playbook_id:20} {mark}  {c.why}")
 
 
-def _city(settings: Settings) -> Any:
-    try:
-        return load_city(settings.config_dir)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
-
 
 @app.command()
 def doctor() -> None:
     """Check this setup and say in plain words what is wrong."""
     from coordinator.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(_settings(), out))
+    raise typer.Exit(run_doctor(env_settings(), out))
 
 
-@subscribers_app.command("add")
-def subscribers_add(
-    area: Annotated[list[str], typer.Option(help="area code; repeat for more")],
-    channel: Annotated[list[str], typer.Option(help="sms or email; repeat for both")],
-    phone: Annotated[str | None, typer.Option()] = None,
-    email: Annotated[str | None, typer.Option()] = None,
-    language: Annotated[str, typer.Option()] = "vi",
-    topic: Annotated[list[str] | None, typer.Option(help="incident kind; none = all")] = None,
-    role: Annotated[str, typer.Option(help="resident, press or partner")] = "resident",
-) -> None:
-    """Add (or update) one subscriber."""
-    from pydantic import ValidationError
-
-    from coordinator.subscribers.models import Subscriber
-    from coordinator.subscribers.registry import save_subscriber
-
-    city = _city(load_settings())
-    unknown = [a for a in area if a not in city.areas]
-    if unknown:
-        raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
-    try:
-        sub = Subscriber.model_validate({
-            "phone": phone, "email": email, "language": language, "areas": area,
-            "topics": topic or ["*"], "channels": channel, "role": role,
-            "consent_source": "cli"})
-    except ValidationError as exc:
-        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())) from exc
-    changed = _with_redis(lambda r, k, s: save_subscriber(r, k, sub))
-    out.print(f"{sub.id} {'saved' if changed else 'unchanged'}")
 
 
-@subscribers_app.command("import")
-def subscribers_import(path: Path) -> None:
-    """Import a CSV file; every rejected row is listed with its line; re-importing the same
-    file changes nothing."""
-    from rich.progress import track
-
-    from coordinator.subscribers.csvio import parse_csv
-    from coordinator.subscribers.registry import save_subscriber
-
-    city = _city(load_settings())
-    try:
-        rows = list(parse_csv(path.read_text(encoding="utf-8"), city, source=f"import:{path.name}"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"{path}: cannot read: {exc}") from exc
-
-    async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
-        saved = unchanged = 0
-        for _, sub, _ in track(rows, description="importing", console=err):
-            if sub is not None:
-                if await save_subscriber(redis, keys, sub):
-                    saved += 1
-                else:
-                    unchanged += 1
-        return saved, unchanged
-
-    saved, unchanged = _with_redis(work)
-    rejected = [(line, why) for line, sub, why in rows if sub is None]
-    for line, why in rejected:
-        err.print(f"{path}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"{saved} saved, {unchanged} unchanged, {len(rejected)} rejected")
-    if rejected:
-        raise typer.Exit(1)
-
-
-@subscribers_app.command("export")
-def subscribers_export() -> None:
-    """Print every subscriber as CSV (the import format)."""
-    from coordinator.subscribers.csvio import to_csv
-    from coordinator.subscribers.models import Subscriber
-
-    async def work(redis: Redis, keys: Keys, s: Settings) -> list[Subscriber]:
-        ids = sorted(await redis.smembers(keys.subs_all()))
-        raws = await redis.mget([keys.subscriber(i) for i in ids]) if ids else []
-        return [Subscriber.model_validate_json(r) for r in raws if r]
-
-    typer.echo(to_csv(_with_redis(work)), nl=False)
-
-
-@subscribers_app.command("remove")
-def subscribers_remove(contact: str) -> None:
-    """Opt a subscriber out by phone or email: nothing more is sent to them."""
-    from channels.contacts import InvalidContact, e164
-    from coordinator.subscribers.registry import set_status
-
-    try:
-        key = contact if "@" in contact else e164(contact, load_settings().phone_region)
-    except InvalidContact as exc:
-        raise fail(str(exc)) from exc
-    found = _with_redis(lambda r, k, s: set_status(r, k, key, "opted_out"))
-    if found is None:
-        raise fail(f"no subscriber with {contact}")
-    out.print(f"{found.id} opted out")
-
-
-@app.command("dispatch-watch")
-def dispatch_watch(
-    statement_id: str,
-    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
-) -> None:
-    """Watch a statement's fan-out: a progress bar per channel until every delivery is done."""
-    from rich.progress import Progress
-
-    async def watch(redis: Redis, keys: Keys, s: Settings) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        with Progress(console=out) as progress:
-            bars: dict[str, Any] = {}
-            while time.monotonic() < deadline:
-                d = await redis.hgetall(keys.dispatch(statement_id))
-                finished = bool(d.get("queued_all"))
-                for channel in ("sms", "email"):
-                    total = int(d.get(f"targeted:{channel}", 0))
-                    if not total:
-                        continue
-                    done = sum(int(d.get(f"{channel}:{k}", 0))
-                               for k in ("sent", "failed", "skipped"))
-                    if channel not in bars:
-                        bars[channel] = progress.add_task(channel, total=total)
-                    progress.update(bars[channel], completed=done, total=total)
-                    finished = finished and done >= total
-                if finished:
-                    return dict(d)
-                await asyncio.sleep(0.5)
-        raise LoaError(f"{statement_id}: fan-out not finished after {timeout:.0f}s")
-
-    try:
-        counts = _with_redis(watch)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
-    out.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "queued_all"))
-
-
-@sandbox_app.command("sms")
-def sandbox_sms(
-    port: Annotated[int, typer.Option()] = 8081,
-    account_sid: Annotated[str, typer.Option(envvar="LOA_TWILIO_ACCOUNT_SID")] = SANDBOX_SID,
-    auth_token: Annotated[str, typer.Option(envvar="LOA_TWILIO_AUTH_TOKEN")] = "sandbox-token",
-    callbacks: Annotated[bool, typer.Option(help="post status callbacks")] = True,
-) -> None:
-    """A local Twilio-compatible Messages API (the real twilio SDK talks to it over HTTP)."""
-    from coordinator.sandbox.sms import run_sms_sandbox
-
-    run_sms_sandbox("127.0.0.1", port, account_sid, auth_token, callbacks)
-
-
-@sandbox_app.command("smtp")
-def sandbox_smtp(
-    port: Annotated[int, typer.Option()] = 8025,
-    maildir: Annotated[Path | None, typer.Option(help="where received mail is kept")] = None,
-) -> None:
-    """A local SMTP server that keeps what it receives (see `loa outbox`)."""
-    from coordinator.sandbox.smtp import run_smtp_sandbox
-
-    run_smtp_sandbox("127.0.0.1", port, maildir or load_settings().data_dir / "mail")
-
-
-@app.command()
-def outbox(as_json: JsonOpt = False) -> None:
-    """The dev outbox: what the local SMS and SMTP sandboxes received."""
-    import httpx
-
-    from coordinator.sandbox.smtp import read_outbox
-
-    settings = _settings()
-    sms: list[dict[str, Any]] = []
-    if settings.twilio_base_url:
-        try:
-            sms = httpx.get(f"{settings.twilio_base_url}/_sandbox/messages", timeout=5).json()
-        except httpx.HTTPError as exc:
-            err.print(f"SMS sandbox not reachable at {settings.twilio_base_url}: {exc}")
-    emails = read_outbox(settings.data_dir / "mail")
-    if as_json:
-        _print_json({"sms": sms, "email": emails})
-        return
-    table = Table("channel", "to", "status", "text / subject")
-    for m in sms:
-        table.add_row("sms", m["to"], m["status"], m["body"])
-    for e in emails:
-        table.add_row("email", e["to"], "received", e["subject"])
-    out.print(table)
+# Defined with their command groups, listed after the core commands.
+app.command("dispatch-watch")(dispatch_watch)
+app.command()(outbox)
 
 
 def main() -> None:
     """Entry point of the `loa` command."""
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,68 @@
+"""What every `loa` command shares: consoles, settings, errors in plain words, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from coordinator.city import City, load_city
+from coordinator.errors import LoaError
+from coordinator.keys import Keys
+from coordinator.settings import Settings, load_settings
+from coordinator.state import Redis, connect
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def env_settings() -> Settings:
+    """Settings from the environment, completed from a running `loa up`."""
+    return load_settings().with_running_stack()
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print an error in plain words and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
+    """Run `work` with a Redis connection; exit in plain words when Redis is unreachable."""
+    settings = env_settings()
+    if not settings.redis_url:
+        raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
+
+    async def run() -> T:
+        redis = connect(settings.redis_url or "")
+        try:
+            return await work(redis, Keys(settings.redis_prefix), settings)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except OSError as exc:
+        raise fail(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+
+
+def print_json(data: Any) -> None:
+    """Print JSON (UTF-8 kept)."""
+    out.print_json(json.dumps(data, ensure_ascii=False, default=str))
+
+
+
+
+def city_or_fail(settings: Settings) -> City:
+    """The city from config/, or exit naming what is wrong."""
+    try:
+        return load_city(settings.config_dir)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+

@@ -1,0 +1,153 @@
+"""`loa subscribers ...` and `loa dispatch-watch`: the people who receive statements."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from coordinator.cli.common import city_or_fail, err, fail, out, with_redis
+from coordinator.errors import LoaError
+from coordinator.keys import Keys
+from coordinator.settings import Settings, load_settings
+from coordinator.state import Redis
+
+subscribers_app = typer.Typer(help="The people who receive statements.", no_args_is_help=True)
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    area: Annotated[list[str], typer.Option(help="area code; repeat for more")],
+    channel: Annotated[list[str], typer.Option(help="sms or email; repeat for both")],
+    phone: Annotated[str | None, typer.Option()] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    language: Annotated[str, typer.Option()] = "vi",
+    topic: Annotated[list[str] | None, typer.Option(help="incident kind; none = all")] = None,
+    role: Annotated[str, typer.Option(help="resident, press or partner")] = "resident",
+) -> None:
+    """Add (or update) one subscriber."""
+    from pydantic import ValidationError
+
+    from coordinator.subscribers.models import Subscriber
+    from coordinator.subscribers.registry import save_subscriber
+
+    city = city_or_fail(load_settings())
+    unknown = [a for a in area if a not in city.areas]
+    if unknown:
+        raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
+    try:
+        sub = Subscriber.model_validate({
+            "phone": phone, "email": email, "language": language, "areas": area,
+            "topics": topic or ["*"], "channels": channel, "role": role,
+            "consent_source": "cli"})
+    except ValidationError as exc:
+        raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())) from exc
+    changed = with_redis(lambda r, k, s: save_subscriber(r, k, sub))
+    out.print(f"{sub.id} {'saved' if changed else 'unchanged'}")
+
+
+@subscribers_app.command("import")
+def subscribers_import(path: Path) -> None:
+    """Import a CSV file; every rejected row is listed with its line; re-importing the same
+    file changes nothing."""
+    from rich.progress import track
+
+    from coordinator.subscribers.csvio import parse_csv
+    from coordinator.subscribers.registry import save_subscriber
+
+    city = city_or_fail(load_settings())
+    try:
+        rows = list(parse_csv(path.read_text(encoding="utf-8"), city, source=f"import:{path.name}"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"{path}: cannot read: {exc}") from exc
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
+        saved = unchanged = 0
+        for _, sub, _ in track(rows, description="importing", console=err):
+            if sub is not None:
+                if await save_subscriber(redis, keys, sub):
+                    saved += 1
+                else:
+                    unchanged += 1
+        return saved, unchanged
+
+    saved, unchanged = with_redis(work)
+    rejected = [(line, why) for line, sub, why in rows if sub is None]
+    for line, why in rejected:
+        err.print(f"{path}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"{saved} saved, {unchanged} unchanged, {len(rejected)} rejected")
+    if rejected:
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("export")
+def subscribers_export() -> None:
+    """Print every subscriber as CSV (the import format)."""
+    from coordinator.subscribers.csvio import to_csv
+    from coordinator.subscribers.models import Subscriber
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> list[Subscriber]:
+        ids = sorted(await redis.smembers(keys.subs_all()))
+        raws = await redis.mget([keys.subscriber(i) for i in ids]) if ids else []
+        return [Subscriber.model_validate_json(r) for r in raws if r]
+
+    typer.echo(to_csv(with_redis(work)), nl=False)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(contact: str) -> None:
+    """Opt a subscriber out by phone or email: nothing more is sent to them."""
+    from channels.contacts import InvalidContact, e164
+    from coordinator.subscribers.registry import set_status
+
+    try:
+        key = contact if "@" in contact else e164(contact, load_settings().phone_region)
+    except InvalidContact as exc:
+        raise fail(str(exc)) from exc
+    found = with_redis(lambda r, k, s: set_status(r, k, key, "opted_out"))
+    if found is None:
+        raise fail(f"no subscriber with {contact}")
+    out.print(f"{found.id} opted out")
+
+
+def dispatch_watch(
+    statement_id: str,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
+) -> None:
+    """Watch a statement's fan-out: a progress bar per channel until every delivery is done."""
+    from rich.progress import Progress
+
+    async def watch(redis: Redis, keys: Keys, s: Settings) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        with Progress(console=out) as progress:
+            bars: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                d = await redis.hgetall(keys.dispatch(statement_id))
+                finished = bool(d.get("queued_all"))
+                for channel in ("sms", "email"):
+                    total = int(d.get(f"targeted:{channel}", 0))
+                    if not total:
+                        continue
+                    done = sum(int(d.get(f"{channel}:{k}", 0))
+                               for k in ("sent", "failed", "skipped"))
+                    if channel not in bars:
+                        bars[channel] = progress.add_task(channel, total=total)
+                    progress.update(bars[channel], completed=done, total=total)
+                    finished = finished and done >= total
+                if finished:
+                    return dict(d)
+                await asyncio.sleep(0.5)
+        raise LoaError(f"{statement_id}: fan-out not finished after {timeout:.0f}s")
+
+    try:
+        counts = with_redis(watch)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
+    out.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "queued_all"))
+
+

@@ -120,7 +120,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
              r: redis.Redis, procs: list[subprocess.Popen[bytes]]) -> dict[str, Any]:
     sms_url = env["LOA_TWILIO_BASE_URL"]
     web_port = int(env["LOA_WEB_PORT"])
-    procs.append(spawn(["worker"], env, root / "worker.log"))
+    worker = spawn(["worker"], env, root / "worker.log")
+    procs.append(worker)
     procs.append(spawn(["web"], env, root / "web.log"))
     wait_for_port(web_port, 60, procs[-1])
     while not r.exists("bench:worker:worker-1"):
@@ -156,7 +157,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "messages_per_second": round(2 * targeted / elapsed, 1),
             "raw_capacity_per_second": raw,
             "ratio_to_raw": {c: round((targeted / elapsed) / raw[c], 3) for c in raw},
-            "worker_peak_rss_mib": round(peak_rss_mib(procs[0].pid), 1)}
+            "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1)}
 
 
 def main() -> None:
@@ -200,9 +201,8 @@ def main() -> None:
                 twilio_base_url=env["LOA_TWILIO_BASE_URL"], smtp_host="127.0.0.1",
                 smtp_port=smtp_port)
             asyncio.run(ensure_topics(settings))
-            worker_procs: list[subprocess.Popen[bytes]] = []
-            result |= full_run(root, settings, env, size, r, worker_procs)
-            procs += worker_procs
+            # full_run appends the worker and web to `procs`, so they are stopped even if it fails
+            result |= full_run(root, settings, env, size, r, procs)
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         print(json.dumps(result, indent=2))
     finally:

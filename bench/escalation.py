@@ -51,7 +51,7 @@ async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: 
         async with rt.redis.pipeline(transaction=False) as pipe:
             for i in range(batch, min(count, batch + 500)):
                 incident_id = f"INC-{90000000 + i}"
-                record = first_record(rt, playbook, Severity.severe, incident_id,
+                record, _ = first_record(rt, playbook, Severity.severe, incident_id,
                                       f"DRF-{90000000 + i}-1", datetime.now(UTC))
                 due = start + timedelta(seconds=rng.uniform(0, spread_s))
                 record = record.evolve(due=due, request=record.request.model_copy(

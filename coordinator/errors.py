@@ -5,8 +5,6 @@
     ├── PlaybookError            a playbook file does not validate (file, line, field)
     ├── TemplateRenderError      a draft template failed to render
     ├── BadEvent                 a message on a topic is not a valid event (-> dead-letters)
-    ├── NotFound                 an incident, approval or statement id is unknown
-    ├── DecisionRefused          a decision that may not be taken (wrong approver, decided)
     └── BrokerUnavailable        the report could not be put on the broker
 """
 
@@ -39,14 +37,6 @@ class TemplateRenderError(LoaError):
 
 class BadEvent(LoaError):
     """A message on a topic could not be decoded into its event model."""
-
-
-class NotFound(LoaError):
-    """An id that names nothing we know."""
-
-
-class DecisionRefused(LoaError):
-    """A decision that cannot be taken: unknown approver, wrong level, already decided."""
 
 
 class BrokerUnavailable(LoaError):

@@ -87,7 +87,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         if playbook.fallback or playbook.approval is None:
             fields |= {"status": "needs_duty_officer", "status_reason": selection.reason}
         else:
-            record = first_record(rt, playbook, facts.severity, incident_id, draft_id, now)
+            record, notes = first_record(rt, playbook, facts.severity, incident_id, draft_id,
+                                         now)
             request = record.request
             pipe.hset(rt.keys.approval(approval_id), mapping=record.to_hash())
             pipe.zadd(rt.keys.approvals_pending(), {approval_id: request.deadline.timestamp()})
@@ -98,7 +99,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             audit("approval.requested", approval_id, {
                 "level": record.level, "holders": record.holders,
                 "department": level.department, "deadline": request.deadline.isoformat(),
-                "notes": entry_notes(rt, request, now)})
+                "notes": notes})
         pipe.hset(key, mapping=fields)
         return Plan(incident_id, playbook.id, request, first_time=True)
 
@@ -106,8 +107,9 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
 
 
 def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_id: str,
-                 draft_id: str, now: datetime) -> ApprovalRecord:
-    """The new request, at the first level with someone available to ask.
+                 draft_id: str, now: datetime) -> tuple[ApprovalRecord, list[str]]:
+    """The new request, at the first level with someone available to ask, and what was
+    routed around to get there (absences, delegates, skipped levels).
 
     When nobody in the whole chain is available, the request is due at once at its last
     level, so the first timer applies the exhaustion rule."""
@@ -120,17 +122,12 @@ def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_i
         hold_alert_every_s=playbook.approval.hold_alert_every, reply_code=reply_code(approval_id),
         created_at=now,
     )
-    entry, _ = enter_level(base, 1, rt.city.people, now)
+    entry, notes = enter_level(base, 1, rt.city.people, now)
     level, holders, deadline = ((entry.level, entry.holders, entry.deadline) if entry
                                 else (len(chain), [], now))
     request = base.model_copy(update={"level": level, "deadline": deadline})
     return ApprovalRecord(request=request, status="pending", phase="level", level=level,
-                          due=deadline, holders=holders, eligible=holders)
-
-
-def entry_notes(rt: Runtime, request: ApprovalRequest, now: datetime) -> list[str]:
-    """What was routed around when the request entered its first level."""
-    return enter_level(request, 1, rt.city.people, now)[1]
+                          due=deadline, holders=holders, eligible=holders), notes
 
 
 async def _existing_plan(pipe: Pipeline, rt: Runtime, incident: dict[str, str]) -> Plan:

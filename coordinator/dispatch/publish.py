@@ -1,7 +1,7 @@
 """Hand an approved statement to the web channel and record that it was published.
 
 SMS and email fan-out to subscribers is the subscribers issue; their seam is
-:func:`deliveries_for`, which today yields the one public web delivery.
+:func:`web_deliveries`, which today yields the one public web delivery.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
 
-def deliveries_for(statement: Statement, now: datetime) -> list[Delivery]:
+def web_deliveries(statement: Statement, now: datetime) -> list[Delivery]:
     """The deliveries of a statement; the id is deterministic, so a replay makes none new."""
     return [Delivery(id=f"{statement.id}:web:public", statement_id=statement.id, channel="web",
                      recipient="public", language="*", status="queued", at=now)]
@@ -26,7 +26,7 @@ async def publish_statement(rt: Runtime, channels: dict[str, Channel], statement
     """Send every delivery; True when this call published the statement for the first time.
 
     Raises DeliveryError from a channel."""
-    for delivery in deliveries_for(statement, now):
+    for delivery in web_deliveries(statement, now):
         await send_with_retries(channels[delivery.channel], OutboundMessage(
             id=delivery.id, recipient=delivery.recipient, text="", statement=statement),
             attempts=5)

@@ -106,7 +106,8 @@ async def _keyword(st: State, phone: str, word: str) -> Response:
 
 async def _answer(st: State, phone: str, answer: Answer, message_sid: str) -> Response:
     redis, keys, city = st.redis, st.keys, st.city
-    person = next((p for p in city.people.values() if _same_phone(p.phone, phone)), None)
+    # config/ holds phones in E.164 (checked at load), so the normalised sender compares as is
+    person = next((p for p in city.people.values() if p.phone == phone), None)
     matches = []
     for approval_id in sorted(await redis.smembers(keys.reply_code(answer.code))):
         row = await redis.hgetall(keys.approval(approval_id))
@@ -148,12 +149,6 @@ async def _outcome(redis: Redis, key: str, wait_s: float = 8.0) -> str | None:
         await asyncio.sleep(0.1)
     return None
 
-
-def _same_phone(configured: str, phone: str) -> bool:
-    try:
-        return e164(configured) == phone
-    except InvalidContact:
-        return False
 
 
 async def _join(st: State, phone: str, areas: list[str]) -> Response:

@@ -29,6 +29,9 @@ class AreaNode(_Strict):
 
     code: Slug
     name: Names
+    # official codes of the area, e.g. {GSO: "001"} (Vietnam's General Statistics Office);
+    # the CAP feed publishes them as <geocode>s
+    geocode: dict[str, str] = Field(default_factory=dict)
     children: list[AreaNode] = Field(default_factory=list)
 
 
@@ -96,6 +99,7 @@ class Area:
     name: Names
     parent: str | None
     depth: int
+    geocode: dict[str, str] = field(default_factory=dict)
 
     def name_in(self, language: str) -> str:
         """The area's name in a language (Vietnamese, then the code, as fallback)."""
@@ -140,7 +144,7 @@ def _flatten(nodes: list[AreaNode], parent: str | None, depth: int, out: dict[st
     for node in nodes:
         if node.code in out:
             raise ConfigError(f"area code {node.code!r} appears twice")
-        out[node.code] = Area(node.code, node.name, parent, depth)
+        out[node.code] = Area(node.code, node.name, parent, depth, dict(node.geocode))
         _flatten(node.children, node.code, depth + 1, out)
 
 

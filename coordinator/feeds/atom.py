@@ -1,0 +1,137 @@
+"""Atom 1.0 (RFC 4287) feeds: the published statements, and the index of current CAP alerts.
+
+The CAP index is what CAP aggregators (e.g. Google Public Alerts) poll: an Atom feed
+with one entry per alert in force, each linking to the alert itself with
+``<link rel="alternate" type="application/cap+xml">``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from coordinator.city import City
+from coordinator.feeds import (
+    ATOM_NS,
+    XML_LANG,
+    cap_url,
+    local_stamp,
+    published_at,
+    statement_url,
+    web_text,
+)
+from coordinator.feeds.cap import current_alerts
+
+AUTHOR = "Loa"
+SCHEME = "urn:loa:"  # scheme of our <category> terms: urn:loa:severity, urn:loa:kind, ...
+SUMMARY_CHARS = 280
+TITLES = {
+    "statements": {"vi": "Loa: thông báo chính thức", "en": "Loa: official statements"},
+    "alerts": {"vi": "Loa: cảnh báo CAP đang hiệu lực", "en": "Loa: current CAP alerts"},
+}
+
+
+def statements_feed(statements: Iterable[dict[str, Any]], city: City, *, base_url: str,
+                    timezone: str, now: datetime, lang: str = "vi") -> bytes:
+    """The Atom feed of published statements, newest first, with texts in `lang`.
+
+    `now` is the feed's `<updated>` only when there is no statement.
+    """
+    ordered = _newest_first(statements)
+    feed = _feed("feed.atom", "statements", base_url, lang,
+                 local_stamp(published_at(ordered[0]) if ordered else now, timezone))
+    for statement in ordered:
+        _statement_entry(feed, statement, city, base_url, timezone, lang)
+    return _bytes(feed)
+
+
+def cap_index(statements: Iterable[dict[str, Any]], *, base_url: str, timezone: str,
+              now: datetime, lang: str = "vi") -> bytes:
+    """The Atom index of the CAP alerts in force (see `cap.current_alerts`), newest first."""
+    current = current_alerts(statements)
+    feed = _feed("cap.xml", "alerts", base_url, lang,
+                 local_stamp(published_at(current[0]) if current else now, timezone))
+    for statement in current:
+        _alert_entry(feed, statement, base_url, timezone, lang)
+    return _bytes(feed)
+
+
+def summary(body: str) -> str:
+    """The first paragraph of a body, cut to SUMMARY_CHARS characters."""
+    first = next((p.strip() for p in body.split("\n\n") if p.strip()), "")
+    return first if len(first) <= SUMMARY_CHARS else first[:SUMMARY_CHARS - 1].rstrip() + "…"
+
+
+def _newest_first(statements: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    published = [s for s in statements if s.get("published_at")]
+    return sorted(published, key=published_at, reverse=True)
+
+
+def _feed(path: str, which: str, base_url: str, lang: str, updated: str) -> ET.Element:
+    """The `<feed>` with its own metadata; entries are appended after."""
+    base = base_url.rstrip("/")
+    own = f"{base}/{path}" if lang == "vi" else f"{base}/{path}?lang={lang}"
+    feed = ET.Element("feed", {"xmlns": ATOM_NS, XML_LANG: lang})
+    _add(feed, "id", own)
+    _add(feed, "title", TITLES[which].get(lang, TITLES[which]["en"]), type="text")
+    _add(feed, "updated", updated)
+    _add(feed, "link", rel="self", type="application/atom+xml", href=own)
+    _add(feed, "link", rel="alternate", type="text/html",
+         href=f"{base}/" if lang == "vi" else f"{base}/?lang={lang}")
+    _add(_add(feed, "author"), "name", AUTHOR)
+    _add(feed, "generator", "Loa")
+    return feed
+
+
+def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, base_url: str,
+                     timezone: str, lang: str) -> None:
+    text = web_text(statement, lang)
+    stamp = local_stamp(published_at(statement), timezone)
+    entry = _add(feed, "entry")
+    _add(entry, "id", statement_url(base_url, statement["id"]))
+    _add(entry, "title", text.get("title") or statement["id"], type="text")
+    _add(entry, "updated", stamp)
+    _add(entry, "published", stamp)
+    _add(_add(entry, "author"), "name", AUTHOR)
+    _add(entry, "link", rel="alternate", type="text/html", hreflang=text["language"],
+         href=statement_url(base_url, statement["id"], lang))
+    _add(entry, "link", rel="related", type="application/cap+xml",
+         href=cap_url(base_url, statement["id"]))
+    _add(entry, "category", term=statement["severity"], scheme=f"{SCHEME}severity")
+    _add(entry, "category", term=statement["kind"], scheme=f"{SCHEME}kind")
+    area = city.areas.get(statement["area"])
+    _add(entry, "category", term=statement["area"], scheme=f"{SCHEME}area",
+         label=area.name_in(lang) if area is not None else statement["area"])
+    _add(entry, "summary", summary(text.get("body", "")), type="text")
+    _add(entry, "content", text.get("body", ""), type="text")
+
+
+def _alert_entry(feed: ET.Element, statement: dict[str, Any], base_url: str, timezone: str,
+                 lang: str) -> None:
+    text = web_text(statement, lang)
+    entry = _add(feed, "entry")
+    _add(entry, "id", cap_url(base_url, statement["id"]))
+    _add(entry, "title", text.get("title") or statement["id"], type="text")
+    _add(entry, "updated", local_stamp(published_at(statement), timezone))
+    _add(entry, "link", rel="alternate", type="application/cap+xml",
+         href=cap_url(base_url, statement["id"]))
+    _add(entry, "link", rel="related", type="text/html", hreflang=text["language"],
+         href=statement_url(base_url, statement["id"], lang))
+    _add(entry, "category", term=statement["msg_type"], scheme=f"{SCHEME}msg-type")
+    _add(entry, "summary", summary(text.get("body", "")), type="text")
+
+
+def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    """A child element (in the root's default namespace); text and attribute values are
+    escaped when written."""
+    child = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        child.text = text
+    return child
+
+
+def _bytes(feed: ET.Element) -> bytes:
+    document: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return document

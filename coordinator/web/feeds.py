@@ -1,0 +1,80 @@
+"""Public machine-readable feeds (no login): Atom 1.0 and OASIS CAP 1.2.
+
+- ``GET /feed.atom`` — Atom feed of the published statements, newest first
+  (``?lang=vi|en``, default vi).
+- ``GET /cap.xml`` — the *index* of the CAP alerts in force. A CAP message carries one
+  ``<alert>``, so several alerts cannot share one CAP document; CAP aggregators (Google
+  Public Alerts among them) poll an Atom (or RSS) index instead, whose entries link to the
+  alerts. So ``/cap.xml`` is an Atom feed with one entry per current alert — of each
+  incident its newest published statement, unless that one is a Cancel — each entry with
+  ``<link rel="alternate" type="application/cap+xml" href=".../cap/{id}.xml">``.
+- ``GET /cap/{statement_id}.xml`` — one CAP 1.2 ``<alert>``; 404 for an unknown or
+  unpublished statement.
+
+The XML is built by the pure builders of :mod:`coordinator.feeds`; this module only loads.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from coordinator import queries
+from coordinator.feeds import ATOM_TYPE, CAP_TYPE, atom, cap
+from coordinator.web.state import State, web_state
+
+feeds = APIRouter(include_in_schema=False)
+
+Lang = Literal["vi", "en"]
+CAP_INDEX_LIMIT = 500  # statements looked at for the alerts in force
+
+
+@feeds.get("/feed.atom")
+async def atom_feed(request: Request, lang: Lang = "vi") -> Response:
+    """Atom 1.0 feed of the published statements, newest first."""
+    st = web_state(request)
+    statements = await queries.published_statements(st.redis, st.keys)
+    body = atom.statements_feed(statements, st.city, base_url=st.settings.web_url(),
+                                timezone=st.settings.timezone, now=datetime.now(UTC),
+                                lang=lang)
+    return Response(body, media_type=ATOM_TYPE)
+
+
+@feeds.get("/cap.xml")
+async def cap_index(request: Request, lang: Lang = "vi") -> Response:
+    """Atom index of the CAP 1.2 alerts in force, each entry linking to its alert."""
+    st = web_state(request)
+    statements = await queries.published_statements(st.redis, st.keys, limit=CAP_INDEX_LIMIT)
+    body = atom.cap_index(statements, base_url=st.settings.web_url(),
+                          timezone=st.settings.timezone, now=datetime.now(UTC), lang=lang)
+    return Response(body, media_type=ATOM_TYPE)
+
+
+@feeds.get("/cap/{statement_id}.xml")
+async def cap_alert(statement_id: str, request: Request) -> Response:
+    """One published statement as a CAP 1.2 alert."""
+    st = web_state(request)
+    statement = await _published(st, statement_id)
+    body = cap.cap_alert(statement, st.city, base_url=st.settings.web_url(),
+                         timezone=st.settings.timezone,
+                         sent_of=await _sent_of(st, statement.get("references") or []))
+    return Response(body, media_type=CAP_TYPE)
+
+
+async def _published(st: State, statement_id: str) -> dict[str, Any]:
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        raise HTTPException(404, f"no published statement {statement_id}")
+    return found
+
+
+async def _sent_of(st: State, statement_ids: list[str]) -> dict[str, str]:
+    """When each of these statements was published (unpublished ones are left out)."""
+    sent: dict[str, str] = {}
+    for statement_id in statement_ids:
+        found = await queries.statement_detail(st.redis, st.keys, statement_id)
+        if found is not None and found.get("published_at"):
+            sent[statement_id] = found["published_at"]
+    return sent

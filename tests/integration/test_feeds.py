@@ -1,0 +1,129 @@
+"""The public feeds over HTTP on a real stack: /feed.atom, /cap.xml, /cap/{id}.xml."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xmlschema
+
+from tests.integration.stack import Stack
+from tests.integration.test_pipeline import post_report, report_body, wait_for_approval
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
+NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2", "a": "http://www.w3.org/2005/Atom"}
+AREA = "hn-nam-tu-liem-dai-mo"  # used by no other test: nothing else joins our incident
+
+
+@cache
+def schema(name: str) -> xmlschema.XMLSchema:
+    return xmlschema.XMLSchema(str(SCHEMAS / name))
+
+
+def text(parent: ET.Element, path: str) -> str:
+    found = parent.find(path, NS)
+    assert found is not None, path
+    return found.text or ""
+
+
+@pytest.fixture(scope="module")
+def published(stack: Stack) -> dict[str, Any]:
+    """A flood statement for AREA, approved and published; its title has a script tag."""
+    body = report_body(AREA)
+    body["title"] = f"<script>alert(1)</script> Ngập {uuid.uuid4().hex[:6]}"
+    report_id = post_report(stack, body)
+    incident_id, approval = wait_for_approval(stack, report_id)
+    done = stack.cli("approve", approval["id"], "--as", approval["approvers"][0])
+    assert done.returncode == 0, done.stderr
+    stack.wait_for_status(incident_id, "published")
+    with stack.http() as http:
+        statement: dict[str, Any] = http.get(
+            f"/api/statements/STM-{incident_id[4:]}-1").json()
+    return statement
+
+
+def web_title(statement: dict[str, Any], lang: str) -> str:
+    found: str = next(t["title"] for t in statement["texts"]
+                      if t["channel"] == "web" and t["language"] == lang)
+    return found
+
+
+def test_the_cap_alert_of_a_published_statement(stack: Stack, published: dict[str, Any]
+                                                ) -> None:
+    """`/cap/{id}.xml`: CAP 1.2 valid against the OASIS schema, with the statement's values;
+    the script tag of the title is text."""
+    with stack.http() as http:
+        answer = http.get(f"/cap/{published['id']}.xml")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/cap+xml"
+    schema("CAP-v1.2.xsd").validate(answer.content)
+    schema("cap12_extended.xsd").validate(answer.content)
+    assert b"&lt;script&gt;" in answer.content and b"<script>" not in answer.content
+    alert = ET.fromstring(answer.content)
+    assert text(alert, "cap:identifier") == published["id"]
+    assert text(alert, "cap:sender") == "loa@127.0.0.1"
+    assert text(alert, "cap:msgType") == "Alert"
+    assert text(alert, "cap:sent").endswith("+07:00") and "." not in text(alert, "cap:sent")
+    assert text(alert, "cap:incidents") == published["incident_id"]
+    infos = alert.findall("cap:info", NS)
+    assert [text(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
+    assert [text(i, "cap:headline") for i in infos] == [web_title(published, "vi"),
+                                                         web_title(published, "en")]
+    assert "<script>alert(1)</script>" in text(infos[0], "cap:headline")
+    assert [text(i, "cap:area/cap:areaDesc") for i in infos] == ["Phường Đại Mỗ", "Dai Mo Ward"]
+    assert [(text(g, "cap:valueName"), text(g, "cap:value"))
+            for g in infos[0].findall("cap:area/cap:geocode", NS)] == [("LOA", AREA)]
+    assert (text(infos[0], "cap:category"), text(infos[0], "cap:severity")) == ("Met", "Severe")
+    assert text(infos[0], "cap:web") == f"{stack.web_url}/statements/{published['id']}"
+
+
+def test_unknown_and_unpublished_ids_are_404(stack: Stack) -> None:
+    """No CAP alert for an id that is no statement (a statement that is not published yet
+    gets the same 404: the route checks `published_at`, as the statement page does)."""
+    with stack.http() as http:
+        assert http.get("/cap/STM-nope-1.xml").status_code == 404
+        assert http.get(f"/cap/STM-{uuid.uuid4().hex[:8]}-1.xml").status_code == 404
+
+
+def test_the_atom_feed_lists_the_statement(stack: Stack, published: dict[str, Any]) -> None:
+    """`/feed.atom` (vi and en): valid Atom with the statement's entry, newest first."""
+    for lang in ("vi", "en"):
+        with stack.http() as http:
+            answer = http.get("/feed.atom", params={"lang": lang})
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/atom+xml; charset=utf-8"
+        schema("atom.xsd").validate(answer.content)
+        assert b"<script>" not in answer.content
+        feed = ET.fromstring(answer.content)
+        entries = {text(e, "a:id"): e for e in feed.findall("a:entry", NS)}
+        mine = entries[f"{stack.web_url}/statements/{published['id']}"]
+        assert text(mine, "a:title") == web_title(published, lang)
+        assert text(mine, "a:updated").endswith("+07:00")
+        stamps = [text(e, "a:updated") for e in feed.findall("a:entry", NS)]
+        assert stamps == sorted(stamps, reverse=True)  # one offset: text order = time order
+    with stack.http() as http:
+        assert http.get("/feed.atom", params={"lang": "fr"}).status_code == 422
+
+
+def test_the_cap_index_links_the_alert(stack: Stack, published: dict[str, Any]) -> None:
+    """`/cap.xml`: an Atom index whose entry for the statement links to its CAP alert,
+    and that link serves it."""
+    with stack.http() as http:
+        answer = http.get("/cap.xml")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/atom+xml; charset=utf-8"
+        schema("atom.xsd").validate(answer.content)
+        index = ET.fromstring(answer.content)
+        links = [e.find("a:link[@rel='alternate']", NS) for e in index.findall("a:entry", NS)]
+        hrefs = {link.get("href"): link.get("type") for link in links if link is not None}
+        href = f"{stack.web_url}/cap/{published['id']}.xml"
+        assert hrefs[href] == "application/cap+xml"
+        linked = http.get(href.removeprefix(stack.web_url))
+    assert linked.status_code == 200
+    schema("CAP-v1.2.xsd").validate(linked.content)

@@ -13,11 +13,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# What Loa needs from the system: redis-server (the embedded Redis of `loa up` and the tests).
+# What Loa needs from the system: redis-server (the embedded Redis of `loa up` and the tests)
+# and Chromium (the browser tests drive /usr/bin/chromium; Playwright downloads no browser).
 system-deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 up: $(STAMP)
 	$(VENV)/bin/loa up

@@ -60,7 +60,8 @@ def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMess
 
 
 class EmailChannel:
-    """Sends email through one SMTP connection, reconnecting when it drops."""
+    """Sends email over a small pool of SMTP connections (`LOA_SMTP_CONNECTIONS`), each
+    reused for conversation after conversation and reconnected when it drops."""
 
     name: ClassVar[str] = "email"
     max_length: ClassVar[int | None] = None
@@ -70,13 +71,11 @@ class EmailChannel:
             raise ValueError("LOA_SMTP_HOST is not set")
         self.settings = settings
         self.domain = settings.email_from.rsplit("@", 1)[-1].strip("> ")
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
         self.connections = 0  # how many times we connected (reuse is visible in tests)
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
-            return self._smtp
+    async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
         smtp = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_tls,
                                start_tls=s.smtp_starttls if not s.smtp_tls else False,
@@ -84,44 +83,49 @@ class EmailChannel:
         await smtp.connect()
         if s.smtp_username and s.smtp_password is not None:
             await smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
-        self._smtp = smtp
         self.connections += 1
         return smtp
 
     async def send(self, message: OutboundMessage) -> Receipt:
         """Send one email; raises Permanent/TransientDeliveryError."""
         mail = build_email(message, self.settings.email_from, self.domain)
-        async with self._lock:  # one conversation at a time on the shared connection
+        async with self._slots:  # one conversation per connection at a time
+            smtp = self._idle.pop() if self._idle else None
             try:
-                smtp = await self._connected()
+                if smtp is None or not smtp.is_connected:
+                    smtp = await self._connect()
                 await smtp.send_message(mail)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 raise PermanentDeliveryError(f"email: recipient refused: {exc}",
                                              code="refused") from exc
             except aiosmtplib.SMTPResponseException as exc:
-                await self._drop()
+                _close(smtp)
+                smtp = None
                 if 500 <= exc.code < 600:
                     raise PermanentDeliveryError(f"email: {exc.code} {exc.message}",
                                                  code=str(exc.code)) from exc
                 raise TransientDeliveryError(f"email: {exc.code} {exc.message}") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                await self._drop()
+                _close(smtp)
+                smtp = None
                 raise TransientDeliveryError(f"email: SMTP not reachable: {exc!r}") from exc
+            finally:
+                if smtp is not None:
+                    self._idle.append(smtp)
         return Receipt(message.id, provider_id=str(mail["Message-ID"]), status="sent")
 
-    async def _drop(self) -> None:
-        if self._smtp is not None:
-            try:
-                self._smtp.close()
-            finally:
-                self._smtp = None
-
     async def close(self) -> None:
-        """QUIT and close the connection."""
-        async with self._lock:
-            if self._smtp is not None and self._smtp.is_connected:
+        """QUIT and close every idle connection."""
+        while self._idle:
+            smtp = self._idle.pop()
+            if smtp.is_connected:
                 try:
-                    await self._smtp.quit()
+                    await smtp.quit()
                 except aiosmtplib.SMTPException:
-                    self._smtp.close()
-            self._smtp = None
+                    smtp.close()
+
+
+def _close(smtp: aiosmtplib.SMTP | None) -> None:
+    """Close a connection that failed mid-conversation (it is not reused)."""
+    if smtp is not None:
+        smtp.close()

@@ -32,7 +32,7 @@ log = obs.get_logger("worker")
 Handler = Callable[[bytes], Awaitable[None]]
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 RETRIES = 5
-DELIVERY_CONCURRENCY = 8
+DELIVERY_CONCURRENCY = 32
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:

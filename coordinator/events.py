@@ -64,6 +64,10 @@ class Report(Event):
     reporter: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
     received_via: Interface = "api"
     received_at: datetime = Field(default_factory=utcnow)
+    # A duty officer may attach a report to a given incident, or open an incident with a
+    # playbook of their choice (a situation no playbook's rules would pick).
+    attach_to: str | None = None
+    playbook: Slug | None = None
 
     def correlation_key(self) -> str:
         """Reports with the same key may join one incident (and share a partition)."""
@@ -88,7 +92,6 @@ class ReportAttached(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
-IncidentEvent = Annotated[IncidentOpened | ReportAttached, Field(discriminator="type")]
 
 
 class RenderedText(BaseModel):
@@ -113,6 +116,48 @@ class Draft(Event):
     version: int
     texts: list[RenderedText]
     rendered_at: datetime = Field(default_factory=utcnow)
+    msg_type: Literal["Alert", "Update", "Cancel"] = "Alert"
+    references: list[str] = Field(default_factory=list)
+    purpose: Literal["first", "edit", "update", "correction", "all_clear", "reselect"] = "first"
+    author: str = ""
+    note: str = ""
+
+
+RedraftPurpose = Literal["edit", "update", "correction", "all_clear", "reselect"]
+
+
+class RedraftRequested(Event):
+    """A duty officer asks for a new draft version (it goes back for approval): their own
+    wording (`texts`), or the playbook's (re-rendered, after re-running selection or with
+    `playbook_id` when `reselect`)."""
+
+    type: Literal["incident.redraft"] = "incident.redraft"
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    incident_id: str
+    purpose: RedraftPurpose
+    playbook_id: str | None = None
+    texts: list[RenderedText] | None = None
+    note: Annotated[str, StringConstraints(max_length=2000)] = ""
+    actor: str
+    via: Interface = "web"
+    at: datetime = Field(default_factory=utcnow)
+
+
+class IncidentClosed(Event):
+    """A duty officer closes an incident: new reports open a new one; a pending request is
+    withdrawn."""
+
+    type: Literal["incident.closed"] = "incident.closed"
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    incident_id: str
+    reason: Annotated[str, StringConstraints(max_length=2000)] = ""
+    actor: str
+    via: Interface = "web"
+    at: datetime = Field(default_factory=utcnow)
+
+
+IncidentEvent = Annotated[IncidentOpened | ReportAttached | RedraftRequested | IncidentClosed,
+                          Field(discriminator="type")]
 
 
 class ChainLevelSnapshot(BaseModel):
@@ -186,6 +231,8 @@ class Decision(Event):
     approver_id: str
     verdict: Literal["approve", "reject"]
     comment: str = ""
+    # "edit and approve": the approver's wording replaces the draft's for these texts
+    texts: list[RenderedText] | None = None
     via: Interface = "cli"
     at: datetime = Field(default_factory=utcnow)
 
@@ -236,7 +283,7 @@ class DeliveryRequest(Event):
     html: str | None = None
     language: str = "vi"
     unsubscribe_url: str | None = None
-    purpose: Literal["prompt", "statement"] = "prompt"
+    purpose: Literal["prompt", "statement", "confirmation"] = "prompt"
     incident_id: str | None = None
     statement_id: str | None = None
     subscriber_id: str | None = None

@@ -143,6 +143,15 @@ class Keys:
         """Which subscriber has this phone or (lower-case) email."""
         return self._k("subs", "contact", contact)
 
+    def optin_code(self, purpose: str, contact: str) -> str:
+        """Hash: the HMAC of the code last sent to a phone to join or leave, its expiry and
+        how many wrong tries it has had (expires with the code)."""
+        return self._k("optin", "code", purpose, contact)
+
+    def optin_request(self, sub_id: str) -> str:
+        """A web subscription waiting for its confirmation (JSON), with what is confirmed."""
+        return self._k("optin", "request", sub_id)
+
     def dispatch(self, statement_id: str) -> str:
         """Hash of a statement's fan-out counters: targeted / sent / delivered / failed."""
         return self._k("dispatch", statement_id)
@@ -150,6 +159,19 @@ class Keys:
     def followups(self) -> str:
         """Hash of messages a committed escalation step still has to send."""
         return self._k("followups")
+
+    # people who log in to the web console
+    def account(self, username: str) -> str:
+        """Hash: an account's role, person and argon2 password hash."""
+        return self._k("account", username)
+
+    def accounts(self) -> str:
+        """Set of every account's username."""
+        return self._k("accounts")
+
+    def rate_window(self, bucket: str, who: str) -> str:
+        """Counter of attempts in the current window (login, public forms)."""
+        return self._k("ratewin", bucket, who)
 
     # operations
     def audit(self) -> str:

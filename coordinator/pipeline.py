@@ -38,14 +38,18 @@ from coordinator.escalation.transitions import (
 from coordinator.events import (
     ApprovalEvent,
     ApprovalPrompt,
+    ApprovalRequest,
     Decision,
     DeliveryRequest,
+    IncidentClosed,
     IncidentEvent,
-    IncidentOpened,
+    RedraftRequested,
     Report,
+    ReportAttached,
     Statement,
     utcnow,
 )
+from coordinator.incidents.actions import close_incident, redraft
 from coordinator.incidents.intake import take_in_report
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
@@ -94,10 +98,14 @@ class Pipeline:
         await self.send(topics.INCIDENT_EVENTS, taken.incident_id, taken.event(report).to_bytes())
 
     async def plan(self, value: bytes) -> None:
-        """An opened incident gets its playbook, draft and approval request."""
+        """An opened incident gets its playbook, draft and approval request; a duty officer's
+        action makes a new draft version or closes the incident."""
         event = decode_incident_event(value)
-        if not isinstance(event, IncidentOpened):
+        if isinstance(event, ReportAttached):
             log.info("report attached", incident_id=event.incident_id, report=event.report.id)
+            return
+        if isinstance(event, RedraftRequested | IncidentClosed):
+            await self.steer(event)
             return
         result = await plan_incident(self.rt, event.incident_id, utcnow())
         log.info("incident planned", incident_id=event.incident_id, playbook=result.playbook_id,
@@ -109,13 +117,29 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             obs.STAGE_LATENCY.labels("report_to_approval_request").observe(
                 since(event.report.received_at))
-        # Also on a replay: timers and prompts have deterministic ids, so this re-arms
-        # what a crash between the Redis write and here would have lost, and nothing more.
-        row = await self.rt.redis.hgetall(self.rt.keys.approval(result.request.id))
+        await self._ask(result.request)
+
+    async def steer(self, event: RedraftRequested | IncidentClosed) -> None:
+        """A duty officer's action on an incident (from the console)."""
+        if isinstance(event, IncidentClosed):
+            outcome = await close_incident(self.rt, event, utcnow())
+        else:
+            outcome = await redraft(self.rt, event, utcnow())
+        log.info("incident action", incident_id=event.incident_id, action=event.type,
+                 accepted=outcome.accepted, message=outcome.message)
+        if outcome.request is not None:
+            obs.APPROVALS_REQUESTED.inc()
+            await self._ask(outcome.request)
+
+    async def _ask(self, request: ApprovalRequest) -> None:
+        """Arm the request's timers, announce it, and prompt its first holders. Also on a
+        replay: timers and prompts have deterministic ids, so this re-arms what a crash
+        between the Redis write and here would have lost, and nothing more."""
+        row = await self.rt.redis.hgetall(self.rt.keys.approval(request.id))
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
             self.schedule(timer)
-        await self.send(topics.APPROVAL_EVENTS, event.incident_id, result.request.to_bytes())
+        await self.send(topics.APPROVAL_EVENTS, request.incident_id, request.to_bytes())
         if record.status == "pending" and record.phase == "level":
             prompts = prompts_for("request", record, record.holders, self.rt.city.people,
                                   utcnow(), self.rt.settings.timezone)

@@ -58,9 +58,12 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_tls: bool = False
+    smtp_connections: int = Field(default=4, ge=1, description="SMTP connections per worker")
     email_from: str = "Loa Hà Nội <loa@hanoi.example>"
     link_secret: SecretStr | None = Field(
         default=None, description="signs approval links in emails; `loa up` makes one")
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs console session cookies (else the link secret)")
     phone_region: str = Field(default="VN", description="region for numbers without +")
     delivery_attempts: int = Field(default=6, ge=1)
     timezone: str = "Asia/Ho_Chi_Minh"

@@ -14,6 +14,7 @@ from types import FrameType
 
 from rich.console import Console
 
+from coordinator.accounts import Account, first_admin
 from coordinator.broker import ensure_topics
 from coordinator.embedded import (
     Service,
@@ -23,7 +24,9 @@ from coordinator.embedded import (
     start_tansu,
     wait_for_port,
 )
+from coordinator.keys import Keys
 from coordinator.settings import Settings
+from coordinator.state import connect
 
 console = Console()
 
@@ -64,6 +67,7 @@ def run_up(settings: Settings) -> int:
                if k != "LOA_LINK_SECRET"},
             "pids": {s.name: s.proc.pid for s in started}}))
         _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
+        _first_admin(settings, redis_url)
         while not stopping:
             for service in started:
                 if service.proc.poll() is not None:
@@ -103,6 +107,24 @@ def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
         started.append(_spawn("smtp-sandbox", ["sandbox", "smtp", "--port", str(port)],
                               env, port))
     return extra
+
+
+def _first_admin(settings: Settings, redis_url: str) -> None:
+    """On a Redis with no accounts yet, make `admin` and print its password once."""
+    password = secrets.token_urlsafe(12)
+
+    async def make() -> Account | None:
+        redis = connect(redis_url)
+        try:
+            return await first_admin(redis, Keys(settings.redis_prefix), password)
+        finally:
+            await redis.aclose()
+
+    if asyncio.run(make()) is not None:
+        console.print(f"""[bold]Console login[/] (made now, shown once): {settings.web_url()}/login
+  username admin   password [bold]{password}[/]
+  more accounts: .venv/bin/loa accounts add NAME --role duty_officer|approver|admin --person ID
+""")
 
 
 def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, str]:

@@ -13,9 +13,17 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from channels.segments import segment_count
 from coordinator.approvals.record import ApprovalRecord
 from coordinator.approvals.request import ids_for
-from coordinator.events import ApprovalRequest, AuditEvent, Decision, Draft, Statement
+from coordinator.events import (
+    ApprovalRequest,
+    AuditEvent,
+    Decision,
+    Draft,
+    RenderedText,
+    Statement,
+)
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -68,7 +76,10 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
                            incident_id=record.request.incident_id, subject=decision.approval_id,
                            action="", detail={"verdict": decision.verdict, "level": record.level,
                                               "comment": decision.comment,
-                                              "decision": decision.id})
+                                              "decision": decision.id,
+                                              **({"edited": [f"{t.channel}/{t.language}"
+                                                             for t in decision.texts]}
+                                                 if decision.texts else {})})
         if why is not None:
             outcome = Outcome(False, f"refused: {why}")
             queue_audit(pipe, rt.keys, audit.model_copy(update={
@@ -136,10 +147,28 @@ def _queue_approve(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision
         pipe.hset(rt.keys.approval(request.id), "approved_by", json.dumps(approved_by))
         return Outcome(True, f"approval noted; still waiting for {', '.join(waiting)}")
     basis = _basis(record, decision.approver_id)
+    if decision.texts:
+        draft = edited(draft, decision.texts)
     statement = statement_for(request, draft, incident, approved_by, basis, decision.at)
     queue_approved(pipe, rt, record.evolve(approved_by=approved_by), statement,
                    ", ".join(approved_by), now)
     return Outcome(True, f"approved; statement {statement.id} goes out", statement)
+
+
+def edited(draft: Draft, texts: list[RenderedText]) -> Draft:
+    """The draft with an approver's wording in place of its own, text by text (matched on
+    channel and language; texts the draft does not have are ignored)."""
+    by_slot = {(t.channel, t.language): t for t in texts}
+    merged = []
+    for t in draft.texts:
+        new = by_slot.get((t.channel, t.language))
+        if new is None:
+            merged.append(t)
+        else:
+            merged.append(t.model_copy(update={
+                "title": new.title if t.channel != "sms" else "", "body": new.body,
+                "segments": segment_count(new.body) if t.channel == "sms" else None}))
+    return draft.model_copy(update={"texts": merged})
 
 
 def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, str],
@@ -150,6 +179,7 @@ def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, st
         approval_id=request.id, draft_id=draft.id, playbook_id=request.playbook_id,
         kind=incident["kind"], severity=request.severity, area=incident["area"],
         texts=draft.texts, approved_by=approved_by, approved_at=at,
+        msg_type=draft.msg_type, references=draft.references,
         approval_basis=basis,  # type: ignore[arg-type]
     )
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from coordinator.events import ApprovalRequest
 
-Status = Literal["pending", "approved", "rejected"]
+Status = Literal["pending", "approved", "rejected", "superseded", "withdrawn"]
 Phase = Literal["level", "held", "duty_officer"]
 
 

@@ -18,7 +18,7 @@ from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, Severity
 from coordinator.playbooks.models import Playbook
-from coordinator.playbooks.selection import select_playbook
+from coordinator.playbooks.selection import Selection, select_playbook
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -60,9 +60,9 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             return await _existing_plan(pipe, rt, incident)
         facts = dataclasses.replace(
             facts_of(incident), link=f"{rt.settings.web_url()}/s/{ids_for(incident_id, 1)[2]}")
-        selection = select_playbook(rt.playbooks, facts.kind, facts.severity, facts.area, rt.city)
+        selection = choose_playbook(rt, facts, incident.get("chosen_playbook") or None)
         playbook = rt.playbooks[selection.playbook_id]
-        draft_id, approval_id, _ = ids_for(incident_id, 1)
+        draft_id = ids_for(incident_id, 1)[0]
         audit = _auditor(pipe, rt, incident_id, now)
         try:
             texts = render_draft(playbook, facts, rt.city, now, rt.settings.timezone)
@@ -76,45 +76,67 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
                       texts=texts, rendered_at=now)
         pipe.multi()
         audit("playbook.selected", playbook.id, {"reason": selection.reason})
-        pipe.set(rt.keys.draft(draft_id), draft.model_dump_json())
-        over = [f"{t.language}: {t.segments} segments, budget {t.segment_budget}"
-                for t in texts if t.segments and t.segment_budget and t.segments > t.segment_budget]
-        audit("draft.rendered", draft_id, {"version": 1, "texts": len(texts),
-                                           **({"sms_over_budget": over} if over else {})})
-        fields: dict[str, str] = {"playbook": playbook.id, "draft_id": draft_id,
-                                  "updated_at": now.isoformat()}
-        request = None
-        if playbook.fallback or playbook.approval is None:
-            fields |= {"status": "needs_duty_officer", "status_reason": selection.reason}
-        else:
-            record, notes = first_record(rt, playbook, facts.severity, incident_id, draft_id,
-                                         now)
-            request = record.request
-            pipe.hset(rt.keys.approval(approval_id), mapping=record.to_hash())
-            pipe.zadd(rt.keys.approvals_pending(), {approval_id: request.deadline.timestamp()})
-            pipe.zadd(rt.keys.approvals(), {approval_id: now.timestamp()})
-            pipe.sadd(rt.keys.reply_code(request.reply_code), approval_id)
-            fields |= {"status": "awaiting_approval", "approval_id": approval_id}
-            level = request.chain[record.level - 1]
-            audit("approval.requested", approval_id, {
-                "level": record.level, "holders": record.holders,
-                "department": level.department, "deadline": request.deadline.isoformat(),
-                "notes": notes})
-        pipe.hset(key, mapping=fields)
+        request = queue_version(pipe, rt, incident, playbook, draft, selection.reason, now)
         return Plan(incident_id, playbook.id, request, first_time=True)
 
     return await transact(rt.redis, [key], body)
 
 
+def choose_playbook(rt: Runtime, facts: IncidentFacts, chosen: str | None) -> Selection:
+    """The duty officer's choice when they made one (and it exists), else the rules'."""
+    if chosen and chosen in rt.playbooks:
+        return Selection(chosen, "chosen by the duty officer", [])
+    return select_playbook(rt.playbooks, facts.kind, facts.severity, facts.area, rt.city)
+
+
+def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playbook: Playbook,
+                  draft: Draft, reason: str, now: datetime) -> ApprovalRequest | None:
+    """Inside MULTI: store a draft version and request its approval (or hand it to the duty
+    officer when the playbook asks nobody). Returns the request, if one was made."""
+    incident_id = incident["id"]
+    audit = _auditor(pipe, rt, incident_id, now)
+    pipe.set(rt.keys.draft(draft.id), draft.model_dump_json())
+    over = [f"{t.language}: {t.segments} segments, budget {t.segment_budget}"
+            for t in draft.texts
+            if t.segments and t.segment_budget and t.segments > t.segment_budget]
+    audit("draft.rendered", draft.id, {"version": draft.version, "texts": len(draft.texts),
+                                       "purpose": draft.purpose, "msg_type": draft.msg_type,
+                                       **({"by": draft.author} if draft.author else {}),
+                                       **({"sms_over_budget": over} if over else {})})
+    fields: dict[str, str] = {"playbook": playbook.id, "draft_id": draft.id,
+                              "updated_at": now.isoformat()}
+    request = None
+    if playbook.fallback or playbook.approval is None:
+        fields |= {"status": "needs_duty_officer", "status_reason": reason, "approval_id": ""}
+    else:
+        severity = Severity(incident["severity"])
+        record, notes = first_record(rt, playbook, severity, incident_id, draft.id, now,
+                                     draft.version)
+        request = record.request
+        pipe.hset(rt.keys.approval(request.id), mapping=record.to_hash())
+        pipe.zadd(rt.keys.approvals_pending(), {request.id: request.deadline.timestamp()})
+        pipe.zadd(rt.keys.approvals(), {request.id: now.timestamp()})
+        pipe.sadd(rt.keys.reply_code(request.reply_code), request.id)
+        fields |= {"status": "awaiting_approval", "approval_id": request.id}
+        level = request.chain[record.level - 1]
+        audit("approval.requested", request.id, {
+            "level": record.level, "holders": record.holders,
+            "department": level.department, "deadline": request.deadline.isoformat(),
+            "notes": notes})
+    pipe.hset(rt.keys.incident(incident_id), mapping=fields)
+    return request
+
+
 def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_id: str,
-                 draft_id: str, now: datetime) -> tuple[ApprovalRecord, list[str]]:
+                 draft_id: str, now: datetime, version: int = 1
+                 ) -> tuple[ApprovalRecord, list[str]]:
     """The new request, at the first level with someone available to ask, and what was
     routed around to get there (absences, delegates, skipped levels).
 
     When nobody in the whole chain is available, the request is due at once at its last
     level, so the first timer applies the exhaustion rule."""
     assert playbook.approval is not None
-    approval_id = ids_for(incident_id, 1)[1]
+    approval_id = ids_for(incident_id, version)[1]
     chain = snapshot_chain(playbook, rt.city, severity)
     base = ApprovalRequest(
         id=approval_id, incident_id=incident_id, draft_id=draft_id, playbook_id=playbook.id,

@@ -15,6 +15,7 @@ from rich.table import Table
 from coordinator import queries
 from coordinator.broker import Producer
 from coordinator.city import load_city
+from coordinator.cli.accounts import accounts_app
 from coordinator.cli.common import (
     JsonOpt,
     city_or_fail,
@@ -40,6 +41,7 @@ playbooks_app = typer.Typer(help="Check playbooks and see which one an incident 
 app.add_typer(playbooks_app, name="playbooks")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(accounts_app, name="accounts")
 
 
 @app.command()

@@ -6,6 +6,7 @@ SMS and email fan-out to subscribers is the subscribers issue; their seam is
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from channels.base import Channel, OutboundMessage
@@ -31,18 +32,24 @@ async def publish_statement(rt: Runtime, channels: dict[str, Channel], statement
             id=delivery.id, recipient=delivery.recipient, text="", statement=statement),
             attempts=5)
     key = rt.keys.statement(statement.id)
+    ikey = rt.keys.incident(statement.incident_id)
 
     async def body(pipe: Pipeline) -> bool:
         if await pipe.hget(key, "announced"):
             return False
+        incident = await pipe.hgetall(ikey)
+        published = json.loads(incident.get("published") or "[]")
+        status = "all_clear" if statement.msg_type == "Cancel" else "published"
         pipe.multi()
         pipe.hset(key, "announced", now.isoformat())
-        pipe.hset(rt.keys.incident(statement.incident_id),
-                  mapping={"status": "published", "updated_at": now.isoformat()})
+        pipe.hset(ikey, mapping={
+            "status": "closed" if incident.get("status") == "closed" else status,
+            "published": json.dumps([*published, statement.id]),
+            "updated_at": now.isoformat()})
         queue_audit(pipe, rt.keys, AuditEvent(
             at=now, actor=rt.settings.worker_id, action="statement.published",
             interface="worker", incident_id=statement.incident_id, subject=statement.id,
             detail={"channels": ["web"], "approved_by": statement.approved_by}))
         return True
 
-    return await transact(rt.redis, [key], body)
+    return await transact(rt.redis, [key, ikey], body)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 OPEN_STATUSES = frozenset(
-    {"open", "needs_duty_officer", "awaiting_approval", "approved", "published", "returned"}
+    {"open", "needs_duty_officer", "awaiting_approval", "approved", "published", "returned",
+     "all_clear"}
 )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached, Severity
-from coordinator.incidents.correlation import joins
+from coordinator.incidents.correlation import OPEN_STATUSES, joins
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
@@ -36,6 +36,9 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
     """Record the report in an incident, exactly once; the outbox entry goes with it."""
     report_key = keys.report(report.id)
     open_key = keys.open_incident(report.correlation_key())
+    watched = [report_key, open_key]
+    if report.attach_to:
+        watched.append(keys.incident(report.attach_to))
 
     async def body(pipe: Pipeline) -> TakenIn:
         done = await pipe.hgetall(report_key)
@@ -44,12 +47,14 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             pipe.hdel(keys.outbox(), report.id)
             pipe.zrem(keys.outbox_times(), report.id)
             return TakenIn(done["incident"], done["opened"] == "1", first_time=False)
-        current = await pipe.get(open_key)
+        current = report.attach_to or await pipe.get(open_key)
         if current:
             await pipe.watch(keys.incident(current))
         incident = await pipe.hgetall(keys.incident(current)) if current else {}
         last = datetime.fromisoformat(incident["last_report_at"]) if incident else None
-        if current and joins(incident.get("status"), last, report.received_at, window_s):
+        attach = (bool(incident) and incident["status"] in OPEN_STATUSES if report.attach_to
+                  else joins(incident.get("status"), last, report.received_at, window_s))
+        if current and attach:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
             result = TakenIn(current, opened=False, first_time=True)
@@ -57,7 +62,8 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             new_id = incident_id_for(await redis.incr(keys.incident_seq()))
             pipe.multi()
             _queue_open(pipe, keys, new_id, report)
-            pipe.set(open_key, new_id)
+            if not report.attach_to:  # an attachment to a closed incident opens a new one
+                pipe.set(open_key, new_id)
             result = TakenIn(new_id, opened=True, first_time=True)
         pipe.hset(report_key, mapping={"incident": result.incident_id,
                                        "opened": "1" if result.opened else "0",
@@ -66,7 +72,7 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         pipe.zrem(keys.outbox_times(), report.id)
         return result
 
-    return await transact(redis, [report_key, open_key], body)
+    return await transact(redis, watched, body)
 
 
 def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) -> None:
@@ -76,6 +82,7 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
         "severity": report.severity.value, "title": report.title, "details": report.details,
         "status": "open", "playbook": "", "approval_id": "", "statement_id": "",
         "report_count": 1, "opened_at": at, "last_report_at": at, "updated_at": at,
+        "chosen_playbook": report.playbook or "",
     })
     pipe.zadd(keys.incidents(), {incident_id: report.received_at.timestamp()})
     queue_audit(pipe, keys, AuditEvent(

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, StringConstraints, ValidationError
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from coordinator import observability as obs
 from coordinator import queries
@@ -25,12 +31,23 @@ from coordinator.broker import Producer, missing_topics
 from coordinator.city import load_city
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Report, Severity, Slug
+from coordinator.feeds import web_text
+from coordinator.playbooks.loader import load_playbooks
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.settings import Settings
 from coordinator.state import connect
+from coordinator.web.console import console
 from coordinator.web.decide import decide
+from coordinator.web.feeds import feeds
 from coordinator.web.hooks import hooks
+from coordinator.web.inbox import inbox
+from coordinator.web.live import Live
+from coordinator.web.login import login
+from coordinator.web.pages import page
+from coordinator.web.public import public, published
+from coordinator.web.security import SESSION_COOKIE, SESSION_MAX_AGE_S, LoginRequired
 from coordinator.web.state import State, web_state
+from coordinator.web.subscribe import subscribe
 from coordinator.web.subscriptions import subscriptions
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -61,32 +78,78 @@ def create_web_app(settings: Settings) -> FastAPI:
     if not settings.redis_url or not settings.kafka_url:
         raise ValueError("the web app needs LOA_KAFKA_URL and LOA_REDIS_URL (or `loa up`)")
 
+    city = load_city(settings.config_dir)
+    playbooks = load_playbooks(settings.playbooks_dir, city)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = Producer(settings)
-        app.state.loa = State(settings, connect(settings.redis_url or ""), producer,
-                              load_city(settings.config_dir))
+        app.state.loa = State(settings, connect(settings.redis_url or ""), producer, city,
+                              playbooks)
+        app.state.live = Live(app.state.loa.redis, app.state.loa.keys)
+        watcher = asyncio.create_task(app.state.live.watch())
         try:
             await producer.start()
         except BrokerUnavailable as exc:
             log.error("broker not reachable at start; reports will be refused", error=str(exc))
         yield
+        watcher.cancel()
         await producer.stop()
         await app.state.loa.redis.aclose()
 
     app = FastAPI(title="Loa", version="0.1.0", lifespan=lifespan,
                   description="Crisis communication coordinator: reports in, statements out.")
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(LoginRequired, _to_login)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(SessionMiddleware, secret_key=session_key(settings),
+                       session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
+                       same_site="lax", https_only=settings.web_url().startswith("https:"))
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")),
+              name="static")
     app.include_router(api)
     app.include_router(pages)
+    app.include_router(public)
+    app.include_router(login)
+    app.include_router(console)
+    app.include_router(inbox)
     app.include_router(hooks)
     app.include_router(decide)
+    app.include_router(feeds)
     app.include_router(subscriptions)
+    app.include_router(subscribe)
     app.state.templates = TEMPLATES
     tz = ZoneInfo(settings.timezone)
     TEMPLATES.env.filters["local"] = lambda iso: (
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")
     return app
+
+
+def session_key(settings: Settings) -> str:
+    """What signs session cookies: LOA_SESSION_SECRET, else the link secret, else a random
+    key (sessions then end when the web process restarts; the log says so)."""
+    for secret in (settings.session_secret, settings.link_secret):
+        if secret is not None:
+            return "session:" + secret.get_secret_value()
+    log.warning("no LOA_SESSION_SECRET: sessions end when this process restarts")
+    return secrets.token_urlsafe(32)
+
+
+async def _to_login(request: Request, exc: Exception) -> RedirectResponse:
+    assert isinstance(exc, LoginRequired)
+    return RedirectResponse(f"/login?{urlencode({'next': exc.next_path})}", status_code=303)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """JSON for the API and for clients that do not want HTML; a page for browsers."""
+    assert isinstance(exc, StarletteHTTPException)
+    wants_html = "text/html" in request.headers.get("accept", "")
+    if request.url.path.startswith("/api") or not wants_html:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
+    shown = page(request, "decided.html", exc.status_code, message=str(exc.detail))
+    shown.headers.update(exc.headers or {})
+    return shown
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -163,7 +226,7 @@ async def get_statements(request: Request) -> list[dict[str, Any]]:
 @api.get("/statements/{statement_id}")
 async def get_statement(statement_id: str, request: Request) -> dict[str, Any]:
     """One published statement."""
-    return await _published(web_state(request), statement_id)
+    return await published(web_state(request), statement_id)
 
 
 @pages.get("/healthz")
@@ -188,14 +251,6 @@ async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _published(st: State, statement_id: str) -> dict[str, Any]:
-    """A published statement; 404 for an unknown or unpublished (e.g. rejected) one."""
-    found = await queries.statement_detail(st.redis, st.keys, statement_id)
-    if found is None or not found.get("published_at"):
-        raise HTTPException(404, f"no published statement {statement_id}")
-    return found
-
-
 async def _broker_check(st: State) -> str:
     try:
         missing = await missing_topics(st.settings, timeout_s=3.0)
@@ -211,44 +266,9 @@ async def _broker_check(st: State) -> str:
     return "ok"
 
 
-@pages.get("/", response_class=HTMLResponse)
-async def home(request: Request, lang: str = "vi") -> HTMLResponse:
-    """The public page: published statements, newest first."""
-    st = web_state(request)
-    statements = await queries.published_statements(st.redis, st.keys)
-    return TEMPLATES.TemplateResponse(request, "index.html", {
-        "statements": statements, "lang": lang, "areas": st.city.areas})
-
-
-@pages.get("/s/{statement_id}")
-async def short_link(statement_id: str, request: Request) -> RedirectResponse:
-    """The short link that SMS messages carry."""
-    await _published(web_state(request), statement_id)
-    return RedirectResponse(f"/statements/{statement_id}", status_code=307)
-
-
-@pages.get("/statements/{statement_id}", response_class=HTMLResponse)
-async def statement_page(statement_id: str, request: Request, lang: str = "vi") -> HTMLResponse:
-    """One statement's own page: the stable link that messages carry."""
-    st = web_state(request)
-    found = await _published(st, statement_id)
-    return TEMPLATES.TemplateResponse(request, "statement.html", {
-        "s": found, "lang": lang, "areas": st.city.areas})
-
-
 def new_report_id() -> str:
     """A fresh report id."""
     return f"rep-{uuid.uuid4().hex[:16]}"
 
 
-def web_texts(statement: dict[str, Any], lang: str) -> dict[str, Any]:
-    """The statement's web text in `lang`, else Vietnamese, else the first one."""
-    web = [t for t in statement["texts"] if t["channel"] == "web"]
-    for candidate in (lang, "vi"):
-        for text in web:
-            if text["language"] == candidate:
-                return dict(text)
-    return dict(web[0]) if web else {"title": statement["id"], "body": ""}
-
-
-TEMPLATES.env.globals["web_texts"] = web_texts
+TEMPLATES.env.globals["web_texts"] = web_text  # the statement's web text in a language

@@ -7,6 +7,7 @@ from fastapi import Request
 from coordinator.broker import Producer
 from coordinator.city import City
 from coordinator.keys import Keys
+from coordinator.playbooks.models import Playbook
 from coordinator.settings import Settings
 from coordinator.state import Redis
 
@@ -14,12 +15,14 @@ from coordinator.state import Redis
 class State:
     """What the web process holds for its lifetime."""
 
-    def __init__(self, settings: Settings, redis: Redis, producer: Producer, city: City) -> None:
+    def __init__(self, settings: Settings, redis: Redis, producer: Producer, city: City,
+                 playbooks: dict[str, Playbook] | None = None) -> None:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
         self.producer = producer
         self.city = city
+        self.playbooks = playbooks or {}
 
 
 def web_state(request: Request) -> State:

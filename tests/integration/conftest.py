@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page
 
+from tests.integration.browser import CHROMIUM, Chromium
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running
 
@@ -37,3 +39,23 @@ def mail() -> Iterator[tuple[int, Inbox]]:
     """A real SMTP server (aiosmtpd) that keeps what it receives: (port, inbox)."""
     with smtp_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Chromium]:
+    """The system Chromium under Playwright (sync API), started once; drive it with
+    `with browser.awake() as b:` or, simpler, take the `page` fixture."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need the system Chromium; "
+                    "run `make system-deps`", pytrace=False)
+    chromium = Chromium()
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def page(browser: Chromium) -> Iterator[Page]:
+    """A page in a fresh browser context (viewport 1280x900), closed after the test.
+    The test must not run an event loop of its own (no `asyncio.run`) while it holds it."""
+    with browser.page() as opened:
+        yield opened

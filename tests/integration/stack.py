@@ -142,10 +142,21 @@ class Stack:
         self.broker = start_tansu(self.broker_port, log_path=self.root / "broker.log")
         self.ensure_topics()
 
-    def cli(self, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run `loa ARGS` against this stack."""
+    def cli(self, *args: str, timeout_s: float = 60, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run `loa ARGS` against this stack (with `stdin` as its input)."""
         return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+                              capture_output=True, text=True, timeout=timeout_s, check=False,
+                              input=stdin)
+
+    def account(self, username: str, role: str, person: str = "") -> str:
+        """Make a console account with `loa accounts add`; returns its password."""
+        password = f"pw-{username}-0123456789"
+        done = self.cli("accounts", "add", username, "--role", role,
+                        *(["--person", person] if person else []), "--password-stdin",
+                        stdin=password + "\n")
+        assert done.returncode == 0, done.stderr
+        return password
 
     def cli_json(self, *args: str) -> Any:
         """Run `loa ARGS --json` and decode what it printed."""

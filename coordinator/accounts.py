@@ -1,0 +1,134 @@
+"""Accounts of the people who log in to the web console, kept in Redis.
+
+Roles: `duty_officer` (incidents, reports, statements), `approver` (decides the
+requests of the person the account belongs to), `admin` (all of a duty officer's
+work, and accounts). Passwords are hashed with argon2id; a hash made with older
+parameters is replaced at the next successful login.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, Field, StringConstraints
+
+from coordinator.city import City
+from coordinator.events import AuditEvent, utcnow
+from coordinator.keys import Keys
+from coordinator.state import Redis, queue_audit
+
+Role = Literal["duty_officer", "approver", "admin"]
+Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,39}$")]
+MIN_PASSWORD = 10
+_hasher = PasswordHasher()
+# Verified when the username is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class AccountError(ValueError):
+    """An account that cannot be made as asked; the message says why."""
+
+
+class Account(BaseModel):
+    """Who may log in, as whom, to do what."""
+
+    username: Username
+    role: Role
+    person_id: str = Field(description="the person in config/ the account acts as ('' for none)")
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def can_run_incidents(self) -> bool:
+        """Duty officers and admins file reports and steer incidents."""
+        return self.role in ("duty_officer", "admin")
+
+    @property
+    def actor(self) -> str:
+        """The id the audit trail records: the person, else `account:NAME`."""
+        return self.person_id or f"account:{self.username}"
+
+
+def new_account(username: str, role: Role, person_id: str, city: City) -> Account:
+    """An account checked against the configured people; AccountError naming what is wrong."""
+    person = city.people.get(person_id) if person_id else None
+    if person_id and person is None:
+        raise AccountError(f"person: no one with id {person_id!r} in config/departments.yaml")
+    if role == "approver" and person is None:
+        raise AccountError("person: an approver account must name the approver it belongs to")
+    if role == "duty_officer" and person_id and person_id not in city.duty_officers:
+        raise AccountError(f"person: {person_id} is not a duty officer in config/")
+    try:
+        return Account(username=username, role=role, person_id=person_id,
+                       name=person.name if person else username)
+    except ValueError as exc:
+        raise AccountError(f"username: {username!r} must be 2-40 of a-z 0-9 . _ -") from exc
+
+
+async def save_account(redis: Redis, keys: Keys, account: Account, password: str,
+                       by: str, interface: Literal["cli", "web"] = "cli") -> None:
+    """Create or replace an account with this password (audited)."""
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"password: at least {MIN_PASSWORD} characters")
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.account(account.username), mapping={
+            "account": account.model_dump_json(), "hash": _hasher.hash(password)})
+        pipe.sadd(keys.accounts(), account.username)
+        queue_audit(pipe, keys, AuditEvent(actor=by, action="account.saved", interface=interface,
+                                           subject=account.username,
+                                           detail={"role": account.role,
+                                                   "person": account.person_id}))
+        await pipe.execute()
+
+
+async def load_account(redis: Redis, keys: Keys, username: str) -> Account | None:
+    """The account, or None."""
+    raw = await redis.hget(keys.account(username), "account")
+    return Account.model_validate_json(raw) if raw else None
+
+
+async def list_accounts(redis: Redis, keys: Keys) -> list[Account]:
+    """Every account, by username."""
+    found = [await load_account(redis, keys, u) for u in sorted(await redis.smembers(
+        keys.accounts()))]
+    return [a for a in found if a is not None]
+
+
+async def check_password(redis: Redis, keys: Keys, username: str, password: str
+                         ) -> Account | None:
+    """The account when the password is right, else None (same work either way)."""
+    row = await redis.hgetall(keys.account(username))
+    stored = row.get("hash") or _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if not row:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        await redis.hset(keys.account(username), "hash", _hasher.hash(password))
+    return Account.model_validate_json(row["account"])
+
+
+async def remove_account(redis: Redis, keys: Keys, username: str, by: str) -> bool:
+    """Remove an account (audited); False when there was none."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.account(username))
+        pipe.srem(keys.accounts(), username)
+        queue_audit(pipe, keys, AuditEvent(actor=by, action="account.removed",
+                                           interface="cli", subject=username))
+        removed, _, *_ = await pipe.execute()
+    return bool(removed)
+
+
+async def first_admin(redis: Redis, keys: Keys, password: str) -> Account | None:
+    """An `admin` account when there are no accounts at all (a fresh `loa up`); None when
+    accounts exist."""
+    if await redis.scard(keys.accounts()):
+        return None
+    account = Account(username="admin", role="admin", person_id="", name="Administrator")
+    await save_account(redis, keys, account, password, by="loa up", interface="cli")
+    return account

@@ -1,0 +1,214 @@
+"""What a duty officer does to an incident after it opened: a new draft version (their own
+wording, an update, a correction, an all-clear, or the playbook's after re-selection), and
+closing it. Each is one compare-and-set keyed by the action's id, so a replay does nothing.
+
+A new version supersedes a request still pending (it can no longer be decided) and goes
+back for approval. Once a statement is public, later versions are CAP `Update`s (an
+all-clear a `Cancel`) that reference every statement published before them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from channels.segments import segment_count
+from coordinator.approvals.request import choose_playbook, facts_of, ids_for, queue_version
+from coordinator.drafts.render import render_draft
+from coordinator.errors import TemplateRenderError
+from coordinator.events import (
+    ApprovalRequest,
+    AuditEvent,
+    Draft,
+    IncidentClosed,
+    RedraftRequested,
+    RenderedText,
+)
+from coordinator.incidents.correlation import OPEN_STATUSES
+from coordinator.runtime import Runtime
+from coordinator.state import Pipeline, queue_audit, transact
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What became of a duty officer's action; the web shows `message`."""
+
+    accepted: bool
+    message: str
+    request: ApprovalRequest | None = None
+
+    def to_json(self) -> str:
+        """Stored under the action's id."""
+        return json.dumps({"accepted": self.accepted, "message": self.message,
+                           "approval_id": self.request.id if self.request else None})
+
+
+def draft_version(draft_id: str) -> int:
+    """3 for `DRF-00042-3`; 0 for no draft."""
+    return int(draft_id.rsplit("-", 1)[1]) if draft_id else 0
+
+
+def message_type(purpose: str, published: list[str]) -> str:
+    """CAP msgType of a new version: nothing public yet -> Alert; all-clear -> Cancel."""
+    if not published:
+        return "Alert"
+    return "Cancel" if purpose == "all_clear" else "Update"
+
+
+def with_segments(texts: list[RenderedText], budgets: dict[str, int | None]) -> list[RenderedText]:
+    """Typed texts with their SMS segment counts (and the playbook's budget) filled in."""
+    return [t.model_copy(update={"segments": segment_count(t.body),
+                                 "segment_budget": budgets.get(t.language)})
+            if t.channel == "sms" else t for t in texts]
+
+
+def refusal(event: RedraftRequested, incident: dict[str, str], published: list[str]
+            ) -> str | None:
+    """Why a new version may not be made, or None. Pure."""
+    if incident.get("status") not in OPEN_STATUSES:
+        return f"{event.incident_id} is {incident.get('status')}; reopen it with a new report"
+    if event.purpose == "all_clear" and not published:
+        return "nothing has been published to give the all-clear for; close the incident"
+    if event.purpose != "reselect" and not event.texts:
+        return "a new version needs its text"
+    return None
+
+
+async def redraft(rt: Runtime, event: RedraftRequested, now: datetime) -> ActionOutcome:
+    """Make the next draft version once and request its approval."""
+    key = rt.keys.incident(event.incident_id)
+    done_key = rt.keys.decision(event.id)
+
+    async def body(pipe: Pipeline) -> ActionOutcome:
+        incident, earlier = await _load(pipe, rt, event.id, event.incident_id)
+        if earlier is not None:
+            return earlier
+        published = json.loads(incident.get("published", "[]"))
+        why = refusal(event, incident, published)
+        if why:
+            pipe.multi()
+            outcome = ActionOutcome(False, f"refused: {why}")
+        else:
+            built = await _next_draft(pipe, rt, event, incident, published, now)
+            pipe.multi()
+            outcome = _queue(pipe, rt, event, incident, built, now) if isinstance(
+                built, tuple) else ActionOutcome(False, f"refused: {built}")
+        pipe.set(done_key, outcome.to_json())
+        return outcome
+
+    return await transact(rt.redis, [key, done_key], body)
+
+
+async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
+                      incident: dict[str, str], published: list[str], now: datetime
+                      ) -> tuple[Draft, str] | str:
+    """(draft, why this playbook) or why there is none."""
+    version = draft_version(incident.get("draft_id", "")) + 1
+    draft_id, _, statement_id = ids_for(event.incident_id, version)
+    facts = dataclasses.replace(facts_of(incident),
+                                link=f"{rt.settings.web_url()}/s/{statement_id}")
+    if event.purpose == "reselect":
+        selection = choose_playbook(rt, facts, event.playbook_id)
+        playbook, reason = rt.playbooks[selection.playbook_id], selection.reason
+        try:
+            texts = render_draft(playbook, facts, rt.city, now, rt.settings.timezone)
+        except TemplateRenderError as exc:
+            return f"the playbook {playbook.id} could not render: {exc}"
+    else:
+        if incident.get("playbook") not in rt.playbooks:
+            return "the incident has no playbook yet"
+        playbook = rt.playbooks[incident["playbook"]]
+        budgets = {lang: getattr(playbook.template(lang, "sms"), "segment_budget", None)
+                   for lang in playbook.languages} if "sms" in playbook.channels else {}
+        texts = with_segments(event.texts or [], budgets)
+        reason = f"{event.purpose} by {event.actor}"
+    return Draft(id=draft_id, incident_id=event.incident_id, playbook_id=playbook.id,
+                 version=version, texts=texts, rendered_at=now,
+                 msg_type=message_type(event.purpose, published),  # type: ignore[arg-type]
+                 references=published, purpose=event.purpose, author=event.actor,
+                 note=event.note), reason
+
+
+def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[str, str],
+           built: tuple[Draft, str], now: datetime) -> ActionOutcome:
+    draft, reason = built
+    _supersede(pipe, rt, incident, draft.id, "superseded", now)
+    _audit(pipe, rt, event.actor, event.via, event.incident_id, f"draft.{event.purpose}",
+           draft.id, {"note": event.note, "playbook": draft.playbook_id}, now)
+    request = queue_version(pipe, rt, incident, rt.playbooks[draft.playbook_id], draft, reason,
+                            now)
+    where = (f"; approval {request.id} requested" if request
+             else "; it waits for a duty officer (the playbook asks no approver)")
+    return ActionOutcome(True, f"draft version {draft.version} made{where}", request)
+
+
+def _supersede(pipe: Pipeline, rt: Runtime, incident: dict[str, str], why: str,
+               status: str, now: datetime) -> None:
+    """Inside MULTI: a request still pending can no longer be decided (its timers see the
+    status and stop). Reads the request from the incident's copy, which WATCH guards."""
+    approval_id = incident.get("approval_id")
+    if approval_id and incident.get("status") == "awaiting_approval":
+        pipe.hset(rt.keys.approval(approval_id), mapping={
+            "status": status, "decided_by": why, "decided_at": now.isoformat()})
+        pipe.zrem(rt.keys.approvals_pending(), approval_id)
+
+
+async def _load(pipe: Pipeline, rt: Runtime, action_id: str, incident_id: str
+                ) -> tuple[dict[str, str], ActionOutcome | None]:
+    """(the incident, None) to act on; or the outcome already settled: this action's
+    first one on a replay, or a refusal for an unknown incident."""
+    seen = await pipe.get(rt.keys.decision(action_id))
+    incident: dict[str, str] = await pipe.hgetall(rt.keys.incident(incident_id))
+    if seen:
+        return incident, await _replayed(pipe, rt, json.loads(seen))
+    if not incident:
+        return incident, ActionOutcome(False, f"no incident {incident_id}")
+    return incident, None
+
+
+async def _replayed(pipe: Pipeline, rt: Runtime, stored: dict[str, object]) -> ActionOutcome:
+    """The first outcome, with its request (so a replay re-arms what a crash lost)."""
+    request = None
+    if stored.get("approval_id"):
+        raw = await pipe.hget(rt.keys.approval(str(stored["approval_id"])), "request")
+        request = ApprovalRequest.model_validate_json(raw) if raw else None
+    return ActionOutcome(bool(stored["accepted"]), str(stored["message"]), request)
+
+
+def _audit(pipe: Pipeline, rt: Runtime, actor: str, via: str, incident_id: str, action: str,
+           subject: str, detail: dict[str, object], now: datetime) -> None:
+    queue_audit(pipe, rt.keys, AuditEvent(at=now, actor=actor, action=action,
+                                          interface=via,  # type: ignore[arg-type]
+                                          incident_id=incident_id, subject=subject,
+                                          detail=detail))
+
+
+async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> ActionOutcome:
+    """Close once: new reports of its kind and area open a new incident."""
+    key = rt.keys.incident(event.incident_id)
+    done_key = rt.keys.decision(event.id)
+
+    async def body(pipe: Pipeline) -> ActionOutcome:
+        incident, earlier = await _load(pipe, rt, event.id, event.incident_id)
+        if earlier is not None:
+            return earlier
+        open_key = rt.keys.open_incident(f"{incident['kind']}:{incident['area']}")
+        current = await pipe.get(open_key)
+        pipe.multi()
+        if incident["status"] == "closed":
+            outcome = ActionOutcome(False, f"{event.incident_id} is already closed")
+        else:
+            _supersede(pipe, rt, incident, f"{event.actor} (incident closed)", "withdrawn", now)
+            pipe.hset(key, mapping={"status": "closed", "status_reason": event.reason,
+                                    "closed_at": now.isoformat(), "updated_at": now.isoformat()})
+            if current == event.incident_id:
+                pipe.delete(open_key)
+            _audit(pipe, rt, event.actor, event.via, event.incident_id, "incident.closed",
+                   event.incident_id, {"reason": event.reason}, now)
+            outcome = ActionOutcome(True, f"{event.incident_id} closed")
+        pipe.set(done_key, outcome.to_json())
+        return outcome
+
+    return await transact(rt.redis, [key, done_key], body)

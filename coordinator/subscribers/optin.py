@@ -1,0 +1,305 @@
+"""Double opt-in for the public web form, and leaving by phone: nobody receives anything
+until the contact they gave has answered.
+
+What the form asked for waits under its own key (an optin request) while the registry
+holds the person as `pending` (or as they were: an `active` subscriber is not downgraded
+and one who opted out stays out until they confirm). An email contact confirms with a
+signed, expiring link; a phone with a 6-digit code sent by SMS, kept only as an HMAC,
+valid for 15 minutes and for at most 5 wrong tries. Each confirmed contact becomes a
+channel of the active subscriber, with the consent time of the confirmation.
+
+The codes and links themselves are in :mod:`coordinator.subscribers.proofs`. The pure
+parts here (what a confirmation makes of a subscriber, form checks) take the time as an
+argument; the rest reads and writes Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from channels.contacts import InvalidContact, e164, email_address
+from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.keys import Keys
+from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.subscribers.models import ALL_TOPICS, Subscriber
+from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
+from coordinator.subscribers.registry import find_subscriber, save_subscriber
+
+REQUEST_TTL_S = int(LINK_TTL.total_seconds())
+Channel = Literal["sms", "email"]
+
+
+# --- what the form asks for (pure) ----------------------------------------------------------
+
+NO_CONTACT = "Nhập số điện thoại hoặc email. / Give a phone number or an email address."
+
+
+def _contacts(phone: str, email: str, region: str, errors: dict[str, str]
+              ) -> tuple[str | None, str | None]:
+    """The phone in E.164 and the normalised email; problems go into `errors`."""
+    phone_e164 = email_norm = None
+    if phone.strip():
+        try:
+            phone_e164 = e164(phone.strip(), region)
+        except InvalidContact:
+            errors["phone"] = ("Số điện thoại không hợp lệ. / This is not a valid phone "
+                               "number.")
+    if email.strip():
+        try:
+            email_norm = email_address(email.strip())
+        except InvalidContact:
+            errors["email"] = "Email không hợp lệ. / This is not a valid email address."
+    if not phone.strip() and not email.strip():
+        errors["contact"] = NO_CONTACT
+    return phone_e164, email_norm
+
+
+def _choices(areas: list[str], topics: list[str], known_areas: Collection[str],
+             known_topics: Collection[str], errors: dict[str, str]) -> list[str]:
+    """The topics asked for (all when none or `*`); problems go into `errors`."""
+    unknown = [a for a in areas if a not in known_areas]
+    if not areas:
+        errors["areas"] = "Chọn ít nhất một khu vực. / Choose at least one area."
+    elif unknown:
+        errors["areas"] = f"Khu vực không có / Unknown area: {', '.join(unknown)}"
+    wanted = [ALL_TOPICS] if not topics or ALL_TOPICS in topics else list(dict.fromkeys(topics))
+    unknown = [t for t in wanted if t != ALL_TOPICS and t not in known_topics]
+    if unknown:
+        errors["topics"] = f"Chủ đề không có / Unknown topic: {', '.join(unknown)}"
+    return wanted
+
+
+def requested_subscriber(phone: str, email: str, language: str, areas: list[str],
+                         topics: list[str], known_areas: Collection[str],
+                         known_topics: Collection[str], region: str = "VN"
+                         ) -> tuple[Subscriber | None, dict[str, str]]:
+    """The pending subscriber the form describes, or the problems by field name. Pure."""
+    errors: dict[str, str] = {}
+    phone_e164, email_norm = _contacts(phone, email, region, errors)
+    if language not in ("vi", "en"):
+        errors["language"] = "Chọn tiếng Việt hoặc English. / Choose vi or en."
+    wanted_topics = _choices(areas, topics, known_areas, known_topics, errors)
+    if errors:
+        return None, errors
+    channels: list[Channel] = []
+    if phone_e164:
+        channels.append("sms")
+    if email_norm:
+        channels.append("email")
+    try:
+        return Subscriber(phone=phone_e164, email=email_norm, language=language,  # type: ignore[arg-type]
+                          areas=list(dict.fromkeys(areas)), topics=wanted_topics,
+                          channels=channels, status="pending", consent_source="web"), {}
+    except ValidationError as exc:  # pragma: no cover - the checks above cover the model's
+        return None, {str(e["loc"][0]) if e["loc"] else "contact": e["msg"]
+                      for e in exc.errors()}
+
+
+def parse_contact(typed: str, region: str = "VN") -> tuple[Channel, str]:
+    """A phone (E.164) or an email address from one field; raises InvalidContact. Pure."""
+    typed = typed.strip()
+    if not typed:
+        raise InvalidContact(NO_CONTACT)
+    if "@" in typed:
+        return "email", email_address(typed)
+    return "sms", e164(typed, region)
+
+
+# --- what a confirmation makes of the subscriber (pure) -------------------------------------
+
+class OptinRequest(BaseModel):
+    """A web subscription waiting for its contacts to confirm."""
+
+    subscriber: Subscriber
+    confirmed: list[Channel] = Field(default_factory=list)
+    email_nonce: str = ""
+    requested_at: datetime
+
+
+def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
+                       existing: Subscriber | None, now: datetime) -> Subscriber | None:
+    """The active subscriber once `confirmed` channels answered: what was asked for, on the
+    channels whose contact is proven (confirmed now, or already active with the same
+    contact). None while none is. Pure."""
+
+    def proven(channel: str) -> bool:
+        if channel in confirmed:
+            return True
+        return (existing is not None and existing.status == "active"
+                and channel in existing.channels
+                and existing.contact(channel) == wanted.contact(channel))
+
+    channels = [c for c in wanted.channels if proven(c)]
+    if not channels:
+        return None
+    return Subscriber(id=wanted.id, phone=wanted.phone if "sms" in channels else None,
+                      email=wanted.email if "email" in channels else None,
+                      language=wanted.language, areas=wanted.areas, topics=wanted.topics,
+                      channels=channels, role=wanted.role, status="active", consent_at=now,
+                      consent_source="web")
+
+
+# --- messages (pure) ------------------------------------------------------------------------
+
+def code_sms(code: str, purpose: Purpose, language: str) -> str:
+    """The SMS that carries a code."""
+    minutes = CODE_TTL_S // 60
+    if language == "en":
+        what = "subscribe to" if purpose == "join" else "stop"
+        return (f"[Loa] Your code to {what} Loa updates: {code} (valid {minutes} min). "
+                "Ignore this SMS if you did not ask for it.")
+    what = "đăng ký nhận" if purpose == "join" else "hủy nhận"
+    return (f"[Loa] Mã xác nhận {what} tin Loa: {code} (hiệu lực {minutes} phút). "
+            "Bỏ qua tin này nếu bạn không yêu cầu.")
+
+
+def confirm_email(link: str, area_names: list[str], language: str) -> tuple[str, str]:
+    """(subject, text) of the email that carries a confirmation link."""
+    areas = ", ".join(area_names)
+    if language == "en":
+        return ("[Loa] Confirm your subscription",
+                f"Someone (we hope you) asked to receive official Loa updates about {areas} "
+                f"at this address.\n\nConfirm here (valid {LINK_TTL.days} days):\n{link}\n\n"
+                "If it was not you, ignore this email: nothing will be sent.")
+    return ("[Loa] Xác nhận đăng ký nhận tin",
+            f"Có người (hy vọng là bạn) đã đăng ký nhận thông tin chính thức của Loa về "
+            f"{areas} tại địa chỉ này.\n\nXác nhận tại đây (hiệu lực {LINK_TTL.days} ngày):\n"
+            f"{link}\n\nNếu không phải bạn, hãy bỏ qua email này: sẽ không có tin nào được gửi.")
+
+
+def leave_email(link: str, language: str) -> tuple[str, str]:
+    """(subject, text) of the email that carries an unsubscribe link."""
+    if language == "en":
+        return ("[Loa] Stop receiving updates",
+                "Someone (we hope you) asked to stop Loa updates to this address.\n\n"
+                f"Unsubscribe here:\n{link}\n\nIf it was not you, ignore this email.")
+    return ("[Loa] Hủy nhận tin",
+            "Có người (hy vọng là bạn) yêu cầu ngừng gửi tin Loa đến địa chỉ này.\n\n"
+            f"Hủy đăng ký tại đây:\n{link}\n\nNếu không phải bạn, hãy bỏ qua email này.")
+
+
+def message(channel: Channel, recipient: str, text: str, language: str,
+            subject: str = "") -> DeliveryRequest:
+    """A confirmation message for the channel workers (no subscriber id: a pending subscriber
+    must still get it)."""
+    return DeliveryRequest(id=f"optin:{channel}:{secrets.token_hex(10)}", channel=channel,
+                           recipient=recipient, text=text, subject=subject,
+                           language=language, purpose="confirmation")
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+async def _audit(redis: Redis, keys: Keys, event: AuditEvent) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_audit(pipe, keys, event)
+        await pipe.execute()
+
+
+async def existing_subscriber(redis: Redis, keys: Keys, phone: str | None,
+                              email: str | None) -> Subscriber | None:
+    """The registry's record for this phone, else for this email."""
+    for contact in (phone, email):
+        found = await find_subscriber(redis, keys, contact) if contact else None
+        if found is not None:
+            return found
+    return None
+
+
+async def request_subscription(redis: Redis, keys: Keys, wanted: Subscriber, now: datetime
+                               ) -> OptinRequest:
+    """Keep what the form asked for until it is confirmed. The registry holds the person as
+    `pending` unless they are already active or opted out (then they stay as they are)."""
+    existing = await existing_subscriber(redis, keys, wanted.phone, wanted.email)
+    sub_id = existing.id if existing is not None else wanted.id
+    wanted = wanted.model_copy(update={"id": sub_id, "status": "pending",
+                                       "consent_source": "web"})
+    request = OptinRequest(subscriber=wanted, requested_at=now,
+                           email_nonce=secrets.token_urlsafe(12) if wanted.email else "")
+    if existing is None or existing.status == "pending":
+        await save_subscriber(redis, keys, wanted)
+    await redis.set(keys.optin_request(sub_id), request.model_dump_json(), ex=REQUEST_TTL_S)
+    await _audit(redis, keys, AuditEvent(
+        at=now, actor=sub_id, action="subscriber.requested", interface="web",
+        detail={"channels": wanted.channels, "areas": wanted.areas,
+                "was": existing.status if existing else "new"}))
+    return request
+
+
+async def confirm_contact(redis: Redis, keys: Keys, sub_id: str, channel: Channel,
+                          now: datetime, nonce: str | None = None) -> Subscriber | None:
+    """One contact of a waiting request answered: the subscriber becomes active on the
+    channels proven so far, consent recorded now. None when no request waits (expired,
+    done, or `nonce` is not the latest email link's)."""
+    key = keys.optin_request(sub_id)
+
+    async def body(pipe: Pipeline) -> OptinRequest | None:
+        raw = await pipe.get(key)
+        request = OptinRequest.model_validate_json(raw) if raw else None
+        if (request is None or channel not in request.subscriber.channels
+                or (channel == "email" and nonce != request.email_nonce)):
+            return None
+        confirmed = sorted({*request.confirmed, channel})
+        done = request.model_copy(update={"confirmed": confirmed})
+        pipe.multi()
+        if set(confirmed) >= set(request.subscriber.channels):
+            pipe.delete(key)
+        else:
+            pipe.set(key, done.model_dump_json(), keepttl=True)
+        return done
+
+    request = await transact(redis, [key], body)
+    if request is None:
+        return None
+    existing = await find_by_id(redis, keys, sub_id)
+    applied = applied_subscriber(request.subscriber, request.confirmed, existing, now)
+    if applied is None:  # pragma: no cover - the confirmed channel is one of the wanted
+        return None
+    await save_subscriber(redis, keys, applied, resubscribe=True)
+    await _stamp_consent(redis, keys, sub_id, now)
+    await _audit(redis, keys, AuditEvent(
+        at=now, actor=sub_id, action="subscriber.confirmed", interface="web",
+        detail={"channel": channel, "channels": applied.channels, "areas": applied.areas,
+                "how": "sms code" if channel == "sms" else "email link"}))
+    return applied
+
+
+async def _stamp_consent(redis: Redis, keys: Keys, sub_id: str, now: datetime) -> None:
+    """The consent time is the confirmation's (saving keeps the first one)."""
+    key = keys.subscriber(sub_id)
+
+    async def body(pipe: Pipeline) -> None:
+        raw = await pipe.get(key)
+        if raw is None:
+            return
+        sub = Subscriber.model_validate_json(raw)
+        pipe.multi()
+        pipe.set(key, sub.model_copy(update={"consent_at": now,
+                                             "consent_source": "web"}).model_dump_json())
+
+    await transact(redis, [key], body)
+
+
+async def find_by_id(redis: Redis, keys: Keys, sub_id: str) -> Subscriber | None:
+    """The subscriber with this id, if any."""
+    raw = await redis.get(keys.subscriber(sub_id))
+    return Subscriber.model_validate_json(raw) if raw else None
+
+
+async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime
+                ) -> Subscriber | None:
+    """Opt out (and drop any subscription still waiting); None for an unknown id."""
+    sub = await find_by_id(redis, keys, sub_id)
+    if sub is None:
+        return None
+    await redis.delete(keys.optin_request(sub_id))
+    if sub.status != "opted_out":
+        sub = sub.model_copy(update={"status": "opted_out"})
+        await save_subscriber(redis, keys, sub)
+        await _audit(redis, keys, AuditEvent(at=now, actor=sub.id, action="subscriber.opted_out",
+                                             interface="web", detail={"how": how}))
+    return sub

@@ -1,0 +1,202 @@
+"""The duty officer's console: the incidents board, an incident's page and its actions,
+and the report form. Every action is an event on the broker (as the CLI's are); the page
+waits briefly for its outcome and says what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from coordinator import topics
+from coordinator.accounts import Account
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import IncidentClosed, RedraftRequested, RenderedText, Report, Severity
+from coordinator.reports.filing import file_report, report_problems
+from coordinator.web.incident_view import board_rows, incident_view
+from coordinator.web.pages import page
+from coordinator.web.security import check_csrf, duty_officer
+from coordinator.web.state import State, web_state
+
+console = APIRouter(prefix="/console", include_in_schema=False)
+Officer = Annotated[Account, Depends(duty_officer)]
+PURPOSES = ("edit", "update", "correction", "all_clear")
+
+
+@console.get("", response_class=HTMLResponse)
+async def board(request: Request, account: Officer, closed: bool = False) -> HTMLResponse:
+    """Open incidents, most severe first: playbook, step, holder, countdown, deliveries."""
+    st = web_state(request)
+    rows = await board_rows(st, include_closed=closed)
+    name = "board_rows.html" if request.query_params.get("fragment") else "board.html"
+    return page(request, name, account=account, rows=rows, closed=closed,
+                flash=request.session.pop("flash", None))
+
+
+@console.get("/incidents/{incident_id}", response_class=HTMLResponse)
+async def incident_page(incident_id: str, request: Request, account: Officer) -> HTMLResponse:
+    """The timeline, the drafts with their diffs, the preview, and the actions."""
+    st = web_state(request)
+    view = await incident_view(st, incident_id)
+    if view is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return page(request, "incident.html", account=account, v=view,
+                playbooks=sorted(st.playbooks.values(), key=lambda p: p.id),
+                flash=request.session.pop("flash", None))
+
+
+@console.post("/incidents/{incident_id}/drafts")
+async def new_version(incident_id: str, request: Request, account: Officer) -> Response:
+    """A new draft version: the officer's wording (edit, update, correction, all-clear)
+    or the playbook's after re-selection."""
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf", "")))
+    purpose = str(form.get("purpose", ""))
+    texts = None
+    if purpose in PURPOSES:
+        texts = texts_from_form(dict(form))
+    elif purpose != "reselect":
+        raise HTTPException(422, "purpose: one of edit, update, correction, all_clear, reselect")
+    try:
+        event = RedraftRequested(
+            id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+            purpose=purpose,  # type: ignore[arg-type]
+            playbook_id=str(form.get("playbook") or "") or None, texts=texts,
+            note=str(form.get("note", "")), actor=account.actor, via="web")
+    except ValidationError as exc:
+        raise HTTPException(422, f"invalid: {exc.errors()[0]['loc']}: "
+                                 f"{exc.errors()[0]['msg']}") from exc
+    return await _act(request, event, incident_id)
+
+
+@console.post("/incidents/{incident_id}/close")
+async def close(incident_id: str, request: Request, account: Officer,
+                csrf: Annotated[str, Form()] = "",
+                reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Close the incident."""
+    check_csrf(request, csrf)
+    event = IncidentClosed(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                           reason=reason, actor=account.actor, via="web")
+    return await _act(request, event, incident_id)
+
+
+def texts_from_form(form: dict[str, Any]) -> list[RenderedText]:
+    """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for name, value in form.items():
+        part, _, slot = name.partition(":")
+        if part not in ("title", "body") or slot.count(":") != 1:
+            continue
+        channel, language = slot.split(":")
+        found.setdefault((channel, language), {})[part] = str(value).strip()
+    texts = []
+    for (channel, language), fields in sorted(found.items()):
+        if not fields.get("body"):
+            raise HTTPException(422, f"body:{channel}:{language}: the text may not be empty")
+        try:
+            texts.append(RenderedText(channel=channel,  # type: ignore[arg-type]
+                                      language=language, title=fields.get("title", ""),
+                                      body=fields["body"][:5000]))
+        except ValidationError as exc:
+            raise HTTPException(422, f"{channel}:{language}: {exc.errors()[0]['msg']}") from exc
+    if not texts:
+        raise HTTPException(422, "texts: a new version needs its text")
+    return texts
+
+
+async def _act(request: Request, event: RedraftRequested | IncidentClosed,
+               incident_id: str) -> Response:
+    st = web_state(request)
+    if not await st.redis.exists(st.keys.incident(incident_id)):
+        raise HTTPException(404, f"no incident {incident_id}")
+    try:
+        await st.producer.send(topics.INCIDENT_EVENTS, incident_id, event.to_bytes())
+    except BrokerUnavailable as exc:
+        raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
+    outcome = await wait_for_outcome(st, event.id)
+    request.session["flash"] = outcome or "received; the timeline will show the result"
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+async def wait_for_outcome(st: State, action_id: str, timeout_s: float = 10) -> str | None:
+    """The message the worker stored for an action (or decision), once it did."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        raw = await st.redis.get(st.keys.decision(action_id))
+        if raw:
+            return str(json.loads(raw)["message"])
+        await asyncio.sleep(0.1)
+    return None
+
+
+@console.get("/reports/new", response_class=HTMLResponse)
+async def report_form(request: Request, account: Officer, attach_to: str = "") -> HTMLResponse:
+    """The report form (the API's rules; a duty officer may also choose the playbook)."""
+    return page(request, "report_form.html", account=account, **_form_context(
+        web_state(request), {"attach_to": attach_to}, {}))
+
+
+def _form_context(st: State, values: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
+    kinds = sorted({k for p in st.playbooks.values() if p.match for k in p.match.kinds})
+    return {"values": values, "errors": errors, "kinds": kinds,
+            "severities": [s.value for s in Severity], "areas": st.city.areas,
+            "playbooks": sorted(st.playbooks)}
+
+
+@console.post("/reports/new", response_class=HTMLResponse)
+async def file_from_console(request: Request, account: Officer) -> Response:
+    """File the report; on a problem the form comes back with each field's message."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    check_csrf(request, form.pop("csrf", ""))
+    st = web_state(request)
+    values = {k: form.get(k, "").strip() for k in (
+        "kind", "severity", "area", "title", "details", "playbook", "attach_to")}
+    errors: dict[str, str] = {}
+    report = None
+    try:
+        report = Report(id=f"web-{uuid.uuid4().hex[:16]}", kind=values["kind"],
+                        severity=values["severity"],  # type: ignore[arg-type]
+                        area=values["area"], title=values["title"], details=values["details"],
+                        reporter=account.actor, received_via="web",
+                        attach_to=values["attach_to"] or None,
+                        playbook=values["playbook"] or None)
+    except ValidationError as exc:
+        errors = {str(e["loc"][0]): e["msg"] for e in exc.errors()}
+    if report is not None:
+        errors = dict(report_problems(report, st.city))
+        if report.playbook and report.playbook not in st.playbooks:
+            errors["playbook"] = f"no playbook {report.playbook!r}"
+    if errors or report is None:
+        return page(request, "report_form.html", 422, account=account,
+                    **_form_context(st, values, errors))
+    try:
+        await file_report(st.redis, st.keys, st.producer, report)
+    except BrokerUnavailable:
+        request.session["flash"] = (f"report {report.id} is kept and will be sent when the "
+                                    "broker answers")
+        return RedirectResponse("/console", status_code=303)
+    return RedirectResponse(f"/console/reports/{report.id}", status_code=303)
+
+
+@console.get("/reports/{report_id}")
+async def report_status(report_id: str, request: Request, account: Officer) -> Response:
+    """Where a filed report went: its incident's page once it was taken in."""
+    st = web_state(request)
+    incident_id = None
+    deadline = time.monotonic() + 10
+    while incident_id is None and time.monotonic() < deadline:
+        incident_id = await st.redis.hget(st.keys.report(report_id), "incident")
+        if incident_id is None:
+            await asyncio.sleep(0.1)
+    if incident_id is None:
+        request.session["flash"] = f"report {report_id} received; it will appear here shortly"
+        return RedirectResponse("/console", status_code=303)
+    request.session["flash"] = f"report {report_id} is in {incident_id}"
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+

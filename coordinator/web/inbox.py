@@ -1,0 +1,111 @@
+"""The approver's web inbox: the requests they may decide now, the draft in every language,
+and approve / reject with a reason / edit and approve. Decisions go on the broker like the
+CLI's and SMS replies; the worker decides what counts and the page says what it said."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from coordinator import queries, topics
+from coordinator.accounts import Account
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import Decision, RenderedText
+from coordinator.web.console import texts_from_form, wait_for_outcome
+from coordinator.web.pages import page
+from coordinator.web.security import check_csrf, logged_in
+from coordinator.web.state import State, web_state
+
+inbox = APIRouter(prefix="/inbox", include_in_schema=False)
+Person = Annotated[Account, Depends(logged_in)]
+
+
+def departments_of(st: State, person_id: str) -> set[str]:
+    """The departments a person approves for."""
+    return {d.id for d in st.city.departments.values()
+            if any(p.id == person_id for p in d.approvers)}
+
+
+async def requests_for(st: State, account: Account) -> dict[str, list[dict[str, Any]]]:
+    """Pending requests: `mine` (I may decide now) and `department` (my department's,
+    held by someone else), by deadline."""
+    mine, department = [], []
+    depts = departments_of(st, account.person_id)
+    for approval in await queries.list_approvals(st.redis, st.keys, pending_only=True):
+        if account.person_id and account.person_id in approval["eligible"]:
+            mine.append(approval)
+        elif approval["department"] in depts:
+            department.append(approval)
+    return {"mine": mine, "department": department}
+
+
+@inbox.get("", response_class=HTMLResponse)
+async def inbox_page(request: Request, account: Person) -> HTMLResponse:
+    """What waits for me and my department."""
+    st = web_state(request)
+    found = await requests_for(st, account)
+    return page(request, "inbox.html", account=account, mine=found["mine"],
+                department=found["department"], people=st.city.people,
+                flash=request.session.pop("flash", None))
+
+
+@inbox.get("/{approval_id}", response_class=HTMLResponse)
+async def request_page(approval_id: str, request: Request, account: Person) -> HTMLResponse:
+    """One request: the draft in every language and channel, and the decision form."""
+    st = web_state(request)
+    approval = await queries.approval_detail(st.redis, st.keys, approval_id)
+    if approval is None:
+        raise HTTPException(404, f"no approval request {approval_id}")
+    texts = await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
+    incident = await st.redis.hgetall(st.keys.incident(approval["incident_id"]))
+    return page(request, "inbox_request.html", account=account, a=approval, texts=texts,
+                incident=incident, may_decide=account.person_id in approval["eligible"]
+                and approval["status"] == "pending")
+
+
+@inbox.post("/{approval_id}", response_class=HTMLResponse)
+async def decide_here(approval_id: str, request: Request, account: Person) -> HTMLResponse:
+    """Approve, reject (with a reason) or edit and approve; the worker's answer is shown
+    (e.g. refused: already approved by X at T)."""
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    check_csrf(request, form.get("csrf", ""))
+    verdict = form.get("verdict", "")
+    if verdict not in ("approve", "reject", "edit_approve"):
+        raise HTTPException(422, "verdict: approve, reject or edit_approve")
+    st = web_state(request)
+    approval = await queries.approval_detail(st.redis, st.keys, approval_id)
+    if approval is None:
+        raise HTTPException(404, f"no approval request {approval_id}")
+    reason = form.get("reason", "").strip()[:2000]
+    if verdict == "reject" and not reason:
+        return page(request, "decided.html", 422, account=account,
+                    message="Từ chối cần lý do / a rejection needs a reason")
+    texts = await _edits(st, approval, form) if verdict == "edit_approve" else None
+    decision = Decision(id=f"web-{uuid.uuid4().hex[:20]}", approval_id=approval_id,
+                        approver_id=account.person_id or account.actor,
+                        verdict="reject" if verdict == "reject" else "approve",
+                        comment=reason, via="web", texts=texts)
+    try:
+        await st.producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
+    except BrokerUnavailable as exc:
+        raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
+    message = await wait_for_outcome(st, decision.id)
+    refused = message is not None and message.startswith("refused")
+    return page(request, "decided.html", 409 if refused else 200, account=account,
+                message=message or "received; the result will show in the timeline",
+                back=f"/inbox/{approval_id}")
+
+
+async def _edits(st: State, approval: dict[str, Any], form: dict[str, str]
+                 ) -> list[RenderedText] | None:
+    """The texts the approver changed (None when nothing changed)."""
+    typed = texts_from_form(form)
+    current = {(t["channel"], t["language"]): t
+               for t in await queries.draft_texts(st.redis, st.keys, approval["draft_id"])}
+    changed = [t for t in typed if (t.channel, t.language) in current and (
+        t.body != current[(t.channel, t.language)]["body"].strip()
+        or t.title != current[(t.channel, t.language)].get("title", "").strip())]
+    return changed or None

@@ -1,0 +1,101 @@
+"""What the console shows of incidents, read from Redis (never written)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from coordinator import queries
+from coordinator.approvals.request import ids_for
+from coordinator.events import Draft, Severity
+from coordinator.incidents.actions import draft_version
+from coordinator.web.state import State
+
+CHANNELS = ("sms", "email")
+
+
+def progress(dispatch: dict[str, str]) -> list[dict[str, Any]]:
+    """Per channel: targeted / sent / delivered / failed / skipped, as numbers."""
+    rows = []
+    for channel in CHANNELS:
+        if f"targeted:{channel}" not in dispatch:
+            continue
+        counts = {k: int(dispatch.get(f"{channel}:{k}", 0))
+                  for k in ("sent", "delivered", "failed", "skipped")}
+        rows.append({"channel": channel, "targeted": int(dispatch[f"targeted:{channel}"]),
+                     **counts})
+    return rows
+
+
+def holder_names(st: State, approval: dict[str, Any] | None) -> str:
+    """The names of whoever holds the approval now."""
+    if not approval or approval["status"] != "pending":
+        return ""
+    people = st.city.people
+    return ", ".join(people[p].name if p in people else p for p in approval["approvers"])
+
+
+async def board_rows(st: State, include_closed: bool = False) -> list[dict[str, Any]]:
+    """Incidents for the board, most severe first, then newest."""
+    rows: list[dict[str, Any]] = []
+    for incident in await queries.list_incidents(st.redis, st.keys, limit=300):
+        if incident.get("status") == "closed" and not include_closed:
+            continue
+        approval = (await queries.approval_detail(st.redis, st.keys, incident["approval_id"])
+                    if incident.get("approval_id") else None)
+        dispatch = (await st.redis.hgetall(st.keys.dispatch(incident["statement_id"]))
+                    if incident.get("statement_id") else {})
+        rows.append({"incident": incident, "approval": approval,
+                     "holders": holder_names(st, approval), "progress": progress(dispatch),
+                     "area_name": _area_name(st, incident["area"])})
+    rows.sort(key=lambda r: r["incident"]["opened_at"], reverse=True)
+    rows.sort(key=lambda r: Severity(r["incident"]["severity"]).rank, reverse=True)
+    return rows
+
+
+def _area_name(st: State, code: str) -> str:
+    area = st.city.areas.get(code)
+    return area.name_in("vi") if area else code
+
+
+async def drafts_of(st: State, incident_id: str, current_id: str) -> list[Draft]:
+    """Every draft version of an incident, oldest first."""
+    drafts = []
+    for version in range(1, draft_version(current_id) + 1):
+        raw = await st.redis.get(st.keys.draft(ids_for(incident_id, version)[0]))
+        if raw:
+            drafts.append(Draft.model_validate_json(raw))
+    return drafts
+
+
+def text_diff(before: Draft, after: Draft) -> list[str]:
+    """Unified diff of two versions' texts, channel by channel and language by language."""
+    def lines(draft: Draft) -> list[str]:
+        out = []
+        for t in draft.texts:
+            out.append(f"## {t.channel}/{t.language}")
+            if t.title:
+                out.append(t.title)
+            out.extend(t.body.splitlines())
+        return out
+    return list(difflib.unified_diff(lines(before), lines(after), f"v{before.version}",
+                                     f"v{after.version}", lineterm="", n=1))
+
+
+async def incident_view(st: State, incident_id: str) -> dict[str, Any] | None:
+    """Everything the incident page shows; None for an unknown incident."""
+    found = await queries.incident_detail(st.redis, st.keys, incident_id)
+    if found is None:
+        return None
+    drafts = await drafts_of(st, incident_id, found.get("draft_id", ""))
+    versions = [{"draft": d, "diff": text_diff(drafts[i - 1], d) if i else []}
+                for i, d in enumerate(drafts)]
+    reports = [e for e in found["timeline"]
+               if e["action"] in ("incident.opened", "incident.report_attached")]
+    return {"incident": found, "approval": found.get("approval"),
+            "holders": holder_names(st, found.get("approval")),
+            "progress": progress(found.get("dispatch") or {}),
+            "versions": versions, "current": drafts[-1] if drafts else None,
+            "reports": reports, "area_name": _area_name(st, found["area"]),
+            "published": json.loads(found.get("published") or "[]")}

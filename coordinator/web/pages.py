@@ -1,0 +1,25 @@
+"""Rendering an HTML page with what every page needs (the account, the CSRF token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from coordinator.web.security import csrf_token
+
+
+def templates_of(request: Request) -> Jinja2Templates:
+    """The app's templates."""
+    templates: Jinja2Templates = request.app.state.templates
+    return templates
+
+
+def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A template rendered with `lang`, the account (if any) and the CSRF token."""
+    context.setdefault("lang", request.query_params.get("lang", "vi"))
+    context.setdefault("account", getattr(request.state, "account", None))
+    return templates_of(request).TemplateResponse(
+        request, name, {"csrf": csrf_token(request), **context}, status_code=status)

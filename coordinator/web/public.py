@@ -1,0 +1,115 @@
+"""The public pages: current statements (filterable, live), each statement's own page, the
+short link SMS messages carry, and the press archive (searchable, every version)."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+
+from coordinator import queries
+from coordinator.city import City
+from coordinator.web.pages import page
+from coordinator.web.state import State, web_state
+
+public = APIRouter(include_in_schema=False)
+LANGUAGES = {"vi": "Tiếng Việt", "en": "English"}
+
+
+def near(city: City, selected: str, area: str) -> bool:
+    """A statement about `area` concerns someone who picked `selected`: the same area, one
+    that contains it (the whole city), or one inside it (a ward of the district)."""
+    return (selected in city.ancestors(area)) or (area in city.ancestors(selected))
+
+
+def folded(text: str) -> str:
+    """Lower-case without diacritics (so `ngap` finds `Ngập`, `dong da` finds `Đống Đa`)."""
+    plain = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(c for c in plain if not unicodedata.combining(c)).lower()
+
+
+def current(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest statement of each incident (an update replaces what it updates)."""
+    seen: set[str] = set()
+    out = []
+    for s in statements:  # newest first
+        if s["incident_id"] not in seen:
+            seen.add(s["incident_id"])
+            out.append(s)
+    return out
+
+
+async def visible(st: State, area: str, lang: str) -> list[dict[str, Any]]:
+    """Current statements for the public page, filtered by area."""
+    found = current(await queries.published_statements(st.redis, st.keys))
+    if area and area in st.city.areas:
+        found = [s for s in found if near(st.city, area, s["area"])]
+    return found
+
+
+def _lang(lang: str) -> str:
+    return lang if lang in LANGUAGES else "vi"
+
+
+@public.get("/", response_class=HTMLResponse)
+async def home(request: Request, lang: str = "vi", area: str = "",
+               fragment: bool = False) -> HTMLResponse:
+    """Current statements, newest first; `?area=` and `?lang=` filter; updates itself."""
+    st = web_state(request)
+    lang = _lang(lang)
+    statements = await visible(st, area, lang)
+    return page(request, "statements_list.html" if fragment else "index.html",
+                statements=statements, lang=lang, area=area, areas=st.city.areas,
+                languages=LANGUAGES)
+
+
+@public.get("/events")
+async def events(request: Request) -> StreamingResponse:
+    """Server-sent events: `statement` when one is published (the page then reloads its
+    list); a heartbeat comment every 15 s."""
+    live = request.app.state.live
+    return StreamingResponse(live.stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@public.get("/s/{statement_id}")
+async def short_link(statement_id: str, request: Request) -> RedirectResponse:
+    """The short link that SMS messages carry."""
+    await published(web_state(request), statement_id)
+    return RedirectResponse(f"/statements/{statement_id}", status_code=307)
+
+
+@public.get("/statements/{statement_id}", response_class=HTMLResponse)
+async def statement_page(statement_id: str, request: Request, lang: str = "vi"
+                         ) -> HTMLResponse:
+    """One statement's own page: the stable link that messages carry."""
+    st = web_state(request)
+    found = await published(st, statement_id)
+    return page(request, "statement.html", s=found, lang=_lang(lang), areas=st.city.areas)
+
+
+@public.get("/press", response_class=HTMLResponse)
+async def press(request: Request, q: str = "", lang: str = "vi") -> HTMLResponse:
+    """Every official statement, grouped by incident with each version and its times;
+    `?q=` searches titles and text (diacritics optional)."""
+    st = web_state(request)
+    statements = await queries.published_statements(st.redis, st.keys, limit=1000)
+    needle = folded(q.strip())
+    if needle:
+        statements = [s for s in statements if needle in folded(" ".join(
+            f"{t['title']} {t['body']}" for t in s["texts"]) + " " + s["id"])]
+    incidents: dict[str, list[dict[str, Any]]] = {}
+    for s in statements:
+        incidents.setdefault(s["incident_id"], []).append(s)
+    return page(request, "press.html", incidents=incidents, q=q, lang=_lang(lang),
+                areas=st.city.areas)
+
+
+async def published(st: State, statement_id: str) -> dict[str, Any]:
+    """A published statement; 404 for an unknown or unpublished (e.g. rejected) one."""
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        raise HTTPException(404, f"no published statement {statement_id}")
+    return found

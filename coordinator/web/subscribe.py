@@ -1,0 +1,304 @@
+"""The public subscribe form with double opt-in, and leaving through the web.
+
+`/subscribe` takes a phone and/or an email, a language, areas and topics; nothing is sent
+to the person until they confirm: an email gets a signed link (`/subscribe/confirm/...`,
+where GET only asks and POST confirms, because mail scanners follow links), a phone gets a
+6-digit code to type at `/subscribe/verify`. `/subscribe/leave` sends an email the existing
+unsubscribe link, or a phone a code to type at `/subscribe/leave/verify`. Every POST checks
+the CSRF token and counts against the public form rate limit; each contact may be sent at
+most a few messages an hour."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from channels.contacts import InvalidContact
+from coordinator import topics
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import DeliveryRequest, utcnow
+from coordinator.subscribers import optin, proofs
+from coordinator.subscribers.models import ALL_TOPICS, Subscriber
+from coordinator.subscribers.unsubscribe import unsubscribe_token
+from coordinator.web.pages import page
+from coordinator.web.security import PUBLIC_FORM, Limit, check_csrf, rate_limit
+from coordinator.web.state import State, web_state
+
+subscribe = APIRouter(prefix="/subscribe", include_in_schema=False)
+
+# Messages one phone or address may be sent from these forms (SMS pumping, mail bombing).
+PER_CONTACT = Limit("optin-contact", 5, 3600)
+JOIN_PHONE, LEAVE_PHONE, JOIN_EMAIL = "optin_phone", "leave_phone", "optin_email"
+
+
+def _lang(request: Request) -> str:
+    return "en" if request.query_params.get("lang") == "en" else "vi"
+
+
+def _secret(st: State) -> str:
+    """The link secret (HMACs and links need it); 503 without one."""
+    if st.settings.link_secret is None:
+        raise HTTPException(503, "subscribing on the web is not set up here (no LOA_LINK_SECRET)")
+    return st.settings.link_secret.get_secret_value()
+
+
+def _kinds(st: State) -> list[str]:
+    return sorted({k for p in st.playbooks.values() if p.match for k in p.match.kinds})
+
+
+def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str],
+               status: int = 200) -> HTMLResponse:
+    st = web_state(request)
+    return page(request, "subscribe.html", status, lang=_lang(request), values=values,
+                errors=errors, areas=st.city.areas, kinds=_kinds(st))
+
+
+def _message(request: Request, heading: str, text: str, status: int = 200,
+             **extra: Any) -> HTMLResponse:
+    return page(request, "subscribe_message.html", status, lang=_lang(request),
+                heading=heading, text=text, **extra)
+
+
+async def _send(st: State, message: DeliveryRequest) -> None:
+    spec = topics.DELIVERIES_SMS if message.channel == "sms" else topics.DELIVERIES_EMAIL
+    try:
+        await st.producer.send(spec, message.id, message.to_bytes())
+    except BrokerUnavailable as exc:
+        raise HTTPException(503, "the message could not be sent just now; please try again "
+                                 "in a minute") from exc
+
+
+@subscribe.get("", response_class=HTMLResponse)
+async def form(request: Request) -> HTMLResponse:
+    """The empty form (everything, in the page's language)."""
+    lang = _lang(request)
+    return _form_page(request, {"language": lang, "areas": [], "topics": [ALL_TOPICS]}, {})
+
+
+@subscribe.post("", response_class=HTMLResponse)
+async def submit(request: Request) -> Response:
+    """Record the request as pending and send what confirms it; on a problem the form
+    comes back filled in, each field with its message."""
+    posted = await request.form()
+    check_csrf(request, str(posted.get("csrf", "")))
+    await rate_limit(request, PUBLIC_FORM)
+    st = web_state(request)
+    secret = _secret(st)
+    values: dict[str, Any] = {
+        "phone": str(posted.get("phone", ""))[:40], "email": str(posted.get("email", ""))[:254],
+        "language": str(posted.get("language", "vi")),
+        "areas": [str(a) for a in posted.getlist("areas")][:50],
+        "topics": [str(t) for t in posted.getlist("topics")][:50]}
+    wanted, errors = optin.requested_subscriber(
+        values["phone"], values["email"], values["language"], values["areas"],
+        values["topics"], st.city.areas, _kinds(st), st.settings.phone_region)
+    if wanted is not None and wanted.phone and await st.redis.sismember(
+            st.keys.opted_out("sms"), wanted.phone):
+        errors["phone"] = ("Số này đã nhắn STOP: hãy nhắn START trước. / This number sent "
+                           "STOP: text START to us first, then subscribe again.")
+    if wanted is None or errors:
+        return _form_page(request, values, errors, 422)
+    for contact in (wanted.phone, wanted.email):
+        if contact:
+            await rate_limit(request, PER_CONTACT, who=contact.lower())
+    request_ = await optin.request_subscription(st.redis, st.keys, wanted, utcnow())
+    wanted = request_.subscriber
+    request.session.pop(JOIN_EMAIL, None)
+    if wanted.email:
+        await _send_confirm_link(st, wanted, request_.email_nonce, secret)
+        request.session[JOIN_EMAIL] = wanted.email
+    if wanted.phone:
+        code = await proofs.issue_code(st.redis, st.keys, secret, "join", wanted.phone,
+                                      wanted.id, time.time())
+        await _send(st, optin.message("sms", wanted.phone,
+                                      optin.code_sms(code, "join", wanted.language),
+                                      wanted.language))
+        request.session[JOIN_PHONE] = wanted.phone
+        return RedirectResponse(f"/subscribe/verify?lang={_lang(request)}", status_code=303)
+    return _message(request, "Kiểm tra email / Check your email",
+                    f"Chúng tôi đã gửi liên kết xác nhận đến {wanted.email}. Bạn chưa nhận "
+                    f"tin nào cho đến khi xác nhận. / We sent a confirmation link to "
+                    f"{wanted.email}. You receive nothing until you confirm.")
+
+
+async def _send_confirm_link(st: State, sub: Subscriber, nonce: str, secret: str) -> None:
+    assert sub.email
+    claims = proofs.ConfirmClaims(sub.id, sub.email, nonce, utcnow() + proofs.LINK_TTL)
+    link = (f"{st.settings.web_url()}/subscribe/confirm/{proofs.sign_confirm(secret, claims)}"
+            f"?lang={sub.language}")
+    names = [st.city.areas[a].name_in(sub.language) for a in sub.areas if a in st.city.areas]
+    subject, text = optin.confirm_email(link, names, sub.language)
+    await _send(st, optin.message("email", sub.email, text, sub.language, subject))
+
+
+def _code_page(request: Request, leaving: bool, errors: dict[str, str] | None = None,
+               status: int = 200) -> Response:
+    phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
+    if not phone:
+        return RedirectResponse(f"/subscribe{'/leave' if leaving else ''}?lang="
+                                f"{_lang(request)}", status_code=303)
+    return page(request, "subscribe_verify.html", status, lang=_lang(request), phone=phone,
+                leaving=leaving, errors=errors or {},
+                email=None if leaving else request.session.get(JOIN_EMAIL))
+
+
+def _code_problem(check: proofs.CodeCheck) -> str:
+    if check.outcome == "wrong":
+        return (f"Mã không đúng; còn {check.tries_left} lần thử. / Wrong code; "
+                f"{check.tries_left} tries left.")
+    return ("Mã đã hết hạn hoặc đã thử sai quá nhiều lần; hãy bắt đầu lại. / The code has "
+            "expired or had too many wrong tries; please start again.")
+
+
+@subscribe.get("/verify", response_class=HTMLResponse)
+async def verify_form(request: Request) -> Response:
+    """Where the code sent by SMS is typed."""
+    return _code_page(request, leaving=False)
+
+
+@subscribe.post("/verify", response_class=HTMLResponse)
+async def verify(request: Request) -> Response:
+    """The right code makes the phone's subscription active."""
+    return await _redeem(request, leaving=False)
+
+
+async def _redeem(request: Request, leaving: bool) -> Response:
+    posted = await request.form()
+    check_csrf(request, str(posted.get("csrf", "")))
+    await rate_limit(request, PUBLIC_FORM)
+    st = web_state(request)
+    secret = _secret(st)
+    phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
+    if not phone:
+        return _code_page(request, leaving)
+    check, sub_id = await proofs.redeem_code(st.redis, st.keys, secret,
+                                            "leave" if leaving else "join", str(phone),
+                                            str(posted.get("code", ""))[:20], time.time())
+    done = None
+    if check.outcome == "ok" and leaving:
+        done = await optin.leave(st.redis, st.keys, sub_id, "sms code", utcnow())
+    elif check.outcome == "ok":
+        done = await optin.confirm_contact(st.redis, st.keys, sub_id, "sms", utcnow())
+    if done is None:
+        problem = (_code_problem(check) if check.outcome != "ok" else
+                   "Yêu cầu đã hết hạn; hãy bắt đầu lại. / The request has expired; please "
+                   "start again.")
+        return _code_page(request, leaving, {"code": problem}, 422)
+    for name in (LEAVE_PHONE,) if leaving else (JOIN_PHONE, JOIN_EMAIL):
+        request.session.pop(name, None)
+    if leaving:
+        return _message(request, "Đã hủy đăng ký / Unsubscribed",
+                        f"{phone} sẽ không nhận tin Loa nữa. / {phone} will receive no more "
+                        "Loa updates.")
+    return _message(request, "Đã xác nhận / Confirmed", _confirmed_text(st, done))
+
+
+def _confirmed_text(st: State, sub: Subscriber) -> str:
+    names = ", ".join(st.city.areas[a].name_in(sub.language) for a in sub.areas
+                      if a in st.city.areas)
+    return (f"Bạn sẽ nhận thông tin chính thức về {names} qua {', '.join(sub.channels)}. / "
+            f"You will receive official updates about {names} by {', '.join(sub.channels)}.")
+
+
+def _claims(request: Request, token: str) -> proofs.ConfirmClaims | Response:
+    try:
+        return proofs.verify_confirm(_secret(web_state(request)), token, utcnow())
+    except proofs.InvalidConfirmLink as exc:
+        return _message(request, "Liên kết không hợp lệ / Invalid link",
+                        f"Liên kết không dùng được. / {exc}", 400, again=True)
+
+
+@subscribe.get("/confirm/{token}", response_class=HTMLResponse)
+async def confirm_form(token: str, request: Request) -> Response:
+    """Ask before confirming (mail scanners follow GET links)."""
+    claims = _claims(request, token)
+    if isinstance(claims, Response):
+        return claims
+    return page(request, "subscribe_confirm.html", lang=_lang(request), email=claims.email,
+                token=token)
+
+
+@subscribe.post("/confirm/{token}", response_class=HTMLResponse)
+async def confirm(token: str, request: Request) -> Response:
+    """The email's owner confirms: the subscription becomes active on email."""
+    posted = await request.form()
+    check_csrf(request, str(posted.get("csrf", "")))
+    claims = _claims(request, token)
+    if isinstance(claims, Response):
+        return claims
+    st = web_state(request)
+    done = await optin.confirm_contact(st.redis, st.keys, claims.subscriber_id, "email",
+                                       utcnow(), nonce=claims.nonce)
+    if done is not None:
+        return _message(request, "Đã xác nhận / Confirmed", _confirmed_text(st, done))
+    current = await optin.find_by_id(st.redis, st.keys, claims.subscriber_id)
+    if (current is not None and current.status == "active" and "email" in current.channels
+            and current.email == claims.email):
+        return _message(request, "Đã xác nhận / Confirmed",
+                        "Địa chỉ này đã được xác nhận. / This address is already confirmed.")
+    return _message(request, "Liên kết đã hết hiệu lực / Link no longer valid",
+                    "Yêu cầu này đã hết hạn hoặc đã được thay bằng yêu cầu mới hơn. / This "
+                    "request has expired or a newer one replaced it.", 400, again=True)
+
+
+@subscribe.get("/leave", response_class=HTMLResponse)
+async def leave_form(request: Request) -> HTMLResponse:
+    """Stop receiving updates: a phone or an email."""
+    return page(request, "subscribe_leave.html", lang=_lang(request), values={}, errors={})
+
+
+@subscribe.post("/leave", response_class=HTMLResponse)
+async def leave_submit(request: Request) -> Response:
+    """An email gets its unsubscribe link; a phone a code. The answer is the same whether
+    or not the contact is subscribed (the form tells nobody who is)."""
+    posted = await request.form()
+    check_csrf(request, str(posted.get("csrf", "")))
+    await rate_limit(request, PUBLIC_FORM)
+    st = web_state(request)
+    secret = _secret(st)
+    typed = str(posted.get("contact", ""))[:254]
+    try:
+        channel, contact = optin.parse_contact(typed, st.settings.phone_region)
+    except InvalidContact:
+        return page(request, "subscribe_leave.html", 422, lang=_lang(request),
+                    values={"contact": typed},
+                    errors={"contact": "Nhập số điện thoại hoặc email hợp lệ. / Give a valid "
+                                       "phone number or email address."})
+    await rate_limit(request, PER_CONTACT, who=contact.lower())
+    sub = await optin.existing_subscriber(st.redis, st.keys,
+                                          contact if channel == "sms" else None,
+                                          contact if channel == "email" else None)
+    known = sub is not None and sub.status != "opted_out" and sub.contact(channel) == contact
+    if channel == "sms":
+        if known and sub is not None:
+            code = await proofs.issue_code(st.redis, st.keys, secret, "leave", contact, sub.id,
+                                          time.time())
+            await _send(st, optin.message("sms", contact, optin.code_sms(code, "leave",
+                                                                         sub.language),
+                                          sub.language))
+        request.session[LEAVE_PHONE] = contact
+        return RedirectResponse(f"/subscribe/leave/verify?lang={_lang(request)}",
+                                status_code=303)
+    if known and sub is not None:
+        link = f"{st.settings.web_url()}/unsubscribe/{unsubscribe_token(secret, sub.id)}"
+        subject, text = optin.leave_email(link, sub.language)
+        await _send(st, optin.message("email", contact, text, sub.language, subject))
+    return _message(request, "Kiểm tra email / Check your email",
+                    f"Nếu {contact} đang nhận tin Loa, chúng tôi đã gửi đến đó một liên kết "
+                    f"hủy đăng ký. / If {contact} receives Loa updates, we sent it a link to "
+                    "unsubscribe.")
+
+
+@subscribe.get("/leave/verify", response_class=HTMLResponse)
+async def leave_verify_form(request: Request) -> Response:
+    """Where the code to leave is typed."""
+    return _code_page(request, leaving=True)
+
+
+@subscribe.post("/leave/verify", response_class=HTMLResponse)
+async def leave_verify(request: Request) -> Response:
+    """The right code unsubscribes the phone."""
+    return await _redeem(request, leaving=True)

@@ -1,0 +1,103 @@
+"""A real browser for the tests: Playwright's sync API driving the system Chromium
+(`/usr/bin/chromium`, from `make system-deps`; Playwright's own browser downloads are not used).
+
+Playwright's sync API runs its event loop in a greenlet and leaves that loop marked as the
+thread's running loop between calls. Left like that, every later `asyncio.run()` and every
+async test of the session fails ("cannot be called from a running event loop"). So the loop
+is parked between uses: `Chromium.awake()` marks it running again for the time a test drives
+the browser (the `page` fixture does this for the whole test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from coordinator.settings import REPO_ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The network of a test machine may be closed: without the background-networking flags
+# Chromium stalls on refused connections (component updates, sync, QUIC probes).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 900}
+SESSION_STARTED = datetime.now()  # this module is imported once, as the session starts
+
+
+def artifacts_dir() -> Path:
+    """This test run's artifacts folder: `$LOA_TEST_ARTIFACTS`, else
+    `<repo>/.artifacts/<session start, YYYYmmdd-HHMMSS>`."""
+    configured = os.environ.get("LOA_TEST_ARTIFACTS")
+    if configured:
+        return Path(configured)
+    return REPO_ROOT / ".artifacts" / SESSION_STARTED.strftime("%Y%m%d-%H%M%S")
+
+
+def shot(page: Page, name: str) -> Path:
+    """Save a full-page PNG screenshot as `<artifacts>/screenshots/<name>.png`; returns its path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"screenshot name {name!r}: use letters, digits, '-', '_' and '.'")
+    path = artifacts_dir() / "screenshots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+class Chromium:
+    """Playwright and the system Chromium, started once (for a test session)."""
+
+    def __init__(self, executable: Path = CHROMIUM) -> None:
+        if not executable.exists():
+            raise FileNotFoundError(
+                f"{executable} is missing: the browser tests need the system Chromium; "
+                "run `make system-deps` (it apt-installs `chromium`)")
+        if asyncio._get_running_loop() is not None:
+            raise RuntimeError("the sync browser cannot be started inside a running event loop")
+        self.playwright: Playwright = sync_playwright().start()
+        try:
+            self.browser: Browser = self.playwright.chromium.launch(
+                executable_path=str(executable), headless=True, args=CHROMIUM_ARGS)
+        except BaseException:
+            self.playwright.stop()
+            raise
+        self.loop = asyncio.get_running_loop()  # Playwright's: marked running after each call
+        asyncio._set_running_loop(None)  # parked until `awake()`
+
+    @contextmanager
+    def awake(self) -> Iterator[Browser]:
+        """The browser, usable (with Playwright's loop marked running) inside the block."""
+        previous = asyncio._get_running_loop()
+        if previous not in (None, self.loop):
+            raise RuntimeError("the sync browser cannot be driven from an async test")
+        asyncio._set_running_loop(self.loop)
+        try:
+            yield self.browser
+        finally:
+            asyncio._set_running_loop(previous)
+
+    @contextmanager
+    def page(self, **context_options: Any) -> Iterator[Page]:
+        """A page in a fresh browser context (1280x900 unless told), closed on exit."""
+        with self.awake() as browser:
+            context = browser.new_context(**{"viewport": VIEWPORT, **context_options})
+            try:
+                yield context.new_page()
+            finally:
+                context.close()
+
+    def close(self) -> None:
+        """Close the browser and stop Playwright (which leaves no loop marked running)."""
+        with self.awake() as browser:
+            try:
+                browser.close()
+            finally:
+                self.playwright.stop()

@@ -1,0 +1,286 @@
+"""The console, the approver inbox and the public pages over HTTP, against the real
+`loa web` and `loa worker` (a real broker and Redis behind them)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.stack import Stack, wait_for
+from tests.integration.webclient import WebSession
+
+pytestmark = pytest.mark.integration
+APPROVER = "nguyen-van-an"  # level 1 of `construction`, which approves floods
+
+
+@pytest.fixture(scope="module")
+def people(stack: Stack) -> dict[str, str]:
+    """A duty officer and an approver account on the shared stack: username -> password."""
+    if not stack.web_url:
+        stack.start_web()
+    return {"mai": stack.account("mai", "duty_officer", "tran-thi-mai"),
+            "an": stack.account("an", "approver", APPROVER)}
+
+
+@pytest.fixture
+def officer(stack: Stack, people: dict[str, str]) -> Iterator[WebSession]:
+    session = WebSession(stack.web_url)
+    assert session.login("mai", people["mai"]).url.path == "/console"
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def approver(stack: Stack, people: dict[str, str]) -> Iterator[WebSession]:
+    session = WebSession(stack.web_url)
+    assert session.login("an", people["an"]).url.path == "/inbox"
+    yield session
+    session.close()
+
+
+def file_report(officer: WebSession, area: str, title: str, **extra: str) -> str:
+    """File through the console form; returns the incident it landed in."""
+    officer.get("/console/reports/new")
+    answer = officer.post_form("/console/reports/new", {
+        "kind": "flood", "severity": "severe", "area": area, "title": title,
+        "details": "Nước ngập 40 cm", **extra})
+    assert answer.status_code == 200, answer.text
+    assert answer.url.path.startswith("/console/incidents/INC-"), answer.url
+    return answer.url.path.rsplit("/", 1)[1]
+
+
+def approval_of(stack: Stack, incident_id: str, version: int = 1) -> str:
+    approval_id = f"APR-{incident_id[4:]}-{version}"
+    wait_for(lambda: stack.incident(incident_id).get("approval_id") == approval_id, 30,
+             f"{approval_id} requested")
+    return approval_id
+
+
+def test_pages_need_a_login_and_a_wrong_password_says_so(stack: Stack,
+                                                         people: dict[str, str]) -> None:
+    session = WebSession(stack.web_url)
+    first = session.get("/console")
+    assert first.url.path == "/login" and first.url.params["next"] == "/console"
+    wrong = session.post_form("/login", {"username": "mai", "password": "not-it-at-all"})
+    assert wrong.status_code == 401 and "Wrong username or password" in wrong.text
+    unknown = session.post_form("/login", {"username": "nobody", "password": "whatever-1234"})
+    assert unknown.status_code == 401 and "Wrong username or password" in unknown.text
+    assert session.get("/inbox").url.path == "/login"
+    audit = [json.loads(e["event"]) for _, e in stack.redis.xrange(stack.keys.audit())]
+    assert {"login.failed"} <= {a["action"] for a in audit if a["subject"] in ("mai", "nobody")}
+    session.close()
+
+
+def test_a_form_without_the_sessions_csrf_token_is_refused(stack: Stack,
+                                                           officer: WebSession) -> None:
+    forged = officer.http.post("/console/reports/new", data={
+        "csrf": "forged", "kind": "flood", "severity": "minor", "area": "hn-cau-giay",
+        "title": "Forged"})
+    assert forged.status_code == 403 and "reload the page" in forged.text
+    stranger = httpx.post(f"{stack.web_url}/login", data={"username": "mai", "password": "x"})
+    assert stranger.status_code == 403
+
+
+def test_an_approver_is_not_a_duty_officer(approver: WebSession) -> None:
+    refused = approver.get("/console")
+    assert refused.status_code == 403 and "for duty officers" in refused.text
+
+
+def test_the_report_form_names_each_bad_field_and_keeps_what_was_typed(
+        officer: WebSession) -> None:
+    officer.get("/console/reports/new")
+    answer = officer.post_form("/console/reports/new", {
+        "kind": "flood", "severity": "severe", "area": "hn-nowhere",
+        "title": "Ngập ở <b>đâu</b> đó", "details": "giữ lại chi tiết này"})
+    assert answer.status_code == 422
+    assert "area: unknown area &#39;hn-nowhere&#39;" in answer.text
+    assert "Ngập ở &lt;b&gt;đâu&lt;/b&gt; đó" in answer.text and "<b>đâu" not in answer.text
+    assert "giữ lại chi tiết này" in answer.text
+    short = officer.post_form("/console/reports/new", {
+        "kind": "Flood!", "severity": "severe", "area": "hn-cau-giay", "title": "x"})
+    assert short.status_code == 422 and "kind:" in short.text and "title:" in short.text
+
+
+def test_officer_files_approver_approves_in_the_inbox_and_it_is_public(
+        stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    title = f"Ngập <script>alert(1)</script> {uuid.uuid4().hex[:6]}"
+    incident_id = file_report(officer, "hn-cau-giay-dich-vong", title)
+    approval_id = approval_of(stack, incident_id)
+    board = officer.get("/console")
+    assert incident_id in board.text and "<script>alert(1)" not in board.text
+    assert 'data-deadline="' in board.text and "Nguyễn Văn An" in board.text
+
+    inbox = approver.get("/inbox")
+    assert f"/inbox/{approval_id}" in inbox.text
+    request_page = approver.get(f"/inbox/{approval_id}")
+    assert "sms · vi" in request_page.text and "web · en" in request_page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in request_page.text
+    done = approver.post_form(f"/inbox/{approval_id}", {"verdict": "approve"})
+    assert done.status_code == 200 and f"STM-{incident_id[4:]}-1 goes out" in done.text
+    stack.wait_for_status(incident_id, "published")
+
+    again = approver.post_form(f"/inbox/{approval_id}", {"verdict": "approve"})
+    assert again.status_code == 409 and "already approved by nguyen-van-an" in again.text
+    public = httpx.get(f"{stack.web_url}/?area=hn-cau-giay-dich-vong").text
+    assert f"STM-{incident_id[4:]}-1" in public and "&lt;script&gt;alert(1)" in public
+    elsewhere = httpx.get(f"{stack.web_url}/?area=hn-tay-ho").text
+    assert f"STM-{incident_id[4:]}-1" not in elsewhere
+    assert stack.timeline_actions(incident_id)[-3:] == [
+        "approval.approved", "statement.published", "decision.refused"]
+
+
+def test_edit_and_approve_publishes_the_approvers_wording(
+        stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    incident_id = file_report(officer, "hn-cau-giay-mai-dich", "Ngập đường Hồ Tùng Mậu")
+    approval_id = approval_of(stack, incident_id)
+    page = approver.get(f"/inbox/{approval_id}")
+    assert page.status_code == 200
+    form = {"verdict": "edit_approve",
+            "title:web:vi": "Ngập sâu đường Hồ Tùng Mậu (đã sửa)",
+            "body:web:vi": "Nội dung do người phê duyệt sửa."}
+    done = approver.post_form(f"/inbox/{approval_id}", form)
+    assert done.status_code == 200, done.text
+    stack.wait_for_status(incident_id, "published")
+    statement = httpx.get(f"{stack.web_url}/api/statements/STM-{incident_id[4:]}-1").json()
+    web_vi = next(t for t in statement["texts"] if (t["channel"], t["language"]) == ("web", "vi"))
+    assert web_vi == {**web_vi, "title": "Ngập sâu đường Hồ Tùng Mậu (đã sửa)",
+                      "body": "Nội dung do người phê duyệt sửa."}
+    approved = [e for e in stack.timeline(incident_id) if e["action"] == "approval.approved"]
+    assert approved[0]["detail"]["edited"] == ["web/vi"]
+
+
+def test_a_rejection_needs_a_reason_and_returns_the_incident(
+        stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    incident_id = file_report(officer, "hn-cau-giay-nghia-do", "Ngập phố Nghĩa Tân")
+    approval_id = approval_of(stack, incident_id)
+    approver.get(f"/inbox/{approval_id}")
+    bare = approver.post_form(f"/inbox/{approval_id}", {"verdict": "reject"})
+    assert bare.status_code == 422 and "needs a reason" in bare.text
+    done = approver.post_form(f"/inbox/{approval_id}", {"verdict": "reject",
+                                                        "reason": "Sai địa điểm"})
+    assert done.status_code == 200 and "back with the duty officer" in done.text
+    stack.wait_for_status(incident_id, "returned")
+
+
+def redraft(officer: WebSession, incident_id: str, purpose: str, texts: dict[str, str],
+            ) -> Any:
+    officer.get(f"/console/incidents/{incident_id}")
+    return officer.post_form(f"/console/incidents/{incident_id}/drafts",
+                             {"purpose": purpose, "note": "từ bàn điều hành", **texts})
+
+
+def test_update_then_all_clear_then_close(stack: Stack, officer: WebSession,
+                                          approver: WebSession) -> None:
+    """Versions go back for approval; once public they are CAP Updates / a Cancel that
+    reference what came before; closing makes the next report open a new incident."""
+    incident_id = file_report(officer, "hn-cau-giay-quan-hoa", "Ngập phố Quan Hoa")
+    number = incident_id[4:]
+    approver.get(f"/inbox/APR-{number}-1")
+    approver.post_form(f"/inbox/{approval_of(stack, incident_id)}", {"verdict": "approve"})
+    stack.wait_for_status(incident_id, "published")
+
+    answer = redraft(officer, incident_id, "update", {
+        "title:web:vi": "Cập nhật: nước đã rút một phần", "body:web:vi": "Nước rút còn 10 cm.",
+        "body:sms:vi": "[Loa] Cập nhật: nước rút còn 10 cm."})
+    assert "draft version 2 made; approval APR-" in answer.text, answer.text
+    page = officer.get(f"/console/incidents/{incident_id}").text
+    assert "+Nước rút còn 10 cm." in page  # the diff between v1 and v2
+    approver.get(f"/inbox/{approval_of(stack, incident_id, 2)}")
+    approver.post_form(f"/inbox/APR-{number}-2", {"verdict": "approve"})
+    wait_for(lambda: stack.redis.hget(stack.keys.statement(f"STM-{number}-2"), "announced"),
+             30, "the update published")
+    update = httpx.get(f"{stack.web_url}/api/statements/STM-{number}-2").json()
+    assert (update["msg_type"], update["references"]) == ("Update", [f"STM-{number}-1"])
+    web_vi = next(t for t in update["texts"] if (t["channel"], t["language"]) == ("web", "vi"))
+    assert web_vi["body"] == "Nước rút còn 10 cm."
+    front = httpx.get(f"{stack.web_url}/?area=hn-cau-giay-quan-hoa").text
+    assert f"STM-{number}-2" in front and f'id="STM-{number}-1"' not in front
+
+    redraft(officer, incident_id, "all_clear", {
+        "title:web:vi": "Đã hết ngập", "body:web:vi": "Giao thông trở lại bình thường."})
+    approver.get(f"/inbox/{approval_of(stack, incident_id, 3)}")
+    approver.post_form(f"/inbox/APR-{number}-3", {"verdict": "approve"})
+    stack.wait_for_status(incident_id, "all_clear")
+    clear = httpx.get(f"{stack.web_url}/api/statements/STM-{number}-3").json()
+    assert clear["msg_type"] == "Cancel"
+    assert clear["references"] == [f"STM-{number}-1", f"STM-{number}-2"]
+
+    officer.get(f"/console/incidents/{incident_id}")
+    closed = officer.post_form(f"/console/incidents/{incident_id}/close",
+                               {"reason": "đã xử lý xong"})
+    assert f"{incident_id} closed" in closed.text
+    assert stack.incident(incident_id)["status"] == "closed"
+    later = file_report(officer, "hn-cau-giay-quan-hoa", "Ngập lại phố Quan Hoa")
+    assert later != incident_id
+    refused = redraft(officer, incident_id, "update", {"body:web:vi": "muộn"})
+    assert "Hành động" not in refused.text  # no more actions on a closed incident
+
+
+def test_a_new_version_supersedes_a_pending_request(stack: Stack, officer: WebSession,
+                                                    approver: WebSession) -> None:
+    incident_id = file_report(officer, "hn-cau-giay-trung-hoa", "Ngập phố Trung Kính")
+    first = approval_of(stack, incident_id)
+    answer = redraft(officer, incident_id, "edit", {
+        "title:web:vi": "Ngập phố Trung Kính (sửa)", "body:web:vi": "Bản sửa của trực ban."})
+    assert "draft version 2 made" in answer.text
+    approver.get(f"/inbox/{first}")
+    stale = approver.post_form(f"/inbox/{first}", {"verdict": "approve"})
+    assert stale.status_code == 409
+    assert f"already superseded by DRF-{incident_id[4:]}-2" in stale.text
+    reselect = officer.post_form(f"/console/incidents/{incident_id}/drafts",
+                                 {"purpose": "reselect", "playbook": "fallback"})
+    assert "draft version 3 made; it waits for a duty officer" in reselect.text
+    assert stack.incident(incident_id)["playbook"] == "fallback"
+
+
+def test_attach_and_choose_a_playbook_by_hand(stack: Stack, officer: WebSession) -> None:
+    incident_id = file_report(officer, "hn-cau-giay-yen-hoa", "Cây đổ đè dây điện",
+                              playbook="utility-outage")
+    assert stack.incident(incident_id)["chosen_playbook"] == "utility-outage"
+    wait_for(lambda: stack.incident(incident_id).get("playbook") == "utility-outage", 30,
+             "the chosen playbook")
+    attached = file_report(officer, "hn-cau-giay-yen-hoa", "Thêm một cây đổ",
+                           attach_to=incident_id)
+    assert attached == incident_id
+    assert stack.incident(incident_id)["report_count"] == "2"
+
+
+def test_the_public_page_hears_of_a_publication(stack: Stack, officer: WebSession,
+                                                approver: WebSession) -> None:
+    """`GET /events` sends a `statement` event with the new id when one is published."""
+    heard: list[str] = []
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{stack.web_url}/events", timeout=60) as events:
+            for line in events.iter_lines():
+                if line.startswith("data:"):
+                    heard.append(line)
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    incident_id = file_report(officer, "hn-thanh-xuan-kim-giang", "Ngập đường Kim Giang")
+    approval_id = approval_of(stack, incident_id)
+    approver.get(f"/inbox/{approval_id}")
+    approver.post_form(f"/inbox/{approval_id}", {"verdict": "approve"})
+    listener.join(30)
+    assert heard and f"STM-{incident_id[4:]}-1" in heard[0]
+
+
+def test_press_archive_finds_statements_without_diacritics(stack: Stack, officer: WebSession,
+                                                           approver: WebSession) -> None:
+    incident_id = file_report(officer, "hn-thanh-xuan-khuong-dinh", "Ngập phố Khương Đình")
+    approval_id = approval_of(stack, incident_id)
+    approver.get(f"/inbox/{approval_id}")
+    approver.post_form(f"/inbox/{approval_id}", {"verdict": "approve"})
+    stack.wait_for_status(incident_id, "published")
+    found = httpx.get(f"{stack.web_url}/press", params={"q": "khuong dinh"}).text
+    assert f"STM-{incident_id[4:]}-1" in found and "/cap/STM-" in found
+    none = httpx.get(f"{stack.web_url}/press", params={"q": "zzz-nothing"}).text
+    assert f"STM-{incident_id[4:]}-1" not in none and 'id="none"' in none

@@ -9,7 +9,8 @@ the channel module. Retrying, backing off and rate limiting live once, in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -33,6 +34,17 @@ class TransientDeliveryError(DeliveryError):
     """Try again later (rate limited, provider down, network)."""
 
 
+class Withdrawn(DeliveryError):
+    """Nothing was handed over: the message was no longer wanted when its turn came (the
+    recipient left while it waited for the rate limit or a connection)."""
+
+
+async def still_wanted(message: OutboundMessage) -> None:
+    """The last check before a channel hands a message over; raises Withdrawn."""
+    if message.wanted is not None and not await message.wanted():
+        raise Withdrawn(f"{message.id}: withdrawn before it was handed over")
+
+
 @dataclass(frozen=True)
 class OutboundMessage:
     """One message to one recipient; `id` is the delivery id (deterministic, so a retry or a
@@ -46,6 +58,8 @@ class OutboundMessage:
     language: str = "vi"
     unsubscribe_url: str | None = None
     statement: Statement | None = None
+    # asked right before the hand-over (after any wait); False withdraws the message
+    wanted: Callable[[], Awaitable[bool]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

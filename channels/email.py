@@ -17,6 +17,7 @@ from channels.base import (
     PermanentDeliveryError,
     Receipt,
     TransientDeliveryError,
+    still_wanted,
 )
 from channels.contacts import InvalidContact, email_address
 from coordinator.settings import Settings
@@ -82,7 +83,11 @@ class EmailChannel:
                                timeout=30)
         await smtp.connect()
         if s.smtp_username and s.smtp_password is not None:
-            await smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+            try:
+                await smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+            except BaseException:
+                smtp.close()
+                raise
         self.connections += 1
         return smtp
 
@@ -90,6 +95,7 @@ class EmailChannel:
         """Send one email; raises Permanent/TransientDeliveryError."""
         mail = build_email(message, self.settings.email_from, self.domain)
         async with self._slots:  # one conversation per connection at a time
+            await still_wanted(message)
             smtp = self._idle.pop() if self._idle else None
             try:
                 if smtp is None or not smtp.is_connected:
@@ -109,6 +115,10 @@ class EmailChannel:
                 _close(smtp)
                 smtp = None
                 raise TransientDeliveryError(f"email: SMTP not reachable: {exc!r}") from exc
+            except asyncio.CancelledError:  # cut off mid-conversation: never reuse it
+                _close(smtp)
+                smtp = None
+                raise
             finally:
                 if smtp is not None:
                     self._idle.append(smtp)

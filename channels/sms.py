@@ -17,6 +17,7 @@ from channels.base import (
     PermanentDeliveryError,
     Receipt,
     TransientDeliveryError,
+    still_wanted,
 )
 from channels.delivery import RateLimiter
 from channels.twilio_http import twilio_client
@@ -75,6 +76,7 @@ class SmsChannel:
     async def send(self, message: OutboundMessage) -> Receipt:
         """Create the message at Twilio; raises Permanent/TransientDeliveryError."""
         await self.limiter.acquire()
+        await still_wanted(message)
         try:
             created: Any = await self.client().messages.create_async(
                 to=message.recipient, body=message.text, status_callback=self.status_callback,

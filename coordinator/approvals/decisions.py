@@ -52,6 +52,10 @@ def refusal(record: ApprovalRecord, decision: Decision) -> str | None:
                 f"{record.level} ({level.department}), held by {', '.join(record.holders)}")
     if decision.verdict == "reject" and not decision.comment.strip():
         return "a rejection needs a reason"
+    others = all_mode_waiting(record, decision.approver_id) - {decision.approver_id}
+    if decision.texts and (record.approved_by or others):
+        return ("an edit needs the whole approval, and others approve this draft too; "
+                "approve it as it is, or ask the duty officer for a new version")
     return None
 
 

@@ -46,12 +46,15 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
     deadline = (prompt.deadline.astimezone(ZoneInfo(rt.settings.timezone))
                 .strftime("%H:%M %d/%m/%Y") if prompt.deadline else "")
     heading = f"[Loa] {prompt.approval_id} · {prompt.incident_id}"
+    edit = f"{rt.settings.web_url()}/inbox/{prompt.approval_id}"
     text = "\n\n".join([prompt.text, *(f"{t['title']}\n{t['body']}" for t in texts),
                         f"Hạn / Deadline: {deadline}" if deadline else "",
                         f"Xem và phê duyệt / Review and decide: {link}" if link else
-                        f"loa approve {prompt.approval_id} --as {prompt.person_id}"])
+                        f"loa approve {prompt.approval_id} --as {prompt.person_id}",
+                        f"Sửa rồi phê duyệt (cần đăng nhập) / Edit and approve (log in): {edit}"])
     html = _emails.get_template("email/prompt.html").render(
-        heading=heading, prompt=prompt, texts=texts, link=link, deadline=deadline)
+        heading=heading, prompt=prompt, texts=texts, link=link, deadline=deadline,
+        edit=edit)
     subject = f"{heading}: {texts[0]['title']}" if texts else heading
     return DeliveryRequest(id=delivery_id, channel="email", recipient=prompt.email,
                            subject=subject, text=text, html=html,

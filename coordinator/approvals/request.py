@@ -56,7 +56,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         incident = await pipe.hgetall(key)
         if not incident:
             raise KeyError(incident_id)
-        if incident["playbook"]:
+        if incident["playbook"] or incident.get("status") == "closed":
             return await _existing_plan(pipe, rt, incident)
         facts = dataclasses.replace(
             facts_of(incident), link=f"{rt.settings.web_url()}/s/{ids_for(incident_id, 1)[2]}")

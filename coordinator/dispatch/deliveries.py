@@ -19,6 +19,7 @@ from channels.base import (
     PermanentDeliveryError,
     Receipt,
     Reconciling,
+    Withdrawn,
 )
 from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, DeliveryRequest
@@ -53,9 +54,13 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
     if skip:
         return await _finish(rt, request, "skipped", skip, now)
     assert channel is not None
+    async def wanted() -> bool:  # asked again once the channel's turn comes
+        return not await _skip_reason(rt, request, channel)
+
     message = OutboundMessage(id=request.id, recipient=request.recipient, text=request.text,
                               subject=request.subject, html=request.html,
-                              language=request.language, unsubscribe_url=request.unsubscribe_url)
+                              language=request.language, unsubscribe_url=request.unsubscribe_url,
+                              wanted=wanted)
     if claim == "orphan":  # a previous attempt died mid-send: ask the provider first
         found = await _reconcile(rt, channel, message, key)
         if found is not None:
@@ -67,6 +72,9 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
     try:
         receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
                                           before_retry=already_there)
+    except Withdrawn:
+        return await _finish(rt, request, "skipped", await _skip_reason(rt, request, channel)
+                             or "withdrawn", now)
     except PermanentDeliveryError as exc:
         return await _finish(rt, request, "failed", str(exc), now, error_code=exc.code)
     except DeliveryError as exc:

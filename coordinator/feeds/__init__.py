@@ -11,6 +11,7 @@ escaped as character data and can never turn into markup.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -68,3 +69,13 @@ def web_languages(statement: dict[str, Any]) -> list[str]:
         if text["channel"] == "web" and text["language"] not in found:
             found.append(text["language"])
     return found
+
+
+# What XML 1.0 cannot carry at all (not even escaped): most C0 controls, surrogates,
+# U+FFFE/U+FFFF. A report pasted from a word processor may hold a vertical tab.
+_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters XML 1.0 forbids (each becomes a space)."""
+    return _NOT_XML.sub(" ", text)

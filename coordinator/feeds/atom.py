@@ -21,6 +21,7 @@ from coordinator.feeds import (
     published_at,
     statement_url,
     web_text,
+    xml_safe,
 )
 from coordinator.feeds.cap import current_alerts
 
@@ -128,7 +129,7 @@ def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     escaped when written."""
     child = ET.SubElement(parent, tag, attrs)
     if text is not None:
-        child.text = text
+        child.text = xml_safe(text)
     return child
 
 

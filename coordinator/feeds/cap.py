@@ -34,6 +34,7 @@ from coordinator.feeds import (
     statement_url,
     web_languages,
     web_text,
+    xml_safe,
 )
 
 CATEGORIES = {
@@ -153,5 +154,5 @@ def _add(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     ElementTree when written."""
     child = ET.SubElement(parent, tag)
     if text is not None:
-        child.text = text
+        child.text = xml_safe(text)
     return child

@@ -69,6 +69,9 @@ def refusal(event: RedraftRequested, incident: dict[str, str], published: list[s
     """Why a new version may not be made, or None. Pure."""
     if incident.get("status") not in OPEN_STATUSES:
         return f"{event.incident_id} is {incident.get('status')}; reopen it with a new report"
+    if incident.get("status") == "approved":  # approved, not yet public: wait for it
+        return ("a statement was just approved and is being published; "
+                "make the new version once it is public")
     if event.purpose == "all_clear" and not published:
         return "nothing has been published to give the all-clear for; close the incident"
     if event.purpose != "reselect" and not event.texts:
@@ -87,13 +90,14 @@ async def redraft(rt: Runtime, event: RedraftRequested, now: datetime) -> Action
             return earlier
         published = json.loads(incident.get("published", "[]"))
         why = refusal(event, incident, published)
+        pending = await _pending_approval(pipe, rt, incident)
         if why:
             pipe.multi()
             outcome = ActionOutcome(False, f"refused: {why}")
         else:
             built = await _next_draft(pipe, rt, event, incident, published, now)
             pipe.multi()
-            outcome = _queue(pipe, rt, event, incident, built, now) if isinstance(
+            outcome = _queue(pipe, rt, event, incident, pending, built, now) if isinstance(
                 built, tuple) else ActionOutcome(False, f"refused: {built}")
         pipe.set(done_key, outcome.to_json())
         return outcome
@@ -132,9 +136,9 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
 
 
 def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[str, str],
-           built: tuple[Draft, str], now: datetime) -> ActionOutcome:
+           pending: str | None, built: tuple[Draft, str], now: datetime) -> ActionOutcome:
     draft, reason = built
-    _supersede(pipe, rt, incident, draft.id, "superseded", now)
+    _supersede(pipe, rt, pending, draft.id, "superseded", now)
     _audit(pipe, rt, event.actor, event.via, event.incident_id, f"draft.{event.purpose}",
            draft.id, {"note": event.note, "playbook": draft.playbook_id}, now)
     request = queue_version(pipe, rt, incident, rt.playbooks[draft.playbook_id], draft, reason,
@@ -144,14 +148,25 @@ def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[
     return ActionOutcome(True, f"draft version {draft.version} made{where}", request)
 
 
-def _supersede(pipe: Pipeline, rt: Runtime, incident: dict[str, str], why: str,
-               status: str, now: datetime) -> None:
-    """Inside MULTI: a request still pending can no longer be decided (its timers see the
-    status and stop). Reads the request from the incident's copy, which WATCH guards."""
+async def _pending_approval(pipe: Pipeline, rt: Runtime, incident: dict[str, str]
+                            ) -> str | None:
+    """The incident's approval request if it is still pending, read from the request's own
+    record (WATCHed, so a decision racing this action makes it start over)."""
     approval_id = incident.get("approval_id")
-    if approval_id and incident.get("status") == "awaiting_approval":
+    if not approval_id:
+        return None
+    await pipe.watch(rt.keys.approval(approval_id))
+    status = await pipe.hget(rt.keys.approval(approval_id), "status")
+    return approval_id if status == "pending" else None
+
+
+def _supersede(pipe: Pipeline, rt: Runtime, approval_id: str | None, by: str, status: str,
+               now: datetime) -> None:
+    """Inside MULTI: a pending request can no longer be decided (its timers see the status
+    and stop)."""
+    if approval_id:
         pipe.hset(rt.keys.approval(approval_id), mapping={
-            "status": status, "decided_by": why, "decided_at": now.isoformat()})
+            "status": status, "decided_by": by, "decided_at": now.isoformat()})
         pipe.zrem(rt.keys.approvals_pending(), approval_id)
 
 
@@ -195,12 +210,14 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
         if earlier is not None:
             return earlier
         open_key = rt.keys.open_incident(f"{incident['kind']}:{incident['area']}")
+        await pipe.watch(open_key)
         current = await pipe.get(open_key)
+        pending = await _pending_approval(pipe, rt, incident)
         pipe.multi()
         if incident["status"] == "closed":
             outcome = ActionOutcome(False, f"{event.incident_id} is already closed")
         else:
-            _supersede(pipe, rt, incident, f"{event.actor} (incident closed)", "withdrawn", now)
+            _supersede(pipe, rt, pending, f"{event.actor} (incident closed)", "withdrawn", now)
             pipe.hset(key, mapping={"status": "closed", "status_reason": event.reason,
                                     "closed_at": now.isoformat(), "updated_at": now.isoformat()})
             if current == event.incident_id:

@@ -26,7 +26,7 @@ from channels.contacts import InvalidContact, e164, email_address
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
-from coordinator.subscribers.models import ALL_TOPICS, Subscriber
+from coordinator.subscribers.models import ALL_TOPICS, Subscriber, subscriber_id
 from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
 from coordinator.subscribers.registry import find_subscriber, save_subscriber
 
@@ -125,23 +125,32 @@ def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
                        existing: Subscriber | None, now: datetime) -> Subscriber | None:
     """The active subscriber once `confirmed` channels answered: what was asked for, on the
     channels whose contact is proven (confirmed now, or already active with the same
-    contact). None while none is. Pure."""
+    contact). None while none is. Pure.
+
+    A record that is not pending changes only for someone who proved one of its own
+    contacts: typing another person's address next to one's own phone must not rewrite
+    (or take over) their subscription. Without that proof the confirmed contacts become a
+    record of their own."""
+    owns = existing is None or existing.status == "pending" or any(
+        c in confirmed and c in existing.channels and existing.contact(c) == wanted.contact(c)
+        for c in ("sms", "email"))
 
     def proven(channel: str) -> bool:
         if channel in confirmed:
             return True
-        return (existing is not None and existing.status == "active"
+        return (owns and existing is not None and existing.status == "active"
                 and channel in existing.channels
                 and existing.contact(channel) == wanted.contact(channel))
 
     channels = [c for c in wanted.channels if proven(c)]
     if not channels:
         return None
-    return Subscriber(id=wanted.id, phone=wanted.phone if "sms" in channels else None,
-                      email=wanted.email if "email" in channels else None,
-                      language=wanted.language, areas=wanted.areas, topics=wanted.topics,
-                      channels=channels, role=wanted.role, status="active", consent_at=now,
-                      consent_source="web")
+    phone = wanted.phone if "sms" in channels else None
+    email = wanted.email if "email" in channels else None
+    return Subscriber(id=wanted.id if owns else subscriber_id(phone, email), phone=phone,
+                      email=email, language=wanted.language, areas=wanted.areas,
+                      topics=wanted.topics, channels=channels, role=wanted.role,
+                      status="active", consent_at=now, consent_source="web")
 
 
 # --- messages (pure) ------------------------------------------------------------------------
@@ -260,9 +269,9 @@ async def confirm_contact(redis: Redis, keys: Keys, sub_id: str, channel: Channe
     if applied is None:  # pragma: no cover - the confirmed channel is one of the wanted
         return None
     await save_subscriber(redis, keys, applied, resubscribe=True)
-    await _stamp_consent(redis, keys, sub_id, now)
+    await _stamp_consent(redis, keys, applied.id, now)
     await _audit(redis, keys, AuditEvent(
-        at=now, actor=sub_id, action="subscriber.confirmed", interface="web",
+        at=now, actor=applied.id, action="subscriber.confirmed", interface="web",
         detail={"channel": channel, "channels": applied.channels, "areas": applied.areas,
                 "how": "sms code" if channel == "sms" else "email link"}))
     return applied

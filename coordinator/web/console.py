@@ -27,6 +27,7 @@ from coordinator.web.state import State, web_state
 console = APIRouter(prefix="/console", include_in_schema=False)
 Officer = Annotated[Account, Depends(duty_officer)]
 PURPOSES = ("edit", "update", "correction", "all_clear")
+MAX_TEXT = 5000
 
 
 @console.get("", response_class=HTMLResponse)
@@ -98,11 +99,15 @@ def texts_from_form(form: dict[str, Any]) -> list[RenderedText]:
     texts = []
     for (channel, language), fields in sorted(found.items()):
         if not fields.get("body"):
-            raise HTTPException(422, f"body:{channel}:{language}: the text may not be empty")
+            raise HTTPException(422, f"body:{channel}:{language}: the text may not be empty "
+                                     "(go back: what you typed is still in the form)")
+        if len(fields["body"]) > MAX_TEXT:
+            raise HTTPException(422, f"body:{channel}:{language}: at most {MAX_TEXT} characters, "
+                                     f"this has {len(fields['body'])} (go back to shorten it)")
         try:
             texts.append(RenderedText(channel=channel,  # type: ignore[arg-type]
                                       language=language, title=fields.get("title", ""),
-                                      body=fields["body"][:5000]))
+                                      body=fields["body"]))
         except ValidationError as exc:
             raise HTTPException(422, f"{channel}:{language}: {exc.errors()[0]['msg']}") from exc
     if not texts:

@@ -29,6 +29,12 @@ def departments_of(st: State, person_id: str) -> set[str]:
             if any(p.id == person_id for p in d.approvers)}
 
 
+def may_see(st: State, account: Account, approval: dict[str, Any]) -> bool:
+    """Drafts are not public: duty officers, and the approvers asked or of the department."""
+    return (account.can_run_incidents or account.person_id in approval["eligible"]
+            or approval["department"] in departments_of(st, account.person_id))
+
+
 async def requests_for(st: State, account: Account) -> dict[str, list[dict[str, Any]]]:
     """Pending requests: `mine` (I may decide now) and `department` (my department's,
     held by someone else), by deadline."""
@@ -59,6 +65,9 @@ async def request_page(approval_id: str, request: Request, account: Person) -> H
     approval = await queries.approval_detail(st.redis, st.keys, approval_id)
     if approval is None:
         raise HTTPException(404, f"no approval request {approval_id}")
+    if not may_see(st, account, approval):
+        raise HTTPException(403, f"{approval_id} is for {approval['department']}; "
+                                 "drafts are shown to its approvers and the duty officers")
     texts = await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
     incident = await st.redis.hgetall(st.keys.incident(approval["incident_id"]))
     return page(request, "inbox_request.html", account=account, a=approval, texts=texts,
@@ -79,7 +88,10 @@ async def decide_here(approval_id: str, request: Request, account: Person) -> HT
     approval = await queries.approval_detail(st.redis, st.keys, approval_id)
     if approval is None:
         raise HTTPException(404, f"no approval request {approval_id}")
-    reason = form.get("reason", "").strip()[:2000]
+    reason = form.get("reason", "").strip()
+    if len(reason) > 2000:
+        raise HTTPException(422, f"reason: at most 2000 characters, this has {len(reason)} "
+                                 "(go back to shorten it)")
     if verdict == "reject" and not reason:
         return page(request, "decided.html", 422, account=account,
                     message="Từ chối cần lý do / a rejection needs a reason")

@@ -37,7 +37,7 @@ class Live:
             try:
                 ids = await self.redis.zrevrange(self.keys.statements_published(), 0, 19)
                 new = [i for i in ids if i not in self.seen]
-                self.seen.update(new)
+                self.seen = set(ids)  # what the newest 20 are now: bounded
                 if new and not first:
                     async with self.changed:
                         self.latest = new

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from coordinator.accounts import check_password
+from coordinator.accounts import check_password, end_sessions
 from coordinator.events import AuditEvent
 from coordinator.state import queue_audit
 from coordinator.web.pages import page
@@ -15,9 +15,10 @@ from coordinator.web.security import (
     LOGIN_PER_CLIENT,
     LOGIN_PER_USER,
     check_csrf,
-    check_limit,
+    client_of,
     count_attempt,
     current_account,
+    forgive_attempt,
     start_session,
 )
 from coordinator.web.state import web_state
@@ -49,8 +50,9 @@ async def login_submit(request: Request, username: Annotated[str, Form(max_lengt
     """Check the password; a wrong one says only that (not which part was wrong)."""
     check_csrf(request, csrf)
     name = username.strip().lower()
-    await check_limit(request, LOGIN_PER_CLIENT)
-    await check_limit(request, LOGIN_PER_USER, who=name)
+    per_user = f"{name}@{client_of(request)}"
+    await count_attempt(request, LOGIN_PER_CLIENT)  # counted first: a burst cannot slip by
+    await count_attempt(request, LOGIN_PER_USER, who=per_user)
     st = web_state(request)
     account = await check_password(st.redis, st.keys, name, password)
     async with st.redis.pipeline(transaction=True) as pipe:
@@ -60,11 +62,11 @@ async def login_submit(request: Request, username: Annotated[str, Form(max_lengt
             subject=name, detail={"client": request.client.host if request.client else ""}))
         await pipe.execute()
     if account is None:
-        await count_attempt(request, LOGIN_PER_CLIENT)
-        await count_attempt(request, LOGIN_PER_USER, who=name)
         return page(request, "login.html", 401, next=safe_next(next), username=name,
                     error="Sai tên đăng nhập hoặc mật khẩu / Wrong username or password")
-    start_session(request, account)
+    await forgive_attempt(request, LOGIN_PER_CLIENT)  # only failures count
+    await forgive_attempt(request, LOGIN_PER_USER, who=per_user)
+    await start_session(request, account)
     home = "/inbox" if account.role == "approver" else "/console"
     return RedirectResponse(safe_next(next) if next != "/console" else home, status_code=303)
 
@@ -73,5 +75,9 @@ async def login_submit(request: Request, username: Annotated[str, Form(max_lengt
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
     """End the session."""
     check_csrf(request, csrf)
+    account = await current_account(request)
+    if account is not None:  # every session of the account ends, copied cookies too
+        st = web_state(request)
+        await end_sessions(st.redis, st.keys, account.username)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

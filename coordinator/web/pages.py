@@ -17,9 +17,20 @@ def templates_of(request: Request) -> Jinja2Templates:
     return templates
 
 
+class LazyCsrf:
+    """The session's CSRF token, made only when a page really renders a form (so a public
+    page without one sets no cookie and stays cacheable)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __str__(self) -> str:
+        return csrf_token(self.request)
+
+
 def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A template rendered with `lang`, the account (if any) and the CSRF token."""
     context.setdefault("lang", request.query_params.get("lang", "vi"))
     context.setdefault("account", getattr(request.state, "account", None))
     return templates_of(request).TemplateResponse(
-        request, name, {"csrf": csrf_token(request), **context}, status_code=status)
+        request, name, {"csrf": LazyCsrf(request), **context}, status_code=status)

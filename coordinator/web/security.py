@@ -1,8 +1,10 @@
 """Who is asking, and may they: sessions, CSRF tokens, roles and rate limits.
 
 Sessions live in a signed cookie (Starlette's SessionMiddleware, itsdangerous);
-it holds the username and the CSRF token, and the account is read from Redis on
-every request, so a removed account is logged out at once. Every form carries
+it holds the username, the account's session generation and the CSRF token. The
+account is read from Redis on every request: a removed account, a logout or a new
+password (each moves the generation on) ends every session of it at once, copied
+cookies included. Every form carries
 the session's CSRF token and every POST checks it.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from coordinator.accounts import Account, load_account
+from coordinator.accounts import Account, load_account, session_generation
 from coordinator.web.state import web_state
 
 SESSION_COOKIE = "loa_session"
@@ -53,8 +55,10 @@ async def current_account(request: Request) -> Account | None:
         return None
     st = web_state(request)
     account = await load_account(st.redis, st.keys, str(username))
-    if account is None:
-        request.session.pop("user", None)
+    generation = await session_generation(st.redis, st.keys, str(username))
+    if account is None or request.session.get("generation") != generation:
+        request.session.pop("user", None)  # removed, logged out, or password changed
+        return None
     return account
 
 
@@ -75,10 +79,14 @@ async def duty_officer(request: Request) -> Account:
     return account
 
 
-def start_session(request: Request, account: Account) -> None:
-    """Log in: a fresh session (new CSRF token) for this account."""
+async def start_session(request: Request, account: Account) -> None:
+    """Log in: a fresh session (new CSRF token) for this account at its current
+    generation."""
+    st = web_state(request)
     request.session.clear()
     request.session["user"] = account.username
+    request.session["generation"] = await session_generation(st.redis, st.keys,
+                                                             account.username)
     csrf_token(request)
 
 
@@ -91,7 +99,8 @@ class Limit:
     window_s: int
 
 
-# Failed logins only: a client gets 20 wrong passwords per 5 minutes, a username 10.
+# Failed logins: a client gets 20 wrong passwords per 5 minutes, and 10 for one username
+# (per client, so that nobody can lock a duty officer out from elsewhere).
 LOGIN_PER_CLIENT = Limit("login-ip", 20, 300)
 LOGIN_PER_USER = Limit("login-user", 10, 300)
 PUBLIC_FORM = Limit("public-form", 20, 600)
@@ -103,31 +112,28 @@ def client_of(request: Request) -> str:
 
 
 async def count_attempt(request: Request, limit: Limit, who: str | None = None) -> int:
-    """Count one attempt in the current window; returns the window's count."""
+    """Count one attempt in the current window; returns the window's count (atomic, so a
+    burst of concurrent requests cannot all slip under the limit)."""
     st = web_state(request)
     key = st.keys.rate_window(limit.bucket, who or client_of(request))
     async with st.redis.pipeline(transaction=True) as pipe:
         pipe.incr(key)
         pipe.expire(key, limit.window_s, nx=True)
-        count, _ = await pipe.execute()
-    return int(count)
-
-
-async def check_limit(request: Request, limit: Limit, who: str | None = None) -> None:
-    """429 with Retry-After once the window's attempts are used up (counts nothing)."""
-    st = web_state(request)
-    key = st.keys.rate_window(limit.bucket, who or client_of(request))
-    async with st.redis.pipeline(transaction=False) as pipe:
-        pipe.get(key)
         pipe.ttl(key)
-        count, ttl = await pipe.execute()
-    if count is not None and int(count) >= limit.count:
+        count, _, ttl = await pipe.execute()
+    if int(count) > limit.count:
         wait = max(int(ttl), 1)
         raise HTTPException(429, f"too many attempts; try again in {wait} s",
                             headers={"Retry-After": str(wait)})
+    return int(count)
+
+
+async def forgive_attempt(request: Request, limit: Limit, who: str | None = None) -> None:
+    """Take back one counted attempt (a login that succeeded)."""
+    st = web_state(request)
+    await st.redis.decr(st.keys.rate_window(limit.bucket, who or client_of(request)))
 
 
 async def rate_limit(request: Request, limit: Limit, who: str | None = None) -> None:
     """Public forms: every submission counts; 429 once the window's count is used up."""
-    await check_limit(request, limit, who)
     await count_attempt(request, limit, who)

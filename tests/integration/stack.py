@@ -81,11 +81,11 @@ class Stack:
                                        self.env)
         wait_for_port(port, timeout_s=30, proc=self.sms_sandbox)
 
-    def sms_sent(self, to: str | None = None) -> list[dict[str, Any]]:
+    def sms_sent(self, to: str | None = None, timeout_s: float = 10) -> list[dict[str, Any]]:
         """What the SMS sandbox received (its dev outbox)."""
         params = {"to": to} if to else {}
         found: list[dict[str, Any]] = httpx.get(f"{self.sms_url}/_sandbox/messages",
-                                                params=params, timeout=10).json()
+                                                params=params, timeout=timeout_s).json()
         return found
 
     def sms_reply(self, sender: str, body: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -219,7 +221,8 @@ def test_update_then_all_clear_then_close(stack: Stack, officer: WebSession,
     later = file_report(officer, "hn-cau-giay-quan-hoa", "Ngập lại phố Quan Hoa")
     assert later != incident_id
     refused = redraft(officer, incident_id, "update", {"body:web:vi": "muộn"})
-    assert "Hành động" not in refused.text  # no more actions on a closed incident
+    assert f"refused: {incident_id} is closed" in refused.text
+    assert "Hành động" not in refused.text  # a closed incident's page offers no actions
 
 
 def test_a_new_version_supersedes_a_pending_request(stack: Stack, officer: WebSession,
@@ -284,3 +287,42 @@ def test_press_archive_finds_statements_without_diacritics(stack: Stack, officer
     assert f"STM-{incident_id[4:]}-1" in found and "/cap/STM-" in found
     none = httpx.get(f"{stack.web_url}/press", params={"q": "zzz-nothing"}).text
     assert f"STM-{incident_id[4:]}-1" not in none and 'id="none"' in none
+
+
+def test_logout_ends_the_session_even_for_a_copied_cookie(stack: Stack,
+                                                         people: dict[str, str]) -> None:
+    session = WebSession(stack.web_url)
+    session.login("mai", people["mai"])
+    assert session.get("/console").url.path == "/console"
+    copied = httpx.Client(base_url=stack.web_url, cookies=dict(session.http.cookies),
+                          headers={"Accept": "text/html"}, follow_redirects=True)
+    assert copied.get("/console").url.path == "/console"
+    out = session.post_form("/logout", {})
+    assert out.url.path == "/login"
+    assert session.get("/console").url.path == "/login"
+    assert copied.get("/console").url.path == "/login"  # the signed cookie alone is not enough
+    copied.close()
+    session.close()
+
+
+def test_a_burst_of_wrong_passwords_cannot_slip_past_the_limit(make_stack: Any) -> None:
+    """30 wrong passwords at once for one user: 10 are checked, the rest get 429 with
+    Retry-After; the right password is refused too until the window ends (from this client)."""
+    private = make_stack()
+    private.start_web()
+    password = private.account("huy", "duty_officer", "do-quang-huy")
+    session = WebSession(private.web_url)
+    session.get("/login")
+
+    def attempt(i: int) -> httpx.Response:
+        return session.http.post("/login", data={"csrf": session.csrf, "username": "huy",
+                                                 "password": f"wrong-{i:04d}-xxxx"},
+                                 follow_redirects=False)
+
+    with ThreadPoolExecutor(max_workers=15) as pool:
+        codes = Counter(r.status_code for r in pool.map(attempt, range(30)))
+    assert codes == {401: 10, 429: 20}, codes
+    locked = session.http.post("/login", data={"csrf": session.csrf, "username": "huy",
+                                               "password": password}, follow_redirects=False)
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    session.close()

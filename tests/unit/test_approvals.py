@@ -19,7 +19,13 @@ from coordinator.escalation.policy import (
     next_step,
 )
 from coordinator.escalation.transitions import level_timers
-from coordinator.events import ApprovalRequest, ChainLevelSnapshot, Decision, Severity
+from coordinator.events import (
+    ApprovalRequest,
+    ChainLevelSnapshot,
+    Decision,
+    RenderedText,
+    Severity,
+)
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 
@@ -152,6 +158,24 @@ def test_a_rejection_needs_a_reason() -> None:
     blank = Decision(id="dec-000003", approval_id="APR-00001-1", approver_id="a1",
                      verdict="reject", comment="  ")
     assert refusal(record, blank) == "a rejection needs a reason"
+
+
+def test_an_edit_is_refused_where_others_approve_the_draft_too() -> None:
+    """Edit-and-approve must not publish wording that someone else approved unedited, nor
+    be dropped while an `all` level still waits for others."""
+    edit = [RenderedText(channel="web", language="vi", title="T", body="sửa")]
+    mine = Decision(id="dec-000004", approval_id="APR-00001-1", approver_id="a1",
+                    verdict="approve", texts=edit)
+    alone = record_at(make_request([["a1", "a2"]]), 1, T0, ["a1", "a2"])
+    assert refusal(alone, mine) is None  # `any` level: a1's edit completes the approval
+    request = make_request([["a1", "a2"]])
+    both = request.model_copy(update={"chain": [
+        request.chain[0].model_copy(update={"mode": "all"})]})
+    waiting = record_at(both, 1, T0, ["a1", "a2"])
+    assert "an edit needs the whole approval" in (refusal(waiting, mine) or "")
+    after_other = record_at(both, 1, T0, ["a1", "a2"], approved_by=["a2"])
+    assert "an edit needs the whole approval" in (refusal(after_other, mine) or "")
+    assert refusal(after_other, mine.model_copy(update={"texts": None})) is None
 
 
 def test_hold_alerts_come_in_order() -> None:

@@ -43,6 +43,9 @@ def test_what_a_new_version_is_refused_for() -> None:
         refusal(_redraft("all_clear"), {"status": "awaiting_approval"}, []) or "")
     assert "needs its text" in (refusal(_redraft("edit", texts=False), open_incident, []) or "")
     assert refusal(_redraft("reselect", texts=False), open_incident, []) is None
+    # approved and on its way out: the next version waits until it is public
+    assert "is being published" in (refusal(_redraft("update"), {"status": "approved"}, [])
+                                    or "")
 
 
 def test_form_fields_become_texts_and_an_empty_body_is_named() -> None:
@@ -52,7 +55,11 @@ def test_form_fields_become_texts_and_an_empty_body_is_named() -> None:
         ("sms", "en", "", "Short"), ("web", "vi", "Tiêu đề", "Nội dung")]
     with pytest.raises(HTTPException) as empty:
         texts_from_form({"title:web:vi": "T", "body:web:vi": "  "})
-    assert empty.value.detail == "body:web:vi: the text may not be empty"
+    assert str(empty.value.detail).startswith("body:web:vi: the text may not be empty")
+    with pytest.raises(HTTPException) as long:
+        texts_from_form({"body:web:vi": "x" * 5001})
+    assert str(long.value.detail).startswith("body:web:vi: at most 5000 characters, this has "
+                                             "5001")
     with pytest.raises(HTTPException) as bad_channel:
         texts_from_form({"body:fax:vi": "x"})
     assert "fax:vi" in str(bad_channel.value.detail)

@@ -171,6 +171,14 @@ def test_user_text_is_escaped_never_markup() -> None:
     assert one(valid_atom(feed), "a:entry/a:title") == nasty
 
 
+def test_characters_xml_cannot_carry_become_spaces() -> None:
+    """A vertical tab pasted from a word processor must not break the feeds."""
+    s = statement(1, title_vi="Ngập\x0bphố\x00Kim Mã\ufffe")
+    assert one(build_cap(s), "cap:info/cap:headline") == "Ngập phố Kim Mã "
+    feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW)
+    assert one(valid_atom(feed), "a:entry/a:title") == "Ngập phố Kim Mã "
+
+
 def test_the_atom_feed_lists_statements_newest_first() -> None:
     """Valid Atom; entries newest first with id, offset timestamps, links, categories."""
     older = statement(1)

@@ -144,18 +144,27 @@ def test_a_confirmation_activates_only_the_proven_channels() -> None:
     assert by_sms.consent_at == NOW and by_sms.consent_source == "web"
     both = applied_subscriber(wanted, ["sms", "email"], None, NOW)
     assert both is not None and both.channels == ["sms", "email"]
-    # An already active subscriber keeps a channel whose contact did not change...
-    active = Subscriber(id="sub-1", email="dan@mail.example", areas=["hn-tay-ho"],
-                        channels=["email"], status="active")
+    # An active subscriber who proves one of their own contacts keeps the other channel...
+    active = Subscriber(id="sub-1", phone=PHONE, email="dan@mail.example", areas=["hn-tay-ho"],
+                        channels=["sms", "email"], status="active")
     kept = applied_subscriber(wanted, ["sms"], active, NOW)
-    assert kept is not None and kept.channels == ["sms", "email"] and kept.areas == ["hn"]
-    # ...but not one of someone who opted out, nor a changed address.
-    out = active.model_copy(update={"status": "opted_out"})
+    assert kept is not None and kept.id == "sub-1"
+    assert kept.channels == ["sms", "email"] and kept.areas == ["hn"]
+    # ...but proving only a phone that is not theirs takes over nothing: the victim's
+    # record (found by the typed email) is left alone and the phone gets a record of its own.
+    victim = Subscriber(id="sub-victim", phone="+84911999888", email="dan@mail.example",
+                        areas=["hn-tay-ho"], channels=["sms", "email"], status="active")
+    own = applied_subscriber(wanted.model_copy(update={"id": "sub-victim"}), ["sms"], victim,
+                             NOW)
+    assert own is not None and own.id != "sub-victim"
+    assert (own.phone, own.email, own.channels) == (PHONE, None, ["sms"])
+    # Nor is a channel carried over from someone who opted out, or a changed address.
+    out = victim.model_copy(update={"status": "opted_out", "phone": PHONE})
     gone = applied_subscriber(wanted, ["sms"], out, NOW)
     assert gone is not None and gone.channels == ["sms"]
     other = active.model_copy(update={"email": "old@mail.example"})
     changed = applied_subscriber(wanted, ["sms"], other, NOW)
-    assert changed is not None and changed.channels == ["sms"]
+    assert changed is not None and changed.channels == ["sms"] and changed.id == "sub-1"
 
 
 def test_one_field_takes_a_phone_or_an_email() -> None:

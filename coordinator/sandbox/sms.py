@@ -173,6 +173,9 @@ class SmsSandbox:
         self._failures: dict[str, int] = {}
         self._throttles: deque[int] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Callbacks wait here rather than in httpx's pool: its queue of waiting requests
+        # costs time per waiter, which at thousands of messages saturated this process.
+        self._callback_slots = asyncio.Semaphore(50)
         self._validator = RequestValidator(auth_token)
         self.app = FastAPI(title="Loa SMS sandbox", lifespan=self._lifespan)
         self._routes()
@@ -188,6 +191,7 @@ class SmsSandbox:
         add("/_sandbox/throttle", self._http_throttle, methods=["POST"])
         add("/_sandbox/reset", self._http_reset, methods=["POST"])
         add("/_sandbox/messages", self._http_outbox, methods=["GET"])
+        add("/_sandbox/count", self._http_count, methods=["GET"])
         add("/_sandbox/inbound", self._http_inbound, methods=["POST"])
 
     @contextlib.asynccontextmanager
@@ -340,7 +344,8 @@ class SmsSandbox:
         if message["error_code"] is not None:
             params["ErrorCode"] = str(message["error_code"])
         try:
-            reply = await self.post_signed(url, params)
+            async with self._callback_slots:
+                reply = await self.post_signed(url, params)
         except httpx.HTTPError as exc:
             _log.warning("status callback to %s failed: %r", url, exc)
             return
@@ -373,6 +378,10 @@ class SmsSandbox:
         """POST /_sandbox/reset."""
         self.reset()
         return {"reset": True}
+
+    async def _http_count(self) -> dict[str, int]:
+        """GET /_sandbox/count: how many messages were accepted (cheap to poll)."""
+        return {"messages": len(self.messages)}
 
     async def _http_outbox(self, to: str | None = None) -> list[dict[str, Any]]:
         """GET /_sandbox/messages: every accepted message, oldest first, optionally ?to=."""

@@ -88,6 +88,11 @@ class Stack:
                                                 params=params, timeout=timeout_s).json()
         return found
 
+    def sms_count(self) -> int:
+        """How many messages the SMS sandbox accepted (cheap, unlike the whole outbox)."""
+        count: int = httpx.get(f"{self.sms_url}/_sandbox/count", timeout=30).json()["messages"]
+        return count
+
     def sms_reply(self, sender: str, body: str) -> dict[str, Any]:
         """Have the SMS sandbox deliver an inbound SMS to our webhook, signed like Twilio."""
         answer: dict[str, Any] = httpx.post(f"{self.sms_url}/_sandbox/inbound", json={

@@ -45,10 +45,10 @@ def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
 
 
 def file_drill(stack: Stack, kind: str, area: str = "hn-ba-dinh",
-               severity: str = "severe") -> tuple[str, str]:
+               severity: str = "severe", title: str = "Diễn tập") -> tuple[str, str]:
     """File a drill report; (incident id, approval id) once the request exists."""
     report_id = post_report(stack, {"kind": kind, "severity": severity, "area": area,
-                                    "title": f"Diễn tập {uuid.uuid4().hex[:6]}"})
+                                    "title": f"{title} {uuid.uuid4().hex[:6]}"})
     incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "drill taken in")
     approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
                            "approval request")
@@ -248,7 +248,8 @@ def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
     """Level 2 prefers email: it gets the full draft and a signed link; GET only asks,
     POST decides, a second POST is refused, and a tampered link is rejected."""
     _, inbox = mail
-    incident_id, approval_id = file_drill(drills, "drill-email", "hn-hoang-mai")
+    incident_id, approval_id = file_drill(drills, "drill-email", "hn-hoang-mai",
+                                          title="Diễn tập <script>alert(1)</script>")
     email = wait_for(lambda: next((m for m in inbox.messages
                                    if approval_id in str(m["Subject"])), None), 15, "email")
     assert email["To"] == "thang.pd@xaydung.hanoi.example"
@@ -256,6 +257,9 @@ def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
     link = next(word for word in body.split() if "/decide/" in word)
     html = email.get_body(preferencelist=("html",)).get_content()
     assert "Diễn tập" in html and link.replace("&", "&amp;") in html
+    # what the reporter typed is text in the HTML part, never markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+    assert f"/inbox/{approval_id}" in html and f"/inbox/{approval_id}" in body
 
     with httpx.Client() as http:
         page = http.get(link)

@@ -75,6 +75,18 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
         except Exception as exc:  # a timer must never take the scheduler down; the sweep retries
             log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
 
+    @app.on_before_shutdown.connect
+    async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # The twilio SDK's aiohttp session and the SMTP connections end with the worker.
+        for channel in pipeline.channels.values():
+            close = getattr(channel, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception as exc:  # shutting down: say so, but go on
+                    log.warning("channel did not close cleanly", channel=channel.name,
+                                error=repr(exc))
+
     for spec, handler in pipeline.handlers().items():
         # Deliveries are independent of each other (each claimed in Redis): several at once.
         # Every other topic keeps one event at a time, in order.

@@ -151,3 +151,17 @@ def test_a_report_survives_a_broker_restart(make_stack: MakeStack) -> None:
     # Sent again more than once is fine; taken in more than once is not.
     assert stack.timeline_actions(incident_id).count("incident.opened") == 1
     assert stack.redis.zcard(stack.keys.incidents()) == 1
+
+
+def test_a_stopped_worker_closes_its_channels(make_stack: Callable[..., Stack]) -> None:
+    """SIGTERM after an SMS went out: the SDK's HTTP session is closed on the way out (no
+    "Unclosed client session" in the log)."""
+    stack = make_stack(sms=True)
+    stack.start_worker()
+    stack.start_web()
+    post_report(stack, report_body("hn-ba-dinh-ngoc-ha"))
+    wait_for(lambda: stack.sms_sent(to="+84901000101"), 60, "the approver's SMS prompt")
+    stack.stop_worker(sig=signal.SIGTERM)
+    log = (stack.root / "worker-w1.log").read_text()
+    assert "Unclosed client session" not in log
+    assert "did not close cleanly" not in log

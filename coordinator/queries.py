@@ -101,3 +101,16 @@ async def inbox(redis: Redis, keys: Keys, person_id: str) -> list[dict[str, Any]
         status = await redis.hget(keys.approval(prompt.approval_id), "status")
         out.append({**prompt.model_dump(mode="json"), "status": status})
     return out
+
+
+def delivery_progress(dispatch: dict[str, str]) -> list[dict[str, Any]]:
+    """Per channel: targeted / sent / delivered / failed / skipped, as numbers."""
+    rows = []
+    for channel in ("sms", "email"):
+        if f"targeted:{channel}" not in dispatch:
+            continue
+        counts = {k: int(dispatch.get(f"{channel}:{k}", 0))
+                  for k in ("sent", "delivered", "failed", "skipped")}
+        rows.append({"channel": channel, "targeted": int(dispatch[f"targeted:{channel}"]),
+                     **counts})
+    return rows

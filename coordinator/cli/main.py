@@ -177,15 +177,9 @@ def show(incident_id: str, as_json: JsonOpt = False) -> None:
               f"{found['report_count']} report(s) · playbook {found['playbook'] or '-'}")
     if found.get("status_reason"):
         out.print(f"[yellow]{found['status_reason']}[/]")
-    if found.get("dispatch"):
-        d = found["dispatch"]
-        for channel in ("sms", "email"):
-            if f"targeted:{channel}" in d:
-                out.print(f"{channel}: targeted {d[f'targeted:{channel}']}, "
-                          f"sent {d.get(f'{channel}:sent', 0)}, "
-                          f"delivered {d.get(f'{channel}:delivered', 0)}, "
-                          f"failed {d.get(f'{channel}:failed', 0)}, "
-                          f"skipped {d.get(f'{channel}:skipped', 0)}")
+    for p in queries.delivery_progress(found.get("dispatch") or {}):
+        out.print(f"{p['channel']}: targeted {p['targeted']}, sent {p['sent']}, "
+                  f"delivered {p['delivered']}, failed {p['failed']}, skipped {p['skipped']}")
     table = Table("when (UTC)", "what", "who", "via", "detail")
     for entry in found["timeline"]:
         detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -81,13 +82,8 @@ def refusal(event: RedraftRequested, incident: dict[str, str], published: list[s
 
 async def redraft(rt: Runtime, event: RedraftRequested, now: datetime) -> ActionOutcome:
     """Make the next draft version once and request its approval."""
-    key = rt.keys.incident(event.incident_id)
-    done_key = rt.keys.decision(event.id)
 
-    async def body(pipe: Pipeline) -> ActionOutcome:
-        incident, earlier = await _load(pipe, rt, event.id, event.incident_id)
-        if earlier is not None:
-            return earlier
+    async def decide(pipe: Pipeline, incident: dict[str, str]) -> ActionOutcome:
         published = json.loads(incident.get("published", "[]"))
         why = refusal(event, incident, published)
         pending = await _pending_approval(pipe, rt, incident)
@@ -99,10 +95,9 @@ async def redraft(rt: Runtime, event: RedraftRequested, now: datetime) -> Action
             pipe.multi()
             outcome = _queue(pipe, rt, event, incident, pending, built, now) if isinstance(
                 built, tuple) else ActionOutcome(False, f"refused: {built}")
-        pipe.set(done_key, outcome.to_json())
         return outcome
 
-    return await transact(rt.redis, [key, done_key], body)
+    return await _once(rt, event.id, event.incident_id, decide)
 
 
 async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
@@ -170,6 +165,25 @@ def _supersede(pipe: Pipeline, rt: Runtime, approval_id: str | None, by: str, st
         pipe.zrem(rt.keys.approvals_pending(), approval_id)
 
 
+async def _once(rt: Runtime, action_id: str, incident_id: str,
+                decide: Callable[[Pipeline, dict[str, str]], Awaitable[ActionOutcome]]
+                ) -> ActionOutcome:
+    """Run an action on an incident as one compare-and-set, once: `decide` reads (WATCHing
+    what else it depends on), calls ``pipe.multi()`` and queues its writes; its outcome is
+    stored under the action id, so a replay returns it and changes nothing."""
+    done_key = rt.keys.decision(action_id)
+
+    async def body(pipe: Pipeline) -> ActionOutcome:
+        incident, earlier = await _load(pipe, rt, action_id, incident_id)
+        if earlier is not None:
+            return earlier
+        outcome = await decide(pipe, incident)
+        pipe.set(done_key, outcome.to_json())
+        return outcome
+
+    return await transact(rt.redis, [rt.keys.incident(incident_id), done_key], body)
+
+
 async def _load(pipe: Pipeline, rt: Runtime, action_id: str, incident_id: str
                 ) -> tuple[dict[str, str], ActionOutcome | None]:
     """(the incident, None) to act on; or the outcome already settled: this action's
@@ -202,13 +216,8 @@ def _audit(pipe: Pipeline, rt: Runtime, actor: str, via: str, incident_id: str, 
 
 async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> ActionOutcome:
     """Close once: new reports of its kind and area open a new incident."""
-    key = rt.keys.incident(event.incident_id)
-    done_key = rt.keys.decision(event.id)
 
-    async def body(pipe: Pipeline) -> ActionOutcome:
-        incident, earlier = await _load(pipe, rt, event.id, event.incident_id)
-        if earlier is not None:
-            return earlier
+    async def decide(pipe: Pipeline, incident: dict[str, str]) -> ActionOutcome:
         open_key = rt.keys.open_incident(f"{incident['kind']}:{incident['area']}")
         await pipe.watch(open_key)
         current = await pipe.get(open_key)
@@ -218,14 +227,14 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
             outcome = ActionOutcome(False, f"{event.incident_id} is already closed")
         else:
             _supersede(pipe, rt, pending, f"{event.actor} (incident closed)", "withdrawn", now)
-            pipe.hset(key, mapping={"status": "closed", "status_reason": event.reason,
-                                    "closed_at": now.isoformat(), "updated_at": now.isoformat()})
+            pipe.hset(rt.keys.incident(event.incident_id), mapping={
+                "status": "closed", "status_reason": event.reason,
+                "closed_at": now.isoformat(), "updated_at": now.isoformat()})
             if current == event.incident_id:
                 pipe.delete(open_key)
             _audit(pipe, rt, event.actor, event.via, event.incident_id, "incident.closed",
                    event.incident_id, {"reason": event.reason}, now)
             outcome = ActionOutcome(True, f"{event.incident_id} closed")
-        pipe.set(done_key, outcome.to_json())
         return outcome
 
-    return await transact(rt.redis, [key, done_key], body)
+    return await _once(rt, event.id, event.incident_id, decide)

@@ -5,7 +5,6 @@ waits briefly for its outcome and says what happened."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from coordinator.reports.filing import file_report, report_problems
 from coordinator.web.incident_view import board_rows, incident_view
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf, duty_officer
-from coordinator.web.state import State, web_state
+from coordinator.web.state import State, wait_for_outcome, web_state
 
 console = APIRouter(prefix="/console", include_in_schema=False)
 Officer = Annotated[Account, Depends(duty_officer)]
@@ -125,19 +124,9 @@ async def _act(request: Request, event: RedraftRequested | IncidentClosed,
     except BrokerUnavailable as exc:
         raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
     outcome = await wait_for_outcome(st, event.id)
-    request.session["flash"] = outcome or "received; the timeline will show the result"
+    request.session["flash"] = (outcome["message"] if outcome
+                                else "received; the timeline will show the result")
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
-
-
-async def wait_for_outcome(st: State, action_id: str, timeout_s: float = 10) -> str | None:
-    """The message the worker stored for an action (or decision), once it did."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        raw = await st.redis.get(st.keys.decision(action_id))
-        if raw:
-            return str(json.loads(raw)["message"])
-        await asyncio.sleep(0.1)
-    return None
 
 
 @console.get("/reports/new", response_class=HTMLResponse)

@@ -3,9 +3,7 @@ decides. A link names one request and one person, expires, and works once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -16,7 +14,7 @@ from coordinator import queries, topics
 from coordinator.approvals.links import InvalidLink, LinkClaims, verify_link
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, utcnow
-from coordinator.web.state import State, web_state
+from coordinator.web.state import State, wait_for_outcome, web_state
 
 decide = APIRouter(prefix="/decide", include_in_schema=False)
 
@@ -81,13 +79,9 @@ async def decide_by_link(token: str, request: Request,
     except BrokerUnavailable:
         await st.redis.delete(st.keys.link_used(claims.nonce))
         return _page(request, "decided.html", 503, message="not recorded, please try again")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        raw = await st.redis.get(st.keys.decision(decision.id))
-        if raw:
-            outcome = json.loads(raw)
-            return _page(request, "decided.html", 200 if outcome["accepted"] else 409,
-                         message=outcome["message"])
-        await asyncio.sleep(0.1)
+    found = await wait_for_outcome(st, decision.id)
+    if found is not None:
+        return _page(request, "decided.html", 200 if found["accepted"] else 409,
+                     message=found["message"])
     return _page(request, "decided.html", 202, message="received; the result will show in "
                  "the incident's timeline")

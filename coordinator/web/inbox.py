@@ -14,10 +14,10 @@ from coordinator import queries, topics
 from coordinator.accounts import Account
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, RenderedText
-from coordinator.web.console import texts_from_form, wait_for_outcome
+from coordinator.web.console import texts_from_form
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf, logged_in
-from coordinator.web.state import State, web_state
+from coordinator.web.state import State, wait_for_outcome, web_state
 
 inbox = APIRouter(prefix="/inbox", include_in_schema=False)
 Person = Annotated[Account, Depends(logged_in)]
@@ -104,11 +104,13 @@ async def decide_here(approval_id: str, request: Request, account: Person) -> HT
         await st.producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
     except BrokerUnavailable as exc:
         raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
-    message = await wait_for_outcome(st, decision.id)
-    refused = message is not None and message.startswith("refused")
-    return page(request, "decided.html", 409 if refused else 200, account=account,
-                message=message or "received; the result will show in the timeline",
-                back=f"/inbox/{approval_id}")
+    outcome = await wait_for_outcome(st, decision.id)
+    if outcome is None:
+        return page(request, "decided.html", 202, account=account,
+                    message="received; the result will show in the timeline",
+                    back=f"/inbox/{approval_id}")
+    return page(request, "decided.html", 200 if outcome["accepted"] else 409, account=account,
+                message=outcome["message"], back=f"/inbox/{approval_id}")
 
 
 async def _edits(st: State, approval: dict[str, Any], form: dict[str, str]

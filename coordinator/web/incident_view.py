@@ -10,22 +10,8 @@ from coordinator import queries
 from coordinator.approvals.request import ids_for
 from coordinator.events import Draft, Severity
 from coordinator.incidents.actions import draft_version
+from coordinator.queries import delivery_progress
 from coordinator.web.state import State
-
-CHANNELS = ("sms", "email")
-
-
-def progress(dispatch: dict[str, str]) -> list[dict[str, Any]]:
-    """Per channel: targeted / sent / delivered / failed / skipped, as numbers."""
-    rows = []
-    for channel in CHANNELS:
-        if f"targeted:{channel}" not in dispatch:
-            continue
-        counts = {k: int(dispatch.get(f"{channel}:{k}", 0))
-                  for k in ("sent", "delivered", "failed", "skipped")}
-        rows.append({"channel": channel, "targeted": int(dispatch[f"targeted:{channel}"]),
-                     **counts})
-    return rows
 
 
 def holder_names(st: State, approval: dict[str, Any] | None) -> str:
@@ -47,7 +33,7 @@ async def board_rows(st: State, include_closed: bool = False) -> list[dict[str, 
         dispatch = (await st.redis.hgetall(st.keys.dispatch(incident["statement_id"]))
                     if incident.get("statement_id") else {})
         rows.append({"incident": incident, "approval": approval,
-                     "holders": holder_names(st, approval), "progress": progress(dispatch),
+                     "holders": holder_names(st, approval), "progress": delivery_progress(dispatch),
                      "area_name": _area_name(st, incident["area"])})
     rows.sort(key=lambda r: r["incident"]["opened_at"], reverse=True)
     rows.sort(key=lambda r: Severity(r["incident"]["severity"]).rank, reverse=True)
@@ -95,7 +81,7 @@ async def incident_view(st: State, incident_id: str) -> dict[str, Any] | None:
                if e["action"] in ("incident.opened", "incident.report_attached")]
     return {"incident": found, "approval": found.get("approval"),
             "holders": holder_names(st, found.get("approval")),
-            "progress": progress(found.get("dispatch") or {}),
+            "progress": delivery_progress(found.get("dispatch") or {}),
             "versions": versions, "current": drafts[-1] if drafts else None,
             "reports": reports, "area_name": _area_name(st, found["area"]),
             "published": json.loads(found.get("published") or "[]")}

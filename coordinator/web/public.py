@@ -41,7 +41,7 @@ def current(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-async def visible(st: State, area: str, lang: str) -> list[dict[str, Any]]:
+async def visible(st: State, area: str) -> list[dict[str, Any]]:
     """Current statements for the public page, filtered by area."""
     found = current(await queries.published_statements(st.redis, st.keys))
     if area and area in st.city.areas:
@@ -59,7 +59,7 @@ async def home(request: Request, lang: str = "vi", area: str = "",
     """Current statements, newest first; `?area=` and `?lang=` filter; updates itself."""
     st = web_state(request)
     lang = _lang(lang)
-    statements = await visible(st, area, lang)
+    statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
                 statements=statements, lang=lang, area=area, areas=st.city.areas,
                 languages=LANGUAGES)

@@ -137,6 +137,18 @@ def test_a_statement_reaches_its_audience_once_per_channel(
     assert any(leaver in line and line.endswith("opted_out") for line in gone.splitlines())
 
 
+def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:
+    """File a severe flood report and approve its draft with `loa approve`:
+    (incident id, the statement id it will publish)."""
+    report_id = post_report(stack, {"kind": "flood", "severity": "severe", "area": area,
+                                    "title": title})
+    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
+    stack.wait_for_status(incident_id, "awaiting_approval")
+    assert stack.cli("approve", f"APR-{incident_id[4:]}-1", "--as",
+                     "nguyen-van-an").returncode == 0
+    return incident_id, f"STM-{incident_id[4:]}-1"
+
+
 # The suite runs the crash proof at 300 subscribers; LOA_CRASH_FANOUT=20000 runs it at the
 # issue's 20,000 SMS + 20,000 emails (about six minutes here).
 CRASH_FANOUT = int(os.environ.get("LOA_CRASH_FANOUT", "300"))
@@ -159,13 +171,7 @@ def test_a_worker_killed_mid_fan_out_still_sends_each_message_once(
         assert f"{n} saved" in imported.stdout, imported.stderr
         stack.start_worker()
         stack.start_web()
-        report_id = post_report(stack, {"kind": "flood", "severity": "severe",
-                                        "area": "hn-long-bien-bo-de", "title": "Ngập Bồ Đề"})
-        incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
-        stack.wait_for_status(incident_id, "awaiting_approval")
-        assert stack.cli("approve", f"APR-{incident_id[4:]}-1", "--as",
-                         "nguyen-van-an").returncode == 0
-        statement = f"STM-{incident_id[4:]}-1"
+        incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
 
         def subscriber_sms() -> list[str]:  # the whole outbox: slow to fetch at 20,000
             return [m["to"] for m in stack.sms_sent(timeout_s=120)
@@ -215,13 +221,7 @@ def test_unsubscribing_during_a_fan_out_stops_what_was_not_handed_over(
         assert "30 saved" in stack.cli("subscribers", "import", str(tmp_path / "slow.csv")).stdout
         stack.start_worker()
         stack.start_web()
-        report_id = post_report(stack, {"kind": "flood", "severity": "severe",
-                                        "area": "hn-hoang-mai-dinh-cong", "title": "Ngập"})
-        incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
-        stack.wait_for_status(incident_id, "awaiting_approval")
-        assert stack.cli("approve", f"APR-{incident_id[4:]}-1", "--as",
-                         "nguyen-van-an").returncode == 0
-        statement = f"STM-{incident_id[4:]}-1"
+        _, statement = approve_a_flood(stack, "hn-hoang-mai-dinh-cong", "Ngập")
 
         def sent() -> list[str]:
             return [m["to"] for m in stack.sms_sent() if m["to"].startswith("+849130")]

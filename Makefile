@@ -39,7 +39,7 @@ integration: $(STAMP)
 	$(VENV)/bin/pytest tests/integration -q
 
 test: lint typecheck $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pipeline.py

@@ -38,7 +38,7 @@ from coordinator.keys import Keys
 from coordinator.settings import Settings
 from coordinator.state import connect
 from coordinator.subscribers.audience import audience_key
-from coordinator.subscribers.models import subscriber_id
+from coordinator.subscribers.models import new_subscriber_id
 
 AREAS_OF_INTEREST = "hn-ba-dinh"  # the statement's area; other subscribers are elsewhere
 
@@ -51,7 +51,7 @@ def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1) -> int
     pipe = r.pipeline(transaction=False)
     for i in range(n):
         phone, email = f"+8497{i:07d}", f"s{i}@dan.example"
-        sid = subscriber_id(phone, None)
+        sid = new_subscriber_id()
         hit = i % round(1 / share_targeted) == 0
         area = AREAS_OF_INTEREST if hit else others[i % len(others)]
         targeted += hit
@@ -130,9 +130,10 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     httpx.post(f"{sms_url}/_sandbox/reset")
     mail = root / "mail"
     before_mail = len(list((mail / "new").glob("*"))) if (mail / "new").exists() else 0
+    reporter = make_token(env, "bench-reporter", "reporter", "--department=construction")
     answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
         "kind": "flood", "severity": "severe", "area": "hn-ba-dinh-kim-ma",
-        "title": "Ngập sâu phố Kim Mã"}).json()
+        "title": "Ngập sâu phố Kim Mã"}, headers={"Authorization": f"Bearer {reporter}"}).json()
     while not r.hget(f"bench:report:{answer['id']}", "incident"):
         time.sleep(0.05)
     incident = r.hget(f"bench:report:{answer['id']}", "incident")
@@ -140,9 +141,10 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
         time.sleep(0.05)
     approval = r.hget(f"bench:incident:{incident}", "approval_id")
     approver = json.loads(r.hget(f"bench:approval:{approval}", "holders"))[0]
+    token = make_token(env, "bench-approver", "approver", f"--person={approver}")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--as",
-                    approver], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--token",
+                    token], env=env, check=True, capture_output=True)
     while True:
         # the count, not the outbox: serialising 20,000 messages a second would load the
         # sandbox the benchmark measures
@@ -160,6 +162,14 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "raw_capacity_per_second": raw,
             "ratio_to_raw": {c: round((targeted / elapsed) / raw[c], 3) for c in raw},
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1)}
+
+
+def make_token(env: dict[str, str], name: str, role: str, *scope: str) -> str:
+    """An API token made with `loa tokens add` (its last line of output)."""
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "tokens", "add", name,
+                           "--role", role, *scope], env=env, check=True, capture_output=True,
+                          text=True)
+    return done.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -189,7 +199,7 @@ def main() -> None:
                    "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{sms_port}",
                    "LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(smtp_port),
                    "LOA_WEB_PORT": str(web_port), "LOA_SMS_RATE_PER_S": "100000",
-                   "LOA_LINK_SECRET": "bench"}
+                   "LOA_LINK_SECRET": "bench", "LOA_SECRET_KEY": "bench-secret-key"}
             procs.append(spawn(["sandbox", "sms", "--port", str(sms_port)], env,
                                root / "sms.log"))
             procs.append(spawn(["sandbox", "smtp", "--port", str(smtp_port), "--maildir",

@@ -65,7 +65,7 @@ def main() -> None:
     asyncio.run(ensure_topics(settings))
     env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
            "LOA_REDIS_PREFIX": "bench", "LOA_CORRELATION_WINDOW_S": "0.000001",
-           "LOA_LOG_LEVEL": "warning"}
+           "LOA_LOG_LEVEL": "warning", "LOA_SECRET_KEY": "bench-secret-key"}
     with open(root / "worker.log", "ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)

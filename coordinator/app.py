@@ -19,10 +19,10 @@ from channels.base import PermanentDeliveryError, TransientDeliveryError
 from channels.registry import build_channels
 from coordinator import observability as obs
 from coordinator import topics
-from coordinator.broker import bootstrap_servers
+from coordinator.broker import bootstrap_servers, faust_credentials
 from coordinator.errors import BadEvent, BrokerUnavailable, ConfigError, PlaybookError
-from coordinator.escalation.timers import Timers
-from coordinator.events import DeadLetter
+from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
+from coordinator.events import DeadLetter, utcnow
 from coordinator.pipeline import Pipeline
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
@@ -41,6 +41,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap_servers(settings.kafka_url).replace(',', ';')}",
+        broker_credentials=faust_credentials(settings),  # SASL and/or TLS, or None
         store="memory://",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",  # Tansu's "latest" is unreliable (DESIGN.md)
@@ -66,14 +67,14 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                             maxlen=100_000, approximate=True)
         await send(topics.DEAD_LETTERS, letter.key or "", letter.to_bytes())
 
-    timers = Timers(settings.redis_url or "", rt.keys, lambda *a: on_timer(*a))
-    pipeline = Pipeline(rt, build_channels(settings, rt.redis, rt.keys), send, timers.schedule)
-
     async def on_timer(kind: str, approval_id: str, number: int, fraction: float) -> None:
         try:
             await pipeline.on_timer(kind, approval_id, number, fraction)
         except Exception as exc:  # a timer must never take the scheduler down; the sweep retries
             log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
+
+    timers = Timers(on_timer)
+    pipeline = Pipeline(rt, build_channels(settings, rt.redis, rt.keys), send, timers.schedule)
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
@@ -99,18 +100,43 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
 
 
 def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:
+    rt = pipeline.rt
+
     @app.task  # type: ignore[untyped-decorator]
     async def start_timers() -> None:
         # This instance is alive from now on: a delivery the previous instance of this worker
         # left in flight is an orphan (see dispatch.deliveries), not someone else's work.
-        await pipeline.rt.redis.set(pipeline.rt.keys.worker_heartbeat(
-            pipeline.rt.settings.worker_id), pipeline.rt.instance, ex=10)
+        await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=10)
         timers.start()
+        try:
+            dropped = await drop_pickled_store(rt.redis, rt.keys)
+            if dropped:
+                log.warning("deleted, unread, the pickled timer store of an older Loa; timers "
+                            "are rebuilt from the approval requests", keys=dropped)
+            adopted = await timers.adopt(rt.redis, rt.keys, utcnow())
+        except Exception as exc:  # the next adoption round retries; the sweep escalates
+            log.error("timers not rebuilt from Redis yet", error=repr(exc))
+            return
+        log.info("timers rebuilt from Redis", requests=adopted)
+
+    @app.on_before_shutdown.connect
+    async def stop_timers(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # No timer fires into a closing producer; the next start rebuilds them from Redis.
+        timers.shutdown()
+
+    @app.timer(interval=ADOPT_EVERY_S)  # type: ignore[untyped-decorator]
+    async def adopt_timers() -> None:
+        # Requests planned or moved on by other workers: their timers are in those workers'
+        # memory only, and must fire here too if those workers die.
+        try:
+            await timers.adopt(rt.redis, rt.keys, utcnow())
+        except Exception as exc:
+            log.warning("timers not adopted; next round retries", error=repr(exc))
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
     async def sweep_overdue() -> None:
-        # Other workers' jobs are seen only on a wakeup; the sweep covers lost jobs.
-        timers.wake()
+        # A timer job leaves the scheduler when submitted, before its transition commits: a
+        # crash in between, or a failed transition, is caught here, 1 to 1.5 s late.
         try:
             swept = await pipeline.sweep()
             await pipeline.drain_followups()

@@ -4,19 +4,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from coordinator import topics
-from coordinator.errors import BrokerUnavailable
+from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.settings import Settings
 
 
 def bootstrap_servers(kafka_url: str) -> str:
     """`host:port[,host:port]` from `kafka://host:port[;...]`."""
     return kafka_url.removeprefix("kafka://").replace(";", ",")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for the brokers (None without TLS); LOA_KAFKA_CA_FILE turns TLS on.
+    Raises ConfigError when the CA file cannot be read."""
+    if not (settings.kafka_tls or settings.kafka_ca_file):
+        return None
+    try:
+        return ssl.create_default_context(
+            cafile=str(settings.kafka_ca_file) if settings.kafka_ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"LOA_KAFKA_CA_FILE {settings.kafka_ca_file}: {exc}") from exc
+
+
+def kafka_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security arguments (`security_protocol`, `sasl_*`, `ssl_context`) for the
+    configured SASL and TLS; raises ConfigError for an incomplete SASL setup."""
+    context = tls_context(settings)
+    if settings.kafka_sasl_mechanism is None:
+        return ({"security_protocol": "SSL", "ssl_context": context} if context
+                else {"security_protocol": "PLAINTEXT"})
+    if not settings.kafka_sasl_username or settings.kafka_sasl_password is None:
+        raise ConfigError(f"LOA_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism} needs "
+                          "LOA_KAFKA_SASL_USERNAME and LOA_KAFKA_SASL_PASSWORD")
+    return {"security_protocol": "SASL_SSL" if context else "SASL_PLAINTEXT",
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+            "ssl_context": context}
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's `broker_credentials` for the same SASL and TLS as :func:`kafka_security`
+    (None for plaintext); raises ConfigError like it."""
+    import faust  # the worker's alone: the web and the CLI never load faust
+
+    security = kafka_security(settings)
+    if "sasl_mechanism" in security:
+        return faust.SASLCredentials(username=security["sasl_plain_username"],
+                                     password=security["sasl_plain_password"],
+                                     ssl_context=security["ssl_context"],
+                                     mechanism=security["sasl_mechanism"])
+    return faust.SSLCredentials(security["ssl_context"]) if "ssl_context" in security else None
 
 
 async def missing_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
@@ -34,7 +79,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str
 async def _with_topics(settings: Settings, timeout_s: float, create: bool) -> list[str]:
     assert settings.kafka_url
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.kafka_url),
-                                request_timeout_ms=int(timeout_s * 1000))
+                                request_timeout_ms=int(timeout_s * 1000),
+                                **kafka_security(settings))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
@@ -70,7 +116,7 @@ class Producer:
         assert self.settings.kafka_url
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers(self.settings.kafka_url), acks="all",
-            request_timeout_ms=10_000,
+            request_timeout_ms=10_000, **kafka_security(self.settings),
         )
         try:
             await self._producer.start()

@@ -1,6 +1,6 @@
 """The city: its areas (a tree), its departments and their approvers, its duty officers.
 
-Loaded from ``config/areas.yaml`` and ``config/departments.yaml``.
+Loaded from ``config/areas.yaml``, ``config/departments.yaml`` and ``config/kinds.yaml``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,21 @@ class AreasFile(_Strict):
 
     version: Literal[1]
     areas: list[AreaNode]
+
+
+class Kind(_Strict):
+    """A kind of report the city takes (`flood`, `fire`, ...); subscribers follow it as a
+    topic of the same id."""
+
+    id: Slug
+    name: Names
+
+
+class KindsFile(_Strict):
+    """config/kinds.yaml."""
+
+    version: Literal[1]
+    kinds: list[Kind] = Field(min_length=1)
 
 
 class Absence(_Strict):
@@ -114,6 +129,7 @@ class City:
     departments: dict[str, Department]
     duty_officers: dict[str, Person]
     people: dict[str, Person] = field(default_factory=dict)
+    kinds: dict[str, Kind] = field(default_factory=dict)
 
     def ancestors(self, code: str) -> list[str]:
         """The area and every area that contains it, innermost first."""
@@ -167,6 +183,13 @@ def load_city(config_dir: Path) -> City:
     deps_file = validate_source(deps_src, DepartmentsFile)
     if isinstance(deps_file, list):
         raise ConfigError("\n".join(deps_file))
+    kinds_src = _read(config_dir / "kinds.yaml")
+    kinds_file = validate_source(kinds_src, KindsFile)
+    if isinstance(kinds_file, list):
+        raise ConfigError("\n".join(kinds_file))
+    kinds = {k.id: k for k in kinds_file.kinds}
+    if len(kinds) != len(kinds_file.kinds):
+        raise ConfigError(f"{kinds_src.path}: a kind id appears twice")
     areas: dict[str, Area] = {}
     _flatten(areas_file.areas, None, 1, areas)
     people: dict[str, Person] = {}
@@ -185,6 +208,7 @@ def load_city(config_dir: Path) -> City:
         departments={d.id: d for d in deps_file.departments},
         duty_officers={p.id: p for p in deps_file.duty_officers},
         people=people,
+        kinds=kinds,
     )
 
 

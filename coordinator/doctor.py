@@ -7,6 +7,8 @@ import shutil
 import sys
 from collections.abc import Callable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from coordinator.broker import missing_topics
@@ -15,7 +17,7 @@ from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.keys import Keys
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import Settings
-from coordinator.state import connect
+from coordinator.state import connect, redacted, redis_problem
 
 Check = Callable[[Settings], tuple[bool, str]]
 
@@ -58,15 +60,16 @@ def _redis(settings: Settings) -> tuple[bool, str]:
                                                         .worker_heartbeats())]
         finally:
             await redis.aclose()
+        where = redacted(settings.redis_url or "")
         if not workers:
-            return False, (f"Redis at {settings.redis_url} answers, but no worker is alive: "
+            return False, (f"Redis at {where} answers, but no worker is alive: "
                            "reports will wait in the outbox (start `loa worker`)")
-        return True, f"Redis at {settings.redis_url} answers; {len(workers)} worker(s) alive"
+        return True, f"Redis at {where} answers; {len(workers)} worker(s) alive"
 
     try:
         return asyncio.run(ping())
-    except OSError as exc:
-        return False, f"Redis at {settings.redis_url} does not answer: {exc}"
+    except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
+        return False, redis_problem(settings.redis_url, exc)
 
 
 def _broker(settings: Settings) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 
 def die_with_parent() -> None:
@@ -90,19 +91,29 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> Servic
     return Service("broker", f"kafka://127.0.0.1:{port}", port, proc)
 
 
-def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True) -> Service:
-    """Start a private redis-server with append-only persistence in `data_dir`."""
+def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
+                password: str | None = None) -> Service:
+    """Start a private redis-server with append-only persistence in `data_dir` (requiring
+    `password` when one is given: the URL then carries it); raises FileNotFoundError and
+    RuntimeError."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes" if appendonly else "no", "--save", "",
-         "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
+    args = [binary, "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--appendonly", "yes" if appendonly else "no", "--save", "",
+            "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"]
+    # The password goes in on stdin (`-` reads config from it), not on the command line,
+    # where `ps` would show it to everyone on the machine.
+    quoted = (password or "").replace("\\", "\\\\").replace('"', '\\"')
+    config = f'requirepass "{quoted}"\n' if password else ""
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent)
+    assert proc.stdin is not None
+    proc.stdin.write(config.encode())
+    proc.stdin.close()
     wait_for_port(port, proc=proc)
-    return Service("redis", f"redis://127.0.0.1:{port}/0", port, proc)
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc)

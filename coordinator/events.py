@@ -11,7 +11,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -19,11 +19,21 @@ Slug = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", min_length=1, max_length=64)
 ]
 Interface = Literal["api", "cli", "web", "sms", "email", "worker", "system"]
+ExhaustionRule = Literal["hold", "duty_officer", "publish"]
+ReportId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,130}$")]
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
+
+
+def _without_reply_code(data: Any) -> Any:
+    """Events and stored requests written before issue 10 carried one unkeyed reply code
+    shared by every approver: read them, and forget the code (it answers nothing now)."""
+    if isinstance(data, dict) and "reply_code" in data:
+        return {k: v for k, v in data.items() if k != "reply_code"}
+    return data
 
 
 class Severity(enum.StrEnum):
@@ -51,11 +61,22 @@ class Event(BaseModel):
         return self.model_dump_json().encode()
 
 
+class ReportSource(BaseModel):
+    """Who filed a report, as Loa authenticated them (not what the report says of itself)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    actor: str  # the audit actor: `token:NAME`, a person id, `account:NAME`, `operator:USER`
+    role: str
+    scope: str = ""  # `department:ID`, `area:CODE`, `person:ID`, or '' (the whole city)
+    verified: bool = False  # an authenticated caller (a tip never is)
+
+
 class Report(Event):
-    """An incoming report: from a department, a locality, the press or a citizen."""
+    """An incoming report from an authenticated department, locality or duty officer. Its
+    `id` is namespaced by who filed it (`NAME:their-id`), so no client can take another's."""
 
     type: Literal["report"] = "report"
-    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    id: ReportId
     kind: Slug
     severity: Severity
     area: Slug
@@ -68,6 +89,18 @@ class Report(Event):
     # playbook of their choice (a situation no playbook's rules would pick).
     attach_to: str | None = None
     playbook: Slug | None = None
+    # None for events from before sources were recorded: treated as unverified.
+    source: ReportSource | None = None
+
+    @property
+    def verified(self) -> bool:
+        """True when an authenticated caller filed it."""
+        return self.source is not None and self.source.verified
+
+    @property
+    def actor(self) -> str:
+        """Who the audit trail names for this report (never its free-text `reporter`)."""
+        return self.source.actor if self.source else "unverified source"
 
     def correlation_key(self) -> str:
         """Reports with the same key may join one incident (and share a partition)."""
@@ -185,10 +218,11 @@ class ApprovalRequest(Event):
     chain: list[ChainLevelSnapshot]
     level: int = 1
     deadline: datetime
-    on_exhausted: Literal["hold", "duty_officer", "publish"]
+    on_exhausted: ExhaustionRule
     hold_alert_every_s: float = 600.0
-    reply_code: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+    _legacy = model_validator(mode="before")(_without_reply_code)
 
     def current_level(self) -> ChainLevelSnapshot:
         """The chain level that holds the request now."""
@@ -214,9 +248,10 @@ class ApprovalPrompt(Event):
     phone: str
     email: str
     deadline: datetime | None
-    reply_code: str
-    text: str
+    text: str  # no reply code: the SMS adds the person's own code when it is sent
     at: datetime = Field(default_factory=utcnow)
+
+    _legacy = model_validator(mode="before")(_without_reply_code)
 
 
 ApprovalEvent = Annotated[ApprovalRequest | ApprovalPrompt, Field(discriminator="type")]
@@ -234,6 +269,10 @@ class Decision(Event):
     # "edit and approve": the approver's wording replaces the draft's for these texts
     texts: list[RenderedText] | None = None
     via: Interface = "cli"
+    # The local operator deciding for an approver who asked them to (by phone, in person):
+    # recorded with the reason; the approver's authority is what the chain checks.
+    acted_by: str = ""
+    acted_because: Annotated[str, StringConstraints(max_length=500)] = ""
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -287,6 +326,7 @@ class DeliveryRequest(Event):
     incident_id: str | None = None
     statement_id: str | None = None
     subscriber_id: str | None = None
+    person_id: str | None = None  # an approval prompt's person
     at: datetime = Field(default_factory=utcnow)
 
 

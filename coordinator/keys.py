@@ -73,13 +73,10 @@ class Keys:
         """Hash prompt id -> prompt JSON: a person's web inbox."""
         return self._k("inbox", person_id)
 
-    def timer_jobs(self) -> str:
-        """APScheduler's job store (hash of pickled jobs)."""
-        return self._k("timers", "jobs")
-
-    def timer_run_times(self) -> str:
-        """APScheduler's run times (sorted set)."""
-        return self._k("timers", "run_times")
+    def legacy_timer_store(self) -> tuple[str, str]:
+        """APScheduler's pickled job store (hash) and run times (sorted set) that Loa kept
+        before timers moved to memory: never read, deleted by the worker at start."""
+        return self._k("timers", "jobs"), self._k("timers", "run_times")
 
     def decision(self, decision_id: str) -> str:
         """The outcome of one decision (accepted or refused, and why)."""
@@ -118,9 +115,25 @@ class Keys:
         """Set once an email link was used (links work once)."""
         return self._k("link", nonce)
 
-    def reply_code(self, code: str) -> str:
-        """Set of approval ids whose prompts carry this SMS reply code."""
-        return self._k("replycode", code)
+    def prompted(self, person_id: str) -> str:
+        """Sorted set approval id -> first prompt time: the requests a person was given a
+        reply code for (newest kept), where an SMS answer's code is looked for."""
+        return self._k("prompted", person_id)
+
+    def short_link(self, short_id: str) -> str:
+        """The signed decision link a short `/d/<id>` link in an SMS stands for (expires
+        with it)."""
+        return self._k("shortlink", short_id)
+
+    # inbound SMS: stored before they are answered, finished from here
+    def inbound_sms(self, message_sid: str) -> str:
+        """Hash: an inbound SMS (sender, body, when) while pending; its answer (TwiML) once
+        done, kept 30 days so a replayed webhook does nothing."""
+        return self._k("inbound", "sms", message_sid)
+
+    def inbound_pending(self) -> str:
+        """Sorted set MessageSid -> received time of inbound SMS not finished yet."""
+        return self._k("inbound", "sms", "pending")
 
     # subscribers
     def subscriber(self, sub_id: str) -> str:
@@ -162,16 +175,39 @@ class Keys:
 
     # people who log in to the web console
     def account(self, username: str) -> str:
-        """Hash: an account's role, person and argon2 password hash."""
+        """Hash: an account's role, person, argon2 password hash, session epoch and sealed
+        TOTP secret (with the last time step a code was used at)."""
         return self._k("account", username)
 
     def accounts(self) -> str:
         """Set of every account's username."""
         return self._k("accounts")
 
+    def token(self, digest: str) -> str:
+        """An API token's holder record (JSON), by the SHA-256 of the token."""
+        return self._k("token", digest)
+
+    def token_names(self) -> str:
+        """Hash token name -> the SHA-256 of its live token."""
+        return self._k("tokens")
+
+    # tips: unverified words from anyone, for the duty officers
+    def tip(self, tip_id: str) -> str:
+        """A tip's JSON."""
+        return self._k("tip", tip_id)
+
+    def tips(self) -> str:
+        """Sorted set tip id -> received time."""
+        return self._k("tips")
+
     def rate_window(self, bucket: str, who: str) -> str:
         """Counter of attempts in the current window (login, public forms)."""
         return self._k("ratewin", bucket, who)
+
+    def login_backoff(self, username: str) -> str:
+        """Hash: an account's recent failed logins from anywhere and when it may be tried
+        next (lives 15 minutes after the last failure)."""
+        return self._k("loginbackoff", username)
 
     # operations
     def audit(self) -> str:

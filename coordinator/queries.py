@@ -10,24 +10,53 @@ from coordinator.events import ApprovalPrompt, Statement
 from coordinator.keys import Keys
 from coordinator.state import Redis, read_json_list
 
-
-async def list_incidents(redis: Redis, keys: Keys, limit: int = 100) -> list[dict[str, str]]:
-    """The newest incidents first."""
-    ids = await redis.zrevrange(keys.incidents(), 0, limit - 1)
-    rows = []
-    for incident_id in ids:
-        row = await redis.hgetall(keys.incident(incident_id))
-        if row:
-            rows.append(row)
-    return rows
+MAX_PAGE = 200
 
 
-async def incident_detail(redis: Redis, keys: Keys, incident_id: str) -> dict[str, Any] | None:
-    """The incident, its timeline, its approval request and statement; None if unknown."""
+def window(cursor: str | None, limit: int) -> tuple[int, int]:
+    """(start, stop) of a page: the cursor is the position after the previous page.
+    Raises ValueError for a cursor that is not one of ours."""
+    start = int(cursor) if cursor else 0
+    if start < 0 or not 1 <= limit <= MAX_PAGE:
+        raise ValueError("cursor or limit out of range")
+    return start, start + limit - 1
+
+
+def next_cursor(start: int, limit: int, got: int) -> str | None:
+    """The cursor of the page after one that started at `start` and got `got` items."""
+    return str(start + limit) if got >= limit else None
+
+
+async def list_incidents(redis: Redis, keys: Keys, limit: int = 100, start: int = 0
+                         ) -> list[dict[str, str]]:
+    """The newest incidents first (read in one round trip)."""
+    ids = await redis.zrevrange(keys.incidents(), start, start + limit - 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for incident_id in ids:
+            pipe.hgetall(keys.incident(incident_id))
+        rows = await pipe.execute()
+    return [row for row in rows if row]
+
+
+async def timeline_page(redis: Redis, keys: Keys, incident_id: str, start: int = 0,
+                        limit: int = MAX_PAGE) -> list[dict[str, Any]]:
+    """Part of an incident's timeline, oldest first."""
+    return [json.loads(item) for item in
+            await redis.lrange(keys.timeline(incident_id), start, start + limit - 1)]
+
+
+async def incident_detail(redis: Redis, keys: Keys, incident_id: str,
+                          timeline_limit: int | None = None) -> dict[str, Any] | None:
+    """The incident, its timeline (the first `timeline_limit` entries, or all), its approval
+    request and statement; None if unknown."""
     incident: dict[str, Any] = await redis.hgetall(keys.incident(incident_id))
     if not incident:
         return None
-    incident["timeline"] = await read_json_list(redis, keys.timeline(incident_id))
+    if timeline_limit is None:
+        incident["timeline"] = await read_json_list(redis, keys.timeline(incident_id))
+    else:
+        incident["timeline"] = await timeline_page(redis, keys, incident_id, 0, timeline_limit)
+        incident["timeline_next"] = next_cursor(0, timeline_limit, len(incident["timeline"]))
     if incident.get("approval_id"):
         incident["approval"] = await approval_detail(redis, keys, incident["approval_id"])
     if incident.get("statement_id"):
@@ -53,17 +82,17 @@ async def approval_detail(redis: Redis, keys: Keys, approval_id: str) -> dict[st
         "next_alert": record.due.isoformat() if record.due and record.phase == "held" else None,
         "decided_by": record.decided_by, "decided_at": record.decided_at,
         "reason": record.reason, "basis": record.basis, "draft_id": request.draft_id,
-        "approved_by": record.approved_by, "reply_code": request.reply_code,
+        "approved_by": record.approved_by,
     }
 
 
 async def list_approvals(redis: Redis, keys: Keys, pending_only: bool = True,
-                         limit: int = 200) -> list[dict[str, Any]]:
+                         limit: int = 200, start: int = 0) -> list[dict[str, Any]]:
     """Approval requests: pending ones by deadline, or all, newest first."""
     if pending_only:
-        ids = await redis.zrange(keys.approvals_pending(), 0, limit - 1)
+        ids = await redis.zrange(keys.approvals_pending(), start, start + limit - 1)
     else:
-        ids = await redis.zrevrange(keys.approvals(), 0, limit - 1)
+        ids = await redis.zrevrange(keys.approvals(), start, start + limit - 1)
     found = [await approval_detail(redis, keys, i) for i in ids]
     return [a for a in found if a is not None]
 
@@ -78,10 +107,10 @@ async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[
     return out
 
 
-async def published_statements(redis: Redis, keys: Keys, limit: int = 100
+async def published_statements(redis: Redis, keys: Keys, limit: int = 100, start: int = 0
                                ) -> list[dict[str, Any]]:
     """What the public sees: published statements, newest first."""
-    ids = await redis.zrevrange(keys.statements_published(), 0, limit - 1)
+    ids = await redis.zrevrange(keys.statements_published(), start, start + limit - 1)
     found = [await statement_detail(redis, keys, i) for i in ids]
     return [s for s in found if s is not None and s.get("published_at")]
 

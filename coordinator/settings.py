@@ -6,10 +6,12 @@ Nothing here is read at import time; call :func:`load_settings`.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,16 @@ class Settings(BaseSettings):
         default=None, description="redis://host:port/db; unset = embedded redis-server"
     )
     redis_prefix: str = Field(default="loa", description="prefix of every Redis key")
+    redis_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signed the Redis server's certificate "
+        "(rediss:// URLs); unset = the system's trusted CAs")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism; unset = no SASL")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_tls: bool = Field(default=False, description="TLS to the brokers (on when a CA is set)")
+    kafka_ca_file: Path | None = Field(
+        default=None, description="CA bundle of the brokers' certificates; unset = system CAs")
     topic_prefix: str = Field(default="", description="prefix of every Kafka topic name")
     topic_partitions: int = Field(default=3, ge=1)
     data_dir: Path = Field(default=REPO_ROOT / ".loa", description="embedded state and run file")
@@ -33,6 +45,10 @@ class Settings(BaseSettings):
     config_dir: Path = REPO_ROOT / "config"
     embedded_broker_port: int = Field(default=0, description="`loa up`: 0 = a free port")
     embedded_redis_port: int = Field(default=0, description="`loa up`: 0 = a free port")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024,
+                                description="the largest request body the web app reads")
+    public_api_docs: bool = Field(default=False,
+                                  description="serve /docs and /openapi.json to anyone")
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     public_base_url: str | None = None
@@ -64,6 +80,23 @@ class Settings(BaseSettings):
         default=None, description="signs approval links in emails; `loa up` makes one")
     session_secret: SecretStr | None = Field(
         default=None, description="signs console session cookies (else the link secret)")
+    link_secrets_previous: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated earlier link secrets: links signed "
+        "with them still verify until LOA_KEYS_ROTATED_AT + LOA_KEY_ROTATION_GRACE_S")
+    session_secrets_previous: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated earlier session secrets: cookies "
+        "signed with them still count until LOA_KEYS_ROTATED_AT + LOA_KEY_ROTATION_GRACE_S")
+    keys_rotated_at: datetime | None = Field(
+        default=None, description="when the current link and session secrets replaced the "
+        "previous ones (ISO 8601 with zone); unset = previous ones verify until removed")
+    key_rotation_grace_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0, description="how long previous secrets still verify")
+    secret_key: SecretStr | None = Field(
+        default=None, description="keys reply codes, subscriber ids and API token hashes; "
+                                  "`loa up` makes one and keeps it in its data folder")
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list, description="comma-separated IPs/CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed (rate limits, audit); empty = the direct peer")
     phone_region: str = Field(default="VN", description="region for numbers without +")
     delivery_attempts: int = Field(default=6, ge=1)
     timezone: str = "Asia/Ho_Chi_Minh"
@@ -72,23 +105,79 @@ class Settings(BaseSettings):
     worker_id: str = "worker-1"
     app_id: str = Field(default="loa", description="faust app id = the Kafka consumer group")
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`10.0.0.1, 10.1.0.0/16` as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _redis_ca_in_url(self) -> Settings:
+        """LOA_REDIS_CA_FILE rides in the rediss:// URL (redis-py's `ssl_ca_certs`), so every
+        client built from the URL trusts it."""
+        from urllib.parse import quote
+
+        url = self.redis_url
+        if self.redis_ca_file and url and url.startswith("rediss://") and (
+                "ssl_ca_certs=" not in url):
+            joiner = "&" if "?" in url else "?"
+            self.redis_url = f"{url}{joiner}ssl_ca_certs={quote(str(self.redis_ca_file))}"
+        return self
+
+    @field_validator("link_secrets_previous", "session_secrets_previous", mode="before")
+    @classmethod
+    def _secret_list(cls, value: Any) -> Any:
+        """`old1,old2` as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @property
     def run_file(self) -> Path:
         """Where `loa up` writes the addresses of what it started."""
         return self.data_dir / "run.json"
+
+    def key_for(self, purpose: str) -> bytes:
+        """A key for one purpose, derived from LOA_SECRET_KEY; ConfigError when it is unset."""
+        from coordinator.errors import ConfigError
+        from coordinator.signing import derived_key
+
+        if self.secret_key is None or not self.secret_key.get_secret_value():
+            raise ConfigError("LOA_SECRET_KEY is not set (`loa up` makes one; see "
+                              "config/loa.example.env)")
+        return derived_key(self.secret_key.get_secret_value(), purpose)
+
+    @property
+    def secrets_file(self) -> Path:
+        """Where `loa up` keeps the secrets it made (mode 0600)."""
+        return self.data_dir / "secrets.json"
+
+    def link_secrets(self, now: datetime) -> list[str]:
+        """The secrets a link may be signed with at `now`: LOA_LINK_SECRET, then the previous
+        ones still in their grace period (empty without a link secret)."""
+        from coordinator.signing import verifying_secrets
+
+        current = self.link_secret.get_secret_value() if self.link_secret else None
+        return verifying_secrets(current, [s.get_secret_value()
+                                           for s in self.link_secrets_previous],
+                                 self.keys_rotated_at,
+                                 timedelta(seconds=self.key_rotation_grace_s), now)
 
     def web_url(self) -> str:
         """The public base URL of the web app."""
         return self.public_base_url or f"http://{self.web_host}:{self.web_port}"
 
     def with_running_stack(self) -> Settings:
-        """Fill unset broker/Redis URLs from the run file of a running `loa up`."""
+        """Fill unset broker/Redis URLs from the run file of a running `loa up`, and unset
+        secrets from those it keeps in its data folder."""
         if self.kafka_url and self.redis_url:
-            return self
+            return self.model_copy(update=self._kept_secrets())
         try:
             running = json.loads(self.run_file.read_text())
         except (OSError, ValueError):
-            return self
+            return self.model_copy(update=self._kept_secrets())
         update: dict[str, object] = {
             "kafka_url": self.kafka_url or running.get("kafka_url"),
             "redis_url": self.redis_url or running.get("redis_url"),
@@ -101,7 +190,21 @@ class Settings(BaseSettings):
                 update[name] = running[name]
         if running.get("twilio_auth_token") and self.twilio_auth_token is None:
             update["twilio_auth_token"] = SecretStr(running["twilio_auth_token"])
+        update |= self._kept_secrets()
         return self.model_copy(update=update)
+
+    def _kept_secrets(self) -> dict[str, object]:
+        """The secrets a running `loa up` keeps in its data folder, for those unset here."""
+        from coordinator.errors import ConfigError
+        from coordinator.kept_secrets import read_kept
+
+        try:
+            kept = read_kept(self.secrets_file)
+        except (ConfigError, OSError):
+            return {}
+        return {name: SecretStr(kept[f"LOA_{name.upper()}"])
+                for name in ("link_secret", "session_secret", "secret_key")
+                if getattr(self, name) is None and kept.get(f"LOA_{name.upper()}")}
 
 
 def load_settings() -> Settings:

@@ -1,6 +1,9 @@
 """Signed tokens for links (approval emails, subscription confirmations): a URL-safe JSON
 payload and its HMAC-SHA256. Pure. What a token means, and when it expires, is the
-caller's business."""
+caller's business.
+
+Keys rotate: a token is signed with the current key and verifies with the current key or
+any previous one still in its grace period (:func:`verifying_secrets`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -35,11 +40,16 @@ def sign(key: bytes, data: dict[str, Any]) -> str:
     return f"{payload}.{_mac(key, payload)}"
 
 
-def unsign(key: bytes, token: str) -> dict[str, Any]:
-    """The dict of a token signed with `key`; BadSignature when the MAC does not match,
-    ValueError when the payload is not a JSON object."""
+def unsign(keys: bytes | Sequence[bytes], token: str) -> dict[str, Any]:
+    """The dict of a token signed with `keys` (one key, or the current and the previous
+    ones); BadSignature when no key's MAC matches, ValueError when the payload is not a
+    JSON object."""
     payload, _, mac = token.partition(".")
-    if not mac or not hmac.compare_digest(mac.encode(), _mac(key, payload).encode()):
+    candidates = [keys] if isinstance(keys, bytes) else list(keys)
+    # Every key is tried (no early exit), so the time taken says nothing about which matched.
+    matched = [hmac.compare_digest(mac.encode(), _mac(key, payload).encode())
+               for key in candidates]
+    if not mac or not any(matched):
         raise BadSignature("this link is not valid (it was changed or is incomplete)")
     data = json.loads(unb64(payload))
     if not isinstance(data, dict):
@@ -50,3 +60,14 @@ def unsign(key: bytes, token: str) -> dict[str, Any]:
 def derived_key(secret: str, purpose: str) -> bytes:
     """A key for one purpose, so a token of one kind is never valid as another."""
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def verifying_secrets(current: str | None, previous: Sequence[str], rotated_at: datetime | None,
+                      grace: timedelta, now: datetime) -> list[str]:
+    """The secrets a token may be signed with, current first: the previous ones only until
+    `rotated_at + grace` (for ever when `rotated_at` is unknown: the operator removes them).
+    Empty without a current secret. Pure."""
+    if current is None:
+        return []
+    in_grace = rotated_at is None or now < rotated_at + grace
+    return [current, *(p for p in previous if in_grace and p != current)]

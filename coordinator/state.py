@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.exceptions import AuthenticationError, WatchError
 
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
@@ -26,8 +27,31 @@ Pipeline = Any
 
 
 def connect(url: str) -> Redis:
-    """A Redis client that answers str (not bytes)."""
+    """A Redis client that answers str (not bytes). The URL carries everything: a password
+    (`redis://:PASSWORD@host:port/0`, or `user:PASSWORD@` with ACLs), TLS (`rediss://`) and
+    the CA that signed the server's certificate (`?ssl_ca_certs=PATH`, which
+    LOA_REDIS_CA_FILE adds)."""
     return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit to print or log: any password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_problem(url: str, exc: Exception) -> str:
+    """What went wrong reaching Redis, in plain words (the password never shown)."""
+    where = f"Redis at {redacted(url)}"
+    if isinstance(exc, AuthenticationError):
+        return (f"{where} refused to let us in ({exc}): the password in LOA_REDIS_URL is "
+                "wrong or missing (redis://:PASSWORD@host:port/0)")
+    return f"{where} does not answer: {exc}"
 
 
 async def transact(

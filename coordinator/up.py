@@ -12,6 +12,7 @@ import sys
 import time
 from types import FrameType
 
+from pydantic import SecretStr
 from rich.console import Console
 
 from coordinator.accounts import Account, first_admin
@@ -24,9 +25,11 @@ from coordinator.embedded import (
     start_tansu,
     wait_for_port,
 )
+from coordinator.errors import ConfigError
+from coordinator.kept_secrets import MADE, kept_secrets, write_private
 from coordinator.keys import Keys
 from coordinator.settings import Settings
-from coordinator.state import connect
+from coordinator.state import connect, redacted
 
 console = Console()
 
@@ -52,19 +55,23 @@ def run_up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        # Kept across restarts, so links, reply codes and sessions outlive a restart.
+        kept = kept_secrets(settings.secrets_file, os.environ)
+        settings = settings.model_copy(update={  # for what this process does itself
+            name.removeprefix("LOA_").lower(): SecretStr(kept[name])
+            for name in MADE if name in kept})
         kafka_url, redis_url = _infrastructure(settings, started)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
-               "LOA_DATA_DIR": str(settings.data_dir)}
+               "LOA_DATA_DIR": str(settings.data_dir), **kept}
         sandboxes = _sandboxes(settings, env, started)
         env |= sandboxes
         metrics_port = settings.worker_metrics_port or free_port()
         started.append(_spawn("worker", ["worker"], {
             **env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None))
         started.append(_spawn("web", ["web"], env, settings.web_port))
-        settings.run_file.write_text(json.dumps({
+        write_private(settings.run_file, json.dumps({  # it holds the SMS sandbox's token
             "kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
-            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()
-               if k != "LOA_LINK_SECRET"},
+            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()},
             "pids": {s.name: s.proc.pid for s in started}}))
         _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
         _first_admin(settings, redis_url)
@@ -76,7 +83,7 @@ def run_up(settings: Settings) -> int:
                     return 1
             time.sleep(0.3)
         return 0
-    except (RuntimeError, FileNotFoundError, OSError) as exc:
+    except (RuntimeError, OSError, ConfigError) as exc:
         console.print(f"[red]could not start: {exc}[/]")
         return 1
     finally:
@@ -91,8 +98,6 @@ def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
                ) -> dict[str, str]:
     """Start the local Twilio and SMTP stand-ins for what is not configured; their env."""
     extra: dict[str, str] = {}
-    if settings.link_secret is None:  # signs approval links; new on every `loa up`
-        extra["LOA_LINK_SECRET"] = secrets.token_urlsafe(32)
     if not settings.twilio_account_sid:
         port = free_port()
         token = secrets.token_hex(16)
@@ -123,6 +128,8 @@ def _first_admin(settings: Settings, redis_url: str) -> None:
     if asyncio.run(make()) is not None:
         console.print(f"""[bold]Console login[/] (made now, shown once): {settings.web_url()}/login
   username admin   password [bold]{password}[/]
+  at first login you set up a second factor: add the key shown to an authenticator app
+  (TOTP) and type its code
   more accounts: .venv/bin/loa accounts add NAME --role duty_officer|approver|admin --person ID
 """)
 
@@ -155,20 +162,22 @@ def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: 
                   else f" (embedded, append-only in {settings.data_dir}/redis)")
     console.print(f"""
 [bold]Loa is up.[/]
-  web          {settings.web_url()}   (public page; API docs at /docs; /healthz, /metrics)
+  web          {settings.web_url()}   (public page; /docs, /metrics: monitor token)
   broker       {kafka_url}{embedded_b}
-  redis        {redis_url}{embedded_r}
+  redis        {redacted(redis_url)}{embedded_r}
   worker       metrics at http://127.0.0.1:{metrics_port}/metrics
   sms          {sms}
   email        {smtp}   (what the sandboxes received: `loa outbox`)
   playbooks    {settings.playbooks_dir}
   config       {settings.config_dir}
 
-In another shell:
+In another shell (every acting command needs a credential; tokens are shown once):
+  .venv/bin/loa tokens add desk --role reporter --area hn-ba-dinh
+  .venv/bin/loa login        # paste the desk's token
   .venv/bin/loa report --kind flood --severity severe --area hn-ba-dinh \\
       --title "Ngập sâu trên phố Kim Mã" --details "Nước ngập 40 cm" --wait
-  .venv/bin/loa approvals
-  .venv/bin/loa approve APR-00001-1 --as <approver id shown by `loa approvals`>
+  .venv/bin/loa tokens add an --role approver --person nguyen-van-an
+  .venv/bin/loa approve APR-00001-1 --token <an's token>
   .venv/bin/loa statements
 
 Ctrl-C stops everything.""")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from coordinator.city import City
 from coordinator.events import ChainLevelSnapshot, Severity
@@ -29,7 +30,18 @@ def snapshot_chain(playbook: Playbook, city: City, severity: Severity
     return levels
 
 
-def reply_code(approval_id: str) -> str:
-    """A 4-digit code approvers quote when they answer by SMS (stable for a request)."""
-    digest = int(hashlib.sha256(approval_id.encode()).hexdigest(), 16)
-    return f"{1000 + digest % 9000}"
+def reply_code(key: bytes, approval_id: str, person_id: str) -> str:
+    """The 6-digit code `person_id` quotes to answer `approval_id` by SMS. Pure.
+
+    Keyed (HMAC-SHA256 with the `reply-code` key), so nobody without the key can compute
+    it; one per (request, person), so one approver's code is worthless to another; stable,
+    so a resent prompt carries the same code; a new draft version is a new request, hence
+    new codes. Nothing is stored: the code is recomputed to check an answer."""
+    digest = hmac.new(key, f"{approval_id}:{person_id}".encode(), hashlib.sha256).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
+
+
+def code_matches(key: bytes, approval_id: str, person_id: str, given: str) -> bool:
+    """Whether `given` is `person_id`'s code for `approval_id` (constant-time compare). Pure."""
+    return hmac.compare_digest(reply_code(key, approval_id, person_id).encode(),
+                               given.strip().encode())

@@ -81,6 +81,9 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
                            action="", detail={"verdict": decision.verdict, "level": record.level,
                                               "comment": decision.comment,
                                               "decision": decision.id,
+                                              **({"acted_by": decision.acted_by,
+                                                  "acted_because": decision.acted_because}
+                                                 if decision.acted_by else {}),
                                               **({"edited": [f"{t.channel}/{t.language}"
                                                              for t in decision.texts]}
                                                  if decision.texts else {})})

@@ -1,10 +1,16 @@
-"""The web inbox: where prompts wait for a person (`loa inbox --as ID`, later the web UI)."""
+"""The web inbox: where prompts wait for a person, and the requests they hold a reply code
+for (where an SMS answer's code is looked for)."""
 
 from __future__ import annotations
 
+from coordinator.approvals.prompts import ANSWERABLE
 from coordinator.events import ApprovalPrompt, AuditEvent
+from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, transact
+
+# An SMS answer's code is checked against this many of the person's newest requests.
+PROMPTED_KEPT = 50
 
 
 async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
@@ -16,6 +22,10 @@ async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
             return False
         pipe.multi()
         pipe.hset(key, prompt.id, prompt.model_dump_json())
+        if prompt.kind in ANSWERABLE:
+            prompted = rt.keys.prompted(prompt.person_id)
+            pipe.zadd(prompted, {prompt.approval_id: prompt.at.timestamp()}, nx=True)
+            pipe.zremrangebyrank(prompted, 0, -PROMPTED_KEPT - 1)
         queue_audit(pipe, rt.keys, AuditEvent(
             at=prompt.at, actor="loa", action="prompt.delivered", interface="web",
             incident_id=prompt.incident_id, subject=prompt.approval_id,
@@ -25,3 +35,8 @@ async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
 
     return await transact(rt.redis, [key], body)
 
+
+async def prompted_requests(redis: Redis, keys: Keys, person_id: str) -> list[str]:
+    """The requests a person was given a reply code for, newest first."""
+    found: list[str] = await redis.zrevrange(keys.prompted(person_id), 0, PROMPTED_KEPT - 1)
+    return found

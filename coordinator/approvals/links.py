@@ -3,6 +3,7 @@ request's deadline, and work once (the single use is enforced where they are red
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,10 +30,13 @@ def sign_link(secret: str, claims: LinkClaims) -> str:
                                   "n": claims.nonce, "e": claims.expires.isoformat()})
 
 
-def verify_link(secret: str, token: str, now: datetime) -> LinkClaims:
-    """The claims of a valid, unexpired token; raises InvalidLink. Pure."""
+def verify_link(secrets: str | Sequence[str], token: str, now: datetime) -> LinkClaims:
+    """The claims of a valid, unexpired token signed with one of `secrets` (the current link
+    secret, then previous ones still in their grace period: `Settings.link_secrets(now)`);
+    raises InvalidLink. Pure."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
     try:
-        data = unsign(secret.encode(), token)
+        data = unsign([k.encode() for k in keys], token)
     except BadSignature as exc:
         raise InvalidLink(str(exc)) from exc
     except ValueError as exc:

@@ -1,36 +1,87 @@
 """The SMS or email that carries a prompt to someone who prefers that channel.
 
-An email carries the draft in full, the deadline, and a signed link to a page
-that asks for confirmation before anything is decided."""
+An SMS that asks for an answer carries the draft's SMS text (the words a YES publishes),
+the approver's own reply code, and, when the draft is too long to quote, a short link to a
+signed page showing it whole. An email carries the draft in full, the deadline, and a
+signed link to a page that asks for confirmation before anything is decided."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from coordinator import observability as obs
+from coordinator.approvals.chain import reply_code
 from coordinator.approvals.links import LinkClaims, sign_link
-from coordinator.events import ApprovalPrompt, DeliveryRequest
+from coordinator.approvals.prompts import ANSWERABLE, draft_sms, fits_budget, sms_prompt_text
+from coordinator.errors import ConfigError
+from coordinator.events import ApprovalPrompt, DeliveryRequest, Draft, utcnow
 from coordinator.runtime import Runtime
+from coordinator.signing import b64, derived_key
 
 _emails = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "web" / "templates"),
     autoescape=select_autoescape(["html"]))
+log = obs.get_logger("prompts")
 
 
 def decision_link(rt: Runtime, prompt: ApprovalPrompt) -> str | None:
     """A signed, expiring, single-use link for this person and request (None without a
     configured secret)."""
+    token = _link_token(rt, prompt)
+    return f"{rt.settings.web_url()}/decide/{token}" if token else None
+
+
+def _link_token(rt: Runtime, prompt: ApprovalPrompt) -> str | None:
     secret = rt.settings.link_secret
     if secret is None:
         return None
-    expires = prompt.deadline or (prompt.at + timedelta(days=1))
-    token = sign_link(secret.get_secret_value(),
-                      LinkClaims(prompt.approval_id, prompt.person_id, prompt.id, expires))
-    return f"{rt.settings.web_url()}/decide/{token}"
+    return sign_link(secret.get_secret_value(),
+                     LinkClaims(prompt.approval_id, prompt.person_id, prompt.id,
+                                _expiry(prompt)))
+
+
+def _expiry(prompt: ApprovalPrompt) -> datetime:
+    return prompt.deadline or (prompt.at + timedelta(days=1))
+
+
+async def short_decision_link(rt: Runtime, prompt: ApprovalPrompt) -> str:
+    """`/d/<id>`: an SMS-sized stand-in for the signed decision link, kept in Redis until
+    the link expires (the id is keyed on the prompt, so a resent prompt reuses it); the
+    person's inbox page when links are not enabled."""
+    token = _link_token(rt, prompt)
+    secret = rt.settings.link_secret
+    if token is None or secret is None:
+        return f"{rt.settings.web_url()}/inbox/{prompt.approval_id}"
+    key = derived_key(secret.get_secret_value(), "short-link")
+    short_id = b64(hmac.new(key, prompt.id.encode(), hashlib.sha256).digest())[:16]
+    ttl = max(int((_expiry(prompt) - utcnow()).total_seconds()), 60)
+    await rt.redis.set(rt.keys.short_link(short_id), token, ex=ttl)
+    return f"{rt.settings.web_url()}/d/{short_id}"
+
+
+async def sms_for(rt: Runtime, prompt: ApprovalPrompt) -> str:
+    """The SMS text of a prompt: for one that asks for an answer, the draft's SMS text and
+    the person's own reply code (no code, and a link instead, without LOA_SECRET_KEY)."""
+    if prompt.kind not in ANSWERABLE:
+        return prompt.text
+    draft = await _draft(rt, prompt.approval_id)
+    sms = draft_sms(draft.texts) if draft else None
+    try:
+        code: str | None = reply_code(rt.settings.key_for("reply-code"), prompt.approval_id,
+                                      prompt.person_id)
+    except ConfigError as exc:
+        log.warning("SMS prompt without a reply code", prompt=prompt.id, why=str(exc))
+        code = None
+    needs_link = sms is None or not fits_budget(sms) or code is None
+    link = await short_decision_link(rt, prompt) if needs_link else ""
+    return sms_prompt_text(prompt.kind, prompt.text, sms, code, link)
 
 
 async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryRequest | None:
@@ -38,7 +89,7 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
     delivery_id = f"prompt:{prompt.id}"
     if prompt.channel == "sms":
         return DeliveryRequest(id=delivery_id, channel="sms", recipient=prompt.phone,
-                               text=prompt.text, incident_id=prompt.incident_id)
+                               text=await sms_for(rt, prompt), incident_id=prompt.incident_id)
     if prompt.channel != "email":
         return None
     texts = await _draft_texts(rt, prompt.approval_id)
@@ -50,7 +101,7 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
     text = "\n\n".join([prompt.text, *(f"{t['title']}\n{t['body']}" for t in texts),
                         f"Hạn / Deadline: {deadline}" if deadline else "",
                         f"Xem và phê duyệt / Review and decide: {link}" if link else
-                        f"loa approve {prompt.approval_id} --as {prompt.person_id}",
+                        f"Xem và phê duyệt (cần đăng nhập) / Review and decide (log in): {edit}",
                         f"Sửa rồi phê duyệt (cần đăng nhập) / Edit and approve (log in): {edit}"])
     html = _emails.get_template("email/prompt.html").render(
         heading=heading, prompt=prompt, texts=texts, link=link, deadline=deadline,
@@ -61,10 +112,13 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
                            incident_id=prompt.incident_id)
 
 
-async def _draft_texts(rt: Runtime, approval_id: str) -> list[dict[str, str]]:
+async def _draft(rt: Runtime, approval_id: str) -> Draft | None:
     raw = await rt.redis.hget(rt.keys.approval(approval_id), "request")
     draft_id = json.loads(raw)["draft_id"] if raw else None
     draft = await rt.redis.get(rt.keys.draft(draft_id)) if draft_id else None
-    if draft is None:
-        return []
-    return [t for t in json.loads(draft)["texts"] if t["channel"] == "web"]
+    return Draft.model_validate_json(draft) if draft else None
+
+
+async def _draft_texts(rt: Runtime, approval_id: str) -> list[dict[str, str]]:
+    draft = await _draft(rt, approval_id)
+    return [t.model_dump() for t in draft.texts if t.channel == "web"] if draft else []

@@ -11,12 +11,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from coordinator.approvals.chain import reply_code, snapshot_chain
+from coordinator.access import may_publish_on_exhaustion
+from coordinator.approvals.chain import snapshot_chain
 from coordinator.approvals.record import ApprovalRecord
 from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
-from coordinator.events import ApprovalRequest, AuditEvent, Draft, Severity
+from coordinator.events import ApprovalRequest, AuditEvent, Draft, ExhaustionRule, Severity
 from coordinator.playbooks.models import Playbook
 from coordinator.playbooks.selection import Selection, select_playbook
 from coordinator.runtime import Runtime
@@ -110,13 +111,14 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
         fields |= {"status": "needs_duty_officer", "status_reason": reason, "approval_id": ""}
     else:
         severity = Severity(incident["severity"])
+        rule, why = exhaustion_for(playbook, incident)
         record, notes = first_record(rt, playbook, severity, incident_id, draft.id, now,
-                                     draft.version)
+                                     draft.version, on_exhausted=rule)
+        notes = [*why, *notes]
         request = record.request
         pipe.hset(rt.keys.approval(request.id), mapping=record.to_hash())
         pipe.zadd(rt.keys.approvals_pending(), {request.id: request.deadline.timestamp()})
         pipe.zadd(rt.keys.approvals(), {request.id: now.timestamp()})
-        pipe.sadd(rt.keys.reply_code(request.reply_code), request.id)
         fields |= {"status": "awaiting_approval", "approval_id": request.id}
         level = request.chain[record.level - 1]
         audit("approval.requested", request.id, {
@@ -127,9 +129,28 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
     return request
 
 
+def exhaustion_for(playbook: Playbook, incident: dict[str, str]) -> tuple[ExhaustionRule,
+                                                                          list[str]]:
+    """The exhaustion rule frozen into a request: `publish` only for an incident opened by
+    an authenticated reporter whose scope the playbook grants it (`publish_for`), else
+    `hold` (promise 7: no timer publishes unverified words). Pure."""
+    assert playbook.approval is not None
+    rule = playbook.approval.on_exhausted
+    if rule != "publish":
+        return rule, []
+    scope = incident.get("source_scope", "")
+    if may_publish_on_exhaustion(playbook.approval.publish_for, scope,
+                                 incident.get("source_verified") == "1"):
+        return rule, []
+    return "hold", [f"`publish` on exhaustion does not apply: the incident was opened by "
+                    f"{incident.get('source_actor') or 'an unverified source'}"
+                    f"{' (' + scope + ')' if scope else ''}, which playbook {playbook.id} does "
+                    "not name in publish_for: holding for a decision instead"]
+
+
 def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_id: str,
-                 draft_id: str, now: datetime, version: int = 1
-                 ) -> tuple[ApprovalRecord, list[str]]:
+                 draft_id: str, now: datetime, version: int = 1,
+                 on_exhausted: ExhaustionRule = "hold") -> tuple[ApprovalRecord, list[str]]:
     """The new request, at the first level with someone available to ask, and what was
     routed around to get there (absences, delegates, skipped levels).
 
@@ -140,9 +161,8 @@ def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_i
     chain = snapshot_chain(playbook, rt.city, severity)
     base = ApprovalRequest(
         id=approval_id, incident_id=incident_id, draft_id=draft_id, playbook_id=playbook.id,
-        severity=severity, chain=chain, deadline=now, on_exhausted=playbook.approval.on_exhausted,
-        hold_alert_every_s=playbook.approval.hold_alert_every, reply_code=reply_code(approval_id),
-        created_at=now,
+        severity=severity, chain=chain, deadline=now, on_exhausted=on_exhausted,
+        hold_alert_every_s=playbook.approval.hold_alert_every, created_at=now,
     )
     entry, notes = enter_level(base, 1, rt.city.people, now)
     level, holders, deadline = ((entry.level, entry.holders, entry.deadline) if entry

@@ -8,13 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from coordinator.city import City, load_city
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
-from coordinator.state import Redis, connect
+from coordinator.state import Redis, connect, redis_problem
 
 out = Console()
 err = Console(stderr=True)
@@ -48,8 +50,8 @@ def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except OSError as exc:
-        raise fail(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+    except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
+        raise fail(redis_problem(settings.redis_url, exc)) from exc
 
 
 def print_json(data: Any) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,8 +11,9 @@ import typer
 from rich.table import Table
 
 from coordinator import queries
+from coordinator.access import Action, Principal, decide
 from coordinator.broker import Producer
-from coordinator.city import load_city
+from coordinator.city import City, load_city
 from coordinator.cli.accounts import accounts_app
 from coordinator.cli.common import (
     JsonOpt,
@@ -26,10 +25,14 @@ from coordinator.cli.common import (
     print_json,
     with_redis,
 )
+from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
+from coordinator.cli.decisions import approve, inbox, reject
 from coordinator.cli.sandbox import outbox, sandbox_app
+from coordinator.cli.secrets import secrets_app
 from coordinator.cli.subscribers import dispatch_watch, subscribers_app
+from coordinator.cli.tokens import login, tokens_app
 from coordinator.errors import LoaError
-from coordinator.events import Decision, Report, Severity
+from coordinator.events import Report, Severity
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
 from coordinator.state import Redis
@@ -42,6 +45,8 @@ app.add_typer(playbooks_app, name="playbooks")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.command()
@@ -70,8 +75,10 @@ def web() -> None:
 
     settings = env_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
+    # the client address comes from LOA_TRUSTED_PROXIES alone (web/security.py).
     uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
-                log_level="warning")
+                log_level="warning", proxy_headers=False)
 
 
 @app.command()
@@ -81,38 +88,37 @@ def report(
     area: Annotated[str, typer.Option(help="area code from config/areas.yaml")],
     title: Annotated[str, typer.Option()],
     details: Annotated[str, typer.Option()] = "",
-    reporter: Annotated[str, typer.Option(help="who reports")] = "",
+    reporter: Annotated[str, typer.Option(help="who reports (a detail; the audit trail names "
+                                               "the credential)")] = "",
     report_id: Annotated[str | None, typer.Option("--id", help="your id; a retry is safe")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the incident and its approval request")]
     = False,
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """File a report (as the API does: outboxed in Redis, then put on the broker)."""
-    from pydantic import ValidationError
-
-    from coordinator.reports.filing import file_report, report_problems
+    from coordinator.reports.filing import file_report
 
     settings = env_settings()
-    try:
-        rep = Report(id=report_id or f"rep-{uuid.uuid4().hex[:16]}", kind=kind, severity=severity,
-                     area=area, title=title, details=details, reporter=reporter,
-                     received_via="cli")
-    except ValidationError as exc:
-        raise fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
-    problems = report_problems(rep, load_city(settings.config_dir))
-    if problems:
-        raise fail("; ".join(f"--{field}: {why}" for field, why in problems))
+    city = load_city(settings.config_dir)
     if not settings.kafka_url:
         raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, Any]:
+        principal = await cli_principal(redis, keys, s, token, operator_reason,
+                                        Action.report_file)
+        rep = _cli_report(principal, city, dict(
+            kind=kind, severity=severity, area=area, title=title, details=details,
+            reporter=reporter), report_id)
         producer = Producer(s)
         await producer.start()
         try:
             await file_report(redis, keys, producer, rep)
         finally:
             await producer.stop()
-        result: dict[str, Any] = {"report": rep.id, "status": "accepted"}
+        result: dict[str, Any] = {"report": rep.id, "status": "accepted",
+                                  "actor": principal.actor}
         if wait:
             result |= await _wait_for_plan(redis, keys, rep.id)
         return result
@@ -124,7 +130,7 @@ def report(
     if as_json:
         print_json(result)
         return
-    out.print(f"report [bold]{rep.id}[/] accepted")
+    out.print(f"report [bold]{result['report']}[/] accepted (by {result['actor']})")
     if "incident" in result:
         out.print(f"incident [bold]{result['incident']}[/] ({result['status']}), "
                   f"playbook {result.get('playbook') or '-'}")
@@ -132,6 +138,28 @@ def report(
             a = result["approval"]
             out.print(f"approval [bold]{a['id']}[/]: level {a['level']} ({a['department']}: "
                       f"{', '.join(a['approvers'])}), deadline {a['deadline']}")
+
+
+def _cli_report(principal: Principal, city: City, fields: dict[str, Any],
+                report_id: str | None) -> Report:
+    """The report the CLI files for `principal`; LoaError naming the bad option."""
+    from pydantic import ValidationError
+
+    from coordinator.reports.filing import report_problems
+    from coordinator.reports.sources import namespaced_report_id, source_of
+
+    try:
+        rep = Report(id=namespaced_report_id(principal, report_id), received_via="cli",
+                     source=source_of(principal), **fields)
+    except ValidationError as exc:
+        raise LoaError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from exc
+    problems = report_problems(rep, city)
+    if problems:
+        raise LoaError("; ".join(f"--{field}: {why}" for field, why in problems))
+    scoped = decide(principal, Action.report_file, rep.area, {rep.area: city.ancestors(rep.area)})
+    if not scoped.allowed:
+        raise LoaError(scoped.why)
+    return rep
 
 
 async def _wait_for_plan(redis: Redis, keys: Keys, report_id: str, timeout_s: float = 30.0
@@ -225,85 +253,6 @@ def _time_left(deadline: str | None) -> str:
 
 
 @app.command()
-def inbox(
-    person: Annotated[str, typer.Option("--as", help="your person id (config/)")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Your prompts: approval requests, reminders, escalations, hold alerts."""
-    rows = with_redis(lambda r, k, s: queries.inbox(r, k, person))
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("when (UTC)", "what", "approval", "level", "now", "message")
-    for row in rows:
-        table.add_row(row["at"][:19], row["kind"], row["approval_id"], str(row["level"]),
-                      row["status"] or "-", row["text"])
-    out.print(table)
-
-
-def _decide(approval_id: str, approver: str, verdict: str, comment: str, as_json: bool) -> None:
-    settings = env_settings()
-    if not settings.kafka_url:
-        raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
-    decision = Decision(id=f"dec-{uuid.uuid4().hex[:16]}", approval_id=approval_id,
-                        approver_id=approver, verdict=verdict,  # type: ignore[arg-type]
-                        comment=comment, via="cli")
-
-    async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, Any]:
-        if not await redis.exists(keys.approval(approval_id)):
-            raise LoaError(f"no approval {approval_id} (see `loa approvals`)")
-        from coordinator import topics
-
-        producer = Producer(s)
-        await producer.start()
-        try:
-            await producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
-        finally:
-            await producer.stop()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            raw = await redis.get(keys.decision(decision.id))
-            if raw:
-                return dict(json.loads(raw))
-            await asyncio.sleep(0.2)
-        raise LoaError(f"decision {decision.id} was sent but not applied within 30s: "
-                       "is a worker running?")
-
-    try:
-        outcome = with_redis(work)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
-    if as_json:
-        print_json(outcome)
-    else:
-        (out if outcome["accepted"] else err).print(outcome["message"])
-    if not outcome["accepted"]:
-        raise typer.Exit(2)
-
-
-@app.command()
-def approve(
-    approval_id: str,
-    approver: Annotated[str, typer.Option("--as", help="your approver id (config/)")],
-    comment: Annotated[str, typer.Option()] = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Approve a draft statement: it is published once the decision is applied."""
-    _decide(approval_id, approver, "approve", comment, as_json)
-
-
-@app.command()
-def reject(
-    approval_id: str,
-    approver: Annotated[str, typer.Option("--as", help="your approver id")],
-    reason: Annotated[str, typer.Option(help="why; the duty officer sees it")],
-    as_json: JsonOpt = False,
-) -> None:
-    """Reject a draft statement: the incident goes back to the duty officer with your reason."""
-    _decide(approval_id, approver, "reject", reason, as_json)
-
-
-@app.command()
 def statements(as_json: JsonOpt = False) -> None:
     """Published statements, newest first."""
     rows = with_redis(lambda r, k, s: queries.published_statements(r, k))
@@ -390,6 +339,10 @@ def doctor() -> None:
 # Defined with their command groups, listed after the core commands.
 app.command("dispatch-watch")(dispatch_watch)
 app.command()(outbox)
+app.command()(login)
+app.command()(inbox)
+app.command()(approve)
+app.command()(reject)
 
 
 def main() -> None:

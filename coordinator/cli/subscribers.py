@@ -32,7 +32,7 @@ def subscribers_add(
     from pydantic import ValidationError
 
     from coordinator.subscribers.models import Subscriber
-    from coordinator.subscribers.registry import save_subscriber
+    from coordinator.subscribers.registry import register
 
     city = city_or_fail(load_settings())
     unknown = [a for a in area if a not in city.areas]
@@ -47,18 +47,19 @@ def subscribers_add(
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
                              f"{e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors())) from exc
-    changed = with_redis(lambda r, k, s: save_subscriber(r, k, sub))
-    out.print(f"{sub.id} {'saved' if changed else 'unchanged'}")
+    saved, changed = with_redis(lambda r, k, s: register(r, k, sub))
+    out.print(f"{saved.id} {'saved' if changed else 'unchanged'}")
 
 
 @subscribers_app.command("import")
 def subscribers_import(path: Path) -> None:
     """Import a CSV file; every rejected row is listed with its line; re-importing the same
-    file changes nothing."""
+    file changes nothing. Someone already registered (same phone, else same email) is
+    updated, not added again."""
     from rich.progress import track
 
     from coordinator.subscribers.csvio import parse_csv
-    from coordinator.subscribers.registry import save_subscriber
+    from coordinator.subscribers.registry import SubscriberConflict, register
 
     city = city_or_fail(load_settings())
     try:
@@ -66,18 +67,24 @@ def subscribers_import(path: Path) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"{path}: cannot read: {exc}") from exc
 
+    conflicts: list[tuple[int, str]] = []
+
     async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
         saved = unchanged = 0
-        for _, sub, _ in track(rows, description="importing", console=err):
-            if sub is not None:
-                if await save_subscriber(redis, keys, sub):
-                    saved += 1
-                else:
-                    unchanged += 1
+        for line, sub, _ in track(rows, description="importing", console=err):
+            if sub is None:
+                continue
+            try:
+                _, changed = await register(redis, keys, sub)
+            except SubscriberConflict as exc:
+                conflicts.append((line, f"id: {exc}"))
+                continue
+            saved += changed
+            unchanged += not changed
         return saved, unchanged
 
     saved, unchanged = with_redis(work)
-    rejected = [(line, why) for line, sub, why in rows if sub is None]
+    rejected = sorted([(line, why) for line, sub, why in rows if sub is None] + conflicts)
     for line, why in rejected:
         err.print(f"{path}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"{saved} saved, {unchanged} unchanged, {len(rejected)} rejected")

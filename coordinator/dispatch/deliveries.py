@@ -114,7 +114,7 @@ async def _claim(rt: Runtime, key: str, request: DeliveryRequest, now: datetime,
             claim = "orphan"
         pipe.multi()
         fields = {"status": "sending", "channel": request.channel,
-                  "recipient": request.recipient,
+                  "to": addressee(request),
                   "owner": f"{rt.settings.worker_id}/{rt.instance}"}
         if claim == "fresh":  # an orphan keeps its first start: reconciling looks from there
             fields["at"] = now.isoformat()
@@ -162,11 +162,21 @@ async def _reconcile(rt: Runtime, channel: Channel, message: OutboundMessage, ke
         return None
 
 
+def addressee(request: DeliveryRequest) -> str:
+    """Who a delivery is for, by id and never by contact (promise 8): the subscriber, the
+    person of config/, or for a confirmation code the delivery itself."""
+    if request.subscriber_id:
+        return request.subscriber_id
+    if request.person_id:
+        return f"person:{request.person_id}"
+    return f"{request.purpose}:{request.id}"
+
+
 async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: str, now: datetime,
                   provider_id: str = "", error_code: str = "") -> Delivered:
     async with rt.redis.pipeline(transaction=True) as pipe:
         pipe.hset(rt.keys.delivery(request.id), mapping={
-            "status": status, "channel": request.channel, "recipient": request.recipient,
+            "status": status, "channel": request.channel, "to": addressee(request),
             "provider_id": provider_id, "error": "" if provider_id else detail,
             "error_code": error_code, "at": now.isoformat(),
             "statement_id": request.statement_id or ""})
@@ -175,8 +185,12 @@ async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: st
                          f"{request.channel}:{_tally(status)}", 1)
         queue_audit(pipe, rt.keys, AuditEvent(
             at=now, actor="loa", action=f"delivery.{'failed' if status == 'failed' else status}",
-            interface=request.channel, incident_id=request.incident_id, subject=request.id,
-            detail={"to": request.recipient, "purpose": request.purpose, "detail": detail}))
+            interface=request.channel, subject=request.id,
+            # A statement's deliveries stay out of the incident's timeline (which would grow
+            # with the audience): the timeline shows the dispatch counters instead.
+            incident_id=None if request.purpose == "statement" else request.incident_id,
+            detail={"to": addressee(request), "purpose": request.purpose, "detail": detail,
+                    "incident": request.incident_id}))
         await pipe.execute()
     return Delivered(status, detail)
 

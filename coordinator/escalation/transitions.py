@@ -153,7 +153,8 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
         queue_audit(pipe, rt.keys, audit.model_copy(update={
             "action": "approval.exhausted", "detail": detail}))
         return Fired("exhausted: duty officer may sign off",
-                     prompts_for("sign_off", signing, officers, people, now, tz), None, [],
+                     prompts_for("sign_off", signing, officers, people, now, tz,
+                                 base_url=rt.settings.web_url()), None, [],
                      step.lateness_s)
     held = record.evolve(phase="held", due=now + timedelta(seconds=request.hold_alert_every_s),
                          alerts=0)

@@ -1,5 +1,6 @@
 """What an inbound SMS asks for: a carrier keyword (STOP, START, HELP) or an approver's
-answer (`YES 4821`, `NO 4821 reason`, Vietnamese `CÓ` / `KHÔNG`). Pure."""
+answer (`YES 302610`, `NO 302610 reason`, Vietnamese `CÓ` / `KHÔNG`; the code is the
+approver's own 6 digits, read as typed, leading zeros kept). Pure."""
 
 from __future__ import annotations
 

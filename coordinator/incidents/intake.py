@@ -83,19 +83,25 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
         "status": "open", "playbook": "", "approval_id": "", "statement_id": "",
         "report_count": 1, "opened_at": at, "last_report_at": at, "updated_at": at,
         "chosen_playbook": report.playbook or "",
+        # who opened it, as authenticated: decides whether a `publish` exhaustion rule applies
+        "source_actor": report.actor, "source_scope": report.source.scope if report.source
+        else "", "source_verified": "1" if report.verified else "0",
     })
     pipe.zadd(keys.incidents(), {incident_id: report.received_at.timestamp()})
     queue_audit(pipe, keys, AuditEvent(
-        at=report.received_at, actor=report.reporter or "unknown reporter",
+        at=report.received_at, actor=report.actor,
         action="incident.opened", interface=report.received_via, incident_id=incident_id,
         subject=report.id, detail={"kind": report.kind, "severity": report.severity.value,
-                                   "area": report.area, "title": report.title},
+                                   "area": report.area, "title": report.title,
+                                   **({"reporter": report.reporter} if report.reporter else {})},
     ))
 
 
 def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: dict[str, str],
                   report: Report) -> None:
-    severity = max(Severity(incident["severity"]), report.severity, key=lambda s: s.rank)
+    # Only an authenticated report may raise the severity (an unverified one is recorded).
+    severity = (max(Severity(incident["severity"]), report.severity, key=lambda s: s.rank)
+                if report.verified else Severity(incident["severity"]))
     last = max(datetime.fromisoformat(incident["last_report_at"]), report.received_at)
     pipe.hset(keys.incident(incident_id), mapping={
         "severity": severity.value, "last_report_at": last.isoformat(),
@@ -103,8 +109,9 @@ def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: dict[s
     })
     pipe.hincrby(keys.incident(incident_id), "report_count", 1)
     queue_audit(pipe, keys, AuditEvent(
-        at=report.received_at, actor=report.reporter or "unknown reporter",
+        at=report.received_at, actor=report.actor,
         action="incident.report_attached", interface=report.received_via,
         incident_id=incident_id, subject=report.id,
-        detail={"severity": report.severity.value, "title": report.title},
+        detail={"severity": report.severity.value, "title": report.title,
+                **({"reporter": report.reporter} if report.reporter else {})},
     ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def _chain_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     if pb.approval.department not in city.departments:
         out.append(f"{src.where(['approval', 'department'])}: approval.department: unknown "
                    f"department {pb.approval.department!r}")
+    out += _grant_problems(src, pb, city)
     for i, level in enumerate(pb.approval.chain):
         loc: list[int | str] = ["approval", "chain", i]
         dep_id = level.department or pb.approval.department
@@ -81,6 +83,17 @@ def _chain_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
             out.append(f"{src.where([*loc, 'level'])}: approval.chain[{i}].level: {dep_id!r} has "
                        f"no approver at level {level.level}")
     return out
+
+
+def _grant_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
+    """`publish_for` names scopes that exist in config/."""
+    assert pb.approval is not None
+    known: dict[str, Collection[str]] = {"department": city.departments, "area": city.areas,
+                                         "person": city.people}
+    return [f"{src.where(['approval', 'publish_for', i])}: approval.publish_for[{i}]: "
+            f"unknown {kind} {value!r}"
+            for i, (kind, _, value) in enumerate(g.partition(":") for g in pb.approval.publish_for)
+            if value not in known[kind]]
 
 
 def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from coordinator.events import Severity, Slug
@@ -66,9 +73,22 @@ class Approval(_Strict):
     department: Slug
     chain: list[ChainLevel] = Field(min_length=1)
     on_exhausted: Literal["hold", "duty_officer", "publish"] = "hold"
+    publish_for: list[Annotated[str, StringConstraints(
+        pattern=r"^(department|area|person):[a-z0-9]+(-[a-z0-9]+)*$")]] = Field(
+        default_factory=list,
+        description="`publish`: the reporter scopes (e.g. department:fire-police) whose "
+                    "reports may be published when nobody answers; anyone else's are held")
     hold_alert_every: Duration = Field(default=600.0, description="`hold`: re-alert period")
     severity_factors: dict[Severity, Annotated[float, Field(gt=0, le=10)]] = Field(
         default_factory=dict, description="deadlines scaled by severity, e.g. extreme: 0.5")
+
+    @model_validator(mode="after")
+    def _publish_names_who(self) -> Approval:
+        if self.on_exhausted == "publish" and not self.publish_for:
+            raise PydanticCustomError(
+                "publish_for", "on_exhausted: publish needs publish_for: the reporter scopes "
+                "(e.g. department:fire-police) whose reports may go out unanswered")
+        return self
 
 
 class Audience(_Strict):

@@ -20,9 +20,13 @@ from coordinator.state import Redis
 
 def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
     """(field, message) for what the city's config says is wrong with a report."""
+    problems = []
+    if report.kind not in city.kinds:
+        problems.append(("kind", f"unknown kind {report.kind!r}; the city takes: "
+                                 f"{', '.join(sorted(city.kinds))} (config/kinds.yaml)"))
     if report.area not in city.areas:
-        return [("area", f"unknown area {report.area!r} (see `config/areas.yaml`)")]
-    return []
+        problems.append(("area", f"unknown area {report.area!r} (see `config/areas.yaml`)"))
+    return problems
 
 
 async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Report) -> None:

@@ -12,6 +12,12 @@ Injected delivery failures (`fail_number`) end like this:
   `sent`, then `undelivered` with that ErrorCode.
 A message created with MessagingServiceSid starts `accepted` and gets a `queued` callback first;
 one created with From starts `queued`, for which (as on Twilio) no callback is sent.
+
+Inbound SMS (`POST /_sandbox/inbound`) honour Twilio's connection overrides on the webhook URL
+(`#rc=3&rp=all`: retry count 0-5, default 1; retry policy `4xx`, `5xx`, `ct` (connection
+failed), `rt` (read timed out) or `all`, comma-separated, default `ct`): the fragment is
+stripped, the URL without it is signed and posted, and a failure the policy names is retried
+with the same MessageSid. Twilio documents no retry on 5xx without such an override.
 """
 
 from __future__ import annotations
@@ -153,7 +159,34 @@ class InboundSms(BaseModel):
     from_: str = Field(alias="from")
     to: str
     body: str
-    url: str
+    url: str  # may end in Twilio's connection overrides, e.g. `#rc=3&rp=all`
+    sid: str | None = Field(default=None, pattern=r"^SM[0-9a-f]{32}$")  # to replay one
+
+
+RETRY_POLICIES = frozenset({"4xx", "5xx", "ct", "rt", "all"})
+
+
+def webhook_overrides(url: str) -> tuple[str, int, frozenset[str]]:
+    """(URL without its fragment, retry count, retry policies) of a webhook URL with
+    Twilio's connection overrides; raises ValueError for an out-of-range count or an
+    unknown policy (Twilio's errors 11237 and 11243)."""
+    base, _, fragment = url.partition("#")
+    pairs = dict(parse_qsl(fragment, keep_blank_values=True))
+    count = int(pairs.get("rc", "1"))
+    policies = frozenset(pairs.get("rp", "ct").split(","))
+    if not 0 <= count <= 5:
+        raise ValueError(f"rc must be 0 to 5, not {count}")
+    if not policies <= RETRY_POLICIES:
+        raise ValueError(f"unknown retry policy in rp={pairs['rp']}")
+    return base, count, policies
+
+
+def _failure(reply: httpx.Response | None, error: httpx.HTTPError | None) -> str | None:
+    """Which retry policy a webhook attempt's failure falls under (None: it succeeded)."""
+    if error is not None:
+        return "rt" if isinstance(error, httpx.ReadTimeout) else "ct"
+    assert reply is not None
+    return "5xx" if reply.status_code >= 500 else "4xx" if reply.status_code >= 400 else None
 
 
 class SmsSandbox:
@@ -388,19 +421,38 @@ class SmsSandbox:
         return [m for m in self.messages if to is None or m["to"] == to]
 
     async def _http_inbound(self, sms: InboundSms) -> Response:
-        """POST /_sandbox/inbound: deliver an incoming SMS to a webhook, as Twilio would."""
-        sid = "SM" + secrets.token_hex(16)
+        """POST /_sandbox/inbound: deliver an incoming SMS to a webhook, as Twilio would,
+        retrying as the URL's connection overrides ask."""
+        try:
+            url, retries, policies = webhook_overrides(sms.url)
+        except ValueError as exc:
+            return JSONResponse({"status": None, "body": str(exc), "attempts": 0},
+                                status_code=400)
+        sid = sms.sid or "SM" + secrets.token_hex(16)
         params = {"MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
                   "AccountSid": self.account_sid, "From": sms.from_, "To": sms.to,
                   "Body": sms.body, "NumMedia": "0",
                   "NumSegments": str(num_segments(sms.body)), "SmsStatus": "received",
                   "ApiVersion": API_VERSION}
-        try:
-            reply = await self.post_signed(sms.url, params)
-        except httpx.HTTPError as exc:
-            return JSONResponse({"status": None, "body": f"webhook unreachable: {exc!r}"},
-                                status_code=502)
-        return JSONResponse({"status": reply.status_code, "body": reply.text})
+        attempts = 0
+        while True:
+            attempts += 1
+            reply: httpx.Response | None = None
+            error: httpx.HTTPError | None = None
+            try:
+                reply = await self.post_signed(url, params)
+            except httpx.HTTPError as exc:
+                error = exc
+            failure = _failure(reply, error)
+            if failure is None or attempts > retries or not (
+                    failure in policies or "all" in policies):
+                break
+            await asyncio.sleep(self.callback_delay_s)
+        if reply is None:
+            return JSONResponse({"status": None, "body": f"webhook unreachable: {error!r}",
+                                 "attempts": attempts}, status_code=502)
+        return JSONResponse({"status": reply.status_code, "body": reply.text,
+                             "attempts": attempts})
 
 
 def _advance(message: dict[str, Any], status: str, code: int | None) -> None:

@@ -1,5 +1,8 @@
 """Subscribers in and out as CSV. Columns: phone, email, language, areas, topics, channels,
-role (lists separated by `;`). Every rejected row is reported with its line and why."""
+role, status, id (lists separated by `;`; only areas and channels are required). The id
+column keeps each subscriber's id through an export and an import elsewhere; empty, the
+registry finds the record by phone or email, or makes a new id. Every rejected row is
+reported with its line and why."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pydantic import ValidationError
 from coordinator.city import City
 from coordinator.subscribers.models import Subscriber
 
-COLUMNS = ["phone", "email", "language", "areas", "topics", "channels", "role", "status"]
+COLUMNS = ["phone", "email", "language", "areas", "topics", "channels", "role", "status", "id"]
 
 
 def _list(value: str | None) -> list[str]:
@@ -36,6 +39,7 @@ def parse_csv(text: str, city: City, source: str = "csv"
             "role": (row.get("role") or "resident").strip(), "consent_source": source,
             "status": "opted_out" if (row.get("status") or "").strip() == "opted_out"
             else "active",
+            "id": (row.get("id") or "").strip(),
         }
         unknown = [a for a in fields["areas"] if a not in city.areas]  # type: ignore[union-attr]
         if unknown:
@@ -56,5 +60,5 @@ def to_csv(subscribers: list[Subscriber]) -> str:
     writer.writerow(COLUMNS)
     for s in subscribers:
         writer.writerow([s.phone or "", s.email or "", s.language, ";".join(s.areas),
-                         ";".join(s.topics), ";".join(s.channels), s.role, s.status])
+                         ";".join(s.topics), ";".join(s.channels), s.role, s.status, s.id])
     return out.getvalue()

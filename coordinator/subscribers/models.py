@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from datetime import datetime
 from typing import Literal
 
@@ -20,7 +20,9 @@ class Subscriber(BaseModel):
     """One person or organisation and what they asked for."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = ""
+    # Random, so it says nothing of the contact; "" until the registry gives it one (or finds
+    # the record that already has this phone or email): see registry.register.
+    id: str = Field(default="", pattern=r"^(sub-[0-9a-z-]{1,64})?$")
     phone: str | None = None
     email: str | None = None
     language: Literal["vi", "en"] = "vi"
@@ -58,16 +60,17 @@ class Subscriber(BaseModel):
             raise ValueError("channel sms needs a phone")
         if "email" in self.channels and not self.email:
             raise ValueError("channel email needs an email")
-        if not self.id:
-            self.id = subscriber_id(self.phone, self.email)
         return self
 
     def contact(self, channel: str) -> str:
         """The address on one channel."""
         return (self.phone if channel == "sms" else self.email) or ""
 
+    def contact_keys(self) -> list[str]:
+        """The phone and the email as the contact index knows them (email in lower case)."""
+        return [c for c in (self.phone, (self.email or "").lower()) if c]
 
-def subscriber_id(phone: str | None, email: str | None) -> str:
-    """Derived from the contact, so importing the same person twice finds the same record."""
-    natural = phone or (email or "").lower()
-    return "sub-" + hashlib.sha1(natural.encode()).hexdigest()[:16]
+
+def new_subscriber_id() -> str:
+    """A fresh id: `sub-` and 16 random hex digits, derived from nothing about the person."""
+    return "sub-" + secrets.token_hex(8)

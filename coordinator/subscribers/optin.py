@@ -26,9 +26,9 @@ from channels.contacts import InvalidContact, e164, email_address
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
-from coordinator.subscribers.models import ALL_TOPICS, Subscriber, subscriber_id
+from coordinator.subscribers.models import ALL_TOPICS, Subscriber, new_subscriber_id
 from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
-from coordinator.subscribers.registry import find_subscriber, save_subscriber
+from coordinator.subscribers.registry import find_subscriber, register, save_subscriber
 
 REQUEST_TTL_S = int(LINK_TTL.total_seconds())
 Channel = Literal["sms", "email"]
@@ -130,7 +130,8 @@ def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
     A record that is not pending changes only for someone who proved one of its own
     contacts: typing another person's address next to one's own phone must not rewrite
     (or take over) their subscription. Without that proof the confirmed contacts become a
-    record of their own."""
+    record of their own: one without an id yet, which the registry finds by contact or
+    makes (registry.register)."""
     owns = existing is None or existing.status == "pending" or any(
         c in confirmed and c in existing.channels and existing.contact(c) == wanted.contact(c)
         for c in ("sms", "email"))
@@ -147,7 +148,7 @@ def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
         return None
     phone = wanted.phone if "sms" in channels else None
     email = wanted.email if "email" in channels else None
-    return Subscriber(id=wanted.id if owns else subscriber_id(phone, email), phone=phone,
+    return Subscriber(id=wanted.id if owns else "", phone=phone,
                       email=email, language=wanted.language, areas=wanted.areas,
                       topics=wanted.topics, channels=channels, role=wanted.role,
                       status="active", consent_at=now, consent_source="web")
@@ -224,7 +225,7 @@ async def request_subscription(redis: Redis, keys: Keys, wanted: Subscriber, now
     """Keep what the form asked for until it is confirmed. The registry holds the person as
     `pending` unless they are already active or opted out (then they stay as they are)."""
     existing = await existing_subscriber(redis, keys, wanted.phone, wanted.email)
-    sub_id = existing.id if existing is not None else wanted.id
+    sub_id = existing.id if existing is not None else wanted.id or new_subscriber_id()
     wanted = wanted.model_copy(update={"id": sub_id, "status": "pending",
                                        "consent_source": "web"})
     request = OptinRequest(subscriber=wanted, requested_at=now,
@@ -268,7 +269,10 @@ async def confirm_contact(redis: Redis, keys: Keys, sub_id: str, channel: Channe
     applied = applied_subscriber(request.subscriber, request.confirmed, existing, now)
     if applied is None:  # pragma: no cover - the confirmed channel is one of the wanted
         return None
-    await save_subscriber(redis, keys, applied, resubscribe=True)
+    if applied.id:
+        await save_subscriber(redis, keys, applied, resubscribe=True)
+    else:  # the proven contacts alone, without the record they were typed next to
+        applied, _ = await register(redis, keys, applied, resubscribe=True)
     await _stamp_consent(redis, keys, applied.id, now)
     await _audit(redis, keys, AuditEvent(
         at=now, actor=applied.id, action="subscriber.confirmed", interface="web",

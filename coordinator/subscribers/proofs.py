@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -76,9 +77,11 @@ class CodeCheck:
     tries_left: int
 
 
-def check_code(stored: StoredCode | None, secret: str, purpose: str, contact: str,
-               typed: str, now: float) -> CodeCheck:
-    """Is `typed` the stored code, still valid? A wrong try uses one of MAX_TRIES. Pure."""
+def check_code(stored: StoredCode | None, secret: str | Sequence[str], purpose: str,
+               contact: str, typed: str, now: float) -> CodeCheck:
+    """Is `typed` the stored code, still valid? `secret` may be the current link secret and
+    the previous ones (a code issued just before a rotation still counts). A wrong try uses
+    one of MAX_TRIES. Pure."""
     if stored is None:
         return CodeCheck("missing", 0)
     if now >= stored.expires:
@@ -86,8 +89,9 @@ def check_code(stored: StoredCode | None, secret: str, purpose: str, contact: st
     if stored.tries >= MAX_TRIES:
         return CodeCheck("exhausted", 0)
     expected = stored.mac.encode()
-    if hmac.compare_digest(code_mac(secret, purpose, contact, normalise_code(typed)).encode(),
-                           expected):
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    if any([hmac.compare_digest(code_mac(key, purpose, contact, normalise_code(typed)).encode(),
+                                expected) for key in keys]):
         return CodeCheck("ok", MAX_TRIES - stored.tries)
     left = MAX_TRIES - stored.tries - 1
     return CodeCheck("wrong" if left > 0 else "exhausted", left)
@@ -116,10 +120,12 @@ def sign_confirm(secret: str, claims: ConfirmClaims) -> str:
         "e": claims.expires.isoformat()})
 
 
-def verify_confirm(secret: str, token: str, now: datetime) -> ConfirmClaims:
-    """The claims of a valid, unexpired token; raises InvalidConfirmLink. Pure."""
+def verify_confirm(secret: str | Sequence[str], token: str, now: datetime) -> ConfirmClaims:
+    """The claims of a valid, unexpired token signed with `secret` (or one of the current and
+    previous link secrets); raises InvalidConfirmLink. Pure."""
+    keys = [secret] if isinstance(secret, str) else list(secret)
     try:
-        data = unsign(derived_key(secret, "loa-optin-confirm"), token)
+        data = unsign([derived_key(k, "loa-optin-confirm") for k in keys], token)
         claims = ConfirmClaims(str(data["s"]), str(data["m"]), str(data["n"]),
                                datetime.fromisoformat(data["e"]))
     except BadSignature as exc:
@@ -146,8 +152,8 @@ async def issue_code(redis: Redis, keys: Keys, secret: str, purpose: Purpose, ph
     return code
 
 
-async def redeem_code(redis: Redis, keys: Keys, secret: str, purpose: Purpose, phone: str,
-                      typed: str, now: float) -> tuple[CodeCheck, str]:
+async def redeem_code(redis: Redis, keys: Keys, secret: str | Sequence[str], purpose: Purpose,
+                      phone: str, typed: str, now: float) -> tuple[CodeCheck, str]:
     """Try a code: (the outcome, the subscriber id it was issued for). A wrong try is
     counted; the right one, an expired one or the last wrong one ends the code."""
     key = keys.optin_code(purpose, phone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 
 def unsubscribe_token(secret: str, subscriber_id: str) -> str:
@@ -12,8 +13,11 @@ def unsubscribe_token(secret: str, subscriber_id: str) -> str:
     return f"{subscriber_id}.{mac.hexdigest()[:32]}"
 
 
-def subscriber_of(secret: str, token: str) -> str | None:
-    """The subscriber id of a valid token, None for a forged one."""
+def subscriber_of(secret: str | Sequence[str], token: str) -> str | None:
+    """The subscriber id of a valid token (made with `secret`, or with one of the current
+    and previous link secrets), None for a forged one."""
     subscriber_id, _, _ = token.partition(".")
-    expected = unsubscribe_token(secret, subscriber_id)
-    return subscriber_id if hmac.compare_digest(token.encode(), expected.encode()) else None
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    valid = [hmac.compare_digest(token.encode(), unsubscribe_token(k, subscriber_id).encode())
+             for k in keys]
+    return subscriber_id if any(valid) else None

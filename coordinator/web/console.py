@@ -7,40 +7,63 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from coordinator import topics
-from coordinator.accounts import Account
+from channels.segments import segment_count
+from coordinator import queries, topics
+from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import IncidentClosed, RedraftRequested, RenderedText, Report, Severity
 from coordinator.reports.filing import file_report, report_problems
+from coordinator.reports.sources import namespaced_report_id, source_of
+from coordinator.reports.tips import attach_tip, recent_tips
+from coordinator.web.auth import allow
+from coordinator.web.ids import IncidentId, ReportId, TipId
 from coordinator.web.incident_view import board_rows, incident_view
 from coordinator.web.pages import page
-from coordinator.web.security import check_csrf, duty_officer
+from coordinator.web.security import check_csrf
 from coordinator.web.state import State, wait_for_outcome, web_state
 
 console = APIRouter(prefix="/console", include_in_schema=False)
-Officer = Annotated[Account, Depends(duty_officer)]
+Reader = Annotated[Principal, Depends(allow(Action.incident_read))]
+Officer = Annotated[Principal, Depends(allow(Action.incident_steer))]
 PURPOSES = ("edit", "update", "correction", "all_clear")
 MAX_TEXT = 5000
+MAX_SMS = 1600  # Twilio refuses a longer body
 
 
 @console.get("", response_class=HTMLResponse)
-async def board(request: Request, account: Officer, closed: bool = False) -> HTMLResponse:
-    """Open incidents, most severe first: playbook, step, holder, countdown, deliveries."""
+async def board(request: Request, account: Reader, closed: bool = False) -> HTMLResponse:
+    """Open incidents, most severe first: playbook, step, holder, countdown, deliveries; and
+    the newest tips (unverified) from the public."""
     st = web_state(request)
     rows = await board_rows(st, include_closed=closed)
     name = "board_rows.html" if request.query_params.get("fragment") else "board.html"
     return page(request, name, account=account, rows=rows, closed=closed,
+                tips=await recent_tips(st.redis, st.keys, 0, 20),
                 flash=request.session.pop("flash", None))
 
 
+@console.post("/tips/{tip_id}/attach")
+async def attach(tip_id: TipId, request: Request, account: Officer,
+                 csrf: Annotated[str, Form()] = "",
+                 incident_id: Annotated[str, Form(pattern=r"^INC-[0-9]{5,9}$")] = "") -> Response:
+    """Attach a tip to an incident: it joins the timeline, unverified, and changes nothing."""
+    check_csrf(request, csrf)
+    st = web_state(request)
+    refused = await attach_tip(st.redis, st.keys, tip_id, incident_id, account.actor)
+    request.session["flash"] = refused or f"{tip_id} attached to {incident_id}"
+    return RedirectResponse(f"/console/incidents/{incident_id}" if not refused else "/console",
+                            status_code=303)
+
+
 @console.get("/incidents/{incident_id}", response_class=HTMLResponse)
-async def incident_page(incident_id: str, request: Request, account: Officer) -> HTMLResponse:
+async def incident_page(incident_id: IncidentId, request: Request, account: Reader) -> HTMLResponse:
     """The timeline, the drafts with their diffs, the preview, and the actions."""
     st = web_state(request)
     view = await incident_view(st, incident_id)
@@ -52,7 +75,7 @@ async def incident_page(incident_id: str, request: Request, account: Officer) ->
 
 
 @console.post("/incidents/{incident_id}/drafts")
-async def new_version(incident_id: str, request: Request, account: Officer) -> Response:
+async def new_version(incident_id: IncidentId, request: Request, account: Officer) -> Response:
     """A new draft version: the officer's wording (edit, update, correction, all-clear)
     or the playbook's after re-selection."""
     form = await request.form()
@@ -60,7 +83,9 @@ async def new_version(incident_id: str, request: Request, account: Officer) -> R
     purpose = str(form.get("purpose", ""))
     texts = None
     if purpose in PURPOSES:
-        texts = texts_from_form(dict(form))
+        st = web_state(request)
+        current = await st.redis.hget(st.keys.incident(incident_id), "draft_id")
+        texts = texts_from_form(dict(form), await sms_budgets(st, current) if current else None)
     elif purpose != "reselect":
         raise HTTPException(422, "purpose: one of edit, update, correction, all_clear, reselect")
     try:
@@ -76,7 +101,7 @@ async def new_version(incident_id: str, request: Request, account: Officer) -> R
 
 
 @console.post("/incidents/{incident_id}/close")
-async def close(incident_id: str, request: Request, account: Officer,
+async def close(incident_id: IncidentId, request: Request, account: Officer,
                 csrf: Annotated[str, Form()] = "",
                 reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
     """Close the incident."""
@@ -86,8 +111,11 @@ async def close(incident_id: str, request: Request, account: Officer,
     return await _act(request, event, incident_id)
 
 
-def texts_from_form(form: dict[str, Any]) -> list[RenderedText]:
-    """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field."""
+def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int] | None = None
+                    ) -> list[RenderedText]:
+    """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field, or
+    an SMS longer than a provider takes or than the playbook's segment `budgets` allow
+    ((channel, language) -> segments)."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     for name, value in form.items():
         part, _, slot = name.partition(":")
@@ -111,7 +139,29 @@ def texts_from_form(form: dict[str, Any]) -> list[RenderedText]:
             raise HTTPException(422, f"{channel}:{language}: {exc.errors()[0]['msg']}") from exc
     if not texts:
         raise HTTPException(422, "texts: a new version needs its text")
+    for text in texts:
+        if text.channel == "sms":
+            _check_sms(text, (budgets or {}).get(("sms", text.language)))
     return texts
+
+
+def _check_sms(text: RenderedText, budget: int | None) -> None:
+    """422 naming the SMS text when no provider would take it, or it is over its budget."""
+    where = f"body:sms:{text.language}"
+    if len(text.body) > MAX_SMS:
+        raise HTTPException(422, f"{where}: an SMS takes at most {MAX_SMS} characters (Twilio's "
+                                 f"limit), this has {len(text.body)} (go back to shorten it)")
+    segments = segment_count(text.body)
+    if budget is not None and segments > budget:
+        raise HTTPException(422, f"{where}: {segments} SMS segments, over the playbook's budget "
+                                 f"of {budget} (go back to shorten it)")
+
+
+async def sms_budgets(st: State, draft_id: str) -> dict[tuple[str, str], int]:
+    """(channel, language) -> the playbook's segment budget, from a draft's texts."""
+    return {(t["channel"], t["language"]): int(t["segment_budget"])
+            for t in await queries.draft_texts(st.redis, st.keys, draft_id)
+            if t.get("segment_budget")}
 
 
 async def _act(request: Request, event: RedraftRequested | IncidentClosed,
@@ -137,7 +187,7 @@ async def report_form(request: Request, account: Officer, attach_to: str = "") -
 
 
 def _form_context(st: State, values: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
-    kinds = sorted({k for p in st.playbooks.values() if p.match for k in p.match.kinds})
+    kinds = sorted(st.city.kinds)
     return {"values": values, "errors": errors, "kinds": kinds,
             "severities": [s.value for s in Severity], "areas": st.city.areas,
             "playbooks": sorted(st.playbooks)}
@@ -154,10 +204,10 @@ async def file_from_console(request: Request, account: Officer) -> Response:
     errors: dict[str, str] = {}
     report = None
     try:
-        report = Report(id=f"web-{uuid.uuid4().hex[:16]}", kind=values["kind"],
+        report = Report(id=namespaced_report_id(account, None), kind=values["kind"],
                         severity=values["severity"],  # type: ignore[arg-type]
                         area=values["area"], title=values["title"], details=values["details"],
-                        reporter=account.actor, received_via="web",
+                        received_via="web", source=source_of(account),
                         attach_to=values["attach_to"] or None,
                         playbook=values["playbook"] or None)
     except ValidationError as exc:
@@ -179,7 +229,7 @@ async def file_from_console(request: Request, account: Officer) -> Response:
 
 
 @console.get("/reports/{report_id}")
-async def report_status(report_id: str, request: Request, account: Officer) -> Response:
+async def report_status(report_id: ReportId, request: Request, account: Reader) -> Response:
     """Where a filed report went: its incident's page once it was taken in."""
     st = web_state(request)
     incident_id = None

@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from coordinator import queries, topics
+from coordinator.access import Action
 from coordinator.approvals.links import InvalidLink, LinkClaims, verify_link
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, utcnow
+from coordinator.web.auth import locked_router
 from coordinator.web.state import State, wait_for_outcome, web_state
 
-decide = APIRouter(prefix="/decide", include_in_schema=False)
+decide = locked_router(Action.signed_link, prefix="/decide", include_in_schema=False)
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -25,9 +27,11 @@ def _templates(request: Request) -> Jinja2Templates:
 
 
 def _claims(st: State, token: str) -> LinkClaims:
-    if st.settings.link_secret is None:
+    now = utcnow()
+    secrets = st.settings.link_secrets(now)  # the current key, and old ones in their grace
+    if not secrets:
         raise InvalidLink("links are not enabled on this server")
-    return verify_link(st.settings.link_secret.get_secret_value(), token, utcnow())
+    return verify_link(secrets, token, now)
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -19,13 +19,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response
 
 from coordinator import queries
+from coordinator.access import Action
 from coordinator.feeds import ATOM_TYPE, CAP_TYPE, atom, cap
+from coordinator.web.auth import locked_router
+from coordinator.web.ids import StatementId
 from coordinator.web.state import State, web_state
 
-feeds = APIRouter(include_in_schema=False)
+feeds = locked_router(Action.public_read, include_in_schema=False)
 
 Lang = Literal["vi", "en"]
 CAP_INDEX_LIMIT = 500  # statements looked at for the alerts in force
@@ -53,7 +56,7 @@ async def cap_index(request: Request, lang: Lang = "vi") -> Response:
 
 
 @feeds.get("/cap/{statement_id}.xml")
-async def cap_alert(statement_id: str, request: Request) -> Response:
+async def cap_alert(statement_id: StatementId, request: Request) -> Response:
     """One published statement as a CAP 1.2 alert."""
     st = web_state(request)
     statement = await _published(st, statement_id)

@@ -1,36 +1,67 @@
-"""Twilio webhooks: inbound SMS (approver answers, STOP/START/HELP) and status callbacks.
-Every request must carry a valid `X-Twilio-Signature` (403 otherwise)."""
+"""Twilio webhooks: inbound SMS (approver answers, STOP/START/HELP/JOIN) and status callbacks.
+Every request must carry a valid `X-Twilio-Signature` (403 otherwise).
+
+An inbound SMS is stored in Redis under its MessageSid before anything else, then handled
+from there: a replayed webhook gets the stored answer and does nothing, and one left
+unfinished (broker or Redis trouble midway, a process killed) is finished by
+:func:`recover_inbound`. Twilio does not retry a webhook that answered 5xx unless its URL
+asks it to: configure the inbound URL with :data:`RETRY_OVERRIDES` appended, so that an
+SMS that could not even be stored (Redis down: 503) is sent again."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import re
 import time
+from collections.abc import Callable
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response
+from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.contacts import InvalidContact, e164
+from coordinator import observability as obs
 from coordinator import topics
-from coordinator.approvals.record import ApprovalRecord
+from coordinator.access import Action
 from coordinator.dispatch.deliveries import record_status
-from coordinator.errors import BrokerUnavailable
+from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.events import AuditEvent, Decision, utcnow
+from coordinator.inbound.answers import match_answer, not_valid
 from coordinator.inbound.sms_commands import Answer, Join, Keyword, parse_sms
-from coordinator.state import Redis, queue_audit
+from coordinator.inbound.store import (
+    InboundSms,
+    finish_inbound,
+    load_pending,
+    stale_inbound,
+    store_inbound,
+)
+from coordinator.state import Pipeline, Redis, queue_audit
 from coordinator.subscribers.models import Subscriber
-from coordinator.subscribers.registry import save_subscriber, set_status
+from coordinator.subscribers.registry import register, set_status
+from coordinator.web.auth import locked_router
 from coordinator.web.state import State, web_state
 
-hooks = APIRouter(prefix="/hooks/twilio", include_in_schema=False)
+hooks = locked_router(Action.provider_webhook, prefix="/hooks/twilio",
+                      include_in_schema=False)
+log = obs.get_logger("hooks")
 
+# Twilio's connection overrides (a URL fragment, never sent to us): retry up to 3 times on
+# any failure, 5xx included. Append it to the inbound SMS URL configured at Twilio.
+RETRY_OVERRIDES = "#rc=3&rp=all"
+MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 HELP = ("Loa - thông tin khẩn cấp chính thức của Hà Nội. Nhắn STOP để ngừng, START để nhận "
         "lại. Khẩn cấp: 113, 114, 115. / Loa: Hanoi's official emergency updates. "
         "Reply STOP to stop, START to resume.")
 STOPPED = ("Bạn sẽ không nhận thêm tin nhắn từ Loa. Nhắn START để nhận lại. / You will get "
            "no more messages from Loa. Reply START to resume.")
 STARTED = "Bạn đã đăng ký nhận lại tin từ Loa. / You will get Loa messages again."
+RECEIVED = "Loa đã nhận tin nhắn, đang xử lý. / Loa got your message and is on it."
+NEEDS_CODE = ("Hãy gửi kèm mã 6 số trong tin nhắn, ví dụ YES 123456. / Please include the "
+              "6-digit code from the message, e.g. YES 123456.")
 
 
 def twiml(text: str) -> Response:
@@ -40,15 +71,21 @@ def twiml(text: str) -> Response:
     return Response(str(reply), media_type="application/xml")
 
 
+def _xml(stored: str) -> Response:
+    return Response(stored, media_type="application/xml")
+
+
 async def verified_form(request: Request) -> dict[str, str]:
-    """The webhook's form fields, once its Twilio signature checks out; 403 otherwise."""
+    """The webhook's form fields, once its Twilio signature checks out; 403 otherwise. The
+    URL signed may or may not carry the retry overrides' fragment: both are accepted."""
     st = web_state(request)
     form = {k: str(v) for k, v in (await request.form()).items()}
     token = st.settings.twilio_auth_token
     url = st.settings.web_url().rstrip("/") + request.url.path
     signature = request.headers.get("X-Twilio-Signature", "")
-    if token is None or not RequestValidator(token.get_secret_value()).validate(
-            url, form, signature):
+    if token is None or not any(
+            RequestValidator(token.get_secret_value()).validate(u, form, signature)
+            for u in (url, url + RETRY_OVERRIDES)):
         raise HTTPException(403, "invalid Twilio signature")
     return form
 
@@ -65,90 +102,178 @@ async def status_callback(request: Request) -> Response:
 
 @hooks.post("/sms")
 async def inbound_sms(request: Request) -> Response:
-    """An SMS to our number: a keyword, or an approver answering a prompt."""
+    """An SMS to our number: stored first (503 when it cannot be, for Twilio to retry),
+    answered once; the same MessageSid again gets the first answer and changes nothing."""
     form = await verified_form(request)
     st = web_state(request)
+    sid = form.get("MessageSid", "")
+    if not MESSAGE_SID.match(sid):
+        raise HTTPException(400, "MessageSid: missing or not a Twilio message id")
+    sms = InboundSms(sid, form.get("From", ""), form.get("Body", ""), time.time())
     try:
-        phone = e164(form.get("From", ""), st.settings.phone_region)
+        stored = await store_inbound(st.redis, st.keys, sms)
+    except RedisError as exc:
+        log.error("inbound SMS not stored; Twilio retries with the URL's overrides",
+                  error=repr(exc))
+        raise HTTPException(503, "not stored; send again") from None
+    if stored is not None:
+        return _xml(stored) if stored else twiml(RECEIVED)
+    try:
+        return await handle_inbound(st, sms)
+    except (RedisError, BrokerUnavailable) as exc:
+        log.warning("inbound SMS left pending; it is finished later", sid=sid,
+                    error=repr(exc))
+        return twiml(RECEIVED)
+
+
+async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Response:
+    """Do what a stored SMS asks, once, and finish it; raises RedisError or
+    BrokerUnavailable, leaving it pending. An answer whose decision is on its way (no outcome
+    within `wait_s`) stays pending until the outcome is recorded."""
+    try:
+        phone = e164(sms.sender, st.settings.phone_region)
     except InvalidContact:
-        return twiml(HELP)
-    command = parse_sms(form.get("Body", ""))
+        return await _finish(st, sms.sid, twiml(HELP))
+    command = parse_sms(sms.body)
     if isinstance(command, Join):
-        return await _join(st, phone, command.areas)
+        return await _finish(st, sms.sid, await _join(st, phone, command.areas))
     if isinstance(command, Keyword):
-        return await _keyword(st, phone, command.word)
+        return await _keyword(st, sms.sid, phone, command.word)
     if isinstance(command, Answer):
         if not command.code:
             if command.verdict == "approve" and await st.redis.sismember(
                     st.keys.opted_out("sms"), phone):
-                return await _keyword(st, phone, "start")  # YES with no code = opt back in
-            return twiml("Hãy gửi kèm mã, ví dụ YES 4821. / Please include the code, "
-                         "e.g. YES 4821.")
-        return await _answer(st, phone, command, form.get("MessageSid", ""))
-    return twiml(HELP)
+                return await _keyword(st, sms.sid, phone, "start")  # a bare YES: opt back in
+            return await _finish(st, sms.sid, twiml(NEEDS_CODE))
+        return await _answer(st, sms.sid, phone, command, wait_s)
+    return await _finish(st, sms.sid, twiml(HELP))
 
 
-async def _keyword(st: State, phone: str, word: str) -> Response:
+async def _finish(st: State, sid: str, answer: Response,
+                  effects: Callable[[Pipeline], None] | None = None) -> Response:
+    stored = bytes(answer.body).decode()
+    await finish_inbound(st.redis, st.keys, sid, stored, effects)
+    return answer
+
+
+def sender_actor(st: State, phone: str) -> str:
+    """How the audit trail names a number that is nobody we know: `sms:` and a keyed hash
+    (promise 8: the number itself is for admins and the channel only)."""
+    try:
+        key = st.settings.key_for("sms-sender")
+    except ConfigError:
+        return "sms:unknown"
+    return "sms:" + hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+async def _keyword(st: State, sid: str, phone: str, word: str) -> Response:
     redis, keys = st.redis, st.keys
     if word == "help":
-        return twiml(HELP)
-    async with redis.pipeline(transaction=True) as pipe:
+        return await _finish(st, sid, twiml(HELP))
+    # The registry first (idempotent), then the opt-out, the audit entry and the finish in
+    # one MULTI: a replay or a rerun after a crash records one STOP.
+    sub = await set_status(redis, keys, phone, "opted_out" if word == "stop" else "active")
+    actor = sub.id if sub is not None else sender_actor(st, phone)
+
+    def effects(pipe: Pipeline) -> None:
         if word == "stop":
             pipe.sadd(keys.opted_out("sms"), phone)
         else:
             pipe.srem(keys.opted_out("sms"), phone)
-        queue_audit(pipe, keys, AuditEvent(actor=phone, action=f"sms.{word}", interface="sms",
-                                           detail={"phone": phone}))
-        await pipe.execute()
-    await set_status(redis, keys, phone, "opted_out" if word == "stop" else "active")
-    return twiml(STOPPED if word == "stop" else STARTED)
+        queue_audit(pipe, keys, AuditEvent(actor=actor, action=f"sms.{word}", interface="sms",
+                                           detail={"message": sid}))
+
+    return await _finish(st, sid, twiml(STOPPED if word == "stop" else STARTED), effects)
 
 
-async def _answer(st: State, phone: str, answer: Answer, message_sid: str) -> Response:
-    redis, keys, city = st.redis, st.keys, st.city
+async def _answer(st: State, sid: str, phone: str, answer: Answer, wait_s: float) -> Response:
     # config/ holds phones in E.164 (checked at load), so the normalised sender compares as is
-    person = next((p for p in city.people.values() if p.phone == phone), None)
-    matches = []
-    for approval_id in sorted(await redis.smembers(keys.reply_code(answer.code))):
-        row = await redis.hgetall(keys.approval(approval_id))
-        record = ApprovalRecord.from_hash(row) if row else None
-        if record and person is not None and person.id in record.eligible:
-            matches.append((record.status == "pending", approval_id))
-    pending = [a for live, a in matches if live]
-    # Codes are 4 digits and may repeat: never guess between two live requests.
-    target = pending[0] if len(pending) == 1 else (
-        matches[-1][1] if matches and not pending else None)
-    if target is None or person is None:
-        why = ("unknown number" if person is None else
-               "the code matches several of your requests" if len(pending) > 1 else
-               "no request of yours has this code")
-        async with redis.pipeline(transaction=True) as pipe:
-            queue_audit(pipe, keys, AuditEvent(
-                actor=phone, action="sms.answer_refused", interface="sms",
-                detail={"code": answer.code, "verdict": answer.verdict, "why": why}))
-            await pipe.execute()
-        return twiml(f"Mã {answer.code} không hợp lệ với số này. / Code {answer.code} is not "
-                     "valid for this number.")
-    decision = Decision(id=f"sms-{message_sid or time.time_ns()}", approval_id=target,
-                        approver_id=person.id, verdict=answer.verdict,  # type: ignore[arg-type]
-                        comment=answer.reason, via="sms")
+    person = next((p for p in st.city.people.values() if p.phone == phone), None)
+    if person is None:
+        return await _refuse(st, sid, sender_actor(st, phone), answer, not_valid(answer.code),
+                             "unknown number")
     try:
-        await st.producer.send(topics.DECISIONS, target, decision.to_bytes())
-    except BrokerUnavailable:
-        raise HTTPException(503, "decision not recorded; Twilio will retry") from None
-    outcome = await _outcome(redis, keys.decision(decision.id))
-    return twiml(outcome or f"Đã nhận trả lời cho {target}. / Answer for {target} received.")
+        key = st.settings.key_for("reply-code")
+    except ConfigError:
+        return await _refuse(st, sid, person.id, answer, "Chưa bật trả lời bằng SMS; hãy dùng "
+                             "hộp thư web. / SMS answers are not enabled: please use the web "
+                             "inbox.", "LOA_SECRET_KEY is not set")
+    match = await match_answer(st.redis, st.keys, key, person.id, answer.code)
+    if match.approval_id is None:
+        return await _refuse(st, sid, person.id, answer, match.refusal, match.why)
+    decision = Decision(id=f"sms-{sid}", approval_id=match.approval_id, approver_id=person.id,
+                        verdict=answer.verdict,  # type: ignore[arg-type]
+                        comment=answer.reason, via="sms")
+    # short: within Twilio's 15 s for the whole answer (what does not fit is finished later)
+    await st.producer.send(topics.DECISIONS, match.approval_id, decision.to_bytes(),
+                           timeout_s=5.0)
+    outcome = await _outcome(st.redis, st.keys.decision(decision.id), wait_s)
+    if outcome is None:  # on its way: finished once the decider recorded it
+        return twiml(f"Đã nhận trả lời cho {match.approval_id}. / Answer for "
+                     f"{match.approval_id} received.")
+    return await _finish(st, sid, twiml(outcome))
 
 
-async def _outcome(redis: Redis, key: str, wait_s: float = 8.0) -> str | None:
+async def _refuse(st: State, sid: str, actor: str, answer: Answer, refusal: str,
+                  why: str) -> Response:
+    def effects(pipe: Pipeline) -> None:
+        # no code in the trail: the audit is shown to staff, codes to their approver only
+        queue_audit(pipe, st.keys, AuditEvent(
+            actor=actor, action="sms.answer_refused", interface="sms",
+            detail={"verdict": answer.verdict, "why": why, "message": sid}))
+
+    return await _finish(st, sid, twiml(refusal), effects)
+
+
+async def _outcome(redis: Redis, key: str, wait_s: float) -> str | None:
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    while True:
         raw = await redis.get(key)
         if raw:
             return str(json.loads(raw)["message"])
+        if time.monotonic() >= deadline:
+            return None
         await asyncio.sleep(0.1)
-    return None
 
+
+async def recover_inbound(st: State, older_than_s: float = 10.0) -> int:
+    """Finish inbound SMS left pending for longer than `older_than_s`: an answer whose
+    decision was recorded meanwhile is closed with its outcome; anything else is handled
+    again from Redis (a decision is resent under the same id, so it counts once). Returns
+    how many it finished."""
+    done = 0
+    for sid in await stale_inbound(st.redis, st.keys, older_than_s):
+        sms = await load_pending(st.redis, st.keys, sid)
+        if sms is None:
+            await st.redis.zrem(st.keys.inbound_pending(), sid)
+            continue
+        outcome = await st.redis.get(st.keys.decision(f"sms-{sid}"))
+        # tried again after another `older_than_s`, not on every round
+        await st.redis.zadd(st.keys.inbound_pending(), {sid: time.time()}, xx=True)
+        try:
+            if outcome:
+                await _finish(st, sid, twiml(str(json.loads(outcome)["message"])))
+            else:
+                await handle_inbound(st, sms, wait_s=0)
+        except (RedisError, BrokerUnavailable) as exc:
+            log.warning("inbound SMS still pending", sid=sid, error=repr(exc))
+            continue
+        if await st.redis.hget(st.keys.inbound_sms(sid), "status") == "done":
+            done += 1
+    return done
+
+
+async def keep_recovering(st: State, every_s: float = 2.0) -> None:
+    """Run :func:`recover_inbound` for as long as the web process runs (also right after a
+    restart: what was pending is in Redis)."""
+    while True:
+        try:
+            finished = await recover_inbound(st)
+            if finished:
+                log.warning("pending inbound SMS finished", count=finished)
+        except Exception as exc:  # a passing outage must not end the loop
+            log.error("inbound SMS recovery failed", error=repr(exc))
+        await asyncio.sleep(every_s)
 
 
 async def _join(st: State, phone: str, areas: list[str]) -> Response:
@@ -157,11 +282,13 @@ async def _join(st: State, phone: str, areas: list[str]) -> Response:
     if not areas or unknown:
         return twiml("Gửi JOIN <mã khu vực>, ví dụ JOIN hn-ba-dinh. / Send JOIN <area code>, "
                      f"e.g. JOIN hn-ba-dinh.{' Unknown: ' + ', '.join(unknown) if unknown else ''}")
-    sub = Subscriber(phone=phone, areas=areas, channels=["sms"], consent_source="sms:JOIN")
-    await save_subscriber(st.redis, st.keys, sub, resubscribe=True)
+    # The contact index finds the record this phone already has; else it gets a random id.
+    sub, _ = await register(st.redis, st.keys, Subscriber(
+        phone=phone, areas=areas, channels=["sms"], consent_source="sms:JOIN"),
+        resubscribe=True)
     await st.redis.srem(st.keys.opted_out("sms"), phone)
     async with st.redis.pipeline(transaction=True) as pipe:
-        queue_audit(pipe, st.keys, AuditEvent(actor=phone, action="subscriber.joined",
+        queue_audit(pipe, st.keys, AuditEvent(actor=sub.id, action="subscriber.joined",
                                               interface="sms", detail={"areas": areas}))
         await pipe.execute()
     names = ", ".join(st.city.areas[a].name_in("vi") for a in areas)

@@ -11,16 +11,18 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from coordinator import queries, topics
-from coordinator.accounts import Account
+from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, RenderedText
-from coordinator.web.console import texts_from_form
+from coordinator.web.auth import allow
+from coordinator.web.console import sms_budgets, texts_from_form
+from coordinator.web.ids import ApprovalId
 from coordinator.web.pages import page
-from coordinator.web.security import check_csrf, logged_in
+from coordinator.web.security import check_csrf
 from coordinator.web.state import State, wait_for_outcome, web_state
 
 inbox = APIRouter(prefix="/inbox", include_in_schema=False)
-Person = Annotated[Account, Depends(logged_in)]
+Person = Annotated[Principal, Depends(allow(Action.inbox_use))]
 
 
 def departments_of(st: State, person_id: str) -> set[str]:
@@ -29,13 +31,13 @@ def departments_of(st: State, person_id: str) -> set[str]:
             if any(p.id == person_id for p in d.approvers)}
 
 
-def may_see(st: State, account: Account, approval: dict[str, Any]) -> bool:
+def may_see(st: State, account: Principal, approval: dict[str, Any]) -> bool:
     """Drafts are not public: duty officers, and the approvers asked or of the department."""
     return (account.can_run_incidents or account.person_id in approval["eligible"]
             or approval["department"] in departments_of(st, account.person_id))
 
 
-async def requests_for(st: State, account: Account) -> dict[str, list[dict[str, Any]]]:
+async def requests_for(st: State, account: Principal) -> dict[str, list[dict[str, Any]]]:
     """Pending requests: `mine` (I may decide now) and `department` (my department's,
     held by someone else), by deadline."""
     mine, department = [], []
@@ -59,7 +61,7 @@ async def inbox_page(request: Request, account: Person) -> HTMLResponse:
 
 
 @inbox.get("/{approval_id}", response_class=HTMLResponse)
-async def request_page(approval_id: str, request: Request, account: Person) -> HTMLResponse:
+async def request_page(approval_id: ApprovalId, request: Request, account: Person) -> HTMLResponse:
     """One request: the draft in every language and channel, and the decision form."""
     st = web_state(request)
     approval = await queries.approval_detail(st.redis, st.keys, approval_id)
@@ -76,7 +78,7 @@ async def request_page(approval_id: str, request: Request, account: Person) -> H
 
 
 @inbox.post("/{approval_id}", response_class=HTMLResponse)
-async def decide_here(approval_id: str, request: Request, account: Person) -> HTMLResponse:
+async def decide_here(approval_id: ApprovalId, request: Request, account: Person) -> HTMLResponse:
     """Approve, reject (with a reason) or edit and approve; the worker's answer is shown
     (e.g. refused: already approved by X at T)."""
     form = {k: str(v) for k, v in (await request.form()).items()}
@@ -116,7 +118,7 @@ async def decide_here(approval_id: str, request: Request, account: Person) -> HT
 async def _edits(st: State, approval: dict[str, Any], form: dict[str, str]
                  ) -> list[RenderedText] | None:
     """The texts the approver changed (None when nothing changed)."""
-    typed = texts_from_form(form)
+    typed = texts_from_form(form, await sms_budgets(st, approval["draft_id"]))
     current = {(t["channel"], t["language"]): t
                for t in await queries.draft_texts(st.redis, st.keys, approval["draft_id"])}
     changed = [t for t in typed if (t.channel, t.language) in current and (

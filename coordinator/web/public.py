@@ -6,15 +6,18 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from coordinator import queries
+from coordinator.access import Action
 from coordinator.city import City
+from coordinator.web.auth import locked_router
+from coordinator.web.ids import StatementId
 from coordinator.web.pages import page
 from coordinator.web.state import State, web_state
 
-public = APIRouter(include_in_schema=False)
+public = locked_router(Action.public_read, include_in_schema=False)
 LANGUAGES = {"vi": "Tiếng Việt", "en": "English"}
 
 
@@ -75,14 +78,14 @@ async def events(request: Request) -> StreamingResponse:
 
 
 @public.get("/s/{statement_id}")
-async def short_link(statement_id: str, request: Request) -> RedirectResponse:
+async def short_link(statement_id: StatementId, request: Request) -> RedirectResponse:
     """The short link that SMS messages carry."""
     await published(web_state(request), statement_id)
     return RedirectResponse(f"/statements/{statement_id}", status_code=307)
 
 
 @public.get("/statements/{statement_id}", response_class=HTMLResponse)
-async def statement_page(statement_id: str, request: Request, lang: str = "vi"
+async def statement_page(statement_id: StatementId, request: Request, lang: str = "vi"
                          ) -> HTMLResponse:
     """One statement's own page: the stable link that messages carry."""
     st = web_state(request)

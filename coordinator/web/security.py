@@ -1,22 +1,29 @@
 """Who is asking, and may they: sessions, CSRF tokens, roles and rate limits.
 
 Sessions live in a signed cookie (Starlette's SessionMiddleware, itsdangerous);
-it holds the username, the account's session generation and the CSRF token. The
-account is read from Redis on every request: a removed account, a logout or a new
-password (each moves the generation on) ends every session of it at once, copied
-cookies included. Every form carries
-the session's CSRF token and every POST checks it.
+it holds the username, the account's session epoch and the CSRF token. The account is
+read from Redis on every request: a removed account, a logout, a new password or a new
+second factor (each makes a new random epoch) ends every session of it at once, copied
+cookies included, and a re-created account never matches an old cookie. Every form
+carries the session's CSRF token and every POST checks it.
+
+The client's address is the direct peer, or, when that peer is one of
+LOA_TRUSTED_PROXIES, the right-most X-Forwarded-For address that is not itself a trusted
+proxy (everything left of it was written by whoever is asking).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from pydantic import IPvAnyNetwork
 
-from coordinator.accounts import Account, load_account, session_generation
+from coordinator.accounts import Account, load_account, session_epoch
 from coordinator.web.state import web_state
 
 SESSION_COOKIE = "loa_session"
@@ -55,9 +62,10 @@ async def current_account(request: Request) -> Account | None:
         return None
     st = web_state(request)
     account = await load_account(st.redis, st.keys, str(username))
-    generation = await session_generation(st.redis, st.keys, str(username))
-    if account is None or request.session.get("generation") != generation:
-        request.session.pop("user", None)  # removed, logged out, or password changed
+    epoch = await session_epoch(st.redis, st.keys, str(username))
+    if account is None or not epoch or not hmac.compare_digest(
+            str(request.session.get("epoch", "")), epoch):
+        request.session.pop("user", None)  # removed, re-created, logged out, or changed
         return None
     return account
 
@@ -79,14 +87,12 @@ async def duty_officer(request: Request) -> Account:
     return account
 
 
-async def start_session(request: Request, account: Account) -> None:
-    """Log in: a fresh session (new CSRF token) for this account at its current
-    generation."""
-    st = web_state(request)
+async def start_session(request: Request, account: Account, epoch: str) -> None:
+    """Log in: a fresh session (new CSRF token) for this account at `epoch`, the one its
+    password (and code) were checked at."""
     request.session.clear()
     request.session["user"] = account.username
-    request.session["generation"] = await session_generation(st.redis, st.keys,
-                                                             account.username)
+    request.session["epoch"] = epoch
     csrf_token(request)
 
 
@@ -100,15 +106,38 @@ class Limit:
 
 
 # Failed logins: a client gets 20 wrong passwords per 5 minutes, and 10 for one username
-# (per client, so that nobody can lock a duty officer out from elsewhere).
+# (per client, so that nobody can lock a duty officer out from elsewhere); the account-wide
+# backoff on top of these is in `login_guard`.
 LOGIN_PER_CLIENT = Limit("login-ip", 20, 300)
 LOGIN_PER_USER = Limit("login-user", 10, 300)
 PUBLIC_FORM = Limit("public-form", 20, 600)
 
 
 def client_of(request: Request) -> str:
-    """The client's address (the direct peer; run behind a proxy that sets it right)."""
-    return request.client.host if request.client else "unknown"
+    """The client's address: the direct peer, or what trusted proxies say it is."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = web_state(request).settings.trusted_proxies
+    if not trusted:
+        return peer
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str],
+                   trusted: Sequence[IPvAnyNetwork]) -> str:
+    """Who is asking: `peer` unless it is a trusted proxy; then, walking X-Forwarded-For
+    (every header, in order) from the right, the first address not itself trusted. When
+    the proxies say nothing usable, the last trusted hop is the client."""
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    client = peer
+    for hop in [peer, *reversed(hops)]:
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:  # written by a trusted proxy (else we would have stopped)
+            return client
+        client = str(address)
+        if not any(address in network for network in trusted):
+            return client
+    return client
 
 
 async def count_attempt(request: Request, limit: Limit, who: str | None = None) -> int:
@@ -131,7 +160,13 @@ async def count_attempt(request: Request, limit: Limit, who: str | None = None) 
 async def forgive_attempt(request: Request, limit: Limit, who: str | None = None) -> None:
     """Take back one counted attempt (a login that succeeded)."""
     st = web_state(request)
-    await st.redis.decr(st.keys.rate_window(limit.bucket, who or client_of(request)))
+    key = st.keys.rate_window(limit.bucket, who or client_of(request))
+    async with st.redis.pipeline(transaction=True) as pipe:
+        pipe.decr(key)
+        pipe.expire(key, limit.window_s, nx=True)  # the window may have ended meanwhile
+        left, _ = await pipe.execute()
+    if int(left) < 0:  # never credit attempts to come
+        await st.redis.delete(key)
 
 
 async def rate_limit(request: Request, limit: Limit, who: str | None = None) -> None:

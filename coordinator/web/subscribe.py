@@ -13,21 +13,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from channels.contacts import InvalidContact
 from coordinator import topics
+from coordinator.access import Action
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.subscribers import optin, proofs
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
+from coordinator.web.auth import locked_router
 from coordinator.web.pages import page
 from coordinator.web.security import PUBLIC_FORM, Limit, check_csrf, rate_limit
 from coordinator.web.state import State, web_state
 
-subscribe = APIRouter(prefix="/subscribe", include_in_schema=False)
+subscribe = locked_router(Action.subscribe, prefix="/subscribe", include_in_schema=False)
 
 # Messages one phone or address may be sent from these forms (SMS pumping, mail bombing).
 PER_CONTACT = Limit("optin-contact", 5, 3600)
@@ -40,9 +42,16 @@ def _lang(request: Request) -> str:
 
 def _secret(st: State) -> str:
     """The link secret (HMACs and links need it); 503 without one."""
-    if st.settings.link_secret is None:
+    return _verifying(st)[0]
+
+
+def _verifying(st: State) -> list[str]:
+    """The link secret, then the previous ones still in their grace period (what codes
+    and links are checked with); 503 without one."""
+    found = st.settings.link_secrets(utcnow())
+    if not found:
         raise HTTPException(503, "subscribing on the web is not set up here (no LOA_LINK_SECRET)")
-    return st.settings.link_secret.get_secret_value()
+    return found
 
 
 def _kinds(st: State) -> list[str]:
@@ -170,11 +179,11 @@ async def _redeem(request: Request, leaving: bool) -> Response:
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
     st = web_state(request)
-    secret = _secret(st)
+    secrets = _verifying(st)
     phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
     if not phone:
         return _code_page(request, leaving)
-    check, sub_id = await proofs.redeem_code(st.redis, st.keys, secret,
+    check, sub_id = await proofs.redeem_code(st.redis, st.keys, secrets,
                                             "leave" if leaving else "join", str(phone),
                                             str(posted.get("code", ""))[:20], time.time())
     done = None
@@ -205,7 +214,7 @@ def _confirmed_text(st: State, sub: Subscriber) -> str:
 
 def _claims(request: Request, token: str) -> proofs.ConfirmClaims | Response:
     try:
-        return proofs.verify_confirm(_secret(web_state(request)), token, utcnow())
+        return proofs.verify_confirm(_verifying(web_state(request)), token, utcnow())
     except proofs.InvalidConfirmLink as exc:
         return _message(request, "Liên kết không hợp lệ / Invalid link",
                         f"Liên kết không dùng được. / {exc}", 400, again=True)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from coordinator.events import AuditEvent
+from coordinator.access import Action
+from coordinator.events import AuditEvent, utcnow
 from coordinator.state import queue_audit
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import save_subscriber
 from coordinator.subscribers.unsubscribe import subscriber_of
+from coordinator.web.auth import locked_router
 from coordinator.web.state import web_state
 
-subscriptions = APIRouter(prefix="/unsubscribe", include_in_schema=False)
+subscriptions = locked_router(Action.signed_link, prefix="/unsubscribe",
+                              include_in_schema=False)
 
 
 def _page(request: Request, message: str, status: int = 200) -> HTMLResponse:
@@ -26,8 +29,7 @@ def _page(request: Request, message: str, status: int = 200) -> HTMLResponse:
 async def confirm(token: str, request: Request) -> HTMLResponse:
     """Ask before unsubscribing (mail scanners follow GET links)."""
     st = web_state(request)
-    secret = st.settings.link_secret
-    if secret is None or subscriber_of(secret.get_secret_value(), token) is None:
+    if subscriber_of(st.settings.link_secrets(utcnow()), token) is None:
         return _page(request, "this link is not valid", 400)
     return HTMLResponse(
         "<!doctype html><meta charset=utf-8><title>Loa</title><form method=post>"
@@ -39,8 +41,7 @@ async def confirm(token: str, request: Request) -> HTMLResponse:
 async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     """Unsubscribe at once (a mail client's one-click POST, or the form above)."""
     st = web_state(request)
-    secret = st.settings.link_secret
-    sub_id = subscriber_of(secret.get_secret_value(), token) if secret else None
+    sub_id = subscriber_of(st.settings.link_secrets(utcnow()), token)
     raw = await st.redis.get(st.keys.subscriber(sub_id)) if sub_id else None
     if raw is None:
         return _page(request, "this link is not valid", 400)

@@ -19,7 +19,7 @@ match:
   min_severity: {min_severity}
 approval:
   department: construction
-  on_exhausted: {rule}
+  on_exhausted: {rule}{grants}
   hold_alert_every: 2s
   chain:
 {chain}
@@ -43,8 +43,10 @@ THREE_LEVELS = """\
 def drill(playbooks: Path, pid: str, rule: str = "hold", chain: str = THREE_LEVELS,
           min_severity: str = "minor") -> None:
     """Write one drill playbook (its kind is its id)."""
+    # `publish` applies only to reports of the construction department's own reporters
+    grants = "\n  publish_for: [department:construction]" if rule == "publish" else ""
     (playbooks / f"{pid}.yaml").write_text(
-        DRILL.format(id=pid, rule=rule, chain=chain, min_severity=min_severity),
+        DRILL.format(id=pid, rule=rule, chain=chain, min_severity=min_severity, grants=grants),
         encoding="utf-8")
 
 
@@ -69,6 +71,9 @@ def drill_folders(root: Path, within_s: int = 2, absences: bool = False) -> tupl
     - {level: 2, within: 30s}""")
     config = root / "config"
     shutil.copytree(CONFIG_DIR, config)
+    with (config / "kinds.yaml").open("a", encoding="utf-8") as kinds:  # a drill's kind is its id
+        kinds.writelines(f"  - {{id: {p.stem}, name: {{vi: {p.stem}, en: {p.stem}}}}}\n"
+                         for p in sorted(playbooks.glob("drill-*.yaml")))
     if not absences:
         return playbooks, config
     departments = yaml.safe_load((config / "departments.yaml").read_text(encoding="utf-8"))

@@ -42,12 +42,14 @@ class Stack:
     """Broker + Redis + worker(s) + web, all on free loopback ports, under one folder."""
 
     def __init__(self, root: Path, prefix: str = "loatest", sms: bool = False,
-                 **env: str) -> None:
+                 redis_password: str | None = None, **env: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.broker_port = free_port()
         self.broker: Service = start_tansu(self.broker_port, log_path=root / "broker.log")
-        self.redis_service: Service = start_redis(root / "redis", appendonly=False)
+        # With a password, redis-server requires it and every URL below carries it.
+        self.redis_service: Service = start_redis(root / "redis", appendonly=False,
+                                                  password=redis_password)
         self.keys = Keys(prefix)
         self.web_port = free_port()  # known up front: the worker puts it in callback URLs
         self.env = {
@@ -59,6 +61,7 @@ class Stack:
             "LOA_OUTBOX_RESEND_AFTER_S": "1",
             "LOA_LOG_FORMAT": "json",
             "LOA_WEB_PORT": str(self.web_port),
+            "LOA_SECRET_KEY": "test-secret-key-0123456789",
             **env,
         }
         self.sms_sandbox: subprocess.Popen[bytes] | None = None
@@ -66,8 +69,10 @@ class Stack:
             self._start_sms_sandbox()
         self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._tokens: dict[str, str] = {}
         self.web: subprocess.Popen[bytes] | None = None
         self.web_url = ""
+        self.totp_secrets: dict[str, str] = {}  # username -> what `loa accounts add` printed
         self.ensure_topics()
 
     def _start_sms_sandbox(self) -> None:
@@ -154,13 +159,19 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout_s, check=False,
                               input=stdin)
 
-    def account(self, username: str, role: str, person: str = "") -> str:
-        """Make a console account with `loa accounts add`; returns its password."""
+    def account(self, username: str, role: str, person: str = "", totp: bool = False) -> str:
+        """Make a console account with `loa accounts add`; returns its password and keeps
+        the TOTP secret it printed (duty officers, admins; approvers with `totp`) in
+        `totp_secrets`."""
         password = f"pw-{username}-0123456789"
         done = self.cli("accounts", "add", username, "--role", role,
                         *(["--person", person] if person else []), "--password-stdin",
-                        stdin=password + "\n")
+                        *(["--totp"] if totp else []), stdin=password + "\n")
         assert done.returncode == 0, done.stderr
+        self.totp_secrets.pop(username, None)
+        for line in done.stdout.splitlines():
+            if line.startswith("totp secret: "):
+                self.totp_secrets[username] = line.split()[2]
         return password
 
     def cli_json(self, *args: str) -> Any:
@@ -169,9 +180,35 @@ class Stack:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    def http(self) -> httpx.Client:
-        """A client for the web process."""
-        return httpx.Client(base_url=self.web_url, timeout=30)
+    def http(self, token: str | None = None) -> httpx.Client:
+        """A client for the web process: a duty officer's API token unless another `token`
+        is given ('' for an anonymous client)."""
+        token = self.token("duty-officer", "duty_officer") if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.web_url, timeout=30, headers=headers)
+
+    def api_get(self, path: str) -> Any:
+        """GET an API path with a duty officer's token; the decoded JSON."""
+        with self.http() as http:
+            return http.get(path).json()
+
+    def anonymous(self) -> httpx.Client:
+        """A client with no credential, as a stranger on the internet."""
+        return self.http(token="")
+
+    def token(self, name: str, role: str, **scope: str) -> str:
+        """An API token made with `loa tokens add` (made once per name, then reused);
+        `scope` is department=, area= or person=."""
+        if name not in self._tokens:
+            options = [f"--{k}={v}" for k, v in scope.items()]
+            done = self.cli("tokens", "add", name, "--role", role, *options)
+            assert done.returncode == 0, done.stderr
+            self._tokens[name] = done.stdout.strip().splitlines()[-1]
+        return self._tokens[name]
+
+    def as_person(self, person_id: str) -> list[str]:
+        """CLI options to act with an approver token of `person_id` (made on first use)."""
+        return ["--token", self.token(f"person-{person_id}", "approver", person=person_id)]
 
     # state, read straight from Redis
     def incident_of(self, report_id: str) -> str | None:

@@ -13,19 +13,27 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.browser import Chromium, shot
 from tests.integration.stack import Stack
+from tests.integration.webclient import totp_code
 
 pytestmark = pytest.mark.integration
 AREA = "hn-dong-da-lang-ha"
 
 
-def log_in(browser: Browser, web_url: str, username: str, password: str, start: str) -> Page:
-    """A fresh context, logged in through the login form (reached by a redirect)."""
+def log_in(browser: Browser, web_url: str, username: str, password: str, start: str,
+           totp_secret: str | None = None) -> Page:
+    """A fresh context, logged in through the login form (reached by a redirect); with a
+    TOTP secret, the code typed on the second step as from an authenticator app."""
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(f"{web_url}{start}")
     expect(page).to_have_url(re.compile(r"/login\?next="))
     page.get_by_label("Tên đăng nhập / Username").fill(username)
     page.get_by_label("Mật khẩu / Password").fill(password)
     page.get_by_role("button", name="Đăng nhập / Log in").click()
+    if totp_secret:
+        expect(page).to_have_url(f"{web_url}/login/code")
+        shot(page, "login-code")
+        page.get_by_label("Mã / Code").fill(totp_code(totp_secret))
+        page.get_by_role("button", name="Xác nhận / Confirm").click()
     return page
 
 
@@ -44,7 +52,20 @@ def test_officer_files_approver_approves_public_page_updates_live(
         expect(public.locator("#live-status")).to_be_visible()  # the event stream is open
         public.evaluate("window.__loaded_once = true")
 
-        officer = log_in(chromium, web_url, "trang", officer_pw, "/console")
+        resident = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        resident.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        resident.goto(f"{web_url}/tip?lang=vi")
+        resident.get_by_label("Nội dung").fill(f"{title}: nước đang lên nhanh")
+        resident.get_by_label("Loại").select_option("flood")
+        resident.get_by_label("Khu vực").select_option(AREA)
+        resident.get_by_role("button", name="Gửi").click()
+        expect(resident.locator("#outcome")).to_contain_text("Mã tin: TIP-")
+        tip_id = re.findall(r"TIP-[0-9a-f]{12}", resident.locator("#outcome").inner_text())[0]
+        shot(resident, "tip-sent")
+        resident.context.close()
+
+        officer = log_in(chromium, web_url, "trang", officer_pw, "/console",
+                         stack.totp_secrets["trang"])
         officer.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         expect(officer).to_have_url(f"{web_url}/console")
         shot(officer, "console-board-before")
@@ -68,6 +89,13 @@ def test_officer_files_approver_approves_public_page_updates_live(
         expect(row).to_contain_text("Lê Thị Thu Hà")
         expect(row.locator(".countdown")).to_have_text(re.compile(r"còn / left \d+:\d\d"))
         shot(officer, "console-board")
+        tip = officer.locator(f"#tip-{tip_id}")
+        expect(tip).to_contain_text("nước đang lên nhanh")  # unverified, on the board
+        tip.get_by_placeholder("INC-00001").fill(incident_id)
+        tip.get_by_role("button", name="Gắn / Attach").click()
+        expect(officer).to_have_url(f"{web_url}/console/incidents/{incident_id}")
+        expect(officer.locator("#flash")).to_contain_text(f"{tip_id} attached to {incident_id}")
+        expect(officer.locator("h2").first).to_contain_text(title)  # the title is unchanged
 
         approver = log_in(chromium, web_url, "thuha", approver_pw, "/inbox")
         expect(approver).to_have_url(f"{web_url}/inbox")

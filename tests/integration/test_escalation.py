@@ -9,15 +9,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from aiokafka import AIOKafkaProducer
 
 from coordinator.broker import bootstrap_servers
 from coordinator.events import Decision
-from tests.integration.drills import drill_folders
+from tests.integration.drills import drill, drill_folders
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack, running, wait_for
 from tests.integration.test_pipeline import post_report
@@ -34,21 +36,37 @@ def drill_env(stack_root: Any, within_s: int = 2, absences: bool = False) -> dic
             "LOA_CORRELATION_WINDOW_S": "0.000001"}  # every drill report its own incident
 
 
+def add_drill(env: dict[str, str], pid: str, chain: str) -> None:
+    """One more drill playbook (`hold` when exhausted) in the folders of `drill_env`, its
+    kind declared."""
+    drill(Path(env["LOA_PLAYBOOKS_DIR"]), pid, "hold", chain)
+    with (Path(env["LOA_CONFIG_DIR"]) / "kinds.yaml").open("a", encoding="utf-8") as kinds:
+        kinds.write(f"  - {{id: {pid}, name: {{vi: {pid}, en: {pid}}}}}\n")
+
+
 @pytest.fixture(scope="module")
 def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
            ) -> Iterator[Stack]:
     """One running Loa with the drill playbooks (2 s per level), email to `mail`."""
     root = tmp_path_factory.mktemp("drills")
-    with running(root / "stack", **drill_env(root), LOA_SMTP_HOST="127.0.0.1",
+    env = drill_env(root)
+    # Level 2 long enough for two CLI commands (each takes seconds to start) to decide in it.
+    add_drill(env, "drill-stop", """\
+    - {level: 1, within: 2s}
+    - {level: 2, within: 10s}
+    - {department: people-committee, level: 1, within: 2s}""")
+    with running(root / "stack", **env, LOA_SMTP_HOST="127.0.0.1",
                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
         yield stack
 
 
 def file_drill(stack: Stack, kind: str, area: str = "hn-ba-dinh",
-               severity: str = "severe", title: str = "Diễn tập") -> tuple[str, str]:
-    """File a drill report; (incident id, approval id) once the request exists."""
+               severity: str = "severe", title: str = "Diễn tập",
+               token: str | None = None) -> tuple[str, str]:
+    """File a drill report (with a duty officer's token unless `token`); (incident id,
+    approval id) once the request exists."""
     report_id = post_report(stack, {"kind": kind, "severity": severity, "area": area,
-                                    "title": f"{title} {uuid.uuid4().hex[:6]}"})
+                                    "title": f"{title} {uuid.uuid4().hex[:6]}"}, token)
     incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "drill taken in")
     approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
                            "approval request")
@@ -88,11 +106,11 @@ def test_nobody_answers_the_chain_is_walked_then_held(drills: Stack) -> None:
     assert entries(drills, incident_id, "approval.exhausted")[0]["detail"]["rule"] == "hold"
     wait_for(lambda: len(entries(drills, incident_id, "approval.hold_alert")) >= 1, 10,
              "a hold alert")
-    officers = drills.cli_json("inbox", "--as", "tran-thi-mai")
+    officers = drills.cli_json("inbox", *drills.as_person("tran-thi-mai"))
     assert any(p["approval_id"] == approval_id and p["kind"] == "hold_alert" for p in officers)
 
     # Anyone asked on the way may still decide; the first valid decision ends the hold.
-    done = drills.cli("approve", approval_id, "--as", "nguyen-van-an")
+    done = drills.cli("approve", approval_id, *drills.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
     drills.wait_for_status(incident_id, "published")
     alerts = len(entries(drills, incident_id, "approval.hold_alert"))
@@ -100,20 +118,54 @@ def test_nobody_answers_the_chain_is_walked_then_held(drills: Stack) -> None:
     assert len(entries(drills, incident_id, "approval.hold_alert")) == alerts
 
 
+def pickled_keys(url: str) -> list[str]:
+    """Every key in the Redis at `url` holding a value (or hash field, member, stream field)
+    that starts with the pickle protocol byte, as APScheduler's Redis job store wrote them."""
+    readers: dict[bytes, Callable[[redis.Redis, bytes], list[Any]]] = {
+        b"string": lambda r, k: [r.get(k)],
+        b"hash": lambda r, k: [v for pair in r.hgetall(k).items() for v in pair],
+        b"list": lambda r, k: r.lrange(k, 0, -1),
+        b"set": lambda r, k: list(r.smembers(k)),
+        b"zset": lambda r, k: r.zrange(k, 0, -1),
+        b"stream": lambda r, k: [v for _, fields in r.xrange(k) for pair in fields.items()
+                                 for v in pair],
+    }
+    raw = redis.Redis.from_url(url)  # bytes, as stored
+    try:
+        return sorted(key.decode() for key in raw.scan_iter(count=1000)
+                      if any(isinstance(v, bytes) and v.startswith(b"\x80")
+                             for v in readers.get(raw.type(key), lambda r, k: [])(raw, key)))
+    finally:
+        raw.close()
+
+
+def test_nothing_in_redis_is_a_pickle(drills: Stack) -> None:
+    """A request escalated twice and held (its next hold alert pending): no value anywhere in
+    Redis is a pickle, and the old job store's keys do not exist."""
+    incident_id, _ = file_drill(drills, "drill-hold", "hn-long-bien")
+    wait_for(lambda: entries(drills, incident_id, "approval.hold_alert"), 20, "a hold alert")
+    assert len(entries(drills, incident_id, "approval.escalated")) == 2
+    assert pickled_keys(drills.redis_service.url) == []
+    assert not drills.redis.exists(*drills.keys.legacy_timer_store())
+
+
 def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
     """Approved at level 2: no later escalation; a late level-1 decision is refused politely
     and audited."""
-    incident_id, approval_id = file_drill(drills, "drill-hold", "hn-hoan-kiem")
-    wait_for(lambda: entries(drills, incident_id, "approval.escalated"), 10, "level 2")
+    approver = drills.as_person("pham-duc-thang")  # its token made before the clock runs
+    incident_id, approval_id = file_drill(drills, "drill-stop", "hn-hoan-kiem")
+    moved = wait_for(lambda: entries(drills, incident_id, "approval.escalated"), 10, "level 2")
     holder = drills.cli_json("approvals")
     mine = next(a for a in holder if a["id"] == approval_id)
     assert mine["level"] == 2 and mine["approvers"] == ["pham-duc-thang"]
-    done = drills.cli("approve", approval_id, "--as", "pham-duc-thang")
+    done = drills.cli("approve", approval_id, *approver)
     assert done.returncode == 0, done.stderr
-    time.sleep(5)  # two more deadlines' worth
+    level_2_deadline = datetime.fromisoformat(moved[0]["detail"]["deadline"])
+    # past the level-2 deadline, and the 2 s an escalation may take
+    time.sleep(max(0.0, (level_2_deadline - datetime.now(UTC)).total_seconds()) + 3)
     assert len(entries(drills, incident_id, "approval.escalated")) == 1
     assert not entries(drills, incident_id, "approval.exhausted")
-    late = drills.cli("approve", approval_id, "--as", "nguyen-van-an")
+    late = drills.cli("approve", approval_id, *drills.as_person("nguyen-van-an"))
     assert late.returncode == 2
     assert "refused: already approved by pham-duc-thang at" in late.stderr.replace("\n", " ")
     refused = entries(drills, incident_id, "decision.refused")
@@ -124,10 +176,10 @@ def test_duty_officer_signs_off_after_exhaustion(drills: Stack) -> None:
     """`duty_officer`: once the chain is used up, a duty officer may approve, and the
     statement records that basis."""
     incident_id, approval_id = file_drill(drills, "drill-duty", "hn-dong-da")
-    refused_early = drills.cli("approve", approval_id, "--as", "do-quang-huy")
+    refused_early = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
     assert refused_early.returncode == 2
     wait_for(lambda: entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
-    done = drills.cli("approve", approval_id, "--as", "do-quang-huy")
+    done = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
     assert done.returncode == 0, done.stderr
     drills.wait_for_status(incident_id, "published")
     with drills.http() as http:
@@ -137,8 +189,12 @@ def test_duty_officer_signs_off_after_exhaustion(drills: Stack) -> None:
 
 
 def test_publish_on_exhaustion_is_recorded_as_such(drills: Stack) -> None:
-    """`publish` at extreme severity: published with the exhaustion as its approval."""
-    incident_id, _ = file_drill(drills, "drill-publish", "hn-hai-ba-trung", severity="extreme")
+    """`publish` at extreme severity, for a report of a reporter the playbook names
+    (`publish_for: [department:construction]`): published with the exhaustion as its
+    approval."""
+    reporter = drills.token("construction-desk", "reporter", department="construction")
+    incident_id, _ = file_drill(drills, "drill-publish", "hn-hai-ba-trung", severity="extreme",
+                                token=reporter)
     drills.wait_for_status(incident_id, "published", timeout_s=20)
     assert_walked_once(drills, incident_id)
     with drills.http() as http:
@@ -209,7 +265,7 @@ def test_a_killed_worker_escalates_right_after_restart_exactly_once(
 
 
 def test_two_workers_escalate_each_level_once(make_stack: MakeStack, tmp_path: Any) -> None:
-    """Two workers, each with its scheduler on the shared job store: one escalation per level."""
+    """Two workers, each holding every pending request's timers: one escalation per level."""
     stack = make_stack(**drill_env(tmp_path))
     stack.start_worker("w1")
     stack.start_worker("w2")
@@ -230,7 +286,8 @@ def test_absent_approvers_are_routed_to_their_delegate_or_skipped(
     stack.start_worker()
     stack.start_web()
     incident_id, _approval_id = file_drill(stack, "drill-absent")
-    wait_for(lambda: stack.cli_json("inbox", "--as", "pham-duc-thang"), 10, "delegate prompt")
+    wait_for(lambda: stack.cli_json("inbox", *stack.as_person("pham-duc-thang")), 10,
+             "delegate prompt")
     request = entries(stack, incident_id, "approval.requested")[0]["detail"]
     assert request["level"] == 1 and request["holders"] == ["pham-duc-thang"]
     assert any("nguyen-van-an is away until" in n and "delegated to pham-duc-thang" in n

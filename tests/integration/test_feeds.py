@@ -39,7 +39,7 @@ def published(stack: Stack) -> dict[str, Any]:
     body["title"] = f"<script>alert(1)</script> Ngập {uuid.uuid4().hex[:6]}"
     report_id = post_report(stack, body)
     incident_id, approval = wait_for_approval(stack, report_id)
-    done = stack.cli("approve", approval["id"], "--as", approval["approvers"][0])
+    done = stack.cli("approve", approval["id"], *stack.as_person(approval["approvers"][0]))
     assert done.returncode == 0, done.stderr
     stack.wait_for_status(incident_id, "published")
     with stack.http() as http:
@@ -84,11 +84,13 @@ def test_the_cap_alert_of_a_published_statement(stack: Stack, published: dict[st
 
 
 def test_unknown_and_unpublished_ids_are_404(stack: Stack) -> None:
-    """No CAP alert for an id that is no statement (a statement that is not published yet
-    gets the same 404: the route checks `published_at`, as the statement page does)."""
-    with stack.http() as http:
-        assert http.get("/cap/STM-nope-1.xml").status_code == 404
-        assert http.get(f"/cap/STM-{uuid.uuid4().hex[:8]}-1.xml").status_code == 404
+    """No CAP alert for a well-formed id that is no statement (a statement that is not
+    published yet gets the same 404: the route checks `published_at`, as the statement page
+    does); an id that is not an id at all is 422 before any lookup."""
+    with stack.anonymous() as http:
+        assert http.get("/cap/STM-nope-1.xml").status_code == 422
+        assert http.get("/cap/STM-abcdef12-1.xml").status_code == 422
+        assert http.get("/cap/STM-99999999-9.xml").status_code == 404
 
 
 def test_the_atom_feed_lists_the_statement(stack: Stack, published: dict[str, Any]) -> None:

@@ -23,8 +23,9 @@ def report_body(area: str, kind: str = "flood", **extra: Any) -> dict[str, Any]:
             "reporter": "UBND phường", **extra}
 
 
-def post_report(stack: Stack, body: dict[str, Any]) -> str:
-    with stack.http() as http:
+def post_report(stack: Stack, body: dict[str, Any], token: str | None = None) -> str:
+    """POST a report with `token` (a duty officer's by default); its stored id."""
+    with stack.http(token) as http:
         answer = http.post("/api/reports", json=body)
     assert answer.status_code == 202, answer.text
     report_id: str = answer.json()["id"]
@@ -45,21 +46,23 @@ def test_a_report_becomes_a_published_statement(stack: Stack) -> None:
     incident_id, approval = wait_for_approval(stack, report_id)
     assert approval["status"] == "pending" and approval["level"] == 1
     approver = approval["approvers"][0]
-    prompts = wait_for(lambda: [p for p in stack.cli_json("inbox", "--as", approver)
+    prompts = wait_for(lambda: [p for p in stack.cli_json("inbox", *stack.as_person(approver))
                                 if p["approval_id"] == approval["id"]], 10, "the prompt")
     assert prompts[0]["kind"] == "request"
     assert (datetime.fromisoformat(prompts[0]["deadline"])
             == datetime.fromisoformat(approval["deadline"]))
-    assert f"YES {approval['reply_code']}" in prompts[0]["text"]
+    # the inbox shows no reply code: only the approver's own SMS carries theirs
+    assert prompts[0]["text"].startswith(f"[Loa] Cần phê duyệt {approval['id']}")
+    assert "reply_code" not in prompts[0] and "YES" not in prompts[0]["text"]
 
-    done = stack.cli("approve", approval["id"], "--as", approver, "--comment", "đồng ý")
+    done = stack.cli("approve", approval["id"], *stack.as_person(approver), "--comment", "đồng ý")
     assert done.returncode == 0, done.stderr
     assert f"approved; statement STM-{incident_id[4:]}-1 goes out" in done.stdout
     stack.wait_for_status(incident_id, "published")
 
     statement_id = f"STM-{incident_id[4:]}-1"
     with stack.http() as http:
-        listed = http.get("/api/statements").json()
+        listed = http.get("/api/statements").json()["items"]
         page = http.get("/").text
         own_page = http.get(f"/statements/{statement_id}")
     mine = [s for s in listed if s["id"] == statement_id]
@@ -77,14 +80,15 @@ def test_a_rejected_draft_is_never_published(stack: Stack) -> None:
     """`loa reject` sends the incident back to the duty officer with the reason; nothing public."""
     report_id = post_report(stack, report_body("hn-ba-dinh-dien-bien"))
     incident_id, approval = wait_for_approval(stack, report_id)
-    done = stack.cli("reject", approval["id"], "--as", approval["approvers"][0],
+    done = stack.cli("reject", approval["id"], *stack.as_person(approval["approvers"][0]),
                      "--reason", "Số liệu chưa khớp")
     assert done.returncode == 0, done.stderr
     stack.wait_for_status(incident_id, "returned")
     assert stack.incident(incident_id)["status_reason"].endswith("Số liệu chưa khớp")
     with stack.http() as http:
-        assert all(s["incident_id"] != incident_id for s in http.get("/api/statements").json())
+        listed = http.get("/api/statements").json()["items"]
         assert http.get(f"/statements/STM-{incident_id[4:]}-1").status_code == 404
+    assert all(s["incident_id"] != incident_id for s in listed)
     assert "statement.published" not in stack.timeline_actions(incident_id)
 
 
@@ -92,7 +96,7 @@ def test_a_decision_from_the_wrong_person_is_refused_and_audited(stack: Stack) -
     """Someone not at the request's level cannot approve; the attempt is in the timeline."""
     report_id = post_report(stack, report_body("hn-hoan-kiem-trang-tien", kind="fire"))
     incident_id, approval = wait_for_approval(stack, report_id)
-    done = stack.cli("approve", approval["id"], "--as", "tran-thi-mai")
+    done = stack.cli("approve", approval["id"], *stack.as_person("tran-thi-mai"))
     assert done.returncode == 2
     assert (f"refused: tran-thi-mai may not decide {approval['id']}: it is at level 1"
             in done.stderr.replace("\n", " "))
@@ -104,7 +108,7 @@ def test_the_same_report_twice_is_taken_in_once(stack: Stack) -> None:
     """One report id posted twice: one incident, one draft, one approval request."""
     body = report_body("hn-dong-da-van-mieu", id=f"rep-dup-{uuid.uuid4().hex[:8]}")
     first, second = post_report(stack, body), post_report(stack, body)
-    assert first == second == body["id"]
+    assert first == second == f"t.duty-officer:{body['id']}"
     incident_id, approval = wait_for_approval(stack, first)
     wait_for(lambda: stack.redis.hlen(stack.keys.outbox()) == 0 or None, 10, "outbox drained")
     assert stack.incident(incident_id)["report_count"] == "1"
@@ -113,6 +117,18 @@ def test_the_same_report_twice_is_taken_in_once(stack: Stack) -> None:
     assert actions.count("draft.rendered") == 1
     assert actions.count("approval.requested") == 1
     assert approval["id"] == f"APR-{incident_id[4:]}-1"
+
+
+def test_report_ids_are_per_client(stack: Stack) -> None:
+    """Two clients sending the same id file two reports: neither takes the other's."""
+    body = report_body("hn-dong-da-van-mieu", id=f"rep-same-{uuid.uuid4().hex[:8]}")
+    other = stack.token("ward-desk", "reporter", area="hn-dong-da")
+    mine, theirs = post_report(stack, body), post_report(stack, body, token=other)
+    assert (mine, theirs) == (f"t.duty-officer:{body['id']}", f"t.ward-desk:{body['id']}")
+    wait_for(lambda: stack.incident_of(mine) and stack.incident_of(theirs), 30, "both taken in")
+    report = json.loads(stack.redis.hget(stack.keys.report(theirs), "report") or "{}")
+    assert report["source"] == {"actor": "token:ward-desk", "role": "reporter",
+                                "scope": "area:hn-dong-da", "verified": True}
 
 
 def test_related_reports_join_one_incident(stack: Stack) -> None:
@@ -132,7 +148,7 @@ def test_related_reports_join_one_incident(stack: Stack) -> None:
 
 def test_an_unmatched_report_goes_to_the_duty_officer(stack: Stack) -> None:
     """No playbook matches: the fallback puts the incident in front of the duty officer."""
-    report_id = post_report(stack, report_body("hn-cau-giay", kind="sinkhole-swarm"))
+    report_id = post_report(stack, report_body("hn-cau-giay", kind="sinkhole"))
     incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
     stack.wait_for_status(incident_id, "needs_duty_officer")
     incident = stack.incident(incident_id)
@@ -147,6 +163,8 @@ def test_an_unmatched_report_goes_to_the_duty_officer(stack: Stack) -> None:
     ({"kind": "flood", "severity": "severe", "area": "hn-atlantis", "title": "Ngập sâu"}, "area"),
     ({"kind": "flood", "severity": "severe", "area": "hn-ba-dinh"}, "title"),
     ({"kind": "Flood Now!", "severity": "severe", "area": "hn-ba-dinh", "title": "Ngập sâu"},
+     "kind"),
+    ({"kind": "volcano", "severity": "severe", "area": "hn-ba-dinh", "title": "Núi lửa"},
      "kind"),
 ])
 def test_a_malformed_report_is_refused_naming_the_field(stack: Stack, body: dict[str, Any],
@@ -205,12 +223,17 @@ def test_garbage_on_reports_goes_to_dead_letters_and_the_worker_goes_on(stack: S
 
 
 def test_health_and_metrics(stack: Stack) -> None:
-    """/healthz checks Redis and the broker; /metrics speaks Prometheus; the API has a schema."""
-    with stack.http() as http:
+    """/healthz checks Redis and the broker (and names what it checked only to monitors);
+    /metrics speaks Prometheus to monitors; the API has a schema."""
+    with stack.http(stack.token("prometheus", "monitor")) as http:
         health = http.get("/healthz")
         metrics = http.get("/metrics").text
         schema = http.get("/openapi.json").json()
+    with stack.anonymous() as http:
+        public_health = http.get("/healthz")
+        public_metrics = http.get("/metrics")
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "checks": {"redis": "ok", "broker": "ok"}}
+    assert public_health.json() == {"status": "ok"} and public_metrics.status_code == 401
     assert "loa_reports_accepted_total" in metrics
     assert "/api/reports" in schema["paths"]

@@ -54,8 +54,8 @@ def test_a_worker_restarted_mid_way_finishes_the_path_once(make_stack: MakeStack
 
     # `loa approve` waits for the outcome: run it in the background while the worker is down.
     approve = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.cli", "approve", approval["id"], "--as",
-         approval["approvers"][0]], env=stack.env, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "coordinator.cli", "approve", approval["id"],
+         *stack.as_person(approval["approvers"][0])], env=stack.env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: stack.redis.exists(stack.keys.approval(approval["id"])), 5, "approval")
@@ -86,7 +86,7 @@ def test_replaying_every_topic_from_the_start_changes_nothing(make_stack: MakeSt
     for report_id, verdict in ((published, "approve"), (rejected, "reject")):
         _incident_id, approval = wait_for_approval(stack, report_id)
         args = ["--reason", "chưa đủ căn cứ"] if verdict == "reject" else []
-        done = stack.cli(verdict, approval["id"], "--as", approval["approvers"][0], *args)
+        done = stack.cli(verdict, approval["id"], *stack.as_person(approval["approvers"][0]), *args)
         assert done.returncode == 0, done.stderr
     wait_for(lambda: stack.incident_of(joined), 30, "third report")
     stack.wait_for_status(stack.incident_of(published) or "", "published")

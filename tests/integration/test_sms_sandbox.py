@@ -63,6 +63,7 @@ class Receiver:
 
     url: str = ""
     hits: dict[str, list[tuple[str, dict[str, str], str]]] = field(default_factory=dict)
+    failing: dict[str, int] = field(default_factory=dict)  # path -> 503s still to answer
 
     def wait(self, path: str, count: int, timeout_s: float = 5.0) -> list[dict[str, str]]:
         """The forms posted to `path`, once at least `count` arrived."""
@@ -88,6 +89,9 @@ def receiver() -> Iterator[Receiver]:
         form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         got.hits.setdefault(name, []).append(
             (str(request.url), form, request.headers.get("x-twilio-signature", "")))
+        if got.failing.get(name, 0) > 0:
+            got.failing[name] -= 1
+            return PlainTextResponse("down", status_code=503)
         return PlainTextResponse(TWIML, media_type="application/xml")
 
     with ServerThread(app) as server:
@@ -108,6 +112,7 @@ def sandbox(running: tuple[SmsSandbox, str], receiver: Receiver) -> SmsSandbox:
     """The module's sandbox, emptied, with an empty receiver."""
     running[0].reset()
     receiver.hits.clear()
+    receiver.failing.clear()
     return running[0]
 
 
@@ -316,7 +321,7 @@ def test_inbound_webhook_is_signed(sandbox: SmsSandbox, api: httpx.Client,
     """POST /_sandbox/inbound forwards a Twilio-shaped, validly signed form to the webhook."""
     reply = api.post("/_sandbox/inbound", json={
         "from": "+84901234567", "to": SENDER, "body": "YES 4821", "url": f"{receiver.url}/sms"})
-    assert reply.json() == {"status": 200, "body": TWIML}
+    assert reply.json() == {"status": 200, "body": TWIML, "attempts": 1}
     (form,) = receiver.wait("sms", 1)
     assert {k: form[k] for k in ("From", "To", "Body", "NumMedia", "NumSegments", "SmsStatus",
                                  "ApiVersion", "AccountSid")} == {
@@ -325,6 +330,48 @@ def test_inbound_webhook_is_signed(sandbox: SmsSandbox, api: httpx.Client,
         "AccountSid": SID}
     assert form["MessageSid"] == form["SmsSid"] and form["MessageSid"].startswith("SM")
     assert receiver.signed("sms")
+
+
+def test_inbound_retries_a_5xx_when_the_url_asks(sandbox: SmsSandbox, api: httpx.Client,
+                                                  receiver: Receiver) -> None:
+    """`#rc=3&rp=all` on the webhook URL: two 503s, then 200; the same signed MessageSid
+    each time, posted to the URL without its fragment."""
+    receiver.failing["flaky"] = 2
+    reply = api.post("/_sandbox/inbound", json={
+        "from": "+84901234567", "to": SENDER, "body": "STOP",
+        "url": f"{receiver.url}/flaky#rc=3&rp=all"})
+    assert reply.json() == {"status": 200, "body": TWIML, "attempts": 3}
+    forms = receiver.wait("flaky", 3)
+    assert len({f["MessageSid"] for f in forms}) == 1
+    assert {url for url, _, _ in receiver.hits["flaky"]} == {f"{receiver.url}/flaky"}
+    assert receiver.signed("flaky")
+
+
+def test_inbound_does_not_retry_a_5xx_by_default(sandbox: SmsSandbox, api: httpx.Client,
+                                                 receiver: Receiver) -> None:
+    """Without overrides (retry once, on a failed connection only) a 503 is final."""
+    receiver.failing["flaky"] = 1
+    reply = api.post("/_sandbox/inbound", json={
+        "from": "+84901234567", "to": SENDER, "body": "STOP", "url": f"{receiver.url}/flaky"})
+    assert reply.json() == {"status": 503, "body": "down", "attempts": 1}
+
+
+def test_inbound_can_replay_a_message_sid(sandbox: SmsSandbox, api: httpx.Client,
+                                          receiver: Receiver) -> None:
+    """A given `sid` is sent as the MessageSid, as a Twilio retry would."""
+    sid = "SM" + "ab" * 16
+    api.post("/_sandbox/inbound", json={"from": "+84901234567", "to": SENDER, "body": "x",
+                                        "url": f"{receiver.url}/sms", "sid": sid})
+    assert receiver.wait("sms", 1)[0]["MessageSid"] == sid
+
+
+@pytest.mark.parametrize("fragment", ["#rc=6", "#rp=sometimes"])
+def test_invalid_overrides_are_refused(sandbox: SmsSandbox, api: httpx.Client,
+                                       receiver: Receiver, fragment: str) -> None:
+    """A retry count over 5 or an unknown policy is an error, and nothing is posted."""
+    reply = api.post("/_sandbox/inbound", json={
+        "from": "+84901234567", "to": SENDER, "body": "x", "url": f"{receiver.url}/sms{fragment}"})
+    assert reply.status_code == 400 and "sms" not in receiver.hits
 
 
 def test_outbox_filters_and_reset(sandbox: SmsSandbox, api: httpx.Client) -> None:

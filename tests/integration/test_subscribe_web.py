@@ -314,7 +314,8 @@ def test_a_pending_subscriber_gets_nothing_from_a_statement(web_stack: Stack) ->
                                         "title": f"Ngập {uuid.uuid4().hex[:5]}"})
     incident_id = wait_for(lambda: web_stack.incident_of(report_id), 30, "report taken in")
     web_stack.wait_for_status(incident_id, "awaiting_approval")
-    done = web_stack.cli("approve", f"APR-{incident_id[4:]}-1", "--as", "nguyen-van-an")
+    done = web_stack.cli("approve", f"APR-{incident_id[4:]}-1",
+                         *web_stack.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
     statement_id = f"STM-{incident_id[4:]}-1"
     wait_for(lambda: len(web_stack.sms_sent(to=confirmed)) >= 2, 30, "the statement SMS")

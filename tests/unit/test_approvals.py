@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coordinator.approvals.chain import reply_code, snapshot_chain
+from coordinator.approvals.chain import code_matches, reply_code, snapshot_chain
 from coordinator.approvals.decisions import refusal
 from coordinator.approvals.record import ApprovalRecord
 from coordinator.city import Absence, City, Person
@@ -26,6 +26,7 @@ from coordinator.events import (
     RenderedText,
     Severity,
 )
+from coordinator.signing import derived_key
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def make_request(levels: list[list[str]], within_s: float = 60, on_exhausted: st
                            playbook_id="p", severity=severity, chain=chain,
                            deadline=T0 + timedelta(seconds=within_s),
                            on_exhausted=on_exhausted,  # type: ignore[arg-type]
-                           reply_code="1234", created_at=T0)
+                           created_at=T0)
 
 
 def record_at(request: ApprovalRequest, level: int, due: datetime, holders: list[str],
@@ -217,10 +218,35 @@ def test_the_chain_is_frozen_with_approver_ids_and_scaled_deadlines(city: City) 
     assert snapshot_chain(playbook, city, Severity.severe)[0].within_s == 600.0
 
 
-def test_reply_codes_are_four_digits_and_stable() -> None:
-    """The SMS reply code of a request never changes."""
-    assert reply_code("APR-00001-1") == reply_code("APR-00001-1")
-    assert len(reply_code("APR-00001-1")) == 4 and reply_code("APR-00001-1").isdigit()
+def test_a_reply_code_is_six_digits_of_a_keyed_hash() -> None:
+    """The code is HMAC-SHA256(key, "request:person"), its first 8 bytes mod 10^6, zero-padded."""
+    assert reply_code(b"k", "APR-00001-1", "a1") == "203727"  # checked with openssl dgst
+
+
+def test_reply_codes_differ_by_person_version_and_key() -> None:
+    """Each approver of each version has their own code; another key gives another code."""
+    key = derived_key("test-secret-key-0123456789", "reply-code")
+    assert reply_code(key, "APR-00001-1", "a1") == "302610"
+    assert reply_code(key, "APR-00001-1", "a2") == "489624"
+    assert reply_code(key, "APR-00001-2", "a1") == "730394"
+    assert reply_code(key, "APR-00001-1", "a1") == reply_code(key, "APR-00001-1", "a1")
+
+
+def test_a_code_matches_only_its_own_request_and_person() -> None:
+    """The check recomputes the code: right for its pair, wrong for any other pair."""
+    key = derived_key("test-secret-key-0123456789", "reply-code")
+    assert code_matches(key, "APR-00001-1", "a1", "302610")
+    assert code_matches(key, "APR-00001-1", "a1", " 302610 ")
+    assert not code_matches(key, "APR-00001-1", "a2", "302610")
+    assert not code_matches(key, "APR-00001-2", "a1", "302610")
+    assert not code_matches(key, "APR-00001-1", "a1", "3026")
+
+
+def test_a_legacy_request_with_a_shared_code_still_decodes() -> None:
+    """Requests stored before keyed codes carried `reply_code`: read, and the code dropped."""
+    stored = make_request([["a1"]]).model_dump(mode="json") | {"reply_code": "1234"}
+    assert ApprovalRequest.model_validate(stored) == make_request([["a1"]])
+    assert "reply_code" not in ApprovalRequest.model_validate(stored).model_dump()
 
 
 def test_a_signed_link_round_trips_and_refuses_tampering() -> None:

@@ -1,0 +1,95 @@
+"""Tips: what residents and journalists tell the city without an account.
+
+A tip is unverified. It reaches the duty officers' board and can be attached to an
+incident, but it never opens an incident, never changes one's severity, area or text,
+and so no timer can ever publish it (promise 7): only a duty officer who files a
+report of their own, under their own name, turns what a tip says into Loa's words.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from coordinator.events import AuditEvent, Interface, Slug, utcnow
+from coordinator.keys import Keys
+from coordinator.state import Pipeline, Redis, queue_audit, transact
+
+MAX_TIP_TEXT = 2000
+TIPS_PER_CLIENT = 10  # anonymous tips per client address ...
+TIPS_WINDOW_S = 600  # ... in this many seconds (a credential's holder is accountable: no limit)
+
+
+class TipIn(BaseModel):
+    """A tip as the public door takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10,
+                                           max_length=MAX_TIP_TEXT)]
+    kind: Slug | None = None
+    area: Slug | None = None
+
+
+class Tip(TipIn):
+    """A stored tip: unverified, with where it went."""
+
+    id: str
+    received_at: datetime = Field(default_factory=utcnow)
+    received_via: Interface = "web"
+    attached_to: str = ""
+
+
+def new_tip_id() -> str:
+    """A fresh, unguessable tip id."""
+    return f"TIP-{secrets.token_hex(6)}"
+
+
+async def file_tip(redis: Redis, keys: Keys, tip: Tip) -> None:
+    """Keep a tip for the duty officers (audited as from an unverified source)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.tip(tip.id), tip.model_dump_json())
+        pipe.zadd(keys.tips(), {tip.id: tip.received_at.timestamp()})
+        queue_audit(pipe, keys, AuditEvent(
+            at=tip.received_at, actor="unverified source", action="tip.received",
+            interface=tip.received_via, subject=tip.id,
+            detail={"kind": tip.kind, "area": tip.area}))
+        await pipe.execute()
+
+
+async def recent_tips(redis: Redis, keys: Keys, start: int = 0, limit: int = 20) -> list[Tip]:
+    """Tips, newest first (one round trip for the page)."""
+    ids = await redis.zrevrange(keys.tips(), start, start + limit - 1)
+    async with redis.pipeline(transaction=False) as pipe:
+        for tip_id in ids:
+            pipe.get(keys.tip(tip_id))
+        found = await pipe.execute()
+    return [Tip.model_validate_json(raw) for raw in found if raw]
+
+
+async def attach_tip(redis: Redis, keys: Keys, tip_id: str, incident_id: str, actor: str,
+                     interface: Interface = "web") -> str | None:
+    """A duty officer attaches a tip to an incident: it shows in the timeline, and changes
+    nothing of the incident. Returns why not, or None when done (again: no effect)."""
+    key = keys.tip(tip_id)
+
+    async def body(pipe: Pipeline) -> str | None:
+        raw = await pipe.get(key)
+        if raw is None:
+            return f"no tip {tip_id}"
+        if not await pipe.exists(keys.incident(incident_id)):
+            return f"no incident {incident_id}"
+        tip = Tip.model_validate_json(raw)
+        if tip.attached_to:
+            return None if tip.attached_to == incident_id else (
+                f"{tip_id} is attached to {tip.attached_to} already")
+        pipe.multi()
+        pipe.set(key, tip.model_copy(update={"attached_to": incident_id}).model_dump_json())
+        queue_audit(pipe, keys, AuditEvent(
+            actor=actor, action="tip.attached", interface=interface, incident_id=incident_id,
+            subject=tip_id, detail={"text": tip.text, "verified": False}))
+        return None
+
+    return await transact(redis, [key], body)

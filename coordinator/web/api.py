@@ -1,0 +1,209 @@
+"""The JSON API: reports in (authenticated), tips in (anyone, unverified), and reads for
+staff and for the press and partners. Every route names its action for the policy in
+`coordinator.access`; lists are paginated (`cursor`, `limit` up to 200)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, StringConstraints, ValidationError
+from redis.exceptions import RedisError
+
+from coordinator import observability as obs
+from coordinator import queries
+from coordinator.access import Action, Principal, decide
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import Report, Severity, Slug
+from coordinator.reports.filing import file_report, report_problems
+from coordinator.reports.sources import namespaced_report_id, source_of
+from coordinator.reports.tips import Tip, TipIn, file_tip, new_tip_id, recent_tips
+from coordinator.web.auth import allow, refuse
+from coordinator.web.ids import IncidentId, StatementId
+from coordinator.web.public import published
+from coordinator.web.security import rate_limit
+from coordinator.web.state import web_state
+from coordinator.web.tips import TIP_LIMIT
+
+log = obs.get_logger("web")
+api = APIRouter(prefix="/api")
+
+Cursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$",
+                                     description="from the previous page's `next_cursor`")]
+Limit = Annotated[int, Query(ge=1, le=queries.MAX_PAGE)]
+
+
+class ReportIn(BaseModel):
+    """A report as the API takes it; `id` (yours) makes a retry safe: the same id from the
+    same credential is taken in once."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{6,80}$")] | None = None
+    kind: Slug
+    severity: Severity
+    area: Slug
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
+    details: Annotated[str, StringConstraints(max_length=5000)] = ""
+    reporter: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class Accepted(BaseModel):
+    """The answer to an accepted report or tip."""
+
+    id: str
+    status: str = "accepted"
+
+
+class Page(BaseModel):
+    """One page of a list; ask again with `cursor=next_cursor` while it is not null."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _window(cursor: str | None, limit: int) -> tuple[int, int]:
+    start, _ = queries.window(cursor, limit)
+    return start, limit
+
+
+def _page(items: list[dict[str, Any]], start: int, limit: int) -> Page:
+    return Page(items=items, next_cursor=queries.next_cursor(start, limit, len(items)))
+
+
+@api.post("/reports", status_code=202, response_model=Accepted,
+          responses={401: {"description": "no credential"},
+                     403: {"description": "the credential may not report (here)"},
+                     422: {"description": "a field is invalid; the message names it"},
+                     503: {"description": "not recorded: try again with the same id"}})
+async def post_report(body: ReportIn, request: Request,
+                      principal: Annotated[Principal, Depends(allow(Action.report_file))]
+                      ) -> Accepted:
+    """Accept a report once it is durably recorded (outbox in Redis, and on the broker)."""
+    st = web_state(request)
+    try:
+        report = Report(**body.model_dump(exclude={"id"}), id=namespaced_report_id(
+            principal, body.id), received_via="api", source=source_of(principal))
+    except ValidationError as exc:  # pragma: no cover - ReportIn has the same rules
+        raise RequestValidationError(exc.errors()) from exc
+    problems = report_problems(report, st.city)
+    if problems:
+        raise RequestValidationError([
+            {"loc": ("body", field), "msg": why, "type": "value_error"}
+            for field, why in problems])
+    scoped = decide(principal, Action.report_file, report.area,
+                    {report.area: st.city.ancestors(report.area)})
+    if not scoped.allowed:
+        raise refuse(request, scoped)
+    try:
+        await file_report(st.redis, st.keys, st.producer, report)
+    except (BrokerUnavailable, RedisError) as exc:
+        log.error("report not recorded", report=report.id, error=str(exc))
+        raise HTTPException(503, f"report {report.id} not recorded yet: {exc}; "
+                            "send it again with the same id") from exc
+    obs.REPORTS_ACCEPTED.labels("api").inc()
+    log.info("report accepted", report=report.id, kind=report.kind, area=report.area,
+             actor=principal.actor)
+    return Accepted(id=report.id)
+
+
+@api.post("/tips", status_code=202, response_model=Accepted,
+          responses={422: {"description": "a field is invalid; the message names it"},
+                     429: {"description": "too many tips from this client; see Retry-After"}})
+async def post_tip(body: TipIn, request: Request,
+                   principal: Annotated[Principal, Depends(allow(Action.tip_file))]
+                   ) -> Accepted:
+    """Tell the city something without an account. A tip is unverified: the duty officers
+    see it; it is never published as it stands."""
+    st = web_state(request)
+    if not principal.verified:
+        await rate_limit(request, TIP_LIMIT)
+    problems = []
+    if body.kind and body.kind not in st.city.kinds:
+        problems.append(("kind", f"unknown kind {body.kind!r}; the city takes: "
+                                 f"{', '.join(sorted(st.city.kinds))}"))
+    if body.area and body.area not in st.city.areas:
+        problems.append(("area", f"unknown area {body.area!r}"))
+    if problems:
+        raise RequestValidationError([{"loc": ("body", f), "msg": why, "type": "value_error"}
+                                      for f, why in problems])
+    tip = Tip(**body.model_dump(), id=new_tip_id(), received_via="api")
+    await file_tip(st.redis, st.keys, tip)
+    return Accepted(id=tip.id)
+
+
+@api.get("/tips", response_model=Page)
+async def get_tips(request: Request,
+                   _: Annotated[Principal, Depends(allow(Action.incident_read))],
+                   cursor: Cursor = None, limit: Limit = 50) -> Page:
+    """Tips, newest first (staff)."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    tips = await recent_tips(st.redis, st.keys, start, limit)
+    return _page([t.model_dump(mode="json") for t in tips], start, limit)
+
+
+@api.get("/incidents", response_model=Page)
+async def get_incidents(request: Request,
+                        _: Annotated[Principal, Depends(allow(Action.incident_read))],
+                        cursor: Cursor = None, limit: Limit = 50) -> Page:
+    """Incidents, newest first."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    return _page(await queries.list_incidents(st.redis, st.keys, limit, start), start, limit)
+
+
+@api.get("/incidents/{incident_id}")
+async def get_incident(incident_id: IncidentId, request: Request,
+                       _: Annotated[Principal, Depends(allow(Action.incident_read))]
+                       ) -> dict[str, Any]:
+    """One incident with the first page of its timeline (`timeline_next`: the cursor of
+    the next page at `/api/incidents/{id}/timeline`)."""
+    st = web_state(request)
+    found = await queries.incident_detail(st.redis, st.keys, incident_id,
+                                          timeline_limit=queries.MAX_PAGE)
+    if found is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return found
+
+
+@api.get("/incidents/{incident_id}/timeline", response_model=Page)
+async def get_timeline(incident_id: IncidentId, request: Request,
+                       _: Annotated[Principal, Depends(allow(Action.incident_read))],
+                       cursor: Cursor = None, limit: Limit = queries.MAX_PAGE) -> Page:
+    """An incident's timeline, oldest first."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    if not await st.redis.exists(st.keys.incident(incident_id)):
+        raise HTTPException(404, f"no incident {incident_id}")
+    return _page(await queries.timeline_page(st.redis, st.keys, incident_id, start, limit),
+                 start, limit)
+
+
+@api.get("/approvals", response_model=Page)
+async def get_approvals(request: Request,
+                        _: Annotated[Principal, Depends(allow(Action.approval_read))],
+                        all: bool = False, cursor: Cursor = None, limit: Limit = 50) -> Page:
+    """Pending approval requests by deadline (`?all=true`: every request, newest first)."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    return _page(await queries.list_approvals(st.redis, st.keys, pending_only=not all,
+                                              limit=limit, start=start), start, limit)
+
+
+@api.get("/statements", response_model=Page)
+async def get_statements(request: Request,
+                         _: Annotated[Principal, Depends(allow(Action.statement_api))],
+                         cursor: Cursor = None, limit: Limit = 50) -> Page:
+    """Published statements, newest first."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    return _page(await queries.published_statements(st.redis, st.keys, limit, start),
+                 start, limit)
+
+
+@api.get("/statements/{statement_id}")
+async def get_statement(statement_id: StatementId, request: Request,
+                        _: Annotated[Principal, Depends(allow(Action.statement_api))]
+                        ) -> dict[str, Any]:
+    """One published statement."""
+    return await published(web_state(request), statement_id)

@@ -1,0 +1,66 @@
+"""The public tip form: residents and journalists tell the city something without an account.
+Limited per client and in size; what it takes is unverified (see coordinator.reports.tips)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+
+from coordinator.access import Action
+from coordinator.reports.tips import (
+    TIPS_PER_CLIENT,
+    TIPS_WINDOW_S,
+    Tip,
+    TipIn,
+    file_tip,
+    new_tip_id,
+)
+from coordinator.web.auth import locked_router
+from coordinator.web.pages import page
+from coordinator.web.security import Limit, check_csrf, rate_limit
+from coordinator.web.state import web_state
+
+TIP_LIMIT = Limit("tip", TIPS_PER_CLIENT, TIPS_WINDOW_S)
+tips = locked_router(Action.tip_file, include_in_schema=False)
+
+
+def _form(request: Request, values: dict[str, Any], errors: dict[str, str], status: int = 200,
+          done: str = "") -> HTMLResponse:
+    st = web_state(request)
+    return page(request, "tip.html", status, values=values, errors=errors, done=done,
+                kinds=sorted(st.city.kinds.values(), key=lambda k: k.id),
+                areas=sorted(st.city.areas.values(), key=lambda a: (a.depth, a.code)))
+
+
+@tips.get("/tip", response_class=HTMLResponse)
+async def tip_form(request: Request) -> HTMLResponse:
+    """The form."""
+    return _form(request, {}, {})
+
+
+@tips.post("/tip", response_class=HTMLResponse)
+async def tip_submit(request: Request) -> HTMLResponse:
+    """Keep the tip for the duty officers; every bad field is named and what was typed kept."""
+    form = await request.form()
+    check_csrf(request, str(form.get("csrf", "")))
+    await rate_limit(request, TIP_LIMIT)
+    st = web_state(request)
+    values = {k: str(form.get(k, "")).strip() for k in ("text", "kind", "area")}
+    errors: dict[str, str] = {}
+    if values["kind"] and values["kind"] not in st.city.kinds:
+        errors["kind"] = "unknown kind"
+    if values["area"] and values["area"] not in st.city.areas:
+        errors["area"] = "Khu vực không có / Unknown area"
+    try:
+        taken = TipIn(text=values["text"], kind=values["kind"] or None,
+                      area=values["area"] or None)
+    except ValidationError:
+        errors["text"] = "10–2000 ký tự / 10 to 2000 characters"
+    if errors:
+        return _form(request, values, errors, 422)
+    tip = Tip(**taken.model_dump(), id=new_tip_id(), received_via="web")
+    await file_tip(st.redis, st.keys, tip)
+    return _form(request, {}, {}, done=tip.id)

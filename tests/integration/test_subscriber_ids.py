@@ -1,0 +1,112 @@
+"""Subscriber ids in a real registry: random, found again through the contact index, and
+kept through an export and an import elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from coordinator.keys import Keys
+from coordinator.state import connect
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.registry import SubscriberConflict, register
+from tests.integration.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+PHONE = "+84912000001"
+
+
+def _hashes(contact: str) -> list[str]:
+    """Hex digests of the contact a guesser would try (the old id was sha1[:16])."""
+    return [hashlib.new(name, text.encode()).hexdigest()
+            for name in ("md5", "sha1", "sha256", "sha512")
+            for text in (contact, contact.removeprefix("+"), contact.lower())]
+
+
+def _ids_of(stack: Stack, keys: Keys, contact: str) -> list[str]:
+    return [i for i in stack.redis.smembers(keys.subs_all())
+            if contact in (stack.redis.get(keys.subscriber(i)) or "")]
+
+
+def test_importing_the_same_phone_twice_keeps_one_record(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """A second file with the same phone updates its record (same id, new areas); the id is
+    random, contains no hash of the phone, and an export then import elsewhere keeps it."""
+    stack = make_stack()
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(f"phone,areas,channels\n{PHONE},hn-ba-dinh,sms\n")
+    second.write_text("phone,areas,channels,language\n0912000001,hn-tay-ho,sms,en\n")
+    assert "1 saved" in stack.cli("subscribers", "import", str(first)).stdout
+    [sub_id] = _ids_of(stack, stack.keys, PHONE)
+    assert "1 saved" in stack.cli("subscribers", "import", str(second)).stdout
+    assert _ids_of(stack, stack.keys, PHONE) == [sub_id]
+    assert stack.redis.get(stack.keys.subs_by_contact(PHONE)) == sub_id
+    record = Subscriber.model_validate_json(stack.redis.get(stack.keys.subscriber(sub_id)))
+    assert (record.areas, record.language) == (["hn-tay-ho"], "en")
+    assert not any(sub_id.removeprefix("sub-") in h for h in _hashes(PHONE))
+
+    exported = stack.cli("subscribers", "export").stdout
+    assert f"{PHONE},,en,hn-tay-ho,*,sms,resident,active,{sub_id}" in exported.splitlines()
+    (tmp_path / "export.csv").write_text(exported)
+    elsewhere = {**stack.env, "LOA_REDIS_PREFIX": "elsewhere"}
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "subscribers", "import",
+                           str(tmp_path / "export.csv")], env=elsewhere, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert "1 saved, 0 unchanged, 0 rejected" in done.stdout, done.stderr
+    assert _ids_of(stack, Keys("elsewhere"), PHONE) == [sub_id]
+
+
+def test_the_same_phone_gets_another_id_in_another_registry(
+        make_stack: Callable[..., Stack]) -> None:
+    """The id is not a function of the phone: two registries give it two ids; and a file
+    that names an id for another record's phone is refused, not merged."""
+    stack = make_stack()
+
+    async def work() -> tuple[str, str, str]:
+        redis = connect(stack.redis_service.url)
+        try:
+            one, _ = await register(redis, Keys("one"), Subscriber(
+                phone=PHONE, areas=["hn"], channels=["sms"]))
+            two, _ = await register(redis, Keys("two"), Subscriber(
+                phone=PHONE, areas=["hn"], channels=["sms"]))
+            again, changed = await register(redis, Keys("one"), Subscriber(
+                phone=PHONE, areas=["hn"], channels=["sms"]))
+            assert not changed
+            with pytest.raises(SubscriberConflict, match=one.id):
+                await register(redis, Keys("one"), Subscriber(
+                    id="sub-0000000000000000", phone=PHONE, areas=["hn"], channels=["sms"]))
+            return one.id, two.id, again.id
+        finally:
+            await redis.aclose()
+
+    one, two, again = asyncio.run(work())
+    assert one != two and again == one
+
+
+def test_a_changed_email_no_longer_finds_the_record(make_stack: Callable[..., Stack]) -> None:
+    """When a record's email changes, the old address stops leading to it, so importing the
+    old address makes a new record instead of rewriting this one."""
+    stack = make_stack()
+
+    async def work() -> tuple[str, str, str | None]:
+        redis = connect(stack.redis_service.url)
+        keys = Keys("mail")
+        try:
+            made, _ = await register(redis, keys, Subscriber(
+                email="old@mail.example", areas=["hn"], channels=["email"]))
+            await register(redis, keys, made.model_copy(update={"email": "new@mail.example"}))
+            other, _ = await register(redis, keys, Subscriber(
+                email="Old@mail.example", areas=["hn-tay-ho"], channels=["email"]))
+            return made.id, other.id, await redis.get(keys.subs_by_contact("new@mail.example"))
+        finally:
+            await redis.aclose()
+
+    made, other, new_owner = asyncio.run(work())
+    assert other != made and new_owner == made

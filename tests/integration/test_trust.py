@@ -1,0 +1,243 @@
+"""Trust at every door, tried as an outsider would against a running Loa: the role table
+for every route, strangers' words that never become public text, contacts and reply codes
+that no stranger sees, revoked tokens, body and id limits."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coordinator.access import POLICY, Role
+from coordinator.settings import Settings
+from coordinator.web.app import create_web_app
+from coordinator.web.auth import action_of
+from tests.conftest import PLAYBOOKS_DIR
+from tests.integration.drills import drill_folders
+from tests.integration.smtp_server import Inbox
+from tests.integration.stack import Stack, running, wait_for
+from tests.integration.test_pipeline import post_report
+from tests.unit.test_access import walk
+
+pytestmark = pytest.mark.integration
+
+SAMPLE_IDS = {"incident_id": "INC-00001", "statement_id": "STM-00001-1",
+              "approval_id": "APR-00001-1", "token": "not-a-token", "tip_id": "TIP-000000000000",
+              "report_id": "t.x:rep-000001", "code": "x"}
+SUBSCRIBERS = """\
+phone,email,language,areas,topics,channels,role
+0912000001,,vi,hn-ba-dinh,,sms,resident
+0912000002,dan.trust@mail.example,en,hn-ba-dinh-kim-ma,,sms;email,resident
+"""
+CONTACTS = ["+84912000001", "0912000001", "+84912000002", "0912000002",
+            "dan.trust@mail.example"]
+
+
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
+          ) -> Iterator[Stack]:
+    """A running Loa with drill playbooks (1 s a level), the flood playbook, SMS to the
+    sandbox and email to `mail`."""
+    root = tmp_path_factory.mktemp("trust")
+    playbooks, config = drill_folders(root, within_s=1)
+    shutil.copy(PLAYBOOKS_DIR / "flood.yaml", playbooks)
+    with running(root / "stack", sms=True, LOA_PLAYBOOKS_DIR=str(playbooks),
+                 LOA_CONFIG_DIR=str(config), LOA_CORRELATION_WINDOW_S="0.000001",
+                 LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(mail[0]),
+                 LOA_LINK_SECRET="test-link-secret") as stack:
+        yield stack
+
+
+def routes() -> list[tuple[str, str, Any]]:
+    """(method, path, action) of every route of the web app."""
+    app = create_web_app(Settings(kafka_url="kafka://127.0.0.1:1",
+                                  redis_url="redis://127.0.0.1:1"))
+    out = []
+    for route in walk(app.router.routes):
+        if not hasattr(route, "methods"):
+            continue  # the static files
+        action = next(a for a in (action_of(d.call) for d in route.dependant.dependencies) if a)
+        out += [(method, route.path, action) for method in sorted(route.methods)]
+    return out
+
+
+def fill(path: str, ids: dict[str, str]) -> str:
+    """The path with its parameters filled in (a sample for those not in `ids`)."""
+    return re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "sample-x1"), path)
+
+
+def call(client: httpx.Client, method: str, path: str) -> tuple[int, str, str]:
+    """(status, Location, the start of the body) without following a redirect or waiting
+    for a stream (the live page) to end."""
+    request = client.build_request(method, fill(path, SAMPLE_IDS),
+                                   data={} if method == "POST" else None)
+    answer = client.send(request, stream=True, follow_redirects=False)
+    try:
+        body = "" if answer.status_code == 200 else answer.read().decode()[:500]
+    finally:
+        answer.close()
+    return answer.status_code, answer.headers.get("location", ""), body
+
+
+def test_the_role_table_holds_for_every_route(trust: Stack) -> None:
+    """Every route, called anonymously and with a token of every role: refused (401, or the
+    login page for a browser page; 403 naming the caller) exactly when the policy says so."""
+    clients = {Role.anonymous: trust.anonymous()}
+    for role in Role:
+        if role != Role.anonymous:
+            scope = {"person": "nguyen-van-an"} if role == Role.approver else {}
+            clients[role] = trust.http(trust.token(f"table-{role.value}", role.value, **scope))
+    wrong = []
+    try:
+        for method, path, action in routes():
+            for role, client in clients.items():
+                status, location, body = call(client, method, path)
+                allowed = role in POLICY[action]
+                refused_by_policy = (status == 401 or location.startswith("/login?next=")
+                                     or (status == 403 and "may not" in body))
+                if allowed == refused_by_policy:
+                    wrong.append(f"{method} {path} as {role.value}: {status} {location} "
+                                 f"{body[:80]}")
+    finally:
+        for client in clients.values():
+            client.close()
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_no_timer_publishes_a_strangers_words(trust: Stack) -> None:
+    """A drill whose chain runs out in 3 s with `publish`: an anonymous report is refused, a
+    tip opens nothing, and reports of a department the playbook does not name or of the
+    local operator are held; only the named department's report is published."""
+    title = f"Sơ tán ngay {uuid.uuid4().hex[:6]}"
+    body = {"kind": "drill-publish", "severity": "extreme", "area": "hn-tay-ho",
+            "title": title}
+    with trust.anonymous() as http:
+        refused = http.post("/api/reports", json=body)
+        tip = http.post("/api/tips", json={"text": f"{title}: gọi +84900000000",
+                                           "kind": "drill-publish", "area": "hn-tay-ho"})
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert tip.status_code == 202 and tip.json()["id"].startswith("TIP-")
+
+    clinic = trust.token("clinic-desk", "reporter", department="health")
+    held_report = post_report(trust, {**body, "area": "hn-tay-ho-quang-an"}, clinic)
+    operator = trust.cli("report", "--kind", "drill-publish", "--severity", "extreme",
+                         "--area", "hn-cau-giay", "--title", title,
+                         "--operator-reason", "phoned in by the ward", "--json")
+    assert operator.returncode == 0, operator.stderr
+    construction = trust.token("construction-desk", "reporter", department="construction")
+    granted = post_report(trust, {**body, "area": "hn-long-bien"}, construction)
+
+    published = wait_for(lambda: trust.incident_of(granted), 30, "granted report taken in")
+    trust.wait_for_status(published, "published", timeout_s=30)
+    held = [wait_for(lambda r=r: trust.incident_of(r), 30, "held report taken in")
+            for r in (held_report, re.findall(r'"report": "([^"]+)"', operator.stdout)[0])]
+    for incident_id in held:
+        approval = trust.incident(incident_id)["approval_id"]
+        wait_for(lambda a=approval: trust.redis.hget(trust.keys.approval(a), "phase") == "held",
+                 30, f"{approval} held")
+        assert trust.incident(incident_id)["status"] == "awaiting_approval"
+        exhausted = [e for e in trust.timeline(incident_id)
+                     if e["action"] == "approval.exhausted"]
+        assert len(exhausted) == 1
+    public = trust.redis.zrange(trust.keys.statements_published(), 0, -1)
+    assert public == [f"STM-{published[4:]}-1"]
+    opened_by_tip = [i for i in trust.redis.zrange(trust.keys.incidents(), 0, -1)
+                     if "+84900000000" in trust.incident(i).get("title", "")]
+    assert opened_by_tip == [] and trust.redis.zcard(trust.keys.tips()) >= 1
+    source = trust.incident(held[1])
+    assert (source["source_actor"].startswith("operator:"), source["source_verified"],
+            source["source_scope"]) == (True, "1", "")
+
+
+def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path,
+                                                     mail: tuple[int, Inbox]) -> None:
+    """After a flood statement went to known subscribers by SMS and email: no anonymous page,
+    feed or API answer, and no staff timeline, carries their contacts or the reply code."""
+    csv = tmp_path / "subs.csv"
+    csv.write_text(SUBSCRIBERS, encoding="utf-8")
+    assert trust.cli("subscribers", "import", str(csv)).returncode == 0
+    report_id = post_report(trust, {"kind": "flood", "severity": "severe",
+                                    "area": "hn-ba-dinh-kim-ma",
+                                    "title": f"Ngập sâu {uuid.uuid4().hex[:6]}"})
+    incident_id = wait_for(lambda: trust.incident_of(report_id), 30, "taken in")
+    trust.wait_for_status(incident_id, "awaiting_approval")
+    prompt = wait_for(lambda: [m for m in trust.sms_sent(to="+84901000101")
+                               if incident_id in m["body"]], 30, "the approver's SMS")
+    code = re.findall(r"\bYES (\d{4,8})\b", prompt[0]["body"])[0]
+    approval_id = f"APR-{incident_id[4:]}-1"
+    assert trust.cli("approve", approval_id,
+                     *trust.as_person("nguyen-van-an")).returncode == 0
+    statement_id = f"STM-{incident_id[4:]}-1"
+    wait_for(lambda: trust.sms_sent(to="+84912000002"), 30, "the subscriber's SMS")
+    wait_for(lambda: any("dan.trust@mail.example" in r for r in mail[1].recipients), 30,
+             "the subscriber's email")
+
+    ids = {**SAMPLE_IDS, "incident_id": incident_id, "statement_id": statement_id,
+           "approval_id": approval_id}
+    seen = []
+    with trust.anonymous() as http:
+        for method, path, _ in routes():
+            if method != "GET" or path == "/events":
+                continue
+            answer = http.get(fill(path, ids), follow_redirects=False)
+            seen.append((path, answer.text))
+        seen += [(p, http.get(p).text) for p in (
+            f"/press?q={incident_id}", "/?lang=en", "/?area=hn-ba-dinh-kim-ma",
+            f"/cap/{statement_id}.xml", f"/s/{statement_id}")]
+    with trust.http() as staff:
+        seen.append(("staff timeline", staff.get(f"/api/incidents/{incident_id}").text))
+        seen.append(("staff approvals", staff.get("/api/approvals?all=true").text))
+    with trust.http(trust.token("press-desk", "press")) as press:
+        seen.append(("press", press.get("/api/statements").text))
+    assert any(statement_id in text for _, text in seen)  # the crawl did reach the statement
+    leaks = [(path, secret) for path, text in seen for secret in [*CONTACTS, f"YES {code}"]
+             if secret in text]
+    assert leaks == []
+
+
+def test_a_revoked_token_is_refused_at_once(trust: Stack) -> None:
+    """The request right after `loa tokens revoke` gets 401; the list never shows tokens."""
+    token = trust.token("short-lived", "partner")
+    with trust.http(token) as http:
+        assert http.get("/api/statements").status_code == 200
+        assert trust.cli("tokens", "revoke", "short-lived").returncode == 0
+        after = http.get("/api/statements")
+    assert after.status_code == 401
+    assert after.json()["detail"] == "this API token is not valid (unknown or revoked)"
+    listed = trust.cli("tokens", "list", "--json").stdout
+    assert "short-lived" not in listed and "loa_" not in listed
+
+
+def test_bodies_and_path_ids_are_checked_before_anything_is_read(trust: Stack) -> None:
+    """A body over the limit is 413 at every door; ids in paths must match their pattern."""
+    big = "x" * (300 * 1024)
+    with trust.anonymous() as http:
+        assert http.post("/api/tips", content=big).status_code == 413
+        assert http.post("/tip", content=big).status_code == 413
+    with trust.http() as http:
+        assert http.post("/api/reports", content=big).status_code == 413
+        injected = http.get("/api/incidents/INC-1*")
+        assert injected.status_code == 422
+        assert injected.json()["errors"][0]["field"].endswith("incident_id")
+        for path in ("/api/statements/STM-1:*", "/console/incidents/INC-1*",
+                     "/inbox/APR-*", "/statements/STM-1%0A", "/cap/STM-1*.xml"):
+            assert http.get(path).status_code == 422, path
+
+
+def test_tips_are_limited_per_client_but_not_for_a_credential(trust: Stack) -> None:
+    """An address sends at most 10 tips in 10 minutes (then 429 with Retry-After); a press
+    token's holder, accountable by name, is not limited."""
+    tip = {"text": "Có khói ở chợ Đồng Xuân, chưa rõ nguyên nhân", "area": "hn-hoan-kiem"}
+    with trust.anonymous() as http:
+        answers = [http.post("/api/tips", json=tip) for _ in range(11)]
+    statuses = [a.status_code for a in answers]
+    assert 429 in statuses and set(statuses[:statuses.index(429)]) == {202}
+    assert int(answers[statuses.index(429)].headers["retry-after"]) > 0
+    with trust.http(trust.token("tip-press", "press")) as press:
+        assert [press.post("/api/tips", json=tip).status_code for _ in range(3)] == [202] * 3

@@ -1,0 +1,168 @@
+"""The policy table, the scope rules and the exhaustion rule's grant, with exact values; and
+that every route of the web app names the action it takes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Mount
+
+from coordinator.access import (
+    ANONYMOUS,
+    POLICY,
+    WHAT,
+    Action,
+    Principal,
+    Role,
+    Verdict,
+    decide,
+    may_publish_on_exhaustion,
+)
+from coordinator.approvals.request import exhaustion_for
+from coordinator.city import City
+from coordinator.playbooks.models import Playbook
+from coordinator.reports.sources import namespaced_report_id, source_of
+from coordinator.settings import REPO_ROOT, Settings
+from coordinator.web.app import create_web_app
+from coordinator.web.auth import action_of
+
+
+def token(role: Role, **scope: str) -> Principal:
+    return Principal(kind="token", username="desk", role=role, **scope)
+
+
+def test_the_policy_covers_every_action_and_hands_out_nothing_twice() -> None:
+    """Every action has a row and words; only public doors are open to anonymous callers."""
+    assert set(POLICY) == set(Action) == set(WHAT)
+    open_to_anyone = {a for a, roles in POLICY.items() if Role.anonymous in roles}
+    assert open_to_anyone == {Action.public_read, Action.subscribe, Action.tip_file,
+                              Action.login, Action.signed_link, Action.provider_webhook}
+
+
+@pytest.mark.parametrize(("role", "allowed"), [
+    (Role.anonymous, False), (Role.reporter, True), (Role.duty_officer, True),
+    (Role.approver, False), (Role.press, False), (Role.partner, False), (Role.monitor, False),
+    (Role.admin, True)])
+def test_who_may_file_a_report(role: Role, allowed: bool) -> None:
+    """Reporters, duty officers and admins file reports; nobody else."""
+    principal = ANONYMOUS if role == Role.anonymous else token(role)
+    assert decide(principal, Action.report_file).allowed is allowed
+
+
+def test_a_refusal_says_why_and_whether_a_credential_would_help() -> None:
+    """Anonymous: 401 naming the action; a known caller without the right: 403 naming them."""
+    assert decide(ANONYMOUS, Action.incident_read) == Verdict(
+        False, "to see incidents you need a credential (an API token or a console login)", 401)
+    assert decide(token(Role.press), Action.incident_read) == Verdict(
+        False, "token:desk (press) may not see incidents: that is for duty officers, admins",
+        403)
+
+
+def test_an_area_scoped_reporter_reports_only_inside_its_area(city: City) -> None:
+    """A ward's desk may report in the district's ward, not in another district."""
+    desk = token(Role.reporter, area="hn-ba-dinh")
+    inside = "hn-ba-dinh-kim-ma"
+    assert decide(desk, Action.report_file, inside, {inside: city.ancestors(inside)}).allowed
+    refused = decide(desk, Action.report_file, "hn-dong-da",
+                     {"hn-dong-da": city.ancestors("hn-dong-da")})
+    assert refused == Verdict(False, "token:desk may act only in hn-ba-dinh and the areas "
+                                     "inside it, not in hn-dong-da", 403)
+
+
+def test_actors_and_scopes_name_the_credential() -> None:
+    """The audit actor is the credential's identity, never a typed name."""
+    assert token(Role.reporter, department="fire-police").actor == "token:desk"
+    assert token(Role.reporter, department="fire-police").scope == "department:fire-police"
+    assert Principal(kind="session", username="an", role=Role.approver,
+                     person_id="nguyen-van-an").actor == "nguyen-van-an"
+    assert Principal(kind="session", username="root", role=Role.admin).actor == "account:root"
+    assert Principal(kind="operator", username="mai", role=Role.admin).actor == "operator:mai"
+    assert ANONYMOUS.actor == "anonymous" and not ANONYMOUS.verified
+
+
+def test_report_ids_are_namespaced_by_their_client() -> None:
+    """Two clients' `rep-1` are two reports; the source records the credential."""
+    fire = token(Role.reporter, department="fire-police")
+    officer = Principal(kind="session", username="trang", role=Role.duty_officer)
+    assert namespaced_report_id(fire, "rep-1") == "t.desk:rep-1"
+    assert namespaced_report_id(officer, "rep-1") == "s.trang:rep-1"
+    assert source_of(fire).model_dump() == {"actor": "token:desk", "role": "reporter",
+                                            "scope": "department:fire-police", "verified": True}
+
+
+@pytest.mark.parametrize(("scope", "verified", "publishes"), [
+    ("department:fire-police", True, True),
+    ("department:health", True, False),
+    ("", True, False),  # a duty officer or the local operator: the city as a whole
+    ("department:fire-police", False, False),
+])
+def test_publish_on_exhaustion_needs_a_granted_authenticated_source(
+        scope: str, verified: bool, publishes: bool) -> None:
+    """Only an authenticated reporter whose scope the playbook names."""
+    assert may_publish_on_exhaustion(["department:fire-police"], scope, verified) is publishes
+
+
+def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, Playbook]
+                                                          ) -> None:
+    """The fire playbook's `publish` becomes `hold` for a report of the health department,
+    and the request says why."""
+    fire = playbooks["fire"]
+    granted = {"source_actor": "token:fire-hq", "source_scope": "department:fire-police",
+               "source_verified": "1"}
+    other = {"source_actor": "token:clinic", "source_scope": "department:health",
+             "source_verified": "1"}
+    assert exhaustion_for(fire, granted) == ("publish", [])
+    assert exhaustion_for(fire, other) == ("hold", [
+        "`publish` on exhaustion does not apply: the incident was opened by token:clinic "
+        "(department:health), which playbook fire does not name in publish_for: holding for "
+        "a decision instead"])
+    assert exhaustion_for(fire, {})[0] == "hold"  # an incident from before sources
+
+
+def web_app() -> FastAPI:
+    """The web app, built without connecting to anything."""
+    return create_web_app(Settings(kafka_url="kafka://127.0.0.1:1",
+                                   redis_url="redis://127.0.0.1:1"))
+
+
+def test_every_route_names_the_action_it_takes() -> None:
+    """No door without a lock: each route depends on exactly one `allow(action)`; the static
+    files are the only mount, and are public."""
+    unlocked = []
+    for route in walk(web_app().router.routes):
+        if isinstance(route, Mount):
+            assert route.path == "/static"
+            continue
+        assert isinstance(route, APIRoute), route
+        actions = [action_of(d.call) for d in route.dependant.dependencies]
+        if len([a for a in actions if a is not None]) != 1:
+            unlocked.append(f"{sorted(route.methods)} {route.path}")
+    assert unlocked == []
+
+
+def test_the_documented_route_table_is_the_code() -> None:
+    """docs/access.md lists every route with its action, and nothing else."""
+    served = set()
+    for route in walk(web_app().router.routes):
+        if isinstance(route, APIRoute):
+            action = next(a for a in (action_of(d.call) for d in route.dependant.dependencies)
+                          if a)
+            served |= {f"| `{m} {route.path}` | `{action.value}` |" for m in route.methods}
+    documented = {line for line in (REPO_ROOT / "docs" / "access.md").read_text(
+        encoding="utf-8").splitlines() if re.match(r"^\| `(GET|POST) /", line)}
+    assert documented == served
+
+
+def walk(routes: list) -> list:  # type: ignore[type-arg]
+    """The app's routes, through included routers."""
+    out = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            out += walk(inner.routes)
+        else:
+            out.append(route)
+    return out

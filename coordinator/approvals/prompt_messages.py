@@ -89,7 +89,8 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
     delivery_id = f"prompt:{prompt.id}"
     if prompt.channel == "sms":
         return DeliveryRequest(id=delivery_id, channel="sms", recipient=prompt.phone,
-                               text=await sms_for(rt, prompt), incident_id=prompt.incident_id)
+                               text=await sms_for(rt, prompt), incident_id=prompt.incident_id,
+                               person_id=prompt.person_id)
     if prompt.channel != "email":
         return None
     texts = await _draft_texts(rt, prompt.approval_id)
@@ -109,7 +110,7 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
     subject = f"{heading}: {texts[0]['title']}" if texts else heading
     return DeliveryRequest(id=delivery_id, channel="email", recipient=prompt.email,
                            subject=subject, text=text, html=html,
-                           incident_id=prompt.incident_id)
+                           incident_id=prompt.incident_id, person_id=prompt.person_id)
 
 
 async def _draft(rt: Runtime, approval_id: str) -> Draft | None:

@@ -36,7 +36,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
-    """Run `work` with a Redis connection; exit in plain words when Redis is unreachable."""
+    """Run `work` with a Redis connection; exit in plain words when Redis is unreachable or
+    `work` raises a LoaError (its message is the error shown)."""
     settings = env_settings()
     if not settings.redis_url:
         raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
@@ -52,6 +53,8 @@ def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
         raise fail(redis_problem(settings.redis_url, exc)) from exc
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
 
 
 def print_json(data: Any) -> None:

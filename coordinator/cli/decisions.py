@@ -38,10 +38,7 @@ def inbox(
                                         Action.inbox_use)
         return await queries.inbox(redis, keys, _person_of(principal, person))
 
-    try:
-        rows = with_redis(work)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
+    rows = with_redis(work)
     if as_json:
         print_json(rows)
         return
@@ -100,10 +97,7 @@ def _decide(approval_id: str, person: str, verdict: str, comment: str, token: st
         raise LoaError(f"decision {decision.id} was sent but not applied within 30s: "
                        "is a worker running?")
 
-    try:
-        outcome = with_redis(work)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
+    outcome = with_redis(work)
     if as_json:
         print_json(outcome)
     else:

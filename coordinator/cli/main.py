@@ -123,10 +123,7 @@ def report(
             result |= await _wait_for_plan(redis, keys, rep.id)
         return result
 
-    try:
-        result = with_redis(work)
-    except LoaError as exc:
-        raise fail(str(exc)) from exc
+    result = with_redis(work)
     if as_json:
         print_json(result)
         return

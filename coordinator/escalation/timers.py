@@ -48,7 +48,7 @@ TimerHandler = Callable[[str, str, int, float], Awaitable[None]]
 # sweep escalates any overdue request); a reminder of a request whose worker died before
 # this worker adopted it is at most this late.
 ADOPT_EVERY_S = 5.0
-_BATCH = 100  # records read and scheduled between two yields to the event loop
+_BATCH = 25  # records read and scheduled between two yields to the event loop
 _SCAN = 500  # pending ids read at a time
 # Timers handled at once. After an outage thousands may be due together: unbounded, they
 # would take every connection of the Redis pool (100) from the agents, and each other.

@@ -196,6 +196,10 @@ def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path
     with trust.http(trust.token("press-desk", "press")) as press:
         seen.append(("press", press.get("/api/statements").text))
     assert any(statement_id in text for _, text in seen)  # the crawl did reach the statement
+    addressed = {e["detail"]["to"] for e in trust.timeline(incident_id)
+                 if e["action"].startswith("delivery.")}
+    assert "person:nguyen-van-an" in addressed  # the prompt, by person id
+    assert not any(a.startswith("sub-") for a in addressed)  # the audience: counted, not listed
     leaks = [(path, secret) for path, text in seen for secret in [*CONTACTS, f"YES {code}"]
              if secret in text]
     assert leaks == []

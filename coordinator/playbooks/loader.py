@@ -50,6 +50,9 @@ def _semantic_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     if pb.match is not None:
         out += [f"{src.where(['match', 'areas', i])}: match.areas[{i}]: unknown area {code!r}"
                 for i, code in enumerate(pb.match.areas) if code not in city.areas]
+        out += [f"{src.where(['match', 'kinds', i])}: match.kinds[{i}]: unknown kind {kind!r} "
+                "(config/kinds.yaml)"
+                for i, kind in enumerate(pb.match.kinds) if kind not in city.kinds]
     if pb.approval is not None:
         out += _chain_problems(src, pb, city)
     for language in pb.languages:

@@ -127,6 +127,28 @@ def test_an_unknown_area_is_named(playbook_file: Write, city: City) -> None:
     assert problems == [f"{path}:7: match.areas[0]: unknown area 'hn-atlantis'"]
 
 
+def test_a_kind_the_city_does_not_take_is_named(playbook_file: Write, city: City) -> None:
+    """A kind missing from config/kinds.yaml is refused on its line."""
+    path = playbook_file("flood-test", good().replace("kinds: [flood]", "kinds: [flood, lava]"))
+    _, problems = check_playbook_file(path, city)
+    assert problems == [f"{path}:5: match.kinds[1]: unknown kind 'lava' (config/kinds.yaml)"]
+
+
+def test_publish_on_exhaustion_must_name_whom_it_trusts(playbook_file: Write, city: City
+                                                       ) -> None:
+    """`on_exhausted: publish` without `publish_for` is refused; a scope that config/ does not
+    know is named."""
+    bare = good().replace("  chain:\n", "  on_exhausted: publish\n  chain:\n", 1)
+    _, problems = check_playbook_file(playbook_file("flood-test", bare), city)
+    assert len(problems) == 1 and "on_exhausted: publish needs publish_for" in problems[0]
+    unknown = good().replace("  chain:\n", "  on_exhausted: publish\n"
+                             "  publish_for: [department:ministry-of-magic]\n  chain:\n", 1)
+    path = playbook_file("flood-test", unknown)
+    _, problems = check_playbook_file(path, city)
+    assert problems == [f"{path}:10: approval.publish_for[0]: unknown department "
+                        "'ministry-of-magic'"]
+
+
 def test_a_missing_language_template_is_named(playbook_file: Write, city: City) -> None:
     """A language listed without templates for every channel is refused."""
     text = good().replace('      text: "Flood in {{ area.name }}"\n', "").replace(

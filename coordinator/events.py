@@ -36,6 +36,14 @@ def _without_reply_code(data: Any) -> Any:
     return data
 
 
+def _request_before_sources(data: Any) -> Any:
+    """A request made before issue 10 froze `publish` without asking who opened the
+    incident (reports then needed no credential): it holds for a human decision instead."""
+    if isinstance(data, dict) and "reply_code" in data and data.get("on_exhausted") == "publish":
+        data = {**data, "on_exhausted": "hold"}
+    return _without_reply_code(data)
+
+
 class Severity(enum.StrEnum):
     """CAP 1.2 severities, in rising order."""
 
@@ -222,7 +230,7 @@ class ApprovalRequest(Event):
     hold_alert_every_s: float = 600.0
     created_at: datetime = Field(default_factory=utcnow)
 
-    _legacy = model_validator(mode="before")(_without_reply_code)
+    _legacy = model_validator(mode="before")(_request_before_sources)
 
     def current_level(self) -> ChainLevelSnapshot:
         """The chain level that holds the request now."""

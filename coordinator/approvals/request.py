@@ -139,8 +139,14 @@ def exhaustion_for(playbook: Playbook, incident: dict[str, str]) -> tuple[Exhaus
     if rule != "publish":
         return rule, []
     scope = incident.get("source_scope", "")
-    if may_publish_on_exhaustion(playbook.approval.publish_for, scope,
-                                 incident.get("source_verified") == "1"):
+    grants = playbook.approval.publish_for
+    if "severity_scope" in incident and not may_publish_on_exhaustion(
+            grants, incident["severity_scope"], True):
+        return "hold", [f"`publish` on exhaustion does not apply: the severity was raised by a "
+                        f"report from {incident['severity_scope'] or 'the whole city'}, which "
+                        f"playbook {playbook.id} does not name in publish_for: holding for a "
+                        "decision instead"]
+    if may_publish_on_exhaustion(grants, scope, incident.get("source_verified") == "1"):
         return rule, []
     return "hold", [f"`publish` on exhaustion does not apply: the incident was opened by "
                     f"{incident.get('source_actor') or 'an unverified source'}"

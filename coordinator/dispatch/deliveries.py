@@ -172,8 +172,17 @@ def addressee(request: DeliveryRequest) -> str:
     return f"{request.purpose}:{request.id}"
 
 
+def without_contact(detail: str, request: DeliveryRequest) -> str:
+    """A provider's words with the recipient's address replaced by who it is (SMTP and
+    Twilio errors quote the address; promise 8 keeps it out of records and timelines)."""
+    for contact in {request.recipient, request.recipient.lower()} - {""}:
+        detail = detail.replace(contact, addressee(request))
+    return detail
+
+
 async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: str, now: datetime,
                   provider_id: str = "", error_code: str = "") -> Delivered:
+    detail = without_contact(detail, request)
     async with rt.redis.pipeline(transaction=True) as pipe:
         pipe.hset(rt.keys.delivery(request.id), mapping={
             "status": status, "channel": request.channel, "to": addressee(request),

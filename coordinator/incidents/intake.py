@@ -99,13 +99,15 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
 
 def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: dict[str, str],
                   report: Report) -> None:
-    # Only an authenticated report may raise the severity (an unverified one is recorded).
-    severity = (max(Severity(incident["severity"]), report.severity, key=lambda s: s.rank)
-                if report.verified else Severity(incident["severity"]))
+    # Only an authenticated report may raise the severity (an unverified one is recorded);
+    # who raised it is kept, for the exhaustion rule must trust them too.
+    current = Severity(incident["severity"])
+    raised = report.verified and report.severity.rank > current.rank
     last = max(datetime.fromisoformat(incident["last_report_at"]), report.received_at)
     pipe.hset(keys.incident(incident_id), mapping={
-        "severity": severity.value, "last_report_at": last.isoformat(),
-        "updated_at": report.received_at.isoformat(),
+        "severity": (report.severity if raised else current).value,
+        "last_report_at": last.isoformat(), "updated_at": report.received_at.isoformat(),
+        **({"severity_scope": report.source.scope if report.source else ""} if raised else {}),
     })
     pipe.hincrby(keys.incident(incident_id), "report_count", 1)
     queue_audit(pipe, keys, AuditEvent(

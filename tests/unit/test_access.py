@@ -107,8 +107,8 @@ def test_publish_on_exhaustion_needs_a_granted_authenticated_source(
 
 def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, Playbook]
                                                           ) -> None:
-    """The fire playbook's `publish` becomes `hold` for a report of the health department,
-    and the request says why."""
+    """The fire playbook's `publish` becomes `hold` for a report of the health department, or
+    for an incident whose severity the health department raised; the request says why."""
     fire = playbooks["fire"]
     granted = {"source_actor": "token:fire-hq", "source_scope": "department:fire-police",
                "source_verified": "1"}
@@ -120,6 +120,13 @@ def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, P
         "(department:health), which playbook fire does not name in publish_for: holding for "
         "a decision instead"])
     assert exhaustion_for(fire, {})[0] == "hold"  # an incident from before sources
+    raised_by_clinic = {**granted, "severity_scope": "department:health"}
+    assert exhaustion_for(fire, raised_by_clinic) == ("hold", [
+        "`publish` on exhaustion does not apply: the severity was raised by a report from "
+        "department:health, which playbook fire does not name in publish_for: holding for a "
+        "decision instead"])
+    raised_by_itself = {**granted, "severity_scope": "department:fire-police"}
+    assert exhaustion_for(fire, raised_by_itself) == ("publish", [])
 
 
 def web_app() -> FastAPI:

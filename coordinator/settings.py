@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     key_rotation_grace_s: float = Field(
         default=7 * 24 * 3600.0, ge=0, description="how long previous secrets still verify")
     secret_key: SecretStr | None = Field(
-        default=None, description="keys reply codes, subscriber ids and API token hashes; "
+        default=None, description="keys reply codes and seals TOTP secrets; "
                                   "`loa up` makes one and keeps it in its data folder")
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
         default_factory=list, description="comma-separated IPs/CIDRs of reverse proxies whose "

@@ -1,4 +1,5 @@
-"""Who is asking, and may they: sessions, CSRF tokens, roles and rate limits.
+"""Who is asking: sessions, CSRF tokens and rate limits (what they may do is decided in
+one place, coordinator.access, through coordinator.web.auth).
 
 Sessions live in a signed cookie (Starlette's SessionMiddleware, itsdangerous);
 it holds the username, the account's session epoch and the CSRF token. The account is
@@ -67,23 +68,6 @@ async def current_account(request: Request) -> Account | None:
             str(request.session.get("epoch", "")), epoch):
         request.session.pop("user", None)  # removed, re-created, logged out, or changed
         return None
-    return account
-
-
-async def logged_in(request: Request) -> Account:
-    """Dependency: any logged-in account (else a redirect to /login)."""
-    account = await current_account(request)
-    if account is None:
-        raise LoginRequired(request.url.path)
-    return account
-
-
-async def duty_officer(request: Request) -> Account:
-    """Dependency: a duty officer or admin."""
-    account = await logged_in(request)
-    if not account.can_run_incidents:
-        raise HTTPException(403, f"{account.username} is an {account.role}; this page is for "
-                                 "duty officers")
     return account
 
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from _measure import peak_rss_mib  # bench/ is the script's folder
 
-from coordinator.approvals.request import first_record
 from coordinator.broker import ensure_topics
 from coordinator.embedded import start_redis, start_tansu
 from coordinator.events import Severity
+from coordinator.plan.planner import first_record
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
 

@@ -33,11 +33,11 @@ from channels.email import EmailChannel
 from channels.sms import SmsChannel
 from coordinator.broker import ensure_topics
 from coordinator.city import load_city
+from coordinator.dispatch.audience import audience_key
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
 from coordinator.keys import Keys
 from coordinator.settings import Settings
 from coordinator.state import connect
-from coordinator.subscribers.audience import audience_key
 from coordinator.subscribers.models import new_subscriber_id
 
 AREAS_OF_INTEREST = "hn-ba-dinh"  # the statement's area; other subscribers are elsewhere

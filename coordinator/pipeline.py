@@ -6,7 +6,6 @@ handlers read as the data flow: report -> incident -> plan -> decision -> public
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -16,25 +15,22 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from channels.base import Channel
 from coordinator import observability as obs
-from coordinator import topics
+from coordinator import outbox, topics
 from coordinator.approvals.decisions import apply_decision
-from coordinator.approvals.inbox import deliver_to_inbox
-from coordinator.approvals.prompt_messages import prompt_delivery
-from coordinator.approvals.prompts import prompts_for
-from coordinator.approvals.record import ApprovalRecord
-from coordinator.approvals.request import plan_incident
-from coordinator.dispatch.deliveries import deliver
-from coordinator.dispatch.publish import publish_statement
-from coordinator.errors import BadEvent
-from coordinator.escalation.transitions import (
-    Timer,
+from coordinator.approvals.escalate import (
     fire_deadline,
     fire_hold_alert,
     fire_reminder,
     followup_messages,
-    level_timers,
     overdue,
 )
+from coordinator.approvals.inbox import deliver_to_inbox
+from coordinator.approvals.prompt_messages import prompt_delivery
+from coordinator.approvals.prompts import prompts_for
+from coordinator.dispatch.deliveries import deliver
+from coordinator.dispatch.fanout import fan_out
+from coordinator.errors import BadEvent
+from coordinator.escalation.policy import Timer, level_timers
 from coordinator.events import (
     ApprovalEvent,
     ApprovalPrompt,
@@ -51,9 +47,11 @@ from coordinator.events import (
 )
 from coordinator.incidents.actions import close_incident, redraft
 from coordinator.incidents.intake import take_in_report
+from coordinator.model.approval import ApprovalRecord
+from coordinator.plan.planner import plan_incident
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
-from coordinator.subscribers.fanout import fan_out
+from coordinator.statements.publication import approved_statement, publish_statement
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
@@ -187,22 +185,11 @@ class Pipeline:
         if fired.statement is not None:
             await self.send(topics.STATEMENTS, fired.statement.incident_id,
                             fired.statement.to_bytes())
-        done = list(followup_messages(fired))
-        if done:
-            await self.rt.redis.hdel(self.rt.keys.followups(), *done)
+        await outbox.sent(self.rt.redis, self.rt.keys, list(followup_messages(fired)))
 
     async def drain_followups(self, older_than_s: float = 5.0) -> int:
         """Send follow-ups a crash or an outage left behind (idempotent downstream)."""
-        by_name = {spec.name: spec for spec in topics.ALL}
-        stale = 0
-        for fid, raw in (await self.rt.redis.hgetall(self.rt.keys.followups())).items():
-            entry = json.loads(raw)
-            if time.time() - entry["at"] < older_than_s:
-                continue
-            await self.send(by_name[entry["topic"]], entry["key"], entry["value"].encode())
-            await self.rt.redis.hdel(self.rt.keys.followups(), fid)
-            stale += 1
-        return stale
+        return await outbox.drain(self.rt.redis, self.rt.keys, self.send, older_than_s)
 
     async def sweep(self) -> int:
         """Fire every timer overdue by more than a second (a lost job's safety net)."""
@@ -229,15 +216,7 @@ class Pipeline:
 
     async def publish(self, value: bytes) -> None:
         """An approved statement goes out on its channels."""
-        claimed = decode(Statement, value)
-        # Publish only what the decider stored with a recorded approval, never the event's
-        # own copy: a stray or forged message on `statements` publishes nothing.
-        stored = await self.rt.redis.hget(self.rt.keys.statement(claimed.id), "statement")
-        status = await self.rt.redis.hget(self.rt.keys.approval(claimed.approval_id), "status")
-        if stored is None or status != "approved":
-            raise BadEvent(f"statement {claimed.id} has no recorded approval "
-                           f"(approval {claimed.approval_id} is {status or 'unknown'})")
-        statement = Statement.model_validate_json(stored)
+        statement = await approved_statement(self.rt, decode(Statement, value))
         if await publish_statement(self.rt, self.channels, statement, utcnow()):
             obs.STATEMENTS_PUBLISHED.inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(

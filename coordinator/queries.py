@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.events import ApprovalPrompt, Statement
 from coordinator.keys import Keys
+from coordinator.model.approval import ApprovalRecord
 from coordinator.state import Redis, read_json_list
 
 MAX_PAGE = 200

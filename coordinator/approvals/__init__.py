@@ -1,1 +1,1 @@
-"""Approvals: who must approve (pure), the request, and the decisions on it."""
+"""Approvals: who must approve (chain), prompts, decisions, and escalation applied in Redis."""

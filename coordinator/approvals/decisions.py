@@ -14,18 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels.segments import segment_count
-from coordinator.approvals.record import ApprovalRecord
-from coordinator.approvals.request import ids_for
 from coordinator.events import (
-    ApprovalRequest,
     AuditEvent,
     Decision,
     Draft,
     RenderedText,
     Statement,
 )
+from coordinator.model.approval import ApprovalRecord
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.statements.approved import queue_approved, statement_for
 
 
 @dataclass(frozen=True)
@@ -178,27 +177,3 @@ def edited(draft: Draft, texts: list[RenderedText]) -> Draft:
     return draft.model_copy(update={"texts": merged})
 
 
-def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, str],
-                  approved_by: list[str], basis: str, at: datetime) -> Statement:
-    """The statement an approval makes of a draft."""
-    return Statement(
-        id=ids_for(request.incident_id, draft.version)[2], incident_id=request.incident_id,
-        approval_id=request.id, draft_id=draft.id, playbook_id=request.playbook_id,
-        kind=incident["kind"], severity=request.severity, area=incident["area"],
-        texts=draft.texts, approved_by=approved_by, approved_at=at,
-        msg_type=draft.msg_type, references=draft.references,
-        approval_basis=basis,  # type: ignore[arg-type]
-    )
-
-
-def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statement: Statement,
-                   decided_by: str, now: datetime) -> None:
-    """Inside MULTI: mark the request approved and store its statement."""
-    done = record.evolve(status="approved", decided_by=decided_by,
-                         decided_at=statement.approved_at.isoformat(), due=None,
-                         basis=statement.approval_basis)
-    pipe.hset(rt.keys.approval(record.request.id), mapping=done.to_hash())
-    pipe.zrem(rt.keys.approvals_pending(), record.request.id)
-    pipe.hset(rt.keys.statement(statement.id), mapping={"statement": statement.model_dump_json()})
-    pipe.hset(rt.keys.incident(record.request.incident_id), mapping={
-        "status": "approved", "statement_id": statement.id, "updated_at": now.isoformat()})

@@ -26,7 +26,7 @@ from coordinator.runtime import Runtime
 from coordinator.signing import b64, derived_key
 
 _emails = Environment(
-    loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "web" / "templates"),
+    loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
     autoescape=select_autoescape(["html"]))
 log = obs.get_logger("prompts")
 
@@ -104,7 +104,7 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
                         f"Xem và phê duyệt / Review and decide: {link}" if link else
                         f"Xem và phê duyệt (cần đăng nhập) / Review and decide (log in): {edit}",
                         f"Sửa rồi phê duyệt (cần đăng nhập) / Edit and approve (log in): {edit}"])
-    html = _emails.get_template("email/prompt.html").render(
+    html = _emails.get_template("prompt_email.html").render(
         heading=heading, prompt=prompt, texts=texts, link=link, deadline=deadline,
         edit=edit)
     subject = f"{heading}: {texts[0]['title']}" if texts else heading

@@ -11,9 +11,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from channels.segments import segment_count
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.city import Person
 from coordinator.events import ApprovalPrompt, PromptKind, RenderedText
+from coordinator.model.approval import ApprovalRecord
 
 # The kinds whose SMS asks for an answer, and so carries the draft and a reply code.
 ANSWERABLE: frozenset[PromptKind] = frozenset({"request", "reminder", "moved_up"})

@@ -300,8 +300,8 @@ def playbooks_explain(
 ) -> None:
     """Which playbook an incident would get, and why each other one does not fit."""
     from coordinator.errors import PlaybookError
+    from coordinator.plan.selection import select_playbook
     from coordinator.playbooks.loader import load_playbooks
-    from coordinator.playbooks.selection import select_playbook
 
     settings = load_settings()
     city = city_or_fail(settings)

@@ -1,1 +1,1 @@
-"""Dispatch: an approved statement handed to its channels."""
+"""Dispatch: a published statement fanned out to its audience, handed to SMS and email."""

@@ -1,1 +1,1 @@
-"""Escalation: the pure policy (`next_step`), its transitions in Redis, and the timers."""
+"""Escalation: when a request is looked at again (the pure policy) and the timers that keep it."""

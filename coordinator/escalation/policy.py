@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.city import Person
 from coordinator.events import ApprovalRequest, ChainLevelSnapshot, Severity
+from coordinator.model.approval import ApprovalRecord
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,33 @@ def hold_alert_due(record: ApprovalRecord, alert_number: int, now: datetime) -> 
     return (record.status == "pending" and record.phase == "held"
             and record.alerts + 1 == alert_number and record.due is not None
             and now >= record.due)
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A moment at which an approval request must be looked at again."""
+
+    kind: str  # deadline | reminder | hold
+    approval_id: str
+    number: int  # the level (deadline, reminder) or the alert number (hold)
+    at: datetime
+    fraction: float = 0.0
+
+    @property
+    def job_id(self) -> str:
+        """Derived from what it is for, so scheduling it twice keeps one job."""
+        return f"{self.approval_id}:{self.kind}:{self.number}:{round(self.fraction * 100)}"
+
+
+def level_timers(record: ApprovalRecord) -> list[Timer]:
+    """The deadline and reminders of the level a pending request is at."""
+    if record.status != "pending" or record.phase != "level" or record.due is None:
+        return []
+    request = record.request
+    level = request.chain[record.level - 1]
+    start = record.due - timedelta(seconds=level.within_s)
+    timers = [Timer("deadline", request.id, record.level, record.due)]
+    timers += [Timer("reminder", request.id, record.level,
+                     start + timedelta(seconds=level.within_s * f), fraction=f)
+               for f in level.reminders]
+    return timers

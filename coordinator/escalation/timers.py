@@ -37,9 +37,9 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from coordinator import observability as obs
-from coordinator.approvals.record import ApprovalRecord
-from coordinator.escalation.transitions import Timer, level_timers
+from coordinator.escalation.policy import Timer, level_timers
 from coordinator.keys import Keys
+from coordinator.model.approval import ApprovalRecord
 from coordinator.state import Redis
 
 TimerHandler = Callable[[str, str, int, float], Awaitable[None]]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from coordinator.approvals.chain import code_matches
 from coordinator.approvals.inbox import prompted_requests
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.keys import Keys
+from coordinator.model.approval import ApprovalRecord
 from coordinator.state import Redis
 
 # Wrong codes a person may send within WRONG_CODE_WINDOW_S before SMS answers are refused

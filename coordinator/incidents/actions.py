@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels.segments import segment_count
-from coordinator.approvals.request import choose_playbook, facts_of, ids_for, queue_version
-from coordinator.drafts.render import render_draft
 from coordinator.errors import TemplateRenderError
 from coordinator.events import (
     ApprovalRequest,
@@ -28,6 +26,9 @@ from coordinator.events import (
     RenderedText,
 )
 from coordinator.incidents.correlation import OPEN_STATUSES
+from coordinator.model.incident import ids_for
+from coordinator.plan.planner import choose_playbook, facts_of, queue_version
+from coordinator.playbooks.render import render_draft
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 

@@ -1,1 +1,1 @@
-"""Playbooks: YAML -> Playbook models (loader) and incident -> playbook (selection)."""
+"""Playbooks: YAML -> Playbook models (loader), and their templates rendered into drafts."""

@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 
 from coordinator.city import City
-from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import PlaybookError, TemplateRenderError
 from coordinator.events import Severity
 from coordinator.playbooks.models import Playbook
+from coordinator.playbooks.render import IncidentFacts, render_draft
 from coordinator.yamlsource import YamlSource, parse_problem, validate_source
 
 # Long enough to show a template's worst case when checking SMS segment budgets.

@@ -1,1 +1,1 @@
-"""Subscribers: the registry and its indexes, audiences, and statement fan-out."""
+"""Subscribers: the registry and its indexes, opt-in and opt-out, proofs, CSV import and export."""

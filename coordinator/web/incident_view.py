@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from coordinator import queries
-from coordinator.approvals.request import ids_for
 from coordinator.events import Draft, Severity
 from coordinator.incidents.actions import draft_version
+from coordinator.model.incident import ids_for
 from coordinator.queries import delivery_progress
 from coordinator.web.state import State
 

@@ -21,8 +21,8 @@ from coordinator.access import (
     decide,
     may_publish_on_exhaustion,
 )
-from coordinator.approvals.request import exhaustion_for
 from coordinator.city import City
+from coordinator.plan.planner import exhaustion_for
 from coordinator.playbooks.models import Playbook
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.settings import REPO_ROOT, Settings

@@ -8,7 +8,6 @@ import pytest
 
 from coordinator.approvals.chain import code_matches, reply_code, snapshot_chain
 from coordinator.approvals.decisions import refusal
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.city import Absence, City, Person
 from coordinator.escalation.policy import (
     Escalate,
@@ -16,9 +15,9 @@ from coordinator.escalation.policy import (
     Ignore,
     enter_level,
     hold_alert_due,
+    level_timers,
     next_step,
 )
-from coordinator.escalation.transitions import level_timers
 from coordinator.events import (
     ApprovalRequest,
     ChainLevelSnapshot,
@@ -26,6 +25,7 @@ from coordinator.events import (
     RenderedText,
     Severity,
 )
+from coordinator.model.approval import ApprovalRecord
 from coordinator.signing import derived_key
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)

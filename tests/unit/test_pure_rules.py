@@ -10,11 +10,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from channels.segments import is_gsm7, segment_count
 from coordinator.city import City
-from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
 from coordinator.events import Report, Severity
 from coordinator.incidents.correlation import joins
 from coordinator.playbooks.models import Duration, Playbook, WebTemplate
+from coordinator.playbooks.render import IncidentFacts, render_draft
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 durations: TypeAdapter[float] = TypeAdapter(Duration)

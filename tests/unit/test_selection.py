@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from coordinator.city import City
 from coordinator.events import Severity
+from coordinator.plan.selection import judge, select_playbook
 from coordinator.playbooks.models import Playbook
-from coordinator.playbooks.selection import judge, select_playbook
 
 
 def test_a_flood_anywhere_gets_the_city_flood_playbook(

@@ -14,10 +14,10 @@ from coordinator.approvals.prompts import (
     prompt_text,
     sms_prompt_text,
 )
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.events import ApprovalRequest, ChainLevelSnapshot, RenderedText
 from coordinator.inbound.answers import matching_requests, sms_refusal
 from coordinator.inbound.sms_commands import Answer, parse_sms
+from coordinator.model.approval import ApprovalRecord
 from coordinator.signing import derived_key
 
 T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.escalation.timers import restored_timers
+from coordinator.model.approval import ApprovalRecord
 from tests.unit.test_approvals import T0, make_request, record_at
 
 DUE = T0 + timedelta(seconds=100)

@@ -8,42 +8,26 @@ sent only after the state is committed.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from coordinator import topics
-from coordinator.approvals.decisions import queue_approved, statement_for
+from coordinator import outbox, topics
 from coordinator.approvals.prompts import prompts_for
-from coordinator.approvals.record import ApprovalRecord
 from coordinator.escalation.policy import (
     Escalate,
     Exhaust,
     Ignore,
     Step,
+    Timer,
     hold_alert_due,
+    level_timers,
     next_step,
 )
 from coordinator.events import ApprovalPrompt, AuditEvent, Draft, Statement
+from coordinator.model.approval import ApprovalRecord
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
-
-
-@dataclass(frozen=True)
-class Timer:
-    """A moment at which an approval request must be looked at again."""
-
-    kind: str  # deadline | reminder | hold
-    approval_id: str
-    number: int  # the level (deadline, reminder) or the alert number (hold)
-    at: datetime
-    fraction: float = 0.0
-
-    @property
-    def job_id(self) -> str:
-        """Derived from what it is for, so scheduling it twice keeps one job."""
-        return f"{self.approval_id}:{self.kind}:{self.number}:{round(self.fraction * 100)}"
+from coordinator.statements.approved import queue_approved, statement_for
 
 
 @dataclass
@@ -70,24 +54,8 @@ def followup_messages(fired: Fired) -> dict[str, tuple[str, str, bytes]]:
 def queue_followups(pipe: Pipeline, rt: Runtime, fired: Fired) -> Fired:
     """Inside MULTI: keep the follow-up messages in Redis with the transition, so a crash or
     a broker outage between the commit and the sends loses none (the worker drains them)."""
-    for fid, (topic, key, value) in followup_messages(fired).items():
-        pipe.hset(rt.keys.followups(), fid, json.dumps(
-            {"topic": topic, "key": key, "value": value.decode(), "at": time.time()}))
+    outbox.queue(pipe, rt.keys, followup_messages(fired))
     return fired
-
-
-def level_timers(record: ApprovalRecord) -> list[Timer]:
-    """The deadline and reminders of the level a pending request is at."""
-    if record.status != "pending" or record.phase != "level" or record.due is None:
-        return []
-    request = record.request
-    level = request.chain[record.level - 1]
-    start = record.due - timedelta(seconds=level.within_s)
-    timers = [Timer("deadline", request.id, record.level, record.due)]
-    timers += [Timer("reminder", request.id, record.level,
-                     start + timedelta(seconds=level.within_s * f), fraction=f)
-               for f in level.reminders]
-    return timers
 
 
 async def fire_deadline(rt: Runtime, approval_id: str, level: int, now: datetime) -> Fired:

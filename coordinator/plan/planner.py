@@ -13,13 +13,14 @@ from datetime import datetime
 
 from coordinator.access import may_publish_on_exhaustion
 from coordinator.approvals.chain import snapshot_chain
-from coordinator.approvals.record import ApprovalRecord
-from coordinator.drafts.render import IncidentFacts, render_draft
 from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, ExhaustionRule, Severity
+from coordinator.model.approval import ApprovalRecord
+from coordinator.model.incident import ids_for
+from coordinator.plan.selection import Selection, select_playbook
 from coordinator.playbooks.models import Playbook
-from coordinator.playbooks.selection import Selection, select_playbook
+from coordinator.playbooks.render import IncidentFacts, render_draft
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -32,12 +33,6 @@ class Plan:
     playbook_id: str
     request: ApprovalRequest | None
     first_time: bool
-
-
-def ids_for(incident_id: str, version: int) -> tuple[str, str, str]:
-    """(draft, approval, statement) ids of a draft version: DRF-00042-1, APR-00042-1, ..."""
-    number = incident_id.removeprefix("INC-")
-    return (f"DRF-{number}-{version}", f"APR-{number}-{version}", f"STM-{number}-{version}")
 
 
 def facts_of(incident: dict[str, str]) -> IncidentFacts:

@@ -8,9 +8,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from coordinator import topics
+from coordinator.dispatch.audience import audience_key
 from coordinator.events import DeliveryRequest, RenderedText, Statement
 from coordinator.runtime import Runtime
-from coordinator.subscribers.audience import audience_key
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 

@@ -11,9 +11,23 @@ from datetime import datetime
 
 from channels.base import Channel, OutboundMessage
 from channels.delivery import send_with_retries
+from coordinator.errors import BadEvent
 from coordinator.events import AuditEvent, Delivery, Statement
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
+
+
+async def approved_statement(rt: Runtime, claimed: Statement) -> Statement:
+    """The statement as the decider stored it with a recorded approval, never the event's own
+    copy: a stray or forged message on `statements` publishes nothing (promise 1).
+
+    Raises BadEvent when there is no such statement or its approval is not recorded."""
+    stored = await rt.redis.hget(rt.keys.statement(claimed.id), "statement")
+    status = await rt.redis.hget(rt.keys.approval(claimed.approval_id), "status")
+    if stored is None or status != "approved":
+        raise BadEvent(f"statement {claimed.id} has no recorded approval "
+                       f"(approval {claimed.approval_id} is {status or 'unknown'})")
+    return Statement.model_validate_json(stored)
 
 
 def web_deliveries(statement: Statement, now: datetime) -> list[Delivery]:

@@ -1,0 +1,1 @@
+"""The records every stage shares: incident and approval request, with pure transitions."""

@@ -1,0 +1,1 @@
+"""Plan: an incident gets its playbook (selection), its draft and approval request (planner)."""

@@ -1,0 +1,1 @@
+"""Statements: what an approval makes, kept in Redis, and its publication on the public record."""

@@ -1,0 +1,37 @@
+"""The statement an approval makes of a draft, and its record in Redis."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from coordinator.events import ApprovalRequest, Draft, Statement
+from coordinator.model.approval import ApprovalRecord
+from coordinator.model.incident import ids_for
+from coordinator.runtime import Runtime
+from coordinator.state import Pipeline
+
+
+def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, str],
+                  approved_by: list[str], basis: str, at: datetime) -> Statement:
+    """The statement an approval makes of a draft."""
+    return Statement(
+        id=ids_for(request.incident_id, draft.version)[2], incident_id=request.incident_id,
+        approval_id=request.id, draft_id=draft.id, playbook_id=request.playbook_id,
+        kind=incident["kind"], severity=request.severity, area=incident["area"],
+        texts=draft.texts, approved_by=approved_by, approved_at=at,
+        msg_type=draft.msg_type, references=draft.references,
+        approval_basis=basis,  # type: ignore[arg-type]
+    )
+
+
+def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statement: Statement,
+                   decided_by: str, now: datetime) -> None:
+    """Inside MULTI: mark the request approved and store its statement."""
+    done = record.evolve(status="approved", decided_by=decided_by,
+                         decided_at=statement.approved_at.isoformat(), due=None,
+                         basis=statement.approval_basis)
+    pipe.hset(rt.keys.approval(record.request.id), mapping=done.to_hash())
+    pipe.zrem(rt.keys.approvals_pending(), record.request.id)
+    pipe.hset(rt.keys.statement(statement.id), mapping={"statement": statement.model_dump_json()})
+    pipe.hset(rt.keys.incident(record.request.incident_id), mapping={
+        "status": "approved", "statement_id": statement.id, "updated_at": now.isoformat()})

@@ -27,7 +27,8 @@ up: $(STAMP)
 	$(VENV)/bin/loa up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check coordinator channels tests bench
+	$(VENV)/bin/ruff check coordinator channels sandbox tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

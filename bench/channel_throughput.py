@@ -33,8 +33,7 @@ from pydantic import SecretStr
 
 from channels.base import OutboundMessage
 from channels.delivery import send_with_retries
-from channels.email import EmailChannel
-from channels.sms import SmsChannel
+from coordinator.dispatch.channels import email_channel, sms_channel
 from coordinator.embedded import free_port, start_redis, wait_for_port
 from coordinator.keys import Keys
 from coordinator.settings import Settings
@@ -66,8 +65,8 @@ async def timed(count: int, one: Callable[[int], Awaitable[None]], concurrency: 
 async def bench(settings: Settings, count: int, sms_url: str, smtp_port: int
                 ) -> dict[str, object]:
     redis = connect(settings.redis_url or "")
-    sms = SmsChannel(settings, redis, Keys("bench"))
-    email = EmailChannel(settings)
+    sms = sms_channel(settings, redis, Keys("bench"))
+    email = email_channel(settings)
     results: dict[str, object] = {}
     try:
         async def loa_sms(i: int) -> None:

@@ -29,11 +29,10 @@ from _measure import peak_rss_mib  # bench/ is the script's folder
 from pydantic import SecretStr
 
 from channels.base import OutboundMessage
-from channels.email import EmailChannel
-from channels.sms import SmsChannel
 from coordinator.broker import ensure_topics
 from coordinator.city import load_city
 from coordinator.dispatch.audience import audience_key
+from coordinator.dispatch.channels import email_channel, sms_channel
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
 from coordinator.keys import Keys
 from coordinator.settings import Settings
@@ -84,9 +83,9 @@ async def resolve(settings: Settings) -> tuple[float, int]:
 async def raw_capacity(settings: Settings, count: int) -> dict[str, float]:
     """Messages per second the endpoints take from the real clients, without Loa."""
     rds = connect(settings.redis_url or "")
-    sms = SmsChannel(settings.model_copy(update={"sms_rate_per_s": 100000.0}), rds,
-                     Keys("rawcap"))
-    email = EmailChannel(settings)
+    sms = sms_channel(settings.model_copy(update={"sms_rate_per_s": 100000.0}), rds,
+                      Keys("rawcap"))
+    email = email_channel(settings)
     out = {}
     try:
         for name, channel in (("sms", sms), ("email", email)):

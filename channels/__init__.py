@@ -1,5 +1,7 @@
 """Channels: one module a channel behind one small async interface (``channels.base``).
 
-The rest of Loa never imports a provider library directly; channels are
-registered in one explicit mapping (``channels.registry``).
+A leaf package: it imports nothing of the coordinator and takes plain values (a
+``TwilioAccount``, an ``SmtpServer``, a ``RateLimit``). The coordinator builds the channels
+from its settings (``coordinator.dispatch.channels``) and never imports a provider library
+for sending itself.
 """

@@ -1,10 +1,23 @@
-"""The one interface every channel implements, and the errors it may raise.
+"""The one interface every channel implements, the message it takes, and its errors.
 
 A channel hands one message to its provider and returns a :class:`Receipt`,
 or raises :class:`PermanentDeliveryError` (do not retry) or
 :class:`TransientDeliveryError` (retry later). Provider exceptions never leave
-the channel module. Retrying, backing off and rate limiting live once, in
-``channels.delivery``, not in each channel.
+the channel module. Retrying and backing off live once, in ``channels.delivery``.
+What a channel declares it cannot do is enforced once, by :class:`BaseChannel`: a text
+longer than its `max_length` is refused (:class:`MessageTooLong`) and its rate limit, a
+:class:`RateLimit` it is given, is waited for, before its own hand-over runs.
+
+This package is a leaf: it knows nothing of the coordinator. Its errors have their own
+root, :class:`ChannelError`, which the coordinator translates where it calls a channel::
+
+    ChannelError
+    ├── DeliveryError             a message the provider did not take
+    │   ├── PermanentDeliveryError
+    │   │   └── MessageTooLong
+    │   ├── TransientDeliveryError
+    │   └── Withdrawn
+    └── ChannelConfigError        a channel cannot be built from what it was given
 """
 
 from __future__ import annotations
@@ -14,11 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
 
-from coordinator.errors import LoaError
-from coordinator.events import Statement
+
+class ChannelError(Exception):
+    """Root of every error a channel raises on purpose."""
 
 
-class DeliveryError(LoaError):
+class ChannelConfigError(ChannelError, ValueError):
+    """A channel's configuration is incomplete or inconsistent."""
+
+
+class DeliveryError(ChannelError):
     """A message the provider did not take."""
 
 
@@ -28,6 +46,10 @@ class PermanentDeliveryError(DeliveryError):
     def __init__(self, message: str, code: str = "") -> None:
         self.code = code
         super().__init__(message)
+
+
+class MessageTooLong(PermanentDeliveryError):
+    """A text longer than the channel takes (refused before the provider is asked)."""
 
 
 class TransientDeliveryError(DeliveryError):
@@ -57,7 +79,6 @@ class OutboundMessage:
     html: str | None = None
     language: str = "vi"
     unsubscribe_url: str | None = None
-    statement: Statement | None = None
     # asked right before the hand-over (after any wait); False withdraws the message
     wanted: Callable[[], Awaitable[bool]] | None = field(default=None, compare=False)
 
@@ -71,8 +92,17 @@ class Receipt:
     status: str
 
 
+class RateLimit(Protocol):
+    """A rate shared by every process sending through the same account (a token bucket the
+    coordinator keeps, e.g. in Redis)."""
+
+    async def acquire(self) -> None:
+        """Wait until one more message may go."""
+        ...
+
+
 class Channel(Protocol):
-    """A way out of the building: web, SMS, email."""
+    """A way out of the building: SMS, email."""
 
     name: ClassVar[str]
     max_length: ClassVar[int | None]
@@ -93,3 +123,44 @@ class Reconciling(Protocol):
     async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
         """The provider's receipt for `message` if it has one, else None."""
         ...
+
+
+def refusal_for_length(channel_name: str, max_length: int | None, message: OutboundMessage
+                       ) -> MessageTooLong | None:
+    """The error for a text longer than `max_length` characters (None: no limit, or it
+    fits). Pure."""
+    if max_length is None or len(message.text) <= max_length:
+        return None
+    return MessageTooLong(f"{channel_name}: {message.id}: the text has {len(message.text)} "
+                          f"characters, more than the {max_length} this channel takes",
+                          code="too-long")
+
+
+class BaseChannel:
+    """What every channel does the same way before its provider is asked: refuse a text
+    longer than `max_length`, then wait for the rate limit (if it was given one). A channel
+    subclasses it and implements :meth:`hand_over` (and :meth:`close`)."""
+
+    name: ClassVar[str]
+    max_length: ClassVar[int | None] = None
+
+    def __init__(self, limiter: RateLimit | None = None) -> None:
+        self.limiter = limiter
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Check the message against the channel's capabilities, take a turn of the rate
+        limit, then hand it over; raises a DeliveryError subclass."""
+        too_long = refusal_for_length(self.name, self.max_length, message)
+        if too_long is not None:
+            raise too_long
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        return await self.hand_over(message)
+
+    async def hand_over(self, message: OutboundMessage) -> Receipt:
+        """Give one message to the provider (after :func:`still_wanted`); raises a
+        DeliveryError subclass."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections (nothing by default)."""

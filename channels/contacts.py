@@ -5,8 +5,10 @@ from __future__ import annotations
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from channels.base import ChannelError
 
-class InvalidContact(ValueError):
+
+class InvalidContact(ChannelError, ValueError):
     """A phone number or email address that cannot be used; the message says why."""
 
 

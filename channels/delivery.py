@@ -1,60 +1,22 @@
-"""What every channel shares: retries with exponential backoff and jitter, and a rate limit
-that all workers share through Redis (a token bucket)."""
+"""What every channel shares: retries with exponential backoff and full jitter.
+
+The rate limit all workers share is kept by the coordinator (in Redis,
+``coordinator.dispatch.rate_limit``) and handed to a channel as a ``channels.base.RateLimit``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 
 from channels.base import Channel, OutboundMessage, Receipt, TransientDeliveryError
-from coordinator.state import Redis
-
-# KEYS[1] = bucket; ARGV = rate per second, burst, now in ms. Returns ms to wait (0 = go).
-_TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate / 1000)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
-redis.call('PEXPIRE', KEYS[1], 60000)
-return wait
-"""
 
 
 def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.5, cap_s: float = 30.0
               ) -> float:
     """Full-jitter exponential backoff before retry number `attempt` (1-based). Pure."""
     return rng.uniform(0, min(cap_s, base_s * 2 ** (attempt - 1)))
-
-
-class RateLimiter:
-    """At most `rate` acquisitions per second across every process sharing `key`."""
-
-    def __init__(self, redis: Redis, key: str, rate: float, burst: float | None = None) -> None:
-        self.redis = redis
-        self.key = key
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-
-    async def acquire(self) -> None:
-        """Wait until a token is free."""
-        while True:
-            wait_ms = int(await self.redis.eval(_TOKEN_BUCKET, 1, self.key, self.rate,
-                                                self.burst, int(time.time() * 1000)))
-            if wait_ms <= 0:
-                return
-            await asyncio.sleep(wait_ms / 1000)
 
 
 async def send_with_retries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
@@ -13,6 +14,8 @@ from typing import ClassVar
 import aiosmtplib
 
 from channels.base import (
+    BaseChannel,
+    ChannelConfigError,
     OutboundMessage,
     PermanentDeliveryError,
     Receipt,
@@ -20,7 +23,21 @@ from channels.base import (
     still_wanted,
 )
 from channels.contacts import InvalidContact, email_address
-from coordinator.settings import Settings
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and as whom the email channel sends: the SMTP server, its login if any, the
+    From address, and how many connections one process may hold to it."""
+
+    host: str
+    port: int = 25
+    tls: bool = False
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sender: str = "Loa Hà Nội <loa@hanoi.example>"
+    connections: int = 4
 
 
 def one_line(text: str) -> str:
@@ -60,40 +77,40 @@ def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMess
     return mail
 
 
-class EmailChannel:
-    """Sends email over a small pool of SMTP connections (`LOA_SMTP_CONNECTIONS`), each
+class EmailChannel(BaseChannel):
+    """Sends email over a small pool of SMTP connections (`server.connections`), each
     reused for conversation after conversation and reconnected when it drops."""
 
     name: ClassVar[str] = "email"
     max_length: ClassVar[int | None] = None
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.smtp_host:
-            raise ValueError("LOA_SMTP_HOST is not set")
-        self.settings = settings
-        self.domain = settings.email_from.rsplit("@", 1)[-1].strip("> ")
+    def __init__(self, server: SmtpServer) -> None:
+        if not server.host:
+            raise ChannelConfigError("LOA_SMTP_HOST is not set")
+        super().__init__()
+        self.server = server
+        self.domain = server.sender.rsplit("@", 1)[-1].strip("> ")
         self._idle: list[aiosmtplib.SMTP] = []
-        self._slots = asyncio.Semaphore(settings.smtp_connections)
+        self._slots = asyncio.Semaphore(server.connections)
         self.connections = 0  # how many times we connected (reuse is visible in tests)
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        smtp = aiosmtplib.SMTP(hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_tls,
-                               start_tls=s.smtp_starttls if not s.smtp_tls else False,
-                               timeout=30)
+        s = self.server
+        smtp = aiosmtplib.SMTP(hostname=s.host, port=s.port, use_tls=s.tls,
+                               start_tls=s.starttls if not s.tls else False, timeout=30)
         await smtp.connect()
-        if s.smtp_username and s.smtp_password is not None:
+        if s.username and s.password is not None:
             try:
-                await smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
+                await smtp.login(s.username, s.password)
             except BaseException:
                 smtp.close()
                 raise
         self.connections += 1
         return smtp
 
-    async def send(self, message: OutboundMessage) -> Receipt:
+    async def hand_over(self, message: OutboundMessage) -> Receipt:
         """Send one email; raises Permanent/TransientDeliveryError."""
-        mail = build_email(message, self.settings.email_from, self.domain)
+        mail = build_email(message, self.server.sender, self.domain)
         async with self._slots:  # one conversation per connection at a time
             await still_wanted(message)
             smtp = self._idle.pop() if self._idle else None

@@ -1,11 +1,12 @@
 """SMS through Twilio's Messages API, with the official `twilio` SDK.
 
-`LOA_TWILIO_BASE_URL` points the SDK at the local Twilio-compatible sandbox
-(`loa sandbox sms`), by configuration; nothing is patched.
+A :class:`TwilioAccount` says where to send from; its `base_url` points the SDK at the
+local Twilio-compatible sandbox (`loa sandbox sms`), by configuration; nothing is patched.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -13,17 +14,16 @@ import aiohttp
 from twilio.base.exceptions import TwilioRestException
 
 from channels.base import (
+    BaseChannel,
+    ChannelConfigError,
     OutboundMessage,
     PermanentDeliveryError,
+    RateLimit,
     Receipt,
     TransientDeliveryError,
     still_wanted,
 )
-from channels.delivery import RateLimiter
 from channels.twilio_http import twilio_client
-from coordinator.keys import Keys
-from coordinator.settings import Settings
-from coordinator.state import Redis
 
 # Twilio error codes that retrying cannot fix.
 PERMANENT_CODES = {
@@ -39,8 +39,26 @@ PERMANENT_CODES = {
 }
 
 
-class SmsConfigError(ValueError):
+class SmsConfigError(ChannelConfigError):
     """Twilio settings are incomplete."""
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """What the SMS channel needs to know of Twilio: the account, the sender (a number or a
+    messaging service), where status callbacks go, and optionally another API base URL."""
+
+    account_sid: str
+    auth_token: str = field(repr=False)
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    status_callback: str = ""
+    base_url: str | None = None
+
+    @property
+    def sender_id(self) -> str:
+        """The sender the rate limit is per: the messaging service, else the number."""
+        return self.messaging_service_sid or self.from_number or ""
 
 
 def classify(status: int | None, code: int | None, message: str) -> Exception:
@@ -51,36 +69,35 @@ def classify(status: int | None, code: int | None, message: str) -> Exception:
     return PermanentDeliveryError(f"sms: {why} (Twilio {code})", code=str(code or status))
 
 
-class SmsChannel:
-    """Sends SMS; rate limited per sender across all workers."""
+class SmsChannel(BaseChannel):
+    """Sends SMS; rate limited per sender across all workers by the `limiter` it is given
+    (the base waits for it, and refuses a body over Twilio's 1600 characters)."""
 
     name: ClassVar[str] = "sms"
     max_length: ClassVar[int | None] = 1600  # Twilio's limit for one message body
 
-    def __init__(self, settings: Settings, redis: Redis, keys: Keys) -> None:
-        if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+    def __init__(self, account: TwilioAccount, limiter: RateLimit | None = None) -> None:
+        if not account.account_sid or not account.auth_token:
             raise SmsConfigError("LOA_TWILIO_ACCOUNT_SID and LOA_TWILIO_AUTH_TOKEN are needed")
-        if not (settings.twilio_from_number or settings.twilio_messaging_service_sid):
+        if not (account.from_number or account.messaging_service_sid):
             raise SmsConfigError("set LOA_TWILIO_FROM_NUMBER or LOA_TWILIO_MESSAGING_SERVICE_SID")
-        self.settings = settings
+        super().__init__(limiter)
+        self.account = account
         self._client: Any = None  # the SDK's aiohttp session needs the running loop: made lazily
         self.sender: dict[str, str] = (
-            {"messaging_service_sid": settings.twilio_messaging_service_sid}
-            if settings.twilio_messaging_service_sid
-            else {"from_": settings.twilio_from_number or ""})
-        self.status_callback = f"{settings.web_url()}/hooks/twilio/status"
-        sender_id = settings.twilio_messaging_service_sid or settings.twilio_from_number or ""
-        self.limiter = RateLimiter(redis, keys.rate_bucket("sms", sender_id),
-                                   settings.sms_rate_per_s)
+            {"messaging_service_sid": account.messaging_service_sid}
+            if account.messaging_service_sid
+            else {"from_": account.from_number or ""})
+        # where Twilio posts the message's status changes (none asked without a URL)
+        self.callback = ({"status_callback": account.status_callback}
+                         if account.status_callback else {})
 
-    async def send(self, message: OutboundMessage) -> Receipt:
+    async def hand_over(self, message: OutboundMessage) -> Receipt:
         """Create the message at Twilio; raises Permanent/TransientDeliveryError."""
-        await self.limiter.acquire()
         await still_wanted(message)
         try:
             created: Any = await self.client().messages.create_async(
-                to=message.recipient, body=message.text, status_callback=self.status_callback,
-                **self.sender)
+                to=message.recipient, body=message.text, **self.sender, **self.callback)
         except TwilioRestException as exc:
             raise classify(exc.status, exc.code, exc.msg) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -107,11 +124,8 @@ class SmsChannel:
     def client(self) -> Any:
         """The twilio SDK client, made in the running event loop on first use."""
         if self._client is None:
-            s = self.settings
-            assert s.twilio_account_sid and s.twilio_auth_token is not None
-            self._client = twilio_client(s.twilio_account_sid,
-                                         s.twilio_auth_token.get_secret_value(),
-                                         s.twilio_base_url)
+            a = self.account
+            self._client = twilio_client(a.account_sid, a.auth_token, a.base_url)
         return self._client
 
     async def close(self) -> None:

@@ -26,6 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, Field, StringConstraints
 
 from coordinator.city import City
+from coordinator.errors import LoaError
 from coordinator.events import AuditEvent, utcnow
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
@@ -38,7 +39,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
-class AccountError(ValueError):
+class AccountError(LoaError):
     """An account that cannot be made as asked; the message says why."""
 
 

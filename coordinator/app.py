@@ -15,11 +15,10 @@ import faust
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from channels.base import PermanentDeliveryError, TransientDeliveryError
-from channels.registry import build_channels
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers, faust_credentials
+from coordinator.dispatch.channels import build_channels
 from coordinator.errors import BadEvent, BrokerUnavailable, ConfigError, PlaybookError
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import DeadLetter, utcnow
@@ -187,9 +186,10 @@ def _register_timers(app: faust.App, settings: Settings, rt: Runtime,
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    """Redis, broker or provider trouble: the event is fine, the world is not (yet)."""
+    """Redis or broker trouble: the event is fine, the world is not (yet). (A provider's
+    trouble never reaches here: ``dispatch.deliveries`` makes it a delivery's outcome.)"""
     return isinstance(exc, RedisError | OSError | TimeoutError | BrokerUnavailable
-                      | TransientDeliveryError | KafkaError)
+                      | KafkaError)
 
 
 async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
@@ -205,7 +205,7 @@ async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
         try:
             await handler(value)
             return
-        except (KeyError, BadEvent, PermanentDeliveryError, PlaybookError, ConfigError) as exc:
+        except (KeyError, BadEvent, PlaybookError, ConfigError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             break
         except Exception as exc:

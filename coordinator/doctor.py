@@ -15,6 +15,8 @@ from coordinator.broker import missing_topics
 from coordinator.city import load_city
 from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.keys import Keys
+from coordinator.migrations import CURRENT
+from coordinator.migrations.version import Layout, LayoutError, advice, read_layout
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import Settings
 from coordinator.state import connect, redacted, redis_problem
@@ -72,6 +74,29 @@ def _redis(settings: Settings) -> tuple[bool, str]:
         return False, redis_problem(settings.redis_url, exc)
 
 
+def _layout(settings: Settings) -> tuple[bool, str]:
+    """The Redis layout's version against this Loa's (`loa migrate` changes it)."""
+    if not settings.redis_url:
+        return True, (f"Redis layout: version {CURRENT} (`loa up` stamps or migrates its "
+                      "embedded Redis)")
+
+    async def read() -> Layout:
+        redis = connect(settings.redis_url or "")
+        try:
+            return await read_layout(redis, Keys(settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        layout = asyncio.run(read())
+    except LayoutError as exc:
+        return False, str(exc)
+    except (OSError, RedisConnectionError, RedisTimeoutError):
+        return False, "Redis layout: not read (Redis does not answer: see above)"
+    problem = advice(layout, CURRENT)
+    return not problem, problem[:1].upper() + problem[1:] if problem else layout.describe(CURRENT)
+
+
 def _broker(settings: Settings) -> tuple[bool, str]:
     if not settings.kafka_url:
         return True, "broker: no LOA_KAFKA_URL and no `loa up` running; `loa up` starts Tansu"
@@ -85,7 +110,7 @@ def _broker(settings: Settings) -> tuple[bool, str]:
     return True, f"broker at {settings.kafka_url} answers; every topic exists"
 
 
-CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _broker]
+CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _layout, _broker]
 
 
 def run_doctor(settings: Settings, out: Console) -> int:

@@ -232,10 +232,6 @@ class ApprovalRequest(Event):
 
     _legacy = model_validator(mode="before")(_request_before_sources)
 
-    def current_level(self) -> ChainLevelSnapshot:
-        """The chain level that holds the request now."""
-        return self.chain[self.level - 1]
-
 
 PromptKind = Literal["request", "reminder", "moved_up", "hold_alert", "sign_off", "decided"]
 
@@ -304,22 +300,9 @@ class Statement(Event):
     approval_basis: Literal["approver", "duty_officer", "exhausted_publish"] = "approver"
 
 
-class Delivery(Event):
-    """One statement handed to one recipient on one channel (SMS and email: own issue)."""
-
-    type: Literal["delivery"] = "delivery"
-    id: str
-    statement_id: str
-    channel: Literal["web", "sms", "email"]
-    recipient: str
-    language: str
-    status: Literal["queued", "sent", "delivered", "failed"] = "queued"
-    at: datetime = Field(default_factory=utcnow)
-
-
 class DeliveryRequest(Event):
-    """A message to hand to the SMS or email channel (approval prompts now; statements to
-    subscribers with the subscribers issue). `id` is deterministic: a replay sends nothing new."""
+    """A message to hand to the SMS or email channel: an approval prompt, a statement to a
+    subscriber, a confirmation code. `id` is deterministic: a replay sends nothing new."""
 
     type: Literal["delivery.request"] = "delivery.request"
     id: str

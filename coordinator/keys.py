@@ -1,4 +1,8 @@
-"""Every Redis key Loa uses, in one place. All start with the configured prefix."""
+"""Every Redis key Loa uses, in one place. All start with the configured prefix.
+
+Each key's docstring says how long it lives: *kept* (the record, or a few bytes per thing
+that must never repeat), *expires* (a TTL, and after what), *pruned* (deleted by the code
+named) or *capped* (a stream's MAXLEN, a sorted set's size)."""
 
 from __future__ import annotations
 
@@ -16,206 +20,240 @@ class Keys:
 
     # reports in
     def outbox(self) -> str:
-        """Hash report id -> report JSON, kept until the pipeline has taken the report in."""
+        """Hash report id -> report JSON. Pruned: each entry when the pipeline takes the
+        report in (incidents.intake)."""
         return self._k("outbox")
 
     def outbox_times(self) -> str:
-        """Sorted set report id -> when it was last put on the broker."""
+        """Sorted set report id -> when it was last put on the broker. Pruned: with its
+        outbox entry."""
         return self._k("outbox", "sent")
 
     def report(self, report_id: str) -> str:
-        """The report as taken in, with the incident it went to."""
+        """Hash: the report as taken in, with the incident it went to. Kept: the record (and
+        what makes a replayed report a no-op)."""
         return self._k("report", report_id)
 
     # incidents
     def incident_seq(self) -> str:
-        """Counter behind incident ids."""
+        """Counter behind incident ids. Kept."""
         return self._k("seq", "incident")
 
     def incident(self, incident_id: str) -> str:
-        """Hash: the incident's current state."""
+        """Hash: the incident's current state. Kept: the record."""
         return self._k("incident", incident_id)
 
     def incidents(self) -> str:
-        """Sorted set incident id -> opened time."""
+        """Sorted set incident id -> opened time. Kept: one entry per incident."""
         return self._k("incidents")
 
     def timeline(self, incident_id: str) -> str:
-        """List of the incident's timeline entries (JSON), oldest first."""
+        """List of the incident's timeline entries (JSON), oldest first. Kept: the record."""
         return self._k("incident", incident_id, "timeline")
 
     def open_incident(self, correlation_key: str) -> str:
-        """Which incident reports of this kind and area join now."""
+        """Which incident reports of this kind and area join now. Pruned: when that
+        incident is closed (a later one takes the key over)."""
         return self._k("open", correlation_key)
 
     # drafts, approvals, statements
     def draft(self, draft_id: str) -> str:
-        """The draft's JSON."""
+        """The draft's JSON. Kept: the record."""
         return self._k("draft", draft_id)
 
     def approval(self, approval_id: str) -> str:
-        """Hash: the approval request's JSON and its status."""
+        """Hash: the approval request's JSON and its status. Kept: the record."""
         return self._k("approval", approval_id)
 
     def approvals_pending(self) -> str:
-        """Sorted set approval id -> deadline (epoch seconds)."""
+        """Sorted set approval id -> deadline (epoch seconds). Pruned: an entry goes
+        when its request is decided, superseded or withdrawn."""
         return self._k("approvals", "pending")
 
     def approvals(self) -> str:
-        """Sorted set approval id -> created time."""
+        """Sorted set approval id -> created time. Kept: one entry per request."""
         return self._k("approvals")
 
     def reminder(self, approval_id: str, level: int, percent: int) -> str:
-        """Set once a reminder of a level went out."""
+        """Set once a reminder of a level went out. Kept (a few bytes per reminder: what
+        stops it going out twice)."""
         return self._k("approval", approval_id, "reminded", str(level), str(percent))
 
     def inbox(self, person_id: str) -> str:
-        """Hash prompt id -> prompt JSON: a person's web inbox."""
+        """Hash prompt id -> prompt JSON: a person's web inbox. Kept: the record of what
+        each person was asked."""
         return self._k("inbox", person_id)
 
     def legacy_timer_store(self) -> tuple[str, str]:
         """APScheduler's pickled job store (hash) and run times (sorted set) that Loa kept
-        before timers moved to memory: never read, deleted by the worker at start."""
+        before timers moved to memory: never read. Pruned: deleted by the worker at start."""
         return self._k("timers", "jobs"), self._k("timers", "run_times")
 
     def decision(self, decision_id: str) -> str:
-        """The outcome of one decision (accepted or refused, and why)."""
+        """The outcome of one decision or incident action (accepted or refused, and why).
+        Kept: what answers a replayed or resent event the same way."""
         return self._k("decision", decision_id)
 
     def statement(self, statement_id: str) -> str:
-        """Hash: the statement's JSON and where it was published."""
+        """Hash: the statement's JSON and where it was published. Kept: the record."""
         return self._k("statement", statement_id)
 
     def statements_published(self) -> str:
-        """Sorted set statement id -> published time: what the public web shows."""
+        """Sorted set statement id -> published time: what the public web shows.
+        Kept."""
         return self._k("statements", "published")
 
     # deliveries (SMS, email)
     def delivery(self, delivery_id: str) -> str:
-        """Hash: a delivery's status, provider id, attempts and last error."""
+        """Hash: a delivery's status, provider id, attempts and last error. Kept: the record."""
         return self._k("delivery", delivery_id)
 
     def provider_message(self, provider_id: str) -> str:
-        """Which delivery a provider's message id (Twilio SID) belongs to."""
+        """Which delivery a provider's message id (Twilio SID) belongs to. Expires: a
+        week after the send (dispatch.provider_ids.PROVIDER_IDS_KEPT_S), long after the
+        provider's last status callback."""
         return self._k("provider", provider_id)
 
     def early_callbacks(self) -> str:
-        """Hash provider id -> status of callbacks that came before we recorded the send."""
+        """Hash provider id -> status of callbacks that came before we recorded the
+        send. Pruned: an entry is taken when the send is recorded; expires: the whole hash a
+        week after the latest early callback (dispatch.provider_ids)."""
         return self._k("provider", "early")
 
     def opted_out(self, channel: str) -> str:
-        """Set of recipients (E.164 numbers, addresses) who asked for nothing more."""
+        """Set of recipients (E.164 numbers, addresses) who asked for nothing more. Kept
+        until they opt in again (START)."""
         return self._k("optout", channel)
 
     def rate_bucket(self, channel: str, sender: str) -> str:
-        """The token bucket that rate-limits one sender."""
+        """The token bucket that rate-limits one sender. Expires: 60 s after its last use."""
         return self._k("rate", channel, sender)
 
     def link_used(self, nonce: str) -> str:
-        """Set once an email link was used (links work once)."""
+        """Set once an email link was used (links work once). Kept (deleted only when a
+        claimed link is given back)."""
         return self._k("link", nonce)
 
     def prompted(self, person_id: str) -> str:
         """Sorted set approval id -> first prompt time: the requests a person was given a
-        reply code for (newest kept), where an SMS answer's code is looked for."""
+        reply code for, where an SMS answer's code is looked for. Capped: the newest 50
+        (approvals.inbox.PROMPTED_KEPT)."""
         return self._k("prompted", person_id)
 
     def short_link(self, short_id: str) -> str:
-        """The signed decision link a short `/d/<id>` link in an SMS stands for (expires
-        with it)."""
+        """The signed decision link a short `/d/<id>` link in an SMS stands for. Expires:
+        with the link (the request's deadline, else a day; at least a minute)."""
         return self._k("shortlink", short_id)
 
     # inbound SMS: stored before they are answered, finished from here
     def inbound_sms(self, message_sid: str) -> str:
         """Hash: an inbound SMS (sender, body, when) while pending; its answer (TwiML) once
-        done, kept 30 days so a replayed webhook does nothing."""
+        done. Expires: 30 days after it is done, so a replayed webhook does nothing
+        (inbound.store.KEEP_DONE_S)."""
         return self._k("inbound", "sms", message_sid)
 
     def inbound_pending(self) -> str:
-        """Sorted set MessageSid -> received time of inbound SMS not finished yet."""
+        """Sorted set MessageSid -> received time of inbound SMS not finished yet.
+        Pruned: an entry goes when its SMS is finished."""
         return self._k("inbound", "sms", "pending")
 
     # subscribers
     def subscriber(self, sub_id: str) -> str:
-        """A subscriber's JSON."""
+        """A subscriber's JSON. Kept: one who leaves stays, with its status."""
         return self._k("sub", sub_id)
 
     def subs_all(self) -> str:
-        """Set of every subscriber id."""
+        """Set of every subscriber id. Kept."""
         return self._k("subs", "all")
 
     def subs_active(self) -> str:
-        """Set of the subscribers who receive messages now."""
+        """Set of the subscribers who receive messages now. Pruned: a subscriber who
+        leaves is removed."""
         return self._k("subs", "active")
 
     def subs_index(self, kind: str, value: str) -> str:
-        """Set of subscriber ids by area, topic, channel or language."""
+        """Set of subscriber ids by area, topic, channel or language. Pruned: a subscriber
+        is removed when that field changes. Also `subs:tmp:*`, an audience being computed
+        (dispatch.audience): expires 10 minutes on, deleted once fanned out."""
         return self._k("subs", kind, value)
 
     def subs_by_contact(self, contact: str) -> str:
-        """Which subscriber has this phone or (lower-case) email."""
+        """Which subscriber has this phone or (lower-case) email. Pruned: when the
+        subscriber no longer has that contact."""
         return self._k("subs", "contact", contact)
 
     def optin_code(self, purpose: str, contact: str) -> str:
         """Hash: the HMAC of the code last sent to a phone to join or leave, its expiry and
-        how many wrong tries it has had (expires with the code)."""
+        how many wrong tries it has had. Expires: with the code, 15 minutes
+        (subscribers.proofs.CODE_TTL_S); pruned when used up."""
         return self._k("optin", "code", purpose, contact)
 
     def optin_request(self, sub_id: str) -> str:
-        """A web subscription waiting for its confirmation (JSON), with what is confirmed."""
+        """A web subscription waiting for its confirmation (JSON), with what is confirmed.
+        Expires: with its confirmation link, 3 days (subscribers.proofs.LINK_TTL); pruned
+        when confirmed."""
         return self._k("optin", "request", sub_id)
 
     def dispatch(self, statement_id: str) -> str:
-        """Hash of a statement's fan-out counters: targeted / sent / delivered / failed."""
+        """Hash of a statement's fan-out counters: targeted / sent / delivered / failed.
+        Kept: the record."""
         return self._k("dispatch", statement_id)
 
     def followups(self) -> str:
-        """Hash of messages a committed escalation step still has to send."""
+        """Hash of messages a committed step still has to put on the broker. Pruned: each
+        once the broker has it (coordinator.outbox)."""
         return self._k("followups")
 
     # people who log in to the web console
     def account(self, username: str) -> str:
         """Hash: an account's role, person, argon2 password hash, session epoch and sealed
-        TOTP secret (with the last time step a code was used at)."""
+        TOTP secret (with the last time step a code was used at). Kept until the account is
+        removed."""
         return self._k("account", username)
 
     def accounts(self) -> str:
-        """Set of every account's username."""
+        """Set of every account's username. Kept; pruned when an account is removed."""
         return self._k("accounts")
 
     def token(self, digest: str) -> str:
-        """An API token's holder record (JSON), by the SHA-256 of the token."""
+        """An API token's holder record (JSON), by the SHA-256 of the token. Kept until the
+        token is revoked."""
         return self._k("token", digest)
 
     def token_names(self) -> str:
-        """Hash token name -> the SHA-256 of its live token."""
+        """Hash token name -> the SHA-256 of its live token. Pruned: on revocation."""
         return self._k("tokens")
 
     # tips: unverified words from anyone, for the duty officers
     def tip(self, tip_id: str) -> str:
-        """A tip's JSON."""
+        """A tip's JSON. Kept: the record."""
         return self._k("tip", tip_id)
 
     def tips(self) -> str:
-        """Sorted set tip id -> received time."""
+        """Sorted set tip id -> received time. Kept."""
         return self._k("tips")
 
     def rate_window(self, bucket: str, who: str) -> str:
-        """Counter of attempts in the current window (login, public forms)."""
+        """Counter of attempts in the current window (login, public forms, wrong SMS
+        codes). Expires: with its window."""
         return self._k("ratewin", bucket, who)
 
     def login_backoff(self, username: str) -> str:
         """Hash: an account's recent failed logins from anywhere and when it may be tried
-        next (lives 15 minutes after the last failure)."""
+        next. Expires: 15 minutes after the last failure (logins.FAILURES_KEPT_S)."""
         return self._k("loginbackoff", username)
 
     # operations
     def audit(self) -> str:
-        """Stream of every audit event."""
+        """Stream of every audit event. Kept, uncapped, on purpose: it is the record, and
+        nothing else holds all of it (a timeline has an incident's share only; deliveries
+        write one entry per recipient, so a length cap would soon evict the approvals).
+        Archiving it (export, then XTRIM MINID) is the operator's call."""
         return self._k("audit")
 
     def worker_heartbeat(self, worker_id: str) -> str:
-        """Present (with a short TTL) while a worker of that id is alive."""
+        """Present while a worker of that id is alive. Expires: 10 s after its last
+        beat."""
         return self._k("worker", worker_id)
 
     def worker_heartbeats(self) -> str:
@@ -223,5 +261,13 @@ class Keys:
         return self._k("worker", "*")
 
     def dead_letters(self) -> str:
-        """Stream of dead letters (also on the dead-letters topic)."""
+        """Stream of dead letters (also on the dead-letters topic). Capped: MAXLEN ~100 000
+        (the topic keeps them too)."""
         return self._k("dead-letters")
+
+    # the layout of all of the above
+    def layout_version(self) -> str:
+        """The version of the layout these keys are in (coordinator/migrations): absent on
+        data written before versions were kept (version 1) and on an empty Redis. Kept;
+        changed only by `loa migrate`, or stamped by the first process on an empty Redis."""
+        return self._k("layout", "version")

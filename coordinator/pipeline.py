@@ -144,8 +144,8 @@ class Pipeline:
             await self._send_prompts(prompts)
 
     async def prompt(self, value: bytes) -> None:
-        """A prompt reaches its person. Today through the web inbox (`loa inbox`); the event
-        already carries what SMS and email need (their channels are their own issue)."""
+        """A prompt reaches its person: always in the web inbox (`loa inbox`), and on their
+        preferred channel when that is SMS or email (a delivery request to that channel)."""
         event = decode_approval_event(value)
         if not isinstance(event, ApprovalPrompt):
             return
@@ -217,7 +217,7 @@ class Pipeline:
     async def publish(self, value: bytes) -> None:
         """An approved statement goes out on its channels."""
         statement = await approved_statement(self.rt, decode(Statement, value))
-        if await publish_statement(self.rt, self.channels, statement, utcnow()):
+        if await publish_statement(self.rt, statement, utcnow()):
             obs.STATEMENTS_PUBLISHED.inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))

@@ -72,7 +72,7 @@ async def approval_detail(redis: Redis, keys: Keys, approval_id: str) -> dict[st
         return None
     record = ApprovalRecord.from_hash(row)
     request = record.request
-    level = request.chain[record.level - 1]
+    level = record.current_level
     return {
         "id": request.id, "incident_id": request.incident_id, "playbook": request.playbook_id,
         "status": record.status, "phase": record.phase, "level": record.level,

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from coordinator.city import City, load_city
+from coordinator.errors import ConfigError
 from coordinator.keys import Keys
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.playbooks.models import Playbook
@@ -29,7 +30,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     """Load config/ and playbooks/ and connect to Redis; raises ConfigError, PlaybookError."""
     if not settings.redis_url:
-        raise ValueError("LOA_REDIS_URL is not set and no `loa up` is running (see `loa doctor`)")
+        raise ConfigError("LOA_REDIS_URL is not set and no `loa up` is running (see `loa doctor`)")
     city = load_city(settings.config_dir)
     return Runtime(
         settings=settings,

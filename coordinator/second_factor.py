@@ -17,6 +17,7 @@ import pyotp
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from coordinator.errors import LoaError
 from coordinator.signing import b64, unb64
 
 ISSUER = "Loa"
@@ -28,7 +29,7 @@ _CODE = re.compile(r"^\d{6}$")
 _SEALED_VERSION = "v1"
 
 
-class SealError(ValueError):
+class SealError(LoaError):
     """A sealed secret that does not open with this key: changed in Redis, moved from
     another account, or sealed under another LOA_SECRET_KEY."""
 
@@ -59,7 +60,8 @@ def unseal(key: bytes, username: str, sealed: str) -> str:
         if version != _SEALED_VERSION or len(raw) < 12 + 16:
             raise SealError("not a sealed TOTP secret")
         return AESGCM(key).decrypt(raw[:12], raw[12:], username.encode()).decode()
-    except (InvalidTag, ValueError) as exc:
+    # SealError too: the short or unversioned secret above gets the same message
+    except (InvalidTag, ValueError, SealError) as exc:
         raise SealError(f"the TOTP secret of {username} does not open with this "
                         "LOA_SECRET_KEY; enrol again with `loa accounts totp`") from exc
 

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from coordinator.errors import LoaError
 
-class BadSignature(ValueError):
+
+class BadSignature(LoaError):
     """The token was changed, is incomplete, or is not ours."""
 
 

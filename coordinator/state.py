@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, WatchError
 
+from coordinator.errors import Contention
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
 
@@ -59,7 +60,7 @@ async def transact(
 ) -> T:
     """Run `body` as a compare-and-set: it reads (immediate mode), calls
     ``pipe.multi()``, queues writes and returns its result; retried on a conflict.
-    Raises RuntimeError when the keys keep changing under it."""
+    Raises Contention when the keys keep changing under it."""
     for _ in range(attempts):
         async with redis.pipeline(transaction=True) as pipe:
             try:
@@ -71,12 +72,13 @@ async def transact(
                 return result
             except WatchError:
                 continue
-    raise RuntimeError(f"gave up after {attempts} conflicting attempts on {watch}")
+    raise Contention(f"gave up after {attempts} conflicting attempts on {watch}")
 
 
 def queue_audit(pipe: Pipeline, keys: Keys, event: AuditEvent) -> None:
     """Append to the audit stream and, for an incident, to its timeline (inside MULTI)."""
     data = event.model_dump_json()
+    # No MAXLEN, on purpose: the stream is the record (see Keys.audit for why, and who trims)
     pipe.xadd(keys.audit(), {"event": data})
     if event.incident_id:
         pipe.rpush(keys.timeline(event.incident_id), data)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from coordinator.access import Principal, Role
 from coordinator.city import City
+from coordinator.errors import LoaError
 from coordinator.events import AuditEvent, Interface, utcnow
 from coordinator.keys import Keys
 from coordinator.state import Redis, queue_audit
@@ -27,7 +28,7 @@ PREFIX = "loa_"
 TOKEN_ROLES = tuple(r for r in Role if r != Role.anonymous)
 
 
-class TokenError(ValueError):
+class TokenError(LoaError):
     """A token that cannot be made as asked; the message names the option."""
 
 

@@ -1,4 +1,7 @@
-"""Every Kafka topic, what its values are, and how it is keyed."""
+"""Every Kafka topic, what its values are, and how it is keyed.
+
+The audit trail is no topic: it is the Redis stream `Keys.audit()`, written in the same
+transaction as the change it records (state.queue_audit)."""
 
 from __future__ import annotations
 
@@ -21,11 +24,10 @@ DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
 STATEMENTS = TopicSpec("statements", "events.Statement", "incident id")
 DELIVERIES_SMS = TopicSpec("deliveries.sms", "events.DeliveryRequest", "delivery id")
 DELIVERIES_EMAIL = TopicSpec("deliveries.email", "events.DeliveryRequest", "delivery id")
-AUDIT = TopicSpec("audit", "events.AuditEvent", "incident id or actor")
 DEAD_LETTERS = TopicSpec("dead-letters", "events.DeadLetter", "the original key")
 
 ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, DELIVERIES_SMS,
-       DELIVERIES_EMAIL, AUDIT, DEAD_LETTERS)
+       DELIVERIES_EMAIL, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, prefix: str) -> str:

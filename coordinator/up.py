@@ -28,14 +28,19 @@ from coordinator.embedded import (
 from coordinator.errors import ConfigError
 from coordinator.kept_secrets import MADE, kept_secrets, write_private
 from coordinator.keys import Keys
+from coordinator.migrations.startup import migrate_embedded
+from coordinator.migrations.version import LayoutError
 from coordinator.settings import Settings
 from coordinator.state import connect, redacted
 
 console = Console()
 
 
-def _spawn(name: str, args: list[str], env: dict[str, str], port: int | None) -> Service:
-    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], env=env,
+def _spawn(name: str, args: list[str], env: dict[str, str], port: int | None,
+           module: str = "coordinator.cli") -> Service:
+    """Start `python -m module args` (a part of Loa, or a stand-in of ``sandbox``), stopped
+    with this process; wait for its port when it has one."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             start_new_session=True, preexec_fn=die_with_parent)
     if port is not None:
         wait_for_port(port, timeout_s=60, proc=proc)
@@ -61,6 +66,8 @@ def run_up(settings: Settings) -> int:
             name.removeprefix("LOA_").lower(): SecretStr(kept[name])
             for name in MADE if name in kept})
         kafka_url, redis_url = _infrastructure(settings, started)
+        if not settings.redis_url:  # its own embedded Redis: migrate before the worker starts
+            migrate_embedded(redis_url, settings.redis_prefix)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
                "LOA_DATA_DIR": str(settings.data_dir), **kept}
         sandboxes = _sandboxes(settings, env, started)
@@ -83,7 +90,7 @@ def run_up(settings: Settings) -> int:
                     return 1
             time.sleep(0.3)
         return 0
-    except (RuntimeError, OSError, ConfigError) as exc:
+    except (RuntimeError, OSError, ConfigError, LayoutError) as exc:
         console.print(f"[red]could not start: {exc}[/]")
         return 1
     finally:
@@ -96,7 +103,8 @@ def run_up(settings: Settings) -> int:
 
 def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
                ) -> dict[str, str]:
-    """Start the local Twilio and SMTP stand-ins for what is not configured; their env."""
+    """Start the local Twilio and SMTP stand-ins (``sandbox``, as their own programs) for
+    what is not configured; their env."""
     extra: dict[str, str] = {}
     if not settings.twilio_account_sid:
         port = free_port()
@@ -104,13 +112,14 @@ def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
         extra |= {"LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": token,
                   "LOA_TWILIO_FROM_NUMBER": "+15005550006",
                   "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{port}"}
-        started.append(_spawn("sms-sandbox", ["sandbox", "sms", "--port", str(port)],
-                              {**env, **extra}, port))
+        started.append(_spawn("sms-sandbox", ["--port", str(port)], {**env, **extra}, port,
+                              module="sandbox.sms"))
     if not settings.smtp_host:
         port = free_port()
         extra |= {"LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(port)}
-        started.append(_spawn("smtp-sandbox", ["sandbox", "smtp", "--port", str(port)],
-                              env, port))
+        started.append(_spawn("smtp-sandbox", ["--port", str(port), "--maildir",
+                                               str(settings.data_dir / "mail")], env, port,
+                              module="sandbox.smtp"))
     return extra
 
 

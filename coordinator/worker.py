@@ -8,6 +8,7 @@ from prometheus_client import start_http_server
 
 from coordinator import observability as obs
 from coordinator.broker import ensure_topics
+from coordinator.migrations.startup import check_layout_at_start
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
 
@@ -19,6 +20,7 @@ def run_worker(settings: Settings) -> None:
     from coordinator.app import create_app
 
     obs.configure_logging(settings.log_level, settings.log_format)
+    check_layout_at_start(settings, "worker")
     rt = build_runtime(settings)
     created = asyncio.run(ensure_topics(settings))
     if created:

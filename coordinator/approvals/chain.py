@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 from coordinator.city import City
+from coordinator.errors import PlaybookError
 from coordinator.events import ChainLevelSnapshot, Severity
 from coordinator.playbooks.models import Playbook
 
@@ -13,9 +14,9 @@ from coordinator.playbooks.models import Playbook
 def snapshot_chain(playbook: Playbook, city: City, severity: Severity
                    ) -> list[ChainLevelSnapshot]:
     """The chain with department roles resolved to approver ids and deadlines scaled for the
-    severity, as of now. Raises ValueError when the playbook has no approval section."""
+    severity, as of now. Raises PlaybookError when the playbook has no approval section."""
     if playbook.approval is None:
-        raise ValueError(f"playbook {playbook.id} has no approval chain")
+        raise PlaybookError([f"playbook {playbook.id} has no approval chain"])
     factor = playbook.approval.severity_factors.get(severity, 1.0)
     levels = []
     for index, level in enumerate(playbook.approval.chain, start=1):

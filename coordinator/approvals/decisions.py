@@ -22,6 +22,7 @@ from coordinator.events import (
     Statement,
 )
 from coordinator.model.approval import ApprovalRecord
+from coordinator.model.incident import Incident, returned
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for
@@ -46,7 +47,7 @@ def refusal(record: ApprovalRecord, decision: Decision) -> str | None:
     if record.status != "pending":
         return f"already {record.status} by {record.decided_by or '?'} at {record.decided_at}"
     if decision.approver_id not in record.eligible:
-        level = record.request.chain[record.level - 1]
+        level = record.current_level
         return (f"{decision.approver_id} may not decide {record.request.id}: it is at level "
                 f"{record.level} ({level.department}), held by {', '.join(record.holders)}")
     if decision.verdict == "reject" and not decision.comment.strip():
@@ -91,7 +92,7 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
             queue_audit(pipe, rt.keys, audit.model_copy(update={
                 "action": "decision.refused", "detail": {**audit.detail, "why": why}}))
         elif decision.verdict == "reject":
-            outcome = _queue_reject(pipe, rt, record, decision, now)
+            outcome = _queue_reject(pipe, rt, record, decision, incident, now)
             queue_audit(pipe, rt.keys, audit.model_copy(update={"action": "approval.rejected"}))
         else:
             draft = Draft.model_validate_json(draft_raw)
@@ -113,15 +114,15 @@ async def _replayed(pipe: Pipeline, rt: Runtime, stored: dict[str, object]) -> O
 
 
 def _queue_reject(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision: Decision,
-                  now: datetime) -> Outcome:
+                  incident: dict[str, str], now: datetime) -> Outcome:
     request = record.request
     done = record.evolve(status="rejected", decided_by=decision.approver_id,
                          decided_at=decision.at.isoformat(), reason=decision.comment, due=None)
     pipe.hset(rt.keys.approval(request.id), mapping=done.to_hash())
     pipe.zrem(rt.keys.approvals_pending(), request.id)
-    pipe.hset(rt.keys.incident(request.incident_id), mapping={
-        "status": "returned", "status_reason": f"rejected by {decision.approver_id}: "
-        f"{decision.comment}", "updated_at": now.isoformat()})
+    reason = f"rejected by {decision.approver_id}: {decision.comment}"
+    pipe.hset(rt.keys.incident(request.incident_id),
+              mapping=returned(Incident.from_hash(incident), reason, now))
     return Outcome(True, f"rejected; {request.incident_id} is back with the duty officer")
 
 
@@ -156,7 +157,7 @@ def _queue_approve(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision
     if decision.texts:
         draft = edited(draft, decision.texts)
     statement = statement_for(request, draft, incident, approved_by, basis, decision.at)
-    queue_approved(pipe, rt, record.evolve(approved_by=approved_by), statement,
+    queue_approved(pipe, rt, record.evolve(approved_by=approved_by), statement, incident,
                    ", ".join(approved_by), now)
     return Outcome(True, f"approved; statement {statement.id} goes out", statement)
 

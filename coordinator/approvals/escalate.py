@@ -25,6 +25,7 @@ from coordinator.escalation.policy import (
 )
 from coordinator.events import ApprovalPrompt, AuditEvent, Draft, Statement
 from coordinator.model.approval import ApprovalRecord
+from coordinator.model.incident import Incident, exhausted
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for
@@ -106,7 +107,8 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
     if step.rule == "publish" and draft is not None:
         statement = statement_for(request, Draft.model_validate_json(draft), incident, [],
                                   "exhausted_publish", now)
-        queue_approved(pipe, rt, record, statement, "(chain exhausted: published by rule)", now)
+        queue_approved(pipe, rt, record, statement, incident,
+                       "(chain exhausted: published by rule)", now)
         queue_audit(pipe, rt.keys, audit.model_copy(update={
             "action": "approval.exhausted", "detail": {**detail, "statement": statement.id}}))
         prompts = prompts_for("decided", record, [*record.eligible, *officers], people, now, tz)
@@ -116,8 +118,8 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
                                 eligible=list(dict.fromkeys([*record.eligible, *officers])))
         pipe.hset(rt.keys.approval(request.id), mapping=signing.to_hash())
         pipe.zrem(rt.keys.approvals_pending(), request.id)
-        _set_reason(pipe, rt, request.incident_id, "approval chain exhausted: the duty officer "
-                    "may sign off", now)
+        _set_reason(pipe, rt, request.incident_id, incident, "approval chain exhausted: the "
+                    "duty officer may sign off", now)
         queue_audit(pipe, rt.keys, audit.model_copy(update={
             "action": "approval.exhausted", "detail": detail}))
         return Fired("exhausted: duty officer may sign off",
@@ -128,18 +130,18 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
                          alerts=0)
     pipe.hset(rt.keys.approval(request.id), mapping=held.to_hash())
     pipe.zadd(rt.keys.approvals_pending(), {request.id: held.due.timestamp()})  # type: ignore[union-attr]
-    _set_reason(pipe, rt, request.incident_id, "approval chain exhausted: statement held until "
-                "someone decides", now)
+    _set_reason(pipe, rt, request.incident_id, incident, "approval chain exhausted: statement "
+                "held until someone decides", now)
     queue_audit(pipe, rt.keys, audit.model_copy(update={
         "action": "approval.exhausted", "detail": {**detail, "rule": "hold"}}))
     return Fired("exhausted: held", prompts_for("hold_alert", held, officers, people, now, tz),
                  None, [Timer("hold", request.id, 1, held.due)], step.lateness_s)  # type: ignore[arg-type]
 
 
-def _set_reason(pipe: Pipeline, rt: Runtime, incident_id: str, reason: str,
-                now: datetime) -> None:
-    pipe.hset(rt.keys.incident(incident_id), mapping={"status_reason": reason,
-                                                      "updated_at": now.isoformat()})
+def _set_reason(pipe: Pipeline, rt: Runtime, incident_id: str, incident: dict[str, str],
+                reason: str, now: datetime) -> None:
+    pipe.hset(rt.keys.incident(incident_id),
+              mapping=exhausted(Incident.from_hash(incident), reason, now))
 
 
 async def fire_hold_alert(rt: Runtime, approval_id: str, number: int, now: datetime) -> Fired:

@@ -1,5 +1,5 @@
 """Signed links in approval emails: they name one request and one person, expire at the
-request's deadline, and work once (the single use is enforced where they are redeemed)."""
+request's deadline, and work once (`claim_link`, when they are redeemed)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from coordinator.errors import LoaError
+from coordinator.keys import Keys
 from coordinator.signing import BadSignature, sign, unsign
+from coordinator.state import Redis
 
 
-class InvalidLink(ValueError):
+class InvalidLink(LoaError):
     """A link that is forged, garbled or expired; the message says which, in plain words."""
 
 
@@ -48,3 +51,21 @@ def verify_link(secrets: str | Sequence[str], token: str, now: datetime) -> Link
     if now >= claims.expires:
         raise InvalidLink(f"this link expired at {claims.expires.isoformat()}")
     return claims
+
+
+# --- Redis: each link works once ------------------------------------------------------------
+
+async def link_spent(redis: Redis, keys: Keys, nonce: str) -> bool:
+    """Whether the link with this nonce was already used."""
+    return bool(await redis.exists(keys.link_used(nonce)))
+
+
+async def claim_link(redis: Redis, keys: Keys, nonce: str) -> bool:
+    """Spend the link with this nonce; False when it was already spent (atomic: of two
+    concurrent uses, one wins)."""
+    return bool(await redis.set(keys.link_used(nonce), "1", nx=True))
+
+
+async def release_link(redis: Redis, keys: Keys, nonce: str) -> None:
+    """Give back a link claimed for a decision that could not be sent."""
+    await redis.delete(keys.link_used(nonce))

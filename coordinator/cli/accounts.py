@@ -18,7 +18,15 @@ from coordinator.accounts import (
     save_account,
     second_factor,
 )
-from coordinator.cli.common import city_or_fail, env_settings, fail, out, with_redis
+from coordinator.cli.common import (
+    JsonOpt,
+    city_or_fail,
+    env_settings,
+    fail,
+    out,
+    print_json,
+    with_redis,
+)
 from coordinator.errors import ConfigError
 from coordinator.keys import Keys
 from coordinator.second_factor import KEY_PURPOSE, enrolment_uri, new_secret, seal
@@ -78,7 +86,7 @@ def accounts_totp(username: str) -> None:
 
 
 @accounts_app.command("list")
-def accounts_list() -> None:
+def accounts_list(as_json: JsonOpt = False) -> None:
     """Every account, and whether it has a second factor."""
 
     async def listing(redis: Redis, keys: Keys, _: Settings) -> list[tuple[str, ...]]:
@@ -87,8 +95,13 @@ def accounts_list() -> None:
                  "at next login" if a.needs_second_factor else "-")
                 for a in await list_accounts(redis, keys)]
 
-    table = Table("username", "role", "person", "name", "created", "totp")
-    for row in with_redis(listing):
+    columns = ("username", "role", "person", "name", "created", "totp")
+    rows = with_redis(listing)
+    if as_json:
+        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    table = Table(*columns)
+    for row in rows:
         table.add_row(*row)
     out.print(table)
 

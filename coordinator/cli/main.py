@@ -27,6 +27,7 @@ from coordinator.cli.common import (
 )
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
 from coordinator.cli.decisions import approve, inbox, reject
+from coordinator.cli.migrate import migrate_command
 from coordinator.cli.sandbox import outbox, sandbox_app
 from coordinator.cli.secrets import secrets_app
 from coordinator.cli.subscribers import dispatch_watch, subscribers_app
@@ -70,11 +71,13 @@ def web() -> None:
     """Serve the HTTP API and the public pages."""
     import uvicorn
 
+    from coordinator.migrations.startup import check_layout_at_start
     from coordinator.observability import configure_logging
     from coordinator.web.app import create_web_app
 
     settings = env_settings()
     configure_logging(settings.log_level, settings.log_format)
+    check_layout_at_start(settings, "web")
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
     # the client address comes from LOA_TRUSTED_PROXIES alone (web/security.py).
     uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
@@ -340,6 +343,7 @@ app.command()(login)
 app.command()(inbox)
 app.command()(approve)
 app.command()(reject)
+app.command("migrate")(migrate_command)
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 The delivery's state is a Redis hash; a request already sent (or failed for
 good) is not sent again when its event is replayed. A delivery left in
-`sending` by a crash is attempted again (reconciling it with the provider
-first is the subscribers issue's work).
+`sending` by a crash is attempted again, once the provider has been asked
+whether the cut-off attempt got through (`_reconcile`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from channels.base import (
     Withdrawn,
 )
 from channels.delivery import send_with_retries
+from coordinator.dispatch.provider_ids import remember_early_callback, remember_provider_id
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
@@ -139,8 +140,7 @@ async def _skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel |
 
 async def _sent(rt: Runtime, request: DeliveryRequest, receipt: Receipt, now: datetime
                 ) -> Delivered:
-    await rt.redis.set(rt.keys.provider_message(receipt.provider_id), request.id)
-    early = await rt.redis.hget(rt.keys.early_callbacks(), receipt.provider_id)
+    early = await remember_provider_id(rt.redis, rt.keys, receipt.provider_id, request.id)
     status = receipt.status
     if early and _PROGRESS.get(early, 0) > _PROGRESS.get(status, 0):
         status = early  # the provider's callback outran our own bookkeeping
@@ -208,10 +208,10 @@ async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
                         error_code: str, now: datetime) -> str | None:
     """A provider's status callback (sent, delivered, undelivered, failed): move the delivery
     forward (never back: callbacks may come out of order) and count it; returns the delivery
-    id, or None for a message we have not recorded yet (kept until we do)."""
+    id, or None for a message we have not recorded yet (kept until we do, for a week)."""
     delivery_id = await redis.get(keys.provider_message(provider_id))
     if delivery_id is None:
-        await redis.hset(keys.early_callbacks(), provider_id, status)
+        await remember_early_callback(redis, keys, provider_id, status)
         return None
     key = keys.delivery(delivery_id)
 

@@ -142,7 +142,7 @@ def level_timers(record: ApprovalRecord) -> list[Timer]:
     if record.status != "pending" or record.phase != "level" or record.due is None:
         return []
     request = record.request
-    level = request.chain[record.level - 1]
+    level = record.current_level
     start = record.due - timedelta(seconds=level.within_s)
     timers = [Timer("deadline", request.id, record.level, record.due)]
     timers += [Timer("reminder", request.id, record.level,

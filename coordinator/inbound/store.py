@@ -62,18 +62,42 @@ async def finish_inbound(redis: Redis, keys: Keys, sid: str, answer: str,
     key = keys.inbound_sms(sid)
 
     async def body(pipe: Pipeline) -> bool:
-        if await pipe.hget(key, "status") != "pending":
+        if not await still_pending(pipe, keys, sid):
             return False
         pipe.multi()
         if effects is not None:
             effects(pipe)
-        pipe.hset(key, mapping={"status": "done", "answer": answer})
-        pipe.hdel(key, "from", "body")  # the sender's number is not kept past its use
-        pipe.expire(key, KEEP_DONE_S)
-        pipe.zrem(keys.inbound_pending(), sid)
+        queue_done(pipe, keys, sid, answer)
         return True
 
     return await transact(redis, [key], body)
+
+
+async def still_pending(pipe: Pipeline, keys: Keys, sid: str) -> bool:
+    """Whether the SMS waits to be finished (read inside a transaction, before MULTI)."""
+    return bool(await pipe.hget(keys.inbound_sms(sid), "status") == "pending")
+
+
+def queue_done(pipe: Pipeline, keys: Keys, sid: str, answer: str) -> None:
+    """Queue (inside MULTI) the finishing of an SMS: done, with its answer kept for replays
+    and its sender and body forgotten."""
+    key = keys.inbound_sms(sid)
+    pipe.hset(key, mapping={"status": "done", "answer": answer})
+    pipe.hdel(key, "from", "body")  # the sender's number is not kept past its use
+    pipe.expire(key, KEEP_DONE_S)
+    pipe.zrem(keys.inbound_pending(), sid)
+
+
+async def forget_pending(redis: Redis, keys: Keys, sid: str) -> None:
+    """Drop a MessageSid from the pending index (its SMS is gone or finished)."""
+    await redis.zrem(keys.inbound_pending(), sid)
+
+
+async def retry_later(redis: Redis, keys: Keys, sid: str, now: float | None = None) -> None:
+    """Move a pending SMS to the back of the queue: tried again after another wait, not on
+    every round (a MessageSid no longer pending is left out)."""
+    await redis.zadd(keys.inbound_pending(), {sid: time.time() if now is None else now},
+                     xx=True)
 
 
 async def stale_inbound(redis: Redis, keys: Keys, older_than_s: float,

@@ -25,8 +25,7 @@ from coordinator.events import (
     RedraftRequested,
     RenderedText,
 )
-from coordinator.incidents.correlation import OPEN_STATUSES
-from coordinator.model.incident import ids_for
+from coordinator.model.incident import OPEN, Incident, IncidentStatus, closed, ids_for
 from coordinator.plan.planner import choose_playbook, facts_of, queue_version
 from coordinator.playbooks.render import render_draft
 from coordinator.runtime import Runtime
@@ -69,9 +68,10 @@ def with_segments(texts: list[RenderedText], budgets: dict[str, int | None]) -> 
 def refusal(event: RedraftRequested, incident: dict[str, str], published: list[str]
             ) -> str | None:
     """Why a new version may not be made, or None. Pure."""
-    if incident.get("status") not in OPEN_STATUSES:
-        return f"{event.incident_id} is {incident.get('status')}; reopen it with a new report"
-    if incident.get("status") == "approved":  # approved, not yet public: wait for it
+    status = incident.get("status")
+    if status not in OPEN:
+        return f"{event.incident_id} is {status}; reopen it with a new report"
+    if status == IncidentStatus.approved:  # approved, not yet public: wait for it
         return ("a statement was just approved and is being published; "
                 "make the new version once it is public")
     if event.purpose == "all_clear" and not published:
@@ -219,18 +219,18 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
     """Close once: new reports of its kind and area open a new incident."""
 
     async def decide(pipe: Pipeline, incident: dict[str, str]) -> ActionOutcome:
-        open_key = rt.keys.open_incident(f"{incident['kind']}:{incident['area']}")
+        stored = Incident.from_hash(incident)
+        open_key = rt.keys.open_incident(f"{stored.kind}:{stored.area}")
         await pipe.watch(open_key)
         current = await pipe.get(open_key)
         pending = await _pending_approval(pipe, rt, incident)
         pipe.multi()
-        if incident["status"] == "closed":
+        if stored.status == IncidentStatus.closed:
             outcome = ActionOutcome(False, f"{event.incident_id} is already closed")
         else:
             _supersede(pipe, rt, pending, f"{event.actor} (incident closed)", "withdrawn", now)
-            pipe.hset(rt.keys.incident(event.incident_id), mapping={
-                "status": "closed", "status_reason": event.reason,
-                "closed_at": now.isoformat(), "updated_at": now.isoformat()})
+            pipe.hset(rt.keys.incident(event.incident_id),
+                      mapping=closed(stored, event.reason, now))
             if current == event.incident_id:
                 pipe.delete(open_key)
             _audit(pipe, rt, event.actor, event.via, event.incident_id, "incident.closed",

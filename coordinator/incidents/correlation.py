@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-OPEN_STATUSES = frozenset(
-    {"open", "needs_duty_officer", "awaiting_approval", "approved", "published", "returned",
-     "all_clear"}
-)
+from coordinator.model.incident import OPEN
 
 
 def joins(status: str | None, last_report_at: datetime | None, received_at: datetime,
           window_s: float) -> bool:
     """True when a report received at `received_at` joins the incident described."""
-    if status not in OPEN_STATUSES or last_report_at is None:
+    if status not in OPEN or last_report_at is None:
         return False
     return abs((received_at - last_report_at).total_seconds()) <= window_s

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
-from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached, Severity
-from coordinator.incidents.correlation import OPEN_STATUSES, joins
+from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached
+from coordinator.incidents.correlation import joins
 from coordinator.keys import Keys
+from coordinator.model.incident import OPEN, Incident, attached, opened
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
 
@@ -50,11 +50,13 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         current = report.attach_to or await pipe.get(open_key)
         if current:
             await pipe.watch(keys.incident(current))
-        incident = await pipe.hgetall(keys.incident(current)) if current else {}
-        last = datetime.fromisoformat(incident["last_report_at"]) if incident else None
-        attach = (bool(incident) and incident["status"] in OPEN_STATUSES if report.attach_to
-                  else joins(incident.get("status"), last, report.received_at, window_s))
-        if current and attach:
+        row = await pipe.hgetall(keys.incident(current)) if current else {}
+        incident = Incident.from_hash(row) if row else None
+        status = incident.status if incident else None
+        last = incident.last_report_at if incident else None
+        attach = (status in OPEN if report.attach_to
+                  else joins(status, last, report.received_at, window_s))
+        if current and incident and attach:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
             result = TakenIn(current, opened=False, first_time=True)
@@ -76,17 +78,7 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
 
 
 def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) -> None:
-    at = report.received_at.isoformat()
-    pipe.hset(keys.incident(incident_id), mapping={
-        "id": incident_id, "kind": report.kind, "area": report.area,
-        "severity": report.severity.value, "title": report.title, "details": report.details,
-        "status": "open", "playbook": "", "approval_id": "", "statement_id": "",
-        "report_count": 1, "opened_at": at, "last_report_at": at, "updated_at": at,
-        "chosen_playbook": report.playbook or "",
-        # who opened it, as authenticated: decides whether a `publish` exhaustion rule applies
-        "source_actor": report.actor, "source_scope": report.source.scope if report.source
-        else "", "source_verified": "1" if report.verified else "0",
-    })
+    pipe.hset(keys.incident(incident_id), mapping=opened(incident_id, report).to_hash())
     pipe.zadd(keys.incidents(), {incident_id: report.received_at.timestamp()})
     queue_audit(pipe, keys, AuditEvent(
         at=report.received_at, actor=report.actor,
@@ -97,18 +89,9 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
     ))
 
 
-def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: dict[str, str],
+def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: Incident,
                   report: Report) -> None:
-    # Only an authenticated report may raise the severity (an unverified one is recorded);
-    # who raised it is kept, for the exhaustion rule must trust them too.
-    current = Severity(incident["severity"])
-    raised = report.verified and report.severity.rank > current.rank
-    last = max(datetime.fromisoformat(incident["last_report_at"]), report.received_at)
-    pipe.hset(keys.incident(incident_id), mapping={
-        "severity": (report.severity if raised else current).value,
-        "last_report_at": last.isoformat(), "updated_at": report.received_at.isoformat(),
-        **({"severity_scope": report.source.scope if report.source else ""} if raised else {}),
-    })
+    pipe.hset(keys.incident(incident_id), mapping=attached(incident, report))
     pipe.hincrby(keys.incident(incident_id), "report_count", 1)
     queue_audit(pipe, keys, AuditEvent(
         at=report.received_at, actor=report.actor,

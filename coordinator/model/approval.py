@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
-from coordinator.events import ApprovalRequest
+from coordinator.events import ApprovalRequest, ChainLevelSnapshot
 
 Status = Literal["pending", "approved", "rejected", "superseded", "withdrawn"]
 Phase = Literal["level", "held", "duty_officer"]
@@ -61,6 +61,11 @@ class ApprovalRecord:
             "decided_at": self.decided_at, "reason": self.reason, "basis": self.basis,
             "alerts": str(self.alerts),
         }
+
+    @property
+    def current_level(self) -> ChainLevelSnapshot:
+        """The chain level the request is at now (`level` counts from 1)."""
+        return self.request.chain[self.level - 1]
 
     def evolve(self, **changes: object) -> ApprovalRecord:
         """A copy with some fields changed."""

@@ -17,7 +17,14 @@ from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, ExhaustionRule, Severity
 from coordinator.model.approval import ApprovalRecord
-from coordinator.model.incident import ids_for
+from coordinator.model.incident import (
+    Incident,
+    IncidentStatus,
+    draft_failed,
+    handed_to_duty_officer,
+    ids_for,
+    sent_for_approval,
+)
 from coordinator.plan.selection import Selection, select_playbook
 from coordinator.playbooks.models import Playbook
 from coordinator.playbooks.render import IncidentFacts, render_draft
@@ -52,7 +59,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         incident = await pipe.hgetall(key)
         if not incident:
             raise KeyError(incident_id)
-        if incident["playbook"] or incident.get("status") == "closed":
+        current = Incident.from_hash(incident)
+        if current.playbook or current.status == IncidentStatus.closed:
             return await _existing_plan(pipe, rt, incident)
         facts = dataclasses.replace(
             facts_of(incident), link=f"{rt.settings.web_url()}/s/{ids_for(incident_id, 1)[2]}")
@@ -63,9 +71,9 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         try:
             texts = render_draft(playbook, facts, rt.city, now, rt.settings.timezone)
         except TemplateRenderError as exc:
+            failed = draft_failed(current, playbook.id, str(exc), now)
             pipe.multi()
-            pipe.hset(key, mapping={"playbook": playbook.id, "status": "needs_duty_officer",
-                                    "status_reason": str(exc), "updated_at": now.isoformat()})
+            pipe.hset(key, mapping=failed)
             audit("draft.failed", playbook.id, {"error": str(exc)})
             return Plan(incident_id, playbook.id, None, first_time=True)
         draft = Draft(id=draft_id, incident_id=incident_id, playbook_id=playbook.id, version=1,
@@ -99,11 +107,10 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
                                        "purpose": draft.purpose, "msg_type": draft.msg_type,
                                        **({"by": draft.author} if draft.author else {}),
                                        **({"sms_over_budget": over} if over else {})})
-    fields: dict[str, str] = {"playbook": playbook.id, "draft_id": draft.id,
-                              "updated_at": now.isoformat()}
+    current = Incident.from_hash(incident)
     request = None
     if playbook.fallback or playbook.approval is None:
-        fields |= {"status": "needs_duty_officer", "status_reason": reason, "approval_id": ""}
+        fields = handed_to_duty_officer(current, playbook.id, draft.id, reason, now)
     else:
         severity = Severity(incident["severity"])
         rule, why = exhaustion_for(playbook, incident)
@@ -114,8 +121,8 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
         pipe.hset(rt.keys.approval(request.id), mapping=record.to_hash())
         pipe.zadd(rt.keys.approvals_pending(), {request.id: request.deadline.timestamp()})
         pipe.zadd(rt.keys.approvals(), {request.id: now.timestamp()})
-        fields |= {"status": "awaiting_approval", "approval_id": request.id}
-        level = request.chain[record.level - 1]
+        fields = sent_for_approval(current, playbook.id, draft.id, request.id, now)
+        level = record.current_level
         audit("approval.requested", request.id, {
             "level": record.level, "holders": record.holders,
             "department": level.department, "deadline": request.deadline.isoformat(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.city import City
+from coordinator.errors import PlaybookError
 from coordinator.events import Severity
 from coordinator.playbooks.models import Playbook
 
@@ -56,7 +57,8 @@ def judge(playbook: Playbook, kind: str, severity: Severity, area: str, city: Ci
 def select_playbook(
     playbooks: dict[str, Playbook], kind: str, severity: Severity, area: str, city: City
 ) -> Selection:
-    """The playbook for an incident; the fallback when none matches."""
+    """The playbook for an incident; the fallback when none matches (PlaybookError when there
+    is none, which load_playbooks does not let happen)."""
     candidates = [judge(p, kind, severity, area, city) for p in playbooks.values()]
     matching = sorted(
         (c for c in candidates if c.matches),
@@ -74,5 +76,5 @@ def select_playbook(
         return Selection(best.playbook_id, reason, candidates)
     fallback = next((p.id for p in playbooks.values() if p.fallback), None)
     if fallback is None:
-        raise LookupError("no playbook matches and there is no fallback playbook")
+        raise PlaybookError(["no playbook matches and there is no fallback playbook"])
     return Selection(fallback, "no playbook matched: the duty officer decides", candidates)

@@ -92,7 +92,8 @@ class Approval(_Strict):
 
 
 class Audience(_Strict):
-    """Who a statement is for (resolved by the subscribers issue)."""
+    """Who the playbook says a statement is for. Validated, but not read when sending:
+    dispatch.audience picks subscribers by the incident's area and kind."""
 
     areas: Literal["incident", "city"] = "incident"
     topics: list[Slug] = Field(default_factory=list)

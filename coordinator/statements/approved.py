@@ -6,7 +6,7 @@ from datetime import datetime
 
 from coordinator.events import ApprovalRequest, Draft, Statement
 from coordinator.model.approval import ApprovalRecord
-from coordinator.model.incident import ids_for
+from coordinator.model.incident import Incident, approved, ids_for
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline
 
@@ -25,13 +25,14 @@ def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, st
 
 
 def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statement: Statement,
-                   decided_by: str, now: datetime) -> None:
-    """Inside MULTI: mark the request approved and store its statement."""
+                   incident: dict[str, str], decided_by: str, now: datetime) -> None:
+    """Inside MULTI: mark the request approved, store its statement, and move the incident
+    (as read in the same compare-and-set) to approved."""
     done = record.evolve(status="approved", decided_by=decided_by,
                          decided_at=statement.approved_at.isoformat(), due=None,
                          basis=statement.approval_basis)
     pipe.hset(rt.keys.approval(record.request.id), mapping=done.to_hash())
     pipe.zrem(rt.keys.approvals_pending(), record.request.id)
     pipe.hset(rt.keys.statement(statement.id), mapping={"statement": statement.model_dump_json()})
-    pipe.hset(rt.keys.incident(record.request.incident_id), mapping={
-        "status": "approved", "statement_id": statement.id, "updated_at": now.isoformat()})
+    pipe.hset(rt.keys.incident(record.request.incident_id),
+              mapping=approved(Incident.from_hash(incident), statement.id, now))

@@ -1,18 +1,16 @@
-"""Hand an approved statement to the web channel and record that it was published.
+"""Put an approved statement on the public pages and record that it was published.
 
-SMS and email fan-out to subscribers is the subscribers issue; their seam is
-:func:`web_deliveries`, which today yields the one public web delivery.
+The public page is no channel: :func:`publish_on_web` writes the statement where the web
+process reads it. SMS and email to subscribers follow as deliveries (``dispatch.fanout``).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
-from channels.base import Channel, OutboundMessage
-from channels.delivery import send_with_retries
 from coordinator.errors import BadEvent
-from coordinator.events import AuditEvent, Delivery, Statement
+from coordinator.events import AuditEvent, Statement
+from coordinator.model.incident import Incident, published
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -30,36 +28,32 @@ async def approved_statement(rt: Runtime, claimed: Statement) -> Statement:
     return Statement.model_validate_json(stored)
 
 
-def web_deliveries(statement: Statement, now: datetime) -> list[Delivery]:
-    """The deliveries of a statement; the id is deterministic, so a replay makes none new."""
-    return [Delivery(id=f"{statement.id}:web:public", statement_id=statement.id, channel="web",
-                     recipient="public", language="*", status="queued", at=now)]
+async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> None:
+    """Make the statement part of the public pages, feeds and API: stored, and added to the
+    public index once (publishing it again changes nothing). Raises RedisError."""
+    key = rt.keys.statement(statement.id)
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, "statement", statement.model_dump_json())
+        pipe.hsetnx(key, "published_at", now.isoformat())
+        pipe.zadd(rt.keys.statements_published(), {statement.id: now.timestamp()}, nx=True)
+        await pipe.execute()
 
 
-async def publish_statement(rt: Runtime, channels: dict[str, Channel], statement: Statement,
-                            now: datetime) -> bool:
-    """Send every delivery; True when this call published the statement for the first time.
-
-    Raises DeliveryError from a channel."""
-    for delivery in web_deliveries(statement, now):
-        await send_with_retries(channels[delivery.channel], OutboundMessage(
-            id=delivery.id, recipient=delivery.recipient, text="", statement=statement),
-            attempts=5)
+async def publish_statement(rt: Runtime, statement: Statement, now: datetime) -> bool:
+    """Put the statement on the public pages; True when this call published it for the
+    first time. Raises RedisError (the handler retries)."""
+    await publish_on_web(rt, statement, now)
     key = rt.keys.statement(statement.id)
     ikey = rt.keys.incident(statement.incident_id)
 
     async def body(pipe: Pipeline) -> bool:
         if await pipe.hget(key, "announced"):
             return False
-        incident = await pipe.hgetall(ikey)
-        published = json.loads(incident.get("published") or "[]")
-        status = "all_clear" if statement.msg_type == "Cancel" else "published"
+        incident = Incident.from_hash(await pipe.hgetall(ikey))
+        fields = published(incident, statement.id, statement.msg_type == "Cancel", now)
         pipe.multi()
         pipe.hset(key, "announced", now.isoformat())
-        pipe.hset(ikey, mapping={
-            "status": "closed" if incident.get("status") == "closed" else status,
-            "published": json.dumps([*published, statement.id]),
-            "updated_at": now.isoformat()})
+        pipe.hset(ikey, mapping=fields)
         queue_audit(pipe, rt.keys, AuditEvent(
             at=now, actor=rt.settings.worker_id, action="statement.published",
             interface="worker", incident_id=statement.incident_id, subject=statement.id,

@@ -23,12 +23,17 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from channels.contacts import InvalidContact, e164, email_address
-from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.events import AuditEvent, DeliveryRequest, Interface
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber, new_subscriber_id
 from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
-from coordinator.subscribers.registry import find_subscriber, register, save_subscriber
+from coordinator.subscribers.registry import (
+    find_subscriber,
+    index_keys,
+    register,
+    save_subscriber,
+)
 
 REQUEST_TTL_S = int(LINK_TTL.total_seconds())
 Channel = Literal["sms", "email"]
@@ -303,9 +308,10 @@ async def find_by_id(redis: Redis, keys: Keys, sub_id: str) -> Subscriber | None
     return Subscriber.model_validate_json(raw) if raw else None
 
 
-async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime
-                ) -> Subscriber | None:
-    """Opt out (and drop any subscription still waiting); None for an unknown id."""
+async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime,
+                interface: Interface = "web") -> Subscriber | None:
+    """Opt out (and drop any subscription still waiting); None for an unknown id. The
+    audit names `how` and the `interface` it came by (an email's link: "email")."""
     sub = await find_by_id(redis, keys, sub_id)
     if sub is None:
         return None
@@ -314,5 +320,38 @@ async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime
         sub = sub.model_copy(update={"status": "opted_out"})
         await save_subscriber(redis, keys, sub)
         await _audit(redis, keys, AuditEvent(at=now, actor=sub.id, action="subscriber.opted_out",
-                                             interface="web", detail={"how": how}))
+                                             interface=interface, detail={"how": how}))
     return sub
+
+
+# --- leaving and coming back by SMS (STOP / START) -------------------------------------------
+
+async def subscriber_to_change(pipe: Pipeline, keys: Keys, phone: str) -> Subscriber | None:
+    """The subscriber with this phone, read inside a transaction (before MULTI) with its
+    record WATCHed; the caller WATCHed the phone's contact index. None when nobody has it."""
+    sub_id = await pipe.get(keys.subs_by_contact(phone))
+    if not sub_id:
+        return None
+    await pipe.watch(keys.subscriber(sub_id))
+    raw = await pipe.get(keys.subscriber(sub_id))
+    return Subscriber.model_validate_json(raw) if raw else None
+
+
+def queue_sms_opt_out(pipe: Pipeline, keys: Keys, phone: str, sub: Subscriber | None,
+                      stop: bool) -> None:
+    """Queue (inside MULTI) what STOP (or START) from `phone` changes: the SMS opt-out set,
+    and the status of its subscriber, if any (record and active set), as the registry
+    would save it."""
+    if stop:
+        pipe.sadd(keys.opted_out("sms"), phone)
+    else:
+        pipe.srem(keys.opted_out("sms"), phone)
+    status = "opted_out" if stop else "active"
+    if sub is None or sub.status == status:
+        return
+    changed = sub.model_copy(update={"status": status})
+    for index in index_keys(keys, sub):
+        pipe.srem(index, sub.id)
+    pipe.set(keys.subscriber(sub.id), changed.model_dump_json())
+    for index in index_keys(keys, changed):
+        pipe.sadd(index, sub.id)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.signing import BadSignature, derived_key, sign, unsign
 from coordinator.state import Pipeline, Redis, transact
@@ -99,7 +100,7 @@ def check_code(stored: StoredCode | None, secret: str | Sequence[str], purpose: 
 
 # --- email confirmation links (pure) --------------------------------------------------------
 
-class InvalidConfirmLink(ValueError):
+class InvalidConfirmLink(LoaError):
     """A confirmation link that is forged, garbled or expired; the message says which."""
 
 

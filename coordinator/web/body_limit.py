@@ -6,8 +6,10 @@ from __future__ import annotations
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.errors import LoaError
 
-class BodyTooLarge(Exception):
+
+class BodyTooLarge(LoaError):
     """The streamed body went past the limit."""
 
 

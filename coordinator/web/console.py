@@ -4,8 +4,6 @@ waits briefly for its outcome and says what happened."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -19,6 +17,7 @@ from coordinator import queries, topics
 from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import IncidentClosed, RedraftRequested, RenderedText, Report, Severity
+from coordinator.outcomes import incident_of_report, outcome_of
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import attach_tip, recent_tips
@@ -27,7 +26,7 @@ from coordinator.web.ids import IncidentId, ReportId, TipId
 from coordinator.web.incident_view import board_rows, incident_view
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf
-from coordinator.web.state import State, wait_for_outcome, web_state
+from coordinator.web.state import State, web_state
 
 console = APIRouter(prefix="/console", include_in_schema=False)
 Reader = Annotated[Principal, Depends(allow(Action.incident_read))]
@@ -173,7 +172,7 @@ async def _act(request: Request, event: RedraftRequested | IncidentClosed,
         await st.producer.send(topics.INCIDENT_EVENTS, incident_id, event.to_bytes())
     except BrokerUnavailable as exc:
         raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
-    outcome = await wait_for_outcome(st, event.id)
+    outcome = await outcome_of(st.redis, st.keys, event.id)
     request.session["flash"] = (outcome["message"] if outcome
                                 else "received; the timeline will show the result")
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
@@ -232,12 +231,7 @@ async def file_from_console(request: Request, account: Officer) -> Response:
 async def report_status(report_id: ReportId, request: Request, account: Reader) -> Response:
     """Where a filed report went: its incident's page once it was taken in."""
     st = web_state(request)
-    incident_id = None
-    deadline = time.monotonic() + 10
-    while incident_id is None and time.monotonic() < deadline:
-        incident_id = await st.redis.hget(st.keys.report(report_id), "incident")
-        if incident_id is None:
-            await asyncio.sleep(0.1)
+    incident_id = await incident_of_report(st.redis, st.keys, report_id)
     if incident_id is None:
         request.session["flash"] = f"report {report_id} received; it will appear here shortly"
         return RedirectResponse("/console", status_code=303)

@@ -3,7 +3,6 @@ decides. A link names one request and one person, expires, and works once."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import Form, Request
@@ -12,11 +11,19 @@ from fastapi.templating import Jinja2Templates
 
 from coordinator import queries, topics
 from coordinator.access import Action
-from coordinator.approvals.links import InvalidLink, LinkClaims, verify_link
+from coordinator.approvals.links import (
+    InvalidLink,
+    LinkClaims,
+    claim_link,
+    link_spent,
+    release_link,
+    verify_link,
+)
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, utcnow
+from coordinator.outcomes import outcome_of
 from coordinator.web.auth import locked_router
-from coordinator.web.state import State, wait_for_outcome, web_state
+from coordinator.web.state import State, web_state
 
 decide = locked_router(Action.signed_link, prefix="/decide", include_in_schema=False)
 
@@ -50,7 +57,7 @@ async def confirm_page(token: str, request: Request) -> HTMLResponse:
     approval = await queries.approval_detail(st.redis, st.keys, claims.approval_id)
     if approval is None:
         return _page(request, "decided.html", 404, message="unknown request")
-    if await st.redis.exists(st.keys.link_used(claims.nonce)):
+    if await link_spent(st.redis, st.keys, claims.nonce):
         return _page(request, "decided.html", 409, message="this link was already used")
     texts = [t for t in await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
              if t["channel"] == "web"]
@@ -74,16 +81,16 @@ async def decide_by_link(token: str, request: Request,
                         approval_id=claims.approval_id, approver_id=claims.person_id,
                         verdict=verdict,  # type: ignore[arg-type]
                         comment=reason, via="email")
-    if not await st.redis.set(st.keys.link_used(claims.nonce), "1", nx=True):
-        outcome = await st.redis.get(st.keys.decision(decision.id))
-        message = json.loads(outcome)["message"] if outcome else "this link was already used"
+    if not await claim_link(st.redis, st.keys, claims.nonce):
+        outcome = await outcome_of(st.redis, st.keys, decision.id, timeout_s=0)
+        message = outcome["message"] if outcome else "this link was already used"
         return _page(request, "decided.html", 409, message=message)
     try:
         await st.producer.send(topics.DECISIONS, claims.approval_id, decision.to_bytes())
     except BrokerUnavailable:
-        await st.redis.delete(st.keys.link_used(claims.nonce))
+        await release_link(st.redis, st.keys, claims.nonce)
         return _page(request, "decided.html", 503, message="not recorded, please try again")
-    found = await wait_for_outcome(st, decision.id)
+    found = await outcome_of(st.redis, st.keys, decision.id)
     if found is not None:
         return _page(request, "decided.html", 200 if found["accepted"] else 409,
                      message=found["message"])

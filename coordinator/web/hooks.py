@@ -1,12 +1,15 @@
 """Twilio webhooks: inbound SMS (approver answers, STOP/START/HELP/JOIN) and status callbacks.
 Every request must carry a valid `X-Twilio-Signature` (403 otherwise).
 
+Each route parses (``channels.twilio_webhooks``: signature, form, TwiML), authorizes, calls
+one domain function (``coordinator.inbound``) and renders; it writes nothing itself.
+
 An inbound SMS is stored in Redis under its MessageSid before anything else, then handled
 from there: a replayed webhook gets the stored answer and does nothing, and one left
 unfinished (broker or Redis trouble midway, a process killed) is finished by
-:func:`recover_inbound`. Twilio does not retry a webhook that answered 5xx unless its URL
-asks it to: configure the inbound URL with :data:`RETRY_OVERRIDES` appended, so that an
-SMS that could not even be stored (Redis down: 503) is sent again."""
+:func:`recover_inbound`. Configure the inbound URL at Twilio with
+``channels.twilio_webhooks.RETRY_OVERRIDES`` appended, so that an SMS that could not even
+be stored (Redis down: 503) is sent again."""
 
 from __future__ import annotations
 
@@ -14,34 +17,37 @@ import asyncio
 import hashlib
 import hmac
 import json
-import re
 import time
-from collections.abc import Callable
 
 from fastapi import HTTPException, Request, Response
 from redis.exceptions import RedisError
-from twilio.request_validator import RequestValidator
-from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.contacts import InvalidContact, e164
+from channels.twilio_webhooks import (
+    InvalidWebhook,
+    inbound_text,
+    reply_twiml,
+    signature_valid,
+    status_update,
+)
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.access import Action
 from coordinator.dispatch.deliveries import record_status
 from coordinator.errors import BrokerUnavailable, ConfigError
-from coordinator.events import AuditEvent, Decision, utcnow
+from coordinator.events import Decision, utcnow
+from coordinator.inbound.actions import answer_only, join_by_sms, refuse_answer, stop_or_start
 from coordinator.inbound.answers import match_answer, not_valid
 from coordinator.inbound.sms_commands import Answer, Join, Keyword, parse_sms
 from coordinator.inbound.store import (
     InboundSms,
-    finish_inbound,
+    forget_pending,
     load_pending,
+    retry_later,
     stale_inbound,
     store_inbound,
 )
-from coordinator.state import Pipeline, Redis, queue_audit
-from coordinator.subscribers.models import Subscriber
-from coordinator.subscribers.registry import register, set_status
+from coordinator.outcomes import outcome_of
 from coordinator.web.auth import locked_router
 from coordinator.web.state import State, web_state
 
@@ -49,10 +55,6 @@ hooks = locked_router(Action.provider_webhook, prefix="/hooks/twilio",
                       include_in_schema=False)
 log = obs.get_logger("hooks")
 
-# Twilio's connection overrides (a URL fragment, never sent to us): retry up to 3 times on
-# any failure, 5xx included. Append it to the inbound SMS URL configured at Twilio.
-RETRY_OVERRIDES = "#rc=3&rp=all"
-MESSAGE_SID = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
 HELP = ("Loa - thông tin khẩn cấp chính thức của Hà Nội. Nhắn STOP để ngừng, START để nhận "
         "lại. Khẩn cấp: 113, 114, 115. / Loa: Hanoi's official emergency updates. "
         "Reply STOP to stop, START to resume.")
@@ -65,10 +67,8 @@ NEEDS_CODE = ("Hãy gửi kèm mã 6 số trong tin nhắn, ví dụ YES 123456.
 
 
 def twiml(text: str) -> Response:
-    """A TwiML answer that replies with `text` (escaped by the SDK's builder)."""
-    reply = MessagingResponse()
-    reply.message(text)
-    return Response(str(reply), media_type="application/xml")
+    """A TwiML answer that replies with `text`."""
+    return Response(reply_twiml(text), media_type="application/xml")
 
 
 def _xml(stored: str) -> Response:
@@ -82,10 +82,8 @@ async def verified_form(request: Request) -> dict[str, str]:
     form = {k: str(v) for k, v in (await request.form()).items()}
     token = st.settings.twilio_auth_token
     url = st.settings.web_url().rstrip("/") + request.url.path
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if token is None or not any(
-            RequestValidator(token.get_secret_value()).validate(u, form, signature)
-            for u in (url, url + RETRY_OVERRIDES)):
+    if not signature_valid(token.get_secret_value() if token is not None else None, url, form,
+                           request.headers.get("X-Twilio-Signature", "")):
         raise HTTPException(403, "invalid Twilio signature")
     return form
 
@@ -93,10 +91,10 @@ async def verified_form(request: Request) -> dict[str, str]:
 @hooks.post("/status")
 async def status_callback(request: Request) -> Response:
     """A message's status moved on (sent, delivered, undelivered, failed)."""
-    form = await verified_form(request)
+    update = status_update(await verified_form(request))
     st = web_state(request)
-    await record_status(st.redis, st.keys, form.get("MessageSid", ""),
-                        form.get("MessageStatus", ""), form.get("ErrorCode", ""), utcnow())
+    await record_status(st.redis, st.keys, update.provider_id, update.status,
+                        update.error_code, utcnow())
     return Response(status_code=204)
 
 
@@ -106,10 +104,12 @@ async def inbound_sms(request: Request) -> Response:
     answered once; the same MessageSid again gets the first answer and changes nothing."""
     form = await verified_form(request)
     st = web_state(request)
-    sid = form.get("MessageSid", "")
-    if not MESSAGE_SID.match(sid):
-        raise HTTPException(400, "MessageSid: missing or not a Twilio message id")
-    sms = InboundSms(sid, form.get("From", ""), form.get("Body", ""), time.time())
+    try:
+        text = inbound_text(form)
+    except InvalidWebhook as exc:
+        raise HTTPException(400, str(exc)) from None
+    sid = text.sid
+    sms = InboundSms(sid, text.sender, text.body, time.time())
     try:
         stored = await store_inbound(st.redis, st.keys, sms)
     except RedisError as exc:
@@ -136,7 +136,7 @@ async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Res
         return await _finish(st, sms.sid, twiml(HELP))
     command = parse_sms(sms.body)
     if isinstance(command, Join):
-        return await _finish(st, sms.sid, await _join(st, phone, command.areas))
+        return await _join(st, sms.sid, phone, command.areas)
     if isinstance(command, Keyword):
         return await _keyword(st, sms.sid, phone, command.word)
     if isinstance(command, Answer):
@@ -149,11 +149,15 @@ async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Res
     return await _finish(st, sms.sid, twiml(HELP))
 
 
-async def _finish(st: State, sid: str, answer: Response,
-                  effects: Callable[[Pipeline], None] | None = None) -> Response:
-    stored = bytes(answer.body).decode()
-    await finish_inbound(st.redis, st.keys, sid, stored, effects)
+async def _finish(st: State, sid: str, answer: Response) -> Response:
+    """Finish an SMS whose answer changes nothing else; render the answer."""
+    await answer_only(st.redis, st.keys, sid, _text(answer))
     return answer
+
+
+def _text(answer: Response) -> str:
+    """The TwiML of an answer, as stored for replays."""
+    return bytes(answer.body).decode()
 
 
 def sender_actor(st: State, phone: str) -> str:
@@ -167,23 +171,15 @@ def sender_actor(st: State, phone: str) -> str:
 
 
 async def _keyword(st: State, sid: str, phone: str, word: str) -> Response:
-    redis, keys = st.redis, st.keys
     if word == "help":
         return await _finish(st, sid, twiml(HELP))
-    # The registry first (idempotent), then the opt-out, the audit entry and the finish in
-    # one MULTI: a replay or a rerun after a crash records one STOP.
-    sub = await set_status(redis, keys, phone, "opted_out" if word == "stop" else "active")
-    actor = sub.id if sub is not None else sender_actor(st, phone)
-
-    def effects(pipe: Pipeline) -> None:
-        if word == "stop":
-            pipe.sadd(keys.opted_out("sms"), phone)
-        else:
-            pipe.srem(keys.opted_out("sms"), phone)
-        queue_audit(pipe, keys, AuditEvent(actor=actor, action=f"sms.{word}", interface="sms",
-                                           detail={"message": sid}))
-
-    return await _finish(st, sid, twiml(STOPPED if word == "stop" else STARTED), effects)
+    # The registry, the opt-out, the audit entry and the finish in one MULTI: a replay or a
+    # rerun after a crash records one STOP.
+    stop = word == "stop"
+    answer = twiml(STOPPED if stop else STARTED)
+    await stop_or_start(st.redis, st.keys, sid, phone, stop, _text(answer),
+                        sender_actor(st, phone))
+    return answer
 
 
 async def _answer(st: State, sid: str, phone: str, answer: Answer, wait_s: float) -> Response:
@@ -207,33 +203,18 @@ async def _answer(st: State, sid: str, phone: str, answer: Answer, wait_s: float
     # short: within Twilio's 15 s for the whole answer (what does not fit is finished later)
     await st.producer.send(topics.DECISIONS, match.approval_id, decision.to_bytes(),
                            timeout_s=5.0)
-    outcome = await _outcome(st.redis, st.keys.decision(decision.id), wait_s)
-    if outcome is None:  # on its way: finished once the decider recorded it
+    found = await outcome_of(st.redis, st.keys, decision.id, wait_s)
+    if found is None:  # on its way: finished once the decider recorded it
         return twiml(f"Đã nhận trả lời cho {match.approval_id}. / Answer for "
                      f"{match.approval_id} received.")
-    return await _finish(st, sid, twiml(outcome))
+    return await _finish(st, sid, twiml(str(found["message"])))
 
 
 async def _refuse(st: State, sid: str, actor: str, answer: Answer, refusal: str,
                   why: str) -> Response:
-    def effects(pipe: Pipeline) -> None:
-        # no code in the trail: the audit is shown to staff, codes to their approver only
-        queue_audit(pipe, st.keys, AuditEvent(
-            actor=actor, action="sms.answer_refused", interface="sms",
-            detail={"verdict": answer.verdict, "why": why, "message": sid}))
-
-    return await _finish(st, sid, twiml(refusal), effects)
-
-
-async def _outcome(redis: Redis, key: str, wait_s: float) -> str | None:
-    deadline = time.monotonic() + wait_s
-    while True:
-        raw = await redis.get(key)
-        if raw:
-            return str(json.loads(raw)["message"])
-        if time.monotonic() >= deadline:
-            return None
-        await asyncio.sleep(0.1)
+    reply = twiml(refusal)
+    await refuse_answer(st.redis, st.keys, sid, _text(reply), actor, answer.verdict, why)
+    return reply
 
 
 async def recover_inbound(st: State, older_than_s: float = 10.0) -> int:
@@ -245,11 +226,11 @@ async def recover_inbound(st: State, older_than_s: float = 10.0) -> int:
     for sid in await stale_inbound(st.redis, st.keys, older_than_s):
         sms = await load_pending(st.redis, st.keys, sid)
         if sms is None:
-            await st.redis.zrem(st.keys.inbound_pending(), sid)
+            await forget_pending(st.redis, st.keys, sid)
             continue
         outcome = await st.redis.get(st.keys.decision(f"sms-{sid}"))
         # tried again after another `older_than_s`, not on every round
-        await st.redis.zadd(st.keys.inbound_pending(), {sid: time.time()}, xx=True)
+        await retry_later(st.redis, st.keys, sid)
         try:
             if outcome:
                 await _finish(st, sid, twiml(str(json.loads(outcome)["message"])))
@@ -276,21 +257,15 @@ async def keep_recovering(st: State, every_s: float = 2.0) -> None:
         await asyncio.sleep(every_s)
 
 
-async def _join(st: State, phone: str, areas: list[str]) -> Response:
+async def _join(st: State, sid: str, phone: str, areas: list[str]) -> Response:
     """Sign a phone up for SMS updates about areas (all topics, Vietnamese)."""
     unknown = [a for a in areas if a not in st.city.areas]
     if not areas or unknown:
-        return twiml("Gửi JOIN <mã khu vực>, ví dụ JOIN hn-ba-dinh. / Send JOIN <area code>, "
-                     f"e.g. JOIN hn-ba-dinh.{' Unknown: ' + ', '.join(unknown) if unknown else ''}")
-    # The contact index finds the record this phone already has; else it gets a random id.
-    sub, _ = await register(st.redis, st.keys, Subscriber(
-        phone=phone, areas=areas, channels=["sms"], consent_source="sms:JOIN"),
-        resubscribe=True)
-    await st.redis.srem(st.keys.opted_out("sms"), phone)
-    async with st.redis.pipeline(transaction=True) as pipe:
-        queue_audit(pipe, st.keys, AuditEvent(actor=sub.id, action="subscriber.joined",
-                                              interface="sms", detail={"areas": areas}))
-        await pipe.execute()
+        told = f" Unknown: {', '.join(unknown)}" if unknown else ""
+        return await _finish(st, sid, twiml("Gửi JOIN <mã khu vực>, ví dụ JOIN hn-ba-dinh. / "
+                                            f"Send JOIN <area code>, e.g. JOIN hn-ba-dinh.{told}"))
     names = ", ".join(st.city.areas[a].name_in("vi") for a in areas)
-    return twiml(f"Đã đăng ký nhận tin Loa về {names}. Nhắn STOP để ngừng. / Subscribed to "
-                 "Loa updates; reply STOP to stop.")
+    answer = twiml(f"Đã đăng ký nhận tin Loa về {names}. Nhắn STOP để ngừng. / Subscribed to "
+                   "Loa updates; reply STOP to stop.")
+    await join_by_sms(st.redis, st.keys, sid, phone, areas, _text(answer))
+    return answer

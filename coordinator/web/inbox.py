@@ -14,21 +14,22 @@ from coordinator import queries, topics
 from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, RenderedText
+from coordinator.outcomes import outcome_of
 from coordinator.web.auth import allow
 from coordinator.web.console import sms_budgets, texts_from_form
 from coordinator.web.ids import ApprovalId
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf
-from coordinator.web.state import State, wait_for_outcome, web_state
+from coordinator.web.state import State, web_state
 
 inbox = APIRouter(prefix="/inbox", include_in_schema=False)
 Person = Annotated[Principal, Depends(allow(Action.inbox_use))]
 
 
 def departments_of(st: State, person_id: str) -> set[str]:
-    """The departments a person approves for."""
-    return {d.id for d in st.city.departments.values()
-            if any(p.id == person_id for p in d.approvers)}
+    """The departments a person approves for (one at most: config/ names a person once)."""
+    department = st.city.department_of(person_id)
+    return {department.id} if department else set()
 
 
 def may_see(st: State, account: Principal, approval: dict[str, Any]) -> bool:
@@ -106,7 +107,7 @@ async def decide_here(approval_id: ApprovalId, request: Request, account: Person
         await st.producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
     except BrokerUnavailable as exc:
         raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
-    outcome = await wait_for_outcome(st, decision.id)
+    outcome = await outcome_of(st.redis, st.keys, decision.id)
     if outcome is None:
         return page(request, "decided.html", 202, account=account,
                     message="received; the result will show in the timeline",

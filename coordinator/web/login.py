@@ -31,6 +31,7 @@ from coordinator.accounts import (
 )
 from coordinator.errors import ConfigError
 from coordinator.events import AuditEvent
+from coordinator.logins import record_login_event
 from coordinator.second_factor import (
     KEY_PURPOSE,
     SealError,
@@ -40,7 +41,6 @@ from coordinator.second_factor import (
     seal,
     unseal,
 )
-from coordinator.state import queue_audit
 from coordinator.web.auth import locked_router
 from coordinator.web.login_guard import (
     count_login_attempt,
@@ -255,8 +255,6 @@ def _unsealed(request: Request, name: str, sealed: str) -> str:
 async def _audit(request: Request, actor: str, action: str, subject: str,
                  **detail: str) -> None:
     st = web_state(request)
-    async with st.redis.pipeline(transaction=True) as pipe:
-        queue_audit(pipe, st.keys, AuditEvent(actor=actor, action=action, interface="web",
-                                              subject=subject,
-                                              detail={"client": client_of(request), **detail}))
-        await pipe.execute()
+    await record_login_event(st.redis, st.keys, AuditEvent(
+        actor=actor, action=action, interface="web", subject=subject,
+        detail={"client": client_of(request), **detail}))

@@ -23,12 +23,13 @@ import time
 from fastapi import HTTPException, Request, Response
 
 from coordinator.errors import ConfigError
+from coordinator.logins import account_waits_until
+from coordinator.logins import record_failed_login as record_account_failure
+from coordinator.rate_limits import Limit
 from coordinator.signing import BadSignature, sign, unsign
-from coordinator.state import Pipeline, transact
 from coordinator.web.security import (
     LOGIN_PER_CLIENT,
     LOGIN_PER_USER,
-    Limit,
     client_of,
     count_attempt,
     forgive_attempt,
@@ -36,21 +37,9 @@ from coordinator.web.security import (
 from coordinator.web.state import web_state
 
 LOGIN_PER_DEVICE = Limit("login-device", 10, 300)
-FREE_FAILURES = 10
-FIRST_WAIT_S = 5
-MAX_WAIT_S = 60
-FAILURES_KEPT_S = 900
 DEVICE_COOKIE = "loa_device"
 DEVICE_MAX_AGE_S = 90 * 24 * 3600
 DEVICE_KEY_PURPOSE = "login-device"
-
-
-def account_wait_s(failures: int) -> int:
-    """Seconds an account waits after its `failures`-th recent failed login: none for the
-    first FREE_FAILURES, then doubling from FIRST_WAIT_S up to MAX_WAIT_S."""
-    if failures <= FREE_FAILURES:
-        return 0
-    return int(min(FIRST_WAIT_S * 2 ** (failures - FREE_FAILURES - 1), MAX_WAIT_S))
 
 
 def _device_key(request: Request) -> bytes | None:
@@ -102,8 +91,7 @@ async def count_login_attempt(request: Request, username: str) -> None:
     if known_device(request, username):
         return
     st = web_state(request)
-    until = await st.redis.hget(st.keys.login_backoff(username), "until")
-    wait = float(until or 0) - time.time()
+    wait = await account_waits_until(st.redis, st.keys, username) - time.time()
     if wait > 0:
         seconds = max(math.ceil(wait), 1)
         raise HTTPException(429, f"too many failed logins for this account; try again in "
@@ -121,14 +109,4 @@ async def record_failed_login(request: Request, username: str, now: float) -> in
     """Count a failed login against the account from anywhere; returns the seconds it
     must now wait (0 while it has failures to spare)."""
     st = web_state(request)
-    key = st.keys.login_backoff(username)
-
-    async def body(pipe: Pipeline) -> int:
-        failures = int(await pipe.hget(key, "failures") or 0) + 1
-        wait = account_wait_s(failures)
-        pipe.multi()
-        pipe.hset(key, mapping={"failures": str(failures), "until": str(now + wait)})
-        pipe.expire(key, FAILURES_KEPT_S)
-        return wait
-
-    return await transact(st.redis, [key], body)
+    return await record_account_failure(st.redis, st.keys, username, now)

@@ -19,19 +19,20 @@ import hmac
 import ipaddress
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 from pydantic import IPvAnyNetwork
 
 from coordinator.accounts import Account, load_account, session_epoch
+from coordinator.errors import LoaError
+from coordinator.rate_limits import Limit, count_in_window, uncount_in_window
 from coordinator.web.state import web_state
 
 SESSION_COOKIE = "loa_session"
 SESSION_MAX_AGE_S = 12 * 3600
 
 
-class LoginRequired(Exception):
+class LoginRequired(LoaError):
     """Raised by a page that needs a login; answered with a redirect to /login."""
 
     def __init__(self, next_path: str) -> None:
@@ -80,18 +81,9 @@ async def start_session(request: Request, account: Account, epoch: str) -> None:
     csrf_token(request)
 
 
-@dataclass(frozen=True)
-class Limit:
-    """At most `count` attempts per `window_s` seconds per client (and per bucket)."""
-
-    bucket: str
-    count: int
-    window_s: int
-
-
 # Failed logins: a client gets 20 wrong passwords per 5 minutes, and 10 for one username
 # (per client, so that nobody can lock a duty officer out from elsewhere); the account-wide
-# backoff on top of these is in `login_guard`.
+# backoff on top of these is in `coordinator.logins` (`login_guard` applies it).
 LOGIN_PER_CLIENT = Limit("login-ip", 20, 300)
 LOGIN_PER_USER = Limit("login-user", 10, 300)
 PUBLIC_FORM = Limit("public-form", 20, 600)
@@ -128,29 +120,18 @@ async def count_attempt(request: Request, limit: Limit, who: str | None = None) 
     """Count one attempt in the current window; returns the window's count (atomic, so a
     burst of concurrent requests cannot all slip under the limit)."""
     st = web_state(request)
-    key = st.keys.rate_window(limit.bucket, who or client_of(request))
-    async with st.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, limit.window_s, nx=True)
-        pipe.ttl(key)
-        count, _, ttl = await pipe.execute()
-    if int(count) > limit.count:
-        wait = max(int(ttl), 1)
+    window = await count_in_window(st.redis, st.keys, limit, who or client_of(request))
+    if window.count > limit.count:
+        wait = max(window.ttl_s, 1)
         raise HTTPException(429, f"too many attempts; try again in {wait} s",
                             headers={"Retry-After": str(wait)})
-    return int(count)
+    return window.count
 
 
 async def forgive_attempt(request: Request, limit: Limit, who: str | None = None) -> None:
     """Take back one counted attempt (a login that succeeded)."""
     st = web_state(request)
-    key = st.keys.rate_window(limit.bucket, who or client_of(request))
-    async with st.redis.pipeline(transaction=True) as pipe:
-        pipe.decr(key)
-        pipe.expire(key, limit.window_s, nx=True)  # the window may have ended meanwhile
-        left, _ = await pipe.execute()
-    if int(left) < 0:  # never credit attempts to come
-        await st.redis.delete(key)
+    await uncount_in_window(st.redis, st.keys, limit, who or client_of(request))
 
 
 async def rate_limit(request: Request, limit: Limit, who: str | None = None) -> None:

@@ -1,11 +1,9 @@
-"""What the web process holds for its lifetime, shared by its routers."""
+"""What the web process holds for its lifetime, shared by its routers: the one runtime
+(coordinator.runtime, built by `build_runtime`) and the broker producer."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -13,38 +11,46 @@ from coordinator.broker import Producer
 from coordinator.city import City
 from coordinator.keys import Keys
 from coordinator.playbooks.models import Playbook
+from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 from coordinator.state import Redis
 
 
+@dataclass(frozen=True)
 class State:
-    """What the web process holds for its lifetime."""
+    """The web process's runtime and its producer. The runtime's parts are read through
+    it (`st.redis`, `st.keys`, ...): they are the runtime's, not copies."""
 
-    def __init__(self, settings: Settings, redis: Redis, producer: Producer, city: City,
-                 playbooks: dict[str, Playbook] | None = None) -> None:
-        self.settings = settings
-        self.redis = redis
-        self.keys = Keys(settings.redis_prefix)
-        self.producer = producer
-        self.city = city
-        self.playbooks = playbooks or {}
+    rt: Runtime
+    producer: Producer
+
+    @property
+    def settings(self) -> Settings:
+        """The process's settings."""
+        return self.rt.settings
+
+    @property
+    def redis(self) -> Redis:
+        """The process's Redis client."""
+        return self.rt.redis
+
+    @property
+    def keys(self) -> Keys:
+        """Redis key names under the configured prefix."""
+        return self.rt.keys
+
+    @property
+    def city(self) -> City:
+        """The city (config/)."""
+        return self.rt.city
+
+    @property
+    def playbooks(self) -> dict[str, Playbook]:
+        """The playbooks by name (playbooks/)."""
+        return self.rt.playbooks
 
 
 def web_state(request: Request) -> State:
     """The web process's state, from a request."""
     state: State = request.app.state.loa
     return state
-
-
-async def wait_for_outcome(st: State, event_id: str, timeout_s: float = 10
-                           ) -> dict[str, Any] | None:
-    """What the worker stored for a decision or a duty officer's action (`accepted`,
-    `message`), once it has; None when it did not within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        raw = await st.redis.get(st.keys.decision(event_id))
-        if raw:
-            outcome: dict[str, Any] = json.loads(raw)
-            return outcome
-        await asyncio.sleep(0.1)
-    return None

@@ -21,12 +21,13 @@ from coordinator import topics
 from coordinator.access import Action
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
+from coordinator.rate_limits import Limit
 from coordinator.subscribers import optin, proofs
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 from coordinator.web.auth import locked_router
 from coordinator.web.pages import page
-from coordinator.web.security import PUBLIC_FORM, Limit, check_csrf, rate_limit
+from coordinator.web.security import PUBLIC_FORM, check_csrf, rate_limit
 from coordinator.web.state import State, web_state
 
 subscribe = locked_router(Action.subscribe, prefix="/subscribe", include_in_schema=False)

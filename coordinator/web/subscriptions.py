@@ -6,10 +6,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from coordinator.access import Action
-from coordinator.events import AuditEvent, utcnow
-from coordinator.state import queue_audit
-from coordinator.subscribers.models import Subscriber
-from coordinator.subscribers.registry import save_subscriber
+from coordinator.events import utcnow
+from coordinator.subscribers.optin import leave
 from coordinator.subscribers.unsubscribe import subscriber_of
 from coordinator.web.auth import locked_router
 from coordinator.web.state import web_state
@@ -42,14 +40,8 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     """Unsubscribe at once (a mail client's one-click POST, or the form above)."""
     st = web_state(request)
     sub_id = subscriber_of(st.settings.link_secrets(utcnow()), token)
-    raw = await st.redis.get(st.keys.subscriber(sub_id)) if sub_id else None
-    if raw is None:
+    left = (await leave(st.redis, st.keys, sub_id, "link", utcnow(), interface="email")
+            if sub_id else None)
+    if left is None:
         return _page(request, "this link is not valid", 400)
-    sub = Subscriber.model_validate_json(raw)
-    if sub.status != "opted_out":
-        await save_subscriber(st.redis, st.keys, sub.model_copy(update={"status": "opted_out"}))
-        async with st.redis.pipeline(transaction=True) as pipe:
-            queue_audit(pipe, st.keys, AuditEvent(actor=sub.id, action="subscriber.opted_out",
-                                                  interface="email", detail={"how": "link"}))
-            await pipe.execute()
     return _page(request, "Đã hủy đăng ký. / You are unsubscribed.")

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from coordinator.access import Action
+from coordinator.rate_limits import Limit
 from coordinator.reports.tips import (
     TIPS_PER_CLIENT,
     TIPS_WINDOW_S,
@@ -20,7 +21,7 @@ from coordinator.reports.tips import (
 )
 from coordinator.web.auth import locked_router
 from coordinator.web.pages import page
-from coordinator.web.security import Limit, check_csrf, rate_limit
+from coordinator.web.security import check_csrf, rate_limit
 from coordinator.web.state import web_state
 
 TIP_LIMIT = Limit("tip", TIPS_PER_CLIENT, TIPS_WINDOW_S)

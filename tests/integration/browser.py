@@ -6,6 +6,9 @@ thread's running loop between calls. Left like that, every later `asyncio.run()`
 async test of the session fails ("cannot be called from a running event loop"). So the loop
 is parked between uses: `Chromium.awake()` marks it running again for the time a test drives
 the browser (the `page` fixture does this for the whole test).
+
+`assert_accessible(page, name)` checks the page it is given with axe-core (vendored in
+`vendor/axe.min.js`, so nothing is fetched at test time) against the WCAG 2.1 A and AA rules.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from coordinator.settings import REPO_ROOT
 
@@ -30,6 +34,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
+AXE_SCRIPT = Path(__file__).parent / "vendor" / "axe.min.js"
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+# Runs in the page: axe with the WCAG 2.1 A/AA rules only, reduced to what a failure message
+# needs (rule id, impact, help text, the first few CSS selectors of the offending nodes, and
+# axe's account of the first node, e.g. the contrast ratio it measured).
+AXE_RUN = r"""async (tags) => {
+  const result = await axe.run(document, {runOnly: {type: "tag", values: tags},
+                                          resultTypes: ["violations"]});
+  return result.violations.map((v) => ({
+    id: v.id, impact: v.impact, help: v.help, count: v.nodes.length,
+    targets: v.nodes.slice(0, 3).map((n) => n.target.join(" ")),
+    why: (v.nodes[0].failureSummary || "").replace(/\s+/g, " ").slice(0, 300),
+  }));
+}"""
 SESSION_STARTED = datetime.now()  # this module is imported once, as the session starts
 
 
@@ -50,6 +68,34 @@ def shot(page: Page, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """The WCAG 2.1 A/AA violations axe-core finds in `page` as it is now (axe is injected
+    into the page if not there yet): each as id, impact, help, count, up to 3 targets and why
+    the first one fails. Some pages reload themselves (the inbox, an open incident): if one
+    does during the check, the reloaded page is checked instead."""
+    for attempt in (1, 2):
+        try:
+            if not page.evaluate("typeof window.axe !== 'undefined'"):
+                page.add_script_tag(path=str(AXE_SCRIPT))
+            found: list[dict[str, Any]] = page.evaluate(AXE_RUN, WCAG_TAGS)
+            return found
+        except PlaywrightError as exc:
+            if attempt == 2 or "context was destroyed" not in str(exc):
+                raise
+            page.wait_for_load_state()
+    raise AssertionError("unreachable")
+
+
+def assert_accessible(page: Page, name: str) -> None:
+    """Fail, listing each violation, unless axe-core finds `page` free of WCAG 2.1 A/AA
+    violations; `name` says which page it is in the message."""
+    violations = axe_violations(page)
+    lines = [f"{v['id']} ({v['impact']}, {v['count']} node(s)): {v['help']}; "
+             f"e.g. {', '.join(v['targets'])}: {v['why']}" for v in violations]
+    assert not violations, (f"{name} ({page.url}) has {len(violations)} accessibility "
+                            "violation(s):\n  " + "\n  ".join(lines))
 
 
 class Chromium:

@@ -90,3 +90,19 @@ def drill_folders(root: Path, within_s: int = 2, absences: bool = False) -> tupl
     (config / "departments.yaml").write_text(yaml.safe_dump(departments, allow_unicode=True),
                                              encoding="utf-8")
     return playbooks, config
+
+
+def drill_env(root: Path, within_s: int = 2, absences: bool = False) -> dict[str, str]:
+    """LOA_* settings for a stack that runs the drills of `drill_folders` (made under `root`),
+    each drill report its own incident."""
+    playbooks, config = drill_folders(root, within_s, absences)
+    return {"LOA_PLAYBOOKS_DIR": str(playbooks), "LOA_CONFIG_DIR": str(config),
+            "LOA_CORRELATION_WINDOW_S": "0.000001"}  # every drill report its own incident
+
+
+def add_drill(env: dict[str, str], pid: str, chain: str) -> None:
+    """One more drill playbook (`hold` when exhausted) in the folders of `drill_env`, its
+    kind declared."""
+    drill(Path(env["LOA_PLAYBOOKS_DIR"]), pid, "hold", chain)
+    with (Path(env["LOA_CONFIG_DIR"]) / "kinds.yaml").open("a", encoding="utf-8") as kinds:
+        kinds.write(f"  - {{id: {pid}, name: {{vi: {pid}, en: {pid}}}}}\n")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import redis
@@ -213,11 +213,11 @@ class Stack:
     # state, read straight from Redis
     def incident_of(self, report_id: str) -> str | None:
         """The incident a report was taken into, once it was."""
-        return self.redis.hget(self.keys.report(report_id), "incident")
+        return cast(str | None, self.redis.hget(self.keys.report(report_id), "incident"))
 
     def incident(self, incident_id: str) -> dict[str, str]:
         """The incident's stored state."""
-        return self.redis.hgetall(self.keys.incident(incident_id))
+        return cast(dict[str, str], self.redis.hgetall(self.keys.incident(incident_id)))
 
     def timeline(self, incident_id: str) -> list[dict[str, Any]]:
         """An incident's timeline entries, in order."""

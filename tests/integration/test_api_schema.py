@@ -26,6 +26,7 @@ NOT_AN_AREA = "schemathesis-not-an-area"
 
 @pytest.fixture(scope="module")
 def web_url(stack: Stack) -> str:
+    """The shared stack's web URL (started if no test before did)."""
     return stack.web_url or stack.start_web()
 
 

@@ -1,22 +1,48 @@
 """The web as its people use it, in a real browser (the system Chromium under Playwright):
 a duty officer logs in and files a report, an approver logs in and approves, and a public
-page opened before the approval shows the statement without a reload. Screenshots of each
-page go to the test run's artifacts folder."""
+page opened before the approval shows the statement without a reload; a resident subscribes
+and leaves through the web forms. Screenshots of each page go to the test run's artifacts
+folder, and axe-core checks each distinct page against the WCAG 2.1 A/AA rules."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Dialog, Page, expect
 
-from tests.integration.browser import Chromium, shot
-from tests.integration.stack import Stack
+from tests.integration.browser import Chromium, assert_accessible, shot
+from tests.integration.factories import link_in, mail_to, new_email, new_phone, sms_code
+from tests.integration.smtp_server import Inbox
+from tests.integration.stack import Stack, running
 from tests.integration.webclient import totp_code
 
 pytestmark = pytest.mark.integration
 AREA = "hn-dong-da-lang-ha"
+
+
+@pytest.fixture(scope="module")
+def subscribe_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
+                    ) -> Iterator[Stack]:
+    """A running Loa that can take subscriptions: a link secret, SMS to the sandbox and
+    email to `mail` (the session stack has no link secret, so its subscribe form is off)."""
+    with running(tmp_path_factory.mktemp("browser-subscribe"), sms=True,
+                 LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(mail[0]),
+                 LOA_LINK_SECRET="test-link-secret") as stack:
+        yield stack
+
+
+def keep_dialogs(page: Page, dialogs: list[str]) -> None:
+    """Dismiss every dialog `page` opens (an `alert` would be a script that ran), keeping
+    its message in `dialogs`."""
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
 
 
 def log_in(browser: Browser, web_url: str, username: str, password: str, start: str,
@@ -26,12 +52,14 @@ def log_in(browser: Browser, web_url: str, username: str, password: str, start: 
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(f"{web_url}{start}")
     expect(page).to_have_url(re.compile(r"/login\?next="))
+    assert_accessible(page, "login")
     page.get_by_label("Tên đăng nhập / Username").fill(username)
     page.get_by_label("Mật khẩu / Password").fill(password)
     page.get_by_role("button", name="Đăng nhập / Log in").click()
     if totp_secret:
         expect(page).to_have_url(f"{web_url}/login/code")
         shot(page, "login-code")
+        assert_accessible(page, "login-code")
         page.get_by_label("Mã / Code").fill(totp_code(totp_secret))
         page.get_by_role("button", name="Xác nhận / Confirm").click()
     return page
@@ -39,6 +67,7 @@ def log_in(browser: Browser, web_url: str, username: str, password: str, start: 
 
 def test_officer_files_approver_approves_public_page_updates_live(
         stack: Stack, browser: Chromium) -> None:
+    """A report filed and approved in the browser shows on an open public page with no reload."""
     web_url = stack.web_url or stack.start_web()
     officer_pw = stack.account("trang", "duty_officer", "nguyen-thu-trang")
     approver_pw = stack.account("thuha", "approver", "le-thi-thu-ha")
@@ -47,14 +76,16 @@ def test_officer_files_approver_approves_public_page_updates_live(
 
     with browser.awake() as chromium:
         public = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        public.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        keep_dialogs(public, dialogs)
         public.goto(f"{web_url}/?area={AREA}&lang=vi")
         expect(public.locator("#live-status")).to_be_visible()  # the event stream is open
         public.evaluate("window.__loaded_once = true")
+        assert_accessible(public, "public-index")
 
         resident = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        resident.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        keep_dialogs(resident, dialogs)
         resident.goto(f"{web_url}/tip?lang=vi")
+        assert_accessible(resident, "tip-form")
         resident.get_by_label("Nội dung").fill(f"{title}: nước đang lên nhanh")
         resident.get_by_label("Loại").select_option("flood")
         resident.get_by_label("Khu vực").select_option(AREA)
@@ -62,13 +93,15 @@ def test_officer_files_approver_approves_public_page_updates_live(
         expect(resident.locator("#outcome")).to_contain_text("Mã tin: TIP-")
         tip_id = re.findall(r"TIP-[0-9a-f]{12}", resident.locator("#outcome").inner_text())[0]
         shot(resident, "tip-sent")
+        assert_accessible(resident, "tip-sent")
         resident.context.close()
 
         officer = log_in(chromium, web_url, "trang", officer_pw, "/console",
                          stack.totp_secrets["trang"])
-        officer.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        keep_dialogs(officer, dialogs)
         expect(officer).to_have_url(f"{web_url}/console")
         shot(officer, "console-board-before")
+        assert_accessible(officer, "console-board-before")
         officer.get_by_role("link", name="+ Báo cáo mới / File a report").click()
         officer.get_by_label("Loại / Kind").fill("flood")
         officer.get_by_label("Mức độ / Severity").select_option("severe")
@@ -76,6 +109,7 @@ def test_officer_files_approver_approves_public_page_updates_live(
         officer.get_by_label("Tiêu đề / Title").fill(title)
         officer.get_by_label("Chi tiết / Details").fill("Nước ngập 30 cm, xe máy chết máy.")
         shot(officer, "console-report-form")
+        assert_accessible(officer, "console-report-form")
         officer.get_by_role("button", name="Gửi / File report").click()
         expect(officer).to_have_url(re.compile(r"/console/incidents/INC-\d+$"))
         incident_id = officer.url.rsplit("/", 1)[1]
@@ -84,11 +118,13 @@ def test_officer_files_approver_approves_public_page_updates_live(
                                                              timeout=30_000)
         expect(officer.locator("#preview")).to_contain_text("SMS segment(s)")
         shot(officer, "console-incident")
+        assert_accessible(officer, "console-incident")
         officer.get_by_role("link", name="Sự cố / Incidents").click()
         row = officer.locator(f"#row-{incident_id}")
         expect(row).to_contain_text("Lê Thị Thu Hà")
         expect(row.locator(".countdown")).to_have_text(re.compile(r"còn / left \d+:\d\d"))
         shot(officer, "console-board")
+        assert_accessible(officer, "console-board")
         tip = officer.locator(f"#tip-{tip_id}")
         expect(tip).to_contain_text("nước đang lên nhanh")  # unverified, on the board
         tip.get_by_placeholder("INC-00001").fill(incident_id)
@@ -96,29 +132,90 @@ def test_officer_files_approver_approves_public_page_updates_live(
         expect(officer).to_have_url(f"{web_url}/console/incidents/{incident_id}")
         expect(officer.locator("#flash")).to_contain_text(f"{tip_id} attached to {incident_id}")
         expect(officer.locator("h2").first).to_contain_text(title)  # the title is unchanged
+        officer.locator("#edit summary").click()  # the edit form, opened, is checked too
+        expect(officer.get_by_label("Nội dung / Body web en")).to_be_visible()
+        assert_accessible(officer, "console-incident-edit")
 
         approver = log_in(chromium, web_url, "thuha", approver_pw, "/inbox")
         expect(approver).to_have_url(f"{web_url}/inbox")
         approval_id = f"APR-{incident_id[4:]}-1"
         expect(approver.locator("#mine")).to_contain_text(approval_id)
         shot(approver, "inbox")
+        assert_accessible(approver, "inbox")
         approver.get_by_role("link", name=approval_id).click()
         expect(approver.get_by_label("body web en")).to_be_visible()
         shot(approver, "inbox-request")
+        assert_accessible(approver, "inbox-request")
         approver.locator("#approve").click()
         expect(approver.locator("#outcome")).to_contain_text(
             f"approved; statement STM-{incident_id[4:]}-1 goes out")
         shot(approver, "inbox-decided")
+        assert_accessible(approver, "inbox-decided")
 
         statement = public.locator(f"#STM-{incident_id[4:]}-1")
         expect(statement).to_be_visible(timeout=30_000)
         expect(statement).to_contain_text("<script>alert('x')</script>")
         assert public.evaluate("window.__loaded_once") is True  # no reload happened
         shot(public, "public-live")
+        assert_accessible(public, "public-live")
+
+        statement_id = f"STM-{incident_id[4:]}-1"
+        public.goto(f"{web_url}/statements/{statement_id}?lang=en")
+        expect(public.locator(f"#{statement_id}")).to_be_visible()
+        shot(public, "statement")
+        assert_accessible(public, "statement")
 
         public.goto(f"{web_url}/press?q=lang ha")
         expect(public.locator(f"#press-{incident_id}")).to_be_visible()
         shot(public, "press")
+        assert_accessible(public, "press")
         for page in (public, officer, approver):
             page.context.close()
     assert dialogs == []  # the <script> in the title never ran
+
+
+def test_a_resident_subscribes_confirms_and_leaves_on_accessible_pages(
+        subscribe_stack: Stack, mail: tuple[int, Inbox], page: Page) -> None:
+    """Every page of the subscribe flow, as a resident meets it: the form, the form with its
+    errors, the code page (a wrong code, then the right one), the email's confirm page, and
+    leaving; each one passes axe-core."""
+    web_url = subscribe_stack.web_url
+    phone, email = new_phone(), new_email()
+    page.goto(f"{web_url}/subscribe?lang=en")
+    assert_accessible(page, "subscribe-form")
+    page.get_by_role("button", name="Subscribe", exact=True).click()
+    expect(page.locator("#errors")).to_be_visible()
+    shot(page, "subscribe-errors")
+    assert_accessible(page, "subscribe-errors")
+
+    page.get_by_label("Phone (SMS)").fill(phone)
+    page.get_by_label("Email").fill(email)
+    page.locator("select[name=areas]").select_option("hn-hoan-kiem")
+    page.get_by_role("button", name="Subscribe", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/subscribe/verify"))
+    expect(page.locator("#email-sent")).to_contain_text(email)
+    assert_accessible(page, "subscribe-verify")
+    code = sms_code(subscribe_stack, phone)
+    page.get_by_label("Code").fill("000000" if code != "000000" else "111111")
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#error-code")).to_contain_text("Wrong code")
+    assert_accessible(page, "subscribe-verify-wrong")
+    page.get_by_label("Code").fill(code)
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#outcome")).to_contain_text("You will receive official updates")
+    shot(page, "subscribe-confirmed")
+    assert_accessible(page, "subscribe-confirmed")
+
+    page.goto(link_in(mail_to(mail[1], email), "/subscribe/confirm/"))
+    expect(page.get_by_text(email)).to_be_visible()
+    assert_accessible(page, "subscribe-confirm-email")
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#outcome")).to_contain_text("You will receive official updates")
+
+    page.goto(f"{web_url}/subscribe/leave?lang=en")
+    assert_accessible(page, "subscribe-leave")
+    page.get_by_label("Phone or email").fill(phone)
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_url(re.compile(r"/subscribe/leave/verify"))
+    shot(page, "subscribe-leave-verify")
+    assert_accessible(page, "subscribe-leave-verify")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.factories import audit_events
 from tests.integration.stack import Stack, wait_for
 from tests.integration.webclient import WebSession
 
@@ -32,6 +32,7 @@ def people(stack: Stack) -> dict[str, str]:
 # and a code is good once (a new one comes every 30 s).
 @pytest.fixture(scope="module")
 def officer(stack: Stack, people: dict[str, str]) -> Iterator[WebSession]:
+    """The duty officer mai, logged in with password and TOTP code, for the module."""
     session = WebSession(stack.web_url)
     assert session.login("mai", people["mai"], stack.totp_secrets["mai"]).url.path == "/console"
     yield session
@@ -40,6 +41,7 @@ def officer(stack: Stack, people: dict[str, str]) -> Iterator[WebSession]:
 
 @pytest.fixture(scope="module")
 def approver(stack: Stack, people: dict[str, str]) -> Iterator[WebSession]:
+    """The approver an (nguyen-van-an), logged in with a password, for the module."""
     session = WebSession(stack.web_url)
     assert session.login("an", people["an"]).url.path == "/inbox"
     yield session
@@ -58,6 +60,7 @@ def file_report(officer: WebSession, area: str, title: str, **extra: str) -> str
 
 
 def approval_of(stack: Stack, incident_id: str, version: int = 1) -> str:
+    """The id of the approval request for draft `version`, once the worker made it."""
     approval_id = f"APR-{incident_id[4:]}-{version}"
     wait_for(lambda: stack.incident(incident_id).get("approval_id") == approval_id, 30,
              f"{approval_id} requested")
@@ -66,6 +69,7 @@ def approval_of(stack: Stack, incident_id: str, version: int = 1) -> str:
 
 def test_pages_need_a_login_and_a_wrong_password_says_so(stack: Stack,
                                                          people: dict[str, str]) -> None:
+    """Without a session pages go to /login; any wrong login gets one 401 message, audited."""
     session = WebSession(stack.web_url)
     first = session.get("/console")
     assert first.url.path == "/login" and first.url.params["next"] == "/console"
@@ -74,13 +78,14 @@ def test_pages_need_a_login_and_a_wrong_password_says_so(stack: Stack,
     unknown = session.post_form("/login", {"username": "nobody", "password": "whatever-1234"})
     assert unknown.status_code == 401 and "Wrong username or password" in unknown.text
     assert session.get("/inbox").url.path == "/login"
-    audit = [json.loads(e["event"]) for _, e in stack.redis.xrange(stack.keys.audit())]
+    audit = audit_events(stack)
     assert {"login.failed"} <= {a["action"] for a in audit if a["subject"] in ("mai", "nobody")}
     session.close()
 
 
 def test_a_form_without_the_sessions_csrf_token_is_refused(stack: Stack,
                                                            officer: WebSession) -> None:
+    """A form post without this session's CSRF token is refused with 403."""
     forged = officer.http.post("/console/reports/new", data={
         "csrf": "forged", "kind": "flood", "severity": "minor", "area": "hn-cau-giay",
         "title": "Forged"})
@@ -90,12 +95,14 @@ def test_a_form_without_the_sessions_csrf_token_is_refused(stack: Stack,
 
 
 def test_an_approver_is_not_a_duty_officer(approver: WebSession) -> None:
+    """A logged-in approver is refused the duty officers' console with 403."""
     refused = approver.get("/console")
     assert refused.status_code == 403 and "for duty officers" in refused.text
 
 
 def test_the_report_form_names_each_bad_field_and_keeps_what_was_typed(
         officer: WebSession) -> None:
+    """A bad report form answers 422 naming each bad field, keeping what was typed, escaped."""
     officer.get("/console/reports/new")
     answer = officer.post_form("/console/reports/new", {
         "kind": "flood", "severity": "severe", "area": "hn-nowhere",
@@ -111,6 +118,7 @@ def test_the_report_form_names_each_bad_field_and_keeps_what_was_typed(
 
 def test_officer_files_approver_approves_in_the_inbox_and_it_is_public(
         stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    """Approved in the web inbox, a console report is published, escaped, in its own area only."""
     title = f"Ngập <script>alert(1)</script> {uuid.uuid4().hex[:6]}"
     incident_id = file_report(officer, "hn-cau-giay-dich-vong", title)
     approval_id = approval_of(stack, incident_id)
@@ -139,6 +147,7 @@ def test_officer_files_approver_approves_in_the_inbox_and_it_is_public(
 
 def test_edit_and_approve_publishes_the_approvers_wording(
         stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    """Edit-and-approve publishes the approver's wording; the timeline names what was edited."""
     incident_id = file_report(officer, "hn-cau-giay-mai-dich", "Ngập đường Hồ Tùng Mậu")
     approval_id = approval_of(stack, incident_id)
     page = approver.get(f"/inbox/{approval_id}")
@@ -159,6 +168,7 @@ def test_edit_and_approve_publishes_the_approvers_wording(
 
 def test_a_rejection_needs_a_reason_and_returns_the_incident(
         stack: Stack, officer: WebSession, approver: WebSession) -> None:
+    """A rejection without a reason is refused (422); with one the incident is returned."""
     incident_id = file_report(officer, "hn-cau-giay-nghia-do", "Ngập phố Nghĩa Tân")
     approval_id = approval_of(stack, incident_id)
     approver.get(f"/inbox/{approval_id}")
@@ -172,6 +182,7 @@ def test_a_rejection_needs_a_reason_and_returns_the_incident(
 
 def redraft(officer: WebSession, incident_id: str, purpose: str, texts: dict[str, str],
             ) -> Any:
+    """Post a new draft version (`purpose`) from the incident's page; the answer."""
     officer.get(f"/console/incidents/{incident_id}")
     return officer.post_form(f"/console/incidents/{incident_id}/drafts",
                              {"purpose": purpose, "note": "từ bàn điều hành", **texts})
@@ -227,6 +238,7 @@ def test_update_then_all_clear_then_close(stack: Stack, officer: WebSession,
 
 def test_a_new_version_supersedes_a_pending_request(stack: Stack, officer: WebSession,
                                                     approver: WebSession) -> None:
+    """A new draft version supersedes the pending request: approving the old one answers 409."""
     incident_id = file_report(officer, "hn-cau-giay-trung-hoa", "Ngập phố Trung Kính")
     first = approval_of(stack, incident_id)
     answer = redraft(officer, incident_id, "edit", {
@@ -243,6 +255,7 @@ def test_a_new_version_supersedes_a_pending_request(stack: Stack, officer: WebSe
 
 
 def test_attach_and_choose_a_playbook_by_hand(stack: Stack, officer: WebSession) -> None:
+    """The report form can choose the playbook and attach a report to an existing incident."""
     incident_id = file_report(officer, "hn-cau-giay-yen-hoa", "Cây đổ đè dây điện",
                               playbook="utility-outage")
     assert stack.incident(incident_id)["chosen_playbook"] == "utility-outage"
@@ -278,6 +291,7 @@ def test_the_public_page_hears_of_a_publication(stack: Stack, officer: WebSessio
 
 def test_press_archive_finds_statements_without_diacritics(stack: Stack, officer: WebSession,
                                                            approver: WebSession) -> None:
+    """The press archive finds a statement by a query typed without Vietnamese diacritics."""
     incident_id = file_report(officer, "hn-thanh-xuan-khuong-dinh", "Ngập phố Khương Đình")
     approval_id = approval_of(stack, incident_id)
     approver.get(f"/inbox/{approval_id}")

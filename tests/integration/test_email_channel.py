@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from channels.base import OutboundMessage, PermanentDeliveryError
-from channels.email import EmailChannel, build_email
-from coordinator.settings import Settings
+from channels.email import EmailChannel, SmtpServer, build_email
 from tests.integration.smtp_server import Inbox, smtp_server
 
 
@@ -19,8 +18,8 @@ def server() -> Iterator[tuple[int, Inbox]]:
 
 
 def channel_for(port: int) -> EmailChannel:
-    return EmailChannel(Settings(smtp_host="127.0.0.1", smtp_port=port,
-                                 email_from="Loa Hà Nội <loa@hanoi.example>"))
+    return EmailChannel(SmtpServer(host="127.0.0.1", port=port,
+                                   sender="Loa Hà Nội <loa@hanoi.example>"))
 
 
 def message(i: int, **changes: object) -> OutboundMessage:

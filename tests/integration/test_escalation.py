@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,29 +18,19 @@ from aiokafka import AIOKafkaProducer
 
 from coordinator.broker import bootstrap_servers
 from coordinator.events import Decision
-from tests.integration.drills import drill, drill_folders
+from tests.integration.drills import add_drill, drill_env
+from tests.integration.factories import (
+    entry_time,
+    file_drill,
+    timeline_entries,
+)
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
 
 pytestmark = pytest.mark.integration
 MakeStack = Callable[..., Stack]
 AREAS = ["hn-ba-dinh", "hn-hoan-kiem", "hn-dong-da", "hn-hai-ba-trung", "hn-tay-ho",
          "hn-cau-giay", "hn-thanh-xuan", "hn-hoang-mai", "hn-long-bien", "hn-nam-tu-liem"]
-
-
-def drill_env(stack_root: Any, within_s: int = 2, absences: bool = False) -> dict[str, str]:
-    playbooks, config = drill_folders(stack_root, within_s, absences)
-    return {"LOA_PLAYBOOKS_DIR": str(playbooks), "LOA_CONFIG_DIR": str(config),
-            "LOA_CORRELATION_WINDOW_S": "0.000001"}  # every drill report its own incident
-
-
-def add_drill(env: dict[str, str], pid: str, chain: str) -> None:
-    """One more drill playbook (`hold` when exhausted) in the folders of `drill_env`, its
-    kind declared."""
-    drill(Path(env["LOA_PLAYBOOKS_DIR"]), pid, "hold", chain)
-    with (Path(env["LOA_CONFIG_DIR"]) / "kinds.yaml").open("a", encoding="utf-8") as kinds:
-        kinds.write(f"  - {{id: {pid}, name: {{vi: {pid}, en: {pid}}}}}\n")
 
 
 @pytest.fixture(scope="module")
@@ -60,39 +49,18 @@ def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
         yield stack
 
 
-def file_drill(stack: Stack, kind: str, area: str = "hn-ba-dinh",
-               severity: str = "severe", title: str = "Diễn tập",
-               token: str | None = None) -> tuple[str, str]:
-    """File a drill report (with a duty officer's token unless `token`); (incident id,
-    approval id) once the request exists."""
-    report_id = post_report(stack, {"kind": kind, "severity": severity, "area": area,
-                                    "title": f"{title} {uuid.uuid4().hex[:6]}"}, token)
-    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "drill taken in")
-    approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
-                           "approval request")
-    return incident_id, approval_id
-
-
-def entries(stack: Stack, incident_id: str, action: str) -> list[dict[str, Any]]:
-    return [e for e in stack.timeline(incident_id) if e["action"] == action]
-
-
-def at(entry: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(entry["at"])
-
-
 def assert_walked_once(stack: Stack, incident_id: str) -> None:
     """Two escalations (1->2, 2->3), one exhaustion, each within 2 s of its deadline."""
-    escalations = entries(stack, incident_id, "approval.escalated")
+    escalations = timeline_entries(stack, incident_id, "approval.escalated")
     assert [(e["detail"]["from_level"], e["detail"]["to_level"]) for e in escalations] == [
         (1, 2), (2, 3)]
-    exhausted = entries(stack, incident_id, "approval.exhausted")
+    exhausted = timeline_entries(stack, incident_id, "approval.exhausted")
     assert len(exhausted) == 1
-    requested = entries(stack, incident_id, "approval.requested")[0]
+    requested = timeline_entries(stack, incident_id, "approval.requested")[0]
     deadlines = [datetime.fromisoformat(requested["detail"]["deadline"])] + [
         datetime.fromisoformat(e["detail"]["deadline"]) for e in escalations]
     for deadline, done in zip(deadlines, [*escalations, *exhausted], strict=True):
-        late = (at(done) - deadline).total_seconds()
+        late = (entry_time(done) - deadline).total_seconds()
         assert 0 <= late <= 2.0, f"{done['action']} {late:.3f}s after its deadline"
         assert done["detail"]["lateness_s"] == pytest.approx(late, abs=0.01)
 
@@ -101,10 +69,11 @@ def test_nobody_answers_the_chain_is_walked_then_held(drills: Stack) -> None:
     """Three levels, nobody answers: each escalates within 2 s of its deadline, then `hold`
     alerts the duty officers every 2 s until an approver decides; then the alerts stop."""
     incident_id, approval_id = file_drill(drills, "drill-hold", "hn-ba-dinh")
-    wait_for(lambda: entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
+    wait_for(lambda: timeline_entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
     assert_walked_once(drills, incident_id)
-    assert entries(drills, incident_id, "approval.exhausted")[0]["detail"]["rule"] == "hold"
-    wait_for(lambda: len(entries(drills, incident_id, "approval.hold_alert")) >= 1, 10,
+    exhausted = timeline_entries(drills, incident_id, "approval.exhausted")
+    assert exhausted[0]["detail"]["rule"] == "hold"
+    wait_for(lambda: len(timeline_entries(drills, incident_id, "approval.hold_alert")) >= 1, 10,
              "a hold alert")
     officers = drills.cli_json("inbox", *drills.as_person("tran-thi-mai"))
     assert any(p["approval_id"] == approval_id and p["kind"] == "hold_alert" for p in officers)
@@ -113,9 +82,9 @@ def test_nobody_answers_the_chain_is_walked_then_held(drills: Stack) -> None:
     done = drills.cli("approve", approval_id, *drills.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
     drills.wait_for_status(incident_id, "published")
-    alerts = len(entries(drills, incident_id, "approval.hold_alert"))
+    alerts = len(timeline_entries(drills, incident_id, "approval.hold_alert"))
     time.sleep(3)
-    assert len(entries(drills, incident_id, "approval.hold_alert")) == alerts
+    assert len(timeline_entries(drills, incident_id, "approval.hold_alert")) == alerts
 
 
 def pickled_keys(url: str) -> list[str]:
@@ -143,8 +112,9 @@ def test_nothing_in_redis_is_a_pickle(drills: Stack) -> None:
     """A request escalated twice and held (its next hold alert pending): no value anywhere in
     Redis is a pickle, and the old job store's keys do not exist."""
     incident_id, _ = file_drill(drills, "drill-hold", "hn-long-bien")
-    wait_for(lambda: entries(drills, incident_id, "approval.hold_alert"), 20, "a hold alert")
-    assert len(entries(drills, incident_id, "approval.escalated")) == 2
+    wait_for(lambda: timeline_entries(drills, incident_id, "approval.hold_alert"), 20,
+             "a hold alert")
+    assert len(timeline_entries(drills, incident_id, "approval.escalated")) == 2
     assert pickled_keys(drills.redis_service.url) == []
     assert not drills.redis.exists(*drills.keys.legacy_timer_store())
 
@@ -154,7 +124,8 @@ def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
     and audited."""
     approver = drills.as_person("pham-duc-thang")  # its token made before the clock runs
     incident_id, approval_id = file_drill(drills, "drill-stop", "hn-hoan-kiem")
-    moved = wait_for(lambda: entries(drills, incident_id, "approval.escalated"), 10, "level 2")
+    moved = wait_for(lambda: timeline_entries(drills, incident_id, "approval.escalated"), 10,
+                     "level 2")
     holder = drills.cli_json("approvals")
     mine = next(a for a in holder if a["id"] == approval_id)
     assert mine["level"] == 2 and mine["approvers"] == ["pham-duc-thang"]
@@ -163,12 +134,12 @@ def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
     level_2_deadline = datetime.fromisoformat(moved[0]["detail"]["deadline"])
     # past the level-2 deadline, and the 2 s an escalation may take
     time.sleep(max(0.0, (level_2_deadline - datetime.now(UTC)).total_seconds()) + 3)
-    assert len(entries(drills, incident_id, "approval.escalated")) == 1
-    assert not entries(drills, incident_id, "approval.exhausted")
+    assert len(timeline_entries(drills, incident_id, "approval.escalated")) == 1
+    assert not timeline_entries(drills, incident_id, "approval.exhausted")
     late = drills.cli("approve", approval_id, *drills.as_person("nguyen-van-an"))
     assert late.returncode == 2
     assert "refused: already approved by pham-duc-thang at" in late.stderr.replace("\n", " ")
-    refused = entries(drills, incident_id, "decision.refused")
+    refused = timeline_entries(drills, incident_id, "decision.refused")
     assert len(refused) == 1 and refused[0]["actor"] == "nguyen-van-an"
 
 
@@ -178,7 +149,7 @@ def test_duty_officer_signs_off_after_exhaustion(drills: Stack) -> None:
     incident_id, approval_id = file_drill(drills, "drill-duty", "hn-dong-da")
     refused_early = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
     assert refused_early.returncode == 2
-    wait_for(lambda: entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
+    wait_for(lambda: timeline_entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
     done = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
     assert done.returncode == 0, done.stderr
     drills.wait_for_status(incident_id, "published")
@@ -255,11 +226,12 @@ def test_a_killed_worker_escalates_right_after_restart_exactly_once(
     time.sleep(5)  # the level-1 deadline passes while no worker runs
     stack.start_worker()
     back = datetime.now(UTC)
-    first = wait_for(lambda: entries(stack, incident_id, "approval.escalated"), 10, "escalation")
-    assert (at(first[0]) - back).total_seconds() < 2.0
+    first = wait_for(lambda: timeline_entries(stack, incident_id, "approval.escalated"), 10,
+                     "escalation")
+    assert (entry_time(first[0]) - back).total_seconds() < 2.0
     assert first[0]["detail"]["lateness_s"] > 1.5
     time.sleep(1)
-    from_level_1 = [e for e in entries(stack, incident_id, "approval.escalated")
+    from_level_1 = [e for e in timeline_entries(stack, incident_id, "approval.escalated")
                     if e["detail"]["from_level"] == 1]
     assert len(from_level_1) == 1
 
@@ -272,7 +244,8 @@ def test_two_workers_escalate_each_level_once(make_stack: MakeStack, tmp_path: A
     stack.start_web()
     walks = [file_drill(stack, "drill-hold", area)[0] for area in AREAS[:4]]
     for incident_id in walks:
-        wait_for(lambda i=incident_id: entries(stack, i, "approval.exhausted"), 20, "exhaustion")
+        wait_for(lambda i=incident_id: timeline_entries(stack, i, "approval.exhausted"), 20,
+                 "exhaustion")
     time.sleep(1)
     for incident_id in walks:
         assert_walked_once(stack, incident_id)
@@ -288,14 +261,14 @@ def test_absent_approvers_are_routed_to_their_delegate_or_skipped(
     incident_id, _approval_id = file_drill(stack, "drill-absent")
     wait_for(lambda: stack.cli_json("inbox", *stack.as_person("pham-duc-thang")), 10,
              "delegate prompt")
-    request = entries(stack, incident_id, "approval.requested")[0]["detail"]
+    request = timeline_entries(stack, incident_id, "approval.requested")[0]["detail"]
     assert request["level"] == 1 and request["holders"] == ["pham-duc-thang"]
     assert any("nguyen-van-an is away until" in n and "delegated to pham-duc-thang" in n
                for n in request["notes"])
     assert any("le-thi-thu-ha is away until" in n for n in request["notes"])
 
     skipped_incident, _ = file_drill(stack, "drill-skip", "hn-tay-ho")
-    skipped = entries(stack, skipped_incident, "approval.requested")[0]["detail"]
+    skipped = timeline_entries(stack, skipped_incident, "approval.requested")[0]["detail"]
     assert skipped["level"] == 2 and skipped["holders"] == ["pham-duc-thang"]
     assert "level 1 skipped: nobody available" in skipped["notes"]
 
@@ -336,6 +309,6 @@ def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
         expired = http.get(f"{drills.web_url}/decide/{stale}")
         assert expired.status_code == 400 and "expired" in expired.text
     drills.wait_for_status(incident_id, "published")
-    approved = entries(drills, incident_id, "approval.approved")
+    approved = timeline_entries(drills, incident_id, "approval.approved")
     assert len(approved) == 1 and approved[0]["interface"] == "email"
     assert approved[0]["actor"] == "pham-duc-thang"

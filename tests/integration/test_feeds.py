@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-import xmlschema
 
+from tests.feed_schemas import NS, schema, xml_text
+from tests.integration.factories import post_report, report_body, wait_for_approval
 from tests.integration.stack import Stack
-from tests.integration.test_pipeline import post_report, report_body, wait_for_approval
 
 pytestmark = pytest.mark.integration
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
-NS = {"cap": "urn:oasis:names:tc:emergency:cap:1.2", "a": "http://www.w3.org/2005/Atom"}
 AREA = "hn-nam-tu-liem-dai-mo"  # used by no other test: nothing else joins our incident
-
-
-@cache
-def schema(name: str) -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(str(SCHEMAS / name))
-
-
-def text(parent: ET.Element, path: str) -> str:
-    found = parent.find(path, NS)
-    assert found is not None, path
-    return found.text or ""
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +34,7 @@ def published(stack: Stack) -> dict[str, Any]:
 
 
 def web_title(statement: dict[str, Any], lang: str) -> str:
+    """The web title of a statement in language `lang`."""
     found: str = next(t["title"] for t in statement["texts"]
                       if t["channel"] == "web" and t["language"] == lang)
     return found
@@ -66,21 +52,22 @@ def test_the_cap_alert_of_a_published_statement(stack: Stack, published: dict[st
     schema("cap12_extended.xsd").validate(answer.content)
     assert b"&lt;script&gt;" in answer.content and b"<script>" not in answer.content
     alert = ET.fromstring(answer.content)
-    assert text(alert, "cap:identifier") == published["id"]
-    assert text(alert, "cap:sender") == "loa@127.0.0.1"
-    assert text(alert, "cap:msgType") == "Alert"
-    assert text(alert, "cap:sent").endswith("+07:00") and "." not in text(alert, "cap:sent")
-    assert text(alert, "cap:incidents") == published["incident_id"]
+    assert xml_text(alert, "cap:identifier") == published["id"]
+    assert xml_text(alert, "cap:sender") == "loa@127.0.0.1"
+    assert xml_text(alert, "cap:msgType") == "Alert"
+    assert xml_text(alert, "cap:sent").endswith("+07:00") and "." not in xml_text(alert, "cap:sent")
+    assert xml_text(alert, "cap:incidents") == published["incident_id"]
     infos = alert.findall("cap:info", NS)
-    assert [text(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
-    assert [text(i, "cap:headline") for i in infos] == [web_title(published, "vi"),
+    assert [xml_text(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
+    assert [xml_text(i, "cap:headline") for i in infos] == [web_title(published, "vi"),
                                                          web_title(published, "en")]
-    assert "<script>alert(1)</script>" in text(infos[0], "cap:headline")
-    assert [text(i, "cap:area/cap:areaDesc") for i in infos] == ["Phường Đại Mỗ", "Dai Mo Ward"]
-    assert [(text(g, "cap:valueName"), text(g, "cap:value"))
+    assert "<script>alert(1)</script>" in xml_text(infos[0], "cap:headline")
+    assert [xml_text(i, "cap:area/cap:areaDesc") for i in infos] == ["Phường Đại Mỗ", "Dai Mo Ward"]
+    assert [(xml_text(g, "cap:valueName"), xml_text(g, "cap:value"))
             for g in infos[0].findall("cap:area/cap:geocode", NS)] == [("LOA", AREA)]
-    assert (text(infos[0], "cap:category"), text(infos[0], "cap:severity")) == ("Met", "Severe")
-    assert text(infos[0], "cap:web") == f"{stack.web_url}/statements/{published['id']}"
+    assert (xml_text(infos[0], "cap:category"),
+            xml_text(infos[0], "cap:severity")) == ("Met", "Severe")
+    assert xml_text(infos[0], "cap:web") == f"{stack.web_url}/statements/{published['id']}"
 
 
 def test_unknown_and_unpublished_ids_are_404(stack: Stack) -> None:
@@ -103,11 +90,11 @@ def test_the_atom_feed_lists_the_statement(stack: Stack, published: dict[str, An
         schema("atom.xsd").validate(answer.content)
         assert b"<script>" not in answer.content
         feed = ET.fromstring(answer.content)
-        entries = {text(e, "a:id"): e for e in feed.findall("a:entry", NS)}
+        entries = {xml_text(e, "a:id"): e for e in feed.findall("a:entry", NS)}
         mine = entries[f"{stack.web_url}/statements/{published['id']}"]
-        assert text(mine, "a:title") == web_title(published, lang)
-        assert text(mine, "a:updated").endswith("+07:00")
-        stamps = [text(e, "a:updated") for e in feed.findall("a:entry", NS)]
+        assert xml_text(mine, "a:title") == web_title(published, lang)
+        assert xml_text(mine, "a:updated").endswith("+07:00")
+        stamps = [xml_text(e, "a:updated") for e in feed.findall("a:entry", NS)]
         assert stamps == sorted(stamps, reverse=True)  # one offset: text order = time order
     with stack.http() as http:
         assert http.get("/feed.atom", params={"lang": "fr"}).status_code == 422

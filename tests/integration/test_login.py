@@ -5,7 +5,6 @@ proxies, and how failed logins are limited."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ import pytest
 from coordinator.accounts import Account, save_account
 from coordinator.second_factor import code_at, step_at
 from coordinator.state import connect
+from tests.integration.factories import audit_events
 from tests.integration.stack import Stack
 from tests.integration.webclient import WebSession, totp_code
 
@@ -34,8 +34,7 @@ def web(stack: Stack) -> str:
 
 def audit_of(stack: Stack, username: str) -> list[dict[str, Any]]:
     """The audit entries about one account, oldest first."""
-    entries = (json.loads(e["event"]) for _, e in stack.redis.xrange(stack.keys.audit()))
-    return [e for e in entries if e.get("subject") == username]
+    return [e for e in audit_events(stack) if e.get("subject") == username]
 
 
 def wrong_code(secret: str) -> str:

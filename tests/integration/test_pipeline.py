@@ -12,32 +12,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coordinator.broker import bootstrap_servers
+from tests.integration.factories import (
+    post_report,
+    report_body,
+    wait_for_approval,
+    wait_for_incident,
+)
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def report_body(area: str, kind: str = "flood", **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "severity": "severe", "area": area,
-            "title": f"Ngập sâu {uuid.uuid4().hex[:6]}", "details": "Nước ngập 40 cm",
-            "reporter": "UBND phường", **extra}
-
-
-def post_report(stack: Stack, body: dict[str, Any], token: str | None = None) -> str:
-    """POST a report with `token` (a duty officer's by default); its stored id."""
-    with stack.http(token) as http:
-        answer = http.post("/api/reports", json=body)
-    assert answer.status_code == 202, answer.text
-    report_id: str = answer.json()["id"]
-    return report_id
-
-
-def wait_for_approval(stack: Stack, report_id: str) -> tuple[str, dict[str, Any]]:
-    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, f"{report_id} taken in")
-    stack.wait_for_status(incident_id, "awaiting_approval")
-    with stack.http() as http:
-        detail = http.get(f"/api/incidents/{incident_id}").json()
-    return incident_id, detail["approval"]
 
 
 def test_a_report_becomes_a_published_statement(stack: Stack) -> None:
@@ -134,11 +117,11 @@ def test_report_ids_are_per_client(stack: Stack) -> None:
 def test_related_reports_join_one_incident(stack: Stack) -> None:
     """Same kind, same area, within the window: one incident; another area: another incident."""
     a = post_report(stack, report_body("hn-tay-ho-quang-an"))
-    first_incident = wait_for(lambda: stack.incident_of(a), 30, "first report taken in")
+    first_incident = wait_for_incident(stack, a)
     b = post_report(stack, report_body("hn-tay-ho-quang-an", severity="extreme"))
     c = post_report(stack, report_body("hn-long-bien-bo-de"))
-    assert wait_for(lambda: stack.incident_of(b), 30, "second report") == first_incident
-    other = wait_for(lambda: stack.incident_of(c), 30, "third report")
+    assert wait_for_incident(stack, b) == first_incident
+    other = wait_for_incident(stack, c)
     assert other != first_incident
     joined = stack.incident(first_incident)
     assert joined["report_count"] == "2"
@@ -149,7 +132,7 @@ def test_related_reports_join_one_incident(stack: Stack) -> None:
 def test_an_unmatched_report_goes_to_the_duty_officer(stack: Stack) -> None:
     """No playbook matches: the fallback puts the incident in front of the duty officer."""
     report_id = post_report(stack, report_body("hn-cau-giay", kind="sinkhole"))
-    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
+    incident_id = wait_for_incident(stack, report_id)
     stack.wait_for_status(incident_id, "needs_duty_officer")
     incident = stack.incident(incident_id)
     assert incident["playbook"] == "fallback"
@@ -197,7 +180,7 @@ def test_garbage_on_reports_goes_to_dead_letters_and_the_worker_goes_on(stack: S
 
     asyncio.run(produce())
     report_id = post_report(stack, report_body("hn-thanh-xuan"))
-    wait_for(lambda: stack.incident_of(report_id), 30, "the good report to be taken in")
+    wait_for_incident(stack, report_id)
 
     async def dead_letters() -> list[dict[str, Any]]:
         consumer = AIOKafkaConsumer("dead-letters", bootstrap_servers=bootstrap_servers(

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_public_page_renders_in_a_browser(stack: Stack, page: Page) -> None:
+    """GET / renders the public page in Chromium, and a screenshot of it is saved."""
     web_url = stack.web_url or stack.start_web()
     with stack.http() as http:
         published = http.get("/api/statements").json()["items"]

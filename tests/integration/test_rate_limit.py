@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.delivery import RateLimiter
+from coordinator.dispatch.rate_limit import RateLimiter
 from coordinator.embedded import Service, start_redis
 from coordinator.state import connect
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
+from tests.integration.factories import file_report, flood_body
+from tests.integration.stack import Stack, running
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,9 @@ def test_the_redis_server_really_requires_the_password(locked: Stack) -> None:
 
 def test_a_report_becomes_an_incident_with_a_password_protected_redis(locked: Stack) -> None:
     """The web takes a report and the worker opens an incident, both through the password."""
-    report_id = post_report(locked, {"kind": "flood", "severity": "severe",
-                                     "area": "hn-ba-dinh-kim-ma",
-                                     "title": f"Ngập sâu {uuid.uuid4().hex[:5]}"})
-    incident_id = wait_for(lambda: locked.incident_of(report_id), 30, "the incident")
-    locked.wait_for_status(incident_id, "awaiting_approval")
+    incident_id = file_report(locked, flood_body("hn-ba-dinh-kim-ma"))
+    assert locked.timeline_actions(incident_id) == [
+        "incident.opened", "playbook.selected", "draft.rendered", "approval.requested"]
 
 
 def _doctor(stack: Stack, redis_url: str, root: Path) -> subprocess.CompletedProcess[str]:

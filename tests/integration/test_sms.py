@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from coordinator.web.hooks import RETRY_OVERRIDES
+from channels.twilio_webhooks import RETRY_OVERRIDES
+from tests.integration.factories import post_report
 from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
 from tests.integration.webclient import WebSession
 
 pytestmark = pytest.mark.integration

@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pydantic import SecretStr
 
 from channels.base import OutboundMessage, PermanentDeliveryError
 from channels.delivery import send_with_retries
-from channels.sms import SmsChannel
+from channels.sms import SmsChannel, TwilioAccount
+from coordinator.dispatch.rate_limit import RateLimiter
 from coordinator.embedded import Service, start_redis
-from coordinator.keys import Keys
-from coordinator.sandbox.sms import SmsSandbox
-from coordinator.settings import Settings
-from coordinator.state import connect
-from tests.integration.test_sms_sandbox import ServerThread
+from coordinator.state import Redis, connect
+from sandbox.sms import SmsSandbox
+from tests.integration.server_thread import ServerThread
 
 pytestmark = pytest.mark.integration
 SID, TOKEN = "AC" + "0" * 32, "channel-token"
@@ -35,10 +33,11 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]
     service.stop()
 
 
-def settings_for(url: str, redis_url: str) -> Settings:
-    return Settings(twilio_account_sid=SID, twilio_auth_token=SecretStr(TOKEN),
-                    twilio_from_number="+15005550006", twilio_base_url=url,
-                    redis_url=redis_url, sms_rate_per_s=1000.0, web_port=9)
+def channel_for(url: str, redis: Redis, bucket: str) -> SmsChannel:
+    """Our SMS channel aimed at the sandbox, with a Redis rate limit (1000/s)."""
+    account = TwilioAccount(SID, TOKEN, from_number="+15005550006", base_url=url,
+                            status_callback="http://127.0.0.1:9/hooks/twilio/status")
+    return SmsChannel(account, RateLimiter(redis, bucket, 1000.0))
 
 
 async def test_429_then_500_then_accepted_sends_one_message(
@@ -49,7 +48,7 @@ async def test_429_then_500_then_accepted_sends_one_message(
     box.throttle(429, 1)
     box.throttle(500, 1)
     redis = connect(redis_service.url)
-    channel = SmsChannel(settings_for(url, redis_service.url), redis, Keys("t1"))
+    channel = channel_for(url, redis, "t1:rate:sms")
     waits: list[float] = []
 
     async def no_wait(seconds: float) -> None:
@@ -72,7 +71,7 @@ async def test_a_permanent_error_fails_at_once(sandbox: tuple[SmsSandbox, str],
     box, url = sandbox
     box.reset()
     redis = connect(redis_service.url)
-    channel = SmsChannel(settings_for(url, redis_service.url), redis, Keys("t2"))
+    channel = channel_for(url, redis, "t2:rate:sms")
     waits: list[float] = []
 
     async def no_wait(seconds: float) -> None:

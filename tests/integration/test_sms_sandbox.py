@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +12,6 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from twilio.base.exceptions import TwilioRestException
@@ -22,7 +20,9 @@ from twilio.rest import Client
 
 from channels.twilio_http import twilio_client
 from coordinator.embedded import free_port
-from coordinator.sandbox.sms import SmsSandbox, num_segments
+from sandbox.gsm7 import num_segments
+from sandbox.sms import SmsSandbox
+from tests.integration.server_thread import ServerThread
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "sandbox-token-0123456789abcdef"
@@ -33,30 +33,6 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "twilio_message_sc
 TWIML = "<Response><Message>Received</Message></Response>"
 # twilio 9.13's aiohttp client passes aiohttp.BasicAuth as `auth=`, both deprecated by
 # aiohttp 3.14: the SDK's warnings, not ours, so only the async-SDK tests let them pass
-class ServerThread:
-    """A uvicorn server for `app` on a free port, in a background thread."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError(f"server on port {self.port} did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @dataclass
 class Receiver:
     """What the test webhook server was sent: (full URL, form, X-Twilio-Signature)."""

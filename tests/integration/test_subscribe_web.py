@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,19 @@ import httpx
 import pytest
 
 from coordinator.subscribers.models import Subscriber
+from tests.integration.factories import (
+    audit_events,
+    file_report,
+    flood_body,
+    link_in,
+    mail_to,
+    new_email,
+    new_phone,
+    sms_code,
+)
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
+from tests.integration.webclient import csrf_of
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +55,13 @@ def fresh_limits(web_stack: Stack) -> Iterator[None]:
 
 # --- helpers ------------------------------------------------------------------------------
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
-
-
 def browser(stack: Stack) -> httpx.Client:
     """A client that keeps its session cookie, like a browser tab (asks for HTML)."""
     return httpx.Client(base_url=stack.web_url, timeout=30, headers={"Accept": "text/html"})
 
 
 def open_form(client: httpx.Client, path: str = "/subscribe?lang=en") -> str:
+    """GET a form page (200 expected); the CSRF token it carries."""
     page = client.get(path)
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
@@ -72,61 +75,25 @@ def subscribe(client: httpx.Client, **fields: Any) -> httpx.Response:
 
 
 def record(stack: Stack, contact: str) -> Subscriber | None:
+    """The stored subscriber with this phone or email, if any."""
     sub_id = stack.redis.get(stack.keys.subs_by_contact(contact.lower()))
     raw = stack.redis.get(stack.keys.subscriber(sub_id)) if sub_id else None
     return Subscriber.model_validate_json(raw) if raw else None
 
 
 def is_active(stack: Stack, sub: Subscriber) -> bool:
+    """Whether the subscriber is in the set that statements are sent to."""
     return bool(stack.redis.sismember(stack.keys.subs_active(), sub.id))
 
 
-def new_phone() -> str:
-    return f"+8491{uuid.uuid4().int % 10**7:07d}"
-
-
-def new_email() -> str:
-    return f"dan-{uuid.uuid4().hex[:8]}@mail.example"
-
-
-def sms_code(stack: Stack, phone: str, count: int = 1) -> str:
-    """The code in the `count`-th SMS to `phone` (waits for it)."""
-    sent = wait_for(lambda: len(stack.sms_sent(to=phone)) >= count and stack.sms_sent(to=phone),
-                    30, f"SMS {count} to {phone}")
-    found = re.search(r"\b(\d{6})\b", sent[count - 1]["body"])
-    assert found, sent[count - 1]["body"]
-    return found.group(1)
-
-
-def mail_to(inbox: Inbox, address: str, count: int = 1) -> EmailMessage:
-    """The `count`-th email to `address` (waits for it)."""
-    def found() -> list[EmailMessage]:
-        got = [m for m in inbox.messages if str(m["To"]).lower() == address.lower()]
-        return got if len(got) >= count else []
-
-    return wait_for(found, 30, f"email {count} to {address}")[count - 1]
-
-
-def text_of(message: EmailMessage) -> str:
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None
-    return str(body.get_content())
-
-
-def link_in(message: EmailMessage, path: str) -> str:
-    found = re.search(rf"(http://\S+{re.escape(path)}\S+)", text_of(message))
-    assert found, text_of(message)
-    return found.group(1)
-
-
 def audit_actions(stack: Stack, actor: str) -> list[str]:
-    events = [json.loads(fields["event"]) for _, fields in
-              stack.redis.xrange(stack.keys.audit())]
-    return [e["action"] for e in events if e["actor"] == actor]
+    """The actions of the audit events `actor` caused, oldest first."""
+    return [e["action"] for e in audit_events(stack) if e["actor"] == actor]
 
 
 def import_active(stack: Stack, tmp_path: Path, phone: str = "", email: str = "",
                   area: str = "hn-tay-ho") -> None:
+    """Import one active subscriber of `area` with `loa subscribers import`."""
     channels = ";".join(c for c, given in (("sms", phone), ("email", email)) if given)
     path = tmp_path / "subs.csv"
     path.write_text(f"phone,email,language,areas,topics,channels\n"
@@ -138,6 +105,7 @@ def import_active(stack: Stack, tmp_path: Path, phone: str = "", email: str = ""
 # --- joining --------------------------------------------------------------------------------
 
 def test_the_form_lists_the_areas_and_topics(web_stack: Stack) -> None:
+    """The form offers every area and topic, in English and in Vietnamese."""
     with browser(web_stack) as client:
         page = client.get("/subscribe?lang=en")
         vi = client.get("/subscribe")
@@ -222,6 +190,7 @@ def test_sms_code_opt_in(web_stack: Stack) -> None:
 
 
 def test_five_wrong_codes_end_the_code(web_stack: Stack) -> None:
+    """Five wrong SMS codes end the code: the right one is then refused too."""
     phone = new_phone()
     with browser(web_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn-hoan-kiem"])
@@ -241,6 +210,7 @@ def test_five_wrong_codes_end_the_code(web_stack: Stack) -> None:
 
 def test_phone_and_email_each_confirm_their_own_channel(web_stack: Stack,
                                                        mail: tuple[int, Inbox]) -> None:
+    """The SMS code activates only SMS; the email link later adds email."""
     _, inbox = mail
     phone, address = new_phone(), new_email()
     with browser(web_stack) as client:
@@ -309,11 +279,7 @@ def test_a_pending_subscriber_gets_nothing_from_a_statement(web_stack: Stack) ->
     with browser(web_stack) as client:
         subscribe(client, phone=pending, areas=["hn-cau-giay"], topics=["flood"])
         sms_code(web_stack, pending)  # the code came; it is never typed
-    report_id = post_report(web_stack, {"kind": "flood", "severity": "severe",
-                                        "area": "hn-cau-giay",
-                                        "title": f"Ngập {uuid.uuid4().hex[:5]}"})
-    incident_id = wait_for(lambda: web_stack.incident_of(report_id), 30, "report taken in")
-    web_stack.wait_for_status(incident_id, "awaiting_approval")
+    incident_id = file_report(web_stack, flood_body("hn-cau-giay", title="Ngập"))
     done = web_stack.cli("approve", f"APR-{incident_id[4:]}-1",
                          *web_stack.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
@@ -328,6 +294,7 @@ def test_a_pending_subscriber_gets_nothing_from_a_statement(web_stack: Stack) ->
 # --- the form's problems --------------------------------------------------------------------
 
 def test_bad_input_comes_back_by_field_with_what_was_typed(web_stack: Stack) -> None:
+    """Bad input answers 422 with an error per field and what was typed, escaped."""
     with browser(web_stack) as client:
         bad_phone = subscribe(client, phone="<b>not-a-phone</b>", email="ok@mail.example",
                               areas=["hn-tay-ho"], topics=["flood"])
@@ -369,6 +336,7 @@ def test_a_phone_that_sent_stop_is_told_to_send_start(web_stack: Stack) -> None:
 
 
 def test_a_post_without_the_csrf_token_is_refused(web_stack: Stack) -> None:
+    """Posts without this session's CSRF token are refused with 403; nothing saved."""
     address = new_email()
     with browser(web_stack) as client:
         open_form(client)
@@ -388,6 +356,7 @@ def test_a_post_without_the_csrf_token_is_refused(web_stack: Stack) -> None:
 
 
 def test_the_public_form_is_rate_limited(web_stack: Stack) -> None:
+    """The 21st post of the form in a window answers 429 with a Retry-After."""
     with browser(web_stack) as client:
         csrf = open_form(client)
         answers = [client.post("/subscribe", data={"csrf": csrf, "areas": ["hn"]})
@@ -406,6 +375,7 @@ def test_the_public_form_is_rate_limited(web_stack: Stack) -> None:
 
 def test_leaving_by_email_sends_the_unsubscribe_link(web_stack: Stack, mail: tuple[int, Inbox],
                                                      tmp_path: Path) -> None:
+    """Leaving by email mails the unsubscribe link and answers strangers alike."""
     _, inbox = mail
     address = new_email()
     import_active(web_stack, tmp_path, email=address)
@@ -428,6 +398,7 @@ def test_leaving_by_email_sends_the_unsubscribe_link(web_stack: Stack, mail: tup
 
 
 def test_leaving_by_phone_with_a_code(web_stack: Stack, tmp_path: Path) -> None:
+    """Leaving by phone takes the SMS code: a wrong one keeps the subscription."""
     phone = new_phone()
     import_active(web_stack, tmp_path, phone=phone)
     with browser(web_stack) as client:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import httpx
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
+from tests.integration.factories import file_report, flood_body
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +70,7 @@ def test_a_statement_reaches_its_audience_once_per_channel(
     """Flood in Kim Ma ward: subscribers of the ward, of Ba Dinh district and of the whole
     city get it (SMS and/or email, in their language); other areas and topics do not."""
     _, inbox = mail
-    report_id = post_report(subs_stack, {"kind": "flood", "severity": "severe",
-                                         "area": "hn-ba-dinh-kim-ma",
-                                         "title": f"Ngập sâu {uuid.uuid4().hex[:5]}"})
-    incident_id = wait_for(lambda: subs_stack.incident_of(report_id), 30, "report taken in")
-    subs_stack.wait_for_status(incident_id, "awaiting_approval")
+    incident_id = file_report(subs_stack, flood_body("hn-ba-dinh-kim-ma"))
     done = subs_stack.cli("approve", f"APR-{incident_id[4:]}-1",
                           *subs_stack.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
@@ -141,10 +136,8 @@ def test_a_statement_reaches_its_audience_once_per_channel(
 def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:
     """File a severe flood report and approve its draft with `loa approve`:
     (incident id, the statement id it will publish)."""
-    report_id = post_report(stack, {"kind": "flood", "severity": "severe", "area": area,
-                                    "title": title})
-    incident_id = wait_for(lambda: stack.incident_of(report_id), 30, "report taken in")
-    stack.wait_for_status(incident_id, "awaiting_approval")
+    incident_id = file_report(stack, {"kind": "flood", "severity": "severe", "area": area,
+                                      "title": title})
     assert stack.cli("approve", f"APR-{incident_id[4:]}-1",
                      *stack.as_person("nguyen-van-an")).returncode == 0
     return incident_id, f"STM-{incident_id[4:]}-1"

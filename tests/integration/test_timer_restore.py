@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.integration.drills import add_drill, drill_env
+from tests.integration.factories import entry_time, file_drill, timeline_entries
 from tests.integration.stack import Stack, wait_for
-from tests.integration.test_escalation import add_drill, at, drill_env, entries, file_drill
 
 pytestmark = pytest.mark.integration
 MakeStack = Callable[..., Stack]
@@ -35,18 +36,18 @@ def remind_env(root: Path) -> dict[str, str]:
 
 def assert_reminded_then_escalated_once(stack: Stack, incident_id: str) -> None:
     """One reminder of level 1, then one escalation 1 -> 2 within 2 s of its deadline."""
-    escalated = wait_for(lambda: entries(stack, incident_id, "approval.escalated"), 30,
+    escalated = wait_for(lambda: timeline_entries(stack, incident_id, "approval.escalated"), 30,
                          "escalation")
-    reminded = entries(stack, incident_id, "approval.reminded")
+    reminded = timeline_entries(stack, incident_id, "approval.reminded")
     assert [(e["detail"]["level"], e["detail"]["at_fraction"]) for e in reminded] == [(1, 0.5)]
-    requested = entries(stack, incident_id, "approval.requested")[0]
+    requested = timeline_entries(stack, incident_id, "approval.requested")[0]
     deadline = datetime.fromisoformat(requested["detail"]["deadline"])
-    assert at(reminded[0]) < deadline
-    late = (at(escalated[0]) - deadline).total_seconds()
+    assert entry_time(reminded[0]) < deadline
+    late = (entry_time(escalated[0]) - deadline).total_seconds()
     assert 0 <= late <= 2.0, f"escalated {late:.3f}s after its deadline"
     time.sleep(1)  # a second escalation (two workers, a sweep) would be in by now
     assert [(e["detail"]["from_level"], e["detail"]["to_level"])
-            for e in entries(stack, incident_id, "approval.escalated")] == [(1, 2)]
+            for e in timeline_entries(stack, incident_id, "approval.escalated")] == [(1, 2)]
 
 
 def test_a_worker_killed_and_restarted_before_the_deadline_reminds_and_escalates_on_time(

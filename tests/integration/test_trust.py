@@ -15,15 +15,13 @@ import httpx
 import pytest
 
 from coordinator.access import POLICY, Role
-from coordinator.settings import Settings
-from coordinator.web.app import create_web_app
 from coordinator.web.auth import action_of
 from tests.conftest import PLAYBOOKS_DIR
 from tests.integration.drills import drill_folders
+from tests.integration.factories import file_report, flood_body, post_report
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack, running, wait_for
-from tests.integration.test_pipeline import post_report
-from tests.unit.test_access import walk
+from tests.web_routes import flat_routes, offline_web_app
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +54,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
 
 def routes() -> list[tuple[str, str, Any]]:
     """(method, path, action) of every route of the web app."""
-    app = create_web_app(Settings(kafka_url="kafka://127.0.0.1:1",
-                                  redis_url="redis://127.0.0.1:1"))
     out = []
-    for route in walk(app.router.routes):
+    for route in flat_routes(offline_web_app().router.routes):
         if not hasattr(route, "methods"):
             continue  # the static files
         action = next(a for a in (action_of(d.call) for d in route.dependant.dependencies) if a)
@@ -162,11 +158,7 @@ def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path
     csv = tmp_path / "subs.csv"
     csv.write_text(SUBSCRIBERS, encoding="utf-8")
     assert trust.cli("subscribers", "import", str(csv)).returncode == 0
-    report_id = post_report(trust, {"kind": "flood", "severity": "severe",
-                                    "area": "hn-ba-dinh-kim-ma",
-                                    "title": f"Ngập sâu {uuid.uuid4().hex[:6]}"})
-    incident_id = wait_for(lambda: trust.incident_of(report_id), 30, "taken in")
-    trust.wait_for_status(incident_id, "awaiting_approval")
+    incident_id = file_report(trust, flood_body("hn-ba-dinh-kim-ma"))
     prompt = wait_for(lambda: [m for m in trust.sms_sent(to="+84901000101")
                                if incident_id in m["body"]], 30, "the approver's SMS")
     code = re.findall(r"\bYES (\d{4,8})\b", prompt[0]["body"])[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
@@ -25,12 +24,13 @@ from coordinator.city import City
 from coordinator.plan.planner import exhaustion_for
 from coordinator.playbooks.models import Playbook
 from coordinator.reports.sources import namespaced_report_id, source_of
-from coordinator.settings import REPO_ROOT, Settings
-from coordinator.web.app import create_web_app
+from coordinator.settings import REPO_ROOT
 from coordinator.web.auth import action_of
+from tests.web_routes import flat_routes, offline_web_app
 
 
 def token(role: Role, **scope: str) -> Principal:
+    """A token principal with `role` and `scope` (department=, area=, person=)."""
     return Principal(kind="token", username="desk", role=role, **scope)
 
 
@@ -129,17 +129,11 @@ def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, P
     assert exhaustion_for(fire, raised_by_itself) == ("publish", [])
 
 
-def web_app() -> FastAPI:
-    """The web app, built without connecting to anything."""
-    return create_web_app(Settings(kafka_url="kafka://127.0.0.1:1",
-                                   redis_url="redis://127.0.0.1:1"))
-
-
 def test_every_route_names_the_action_it_takes() -> None:
     """No door without a lock: each route depends on exactly one `allow(action)`; the static
     files are the only mount, and are public."""
     unlocked = []
-    for route in walk(web_app().router.routes):
+    for route in flat_routes(offline_web_app().router.routes):
         if isinstance(route, Mount):
             assert route.path == "/static"
             continue
@@ -153,7 +147,7 @@ def test_every_route_names_the_action_it_takes() -> None:
 def test_the_documented_route_table_is_the_code() -> None:
     """docs/access.md lists every route with its action, and nothing else."""
     served = set()
-    for route in walk(web_app().router.routes):
+    for route in flat_routes(offline_web_app().router.routes):
         if isinstance(route, APIRoute):
             action = next(a for a in (action_of(d.call) for d in route.dependant.dependencies)
                           if a)
@@ -161,15 +155,3 @@ def test_the_documented_route_table_is_the_code() -> None:
     documented = {line for line in (REPO_ROOT / "docs" / "access.md").read_text(
         encoding="utf-8").splitlines() if re.match(r"^\| `(GET|POST) /", line)}
     assert documented == served
-
-
-def walk(routes: list) -> list:  # type: ignore[type-arg]
-    """The app's routes, through included routers."""
-    out = []
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            out += walk(inner.routes)
-        else:
-            out.append(route)
-    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -20,42 +20,20 @@ from coordinator.escalation.policy import (
 )
 from coordinator.events import (
     ApprovalRequest,
-    ChainLevelSnapshot,
     Decision,
     RenderedText,
     Severity,
 )
-from coordinator.model.approval import ApprovalRecord
 from coordinator.signing import derived_key
-
-T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+from tests.unit.factories import T0, make_request, record_at
 
 
 def person(pid: str, delegate: str | None = None, away: tuple[datetime, datetime] | None = None
            ) -> Person:
+    """An approver `pid`, with a delegate and an absence (from, until) if given."""
     absent = [Absence.model_validate({"from": away[0], "until": away[1]})] if away else []
     return Person(id=pid, name=pid, phone="+84900000000", email=f"{pid}@x.example",
                   delegate=delegate, absent=absent)
-
-
-def make_request(levels: list[list[str]], within_s: float = 60, on_exhausted: str = "hold",
-                 severity: Severity = Severity.severe, reminders: list[float] | None = None
-                 ) -> ApprovalRequest:
-    chain = [ChainLevelSnapshot(level=i, department="d", department_level=i, approvers=who,
-                                within_s=within_s, reminders=reminders or [])
-             for i, who in enumerate(levels, start=1)]
-    return ApprovalRequest(id="APR-00001-1", incident_id="INC-00001", draft_id="DRF-00001-1",
-                           playbook_id="p", severity=severity, chain=chain,
-                           deadline=T0 + timedelta(seconds=within_s),
-                           on_exhausted=on_exhausted,  # type: ignore[arg-type]
-                           created_at=T0)
-
-
-def record_at(request: ApprovalRequest, level: int, due: datetime, holders: list[str],
-              eligible: list[str] | None = None, **changes: object) -> ApprovalRecord:
-    base = ApprovalRecord(request=request, status="pending", phase="level", level=level,
-                          due=due, holders=holders, eligible=eligible or holders)
-    return base.evolve(**changes) if changes else base
 
 
 PEOPLE = {p.id: p for p in [person("a1"), person("a2"), person("b1"), person("c1")]}
@@ -229,7 +207,8 @@ def test_reply_codes_differ_by_person_version_and_key() -> None:
     assert reply_code(key, "APR-00001-1", "a1") == "302610"
     assert reply_code(key, "APR-00001-1", "a2") == "489624"
     assert reply_code(key, "APR-00001-2", "a1") == "730394"
-    assert reply_code(key, "APR-00001-1", "a1") == reply_code(key, "APR-00001-1", "a1")
+    other_key = derived_key("another-secret-key-0123456789", "reply-code")
+    assert reply_code(other_key, "APR-00001-1", "a1") == "340005"  # HMAC recomputed by hand
 
 
 def test_a_code_matches_only_its_own_request_and_person() -> None:

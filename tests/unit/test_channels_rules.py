@@ -1,15 +1,33 @@
-"""Channel rules that need no server: SMS commands, contacts, backoff, Twilio error mapping."""
+"""Channel rules that need no server: SMS commands, contacts, backoff, Twilio error mapping,
+what the channel base enforces, and reading Twilio's webhooks."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from twilio.request_validator import RequestValidator
 
-from channels.base import PermanentDeliveryError, TransientDeliveryError
+from channels.base import (
+    MessageTooLong,
+    OutboundMessage,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    refusal_for_length,
+)
 from channels.contacts import InvalidContact, e164, email_address
 from channels.delivery import backoff_s
-from channels.sms import classify
+from channels.sms import SmsChannel, SmsConfigError, TwilioAccount, classify
+from channels.twilio_webhooks import (
+    RETRY_OVERRIDES,
+    InboundText,
+    InvalidWebhook,
+    StatusUpdate,
+    inbound_text,
+    reply_twiml,
+    signature_valid,
+    status_update,
+)
 from coordinator.inbound.sms_commands import Answer, Keyword, Unknown, parse_sms
 
 
@@ -71,3 +89,94 @@ def test_a_permanent_error_says_why() -> None:
     """An unsubscribed recipient is named as such, with Twilio's code."""
     error = classify(400, 21610, "Attempt to send to unsubscribed recipient")
     assert str(error) == "sms: recipient unsubscribed (replied STOP) (Twilio 21610)"
+
+
+def test_a_text_longer_than_max_length_is_refused() -> None:
+    """Up to the limit passes; one character more is a permanent, named refusal."""
+    fits = OutboundMessage(id="d1", recipient="+84901234567", text="a" * 1600)
+    assert refusal_for_length("sms", 1600, fits) is None
+    assert refusal_for_length("email", None, OutboundMessage("d2", "x@y.example", "a" * 10**5)
+                              ) is None
+    error = refusal_for_length("sms", 1600, OutboundMessage("d3", "+84901234567", "a" * 1601))
+    assert isinstance(error, MessageTooLong) and isinstance(error, PermanentDeliveryError)
+    assert (str(error), error.code) == (
+        "sms: d3: the text has 1601 characters, more than the 1600 this channel takes",
+        "too-long")
+
+
+class CountingLimit:
+    """A RateLimit that counts its turns."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    async def acquire(self) -> None:
+        self.turns += 1
+
+
+ACCOUNT = TwilioAccount("AC" + "0" * 32, "token", from_number="+15005550006",
+                        base_url="http://127.0.0.1:9")
+
+
+async def test_the_base_refuses_before_the_rate_limit_and_the_provider() -> None:
+    """An SMS over 1600 characters never takes a turn of the rate limit nor reaches Twilio
+    (the account's URL answers nothing)."""
+    limit = CountingLimit()
+    channel = SmsChannel(ACCOUNT, limit)
+    with pytest.raises(MessageTooLong):
+        await channel.send(OutboundMessage("d1", "+84901234567", "x" * 1601))
+    assert limit.turns == 0
+    await channel.close()
+
+
+async def test_the_base_takes_a_turn_of_the_rate_limit_per_send() -> None:
+    """A message that fits waits for the rate limit once, then goes to the provider (here
+    unreachable: a transient error, after one turn)."""
+    limit = CountingLimit()
+    channel = SmsChannel(ACCOUNT, limit)
+    try:
+        with pytest.raises(TransientDeliveryError):
+            await channel.send(OutboundMessage("d1", "+84901234567", "Cảnh báo"))
+    finally:
+        await channel.close()
+    assert limit.turns == 1
+
+
+def test_an_sms_channel_needs_credentials_and_a_sender() -> None:
+    """An SMS channel without an account SID or a from number is refused, naming the setting."""
+    with pytest.raises(SmsConfigError, match="LOA_TWILIO_ACCOUNT_SID"):
+        SmsChannel(TwilioAccount("", "token", from_number="+15005550006"))
+    with pytest.raises(SmsConfigError, match="LOA_TWILIO_FROM_NUMBER"):
+        SmsChannel(TwilioAccount("AC1", "token"))
+
+
+URL = "https://loa.example/hooks/twilio/sms"
+FORM = {"MessageSid": "SM" + "ab" * 16, "From": "+84901234567", "Body": "YES 123456"}
+
+
+def test_a_webhook_signature_is_checked_with_or_without_the_overrides() -> None:
+    """Twilio signs the URL as configured: with the retry fragment, or without it."""
+    plain = RequestValidator("tok").compute_signature(URL, FORM)
+    with_fragment = RequestValidator("tok").compute_signature(URL + RETRY_OVERRIDES, FORM)
+    assert signature_valid("tok", URL, FORM, plain)
+    assert signature_valid("tok", URL, FORM, with_fragment)
+    assert not signature_valid("other", URL, FORM, plain)
+    assert not signature_valid(None, URL, FORM, plain)
+    assert not signature_valid("tok", URL, {**FORM, "Body": "NO 123456"}, plain)
+
+
+def test_inbound_sms_and_status_callbacks_are_read_from_the_form() -> None:
+    """Twilio's form reads into an inbound text or a status update; a bad MessageSid is refused."""
+    assert inbound_text(FORM) == InboundText("SM" + "ab" * 16, "+84901234567", "YES 123456")
+    with pytest.raises(InvalidWebhook, match="MessageSid"):
+        inbound_text({"MessageSid": "SMnothex", "Body": "x"})
+    assert status_update({"MessageSid": "SM1", "MessageStatus": "undelivered",
+                          "ErrorCode": "30003"}) == StatusUpdate("SM1", "undelivered", "30003")
+    assert status_update({}) == StatusUpdate("", "", "")
+
+
+def test_an_sms_is_answered_in_escaped_twiml() -> None:
+    """A reply to an SMS is one TwiML Message with its text XML-escaped."""
+    assert reply_twiml("A & B <ok>") == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>A &amp; B &lt;ok&gt;'
+        "</Message></Response>")

@@ -17,6 +17,7 @@ from coordinator.web.public import current, folded, near
 
 
 def test_draft_versions_come_from_the_draft_id() -> None:
+    """A draft's version is the number after its id's last dash; no draft is version 0."""
     assert (draft_version("DRF-00042-3"), draft_version("")) == (3, 0)
 
 
@@ -25,6 +26,7 @@ def test_draft_versions_come_from_the_draft_id() -> None:
     ("correction", ["STM-1-1"], "Update"), ("all_clear", ["STM-1-1"], "Cancel")])
 def test_message_type_follows_what_is_public(purpose: str, published: list[str],
                                              expected: str) -> None:
+    """A version is an Alert until something is public, then an Update, or a Cancel."""
     assert message_type(purpose, published) == expected
 
 
@@ -36,6 +38,7 @@ def _redraft(purpose: str, texts: bool = True) -> RedraftRequested:
 
 
 def test_what_a_new_version_is_refused_for() -> None:
+    """A new version is refused for a closed, unpublished or outgoing incident, or no text."""
     open_incident = {"status": "published"}
     assert refusal(_redraft("update"), open_incident, ["STM-1-1"]) is None
     assert "is closed" in (refusal(_redraft("update"), {"status": "closed"}, []) or "")
@@ -49,6 +52,7 @@ def test_what_a_new_version_is_refused_for() -> None:
 
 
 def test_form_fields_become_texts_and_an_empty_body_is_named() -> None:
+    """Form fields become sorted texts; an empty, long or unknown text is named in a 422."""
     texts = texts_from_form({"csrf": "t", "title:web:vi": " Tiêu đề ", "body:web:vi": "Nội dung",
                              "body:sms:en": "Short", "note": "n", "body:bad": "ignored"})
     assert [(t.channel, t.language, t.title, t.body) for t in texts] == [
@@ -66,6 +70,7 @@ def test_form_fields_become_texts_and_an_empty_body_is_named() -> None:
 
 
 def test_an_approvers_edit_replaces_only_the_texts_it_names() -> None:
+    """An approver's edit replaces only the draft's own texts it names, recounting segments."""
     draft = Draft(id="DRF-00001-1", incident_id="INC-00001", playbook_id="flood", version=1,
                   texts=[RenderedText(channel="web", language="vi", title="A", body="old"),
                          RenderedText(channel="sms", language="vi", body="old sms",
@@ -78,16 +83,19 @@ def test_an_approvers_edit_replaces_only_the_texts_it_names() -> None:
 
 
 def test_login_redirects_stay_on_this_site() -> None:
+    """After login only a path on this site is followed; anything else goes to /console."""
     assert safe_next("/console/incidents/INC-00001") == "/console/incidents/INC-00001"
     for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", ""):
         assert safe_next(hostile) == "/console"
 
 
 def test_search_ignores_case_and_vietnamese_diacritics() -> None:
+    """Search text is folded to lower case without Vietnamese diacritics."""
     assert folded("Ngập phố ĐỐNG ĐA") == "ngap pho dong da"
 
 
 def test_a_statement_concerns_its_area_the_areas_inside_and_the_areas_around() -> None:
+    """A statement concerns whoever picked its area, an area inside it or one containing it."""
     city = load_city(Settings().config_dir)
     ward, district = "hn-ba-dinh-kim-ma", "hn-ba-dinh"
     assert near(city, ward, ward) and near(city, ward, district) and near(city, ward, "hn")
@@ -97,6 +105,7 @@ def test_a_statement_concerns_its_area_the_areas_inside_and_the_areas_around() -
 
 
 def test_the_front_page_keeps_the_newest_statement_of_each_incident() -> None:
+    """The front page keeps only the newest statement of each incident."""
     newest_first = [{"id": "STM-2-1", "incident_id": "INC-2"},
                     {"id": "STM-1-2", "incident_id": "INC-1"},
                     {"id": "STM-1-1", "incident_id": "INC-1"}]
@@ -104,6 +113,7 @@ def test_the_front_page_keeps_the_newest_statement_of_each_incident() -> None:
 
 
 def test_accounts_must_match_the_people_in_config() -> None:
+    """An account takes its name from config/; a person that does not fit is refused by field."""
     city = load_city(Settings().config_dir)
     approver = new_account("an", "approver", "nguyen-van-an", city)
     assert (approver.name, approver.actor, approver.can_run_incidents) == (

@@ -9,6 +9,7 @@ from coordinator.web.console import texts_from_form
 
 
 def refusal(form: dict[str, str], budgets: dict[tuple[str, str], int] | None = None) -> str:
+    """The 422 detail with which the edit form `form` is refused."""
     with pytest.raises(HTTPException) as caught:
         texts_from_form(form, budgets)
     assert caught.value.status_code == 422

@@ -5,33 +5,24 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-import xmlschema
 
 from coordinator.city import City, load_city
 from coordinator.events import RenderedText, Statement
 from coordinator.feeds import atom, cap
 from coordinator.settings import REPO_ROOT
+from tests.feed_schemas import CAP_NS, NS, schema, xml_text
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "schemas"
-CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
-ATOM_NS = "http://www.w3.org/2005/Atom"
-NS = {"cap": CAP_NS, "a": ATOM_NS}
 BASE = "https://loa.hanoi.example"
 TZ = "Asia/Ho_Chi_Minh"
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
 @cache
-def schema(name: str) -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(str(SCHEMAS / name))
-
-
-@cache
 def city() -> City:
+    """The demo city of config/, loaded once."""
     return load_city(REPO_ROOT / "config")
 
 
@@ -44,6 +35,7 @@ def valid_cap(document: bytes) -> ET.Element:
 
 
 def valid_atom(document: bytes) -> ET.Element:
+    """Valid against the Atom schema; returns the parsed feed."""
     schema("atom.xsd").validate(document)
     return ET.fromstring(document)
 
@@ -69,13 +61,8 @@ def statement(number: int, *, incident: str = "INC-20261122-0001", msg_type: str
     return out
 
 
-def one(parent: ET.Element, path: str) -> str:
-    found = parent.find(path, NS)
-    assert found is not None, path
-    return found.text or ""
-
-
 def build_cap(s: dict[str, Any], sent_of: dict[str, str] | None = None) -> ET.Element:
+    """The CAP alert of statement `s`, checked valid against both CAP schemas."""
     return valid_cap(cap.cap_alert(s, city(), base_url=BASE, timezone=TZ, sent_of=sent_of))
 
 
@@ -83,27 +70,27 @@ def test_an_alert_in_two_languages_is_valid_cap() -> None:
     """Header values, sent in +07:00 without microseconds, one <info> per web language."""
     alert = build_cap(statement(1))
     assert alert.tag == f"{{{CAP_NS}}}alert"
-    assert one(alert, "cap:identifier") == "STM-20261122-0001-1"
-    assert one(alert, "cap:sender") == "loa@loa.hanoi.example"
-    assert one(alert, "cap:sent") == "2026-11-22T08:05:30+07:00"
-    assert (one(alert, "cap:status"), one(alert, "cap:msgType"), one(alert, "cap:scope")) == (
-        "Actual", "Alert", "Public")
+    assert xml_text(alert, "cap:identifier") == "STM-20261122-0001-1"
+    assert xml_text(alert, "cap:sender") == "loa@loa.hanoi.example"
+    assert xml_text(alert, "cap:sent") == "2026-11-22T08:05:30+07:00"
+    assert (xml_text(alert, "cap:status"), xml_text(alert, "cap:msgType"),
+            xml_text(alert, "cap:scope")) == ("Actual", "Alert", "Public")
     assert alert.find("cap:references", NS) is None
-    assert one(alert, "cap:incidents") == "INC-20261122-0001"
+    assert xml_text(alert, "cap:incidents") == "INC-20261122-0001"
     infos = alert.findall("cap:info", NS)
-    assert [one(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
+    assert [xml_text(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
     vi, en = infos
-    assert [one(vi, f"cap:{t}") for t in ("category", "event", "responseType", "urgency",
+    assert [xml_text(vi, f"cap:{t}") for t in ("category", "event", "responseType", "urgency",
                                           "severity", "certainty", "senderName")] == [
         "Met", "flood", "Monitor", "Expected", "Severe", "Observed", "Loa"]
-    assert one(vi, "cap:headline") == "Ngập sâu phố Kim Mã"
-    assert one(en, "cap:headline") == "Deep flooding on Kim Ma"
-    assert one(en, "cap:description") == "Water is 40 cm deep.\n\nAvoid the area."
-    assert one(vi, "cap:web") == f"{BASE}/statements/STM-20261122-0001-1"
-    assert one(en, "cap:web") == f"{BASE}/statements/STM-20261122-0001-1?lang=en"
-    assert one(vi, "cap:area/cap:areaDesc") == "Quận Ba Đình"
-    assert one(en, "cap:area/cap:areaDesc") == "Ba Dinh District"
-    geocodes = [(one(g, "cap:valueName"), one(g, "cap:value"))
+    assert xml_text(vi, "cap:headline") == "Ngập sâu phố Kim Mã"
+    assert xml_text(en, "cap:headline") == "Deep flooding on Kim Ma"
+    assert xml_text(en, "cap:description") == "Water is 40 cm deep.\n\nAvoid the area."
+    assert xml_text(vi, "cap:web") == f"{BASE}/statements/STM-20261122-0001-1"
+    assert xml_text(en, "cap:web") == f"{BASE}/statements/STM-20261122-0001-1?lang=en"
+    assert xml_text(vi, "cap:area/cap:areaDesc") == "Quận Ba Đình"
+    assert xml_text(en, "cap:area/cap:areaDesc") == "Ba Dinh District"
+    geocodes = [(xml_text(g, "cap:valueName"), xml_text(g, "cap:value"))
                 for g in vi.findall("cap:area/cap:geocode", NS)]
     assert geocodes == [("LOA", "hn-ba-dinh"), ("GSO", "001")]
 
@@ -116,14 +103,14 @@ def test_an_update_carries_its_references() -> None:
                        severity="extreme")
     alert = build_cap(update, {first: "2026-11-22T01:05:30.5+00:00",
                                second: "2026-11-22T09:59:59+07:00"})
-    assert one(alert, "cap:msgType") == "Update"
-    assert one(alert, "cap:references") == (
+    assert xml_text(alert, "cap:msgType") == "Update"
+    assert xml_text(alert, "cap:references") == (
         f"loa@loa.hanoi.example,{first},2026-11-22T08:05:30+07:00 "
         f"loa@loa.hanoi.example,{second},2026-11-22T09:59:59+07:00")
     info = alert.find("cap:info", NS)
     assert info is not None
-    assert (one(info, "cap:urgency"), one(info, "cap:severity"),
-            one(info, "cap:certainty")) == ("Immediate", "Extreme", "Observed")
+    assert (xml_text(info, "cap:urgency"), xml_text(info, "cap:severity"),
+            xml_text(info, "cap:certainty")) == ("Immediate", "Extreme", "Observed")
 
 
 def test_a_cancel_is_an_all_clear() -> None:
@@ -131,10 +118,10 @@ def test_a_cancel_is_an_all_clear() -> None:
     cancel = statement(4, msg_type="Cancel", references=["STM-20261122-0001-1"],
                        severity="moderate", english=False)
     alert = build_cap(cancel, {"STM-20261122-0001-1": "2026-11-22T01:05:30+00:00"})
-    assert one(alert, "cap:msgType") == "Cancel"
+    assert xml_text(alert, "cap:msgType") == "Cancel"
     infos = alert.findall("cap:info", NS)
-    assert len(infos) == 1 and one(infos[0], "cap:language") == "vi-VN"
-    assert [one(infos[0], f"cap:{t}") for t in ("responseType", "urgency", "severity",
+    assert len(infos) == 1 and xml_text(infos[0], "cap:language") == "vi-VN"
+    assert [xml_text(infos[0], f"cap:{t}") for t in ("responseType", "urgency", "severity",
                                                 "certainty")] == [
         "AllClear", "Past", "Moderate", "Likely"]
 
@@ -152,9 +139,9 @@ def test_category_and_geocodes(kind: str, area: str, category: str,
     alert = build_cap(statement(1, kind=kind, area=area, severity="minor"))
     info = alert.find("cap:info", NS)
     assert info is not None
-    assert one(info, "cap:category") == category and one(info, "cap:event") == kind
-    assert one(info, "cap:urgency") == "Future"
-    assert [(one(g, "cap:valueName"), one(g, "cap:value"))
+    assert xml_text(info, "cap:category") == category and xml_text(info, "cap:event") == kind
+    assert xml_text(info, "cap:urgency") == "Future"
+    assert [(xml_text(g, "cap:valueName"), xml_text(g, "cap:value"))
             for g in info.findall("cap:area/cap:geocode", NS)] == geocodes
 
 
@@ -165,18 +152,18 @@ def test_user_text_is_escaped_never_markup() -> None:
     document = cap.cap_alert(s, city(), base_url=BASE, timezone=TZ)
     assert b"&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in document
     assert b"<script>" not in document
-    assert one(valid_cap(document), "cap:info/cap:headline") == nasty
+    assert xml_text(valid_cap(document), "cap:info/cap:headline") == nasty
     feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW)
     assert b"&lt;script&gt;" in feed and b"<script>" not in feed
-    assert one(valid_atom(feed), "a:entry/a:title") == nasty
+    assert xml_text(valid_atom(feed), "a:entry/a:title") == nasty
 
 
 def test_characters_xml_cannot_carry_become_spaces() -> None:
     """A vertical tab pasted from a word processor must not break the feeds."""
     s = statement(1, title_vi="Ngập\x0bphố\x00Kim Mã\ufffe")
-    assert one(build_cap(s), "cap:info/cap:headline") == "Ngập phố Kim Mã "
+    assert xml_text(build_cap(s), "cap:info/cap:headline") == "Ngập phố Kim Mã "
     feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW)
-    assert one(valid_atom(feed), "a:entry/a:title") == "Ngập phố Kim Mã "
+    assert xml_text(valid_atom(feed), "a:entry/a:title") == "Ngập phố Kim Mã "
 
 
 def test_the_atom_feed_lists_statements_newest_first() -> None:
@@ -188,18 +175,18 @@ def test_the_atom_feed_lists_statements_newest_first() -> None:
     feed = valid_atom(atom.statements_feed([older, newer, unpublished], city(), base_url=BASE,
                                            timezone=TZ, now=NOW))
     assert feed.get("{http://www.w3.org/XML/1998/namespace}lang") == "vi"
-    assert one(feed, "a:id") == f"{BASE}/feed.atom"
-    assert one(feed, "a:updated") == "2026-11-22T09:05:30+07:00"
-    assert one(feed, "a:author/a:name") == "Loa"
+    assert xml_text(feed, "a:id") == f"{BASE}/feed.atom"
+    assert xml_text(feed, "a:updated") == "2026-11-22T09:05:30+07:00"
+    assert xml_text(feed, "a:author/a:name") == "Loa"
     entries = feed.findall("a:entry", NS)
-    assert [one(e, "a:id") for e in entries] == [
+    assert [xml_text(e, "a:id") for e in entries] == [
         f"{BASE}/statements/STM-20261122-0002-2", f"{BASE}/statements/STM-20261122-0001-1"]
     first = entries[0]
-    assert one(first, "a:updated") == "2026-11-22T09:05:30+07:00"
-    assert one(first, "a:title") == "Ngập sâu phố Kim Mã"
-    assert one(first, "a:summary") == "Nước ngập 40 cm."
-    assert one(first, "a:content") == "Nước ngập 40 cm.\n\nTránh đi qua khu vực."
-    assert one(first, "a:author/a:name") == "Loa"
+    assert xml_text(first, "a:updated") == "2026-11-22T09:05:30+07:00"
+    assert xml_text(first, "a:title") == "Ngập sâu phố Kim Mã"
+    assert xml_text(first, "a:summary") == "Nước ngập 40 cm."
+    assert xml_text(first, "a:content") == "Nước ngập 40 cm.\n\nTránh đi qua khu vực."
+    assert xml_text(first, "a:author/a:name") == "Loa"
     links = {(x.get("rel"), x.get("type")): x.get("href") for x in first.findall("a:link", NS)}
     assert links == {("alternate", "text/html"): f"{BASE}/statements/STM-20261122-0002-2",
                      ("related", "application/cap+xml"): f"{BASE}/cap/STM-20261122-0002-2.xml"}
@@ -212,15 +199,15 @@ def test_the_atom_feed_in_english_and_empty() -> None:
     """`lang=en` takes the English texts; an empty feed is still valid, updated = now."""
     feed = valid_atom(atom.statements_feed([statement(1)], city(), base_url=BASE, timezone=TZ,
                                            now=NOW, lang="en"))
-    assert one(feed, "a:id") == f"{BASE}/feed.atom?lang=en"
+    assert xml_text(feed, "a:id") == f"{BASE}/feed.atom?lang=en"
     entry = feed.find("a:entry", NS)
     assert entry is not None
-    assert one(entry, "a:title") == "Deep flooding on Kim Ma"
+    assert xml_text(entry, "a:title") == "Deep flooding on Kim Ma"
     alternate = entry.find("a:link[@rel='alternate']", NS)
     assert alternate is not None and alternate.get("hreflang") == "en"
     assert alternate.get("href") == f"{BASE}/statements/STM-20261122-0001-1?lang=en"
     empty = valid_atom(atom.statements_feed([], city(), base_url=BASE, timezone=TZ, now=NOW))
-    assert one(empty, "a:updated") == "2026-11-22T16:00:00+07:00"
+    assert xml_text(empty, "a:updated") == "2026-11-22T16:00:00+07:00"
     assert empty.findall("a:entry", NS) == []
 
 
@@ -235,13 +222,13 @@ def test_the_cap_index_lists_the_alerts_in_force() -> None:
     everything = [health, fire_cancel, flood_2, fire_1, flood_1]
     assert [s["id"] for s in cap.current_alerts(everything)] == [health["id"], flood_2["id"]]
     index = valid_atom(atom.cap_index(everything, base_url=BASE, timezone=TZ, now=NOW))
-    assert one(index, "a:id") == f"{BASE}/cap.xml"
+    assert xml_text(index, "a:id") == f"{BASE}/cap.xml"
     entries = index.findall("a:entry", NS)
     hrefs = [e.find("a:link[@type='application/cap+xml']", NS) for e in entries]
     assert [(h.get("rel"), h.get("href")) for h in hrefs if h is not None] == [
         ("alternate", f"{BASE}/cap/{health['id']}.xml"),
         ("alternate", f"{BASE}/cap/{flood_2['id']}.xml")]
-    assert one(entries[1], "a:updated") == "2026-11-22T09:05:30+07:00"
+    assert xml_text(entries[1], "a:updated") == "2026-11-22T09:05:30+07:00"
     assert [e.find("a:category", NS).get("term") for e in entries  # type: ignore[union-attr]
             ] == ["Alert", "Update"]
     empty = valid_atom(atom.cap_index([fire_1, fire_cancel], base_url=BASE, timezone=TZ,
@@ -253,6 +240,6 @@ def test_sent_uses_the_configured_timezone() -> None:
     """Another timezone, another offset; UTC is written +00:00, never Z."""
     s = statement(1)
     utc = valid_cap(cap.cap_alert(s, city(), base_url=BASE, timezone="UTC"))
-    assert one(utc, "cap:sent") == "2026-11-22T01:05:30+00:00"
+    assert xml_text(utc, "cap:sent") == "2026-11-22T01:05:30+00:00"
     ny = valid_cap(cap.cap_alert(s, city(), base_url=BASE, timezone="America/New_York"))
-    assert one(ny, "cap:sent") == "2026-11-21T20:05:30-05:00"
+    assert xml_text(ny, "cap:sent") == "2026-11-21T20:05:30-05:00"

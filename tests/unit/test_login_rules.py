@@ -7,6 +7,7 @@ from ipaddress import ip_network
 
 import pytest
 
+from coordinator.logins import account_wait_s
 from coordinator.second_factor import (
     SealError,
     code_at,
@@ -17,7 +18,6 @@ from coordinator.second_factor import (
     unseal,
 )
 from coordinator.settings import Settings
-from coordinator.web.login_guard import account_wait_s
 from coordinator.web.security import client_address
 
 # RFC 6238, appendix B: the SHA-1 secret "12345678901234567890" (here in base32); the

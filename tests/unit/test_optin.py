@@ -37,21 +37,25 @@ KINDS = {"flood", "fire"}
 
 
 def stored(code: str = "123456", tries: int = 0, purpose: str = "join") -> StoredCode:
+    """A stored join code for PHONE (123456 unless `code`) expiring at T0 + 15 min."""
     return StoredCode(code_mac(SECRET, purpose, PHONE, code), T0 + CODE_TTL_S, tries, "sub-1")
 
 
 def test_new_codes_are_six_digits_and_vary() -> None:
+    """New codes are six random digits: 200 draws give more than 150 codes."""
     codes = {new_code() for _ in range(200)}
     assert all(len(c) == 6 and c.isdigit() for c in codes)
     assert len(codes) > 150
 
 
 def test_the_right_code_passes_and_spaces_do_not_matter() -> None:
+    """The right code passes, also typed with spaces inside and around it."""
     assert check_code(stored(), SECRET, "join", PHONE, "123456", T0).outcome == "ok"
     assert check_code(stored(), SECRET, "join", PHONE, " 123 456 ", T0 + 60).outcome == "ok"
 
 
 def test_the_code_is_kept_as_an_hmac_bound_to_purpose_and_phone() -> None:
+    """Only an HMAC of the code is kept; another purpose, phone or secret fails."""
     code = stored()
     assert "123456" not in code.mac
     assert check_code(code, SECRET, "leave", PHONE, "123456", T0).outcome == "wrong"
@@ -60,6 +64,7 @@ def test_the_code_is_kept_as_an_hmac_bound_to_purpose_and_phone() -> None:
 
 
 def test_a_code_expires_after_fifteen_minutes() -> None:
+    """A code passes until 15 minutes after it was sent, then is expired."""
     assert CODE_TTL_S == 15 * 60
     assert check_code(stored(), SECRET, "join", PHONE, "123456",
                       T0 + CODE_TTL_S - 1).outcome == "ok"
@@ -68,6 +73,7 @@ def test_a_code_expires_after_fifteen_minutes() -> None:
 
 
 def test_five_wrong_tries_end_the_code() -> None:
+    """Each wrong try counts down; the fifth ends the code, right or not after."""
     assert MAX_TRIES == 5
     lefts = []
     for tries in range(MAX_TRIES):
@@ -81,6 +87,7 @@ def test_five_wrong_tries_end_the_code() -> None:
 
 
 def test_no_code_and_a_damaged_record_are_missing() -> None:
+    """No stored code, or a damaged stored record, reads as a missing code."""
     assert check_code(None, SECRET, "join", PHONE, "123456", T0).outcome == "missing"
     assert StoredCode.from_hash({}) is None
     assert StoredCode.from_hash({"mac": "x", "expires": "soon"}) is None
@@ -89,6 +96,7 @@ def test_no_code_and_a_damaged_record_are_missing() -> None:
 
 
 def test_confirmation_links_are_signed_and_expire() -> None:
+    """A confirmation link verifies with its secret until it expires; forgeries fail."""
     claims = ConfirmClaims("sub-1", "dan@mail.example", "nonce1", NOW + timedelta(days=3))
     token = sign_confirm(SECRET, claims)
     assert verify_confirm(SECRET, token, NOW) == claims
@@ -108,6 +116,7 @@ def test_confirmation_links_are_signed_and_expire() -> None:
 
 
 def test_the_form_names_every_problem_by_field() -> None:
+    """The subscribe form's checks name every problem under the field it is in."""
     sub, errors = requested_subscriber("not-a-phone", "nope@", "fr", ["hn-atlantis"],
                                        ["tsunami"], AREAS, KINDS)
     assert sub is None
@@ -119,6 +128,7 @@ def test_the_form_names_every_problem_by_field() -> None:
 
 
 def test_the_form_makes_a_pending_subscriber_with_the_channels_given() -> None:
+    """A valid form makes a pending web subscriber with a channel per contact given."""
     sub, errors = requested_subscriber("0911 222 333", "Dan@Mail.example", "en",
                                        ["hn-ba-dinh", "hn-tay-ho", "hn-ba-dinh"], [],
                                        AREAS, KINDS)
@@ -135,6 +145,7 @@ def test_the_form_makes_a_pending_subscriber_with_the_channels_given() -> None:
 
 
 def test_a_confirmation_activates_only_the_proven_channels() -> None:
+    """A confirmation activates only the channels proven, never someone else's."""
     wanted = Subscriber(id="sub-1", phone=PHONE, email="dan@mail.example", areas=["hn"],
                         channels=["sms", "email"], status="pending", consent_source="web")
     assert applied_subscriber(wanted, [], None, NOW) is None
@@ -168,6 +179,7 @@ def test_a_confirmation_activates_only_the_proven_channels() -> None:
 
 
 def test_one_field_takes_a_phone_or_an_email() -> None:
+    """The leave form's one field reads a phone or an email; anything else fails."""
     assert parse_contact(" 0911 222 333 ") == ("sms", PHONE)
     assert parse_contact("Dan@Mail.example") == ("email", "Dan@mail.example")
     for bad in ("", "not-a-phone", "a@"):
@@ -176,6 +188,13 @@ def test_one_field_takes_a_phone_or_an_email() -> None:
 
 
 def test_the_code_sms_says_what_it_is_for() -> None:
-    assert "123456" in code_sms("123456", "join", "vi") and "15" in code_sms("1", "join", "vi")
-    assert "subscribe" in code_sms("123456", "join", "en")
-    assert "stop" in code_sms("123456", "leave", "en")
+    """The code SMS gives the code, what it is for and how long it lasts, in the language."""
+    assert code_sms("123456", "join", "vi") == (
+        "[Loa] Mã xác nhận đăng ký nhận tin Loa: 123456 (hiệu lực 15 phút). "
+        "Bỏ qua tin này nếu bạn không yêu cầu.")
+    assert code_sms("123456", "join", "en") == (
+        "[Loa] Your code to subscribe to Loa updates: 123456 (valid 15 min). "
+        "Ignore this SMS if you did not ask for it.")
+    assert code_sms("123456", "leave", "en") == (
+        "[Loa] Your code to stop Loa updates: 123456 (valid 15 min). "
+        "Ignore this SMS if you did not ask for it.")

@@ -48,6 +48,7 @@ Write = Callable[[str, str], Path]
 
 
 def good(name: str = "flood-test", second_within: str = "10m") -> str:
+    """The GOOD playbook text, named `name`, its second level lasting `second_within`."""
     return GOOD.format(name=name, second_within=second_within)
 
 

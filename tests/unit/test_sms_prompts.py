@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -14,13 +14,13 @@ from coordinator.approvals.prompts import (
     prompt_text,
     sms_prompt_text,
 )
-from coordinator.events import ApprovalRequest, ChainLevelSnapshot, RenderedText
+from coordinator.events import RenderedText
 from coordinator.inbound.answers import matching_requests, sms_refusal
 from coordinator.inbound.sms_commands import Answer, parse_sms
 from coordinator.model.approval import ApprovalRecord
 from coordinator.signing import derived_key
+from tests.unit.factories import T0, make_request
 
-T0 = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 KEY = derived_key("test-secret-key-0123456789", "reply-code")
 SHORT = ("[Loa Hà Nội] Cảnh báo ngập úng tại Phường Kim Mã: Ngập sâu. Tránh vùng ngập. "
          "Khẩn cấp: 114.")
@@ -33,16 +33,13 @@ ANSWER = ("Trả lời YES 302610 để duyệt, NO 302610 <lý do> để từ c
 
 
 def sms(body: str, budget: int | None = 4, language: str = "vi") -> RenderedText:
+    """An SMS text of the draft in `language`, with a budget of `budget` segments."""
     return RenderedText(channel="sms", language=language, body=body, segment_budget=budget)
 
 
 def record(status: str = "pending", eligible: tuple[str, ...] = ("a1",)) -> ApprovalRecord:
-    chain = [ChainLevelSnapshot(level=1, department="d", department_level=1, approvers=["a1"],
-                                within_s=1800)]
-    request = ApprovalRequest(id="APR-00001-1", incident_id="INC-00001", draft_id="DRF-00001-1",
-                              playbook_id="flood", severity="severe",  # type: ignore[arg-type]
-                              chain=chain, deadline=T0 + timedelta(minutes=30),
-                              on_exhausted="hold", created_at=T0)
+    """A pending record of a one-level request (a1, 30 min) with `status` and `eligible`."""
+    request = make_request([["a1"]], within_s=1800, playbook_id="flood")
     return ApprovalRecord(request=request, status=status,  # type: ignore[arg-type]
                           phase="level", level=1, due=T0 + timedelta(minutes=30),
                           holders=["a1"], eligible=list(eligible), decided_by="b2")

@@ -8,7 +8,7 @@ import pytest
 
 from coordinator.escalation.timers import restored_timers
 from coordinator.model.approval import ApprovalRecord
-from tests.unit.test_approvals import T0, make_request, record_at
+from tests.unit.factories import T0, make_request, record_at
 
 DUE = T0 + timedelta(seconds=100)
 

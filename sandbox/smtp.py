@@ -1,13 +1,12 @@
 """A local SMTP server for `loa up` (aiosmtpd): keeps every email it receives in a Maildir,
-which the dev outbox lists (`loa outbox`)."""
+which the dev outbox lists (`loa outbox`). Run it with `python -m sandbox.smtp`."""
 
 from __future__ import annotations
 
+import argparse
 import mailbox
 import signal
 import threading
-from email import message_from_bytes
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,6 @@ class MaildirHandler:
         return "250 Message accepted for delivery"
 
 
-def read_outbox(maildir: Path, limit: int = 50) -> list[dict[str, str]]:
-    """The newest emails of the dev outbox: date, to, subject."""
-    if not (maildir / "cur").exists():
-        return []
-    box = mailbox.Maildir(str(maildir), create=False)
-    rows = []
-    for key in box.keys():  # noqa: SIM118 - iterating a Maildir yields messages, not keys
-        parsed = message_from_bytes(box.get_bytes(key), policy=default_policy)
-        rows.append({"date": str(parsed["Date"] or ""), "to": str(parsed["To"] or ""),
-                     "subject": str(parsed["Subject"] or ""),
-                     "message_id": str(parsed["Message-ID"] or "")})
-    return sorted(rows, key=lambda r: r["date"], reverse=True)[:limit]
-
-
 def run_smtp_sandbox(host: str, port: int, maildir: Path) -> None:
     """Serve SMTP until SIGTERM/SIGINT."""
     controller = Controller(MaildirHandler(maildir), hostname=host, port=port)
@@ -53,3 +38,18 @@ def run_smtp_sandbox(host: str, port: int, maildir: Path) -> None:
         stopped.wait()
     finally:
         controller.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sandbox.smtp --port 8025 --maildir DIR`: serve SMTP on 127.0.0.1."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.smtp", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--maildir", type=Path, required=True,
+                        help="where received mail is kept")
+    args = parser.parse_args(argv)
+    run_smtp_sandbox(args.host, args.port, args.maildir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """SMS sandbox: a local, in-memory stand-in for Twilio's Messages API (2010-04-01).
 
-The real `twilio` SDK can talk to it (see `channels.twilio_http.twilio_client(base_url=...)`):
+The real `twilio` SDK can talk to it (as `channels.twilio_http.twilio_client(base_url=...)`):
 same paths, Basic auth, JSON shapes and error JSON as api.twilio.com. Accepted messages move
 through Twilio's statuses in the background, posting signed status callbacks.
 
@@ -22,18 +22,16 @@ with the same MessageSid. Twilio documents no retry on 5xx without such an overr
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
 import contextlib
 import logging
-import math
-import re
+import os
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from datetime import UTC, date, datetime
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,152 +39,29 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
 from twilio.request_validator import (  # type: ignore[import-untyped, unused-ignore]
     RequestValidator,  # twilio has no py.typed; unused-ignore: fine if an override covers it
 )
 
+from sandbox.gsm7 import num_segments
+from sandbox.twilio_rules import (
+    API_VERSION,
+    LIST_FILTERS,
+    FailRule,
+    InboundSms,
+    ThrottleRule,
+    advance,
+    failure_kind,
+    matches,
+    not_found,
+    refusal,
+    rfc2822,
+    status_plan,
+    twilio_error,
+    webhook_overrides,
+)
+
 _log = logging.getLogger(__name__)
-
-API_VERSION = "2010-04-01"
-SANDBOX_SENDER = "+15005550006"  # Twilio's magic test number, used when a service picks the sender
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs two septets (escape + char)
-DELIVERY_ERRORS: dict[int, str] = {
-    21610: "Attempt to send to unsubscribed recipient",
-    30003: "Unreachable destination handset",
-    30004: "Message blocked",
-    30005: "Unknown destination handset",
-    30006: "Landline or unreachable carrier",
-    30007: "Message filtered",
-    30008: "Unknown error",
-    30034: "Message from an unregistered number",
-}
-FAILED_BEFORE_SENT = frozenset({21610, 30006, 30034})
-LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
-PRICE_PER_SEGMENT = 0.0079
-Step = tuple[str, int | None]
-
-
-def num_segments(body: str) -> int:
-    """How many SMS parts `body` takes: GSM-7 160/153 septets, else UCS-2 70/67 units."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in body):
-        units, single, part = len(body) + sum(c in GSM7_EXTENDED for c in body), 160, 153
-    else:
-        units, single, part = len(body.encode("utf-16-le")) // 2, 70, 67
-    return 1 if units <= single else math.ceil(units / part)
-
-
-def _rfc2822(moment: datetime | None = None) -> str:
-    """A timestamp the way Twilio writes them: 'Thu, 24 Aug 2023 05:01:45 +0000'."""
-    return format_datetime((moment or datetime.now(UTC)).replace(microsecond=0))
-
-
-def twilio_error(status: int, code: int, message: str) -> JSONResponse:
-    """Twilio's error JSON body, which the SDK turns into TwilioRestException."""
-    return JSONResponse({"code": code, "message": message, "status": status,
-                         "more_info": f"https://www.twilio.com/docs/errors/{code}"},
-                        status_code=status)
-
-
-def _validate(form: Mapping[str, str]) -> JSONResponse | None:
-    """The 400 Twilio answers for a bad create request, or None when it is acceptable."""
-    to, body = form.get("To", ""), form.get("Body", "")
-    if not to:
-        return twilio_error(400, 21604, "A 'To' phone number is required.")
-    if not E164.match(to):
-        return twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
-    if not form.get("From") and not form.get("MessagingServiceSid"):
-        return twilio_error(400, 21603, "A 'From' phone number is required.")
-    if not body:
-        return twilio_error(400, 21602, "Message body is required.")
-    if len(body) > 1600:
-        return twilio_error(400, 21617,
-                            "The concatenated message body exceeds the 1600 character limit.")
-    return None
-
-
-def _plan(initial: str, error_code: int | None) -> list[Step]:
-    """The statuses a message passes after creation, each with its error code."""
-    steps: list[Step] = [("queued", None)] if initial == "accepted" else []
-    if error_code is None:
-        return [*steps, ("sent", None), ("delivered", None)]
-    if error_code in FAILED_BEFORE_SENT:
-        return [*steps, ("failed", error_code)]
-    return [*steps, ("sent", None), ("undelivered", error_code)]
-
-
-def _sent_on(message: Mapping[str, Any]) -> date | None:
-    """The GMT day a message was sent, for the DateSent filters."""
-    sent = message.get("date_sent")
-    return parsedate_to_datetime(sent).date() if sent else None
-
-
-def _matches(message: Mapping[str, Any], query: Mapping[str, str]) -> bool:
-    """Whether a message passes the list filters To, From, DateSent, DateSent<, DateSent>."""
-    if any(query.get(k) not in (None, message[k.lower()]) for k in ("To", "From")):
-        return False
-    bounds = {k: date.fromisoformat(query[k][:10]) for k in LIST_FILTERS[2:] if query.get(k)}
-    if not bounds:
-        return True
-    sent = _sent_on(message)
-    # Twilio's "DateSent<" and "DateSent>" are inclusive (read as <= and >= on the wire)
-    return sent is not None and (sent == bounds.get("DateSent", sent)
-                                 and sent <= bounds.get("DateSent<", sent)
-                                 and sent >= bounds.get("DateSent>", sent))
-
-
-class FailRule(BaseModel):
-    """Body of POST /_sandbox/fail."""
-
-    number: str
-    error_code: int
-
-
-class ThrottleRule(BaseModel):
-    """Body of POST /_sandbox/throttle."""
-
-    status: int
-    count: int = Field(ge=0)
-
-
-class InboundSms(BaseModel):
-    """Body of POST /_sandbox/inbound: an SMS a resident sends to one of our numbers."""
-
-    from_: str = Field(alias="from")
-    to: str
-    body: str
-    url: str  # may end in Twilio's connection overrides, e.g. `#rc=3&rp=all`
-    sid: str | None = Field(default=None, pattern=r"^SM[0-9a-f]{32}$")  # to replay one
-
-
-RETRY_POLICIES = frozenset({"4xx", "5xx", "ct", "rt", "all"})
-
-
-def webhook_overrides(url: str) -> tuple[str, int, frozenset[str]]:
-    """(URL without its fragment, retry count, retry policies) of a webhook URL with
-    Twilio's connection overrides; raises ValueError for an out-of-range count or an
-    unknown policy (Twilio's errors 11237 and 11243)."""
-    base, _, fragment = url.partition("#")
-    pairs = dict(parse_qsl(fragment, keep_blank_values=True))
-    count = int(pairs.get("rc", "1"))
-    policies = frozenset(pairs.get("rp", "ct").split(","))
-    if not 0 <= count <= 5:
-        raise ValueError(f"rc must be 0 to 5, not {count}")
-    if not policies <= RETRY_POLICIES:
-        raise ValueError(f"unknown retry policy in rp={pairs['rp']}")
-    return base, count, policies
-
-
-def _failure(reply: httpx.Response | None, error: httpx.HTTPError | None) -> str | None:
-    """Which retry policy a webhook attempt's failure falls under (None: it succeeded)."""
-    if error is not None:
-        return "rt" if isinstance(error, httpx.ReadTimeout) else "ct"
-    assert reply is not None
-    return "5xx" if reply.status_code >= 500 else "4xx" if reply.status_code >= 400 else None
 
 
 class SmsSandbox:
@@ -272,7 +147,7 @@ class SmsSandbox:
             denied.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
             return denied
         if account_sid != self.account_sid:
-            return _not_found(request)
+            return not_found(request)
         return None
 
     async def _create(self, request: Request, account_sid: str) -> Response:
@@ -285,7 +160,7 @@ class SmsSandbox:
                 return twilio_error(429, 20429, "Too Many Requests")
             return twilio_error(status, 20500, "Internal Server Error")
         form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        if invalid := _validate(form):
+        if invalid := refusal(form):
             return invalid
         message = self._new_message(form)
         self.messages.append(message)
@@ -299,7 +174,7 @@ class SmsSandbox:
         sid = "SM" + secrets.token_hex(16)
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}"
         service = form.get("MessagingServiceSid") or None
-        now = _rfc2822()
+        now = rfc2822()
         return {
             "account_sid": self.account_sid, "api_version": API_VERSION, "body": form["Body"],
             "date_created": now, "date_sent": None, "date_updated": now,
@@ -319,7 +194,7 @@ class SmsSandbox:
         if denied := self._guard(request, account_sid):
             return denied
         message = self._by_sid.get(sid)
-        return JSONResponse(message) if message else _not_found(request)
+        return JSONResponse(message) if message else not_found(request)
 
     async def _list(self, request: Request, account_sid: str) -> Response:
         """GET Messages.json: newest first, filtered, in Twilio's page shape."""
@@ -329,7 +204,7 @@ class SmsSandbox:
         try:
             size = min(max(int(query.get("PageSize", 50)), 1), 1000)
             page = max(int(query.get("Page", 0)), 0)
-            found = [m for m in reversed(self.messages) if _matches(m, query)]
+            found = [m for m in reversed(self.messages) if matches(m, query)]
         except ValueError:  # a number or a date that does not parse
             return twilio_error(400, 20001, "Invalid PageSize, Page or DateSent")
         start = page * size
@@ -360,9 +235,9 @@ class SmsSandbox:
     async def _lifecycle(self, message: dict[str, Any], callback: str | None,
                          error_code: int | None) -> None:
         """Advance a message through its statuses, posting a callback after each change."""
-        for status, code in _plan(message["status"], error_code):
+        for status, code in status_plan(message["status"], error_code):
             await asyncio.sleep(self.callback_delay_s)
-            _advance(message, status, code)
+            advance(message, status, code)
             if callback and self.callbacks:
                 await self._status_callback(callback, message)
 
@@ -443,7 +318,7 @@ class SmsSandbox:
                 reply = await self.post_signed(url, params)
             except httpx.HTTPError as exc:
                 error = exc
-            failure = _failure(reply, error)
+            failure = failure_kind(reply, error)
             if failure is None or attempts > retries or not (
                     failure in policies or "all" in policies):
                 break
@@ -455,28 +330,29 @@ class SmsSandbox:
                              "attempts": attempts})
 
 
-def _advance(message: dict[str, Any], status: str, code: int | None) -> None:
-    """Record a status change on the stored resource, so fetch and list see it."""
-    now = _rfc2822()
-    message.update(status=status, date_updated=now, error_code=code,
-                   error_message=DELIVERY_ERRORS.get(code, f"Error {code}") if code else None)
-    if status == "queued":  # the service has now picked a sender
-        message["from"] = message["from"] or SANDBOX_SENDER
-        message["num_segments"] = str(num_segments(message["body"]))
-    if status in ("sent", "failed"):
-        message["date_sent"] = now
-    if status == "sent":
-        message["price"] = f"-{PRICE_PER_SEGMENT * int(message['num_segments']):.5f}"
-
-
-def _not_found(request: Request) -> JSONResponse:
-    """Twilio's 404 for an unknown resource or another account's path."""
-    return twilio_error(404, 20404, f"The requested resource {request.url.path} was not found")
-
-
 def run_sms_sandbox(host: str, port: int, account_sid: str, auth_token: str,
                     callbacks: bool = True) -> None:
     """Serve an SmsSandbox on host:port until interrupted (blocking)."""
     sandbox = SmsSandbox(account_sid, auth_token)
     sandbox.callbacks = callbacks
     uvicorn.run(sandbox.app, host=host, port=port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sandbox.sms --port 8081`: serve the sandbox on 127.0.0.1. The account and
+    token come from LOA_TWILIO_ACCOUNT_SID and LOA_TWILIO_AUTH_TOKEN (kept out of argv, which
+    every local user can read), else the options, else sandbox defaults."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.sms", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--account-sid",
+                        default=os.environ.get("LOA_TWILIO_ACCOUNT_SID") or "AC" + "0" * 32)
+    parser.add_argument("--no-callbacks", action="store_true",
+                        help="post no status callbacks (for throughput benchmarks)")
+    args = parser.parse_args(argv)
+    token = os.environ.get("LOA_TWILIO_AUTH_TOKEN") or "sandbox-token"
+    run_sms_sandbox(args.host, args.port, args.account_sid, token, not args.no_callbacks)
+
+
+if __name__ == "__main__":
+    main()

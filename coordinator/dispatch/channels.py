@@ -1,0 +1,64 @@
+"""The channels Loa sends through, built from Settings in one explicit mapping (the
+composition root of ``channels/``, which itself knows nothing of the coordinator)."""
+
+from __future__ import annotations
+
+from channels.base import Channel, ChannelConfigError
+from channels.email import EmailChannel, SmtpServer
+from channels.sms import SmsChannel, SmsConfigError, TwilioAccount
+from coordinator.dispatch.rate_limit import RateLimiter
+from coordinator.errors import ConfigError
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+from coordinator.state import Redis
+
+
+def twilio_account(settings: Settings) -> TwilioAccount:
+    """The Twilio account of the settings; raises SmsConfigError without credentials."""
+    if not settings.twilio_account_sid or settings.twilio_auth_token is None:
+        raise SmsConfigError("LOA_TWILIO_ACCOUNT_SID and LOA_TWILIO_AUTH_TOKEN are needed")
+    return TwilioAccount(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        status_callback=f"{settings.web_url()}/hooks/twilio/status",
+        base_url=settings.twilio_base_url)
+
+
+def smtp_server(settings: Settings) -> SmtpServer:
+    """The SMTP server of the settings (`host` empty when none is configured)."""
+    return SmtpServer(
+        host=settings.smtp_host or "", port=settings.smtp_port, tls=settings.smtp_tls,
+        starttls=settings.smtp_starttls, username=settings.smtp_username,
+        password=(settings.smtp_password.get_secret_value()
+                  if settings.smtp_password is not None else None),
+        sender=settings.email_from, connections=settings.smtp_connections)
+
+
+def sms_channel(settings: Settings, redis: Redis, keys: Keys) -> SmsChannel:
+    """The SMS channel, rate limited per sender across every worker through Redis."""
+    account = twilio_account(settings)
+    limiter = RateLimiter(redis, keys.rate_bucket("sms", account.sender_id),
+                          settings.sms_rate_per_s)
+    return SmsChannel(account, limiter)
+
+
+def email_channel(settings: Settings) -> EmailChannel:
+    """The email channel; raises ChannelConfigError without an SMTP host."""
+    return EmailChannel(smtp_server(settings))
+
+
+def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Channel]:
+    """Every channel the settings allow: SMS with Twilio credentials, email with an SMTP
+    host. (The public web page is no channel: ``statements.publication`` writes it.)
+    Raises ConfigError for settings a channel cannot work with (e.g. no SMS sender)."""
+    channels: dict[str, Channel] = {}
+    try:
+        if settings.twilio_account_sid and settings.twilio_auth_token is not None:
+            channels[SmsChannel.name] = sms_channel(settings, redis, keys)
+        if settings.smtp_host:
+            channels[EmailChannel.name] = email_channel(settings)
+    except ChannelConfigError as exc:  # the boundary: a channel's error as Loa's own
+        raise ConfigError(str(exc)) from exc
+    return channels

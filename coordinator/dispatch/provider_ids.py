@@ -1,0 +1,37 @@
+"""A provider's message id (a Twilio SID) and the delivery it belongs to, and the status
+callbacks that arrived before we had recorded that id: both kept only as long as callbacks
+can still come (:data:`PROVIDER_IDS_KEPT_S`).
+
+A provider calls back within minutes, retries for hours at most; a week is long past that,
+so nothing a callback needs is gone when it comes, and neither key grows for ever."""
+
+from __future__ import annotations
+
+from coordinator.keys import Keys
+from coordinator.state import Redis
+
+PROVIDER_IDS_KEPT_S = 7 * 24 * 3600
+"""How long a provider id stays resolvable, and an early callback waits to be taken."""
+
+
+async def remember_provider_id(redis: Redis, keys: Keys, provider_id: str,
+                               delivery_id: str) -> str | None:
+    """Record which delivery `provider_id` is (kept :data:`PROVIDER_IDS_KEPT_S`) and take
+    the status of a callback that came before it (None when none did)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.provider_message(provider_id), delivery_id, ex=PROVIDER_IDS_KEPT_S)
+        pipe.hget(keys.early_callbacks(), provider_id)
+        pipe.hdel(keys.early_callbacks(), provider_id)
+        _, early, _ = await pipe.execute()
+    return str(early) if early is not None else None
+
+
+async def remember_early_callback(redis: Redis, keys: Keys, provider_id: str,
+                                  status: str) -> None:
+    """Keep the status of a callback for a provider id not recorded yet, until the send is
+    recorded (:func:`remember_provider_id` takes it) or :data:`PROVIDER_IDS_KEPT_S` after
+    the latest early callback (the hash's expiry is renewed by each one)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.early_callbacks(), provider_id, status)
+        pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
+        await pipe.execute()

@@ -1,0 +1,71 @@
+"""The layout check `loa worker` and `loa web` make before they start, and the automatic
+migration `loa up` may make on its own embedded Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from coordinator import observability as obs
+from coordinator.keys import Keys
+from coordinator.migrations import CURRENT, STEPS
+from coordinator.migrations.runner import Migration, migrate
+from coordinator.migrations.version import LayoutError, advice, read_layout, stamp
+from coordinator.settings import Settings
+from coordinator.state import Redis, connect, redis_problem
+
+
+async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
+    """Stamp an empty Redis `current` (a fresh install); "" when the layout is current, the
+    advice to migrate when it is older. Raises LayoutError when it is newer."""
+    layout = await read_layout(redis, keys)
+    verdict = layout.verdict(current)
+    if verdict == "newer":
+        raise LayoutError(advice(layout, current))
+    if verdict == "fresh":
+        await stamp(redis, keys, current, only_if_absent=True)
+    return advice(layout, current)
+
+
+def check_layout_at_start(settings: Settings, who: str) -> None:
+    """Before a worker or web server starts: exit (SystemExit, with the reason) on a layout
+    newer than this Loa knows; log a warning, and go on, on an older one. When Redis does
+    not answer yet, log that the check was skipped and go on (the process retries Redis
+    as it always has)."""
+    log = obs.get_logger(who)
+    if not settings.redis_url:
+        return
+
+    async def run() -> str:
+        redis = connect(settings.redis_url or "")
+        try:
+            return await check_layout(redis, Keys(settings.redis_prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        warning = asyncio.run(run())
+    except LayoutError as exc:
+        log.error("refusing to start", reason=str(exc))
+        raise SystemExit(f"loa {who}: {exc}") from exc
+    except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("layout not checked", reason=redis_problem(settings.redis_url, exc))
+        return
+    if warning:
+        log.warning("old Redis layout", advice=warning)
+
+
+def migrate_embedded(redis_url: str, prefix: str) -> Migration:
+    """Apply every pending step to the embedded Redis of `loa up` (nobody else uses it).
+    Raises LayoutError on a layout newer than this Loa knows."""
+
+    async def run() -> Migration:
+        redis = connect(redis_url)
+        try:
+            return await migrate(redis, Keys(prefix), True, STEPS, CURRENT)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())

@@ -1,1 +1,0 @@
-"""Local stand-ins for outside services, for tests and demos."""

@@ -1,0 +1,75 @@
+"""Keys that used to live for ever now have a lifetime: provider ids and early status
+callbacks expire a week on (a private redis-server, nothing else)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from coordinator.dispatch.deliveries import record_status
+from coordinator.dispatch.provider_ids import (
+    PROVIDER_IDS_KEPT_S,
+    remember_early_callback,
+    remember_provider_id,
+)
+from coordinator.embedded import start_redis
+from coordinator.keys import Keys
+from coordinator.state import connect
+
+KEYS = Keys("loatest")
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def test_a_week_is_the_lifetime() -> None:
+    """Provider ids and early status callbacks are kept for 604,800 seconds, one week."""
+    assert PROVIDER_IDS_KEPT_S == 604_800
+
+
+def test_an_early_callback_waits_a_week_and_is_taken_by_the_send(redis_url: str) -> None:
+    """A callback before its send is kept a week; the send takes its status and leaves the rest."""
+    async def scenario() -> tuple[str | None, int, str | None, str | None, int, int]:
+        redis = connect(redis_url)
+        try:
+            # the callback comes first: nothing to move yet, so it is kept
+            got = await record_status(redis, KEYS, "SM1", "delivered", "", NOW)
+            early_ttl = await redis.ttl(KEYS.early_callbacks())
+            await remember_early_callback(redis, KEYS, "SM2", "sent")
+            # then the send is recorded: it takes its early status, the other one stays
+            early = await remember_provider_id(redis, KEYS, "SM1", "delivery-1")
+            left = await redis.hget(KEYS.early_callbacks(), "SM1")
+            id_ttl = await redis.ttl(KEYS.provider_message("SM1"))
+            others = await redis.hlen(KEYS.early_callbacks())
+            return got, early_ttl, early, left, id_ttl, others
+        finally:
+            await redis.aclose()
+
+    got, early_ttl, early, left, id_ttl, others = asyncio.run(scenario())
+    assert got is None
+    assert PROVIDER_IDS_KEPT_S - 5 <= early_ttl <= PROVIDER_IDS_KEPT_S
+    assert (early, left, others) == ("delivered", None, 1)
+    assert PROVIDER_IDS_KEPT_S - 5 <= id_ttl <= PROVIDER_IDS_KEPT_S
+
+
+def test_a_send_with_no_early_callback_takes_nothing(redis_url: str) -> None:
+    """A send with no early callback gets no status and still records its provider id."""
+    async def scenario() -> tuple[str | None, str | None]:
+        redis = connect(redis_url)
+        try:
+            early = await remember_provider_id(redis, KEYS, "SM3", "delivery-3")
+            return early, await redis.get(KEYS.provider_message("SM3"))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == (None, "delivery-3")

@@ -19,7 +19,13 @@ from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers, faust_credentials
 from coordinator.dispatch.channels import build_channels
-from coordinator.errors import BadEvent, BrokerUnavailable, ConfigError, PlaybookError
+from coordinator.errors import (
+    BadEvent,
+    BrokerUnavailable,
+    ConfigError,
+    IncidentTransitionError,
+    PlaybookError,
+)
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import DeadLetter, utcnow
 from coordinator.pipeline import Pipeline
@@ -205,7 +211,8 @@ async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
         try:
             await handler(value)
             return
-        except (KeyError, BadEvent, PlaybookError, ConfigError) as exc:
+        except (KeyError, BadEvent, PlaybookError, ConfigError,
+                IncidentTransitionError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             break
         except Exception as exc:

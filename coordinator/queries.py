@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from coordinator.events import ApprovalPrompt, Statement
+from coordinator.events import ApprovalPrompt, Draft, Statement
 from coordinator.keys import Keys
 from coordinator.model.approval import ApprovalRecord
 from coordinator.state import Redis, read_json_list
@@ -143,3 +143,49 @@ def delivery_progress(dispatch: dict[str, str]) -> list[dict[str, Any]]:
         rows.append({"channel": channel, "targeted": int(dispatch[f"targeted:{channel}"]),
                      **counts})
     return rows
+
+
+async def incident_exists(redis: Redis, keys: Keys, incident_id: str) -> bool:
+    """Whether Loa has this incident."""
+    return bool(await redis.exists(keys.incident(incident_id)))
+
+
+async def incident_row(redis: Redis, keys: Keys, incident_id: str) -> dict[str, str]:
+    """The incident's stored fields ({} when unknown)."""
+    row: dict[str, str] = await redis.hgetall(keys.incident(incident_id))
+    return row
+
+
+async def current_draft_id(redis: Redis, keys: Keys, incident_id: str) -> str | None:
+    """The id of the incident's latest draft version, if it has one."""
+    found: str | None = await redis.hget(keys.incident(incident_id), "draft_id")
+    return found
+
+
+async def draft_versions(redis: Redis, keys: Keys, draft_ids: list[str]) -> list[Draft]:
+    """The drafts of these ids that exist, in the order given (one round trip)."""
+    raws = await redis.mget([keys.draft(d) for d in draft_ids]) if draft_ids else []
+    return [Draft.model_validate_json(raw) for raw in raws if raw]
+
+
+async def dispatch_counters(redis: Redis, keys: Keys, statement_id: str) -> dict[str, str]:
+    """A statement's fan-out counters (`delivery_progress` reads them)."""
+    row: dict[str, str] = await redis.hgetall(keys.dispatch(statement_id))
+    return row
+
+
+async def newest_published_ids(redis: Redis, keys: Keys, count: int = 20) -> list[str]:
+    """The ids of the newest published statements, newest first."""
+    ids: list[str] = await redis.zrevrange(keys.statements_published(), 0, count - 1)
+    return ids
+
+
+async def short_link_target(redis: Redis, keys: Keys, short_id: str) -> str | None:
+    """The signed decision token a short link stands for (None: unknown or expired)."""
+    token: str | None = await redis.get(keys.short_link(short_id))
+    return token
+
+
+async def has_opted_out(redis: Redis, keys: Keys, channel: str, contact: str) -> bool:
+    """Whether this contact asked for no more messages on this channel (e.g. SMS STOP)."""
+    return bool(await redis.sismember(keys.opted_out(channel), contact))

@@ -60,11 +60,9 @@ def accounts_add(
     secret = new_secret() if totp or account.needs_second_factor else None
     sealed = _sealed(settings, account.username, secret) if secret else None
     password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
-    try:
-        with_redis(lambda r, k, s: save_account(r, k, account, password, by="cli",
-                                                sealed_totp=sealed))
-    except AccountError as exc:
-        raise fail(str(exc)) from exc
+    # An AccountError is a LoaError: with_redis turns it into a clear failure.
+    with_redis(lambda r, k, s: save_account(r, k, account, password, by="cli",
+                                            sealed_totp=sealed))
     out.print(f"account [bold]{account.username}[/] ({account.role}"
               f"{', ' + account.person_id if account.person_id else ''}) saved")
     if not password_stdin:

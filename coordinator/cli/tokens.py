@@ -55,10 +55,7 @@ def tokens_add(
     async def work(redis: Redis, keys: Keys, s: Settings) -> str:
         return await issue_token(redis, keys, record)
 
-    try:
-        token = with_redis(work)
-    except TokenError as exc:
-        raise fail(str(exc)) from exc
+    token = with_redis(work)  # a TokenError is a LoaError: with_redis makes it a failure
     out.print(f"token [bold]{name}[/] ({record.role.value}"
               f"{', ' + record.principal().scope if record.principal().scope else ''}); "
               "shown once, keep it safe:")

@@ -14,7 +14,7 @@ sorted set when the worker starts and every `ADOPT_EVERY_S` after, and
 So a restarted worker, or one whose peer died, still fires deadlines, reminders
 and hold alerts. The transitions re-read the request and do nothing when the
 state moved on, so a timer fired by two workers, or after a decision, changes
-nothing (`escalation.transitions`).
+nothing (`approvals.escalate`).
 
 Jobs have ids derived from (request, kind, level, fraction): scheduling one
 twice keeps one job. Two facts of APScheduler 3 shape this: a job more than

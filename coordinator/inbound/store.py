@@ -107,3 +107,8 @@ async def stale_inbound(redis: Redis, keys: Keys, older_than_s: float,
     found: list[str] = await redis.zrangebyscore(keys.inbound_pending(), "-inf", until,
                                                  start=0, num=limit)
     return found
+
+
+async def is_done(redis: Redis, keys: Keys, sid: str) -> bool:
+    """Whether the inbound SMS has been answered and finished."""
+    return bool(await redis.hget(keys.inbound_sms(sid), "status") == "done")

@@ -25,7 +25,7 @@ from coordinator.events import (
     RedraftRequested,
     RenderedText,
 )
-from coordinator.model.incident import OPEN, Incident, IncidentStatus, closed, ids_for
+from coordinator.model.incident import DRAFTABLE, OPEN, Incident, IncidentStatus, closed, ids_for
 from coordinator.plan.planner import choose_playbook, facts_of, queue_version
 from coordinator.playbooks.render import render_draft
 from coordinator.runtime import Runtime
@@ -71,7 +71,7 @@ def refusal(event: RedraftRequested, incident: dict[str, str], published: list[s
     status = incident.get("status")
     if status not in OPEN:
         return f"{event.incident_id} is {status}; reopen it with a new report"
-    if status == IncidentStatus.approved:  # approved, not yet public: wait for it
+    if status not in DRAFTABLE:  # approved, not yet public: wait for it
         return ("a statement was just approved and is being published; "
                 "make the new version once it is public")
     if event.purpose == "all_clear" and not published:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.keys import Keys
 from coordinator.migrations.step import Step
 from coordinator.migrations.version import literal_pattern
@@ -96,8 +97,11 @@ async def _drop(redis: Redis, keys: Keys, contact: str, stale_id: str) -> bool:
 
     async def body(pipe: Pipeline) -> bool:
         raw = await pipe.get(record)
-        if await pipe.get(entry) != stale_id or (
-                raw and contact in Subscriber.model_validate_json(raw).contact_keys()):
+        try:
+            has_it = bool(raw) and contact in Subscriber.model_validate_json(raw).contact_keys()
+        except ValidationError:  # a record that does not read: its entry is left alone
+            return False
+        if await pipe.get(entry) != stale_id or has_it:
             return False
         pipe.multi()
         pipe.delete(entry)
@@ -106,9 +110,34 @@ async def _drop(redis: Redis, keys: Keys, contact: str, stale_id: str) -> bool:
     return await transact(redis, [entry, record], body)
 
 
+async def expire_provider_ids(redis: Redis, keys: Keys, apply: bool) -> list[str]:
+    """Give the provider-id keys and the early-callback hash written without a lifetime
+    their expiry (EXPIRE NX: a key that has one keeps it); one line per kind of key."""
+    early = keys.early_callbacks()
+    pattern = literal_pattern(keys.provider_message("")) + "*"
+    lasting = [key async for key in redis.scan_iter(match=pattern, count=1000)
+               if key != early and await redis.ttl(key) == -1]
+    if apply:
+        lasting = [key for key in lasting
+                   if await redis.expire(key, PROVIDER_IDS_KEPT_S, nx=True)]
+    done = [f"provider ids: {len(lasting)} kept {PROVIDER_IDS_KEPT_S // 86400} days from "
+            "now, then expire"] if lasting else []
+    if await redis.ttl(early) == -1 and (
+            not apply or await redis.expire(early, PROVIDER_IDS_KEPT_S, nx=True)):
+        done.append(f"early status callbacks: kept {PROVIDER_IDS_KEPT_S // 86400} days "
+                    "from now, then expire")
+    return done
+
+
+async def upgrade(redis: Redis, keys: Keys, apply: bool) -> list[str]:
+    """The whole step: the contact index, then the lifetimes."""
+    return [*await repair_contact_index(redis, keys, apply),
+            *await expire_provider_ids(redis, keys, apply)]
+
+
 STEP = Step(
     source=1,
     summary="repair the contact index (entries left by records that lost a phone or email "
-            "before issue 10); subscriber ids are kept",
-    work=repair_contact_index,
+            "before issue 10; subscriber ids are kept) and give provider-id keys a lifetime",
+    work=upgrade,
 )

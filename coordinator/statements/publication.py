@@ -41,16 +41,21 @@ async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> No
 
 async def publish_statement(rt: Runtime, statement: Statement, now: datetime) -> bool:
     """Put the statement on the public pages; True when this call published it for the
-    first time. Raises RedisError (the handler retries)."""
-    await publish_on_web(rt, statement, now)
+    first time. Raises RedisError (the handler retries), IncidentTransitionError when the
+    incident is in no state to publish (before anything is public)."""
     key = rt.keys.statement(statement.id)
     ikey = rt.keys.incident(statement.incident_id)
+    if await rt.redis.hget(key, "announced"):
+        return False
+    cancel = statement.msg_type == "Cancel"
+    published(Incident.from_hash(await rt.redis.hgetall(ikey)), statement.id, cancel, now)
+    await publish_on_web(rt, statement, now)
 
     async def body(pipe: Pipeline) -> bool:
         if await pipe.hget(key, "announced"):
             return False
         incident = Incident.from_hash(await pipe.hgetall(ikey))
-        fields = published(incident, statement.id, statement.msg_type == "Cancel", now)
+        fields = published(incident, statement.id, cancel, now)
         pipe.multi()
         pipe.hset(key, "announced", now.isoformat())
         pipe.hset(ikey, mapping=fields)

@@ -173,7 +173,7 @@ async def get_timeline(incident_id: IncidentId, request: Request,
     """An incident's timeline, oldest first."""
     st = web_state(request)
     start, limit = _window(cursor, limit)
-    if not await st.redis.exists(st.keys.incident(incident_id)):
+    if not await queries.incident_exists(st.redis, st.keys, incident_id):
         raise HTTPException(404, f"no incident {incident_id}")
     return _page(await queries.timeline_page(st.redis, st.keys, incident_id, start, limit),
                  start, limit)

@@ -83,7 +83,7 @@ async def new_version(incident_id: IncidentId, request: Request, account: Office
     texts = None
     if purpose in PURPOSES:
         st = web_state(request)
-        current = await st.redis.hget(st.keys.incident(incident_id), "draft_id")
+        current = await queries.current_draft_id(st.redis, st.keys, incident_id)
         texts = texts_from_form(dict(form), await sms_budgets(st, current) if current else None)
     elif purpose != "reselect":
         raise HTTPException(422, "purpose: one of edit, update, correction, all_clear, reselect")
@@ -166,7 +166,7 @@ async def sms_budgets(st: State, draft_id: str) -> dict[tuple[str, str], int]:
 async def _act(request: Request, event: RedraftRequested | IncidentClosed,
                incident_id: str) -> Response:
     st = web_state(request)
-    if not await st.redis.exists(st.keys.incident(incident_id)):
+    if not await queries.incident_exists(st.redis, st.keys, incident_id):
         raise HTTPException(404, f"no incident {incident_id}")
     try:
         await st.producer.send(topics.INCIDENT_EVENTS, incident_id, event.to_bytes())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import time
 
 from fastapi import HTTPException, Request, Response
@@ -31,7 +30,7 @@ from channels.twilio_webhooks import (
     status_update,
 )
 from coordinator import observability as obs
-from coordinator import topics
+from coordinator import queries, topics
 from coordinator.access import Action
 from coordinator.dispatch.deliveries import record_status
 from coordinator.errors import BrokerUnavailable, ConfigError
@@ -42,6 +41,7 @@ from coordinator.inbound.sms_commands import Answer, Join, Keyword, parse_sms
 from coordinator.inbound.store import (
     InboundSms,
     forget_pending,
+    is_done,
     load_pending,
     retry_later,
     stale_inbound,
@@ -141,8 +141,8 @@ async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Res
         return await _keyword(st, sms.sid, phone, command.word)
     if isinstance(command, Answer):
         if not command.code:
-            if command.verdict == "approve" and await st.redis.sismember(
-                    st.keys.opted_out("sms"), phone):
+            if command.verdict == "approve" and await queries.has_opted_out(
+                    st.redis, st.keys, "sms", phone):
                 return await _keyword(st, sms.sid, phone, "start")  # a bare YES: opt back in
             return await _finish(st, sms.sid, twiml(NEEDS_CODE))
         return await _answer(st, sms.sid, phone, command, wait_s)
@@ -228,18 +228,18 @@ async def recover_inbound(st: State, older_than_s: float = 10.0) -> int:
         if sms is None:
             await forget_pending(st.redis, st.keys, sid)
             continue
-        outcome = await st.redis.get(st.keys.decision(f"sms-{sid}"))
+        outcome = await outcome_of(st.redis, st.keys, f"sms-{sid}", 0)
         # tried again after another `older_than_s`, not on every round
         await retry_later(st.redis, st.keys, sid)
         try:
             if outcome:
-                await _finish(st, sid, twiml(str(json.loads(outcome)["message"])))
+                await _finish(st, sid, twiml(str(outcome["message"])))
             else:
                 await handle_inbound(st, sms, wait_s=0)
         except (RedisError, BrokerUnavailable) as exc:
             log.warning("inbound SMS still pending", sid=sid, error=repr(exc))
             continue
-        if await st.redis.hget(st.keys.inbound_sms(sid), "status") == "done":
+        if await is_done(st.redis, st.keys, sid):
             done += 1
     return done
 

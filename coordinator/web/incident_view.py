@@ -30,7 +30,7 @@ async def board_rows(st: State, include_closed: bool = False) -> list[dict[str, 
             continue
         approval = (await queries.approval_detail(st.redis, st.keys, incident["approval_id"])
                     if incident.get("approval_id") else None)
-        dispatch = (await st.redis.hgetall(st.keys.dispatch(incident["statement_id"]))
+        dispatch = (await queries.dispatch_counters(st.redis, st.keys, incident["statement_id"])
                     if incident.get("statement_id") else {})
         rows.append({"incident": incident, "approval": approval,
                      "holders": holder_names(st, approval), "progress": delivery_progress(dispatch),
@@ -47,12 +47,8 @@ def _area_name(st: State, code: str) -> str:
 
 async def drafts_of(st: State, incident_id: str, current_id: str) -> list[Draft]:
     """Every draft version of an incident, oldest first."""
-    drafts = []
-    for version in range(1, draft_version(current_id) + 1):
-        raw = await st.redis.get(st.keys.draft(ids_for(incident_id, version)[0]))
-        if raw:
-            drafts.append(Draft.model_validate_json(raw))
-    return drafts
+    ids = [ids_for(incident_id, v)[0] for v in range(1, draft_version(current_id) + 1)]
+    return await queries.draft_versions(st.redis, st.keys, ids)
 
 
 def text_diff(before: Draft, after: Draft) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from redis.exceptions import RedisError
 
 from coordinator import observability as obs
+from coordinator import queries
 from coordinator.keys import Keys
 from coordinator.state import Redis
 
@@ -35,7 +36,7 @@ class Live:
         first = True
         while True:
             try:
-                ids = await self.redis.zrevrange(self.keys.statements_published(), 0, 19)
+                ids = await queries.newest_published_ids(self.redis, self.keys, 20)
                 new = [i for i in ids if i not in self.seen]
                 self.seen = set(ids)  # what the newest 20 are now: bounded
                 if new and not first:

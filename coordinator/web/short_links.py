@@ -9,6 +9,7 @@ import re
 from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse
 
+from coordinator import queries
 from coordinator.access import Action
 from coordinator.web.auth import locked_router
 from coordinator.web.state import web_state
@@ -21,7 +22,8 @@ SHORT_ID = re.compile(r"^[A-Za-z0-9_-]{16}$")
 async def follow_short_link(short_id: str, request: Request) -> RedirectResponse:
     """To the signed decision page this short link stands for; 404 when unknown or expired."""
     st = web_state(request)
-    token = await st.redis.get(st.keys.short_link(short_id)) if SHORT_ID.match(short_id) else None
+    token = (await queries.short_link_target(st.redis, st.keys, short_id)
+             if SHORT_ID.match(short_id) else None)
     if not token:
         raise HTTPException(404, "this link is unknown or has expired")
     return RedirectResponse(f"/decide/{token}", status_code=303)

@@ -17,7 +17,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from channels.contacts import InvalidContact
-from coordinator import topics
+from coordinator import queries, topics
 from coordinator.access import Action
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
@@ -105,8 +105,8 @@ async def submit(request: Request) -> Response:
     wanted, errors = optin.requested_subscriber(
         values["phone"], values["email"], values["language"], values["areas"],
         values["topics"], st.city.areas, _kinds(st), st.settings.phone_region)
-    if wanted is not None and wanted.phone and await st.redis.sismember(
-            st.keys.opted_out("sms"), wanted.phone):
+    if wanted is not None and wanted.phone and await queries.has_opted_out(
+            st.redis, st.keys, "sms", wanted.phone):
         errors["phone"] = ("Số này đã nhắn STOP: hãy nhắn START trước. / This number sent "
                            "STOP: text START to us first, then subscribe again.")
     if wanted is None or errors:

@@ -139,6 +139,9 @@ def write_v1(old: Old) -> None:
             "subject": f"rep-{seq}", "detail": {"kind": "flood"}}))
     r.set(k.incident_seq(), 2)
     r.set(k.open_incident(f"flood:{AREA}"), "INC-00001")
+    for sid in ("SM0000000000000000000000000000001", "SM0000000000000000000000000000002"):
+        r.set(k.provider_message(sid), f"STM-00001-1:sms:{NEW_ID}")  # no lifetime in v1
+    r.hset(k.early_callbacks(), "SM0000000000000000000000000000003", "delivered")
 
 
 def without(snapshot: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -165,7 +168,12 @@ def test_an_upgrade_keeps_every_subscriber_and_open_incident(
         f"contact index: remove the phone entry leading to {OLD_BY_EMAIL}, which no longer "
         "has that phone",
         f"contact index: remove the phone entry leading to {GONE_ID}, which no longer has "
-        "that phone"]
+        "that phone",
+        "provider ids: 2 kept 7 days from now, then expire",
+        "early status callbacks: kept 7 days from now, then expire"]
+    for key in [old.keys.provider_message("SM0000000000000000000000000000001"),
+                old.keys.early_callbacks()]:
+        assert 7 * 86400 - 60 < int(old.redis.ttl(key)) <= 7 * 86400
     after = old.snapshot()
     assert after[old.keys.layout_version()] == "2"
     assert without(after, old.keys.layout_version()) == without(
@@ -210,7 +218,9 @@ def test_a_migration_stopped_midway_finishes_what_is_left(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"][0]["changes"] == [
         f"contact index: remove the phone entry leading to {GONE_ID}, which no longer has "
-        "that phone"]
+        "that phone",
+        "provider ids: 2 kept 7 days from now, then expire",
+        "early status callbacks: kept 7 days from now, then expire"]
     assert old.redis.get(old.keys.layout_version()) == "2"
     assert old.redis.get(old.keys.subs_by_contact(GONE_PHONE)) is None
 

@@ -15,6 +15,8 @@ REDIS_WRITES = frozenset({
     "decr", "decrby", "hincrby", "setex", "unlink",
 })
 MAX_LINES = 400
+# What web may call on a Redis client itself: its life (close) and the health check.
+CONNECTION_CALLS = frozenset({"ping", "aclose"})
 
 
 def redis_writes(source: str, filename: str) -> list[str]:
@@ -30,6 +32,37 @@ def redis_writes(source: str, filename: str) -> list[str]:
         if name in REDIS_WRITES and (isinstance(func, ast.Attribute) or name == "transact"):
             found.append((node.lineno, f"{filename}:{node.lineno} {name}"))
     return [hit for _, hit in sorted(found)]
+
+
+def direct_redis_calls(source: str, filename: str) -> list[str]:
+    """`filename:line method` for every command called on a `.redis` client itself (reads
+    included): web asks through query and domain functions, which take the client."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "redis"
+                and node.func.attr not in CONNECTION_CALLS):
+            found.append((node.lineno, f"{filename}:{node.lineno} {node.func.attr}"))
+    return [hit for _, hit in sorted(found)]
+
+
+def test_the_read_rule_finds_commands_on_the_client_and_passes_queries() -> None:
+    """direct_redis_calls reports a read called on st.redis, not a query taking st.redis."""
+    source = ("async def f(st, self):\n"
+              "    await queries.incident_row(st.redis, st.keys, 'INC-1')\n"
+              "    await st.redis.hget('k', 'f')\n"
+              "    await self.redis.zrevrange('z', 0, 1)\n"
+              "    await st.redis.ping()\n")
+    assert direct_redis_calls(source, "x.py") == ["x.py:3 hget", "x.py:4 zrevrange"]
+
+
+def test_web_routes_read_redis_only_through_queries() -> None:
+    """Under coordinator/web/ no Redis command is called on the client itself."""
+    found = [hit for path in sorted(WEB.rglob("*.py"))
+             for hit in direct_redis_calls(path.read_text(encoding="utf-8"),
+                                           str(path.relative_to(ROOT)))]
+    assert not found, "Redis commands under coordinator/web/:\n" + "\n".join(found)
 
 
 def test_the_rule_finds_writes_and_passes_reads() -> None:

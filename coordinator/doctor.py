@@ -16,10 +16,10 @@ from coordinator.city import load_city
 from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.keys import Keys
 from coordinator.migrations import CURRENT
-from coordinator.migrations.version import Layout, LayoutError, advice, read_layout
+from coordinator.migrations.version import LayoutError, advice, read_layout
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import Settings
-from coordinator.state import connect, redacted, redis_problem
+from coordinator.state import Redis, redacted, redis_problem, run_with_redis
 
 Check = Callable[[Settings], tuple[bool, str]]
 
@@ -54,14 +54,10 @@ def _redis(settings: Settings) -> tuple[bool, str]:
                              "Redis: no LOA_REDIS_URL, and redis-server is not installed "
                              "(apt-get install redis-server)")
 
-    async def ping() -> tuple[bool, str]:
-        redis = connect(settings.redis_url or "")
-        try:
-            await redis.ping()
-            workers = [k async for k in redis.scan_iter(Keys(settings.redis_prefix)
-                                                        .worker_heartbeats())]
-        finally:
-            await redis.aclose()
+    async def ping(redis: Redis) -> tuple[bool, str]:
+        await redis.ping()
+        workers = [k async for k in redis.scan_iter(Keys(settings.redis_prefix)
+                                                    .worker_heartbeats())]
         where = redacted(settings.redis_url or "")
         if not workers:
             return False, (f"Redis at {where} answers, but no worker is alive: "
@@ -69,7 +65,7 @@ def _redis(settings: Settings) -> tuple[bool, str]:
         return True, f"Redis at {where} answers; {len(workers)} worker(s) alive"
 
     try:
-        return asyncio.run(ping())
+        return run_with_redis(settings.redis_url, ping)
     except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
         return False, redis_problem(settings.redis_url, exc)
 
@@ -80,15 +76,9 @@ def _layout(settings: Settings) -> tuple[bool, str]:
         return True, (f"Redis layout: version {CURRENT} (`loa up` stamps or migrates its "
                       "embedded Redis)")
 
-    async def read() -> Layout:
-        redis = connect(settings.redis_url or "")
-        try:
-            return await read_layout(redis, Keys(settings.redis_prefix))
-        finally:
-            await redis.aclose()
-
     try:
-        layout = asyncio.run(read())
+        layout = run_with_redis(settings.redis_url,
+                                lambda redis: read_layout(redis, Keys(settings.redis_prefix)))
     except LayoutError as exc:
         return False, str(exc)
     except (OSError, RedisConnectionError, RedisTimeoutError):

@@ -7,6 +7,7 @@ A handler run twice reads the state the first run left and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -33,6 +34,20 @@ def connect(url: str) -> Redis:
     the CA that signed the server's certificate (`?ssl_ca_certs=PATH`, which
     LOA_REDIS_CA_FILE adds)."""
     return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:
+    """Run `work` on a connection of its own, closed afterwards, in a new event loop: for a
+    command or a start-up check that is not itself async. Raises what `work` raises, and
+    OSError / redis ConnectionError when Redis does not answer."""
+    async def run() -> T:
+        redis = connect(url)
+        try:
+            return await work(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
 
 
 def redacted(url: str) -> str:

@@ -15,7 +15,7 @@ from types import FrameType
 from pydantic import SecretStr
 from rich.console import Console
 
-from coordinator.accounts import Account, first_admin
+from coordinator.accounts import first_admin
 from coordinator.broker import ensure_topics
 from coordinator.embedded import (
     Service,
@@ -31,7 +31,7 @@ from coordinator.keys import Keys
 from coordinator.migrations.startup import migrate_embedded
 from coordinator.migrations.version import LayoutError
 from coordinator.settings import Settings
-from coordinator.state import connect, redacted
+from coordinator.state import redacted, run_with_redis
 
 console = Console()
 
@@ -127,14 +127,9 @@ def _first_admin(settings: Settings, redis_url: str) -> None:
     """On a Redis with no accounts yet, make `admin` and print its password once."""
     password = secrets.token_urlsafe(12)
 
-    async def make() -> Account | None:
-        redis = connect(redis_url)
-        try:
-            return await first_admin(redis, Keys(settings.redis_prefix), password)
-        finally:
-            await redis.aclose()
-
-    if asyncio.run(make()) is not None:
+    made = run_with_redis(redis_url,
+                          lambda redis: first_admin(redis, Keys(settings.redis_prefix), password))
+    if made is not None:
         console.print(f"""[bold]Console login[/] (made now, shown once): {settings.web_url()}/login
   username admin   password [bold]{password}[/]
   at first login you set up a second factor: add the key shown to an authenticator app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -16,7 +15,7 @@ from coordinator.city import City, load_city
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
-from coordinator.state import Redis, connect, redis_problem
+from coordinator.state import Redis, redis_problem, run_with_redis
 
 out = Console()
 err = Console(stderr=True)
@@ -42,15 +41,9 @@ def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
     if not settings.redis_url:
         raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
 
-    async def run() -> T:
-        redis = connect(settings.redis_url or "")
-        try:
-            return await work(redis, Keys(settings.redis_prefix), settings)
-        finally:
-            await redis.aclose()
-
     try:
-        return asyncio.run(run())
+        return run_with_redis(settings.redis_url,
+                              lambda redis: work(redis, Keys(settings.redis_prefix), settings))
     except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
         raise fail(redis_problem(settings.redis_url, exc)) from exc
     except LoaError as exc:

@@ -3,8 +3,6 @@ migration `loa up` may make on its own embedded Redis."""
 
 from __future__ import annotations
 
-import asyncio
-
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -14,7 +12,7 @@ from coordinator.migrations import CURRENT, STEPS
 from coordinator.migrations.runner import Migration, migrate
 from coordinator.migrations.version import LayoutError, advice, read_layout, stamp
 from coordinator.settings import Settings
-from coordinator.state import Redis, connect, redis_problem
+from coordinator.state import Redis, redis_problem, run_with_redis
 
 
 async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
@@ -38,15 +36,9 @@ def check_layout_at_start(settings: Settings, who: str) -> None:
     if not settings.redis_url:
         return
 
-    async def run() -> str:
-        redis = connect(settings.redis_url or "")
-        try:
-            return await check_layout(redis, Keys(settings.redis_prefix))
-        finally:
-            await redis.aclose()
-
     try:
-        warning = asyncio.run(run())
+        warning = run_with_redis(settings.redis_url,
+                                 lambda redis: check_layout(redis, Keys(settings.redis_prefix)))
     except LayoutError as exc:
         log.error("refusing to start", reason=str(exc))
         raise SystemExit(f"loa {who}: {exc}") from exc
@@ -61,11 +53,5 @@ def migrate_embedded(redis_url: str, prefix: str) -> Migration:
     """Apply every pending step to the embedded Redis of `loa up` (nobody else uses it).
     Raises LayoutError on a layout newer than this Loa knows."""
 
-    async def run() -> Migration:
-        redis = connect(redis_url)
-        try:
-            return await migrate(redis, Keys(prefix), True, STEPS, CURRENT)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(run())
+    return run_with_redis(redis_url,
+                          lambda redis: migrate(redis, Keys(prefix), True, STEPS, CURRENT))

@@ -1,4 +1,5 @@
-"""The embedded stack for one machine: a Tansu broker and a redis-server, on free ports."""
+"""The embedded stack for one machine: a Tansu broker and a redis-server, on free ports,
+and the supervisor that starts again whatever of it dies."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 
@@ -44,6 +47,16 @@ def wait_for_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen[byt
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def wait_or_stop(proc: subprocess.Popen[bytes], port: int, timeout_s: float = 15.0) -> None:
+    """Wait for `proc` to listen on `port`; when it does not, stop it and raise RuntimeError,
+    so that a failed start (or restart) leaves no half-started process behind."""
+    try:
+        wait_for_port(port, timeout_s=timeout_s, proc=proc)
+    except RuntimeError:
+        Service("starting", "", port, proc).stop()
+        raise
 
 
 def tansu_binary() -> Path:
@@ -87,22 +100,26 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> Servic
         with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=die_with_parent)
-    wait_for_port(port, proc=proc)
+    wait_or_stop(proc, port)
     return Service("broker", f"kafka://127.0.0.1:{port}", port, proc)
 
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
-                password: str | None = None) -> Service:
+                password: str | None = None,
+                appendfsync: Literal["always", "everysec"] = "always") -> Service:
     """Start a private redis-server with append-only persistence in `data_dir` (requiring
     `password` when one is given: the URL then carries it); raises FileNotFoundError and
-    RuntimeError."""
+    RuntimeError. With `appendfsync` "always" a write is on disk before Redis answers it, so
+    a report acknowledged with 202 survives a power cut ("everysec" may lose the last second;
+    bench/redis_fsync.py measures the difference)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [binary, "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-            "--appendonly", "yes" if appendonly else "no", "--save", "",
+            "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
+            "--save", "",
             "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"]
     # The password goes in on stdin (`-` reads config from it), not on the command line,
     # where `ps` would show it to everyone on the machine.
@@ -114,6 +131,94 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     assert proc.stdin is not None
     proc.stdin.write(config.encode())
     proc.stdin.close()
-    wait_for_port(port, proc=proc)
+    wait_or_stop(proc, port)
     auth = f":{quote(password, safe='')}@" if password else ""
     return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc)
+
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # up this long, a service's next restart waits BACKOFF_FIRST_S again
+
+
+def backoff_s(in_a_row: int) -> float:
+    """How long to wait before the `in_a_row`-th restart in a row: 1 s, 2 s, 4 s … at most
+    30 s, so a part that cannot start does not spin the machine."""
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** (in_a_row - 1))
+
+
+@dataclass
+class Supervised:
+    """A service kept running: its process now, how to start it again (same port, arguments
+    and environment, so addresses already handed out stay valid) and what must follow a
+    restart (the memory-only broker's topics)."""
+
+    service: Service
+    start: Callable[[], Service]
+    after_restart: Callable[[Service], None] | None = None
+    restarts: int = 0  # in all, for the console
+    in_a_row: int = 0  # since it last stayed up STABLE_AFTER_S: sets the backoff
+    started_at: float = field(default_factory=time.monotonic)
+    due: float | None = None  # while it is down: when to start it again (time.monotonic)
+
+
+class Supervisor:
+    """Starts services, starts again with exponential backoff whichever dies, and tells `say`
+    so in plain words; `stop_all` stops them in the reverse order of their start."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.supervised: list[Supervised] = []
+
+    def keep(self, start: Callable[[], Service],
+             after_restart: Callable[[Service], None] | None = None) -> Service:
+        """Start a service with `start` now, and again with `start` whenever it dies."""
+        service = start()
+        self.supervised.append(Supervised(service, start, after_restart))
+        return service
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each service, by name (a dead one's until it is back)."""
+        return {item.service.name: item.service.proc.pid for item in self.supervised}
+
+    def check(self) -> bool:
+        """One round: schedule a restart for what exited, start again what is due; True when
+        some service came back (its process id changed)."""
+        back = False
+        for item in self.supervised:
+            if item.due is None and item.service.proc.poll() is not None:
+                self._schedule(item, f"{item.service.name} exited with "
+                                     f"{item.service.proc.returncode}")
+            elif item.due is not None and time.monotonic() >= item.due:
+                back |= self._restart(item)
+        return back
+
+    def _schedule(self, item: Supervised, what: str) -> None:
+        now = time.monotonic()
+        if now - item.started_at >= STABLE_AFTER_S:
+            item.in_a_row = 0
+        item.in_a_row += 1
+        item.restarts += 1
+        delay = backoff_s(item.in_a_row)
+        item.due = now + delay
+        self.say(f"{what}; restarting in {delay:g} s (restart {item.restarts})")
+
+    def _restart(self, item: Supervised) -> bool:
+        name = item.service.name
+        item.started_at = time.monotonic()  # a failed start was not up: the backoff goes on
+        try:
+            item.service = item.start()
+            if item.after_restart is not None:
+                item.after_restart(item.service)
+        except (RuntimeError, OSError) as exc:
+            item.service.stop()
+            self._schedule(item, f"{name} did not come back ({exc})")
+            return False
+        item.due = None
+        self.say(f"{name} is back")
+        return True
+
+    def stop_all(self) -> None:
+        """Stop every service, the last started first."""
+        for item in reversed(self.supervised):
+            item.service.stop()

@@ -1,4 +1,5 @@
-"""`loa up`: the whole system on one machine, on embedded defaults, until Ctrl-C."""
+"""`loa up`: the whole system on one machine, on embedded defaults, until Ctrl-C; a part
+that dies is started again (coordinator.embedded.Supervisor)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from types import FrameType
 
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 
 from coordinator.accounts import first_admin
 from coordinator.broker import ensure_topics
 from coordinator.embedded import (
     Service,
+    Supervisor,
     die_with_parent,
     free_port,
     start_redis,
     start_tansu,
-    wait_for_port,
+    wait_or_stop,
 )
-from coordinator.errors import ConfigError
+from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.kept_secrets import MADE, kept_secrets, write_private
 from coordinator.keys import Keys
 from coordinator.migrations.startup import migrate_embedded
@@ -43,14 +47,27 @@ def _spawn(name: str, args: list[str], env: dict[str, str], port: int | None,
     proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             start_new_session=True, preexec_fn=die_with_parent)
     if port is not None:
-        wait_for_port(port, timeout_s=60, proc=proc)
+        wait_or_stop(proc, port, timeout_s=60)
     return Service(name, "", port or 0, proc)
 
 
+def _keep(supervisor: Supervisor, name: str, args: list[str], env: dict[str, str],
+          port: int | None, module: str = "coordinator.cli") -> None:
+    """Start a part with `_spawn`, and again with the same arguments, environment and port
+    whenever it dies."""
+    supervisor.keep(partial(_spawn, name, args, env, port, module))
+
+
+def _say(message: str) -> None:
+    """Tell the operator what the supervisor did (plain words, never read as markup)."""
+    console.print(escape(message), soft_wrap=True)
+
+
 def run_up(settings: Settings) -> int:
-    """Start what is missing, print where everything is, stop it all on Ctrl-C."""
+    """Start what is missing, print where everything is, start again whatever dies (with
+    backoff), stop it all on Ctrl-C."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    started: list[Service] = []
+    supervisor = Supervisor(say=_say)
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -65,43 +82,45 @@ def run_up(settings: Settings) -> int:
         settings = settings.model_copy(update={  # for what this process does itself
             name.removeprefix("LOA_").lower(): SecretStr(kept[name])
             for name in MADE if name in kept})
-        kafka_url, redis_url = _infrastructure(settings, started)
+        kafka_url, redis_url = _infrastructure(settings, supervisor)
         if not settings.redis_url:  # its own embedded Redis: migrate before the worker starts
             migrate_embedded(redis_url, settings.redis_prefix)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
                "LOA_DATA_DIR": str(settings.data_dir), **kept}
-        sandboxes = _sandboxes(settings, env, started)
+        sandboxes = _sandboxes(settings, env, supervisor)
         env |= sandboxes
         metrics_port = settings.worker_metrics_port or free_port()
-        started.append(_spawn("worker", ["worker"], {
-            **env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None))
-        started.append(_spawn("web", ["web"], env, settings.web_port))
-        write_private(settings.run_file, json.dumps({  # it holds the SMS sandbox's token
-            "kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
-            **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()},
-            "pids": {s.name: s.proc.pid for s in started}}))
+        _keep(supervisor, "worker", ["worker"],
+              {**env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None)
+        _keep(supervisor, "web", ["web"], env, settings.web_port)
+        run = {"kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
+               **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()}}
+        _write_run_file(settings, run, supervisor)
         _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
         _first_admin(settings, redis_url)
         while not stopping:
-            for service in started:
-                if service.proc.poll() is not None:
-                    console.print(f"[red]{service.name} exited with {service.proc.returncode}; "
-                                  "stopping everything[/]")
-                    return 1
+            if supervisor.check():
+                _write_run_file(settings, run, supervisor)
             time.sleep(0.3)
         return 0
-    except (RuntimeError, OSError, ConfigError, LayoutError) as exc:
-        console.print(f"[red]could not start: {exc}[/]")
+    except (RuntimeError, OSError, ConfigError, LayoutError, BrokerUnavailable) as exc:
+        console.print(f"[red]could not start: {escape(str(exc))}[/]")
         return 1
     finally:
         console.print("stopping…")
-        for service in reversed(started):
-            service.stop()
+        supervisor.stop_all()
         settings.run_file.unlink(missing_ok=True)
         console.print("stopped")
 
 
-def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
+def _write_run_file(settings: Settings, run: dict[str, object], supervisor: Supervisor
+                    ) -> None:
+    """Write where everything is and the process ids of what runs now (again after a
+    restart). Private: it holds the SMS sandbox's token."""
+    write_private(settings.run_file, json.dumps({**run, "pids": supervisor.pids()}))
+
+
+def _sandboxes(settings: Settings, env: dict[str, str], supervisor: Supervisor
                ) -> dict[str, str]:
     """Start the local Twilio and SMTP stand-ins (``sandbox``, as their own programs) for
     what is not configured; their env."""
@@ -112,14 +131,14 @@ def _sandboxes(settings: Settings, env: dict[str, str], started: list[Service]
         extra |= {"LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": token,
                   "LOA_TWILIO_FROM_NUMBER": "+15005550006",
                   "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{port}"}
-        started.append(_spawn("sms-sandbox", ["--port", str(port)], {**env, **extra}, port,
-                              module="sandbox.sms"))
+        _keep(supervisor, "sms-sandbox", ["--port", str(port)], {**env, **extra}, port,
+              module="sandbox.sms")
     if not settings.smtp_host:
         port = free_port()
         extra |= {"LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(port)}
-        started.append(_spawn("smtp-sandbox", ["--port", str(port), "--maildir",
-                                               str(settings.data_dir / "mail")], env, port,
-                              module="sandbox.smtp"))
+        _keep(supervisor, "smtp-sandbox",
+              ["--port", str(port), "--maildir", str(settings.data_dir / "mail")], env, port,
+              module="sandbox.smtp")
     return extra
 
 
@@ -138,22 +157,39 @@ def _first_admin(settings: Settings, redis_url: str) -> None:
 """)
 
 
-def _infrastructure(settings: Settings, started: list[Service]) -> tuple[str, str]:
-    if settings.kafka_url:
-        kafka_url = settings.kafka_url
-    else:
-        broker = start_tansu(settings.embedded_broker_port or None,
-                             log_path=settings.data_dir / "broker.log")
-        started.append(broker)
-        kafka_url = broker.url
-    if settings.redis_url:
-        redis_url = settings.redis_url
-    else:
-        redis = start_redis(settings.data_dir / "redis", settings.embedded_redis_port or None)
-        started.append(redis)
-        redis_url = redis.url
-    asyncio.run(ensure_topics(settings.model_copy(update={"kafka_url": kafka_url})))
+def _infrastructure(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
+    """Start the embedded broker and Redis for what is not configured (each again on its own
+    port when it dies); create the topics. Their URLs."""
+    kafka_url = settings.kafka_url or _keep_broker(settings, supervisor)
+    redis_url = settings.redis_url or supervisor.keep(partial(
+        start_redis, settings.data_dir / "redis",  # the same append-only file when restarted
+        settings.embedded_redis_port or free_port())).url
+    _create_topics(settings, kafka_url)
     return kafka_url, redis_url
+
+
+def _keep_broker(settings: Settings, supervisor: Supervisor) -> str:
+    """Start the embedded Tansu; a restarted one is empty (memory only): its topics are made
+    again before anything is told it is back."""
+    broker = supervisor.keep(
+        partial(start_tansu, settings.embedded_broker_port or free_port(),
+                log_path=settings.data_dir / "broker.log"),
+        after_restart=lambda again: _topics_again(settings, again.url))
+    return broker.url
+
+
+def _create_topics(settings: Settings, kafka_url: str) -> None:
+    """Create the topics Loa uses that `kafka_url` does not have yet."""
+    asyncio.run(ensure_topics(settings.model_copy(update={"kafka_url": kafka_url})))
+
+
+def _topics_again(settings: Settings, kafka_url: str) -> None:
+    """The topics of a restarted broker; RuntimeError (a failed restart) when it does not
+    answer."""
+    try:
+        _create_topics(settings, kafka_url)
+    except BrokerUnavailable as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int,
@@ -184,4 +220,4 @@ In another shell (every acting command needs a credential; tokens are shown once
   .venv/bin/loa approve APR-00001-1 --token <an's token>
   .venv/bin/loa statements
 
-Ctrl-C stops everything.""")
+A part that dies is started again; Ctrl-C stops everything.""")

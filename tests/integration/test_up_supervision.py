@@ -1,0 +1,140 @@
+"""`loa up` supervises what it started: a killed worker is started again (and the run file
+names the new one); only Ctrl-C stops everything, and then nothing it started is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from coordinator.embedded import free_port
+from tests.integration.stack import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Up:
+    """A `loa up` process on its embedded defaults in its own data folder; its console
+    output goes to `up.log` there."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.web_port = free_port()
+        self.log = data_dir / "up.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+        env |= {"LOA_DATA_DIR": str(data_dir), "LOA_WEB_PORT": str(self.web_port)}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "up"],
+                                         env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def output(self) -> str:
+        """What `loa up` printed so far."""
+        return self.log.read_text(errors="replace")
+
+    def run_file(self) -> dict[str, Any] | None:
+        """The run file as it is now (None while it is missing or half written)."""
+        try:
+            found: dict[str, Any] = json.loads((self.data_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return found
+
+    def healthy(self) -> bool:
+        """Whether the web answers /healthz with 200 (Redis and the broker answer)."""
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.web_port}/healthz",
+                             timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        """Stop it if a test left it running."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    """A running `loa up` whose web answers /healthz."""
+    started = Up(tmp_path / "data")
+    try:
+        wait_for(lambda: started.proc.poll() is not None or started.healthy(), 90,
+                 "loa up's web to answer /healthz", interval_s=0.3)
+        assert started.proc.poll() is None, started.output()[-3000:]
+        yield started
+    finally:
+        started.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def command_line(pid: int) -> list[str]:
+    """The arguments a process was started with ([] when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().rstrip("\0").split("\0")
+    except OSError:
+        return []
+
+
+def parent_of(pid: int) -> int:
+    """The parent process id of a process (0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def test_a_killed_worker_is_started_again_and_ctrl_c_stops_all(up: Up) -> None:
+    """SIGKILL the worker: `loa up` says it exited with -9 and restarts it after 1 s, a new
+    `coordinator.cli worker` child runs and the run file names it; SIGINT then stops
+    `loa up` with 0, removes the run file and leaves none of its processes."""
+    first = wait_for(up.run_file, 10, "the run file")
+    assert sorted(first["pids"]) == ["broker", "redis", "sms-sandbox", "smtp-sandbox", "web",
+                                     "worker"]
+    old_worker = first["pids"]["worker"]
+    assert command_line(old_worker)[-2:] == ["coordinator.cli", "worker"]
+
+    os.kill(old_worker, signal.SIGKILL)
+    again = wait_for(lambda: (r := up.run_file()) and r["pids"]["worker"] != old_worker and r,
+                     30, "the run file to name a new worker")
+    new_worker = again["pids"]["worker"]
+    assert alive(new_worker)
+    assert command_line(new_worker)[-2:] == ["coordinator.cli", "worker"]
+    assert parent_of(new_worker) == up.proc.pid
+    assert {k: v for k, v in again["pids"].items() if k != "worker"} == {
+        k: v for k, v in first["pids"].items() if k != "worker"}
+    printed = up.output()
+    assert "worker exited with -9; restarting in 1 s (restart 1)\n" in printed
+    assert "worker is back\n" in printed
+    assert "stopping everything" not in printed
+    assert up.healthy()
+
+    up.proc.send_signal(signal.SIGINT)
+    assert up.proc.wait(30) == 0
+    assert up.output().endswith("stopping…\nstopped\n")
+    assert up.run_file() is None
+    left = [name for name, pid in again["pids"].items() if alive(pid)]
+    assert left == []
+    assert not alive(old_worker)

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from channels.base import Channel, OutboundMessage, Receipt, TransientDeliveryError
 
+_RNG = random.Random()  # seeding one per message costs more than the jitter is worth
+
 
 def backoff_s(attempt: int, rng: random.Random, base_s: float = 0.5, cap_s: float = 30.0
               ) -> float:
@@ -29,7 +31,7 @@ async def send_with_retries(
     that the failed attempt reached the provider after all (a timeout after acceptance), so
     nothing is sent twice. Raises the last TransientDeliveryError after `attempts`, or a
     PermanentDeliveryError at once."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     for attempt in range(1, attempts + 1):
         try:
             return await channel.send(message)

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers, faust_credentials
-from coordinator.dispatch.channels import build_channels
+from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.errors import (
     BadEvent,
     BrokerUnavailable,
@@ -38,6 +38,8 @@ Handler = Callable[[bytes], Awaitable[None]]
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 RETRIES = 5
 DELIVERY_CONCURRENCY = 32
+BATCH_CONCURRENCY = 4  # batches of one lane at once per worker (each sends several at once)
+RECOVER_EVERY_S = 5.0
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
@@ -79,12 +81,14 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
             log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
 
     timers = Timers(on_timer)
-    pipeline = Pipeline(rt, build_channels(settings, rt.redis, rt.keys), send, timers.schedule)
+    channels = build_channels(settings, rt.redis, rt.keys)
+    pipeline = Pipeline(rt, channels, send, timers.schedule,
+                        bulk_lane(channels, settings, rt.redis, rt.keys))
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         # The twilio SDK's aiohttp session and the SMTP connections end with the worker.
-        for channel in pipeline.channels.values():
+        for channel in {*pipeline.channels.values(), *pipeline.bulk_channels.values()}:
             close = getattr(channel, "close", None)
             if close is not None:
                 try:
@@ -96,12 +100,32 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     for spec, handler in pipeline.handlers().items():
         # Deliveries are independent of each other (each claimed in Redis): several at once.
         # Every other topic keeps one event at a time, in order.
-        concurrency = (DELIVERY_CONCURRENCY
-                       if spec in (topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL) else 1)
+        concurrency = {topics.DELIVERIES_SMS: DELIVERY_CONCURRENCY,
+                       topics.DELIVERIES_EMAIL: DELIVERY_CONCURRENCY,
+                       topics.DISPATCH_SMS: BATCH_CONCURRENCY,
+                       topics.DISPATCH_EMAIL: BATCH_CONCURRENCY}.get(spec, 1)
         _register_agent(app, by_name[spec.name], spec, handler, dead_letter, concurrency)
     _register_timers(app, settings, rt, send)
     _register_escalation(app, timers, pipeline)
+    _register_recovery(app, pipeline)
     return app
+
+
+def _register_recovery(app: faust.App, pipeline: Pipeline) -> None:
+    @app.timer(interval=RECOVER_EVERY_S)  # type: ignore[untyped-decorator]
+    async def recover_lost_work() -> None:
+        # Redis is the record, the broker carries: what the broker lost (a restart of an
+        # embedded broker keeps nothing) is found in the ledgers and sent again.
+        try:
+            found = await pipeline.recover()
+        except Exception as exc:
+            log.error("recovery round failed; the next one retries", error=repr(exc))
+            return
+        if found:
+            log.warning("lost work sent again", fan_outs=found.fan_outs_resumed,
+                        batches=found.batches_sent_again,
+                        deliveries=found.deliveries_sent_again)
+
 
 
 def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:

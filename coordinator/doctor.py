@@ -20,6 +20,7 @@ from coordinator.migrations.version import LayoutError, advice, read_layout
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import Settings
 from coordinator.state import Redis, redacted, redis_problem, run_with_redis
+from coordinator.stuck_work import mark_dead_letters_seen, stuck_work
 
 Check = Callable[[Settings], tuple[bool, str]]
 
@@ -100,14 +101,42 @@ def _broker(settings: Settings) -> tuple[bool, str]:
     return True, f"broker at {settings.kafka_url} answers; every topic exists"
 
 
-CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _layout, _broker]
+STUCK_AFTER_S = 120.0
+"""Unfinished work older than this (since it last moved) makes the doctor fail."""
 
 
-def run_doctor(settings: Settings, out: Console) -> int:
-    """Print each check; 0 when all pass, 1 otherwise."""
+def _work(settings: Settings, stuck_after_s: float = STUCK_AFTER_S) -> tuple[bool, str]:
+    """Work accepted and not finished, with its age (see ``coordinator.stuck_work``)."""
+    if not settings.redis_url:
+        return True, "work: nothing running, nothing waiting"
+    try:
+        found = run_with_redis(settings.redis_url,
+                               lambda redis: stuck_work(redis, Keys(settings.redis_prefix)))
+    except (OSError, RedisConnectionError, RedisTimeoutError):
+        return False, "work: not read (Redis does not answer: see above)"
+    if not found:
+        return True, "work: nothing waiting (every fan-out, prompt and report finished)"
+    late = [s for s in found if s.oldest_s > stuck_after_s]
+    lines = "\n".join(f"    {'[red]stuck[/] ' if s in late else ''}{s.line()}" for s in found)
+    head = (f"work stuck longer than {stuck_after_s:.0f} s (is a worker running? see its log):"
+            if late else f"work under way, none stuck longer than {stuck_after_s:.0f} s:")
+    return not late, f"{head}\n{lines}"
+
+
+CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _layout, _broker, _work]
+
+
+def run_doctor(settings: Settings, out: Console, stuck_after_s: float = STUCK_AFTER_S,
+               seen_dead_letters: bool = False) -> int:
+    """Print each check; 0 when all pass, 1 otherwise. `seen_dead_letters` first notes the
+    dead letters so far as looked at."""
+    if seen_dead_letters and settings.redis_url:
+        seen = run_with_redis(settings.redis_url, lambda redis: mark_dead_letters_seen(
+            redis, Keys(settings.redis_prefix)))
+        out.print(f"{seen} dead letter(s) noted as looked at")
     failed = 0
     for check in CHECKS:
-        ok, message = check(settings)
+        ok, message = (_work(settings, stuck_after_s) if check is _work else check(settings))
         failed += not ok
         out.print(("[green]✔[/] " if ok else "[red]✘[/] ") + message, highlight=False)
     out.print("all good" if not failed else f"{failed} problem(s) found")

@@ -321,6 +321,18 @@ class DeliveryRequest(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
+class DeliveryBatch(Event):
+    """Some hundreds of a statement's deliveries on one channel: batch `number` of its
+    dispatch ledger (``dispatch.ledger``), whose subscriber ids are kept in Redis. The event
+    only points at them: a lost event is found again in the ledger and sent again."""
+
+    type: Literal["delivery.batch"] = "delivery.batch"
+    statement_id: str
+    incident_id: str
+    channel: Literal["sms", "email"]
+    number: int = Field(ge=0)
+
+
 class AuditEvent(Event):
     """Who did what, when, through which interface."""
 

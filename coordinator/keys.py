@@ -173,8 +173,8 @@ class Keys:
 
     def subs_index(self, kind: str, value: str) -> str:
         """Set of subscriber ids by area, topic, channel or language. Pruned: a subscriber
-        is removed when that field changes. Also `subs:tmp:*`, an audience being computed
-        (dispatch.audience): expires 10 minutes on, deleted once fanned out."""
+        is removed when that field changes. Also `subs:tmp:*`, the steps of computing an audience
+        (dispatch.audience): deleted in the same pipeline that makes them."""
         return self._k("subs", kind, value)
 
     def subs_by_contact(self, contact: str) -> str:
@@ -195,9 +195,45 @@ class Keys:
         return self._k("optin", "request", sub_id)
 
     def dispatch(self, statement_id: str) -> str:
-        """Hash of a statement's fan-out counters: targeted / sent / delivered / failed.
-        Kept: the record."""
+        """Hash: a statement's dispatch ledger (where its fan-out is in the audience, how
+        many batches it made, when it last moved, whether it was withdrawn) and its counters
+        targeted / sent / delivered / failed per channel. Kept: the record."""
         return self._k("dispatch", statement_id)
+
+    def dispatch_audience(self, statement_id: str) -> str:
+        """Set: a statement's audience, fixed when its fan-out starts and read a chunk at
+        a time. Pruned: once every chunk is in batches (dispatch.fanout)."""
+        return self._k("dispatch", statement_id, "audience")
+
+    def dispatch_batch(self, statement_id: str, channel: str, number: int) -> str:
+        """The subscriber ids of one batch of a statement's deliveries on a channel, comma
+        separated. Pruned: when the batch is done (dispatch.ledger)."""
+        return self._k("dispatch", statement_id, "batch", channel, str(number))
+
+    def dispatch_done(self, statement_id: str) -> str:
+        """Set of a statement's finished batches (`channel:number`). Pruned: when the whole
+        fan-out is finished."""
+        return self._k("dispatch", statement_id, "done")
+
+    def dispatch_lock(self, statement_id: str) -> str:
+        """Who is splitting a statement's audience into batches now. Expires: 30 s after
+        its holder last moved (dispatch.fanout)."""
+        return self._k("dispatch", statement_id, "lock")
+
+    def dispatches_open(self) -> str:
+        """Sorted set statement id -> when its fan-out started: the fan-outs not finished.
+        Pruned: when one finishes (dispatch.ledger)."""
+        return self._k("dispatches", "open")
+
+    def deliveries_pending(self) -> str:
+        """Hash delivery id -> the request (JSON) of a single delivery (a prompt, a code)
+        put on the broker and not finished yet: sent again if the broker lost it. Pruned:
+        when the delivery is finished (dispatch.deliveries)."""
+        return self._k("deliveries", "pending")
+
+    def recovery_lock(self) -> str:
+        """Which worker runs the recovery round now. Expires: after a few seconds."""
+        return self._k("recovery", "lock")
 
     def followups(self) -> str:
         """Hash of messages a committed step still has to put on the broker. Pruned: each
@@ -264,6 +300,11 @@ class Keys:
         """Stream of dead letters (also on the dead-letters topic). Capped: MAXLEN ~100 000
         (the topic keeps them too)."""
         return self._k("dead-letters")
+
+    def dead_letters_seen(self) -> str:
+        """The id of the last dead letter an operator has looked at (`loa doctor
+        --seen-dead-letters`). Kept."""
+        return self._k("dead-letters", "seen")
 
     # the layout of all of the above
     def layout_version(self) -> str:

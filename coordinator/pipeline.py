@@ -16,19 +16,23 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from channels.base import Channel
 from coordinator import observability as obs
 from coordinator import outbox, topics
-from coordinator.approvals.decisions import apply_decision
+from coordinator.approvals.decisions import apply_decision, decision_message_id
 from coordinator.approvals.escalate import (
     fire_deadline,
     fire_hold_alert,
     fire_reminder,
     followup_messages,
     overdue,
+    prompt_message_id,
 )
 from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
-from coordinator.dispatch.deliveries import deliver
+from coordinator.dispatch.batches import deliver_batch
+from coordinator.dispatch.deliveries import deliver, queue_delivery
 from coordinator.dispatch.fanout import fan_out
+from coordinator.dispatch.reach import remember_reach
+from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.errors import BadEvent
 from coordinator.escalation.policy import Timer, level_timers
 from coordinator.events import (
@@ -36,6 +40,7 @@ from coordinator.events import (
     ApprovalPrompt,
     ApprovalRequest,
     Decision,
+    DeliveryBatch,
     DeliveryRequest,
     IncidentClosed,
     IncidentEvent,
@@ -51,6 +56,7 @@ from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
+from coordinator.statements.approved import statement_message_id
 from coordinator.statements.publication import approved_statement, publish_statement
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
@@ -64,9 +70,11 @@ class Pipeline:
     """One handler per consumed topic; each may run twice on the same event without effect."""
 
     def __init__(self, rt: Runtime, channels: dict[str, Channel], send: Send,
-                 schedule: Callable[[Timer], None]) -> None:
+                 schedule: Callable[[Timer], None],
+                 bulk_channels: dict[str, Channel] | None = None) -> None:
         self.rt = rt
         self.channels = channels
+        self.bulk_channels = channels if bulk_channels is None else bulk_channels
         self.send = send
         self.schedule = schedule
 
@@ -75,7 +83,8 @@ class Pipeline:
         return {topics.REPORTS: self.intake, topics.INCIDENT_EVENTS: self.plan,
                 topics.APPROVAL_EVENTS: self.prompt, topics.DECISIONS: self.decide,
                 topics.STATEMENTS: self.publish, topics.DELIVERIES_SMS: self.deliver,
-                topics.DELIVERIES_EMAIL: self.deliver}
+                topics.DELIVERIES_EMAIL: self.deliver, topics.DISPATCH_SMS: self.deliver_batch,
+                topics.DISPATCH_EMAIL: self.deliver_batch}
 
     async def intake(self, value: bytes) -> None:
         """A report joins or opens an incident."""
@@ -133,6 +142,9 @@ class Pipeline:
         """Arm the request's timers, announce it, and prompt its first holders. Also on a
         replay: timers and prompts have deterministic ids, so this re-arms what a crash
         between the Redis write and here would have lost, and nothing more."""
+        # What the draft would reach and cost, on the request before anyone is asked.
+        await remember_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
+                             request.incident_id, request.draft_id)
         row = await self.rt.redis.hgetall(self.rt.keys.approval(request.id))
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
@@ -154,8 +166,8 @@ class Pipeline:
                  person=event.person_id, kind=event.kind, first_time=delivered)
         request = await prompt_delivery(self.rt, event)
         if request is not None:
-            spec = topics.DELIVERIES_SMS if request.channel == "sms" else topics.DELIVERIES_EMAIL
-            await self.send(spec, request.id, request.to_bytes())
+            await queue_delivery(self.rt.redis, self.rt.keys, request, self.send)
+        await outbox.done(self.rt.redis, self.rt.keys, [prompt_message_id(event.id)])
 
     async def deliver(self, value: bytes) -> None:
         """An SMS or email goes to its provider, with retries, once."""
@@ -163,6 +175,19 @@ class Pipeline:
         result = await deliver(self.rt, self.channels, request, utcnow())
         log.info("delivery", delivery=request.id, channel=request.channel, status=result.status,
                  detail=result.detail, incident_id=request.incident_id)
+
+    async def deliver_batch(self, value: bytes) -> None:
+        """A batch of a statement's deliveries goes to its channel, each one once."""
+        batch = decode(DeliveryBatch, value)
+        report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow())
+        log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
+                 batch=batch.number, outcomes=report.counts, done=report.done)
+
+    async def recover(self) -> Recovered:
+        """Finish the fan-outs and single deliveries the broker lost (``dispatch.recovery``)."""
+        settings = self.rt.settings
+        return await recover(self.rt, self.send, settings.recover_stalled_after_s,
+                             settings.resend_kept_after_s)
 
     async def on_timer(self, kind: str, approval_id: str, number: int, fraction: float) -> None:
         """A deadline, reminder or hold alert came due (from APScheduler or the sweep)."""
@@ -181,15 +206,14 @@ class Pipeline:
                  action=fired.action, lateness_s=fired.lateness_s)
         for timer in fired.timers:
             self.schedule(timer)
-        await self._send_prompts(fired.prompts)
-        if fired.statement is not None:
-            await self.send(topics.STATEMENTS, fired.statement.incident_id,
-                            fired.statement.to_bytes())
-        await outbox.sent(self.rt.redis, self.rt.keys, list(followup_messages(fired)))
+        # Kept in Redis with the transition (outbox): their consumers finish them.
+        for topic, key, message in followup_messages(fired).values():
+            await self.send(topics.spec_named(topic), key, message)
 
-    async def drain_followups(self, older_than_s: float = 5.0) -> int:
-        """Send follow-ups a crash or an outage left behind (idempotent downstream)."""
-        return await outbox.drain(self.rt.redis, self.rt.keys, self.send, older_than_s)
+    async def drain_followups(self) -> int:
+        """Send again the kept messages no consumer has finished (idempotent downstream)."""
+        return await outbox.drain(self.rt.redis, self.rt.keys, self.send,
+                                  self.rt.settings.resend_kept_after_s)
 
     async def sweep(self) -> int:
         """Fire every timer overdue by more than a second (a lost job's safety net)."""
@@ -199,8 +223,10 @@ class Pipeline:
         return len(due)
 
     async def _send_prompts(self, prompts: list[ApprovalPrompt]) -> None:
-        for p in prompts:
-            await self.send(topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
+        for p in prompts:  # kept until `prompt` hands it on: a lost event is sent again
+            await outbox.send_kept(self.rt.redis, self.rt.keys, prompt_message_id(p.id),
+                                   topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes(),
+                                   self.send)
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""
@@ -210,9 +236,10 @@ class Pipeline:
         log.info("decision applied", approval=decision.approval_id,
                  approver=decision.approver_id, verdict=decision.verdict,
                  accepted=outcome.accepted, message=outcome.message)
-        if outcome.statement is not None:
+        if outcome.statement is not None:  # also kept in Redis (outbox) until published
             await self.send(topics.STATEMENTS, outcome.statement.incident_id,
                             outcome.statement.to_bytes())
+        await outbox.done(self.rt.redis, self.rt.keys, [decision_message_id(decision.id)])
 
     async def publish(self, value: bytes) -> None:
         """An approved statement goes out on its channels."""
@@ -222,6 +249,8 @@ class Pipeline:
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
         queued = await fan_out(self.rt, statement, self.send)
+        # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
+        await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,
                  statement=statement.id, deliveries_queued=queued)
 

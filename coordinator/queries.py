@@ -83,6 +83,7 @@ async def approval_detail(redis: Redis, keys: Keys, approval_id: str) -> dict[st
         "decided_by": record.decided_by, "decided_at": record.decided_at,
         "reason": record.reason, "basis": record.basis, "draft_id": request.draft_id,
         "approved_by": record.approved_by,
+        "reach": json.loads(row["reach"]) if row.get("reach") else None,
     }
 
 
@@ -104,6 +105,8 @@ async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[
         return None
     out: dict[str, Any] = Statement.model_validate_json(row["statement"]).model_dump(mode="json")
     out["published_at"] = row.get("published_at")
+    out["withdrawn_at"] = row.get("withdrawn_at")
+    out["withdrawn_reason"] = row.get("withdrawn_reason")
     return out
 
 

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     outbox_resend_after_s: float = Field(
         default=10.0, gt=0, description="an outboxed report not taken in by then is sent again"
     )
+    resend_kept_after_s: float = Field(
+        default=30.0, gt=0, description="a prompt, decision or statement kept for its "
+        "consumer, or a single delivery, not finished by then is sent again")
+    recover_stalled_after_s: float = Field(
+        default=15.0, gt=0, description="a fan-out that has not moved for this long is "
+        "taken up again from its dispatch ledger")
     # SMS (Twilio). Without credentials `loa up` starts the local Twilio-compatible sandbox.
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -67,6 +73,10 @@ class Settings(BaseSettings):
     twilio_base_url: str | None = Field(
         default=None, description="send to this base URL instead of https://api.twilio.com")
     sms_rate_per_s: float = Field(default=10.0, gt=0, description="shared by all workers")
+    second_approval_above_segments: int = Field(
+        default=100_000, ge=0,
+        description="SMS segments a statement may cost on one approval; above, a second "
+                    "approver must approve too (0: no limit)")
     # Email (SMTP). Without a host `loa up` starts a local SMTP server.
     smtp_host: str | None = None
     smtp_port: int = 25

@@ -28,12 +28,21 @@ Redis = Any
 Pipeline = Any
 
 
+MAX_CONNECTIONS = 64
+"""Connections a process opens to Redis at most."""
+
+
 def connect(url: str) -> Redis:
     """A Redis client that answers str (not bytes). The URL carries everything: a password
     (`redis://:PASSWORD@host:port/0`, or `user:PASSWORD@` with ACLs), TLS (`rediss://`) and
     the CA that signed the server's certificate (`?ssl_ca_certs=PATH`, which
     LOA_REDIS_CA_FILE adds)."""
-    return aioredis.Redis.from_url(url, decode_responses=True)
+    # A blocking pool: more commands at once than connections wait their turn (a fan-out has
+    # a hundred deliveries in flight) instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(url, decode_responses=True,
+                                                    max_connections=MAX_CONNECTIONS,
+                                                    timeout=30)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:

@@ -24,12 +24,21 @@ DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
 STATEMENTS = TopicSpec("statements", "events.Statement", "incident id")
 DELIVERIES_SMS = TopicSpec("deliveries.sms", "events.DeliveryRequest", "delivery id")
 DELIVERIES_EMAIL = TopicSpec("deliveries.email", "events.DeliveryRequest", "delivery id")
+# A statement's deliveries, a batch an event: their own lane, so a prompt or a code on
+# `deliveries.*` never waits behind a city-wide fan-out.
+DISPATCH_SMS = TopicSpec("dispatch.sms", "events.DeliveryBatch", "statement id:batch")
+DISPATCH_EMAIL = TopicSpec("dispatch.email", "events.DeliveryBatch", "statement id:batch")
 DEAD_LETTERS = TopicSpec("dead-letters", "events.DeadLetter", "the original key")
 
 ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, DELIVERIES_SMS,
-       DELIVERIES_EMAIL, DEAD_LETTERS)
+       DELIVERIES_EMAIL, DISPATCH_SMS, DISPATCH_EMAIL, DEAD_LETTERS)
 
 
 def topic_name(spec: TopicSpec, prefix: str) -> str:
     """The topic's name on the broker, with the deployment's prefix."""
     return f"{prefix}{spec.name}"
+
+
+def spec_named(name: str) -> TopicSpec:
+    """The topic of a base name; raises KeyError for none."""
+    return {spec.name: spec for spec in ALL}[name]

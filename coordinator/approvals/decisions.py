@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels.segments import segment_count
+from coordinator import outbox, topics
+from coordinator.dispatch.reach import Reach
+from coordinator.errors import BrokerUnavailable
 from coordinator.events import (
     AuditEvent,
     Decision,
@@ -21,10 +24,11 @@ from coordinator.events import (
     RenderedText,
     Statement,
 )
+from coordinator.keys import Keys
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, returned
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for
 
 
@@ -40,6 +44,26 @@ class Outcome:
         """Stored under the decision's key, so the CLI can show it."""
         return json.dumps({"accepted": self.accepted, "message": self.message,
                            "statement_id": self.statement.id if self.statement else None})
+
+
+def decision_message_id(decision_id: str) -> str:
+    """The kept message (``outbox``) of a decision to apply."""
+    return f"decision:{decision_id}"
+
+
+async def submit_decision(redis: Redis, keys: Keys, decision: Decision,
+                          send: outbox.Send) -> None:
+    """Keep the decision in Redis, then put it on the broker: a broker that loses it after
+    acknowledging it loses nothing (a worker sends it again); it is applied once however
+    often it is sent. Raises BrokerUnavailable when the broker did not take it: then
+    nothing is kept, and the caller says "not recorded"."""
+    mid = decision_message_id(decision.id)
+    try:
+        await outbox.send_kept(redis, keys, mid, topics.DECISIONS, decision.approval_id,
+                               decision.to_bytes(), send)
+    except BrokerUnavailable:
+        await outbox.done(redis, keys, [mid])
+        raise
 
 
 def refusal(record: ApprovalRecord, decision: Decision) -> str | None:
@@ -96,7 +120,8 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
             queue_audit(pipe, rt.keys, audit.model_copy(update={"action": "approval.rejected"}))
         else:
             draft = Draft.model_validate_json(draft_raw)
-            outcome = _queue_approve(pipe, rt, record, decision, draft, incident, now)
+            outcome = _queue_approve(pipe, rt, record, decision, draft, incident, now,
+                                     Reach.from_json(row.get("reach")))
             action = "approval.approved" if outcome.statement else "approval.partial"
             queue_audit(pipe, rt.keys, audit.model_copy(update={"action": action}))
         pipe.set(dkey, outcome.to_json())
@@ -145,14 +170,29 @@ def _basis(record: ApprovalRecord, approver_id: str) -> str:
             {p for lvl in record.request.chain for p in lvl.approvers} else "approver")
 
 
+def needs_second_approver(reach: Reach | None, approved_by: list[str], cap: int) -> str | None:
+    """Why one more approver must approve: the statement's SMS cost is above the cap and
+    only one person has approved. None when it may go. Pure."""
+    if reach is None or not cap or reach.sms_segments <= cap or len(approved_by) >= 2:
+        return None
+    return (f"it would send {reach.line()}, above the {cap:,} SMS segments one approval "
+            "allows: a second approver must approve too")
+
+
 def _queue_approve(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision: Decision,
-                   draft: Draft, incident: dict[str, str], now: datetime) -> Outcome:
+                   draft: Draft, incident: dict[str, str], now: datetime,
+                   reach: Reach | None) -> Outcome:
     request = record.request
     approved_by = sorted({*record.approved_by, decision.approver_id})
     waiting = sorted(all_mode_waiting(record, decision.approver_id) - set(approved_by))
     if waiting:
         pipe.hset(rt.keys.approval(request.id), "approved_by", json.dumps(approved_by))
         return Outcome(True, f"approval noted; still waiting for {', '.join(waiting)}")
+    second = needs_second_approver(reach, approved_by,
+                                   rt.settings.second_approval_above_segments)
+    if second:
+        pipe.hset(rt.keys.approval(request.id), "approved_by", json.dumps(approved_by))
+        return Outcome(True, f"approval noted; {second}")
     basis = _basis(record, decision.approver_id)
     if decision.texts:
         draft = edited(draft, decision.texts)

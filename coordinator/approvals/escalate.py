@@ -28,7 +28,7 @@ from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, exhausted
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
-from coordinator.statements.approved import queue_approved, statement_for
+from coordinator.statements.approved import queue_approved, statement_for, statement_message_id
 
 
 @dataclass
@@ -44,12 +44,17 @@ class Fired:
 
 def followup_messages(fired: Fired) -> dict[str, tuple[str, str, bytes]]:
     """What must be sent once a timer's transition is committed: id -> (topic, key, value)."""
-    out = {f"prompt:{p.id}": (topics.APPROVAL_EVENTS.name, p.incident_id, p.to_bytes())
+    out = {prompt_message_id(p.id): (topics.APPROVAL_EVENTS.name, p.incident_id, p.to_bytes())
            for p in fired.prompts}
     if fired.statement is not None:
         s = fired.statement
-        out[f"statement:{s.id}"] = (topics.STATEMENTS.name, s.incident_id, s.to_bytes())
+        out[statement_message_id(s.id)] = (topics.STATEMENTS.name, s.incident_id, s.to_bytes())
     return out
+
+
+def prompt_message_id(prompt_id: str) -> str:
+    """The kept message (``outbox``) of a prompt to hand to its person."""
+    return f"prompt:{prompt_id}"
 
 
 def queue_followups(pipe: Pipeline, rt: Runtime, fired: Fired) -> Fired:

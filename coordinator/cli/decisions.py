@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from coordinator import queries, topics
+from coordinator import queries
 from coordinator.access import Action, Principal
+from coordinator.approvals.decisions import submit_decision
 from coordinator.broker import Producer
 from coordinator.cli.common import JsonOpt, env_settings, err, fail, out, print_json, with_redis
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
@@ -85,7 +86,7 @@ def _decide(approval_id: str, person: str, verdict: str, comment: str, token: st
         producer = Producer(s)
         await producer.start()
         try:
-            await producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
+            await submit_decision(redis, keys, decision, producer.send)
         finally:
             await producer.stop()
         deadline = time.monotonic() + 30

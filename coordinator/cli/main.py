@@ -32,6 +32,7 @@ from coordinator.cli.sandbox import outbox, sandbox_app
 from coordinator.cli.secrets import secrets_app
 from coordinator.cli.subscribers import dispatch_watch, subscribers_app
 from coordinator.cli.tokens import login, tokens_app
+from coordinator.cli.withdraw import withdraw
 from coordinator.errors import LoaError
 from coordinator.events import Report, Severity
 from coordinator.keys import Keys
@@ -227,12 +228,15 @@ def approvals(
         print_json(rows)
         return
     table = Table("approval", "incident", "status", "level", "who holds it", "deadline (UTC)",
-                  "time left")
+                  "time left", "reach (SMS / segments / email)")
     for row in rows:
+        reach = row.get("reach") or {}
         table.add_row(row["id"], row["incident_id"], _status(row),
                       f"{row['level']}/{row['levels']}",
                       f"{row['department']}: {', '.join(row['approvers'])}",
-                      (row["deadline"] or "")[:19], _time_left(row["deadline"]))
+                      (row["deadline"] or "")[:19], _time_left(row["deadline"]),
+                      f"{reach['sms']} / {reach['sms_segments']} / {reach['email']}"
+                      if reach else "-")
     out.print(table)
 
 
@@ -327,13 +331,17 @@ def playbooks_explain(
 
 
 @app.command()
-def doctor() -> None:
-    """Check this setup and say in plain words what is wrong."""
+def doctor(
+    stuck_after: Annotated[float, typer.Option(
+        help="seconds after which unfinished work counts as stuck")] = 120.0,
+    seen_dead_letters: Annotated[bool, typer.Option(
+        "--seen-dead-letters", help="note the dead letters so far as looked at")] = False,
+) -> None:
+    """Check this setup and the work in it, and say in plain words what is wrong; exits 1
+    when anything is, e.g. work stuck longer than --stuck-after."""
     from coordinator.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(env_settings(), out))
-
-
+    raise typer.Exit(run_doctor(env_settings(), out, stuck_after, seen_dead_letters))
 
 
 # Defined with their command groups, listed after the core commands.
@@ -343,6 +351,7 @@ app.command()(login)
 app.command()(inbox)
 app.command()(approve)
 app.command()(reject)
+app.command()(withdraw)
 app.command("migrate")(migrate_command)
 
 

@@ -135,7 +135,8 @@ def dispatch_watch(
             bars: dict[str, Any] = {}
             while time.monotonic() < deadline:
                 d = await redis.hgetall(keys.dispatch(statement_id))
-                finished = bool(d.get("queued_all"))
+                # The ledger's word: every batch done, so every delivery final.
+                finished = bool(d.get("finished_at"))
                 for channel in ("sms", "email"):
                     total = int(d.get(f"targeted:{channel}", 0))
                     if not total:
@@ -144,8 +145,7 @@ def dispatch_watch(
                                for k in ("sent", "failed", "skipped"))
                     if channel not in bars:
                         bars[channel] = progress.add_task(channel, total=total)
-                    progress.update(bars[channel], completed=done, total=total)
-                    finished = finished and done >= total
+                    progress.update(bars[channel], completed=min(done, total), total=total)
                 if finished:
                     return dict(d)
                 await asyncio.sleep(0.5)
@@ -155,6 +155,7 @@ def dispatch_watch(
         counts = with_redis(watch)
     except LoaError as exc:
         raise fail(str(exc)) from exc
-    out.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "queued_all"))
+    out.print(", ".join(f"{k}={v}" for k, v in sorted(counts.items())
+                        if k.partition(":")[0] in ("targeted", "sms", "email")))
 
 

@@ -17,23 +17,22 @@ def audience_areas(city: City, area: str) -> list[str]:
     return list(dict.fromkeys([*city.ancestors(area), *city.descendants(area)])) or [area]
 
 
-async def audience_key(redis: Redis, keys: Keys, city: City, area: str, kind: str,
-                       ttl_s: int = 600) -> tuple[str, int]:
-    """Compute the audience into a temporary set; (its key, its size). The caller reads it
-    with SSCAN in batches, so a million subscribers never sit in one Python list."""
+async def resolve_audience(redis: Redis, keys: Keys, city: City, area: str, kind: str,
+                           into: str) -> int:
+    """Store the audience as the set `into` (no expiry: the caller deletes it once read);
+    its size. The caller reads it with SSCAN in chunks, so a million subscribers never sit
+    in one Python list."""
     tag = uuid.uuid4().hex
-    by_area, everything, this_kind, result = (keys.subs_index("tmp", f"{tag}:{p}")
-                                              for p in ("area", "all", "kind", "result"))
+    by_area, everything, this_kind = (keys.subs_index("tmp", f"{tag}:{p}")
+                                      for p in ("area", "all", "kind"))
     # Start from the (small) area union and intersect into the big sets: SINTER costs the
     # size of its smallest set, while a union of "all topics" would copy a million members.
-    async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=True) as pipe:
         pipe.sunionstore(by_area, [keys.subs_index("area", a) for a in audience_areas(city, area)])
         pipe.sinterstore(everything, [by_area, keys.subs_index("topic", ALL_TOPICS)])
         pipe.sinterstore(this_kind, [by_area, keys.subs_index("topic", kind)])
         pipe.sunionstore(by_area, [everything, this_kind])
-        pipe.sinterstore(result, [by_area, keys.subs_active()])
+        pipe.sinterstore(into, [by_area, keys.subs_active()])
         pipe.delete(by_area, everything, this_kind)
-        pipe.expire(result, ttl_s)
-        pipe.scard(result)
         replies = await pipe.execute()
-    return result, int(replies[-1])
+    return int(replies[4])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from channels.base import Channel, ChannelConfigError
 from channels.email import EmailChannel, SmtpServer
 from channels.sms import SmsChannel, SmsConfigError, TwilioAccount
-from coordinator.dispatch.rate_limit import RateLimiter
+from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.errors import ConfigError
 from coordinator.keys import Keys
 from coordinator.settings import Settings
@@ -36,11 +36,14 @@ def smtp_server(settings: Settings) -> SmtpServer:
         sender=settings.email_from, connections=settings.smtp_connections)
 
 
-def sms_channel(settings: Settings, redis: Redis, keys: Keys) -> SmsChannel:
-    """The SMS channel, rate limited per sender across every worker through Redis."""
+def sms_channel(settings: Settings, redis: Redis, keys: Keys, bulk: bool = False
+                ) -> SmsChannel:
+    """The SMS channel, rate limited per sender across every worker through Redis; the
+    `bulk` lane (a statement's fan-out) leaves a reserve for prompts and codes."""
     account = twilio_account(settings)
-    limiter = RateLimiter(redis, keys.rate_bucket("sms", account.sender_id),
-                          settings.sms_rate_per_s)
+    rate = settings.sms_rate_per_s
+    limiter = RateLimiter(redis, keys.rate_bucket("sms", account.sender_id), rate,
+                          reserve=lane_reserve(rate) if bulk else 0.0)
     return SmsChannel(account, limiter)
 
 
@@ -62,3 +65,12 @@ def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Ch
     except ChannelConfigError as exc:  # the boundary: a channel's error as Loa's own
         raise ConfigError(str(exc)) from exc
     return channels
+
+
+def bulk_lane(channels: dict[str, Channel], settings: Settings, redis: Redis, keys: Keys
+              ) -> dict[str, Channel]:
+    """The channels a statement's batches use: the same, but SMS on the bulk lane of the
+    shared rate limit (``dispatch.rate_limit``)."""
+    if SmsChannel.name not in channels:
+        return channels
+    return {**channels, SmsChannel.name: sms_channel(settings, redis, keys, bulk=True)}

@@ -1,38 +1,43 @@
-"""Hand a delivery request to its channel: once, with retries, never to someone who said STOP.
+"""Hand a single delivery (an approval prompt, a hold alert, a confirmation code) to its
+channel: once, with retries, never to someone who said STOP. A statement's deliveries go
+in batches (``dispatch.batches``); both share ``dispatch.handover``.
 
-The delivery's state is a Redis hash; a request already sent (or failed for
-good) is not sent again when its event is replayed. A delivery left in
-`sending` by a crash is attempted again, once the provider has been asked
-whether the cut-off attempt got through (`_reconcile`).
+A single delivery is kept in Redis (``Keys.deliveries_pending``) from before its event goes
+on the broker until it is finished, so a broker that lost the event loses no delivery
+(``dispatch.recovery`` sends it again). A request already sent (or failed for good) is not
+sent again when its event is replayed. A delivery left in `sending` by a crash is attempted
+again, once the provider has been asked whether the cut-off attempt got through.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from channels.base import (
-    Channel,
-    DeliveryError,
-    OutboundMessage,
-    PermanentDeliveryError,
-    Receipt,
-    Reconciling,
-    Withdrawn,
+from channels.base import Channel
+from coordinator import topics
+from coordinator.dispatch.handover import (
+    FINAL,
+    PROGRESS,
+    Outcome,
+    addressee,
+    hand_over,
+    queue_outcome,
+    skip_reason,
+    tally,
 )
-from channels.delivery import send_with_retries
 from coordinator.dispatch.provider_ids import remember_early_callback, remember_provider_id
-from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.errors import BrokerUnavailable
+from coordinator.events import DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, transact
 
-FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
-
-
-_PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
-             "undelivered": 2, "failed": 2}
+Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -43,44 +48,40 @@ class Delivered:
     detail: str
 
 
+async def queue_delivery(redis: Redis, keys: Keys, request: DeliveryRequest, send: Send
+                         ) -> None:
+    """Keep the request in Redis, then put it on its channel's lane. Raises what `send`
+    raises; for BrokerUnavailable (the broker did not take it: the caller says so) nothing
+    is kept."""
+    await redis.hset(keys.deliveries_pending(), request.id,
+                     json.dumps({"at": time.time(), "request": request.model_dump_json()}))
+    try:
+        await send(topics.DELIVERIES_SMS if request.channel == "sms"
+                   else topics.DELIVERIES_EMAIL, request.id, request.to_bytes())
+    except BrokerUnavailable:
+        await redis.hdel(keys.deliveries_pending(), request.id)
+        raise
+
+
 async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
                   now: datetime) -> Delivered:
     """Send a delivery request through its channel, at most once to the provider per success."""
     key = rt.keys.delivery(request.id)
     claim = await _claim_patiently(rt, key, request, now)
     if claim in FINAL:
+        await rt.redis.hdel(rt.keys.deliveries_pending(), request.id)
         return Delivered(claim, "already handled")
     channel = channels.get(request.channel)
-    skip = await _skip_reason(rt, request, channel)
+    skip = await skip_reason(rt, request, channel)
     if skip:
-        return await _finish(rt, request, "skipped", skip, now)
+        return await _finish(rt, request, Outcome("skipped", skip), now)
     assert channel is not None
-    async def wanted() -> bool:  # asked again once the channel's turn comes
-        return not await _skip_reason(rt, request, channel)
-
-    message = OutboundMessage(id=request.id, recipient=request.recipient, text=request.text,
-                              subject=request.subject, html=request.html,
-                              language=request.language, unsubscribe_url=request.unsubscribe_url,
-                              wanted=wanted)
-    if claim == "orphan":  # a previous attempt died mid-send: ask the provider first
-        found = await _reconcile(rt, channel, message, key)
-        if found is not None:
-            return await _sent(rt, request, found, now)
-
-    async def already_there() -> Receipt | None:
-        return await _reconcile(rt, channel, message, key)
-
-    try:
-        receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
-                                          before_retry=already_there)
-    except Withdrawn:
-        return await _finish(rt, request, "skipped", await _skip_reason(rt, request, channel)
-                             or "withdrawn", now)
-    except PermanentDeliveryError as exc:
-        return await _finish(rt, request, "failed", str(exc), now, error_code=exc.code)
-    except DeliveryError as exc:
-        return await _finish(rt, request, "failed", f"gave up: {exc}", now)
-    return await _sent(rt, request, receipt, now)
+    outcome = await hand_over(rt, channel, request, orphan=claim == "orphan",
+                              started=await rt.redis.hget(key, "at"))
+    if outcome.provider_id:
+        outcome = outcome.after_early_callback(
+            await remember_provider_id(rt.redis, rt.keys, outcome.provider_id, request.id))
+    return await _finish(rt, request, outcome, now)
 
 
 async def _claim_patiently(rt: Runtime, key: str, request: DeliveryRequest, now: datetime
@@ -126,82 +127,12 @@ async def _claim(rt: Runtime, key: str, request: DeliveryRequest, now: datetime,
     return await transact(rt.redis, [key], body)
 
 
-async def _skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | None) -> str:
-    if request.channel == "sms" and await rt.redis.sismember(rt.keys.opted_out("sms"),
-                                                             request.recipient):
-        return "recipient opted out (STOP)"
-    if request.subscriber_id and not await rt.redis.sismember(rt.keys.subs_active(),
-                                                              request.subscriber_id):
-        return "subscriber is no longer active"
-    if channel is None:
-        return f"{request.channel} is not configured"
-    return ""
-
-
-async def _sent(rt: Runtime, request: DeliveryRequest, receipt: Receipt, now: datetime
-                ) -> Delivered:
-    early = await remember_provider_id(rt.redis, rt.keys, receipt.provider_id, request.id)
-    status = receipt.status
-    if early and _PROGRESS.get(early, 0) > _PROGRESS.get(status, 0):
-        status = early  # the provider's callback outran our own bookkeeping
-    return await _finish(rt, request, status, receipt.provider_id, now,
-                         provider_id=receipt.provider_id)
-
-
-async def _reconcile(rt: Runtime, channel: Channel, message: OutboundMessage, key: str
-                     ) -> Receipt | None:
-    """An attempt was cut off by a crash: ask the provider before sending again. Email has
-    no way to ask; its Message-ID is the delivery id, so a re-send is recognisable."""
-    if not isinstance(channel, Reconciling):
-        return None
-    started = await rt.redis.hget(key, "at")
-    since = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)
-    try:
-        return await channel.reconcile(message, since)
-    except DeliveryError:
-        return None
-
-
-def addressee(request: DeliveryRequest) -> str:
-    """Who a delivery is for, by id and never by contact (promise 8): the subscriber, the
-    person of config/, or for a confirmation code the delivery itself."""
-    if request.subscriber_id:
-        return request.subscriber_id
-    if request.person_id:
-        return f"person:{request.person_id}"
-    return f"{request.purpose}:{request.id}"
-
-
-def without_contact(detail: str, request: DeliveryRequest) -> str:
-    """A provider's words with the recipient's address replaced by who it is (SMTP and
-    Twilio errors quote the address; promise 8 keeps it out of records and timelines)."""
-    for contact in {request.recipient, request.recipient.lower()} - {""}:
-        detail = detail.replace(contact, addressee(request))
-    return detail
-
-
-async def _finish(rt: Runtime, request: DeliveryRequest, status: str, detail: str, now: datetime,
-                  provider_id: str = "", error_code: str = "") -> Delivered:
-    detail = without_contact(detail, request)
+async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime
+                  ) -> Delivered:
     async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(rt.keys.delivery(request.id), mapping={
-            "status": status, "channel": request.channel, "to": addressee(request),
-            "provider_id": provider_id, "error": "" if provider_id else detail,
-            "error_code": error_code, "at": now.isoformat(),
-            "statement_id": request.statement_id or ""})
-        if request.statement_id:
-            pipe.hincrby(rt.keys.dispatch(request.statement_id),
-                         f"{request.channel}:{_tally(status)}", 1)
-        queue_audit(pipe, rt.keys, AuditEvent(
-            at=now, actor="loa", action=f"delivery.{'failed' if status == 'failed' else status}",
-            interface=request.channel, subject=request.id,
-            # A statement's deliveries stay out of the incident's timeline (which would grow
-            # with the audience): the timeline shows the dispatch counters instead.
-            incident_id=None if request.purpose == "statement" else request.incident_id,
-            detail={"to": addressee(request), "purpose": request.purpose, "detail": detail,
-                    "incident": request.incident_id}))
+        queue_outcome(pipe, rt, request, outcome, now)
         await pipe.execute()
-    return Delivered(status, detail)
+    return Delivered(outcome.status, outcome.detail)
 
 
 async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
@@ -218,21 +149,15 @@ async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
     async def body(pipe: Pipeline) -> None:
         row = await pipe.hgetall(key)
         current = row.get("status", "")
-        if _PROGRESS.get(status, 0) < _PROGRESS.get(current, 0) or status == current:
+        if PROGRESS.get(status, 0) < PROGRESS.get(current, 0) or status == current:
             return
         pipe.multi()
         pipe.hset(key, mapping={"status": status, "error_code": error_code,
                                 "updated_at": now.isoformat()})
-        if row.get("statement_id") and _tally(status) != _tally(current):
-            pipe.hincrby(keys.dispatch(row["statement_id"]), f"{row['channel']}:{_tally(status)}",
+        if row.get("statement_id") and tally(status) != tally(current):
+            pipe.hincrby(keys.dispatch(row["statement_id"]), f"{row['channel']}:{tally(status)}",
                          1)
 
     await transact(redis, [key], body)
     return str(delivery_id)
 
-
-def _tally(status: str) -> str:
-    """The progress column a status counts in."""
-    return {"queued": "sent", "accepted": "sent", "sent": "sent", "delivered": "delivered",
-            "undelivered": "failed", "failed": "failed", "skipped": "skipped"}.get(status,
-                                                                                 status)

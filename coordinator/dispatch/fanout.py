@@ -1,20 +1,37 @@
 """An approved statement becomes one delivery per (subscriber, channel): in the subscriber's
 language (else the fallback order), with a deterministic id, so a replay or a restart
-creates nothing twice."""
+creates nothing twice.
+
+The audience is fixed in Redis when the fan-out starts and cut into chunks; each chunk
+becomes one batch per channel, recorded in the dispatch ledger (``dispatch.ledger``)
+before its event goes on the broker. A fan-out cut off anywhere resumes from the ledger."""
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from coordinator import topics
-from coordinator.dispatch.audience import audience_key
-from coordinator.events import DeliveryRequest, RenderedText, Statement
+from coordinator.dispatch.audience import resolve_audience
+from coordinator.dispatch.ledger import (
+    LOCK_TTL_MS,
+    open_ledger,
+    queue_chunk,
+    queue_resolved,
+    read_ledger,
+    release_lock,
+    settle,
+    take_lock,
+)
+from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 
 FALLBACK_LANGUAGES = ("vi", "en")
+CHUNK = 500
+"""Subscribers a chunk of the audience holds, so a batch of one channel at most."""
+CHANNELS = ("sms", "email")
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
 
@@ -26,6 +43,15 @@ def text_for(statement: Statement, channel: str, language: str) -> RenderedText 
         if (channel, lang) in texts:
             return texts[(channel, lang)]
     return None
+
+
+def unsubscribe_url(rt: Runtime, sub: Subscriber) -> str | None:
+    """The one-click leaving link of an email to `sub` (None without a link secret)."""
+    secret = rt.settings.link_secret
+    if secret is None:
+        return None
+    token = unsubscribe_token(secret.get_secret_value(), sub.id)
+    return f"{rt.settings.web_url()}/unsubscribe/{token}"
 
 
 def deliveries_for(statement: Statement, sub: Subscriber, link: str,
@@ -46,36 +72,73 @@ def deliveries_for(statement: Statement, sub: Subscriber, link: str,
     return out
 
 
-async def fan_out(rt: Runtime, statement: Statement, send: Send, batch: int = 500) -> int:
-    """Queue every delivery of a statement once; returns how many (0 when already done).
-    Interrupted, it runs again in full: the delivery ids make the repeats no-ops."""
-    if await rt.redis.hget(rt.keys.dispatch(statement.id), "queued_all"):
+async def fan_out(rt: Runtime, statement: Statement, send: Send, chunk: int = CHUNK) -> int:
+    """Cut the statement's audience into batches and put each on its channel's lane; how
+    many deliveries this call targeted (0 when all is cut already, or another process is
+    cutting it now). Interrupted, it resumes from the ledger's cursor."""
+    keys, sid = rt.keys, statement.id
+    ledger = await read_ledger(rt.redis, keys, sid)
+    if ledger.queued_all:
         return 0
-    key, size = await audience_key(rt.redis, rt.keys, rt.city, statement.area, statement.kind)
-    link = f"{rt.settings.web_url()}/statements/{statement.id}"
-    counts: dict[str, int] = {}
-    cursor = 0
+    holder = f"{rt.settings.worker_id}/{rt.instance}"
+    if not await take_lock(rt.redis, keys, sid, holder):
+        return 0
+    try:
+        if not ledger.resolved:
+            await open_ledger(rt.redis, keys, sid, time.time())
+            size = await resolve_audience(rt.redis, keys, rt.city, statement.area,
+                                          statement.kind, keys.dispatch_audience(sid))
+            async with rt.redis.pipeline(transaction=True) as pipe:
+                queue_resolved(pipe, keys, sid, size, time.time())
+                await pipe.execute()
+            ledger = await read_ledger(rt.redis, keys, sid)
+        targeted = await _cut(rt, statement, send, ledger.cursor, ledger.chunks, chunk)
+        await settle(rt.redis, keys, sid, time.time(), queued_all=True)
+        return targeted
+    finally:
+        await release_lock(rt.redis, keys, sid, holder)
+
+
+async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, number: int,
+               chunk: int) -> int:
+    """Cut chunks from `cursor` on until the audience is through (or the statement is
+    withdrawn); each chunk is recorded, then its batches are sent."""
+    keys, sid, targeted = rt.keys, statement.id, 0
+    audience = keys.dispatch_audience(sid)
     while True:
-        cursor, ids = await rt.redis.sscan(key, cursor, count=batch)
-        raws = await rt.redis.mget([rt.keys.subscriber(i) for i in ids]) if ids else []
-        sends = []
-        for raw in raws:
-            if raw is None:
-                continue
-            sub = Subscriber.model_validate_json(raw)
-            secret = rt.settings.link_secret
-            leave = (f"{rt.settings.web_url()}/unsubscribe/"
-                     f"{unsubscribe_token(secret.get_secret_value(), sub.id)}" if secret else None)
-            for request in deliveries_for(statement, sub, link, leave):
-                spec = (topics.DELIVERIES_SMS if request.channel == "sms"
-                        else topics.DELIVERIES_EMAIL)
-                sends.append(send(spec, request.id, request.to_bytes()))
-                counts[request.channel] = counts.get(request.channel, 0) + 1
-        await asyncio.gather(*sends)  # a batch in flight at once; all acknowledged here
+        if await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"):
+            return targeted
+        cursor, ids = await rt.redis.sscan(audience, cursor, count=chunk)
+        batches = await _by_channel(rt, [str(i) for i in ids])
+        async with rt.redis.pipeline(transaction=True) as pipe:
+            queue_chunk(pipe, keys, sid, number, cursor, batches, time.time())
+            pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
+            await pipe.execute()
+        for channel in batches:
+            await send_batch(send, DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
+                                                 incident_id=statement.incident_id,
+                                                 number=number))
+        targeted += sum(len(b) for b in batches.values())
+        number += 1
         if cursor == 0:
-            break
-    await rt.redis.delete(key)
-    await rt.redis.hset(rt.keys.dispatch(statement.id), mapping={
-        "audience": size, "queued_all": "1",
-        **{f"targeted:{c}": n for c, n in counts.items()}})
-    return sum(counts.values())
+            return targeted
+
+
+async def _by_channel(rt: Runtime, ids: list[str]) -> dict[str, list[str]]:
+    """The chunk's subscribers per channel they receive on (from the registry's channel
+    indexes: no subscriber record is read to cut a chunk)."""
+    if not ids:
+        return {}
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for channel in CHANNELS:
+            pipe.smismember(rt.keys.subs_index("channel", channel), ids)
+        found = await pipe.execute()
+    batches = {channel: [i for i, on in zip(ids, hits, strict=True) if on]
+               for channel, hits in zip(CHANNELS, found, strict=True)}
+    return {channel: members for channel, members in batches.items() if members}
+
+
+async def send_batch(send: Send, batch: DeliveryBatch) -> None:
+    """Put a batch's event on its channel's lane."""
+    spec = topics.DISPATCH_SMS if batch.channel == "sms" else topics.DISPATCH_EMAIL
+    await send(spec, f"{batch.statement_id}:{batch.number}", batch.to_bytes())

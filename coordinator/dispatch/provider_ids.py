@@ -35,3 +35,20 @@ async def remember_early_callback(redis: Redis, keys: Keys, provider_id: str,
         pipe.hset(keys.early_callbacks(), provider_id, status)
         pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
         await pipe.execute()
+
+
+async def remember_provider_ids(redis: Redis, keys: Keys, pairs: dict[str, str]
+                                ) -> dict[str, str]:
+    """:func:`remember_provider_id` for many at once (provider id -> delivery id), in one
+    transaction; the early callbacks' statuses taken, by provider id."""
+    if not pairs:
+        return {}
+    ids = list(pairs)
+    async with redis.pipeline(transaction=True) as pipe:
+        for provider_id, delivery_id in pairs.items():
+            pipe.set(keys.provider_message(provider_id), delivery_id, ex=PROVIDER_IDS_KEPT_S)
+        pipe.hmget(keys.early_callbacks(), ids)
+        pipe.hdel(keys.early_callbacks(), *ids)
+        replies = await pipe.execute()
+    early = replies[len(ids)]
+    return {pid: str(status) for pid, status in zip(ids, early, strict=True) if status}

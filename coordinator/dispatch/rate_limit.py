@@ -1,5 +1,9 @@
 """The SMS rate limit every worker shares: a token bucket in Redis, taken atomically by a
-Lua script. Handed to a channel as its ``channels.base.RateLimit``."""
+Lua script. Handed to a channel as its ``channels.base.RateLimit``.
+
+Two lanes share one bucket: a statement's fan-out (the bulk lane) takes a token only while
+more than `reserve` are left, so an approval prompt, a hold alert or a code (the priority
+lane, reserve 0) always finds one within a token's time, however big the fan-out."""
 
 from __future__ import annotations
 
@@ -8,41 +12,65 @@ import time
 
 from coordinator.state import Redis
 
-# KEYS[1] = bucket; ARGV = rate per second, burst, now in ms. Returns ms to wait (0 = go).
+# KEYS[1] = bucket; ARGV = rate per second, burst, now in ms, tokens to leave for others,
+# tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go.
 _TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
+local reserve = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + (now - at) * rate / 1000)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
+local wait, granted = 0, 0
+local free = math.floor(tokens - reserve)
+if free >= 1 then
+  granted = math.min(want, free)
+  tokens = tokens - granted
 else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
+  wait = math.ceil((1 + reserve - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], 60000)
-return wait
+return {wait, granted}
 """
 
 
-class RateLimiter:
-    """At most `rate` acquisitions per second across every process sharing `key`."""
+def lane_reserve(rate: float) -> float:
+    """Tokens the bulk lane leaves for the priority lane: a fifth of a second's worth, at
+    least one. Pure."""
+    return max(1.0, rate / 5)
 
-    def __init__(self, redis: Redis, key: str, rate: float, burst: float | None = None) -> None:
+
+class RateLimiter:
+    """At most `rate` acquisitions per second across every process sharing `key`; this one
+    leaves `reserve` tokens in the bucket for others (0: it takes any token)."""
+
+    def __init__(self, redis: Redis, key: str, rate: float, burst: float | None = None,
+                 reserve: float = 0.0) -> None:
         self.redis = redis
         self.key = key
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
+        # Both lanes agree on the bucket's size: a second's worth plus the reserve.
+        self.burst = burst if burst is not None else max(1.0, rate) + lane_reserve(rate)
+        self.reserve = reserve
+        # At a high rate, tokens are taken up to 20 ms' worth at a time (one round trip for
+        # several sends); at 50/s or less, one at a time.
+        self.take = max(1, min(32, int(rate // 50)))
+        self._held = 0
 
     async def acquire(self) -> None:
         """Wait until a token is free."""
         while True:
-            wait_ms = int(await self.redis.eval(_TOKEN_BUCKET, 1, self.key, self.rate,
-                                                self.burst, int(time.time() * 1000)))
-            if wait_ms <= 0:
+            if self._held > 0:
+                self._held -= 1
                 return
-            await asyncio.sleep(wait_ms / 1000)
+            wait_ms, granted = await self.redis.eval(
+                _TOKEN_BUCKET, 1, self.key, self.rate, self.burst, int(time.time() * 1000),
+                self.reserve, self.take)
+            if int(granted) > 0:
+                self._held += int(granted) - 1
+                return
+            await asyncio.sleep(int(wait_ms) / 1000)

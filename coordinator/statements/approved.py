@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from coordinator import outbox, topics
 from coordinator.events import ApprovalRequest, Draft, Statement
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, approved, ids_for
@@ -26,8 +27,9 @@ def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, st
 
 def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statement: Statement,
                    incident: dict[str, str], decided_by: str, now: datetime) -> None:
-    """Inside MULTI: mark the request approved, store its statement, and move the incident
-    (as read in the same compare-and-set) to approved."""
+    """Inside MULTI: mark the request approved, store its statement, move the incident (as
+    read in the same compare-and-set) to approved, and keep the statement's event until it
+    is published (``outbox``)."""
     done = record.evolve(status="approved", decided_by=decided_by,
                          decided_at=statement.approved_at.isoformat(), due=None,
                          basis=statement.approval_basis)
@@ -36,3 +38,10 @@ def queue_approved(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, statemen
     pipe.hset(rt.keys.statement(statement.id), mapping={"statement": statement.model_dump_json()})
     pipe.hset(rt.keys.incident(record.request.incident_id),
               mapping=approved(Incident.from_hash(incident), statement.id, now))
+    outbox.queue(pipe, rt.keys, {statement_message_id(statement.id): (
+        topics.STATEMENTS.name, statement.incident_id, statement.to_bytes())})
+
+
+def statement_message_id(statement_id: str) -> str:
+    """The kept message (``outbox``) of a statement to publish."""
+    return f"statement:{statement_id}"

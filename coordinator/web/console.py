@@ -16,13 +16,21 @@ from channels.segments import segment_count
 from coordinator import queries, topics
 from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import IncidentClosed, RedraftRequested, RenderedText, Report, Severity
+from coordinator.events import (
+    IncidentClosed,
+    RedraftRequested,
+    RenderedText,
+    Report,
+    Severity,
+    utcnow,
+)
 from coordinator.outcomes import incident_of_report, outcome_of
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import attach_tip, recent_tips
+from coordinator.statements.withdrawal import withdraw_statement
 from coordinator.web.auth import allow
-from coordinator.web.ids import IncidentId, ReportId, TipId
+from coordinator.web.ids import IncidentId, ReportId, StatementId, TipId
 from coordinator.web.incident_view import board_rows, incident_view
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf
@@ -108,6 +116,21 @@ async def close(incident_id: IncidentId, request: Request, account: Officer,
     event = IncidentClosed(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
                            reason=reason, actor=account.actor, via="web")
     return await _act(request, event, incident_id)
+
+
+@console.post("/statements/{statement_id}/withdraw")
+async def withdraw(statement_id: StatementId, request: Request, account: Officer,
+                   csrf: Annotated[str, Form()] = "",
+                   reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Withdraw a statement sent in error: what is not handed over yet stops at once."""
+    check_csrf(request, csrf)
+    st = web_state(request)
+    done = await withdraw_statement(st.redis, st.keys, statement_id, account.actor, reason,
+                                    "web", utcnow())
+    if not done.incident_id:
+        raise HTTPException(404 if "no published" in done.message else 422, done.message)
+    request.session["flash"] = done.message
+    return RedirectResponse(f"/console/incidents/{done.incident_id}", status_code=303)
 
 
 def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int] | None = None

@@ -9,8 +9,9 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from coordinator import queries, topics
+from coordinator import queries
 from coordinator.access import Action
+from coordinator.approvals.decisions import submit_decision
 from coordinator.approvals.links import (
     InvalidLink,
     LinkClaims,
@@ -86,7 +87,7 @@ async def decide_by_link(token: str, request: Request,
         message = outcome["message"] if outcome else "this link was already used"
         return _page(request, "decided.html", 409, message=message)
     try:
-        await st.producer.send(topics.DECISIONS, claims.approval_id, decision.to_bytes())
+        await submit_decision(st.redis, st.keys, decision, st.producer.send)
     except BrokerUnavailable:
         await release_link(st.redis, st.keys, claims.nonce)
         return _page(request, "decided.html", 503, message="not recorded, please try again")

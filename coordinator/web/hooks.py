@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from functools import partial
 
 from fastapi import HTTPException, Request, Response
 from redis.exceptions import RedisError
@@ -30,8 +31,9 @@ from channels.twilio_webhooks import (
     status_update,
 )
 from coordinator import observability as obs
-from coordinator import queries, topics
+from coordinator import queries
 from coordinator.access import Action
+from coordinator.approvals.decisions import submit_decision
 from coordinator.dispatch.deliveries import record_status
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.events import Decision, utcnow
@@ -201,8 +203,7 @@ async def _answer(st: State, sid: str, phone: str, answer: Answer, wait_s: float
                         verdict=answer.verdict,  # type: ignore[arg-type]
                         comment=answer.reason, via="sms")
     # short: within Twilio's 15 s for the whole answer (what does not fit is finished later)
-    await st.producer.send(topics.DECISIONS, match.approval_id, decision.to_bytes(),
-                           timeout_s=5.0)
+    await submit_decision(st.redis, st.keys, decision, partial(st.producer.send, timeout_s=5.0))
     found = await outcome_of(st.redis, st.keys, decision.id, wait_s)
     if found is None:  # on its way: finished once the decider recorded it
         return twiml(f"Đã nhận trả lời cho {match.approval_id}. / Answer for "

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from coordinator import queries, topics
+from coordinator import queries
 from coordinator.access import Action, Principal
+from coordinator.approvals.decisions import submit_decision
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Decision, RenderedText
 from coordinator.outcomes import outcome_of
@@ -104,7 +105,7 @@ async def decide_here(approval_id: ApprovalId, request: Request, account: Person
                         verdict="reject" if verdict == "reject" else "approve",
                         comment=reason, via="web", texts=texts)
     try:
-        await st.producer.send(topics.DECISIONS, approval_id, decision.to_bytes())
+        await submit_decision(st.redis, st.keys, decision, st.producer.send)
     except BrokerUnavailable as exc:
         raise HTTPException(503, "not recorded (the broker is unreachable); try again") from exc
     outcome = await outcome_of(st.redis, st.keys, decision.id)

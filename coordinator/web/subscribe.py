@@ -17,8 +17,9 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from channels.contacts import InvalidContact
-from coordinator import queries, topics
+from coordinator import queries
 from coordinator.access import Action
+from coordinator.dispatch.deliveries import queue_delivery
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.rate_limits import Limit
@@ -73,9 +74,8 @@ def _message(request: Request, heading: str, text: str, status: int = 200,
 
 
 async def _send(st: State, message: DeliveryRequest) -> None:
-    spec = topics.DELIVERIES_SMS if message.channel == "sms" else topics.DELIVERIES_EMAIL
     try:
-        await st.producer.send(spec, message.id, message.to_bytes())
+        await queue_delivery(st.redis, st.keys, message, st.producer.send)
     except BrokerUnavailable as exc:
         raise HTTPException(503, "the message could not be sent just now; please try again "
                                  "in a minute") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page
@@ -25,7 +26,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     """A private stack for tests that stop and restart its parts (extra LOA_* env allowed)."""
     made: list[Stack] = []
 
-    def make(**env: str) -> Stack:
+    def make(**env: Any) -> Stack:
         made.append(Stack(tmp_path / f"stack{len(made)}", **env))
         return made[-1]
 

@@ -42,13 +42,16 @@ class Stack:
     """Broker + Redis + worker(s) + web, all on free loopback ports, under one folder."""
 
     def __init__(self, root: Path, prefix: str = "loatest", sms: bool = False,
-                 redis_password: str | None = None, **env: str) -> None:
+                 redis_password: str | None = None, durable_redis: bool = False,
+                 **env: str) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.broker_port = free_port()
         self.broker: Service = start_tansu(self.broker_port, log_path=root / "broker.log")
         # With a password, redis-server requires it and every URL below carries it.
-        self.redis_service: Service = start_redis(root / "redis", appendonly=False,
+        # Append-only (as `loa up` runs it) only for tests that restart Redis: it costs time.
+        self.durable_redis = durable_redis
+        self.redis_service: Service = start_redis(root / "redis", appendonly=durable_redis,
                                                   password=redis_password)
         self.keys = Keys(prefix)
         self.web_port = free_port()  # known up front: the worker puts it in callback URLs
@@ -59,6 +62,10 @@ class Stack:
             "LOA_REDIS_PREFIX": prefix,
             "LOA_DATA_DIR": str(root),
             "LOA_OUTBOX_RESEND_AFTER_S": "1",
+            # What the broker lost is sent again sooner than in production, so that tests of
+            # restarts do not wait the production delays (30 s, 15 s).
+            "LOA_RESEND_KEPT_AFTER_S": "5",
+            "LOA_RECOVER_STALLED_AFTER_S": "4",
             "LOA_LOG_FORMAT": "json",
             "LOA_WEB_PORT": str(self.web_port),
             "LOA_SECRET_KEY": "test-secret-key-0123456789",
@@ -151,6 +158,14 @@ class Stack:
         self.broker.stop()
         self.broker = start_tansu(self.broker_port, log_path=self.root / "broker.log")
         self.ensure_topics()
+
+    def restart_redis(self) -> None:
+        """Stop Redis (it writes its append-only file on the way down) and start it again
+        on the same port from the same folder: what a reboot of the machine does."""
+        assert self.durable_redis, "a Redis without its append-only file restarts empty"
+        self.redis_service.stop()
+        self.redis_service = start_redis(self.root / "redis", self.redis_service.port,
+                                         appendonly=True)
 
     def cli(self, *args: str, timeout_s: float = 60, stdin: str | None = None
             ) -> subprocess.CompletedProcess[str]:

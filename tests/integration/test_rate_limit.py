@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.dispatch.rate_limit import RateLimiter
+from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.embedded import Service, start_redis
 from coordinator.state import connect
 
@@ -52,3 +52,37 @@ async def test_two_workers_share_one_rate(redis_url: str) -> None:
     granted.sort()
     busiest = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
     assert busiest <= 21
+
+
+async def test_a_prompt_does_not_wait_behind_a_fan_out(redis_url: str) -> None:
+    """A fan-out (the bulk lane, 20 senders) keeps a 5/s bucket drained; a prompt (the
+    priority lane) still gets a token within one token's time (0.2 s), while the bulk lane
+    never takes the reserve: it waits for tokens above it."""
+    client = connect(redis_url)
+    key = "loatest:rate:sms:lanes"
+    bulk = RateLimiter(client, key, rate=5, reserve=lane_reserve(5))
+    prompt = RateLimiter(client, key, rate=5)
+    stop = asyncio.Event()
+    bulk_grants: list[float] = []
+
+    async def fan_out() -> None:
+        while not stop.is_set():
+            await bulk.acquire()
+            bulk_grants.append(time.monotonic())
+
+    senders = [asyncio.create_task(fan_out()) for _ in range(20)]
+    try:
+        await asyncio.sleep(2.5)  # the burst is spent; the bulk lane now takes what refills
+        asked = time.monotonic()
+        await prompt.acquire()
+        waited = time.monotonic() - asked
+    finally:
+        stop.set()
+        for task in senders:
+            task.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        await client.aclose()
+    assert (lane_reserve(5), bulk.burst) == (1.0, 6.0)
+    assert waited < 0.2, waited
+    # 2.5 s at 5/s on a bucket of 6 with 1 held back: at most 5 (burst) + 12.5 refill.
+    assert 10 <= len(bulk_grants) <= 18

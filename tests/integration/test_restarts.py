@@ -26,10 +26,13 @@ MakeStack = Callable[[], Stack]
 
 
 def snapshot(stack: Stack) -> dict[str, Any]:
-    """Every key Loa wrote, with its content (streams by length), minus liveness keys."""
+    """Every key Loa wrote, with its content (streams by length), minus liveness keys and
+    the recovery round's few-second lock."""
     state: dict[str, Any] = {}
     for key in sorted(stack.redis.scan_iter(f"{stack.keys.prefix}:*")):
         if ":worker:" in key or ":timers:" in key:  # liveness; APScheduler's pickled jobs
+            continue
+        if key == stack.keys.recovery_lock():
             continue
         kind = stack.redis.type(key)
         if kind == "hash":

@@ -41,9 +41,11 @@ NOT_TARGETED_SMS = {"+84911000005", "+84911000006", "+84911000007"}
 @pytest.fixture(scope="module")
 def subs_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
                ) -> Iterator[Stack]:
-    """A running Loa with SMS to the sandbox and email to `mail`."""
+    """A running Loa with SMS to the sandbox (10 a second) and email to `mail`; a statement
+    costing over 50 SMS segments needs two approvers."""
     with running(tmp_path_factory.mktemp("subs"), sms=True, LOA_SMTP_HOST="127.0.0.1",
-                 LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
+                 LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret",
+                 LOA_SECOND_APPROVAL_ABOVE_SEGMENTS="50") as stack:
         yield stack
 
 
@@ -84,7 +86,7 @@ def test_a_statement_reaches_its_audience_once_per_channel(
              >= 2, 30, "the statement emails")
     # Wait for the whole dispatch to settle, then count: once each, nobody else.
     wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement_id),
-                                           "queued_all"), 30, "fan-out done")
+                                           "finished_at"), 30, "fan-out done")
     sms = statement_sms()
     assert sorted(m["to"] for m in sms) == sorted(TARGETED_SMS)
     english = next(m for m in sms if m["to"] == "+84911000002")
@@ -117,10 +119,12 @@ def test_a_statement_reaches_its_audience_once_per_channel(
         finally:
             await producer.stop()
 
-    subs_stack.redis.hdel(subs_stack.keys.dispatch(statement_id), "queued_all")
     asyncio.run(replay())
-    wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement_id),
-                                           "queued_all"), 30, "the replayed fan-out")
+    time.sleep(3)  # the replay is taken in within this; it must add nothing
+    ledger = subs_stack.redis.hgetall(subs_stack.keys.dispatch(statement_id))
+    assert (ledger["targeted:sms"], ledger["batches"], ledger["chunks"]) == ("3", "2", "1")
+    assert "finished_at" in ledger
+    assert not subs_stack.redis.zscore(subs_stack.keys.dispatches_open(), statement_id)
     assert len(statement_sms()) == 3
     assert len([m for m in inbox.messages if statement_id in str(m["Message-ID"])]) == 2
 
@@ -131,6 +135,68 @@ def test_a_statement_reaches_its_audience_once_per_channel(
     gone = subs_stack.cli("subscribers", "export").stdout
     leaver = str(emails[0]["To"])
     assert any(leaver in line and ",opted_out,sub-" in line for line in gone.splitlines())
+
+
+def test_a_costly_statement_is_approved_twice_and_can_be_withdrawn_at_once(
+        subs_stack: Stack, tmp_path: Path) -> None:
+    """80 subscribers in Cau Giay: the approver sees the reach and cost, and one approval
+    is not enough above the cap of 50 segments; a second approver sends it. Withdrawn while
+    the SMS go out at 10 a second, nothing more of it is handed over within a second, every
+    other delivery is `skipped` ("statement withdrawn"), it leaves the public list and its
+    page says why."""
+    rows = ["phone,email,language,areas,topics,channels"] + [
+        f"09150{i:05d},,vi,hn-cau-giay,,sms" for i in range(80)]
+    (tmp_path / "cau-giay.csv").write_text("\n".join(rows), encoding="utf-8")
+    assert "80 saved" in subs_stack.cli("subscribers", "import",
+                                        str(tmp_path / "cau-giay.csv")).stdout
+    incident_id = file_report(subs_stack, {
+        "kind": "flood", "severity": "severe", "area": "hn-cau-giay-dich-vong",
+        "title": "Ngập sâu đường Xuân Thủy, Dịch Vọng, đề nghị tránh khu vực"})
+    approval, statement = f"APR-{incident_id[4:]}-1", f"STM-{incident_id[4:]}-1"
+    def reach() -> dict[str, int] | None:
+        return next((a["reach"] for a in subs_stack.cli_json("approvals")
+                     if a["id"] == approval), None)
+
+    wait_for(reach, 30, "the reach counted")
+    counted = reach()
+    assert counted is not None and counted["sms"] == 80 and counted["email"] <= 1
+    assert counted["sms_segments"] >= 80
+    first = subs_stack.cli("approve", approval, *subs_stack.as_person("nguyen-van-an"))
+    assert first.returncode == 0, first.stderr
+    assert "a second approver must approve too" in first.stdout
+    assert subs_stack.redis.hget(subs_stack.keys.statement(statement), "statement") is None
+    second = subs_stack.cli("approve", approval, *subs_stack.as_person("le-thi-thu-ha"))
+    assert f"statement {statement} goes out" in second.stdout, second.stdout + second.stderr
+
+    def cau_giay_sms() -> int:
+        return len([m for m in subs_stack.sms_sent() if m["to"].startswith("+849150")])
+
+    wait_for(lambda: cau_giay_sms() >= 5, 30, "the first SMS")
+    withdrawn = subs_stack.cli("withdraw", statement, "--reason", "sai khu vực / wrong area",
+                               "--operator-reason", "false alarm drill")
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    assert f"{statement} withdrawn" in withdrawn.stdout
+    time.sleep(1.0)  # a message already being handed over lands now
+    at_withdrawal = cau_giay_sms()
+    assert at_withdrawal < 80, "the fan-out outran the test"
+    time.sleep(3)
+    assert cau_giay_sms() == at_withdrawal  # nothing more of it
+    wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement),
+                                           "finished_at"), 30, "the withdrawn fan-out closed")
+    subs = [subs_stack.redis.get(subs_stack.keys.subs_by_contact(f"+849150{i:05d}"))
+            for i in range(80)]
+    records = [subs_stack.redis.hgetall(subs_stack.keys.delivery(f"{statement}:sms:{sub}"))
+               for sub in subs]
+    handed_over = [r for r in records if r.get("status") in ("queued", "sent", "delivered")]
+    stopped = [r for r in records if r.get("status") == "skipped"]
+    assert len(handed_over) == at_withdrawal and len(handed_over) + len(stopped) == 80
+    assert {r["error"] for r in stopped} == {"statement withdrawn"}
+    with subs_stack.anonymous() as http:
+        assert statement not in http.get("/").text
+        page = http.get(f"/statements/{statement}?lang=en").text
+    assert "Withdrawn" in page and "sai khu vực / wrong area" in page
+    again = subs_stack.cli("withdraw", statement, "--reason", "x", "--operator-reason", "y")
+    assert again.returncode == 2 and "already withdrawn" in again.stderr
 
 
 def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:

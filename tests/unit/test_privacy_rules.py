@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from coordinator.dispatch.deliveries import addressee, without_contact
+from coordinator.dispatch.handover import addressee, without_contact
 from coordinator.events import ApprovalRequest, DeliveryRequest
 
 

@@ -1,0 +1,274 @@
+"""A batch of a statement's deliveries on one channel: claimed in one script, handed over
+several at once, recorded a few dozen at a time, and marked done in the dispatch ledger.
+
+Per (statement, subscriber, channel) there is one delivery id, so one hand-over: a delivery
+already final is not sent again, one another live worker is sending is left to it (the
+batch then stays open and the recovery round sends it again later), and one a dead worker
+left in `sending` is first looked for at the provider (``dispatch.handover``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from channels.base import Channel
+from coordinator.dispatch.fanout import deliveries_for, unsubscribe_url
+from coordinator.dispatch.handover import (
+    FINAL,
+    Outcome,
+    addressee,
+    hand_over,
+    queue_outcome,
+    reason_not_to_send,
+)
+from coordinator.dispatch.ledger import settle
+from coordinator.dispatch.provider_ids import remember_provider_ids
+from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
+from coordinator.runtime import Runtime
+from coordinator.subscribers.models import Subscriber
+
+CONCURRENCY = 32
+"""Deliveries of one batch with the channel at once (each waits its turn at the rate limit)."""
+FLUSH_EVERY_S = 0.02
+"""How often outcomes are written: a crash loses at most this much bookkeeping (those
+deliveries are then reconciled with the provider)."""
+WITHDRAWN_EVERY_S = 0.25
+"""How stale a batch's knowledge that its statement was withdrawn may be at a hand-over."""
+LEAVERS_EVERY_S = 1.0
+"""How stale its knowledge of who said STOP or left may be (one round trip for the whole
+batch, its cost growing with the batch)."""
+
+# KEYS: the deliveries; ARGV: owner (worker/instance), now, heartbeat key prefix, this
+# instance, channel, then each delivery's addressee. Per delivery: its final status, `busy`
+# (a live worker is sending it), `orphan|<started>` (a dead one was) or `fresh`; the last two
+# are now this owner's.
+_CLAIM = """
+local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'owner', 'at')
+  local status = row[1] or ''
+  local claim = 'fresh'
+  if final[status] then
+    claim = status
+  else
+    if status == 'sending' then
+      local owner = row[2] or ''
+      local slash = string.find(owner, '/', 1, true) or (#owner + 1)
+      local alive = redis.call('GET', ARGV[3] .. string.sub(owner, 1, slash - 1))
+      local instance = string.sub(owner, slash + 1)
+      if alive and alive == instance and instance ~= ARGV[4] then
+        claim = 'busy'
+      else
+        claim = 'orphan|' .. (row[3] or '')
+      end
+    end
+    if claim ~= 'busy' then
+      redis.call('HSET', key, 'status', 'sending', 'channel', ARGV[5], 'to', ARGV[5 + i],
+                 'owner', ARGV[1])
+      if claim == 'fresh' then redis.call('HSET', key, 'at', ARGV[2]) end
+      redis.call('HINCRBY', key, 'attempts', 1)
+    end
+  end
+  out[i] = claim
+end
+return out
+"""
+
+_running: set[tuple[str, str]] = set()  # batches this process is working on now
+
+
+@dataclass
+class BatchReport:
+    """What one batch came to: counts per outcome, and whether it is done."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    done: bool = False
+
+
+async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
+                        now: datetime) -> BatchReport:
+    """Hand over every delivery of the batch not handed over yet; mark the batch done."""
+    name = f"{batch.channel}:{batch.number}"
+    if (batch.statement_id, name) in _running:  # the same event twice here: one is enough
+        return BatchReport()
+    _running.add((batch.statement_id, name))
+    try:
+        return await _deliver(rt, channels, batch, name, now)
+    finally:
+        _running.discard((batch.statement_id, name))
+
+
+async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
+                   name: str, now: datetime) -> BatchReport:
+    requests = await _requests(rt, batch)
+    if requests is None:
+        return BatchReport(done=True)  # done before, or the fan-out is finished
+    claims = await _claim(rt, requests, batch.channel, now)
+    channel = channels.get(batch.channel)
+    report = BatchReport()
+    gate = asyncio.Semaphore(CONCURRENCY)
+    run = _Run(rt, batch.statement_id, requests)
+    await run.refresh()
+
+    async def one(request: DeliveryRequest, claim: str) -> None:
+        if claim in FINAL or claim == "busy":
+            report.counts[claim] = report.counts.get(claim, 0) + 1
+            return
+        if channel is None or run.unwanted.get(request.id):
+            outcome = Outcome("skipped", run.unwanted.get(request.id)
+                              or f"{batch.channel} is not configured")
+        else:
+            orphan, _, started = claim.partition("|")
+            async with gate:
+                outcome = await hand_over(rt, channel, request, orphan=orphan == "orphan",
+                                          started=started or None, wanted=run.wanted(request))
+        run.record(request, outcome)
+        report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
+
+    async with run.kept_up():
+        await asyncio.gather(*(one(r, c) for r, c in zip(requests, claims, strict=True)))
+    if "busy" not in report.counts:
+        await settle(rt.redis, rt.keys, batch.statement_id, time.time(), done_batch=name,
+                     batch_key=rt.keys.dispatch_batch(batch.statement_id, batch.channel,
+                                                      batch.number))
+        report.done = True
+    return report
+
+
+async def _requests(rt: Runtime, batch: DeliveryBatch) -> list[DeliveryRequest] | None:
+    """The batch's deliveries on its channel (None when there is nothing left to do)."""
+    keys, sid = rt.keys, batch.statement_id
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.statement(sid), "statement")
+        pipe.get(keys.dispatch_batch(sid, batch.channel, batch.number))
+        pipe.hexists(keys.dispatch(sid), "finished_at")
+        raw_statement, raw_ids, finished = await pipe.execute()
+    if raw_ids is None or finished or raw_statement is None:
+        return None
+    statement = Statement.model_validate_json(raw_statement)
+    ids = [i for i in str(raw_ids).split(",") if i]
+    link = f"{rt.settings.web_url()}/statements/{statement.id}"
+    requests = []
+    for raw in await rt.redis.mget([keys.subscriber(i) for i in ids]) if ids else []:
+        if raw is None:  # erased since the fan-out started: nobody to send to
+            continue
+        sub = Subscriber.model_validate_json(raw)
+        requests += [r for r in deliveries_for(statement, sub, link, unsubscribe_url(rt, sub))
+                     if r.channel == batch.channel]
+    return requests
+
+
+async def _claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime
+                 ) -> list[str]:
+    """Claim every delivery of the batch in one script; each one's claim."""
+    if not requests:
+        return []
+    claims = await rt.redis.eval(
+        _CLAIM, len(requests), *[rt.keys.delivery(r.id) for r in requests],
+        f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
+        rt.keys.worker_heartbeat(""), rt.instance, channel,
+        *[addressee(r) for r in requests])
+    return [str(c) for c in claims]
+
+
+class _Run:
+    """A batch being handed over: its outcomes, written every :data:`FLUSH_EVERY_S`, and
+    which of its deliveries are not wanted any more (withdrawn, STOP, left), asked of Redis
+    for the whole batch in one round trip now and then (:data:`WITHDRAWN_EVERY_S`,
+    :data:`LEAVERS_EVERY_S`) rather than once per delivery."""
+
+    def __init__(self, rt: Runtime, statement_id: str, requests: list[DeliveryRequest]) -> None:
+        self.rt = rt
+        self.statement_id = statement_id
+        self.waiting = {r.id: r for r in requests}  # not handed over, skipped or final yet
+        self.unwanted: dict[str, str] = {}  # delivery id -> why
+        self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
+
+    def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
+        """The channel's last question before the hand-over (answered from memory)."""
+        async def ask() -> bool:
+            return request.id not in self.unwanted
+        return ask
+
+    def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
+        """Keep an outcome for the next write."""
+        self.waiting.pop(request.id, None)
+        self.outcomes.append((request, outcome))
+
+    async def refresh(self, withdrawn_only: bool = False) -> None:
+        """Ask Redis which waiting deliveries are not wanted any more: whether the statement
+        was withdrawn (one HEXISTS), and unless `withdrawn_only`, who said STOP or left."""
+        waiting = list(self.waiting.values())
+        if not waiting:
+            return
+        keys = self.rt.keys
+        if withdrawn_only:
+            if await self.rt.redis.hexists(keys.dispatch(self.statement_id), "withdrawn_at"):
+                self.unwanted |= {r.id: "statement withdrawn" for r in waiting}
+            return
+        async with self.rt.redis.pipeline(transaction=False) as pipe:
+            pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
+            pipe.smismember(keys.subs_active(), [r.subscriber_id or "" for r in waiting])
+            pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
+            opted_out, active, withdrawn = await pipe.execute()
+        for r, out, on in zip(waiting, opted_out, active, strict=True):
+            why = reason_not_to_send(r, bool(out), bool(on), bool(withdrawn))
+            if why:
+                self.unwanted[r.id] = why
+
+    async def flush(self) -> None:
+        """Write the outcomes kept so far."""
+        taken = self.outcomes[:]
+        del self.outcomes[:len(taken)]
+        if taken:
+            await _write(self.rt, self.statement_id, taken)
+
+    @contextlib.asynccontextmanager
+    async def kept_up(self) -> AsyncIterator[None]:
+        """While the block runs, write outcomes and refresh the wanted view now and then;
+        write what is left when it ends."""
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            # Never cancelled mid-write (a write cut off would lose its outcomes): told to
+            # stop, it writes what is left and ends.
+            checked = left_checked = time.monotonic()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
+                await self.flush()
+                now = time.monotonic()
+                if now - left_checked >= LEAVERS_EVERY_S:
+                    await self.refresh()
+                    checked = left_checked = now
+                elif now - checked >= WITHDRAWN_EVERY_S:
+                    await self.refresh(withdrawn_only=True)
+                    checked = now
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            stop.set()
+            await ticker
+
+
+async def _write(rt: Runtime, statement_id: str,
+                 outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
+    """Record outcomes: the provider ids first (taking callbacks that came early), then each
+    delivery's record, counter and audit entry in one transaction."""
+    early = await remember_provider_ids(rt.redis, rt.keys, {
+        o.provider_id: r.id for r, o in outcomes if o.provider_id})
+    now = utcnow()
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        for request, outcome in outcomes:
+            queue_outcome(pipe, rt, request, outcome.after_early_callback(
+                early.get(outcome.provider_id)), now)
+        pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
+        await pipe.execute()

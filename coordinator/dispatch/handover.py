@@ -1,0 +1,177 @@
+"""Handing one delivery to its channel, and the record of what came of it: shared by the
+single deliveries (``dispatch.deliveries``) and a statement's batches
+(``dispatch.batches``).
+
+A delivery's state is a Redis hash (``Keys.delivery``); the statuses in :data:`FINAL` are
+never sent again. Nothing is handed over to someone who said STOP, left, or whose
+statement was withdrawn, asked again at the moment the channel's turn comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from channels.base import (
+    Channel,
+    DeliveryError,
+    OutboundMessage,
+    PermanentDeliveryError,
+    Receipt,
+    Reconciling,
+    Withdrawn,
+)
+from channels.delivery import send_with_retries
+from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.runtime import Runtime
+from coordinator.state import Pipeline, queue_audit
+
+FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
+PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
+            "undelivered": 2, "failed": 2}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of handing a delivery over (before it is recorded)."""
+
+    status: str
+    detail: str
+    provider_id: str = ""
+    error_code: str = ""
+
+    def after_early_callback(self, early: str | None) -> Outcome:
+        """The provider's callback may have outrun our own bookkeeping: keep the further
+        status. Pure."""
+        if early and PROGRESS.get(early, 0) > PROGRESS.get(self.status, 0):
+            return Outcome(early, self.detail, self.provider_id, self.error_code)
+        return self
+
+
+async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | None) -> str:
+    """Why the delivery must not be handed over now ("" when it may): one round trip."""
+    if channel is None:
+        return f"{request.channel} is not configured"
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.sismember(rt.keys.opted_out("sms"), request.recipient)
+        pipe.sismember(rt.keys.subs_active(), request.subscriber_id or "")
+        pipe.hexists(rt.keys.dispatch(request.statement_id or "-"), "withdrawn_at")
+        opted_out, active, withdrawn = await pipe.execute()
+    return reason_not_to_send(request, bool(opted_out), bool(active), bool(withdrawn))
+
+
+def reason_not_to_send(request: DeliveryRequest, opted_out: bool, active: bool,
+                       withdrawn: bool) -> str:
+    """Why a delivery is not wanted any more, given what Redis says ("" when it is). Pure."""
+    if request.statement_id and withdrawn:
+        return "statement withdrawn"
+    if request.channel == "sms" and opted_out:
+        return "recipient opted out (STOP)"
+    if request.subscriber_id and not active:
+        return "subscriber is no longer active"
+    return ""
+
+
+async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orphan: bool,
+                    started: str | None,
+                    wanted: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
+    """Send through the channel with retries; a delivery an earlier attempt was cut off in
+    (`orphan`, started at `started`) is first looked for at the provider. The channel asks
+    `wanted` once its turn comes (by default: Redis, one round trip)."""
+    async def asked() -> bool:
+        return not await skip_reason(rt, request, channel)
+
+    wanted = wanted or asked
+
+    message = OutboundMessage(id=request.id, recipient=request.recipient, text=request.text,
+                              subject=request.subject, html=request.html,
+                              language=request.language, unsubscribe_url=request.unsubscribe_url,
+                              wanted=wanted)
+
+    async def already_there() -> Receipt | None:
+        return await reconcile(channel, message, started)
+
+    if orphan:
+        found = await already_there()
+        if found is not None:
+            return Outcome(found.status, found.provider_id, provider_id=found.provider_id)
+    try:
+        receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
+                                          before_retry=already_there)
+    except Withdrawn:
+        return Outcome("skipped", await skip_reason(rt, request, channel) or "withdrawn")
+    except PermanentDeliveryError as exc:
+        return Outcome("failed", str(exc), error_code=exc.code)
+    except DeliveryError as exc:
+        return Outcome("failed", f"gave up: {exc}")
+    return Outcome(receipt.status, receipt.provider_id, provider_id=receipt.provider_id)
+
+
+async def reconcile(channel: Channel, message: OutboundMessage, started: str | None
+                    ) -> Receipt | None:
+    """An attempt was cut off by a crash: ask the provider before sending again. Email has
+    no way to ask; its Message-ID is the delivery id, so a re-send is recognisable."""
+    if not isinstance(channel, Reconciling):
+        return None
+    since = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)
+    try:
+        return await channel.reconcile(message, since)
+    except DeliveryError:
+        return None
+
+
+def addressee(request: DeliveryRequest) -> str:
+    """Who a delivery is for, by id and never by contact (promise 8): the subscriber, the
+    person of config/, or for a confirmation code the delivery itself."""
+    if request.subscriber_id:
+        return request.subscriber_id
+    if request.person_id:
+        return f"person:{request.person_id}"
+    return f"{request.purpose}:{request.id}"
+
+
+def without_contact(detail: str, request: DeliveryRequest) -> str:
+    """A provider's words with the recipient's address replaced by who it is (SMTP and
+    Twilio errors quote the address; promise 8 keeps it out of records and timelines)."""
+    for contact in {request.recipient, request.recipient.lower()} - {""}:
+        detail = detail.replace(contact, addressee(request))
+    return detail
+
+
+def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome: Outcome,
+                  now: datetime) -> None:
+    """Inside MULTI (or a pipeline): the delivery's final record, its statement's counter,
+    its audit entry, and the end of its wait in the pending list."""
+    detail = without_contact(outcome.detail, request)
+    pipe.hset(rt.keys.delivery(request.id), mapping={
+        "status": outcome.status, "channel": request.channel, "to": addressee(request),
+        "provider_id": outcome.provider_id, "error": "" if outcome.provider_id else detail,
+        "error_code": outcome.error_code, "at": now.isoformat(),
+        "statement_id": request.statement_id or ""})
+    if request.statement_id:
+        column = tally(outcome.status)
+        ledger = rt.keys.dispatch(request.statement_id)
+        if outcome.provider_id and column != "sent":
+            # Handed over, and already delivered (or not) by an early callback: it counts
+            # as sent too, as it would have had the callback come after us.
+            pipe.hincrby(ledger, f"{request.channel}:sent", 1)
+        pipe.hincrby(ledger, f"{request.channel}:{column}", 1)
+    else:
+        pipe.hdel(rt.keys.deliveries_pending(), request.id)
+    failed = outcome.status == "failed"
+    queue_audit(pipe, rt.keys, AuditEvent(
+        at=now, actor="loa", action=f"delivery.{'failed' if failed else outcome.status}",
+        interface=request.channel, subject=request.id,
+        # A statement's deliveries stay out of the incident's timeline (which would grow
+        # with the audience): the timeline shows the dispatch counters instead.
+        incident_id=None if request.purpose == "statement" else request.incident_id,
+        detail={"to": addressee(request), "purpose": request.purpose, "detail": detail,
+                "incident": request.incident_id}))
+
+
+def tally(status: str) -> str:
+    """The progress column a status counts in. Pure."""
+    return {"queued": "sent", "accepted": "sent", "sent": "sent", "delivered": "delivered",
+            "undelivered": "failed", "failed": "failed", "skipped": "skipped"}.get(status,
+                                                                                 status)

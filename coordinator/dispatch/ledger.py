@@ -1,0 +1,147 @@
+"""A statement's dispatch ledger: the record in Redis of a fan-out, from which a restarted
+worker finishes it, even when the broker kept nothing.
+
+One hash per statement (``Keys.dispatch``): when the fan-out started and last moved, where
+it is in the audience (the SSCAN cursor and how many chunks it has cut), how many batches
+it made and whether every chunk is cut (`queued_all`), and whether it was withdrawn.
+Beside it: each batch's subscriber ids until the batch is done, the set of done batches,
+and the index of fan-outs not finished (``Keys.dispatches_open``). A fan-out is finished
+when every chunk is cut and every batch is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.keys import Keys
+from coordinator.state import Pipeline, Redis
+
+LOCK_TTL_MS = 30_000
+"""How long the right to cut a statement's audience into batches lasts without a move."""
+
+# KEYS: ledger hash, done set, open index, the batch's ids; ARGV: finished batch (or ""),
+# now, statement id. Marks the batch done (its ids are not needed any more) and, when every
+# chunk is cut and every batch done, finishes the fan-out: one script, so two workers
+# finishing the last two batches cannot both miss it.
+_SETTLE = """
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 1 end
+if ARGV[1] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  if KEYS[4] ~= KEYS[2] then redis.call('DEL', KEYS[4]) end
+end
+redis.call('HSET', KEYS[1], 'progress_at', ARGV[2])
+local batches = tonumber(redis.call('HGET', KEYS[1], 'batches') or '0')
+if redis.call('HEXISTS', KEYS[1], 'queued_all') == 1
+   and redis.call('SCARD', KEYS[2]) >= batches then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: the lock; ARGV: its holder. Deletes it only if it is still theirs.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A statement's dispatch ledger as read at one moment."""
+
+    statement_id: str
+    started_at: float
+    progress_at: float
+    resolved: bool
+    audience: int
+    cursor: int
+    chunks: int
+    batches: int
+    queued_all: bool
+    finished: bool
+    withdrawn_at: str
+
+    @classmethod
+    def from_hash(cls, statement_id: str, row: dict[str, str]) -> Ledger:
+        """The ledger of a `Keys.dispatch` hash (an empty hash: nothing started). Pure."""
+        return cls(statement_id=statement_id, started_at=float(row.get("started_at", 0)),
+                   progress_at=float(row.get("progress_at", row.get("started_at", 0))),
+                   resolved="resolved" in row, audience=int(row.get("audience", 0)),
+                   cursor=int(row.get("cursor", 0)), chunks=int(row.get("chunks", 0)),
+                   batches=int(row.get("batches", 0)), queued_all="queued_all" in row,
+                   finished="finished_at" in row, withdrawn_at=row.get("withdrawn_at", ""))
+
+
+async def read_ledger(redis: Redis, keys: Keys, statement_id: str) -> Ledger:
+    """The statement's ledger now."""
+    return Ledger.from_hash(statement_id, await redis.hgetall(keys.dispatch(statement_id)))
+
+
+async def open_ledger(redis: Redis, keys: Keys, statement_id: str, now: float) -> None:
+    """Note that the fan-out has started (once: a second call changes nothing)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(keys.dispatch(statement_id), "started_at", now)
+        pipe.zadd(keys.dispatches_open(), {statement_id: now}, nx=True)
+        await pipe.execute()
+
+
+def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
+                   now: float) -> None:
+    """Inside MULTI: the audience set is complete; chunks are cut from its start."""
+    pipe.hset(keys.dispatch(statement_id), mapping={
+        "resolved": "1", "audience": audience, "cursor": 0, "chunks": 0, "batches": 0,
+        "progress_at": now})
+
+
+def queue_chunk(pipe: Pipeline, keys: Keys, statement_id: str, number: int, cursor: int,
+                batches: dict[str, list[str]], now: float) -> None:
+    """Inside MULTI: chunk `number` of the audience, cut into one batch per channel (empty
+    ones left out), and the cursor after it: all or nothing, so a crash recuts the chunk."""
+    ledger = keys.dispatch(statement_id)
+    for channel, ids in batches.items():
+        pipe.set(keys.dispatch_batch(statement_id, channel, number), ",".join(ids))
+        pipe.hincrby(ledger, f"targeted:{channel}", len(ids))
+    pipe.hincrby(ledger, "batches", len(batches))
+    pipe.hset(ledger, mapping={"cursor": cursor, "chunks": number + 1, "progress_at": now})
+
+
+async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
+                 done_batch: str = "", batch_key: str = "", queued_all: bool = False) -> bool:
+    """Record a finished batch (`channel:number`, its ids kept at `batch_key`) and/or that
+    every chunk is cut; True when the whole fan-out is finished (then it leaves the open
+    index)."""
+    if queued_all:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.dispatch(statement_id), "queued_all", "1")
+            pipe.delete(keys.dispatch_audience(statement_id))
+            await pipe.execute()
+    finished = await redis.eval(_SETTLE, 4, keys.dispatch(statement_id),
+                                keys.dispatch_done(statement_id), keys.dispatches_open(),
+                                batch_key or keys.dispatch_done(statement_id), done_batch, now,
+                                statement_id)
+    return bool(finished)
+
+
+async def take_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> bool:
+    """The right to cut the audience into batches; False while someone else has it."""
+    return bool(await redis.set(keys.dispatch_lock(statement_id), holder, nx=True,
+                                px=LOCK_TTL_MS))
+
+
+async def release_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> None:
+    """Give the right up (only if it is still `holder`'s)."""
+    await redis.eval(_RELEASE, 1, keys.dispatch_lock(statement_id), holder)
+
+
+async def open_fan_outs(redis: Redis, keys: Keys) -> list[tuple[str, float]]:
+    """Every fan-out not finished, oldest first: (statement id, when it started)."""
+    return [(str(sid), float(at)) for sid, at in
+            await redis.zrange(keys.dispatches_open(), 0, -1, withscores=True)]
+
+
+async def withdraw(redis: Redis, keys: Keys, statement_id: str, when: str) -> bool:
+    """Mark the fan-out withdrawn; False when it already was."""
+    return bool(await redis.hsetnx(keys.dispatch(statement_id), "withdrawn_at", when))

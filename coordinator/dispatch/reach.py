@@ -1,0 +1,98 @@
+"""How far a draft would go and what its SMS would cost, shown to the approver before they
+approve: the audience per channel and the SMS segments, counted inside Redis (the same
+audience as the fan-out's, ``dispatch.audience``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from channels.segments import segment_count
+from coordinator.city import City
+from coordinator.dispatch.audience import resolve_audience
+from coordinator.dispatch.fanout import FALLBACK_LANGUAGES
+from coordinator.events import RenderedText
+from coordinator.keys import Keys
+from coordinator.state import Redis
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Subscribers a draft would reach by SMS and by email, and the SMS segments it costs."""
+
+    sms: int
+    email: int
+    sms_segments: int
+
+    def to_json(self) -> str:
+        """Kept on the approval request (field `reach`). Pure."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Reach | None:
+        """The reach kept on an approval request, if any. Pure."""
+        return cls(**json.loads(raw)) if raw else None
+
+    def line(self) -> str:
+        """In plain words. Pure."""
+        return (f"SMS to {self.sms:,} ({self.sms_segments:,} segments), "
+                f"email to {self.email:,}")
+
+
+def sms_segments(texts: Sequence[RenderedText], by_language: dict[str, int], total: int
+                 ) -> int:
+    """Segments for `total` SMS subscribers, `by_language` of them counted per language: each
+    gets their language's SMS text, else the fallback order's (as ``dispatch.fanout``). Pure."""
+    sms = {t.language: t.body for t in texts if t.channel == "sms"}
+
+    def cost(language: str) -> int:
+        for lang in (language, *FALLBACK_LANGUAGES):
+            if lang in sms:
+                return segment_count(sms[lang])
+        return 0
+
+    counted = sum(by_language.values())
+    others = max(0, total - counted)
+    return (sum(n * cost(lang) for lang, n in by_language.items())
+            + others * cost(FALLBACK_LANGUAGES[0]))
+
+
+async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
+                   texts: Sequence[RenderedText]) -> Reach:
+    """Count the audience of (area, kind) per channel, and per language for SMS."""
+    key = keys.subs_index("tmp", f"{uuid.uuid4().hex}:reach")
+    await resolve_audience(redis, keys, city, area, kind, key)
+    languages = sorted({t.language for t in texts} | set(FALLBACK_LANGUAGES))
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.sintercard(2, [key, keys.subs_index("channel", "sms")])
+            pipe.sintercard(2, [key, keys.subs_index("channel", "email")])
+            for lang in languages:
+                pipe.sintercard(3, [key, keys.subs_index("channel", "sms"),
+                                    keys.subs_index("lang", lang)])
+            sms, email, *per_language = await pipe.execute()
+    finally:
+        await redis.delete(key)
+    counts = dict(zip(languages, (int(n) for n in per_language), strict=True))
+    return Reach(int(sms), int(email), sms_segments(texts, counts, int(sms)))
+
+
+async def remember_reach(redis: Redis, keys: Keys, city: City, approval_id: str,
+                         incident_id: str, draft_id: str) -> Reach | None:
+    """Count a requested draft's reach and keep it on its approval request (once: a replay
+    keeps the first count). None when the draft or incident is gone."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.approval(approval_id), "reach")
+        pipe.get(keys.draft(draft_id))
+        pipe.hmget(keys.incident(incident_id), ["area", "kind"])
+        kept, draft, (area, kind) = await pipe.execute()
+    if kept:
+        return Reach.from_json(kept)
+    if draft is None or area is None or kind is None:
+        return None
+    texts = [RenderedText.model_validate(t) for t in json.loads(draft)["texts"]]
+    reach = await reach_of(redis, keys, city, area, kind, texts)
+    await redis.hsetnx(keys.approval(approval_id), "reach", reach.to_json())
+    return reach

@@ -1,0 +1,104 @@
+"""Finish what the broker lost: fan-outs and single deliveries whose events never arrived.
+
+Every worker runs :func:`recover` every few seconds (one at a time, by a short lock). It
+reads the dispatch ledgers of the fan-outs not finished and the single deliveries still
+pending; what has not moved for :data:`STALLED_S` is put on the broker again: the rest of
+the audience cut into batches, the batches not done, the deliveries not finished. Sending
+again is safe: every delivery is claimed by its id, so a repeat hands nothing over twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from coordinator.dispatch.deliveries import Send, queue_delivery
+from coordinator.dispatch.fanout import CHANNELS, fan_out, send_batch
+from coordinator.dispatch.handover import FINAL
+from coordinator.dispatch.ledger import Ledger, open_fan_outs, read_ledger, settle
+from coordinator.events import DeliveryBatch, DeliveryRequest, Statement
+from coordinator.runtime import Runtime
+
+STALLED_S = 15.0
+"""A fan-out that has not moved for this long has lost its events (or its worker):
+``LOA_RECOVER_STALLED_AFTER_S``."""
+PENDING_S = 30.0
+"""A single delivery not finished after this long is sent again: ``LOA_RESEND_KEPT_AFTER_S``."""
+ROUND_LOCK_S = 5
+
+
+@dataclass
+class Recovered:
+    """What one round put on the broker again."""
+
+    fan_outs_resumed: int = 0
+    batches_sent_again: int = 0
+    deliveries_sent_again: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.fan_outs_resumed or self.batches_sent_again
+                    or self.deliveries_sent_again)
+
+
+async def recover(rt: Runtime, send: Send, stalled_s: float = STALLED_S,
+                  pending_s: float = PENDING_S) -> Recovered:
+    """One recovery round (nothing when another worker is running one)."""
+    done = Recovered()
+    if not await rt.redis.set(rt.keys.recovery_lock(), rt.instance, nx=True, ex=ROUND_LOCK_S):
+        return done
+    now = time.time()
+    for statement_id, _ in await open_fan_outs(rt.redis, rt.keys):
+        ledger = await read_ledger(rt.redis, rt.keys, statement_id)
+        if now - ledger.progress_at < stalled_s:
+            continue
+        if not ledger.queued_all:
+            raw = await rt.redis.hget(rt.keys.statement(statement_id), "statement")
+            if raw is not None:
+                await fan_out(rt, Statement.model_validate_json(raw), send)
+                done.fan_outs_resumed += 1
+            continue
+        done.batches_sent_again += await _send_batches_again(rt, ledger, send, now)
+    done.deliveries_sent_again = await _send_deliveries_again(rt, send, now, pending_s)
+    return done
+
+
+async def _send_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: float) -> int:
+    """Every batch of a stalled fan-out that is not done goes on the broker again."""
+    sid, keys = ledger.statement_id, rt.keys
+    finished = await rt.redis.smembers(keys.dispatch_done(sid))
+    candidates = [(channel, n) for n in range(ledger.chunks) for channel in CHANNELS
+                  if f"{channel}:{n}" not in finished]
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for channel, n in candidates:
+            pipe.exists(keys.dispatch_batch(sid, channel, n))
+        present = await pipe.execute() if candidates else []
+    statement = await rt.redis.hget(keys.statement(sid), "statement")
+    incident_id = Statement.model_validate_json(statement).incident_id if statement else ""
+    again = [(channel, n) for (channel, n), there in zip(candidates, present, strict=True)
+             if there]
+    for channel, n in again:
+        await send_batch(send, DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
+                                             incident_id=incident_id, number=n))
+    # Stamped as a move, so the next round waits another STALLED_S; with nothing left to
+    # send, this settles a fan-out whose last batch was done but not yet counted.
+    await settle(rt.redis, keys, sid, now)
+    return len(again)
+
+
+async def _send_deliveries_again(rt: Runtime, send: Send, now: float, pending_s: float
+                                 ) -> int:
+    """Single deliveries kept longer than `pending_s` and not finished go out again."""
+    again = 0
+    for delivery_id, raw in (await rt.redis.hgetall(rt.keys.deliveries_pending())).items():
+        entry = json.loads(raw)
+        if now - float(entry["at"]) < pending_s:
+            continue
+        status = await rt.redis.hget(rt.keys.delivery(delivery_id), "status")
+        if status in FINAL:
+            await rt.redis.hdel(rt.keys.deliveries_pending(), delivery_id)
+            continue
+        await queue_delivery(rt.redis, rt.keys,
+                             DeliveryRequest.model_validate_json(entry["request"]), send)
+        again += 1
+    return again

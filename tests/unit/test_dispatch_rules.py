@@ -1,0 +1,114 @@
+"""The pure rules of a fan-out: the ledger as read from its hash, who is not sent to any
+more, a provider's early callback, the rate limit's lanes, how stuck work is told, what a
+draft's SMS cost and when that needs a second approver."""
+
+from __future__ import annotations
+
+from coordinator.approvals.decisions import needs_second_approver
+from coordinator.dispatch.handover import Outcome, reason_not_to_send, tally
+from coordinator.dispatch.ledger import Ledger
+from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
+from coordinator.dispatch.reach import Reach, sms_segments
+from coordinator.events import DeliveryRequest, RenderedText
+from coordinator.stuck_work import Stuck
+
+
+def _request(**extra: str) -> DeliveryRequest:
+    return DeliveryRequest(id="STM-00001-1:sms:sub-1", channel="sms", recipient="+84912000001",
+                           text="Ngập", purpose="statement", **extra)
+
+
+def test_a_ledger_is_read_from_its_hash() -> None:
+    """Every field the recovery needs, with defaults for a fan-out that has not started."""
+    ledger = Ledger.from_hash("STM-00001-1", {
+        "started_at": "100.5", "progress_at": "130.0", "resolved": "1", "audience": "1200",
+        "cursor": "77", "chunks": "2", "batches": "4", "withdrawn_at": "2026-12-02T16:00:00"})
+    assert (ledger.started_at, ledger.progress_at, ledger.resolved, ledger.audience,
+            ledger.cursor, ledger.chunks, ledger.batches, ledger.queued_all, ledger.finished,
+            ledger.withdrawn_at) == (100.5, 130.0, True, 1200, 77, 2, 4, False, False,
+                                     "2026-12-02T16:00:00")
+    empty = Ledger.from_hash("STM-00002-1", {})
+    assert (empty.resolved, empty.chunks, empty.progress_at, empty.queued_all) == (
+        False, 0, 0.0, False)
+    moved_never = Ledger.from_hash("STM-00003-1", {"started_at": "50", "queued_all": "1",
+                                                   "finished_at": "60"})
+    assert (moved_never.progress_at, moved_never.queued_all, moved_never.finished) == (
+        50.0, True, True)
+
+
+def test_why_a_delivery_is_not_sent() -> None:
+    """Withdrawn first, then STOP (SMS only), then a subscriber who left; prompts and codes
+    are never withdrawn with a statement."""
+    statement_sms = _request(statement_id="STM-00001-1", subscriber_id="sub-1")
+    assert reason_not_to_send(statement_sms, True, False, True) == "statement withdrawn"
+    assert reason_not_to_send(statement_sms, True, True, False) == "recipient opted out (STOP)"
+    assert reason_not_to_send(statement_sms, False, False, False) == (
+        "subscriber is no longer active")
+    assert reason_not_to_send(statement_sms, False, True, False) == ""
+    prompt = DeliveryRequest(id="prompt:APR-1", channel="sms", recipient="+84901000101",
+                             text="Duyệt?", person_id="nguyen-van-an")
+    assert reason_not_to_send(prompt, False, False, True) == ""
+    email = DeliveryRequest(id="STM-00001-1:email:sub-1", channel="email",
+                            recipient="a@b.example", text="x", statement_id="STM-00001-1",
+                            subscriber_id="sub-1")
+    assert reason_not_to_send(email, True, True, False) == ""
+
+
+def test_an_early_callback_only_moves_a_delivery_forward() -> None:
+    """`delivered` from a callback that outran us wins over `queued`; `sent` does not undo
+    `delivered`; no callback changes nothing."""
+    queued = Outcome("queued", "SM1", provider_id="SM1")
+    assert queued.after_early_callback("delivered") == Outcome("delivered", "SM1", "SM1")
+    assert queued.after_early_callback(None) is queued
+    delivered = Outcome("delivered", "SM1", provider_id="SM1")
+    assert delivered.after_early_callback("sent") is delivered
+    assert [tally(s) for s in ("queued", "accepted", "delivered", "undelivered", "skipped")] == [
+        "sent", "sent", "delivered", "failed", "skipped"]
+
+
+def test_the_bulk_lane_leaves_a_fifth_of_a_second_for_prompts() -> None:
+    """At least one token; a fifth of the rate above five a second. A limiter takes up to
+    20 ms' worth of tokens a round trip (one at a time up to 50/s, never over 32), in a
+    bucket of a second's worth plus the reserve."""
+    assert [lane_reserve(r) for r in (0.5, 5, 10, 300)] == [1.0, 1.0, 2.0, 60.0]
+    limiters = [RateLimiter(None, "k", rate) for rate in (10, 99, 300, 100_000)]
+    assert [lim.take for lim in limiters] == [1, 1, 6, 32]
+    assert [lim.burst for lim in limiters] == [12.0, 118.8, 360.0, 120_000.0]
+
+
+def test_stuck_work_is_told_with_its_age() -> None:
+    """Seconds, minutes, hours; the detail in brackets."""
+    assert Stuck("fan-outs not finished", 2, 45.2, "STM-00001-1: 3 of 8 batches done").line() == (
+        "fan-outs not finished: 2, the oldest waiting 45 s (STM-00001-1: 3 of 8 batches done)")
+    assert Stuck("reports accepted, not taken in", 1, 725).line() == (
+        "reports accepted, not taken in: 1, the oldest waiting 12 min")
+    assert Stuck("dead letters not looked at", 3, 3 * 3600 + 1800).line() == (
+        "dead letters not looked at: 3, the oldest waiting 3.5 h")
+
+
+def test_what_a_drafts_sms_costs() -> None:
+    """Each SMS subscriber costs their language's segments, else the fallback's: 10
+    Vietnamese at 2 segments (UCS-2, 71..134 characters), 5 English at 1, and 3 in a
+    language without a text, who get the Vietnamese one."""
+    texts = [RenderedText(channel="sms", language="vi", body="Ngập sâu " * 9),
+             RenderedText(channel="sms", language="en", body="Deep flooding"),
+             RenderedText(channel="email", language="vi", title="t", body="x" * 5000)]
+    assert sms_segments(texts, {"vi": 10, "en": 5}, 18) == 10 * 2 + 5 * 1 + 3 * 2
+    assert sms_segments(texts[2:], {"vi": 4}, 4) == 0  # no SMS text: nothing to send
+    reach = Reach(sms=18, email=7, sms_segments=31)
+    assert Reach.from_json(reach.to_json()) == reach and Reach.from_json(None) is None
+    assert reach.line() == "SMS to 18 (31 segments), email to 7"
+
+
+def test_a_costly_statement_needs_a_second_approver() -> None:
+    """Above the cap one approval is not enough; two approvers, a reach at the cap, no
+    reach counted, or no cap (0) let it go."""
+    costly = Reach(sms=60_000, email=0, sms_segments=120_000)
+    why = needs_second_approver(costly, ["nguyen-van-an"], 100_000)
+    assert why == ("it would send SMS to 60,000 (120,000 segments), email to 0, above the "
+                   "100,000 SMS segments one approval allows: a second approver must "
+                   "approve too")
+    assert needs_second_approver(costly, ["le-thi-thu-ha", "nguyen-van-an"], 100_000) is None
+    assert needs_second_approver(Reach(50_000, 0, 100_000), ["a"], 100_000) is None
+    assert needs_second_approver(None, ["a"], 100_000) is None
+    assert needs_second_approver(costly, ["a"], 0) is None

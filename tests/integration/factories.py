@@ -9,6 +9,7 @@ import re
 import uuid
 from datetime import datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, cast
 
 from tests.integration.smtp_server import Inbox
@@ -138,3 +139,19 @@ def link_in(message: EmailMessage, path: str) -> str:
     found = re.search(rf"(http://\S+{re.escape(path)}\S+)", text_of(message))
     assert found, text_of(message)
     return found.group(1)
+
+
+def import_residents(stack: Stack, folder: Path, phone_prefix: str, count: int, area: str,
+                     email: bool = False) -> list[str]:
+    """`count` residents of `area` on SMS (and email, with `email`), imported with
+    `loa subscribers import`: phones `{phone_prefix}00000` on (national form); their E.164
+    numbers."""
+    phones = [f"{phone_prefix}{i:05d}" for i in range(count)]
+    rows = ["phone,email,language,areas,topics,channels"] + [
+        f"{p},{f'd{p}@dan.example' if email else ''},vi,{area},,{'sms;email' if email else 'sms'}"
+        for p in phones]
+    path = folder / f"residents-{phone_prefix}.csv"
+    path.write_text("\n".join(rows), encoding="utf-8")
+    imported = stack.cli("subscribers", "import", str(path), timeout_s=600)
+    assert f"{count} saved" in imported.stdout, imported.stderr
+    return [f"+84{p[1:]}" for p in phones]

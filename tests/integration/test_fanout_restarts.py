@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
+from tests.integration.factories import import_residents
 from tests.integration.smtp_server import smtp_server
 from tests.integration.stack import wait_for
 from tests.integration.test_subscribers import approve_a_flood
@@ -35,12 +36,7 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
         stack = make_stack(sms=True, durable_redis=True, LOA_SMTP_HOST="127.0.0.1",
                            LOA_SMTP_PORT=str(port), LOA_SMS_RATE_PER_S=str(max(50, N // 10)))
         assert stack.cli("migrate", "--apply").returncode == 0
-        rows = ["phone,email,language,areas,topics,channels"] + [
-            f"09140{i:05d},r{i}@dan.example,vi,hn-long-bien,,sms;email" for i in range(N)]
-        (tmp_path / "many.csv").write_text("\n".join(rows), encoding="utf-8")
-        imported = stack.cli("subscribers", "import", str(tmp_path / "many.csv"),
-                             timeout_s=600)
-        assert f"{N} saved" in imported.stdout, imported.stderr
+        import_residents(stack, tmp_path, "09140", N, "hn-long-bien", email=True)
         stack.start_worker()
         stack.start_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
-from tests.integration.factories import file_report, flood_body
+from tests.integration.factories import file_report, flood_body, import_residents
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running, wait_for
 
@@ -144,11 +144,7 @@ def test_a_costly_statement_is_approved_twice_and_can_be_withdrawn_at_once(
     the SMS go out at 10 a second, nothing more of it is handed over within a second, every
     other delivery is `skipped` ("statement withdrawn"), it leaves the public list and its
     page says why."""
-    rows = ["phone,email,language,areas,topics,channels"] + [
-        f"09150{i:05d},,vi,hn-cau-giay,,sms" for i in range(80)]
-    (tmp_path / "cau-giay.csv").write_text("\n".join(rows), encoding="utf-8")
-    assert "80 saved" in subs_stack.cli("subscribers", "import",
-                                        str(tmp_path / "cau-giay.csv")).stdout
+    import_residents(subs_stack, tmp_path, "09150", 80, "hn-cau-giay")
     incident_id = file_report(subs_stack, {
         "kind": "flood", "severity": "severe", "area": "hn-cau-giay-dich-vong",
         "title": "Ngập sâu đường Xuân Thủy, Dịch Vọng, đề nghị tránh khu vực"})
@@ -223,12 +219,7 @@ def test_a_worker_killed_mid_fan_out_still_sends_each_message_once(
     with smtp_server() as (port, inbox):
         stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
                            LOA_SMS_RATE_PER_S=str(max(50, n // 20)))
-        rows = ["phone,email,language,areas,topics,channels"] + [
-            f"09120{i:05d},p{i}@dan.example,vi,hn-long-bien,,sms;email" for i in range(n)]
-        (tmp_path / "many.csv").write_text("\n".join(rows), encoding="utf-8")
-        imported = stack.cli("subscribers", "import", str(tmp_path / "many.csv"),
-                             timeout_s=600)
-        assert f"{n} saved" in imported.stdout, imported.stderr
+        import_residents(stack, tmp_path, "09120", n, "hn-long-bien", email=True)
         stack.start_worker()
         stack.start_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
@@ -275,10 +266,7 @@ def test_unsubscribing_during_a_fan_out_stops_what_was_not_handed_over(
     with smtp_server() as (port, _):
         stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
                            LOA_SMS_RATE_PER_S="2")
-        rows = ["phone,email,language,areas,topics,channels"] + [
-            f"09130{i:05d},,vi,hn-hoang-mai,,sms" for i in range(30)]
-        (tmp_path / "slow.csv").write_text("\n".join(rows), encoding="utf-8")
-        assert "30 saved" in stack.cli("subscribers", "import", str(tmp_path / "slow.csv")).stdout
+        import_residents(stack, tmp_path, "09130", 30, "hn-hoang-mai")
         stack.start_worker()
         stack.start_web()
         _, statement = approve_a_flood(stack, "hn-hoang-mai-dinh-cong", "Ngập")

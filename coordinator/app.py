@@ -8,6 +8,7 @@ reason, and the agent goes on with the next one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,8 +16,8 @@ import faust
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from coordinator import faust_kafka, topics
 from coordinator import observability as obs
-from coordinator import topics
 from coordinator.broker import bootstrap_servers, faust_credentials
 from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.errors import (
@@ -39,14 +40,16 @@ DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 RETRIES = 5
 DELIVERY_CONCURRENCY = 32
 BATCH_CONCURRENCY = 4  # batches of one lane at once per worker (each sends several at once)
+KEYED_IN_FLIGHT = 16  # events of different keys handled at once on an ordered topic
 RECOVER_EVERY_S = 5.0
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
     """The faust app with every agent of the pipeline registered."""
     assert settings.kafka_url
-    app = faust.App(
+    app = faust_kafka.App(
         settings.app_id,
+        fetch_wait_ms=settings.broker_fetch_wait_ms,
         broker=f"kafka://{bootstrap_servers(settings.kafka_url).replace(',', ';')}",
         broker_credentials=faust_credentials(settings),  # SASL and/or TLS, or None
         store="memory://",
@@ -97,18 +100,29 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                     log.warning("channel did not close cleanly", channel=channel.name,
                                 error=repr(exc))
 
-    for spec, handler in pipeline.handlers().items():
-        # Deliveries are independent of each other (each claimed in Redis): several at once.
-        # Every other topic keeps one event at a time, in order.
-        concurrency = {topics.DELIVERIES_SMS: DELIVERY_CONCURRENCY,
-                       topics.DELIVERIES_EMAIL: DELIVERY_CONCURRENCY,
-                       topics.DISPATCH_SMS: BATCH_CONCURRENCY,
-                       topics.DISPATCH_EMAIL: BATCH_CONCURRENCY}.get(spec, 1)
-        _register_agent(app, by_name[spec.name], spec, handler, dead_letter, concurrency)
+    _register_agents(app, by_name, pipeline, dead_letter)
     _register_timers(app, settings, rt, send)
     _register_escalation(app, timers, pipeline)
     _register_recovery(app, pipeline)
     return app
+
+
+def _register_agents(app: faust.App, by_name: dict[str, Any], pipeline: Pipeline,
+                     dead_letter: DeadLetterSink) -> None:
+    """One agent per topic, each with its handler from the pipeline."""
+    for spec, handler in pipeline.handlers().items():
+        # Deliveries are independent of each other (each claimed in Redis): several at once,
+        # in any order. Every other topic keeps the order of its key (an incident's events,
+        # an approval's decisions), with events of different keys handled at the same time.
+        concurrency = {topics.DELIVERIES_SMS: DELIVERY_CONCURRENCY,
+                       topics.DELIVERIES_EMAIL: DELIVERY_CONCURRENCY,
+                       topics.DISPATCH_SMS: BATCH_CONCURRENCY,
+                       topics.DISPATCH_EMAIL: BATCH_CONCURRENCY}.get(spec)
+        if concurrency is None:
+            _register_keyed_agent(app, by_name[spec.name], spec, handler, dead_letter,
+                                  KEYED_IN_FLIGHT)
+        else:
+            _register_agent(app, by_name[spec.name], spec, handler, dead_letter, concurrency)
 
 
 def _register_recovery(app: faust.App, pipeline: Pipeline) -> None:
@@ -177,15 +191,71 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
 
 
 def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler: Handler,
-                    dead_letter: DeadLetterSink, concurrency: int = 1) -> None:
+                    dead_letter: DeadLetterSink, concurrency: int) -> None:
+    """`concurrency` actors share the topic's events, in no order."""
     async def agent(stream: Any) -> AsyncIterator[None]:
+        observe = _observer(spec)
         async for event in stream.events():
-            await handle_safely(spec, event.key, event.value, handler, dead_letter)
+            await observe(event, handle_safely(spec, event.key, event.value, handler,
+                                               dead_letter))
             yield None
 
     name = f"{spec.name.replace('-', '_')}_agent"
     agent.__name__ = agent.__qualname__ = name
     app.agent(topic, name=name, concurrency=concurrency)(agent)
+
+
+def _register_keyed_agent(app: faust.App, topic: Any, spec: topics.TopicSpec,
+                          handler: Handler, dead_letter: DeadLetterSink, in_flight: int
+                          ) -> None:
+    """Events of one key are handled one after the other, in the topic's order; events of
+    different keys at the same time, up to `in_flight` at once. Each event is acked when its
+    handler is done, and faust commits an offset only once every event before it is acked,
+    so a crash loses nothing (what was being handled is handled again)."""
+    async def agent(stream: Any) -> AsyncIterator[None]:
+        observe = _observer(spec)
+        manual = stream.noack()
+        slots = asyncio.Semaphore(in_flight)
+        last_of_key: dict[bytes | None, asyncio.Task[None]] = {}
+
+        async def one(event: Any, before: asyncio.Task[None] | None) -> None:
+            try:
+                if before is not None:
+                    await asyncio.wait([before])  # the same key's earlier event comes first
+                await observe(event, handle_safely(spec, event.key, event.value, handler,
+                                                   dead_letter))
+                await manual.ack(event)
+            finally:
+                slots.release()
+                if last_of_key.get(event.key) is asyncio.current_task():
+                    del last_of_key[event.key]
+
+        async for event in manual.events():
+            await slots.acquire()
+            task = asyncio.create_task(one(event, last_of_key.get(event.key)))
+            last_of_key[event.key] = task
+            yield None
+
+    name = f"{spec.name.replace('-', '_')}_agent"
+    agent.__name__ = agent.__qualname__ = name
+    app.agent(topic, name=name, concurrency=1)(agent)
+
+
+def _observer(spec: topics.TopicSpec) -> Callable[[Any, Awaitable[None]], Awaitable[None]]:
+    """Runs an event's handling, observing how long the event waited since it was produced
+    and how long its handler took (`loa_hop_wait_seconds`, `loa_handler_seconds`)."""
+    hop_wait = obs.HOP_WAIT.labels(spec.name)
+    handler_time = obs.HANDLER_TIME.labels(spec.name)
+
+    async def observe(event: Any, handling: Awaitable[None]) -> None:
+        started = time.time()
+        # The record's timestamp is the producer's clock (CreateTime): this host's clock on
+        # the embedded stack, only as good as NTP across hosts.
+        hop_wait.observe(max(0.0, started - event.message.timestamp))
+        await handling
+        handler_time.observe(time.time() - started)
+
+    return observe
 
 
 def _register_timers(app: faust.App, settings: Settings, rt: Runtime,

@@ -22,6 +22,16 @@ ESCALATION_LATENESS = Histogram(
     "loa_escalation_lateness_seconds", "From a level's deadline to its escalation committed",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
 )
+_HOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+HOP_WAIT = Histogram(
+    "loa_hop_wait_seconds",
+    "From an event's production (its broker timestamp) to its handler starting, per topic",
+    ["topic"], buckets=_HOP_BUCKETS,
+)
+HANDLER_TIME = Histogram(
+    "loa_handler_seconds", "A handler's own time for one event, per topic (retries included)",
+    ["topic"], buckets=_HOP_BUCKETS,
+)
 STAGE_LATENCY = Histogram(
     "loa_stage_latency_seconds", "Time from the triggering event to the end of a stage",
     ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),

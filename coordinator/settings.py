@@ -40,6 +40,10 @@ class Settings(BaseSettings):
         default=None, description="CA bundle of the brokers' certificates; unset = system CAs")
     topic_prefix: str = Field(default="", description="prefix of every Kafka topic name")
     topic_partitions: int = Field(default=3, ge=1)
+    broker_fetch_wait_ms: int = Field(
+        default=10, ge=0, le=1500,
+        description="the longest a worker's fetch waits at the broker when nothing is ready: "
+                    "a hop's idle latency, against one fetch a partition leader per wait")
     data_dir: Path = Field(default=REPO_ROOT / ".loa", description="embedded state and run file")
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     config_dir: Path = REPO_ROOT / "config"

@@ -28,5 +28,10 @@ def run_worker(settings: Settings) -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     app = create_app(settings, rt)
-    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel="WARNING", quiet=True)
+    # faust's terminal spinner turns on every log record, so it sets the root logger to DEBUG:
+    # every debug line of aiokafka, faust and APScheduler was then built and handled, about a
+    # tenth of the worker's CPU under load. A service has no use for a spinner.
+    worker.spinner = None
+    worker.execute_from_commandline()
 

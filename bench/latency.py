@@ -1,0 +1,465 @@
+"""Benchmark: how long a report takes to reach its approver, through the HTTP API, under load.
+
+Starts the embedded stack (Tansu, Redis syncing every write as `loa up` runs it, the SMS
+sandbox, one worker, one web process), then drives it from a separate load-client process
+(bench/_load_client.py) with a duty officer's API token, open loop:
+
+- `own` mix: every report its own incident, at each of `--rates` for `--seconds`;
+- `storm` mix: `--storm-rate` reports/s about `--storm-incidents` incidents (many people
+  reporting the same few floods), checking that no report is lost or attached to another
+  incident;
+- approvals: `--approvals` incidents approved one at a time, each statement going to
+  `--subscribers` SMS subscribers.
+
+Times come from Loa's own records in Redis (the report's `received_at`, the approval
+request's `created_at`, the prompt's and the statement SMS's hand-over in the audit trail)
+and, per hop, from the worker's `/metrics` histograms. The prompts' SMS channel is not
+throttled, so the pipeline is what is measured. Prints one JSON object.
+
+    .venv/bin/python bench/latency.py
+    .venv/bin/python bench/latency.py --rates 50 --seconds 10 --storm-rate 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from fanout import cpu_s, make_token, seed  # bench/ is the script's folder
+from prometheus_client.parser import text_string_to_metric_families
+
+from coordinator.broker import ensure_topics
+from coordinator.city import load_city
+from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+
+HERE = Path(__file__).parent
+PREFIX = "bench"
+KINDS = ["flood", "fire", "power-outage", "outbreak", "collapse", "misinformation"]
+
+
+@dataclass
+class Stack:
+    """The embedded stack of one run, under one folder."""
+
+    root: Path
+    env: dict[str, str]
+    services: list[Service] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_url: str = ""
+    web_url: str = ""
+
+    @classmethod
+    def start(cls, root: Path, workers: int = 1, **env: str) -> Stack:
+        broker = start_tansu(log_path=root / "broker.log")
+        rservice = start_redis(root / "redis", appendonly=True)  # as `loa up`: fsync always
+        sms_port, web_port, metrics_port = free_port(), free_port(), free_port()
+        stack = cls(root, {
+            **os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+            "LOA_REDIS_PREFIX": PREFIX, "LOA_LOG_LEVEL": "warning",
+            "LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": "t",
+            "LOA_TWILIO_FROM_NUMBER": "+15005550006",
+            "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{sms_port}",
+            "LOA_WEB_PORT": str(web_port), "LOA_SMS_RATE_PER_S": "100000",
+            "LOA_LINK_SECRET": "bench", "LOA_SECRET_KEY": "bench-secret-key",
+            "LOA_WORKER_METRICS_PORT": str(metrics_port), **env},
+            [broker, rservice])
+        stack.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        stack.web_url = f"http://127.0.0.1:{web_port}"
+        import asyncio
+
+        asyncio.run(ensure_topics(Settings(kafka_url=broker.url, redis_url=rservice.url,
+                                           redis_prefix=PREFIX)))
+        stack.spawn("sms", ["sandbox", "sms", "--port", str(sms_port)])
+        wait_for_port(sms_port, 30)
+        stack.spawn("worker", ["worker"])
+        for number in range(2, workers + 1):  # more workers share the topics' partitions
+            stack.spawn(f"worker-{number}", ["worker"], LOA_WORKER_ID=f"worker-{number}",
+                        LOA_WORKER_METRICS_PORT=str(free_port()))
+        stack.spawn("web", ["web"])
+        wait_for_port(web_port, 60, stack.procs["web"])
+        r = stack.redis()
+        for number in range(1, workers + 1):
+            while not r.exists(Keys(PREFIX).worker_heartbeat(f"worker-{number}")):
+                time.sleep(0.1)
+        wait_for_port(metrics_port, 30)
+        return stack
+
+    def spawn(self, name: str, args: list[str], **env: str) -> None:
+        with open(self.root / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "coordinator.cli", *args], env={**self.env, **env},
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.env["LOA_REDIS_URL"], decode_responses=True)
+
+    def pids(self) -> dict[str, int]:
+        return {**{name: proc.pid for name, proc in self.procs.items() if name != "sms"},
+                "redis": self.services[1].proc.pid, "broker": self.services[0].proc.pid}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for service in self.services:
+            service.stop()
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """p50, p99 and max, in ms, of values in seconds (nan for none)."""
+    if not values:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    ordered = sorted(values)
+    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else [
+        ordered[0]] * 99
+    return {"p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+            "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+def histograms(metrics_url: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """Each per-topic histogram of the worker's /metrics: (name, topic) -> [(le, count)]."""
+    found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    text = httpx.get(metrics_url, timeout=30).text
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("loa_hop_wait_seconds", "loa_handler_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                key = (family.name, sample.labels["topic"])
+                found.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
+    return found
+
+
+def hop_quantiles(before: dict[tuple[str, str], list[tuple[float, float]]],
+                  after: dict[tuple[str, str], list[tuple[float, float]]]
+                  ) -> dict[str, dict[str, Any]]:
+    """p50 and p99 (ms) per histogram and topic over the run, interpolated within buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, buckets in after.items():
+        old = dict(before.get(key, []))
+        counts = [(le, n - old.get(le, 0.0)) for le, n in sorted(buckets)]
+        total = counts[-1][1]
+        if total <= 0:
+            continue
+
+        def at(share: float, counts: list[tuple[float, float]] = counts,
+               total: float = total) -> float:
+            goal, low, below = share * total, 0.0, 0.0
+            for le, n in counts:
+                if n >= goal:
+                    if le == float("inf"):
+                        return low
+                    return low + (le - low) * (goal - below) / max(n - below, 1e-9)
+                low, below = le, n
+            return low
+
+        name = key[0].removeprefix("loa_").removesuffix("_seconds")
+        out.setdefault(name, {})[key[1]] = {"events": int(total),
+                                            "p50_ms": round(at(0.5) * 1000, 1),
+                                            "p99_ms": round(at(0.99) * 1000, 1)}
+    return out
+
+
+def drive(stack: Stack, token: str, rate: float, seconds: float,
+          bodies: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    """Run the load client in its own process; its results, and when it finished
+    (time.time())."""
+    bodies_file = stack.root / "bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, str(HERE / "_load_client.py"), "--url",
+                           stack.web_url, "--token", token, "--rate", str(rate), "--seconds",
+                           str(seconds), "--bodies", str(bodies_file)],
+                          capture_output=True, text=True, check=True)
+    finished = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out: dict[str, Any] = json.loads(done.stdout)
+    out["cpu_s_measured"] = round((after.ru_utime + after.ru_stime)
+                                  - (before.ru_utime + before.ru_stime), 2)
+    return out, finished
+
+
+def epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def planned(r: redis.Redis, keys: Keys, report_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """For each report taken in: its incident, received_at, and the incident's approval
+    request's created_at (when it has one yet)."""
+    pipe = r.pipeline(transaction=False)
+    for rid in report_ids:
+        pipe.hgetall(keys.report(rid))
+    rows = pipe.execute()
+    incidents = {row["incident"] for row in rows if row}
+    pipe = r.pipeline(transaction=False)
+    for incident in sorted(incidents):
+        pipe.hget(keys.incident(incident), "approval_id")
+    approval_of = dict(zip(sorted(incidents), pipe.execute(), strict=True))
+    pipe = r.pipeline(transaction=False)
+    for incident in sorted(incidents):
+        pipe.hget(keys.approval(approval_of[incident] or "-"), "request")
+    created = {}
+    for incident, raw in zip(sorted(incidents), pipe.execute(), strict=True):
+        if raw:
+            created[incident] = epoch(json.loads(raw)["created_at"])
+    out = {}
+    for rid, row in zip(report_ids, rows, strict=True):
+        if not row:
+            continue
+        report = json.loads(row["report"])
+        out[rid] = {"incident": row["incident"], "opened": row["opened"] == "1",
+                    "received_at": epoch(report["received_at"]), "kind": report["kind"],
+                    "area": report["area"], "requested_at": created.get(row["incident"])}
+    return out
+
+
+def first_prompts(r: redis.Redis, keys: Keys, incidents: list[str]) -> dict[str, float]:
+    """When each incident's first approval prompt was handed to its channel (its first
+    `delivery.*` entry in the timeline)."""
+    pipe = r.pipeline(transaction=False)
+    for incident in incidents:
+        pipe.lrange(keys.timeline(incident), 0, -1)
+    out = {}
+    for incident, entries in zip(incidents, pipe.execute(), strict=True):
+        for raw in entries:
+            entry = json.loads(raw)
+            if (entry["action"].startswith("delivery.")
+                    and (entry.get("detail") or {}).get("purpose") == "prompt"):
+                out[incident] = epoch(entry["at"])
+                break
+    return out
+
+
+def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Every report its own incident (the correlation window is a microsecond)."""
+    r, keys = stack.redis(), Keys(PREFIX)
+    areas = sorted(load_city(Settings().config_dir).areas)
+    bodies = [{"kind": KINDS[i % len(KINDS)], "severity": "severe",
+               "area": areas[i % len(areas)], "title": f"Bench report {i}"}
+              for i in range(len(KINDS) * len(areas))]
+    pids = stack.pids()
+    cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+    hist_before = histograms(stack.metrics_url)
+    commands_before = redis_commands(r)
+    requests_before = r.zcard(keys.approvals())
+    client, finished = drive(stack, token, rate, seconds, bodies)
+    accepted = [row[3] for row in client["results"] if row[2] == 202]
+    deadline = time.time() + 120
+    while r.zcard(keys.approvals()) < len(accepted) + requests_before and time.time() < deadline:
+        time.sleep(0.02)  # one command a round: the bench's reads stay out of the count
+    commands = redis_commands(r) - commands_before
+    found = planned(r, keys, accepted)
+    done = [x for x in found.values() if x["requested_at"] is not None]
+    wait_for_prompts(r, keys, found)
+    prompts = first_prompts(r, keys, sorted({x["incident"] for x in found.values()}))
+    cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+    time.sleep(1.5)  # the worker's last observations are in /metrics
+    hops = hop_quantiles(hist_before, histograms(stack.metrics_url))
+    last_requested = max((x["requested_at"] for x in done), default=finished)
+    result = {
+        "mix": "own", "rate": rate, "seconds": seconds,
+        "offered": len(client["results"]), "accepted": len(accepted),
+        "refused_or_failed": len(client["results"]) - len(accepted),
+        "planned": len(done),
+        "http_accept": quantiles([row[1] / 1000 for row in client["results"]
+                                  if row[2] == 202]),
+        "report_to_approval_request": quantiles(
+            [x["requested_at"] - x["received_at"] for x in done]),
+        "report_to_prompt_handed_over": quantiles(
+            [prompts[x["incident"]] - x["received_at"] for x in found.values()
+             if x["incident"] in prompts]),
+        "prompts_handed_over": len(prompts),
+        "backlog_drained_s_after_run": round(max(0.0, last_requested - finished), 3),
+        "hops": hops,
+        "loa_cpu_s": cpu,
+        "loa_cpu_ms_per_report": round(sum(cpu.values()) / max(len(accepted), 1) * 1000, 2),
+        "redis_commands_per_report": round(commands / max(len(accepted), 1), 1),
+        "broker_events_per_report": round(sum(
+            t["events"] for t in hops.get("hop_wait", {}).values()) / max(len(accepted), 1), 2),
+        "load_client_cpu_s": client["cpu_s_measured"],
+    }
+    r.close()
+    return result
+
+
+def redis_commands(r: redis.Redis) -> int:
+    """Commands Redis has processed so far (this bench's own reads included)."""
+    return int(r.info("stats")["total_commands_processed"])
+
+
+def wait_for_prompts(r: redis.Redis, keys: Keys, found: dict[str, dict[str, Any]],
+                     settle_s: float = 2.0) -> None:
+    """Until no new prompt has been handed over for `settle_s`. (Not every incident gets an
+    SMS prompt: approvers whose preferred channel is the web or email are not sent one, and
+    this stack has no SMTP server.)"""
+    incidents = sorted({x["incident"] for x in found.values()})
+    seen, since = -1, time.time()
+    while time.time() - since < settle_s:
+        now = len(first_prompts(r, keys, incidents))
+        if now != seen:
+            seen, since = now, time.time()
+        time.sleep(0.2)
+
+
+def run_storm(stack: Stack, token: str, rate: float, seconds: float,
+              incidents: int) -> dict[str, Any]:
+    """Many reports about a few incidents: none lost, none attached to another incident."""
+    r, keys = stack.redis(), Keys(PREFIX)
+    areas = sorted(load_city(Settings().config_dir).areas)[:incidents]
+    bodies = [{"kind": "flood", "severity": "severe", "area": area,
+               "title": f"Ngập sâu ({n})"} for n in range(5) for area in areas]
+    pids = stack.pids()
+    cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+    hist_before = histograms(stack.metrics_url)
+    client, finished = drive(stack, token, rate, seconds, bodies)
+    accepted = [row[3] for row in client["results"] if row[2] == 202]
+    deadline = time.time() + 120
+    while True:
+        found = planned(r, keys, accepted)
+        if len(found) == len(accepted) or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    taken_in = time.time()
+    cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in pids.items()}
+    by_incident: dict[str, set[tuple[str, str]]] = {}
+    for x in found.values():
+        by_incident.setdefault(x["incident"], set()).add((x["kind"], x["area"]))
+    pipe = r.pipeline(transaction=False)
+    for incident in by_incident:
+        pipe.hmget(keys.incident(incident), "kind", "area")
+    wrong = sum(1 for (incident, seen), (kind, area) in zip(
+        by_incident.items(), pipe.execute(), strict=True) if seen != {(kind, area)})
+    opening = [x for x in found.values() if x["opened"] and x["requested_at"] is not None]
+    time.sleep(1.5)
+    result = {
+        "mix": "storm", "rate": rate, "seconds": seconds, "incidents_expected": incidents,
+        "offered": len(client["results"]), "accepted": len(accepted),
+        "refused_or_failed": len(client["results"]) - len(accepted),
+        "taken_in": len(found), "lost": len(accepted) - len(found),
+        "incidents": len(by_incident), "incidents_with_a_wrong_report": wrong,
+        "http_accept": quantiles([row[1] / 1000 for row in client["results"]
+                                  if row[2] == 202]),
+        "report_to_approval_request_opening_reports": quantiles(
+            [x["requested_at"] - x["received_at"] for x in opening]),
+        "backlog_taken_in_s_after_run": round(max(0.0, taken_in - finished), 3),
+        "hops": hop_quantiles(hist_before, histograms(stack.metrics_url)),
+        "loa_cpu_s": cpu,
+        "loa_cpu_ms_per_report": round(sum(cpu.values()) / max(len(accepted), 1) * 1000, 2),
+        "load_client_cpu_s": client["cpu_s_measured"],
+    }
+    r.close()
+    return result
+
+
+def run_approvals(stack: Stack, token: str, count: int, subscribers: int) -> dict[str, Any]:
+    """Approve `count` statements one at a time; from each statement's approval to its
+    first SMS handed to the SMS endpoint."""
+    r, keys = stack.redis(), Keys(PREFIX)
+    seed(r, keys, subscribers, share_targeted=1.0)  # all in hn-ba-dinh
+    with httpx.Client(base_url=stack.web_url, timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}) as http:
+        ids = [http.post("/api/reports", json={
+            "kind": "flood", "severity": "severe", "area": "hn-ba-dinh-kim-ma",
+            "title": f"Ngập sâu phố Kim Mã {i}"}).json()["id"] for i in range(count)]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        found = planned(r, keys, ids)
+        if len(found) == count and all(x["requested_at"] for x in found.values()):
+            break
+        time.sleep(0.1)
+    waits = []
+    approvers: dict[str, str] = {}
+    for x in found.values():
+        approval = r.hget(keys.incident(x["incident"]), "approval_id")
+        holder = json.loads(r.hget(keys.approval(approval), "holders"))[0]
+        if holder not in approvers:
+            approvers[holder] = make_token(stack.env, f"bench-approver-{holder}", "approver",
+                                           f"--person={holder}")
+        approver = approvers[holder]
+        subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval,
+                        "--token", approver], env=stack.env, check=True, capture_output=True)
+        statement_id = ""
+        deadline = time.time() + 30
+        while not statement_id and time.time() < deadline:
+            statement_id = r.hget(keys.incident(x["incident"]), "statement_id") or ""
+            time.sleep(0.05)
+        statement = json.loads(r.hget(keys.statement(statement_id), "statement"))
+        approved_at = epoch(statement["approved_at"])
+        first = None
+        while first is None and time.time() < deadline:
+            start = f"{int(approved_at * 1000) - 1000}-0"
+            for _, entry in r.xrange(keys.audit(), min=start):
+                event = json.loads(entry["event"])
+                detail = event.get("detail") or {}
+                if (event["action"].startswith("delivery.") and event["interface"] == "sms"
+                        and detail.get("purpose") == "statement"
+                        and detail.get("incident") == x["incident"]):
+                    first = epoch(event["at"])
+                    break
+            time.sleep(0.05)
+        if first is not None:
+            waits.append(first - approved_at)
+    r.close()
+    return {"approvals": count, "subscribers": subscribers, "measured": len(waits),
+            "approval_to_first_statement_sms": quantiles(waits)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", default="50,200,500",
+                        help="comma-separated report rates of the `own` mix")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--storm-rate", type=float, default=500.0, help="0 = no storm run")
+    parser.add_argument("--storm-incidents", type=int, default=20)
+    parser.add_argument("--approvals", type=int, default=20, help="0 = no approvals run")
+    parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes sharing the partitions (metrics: the first's)")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"benchmark": "latency", "workers": args.workers, "runs": [],
+                              "at": datetime.now().isoformat(timespec="seconds")}
+    rates = [float(x) for x in args.rates.split(",") if x]
+    for rate in rates:
+        root = Path(tempfile.mkdtemp(prefix="loa-bench-latency-"))
+        stack = Stack.start(root, args.workers, LOA_CORRELATION_WINDOW_S="0.000001")
+        try:
+            token = make_token(stack.env, "bench-duty", "duty_officer")
+            result["runs"].append(run_own(stack, token, rate, args.seconds))
+            if args.approvals and rate == rates[0]:
+                result["approvals"] = run_approvals(stack, token, args.approvals,
+                                                    args.subscribers)
+        finally:
+            stack.stop()
+    if args.storm_rate:
+        root = Path(tempfile.mkdtemp(prefix="loa-bench-latency-"))
+        stack = Stack.start(root, args.workers)
+        try:
+            token = make_token(stack.env, "bench-duty", "duty_officer")
+            result["runs"].append(run_storm(stack, token, args.storm_rate, args.seconds,
+                                            args.storm_incidents))
+        finally:
+            stack.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

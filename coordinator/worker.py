@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import uvloop
 from prometheus_client import start_http_server
 
 from coordinator import observability as obs
@@ -20,6 +21,8 @@ def run_worker(settings: Settings) -> None:
     from coordinator.app import create_app
 
     obs.configure_logging(settings.log_level, settings.log_format)
+    # uvloop for the worker's loop and faust's consumer thread (which makes its own loop)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     check_layout_at_start(settings, "worker")
     rt = build_runtime(settings)
     created = asyncio.run(ensure_topics(settings))

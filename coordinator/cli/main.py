@@ -82,7 +82,7 @@ def web() -> None:
     # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
     # the client address comes from LOA_TRUSTED_PROXIES alone (web/security.py).
     uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
-                log_level="warning", proxy_headers=False)
+                log_level="warning", proxy_headers=False, loop="uvloop", http="httptools")
 
 
 @app.command()

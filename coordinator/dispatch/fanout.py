@@ -29,8 +29,6 @@ from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 
 FALLBACK_LANGUAGES = ("vi", "en")
-CHUNK = 500
-"""Subscribers a chunk of the audience holds, so a batch of one channel at most."""
 CHANNELS = ("sms", "email")
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
@@ -72,11 +70,12 @@ def deliveries_for(statement: Statement, sub: Subscriber, link: str,
     return out
 
 
-async def fan_out(rt: Runtime, statement: Statement, send: Send, chunk: int = CHUNK) -> int:
-    """Cut the statement's audience into batches and put each on its channel's lane; how
-    many deliveries this call targeted (0 when all is cut already, or another process is
-    cutting it now). Interrupted, it resumes from the ledger's cursor."""
-    keys, sid = rt.keys, statement.id
+async def fan_out(rt: Runtime, statement: Statement, send: Send) -> int:
+    """Cut the statement's audience into batches of about `LOA_DISPATCH_BATCH_SIZE` and put
+    each on its channel's lane; how many deliveries this call targeted (0 when all is cut
+    already, or another process is cutting it now). Interrupted, it resumes from the
+    ledger's cursor."""
+    keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     ledger = await read_ledger(rt.redis, keys, sid)
     if ledger.queued_all:
         return 0

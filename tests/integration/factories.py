@@ -155,3 +155,13 @@ def import_residents(stack: Stack, folder: Path, phone_prefix: str, count: int, 
     imported = stack.cli("subscribers", "import", str(path), timeout_s=600)
     assert f"{count} saved" in imported.stdout, imported.stderr
     return [f"+84{p[1:]}" for p in phones]
+
+
+def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:
+    """File a severe flood report and approve its draft with `loa approve`:
+    (incident id, the statement id it will publish)."""
+    incident_id = file_report(stack, {"kind": "flood", "severity": "severe", "area": area,
+                                      "title": title})
+    assert stack.cli("approve", f"APR-{incident_id[4:]}-1",
+                     *stack.as_person("nguyen-van-an")).returncode == 0
+    return incident_id, f"STM-{incident_id[4:]}-1"

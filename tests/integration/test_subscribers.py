@@ -15,7 +15,12 @@ import httpx
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
-from tests.integration.factories import file_report, flood_body, import_residents
+from tests.integration.factories import (
+    approve_a_flood,
+    file_report,
+    flood_body,
+    import_residents,
+)
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running, wait_for
 
@@ -193,16 +198,6 @@ def test_a_costly_statement_is_approved_twice_and_can_be_withdrawn_at_once(
     assert "Withdrawn" in page and "sai khu vực / wrong area" in page
     again = subs_stack.cli("withdraw", statement, "--reason", "x", "--operator-reason", "y")
     assert again.returncode == 2 and "already withdrawn" in again.stderr
-
-
-def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:
-    """File a severe flood report and approve its draft with `loa approve`:
-    (incident id, the statement id it will publish)."""
-    incident_id = file_report(stack, {"kind": "flood", "severity": "severe", "area": area,
-                                      "title": title})
-    assert stack.cli("approve", f"APR-{incident_id[4:]}-1",
-                     *stack.as_person("nguyen-van-an")).returncode == 0
-    return incident_id, f"STM-{incident_id[4:]}-1"
 
 
 # The suite runs the crash proof at 300 subscribers; LOA_CRASH_FANOUT=20000 runs it at the

@@ -1,0 +1,87 @@
+"""Several workers share one fan-out, and one of them dying mid-way loses and repeats nothing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.app import DELIVERY_CONCURRENCY
+from tests.integration.factories import approve_a_flood, import_residents
+from tests.integration.smtp_server import smtp_server
+from tests.integration.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+SUBSCRIBERS = 300
+# About 12 batches a channel. Batches are keyed statement:number and spread over the
+# partitions by the key's hash; for STM-00001-1 the first batch on partition 0 is number 7.
+BATCH_SIZE = 25
+
+
+def owners(stack: Stack, statement: str) -> Counter[str]:
+    """Which worker handed over how many of the statement's deliveries (the `owner` each
+    delivery record keeps: worker id/instance)."""
+    found: Counter[str] = Counter()
+    for key in stack.redis.scan_iter(match=stack.keys.delivery("*"), count=1000):
+        row = stack.redis.hmget(key, "statement_id", "owner", "status")
+        if row[0] == statement and row[1] and row[2] != "sending":
+            found[row[1].partition("/")[0]] += 1
+    return found
+
+
+def test_three_workers_share_a_fan_out_and_one_killed_repeats_nothing(
+        make_stack: Any, tmp_path: Path) -> None:
+    """Three workers on topics of three partitions (the default); 300 subscribers on SMS and
+    email in batches of about 25, SMS throttled so the fan-out lasts. Once every worker has
+    handed some deliveries over, one is killed with SIGKILL and not restarted. The other two
+    finish: every subscriber has exactly one SMS (counted at the SMS endpoint) and one
+    email Message-ID."""
+    n = SUBSCRIBERS
+    with smtp_server() as (port, inbox):
+        stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
+                           LOA_SMS_RATE_PER_S="15",
+                           LOA_DISPATCH_BATCH_SIZE=str(BATCH_SIZE))
+        import_residents(stack, tmp_path, "09140", n, "hn-tay-ho", email=True)
+        for worker in ("w1", "w2", "w3"):
+            stack.start_worker(worker)
+        stack.start_web()
+        time.sleep(8)  # the consumer group settles with all three before the work comes
+        incident_id, statement = approve_a_flood(stack, "hn-tay-ho-quang-an", "Ngập Quảng An")
+
+        wait_for(lambda: len(owners(stack, statement)) == 3, 90,
+                 "all three workers handing deliveries over", interval_s=0.5)
+        stack.stop_worker("w2", sig=signal.SIGKILL)
+        at_kill = owners(stack, statement)
+
+        def subscriber_sms() -> list[str]:
+            return [m["to"] for m in stack.sms_sent(timeout_s=60)
+                    if m["to"].startswith("+849140")]
+
+        def email_ids() -> set[str]:
+            return {str(m["Message-ID"]) for m in list(inbox.messages)
+                    if statement in str(m["Message-ID"])}
+
+        wait_for(lambda: len(subscriber_sms()) >= n, 180, "every subscriber's SMS",
+                 interval_s=1)
+        wait_for(lambda: len(email_ids()) >= n, 120, "every email", interval_s=1)
+        stack.wait_for_status(incident_id, "published")
+        time.sleep(2)  # anything still in flight would land now
+        per_number = Counter(subscriber_sms())
+        assert len(per_number) == n and set(per_number.values()) == {1}, at_kill
+        per_recipient = Counter(str(m["To"]) for m in inbox.messages
+                                if statement in str(m["Message-ID"]))
+        assert len(per_recipient) == n
+        # As with one worker killed: an email handed to SMTP but not yet recorded may go
+        # again under the same Message-ID, at most one per delivery the dead worker had
+        # under way.
+        assert sum(per_recipient.values()) - n <= DELIVERY_CONCURRENCY
+        after = owners(stack, statement)
+        print(f"scale-out: deliveries per worker at the kill {dict(at_kill)}, "
+              f"at the end {dict(after)}")
+        assert after["w2"] == at_kill["w2"]  # the dead worker did nothing more
+        assert after["w1"] + after["w3"] > at_kill["w1"] + at_kill["w3"]  # the others went on

@@ -23,6 +23,7 @@ throttled, so the pipeline is what is measured. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -80,8 +81,6 @@ class Stack:
             [broker, rservice])
         stack.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         stack.web_url = f"http://127.0.0.1:{web_port}"
-        import asyncio
-
         asyncio.run(ensure_topics(Settings(kafka_url=broker.url, redis_url=rservice.url,
                                            redis_prefix=PREFIX)))
         stack.spawn("sms", ["sandbox", "sms", "--port", str(sms_port)])

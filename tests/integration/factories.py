@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections import Counter
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -165,3 +166,40 @@ def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:
     assert stack.cli("approve", f"APR-{incident_id[4:]}-1",
                      *stack.as_person("nguyen-van-an")).returncode == 0
     return incident_id, f"STM-{incident_id[4:]}-1"
+
+
+class FanOutReceived:
+    """What the SMS endpoint and the SMTP server received of one statement's fan-out to the
+    residents imported with one phone prefix (`import_residents`)."""
+
+    def __init__(self, stack: Stack, inbox: Inbox, statement: str, phone_prefix: str) -> None:
+        self.stack, self.inbox, self.statement = stack, inbox, statement
+        self.number_prefix = f"+84{phone_prefix[1:]}"
+
+    def sms(self) -> list[str]:
+        """The residents' numbers, once per SMS (the whole outbox: slow to fetch when big)."""
+        return [m["to"] for m in self.stack.sms_sent(timeout_s=120)
+                if m["to"].startswith(self.number_prefix)]
+
+    def emails(self) -> list[EmailMessage]:
+        """The statement's emails, resends under the same Message-ID included."""
+        return [m for m in list(self.inbox.messages) if self.statement in str(m["Message-ID"])]
+
+    def email_ids(self) -> set[str]:
+        """The statement's distinct email Message-IDs."""
+        return {str(m["Message-ID"]) for m in self.emails()}
+
+    def assert_each_once(self, n: int, resent_at_most: int, context: Any = None) -> int:
+        """Every one of the `n` residents has exactly one SMS, and one email Message-ID.
+        An email handed to SMTP when its worker died, but not yet recorded, may go again
+        under the same Message-ID (SMTP cannot be asked what it got): at most
+        `resent_at_most` such resends. Returns how many there were."""
+        per_number = Counter(self.sms())
+        assert len(per_number) == n and set(per_number.values()) == {1}, context
+        emails = self.emails()
+        assert len({str(m["Message-ID"]) for m in emails}) == n, context
+        per_recipient = Counter(str(m["To"]) for m in emails)
+        assert len(per_recipient) == n, context
+        resent = sum(per_recipient.values()) - n
+        assert resent <= resent_at_most, context
+        return resent

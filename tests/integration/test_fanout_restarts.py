@@ -8,17 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
-from tests.integration.factories import import_residents
+from tests.integration.factories import FanOutReceived, approve_a_flood, import_residents
 from tests.integration.smtp_server import smtp_server
 from tests.integration.stack import wait_for
-from tests.integration.test_subscribers import approve_a_flood
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +38,7 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
         stack.start_worker()
         stack.start_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
-
-        def subscriber_sms() -> list[str]:
-            return [m["to"] for m in stack.sms_sent(timeout_s=120)
-                    if m["to"].startswith("+849140")]
-
-        def email_ids() -> set[str]:
-            return {str(m["Message-ID"]) for m in list(inbox.messages)
-                    if statement in str(m["Message-ID"])}
+        received = FanOutReceived(stack, inbox, statement, "09140")
 
         wait_for(lambda: stack.sms_count() >= N // 4, 120, "the fan-out under way")
         # Everything of Loa goes down at once; the providers (the sandboxes) stay up.
@@ -57,7 +48,7 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
         stack.web.wait(10)
         stack.restart_broker()
         stack.restart_redis()
-        cut_at = (len(subscriber_sms()), len(email_ids()))
+        cut_at = (len(received.sms()), len(received.email_ids()))
         assert cut_at[0] < N, "the fan-out outran the test"
         assert stack.redis.zscore(stack.keys.dispatches_open(), statement) is not None
         # Nothing of the ledger expires: a fan-out that takes hours is not cut short.
@@ -74,20 +65,14 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
 
         stack.start_worker()
         stack.start_web()
-        wait_for(lambda: len(subscriber_sms()) >= N, 120 + N / 10, "every SMS", interval_s=1)
-        wait_for(lambda: len(email_ids()) >= N, 120 + N / 10, "every email", interval_s=1)
+        wait_for(lambda: len(received.sms()) >= N, 120 + N / 10, "every SMS", interval_s=1)
+        wait_for(lambda: len(received.email_ids()) >= N, 120 + N / 10, "every email",
+                 interval_s=1)
         wait_for(lambda: stack.redis.zscore(stack.keys.dispatches_open(), statement) is None,
                  60, "the fan-out finished in its ledger")
         time.sleep(2)  # anything still in flight would land now
-        per_number = Counter(subscriber_sms())
-        assert len(per_number) == N and set(per_number.values()) == {1}, cut_at
-        per_recipient = Counter(str(m["To"]) for m in inbox.messages
-                                if statement in str(m["Message-ID"]))
-        # SMTP cannot be asked what it got: an email handed over when the worker was killed,
-        # but not yet recorded, goes again under the same Message-ID; at most one per
-        # delivery under way.
-        assert len(per_recipient) == N
-        assert sum(per_recipient.values()) - N <= DELIVERY_CONCURRENCY, cut_at
+        # At most one email resent (same Message-ID) per delivery under way at the kill.
+        received.assert_each_once(N, DELIVERY_CONCURRENCY, cut_at)
         ledger = stack.redis.hgetall(stack.keys.dispatch(statement))
         assert (ledger["targeted:sms"], ledger["targeted:email"]) == (str(N), str(N))
         assert "finished_at" in ledger

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
-from tests.integration.factories import approve_a_flood, import_residents
+from tests.integration.factories import FanOutReceived, approve_a_flood, import_residents
 from tests.integration.smtp_server import smtp_server
 from tests.integration.stack import Stack, wait_for
 
@@ -57,29 +57,15 @@ def test_three_workers_share_a_fan_out_and_one_killed_repeats_nothing(
                  "all three workers handing deliveries over", interval_s=0.5)
         stack.stop_worker("w2", sig=signal.SIGKILL)
         at_kill = owners(stack, statement)
-
-        def subscriber_sms() -> list[str]:
-            return [m["to"] for m in stack.sms_sent(timeout_s=60)
-                    if m["to"].startswith("+849140")]
-
-        def email_ids() -> set[str]:
-            return {str(m["Message-ID"]) for m in list(inbox.messages)
-                    if statement in str(m["Message-ID"])}
-
-        wait_for(lambda: len(subscriber_sms()) >= n, 180, "every subscriber's SMS",
+        received = FanOutReceived(stack, inbox, statement, "09140")
+        wait_for(lambda: len(received.sms()) >= n, 180, "every subscriber's SMS",
                  interval_s=1)
-        wait_for(lambda: len(email_ids()) >= n, 120, "every email", interval_s=1)
+        wait_for(lambda: len(received.email_ids()) >= n, 120, "every email", interval_s=1)
         stack.wait_for_status(incident_id, "published")
         time.sleep(2)  # anything still in flight would land now
-        per_number = Counter(subscriber_sms())
-        assert len(per_number) == n and set(per_number.values()) == {1}, at_kill
-        per_recipient = Counter(str(m["To"]) for m in inbox.messages
-                                if statement in str(m["Message-ID"]))
-        assert len(per_recipient) == n
-        # As with one worker killed: an email handed to SMTP but not yet recorded may go
-        # again under the same Message-ID, at most one per delivery the dead worker had
-        # under way.
-        assert sum(per_recipient.values()) - n <= DELIVERY_CONCURRENCY
+        # As with one worker killed: at most one email resent (same Message-ID) per
+        # delivery the dead worker had under way.
+        received.assert_each_once(n, DELIVERY_CONCURRENCY, at_kill)
         after = owners(stack, statement)
         print(f"scale-out: deliveries per worker at the kill {dict(at_kill)}, "
               f"at the end {dict(after)}")

@@ -16,6 +16,7 @@ import pytest
 
 from coordinator.app import DELIVERY_CONCURRENCY
 from tests.integration.factories import (
+    FanOutReceived,
     approve_a_flood,
     file_report,
     flood_body,
@@ -219,38 +220,25 @@ def test_a_worker_killed_mid_fan_out_still_sends_each_message_once(
         stack.start_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
 
-        def subscriber_sms() -> list[str]:  # the whole outbox: slow to fetch at 20,000
-            return [m["to"] for m in stack.sms_sent(timeout_s=120)
-                    if m["to"].startswith("+849120")]
-
-        def email_ids() -> set[str]:
-            return {str(m["Message-ID"]) for m in list(inbox.messages)
-                    if statement in str(m["Message-ID"])}
+        received = FanOutReceived(stack, inbox, statement, "09120")
 
         wait_for(lambda: stack.sms_count() >= n // 5, 60 + n / 20, "the fan-out under way")
         stack.stop_worker(sig=signal.SIGKILL)
-        killed_at = (len(subscriber_sms()), len(email_ids()))
+        killed_at = (len(received.sms()), len(received.email_ids()))
         assert killed_at[0] < n  # really in the middle
         stack.start_worker()
         wait_for(lambda: stack.sms_count() >= n, 120 + n / 10, "every SMS", interval_s=1)
-        wait_for(lambda: len(subscriber_sms()) >= n, 60, "every subscriber's SMS", interval_s=1)
-        wait_for(lambda: len(email_ids()) >= n, 120 + n / 10, "every email", interval_s=1)
+        wait_for(lambda: len(received.sms()) >= n, 60, "every subscriber's SMS",
+                 interval_s=1)
+        wait_for(lambda: len(received.email_ids()) >= n, 120 + n / 10, "every email",
+                 interval_s=1)
         stack.wait_for_status(incident_id, "published")
         time.sleep(2)  # anything still in flight would land now
-        per_number = Counter(subscriber_sms())
-        assert len(per_number) == n and set(per_number.values()) == {1}, killed_at
-        ids = Counter(str(m["Message-ID"]) for m in inbox.messages
-                      if statement in str(m["Message-ID"]))
-        assert len(ids) == n
-        per_recipient = Counter(str(m["To"]) for m in inbox.messages
-                                if statement in str(m["Message-ID"]))
-        # An email in flight at the crash (handed to SMTP, not yet recorded) may be sent
-        # again under the same Message-ID, as SMTP cannot be asked: at most one per delivery
-        # the killed worker had under way. Everything else arrives once.
-        resent = sum(per_recipient.values()) - n
+        # An email in flight at the crash may go again under the same Message-ID: at most
+        # one per delivery the killed worker had under way. Everything else arrives once.
+        resent = received.assert_each_once(n, DELIVERY_CONCURRENCY, killed_at)
         print(f"crash fan-out n={n}: killed at {killed_at} (sms, emails); "
               f"emails re-sent under the same Message-ID: {resent}")
-        assert resent <= DELIVERY_CONCURRENCY
 
 
 def test_unsubscribing_during_a_fan_out_stops_what_was_not_handed_over(

@@ -50,6 +50,8 @@ class Action(enum.StrEnum):
     token_manage = "token.manage"
     account_manage = "account.manage"
     subscriber_admin = "subscriber.admin"  # contacts: import, export, look up
+    audit_verify = "audit.verify"  # read the whole audit trail to check its chain
+    audit_prune = "audit.prune"  # drop the trail up to a signed checkpoint
 
 
 EVERYONE = frozenset(Role)
@@ -73,6 +75,8 @@ POLICY: Mapping[Action, frozenset[Role]] = {
     Action.token_manage: frozenset({Role.admin}),
     Action.account_manage: frozenset({Role.admin}),
     Action.subscriber_admin: frozenset({Role.admin}),
+    Action.audit_verify: frozenset({Role.monitor, Role.admin}),
+    Action.audit_prune: frozenset({Role.admin}),
 }
 
 # How a refusal names an action and the roles, in plain words.
@@ -86,6 +90,7 @@ WHAT: Mapping[Action, str] = {
     Action.inbox_use: "use the approval inbox", Action.ops_read: "read metrics and the API schema",
     Action.token_manage: "manage API tokens", Action.account_manage: "manage accounts",
     Action.subscriber_admin: "see subscribers' contacts",
+    Action.audit_verify: "verify the audit trail", Action.audit_prune: "prune the audit trail",
 }
 PLURAL: Mapping[Role, str] = {
     Role.anonymous: "anyone", Role.reporter: "reporters", Role.duty_officer: "duty officers",

@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 
 from coordinator import faust_kafka, topics
 from coordinator import observability as obs
+from coordinator.audit.sealer import BATCH as SEAL_BATCH
+from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, seal
 from coordinator.broker import bootstrap_servers, faust_credentials
 from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.errors import (
@@ -42,6 +44,7 @@ DELIVERY_CONCURRENCY = 32
 BATCH_CONCURRENCY = 4  # batches of one lane at once per worker (each sends several at once)
 KEYED_IN_FLIGHT = 16  # events of different keys handled at once on an ordered topic
 RECOVER_EVERY_S = 5.0
+SEAL_EVERY_S = 0.5
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
@@ -104,7 +107,22 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     _register_timers(app, settings, rt, send)
     _register_escalation(app, timers, pipeline)
     _register_recovery(app, pipeline)
+    _register_sealer(app, settings, rt)
     return app
+
+
+def _register_sealer(app: faust.App, settings: Settings, rt: Runtime) -> None:
+    """Chain what was audited, a batch at a time (coordinator.audit.sealer)."""
+    key = settings.key_for(CHECKPOINT_KEY_PURPOSE)
+
+    @app.timer(interval=SEAL_EVERY_S)  # type: ignore[untyped-decorator]
+    async def seal_audit() -> None:
+        try:
+            while await seal(rt.redis, rt.keys, key, utcnow(),
+                             settings.audit_checkpoint_s) >= SEAL_BATCH:
+                pass  # a backlog (after an outage): seal it all before sleeping
+        except Exception as exc:
+            log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
 
 
 def _register_agents(app: faust.App, by_name: dict[str, Any], pipeline: Pipeline,

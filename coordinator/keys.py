@@ -287,6 +287,34 @@ class Keys:
         Archiving it (export, then XTRIM MINID) is the operator's call."""
         return self._k("audit")
 
+    def audit_links(self) -> str:
+        """Stream of the audit chain's links, oldest first: each seals the next audit
+        entries (one, or a run of a statement's delivery entries) with the hash of the link
+        before it (coordinator.audit). Kept, like the audit stream; pruned only with it, up
+        to a checkpoint (`loa audit prune`)."""
+        return self._k("audit", "links")
+
+    def audit_head(self) -> str:
+        """Hash: the chain's newest link (seq, hash, the last audit entry it sealed) and
+        when the last checkpoint was made. Kept: one per installation."""
+        return self._k("audit", "head")
+
+    def audit_checkpoints(self) -> str:
+        """Stream of signed checkpoints of the chain (seq, hash, when), published at
+        /audit/head. Kept: a few hundred bytes each, one per LOA_AUDIT_CHECKPOINT_S at
+        most, and only while something is audited."""
+        return self._k("audit", "checkpoints")
+
+    def incident_chain(self, incident_id: str) -> str:
+        """List, parallel to the incident's timeline: `ENTRY_ID DIGEST HASH` per sealed
+        timeline entry, each hash chaining the one before (coordinator.audit). Kept: the
+        record."""
+        return self._k("incident", incident_id, "chain")
+
+    def incident_chains(self) -> str:
+        """Pattern matching every incident's chain."""
+        return self._k("incident", "*", "chain")
+
     def worker_heartbeat(self, worker_id: str) -> str:
         """Present while a worker of that id is alive. Expires: 10 s after its last
         beat."""

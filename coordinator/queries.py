@@ -192,3 +192,9 @@ async def short_link_target(redis: Redis, keys: Keys, short_id: str) -> str | No
 async def has_opted_out(redis: Redis, keys: Keys, channel: str, contact: str) -> bool:
     """Whether this contact asked for no more messages on this channel (e.g. SMS STOP)."""
     return bool(await redis.sismember(keys.opted_out(channel), contact))
+
+
+async def audit_checkpoints(redis: Redis, keys: Keys, limit: int) -> list[dict[str, str]]:
+    """The audit chain's newest signed checkpoints, newest first, as stored."""
+    return [fields for _, fields in
+            await redis.xrevrange(keys.audit_checkpoints(), count=limit)]

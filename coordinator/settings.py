@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     correlation_window_s: float = Field(
         default=3600.0, gt=0, description="reports of the same kind and area join within this"
     )
+    audit_checkpoint_s: float = Field(
+        default=60.0, gt=0,
+        description="a signed checkpoint of the audit chain at most this often (while "
+                    "something is audited), published at /audit/head")
     outbox_resend_after_s: float = Field(
         default=10.0, gt=0, description="an outboxed report not taken in by then is sent again"
     )

@@ -2,7 +2,8 @@
 
 Read from Redis, the record: fan-outs not finished (and how long since they last moved),
 single deliveries not finished (approval prompts, codes), messages kept for a consumer
-(``outbox``), reports accepted but not taken in, and dead letters nobody has looked at.
+(``outbox``), reports accepted but not taken in, dead letters nobody has looked at, and
+audit entries not sealed into the chain.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from coordinator import outbox
 from coordinator.dispatch.ledger import open_fan_outs, read_ledger
 from coordinator.keys import Keys
 from coordinator.state import Redis
+
+UNSEALED_GRACE_S = 2.0
+UNSEALED_COUNTED = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ async def stuck_work(redis: Redis, keys: Keys, now: float | None = None) -> list
     now = time.time() if now is None else now
     found = [await _fan_outs(redis, keys, now), await _deliveries(redis, keys, now),
              await _kept(redis, keys), await _reports(redis, keys, now),
-             await _dead_letters(redis, keys, now)]
+             await _dead_letters(redis, keys, now), await _unsealed(redis, keys, now)]
     return [s for s in found if s is not None]
 
 
@@ -97,6 +101,21 @@ async def _dead_letters(redis: Redis, keys: Keys, now: float) -> Stuck | None:
                  f"latest: {reason[:120]}; see them with "
                  f"`redis-cli XRANGE {keys.dead_letters()} - +`, then "
                  "`loa doctor --seen-dead-letters`")
+
+
+async def _unsealed(redis: Redis, keys: Keys, now: float) -> Stuck | None:
+    """Audit entries the workers have not sealed into the chain (coordinator.audit), once
+    older than UNSEALED_GRACE_S: the sealer runs twice a second."""
+    last = await redis.hget(keys.audit_head(), "last") or "0-0"
+    waiting = await redis.xrange(keys.audit(), f"({last}", "+", count=UNSEALED_COUNTED)
+    if not waiting:
+        return None
+    age = now - int(str(waiting[0][0]).split("-")[0]) / 1000
+    if age < UNSEALED_GRACE_S:
+        return None
+    many = f"{len(waiting)}+" if len(waiting) == UNSEALED_COUNTED else str(len(waiting))
+    return Stuck("audit entries not sealed", len(waiting), age,
+                 f"{many} entries; until sealed they could be changed unseen")
 
 
 async def mark_dead_letters_seen(redis: Redis, keys: Keys) -> int:

@@ -15,6 +15,7 @@ from coordinator.access import Action, Principal, decide
 from coordinator.broker import Producer
 from coordinator.city import City, load_city
 from coordinator.cli.accounts import accounts_app
+from coordinator.cli.audit import audit_app
 from coordinator.cli.common import (
     JsonOpt,
     city_or_fail,
@@ -49,6 +50,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()
@@ -64,7 +66,10 @@ def worker() -> None:
     """Run the pipeline's agents (scale out by running more, against a real Kafka and Redis)."""
     from coordinator.worker import run_worker
 
-    run_worker(env_settings())
+    try:
+        run_worker(env_settings())
+    except LoaError as exc:  # e.g. no LOA_SECRET_KEY to sign the audit checkpoints with
+        raise fail(str(exc)) from exc
 
 
 @app.command()

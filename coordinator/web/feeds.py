@@ -10,12 +10,17 @@
   ``<link rel="alternate" type="application/cap+xml" href=".../cap/{id}.xml">``.
 - ``GET /cap/{statement_id}.xml`` — one CAP 1.2 ``<alert>``; 404 for an unknown or
   unpublished statement.
+- ``GET /audit/head`` — the audit chain's newest signed checkpoints (link number, hash,
+  time): keep one, and `loa audit verify --head SEQ:HASH` later proves whether the
+  history before it was rewritten.
 
 The XML is built by the pure builders of :mod:`coordinator.feeds`; this module only loads.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,6 +28,7 @@ from fastapi import HTTPException, Request, Response
 
 from coordinator import queries
 from coordinator.access import Action
+from coordinator.audit.chain import Checkpoint
 from coordinator.feeds import ATOM_TYPE, CAP_TYPE, atom, cap
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
@@ -32,6 +38,7 @@ feeds = locked_router(Action.public_read, include_in_schema=False)
 
 Lang = Literal["vi", "en"]
 CAP_INDEX_LIMIT = 500  # statements looked at for the alerts in force
+AUDIT_HEADS_SHOWN = 50  # checkpoints /audit/head lists
 
 
 @feeds.get("/feed.atom")
@@ -64,6 +71,19 @@ async def cap_alert(statement_id: StatementId, request: Request) -> Response:
                          timezone=st.settings.timezone,
                          sent_of=await _sent_of(st, statement.get("references") or []))
     return Response(body, media_type=CAP_TYPE)
+
+
+@feeds.get("/audit/head")
+async def audit_head(request: Request) -> Response:
+    """The newest signed checkpoints of the audit chain, newest first."""
+    st = web_state(request)
+    recent = await queries.audit_checkpoints(st.redis, st.keys, AUDIT_HEADS_SHOWN)
+    checkpoints = [asdict(Checkpoint.from_fields(fields)) for fields in recent]
+    body = {"head": checkpoints[0] if checkpoints else None, "recent": checkpoints,
+            "how": "keep a head's seq and hash; the operator's `loa audit verify --head "
+                   "SEQ:HASH` fails if the history before it was changed"}
+    return Response(json.dumps(body, indent=1), media_type="application/json",
+                    headers={"Cache-Control": "no-cache"})
 
 
 async def _published(st: State, statement_id: str) -> dict[str, Any]:

@@ -95,6 +95,21 @@ def audit_events(stack: Stack) -> list[dict[str, Any]]:
     return [json.loads(fields["event"]) for _, fields in entries]
 
 
+# Rebuild the audit stream (KEYS[1]) with entry ARGV[1]'s event replaced by ARGV[2], in one
+# step: what "changing an audit entry" takes in Redis, where stream entries cannot be edited
+# in place, while the worker may go on writing. Returns how many entries there are.
+REWRITE_AUDIT_ENTRY = """
+local items = redis.call('XRANGE', KEYS[1], '-', '+')
+redis.call('DEL', KEYS[1])
+for _, item in ipairs(items) do
+  local value = item[2][2]
+  if item[1] == ARGV[1] then value = ARGV[2] end
+  redis.call('XADD', KEYS[1], item[1], 'event', value)
+end
+return #items
+"""
+
+
 # --- residents and the messages they get ---------------------------------------------------
 
 def new_phone() -> str:

@@ -1,0 +1,140 @@
+"""Sealing: the worker chains new audit entries a batch at a time.
+
+Audit entries are written in the same MULTI as the change they record
+(:func:`coordinator.state.queue_audit`), so they cannot read the chain's head without
+making it a key every transaction contends on. The sealer follows them instead, in the
+stream's order (an entry id is assigned when its MULTI commits, so nothing can appear
+behind what was sealed): it reads what came after the head, writes the links, each
+incident's own chain and, now and then, a signed checkpoint, and moves the head, all in
+one transaction on the head. Two workers sealing at once compute the same links; the
+second finds the head moved and leaves it.
+
+What is not sealed yet (a fraction of a second, unless the workers are down) could be
+changed unseen; `loa doctor` reports entries left unsealed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from coordinator.audit.chain import (
+    GENESIS,
+    Checkpoint,
+    Entry,
+    IncidentLink,
+    Link,
+    digest,
+    incident_hash,
+    runs,
+)
+from coordinator.errors import Contention
+from coordinator.keys import Keys
+from coordinator.state import Pipeline, Redis, transact
+
+BATCH = 5000
+"""Audit entries sealed by one transaction at most."""
+
+CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
+"""What the checkpoint key is derived for (Settings.key_for)."""
+
+
+async def stream_items(redis: Redis, key: str, page: int = 2000
+                       ) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A stream's entries, oldest first, read a page at a time."""
+    after = "-"
+    while True:
+        items = await redis.xrange(key, min=after, count=page)
+        for item in items:
+            yield item
+        if len(items) < page:
+            return
+        after = f"({items[-1][0]}"
+
+
+def entries_of(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+    """Stream entries as chain entries."""
+    return [Entry(entry_id, fields.get("event", "")) for entry_id, fields in raw]
+
+
+async def seal(redis: Redis, keys: Keys, signing_key: bytes, now: datetime,
+               checkpoint_every_s: float, limit: int = BATCH) -> int:
+    """Seal up to `limit` audit entries not sealed yet; how many were sealed (0 also when
+    another worker sealed them first). A checkpoint is made when the last one is older
+    than `checkpoint_every_s` and the chain has moved since."""
+
+    async def body(pipe: Pipeline) -> int:
+        head = await pipe.hgetall(keys.audit_head())
+        after = head.get("last", "0-0")
+        raw = await redis.xrange(keys.audit(), min=f"({after}", count=limit)
+        entries = entries_of(raw)
+        seq, prev = int(head.get("seq", 0)), head.get("hash", GENESIS)
+        links: list[Link] = []
+        for run in runs(entries):
+            seq += 1
+            links.append(Link.seal(seq, run, prev))
+            prev = links[-1].hash
+        chained = await _incident_links(redis, keys, entries)
+        checkpoint = _due_checkpoint(head, links, signing_key, now, checkpoint_every_s)
+        pipe.multi()
+        for link in links:
+            pipe.xadd(keys.audit_links(), link.fields())
+        for incident_id, items in chained.items():
+            pipe.rpush(keys.incident_chain(incident_id), *[i.text() for i in items])
+        moved: dict[str, Any] = {}
+        if links:
+            moved = {"seq": seq, "hash": prev, "last": links[-1].last}
+        if checkpoint is not None:
+            pipe.xadd(keys.audit_checkpoints(), checkpoint.fields())
+            moved.update(checkpoint_at=now.timestamp(), checkpoint_seq=checkpoint.seq)
+        if moved:
+            pipe.hset(keys.audit_head(), mapping=moved)
+        return len(entries)
+
+    try:
+        return await transact(redis, [keys.audit_head()], body, attempts=1)
+    except Contention:
+        return 0  # another worker moved the head: it sealed these
+
+
+async def _incident_links(redis: Redis, keys: Keys, entries: list[Entry]
+                          ) -> dict[str, list[IncidentLink]]:
+    """The links each incident's chain gains: one per entry of its timeline."""
+    per_incident: dict[str, list[Entry]] = {}
+    for entry in entries:
+        incident_id = entry.event.get("incident_id")
+        if isinstance(incident_id, str) and incident_id:
+            per_incident.setdefault(incident_id, []).append(entry)
+    if not per_incident:
+        return {}
+    async with redis.pipeline(transaction=False) as reads:
+        for incident_id in per_incident:
+            reads.lindex(keys.incident_chain(incident_id), -1)
+        tails = await reads.execute()
+    out: dict[str, list[IncidentLink]] = {}
+    for (incident_id, items), tail in zip(per_incident.items(), tails, strict=True):
+        prev = IncidentLink.parse(tail).hash if tail else GENESIS
+        chained: list[IncidentLink] = []
+        for entry in items:
+            d = digest([entry])
+            prev = incident_hash(prev, d)
+            chained.append(IncidentLink(entry.id, d, prev))
+        out[incident_id] = chained
+    return out
+
+
+def _due_checkpoint(head: dict[str, str], links: list[Link], key: bytes, now: datetime,
+                    every_s: float) -> Checkpoint | None:
+    """A signed checkpoint of the head after `links`, if one is due. Pure."""
+    last_at = float(head.get("checkpoint_at", 0))
+    checkpointed_seq = int(head.get("checkpoint_seq", -1))
+    if now.timestamp() - last_at < every_s:
+        return None
+    if links:
+        tip = links[-1]
+        return Checkpoint(tip.seq, tip.last, tip.hash, now.isoformat()).signed(key)
+    seq = int(head.get("seq", 0))
+    if seq == 0 or seq == checkpointed_seq:
+        return None
+    return Checkpoint(seq, head["last"], head["hash"], now.isoformat()).signed(key)

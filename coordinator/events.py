@@ -99,6 +99,10 @@ class Report(Event):
     playbook: Slug | None = None
     # None for events from before sources were recorded: treated as unverified.
     source: ReportSource | None = None
+    # A drill: its incident runs the same path, but its messages say so, go only to
+    # subscribers who opted into drills (or to the named test list), and are kept apart.
+    exercise: bool = False
+    drill_list: Slug | None = None  # with `exercise` only (reports.filing checks)
 
     @property
     def verified(self) -> bool:
@@ -111,8 +115,9 @@ class Report(Event):
         return self.source.actor if self.source else "unverified source"
 
     def correlation_key(self) -> str:
-        """Reports with the same key may join one incident (and share a partition)."""
-        return f"{self.kind}:{self.area}"
+        """Reports with the same key may join one incident (and share a partition); a drill
+        never joins a real incident, nor a real report a drill."""
+        return f"{self.kind}:{self.area}" + (":exercise" if self.exercise else "")
 
 
 class IncidentOpened(Event):
@@ -178,7 +183,9 @@ class RedraftRequested(Event):
     purpose: RedraftPurpose
     playbook_id: str | None = None
     texts: list[RenderedText] | None = None
-    note: Annotated[str, StringConstraints(max_length=2000)] = ""
+    note: Annotated[str, StringConstraints(max_length=2000)] = ""  # internal: audited only
+    # public: opens every text of an update, correction or all-clear (`UPDATE: …`)
+    change: Annotated[str, StringConstraints(strip_whitespace=True, max_length=160)] = ""
     actor: str
     via: Interface = "web"
     at: datetime = Field(default_factory=utcnow)
@@ -298,6 +305,8 @@ class Statement(Event):
     approved_by: list[str]
     approved_at: datetime
     approval_basis: Literal["approver", "duty_officer", "exhausted_publish"] = "approver"
+    exercise: bool = False  # a drill's statement: CAP status Exercise, kept off the public list
+    drill_list: str | None = None  # a drill's test list, its whole audience
 
 
 class DeliveryRequest(Event):

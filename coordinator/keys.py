@@ -103,6 +103,11 @@ class Keys:
         Kept."""
         return self._k("statements", "published")
 
+    def exercises_published(self) -> str:
+        """Sorted set statement id -> published time of drills' statements, kept apart from
+        the real ones (shown at /exercises only). Kept."""
+        return self._k("statements", "exercises")
+
     # deliveries (SMS, email)
     def delivery(self, delivery_id: str) -> str:
         """Hash: a delivery's status, provider id, attempts and last error. Kept: the record."""
@@ -172,7 +177,8 @@ class Keys:
         return self._k("subs", "active")
 
     def subs_index(self, kind: str, value: str) -> str:
-        """Set of subscriber ids by area, topic, channel or language. Pruned: a subscriber
+        """Set of subscriber ids by area, topic, channel, language, drill opt-in
+        (`drills:yes`) or test list (`list:NAME`). Pruned: a subscriber
         is removed when that field changes. Also `subs:tmp:*`, the steps of computing an audience
         (dispatch.audience): deleted in the same pipeline that makes them."""
         return self._k("subs", kind, value)
@@ -304,6 +310,12 @@ class Keys:
         /audit/head. Kept: a few hundred bytes each, one per LOA_AUDIT_CHECKPOINT_S at
         most, and only while something is audited."""
         return self._k("audit", "checkpoints")
+
+    def incident_reached(self, incident_id: str) -> str:
+        """Set of the subscriber ids any of an incident's statements was cut for: an update,
+        correction or all-clear reaches them all, whatever the area became. Kept: the
+        record (about 25 bytes a subscriber)."""
+        return self._k("incident", incident_id, "reached")
 
     def incident_chain(self, incident_id: str) -> str:
         """List, parallel to the incident's timeline: `ENTRY_ID DIGEST HASH` per sealed

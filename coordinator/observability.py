@@ -12,10 +12,12 @@ REPORTS_ACCEPTED = Counter("loa_reports_accepted_total",
                            "Reports accepted (outboxed and on the broker)", ["interface"])
 REPORTS_TAKEN_IN = Counter("loa_reports_taken_in_total", "Reports taken in by the intake",
                            ["outcome"])
-INCIDENTS_OPENED = Counter("loa_incidents_opened_total", "Incidents opened")
+INCIDENTS_OPENED = Counter("loa_incidents_opened_total", "Incidents opened (drills apart)",
+                           ["exercise"])
 APPROVALS_REQUESTED = Counter("loa_approvals_requested_total", "Approval requests created")
 DECISIONS = Counter("loa_decisions_total", "Decisions applied", ["outcome"])
-STATEMENTS_PUBLISHED = Counter("loa_statements_published_total", "Statements published")
+STATEMENTS_PUBLISHED = Counter("loa_statements_published_total",
+                               "Statements published (drills apart)", ["exercise"])
 DEAD_LETTERS = Counter("loa_dead_letters_total", "Messages sent to dead-letters", ["topic"])
 OUTBOX_RESENT = Counter("loa_outbox_resent_total", "Outboxed reports put on the broker again")
 ESCALATION_LATENESS = Histogram(

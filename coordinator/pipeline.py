@@ -96,7 +96,7 @@ class Pipeline:
                                      self.rt.settings.correlation_window_s)
         obs.REPORTS_TAKEN_IN.labels("new" if taken.first_time else "replay").inc()
         if taken.first_time and taken.opened:
-            obs.INCIDENTS_OPENED.inc()
+            obs.INCIDENTS_OPENED.labels(str(report.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("report_to_incident").observe(since(report.received_at))
         log.info("report taken in", report=report.id, incident_id=taken.incident_id,
                  opened=taken.opened, first_time=taken.first_time)
@@ -245,7 +245,7 @@ class Pipeline:
         """An approved statement goes out on its channels."""
         statement = await approved_statement(self.rt, decode(Statement, value))
         if await publish_statement(self.rt, statement, utcnow()):
-            obs.STATEMENTS_PUBLISHED.inc()
+            obs.STATEMENTS_PUBLISHED.labels(str(statement.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
         queued = await fan_out(self.rt, statement, self.send)

@@ -110,10 +110,12 @@ async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[
     return out
 
 
-async def published_statements(redis: Redis, keys: Keys, limit: int = 100, start: int = 0
-                               ) -> list[dict[str, Any]]:
-    """What the public sees: published statements, newest first."""
-    ids = await redis.zrevrange(keys.statements_published(), start, start + limit - 1)
+async def published_statements(redis: Redis, keys: Keys, limit: int = 100, start: int = 0,
+                               exercises: bool = False) -> list[dict[str, Any]]:
+    """What the public sees: published statements, newest first (drills' statements, kept
+    apart, with `exercises`)."""
+    index = keys.exercises_published() if exercises else keys.statements_published()
+    ids = await redis.zrevrange(index, start, start + limit - 1)
     found = [await statement_detail(redis, keys, i) for i in ids]
     return [s for s in found if s is not None and s.get("published_at")]
 

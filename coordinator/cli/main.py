@@ -28,6 +28,7 @@ from coordinator.cli.common import (
 )
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
 from coordinator.cli.decisions import approve, inbox, reject
+from coordinator.cli.incident import incident_app
 from coordinator.cli.migrate import migrate_command
 from coordinator.cli.sandbox import outbox, sandbox_app
 from coordinator.cli.secrets import secrets_app
@@ -51,6 +52,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(audit_app, name="audit")
+app.add_typer(incident_app, name="incident")
 
 
 @app.command()
@@ -102,6 +104,11 @@ def report(
     report_id: Annotated[str | None, typer.Option("--id", help="your id; a retry is safe")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the incident and its approval request")]
     = False,
+    exercise: Annotated[bool, typer.Option(
+        help="a drill: messages marked [DIỄN TẬP]/[EXERCISE], only to subscribers who opted "
+             "into drills, kept apart from real statements")] = False,
+    drill_list: Annotated[str | None, typer.Option(
+        help="with --exercise: only this test list (subscribers added with --list)")] = None,
     token: TokenOpt = None,
     operator_reason: ReasonOpt = "",
     as_json: JsonOpt = False,
@@ -119,7 +126,7 @@ def report(
                                         Action.report_file)
         rep = _cli_report(principal, city, dict(
             kind=kind, severity=severity, area=area, title=title, details=details,
-            reporter=reporter), report_id)
+            reporter=reporter, exercise=exercise, drill_list=drill_list), report_id)
         producer = Producer(s)
         await producer.start()
         try:
@@ -192,8 +199,9 @@ def incidents(as_json: JsonOpt = False) -> None:
         return
     table = Table("incident", "status", "severity", "kind", "area", "playbook", "reports", "title")
     for row in rows:
+        drill = "[DIỄN TẬP / EXERCISE] " if row.get("exercise") == "1" else ""
         table.add_row(row["id"], row["status"], row["severity"], row["kind"], row["area"],
-                      row["playbook"] or "-", row["report_count"], row["title"])
+                      row["playbook"] or "-", row["report_count"], drill + row["title"])
     out.print(table)
 
 
@@ -206,7 +214,10 @@ def show(incident_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    out.print(f"[bold]{found['id']}[/] {found['title']}  [{found['status']}]")
+    drill = ("  [bold magenta]DIỄN TẬP / EXERCISE[/]" + (
+        f" (test list {found['drill_list']})" if found.get("drill_list") else "")
+             if found.get("exercise") == "1" else "")
+    out.print(f"[bold]{found['id']}[/] {found['title']}  [{found['status']}]{drill}")
     out.print(f"{found['kind']} · {found['severity']} · {found['area']} · "
               f"{found['report_count']} report(s) · playbook {found['playbook'] or '-'}")
     if found.get("status_reason"):

@@ -27,6 +27,10 @@ def subscribers_add(
     language: Annotated[str, typer.Option()] = "vi",
     topic: Annotated[list[str] | None, typer.Option(help="incident kind; none = all")] = None,
     role: Annotated[str, typer.Option(help="resident, press or partner")] = "resident",
+    drills: Annotated[bool, typer.Option(help="also receive drills' messages (marked as "
+                                              "exercises)")] = False,
+    test_list: Annotated[list[str] | None, typer.Option(
+        "--list", help="a test list an exercise can target by name; repeat for more")] = None,
 ) -> None:
     """Add (or update) one subscriber."""
     from pydantic import ValidationError
@@ -42,7 +46,7 @@ def subscribers_add(
         sub = Subscriber.model_validate({
             "phone": phone, "email": email, "language": language, "areas": area,
             "topics": topic or ["*"], "channels": channel, "role": role,
-            "consent_source": "cli"})
+            "drills": drills, "lists": test_list or [], "consent_source": "cli"})
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
                              f"{e['msg'].removeprefix('Value error, ')}"

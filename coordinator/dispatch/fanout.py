@@ -85,8 +85,13 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send) -> int:
     try:
         if not ledger.resolved:
             await open_ledger(rt.redis, keys, sid, time.time())
+            # An update, correction or all-clear also reaches everyone the incident's
+            # earlier statements reached, wherever its area now is.
+            earlier = keys.incident_reached(statement.incident_id) if statement.references \
+                else None
             size = await resolve_audience(rt.redis, keys, rt.city, statement.area,
-                                          statement.kind, keys.dispatch_audience(sid))
+                                          statement.kind, keys.dispatch_audience(sid),
+                                          statement.exercise, statement.drill_list, earlier)
             async with rt.redis.pipeline(transaction=True) as pipe:
                 queue_resolved(pipe, keys, sid, size, time.time())
                 await pipe.execute()
@@ -110,7 +115,8 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, numbe
         cursor, ids = await rt.redis.sscan(audience, cursor, count=chunk)
         batches = await _by_channel(rt, [str(i) for i in ids])
         async with rt.redis.pipeline(transaction=True) as pipe:
-            queue_chunk(pipe, keys, sid, number, cursor, batches, time.time())
+            queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(),
+                        statement.incident_id)
             pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
             await pipe.execute()
         for channel in batches:

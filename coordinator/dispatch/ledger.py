@@ -97,13 +97,16 @@ def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
 
 
 def queue_chunk(pipe: Pipeline, keys: Keys, statement_id: str, number: int, cursor: int,
-                batches: dict[str, list[str]], now: float) -> None:
+                batches: dict[str, list[str]], now: float, incident_id: str = "") -> None:
     """Inside MULTI: chunk `number` of the audience, cut into one batch per channel (empty
-    ones left out), and the cursor after it: all or nothing, so a crash recuts the chunk."""
+    ones left out), and the cursor after it: all or nothing, so a crash recuts the chunk.
+    The chunk's subscribers join those the incident has reached."""
     ledger = keys.dispatch(statement_id)
     for channel, ids in batches.items():
         pipe.set(keys.dispatch_batch(statement_id, channel, number), ",".join(ids))
         pipe.hincrby(ledger, f"targeted:{channel}", len(ids))
+        if incident_id and ids:
+            pipe.sadd(keys.incident_reached(incident_id), *ids)
     pipe.hincrby(ledger, "batches", len(batches))
     pipe.hset(ledger, mapping={"cursor": cursor, "chunks": number + 1, "progress_at": now})
 

@@ -60,10 +60,12 @@ def sms_segments(texts: Sequence[RenderedText], by_language: dict[str, int], tot
 
 
 async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
-                   texts: Sequence[RenderedText]) -> Reach:
-    """Count the audience of (area, kind) per channel, and per language for SMS."""
+                   texts: Sequence[RenderedText], exercise: bool = False,
+                   drill_list: str | None = None, earlier: str | None = None) -> Reach:
+    """Count the audience of (area, kind) per channel, and per language for SMS (of a
+    drill: its drill audience; of an update: with those reached before)."""
     key = keys.subs_index("tmp", f"{uuid.uuid4().hex}:reach")
-    await resolve_audience(redis, keys, city, area, kind, key)
+    await resolve_audience(redis, keys, city, area, kind, key, exercise, drill_list, earlier)
     languages = sorted({t.language for t in texts} | set(FALLBACK_LANGUAGES))
     try:
         async with redis.pipeline(transaction=False) as pipe:
@@ -86,13 +88,16 @@ async def remember_reach(redis: Redis, keys: Keys, city: City, approval_id: str,
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hget(keys.approval(approval_id), "reach")
         pipe.get(keys.draft(draft_id))
-        pipe.hmget(keys.incident(incident_id), ["area", "kind"])
-        kept, draft, (area, kind) = await pipe.execute()
+        pipe.hmget(keys.incident(incident_id), ["area", "kind", "exercise", "drill_list"])
+        kept, draft, (area, kind, exercise, drill_list) = await pipe.execute()
     if kept:
         return Reach.from_json(kept)
     if draft is None or area is None or kind is None:
         return None
-    texts = [RenderedText.model_validate(t) for t in json.loads(draft)["texts"]]
-    reach = await reach_of(redis, keys, city, area, kind, texts)
+    stored = json.loads(draft)
+    texts = [RenderedText.model_validate(t) for t in stored["texts"]]
+    earlier = keys.incident_reached(incident_id) if stored.get("references") else None
+    reach = await reach_of(redis, keys, city, area, kind, texts, exercise == "1",
+                           drill_list or None, earlier)
     await redis.hsetnx(keys.approval(approval_id), "reach", reach.to_json())
     return reach

@@ -104,7 +104,7 @@ def cap_alert(statement: dict[str, Any], city: City, *, base_url: str, timezone:
     _add(alert, "identifier", statement["id"])
     _add(alert, "sender", sender(base_url))
     _add(alert, "sent", local_stamp(published_at(statement), timezone))
-    _add(alert, "status", "Actual")
+    _add(alert, "status", "Exercise" if statement.get("exercise") else "Actual")
     _add(alert, "msgType", statement["msg_type"])
     _add(alert, "scope", "Public")
     refs = references(statement, sent_of or {}, base_url, timezone)

@@ -27,7 +27,7 @@ from coordinator.events import (
 )
 from coordinator.model.incident import DRAFTABLE, OPEN, Incident, IncidentStatus, closed, ids_for
 from coordinator.plan.planner import choose_playbook, facts_of, queue_version
-from coordinator.playbooks.render import render_draft
+from coordinator.playbooks.render import marked_as_exercise, render_draft, with_change_line
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -122,7 +122,10 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
         playbook = rt.playbooks[incident["playbook"]]
         budgets = {lang: getattr(playbook.template(lang, "sms"), "segment_budget", None)
                    for lang in playbook.languages} if "sms" in playbook.channels else {}
-        texts = with_segments(event.texts or [], budgets)
+        texts = with_change_line(with_segments(event.texts or [], budgets), event.purpose,
+                                 event.change)
+        if facts.exercise:  # an edited text of a drill still says it is one
+            texts = marked_as_exercise(texts)
         reason = f"{event.purpose} by {event.actor}"
     return Draft(id=draft_id, incident_id=event.incident_id, playbook_id=playbook.id,
                  version=version, texts=texts, rendered_at=now,

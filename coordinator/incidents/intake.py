@@ -56,6 +56,8 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         last = incident.last_report_at if incident else None
         attach = (status in OPEN if report.attach_to
                   else joins(status, last, report.received_at, window_s))
+        # a drill and a real incident never share reports, whatever a hand attaches
+        attach = attach and incident is not None and incident.exercise == report.exercise
         if current and incident and attach:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
@@ -85,7 +87,9 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
         action="incident.opened", interface=report.received_via, incident_id=incident_id,
         subject=report.id, detail={"kind": report.kind, "severity": report.severity.value,
                                    "area": report.area, "title": report.title,
-                                   **({"reporter": report.reporter} if report.reporter else {})},
+                                   **({"reporter": report.reporter} if report.reporter else {}),
+                                   **({"exercise": True, "drill_list": report.drill_list}
+                                      if report.exercise else {})},
     ))
 
 

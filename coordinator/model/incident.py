@@ -81,6 +81,8 @@ class Incident:
     published: tuple[str, ...] | None = None  # ids of the statements made public, in order
     closed_at: datetime | None = None
     severity_scope: str | None = None  # the scope of whoever last raised the severity
+    exercise: bool = False  # a drill (see Report.exercise)
+    drill_list: str = ""  # a drill's test list, or '' (the drill opt-ins of the area)
     extra: dict[str, str] = field(default_factory=dict)  # fields this record does not know
 
     @classmethod
@@ -104,6 +106,7 @@ class Incident:
                        if "published" in row else None),
             closed_at=datetime.fromisoformat(row["closed_at"]) if "closed_at" in row else None,
             severity_scope=row.get("severity_scope"),
+            exercise=row.get("exercise") == "1", drill_list=row.get("drill_list", ""),
             extra={k: v for k, v in row.items() if k not in known},
         )
 
@@ -113,7 +116,9 @@ class Incident:
                     "published": None if self.published is None
                     else json.dumps(list(self.published)),
                     "closed_at": self.closed_at.isoformat() if self.closed_at else None,
-                    "severity_scope": self.severity_scope}
+                    "severity_scope": self.severity_scope,
+                    "exercise": "1" if self.exercise else None,
+                    "drill_list": self.drill_list or None}
         return {
             "id": self.id, "kind": self.kind, "area": self.area,
             "severity": self.severity.value, "title": self.title, "details": self.details,
@@ -146,7 +151,8 @@ def opened(incident_id: str, report: Report) -> Incident:
         opened_at=report.received_at, last_report_at=report.received_at,
         updated_at=report.received_at, chosen_playbook=report.playbook or "",
         source_actor=report.actor, source_scope=report.source.scope if report.source else "",
-        source_verified=report.verified,
+        source_verified=report.verified, exercise=report.exercise,
+        drill_list=report.drill_list or "",
     )
 
 

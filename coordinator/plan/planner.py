@@ -48,6 +48,7 @@ def facts_of(incident: dict[str, str]) -> IncidentFacts:
         id=incident["id"], kind=incident["kind"], severity=Severity(incident["severity"]),
         title=incident["title"], details=incident["details"], area=incident["area"],
         report_count=int(incident.get("report_count", 1)),
+        exercise=incident.get("exercise") == "1",
     )
 
 

@@ -25,6 +25,57 @@ SEVERITY_LABELS = {
     "en": {"minor": "minor", "moderate": "moderate", "severe": "severe", "extreme": "extreme"},
 }
 
+EXERCISE_MARKS = {"vi": "[DIỄN TẬP]", "en": "[EXERCISE]"}
+"""What starts every text of a drill, per language (English for a language not listed)."""
+
+
+def exercise_mark(language: str) -> str:
+    """The drill mark of a language. Pure."""
+    return EXERCISE_MARKS.get(language, EXERCISE_MARKS["en"])
+
+
+def marked_as_exercise(texts: list[RenderedText]) -> list[RenderedText]:
+    """A drill's texts: each title and body starts with its language's mark (once, however
+    often this is applied); SMS segments counted again. Pure."""
+    def mark(text: str, language: str) -> str:
+        tag = exercise_mark(language)
+        return text if not text or text.startswith(tag) else f"{tag} {text}"
+
+    out = []
+    for t in texts:
+        body = mark(t.body, t.language)
+        out.append(t.model_copy(update={
+            "title": mark(t.title, t.language) if t.title else t.title, "body": body,
+            **({"segments": segment_count(body)} if t.channel == "sms" else {})}))
+    return out
+
+
+CHANGE_LABELS = {
+    "vi": {"update": "CẬP NHẬT", "correction": "ĐÍNH CHÍNH", "all_clear": "DỠ BỎ CẢNH BÁO"},
+    "en": {"update": "UPDATE", "correction": "CORRECTION", "all_clear": "ALL CLEAR"},
+}
+"""The word that opens a later version's change line, per language (English otherwise)."""
+CHANGE_LINE_MAX = 160
+
+
+def with_change_line(texts: list[RenderedText], purpose: str, change: str
+                     ) -> list[RenderedText]:
+    """A later version's texts, each body opening with one line that says what changed
+    (`UPDATE: …`, the officer's words), once. Unchanged without them or for a purpose that
+    is no update, correction or all-clear. Pure."""
+    said = change.strip().splitlines()[0][:CHANGE_LINE_MAX].strip() if change.strip() else ""
+    if not said or purpose not in CHANGE_LABELS["en"]:
+        return texts
+    out = []
+    for t in texts:
+        labels = CHANGE_LABELS.get(t.language, CHANGE_LABELS["en"])
+        line = f"{labels[purpose]}: {said}"
+        body = t.body if t.body.startswith(line) else f"{line}\n{t.body}"
+        out.append(t.model_copy(update={
+            "body": body, **({"segments": segment_count(body)} if t.channel == "sms" else {})}))
+    return out
+
+
 # Plain text out (SMS, email text, the web page escapes at display time); sandboxed
 # because playbooks are data that duty officers edit.
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -42,6 +93,7 @@ class IncidentFacts:
     area: str
     report_count: int = 1
     link: str = ""  # the statement's short web link, for SMS
+    exercise: bool = False  # a drill: every text starts with EXERCISE_MARKS
 
 
 def template_context(
@@ -113,4 +165,4 @@ def render_draft(
                     channel="sms", language=language, body=body,
                     segments=segment_count(body), segment_budget=tpl.segment_budget,
                 ))
-    return texts
+    return marked_as_exercise(texts) if facts.exercise else texts

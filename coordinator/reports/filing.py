@@ -26,6 +26,9 @@ def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
                                  f"{', '.join(sorted(city.kinds))} (config/kinds.yaml)"))
     if report.area not in city.areas:
         problems.append(("area", f"unknown area {report.area!r} (see `config/areas.yaml`)"))
+    if report.drill_list and not report.exercise:
+        problems.append(("drill_list", "only an exercise goes to a test list: set exercise "
+                                       "too, or leave drill_list out"))
     return problems
 
 

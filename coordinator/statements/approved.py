@@ -22,6 +22,7 @@ def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, st
         texts=draft.texts, approved_by=approved_by, approved_at=at,
         msg_type=draft.msg_type, references=draft.references,
         approval_basis=basis,  # type: ignore[arg-type]
+        exercise=incident.get("exercise") == "1", drill_list=incident.get("drill_list") or None,
     )
 
 

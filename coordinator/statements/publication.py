@@ -35,7 +35,10 @@ async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> No
     async with rt.redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, "statement", statement.model_dump_json())
         pipe.hsetnx(key, "published_at", now.isoformat())
-        pipe.zadd(rt.keys.statements_published(), {statement.id: now.timestamp()}, nx=True)
+        # A drill's statement is kept apart: the public list, feeds and API never show it.
+        index = (rt.keys.exercises_published() if statement.exercise
+                 else rt.keys.statements_published())
+        pipe.zadd(index, {statement.id: now.timestamp()}, nx=True)
         await pipe.execute()
 
 

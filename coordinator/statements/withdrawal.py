@@ -50,6 +50,7 @@ async def withdraw_statement(redis: Redis, keys: Keys, statement_id: str, actor:
                                 "withdrawn_reason": reason.strip()})
         pipe.hsetnx(keys.dispatch(statement_id), "withdrawn_at", now.isoformat())
         pipe.zrem(keys.statements_published(), statement_id)
+        pipe.zrem(keys.exercises_published(), statement_id)
         queue_audit(pipe, keys, AuditEvent(
             at=now, actor=actor, action="statement.withdrawn", interface=via,
             incident_id=statement.incident_id, subject=statement_id,

@@ -1,5 +1,6 @@
 """Subscribers in and out as CSV. Columns: phone, email, language, areas, topics, channels,
-role, status, id (lists separated by `;`; only areas and channels are required). The id
+role, status, id, drills (`yes` to receive exercises), lists (test lists) (lists separated
+by `;`; only areas and channels are required). The id
 column keeps each subscriber's id through an export and an import elsewhere; empty, the
 registry finds the record by phone or email, or makes a new id. Every rejected row is
 reported with its line and why."""
@@ -15,7 +16,8 @@ from pydantic import ValidationError
 from coordinator.city import City
 from coordinator.subscribers.models import Subscriber
 
-COLUMNS = ["phone", "email", "language", "areas", "topics", "channels", "role", "status", "id"]
+COLUMNS = ["phone", "email", "language", "areas", "topics", "channels", "role", "status", "id",
+           "drills", "lists"]
 
 
 def _list(value: str | None) -> list[str]:
@@ -40,6 +42,8 @@ def parse_csv(text: str, city: City, source: str = "csv"
             "status": "opted_out" if (row.get("status") or "").strip() == "opted_out"
             else "active",
             "id": (row.get("id") or "").strip(),
+            "drills": (row.get("drills") or "no").strip(),  # yes/no, true/false, 1/0
+            "lists": _list(row.get("lists")),
         }
         unknown = [a for a in fields["areas"] if a not in city.areas]  # type: ignore[union-attr]
         if unknown:
@@ -60,5 +64,6 @@ def to_csv(subscribers: list[Subscriber]) -> str:
     writer.writerow(COLUMNS)
     for s in subscribers:
         writer.writerow([s.phone or "", s.email or "", s.language, ";".join(s.areas),
-                         ";".join(s.topics), ";".join(s.channels), s.role, s.status, s.id])
+                         ";".join(s.topics), ";".join(s.channels), s.role, s.status, s.id,
+                         "yes" if s.drills else "no", ";".join(s.lists)])
     return out.getvalue()

@@ -30,6 +30,8 @@ class Subscriber(BaseModel):
     topics: list[str] = Field(default_factory=lambda: [ALL_TOPICS])
     channels: list[Literal["sms", "email"]] = Field(min_length=1)
     role: Role = "resident"
+    drills: bool = False  # also receives exercises' messages (marked as such)
+    lists: list[Slug] = Field(default_factory=list)  # test lists a drill may target by name
     status: Status = "active"
     consent_at: datetime = Field(default_factory=utcnow)
     consent_source: str = "cli"

@@ -81,8 +81,8 @@ def _choices(areas: list[str], topics: list[str], known_areas: Collection[str],
 
 def requested_subscriber(phone: str, email: str, language: str, areas: list[str],
                          topics: list[str], known_areas: Collection[str],
-                         known_topics: Collection[str], region: str = "VN"
-                         ) -> tuple[Subscriber | None, dict[str, str]]:
+                         known_topics: Collection[str], region: str = "VN",
+                         drills: bool = False) -> tuple[Subscriber | None, dict[str, str]]:
     """The pending subscriber the form describes, or the problems by field name. Pure."""
     errors: dict[str, str] = {}
     phone_e164, email_norm = _contacts(phone, email, region, errors)
@@ -99,7 +99,8 @@ def requested_subscriber(phone: str, email: str, language: str, areas: list[str]
     try:
         return Subscriber(phone=phone_e164, email=email_norm, language=language,  # type: ignore[arg-type]
                           areas=list(dict.fromkeys(areas)), topics=wanted_topics,
-                          channels=channels, status="pending", consent_source="web"), {}
+                          channels=channels, drills=drills, status="pending",
+                          consent_source="web"), {}
     except ValidationError as exc:  # pragma: no cover - the checks above cover the model's
         return None, {str(e["loc"][0]) if e["loc"] else "contact": e["msg"]
                       for e in exc.errors()}
@@ -156,6 +157,8 @@ def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
     return Subscriber(id=wanted.id if owns else "", phone=phone,
                       email=email, language=wanted.language, areas=wanted.areas,
                       topics=wanted.topics, channels=channels, role=wanted.role,
+                      drills=wanted.drills,
+                      lists=existing.lists if owns and existing is not None else [],
                       status="active", consent_at=now, consent_source="web")
 
 

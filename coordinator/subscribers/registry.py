@@ -18,6 +18,9 @@ def index_keys(keys: Keys, sub: Subscriber) -> list[str]:
     found += [keys.subs_index("topic", t) for t in sub.topics]
     found += [keys.subs_index("channel", c) for c in sub.channels]
     found.append(keys.subs_index("lang", sub.language))
+    if sub.drills:
+        found.append(keys.subs_index("drills", "yes"))
+    found += [keys.subs_index("list", name) for name in sub.lists]
     if sub.status == "active":
         found.append(keys.subs_active())
     return found

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 from redis.exceptions import RedisError
 
 from coordinator import observability as obs
@@ -45,6 +45,10 @@ class ReportIn(BaseModel):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
     details: Annotated[str, StringConstraints(max_length=5000)] = ""
     reporter: Annotated[str, StringConstraints(max_length=200)] = ""
+    exercise: bool = Field(default=False, description="a drill: its messages are marked as "
+                           "such and go only to subscribers who opted into drills")
+    drill_list: Slug | None = Field(default=None, description="an exercise's test list: "
+                                    "its only audience (subscribers added with --list)")
 
 
 class Accepted(BaseModel):

@@ -38,6 +38,7 @@ from coordinator.web.inbox import inbox
 from coordinator.web.live import Live
 from coordinator.web.login import login
 from coordinator.web.public import public
+from coordinator.web.records import records
 from coordinator.web.security import SESSION_COOKIE, SESSION_MAX_AGE_S, LoginRequired
 from coordinator.web.sessions import (
     RotatingSessionMiddleware,
@@ -94,7 +95,7 @@ def create_web_app(settings: Settings) -> FastAPI:
                        same_site="lax", https_only=settings.web_url().startswith("https:"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth).
-    for router in (api, health, console, inbox, public, feeds, login, hooks, decide,
+    for router in (api, health, console, records, inbox, public, feeds, login, hooks, decide,
                    subscriptions, subscribe, tips, short_links):
         app.include_router(router)
     app.include_router(api_docs(Action.public_read if settings.public_api_docs

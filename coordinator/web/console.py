@@ -100,7 +100,8 @@ async def new_version(incident_id: IncidentId, request: Request, account: Office
             id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
             purpose=purpose,  # type: ignore[arg-type]
             playbook_id=str(form.get("playbook") or "") or None, texts=texts,
-            note=str(form.get("note", "")), actor=account.actor, via="web")
+            note=str(form.get("note", "")), change=str(form.get("change", "")),
+            actor=account.actor, via="web")
     except ValidationError as exc:
         raise HTTPException(422, f"invalid: {exc.errors()[0]['loc']}: "
                                  f"{exc.errors()[0]['msg']}") from exc
@@ -222,7 +223,8 @@ async def file_from_console(request: Request, account: Officer) -> Response:
     check_csrf(request, form.pop("csrf", ""))
     st = web_state(request)
     values = {k: form.get(k, "").strip() for k in (
-        "kind", "severity", "area", "title", "details", "playbook", "attach_to")}
+        "kind", "severity", "area", "title", "details", "playbook", "attach_to", "exercise",
+        "drill_list")}
     errors: dict[str, str] = {}
     report = None
     try:
@@ -231,7 +233,9 @@ async def file_from_console(request: Request, account: Officer) -> Response:
                         area=values["area"], title=values["title"], details=values["details"],
                         received_via="web", source=source_of(account),
                         attach_to=values["attach_to"] or None,
-                        playbook=values["playbook"] or None)
+                        playbook=values["playbook"] or None,
+                        exercise=values["exercise"] == "1",
+                        drill_list=values["drill_list"] or None)
     except ValidationError as exc:
         errors = {str(e["loc"][0]): e["msg"] for e in exc.errors()}
     if report is not None:

@@ -93,6 +93,16 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
     return page(request, "statement.html", s=found, lang=_lang(lang), areas=st.city.areas)
 
 
+@public.get("/exercises", response_class=HTMLResponse)
+async def exercises(request: Request, lang: str = "vi") -> HTMLResponse:
+    """Drills' statements, newest first: kept apart from the real ones, which never list
+    them."""
+    st = web_state(request)
+    statements = await queries.published_statements(st.redis, st.keys, exercises=True)
+    return page(request, "exercises.html", statements=statements, lang=_lang(lang),
+                areas=st.city.areas)
+
+
 @public.get("/press", response_class=HTMLResponse)
 async def press(request: Request, q: str = "", lang: str = "vi") -> HTMLResponse:
     """Every official statement, grouped by incident with each version and its times;

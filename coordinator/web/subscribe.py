@@ -101,10 +101,12 @@ async def submit(request: Request) -> Response:
         "phone": str(posted.get("phone", ""))[:40], "email": str(posted.get("email", ""))[:254],
         "language": str(posted.get("language", "vi")),
         "areas": [str(a) for a in posted.getlist("areas")][:50],
-        "topics": [str(t) for t in posted.getlist("topics")][:50]}
+        "topics": [str(t) for t in posted.getlist("topics")][:50],
+        "drills": posted.get("drills") == "1"}
     wanted, errors = optin.requested_subscriber(
         values["phone"], values["email"], values["language"], values["areas"],
-        values["topics"], st.city.areas, _kinds(st), st.settings.phone_region)
+        values["topics"], st.city.areas, _kinds(st), st.settings.phone_region,
+        drills=values["drills"])
     if wanted is not None and wanted.phone and await queries.has_opted_out(
             st.redis, st.keys, "sms", wanted.phone):
         errors["phone"] = ("Số này đã nhắn STOP: hãy nhắn START trước. / This number sent "

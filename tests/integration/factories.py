@@ -4,6 +4,7 @@ request, timeline entries). Every helper talks to a running `Stack`; none mocks 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -13,6 +14,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, cast
 
+from aiokafka import AIOKafkaProducer
+
+from coordinator.broker import bootstrap_servers
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack, wait_for
 
@@ -171,6 +175,19 @@ def import_residents(stack: Stack, folder: Path, phone_prefix: str, count: int, 
     imported = stack.cli("subscribers", "import", str(path), timeout_s=600)
     assert f"{count} saved" in imported.stdout, imported.stderr
     return [f"+84{p[1:]}" for p in phones]
+
+
+def produce(stack: Stack, topic: str, key: str, value: bytes) -> None:
+    """Put one event on a topic of the stack's broker, as a process of Loa would."""
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(stack.broker.url))
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 def approve_a_flood(stack: Stack, area: str, title: str) -> tuple[str, str]:

@@ -36,14 +36,15 @@ def test_an_id_that_could_escape_its_redis_key_is_refused() -> None:
 
 
 def test_the_csv_export_carries_the_id_and_the_import_keeps_it() -> None:
-    """The id is the last column; a row without one gets none (the registry decides)."""
+    """The id column carries it; a row without one gets none (the registry decides). The
+    drill opt-in and test lists come after, so files of older versions still import."""
     city = load_city(Settings().config_dir)
     sub = Subscriber(id="sub-0123456789abcdef", phone=PHONE, areas=["hn"], channels=["sms"],
-                     consent_source="import:a.csv")
+                     consent_source="import:a.csv", drills=True, lists=["press-office", "qa"])
     text = to_csv([sub])
     assert text.splitlines() == [
-        "phone,email,language,areas,topics,channels,role,status,id",
-        "+84911222333,,vi,hn,*,sms,resident,active,sub-0123456789abcdef"]
+        "phone,email,language,areas,topics,channels,role,status,id,drills,lists",
+        "+84911222333,,vi,hn,*,sms,resident,active,sub-0123456789abcdef,yes,press-office;qa"]
     [(line, parsed, why)] = list(parse_csv(text, city, source="import:a.csv"))
     assert (line, why) == (2, "")
     assert parsed is not None

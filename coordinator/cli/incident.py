@@ -1,0 +1,64 @@
+"""`loa incident report`: an incident's after-action record, as Markdown or JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from coordinator.access import Action
+from coordinator.after_action.chart import deliveries_chart
+from coordinator.after_action.figures import Gathered, chart_series, figures
+from coordinator.after_action.gather import gather
+from coordinator.after_action.markdown import record_markdown
+from coordinator.cli.common import city_or_fail, fail, out, with_redis
+from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+from coordinator.state import Redis
+
+incident_app = typer.Typer(help="One incident's records.", no_args_is_help=True)
+
+
+@incident_app.command("report")
+def report_command(
+    incident_id: str,
+    fmt: Annotated[Literal["md", "json"], typer.Option(
+        "--format", help="md (to read and file) or json (to process)")] = "md",
+    output: Annotated[Path | None, typer.Option(
+        help="write the record here, and its chart beside it (NAME-deliveries.png)")] = None,
+    chart: Annotated[Path | None, typer.Option(
+        help="write the chart of deliveries over time here (PNG)")] = None,
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
+) -> None:
+    """The after-action record: timeline, time from first report to first statement, time at
+    each approval level, who approved each statement, the exact texts sent, reach per area
+    and channel (targeted, sent, delivered, failed), corrections, deliveries over time."""
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> Gathered | None:
+        await cli_principal(redis, keys, s, token, operator_reason, Action.incident_read)
+        return await gather(redis, keys, city_or_fail(s), incident_id)
+
+    gathered = with_redis(work)
+    if gathered is None:
+        raise fail(f"no incident {incident_id} (see `loa incidents`)")
+    record = figures(gathered)
+    if chart is None and output is not None:
+        chart = output.with_name(f"{output.stem}-deliveries.png")
+    if chart is not None:
+        chart.write_bytes(deliveries_chart(chart_series(gathered),
+                                           f"{incident_id}: deliveries over time"))
+    if fmt == "json":
+        text = json.dumps(record, ensure_ascii=False, indent=1)
+    else:
+        link = (chart.name if output is not None and chart.parent == output.parent
+                else str(chart)) if chart else None
+        text = record_markdown(record, link)
+    if output is None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    output.write_text(text + "\n", encoding="utf-8")
+    out.print(f"wrote {output}" + (f" and {chart}" if chart else ""))

@@ -48,6 +48,9 @@ def report_command(
     record = figures(gathered)
     if chart is None and output is not None:
         chart = output.with_name(f"{output.stem}-deliveries.png")
+    for path in (output, chart):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     if chart is not None:
         chart.write_bytes(deliveries_chart(chart_series(gathered),
                                            f"{incident_id}: deliveries over time"))

@@ -69,6 +69,10 @@ class Stack:
             "LOA_LOG_FORMAT": "json",
             "LOA_WEB_PORT": str(self.web_port),
             "LOA_SECRET_KEY": "test-secret-key-0123456789",
+            # An idle stack asks the broker for records every fetch wait: at 10 ms (the
+            # default) each idle worker and its Tansu burn a third of a core, and several
+            # stacks are up at once in a run. 50 ms costs a test a few tenths of a second.
+            "LOA_BROKER_FETCH_WAIT_MS": "50",
             **env,
         }
         self.sms_sandbox: subprocess.Popen[bytes] | None = None

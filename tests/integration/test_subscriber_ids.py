@@ -53,7 +53,7 @@ def test_importing_the_same_phone_twice_keeps_one_record(
     assert not any(sub_id.removeprefix("sub-") in h for h in _hashes(PHONE))
 
     exported = stack.cli("subscribers", "export").stdout
-    assert f"{PHONE},,en,hn-tay-ho,*,sms,resident,active,{sub_id}" in exported.splitlines()
+    assert f"{PHONE},,en,hn-tay-ho,*,sms,resident,active,{sub_id},no," in exported.splitlines()
     (tmp_path / "export.csv").write_text(exported)
     elsewhere = {**stack.env, "LOA_REDIS_PREFIX": "elsewhere"}
     done = subprocess.run([sys.executable, "-m", "coordinator.cli", "subscribers", "import",

@@ -126,6 +126,11 @@ def test_a_statement_reaches_its_audience_once_per_channel(
         "hn": ["email"], "hn-ba-dinh": ["email", "sms"], "hn-ba-dinh-kim-ma": ["sms"]}
     assert record["times"]["first_report_to_first_statement_s"] > 0
     assert [a["levels"][0]["level"] for a in record["approvals"]] == [1]
+    with subs_stack.http(officer) as http:  # the console's link gives the same figures
+        assert http.get(f"/console/incidents/{incident_id}/record.json").json()[
+            "statements"][0]["reach"] == published["reach"]
+        assert http.get(f"/console/incidents/{incident_id}/record.png").content.startswith(
+            b"\x89PNG")
     written = subs_stack.root / "record.md"
     made = subs_stack.cli("incident", "report", incident_id, "--output", str(written),
                           "--token", officer)

@@ -56,8 +56,6 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         last = incident.last_report_at if incident else None
         attach = (status in OPEN if report.attach_to
                   else joins(status, last, report.received_at, window_s))
-        # a drill and a real incident never share reports, whatever a hand attaches
-        attach = attach and incident is not None and incident.exercise == report.exercise
         if current and incident and attach:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)

@@ -257,6 +257,10 @@ class _Run:
         finally:
             stop.set()
             await ticker
+            # An outcome recorded while the ticker's last round was refreshing (after its
+            # flush) is written here: the batch is settled right after this, and nothing
+            # would come back for a delivery left in `sending`.
+            await self.flush()
 
 
 async def _write(rt: Runtime, statement_id: str,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from coordinator.embedded import Service, start_redis
 from tests.integration.browser import CHROMIUM, Chromium
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running
@@ -19,6 +20,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One running Loa for the tests that only add to it (each uses its own areas)."""
     with running(tmp_path_factory.mktemp("stack")) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A private redis-server (nothing on disk) for the tests of one module, which write
+    under their own key prefixes."""
+    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    yield service
+    service.stop()
 
 
 @pytest.fixture

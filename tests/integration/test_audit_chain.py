@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +16,7 @@ from coordinator.audit.chain import GENESIS, Entry, IncidentLink, Link, digest, 
 from coordinator.audit.prune import prune
 from coordinator.audit.sealer import seal
 from coordinator.audit.verify import verify
-from coordinator.embedded import Service, start_redis
+from coordinator.embedded import Service
 from coordinator.errors import LoaError
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
@@ -26,13 +26,6 @@ from tests.integration.factories import REWRITE_AUDIT_ENTRY
 pytestmark = pytest.mark.integration
 KEY = b"checkpoint-key"
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    yield service
-    service.stop()
 
 
 @pytest.fixture

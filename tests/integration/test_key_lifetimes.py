@@ -4,7 +4,6 @@ callbacks expire a week on (a private redis-server, nothing else)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +14,7 @@ from coordinator.dispatch.provider_ids import (
     remember_early_callback,
     remember_provider_id,
 )
-from coordinator.embedded import start_redis
+from coordinator.embedded import Service
 from coordinator.keys import Keys
 from coordinator.state import connect
 
@@ -24,12 +23,8 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    try:
-        yield service.url
-    finally:
-        service.stop()
+def redis_url(redis_server: Service) -> str:
+    return redis_server.url
 
 
 def test_a_week_is_the_lifetime() -> None:

@@ -15,14 +15,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from coordinator.embedded import Service, free_port, start_redis
+from coordinator.embedded import Service, free_port
 from coordinator.keys import Keys
 from coordinator.queries import incident_detail, list_incidents
 from coordinator.state import connect
@@ -48,14 +47,6 @@ LOST_PHONE = "+84901000002"  # OLD_BY_EMAIL's phone once; its index entry stayed
 OLD_BY_EMAIL = old_subscriber_id(None, OLD_EMAIL)  # sub-0710443dd7060018
 NEW_ID, NEW_PHONE, NEW_EMAIL = "sub-5c1e0b7a9d2f4e61", "+84901000003", "New@Example.org"
 GONE_ID, GONE_PHONE = "sub-8a2b6c4d0e1f3a5b", "+84901000004"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One private redis-server; each test writes under its own prefix."""
-    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    yield service
-    service.stop()
 
 
 class Old:

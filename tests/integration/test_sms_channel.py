@@ -10,7 +10,7 @@ from channels.base import OutboundMessage, PermanentDeliveryError
 from channels.delivery import send_with_retries
 from channels.sms import SmsChannel, TwilioAccount
 from coordinator.dispatch.rate_limit import RateLimiter
-from coordinator.embedded import Service, start_redis
+from coordinator.embedded import Service
 from coordinator.state import Redis, connect
 from sandbox.sms import SmsSandbox
 from tests.integration.server_thread import ServerThread
@@ -26,13 +26,6 @@ def sandbox() -> Iterator[tuple[SmsSandbox, str]]:
         yield box, server.url
 
 
-@pytest.fixture(scope="module")
-def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
-    yield service
-    service.stop()
-
-
 def channel_for(url: str, redis: Redis, bucket: str) -> SmsChannel:
     """Our SMS channel aimed at the sandbox, with a Redis rate limit (1000/s)."""
     account = TwilioAccount(SID, TOKEN, from_number="+15005550006", base_url=url,
@@ -41,13 +34,13 @@ def channel_for(url: str, redis: Redis, bucket: str) -> SmsChannel:
 
 
 async def test_429_then_500_then_accepted_sends_one_message(
-        sandbox: tuple[SmsSandbox, str], redis_service: Service) -> None:
+        sandbox: tuple[SmsSandbox, str], redis_server: Service) -> None:
     """Two retryable answers, then success: exactly one message at the provider."""
     box, url = sandbox
     box.reset()
     box.throttle(429, 1)
     box.throttle(500, 1)
-    redis = connect(redis_service.url)
+    redis = connect(redis_server.url)
     channel = channel_for(url, redis, "t1:rate:sms")
     waits: list[float] = []
 
@@ -66,11 +59,11 @@ async def test_429_then_500_then_accepted_sends_one_message(
 
 
 async def test_a_permanent_error_fails_at_once(sandbox: tuple[SmsSandbox, str],
-                                               redis_service: Service) -> None:
+                                               redis_server: Service) -> None:
     """An invalid number (Twilio 21211) is not retried: no backoff, nothing sent."""
     box, url = sandbox
     box.reset()
-    redis = connect(redis_service.url)
+    redis = connect(redis_server.url)
     channel = channel_for(url, redis, "t2:rate:sms")
     waits: list[float] = []
 

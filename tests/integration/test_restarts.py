@@ -25,6 +25,13 @@ pytestmark = pytest.mark.integration
 MakeStack = Callable[[], Stack]
 
 
+def _all_sealed(stack: Stack) -> bool:
+    """True once the audit chain's head covers the trail's newest entry (the sealer runs
+    about twice a second: a snapshot taken sooner would miss that one link)."""
+    newest = stack.redis.xrevrange(stack.keys.audit(), count=1)
+    return bool(newest) and stack.redis.hget(stack.keys.audit_head(), "last") == newest[0][0]
+
+
 def snapshot(stack: Stack) -> dict[str, Any]:
     """Every key Loa wrote, with its content (streams by length), minus liveness keys and
     the recovery round's few-second lock."""
@@ -100,6 +107,7 @@ def test_replaying_every_topic_from_the_start_changes_nothing(make_stack: MakeSt
         assert done.returncode == 0, done.stderr
     wait_for_incident(stack, joined, 30)
     stack.wait_for_status(stack.incident_of(published) or "", "published")
+    wait_for(lambda: _all_sealed(stack), 10, "the audit chain to seal the newest entry")
     before = snapshot(stack)
 
     stack.stop_worker()

@@ -50,7 +50,7 @@ from coordinator.settings import Settings
 
 HERE = Path(__file__).parent
 PREFIX = "bench"
-KINDS = ["flood", "fire", "power-outage", "outbreak", "collapse", "misinformation"]
+KINDS = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
 
 
 @dataclass

@@ -76,7 +76,7 @@ def main() -> None:
             time.sleep(0.1)
         city = load_city(settings.config_dir)
         areas = sorted(city.areas)
-        kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "misinformation"]
+        kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
         reports = [Report(id=f"rep-bench-{i:07d}", kind=kinds[i % len(kinds)],
                           severity=Severity.severe, area=areas[i % len(areas)],
                           title=f"Bench report {i}", received_via="api")

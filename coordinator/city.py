@@ -48,6 +48,7 @@ class Kind(_Strict):
 
     id: Slug
     name: Names
+    claims: bool = False  # reports of it say what false claim is spreading (misinformation)
 
 
 class KindsFile(_Strict):

@@ -21,6 +21,10 @@ Slug = Annotated[
 Interface = Literal["api", "cli", "web", "sms", "email", "worker", "system"]
 ExhaustionRule = Literal["hold", "duty_officer", "publish"]
 ReportId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,130}$")]
+Claim = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
+Spreading = Annotated[
+    list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]],
+    Field(max_length=20)]
 
 
 def utcnow() -> datetime:
@@ -103,6 +107,10 @@ class Report(Event):
     # subscribers who opted into drills (or to the named test list), and are kept apart.
     exercise: bool = False
     drill_list: Slug | None = None  # with `exercise` only (reports.filing checks)
+    # A report of false information (a kind with `claims: true` in config/kinds.yaml): what
+    # is being said, and where it is spreading (links, or a screenshot described in words).
+    claim: Claim = ""
+    spreading: Spreading = Field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -116,8 +124,10 @@ class Report(Event):
 
     def correlation_key(self) -> str:
         """Reports with the same key may join one incident (and share a partition); a drill
-        never joins a real incident, nor a real report a drill."""
-        return f"{self.kind}:{self.area}" + (":exercise" if self.exercise else "")
+        never joins a real incident, nor a real report a drill. Claims go by what they say,
+        whatever their kind and area: they all share one key (incidents.claims groups them)."""
+        return ("claims" if self.claim else f"{self.kind}:{self.area}") + (
+            ":exercise" if self.exercise else "")
 
 
 class IncidentOpened(Event):
@@ -204,8 +214,23 @@ class IncidentClosed(Event):
     at: datetime = Field(default_factory=utcnow)
 
 
-IncidentEvent = Annotated[IncidentOpened | ReportAttached | RedraftRequested | IncidentClosed,
-                          Field(discriminator="type")]
+class IncidentMerged(Event):
+    """A duty officer merges an incident into another (the same rumour in another language,
+    two reports of one fire opened apart): it closes, and its reports count there."""
+
+    type: Literal["incident.merged"] = "incident.merged"
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,80}$")]
+    incident_id: str  # the one merged away
+    into: str
+    reason: Annotated[str, StringConstraints(max_length=2000)] = ""
+    actor: str
+    via: Interface = "web"
+    at: datetime = Field(default_factory=utcnow)
+
+
+IncidentEvent = Annotated[
+    IncidentOpened | ReportAttached | RedraftRequested | IncidentClosed | IncidentMerged,
+    Field(discriminator="type")]
 
 
 class ChainLevelSnapshot(BaseModel):

@@ -56,6 +56,21 @@ class Keys:
         incident is closed (a later one takes the key over)."""
         return self._k("open", correlation_key)
 
+    def report_times(self, incident_id: str) -> str:
+        """Sorted set report id -> when the report was received, one per report the
+        incident has (its trend: rising or falling). Kept: a few bytes per report."""
+        return self._k("incident", incident_id, "reports")
+
+    def open_claims(self, exercise: bool) -> str:
+        """Set of the open incidents about false claims (drills apart), which a new claim is
+        compared with. Pruned: an incident leaves it when it is closed or merged."""
+        return self._k("claims", "open", *(["exercise"] if exercise else []))
+
+    def claim_variants(self, incident_id: str) -> str:
+        """Hash report id -> the claim as that report worded it. Kept: the record (a merge
+        copies the merged incident's variants here)."""
+        return self._k("incident", incident_id, "claims")
+
     # drafts, approvals, statements
     def draft(self, draft_id: str) -> str:
         """The draft's JSON. Kept: the record."""

@@ -44,13 +44,14 @@ from coordinator.events import (
     DeliveryRequest,
     IncidentClosed,
     IncidentEvent,
+    IncidentMerged,
     RedraftRequested,
     Report,
     ReportAttached,
     Statement,
     utcnow,
 )
-from coordinator.incidents.actions import close_incident, redraft
+from coordinator.incidents.actions import close_incident, merge_incident, redraft
 from coordinator.incidents.intake import take_in_report
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
@@ -93,7 +94,8 @@ class Pipeline:
         if problems:
             raise BadEvent("; ".join(f"{field}: {why}" for field, why in problems))
         taken = await take_in_report(self.rt.redis, self.rt.keys, report,
-                                     self.rt.settings.correlation_window_s)
+                                     self.rt.settings.correlation_window_s,
+                                     self.rt.settings.claim_similarity)
         obs.REPORTS_TAKEN_IN.labels("new" if taken.first_time else "replay").inc()
         if taken.first_time and taken.opened:
             obs.INCIDENTS_OPENED.labels(str(report.exercise).lower()).inc()
@@ -111,7 +113,7 @@ class Pipeline:
         if isinstance(event, ReportAttached):
             log.info("report attached", incident_id=event.incident_id, report=event.report.id)
             return
-        if isinstance(event, RedraftRequested | IncidentClosed):
+        if isinstance(event, RedraftRequested | IncidentClosed | IncidentMerged):
             await self.steer(event)
             return
         result = await plan_incident(self.rt, event.incident_id, utcnow())
@@ -126,10 +128,12 @@ class Pipeline:
                 since(event.report.received_at))
         await self._ask(result.request)
 
-    async def steer(self, event: RedraftRequested | IncidentClosed) -> None:
-        """A duty officer's action on an incident (from the console)."""
+    async def steer(self, event: RedraftRequested | IncidentClosed | IncidentMerged) -> None:
+        """A duty officer's action on an incident (from the console or the CLI)."""
         if isinstance(event, IncidentClosed):
             outcome = await close_incident(self.rt, event, utcnow())
+        elif isinstance(event, IncidentMerged):
+            outcome = await merge_incident(self.rt, event, utcnow())
         else:
             outcome = await redraft(self.rt, event, utcnow())
         log.info("incident action", incident_id=event.incident_id, action=event.type,

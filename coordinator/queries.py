@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from coordinator.events import ApprovalPrompt, Draft, Statement
 from coordinator.keys import Keys
 from coordinator.model.approval import ApprovalRecord
+from coordinator.model.trend import trend
 from coordinator.state import Redis, read_json_list
 
 MAX_PAGE = 200
@@ -46,9 +48,11 @@ async def timeline_page(redis: Redis, keys: Keys, incident_id: str, start: int =
 
 
 async def incident_detail(redis: Redis, keys: Keys, incident_id: str,
-                          timeline_limit: int | None = None) -> dict[str, Any] | None:
-    """The incident, its timeline (the first `timeline_limit` entries, or all), its approval
-    request and statement; None if unknown."""
+                          timeline_limit: int | None = None, trend_window_s: float = 600.0
+                          ) -> dict[str, Any] | None:
+    """The incident, its timeline (the first `timeline_limit` entries, or all), whether its
+    reports are rising or falling, a claim's wordings, its approval request and statement;
+    None if unknown."""
     incident: dict[str, Any] = await redis.hgetall(keys.incident(incident_id))
     if not incident:
         return None
@@ -57,6 +61,10 @@ async def incident_detail(redis: Redis, keys: Keys, incident_id: str,
     else:
         incident["timeline"] = await timeline_page(redis, keys, incident_id, 0, timeline_limit)
         incident["timeline_next"] = next_cursor(0, timeline_limit, len(incident["timeline"]))
+    times = await redis.zrange(keys.report_times(incident_id), 0, -1, withscores=True)
+    incident["trend"] = trend([at for _, at in times], time.time(), trend_window_s).to_json()
+    if incident.get("claim"):
+        incident["claims"] = await redis.hgetall(keys.claim_variants(incident_id))
     if incident.get("approval_id"):
         incident["approval"] = await approval_detail(redis, keys, incident["approval_id"])
     if incident.get("statement_id"):

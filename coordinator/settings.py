@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     correlation_window_s: float = Field(
         default=3600.0, gt=0, description="reports of the same kind and area join within this"
     )
+    claim_similarity: float = Field(
+        default=0.4, gt=0, le=1,
+        description="a false claim joins the open rumour whose wording it shares this much "
+                    "of (Jaccard similarity of 3-character shingles, diacritics folded)")
+    trend_window_s: float = Field(
+        default=600.0, gt=0, description="an incident's reports are rising or falling: "
+                                         "this window against the one before it")
     audit_checkpoint_s: float = Field(
         default=60.0, gt=0,
         description="a signed checkpoint of the audit chain at most this often (while "

@@ -1,21 +1,28 @@
-"""`loa incident report`: an incident's after-action record, as Markdown or JSON."""
+"""`loa incident report`: an incident's after-action record, as Markdown or JSON;
+`loa incident merge`: one incident into another."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from coordinator import topics
 from coordinator.access import Action
 from coordinator.after_action.chart import deliveries_chart
 from coordinator.after_action.figures import Gathered, chart_series, figures
 from coordinator.after_action.gather import gather
 from coordinator.after_action.markdown import record_markdown
+from coordinator.broker import Producer
 from coordinator.cli.common import city_or_fail, fail, out, with_redis
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
+from coordinator.errors import LoaError
+from coordinator.events import IncidentMerged
 from coordinator.keys import Keys
+from coordinator.outcomes import outcome_of
 from coordinator.settings import Settings
 from coordinator.state import Redis
 
@@ -65,3 +72,42 @@ def report_command(
         return
     output.write_text(text + "\n", encoding="utf-8")
     out.print(f"wrote {output}" + (f" and {chart}" if chart else ""))
+
+
+@incident_app.command("merge")
+def merge_command(
+    incident_id: str,
+    into: Annotated[str, typer.Option("--into", help="the incident that carries on")],
+    reason: Annotated[str, typer.Option(help="why, for the timeline")] = "",
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
+) -> None:
+    """Merge INCIDENT_ID into another (the same rumour reported in another language, two
+    reports of one fire): it closes, pointing there; its reports and its claim's wordings
+    count there, so later reports like them join there too. A pending approval of it is
+    withdrawn."""
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, object]:
+        principal = await cli_principal(redis, keys, s, token, operator_reason,
+                                        Action.incident_steer)
+        for known in (incident_id, into):
+            if not await redis.exists(keys.incident(known)):
+                raise LoaError(f"no incident {known} (see `loa incidents`)")
+        event = IncidentMerged(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                               into=into, reason=reason, actor=principal.actor, via="cli")
+        producer = Producer(s)
+        await producer.start()
+        try:
+            await producer.send(topics.INCIDENT_EVENTS, incident_id, event.to_bytes())
+        finally:
+            await producer.stop()
+        outcome = await outcome_of(redis, keys, event.id, timeout_s=30)
+        if outcome is None:
+            raise LoaError("the merge was sent but not applied within 30s: is a worker "
+                           "running?")
+        return outcome
+
+    outcome = with_redis(work)
+    if not outcome["accepted"]:
+        raise fail(str(outcome["message"]))
+    out.print(str(outcome["message"]))

@@ -109,6 +109,12 @@ def report(
              "into drills, kept apart from real statements")] = False,
     drill_list: Annotated[str | None, typer.Option(
         help="with --exercise: only this test list (subscribers added with --list)")] = None,
+    claim: Annotated[str, typer.Option(
+        help="false information (kinds misinformation, rumor): the claim, in the words that "
+             "are spreading")] = "",
+    spreading: Annotated[list[str] | None, typer.Option(
+        help="where the claim is spreading: a link or a screenshot described (repeatable)")]
+    = None,
     token: TokenOpt = None,
     operator_reason: ReasonOpt = "",
     as_json: JsonOpt = False,
@@ -126,7 +132,8 @@ def report(
                                         Action.report_file)
         rep = _cli_report(principal, city, dict(
             kind=kind, severity=severity, area=area, title=title, details=details,
-            reporter=reporter, exercise=exercise, drill_list=drill_list), report_id)
+            reporter=reporter, exercise=exercise, drill_list=drill_list, claim=claim,
+            spreading=spreading or []), report_id)
         producer = Producer(s)
         await producer.start()
         try:
@@ -208,7 +215,8 @@ def incidents(as_json: JsonOpt = False) -> None:
 @app.command()
 def show(incident_id: str, as_json: JsonOpt = False) -> None:
     """An incident and its timeline: reports, playbook and why, draft, approval, statement."""
-    found = with_redis(lambda r, k, s: queries.incident_detail(r, k, incident_id))
+    found = with_redis(lambda r, k, s: queries.incident_detail(
+        r, k, incident_id, trend_window_s=s.trend_window_s))
     if found is None:
         raise fail(f"no incident {incident_id} (see `loa incidents`)")
     if as_json:

@@ -22,10 +22,19 @@ from coordinator.events import (
     AuditEvent,
     Draft,
     IncidentClosed,
+    IncidentMerged,
     RedraftRequested,
     RenderedText,
 )
-from coordinator.model.incident import DRAFTABLE, OPEN, Incident, IncidentStatus, closed, ids_for
+from coordinator.model.incident import (
+    DRAFTABLE,
+    OPEN,
+    Incident,
+    IncidentStatus,
+    closed,
+    ids_for,
+    merged,
+)
 from coordinator.plan.planner import choose_playbook, facts_of, queue_version
 from coordinator.playbooks.render import marked_as_exercise, render_draft, with_change_line
 from coordinator.runtime import Runtime
@@ -240,5 +249,70 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
                    event.incident_id, {"reason": event.reason}, now)
             outcome = ActionOutcome(True, f"{event.incident_id} closed")
         return outcome
+
+    return await _once(rt, event.id, event.incident_id, decide)
+
+
+def merge_refusal(gone: Incident, into: Incident) -> str | None:
+    """Why `gone` may not be merged into `into`, or None. Pure."""
+    if gone.id == into.id:
+        return "an incident cannot be merged into itself"
+    for incident in (gone, into):
+        if incident.status not in OPEN:
+            return f"{incident.id} is {incident.status.value}"
+    if gone.exercise != into.exercise:
+        return "a drill and a real incident are kept apart"
+    if gone.published:
+        return (f"{gone.id} has published statements ({', '.join(gone.published)}); merge "
+                f"the other way, or give {gone.id} its all-clear and close it")
+    if gone.status == IncidentStatus.approved:
+        return f"a statement of {gone.id} was just approved; wait until it is public"
+    return None
+
+
+async def merge_incident(rt: Runtime, event: IncidentMerged, now: datetime) -> ActionOutcome:
+    """Merge once: the incident is closed pointing at the other; its reports, their times
+    and its claims' wordings count there, so later reports like them join there too."""
+    into_key = rt.keys.incident(event.into)
+
+    async def decide(pipe: Pipeline, incident: dict[str, str]) -> ActionOutcome:
+        await pipe.watch(into_key)
+        target = await pipe.hgetall(into_key)
+        if not target:
+            pipe.multi()
+            return ActionOutcome(False, f"refused: no incident {event.into}")
+        gone, into = Incident.from_hash(incident), Incident.from_hash(target)
+        why = merge_refusal(gone, into)
+        open_key = rt.keys.open_incident(f"{gone.kind}:{gone.area}")
+        await pipe.watch(open_key)
+        holder = await pipe.get(open_key)
+        variants = await pipe.hgetall(rt.keys.claim_variants(gone.id))
+        times = dict(await pipe.zrange(rt.keys.report_times(gone.id), 0, -1, withscores=True))
+        pending = await _pending_approval(pipe, rt, incident)
+        pipe.multi()
+        if why:
+            return ActionOutcome(False, f"refused: {why}")
+        _supersede(pipe, rt, pending, f"{event.actor} (merged into {into.id})", "withdrawn",
+                   now)
+        pipe.hset(rt.keys.incident(gone.id), mapping=merged(gone, into, now))
+        if holder == gone.id:
+            pipe.delete(open_key)
+        pipe.srem(rt.keys.open_claims(gone.exercise), gone.id)
+        pipe.hincrby(into_key, "report_count", gone.report_count)
+        pipe.hset(into_key, mapping={
+            "last_report_at": max(gone.last_report_at, into.last_report_at).isoformat(),
+            "updated_at": now.isoformat()})
+        if variants:
+            pipe.hset(rt.keys.claim_variants(into.id), mapping=variants)
+        if times:
+            pipe.zadd(rt.keys.report_times(into.id), times)
+        detail: dict[str, object] = {"from": gone.id, "into": into.id,
+                                     "reports": gone.report_count, "reason": event.reason}
+        _audit(pipe, rt, event.actor, event.via, gone.id, "incident.merged", into.id, detail,
+               now)
+        _audit(pipe, rt, event.actor, event.via, into.id, "incident.merged_in", gone.id,
+               detail, now)
+        return ActionOutcome(True, f"{gone.id} merged into {into.id} "
+                                   f"({gone.report_count} reports)")
 
     return await _once(rt, event.id, event.incident_id, decide)

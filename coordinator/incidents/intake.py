@@ -1,10 +1,16 @@
-"""Take a report in: once per report id, into a new or an open incident."""
+"""Take a report in: once per report id, into a new or an open incident.
+
+A report joins the open incident of its kind and area (within the correlation window); a
+report of a false claim joins the open rumour whose claim it repeats (incidents.claims),
+whatever its area; a duty officer may attach a report to the incident they choose.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached
+from coordinator.incidents.claims import best_match
 from coordinator.incidents.correlation import joins
 from coordinator.keys import Keys
 from coordinator.model.incident import OPEN, Incident, attached, opened
@@ -32,11 +38,13 @@ def incident_id_for(seq: int) -> str:
     return f"INC-{seq:05d}"
 
 
-async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: float) -> TakenIn:
+async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: float,
+                         claim_threshold: float = 0.4) -> TakenIn:
     """Record the report in an incident, exactly once; the outbox entry goes with it."""
     report_key = keys.report(report.id)
     open_key = keys.open_incident(report.correlation_key())
-    watched = [report_key, open_key]
+    claims_key = keys.open_claims(report.exercise)
+    watched = [report_key, claims_key if report.claim else open_key]
     if report.attach_to:
         watched.append(keys.incident(report.attach_to))
 
@@ -47,16 +55,14 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             pipe.hdel(keys.outbox(), report.id)
             pipe.zrem(keys.outbox_times(), report.id)
             return TakenIn(done["incident"], done["opened"] == "1", first_time=False)
-        current = report.attach_to or await pipe.get(open_key)
-        if current:
-            await pipe.watch(keys.incident(current))
-        row = await pipe.hgetall(keys.incident(current)) if current else {}
-        incident = Incident.from_hash(row) if row else None
-        status = incident.status if incident else None
-        last = incident.last_report_at if incident else None
-        attach = (status in OPEN if report.attach_to
-                  else joins(status, last, report.received_at, window_s))
-        if current and incident and attach:
+        gone: list[str] = []
+        if report.attach_to or not report.claim:
+            current = report.attach_to or await pipe.get(open_key)
+        else:
+            current, gone = await _same_claim(pipe, keys, report.claim, claims_key,
+                                              claim_threshold)
+        incident = await _joinable(pipe, keys, current, report, window_s)
+        if current and incident:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
             result = TakenIn(current, opened=False, first_time=True)
@@ -64,9 +70,14 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             new_id = incident_id_for(await redis.incr(keys.incident_seq()))
             pipe.multi()
             _queue_open(pipe, keys, new_id, report)
-            if not report.attach_to:  # an attachment to a closed incident opens a new one
+            if report.claim:
+                pipe.sadd(claims_key, new_id)
+            elif not report.attach_to:  # an attachment to a closed incident opens a new one
                 pipe.set(open_key, new_id)
             result = TakenIn(new_id, opened=True, first_time=True)
+        if gone:
+            pipe.srem(claims_key, *gone)
+        _queue_counts(pipe, keys, result.incident_id, report)
         pipe.hset(report_key, mapping={"incident": result.incident_id,
                                        "opened": "1" if result.opened else "0",
                                        "report": report.model_dump_json()})
@@ -77,6 +88,47 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
     return await transact(redis, watched, body)
 
 
+async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Report,
+                    window_s: float) -> Incident | None:
+    """The incident `current`, when the report may join it (watched from here on)."""
+    if not current:
+        return None
+    await pipe.watch(keys.incident(current))
+    row = await pipe.hgetall(keys.incident(current))
+    if not row:
+        return None
+    incident = Incident.from_hash(row)
+    attach = (incident.status in OPEN if report.attach_to or report.claim
+              else joins(incident.status, incident.last_report_at, report.received_at,
+                         window_s))
+    return incident if attach else None
+
+
+def _queue_counts(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) -> None:
+    """When the report came (the incident's trend) and, for a claim, its wording."""
+    if report.claim:
+        pipe.hset(keys.claim_variants(incident_id), report.id, report.claim)
+    pipe.zadd(keys.report_times(incident_id), {report.id: report.received_at.timestamp()})
+
+
+async def _same_claim(pipe: Pipeline, keys: Keys, claim: str, claims_key: str,
+                      threshold: float) -> tuple[str | None, list[str]]:
+    """(the open rumour this claim repeats or None, the ids in the open set that are not
+    open any more). Reads run at once: `pipe` is watching, not queuing yet."""
+    candidates = sorted(await pipe.smembers(claims_key))
+    variants: dict[str, list[str]] = {}
+    gone = []
+    for incident_id in candidates:
+        status = await pipe.hget(keys.incident(incident_id), "status")
+        if status not in OPEN:
+            gone.append(incident_id)
+            continue
+        variants[incident_id] = list((await pipe.hgetall(keys.claim_variants(incident_id))
+                                      ).values())
+    match = best_match(claim, variants, threshold)
+    return (match.incident_id if match else None), gone
+
+
 def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) -> None:
     pipe.hset(keys.incident(incident_id), mapping=opened(incident_id, report).to_hash())
     pipe.zadd(keys.incidents(), {incident_id: report.received_at.timestamp()})
@@ -85,6 +137,7 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
         action="incident.opened", interface=report.received_via, incident_id=incident_id,
         subject=report.id, detail={"kind": report.kind, "severity": report.severity.value,
                                    "area": report.area, "title": report.title,
+                                   **_claim_detail(report),
                                    **({"reporter": report.reporter} if report.reporter else {}),
                                    **({"exercise": True, "drill_list": report.drill_list}
                                       if report.exercise else {})},
@@ -100,5 +153,11 @@ def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: Incide
         action="incident.report_attached", interface=report.received_via,
         incident_id=incident_id, subject=report.id,
         detail={"severity": report.severity.value, "title": report.title,
+                **_claim_detail(report),
                 **({"reporter": report.reporter} if report.reporter else {})},
     ))
+
+
+def _claim_detail(report: Report) -> dict[str, object]:
+    return ({"claim": report.claim, "spreading": report.spreading, "area": report.area}
+            if report.claim else {})

@@ -83,6 +83,8 @@ class Incident:
     severity_scope: str | None = None  # the scope of whoever last raised the severity
     exercise: bool = False  # a drill (see Report.exercise)
     drill_list: str = ""  # a drill's test list, or '' (the drill opt-ins of the area)
+    claim: str = ""  # false information: the claim as first reported (incidents.claims)
+    merged_into: str = ""  # closed by a duty officer's merge into this incident
     extra: dict[str, str] = field(default_factory=dict)  # fields this record does not know
 
     @classmethod
@@ -107,6 +109,7 @@ class Incident:
             closed_at=datetime.fromisoformat(row["closed_at"]) if "closed_at" in row else None,
             severity_scope=row.get("severity_scope"),
             exercise=row.get("exercise") == "1", drill_list=row.get("drill_list", ""),
+            claim=row.get("claim", ""), merged_into=row.get("merged_into", ""),
             extra={k: v for k, v in row.items() if k not in known},
         )
 
@@ -118,7 +121,8 @@ class Incident:
                     "closed_at": self.closed_at.isoformat() if self.closed_at else None,
                     "severity_scope": self.severity_scope,
                     "exercise": "1" if self.exercise else None,
-                    "drill_list": self.drill_list or None}
+                    "drill_list": self.drill_list or None, "claim": self.claim or None,
+                    "merged_into": self.merged_into or None}
         return {
             "id": self.id, "kind": self.kind, "area": self.area,
             "severity": self.severity.value, "title": self.title, "details": self.details,
@@ -152,7 +156,7 @@ def opened(incident_id: str, report: Report) -> Incident:
         updated_at=report.received_at, chosen_playbook=report.playbook or "",
         source_actor=report.actor, source_scope=report.source.scope if report.source else "",
         source_verified=report.verified, exercise=report.exercise,
-        drill_list=report.drill_list or "",
+        drill_list=report.drill_list or "", claim=report.claim,
     )
 
 
@@ -240,3 +244,11 @@ def closed(incident: Incident, reason: str, now: datetime) -> dict[str, str]:
     _check(incident, "closed")
     return {"status": IncidentStatus.closed.value, "status_reason": reason,
             "closed_at": now.isoformat(), "updated_at": now.isoformat()}
+
+
+def merged(incident: Incident, into: Incident, now: datetime) -> dict[str, str]:
+    """A duty officer merges the incident into `into` (the same rumour in another language,
+    say): it is closed, pointing there; its reports count there from now on."""
+    _check(incident, "closed")
+    _check(into, "attached")
+    return {**closed(incident, f"merged into {into.id}", now), "merged_into": into.id}

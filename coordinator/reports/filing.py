@@ -26,6 +26,15 @@ def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
                                  f"{', '.join(sorted(city.kinds))} (config/kinds.yaml)"))
     if report.area not in city.areas:
         problems.append(("area", f"unknown area {report.area!r} (see `config/areas.yaml`)"))
+    kind = city.kinds.get(report.kind)
+    if kind is not None and kind.claims and not report.claim:
+        problems.append(("claim", f"a {report.kind} report says what the false claim is, in "
+                                  "the words that are spreading"))
+    if kind is not None and not kind.claims and (report.claim or report.spreading):
+        problems.append(("claim", f"only reports of false information carry a claim; kind "
+                                  f"{report.kind!r} does not (kinds that do: " + ", ".join(
+                                      sorted(k for k, v in city.kinds.items() if v.claims))
+                                  + ")"))
     if report.drill_list and not report.exercise:
         problems.append(("drill_list", "only an exercise goes to a test list: set exercise "
                                        "too, or leave drill_list out"))

@@ -15,7 +15,7 @@ from coordinator import observability as obs
 from coordinator import queries
 from coordinator.access import Action, Principal, decide
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import Report, Severity, Slug
+from coordinator.events import Claim, Report, Severity, Slug, Spreading
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import Tip, TipIn, file_tip, new_tip_id, recent_tips
@@ -49,6 +49,10 @@ class ReportIn(BaseModel):
                            "such and go only to subscribers who opted into drills")
     drill_list: Slug | None = Field(default=None, description="an exercise's test list: "
                                     "its only audience (subscribers added with --list)")
+    claim: Claim = Field(default="", description="false information (kinds with claims, "
+                         "e.g. misinformation): the claim, in the words that are spreading")
+    spreading: Spreading = Field(default_factory=list, description="where the claim is "
+                                 "spreading: links, or a screenshot described in words")
 
 
 class Accepted(BaseModel):

@@ -18,6 +18,7 @@ from coordinator.access import Action, Principal
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import (
     IncidentClosed,
+    IncidentMerged,
     RedraftRequested,
     RenderedText,
     Report,
@@ -119,6 +120,18 @@ async def close(incident_id: IncidentId, request: Request, account: Officer,
     return await _act(request, event, incident_id)
 
 
+@console.post("/incidents/{incident_id}/merge")
+async def merge(incident_id: IncidentId, request: Request, account: Officer,
+                into: Annotated[str, Form(pattern=r"^INC-[0-9]{5,9}$")],
+                csrf: Annotated[str, Form()] = "",
+                reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Merge this incident into another: it closes, its reports count there."""
+    check_csrf(request, csrf)
+    event = IncidentMerged(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                           into=into, reason=reason, actor=account.actor, via="web")
+    return await _act(request, event, incident_id)
+
+
 @console.post("/statements/{statement_id}/withdraw")
 async def withdraw(statement_id: StatementId, request: Request, account: Officer,
                    csrf: Annotated[str, Form()] = "",
@@ -187,7 +200,7 @@ async def sms_budgets(st: State, draft_id: str) -> dict[tuple[str, str], int]:
             if t.get("segment_budget")}
 
 
-async def _act(request: Request, event: RedraftRequested | IncidentClosed,
+async def _act(request: Request, event: RedraftRequested | IncidentClosed | IncidentMerged,
                incident_id: str) -> Response:
     st = web_state(request)
     if not await queries.incident_exists(st.redis, st.keys, incident_id):
@@ -213,7 +226,8 @@ def _form_context(st: State, values: dict[str, str], errors: dict[str, str]) -> 
     kinds = sorted(st.city.kinds)
     return {"values": values, "errors": errors, "kinds": kinds,
             "severities": [s.value for s in Severity], "areas": st.city.areas,
-            "playbooks": sorted(st.playbooks)}
+            "playbooks": sorted(st.playbooks),
+            "claim_kinds": sorted(k for k, kind in st.city.kinds.items() if kind.claims)}
 
 
 @console.post("/reports/new", response_class=HTMLResponse)
@@ -224,7 +238,7 @@ async def file_from_console(request: Request, account: Officer) -> Response:
     st = web_state(request)
     values = {k: form.get(k, "").strip() for k in (
         "kind", "severity", "area", "title", "details", "playbook", "attach_to", "exercise",
-        "drill_list")}
+        "drill_list", "claim", "spreading")}
     errors: dict[str, str] = {}
     report = None
     try:
@@ -235,7 +249,9 @@ async def file_from_console(request: Request, account: Officer) -> Response:
                         attach_to=values["attach_to"] or None,
                         playbook=values["playbook"] or None,
                         exercise=values["exercise"] == "1",
-                        drill_list=values["drill_list"] or None)
+                        drill_list=values["drill_list"] or None, claim=values["claim"],
+                        spreading=[line.strip() for line in values["spreading"].splitlines()
+                                   if line.strip()])
     except ValidationError as exc:
         errors = {str(e["loc"][0]): e["msg"] for e in exc.errors()}
     if report is not None:

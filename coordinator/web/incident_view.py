@@ -67,7 +67,8 @@ def text_diff(before: Draft, after: Draft) -> list[str]:
 
 async def incident_view(st: State, incident_id: str) -> dict[str, Any] | None:
     """Everything the incident page shows; None for an unknown incident."""
-    found = await queries.incident_detail(st.redis, st.keys, incident_id)
+    found = await queries.incident_detail(st.redis, st.keys, incident_id,
+                                          trend_window_s=st.settings.trend_window_s)
     if found is None:
         return None
     drafts = await drafts_of(st, incident_id, found.get("draft_id", ""))

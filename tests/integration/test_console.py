@@ -302,3 +302,28 @@ def test_press_archive_finds_statements_without_diacritics(stack: Stack, officer
     none = httpx.get(f"{stack.web_url}/press", params={"q": "zzz-nothing"}).text
     assert f"STM-{incident_id[4:]}-1" not in none and 'id="none"' in none
 
+
+
+def test_a_rumour_filed_in_the_console_and_its_translation_merged_by_form(
+        stack: Stack, officer: WebSession) -> None:
+    """The report form takes the claim and where it spreads; the incident page shows the
+    claim, its wordings and the trend; the merge form joins the English one to it."""
+    tag = uuid.uuid4().hex[:4]
+    claim = f"Trường học ở Đống Đa {tag} cho học sinh nghỉ cả tuần vì dịch"
+    first = file_report(officer, "hn-dong-da", "Tin đồn trường nghỉ học", kind="misinformation",
+                        severity="moderate", claim=claim,
+                        spreading="https://tiktok.example/v/1\nảnh chụp nhóm phụ huynh")
+    shown = officer.get(f"/console/incidents/{first}").text
+    assert claim in shown and 'id="trend"' in shown and "đang tăng / rising" in shown
+    english = file_report(officer, "hn-dong-da", "Rumour: schools closed", kind="misinformation",
+                          severity="moderate",
+                          claim=f"Schools in Dong Da {tag} are closed all week for an outbreak")
+    assert english != first
+    officer.get(f"/console/incidents/{english}")
+    answer = officer.post_form(f"/console/incidents/{english}/merge",
+                               {"into": first, "reason": "bản tiếng Anh của cùng tin đồn"})
+    assert answer.status_code == 200 and f"{english} merged into {first}" in answer.text
+    assert stack.incident(english)["merged_into"] == first
+    shown = officer.get(f"/console/incidents/{first}").text
+    assert "2 cách nói / wordings reported" in shown and f"Schools in Dong Da {tag}" in shown
+    assert stack.incident(first)["report_count"] == "2"

@@ -1,0 +1,92 @@
+"""False information on the real stack: retellings of one rumour become one incident, a
+different rumour its own, and the same rumour in English is merged by a duty officer, after
+which English retellings join the merged incident too."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.integration.factories import post_report, wait_for_incident
+from tests.integration.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def rumour(claim: str, area: str = "hn-hoan-kiem", **extra: Any) -> dict[str, Any]:
+    return {"kind": "misinformation", "severity": "moderate", "area": area,
+            "title": f"Tin đồn {uuid.uuid4().hex[:6]}", "claim": claim, **extra}
+
+
+def detail(stack: Stack, incident_id: str) -> dict[str, Any]:
+    with stack.http() as http:
+        answer = http.get(f"/api/incidents/{incident_id}")
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def test_retellings_group_and_a_translation_is_merged_by_hand(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:4]  # this run's rumour, apart from any other on the shared stack
+    first = post_report(stack, rumour(
+        f"Nước máy ở Hoàn Kiếm {tag} bị nhiễm độc, không được uống!",
+        spreading=["https://facebook.example/posts/1", "ảnh chụp tin nhắn Zalo nhóm cư dân"]))
+    incident_id = wait_for_incident(stack, first)
+    retold = [post_report(stack, rumour(text, area)) for text, area in (
+        (f"nuoc may o hoan kiem {tag} bi nhiem doc khong duoc uong", "hn-hoan-kiem-hang-bac"),
+        (f"NƯỚC MÁY Ở HOÀN KIẾM {tag} BỊ NHIỄM ĐỘC!!! Không được uống, chia sẻ ngay",
+         "hn-ba-dinh"))]
+    assert [wait_for_incident(stack, r) for r in retold] == [incident_id, incident_id]
+    other = wait_for_incident(stack, post_report(stack, rumour(
+        f"Cầu Long Biên {tag} sắp sập, không được đi qua", "hn-long-bien")))
+    assert other != incident_id
+
+    found = detail(stack, incident_id)
+    assert found["report_count"] == "3" and found["claim"].startswith("Nước máy ở Hoàn Kiếm")
+    assert sorted(found["claims"]) == sorted([first, *retold])
+    assert (found["trend"]["recent"], found["trend"]["before"],
+            found["trend"]["direction"]) == (3, 0, "rising")
+    [opened] = [e for e in found["timeline"] if e["action"] == "incident.opened"]
+    assert opened["detail"]["spreading"] == ["https://facebook.example/posts/1",
+                                             "ảnh chụp tin nhắn Zalo nhóm cư dân"]
+
+    english = post_report(stack, rumour(
+        f"Tap water in Hoan Kiem {tag} is poisoned, do not drink it"))
+    translated = wait_for_incident(stack, english)
+    assert translated not in (incident_id, other)
+    stack.wait_for_status(translated, "awaiting_approval")
+    pending = stack.incident(translated)["approval_id"]
+
+    officer = stack.token("duty-officer", "duty_officer")
+    done = stack.cli("incident", "merge", translated, "--into", incident_id, "--reason",
+                     "cùng tin đồn, bản tiếng Anh", "--token", officer)
+    assert done.returncode == 0, done.stderr
+    assert f"{translated} merged into {incident_id} (1 reports)" in done.stdout
+    gone = stack.incident(translated)
+    assert (gone["status"], gone["merged_into"]) == ("closed", incident_id)
+    assert stack.redis.hget(stack.keys.approval(pending), "status") == "withdrawn"
+    merged = detail(stack, incident_id)
+    assert merged["report_count"] == "4" and english in merged["claims"]
+    assert merged["trend"]["recent"] == 4
+    assert [e["subject"] for e in merged["timeline"]
+            if e["action"] == "incident.merged_in"] == [translated]
+
+    # The English wording now belongs to the merged rumour: a retelling of it joins there.
+    again = post_report(stack, rumour(f"Hoan Kiem {tag} tap water is poisoned - do not drink!"))
+    assert wait_for_incident(stack, again) == incident_id
+    wait_for(lambda: stack.incident(incident_id).get("report_count") == "5", 10, "5 reports")
+
+    refused = stack.cli("incident", "merge", incident_id, "--into", translated, "--token",
+                        officer)
+    assert refused.returncode == 1 and f"{translated} is closed" in refused.stderr + refused.stdout
+
+
+def test_a_claim_kind_without_its_claim_is_refused_naming_the_field(stack: Stack) -> None:
+    with stack.http() as http:
+        answer = http.post("/api/reports", json={
+            "kind": "rumor", "severity": "minor", "area": "hn-ba-dinh", "title": "Tin đồn"})
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [{"field": "claim", "message": (
+        "a rumor report says what the false claim is, in the words that are spreading")}]

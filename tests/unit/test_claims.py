@@ -1,0 +1,108 @@
+"""False claims, the pure parts: folding and shingles, which retellings count as the same
+rumour, the report rules, where a claim report goes, a merge's refusals, and the trend."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from coordinator.city import load_city
+from coordinator.events import Report, Severity
+from coordinator.incidents.actions import merge_refusal
+from coordinator.incidents.claims import best_match, fold, shingles, similarity
+from coordinator.model.incident import IncidentStatus, merged, opened
+from coordinator.model.trend import trend
+from coordinator.reports.filing import report_problems
+from coordinator.settings import Settings
+
+AT = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+WATER = "Nước máy ở Hoàn Kiếm bị nhiễm độc, không được uống!"
+
+
+def claim_report(claim: str = WATER, **extra: object) -> Report:
+    fields: dict[str, object] = {"id": "token:t:1", "kind": "misinformation",
+                                 "severity": Severity.moderate, "area": "hn-hoan-kiem",
+                                 "title": "Tin đồn nước nhiễm độc", "claim": claim,
+                                 "received_at": AT, **extra}
+    return Report(**fields)  # type: ignore[arg-type]
+
+
+def test_folding_drops_case_diacritics_punctuation_and_spacing() -> None:
+    assert fold(WATER) == "nuoc may o hoan kiem bi nhiem doc khong duoc uong"
+    assert fold("  ĐÊ   vỡ!!! ") == "de vo"
+    assert shingles("Đê vỡ!") == frozenset({"de ", "e v", " vo"})
+    assert shingles("Ô") == frozenset({"o"}) and shingles("?!") == frozenset()
+
+
+def test_retellings_score_high_and_other_rumours_low() -> None:
+    # (shared shingles / all shingles), counted by hand from the folded texts' runs of three
+    assert similarity(WATER, "nuoc may o hoan kiem bi nhiem doc khong duoc uong") == 1.0
+    assert similarity(WATER, "Nước máy tại Hoàn Kiếm bị nhiễm độc, đừng uống") == 31 / 50
+    assert similarity(WATER, "NƯỚC MÁY Ở HOÀN KIẾM BỊ NHIỄM ĐỘC!!! Không được uống, chia sẻ "
+                             "ngay") == 41 / 53
+    assert similarity(WATER, "Nước máy ở Ba Đình bị mất, không có nước") == 16 / 59
+    assert similarity(WATER, "Tap water in Hoan Kiem is poisoned, do not drink") == 10 / 76
+    assert similarity(WATER, "") == 0.0
+
+
+def test_the_closest_open_rumour_above_the_threshold_wins() -> None:
+    variants = {"INC-00001": ["Cầu Long Biên sắp sập, không được đi qua"],
+                "INC-00002": ["Nước máy ở Ba Đình bị mất, không có nước",
+                              "Nước máy tại Hoàn Kiếm bị nhiễm độc, đừng uống"]}
+    match = best_match(WATER, variants, 0.4)
+    assert match is not None and (match.incident_id, match.score) == ("INC-00002", 31 / 50)
+    assert best_match(WATER, variants, 0.7) is None
+    assert best_match("Tap water in Hoan Kiem is poisoned", variants, 0.4) is None
+
+
+def test_a_claim_kind_needs_its_claim_and_other_kinds_take_none() -> None:
+    city = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+    assert {k for k, kind in city.kinds.items() if kind.claims} == {"misinformation", "rumor"}
+    assert report_problems(claim_report(), city) == []
+    [(field, why)] = report_problems(claim_report(claim=""), city)
+    assert field == "claim" and "says what the false claim is" in why
+    flood = Report(id="token:t:2", kind="flood", severity=Severity.severe, area="hn-hoan-kiem",
+                   title="Ngập", spreading=["https://example.org/post/1"], received_at=AT)
+    [(field, why)] = report_problems(flood, city)
+    assert field == "claim" and "misinformation, rumor" in why
+
+
+def test_claims_share_one_correlation_key_whatever_their_area_drills_apart() -> None:
+    assert claim_report().correlation_key() == "claims"
+    assert claim_report(area="hn-ba-dinh").correlation_key() == "claims"
+    assert claim_report(exercise=True).correlation_key() == "claims:exercise"
+
+
+def test_a_merge_closes_the_incident_pointing_at_the_other() -> None:
+    gone, into = opened("INC-00002", claim_report()), opened("INC-00001", claim_report())
+    assert gone.claim == WATER and gone.to_hash()["claim"] == WATER
+    fields = merged(gone, into, AT)
+    assert fields["status"] == "closed" and fields["merged_into"] == "INC-00001"
+    assert fields["status_reason"] == "merged into INC-00001"
+    assert gone.evolve(fields).merged_into == "INC-00001"
+
+
+def test_a_merge_is_refused_when_it_would_lose_or_mix_something() -> None:
+    gone, into = opened("INC-00002", claim_report()), opened("INC-00001", claim_report())
+    assert merge_refusal(gone, into) is None
+    assert merge_refusal(gone, gone) == "an incident cannot be merged into itself"
+    closed_one = replace(into, status=IncidentStatus.closed)
+    assert merge_refusal(gone, closed_one) == "INC-00001 is closed"
+    drill = replace(into, exercise=True)
+    assert merge_refusal(gone, drill) == "a drill and a real incident are kept apart"
+    public = replace(gone, published=("STM-00002-1",), status=IncidentStatus.published)
+    assert merge_refusal(public, into) == (
+        "INC-00002 has published statements (STM-00002-1); merge the other way, or give "
+        "INC-00002 its all-clear and close it")
+
+
+def test_the_trend_compares_the_last_window_with_the_one_before() -> None:
+    now = AT.timestamp()
+    times = [now - 1500, now - 1100, now - 900, now - 300, now - 5]
+    steady = trend(times, now, 600)
+    assert (steady.recent, steady.before, steady.direction) == (2, 2, "steady")
+    assert trend([*times, now - 1], now, 600).direction == "rising"
+    assert trend(times[:3], now, 600).to_json() == {"direction": "falling", "recent": 0,
+                                                    "before": 2, "window_s": 600}
+    assert trend([], now, 600).direction == "steady"
+    assert trend([(AT + timedelta(seconds=3)).timestamp()], now, 600).recent == 1

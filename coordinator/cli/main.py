@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from coordinator import queries
@@ -225,9 +226,18 @@ def show(incident_id: str, as_json: JsonOpt = False) -> None:
     drill = ("  [bold magenta]DIỄN TẬP / EXERCISE[/]" + (
         f" (test list {found['drill_list']})" if found.get("drill_list") else "")
              if found.get("exercise") == "1" else "")
-    out.print(f"[bold]{found['id']}[/] {found['title']}  [{found['status']}]{drill}")
+    out.print(f"[bold]{found['id']}[/] {escape(found['title'])}  "
+              f"{escape('[' + found['status'] + ']')}{drill}")
+    trend = found["trend"]
     out.print(f"{found['kind']} · {found['severity']} · {found['area']} · "
-              f"{found['report_count']} report(s) · playbook {found['playbook'] or '-'}")
+              f"{found['report_count']} report(s), {trend['direction']} ({trend['recent']} in "
+              f"the last {trend['window_s'] / 60:g} min, {trend['before']} before) · "
+              f"playbook {found['playbook'] or '-'}")
+    if found.get("claim"):
+        out.print(f"claim: {escape(found['claim'])}"
+                  + (f"  ({len(found['claims'])} wordings)" if len(found["claims"]) > 1 else ""))
+    if found.get("merged_into"):
+        out.print(f"merged into {found['merged_into']}")
     if found.get("status_reason"):
         out.print(f"[yellow]{found['status_reason']}[/]")
     for p in queries.delivery_progress(found.get("dispatch") or {}):

@@ -347,7 +347,7 @@ class DeliveryRequest(Event):
     html: str | None = None
     language: str = "vi"
     unsubscribe_url: str | None = None
-    purpose: Literal["prompt", "statement", "confirmation"] = "prompt"
+    purpose: Literal["prompt", "statement", "confirmation", "alert"] = "prompt"  # alert: a surge
     incident_id: str | None = None
     statement_id: str | None = None
     subscriber_id: str | None = None

@@ -71,6 +71,21 @@ class Keys:
         copies the merged incident's variants here)."""
         return self._k("incident", incident_id, "claims")
 
+    def surge_count(self, kind: str, area: str, minute: int) -> str:
+        """Counter: reports and tips of `kind` in `area` (or inside it) in one minute
+        (epoch minutes). Expires: two minutes after the surge window has passed it."""
+        return self._k("surge", kind, area, str(minute))
+
+    def surge_raised(self, kind: str, area: str) -> str:
+        """The surge raised for `kind` on a path through `area` in the current window.
+        Expires: after the surge window, when the same surge may be raised again."""
+        return self._k("surge", "raised", kind, area)
+
+    def surges(self) -> str:
+        """Stream of the surges raised (JSON). Capped: about the last 1,000; each is
+        also in the audit trail."""
+        return self._k("surges")
+
     # drafts, approvals, statements
     def draft(self, draft_id: str) -> str:
         """The draft's JSON. Kept: the record."""

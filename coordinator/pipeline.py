@@ -53,6 +53,7 @@ from coordinator.events import (
 )
 from coordinator.incidents.actions import close_incident, merge_incident, redraft
 from coordinator.incidents.intake import take_in_report
+from coordinator.incidents.surge import detect, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
 from coordinator.reports.filing import report_problems
@@ -93,9 +94,11 @@ class Pipeline:
         problems = report_problems(report, self.rt.city)
         if problems:
             raise BadEvent("; ".join(f"{field}: {why}" for field, why in problems))
+        settings = self.rt.settings
+        path = self.rt.city.ancestors(report.area)
         taken = await take_in_report(self.rt.redis, self.rt.keys, report,
-                                     self.rt.settings.correlation_window_s,
-                                     self.rt.settings.claim_similarity)
+                                     settings.correlation_window_s, settings.claim_similarity,
+                                     path, settings.surge_window_s)
         obs.REPORTS_TAKEN_IN.labels("new" if taken.first_time else "replay").inc()
         if taken.first_time and taken.opened:
             obs.INCIDENTS_OPENED.labels(str(report.exercise).lower()).inc()
@@ -105,6 +108,19 @@ class Pipeline:
         # Sent on replays too: the planner is idempotent, and a crash between
         # the Redis write and this send must not strand the incident.
         await self.send(topics.INCIDENT_EVENTS, taken.incident_id, taken.event(report).to_bytes())
+        if taken.first_time and not report.exercise:
+            await self._surge(report.kind, path, report.received_at, taken.incident_id)
+
+    async def _surge(self, kind: str, path: list[str], at: datetime,
+                     incident_id: str | None) -> None:
+        """Raise the surge this report or tip completes, if any, and tell the duty officers."""
+        rt = self.rt
+        surge = await detect(rt.redis, rt.keys, kind, path, at, rt.settings.surge_window_s,
+                             rt.settings.surge_threshold, incident_id)
+        if surge is not None:
+            told = await tell_duty_officers(rt.redis, rt.keys, rt.city, surge, self.send)
+            log.warning("surge", surge=surge.id, count=surge.count, incident_id=incident_id,
+                        duty_officers_told=told)
 
     async def plan(self, value: bytes) -> None:
         """An opened incident gets its playbook, draft and approval request; a duty officer's

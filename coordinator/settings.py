@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=0.4, gt=0, le=1,
         description="a false claim joins the open rumour whose wording it shares this much "
                     "of (Jaccard similarity of 3-character shingles, diacritics folded)")
+    surge_window_s: float = Field(
+        default=600.0, ge=60, description="the surge detector counts reports and tips per "
+                                          "kind and area over this window")
+    surge_threshold: int = Field(
+        default=10, ge=2, description="this many reports and tips of one kind in one area "
+                                      "within the window alert the duty officers")
     trend_window_s: float = Field(
         default=600.0, gt=0, description="an incident's reports are rising or falling: "
                                          "this window against the one before it")

@@ -7,11 +7,13 @@ whatever its area; a duty officer may attach a report to the incident they choos
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached
 from coordinator.incidents.claims import best_match
 from coordinator.incidents.correlation import joins
+from coordinator.incidents.surge import queue_count
 from coordinator.keys import Keys
 from coordinator.model.incident import OPEN, Incident, attached, opened
 from coordinator.state import Pipeline, Redis, queue_audit, transact
@@ -39,8 +41,10 @@ def incident_id_for(seq: int) -> str:
 
 
 async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: float,
-                         claim_threshold: float = 0.4) -> TakenIn:
-    """Record the report in an incident, exactly once; the outbox entry goes with it."""
+                         claim_threshold: float = 0.4, surge_path: Sequence[str] = (),
+                         surge_window_s: float = 600.0) -> TakenIn:
+    """Record the report in an incident, exactly once; the outbox entry goes with it, and
+    so does its count for the surge detector in each area of `surge_path` (not a drill's)."""
     report_key = keys.report(report.id)
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
@@ -78,6 +82,9 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         if gone:
             pipe.srem(claims_key, *gone)
         _queue_counts(pipe, keys, result.incident_id, report)
+        if surge_path and not report.exercise:
+            queue_count(pipe, keys, report.kind, list(surge_path),
+                        report.received_at.timestamp(), surge_window_s)
         pipe.hset(report_key, mapping={"incident": result.incident_id,
                                        "opened": "1" if result.opened else "0",
                                        "report": report.model_dump_json()})

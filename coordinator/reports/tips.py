@@ -9,15 +9,23 @@ report of their own, under their own name, turns what a tip says into Loa's word
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from coordinator import observability as obs
+from coordinator.city import City
+from coordinator.dispatch.deliveries import Send
+from coordinator.errors import BrokerUnavailable
 from coordinator.events import AuditEvent, Interface, Slug, utcnow
+from coordinator.incidents.surge import Surge, detect, queue_count, tell_duty_officers
 from coordinator.keys import Keys
+from coordinator.settings import Settings
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
+log = obs.get_logger("tips")
 MAX_TIP_TEXT = 2000
 TIPS_PER_CLIENT = 10  # anonymous tips per client address ...
 TIPS_WINDOW_S = 600  # ... in this many seconds (a credential's holder is accountable: no limit)
@@ -47,9 +55,14 @@ def new_tip_id() -> str:
     return f"TIP-{secrets.token_hex(6)}"
 
 
-async def file_tip(redis: Redis, keys: Keys, tip: Tip) -> None:
-    """Keep a tip for the duty officers (audited as from an unverified source)."""
+async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str] = (),
+                   surge_window_s: float = 600.0) -> None:
+    """Keep a tip for the duty officers (audited as from an unverified source), counted
+    for the surge detector in each area of `surge_path` when it names its kind."""
     async with redis.pipeline(transaction=True) as pipe:
+        if tip.kind and surge_path:
+            queue_count(pipe, keys, tip.kind, list(surge_path), tip.received_at.timestamp(),
+                        surge_window_s)
         pipe.set(keys.tip(tip.id), tip.model_dump_json())
         pipe.zadd(keys.tips(), {tip.id: tip.received_at.timestamp()})
         queue_audit(pipe, keys, AuditEvent(
@@ -57,6 +70,25 @@ async def file_tip(redis: Redis, keys: Keys, tip: Tip) -> None:
             interface=tip.received_via, subject=tip.id,
             detail={"kind": tip.kind, "area": tip.area}))
         await pipe.execute()
+
+
+async def take_tip(redis: Redis, keys: Keys, city: City, settings: Settings, tip: Tip,
+                   send: Send) -> Surge | None:
+    """File a tip and raise the surge it completes, telling the duty officers; the surge,
+    if one was raised."""
+    path = city.ancestors(tip.area) if tip.kind and tip.area else []
+    await file_tip(redis, keys, tip, path, settings.surge_window_s)
+    if not path or tip.kind is None:
+        return None
+    surge = await detect(redis, keys, tip.kind, path, tip.received_at,
+                         settings.surge_window_s, settings.surge_threshold)
+    if surge is not None:
+        try:
+            await tell_duty_officers(redis, keys, city, surge, send)
+        except BrokerUnavailable:  # the surge is on the board and in the audit trail
+            log.warning("surge raised; the duty officers' messages could not be sent",
+                        surge=surge.id)
+    return surge
 
 
 async def recent_tips(redis: Redis, keys: Keys, start: int = 0, limit: int = 20) -> list[Tip]:

@@ -16,9 +16,10 @@ from coordinator import queries
 from coordinator.access import Action, Principal, decide
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Claim, Report, Severity, Slug, Spreading
+from coordinator.incidents.surge import recent_surges
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
-from coordinator.reports.tips import Tip, TipIn, file_tip, new_tip_id, recent_tips
+from coordinator.reports.tips import Tip, TipIn, new_tip_id, recent_tips, take_tip
 from coordinator.web.auth import allow, refuse
 from coordinator.web.ids import IncidentId, StatementId
 from coordinator.web.public import published
@@ -135,7 +136,7 @@ async def post_tip(body: TipIn, request: Request,
         raise RequestValidationError([{"loc": ("body", f), "msg": why, "type": "value_error"}
                                       for f, why in problems])
     tip = Tip(**body.model_dump(), id=new_tip_id(), received_via="api")
-    await file_tip(st.redis, st.keys, tip)
+    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send)
     return Accepted(id=tip.id)
 
 
@@ -148,6 +149,16 @@ async def get_tips(request: Request,
     start, limit = _window(cursor, limit)
     tips = await recent_tips(st.redis, st.keys, start, limit)
     return _page([t.model_dump(mode="json") for t in tips], start, limit)
+
+
+@api.get("/surges", response_model=Page)
+async def get_surges(request: Request,
+                     _: Annotated[Principal, Depends(allow(Action.incident_read))],
+                     cursor: Cursor = None, limit: Limit = 50) -> Page:
+    """Surges of reports and tips the detector raised, newest first (staff)."""
+    st = web_state(request)
+    start, limit = _window(cursor, limit)
+    return _page(await recent_surges(st.redis, st.keys, start, limit), start, limit)
 
 
 @api.get("/incidents", response_model=Page)

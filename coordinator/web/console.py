@@ -25,6 +25,7 @@ from coordinator.events import (
     Severity,
     utcnow,
 )
+from coordinator.incidents.surge import recent_surges
 from coordinator.outcomes import incident_of_report, outcome_of
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
@@ -54,6 +55,9 @@ async def board(request: Request, account: Reader, closed: bool = False) -> HTML
     name = "board_rows.html" if request.query_params.get("fragment") else "board.html"
     return page(request, name, account=account, rows=rows, closed=closed,
                 tips=await recent_tips(st.redis, st.keys, 0, 20),
+                surges=await recent_surges(st.redis, st.keys, 0, 10),
+                kind_names={k: kind.name.get("vi", k) for k, kind in st.city.kinds.items()},
+                area_names={c: a.name_in("vi") for c, a in st.city.areas.items()},
                 flash=request.session.pop("flash", None))
 
 

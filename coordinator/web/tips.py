@@ -16,8 +16,8 @@ from coordinator.reports.tips import (
     TIPS_WINDOW_S,
     Tip,
     TipIn,
-    file_tip,
     new_tip_id,
+    take_tip,
 )
 from coordinator.web.auth import locked_router
 from coordinator.web.pages import page
@@ -63,5 +63,5 @@ async def tip_submit(request: Request) -> HTMLResponse:
     if errors:
         return _form(request, values, errors, 422)
     tip = Tip(**taken.model_dump(), id=new_tip_id(), received_via="web")
-    await file_tip(st.redis, st.keys, tip)
+    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send)
     return _form(request, {}, {}, done=tip.id)

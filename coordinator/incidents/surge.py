@@ -1,0 +1,152 @@
+"""The surge detector: windowed counts of reports and tips per kind and area, in Redis.
+
+Each report taken in, and each tip that names a kind and an area, adds one to a counter
+per minute for its kind in its area and in every area containing it (`surge` keys, which
+expire after the window). After each one, the last window's minutes are summed along that
+path, innermost first; the first area at or over the threshold raises a surge, once per
+window for that kind in that area (and the areas containing it do not raise one for it
+in that window; an area inside it still may: it says more): one entry in the `surges` stream, one audit entry (on
+the incident's timeline when a report raised it), and a message to each duty officer on
+their preferred channel (the console's board lists the surges of the last hours).
+
+The counters count what was taken in, in the same transaction (a report's replay adds
+nothing); raising a surge is one transaction too, so two workers do not both raise it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from coordinator.city import City
+from coordinator.dispatch.deliveries import Send, queue_delivery
+from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.keys import Keys
+from coordinator.state import Pipeline, Redis, queue_audit, transact
+
+MINUTE = 60
+
+
+@dataclass(frozen=True)
+class Surge:
+    """`count` reports and tips of `kind` in `area` within the last `window_s`."""
+
+    id: str
+    kind: str
+    area: str
+    count: int
+    window_s: float
+    at: datetime
+    incident_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """As the stream, the API and the board keep it."""
+        return {"id": self.id, "kind": self.kind, "area": self.area, "count": self.count,
+                "window_s": self.window_s, "at": self.at.isoformat(),
+                "incident_id": self.incident_id}
+
+
+def minutes(at: float, window_s: float) -> list[int]:
+    """The minute numbers (epoch minutes) a window ending at `at` covers, newest first."""
+    last = int(at // MINUTE)
+    return [last - i for i in range(max(1, round(window_s / MINUTE)))]
+
+
+def first_over(counts: dict[str, int], path: list[str], threshold: int) -> str | None:
+    """The innermost area of `path` whose count reaches `threshold`, or None. Pure."""
+    return next((area for area in path if counts.get(area, 0) >= threshold), None)
+
+
+def surge_text(surge: Surge, city: City) -> str:
+    """The duty officers' message, in Vietnamese then English."""
+    kind = city.kinds.get(surge.kind)
+    area = city.areas.get(surge.area)
+
+    def kind_in(language: str) -> str:
+        return kind.name.get(language, surge.kind) if kind else surge.kind
+
+    def area_in(language: str) -> str:
+        return area.name_in(language) if area else surge.area
+
+    span = round(surge.window_s / MINUTE)
+    vi = (f"Loa: {surge.count} báo cáo/tin báo «{kind_in('vi')}» tại {area_in('vi')} "
+          f"trong {span} phút")
+    en = f"{surge.count} reports/tips of {kind_in('en')} in {area_in('en')} in {span} minutes"
+    where = f" ({surge.incident_id})" if surge.incident_id else ""
+    return f"{vi}{where}. / {en}{where}."
+
+
+def queue_count(pipe: Pipeline, keys: Keys, kind: str, path: list[str], at: float,
+                window_s: float) -> None:
+    """Inside MULTI: one more report or tip of `kind` in each area of `path` this minute."""
+    minute = minutes(at, window_s)[0]
+    for area in path:
+        key = keys.surge_count(kind, area, minute)
+        pipe.incr(key)
+        pipe.expire(key, int(window_s) + 2 * MINUTE)
+
+
+async def detect(redis: Redis, keys: Keys, kind: str, path: list[str], at: datetime,
+                 window_s: float, threshold: int, incident_id: str | None = None
+                 ) -> Surge | None:
+    """Raise the surge `path` is in now, if there is one not raised yet in this window."""
+    span = minutes(at.timestamp(), window_s)
+    async with redis.pipeline(transaction=False) as pipe:
+        for code in path:
+            pipe.mget([keys.surge_count(kind, code, m) for m in span])
+        found = await pipe.execute()
+    counts = {code: sum(int(v or 0) for v in values)
+              for code, values in zip(path, found, strict=True)}
+    area = first_over(counts, path, threshold)
+    if area is None:
+        return None
+    guard = keys.surge_raised(kind, area)
+    covered = [keys.surge_raised(kind, code) for code in path[path.index(area):]]
+    surge = Surge(id=f"SRG-{kind}-{area}-{span[0]}", kind=kind, area=area, count=counts[area],
+                  window_s=window_s, at=at, incident_id=incident_id)
+
+    async def body(tx: Pipeline) -> Surge | None:
+        if await tx.get(guard):
+            tx.multi()
+            return None
+        tx.multi()
+        for key in covered:  # and the areas containing it: they do not alert again for it
+            tx.set(key, surge.id, ex=int(window_s))
+        tx.xadd(keys.surges(), {"surge": json.dumps(surge.to_json())}, maxlen=1000,
+                approximate=True)
+        queue_audit(tx, keys, AuditEvent(
+            at=at, actor="surge detector", action="surge.detected", interface="system",
+            incident_id=incident_id, subject=surge.id, detail=surge.to_json()))
+        return surge
+
+    result: Surge | None = await transact(redis, [guard], body)
+    return result
+
+
+async def tell_duty_officers(redis: Redis, keys: Keys, city: City, surge: Surge,
+                             send: Send) -> int:
+    """An SMS or email to each duty officer who prefers one (the board shows it to all);
+    returns how many were queued. One per officer and surge: a replay sends nothing new."""
+    text = surge_text(surge, city)
+    queued = 0
+    for person in city.duty_officers.values():
+        if person.preferred_channel == "web":
+            continue
+        channel = person.preferred_channel
+        recipient = person.phone if channel == "sms" else person.email
+        if not recipient:
+            continue
+        await queue_delivery(redis, keys, DeliveryRequest(
+            id=f"alert-{surge.id}-{person.id}-{channel}", channel=channel,
+            recipient=recipient, text=text, subject=text.split(". / ")[0][:150],
+            purpose="alert", incident_id=surge.incident_id, person_id=person.id), send)
+        queued += 1
+    return queued
+
+
+async def recent_surges(redis: Redis, keys: Keys, start: int = 0, limit: int = 20
+                        ) -> list[dict[str, object]]:
+    """The surges raised lately, newest first (the stream keeps about 1,000)."""
+    entries = await redis.xrevrange(keys.surges(), count=start + limit)
+    return [json.loads(fields["surge"]) for _, fields in entries[start:]]

@@ -1,0 +1,99 @@
+"""The surge detector on the real stack: reports, and tips that name a kind and an area,
+counted per minute in Redis; three of a kind in one ward within ten minutes (the threshold
+this stack sets) raise one surge, on the incident's timeline, the board and the API, and
+the duty officer who prefers SMS gets it by SMS; a fourth does not raise it again, and the
+district containing the ward does not raise its own."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.factories import (
+    post_report,
+    report_body,
+    timeline_entries,
+    wait_for_incident,
+)
+from tests.integration.stack import Stack, running, wait_for
+from tests.integration.webclient import WebSession
+
+pytestmark = pytest.mark.integration
+MAI = "+84901000001"  # the duty officer tran-thi-mai, who prefers SMS in this stack's config
+
+
+@pytest.fixture(scope="module")
+def surge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("surges")
+    config = root / "config"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config", config)
+    people = yaml.safe_load((config / "departments.yaml").read_text(encoding="utf-8"))
+    people["duty_officers"][0]["preferred_channel"] = "sms"
+    (config / "departments.yaml").write_text(yaml.safe_dump(people, allow_unicode=True),
+                                             encoding="utf-8")
+    with running(root / "stack", sms=True, LOA_CONFIG_DIR=str(config),
+                 LOA_SURGE_THRESHOLD="3") as stack:
+        yield stack
+
+
+def surges(stack: Stack) -> list[dict[str, Any]]:
+    with stack.http() as http:
+        answer = http.get("/api/surges")
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+def test_three_reports_in_a_ward_raise_one_surge_and_tell_the_duty_officer(
+        surge_stack: Stack) -> None:
+    stack = surge_stack
+    first = post_report(stack, report_body("hn-hoan-kiem-hang-bac"))
+    incident_id = wait_for_incident(stack, first)
+    for _ in range(2):
+        wait_for_incident(stack, post_report(stack, report_body("hn-hoan-kiem-hang-bac")))
+    [surge] = wait_for(lambda: surges(stack), 10, "the surge")
+    assert (surge["kind"], surge["area"], surge["count"], surge["incident_id"],
+            surge["window_s"]) == ("flood", "hn-hoan-kiem-hang-bac", 3, incident_id, 600)
+    [entry] = timeline_entries(stack, incident_id, "surge.detected")
+    assert entry["subject"] == surge["id"] and entry["actor"] == "surge detector"
+    [sms] = wait_for(lambda: stack.sms_sent(to=MAI), 10, "the duty officer's SMS")
+    assert sms["body"] == (f"Loa: 3 báo cáo/tin báo «Ngập lụt» tại Phường Hàng Bạc trong 10 "
+                           f"phút ({incident_id}). / 3 reports/tips of Flood in Hang Bac Ward "
+                           f"in 10 minutes ({incident_id}).")
+
+    # A fourth in the ward, and two in another ward of the district (five in Hoàn Kiếm):
+    # the ward's surge was raised, and the district's is the same one.
+    for area in ("hn-hoan-kiem-hang-bac", "hn-hoan-kiem-trang-tien", "hn-hoan-kiem-trang-tien"):
+        wait_for_incident(stack, post_report(stack, report_body(area)))
+    assert len(surges(stack)) == 1 and len(stack.sms_sent(to=MAI)) == 1
+
+
+def test_tips_count_too_and_the_board_lists_the_surges(surge_stack: Stack) -> None:
+    stack = surge_stack
+    with stack.http("") as anonymous:
+        for n in range(3):
+            answer = anonymous.post("/api/tips", json={
+                "text": f"Khói bốc lên từ chợ Đồng Xuân, lần {n}", "kind": "fire",
+                "area": "hn-hoan-kiem-dong-xuan"})
+            assert answer.status_code == 202, answer.text
+    newest = wait_for(lambda: [s for s in surges(stack) if s["kind"] == "fire"], 10,
+                      "the tips' surge")
+    assert [(s["area"], s["count"], s["incident_id"]) for s in newest] == [
+        ("hn-hoan-kiem-dong-xuan", 3, None)]
+    wait_for(lambda: len(stack.sms_sent(to=MAI)) == 2, 10, "the second SMS")
+    with stack.http() as http:
+        paged = http.get("/api/surges", params={"limit": 1}).json()
+    assert paged["items"][0]["id"] == newest[0]["id"] and paged["next_cursor"] == "1"
+
+    session = WebSession(stack.web_url)
+    password = stack.account("mai", "duty_officer", "tran-thi-mai")
+    assert session.login("mai", password, stack.totp_secrets["mai"]).url.path == "/console"
+    board = session.get("/console").text
+    session.close()
+    assert 'id="surges"' in board and "<strong>3</strong> Cháy · Phường Đồng Xuân" in board
+    assert "<strong>3</strong> Ngập lụt · Phường Hàng Bạc" in board

@@ -4,10 +4,11 @@ Each report taken in, and each tip that names a kind and an area, adds one to a 
 per minute for its kind in its area and in every area containing it (`surge` keys, which
 expire after the window). After each one, the last window's minutes are summed along that
 path, innermost first; the first area at or over the threshold raises a surge, once per
-window for that kind in that area (and the areas containing it do not raise one for it
-in that window; an area inside it still may: it says more): one entry in the `surges` stream, one audit entry (on
-the incident's timeline when a report raised it), and a message to each duty officer on
-their preferred channel (the console's board lists the surges of the last hours).
+window for that kind in that area (the areas containing it do not raise one for it in
+that window; an area inside it still may: it says more). A surge is one entry in the
+`surges` stream, one audit entry (on the incident's timeline when a report raised it),
+and a message to each duty officer on their preferred channel (the console's board lists
+the latest surges).
 
 The counters count what was taken in, in the same transaction (a report's replay adds
 nothing); raising a surge is one transaction too, so two workers do not both raise it.

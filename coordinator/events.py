@@ -196,6 +196,10 @@ class RedraftRequested(Event):
     note: Annotated[str, StringConstraints(max_length=2000)] = ""  # internal: audited only
     # public: opens every text of an update, correction or all-clear (`UPDATE: …`)
     change: Annotated[str, StringConstraints(strip_whitespace=True, max_length=160)] = ""
+    # false information: the verified fact and its source, kept on the incident and
+    # rendered into the playbook's correction (with `reselect`)
+    fact: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+    fact_source: Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)] = ""
     actor: str
     via: Interface = "web"
     at: datetime = Field(default_factory=utcnow)

@@ -208,3 +208,43 @@ async def audit_checkpoints(redis: Redis, keys: Keys, limit: int) -> list[dict[s
     """The audit chain's newest signed checkpoints, newest first, as stored."""
     return [fields for _, fields in
             await redis.xrevrange(keys.audit_checkpoints(), count=limit)]
+
+
+async def claims_of(redis: Redis, keys: Keys, incident_ids: list[str]
+                    ) -> dict[str, dict[str, Any]]:
+    """incident id -> its false claim (text, fact, source, first reported) for those that
+    have one; one round trip."""
+    fields = ("claim", "fact", "fact_source", "opened_at")
+    async with redis.pipeline(transaction=False) as pipe:
+        for incident_id in incident_ids:
+            pipe.hmget(keys.incident(incident_id), fields)
+        rows = await pipe.execute()
+    return {i: {"claim": row[0], "fact": row[1] or "", "source": row[2] or "",
+                "first_reported_at": row[3]}
+            for i, row in zip(incident_ids, rows, strict=True) if row[0]}
+
+
+async def spreading_of(redis: Redis, keys: Keys, incident_id: str) -> list[str]:
+    """Where the incident's claim was reported spreading, across its reports, in order."""
+    report_ids = sorted(await redis.hkeys(keys.claim_variants(incident_id)))
+    async with redis.pipeline(transaction=False) as pipe:
+        for report_id in report_ids:
+            pipe.hget(keys.report(report_id), "report")
+        raws = await pipe.execute()
+    seen: dict[str, None] = {}
+    for raw in raws:
+        for where in (json.loads(raw).get("spreading", []) if raw else []):
+            seen.setdefault(where, None)
+    return list(seen)
+
+
+async def incident_playbook(redis: Redis, keys: Keys, incident_id: str) -> str | None:
+    """The incident's playbook ('' before it has one); None for an unknown incident."""
+    found: str | None = await redis.hget(keys.incident(incident_id), "playbook")
+    return found
+
+
+async def published_at(redis: Redis, keys: Keys, statement_id: str) -> str | None:
+    """When the statement was published (ISO 8601), or None."""
+    found: str | None = await redis.hget(keys.statement(statement_id), "published_at")
+    return found

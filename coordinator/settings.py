@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         default=0.4, gt=0, le=1,
         description="a false claim joins the open rumour whose wording it shares this much "
                     "of (Jaccard similarity of 3-character shingles, diacritics folded)")
+    correction_goal_s: float = Field(
+        default=3600.0, gt=0, description="false information: the correction should be "
+                                          "public this long after the first report")
     surge_window_s: float = Field(
         default=600.0, ge=60, description="the surge detector counts reports and tips per "
                                           "kind and area over this window")

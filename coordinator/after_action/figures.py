@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from coordinator.incidents.claims import CorrectionClock
+
 HANDED_OVER = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed"})
 """A delivery's statuses once the provider has it (failed: it refused or lost it)."""
 FAILED = frozenset({"failed", "undelivered"})
@@ -47,6 +49,19 @@ class Gathered:
     incident: dict[str, str]
     timeline: Sequence[dict[str, Any]]
     statements: Sequence[StatementFacts] = field(default_factory=tuple)
+
+
+def _claim(incident: dict[str, str], opened: datetime | None, first: datetime | None,
+           goal_s: float) -> dict[str, Any] | None:
+    """The claim, the fact and its source, and the clock: first report to correction."""
+    if not incident.get("claim") or opened is None:
+        return None
+    clock = CorrectionClock(opened, goal_s, first)
+    return {"claim": incident["claim"], "fact": incident.get("fact", ""),
+            "source": incident.get("fact_source", ""),
+            "correction": {"goal_s": goal_s, "due_at": clock.due_at.isoformat(),
+                           "published_at": first.isoformat() if first else None,
+                           "took_s": _seconds(opened, first), "met": clock.met()}}
 
 
 def _t(text: str | None) -> datetime | None:
@@ -136,8 +151,8 @@ def chart_series(g: Gathered) -> dict[str, dict[str, list[float]]]:
     return deliveries_over_time([r for s in g.statements for r in s.deliveries], min(approved))
 
 
-def figures(g: Gathered) -> dict[str, Any]:
-    """The whole record as JSON-able values."""
+def figures(g: Gathered, correction_goal_s: float = 3600.0) -> dict[str, Any]:
+    """The whole record as JSON-able values (a false claim's with its correction clock)."""
     incident = g.incident
     opened = _t(incident.get("opened_at"))
     published = [s for s in g.statements if s.statement.get("published_at")]
@@ -166,6 +181,7 @@ def figures(g: Gathered) -> dict[str, Any]:
         "times": {"first_report_at": incident.get("opened_at"),
                   "first_statement_at": first.isoformat() if first else None,
                   "first_report_to_first_statement_s": _seconds(opened, first)},
+        "claim": _claim(incident, opened, first, correction_goal_s),
         "approvals": approval_levels(g.timeline),
         "statements": statements,
         "corrections": corrections,

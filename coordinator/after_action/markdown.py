@@ -39,6 +39,7 @@ def record_markdown(f: dict[str, Any], chart: str | None = None) -> str:
         f"- First report: {t['first_report_at']}",
         f"- First statement published: {t['first_statement_at'] or 'none'}",
         f"- First report to first statement: {_dur(t['first_report_to_first_statement_s'])}",
+        *_claim_lines(f.get("claim")),
         "", "## Approvals", ""]
     rows = [[a["approval"], lv["level"], ", ".join(lv["holders"]), _dur(lv["held_s"]),
              a["outcome"] if n == len(a["levels"]) - 1 else "escalated",
@@ -81,3 +82,16 @@ def _reach_rows(by_channel: dict[str, Any] | None, by_area: dict[str, Any] | Non
     rows = [[a, c, *[n[k] for k in head]] for a, per in (by_area or {}).items()
             for c, n in per.items()]
     return _table(["area", "channel", *head], rows) if rows else ["No deliveries."]
+
+
+def _claim_lines(claim: dict[str, Any] | None) -> list[str]:
+    """The false claim, the fact, its source, and whether the correction met its clock."""
+    if not claim:
+        return []
+    c = claim["correction"]
+    verdict = {True: "met", False: "missed", None: "no correction yet"}[c["met"]]
+    return ["", "## False claim", "",
+            f"- Claim: {claim['claim']}", f"- Fact: {claim['fact'] or '(not stated)'}",
+            f"- Source: {claim['source'] or '(not stated)'}",
+            f"- First report to published correction: {_dur(c['took_s'])} "
+            f"(goal {_dur(c['goal_s'])}, due {c['due_at']}): {verdict}"]

@@ -27,6 +27,7 @@ from coordinator.events import (
 from coordinator.keys import Keys
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, returned
+from coordinator.playbooks.render import blanks
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for
@@ -83,6 +84,15 @@ def refusal(record: ApprovalRecord, decision: Decision) -> str | None:
     return None
 
 
+def unfilled(draft: Draft, decision: Decision) -> str | None:
+    """Why an approval must wait: the texts it would publish still have blanks. Pure."""
+    left = blanks((edited(draft, decision.texts) if decision.texts else draft).texts)
+    if not left:
+        return None
+    return ("the draft still has blanks to fill in (" + "; ".join(left[:3]) + "): edit them "
+            "in and approve, or ask the duty officer to set the fact (`loa incident fact`)")
+
+
 async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outcome:
     """Record a decision once; raises KeyError for an unknown approval id."""
     akey = rt.keys.approval(decision.approval_id)
@@ -98,6 +108,8 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
         record = ApprovalRecord.from_hash(row)
         why = refusal(record, decision)
         draft_raw = await pipe.get(rt.keys.draft(record.request.draft_id))
+        if why is None and decision.verdict == "approve" and draft_raw:
+            why = unfilled(Draft.model_validate_json(draft_raw), decision)
         incident = await pipe.hgetall(rt.keys.incident(record.request.incident_id))
         pipe.multi()
         audit = AuditEvent(at=decision.at, actor=decision.approver_id, interface=decision.via,

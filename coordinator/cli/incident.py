@@ -10,17 +10,17 @@ from typing import Annotated, Literal
 
 import typer
 
-from coordinator import topics
+from coordinator import queries, topics
 from coordinator.access import Action
 from coordinator.after_action.chart import deliveries_chart
 from coordinator.after_action.figures import Gathered, chart_series, figures
 from coordinator.after_action.gather import gather
 from coordinator.after_action.markdown import record_markdown
 from coordinator.broker import Producer
-from coordinator.cli.common import city_or_fail, fail, out, with_redis
+from coordinator.cli.common import city_or_fail, env_settings, fail, out, with_redis
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
 from coordinator.errors import LoaError
-from coordinator.events import IncidentMerged
+from coordinator.events import IncidentMerged, RedraftRequested
 from coordinator.keys import Keys
 from coordinator.outcomes import outcome_of
 from coordinator.settings import Settings
@@ -52,7 +52,7 @@ def report_command(
     gathered = with_redis(work)
     if gathered is None:
         raise fail(f"no incident {incident_id} (see `loa incidents`)")
-    record = figures(gathered)
+    record = figures(gathered, env_settings().correction_goal_s)
     if chart is None and output is not None:
         chart = output.with_name(f"{output.stem}-deliveries.png")
     for path in (output, chart):
@@ -95,19 +95,55 @@ def merge_command(
                 raise LoaError(f"no incident {known} (see `loa incidents`)")
         event = IncidentMerged(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
                                into=into, reason=reason, actor=principal.actor, via="cli")
-        producer = Producer(s)
-        await producer.start()
-        try:
-            await producer.send(topics.INCIDENT_EVENTS, incident_id, event.to_bytes())
-        finally:
-            await producer.stop()
-        outcome = await outcome_of(redis, keys, event.id, timeout_s=30)
-        if outcome is None:
-            raise LoaError("the merge was sent but not applied within 30s: is a worker "
-                           "running?")
-        return outcome
+        return await _steer(redis, keys, s, event)
 
-    outcome = with_redis(work)
+    _say(with_redis(work))
+
+
+@incident_app.command("fact")
+def fact_command(
+    incident_id: str,
+    fact: Annotated[str, typer.Option(help="the verified fact the correction states")],
+    source: Annotated[str, typer.Option(help="who or what establishes it (a department, a "
+                                             "test result, an official document)")],
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
+) -> None:
+    """State the fact that corrects a false claim, and its source: kept on the incident, the
+    playbook's correction (Claim / Fact / Source) is drafted again with them and goes to
+    its approvers as a new version."""
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> dict[str, object]:
+        principal = await cli_principal(redis, keys, s, token, operator_reason,
+                                        Action.incident_steer)
+        playbook = await queries.incident_playbook(redis, keys, incident_id)
+        if playbook is None:
+            raise LoaError(f"no incident {incident_id} (see `loa incidents`)")
+        event = RedraftRequested(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                                 purpose="reselect", playbook_id=playbook or None, fact=fact,
+                                 fact_source=source, note="fact stated",
+                                 actor=principal.actor, via="cli")
+        return await _steer(redis, keys, s, event)
+
+    _say(with_redis(work))
+
+
+async def _steer(redis: Redis, keys: Keys, s: Settings,
+                 event: IncidentMerged | RedraftRequested) -> dict[str, object]:
+    """Put a duty officer's action on the incident's topic; what the worker made of it."""
+    producer = Producer(s)
+    await producer.start()
+    try:
+        await producer.send(topics.INCIDENT_EVENTS, event.incident_id, event.to_bytes())
+    finally:
+        await producer.stop()
+    outcome = await outcome_of(redis, keys, event.id, timeout_s=30)
+    if outcome is None:
+        raise LoaError("sent, but not applied within 30s: is a worker running?")
+    return outcome
+
+
+def _say(outcome: dict[str, object]) -> None:
     if not outcome["accepted"]:
         raise fail(str(outcome["message"]))
-    out.print(str(outcome["message"]))
+    out.print(str(outcome["message"]), markup=False)

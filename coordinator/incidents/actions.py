@@ -116,8 +116,10 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
     """(draft, why this playbook) or why there is none."""
     version = draft_version(incident.get("draft_id", "")) + 1
     draft_id, _, statement_id = ids_for(event.incident_id, version)
-    facts = dataclasses.replace(facts_of(incident),
-                                link=f"{rt.settings.web_url()}/s/{statement_id}")
+    known = facts_of(incident)
+    facts = dataclasses.replace(known, link=f"{rt.settings.web_url()}/s/{statement_id}",
+                                fact=event.fact or known.fact,
+                                fact_source=event.fact_source or known.fact_source)
     if event.purpose == "reselect":
         selection = choose_playbook(rt, facts, event.playbook_id)
         playbook, reason = rt.playbooks[selection.playbook_id], selection.reason
@@ -147,8 +149,11 @@ def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[
            pending: str | None, built: tuple[Draft, str], now: datetime) -> ActionOutcome:
     draft, reason = built
     _supersede(pipe, rt, pending, draft.id, "superseded", now)
+    stated = {k: v for k, v in (("fact", event.fact), ("fact_source", event.fact_source)) if v}
+    if stated:
+        pipe.hset(rt.keys.incident(event.incident_id), mapping=stated)
     _audit(pipe, rt, event.actor, event.via, event.incident_id, f"draft.{event.purpose}",
-           draft.id, {"note": event.note, "playbook": draft.playbook_id}, now)
+           draft.id, {"note": event.note, "playbook": draft.playbook_id, **stated}, now)
     request = queue_version(pipe, rt, incident, rt.playbooks[draft.playbook_id], draft, reason,
                             now)
     where = (f"; approval {request.id} requested" if request

@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 SHINGLE = 3
 _NOT_WORD = re.compile(r"[^\w\s]+")
@@ -69,3 +70,32 @@ def best_match(claim: str, variants: Mapping[str, Iterable[str]], threshold: flo
             if score >= threshold and (best is None or score > best.score):
                 best = Match(incident_id, score)
     return best
+
+
+@dataclass(frozen=True)
+class CorrectionClock:
+    """False information is answered on a clock: the correction published within `goal_s`
+    of the first report."""
+
+    started_at: datetime
+    goal_s: float
+    corrected_at: datetime | None
+
+    @property
+    def due_at(self) -> datetime:
+        """When the correction should be public by."""
+        return self.started_at + timedelta(seconds=self.goal_s)
+
+    def took_s(self, now: datetime) -> float:
+        """First report to the correction (or to `now`, while there is none)."""
+        return ((self.corrected_at or now) - self.started_at).total_seconds()
+
+    def met(self) -> bool | None:
+        """Whether the correction was public in time; None while there is none."""
+        return None if self.corrected_at is None else self.corrected_at <= self.due_at
+
+    def to_json(self, now: datetime) -> dict[str, object]:
+        """As the record and the API show it."""
+        return {"goal_s": self.goal_s, "due_at": self.due_at.isoformat(),
+                "corrected_at": self.corrected_at.isoformat() if self.corrected_at else None,
+                "took_s": round(self.took_s(now), 3), "met": self.met()}

@@ -85,6 +85,8 @@ class Incident:
     drill_list: str = ""  # a drill's test list, or '' (the drill opt-ins of the area)
     claim: str = ""  # false information: the claim as first reported (incidents.claims)
     merged_into: str = ""  # closed by a duty officer's merge into this incident
+    fact: str = ""  # false information: the verified fact a correction states
+    fact_source: str = ""  # ... and who or what establishes it
     extra: dict[str, str] = field(default_factory=dict)  # fields this record does not know
 
     @classmethod
@@ -110,6 +112,7 @@ class Incident:
             severity_scope=row.get("severity_scope"),
             exercise=row.get("exercise") == "1", drill_list=row.get("drill_list", ""),
             claim=row.get("claim", ""), merged_into=row.get("merged_into", ""),
+            fact=row.get("fact", ""), fact_source=row.get("fact_source", ""),
             extra={k: v for k, v in row.items() if k not in known},
         )
 
@@ -122,7 +125,8 @@ class Incident:
                     "severity_scope": self.severity_scope,
                     "exercise": "1" if self.exercise else None,
                     "drill_list": self.drill_list or None, "claim": self.claim or None,
-                    "merged_into": self.merged_into or None}
+                    "merged_into": self.merged_into or None, "fact": self.fact or None,
+                    "fact_source": self.fact_source or None}
         return {
             "id": self.id, "kind": self.kind, "area": self.area,
             "severity": self.severity.value, "title": self.title, "details": self.details,

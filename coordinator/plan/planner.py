@@ -48,7 +48,8 @@ def facts_of(incident: dict[str, str]) -> IncidentFacts:
         id=incident["id"], kind=incident["kind"], severity=Severity(incident["severity"]),
         title=incident["title"], details=incident["details"], area=incident["area"],
         report_count=int(incident.get("report_count", 1)),
-        exercise=incident.get("exercise") == "1",
+        exercise=incident.get("exercise") == "1", claim=incident.get("claim", ""),
+        fact=incident.get("fact", ""), fact_source=incident.get("fact_source", ""),
     )
 
 

@@ -104,7 +104,8 @@ def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     area = max(city.areas.values(), key=lambda a: len(a.name_in("vi")), default=None)
     kind = pb.match.kinds[0] if pb.match else "report"
     facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
-                          title=_SAMPLE_TITLE, details="Chi tiết.",
+                          title=_SAMPLE_TITLE, details="Chi tiết.", claim=_SAMPLE_TITLE,
+                          fact=_SAMPLE_TITLE, fact_source="Sở Y tế Hà Nội",
                           area=area.code if area else "hn", report_count=12,
                           link="https://loa.hanoi.example/s/STM-99999-1")
     try:

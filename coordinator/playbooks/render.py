@@ -6,6 +6,7 @@ Pure: the time of issue is an argument.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -32,6 +33,17 @@ EXERCISE_MARKS = {"vi": "[DIỄN TẬP]", "en": "[EXERCISE]"}
 def exercise_mark(language: str) -> str:
     """The drill mark of a language. Pure."""
     return EXERCISE_MARKS.get(language, EXERCISE_MARKS["en"])
+
+
+BLANK = re.compile(r"\[\[(.+?)\]\]", re.S)
+"""A blank a template leaves for a person to fill in before approval: `[[what goes here]]`
+(the misinformation playbook's fact, until someone states it)."""
+
+
+def blanks(texts: list[RenderedText]) -> list[str]:
+    """`channel/language: [[…]]` for every blank still in the texts, in order. Pure."""
+    return [f"{t.channel}/{t.language}: [[{m.group(1)}]]"
+            for t in texts for m in BLANK.finditer(f"{t.title}\n{t.body}")]
 
 
 def marked_as_exercise(texts: list[RenderedText]) -> list[RenderedText]:
@@ -94,6 +106,9 @@ class IncidentFacts:
     report_count: int = 1
     link: str = ""  # the statement's short web link, for SMS
     exercise: bool = False  # a drill: every text starts with EXERCISE_MARKS
+    claim: str = ""  # false information: the claim as first reported
+    fact: str = ""  # ... the verified fact, once someone set it (else the template's blank)
+    fact_source: str = ""  # ... and its source
 
 
 def template_context(
@@ -107,6 +122,7 @@ def template_context(
         "incident": {
             "id": facts.id, "kind": facts.kind, "severity": facts.severity.value,
             "title": facts.title, "details": facts.details, "report_count": facts.report_count,
+            "claim": facts.claim, "fact": facts.fact, "source": facts.fact_source,
         },
         "area": {
             "code": facts.area,

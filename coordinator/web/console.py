@@ -124,6 +124,22 @@ async def close(incident_id: IncidentId, request: Request, account: Officer,
     return await _act(request, event, incident_id)
 
 
+@console.post("/incidents/{incident_id}/fact")
+async def state_fact(incident_id: IncidentId, request: Request, account: Officer,
+                     fact: Annotated[str, Form(min_length=3, max_length=1000)],
+                     source: Annotated[str, Form(min_length=2, max_length=300)],
+                     csrf: Annotated[str, Form()] = "") -> Response:
+    """State the verified fact and its source: the correction is drafted again with them."""
+    check_csrf(request, csrf)
+    st = web_state(request)
+    playbook = await queries.incident_playbook(st.redis, st.keys, incident_id)
+    event = RedraftRequested(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                             purpose="reselect", playbook_id=playbook or None, fact=fact,
+                             fact_source=source, note="fact stated", actor=account.actor,
+                             via="web")
+    return await _act(request, event, incident_id)
+
+
 @console.post("/incidents/{incident_id}/merge")
 async def merge(incident_id: IncidentId, request: Request, account: Officer,
                 into: Annotated[str, Form(pattern=r"^INC-[0-9]{5,9}$")],

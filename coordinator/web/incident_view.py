@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
+from datetime import datetime
 from typing import Any
 
 from coordinator import queries
-from coordinator.events import Draft, Severity
+from coordinator.events import Draft, Severity, utcnow
 from coordinator.incidents.actions import draft_version
+from coordinator.incidents.claims import CorrectionClock
 from coordinator.model.incident import ids_for
 from coordinator.queries import delivery_progress
 from coordinator.web.state import State
@@ -34,10 +36,23 @@ async def board_rows(st: State, include_closed: bool = False) -> list[dict[str, 
                     if incident.get("statement_id") else {})
         rows.append({"incident": incident, "approval": approval,
                      "holders": holder_names(st, approval), "progress": delivery_progress(dispatch),
-                     "area_name": _area_name(st, incident["area"])})
+                     "area_name": _area_name(st, incident["area"]),
+                     "clock": await correction_clock(st, incident)})
     rows.sort(key=lambda r: r["incident"]["opened_at"], reverse=True)
     rows.sort(key=lambda r: Severity(r["incident"]["severity"]).rank, reverse=True)
     return rows
+
+
+async def correction_clock(st: State, incident: dict[str, Any]) -> dict[str, Any] | None:
+    """A false claim's clock: due by, or how long its correction took (None otherwise)."""
+    if not incident.get("claim"):
+        return None
+    published = json.loads(incident.get("published") or "[]")
+    at = await queries.published_at(st.redis, st.keys, published[0]) if published else None
+    clock = CorrectionClock(datetime.fromisoformat(incident["opened_at"]),
+                            st.settings.correction_goal_s,
+                            datetime.fromisoformat(at) if at else None)
+    return clock.to_json(utcnow()) | {"goal_min": round(clock.goal_s / 60)}
 
 
 def _area_name(st: State, code: str) -> str:
@@ -81,4 +96,5 @@ async def incident_view(st: State, incident_id: str) -> dict[str, Any] | None:
             "progress": delivery_progress(found.get("dispatch") or {}),
             "versions": versions, "current": drafts[-1] if drafts else None,
             "reports": reports, "area_name": _area_name(st, found["area"]),
-            "published": json.loads(found.get("published") or "[]")}
+            "published": json.loads(found.get("published") or "[]"),
+            "clock": await correction_clock(st, found)}

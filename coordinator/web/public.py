@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from coordinator import queries
 from coordinator.access import Action
 from coordinator.city import City
+from coordinator.feeds.claim_review import claim_review, script_json
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
 from coordinator.web.pages import page
@@ -90,7 +91,27 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
     """One statement's own page: the stable link that messages carry."""
     st = web_state(request)
     found = await published(st, statement_id)
-    return page(request, "statement.html", s=found, lang=_lang(lang), areas=st.city.areas)
+    lang = _lang(lang)
+    review = None
+    claim = (await queries.claims_of(st.redis, st.keys, [found["incident_id"]])).get(
+        found["incident_id"])
+    if claim and not found.get("exercise") and not found.get("withdrawn_at"):
+        claim["spreading"] = await queries.spreading_of(st.redis, st.keys, found["incident_id"])
+        review = script_json(claim_review(found, claim, st.settings.web_url(), lang))
+    return page(request, "statement.html", s=found, lang=lang, areas=st.city.areas,
+                claim_review=review)
+
+
+@public.get("/rumours", response_class=HTMLResponse)
+async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
+    """Rumour control: each false claim the city corrected and the official fact, newest
+    first (the latest correction of each)."""
+    st = web_state(request)
+    statements = current(await queries.published_statements(st.redis, st.keys, limit=500))
+    claims = await queries.claims_of(st.redis, st.keys, [s["incident_id"] for s in statements])
+    rows = [{"statement": s, **claims[s["incident_id"]]} for s in statements
+            if s["incident_id"] in claims]
+    return page(request, "rumours.html", rows=rows, lang=_lang(lang), areas=st.city.areas)
 
 
 @public.get("/exercises", response_class=HTMLResponse)

@@ -33,7 +33,8 @@ async def _gathered(request: Request, incident_id: str) -> Gathered:
 @records.get("/{incident_id}/record.md")
 async def record_md(incident_id: IncidentId, request: Request, account: Reader) -> Response:
     """The after-action record as Markdown (its chart: record.png beside it)."""
-    text = record_markdown(figures(await _gathered(request, incident_id)), "record.png")
+    text = record_markdown(figures(await _gathered(request, incident_id),
+                                   web_state(request).settings.correction_goal_s), "record.png")
     return Response(text, media_type="text/markdown; charset=utf-8", headers={
         "Content-Disposition": f'inline; filename="{incident_id}-record.md"'})
 
@@ -41,7 +42,9 @@ async def record_md(incident_id: IncidentId, request: Request, account: Reader) 
 @records.get("/{incident_id}/record.json")
 async def record_json(incident_id: IncidentId, request: Request, account: Reader) -> Response:
     """The after-action record's figures as JSON."""
-    body = json.dumps(figures(await _gathered(request, incident_id)), ensure_ascii=False)
+    body = json.dumps(figures(await _gathered(request, incident_id),
+                              web_state(request).settings.correction_goal_s),
+                      ensure_ascii=False)
     return Response(body, media_type="application/json")
 
 

@@ -327,3 +327,9 @@ def test_a_rumour_filed_in_the_console_and_its_translation_merged_by_form(
     shown = officer.get(f"/console/incidents/{first}").text
     assert "2 cách nói / wordings reported" in shown and f"Schools in Dong Da {tag}" in shown
     assert stack.incident(first)["report_count"] == "2"
+    assert 'id="fact"' in shown and "cải chính trước / correct by" in shown
+    wait_for(lambda: stack.incident(first).get("status") == "awaiting_approval", 30, "v1")
+    answer = officer.post_form(f"/console/incidents/{first}/fact", {
+        "fact": "Các trường vẫn học bình thường.", "source": "Sở Giáo dục và Đào tạo"})
+    assert f"approval APR-{first[4:]}-2 requested" in answer.text
+    assert "Sự thật: Các trường vẫn học bình thường." in answer.text  # the new preview

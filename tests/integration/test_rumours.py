@@ -4,6 +4,7 @@ which English retellings join the merged incident too."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -81,6 +82,54 @@ def test_retellings_group_and_a_translation_is_merged_by_hand(stack: Stack) -> N
     refused = stack.cli("incident", "merge", incident_id, "--into", translated, "--token",
                         officer)
     assert refused.returncode == 1 and f"{translated} is closed" in refused.stderr + refused.stdout
+
+
+def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: Stack) -> None:
+    """The playbook's correction leaves the fact blank: approving it is refused until the
+    duty officer states the fact and its source; the approved correction's page carries its
+    ClaimReview, rumour control lists it, and the record says the clock was met."""
+    tag = uuid.uuid4().hex[:4]
+    claim = f"Cầu Chương Dương {tag} bị nứt, sắp đóng cửa vĩnh viễn"
+    incident_id = wait_for_incident(stack, post_report(stack, rumour(
+        claim, "hn-long-bien", spreading=["https://tiktok.example/v/42", "tin nhắn Zalo"])))
+    stack.wait_for_status(incident_id, "awaiting_approval")
+    first = detail(stack, incident_id)["approval"]
+    approver = stack.as_person(first["approvers"][0])
+    blank = stack.cli("approve", first["id"], *approver)
+    assert blank.returncode != 0 and "blanks to fill in" in blank.stdout + blank.stderr
+
+    officer = stack.token("duty-officer", "duty_officer")
+    fact = "Cầu được kiểm định ngày 1/12, kết cấu an toàn, vẫn thông xe bình thường."
+    source = "Sở Xây dựng Hà Nội, kết quả kiểm định 01/12"
+    stated = stack.cli("incident", "fact", incident_id, "--fact", fact, "--source", source,
+                       "--token", officer)
+    assert stated.returncode == 0, stated.stderr
+    second = f"APR-{incident_id[4:]}-2"
+    assert f"approval {second} requested" in stated.stdout
+    done = stack.cli("approve", second, *approver)
+    assert done.returncode == 0, done.stderr
+    stack.wait_for_status(incident_id, "published")
+    statement_id = f"STM-{incident_id[4:]}-2"
+
+    with stack.http("") as public:
+        page = public.get(f"/statements/{statement_id}").text
+        rumours = public.get("/rumours").text
+    assert f"Thông tin sai: «{claim}»" in page and f"Sự thật: {fact}" in page
+    review = json.loads(page.split('<script type="application/ld+json">')[1].split(
+        "</script>")[0])
+    assert (review["@type"], review["claimReviewed"], review["itemReviewed"]["appearance"],
+            review["reviewRating"]["ratingValue"]) == (
+        "ClaimReview", claim, [{"@type": "CreativeWork", "url": "https://tiktok.example/v/42"}],
+        1)
+    assert review["url"].endswith(f"/statements/{statement_id}")
+    assert f'id="rumour-{incident_id}"' in rumours and claim in rumours and source in rumours
+
+    record = json.loads(stack.cli("incident", "report", incident_id, "--format", "json",
+                                  "--token", officer).stdout)
+    correction = record["claim"]["correction"]
+    assert (record["claim"]["fact"], record["claim"]["source"], correction["met"]) == (
+        fact, source, True)
+    assert 0 < correction["took_s"] < 60 and correction["goal_s"] == 3600
 
 
 def test_a_claim_kind_without_its_claim_is_refused_naming_the_field(stack: Stack) -> None:

@@ -1,17 +1,27 @@
 """False claims, the pure parts: folding and shingles, which retellings count as the same
-rumour, the report rules, where a claim report goes, a merge's refusals, and the trend."""
+rumour, the report rules, where a claim report goes, a merge's refusals, the trend, the
+blanks a correction must have filled before approval, its clock and its ClaimReview."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from coordinator.approvals.decisions import unfilled
 from coordinator.city import load_city
-from coordinator.events import Report, Severity
+from coordinator.events import Decision, Draft, RenderedText, Report, Severity
+from coordinator.feeds.claim_review import claim_review, script_json
 from coordinator.incidents.actions import merge_refusal
-from coordinator.incidents.claims import best_match, fold, shingles, similarity
+from coordinator.incidents.claims import (
+    CorrectionClock,
+    best_match,
+    fold,
+    shingles,
+    similarity,
+)
 from coordinator.model.incident import IncidentStatus, merged, opened
 from coordinator.model.trend import trend
+from coordinator.playbooks.render import blanks
 from coordinator.reports.filing import report_problems
 from coordinator.settings import Settings
 
@@ -106,3 +116,59 @@ def test_the_trend_compares_the_last_window_with_the_one_before() -> None:
                                                     "before": 2, "window_s": 600}
     assert trend([], now, 600).direction == "steady"
     assert trend([(AT + timedelta(seconds=3)).timestamp()], now, 600).recent == 1
+
+
+def _draft(body: str) -> Draft:
+    return Draft(id="DRF-00001-1", incident_id="INC-00001", playbook_id="misinformation",
+                 version=1, rendered_at=AT, texts=[
+                     RenderedText(channel="web", language="vi", title="Cải chính", body=body),
+                     RenderedText(channel="web", language="en", title="Correction",
+                                  body="Fact: [[state the\nverified fact]]")])
+
+
+def test_a_draft_with_blanks_cannot_be_approved_until_they_are_filled() -> None:
+    draft = _draft("Sự thật: [[Sở Y tế ghi rõ sự thật]]")
+    assert blanks(draft.texts) == ["web/vi: [[Sở Y tế ghi rõ sự thật]]",
+                                   "web/en: [[state the\nverified fact]]"]
+    decision = Decision(id="dec-000001", approval_id="APR-00001-1", approver_id="tam",
+                        verdict="approve")
+    assert unfilled(draft, decision) == (
+        "the draft still has blanks to fill in (web/vi: [[Sở Y tế ghi rõ sự thật]]; web/en: "
+        "[[state the\nverified fact]]): edit them in and approve, or ask the duty officer "
+        "to set the fact (`loa incident fact`)")
+    filled = decision.model_copy(update={"texts": [
+        RenderedText(channel="web", language="vi", title="Cải chính", body="Sự thật: an toàn."),
+        RenderedText(channel="web", language="en", title="Correction", body="Fact: safe.")]})
+    assert unfilled(draft, filled) is None
+    assert blanks(_draft("[single] brackets [are] text").texts[:1]) == []
+
+
+def test_the_correction_clock_says_when_it_is_due_and_whether_it_was_met() -> None:
+    clock = CorrectionClock(AT, 3600, None)
+    assert clock.due_at == AT + timedelta(hours=1) and clock.met() is None
+    assert clock.took_s(AT + timedelta(minutes=25)) == 1500
+    late = CorrectionClock(AT, 3600, AT + timedelta(minutes=61))
+    assert late.met() is False and late.to_json(AT) == {
+        "goal_s": 3600, "due_at": "2026-12-04T09:00:00+00:00",
+        "corrected_at": "2026-12-04T09:01:00+00:00", "took_s": 3660, "met": False}
+    assert CorrectionClock(AT, 3600, AT + timedelta(minutes=60)).met() is True
+
+
+def test_a_correction_carries_its_claim_review() -> None:
+    statement = {"id": "STM-00001-2", "published_at": "2026-12-04T08:40:00+00:00"}
+    claim = {"claim": "Nước máy ở Hoàn Kiếm bị nhiễm độc", "first_reported_at":
+             "2026-12-04T08:00:00+00:00", "spreading": [
+                 "https://facebook.example/p/1", "ảnh chụp nhóm Zalo cư dân"]}
+    assert claim_review(statement, claim, "https://loa.hanoi.example", "vi") == {
+        "@context": "https://schema.org", "@type": "ClaimReview",
+        "url": "https://loa.hanoi.example/statements/STM-00001-2",
+        "datePublished": "2026-12-04", "inLanguage": "vi",
+        "author": {"@type": "Organization", "name": "Loa",
+                   "url": "https://loa.hanoi.example"},
+        "claimReviewed": "Nước máy ở Hoàn Kiếm bị nhiễm độc",
+        "itemReviewed": {"@type": "Claim", "datePublished": "2026-12-04", "appearance": [
+            {"@type": "CreativeWork", "url": "https://facebook.example/p/1"}]},
+        "reviewRating": {"@type": "Rating", "ratingValue": 1, "bestRating": 5,
+                         "worstRating": 1, "alternateName": "Sai sự thật"}}
+    assert script_json({"claim": "</script><b>&"}) == (
+        '{"claim": "\\u003c/script\\u003e\\u003cb\\u003e\\u0026"}')

@@ -1,0 +1,44 @@
+"""schema.org `ClaimReview` for a published correction of false information. Pure.
+
+Search engines and fact-check aggregators read it as JSON-LD in the statement's page
+(https://schema.org/ClaimReview). The rating is the lowest on a 1-to-5 scale, named
+"False": Loa publishes a correction only for a claim the city found false.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PUBLISHER = "Loa"
+FALSE = {"vi": "Sai sự thật", "en": "False"}
+
+
+def claim_review(statement: dict[str, Any], claim: dict[str, Any], base_url: str,
+                 language: str) -> dict[str, Any]:
+    """The ClaimReview of `statement` (published), correcting `claim`: its text, when it was
+    first reported, and where it was spreading (links only)."""
+    links = [s for s in claim.get("spreading", []) if s.startswith(("https://", "http://"))]
+    return {
+        "@context": "https://schema.org",
+        "@type": "ClaimReview",
+        "url": f"{base_url}/statements/{statement['id']}",
+        "datePublished": statement["published_at"][:10],
+        "inLanguage": language,
+        "author": {"@type": "Organization", "name": PUBLISHER, "url": base_url},
+        "claimReviewed": claim["claim"],
+        "itemReviewed": {
+            "@type": "Claim",
+            "datePublished": claim["first_reported_at"][:10],
+            **({"appearance": [{"@type": "CreativeWork", "url": u} for u in links]}
+               if links else {}),
+        },
+        "reviewRating": {"@type": "Rating", "ratingValue": 1, "bestRating": 5,
+                         "worstRating": 1, "alternateName": FALSE.get(language, "False")},
+    }
+
+
+def script_json(data: dict[str, Any]) -> str:
+    """JSON safe inside <script type="application/ld+json">: no `<`, `>` or `&` as is."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -40,7 +40,7 @@ integration: $(STAMP)
 	$(VENV)/bin/pytest tests/integration -q
 
 test: lint typecheck $(STAMP)
-	$(VENV)/bin/pytest -q --durations=15
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pipeline.py

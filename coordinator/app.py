@@ -35,6 +35,7 @@ from coordinator.pipeline import Pipeline
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
+from coordinator.statements.promises import sweep_promises
 
 log = obs.get_logger("worker")
 Handler = Callable[[bytes], Awaitable[None]]
@@ -286,6 +287,18 @@ def _register_timers(app: faust.App, settings: Settings, rt: Runtime,
                                ex=10)
         except Exception as exc:
             log.warning("heartbeat failed", error=repr(exc))
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def mind_promises() -> None:
+        # Promised updates coming due or broken: the duty officers are told, once each.
+        try:
+            told = await sweep_promises(rt.redis, rt.keys, rt.city, send, utcnow(),
+                                        settings.promise_remind_before_s, settings.timezone)
+        except Exception as exc:
+            log.warning("promise sweep failed; next round retries", error=repr(exc))
+            return
+        if told:
+            log.info("promised updates minded", told=told)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def resend_outbox() -> None:

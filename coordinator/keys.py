@@ -71,6 +71,12 @@ class Keys:
         copies the merged incident's variants here)."""
         return self._k("incident", incident_id, "claims")
 
+    def promises(self) -> str:
+        """Sorted set incident id -> when its promised next update is due. Pruned: when the
+        promise is kept (a new statement makes a new one), withdrawn, broken and flagged, or
+        its incident closed."""
+        return self._k("promises")
+
     def surge_count(self, kind: str, area: str, minute: int) -> str:
         """Counter: reports and tips of `kind` in `area` (or inside it) in one minute
         (epoch minutes). Expires: two minutes after the surge window has passed it."""

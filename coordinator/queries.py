@@ -115,6 +115,7 @@ async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[
     out["published_at"] = row.get("published_at")
     out["withdrawn_at"] = row.get("withdrawn_at")
     out["withdrawn_reason"] = row.get("withdrawn_reason")
+    out["next_update_by"] = row.get("next_update_by")
     return out
 
 

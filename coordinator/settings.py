@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     correction_goal_s: float = Field(
         default=3600.0, gt=0, description="false information: the correction should be "
                                           "public this long after the first report")
+    promise_remind_before_s: float = Field(
+        default=600.0, ge=0, description="a promised update: the duty officers are reminded "
+                                         "this long before it is due")
+    cap_valid_for_s: float = Field(
+        default=86400.0, gt=0, description="CAP <expires> of a statement that promises no "
+                                           "update: this long after it was sent")
     surge_window_s: float = Field(
         default=600.0, ge=60, description="the surge detector counts reports and tips per "
                                           "kind and area over this window")

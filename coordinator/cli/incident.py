@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -20,11 +22,13 @@ from coordinator.broker import Producer
 from coordinator.cli.common import city_or_fail, env_settings, fail, out, with_redis
 from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
 from coordinator.errors import LoaError
-from coordinator.events import IncidentMerged, RedraftRequested
+from coordinator.events import IncidentMerged, RedraftRequested, utcnow
 from coordinator.keys import Keys
 from coordinator.outcomes import outcome_of
+from coordinator.playbooks.models import parse_duration
 from coordinator.settings import Settings
 from coordinator.state import Redis
+from coordinator.statements.promises import set_promise
 
 incident_app = typer.Typer(help="One incident's records.", no_args_is_help=True)
 
@@ -147,3 +151,54 @@ def _say(outcome: dict[str, object]) -> None:
     if not outcome["accepted"]:
         raise fail(str(outcome["message"]))
     out.print(str(outcome["message"]), markup=False)
+
+
+@incident_app.command("promise")
+def promise_command(
+    incident_id: str,
+    within: Annotated[str | None, typer.Option(
+        "--in", help="the next update is promised this soon: 30m, 2h")] = None,
+    by: Annotated[str | None, typer.Option(
+        help="... or by this time: HH:MM today (LOA_TIMEZONE), or ISO 8601")] = None,
+    none: Annotated[bool, typer.Option("--none", help="withdraw the promise")] = False,
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
+) -> None:
+    """Promise the incident's next update (the public pages show it, CAP's <expires> follows
+    it, the duty officers are reminded before it is due and alerted when it is broken), or
+    withdraw the promise. Each publication sets it again from the playbook's follow_ups."""
+    settings = env_settings()
+    now = utcnow()
+    if sum(x is not None for x in (within, by)) + none != 1:
+        raise fail("say one of --in, --by or --none")
+    due = None if none else _due(within, by, now, settings.timezone)
+    if due is not None and due <= now:
+        raise fail(f"--by: {due.isoformat()} has passed")
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> str:
+        principal = await cli_principal(redis, keys, s, token, operator_reason,
+                                        Action.incident_steer)
+        try:
+            return await set_promise(redis, keys, incident_id, due, principal.actor, "cli", now)
+        except LookupError as exc:
+            raise LoaError(f"{exc} (see `loa incidents`)") from exc
+
+    out.print(with_redis(work), markup=False)
+
+
+def _due(within: str | None, by: str | None, now: datetime, tz: str) -> datetime:
+    if within is not None:
+        try:
+            return now + timedelta(seconds=parse_duration(within))
+        except ValueError as exc:
+            raise fail(f"--in: {exc}") from exc
+    assert by is not None
+    try:
+        if len(by) <= 5 and ":" in by:
+            hour, minute = (int(x) for x in by.split(":"))
+            local = now.astimezone(ZoneInfo(tz))
+            return local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        found = datetime.fromisoformat(by)
+    except ValueError as exc:
+        raise fail(f"--by: {by!r} is neither HH:MM nor an ISO 8601 time") from exc
+    return found if found.tzinfo else found.replace(tzinfo=ZoneInfo(tz))

@@ -49,9 +49,10 @@ def statements_feed(statements: Iterable[dict[str, Any]], city: City, *, base_ur
 
 
 def cap_index(statements: Iterable[dict[str, Any]], *, base_url: str, timezone: str,
-              now: datetime, lang: str = "vi") -> bytes:
-    """The Atom index of the CAP alerts in force (see `cap.current_alerts`), newest first."""
-    current = current_alerts(statements)
+              now: datetime, lang: str = "vi", valid_for_s: float = 86400.0) -> bytes:
+    """The Atom index of the CAP alerts in force (see `cap.current_alerts`: not cancelled,
+    not expired), newest first."""
+    current = current_alerts(statements, now, valid_for_s)
     feed = _feed("cap.xml", "alerts", base_url, lang,
                  local_stamp(published_at(current[0]) if current else now, timezone))
     for statement in current:

@@ -14,14 +14,17 @@ Values chosen where the statement has no direct CAP counterpart:
   longer required") and responseType AllClear; Alert and Update have responseType Monitor
   (follow the instructions in the text);
 - category from the incident kind (:data:`CATEGORIES`; Other when unknown), event = the kind;
-- no ``<expires>``: a statement is current until a later statement of its incident
-  replaces or cancels it (see :func:`current_alerts`).
+- ``<expires>``: the next update the statement promises (statements.promises), or, when it
+  promises none, `valid_for_s` (``LOA_CAP_VALID_FOR_S``, a day) after it was sent; a
+  statement is in force until it expires or a later statement of its incident replaces or
+  cancels it (see :func:`current_alerts`).
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,9 +83,22 @@ def references(statement: dict[str, Any], sent_of: Mapping[str, str], base_url: 
     return " ".join(triples)
 
 
-def current_alerts(statements: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+DEFAULT_VALID_FOR_S = 86400.0
+
+
+def expires_at(statement: dict[str, Any], valid_for_s: float = DEFAULT_VALID_FOR_S
+               ) -> datetime:
+    """When the statement's alert expires: its promised next update, else `valid_for_s`
+    after it was sent."""
+    promised = statement.get("next_update_by")
+    return (parse_stamp(promised) if promised
+            else published_at(statement) + timedelta(seconds=valid_for_s))
+
+
+def current_alerts(statements: Iterable[dict[str, Any]], now: datetime | None = None,
+                   valid_for_s: float = DEFAULT_VALID_FOR_S) -> list[dict[str, Any]]:
     """The statements still in force, newest first: of each incident its newest published
-    statement, unless that one cancels the incident's alert."""
+    statement, unless that one cancels the incident's alert or (given `now`) has expired."""
     newest: dict[str, dict[str, Any]] = {}
     for statement in statements:
         if not statement.get("published_at"):
@@ -90,12 +106,14 @@ def current_alerts(statements: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
         held = newest.get(statement["incident_id"])
         if held is None or published_at(statement) > published_at(held):
             newest[statement["incident_id"]] = statement
-    current = [s for s in newest.values() if s["msg_type"] != "Cancel"]
+    current = [s for s in newest.values() if s["msg_type"] != "Cancel"
+               and (now is None or expires_at(s, valid_for_s) > now)]
     return sorted(current, key=published_at, reverse=True)
 
 
 def cap_alert(statement: dict[str, Any], city: City, *, base_url: str, timezone: str,
-              sent_of: Mapping[str, str] | None = None) -> bytes:
+              sent_of: Mapping[str, str] | None = None,
+              valid_for_s: float = DEFAULT_VALID_FOR_S) -> bytes:
     """The CAP 1.2 `<alert>` of a published statement, as UTF-8 XML.
 
     `sent_of` maps the ids of the statements it references to their `published_at`.
@@ -112,14 +130,15 @@ def cap_alert(statement: dict[str, Any], city: City, *, base_url: str, timezone:
         _add(alert, "references", refs)
     _add(alert, "incidents", statement["incident_id"])
     area = city.areas.get(statement["area"])
+    expires = local_stamp(expires_at(statement, valid_for_s), timezone)
     for lang in web_languages(statement):
-        _info(alert, statement, lang, area, base_url)
+        _info(alert, statement, lang, area, base_url, expires)
     document: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=True)
     return document
 
 
 def _info(alert: ET.Element, statement: dict[str, Any], lang: str, area: Area | None,
-          base_url: str) -> None:
+          base_url: str, expires: str) -> None:
     """One `<info>` block: the statement in one language (element order as in the XSD)."""
     info = _add(alert, "info")
     _add(info, "language", LANGUAGE_TAGS.get(lang, lang))
@@ -130,6 +149,7 @@ def _info(alert: ET.Element, statement: dict[str, Any], lang: str, area: Area | 
     _add(info, "urgency", urgency)
     _add(info, "severity", severity)
     _add(info, "certainty", certainty)
+    _add(info, "expires", expires)
     _add(info, "senderName", SENDER_NAME)
     text = web_text(statement, lang)
     _add(info, "headline", text.get("title") or statement["id"])

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator.city import City
-from coordinator.dispatch.deliveries import Send, queue_delivery
-from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.dispatch.deliveries import Send
+from coordinator.dispatch.duty_alerts import tell_duty_officers as tell
+from coordinator.events import AuditEvent
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
@@ -127,23 +128,9 @@ async def detect(redis: Redis, keys: Keys, kind: str, path: list[str], at: datet
 
 async def tell_duty_officers(redis: Redis, keys: Keys, city: City, surge: Surge,
                              send: Send) -> int:
-    """An SMS or email to each duty officer who prefers one (the board shows it to all);
-    returns how many were queued. One per officer and surge: a replay sends nothing new."""
-    text = surge_text(surge, city)
-    queued = 0
-    for person in city.duty_officers.values():
-        if person.preferred_channel == "web":
-            continue
-        channel = person.preferred_channel
-        recipient = person.phone if channel == "sms" else person.email
-        if not recipient:
-            continue
-        await queue_delivery(redis, keys, DeliveryRequest(
-            id=f"alert-{surge.id}-{person.id}-{channel}", channel=channel,
-            recipient=recipient, text=text, subject=text.split(". / ")[0][:150],
-            purpose="alert", incident_id=surge.incident_id, person_id=person.id), send)
-        queued += 1
-    return queued
+    """An SMS or email about the surge to each duty officer who prefers one."""
+    return await tell(redis, keys, city, surge.id, surge_text(surge, city), send,
+                      surge.incident_id)
 
 
 async def recent_surges(redis: Redis, keys: Keys, start: int = 0, limit: int = 20

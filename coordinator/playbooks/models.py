@@ -129,10 +129,12 @@ class LanguageTemplates(_Strict):
 
 
 class FollowUp(_Strict):
-    """An update to schedule after the first statement."""
+    """The next update a publication promises: after the k-th statement, the k-th entry's
+    `after`; past the last entry, its `every` (statements.promises)."""
 
     after: Duration
     note: str
+    every: Duration | None = None
 
 
 class Playbook(_Strict):

@@ -6,13 +6,14 @@ process reads it. SMS and email to subscribers follow as deliveries (``dispatch.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from coordinator.errors import BadEvent
 from coordinator.events import AuditEvent, Statement
 from coordinator.model.incident import Incident, published
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.statements.promises import promised_after, queue_promise
 
 
 async def approved_statement(rt: Runtime, claimed: Statement) -> Statement:
@@ -59,13 +60,19 @@ async def publish_statement(rt: Runtime, statement: Statement, now: datetime) ->
             return False
         incident = Incident.from_hash(await pipe.hgetall(ikey))
         fields = published(incident, statement.id, cancel, now)
+        playbook = rt.playbooks.get(statement.playbook_id)
+        after = (None if cancel or playbook is None
+                 else promised_after(playbook.follow_ups, len(incident.published or ()) + 1))
+        due = now + timedelta(seconds=after) if after else None
         pipe.multi()
         pipe.hset(key, "announced", now.isoformat())
         pipe.hset(ikey, mapping=fields)
+        queue_promise(pipe, rt.keys, statement.incident_id, statement.id, due)
         queue_audit(pipe, rt.keys, AuditEvent(
             at=now, actor=rt.settings.worker_id, action="statement.published",
             interface="worker", incident_id=statement.incident_id, subject=statement.id,
-            detail={"channels": ["web"], "approved_by": statement.approved_by}))
+            detail={"channels": ["web"], "approved_by": statement.approved_by,
+                    "next_update_by": due.isoformat() if due else None}))
         return True
 
     return await transact(rt.redis, [key, ikey], body)

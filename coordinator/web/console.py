@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -30,6 +31,7 @@ from coordinator.outcomes import incident_of_report, outcome_of
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import attach_tip, recent_tips
+from coordinator.statements.promises import set_promise
 from coordinator.statements.withdrawal import withdraw_statement
 from coordinator.web.auth import allow
 from coordinator.web.ids import IncidentId, ReportId, StatementId, TipId
@@ -138,6 +140,23 @@ async def state_fact(incident_id: IncidentId, request: Request, account: Officer
                              fact_source=source, note="fact stated", actor=account.actor,
                              via="web")
     return await _act(request, event, incident_id)
+
+
+@console.post("/incidents/{incident_id}/promise")
+async def promise(incident_id: IncidentId, request: Request, account: Officer,
+                  minutes: Annotated[int, Form(ge=0, le=10080)],
+                  csrf: Annotated[str, Form()] = "") -> Response:
+    """Promise the next update within `minutes` (0 withdraws the promise)."""
+    check_csrf(request, csrf)
+    st = web_state(request)
+    now = utcnow()
+    due = now + timedelta(minutes=minutes) if minutes else None
+    try:
+        said = await set_promise(st.redis, st.keys, incident_id, due, account.actor, "web", now)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    request.session["flash"] = said
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
 
 
 @console.post("/incidents/{incident_id}/merge")

@@ -58,7 +58,8 @@ async def cap_index(request: Request, lang: Lang = "vi") -> Response:
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys, limit=CAP_INDEX_LIMIT)
     body = atom.cap_index(statements, base_url=st.settings.web_url(),
-                          timezone=st.settings.timezone, now=datetime.now(UTC), lang=lang)
+                          timezone=st.settings.timezone, now=datetime.now(UTC), lang=lang,
+                          valid_for_s=st.settings.cap_valid_for_s)
     return Response(body, media_type=ATOM_TYPE)
 
 
@@ -69,7 +70,8 @@ async def cap_alert(statement_id: StatementId, request: Request) -> Response:
     statement = await _published(st, statement_id)
     body = cap.cap_alert(statement, st.city, base_url=st.settings.web_url(),
                          timezone=st.settings.timezone,
-                         sent_of=await _sent_of(st, statement.get("references") or []))
+                         sent_of=await _sent_of(st, statement.get("references") or []),
+                         valid_for_s=st.settings.cap_valid_for_s)
     return Response(body, media_type=CAP_TYPE)
 
 

@@ -333,3 +333,8 @@ def test_a_rumour_filed_in_the_console_and_its_translation_merged_by_form(
         "fact": "Các trường vẫn học bình thường.", "source": "Sở Giáo dục và Đào tạo"})
     assert f"approval APR-{first[4:]}-2 requested" in answer.text
     assert "Sự thật: Các trường vẫn học bình thường." in answer.text  # the new preview
+    promised = officer.post_form(f"/console/incidents/{first}/promise", {"minutes": "45"})
+    assert f"{first}: next update promised by" in promised.text
+    assert stack.incident(first)["next_update_by"] in promised.text  # the countdown's data
+    withdrawn = officer.post_form(f"/console/incidents/{first}/promise", {"minutes": "0"})
+    assert "chưa hứa / none promised" in withdrawn.text

@@ -1,0 +1,138 @@
+"""Promised updates: "next update by 15:30", kept, reminded of, and flagged when broken.
+
+When a statement is published, its playbook's `follow_ups` promise the next one: after
+the k-th publication, `follow_ups[k-1].after` from now, or, past the list, the last
+entry's `every` (no promise when there is neither); an all-clear ends the promise. A duty
+officer may set or clear it by hand (`loa incident promise`). The promise is kept on the
+incident (`next_update_by`), on its latest statement (the public pages and CAP's
+`<expires>` show it), and in the `promises` index the worker sweeps: a reminder to the
+duty officers `LOA_PROMISE_REMIND_BEFORE_S` ahead, and an alert once it is broken. Each
+is recorded once per promise (a field on the incident names the promise it was for).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from coordinator.city import City
+from coordinator.dispatch.deliveries import Send
+from coordinator.dispatch.duty_alerts import tell_duty_officers
+from coordinator.events import AuditEvent
+from coordinator.keys import Keys
+from coordinator.playbooks.models import FollowUp
+from coordinator.state import Pipeline, Redis, queue_audit, transact
+
+
+def promised_after(follow_ups: list[FollowUp], publication: int) -> float | None:
+    """Seconds to the update promised after the `publication`-th statement (1 = the first);
+    None for no promise. Pure."""
+    if publication <= 0 or not follow_ups:
+        return None
+    if publication <= len(follow_ups):
+        return follow_ups[publication - 1].after
+    return follow_ups[-1].every
+
+
+def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: str | None,
+                  due: datetime | None) -> None:
+    """Inside MULTI: the incident's promise is now `due` (None: no promise), shown on its
+    latest statement `statement_id`."""
+    ikey = keys.incident(incident_id)
+    pipe.hdel(ikey, "promise_reminded", "promise_broken")
+    if due is None:
+        pipe.hdel(ikey, "next_update_by")
+        pipe.zrem(keys.promises(), incident_id)
+        if statement_id:
+            pipe.hdel(keys.statement(statement_id), "next_update_by")
+        return
+    pipe.hset(ikey, "next_update_by", due.isoformat())
+    pipe.zadd(keys.promises(), {incident_id: due.timestamp()})
+    if statement_id:
+        pipe.hset(keys.statement(statement_id), "next_update_by", due.isoformat())
+
+
+async def set_promise(redis: Redis, keys: Keys, incident_id: str, due: datetime | None,
+                      actor: str, via: str, now: datetime) -> str:
+    """A duty officer promises the next update by `due` (or withdraws the promise); what
+    happened, in words. Raises LookupError for an unknown incident."""
+    ikey = keys.incident(incident_id)
+
+    async def body(pipe: Pipeline) -> str:
+        row = await pipe.hgetall(ikey)
+        if not row:
+            raise LookupError(f"no incident {incident_id}")
+        published = json.loads(row.get("published") or "[]")
+        pipe.multi()
+        queue_promise(pipe, keys, incident_id, published[-1] if published else None, due)
+        queue_audit(pipe, keys, AuditEvent(
+            at=now, actor=actor, action="promise.set" if due else "promise.withdrawn",
+            interface=via, incident_id=incident_id, subject=incident_id,  # type: ignore[arg-type]
+            detail={"next_update_by": due.isoformat() if due else None}))
+        return (f"{incident_id}: next update promised by {due.isoformat()}" if due
+                else f"{incident_id}: no update promised")
+
+    result: str = await transact(redis, [ikey], body)
+    return result
+
+
+def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str) -> str:
+    """The duty officers' message, in Vietnamese then English."""
+    at = due.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m")
+    if broken:
+        return (f"Loa: QUÁ HẠN cập nhật đã hứa cho {incident_id} ({title}), hạn {at}. / "
+                f"Promised update for {incident_id} ({title}) is overdue: it was due {at}.")
+    return (f"Loa: sắp đến hạn cập nhật đã hứa cho {incident_id} ({title}): {at}. / "
+            f"Promised update for {incident_id} ({title}) is due at {at}.")
+
+
+async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: datetime,
+                         remind_before_s: float, tz: str) -> int:
+    """Remind of promises coming due and flag those broken, once each; how many."""
+    horizon = (now + timedelta(seconds=remind_before_s)).timestamp()
+    due_ids = await redis.zrangebyscore(keys.promises(), "-inf", horizon, start=0, num=200)
+    done = 0
+    for incident_id in due_ids:
+        told = await _mind(redis, keys, incident_id, now)
+        if told is None:
+            continue
+        due, title, broken = told
+        await tell_duty_officers(
+            redis, keys, city, f"promise-{incident_id}-{int(due.timestamp())}-"
+            + ("broken" if broken else "due"), promise_text(incident_id, title, due, broken, tz),
+            send, incident_id)
+        done += 1
+    return done
+
+
+async def _mind(redis: Redis, keys: Keys, incident_id: str, now: datetime
+                ) -> tuple[datetime, str, bool] | None:
+    """Record the reminder or the broken promise once: (due, title, broken), or None when
+    there is nothing (new) to say."""
+    ikey = keys.incident(incident_id)
+
+    async def body(pipe: Pipeline) -> tuple[datetime, str, bool] | None:
+        row = await pipe.hgetall(ikey)
+        due_text = row.get("next_update_by")
+        if not due_text or row.get("status") == "closed":
+            pipe.multi()
+            pipe.zrem(keys.promises(), incident_id)
+            return None
+        broken = now >= datetime.fromisoformat(due_text)
+        field = "promise_broken" if broken else "promise_reminded"
+        if row.get(field) == due_text:
+            pipe.multi()
+            return None
+        pipe.multi()
+        pipe.hset(ikey, field, due_text)
+        if broken:
+            pipe.zrem(keys.promises(), incident_id)
+        queue_audit(pipe, keys, AuditEvent(
+            at=now, actor="promise keeper", action=f"promise.{'broken' if broken else 'due'}",
+            interface="system", incident_id=incident_id, subject=incident_id,
+            detail={"next_update_by": due_text}))
+        return datetime.fromisoformat(due_text), row.get("title", ""), broken
+
+    result: tuple[datetime, str, bool] | None = await transact(redis, [ikey], body)
+    return result

@@ -104,6 +104,8 @@ class DepartmentsFile(_Strict):
 
     version: Literal[1]
     duty_officers: list[Person]
+    # who hears of a promised update about to be broken, besides the duty officers
+    duty_supervisors: list[Slug] = Field(default_factory=list)
     departments: list[Department]
 
 
@@ -131,6 +133,7 @@ class City:
     duty_officers: dict[str, Person]
     people: dict[str, Person] = field(default_factory=dict)
     kinds: dict[str, Kind] = field(default_factory=dict)
+    duty_supervisors: dict[str, Person] = field(default_factory=dict)
 
     def ancestors(self, code: str) -> list[str]:
         """The area and every area that contains it, innermost first."""
@@ -210,7 +213,17 @@ def load_city(config_dir: Path) -> City:
         duty_officers={p.id: p for p in deps_file.duty_officers},
         people=people,
         kinds=kinds,
+        duty_supervisors=_known(deps_src, people, deps_file.duty_supervisors),
     )
+
+
+def _known(source: YamlSource, people: dict[str, Person], ids: list[str]
+           ) -> dict[str, Person]:
+    """The people named (the duty supervisors); raises ConfigError for one not declared."""
+    unknown = [i for i in ids if i not in people]
+    if unknown:
+        raise ConfigError(f"{source.path}: duty_supervisors: unknown person {unknown[0]!r}")
+    return {i: people[i] for i in ids}
 
 
 def _person_line(source: YamlSource, person_id: str) -> int:

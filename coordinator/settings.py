@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     promise_remind_before_s: float = Field(
         default=600.0, ge=0, description="a promised update: the duty officers are reminded "
                                          "this long before it is due")
+    promise_escalate_before_s: float = Field(
+        default=120.0, ge=0, description="a promised update about to be broken: the duty "
+                                         "supervisors hear of it this long before it is due")
     cap_valid_for_s: float = Field(
         default=86400.0, gt=0, description="CAP <expires> of a statement that promises no "
                                            "update: this long after it was sent")

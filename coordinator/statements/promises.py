@@ -6,8 +6,11 @@ entry's `every` (no promise when there is neither); an all-clear ends the promis
 officer may set or clear it by hand (`loa incident promise`). The promise is kept on the
 incident (`next_update_by`), on its latest statement (the public pages and CAP's
 `<expires>` show it), and in the `promises` index the worker sweeps: a reminder to the
-duty officers `LOA_PROMISE_REMIND_BEFORE_S` ahead, and an alert once it is broken. Each
-is recorded once per promise (a field on the incident names the promise it was for).
+duty officers `LOA_PROMISE_REMIND_BEFORE_S` ahead (`due`), to them and the duty
+supervisors `LOA_PROMISE_ESCALATE_BEFORE_S` ahead, when it is about to be broken
+(`escalated`), and to both once it is (`broken`). Each stage is recorded once per promise
+(a field on the incident names the promise it was for); a stage reached late skips the
+earlier ones.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from coordinator.city import City
 from coordinator.dispatch.deliveries import Send
-from coordinator.dispatch.duty_alerts import tell_duty_officers
+from coordinator.dispatch.duty_alerts import tell_duty_officers, tell_supervisors
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
 from coordinator.playbooks.models import FollowUp
@@ -40,7 +43,7 @@ def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: st
     """Inside MULTI: the incident's promise is now `due` (None: no promise), shown on its
     latest statement `statement_id`."""
     ikey = keys.incident(incident_id)
-    pipe.hdel(ikey, "promise_reminded", "promise_broken")
+    pipe.hdel(ikey, *STAGE_FIELDS.values())
     if due is None:
         pipe.hdel(ikey, "next_update_by")
         pipe.zrem(keys.promises(), incident_id)
@@ -77,6 +80,18 @@ async def set_promise(redis: Redis, keys: Keys, incident_id: str, due: datetime 
     return result
 
 
+STAGE_FIELDS = {"due": "promise_reminded", "escalated": "promise_escalated",
+                "broken": "promise_broken"}
+
+
+def stage(due: datetime, now: datetime, escalate_before_s: float) -> str:
+    """Where a promise stands at `now`: `due` (coming), `escalated` (about to be broken)
+    or `broken`. Pure."""
+    if now >= due:
+        return "broken"
+    return "escalated" if now >= due - timedelta(seconds=escalate_before_s) else "due"
+
+
 def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str) -> str:
     """The duty officers' message, in Vietnamese then English."""
     at = due.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m")
@@ -88,51 +103,57 @@ def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: 
 
 
 async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: datetime,
-                         remind_before_s: float, tz: str) -> int:
-    """Remind of promises coming due and flag those broken, once each; how many."""
-    horizon = (now + timedelta(seconds=remind_before_s)).timestamp()
+                         remind_before_s: float, escalate_before_s: float, tz: str) -> int:
+    """Remind of promises coming due, escalate those about to be broken, flag those broken,
+    once each; how many stages were reached."""
+    ahead = max(remind_before_s, escalate_before_s)
+    horizon = (now + timedelta(seconds=ahead)).timestamp()
     due_ids = await redis.zrangebyscore(keys.promises(), "-inf", horizon, start=0, num=200)
     done = 0
     for incident_id in due_ids:
-        told = await _mind(redis, keys, incident_id, now)
-        if told is None:
+        reached = await _mind(redis, keys, incident_id, now, escalate_before_s,
+                              sorted(city.duty_supervisors))
+        if reached is None:
             continue
-        due, title, broken = told
-        await tell_duty_officers(
-            redis, keys, city, f"promise-{incident_id}-{int(due.timestamp())}-"
-            + ("broken" if broken else "due"), promise_text(incident_id, title, due, broken, tz),
-            send, incident_id)
+        due, title, where = reached
+        alert_id = f"promise-{incident_id}-{int(due.timestamp())}-{where}"
+        text = promise_text(incident_id, title, due, where == "broken", tz)
+        await tell_duty_officers(redis, keys, city, alert_id, text, send, incident_id)
+        if where != "due":
+            await tell_supervisors(redis, keys, city, alert_id, text, send, incident_id)
         done += 1
     return done
 
 
-async def _mind(redis: Redis, keys: Keys, incident_id: str, now: datetime
-                ) -> tuple[datetime, str, bool] | None:
-    """Record the reminder or the broken promise once: (due, title, broken), or None when
+async def _mind(redis: Redis, keys: Keys, incident_id: str, now: datetime,
+                escalate_before_s: float, supervisors: list[str]
+                ) -> tuple[datetime, str, str] | None:
+    """Record the stage the promise has reached, once: (due, title, stage), or None when
     there is nothing (new) to say."""
     ikey = keys.incident(incident_id)
 
-    async def body(pipe: Pipeline) -> tuple[datetime, str, bool] | None:
+    async def body(pipe: Pipeline) -> tuple[datetime, str, str] | None:
         row = await pipe.hgetall(ikey)
         due_text = row.get("next_update_by")
         if not due_text or row.get("status") == "closed":
             pipe.multi()
             pipe.zrem(keys.promises(), incident_id)
             return None
-        broken = now >= datetime.fromisoformat(due_text)
-        field = "promise_broken" if broken else "promise_reminded"
-        if row.get(field) == due_text:
+        due = datetime.fromisoformat(due_text)
+        where = stage(due, now, escalate_before_s)
+        if row.get(STAGE_FIELDS[where]) == due_text:
             pipe.multi()
             return None
         pipe.multi()
-        pipe.hset(ikey, field, due_text)
-        if broken:
+        pipe.hset(ikey, STAGE_FIELDS[where], due_text)
+        if where == "broken":
             pipe.zrem(keys.promises(), incident_id)
         queue_audit(pipe, keys, AuditEvent(
-            at=now, actor="promise keeper", action=f"promise.{'broken' if broken else 'due'}",
-            interface="system", incident_id=incident_id, subject=incident_id,
-            detail={"next_update_by": due_text}))
-        return datetime.fromisoformat(due_text), row.get("title", ""), broken
+            at=now, actor="promise keeper", action=f"promise.{where}", interface="system",
+            incident_id=incident_id, subject=incident_id,
+            detail={"next_update_by": due_text,
+                    **({"supervisors": supervisors} if where != "due" else {})}))
+        return due, row.get("title", ""), where
 
-    result: tuple[datetime, str, bool] | None = await transact(redis, [ikey], body)
+    result: tuple[datetime, str, str] | None = await transact(redis, [ikey], body)
     return result

@@ -36,20 +36,29 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
     assert statement_id in index
 
     officer = stack.token("duty-officer", "duty_officer")
-    moved = stack.cli("incident", "promise", incident_id, "--in", "3s", "--token", officer)
+    # Within the reminder window (10 min) but not the escalation's (2 min): a reminder.
+    moved = stack.cli("incident", "promise", incident_id, "--in", "5m", "--token", officer)
     assert moved.returncode == 0, moved.stderr
     assert f"{incident_id}: next update promised by" in moved.stdout
-    # Due within the reminder window at once: reminded, then flagged once it has passed.
     wait_for(lambda: timeline_entries(stack, incident_id, "promise.due"), 10, "the reminder")
+    # About to be broken at once: escalated to the duty supervisor, then flagged as broken.
+    stack.cli("incident", "promise", incident_id, "--in", "3s", "--token", officer)
+    [escalated] = wait_for(lambda: timeline_entries(stack, incident_id, "promise.escalated"),
+                           10, "the escalation")
+    assert escalated["detail"]["supervisors"] == ["ha-thi-phuong"]
     [broken] = wait_for(lambda: timeline_entries(stack, incident_id, "promise.broken"), 15,
                         "the broken promise")
     assert broken["actor"] == "promise keeper"
+    due_s = int(datetime.fromisoformat(broken["detail"]["next_update_by"]).timestamp())
+    for where in ("escalated", "broken"):  # the supervisor is sent each, by SMS
+        delivery = f"alert-promise-{incident_id}-{due_s}-{where}-ha-thi-phuong-sms"
+        wait_for(lambda d=delivery: stack.redis.exists(stack.keys.delivery(d)), 10, delivery)
     assert stack.redis.zscore(stack.keys.promises(), incident_id) is None
     with stack.http("") as public:
         assert statement_id not in public.get("/cap.xml").text  # expired: not in force
     assert [e["action"] for e in stack.cli_json("show", incident_id)["timeline"]
-            if e["action"].startswith("promise.")] == ["promise.set", "promise.due",
-                                                       "promise.broken"]
+            if e["action"].startswith("promise.")] == [
+        "promise.set", "promise.due", "promise.set", "promise.escalated", "promise.broken"]
     cleared = stack.cli("incident", "promise", incident_id, "--none", "--token", officer)
     assert cleared.returncode == 0 and "no update promised" in cleared.stdout
     assert "next_update_by" not in stack.redis.hgetall(stack.keys.statement(statement_id))

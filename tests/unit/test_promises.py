@@ -1,14 +1,14 @@
-"""Promised updates, the pure parts: which follow-up a publication promises, the duty
-officers' message, and CAP's <expires> and what is in force."""
+"""Promised updates, the pure parts: which follow-up a publication promises, the stage a
+promise is at, the duty officers' message, and CAP's <expires> and what is in force."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from coordinator.feeds import cap
 from coordinator.feeds.cap import current_alerts, expires_at
 from coordinator.playbooks.models import FollowUp
-from coordinator.statements.promises import promise_text, promised_after
+from coordinator.statements.promises import promise_text, promised_after, stage
 from tests.unit.test_feeds import CAP_NS, build_cap, statement
 
 DUE = datetime(2026, 12, 4, 8, 30, tzinfo=UTC)
@@ -44,3 +44,11 @@ def test_cap_expires_at_the_promise_or_after_the_validity_and_then_leaves_the_in
     assert current_alerts([promised, plain], DUE, 3600) == []
     assert len(current_alerts([promised, plain])) == 2  # no clock: cancellation only
     assert cap.DEFAULT_VALID_FOR_S == 86400
+
+
+def test_a_promise_is_coming_then_about_to_be_broken_then_broken() -> None:
+    assert stage(DUE, DUE - timedelta(minutes=5), 120) == "due"
+    assert stage(DUE, DUE - timedelta(minutes=2), 120) == "escalated"
+    assert stage(DUE, DUE - timedelta(seconds=1), 120) == "escalated"
+    assert stage(DUE, DUE, 120) == "broken"
+    assert stage(DUE, DUE - timedelta(seconds=1), 0) == "due"

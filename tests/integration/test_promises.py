@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
         stack: Stack) -> None:
-    incident_id, statement_id = approve_a_flood(stack, "hn-cau-giay-mai-dich",
+    incident_id, statement_id = approve_a_flood(stack, "hn-hai-ba-trung-minh-khai",
                                                 f"Ngập sâu {uuid.uuid4().hex[:6]}")
     stack.wait_for_status(incident_id, "published")
     stored = stack.redis.hgetall(stack.keys.statement(statement_id))

@@ -39,6 +39,7 @@ from coordinator.plan.planner import choose_playbook, facts_of, queue_version
 from coordinator.playbooks.render import marked_as_exercise, render_draft, with_change_line
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.statements.promises import queue_promise
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,9 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
             _supersede(pipe, rt, pending, f"{event.actor} (incident closed)", "withdrawn", now)
             pipe.hset(rt.keys.incident(event.incident_id),
                       mapping=closed(stored, event.reason, now))
+            # A closed incident promises no more updates (its last statement says none).
+            queue_promise(pipe, rt.keys, event.incident_id,
+                          stored.published[-1] if stored.published else None, None)
             if current == event.incident_id:
                 pipe.delete(open_key)
             _audit(pipe, rt, event.actor, event.via, event.incident_id, "incident.closed",
@@ -300,6 +304,7 @@ async def merge_incident(rt: Runtime, event: IncidentMerged, now: datetime) -> A
         _supersede(pipe, rt, pending, f"{event.actor} (merged into {into.id})", "withdrawn",
                    now)
         pipe.hset(rt.keys.incident(gone.id), mapping=merged(gone, into, now))
+        queue_promise(pipe, rt.keys, gone.id, None, None)
         if holder == gone.id:
             pipe.delete(open_key)
         pipe.srem(rt.keys.open_claims(gone.exercise), gone.id)

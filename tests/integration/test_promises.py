@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from coordinator import topics
+from coordinator.events import IncidentClosed
 from coordinator.feeds import local_stamp
-from tests.integration.factories import approve_a_flood, timeline_entries
+from tests.integration.factories import approve_a_flood, produce, timeline_entries
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,3 +64,13 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
     cleared = stack.cli("incident", "promise", incident_id, "--none", "--token", officer)
     assert cleared.returncode == 0 and "no update promised" in cleared.stdout
     assert "next_update_by" not in stack.redis.hgetall(stack.keys.statement(statement_id))
+
+    # A closed incident promises nothing more: its last statement stops saying so.
+    stack.cli("incident", "promise", incident_id, "--in", "1h", "--token", officer)
+    assert "next_update_by" in stack.redis.hgetall(stack.keys.statement(statement_id))
+    close = IncidentClosed(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
+                           reason="nước đã rút", actor="token:duty-officer", via="cli")
+    produce(stack, topics.INCIDENT_EVENTS.name, incident_id, close.to_bytes())
+    stack.wait_for_status(incident_id, "closed")
+    assert "next_update_by" not in stack.redis.hgetall(stack.keys.statement(statement_id))
+    assert stack.redis.zscore(stack.keys.promises(), incident_id) is None

@@ -177,6 +177,8 @@ class Draft(Event):
     purpose: Literal["first", "edit", "update", "correction", "all_clear", "reselect"] = "first"
     author: str = ""
     note: str = ""
+    fact: str = ""  # false information: the fact and source this draft states (the
+    fact_source: str = ""  # statement keeps them, whatever the incident says later)
 
 
 RedraftPurpose = Literal["edit", "update", "correction", "all_clear", "reselect"]
@@ -336,6 +338,8 @@ class Statement(Event):
     approval_basis: Literal["approver", "duty_officer", "exhausted_publish"] = "approver"
     exercise: bool = False  # a drill's statement: CAP status Exercise, kept off the public list
     drill_list: str | None = None  # a drill's test list, its whole audience
+    fact: str = ""  # false information: the fact this correction states (from its draft)
+    fact_source: str = ""
 
 
 class DeliveryRequest(Event):

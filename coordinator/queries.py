@@ -213,15 +213,15 @@ async def audit_checkpoints(redis: Redis, keys: Keys, limit: int) -> list[dict[s
 
 async def claims_of(redis: Redis, keys: Keys, incident_ids: list[str]
                     ) -> dict[str, dict[str, Any]]:
-    """incident id -> its false claim (text, fact, source, first reported) for those that
-    have one; one round trip."""
-    fields = ("claim", "fact", "fact_source", "opened_at")
+    """incident id -> its false claim (text, first reported) for those that have one; one
+    round trip. The fact and its source are the published correction's own (`Statement`),
+    never the incident's, which a duty officer may restate before the next approval."""
+    fields = ("claim", "opened_at")
     async with redis.pipeline(transaction=False) as pipe:
         for incident_id in incident_ids:
             pipe.hmget(keys.incident(incident_id), fields)
         rows = await pipe.execute()
-    return {i: {"claim": row[0], "fact": row[1] or "", "source": row[2] or "",
-                "first_reported_at": row[3]}
+    return {i: {"claim": row[0], "first_reported_at": row[1]}
             for i, row in zip(incident_ids, rows, strict=True) if row[0]}
 
 

@@ -8,28 +8,37 @@ Search engines and fact-check aggregators read it as JSON-LD in the statement's 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 PUBLISHER = "Loa"
 FALSE = {"vi": "Sai sự thật", "en": "False"}
 
 
 def claim_review(statement: dict[str, Any], claim: dict[str, Any], base_url: str,
-                 language: str) -> dict[str, Any]:
+                 language: str, timezone: str) -> dict[str, Any]:
     """The ClaimReview of `statement` (published), correcting `claim`: its text, when it was
-    first reported, and where it was spreading (links only)."""
+    first reported, and where it was spreading (links only). Dates are the city's own
+    (`timezone`): a claim reported at 06:30 in Hanoi was reported that day, not the day
+    before in UTC."""
+    zone = ZoneInfo(timezone)
+
+    def day(stamp: str) -> str:
+        return datetime.fromisoformat(stamp).astimezone(zone).date().isoformat()
+
     links = [s for s in claim.get("spreading", []) if s.startswith(("https://", "http://"))]
     return {
         "@context": "https://schema.org",
         "@type": "ClaimReview",
         "url": f"{base_url}/statements/{statement['id']}",
-        "datePublished": statement["published_at"][:10],
+        "datePublished": day(statement["published_at"]),
         "inLanguage": language,
         "author": {"@type": "Organization", "name": PUBLISHER, "url": base_url},
         "claimReviewed": claim["claim"],
         "itemReviewed": {
             "@type": "Claim",
-            "datePublished": claim["first_reported_at"][:10],
+            "datePublished": day(claim["first_reported_at"]),
             **({"appearance": [{"@type": "CreativeWork", "url": u} for u in links]}
                if links else {}),
         },

@@ -143,7 +143,7 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
                  version=version, texts=texts, rendered_at=now,
                  msg_type=message_type(event.purpose, published),  # type: ignore[arg-type]
                  references=published, purpose=event.purpose, author=event.actor,
-                 note=event.note), reason
+                 note=event.note, fact=facts.fact, fact_source=facts.fact_source), reason
 
 
 def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[str, str],
@@ -292,7 +292,9 @@ async def merge_incident(rt: Runtime, event: IncidentMerged, now: datetime) -> A
             return ActionOutcome(False, f"refused: no incident {event.into}")
         gone, into = Incident.from_hash(incident), Incident.from_hash(target)
         why = merge_refusal(gone, into)
-        open_key = rt.keys.open_incident(f"{gone.kind}:{gone.area}")
+        # Where intake looks for the incident reports like gone's join (as it computes it).
+        open_key = rt.keys.open_incident(f"{gone.kind}:{gone.area}"
+                                          + (":exercise" if gone.exercise else ""))
         await pipe.watch(open_key)
         holder = await pipe.get(open_key)
         variants = await pipe.hgetall(rt.keys.claim_variants(gone.id))
@@ -305,9 +307,11 @@ async def merge_incident(rt: Runtime, event: IncidentMerged, now: datetime) -> A
                    now)
         pipe.hset(rt.keys.incident(gone.id), mapping=merged(gone, into, now))
         queue_promise(pipe, rt.keys, gone.id, None, None)
-        if holder == gone.id:
-            pipe.delete(open_key)
+        if holder == gone.id:  # its kind and area's next reports join the merged incident
+            pipe.set(open_key, into.id)
         pipe.srem(rt.keys.open_claims(gone.exercise), gone.id)
+        if variants:  # retellings of gone's wordings find them there, claim or not
+            pipe.sadd(rt.keys.open_claims(into.exercise), into.id)
         pipe.hincrby(into_key, "report_count", gone.report_count)
         pipe.hset(into_key, mapping={
             "last_report_at": max(gone.last_report_at, into.last_report_at).isoformat(),

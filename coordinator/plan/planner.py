@@ -79,7 +79,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             audit("draft.failed", playbook.id, {"error": str(exc)})
             return Plan(incident_id, playbook.id, None, first_time=True)
         draft = Draft(id=draft_id, incident_id=incident_id, playbook_id=playbook.id, version=1,
-                      texts=texts, rendered_at=now)
+                      texts=texts, rendered_at=now, fact=facts.fact,
+                      fact_source=facts.fact_source)
         pipe.multi()
         audit("playbook.selected", playbook.id, {"reason": selection.reason})
         request = queue_version(pipe, rt, incident, playbook, draft, selection.reason, now)

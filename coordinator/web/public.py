@@ -97,7 +97,8 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
         found["incident_id"])
     if claim and not found.get("exercise") and not found.get("withdrawn_at"):
         claim["spreading"] = await queries.spreading_of(st.redis, st.keys, found["incident_id"])
-        review = script_json(claim_review(found, claim, st.settings.web_url(), lang))
+        review = script_json(claim_review(found, claim, st.settings.web_url(), lang,
+                                          st.settings.timezone))
     return page(request, "statement.html", s=found, lang=lang, areas=st.city.areas,
                 claim_review=review)
 
@@ -109,8 +110,9 @@ async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
     st = web_state(request)
     statements = current(await queries.published_statements(st.redis, st.keys, limit=500))
     claims = await queries.claims_of(st.redis, st.keys, [s["incident_id"] for s in statements])
-    rows = [{"statement": s, **claims[s["incident_id"]]} for s in statements
-            if s["incident_id"] in claims]
+    rows = [{"statement": s, **claims[s["incident_id"]], "fact": s.get("fact", ""),
+             "source": s.get("fact_source", "")}
+            for s in statements if s["incident_id"] in claims]
     return page(request, "rumours.html", rows=rows, lang=_lang(lang), areas=st.city.areas)
 
 

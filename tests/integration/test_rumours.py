@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.factories import post_report, wait_for_incident
+from tests.integration.factories import post_report, report_body, wait_for_incident
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -84,6 +84,23 @@ def test_retellings_group_and_a_translation_is_merged_by_hand(stack: Stack) -> N
     assert refused.returncode == 1 and f"{translated} is closed" in refused.stderr + refused.stdout
 
 
+def test_after_a_merge_reports_like_the_merged_incidents_join_where_it_went(
+        stack: Stack) -> None:
+    """Two floods a duty officer finds are one (the same water, two wards): after the
+    merge, the next report from the merged one's ward joins the incident it went into,
+    rather than opening a third."""
+    kept = wait_for_incident(stack, post_report(stack, report_body("hn-tay-ho-buoi")))
+    folded_in = wait_for_incident(stack, post_report(stack, report_body("hn-tay-ho-thuy-khue")))
+    assert kept != folded_in
+    officer = stack.token("duty-officer", "duty_officer")
+    done = stack.cli("incident", "merge", folded_in, "--into", kept, "--reason",
+                     "cùng một trận ngập", "--token", officer)
+    assert done.returncode == 0, done.stderr
+    later = post_report(stack, report_body("hn-tay-ho-thuy-khue"))
+    assert wait_for_incident(stack, later) == kept
+    wait_for(lambda: stack.incident(kept).get("report_count") == "3", 10, "3 reports")
+
+
 def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: Stack) -> None:
     """The playbook's correction leaves the fact blank: approving it is refused until the
     duty officer states the fact and its source; the approved correction's page carries its
@@ -130,6 +147,17 @@ def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: S
     assert (record["claim"]["fact"], record["claim"]["source"], correction["met"]) == (
         fact, source, True)
     assert 0 < correction["took_s"] < 60 and correction["goal_s"] == 3600
+
+    # A fact restated after publication is a new version waiting for approval: rumour
+    # control keeps showing the fact that was approved, not the one nobody has approved.
+    unapproved = f"Kho bạc {tag}, chưa duyệt"
+    restated = stack.cli("incident", "fact", incident_id, "--fact", "Cầu đóng cửa để sửa.",
+                         "--source", unapproved, "--token", officer)
+    assert restated.returncode == 0, restated.stderr
+    assert stack.incident(incident_id)["fact_source"] == unapproved
+    with stack.http("") as public:
+        rumours = public.get("/rumours").text
+    assert source in rumours and unapproved not in rumours
 
 
 def test_a_claim_kind_without_its_claim_is_refused_naming_the_field(stack: Stack) -> None:

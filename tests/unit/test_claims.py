@@ -21,7 +21,8 @@ from coordinator.incidents.claims import (
 )
 from coordinator.model.incident import IncidentStatus, merged, opened
 from coordinator.model.trend import trend
-from coordinator.playbooks.render import blanks
+from coordinator.playbooks.loader import load_playbooks
+from coordinator.playbooks.render import IncidentFacts, blanks, not_a_blank, render_draft
 from coordinator.reports.filing import report_problems
 from coordinator.settings import Settings
 
@@ -143,6 +144,22 @@ def test_a_draft_with_blanks_cannot_be_approved_until_they_are_filled() -> None:
     assert blanks(_draft("[single] brackets [are] text").texts[:1]) == []
 
 
+def test_brackets_in_a_claim_or_fact_are_no_blank_but_the_templates_own_are() -> None:
+    assert not_a_blank("Chia sẻ [[KHẨN]] ngay]]") == "Chia sẻ [ [KHẨN] ] ngay] ]"
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    city = load_city(settings.config_dir)
+    playbook = load_playbooks(settings.playbooks_dir, city)["misinformation"]
+    facts = IncidentFacts(id="INC-00001", kind="misinformation", severity=Severity.moderate,
+                          title="Tin đồn", details="", area="hn-hoan-kiem",
+                          claim="Nước máy [[đã nhiễm độc]], chia sẻ ngay")
+    unstated = render_draft(playbook, facts, city, AT, "Asia/Ho_Chi_Minh")
+    assert blanks(unstated) and not any("đã nhiễm độc" in b for b in blanks(unstated))
+    stated = replace(facts, fact="Nước đạt chuẩn [[QCVN 01]].", fact_source="Sở Y tế")
+    texts = render_draft(playbook, stated, city, AT, "Asia/Ho_Chi_Minh")
+    assert blanks(texts) == []
+    assert any("Nước máy [ [đã nhiễm độc] ], chia sẻ ngay" in t.body for t in texts)
+
+
 def test_the_correction_clock_says_when_it_is_due_and_whether_it_was_met() -> None:
     clock = CorrectionClock(AT, 3600, None)
     assert clock.due_at == AT + timedelta(hours=1) and clock.met() is None
@@ -155,11 +172,14 @@ def test_the_correction_clock_says_when_it_is_due_and_whether_it_was_met() -> No
 
 
 def test_a_correction_carries_its_claim_review() -> None:
-    statement = {"id": "STM-00001-2", "published_at": "2026-12-04T08:40:00+00:00"}
+    # Reported at 06:30 and corrected at 07:40 in Hanoi: both on 4 December there, though
+    # the first was 3 December in UTC.
+    statement = {"id": "STM-00001-2", "published_at": "2026-12-04T00:40:00+00:00"}
     claim = {"claim": "Nước máy ở Hoàn Kiếm bị nhiễm độc", "first_reported_at":
-             "2026-12-04T08:00:00+00:00", "spreading": [
+             "2026-12-03T23:30:00+00:00", "spreading": [
                  "https://facebook.example/p/1", "ảnh chụp nhóm Zalo cư dân"]}
-    assert claim_review(statement, claim, "https://loa.hanoi.example", "vi") == {
+    assert claim_review(statement, claim, "https://loa.hanoi.example", "vi",
+                        "Asia/Ho_Chi_Minh") == {
         "@context": "https://schema.org", "@type": "ClaimReview",
         "url": "https://loa.hanoi.example/statements/STM-00001-2",
         "datePublished": "2026-12-04", "inLanguage": "vi",

@@ -63,7 +63,8 @@ class Keys:
 
     def open_claims(self, exercise: bool) -> str:
         """Set of the open incidents about false claims (drills apart), which a new claim is
-        compared with. Pruned: an incident leaves it when it is closed or merged."""
+        compared with. Pruned: an incident leaves it when merged, or, once closed, when the
+        next claim is compared (intake drops the closed ones it meets)."""
         return self._k("claims", "open", *(["exercise"] if exercise else []))
 
     def claim_variants(self, incident_id: str) -> str:
@@ -86,6 +87,12 @@ class Keys:
         """The surge raised for `kind` on a path through `area` in the current window.
         Expires: after the surge window, when the same surge may be raised again."""
         return self._k("surge", "raised", kind, area)
+
+    def surge_voice(self, kind: str, voice: str) -> str:
+        """An anonymous source (a hash of kind and client address) already counted for the
+        surge detector this window: its further tips of `kind` are kept, not counted.
+        Expires: after the surge window."""
+        return self._k("surge", "voice", kind, voice)
 
     def surges(self) -> str:
         """Stream of the surges raised (JSON). Capped: about the last 1,000; each is

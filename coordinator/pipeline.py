@@ -115,10 +115,11 @@ class Pipeline:
                      incident_id: str | None) -> None:
         """Raise the surge this report or tip completes, if any, and tell the duty officers."""
         rt = self.rt
-        surge = await detect(rt.redis, rt.keys, kind, path, at, rt.settings.surge_window_s,
-                             rt.settings.surge_threshold, incident_id)
+        surge = await detect(rt.redis, rt.keys, rt.city, kind, path, at,
+                             rt.settings.surge_window_s, rt.settings.surge_threshold,
+                             incident_id)
         if surge is not None:
-            told = await tell_duty_officers(rt.redis, rt.keys, rt.city, surge, self.send)
+            told = await tell_duty_officers(rt.city, surge, self.send)
             log.warning("surge", surge=surge.id, count=surge.count, incident_id=incident_id,
                         duty_officers_told=told)
 

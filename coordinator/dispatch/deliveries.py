@@ -63,6 +63,28 @@ async def queue_delivery(redis: Redis, keys: Keys, request: DeliveryRequest, sen
         raise
 
 
+def keep_deliveries(pipe: Pipeline, keys: Keys, requests: list[DeliveryRequest]) -> None:
+    """Inside MULTI: keep the requests as pending, in the transaction that records why they
+    are sent; :func:`send_kept_deliveries` puts them on the broker after it."""
+    for request in requests:
+        pipe.hset(keys.deliveries_pending(), request.id,
+                  json.dumps({"at": time.time(), "request": request.model_dump_json()}))
+
+
+async def send_kept_deliveries(requests: list[DeliveryRequest], send: Send) -> int:
+    """Put kept requests on their channels' lanes; how many the broker took. One it does
+    not take stays kept, and the worker's recovery sends it again (``dispatch.recovery``)."""
+    sent = 0
+    for request in requests:
+        try:
+            await send(topics.DELIVERIES_SMS if request.channel == "sms"
+                       else topics.DELIVERIES_EMAIL, request.id, request.to_bytes())
+        except BrokerUnavailable:
+            continue
+        sent += 1
+    return sent
+
+
 async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
                   now: datetime) -> Delivered:
     """Send a delivery request through its channel, at most once to the provider per success."""

@@ -11,7 +11,8 @@ and a message to each duty officer on their preferred channel (the console's boa
 the latest surges).
 
 The counters count what was taken in, in the same transaction (a report's replay adds
-nothing); raising a surge is one transaction too, so two workers do not both raise it.
+nothing); raising a surge is one transaction too, so two workers do not both raise it, and
+it keeps the duty officers' messages with it, so none is lost if the broker is down.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator.city import City
-from coordinator.dispatch.deliveries import Send
-from coordinator.dispatch.duty_alerts import tell_duty_officers as tell
-from coordinator.events import AuditEvent
+from coordinator.dispatch.deliveries import Send, keep_deliveries, send_kept_deliveries
+from coordinator.dispatch.duty_alerts import duty_officer_alerts
+from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
@@ -89,10 +90,16 @@ def queue_count(pipe: Pipeline, keys: Keys, kind: str, path: list[str], at: floa
         pipe.expire(key, int(window_s) + 2 * MINUTE)
 
 
-async def detect(redis: Redis, keys: Keys, kind: str, path: list[str], at: datetime,
-                 window_s: float, threshold: int, incident_id: str | None = None
-                 ) -> Surge | None:
-    """Raise the surge `path` is in now, if there is one not raised yet in this window."""
+def surge_alerts(surge: Surge, city: City) -> list[DeliveryRequest]:
+    """The duty officers' messages about the surge (ids from the surge's). Pure."""
+    return duty_officer_alerts(city, surge.id, surge_text(surge, city), surge.incident_id)
+
+
+async def detect(redis: Redis, keys: Keys, city: City, kind: str, path: list[str],
+                 at: datetime, window_s: float, threshold: int,
+                 incident_id: str | None = None) -> Surge | None:
+    """Raise the surge `path` is in now, if there is one not raised yet in this window,
+    keeping the duty officers' messages about it (:func:`tell_duty_officers` sends them)."""
     span = minutes(at.timestamp(), window_s)
     async with redis.pipeline(transaction=False) as pipe:
         for code in path:
@@ -120,17 +127,17 @@ async def detect(redis: Redis, keys: Keys, kind: str, path: list[str], at: datet
         queue_audit(tx, keys, AuditEvent(
             at=at, actor="surge detector", action="surge.detected", interface="system",
             incident_id=incident_id, subject=surge.id, detail=surge.to_json()))
+        keep_deliveries(tx, keys, surge_alerts(surge, city))
         return surge
 
     result: Surge | None = await transact(redis, [guard], body)
     return result
 
 
-async def tell_duty_officers(redis: Redis, keys: Keys, city: City, surge: Surge,
-                             send: Send) -> int:
-    """An SMS or email about the surge to each duty officer who prefers one."""
-    return await tell(redis, keys, city, surge.id, surge_text(surge, city), send,
-                      surge.incident_id)
+async def tell_duty_officers(city: City, surge: Surge, send: Send) -> int:
+    """Send the messages :func:`detect` kept about the surge; how many the broker took (the
+    worker's recovery sends the rest)."""
+    return await send_kept_deliveries(surge_alerts(surge, city), send)
 
 
 async def recent_surges(redis: Redis, keys: Keys, start: int = 0, limit: int = 20

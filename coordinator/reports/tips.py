@@ -8,6 +8,7 @@ report of their own, under their own name, turns what a tip says into Loa's word
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from coordinator import observability as obs
 from coordinator.city import City
 from coordinator.dispatch.deliveries import Send
-from coordinator.errors import BrokerUnavailable
 from coordinator.events import AuditEvent, Interface, Slug, utcnow
 from coordinator.incidents.surge import Surge, detect, queue_count, tell_duty_officers
 from coordinator.keys import Keys
@@ -73,21 +73,27 @@ async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str]
 
 
 async def take_tip(redis: Redis, keys: Keys, city: City, settings: Settings, tip: Tip,
-                   send: Send) -> Surge | None:
+                   send: Send, source: str | None = None) -> Surge | None:
     """File a tip and raise the surge it completes, telling the duty officers; the surge,
-    if one was raised."""
+    if one was raised.
+
+    An anonymous tip (`source`: the client's address) counts for the surge detector once
+    per source, kind and window: one person sending ten tips is one voice, not a surge.
+    A tip under a credential (`source` None) counts each time: its holder is accountable."""
     path = city.ancestors(tip.area) if tip.kind and tip.area else []
+    if path and tip.kind and source is not None:
+        voice = hashlib.sha256(f"{tip.kind}\0{source}".encode()).hexdigest()[:24]
+        if not await redis.set(keys.surge_voice(tip.kind, voice), tip.id, nx=True,
+                               ex=int(settings.surge_window_s)):
+            path = []  # heard from this source in this window: kept, not counted again
     await file_tip(redis, keys, tip, path, settings.surge_window_s)
     if not path or tip.kind is None:
         return None
-    surge = await detect(redis, keys, tip.kind, path, tip.received_at,
+    surge = await detect(redis, keys, city, tip.kind, path, tip.received_at,
                          settings.surge_window_s, settings.surge_threshold)
     if surge is not None:
-        try:
-            await tell_duty_officers(redis, keys, city, surge, send)
-        except BrokerUnavailable:  # the surge is on the board and in the audit trail
-            log.warning("surge raised; the duty officers' messages could not be sent",
-                        surge=surge.id)
+        told = await tell_duty_officers(city, surge, send)
+        log.warning("surge raised by a tip", surge=surge.id, duty_officers_told=told)
     return surge
 
 

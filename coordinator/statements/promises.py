@@ -20,11 +20,12 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from coordinator.city import City
-from coordinator.dispatch.deliveries import Send
-from coordinator.dispatch.duty_alerts import tell_duty_officers, tell_supervisors
-from coordinator.events import AuditEvent
+from coordinator.dispatch.deliveries import Send, keep_deliveries, send_kept_deliveries
+from coordinator.dispatch.duty_alerts import duty_officer_alerts, supervisor_alerts
+from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.playbooks.models import FollowUp
+from coordinator.playbooks.render import EXERCISE_MARKS
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
 
@@ -92,14 +93,27 @@ def stage(due: datetime, now: datetime, escalate_before_s: float) -> str:
     return "escalated" if now >= due - timedelta(seconds=escalate_before_s) else "due"
 
 
-def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str) -> str:
-    """The duty officers' message, in Vietnamese then English."""
+def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str,
+                 exercise: bool = False) -> str:
+    """The duty officers' message, in Vietnamese then English; a drill's says so first."""
     at = due.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m")
+    vi, en = (f"{EXERCISE_MARKS['vi']} ", f"{EXERCISE_MARKS['en']} ") if exercise else ("", "")
     if broken:
-        return (f"Loa: QUÁ HẠN cập nhật đã hứa cho {incident_id} ({title}), hạn {at}. / "
-                f"Promised update for {incident_id} ({title}) is overdue: it was due {at}.")
-    return (f"Loa: sắp đến hạn cập nhật đã hứa cho {incident_id} ({title}): {at}. / "
-            f"Promised update for {incident_id} ({title}) is due at {at}.")
+        return (f"{vi}Loa: QUÁ HẠN cập nhật đã hứa cho {incident_id} ({title}), hạn {at}. / "
+                f"{en}Promised update for {incident_id} ({title}) is overdue: it was due "
+                f"{at}.")
+    return (f"{vi}Loa: sắp đến hạn cập nhật đã hứa cho {incident_id} ({title}): {at}. / "
+            f"{en}Promised update for {incident_id} ({title}) is due at {at}.")
+
+
+def promise_alerts(city: City, incident_id: str, title: str, due: datetime, where: str,
+                   tz: str, exercise: bool = False) -> list[DeliveryRequest]:
+    """Who is told that the promise reached stage `where`: the duty officers, and from
+    `escalated` on their supervisors too. Pure."""
+    alert_id = f"promise-{incident_id}-{int(due.timestamp())}-{where}"
+    text = promise_text(incident_id, title, due, where == "broken", tz, exercise)
+    return [*duty_officer_alerts(city, alert_id, text, incident_id),
+            *(supervisor_alerts(city, alert_id, text, incident_id) if where != "due" else [])]
 
 
 async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: datetime,
@@ -111,28 +125,23 @@ async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: 
     due_ids = await redis.zrangebyscore(keys.promises(), "-inf", horizon, start=0, num=200)
     done = 0
     for incident_id in due_ids:
-        reached = await _mind(redis, keys, incident_id, now, escalate_before_s,
-                              sorted(city.duty_supervisors))
-        if reached is None:
+        alerts = await _mind(redis, keys, city, incident_id, now, escalate_before_s, tz)
+        if alerts is None:
             continue
-        due, title, where = reached
-        alert_id = f"promise-{incident_id}-{int(due.timestamp())}-{where}"
-        text = promise_text(incident_id, title, due, where == "broken", tz)
-        await tell_duty_officers(redis, keys, city, alert_id, text, send, incident_id)
-        if where != "due":
-            await tell_supervisors(redis, keys, city, alert_id, text, send, incident_id)
+        await send_kept_deliveries(alerts, send)
         done += 1
     return done
 
 
-async def _mind(redis: Redis, keys: Keys, incident_id: str, now: datetime,
-                escalate_before_s: float, supervisors: list[str]
-                ) -> tuple[datetime, str, str] | None:
-    """Record the stage the promise has reached, once: (due, title, stage), or None when
-    there is nothing (new) to say."""
+async def _mind(redis: Redis, keys: Keys, city: City, incident_id: str, now: datetime,
+                escalate_before_s: float, tz: str) -> list[DeliveryRequest] | None:
+    """Record the stage the promise has reached, once, with the messages that tell of it
+    (kept in the same transaction): those messages, or None when there is nothing (new)
+    to say."""
     ikey = keys.incident(incident_id)
+    supervisors = sorted(city.duty_supervisors)
 
-    async def body(pipe: Pipeline) -> tuple[datetime, str, str] | None:
+    async def body(pipe: Pipeline) -> list[DeliveryRequest] | None:
         row = await pipe.hgetall(ikey)
         due_text = row.get("next_update_by")
         if not due_text or row.get("status") == "closed":
@@ -144,16 +153,19 @@ async def _mind(redis: Redis, keys: Keys, incident_id: str, now: datetime,
         if row.get(STAGE_FIELDS[where]) == due_text:
             pipe.multi()
             return None
+        drill = row.get("exercise") == "1"  # a drill's promise is a drill's too
+        alerts = promise_alerts(city, incident_id, row.get("title", ""), due, where, tz, drill)
         pipe.multi()
         pipe.hset(ikey, STAGE_FIELDS[where], due_text)
         if where == "broken":
             pipe.zrem(keys.promises(), incident_id)
+        keep_deliveries(pipe, keys, alerts)
         queue_audit(pipe, keys, AuditEvent(
             at=now, actor="promise keeper", action=f"promise.{where}", interface="system",
             incident_id=incident_id, subject=incident_id,
-            detail={"next_update_by": due_text,
+            detail={"next_update_by": due_text, **({"exercise": True} if drill else {}),
                     **({"supervisors": supervisors} if where != "due" else {})}))
-        return due, row.get("title", ""), where
+        return alerts
 
-    result: tuple[datetime, str, str] | None = await transact(redis, [ikey], body)
+    result: list[DeliveryRequest] | None = await transact(redis, [ikey], body)
     return result

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from coordinator.errors import BadEvent
 from coordinator.events import AuditEvent, Statement
-from coordinator.model.incident import Incident, published
+from coordinator.model.incident import Incident, IncidentStatus, published
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.promises import promised_after, queue_promise
@@ -61,7 +61,9 @@ async def publish_statement(rt: Runtime, statement: Statement, now: datetime) ->
         incident = Incident.from_hash(await pipe.hgetall(ikey))
         fields = published(incident, statement.id, cancel, now)
         playbook = rt.playbooks.get(statement.playbook_id)
-        after = (None if cancel or playbook is None
+        # No promise after an all-clear, nor for an incident closed while its statement was
+        # being approved: nobody is left to keep it.
+        after = (None if cancel or playbook is None or incident.status == IncidentStatus.closed
                  else promised_after(playbook.follow_ups, len(incident.published or ()) + 1))
         due = now + timedelta(seconds=after) if after else None
         pipe.multi()

@@ -23,7 +23,7 @@ from coordinator.reports.tips import Tip, TipIn, new_tip_id, recent_tips, take_t
 from coordinator.web.auth import allow, refuse
 from coordinator.web.ids import IncidentId, StatementId
 from coordinator.web.public import published
-from coordinator.web.security import rate_limit
+from coordinator.web.security import client_of, rate_limit
 from coordinator.web.state import web_state
 from coordinator.web.tips import TIP_LIMIT
 
@@ -136,7 +136,8 @@ async def post_tip(body: TipIn, request: Request,
         raise RequestValidationError([{"loc": ("body", f), "msg": why, "type": "value_error"}
                                       for f, why in problems])
     tip = Tip(**body.model_dump(), id=new_tip_id(), received_via="api")
-    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send)
+    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send,
+                   source=None if principal.verified else client_of(request))
     return Accepted(id=tip.id)
 
 

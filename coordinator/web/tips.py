@@ -21,7 +21,7 @@ from coordinator.reports.tips import (
 )
 from coordinator.web.auth import locked_router
 from coordinator.web.pages import page
-from coordinator.web.security import check_csrf, rate_limit
+from coordinator.web.security import check_csrf, client_of, rate_limit
 from coordinator.web.state import web_state
 
 TIP_LIMIT = Limit("tip", TIPS_PER_CLIENT, TIPS_WINDOW_S)
@@ -63,5 +63,6 @@ async def tip_submit(request: Request) -> HTMLResponse:
     if errors:
         return _form(request, values, errors, 422)
     tip = Tip(**taken.model_dump(), id=new_tip_id(), received_via="web")
-    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send)
+    await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send,
+                   source=client_of(request))
     return _form(request, {}, {}, done=tip.id)

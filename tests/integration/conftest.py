@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page
 
+from coordinator.city import load_city
 from coordinator.embedded import Service, start_redis
+from coordinator.keys import Keys
+from coordinator.playbooks.loader import load_playbooks
+from coordinator.runtime import Runtime
+from coordinator.settings import Settings
+from coordinator.state import connect
 from tests.integration.browser import CHROMIUM, Chromium
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running
@@ -29,6 +36,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
     yield service
     service.stop()
+
+
+@pytest.fixture
+async def rt(redis_server: Service) -> AsyncIterator[Runtime]:
+    """The worker's runtime on the module's private redis-server, under a key prefix of its
+    own, with the demo city and playbooks: for one transition at a time, without a broker."""
+    settings = Settings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
+    city = load_city(settings.config_dir)
+    runtime = Runtime(settings=settings, redis=connect(redis_server.url),
+                      keys=Keys(f"t{uuid.uuid4().hex[:8]}"), city=city,
+                      playbooks=load_playbooks(settings.playbooks_dir, city))
+    yield runtime
+    await runtime.redis.aclose()
 
 
 @pytest.fixture

@@ -5,32 +5,15 @@ asking Redis who left (the race that once left a handed-over SMS in `sending` fo
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from coordinator.city import load_city
 from coordinator.dispatch import batches
 from coordinator.dispatch.handover import Outcome
-from coordinator.embedded import Service
 from coordinator.events import DeliveryRequest
-from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.settings import Settings
-from coordinator.state import connect
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def rt(redis_server: Service) -> AsyncIterator[Runtime]:
-    settings = Settings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
-    runtime = Runtime(settings=settings, redis=connect(redis_server.url),
-                      keys=Keys(f"t{uuid.uuid4().hex[:8]}"),
-                      city=load_city(settings.config_dir), playbooks={})
-    yield runtime
-    await runtime.redis.aclose()
 
 
 class _HeldRefresh(batches._Run):

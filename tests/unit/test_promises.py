@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from coordinator.city import load_city
 from coordinator.feeds import cap
 from coordinator.feeds.cap import current_alerts, expires_at
 from coordinator.playbooks.models import FollowUp
-from coordinator.statements.promises import promise_text, promised_after, stage
+from coordinator.settings import Settings
+from coordinator.statements.promises import promise_alerts, promise_text, promised_after, stage
 from tests.unit.test_feeds import CAP_NS, build_cap, statement
 
 DUE = datetime(2026, 12, 4, 8, 30, tzinfo=UTC)
@@ -31,11 +33,31 @@ def test_the_duty_officers_hear_of_a_promise_due_and_broken() -> None:
         "Promised update for INC-00007 (Ngập sâu) is overdue: it was due 15:30 04/12.")
 
 
-def test_cap_expires_at_the_promise_or_after_the_validity_and_then_leaves_the_index() -> None:
+def test_a_drills_promise_says_so_and_supervisors_hear_of_it_only_when_escalated() -> None:
+    assert promise_text("INC-00007", "Ngập sâu", DUE, True, "Asia/Ho_Chi_Minh", True) == (
+        "[DIỄN TẬP] Loa: QUÁ HẠN cập nhật đã hứa cho INC-00007 (Ngập sâu), hạn 15:30 04/12. / "
+        "[EXERCISE] Promised update for INC-00007 (Ngập sâu) is overdue: it was due "
+        "15:30 04/12.")
+    city = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+    due = promise_alerts(city, "INC-00007", "Ngập sâu", DUE, "due", "Asia/Ho_Chi_Minh")
+    escalated = promise_alerts(city, "INC-00007", "Ngập sâu", DUE, "escalated",
+                               "Asia/Ho_Chi_Minh", exercise=True)
+    stamp = int(DUE.timestamp())
+    assert [r.id for r in escalated if r.person_id == "ha-thi-phuong"] == [
+        f"alert-promise-INC-00007-{stamp}-escalated-ha-thi-phuong-sms"]
+    assert "ha-thi-phuong" not in {r.person_id for r in due}
+    assert all(r.text.startswith("[DIỄN TẬP] ") and r.purpose == "alert" for r in escalated)
+
+
+def test_cap_expires_after_the_validity_or_at_a_later_promise_then_leaves_the_index() -> None:
     promised = statement(1) | {"next_update_by": DUE.isoformat()}
     plain = statement(2, incident="INC-20261122-0002")  # published 2026-11-22T02:05:30Z
     assert expires_at(promised) == DUE
     assert expires_at(plain, 3600) == datetime(2026, 11, 22, 3, 5, 30, 123456, tzinfo=UTC)
+    # A promise sooner than the validity does not shorten it: a late update must not take
+    # a warning in force out of the feeds.
+    soon = plain | {"next_update_by": "2026-11-22T02:35:30+00:00"}
+    assert expires_at(soon, 3600) == datetime(2026, 11, 22, 3, 5, 30, 123456, tzinfo=UTC)
     alert = build_cap(promised)  # valid against both CAP schemas, <expires> in its place
     assert [e.text for e in alert.iter(f"{{{CAP_NS}}}expires")] == [
         "2026-12-04T15:30:00+07:00"] * 2

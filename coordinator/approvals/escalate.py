@@ -26,6 +26,7 @@ from coordinator.escalation.policy import (
 from coordinator.events import ApprovalPrompt, AuditEvent, Draft, Statement
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, exhausted
+from coordinator.playbooks.render import blanks
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for, statement_message_id
@@ -109,9 +110,10 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
     detail = {"rule": step.rule, "notes": step.notes, "lateness_s": round(step.lateness_s, 3),
               "level": record.level}
     officers = list(rt.city.duty_officers)
-    if step.rule == "publish" and draft is not None:
-        statement = statement_for(request, Draft.model_validate_json(draft), incident, [],
-                                  "exhausted_publish", now)
+    drafted = Draft.model_validate_json(draft) if draft is not None else None
+    left = blanks(drafted.texts) if drafted is not None else []
+    if step.rule == "publish" and drafted is not None and not left:
+        statement = statement_for(request, drafted, incident, [], "exhausted_publish", now)
         queue_approved(pipe, rt, record, statement, incident,
                        "(chain exhausted: published by rule)", now)
         queue_audit(pipe, rt.keys, audit.model_copy(update={
@@ -131,12 +133,15 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
                      prompts_for("sign_off", signing, officers, people, now, tz,
                                  base_url=rt.settings.web_url()), None, [],
                      step.lateness_s)
+    if left:  # a draft with blanks is never published by rule: it is held instead
+        detail["blanks"] = left
     held = record.evolve(phase="held", due=now + timedelta(seconds=request.hold_alert_every_s),
                          alerts=0)
     pipe.hset(rt.keys.approval(request.id), mapping=held.to_hash())
     pipe.zadd(rt.keys.approvals_pending(), {request.id: held.due.timestamp()})  # type: ignore[union-attr]
     _set_reason(pipe, rt, request.incident_id, incident, "approval chain exhausted: statement "
-                "held until someone decides", now)
+                "held until someone decides" + (" (its draft still has blanks to fill in)"
+                                                if left else ""), now)
     queue_audit(pipe, rt.keys, audit.model_copy(update={
         "action": "approval.exhausted", "detail": {**detail, "rule": "hold"}}))
     return Fired("exhausted: held", prompts_for("hold_alert", held, officers, people, now, tz),

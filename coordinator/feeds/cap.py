@@ -88,11 +88,12 @@ DEFAULT_VALID_FOR_S = 86400.0
 
 def expires_at(statement: dict[str, Any], valid_for_s: float = DEFAULT_VALID_FOR_S
                ) -> datetime:
-    """When the statement's alert expires: its promised next update, else `valid_for_s`
-    after it was sent."""
+    """When the statement's alert expires: `valid_for_s` after it was sent, or its promised
+    next update if that is later. A promise never shortens it: an update that comes late
+    must not take a warning still in force out of the feeds."""
+    valid = published_at(statement) + timedelta(seconds=valid_for_s)
     promised = statement.get("next_update_by")
-    return (parse_stamp(promised) if promised
-            else published_at(statement) + timedelta(seconds=valid_for_s))
+    return max(valid, parse_stamp(promised)) if promised else valid
 
 
 def current_alerts(statements: Iterable[dict[str, Any]], now: datetime | None = None,

@@ -292,9 +292,7 @@ def _register_timers(app: faust.App, settings: Settings, rt: Runtime,
     async def mind_promises() -> None:
         # Promised updates coming due or broken: the duty officers are told, once each.
         try:
-            told = await sweep_promises(rt.redis, rt.keys, rt.city, send, utcnow(),
-                                        settings.promise_remind_before_s,
-                                        settings.promise_escalate_before_s, settings.timezone)
+            told = await sweep_promises(rt, send, utcnow())
         except Exception as exc:
             log.warning("promise sweep failed; next round retries", error=repr(exc))
             return

@@ -25,8 +25,7 @@ class Keys:
         return self._k("outbox")
 
     def outbox_times(self) -> str:
-        """Sorted set report id -> when it was last put on the broker. Pruned: with its
-        outbox entry."""
+        """Sorted set report id -> when last put on the broker. Pruned: with its outbox entry."""
         return self._k("outbox", "sent")
 
     def report(self, report_id: str) -> str:
@@ -89,10 +88,14 @@ class Keys:
         return self._k("surge", "raised", kind, area)
 
     def surge_voice(self, kind: str, voice: str) -> str:
-        """An anonymous source (a hash of kind and client address) already counted for the
-        surge detector this window: its further tips of `kind` are kept, not counted.
-        Expires: after the surge window."""
+        """An anonymous tipper (hash of kind and address) counted this surge window; its next
+        tips of `kind` are not counted. Expires: after the window."""
         return self._k("surge", "voice", kind, voice)
+
+    def prepared_update(self, incident_id: str) -> str:
+        """The update Loa drafted ahead of the incident's promised one (JSON). Pruned: when
+        the promise changes or a new draft version is made."""
+        return self._k("incident", incident_id, "prepared-update")
 
     def surges(self) -> str:
         """Stream of the surges raised (JSON). Capped: about the last 1,000; each is

@@ -51,8 +51,8 @@ async def incident_detail(redis: Redis, keys: Keys, incident_id: str,
                           timeline_limit: int | None = None, trend_window_s: float = 600.0
                           ) -> dict[str, Any] | None:
     """The incident, its timeline (the first `timeline_limit` entries, or all), whether its
-    reports are rising or falling, a claim's wordings, its approval request and statement;
-    None if unknown."""
+    reports are rising or falling, a claim's wordings, the update drafted ahead, its approval
+    request and statement; None if unknown."""
     incident: dict[str, Any] = await redis.hgetall(keys.incident(incident_id))
     if not incident:
         return None
@@ -65,6 +65,9 @@ async def incident_detail(redis: Redis, keys: Keys, incident_id: str,
     incident["trend"] = trend([at for _, at in times], time.time(), trend_window_s).to_json()
     if incident.get("claim"):
         incident["claims"] = await redis.hgetall(keys.claim_variants(incident_id))
+    prepared = await redis.get(keys.prepared_update(incident_id))
+    if prepared:  # the update Loa drafted ahead of a promised one
+        incident["prepared_update"] = json.loads(prepared)
     if incident.get("approval_id"):
         incident["approval"] = await approval_detail(redis, keys, incident["approval_id"])
     if incident.get("statement_id"):

@@ -240,6 +240,11 @@ def show(incident_id: str, as_json: JsonOpt = False) -> None:
         out.print(f"merged into {found['merged_into']}")
     if found.get("status_reason"):
         out.print(f"[yellow]{found['status_reason']}[/]")
+    if found.get("next_update_by"):
+        prepared = found.get("prepared_update")
+        out.print(f"next update promised by {found['next_update_by']}" + (
+            f"; Loa drafted it ({escape(prepared['covers'] or 'from the playbook')}): send "
+            "it for approval from the console's incident page" if prepared else ""))
     for p in queries.delivery_progress(found.get("dispatch") or {}):
         out.print(f"{p['channel']}: targeted {p['targeted']}, sent {p['sent']}, "
                   f"delivered {p['delivered']}, failed {p['failed']}, skipped {p['skipped']}")

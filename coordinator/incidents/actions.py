@@ -32,11 +32,17 @@ from coordinator.model.incident import (
     Incident,
     IncidentStatus,
     closed,
+    draft_version,
     ids_for,
     merged,
 )
-from coordinator.plan.planner import choose_playbook, facts_of, queue_version
-from coordinator.playbooks.render import marked_as_exercise, render_draft, with_change_line
+from coordinator.plan.planner import choose_playbook, queue_version
+from coordinator.playbooks.render import (
+    facts_of,
+    marked_as_exercise,
+    render_draft,
+    with_change_line,
+)
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.promises import queue_promise
@@ -54,11 +60,6 @@ class ActionOutcome:
         """Stored under the action's id."""
         return json.dumps({"accepted": self.accepted, "message": self.message,
                            "approval_id": self.request.id if self.request else None})
-
-
-def draft_version(draft_id: str) -> int:
-    """3 for `DRF-00042-3`; 0 for no draft."""
-    return int(draft_id.rsplit("-", 1)[1]) if draft_id else 0
 
 
 def message_type(purpose: str, published: list[str]) -> str:
@@ -150,6 +151,7 @@ def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[
            pending: str | None, built: tuple[Draft, str], now: datetime) -> ActionOutcome:
     draft, reason = built
     _supersede(pipe, rt, pending, draft.id, "superseded", now)
+    pipe.delete(rt.keys.prepared_update(event.incident_id))  # this version takes its place
     stated = {k: v for k, v in (("fact", event.fact), ("fact_source", event.fact_source)) if v}
     if stated:
         pipe.hset(rt.keys.incident(event.incident_id), mapping=stated)

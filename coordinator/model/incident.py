@@ -151,6 +151,11 @@ def ids_for(incident_id: str, version: int) -> tuple[str, str, str]:
     return (f"DRF-{number}-{version}", f"APR-{number}-{version}", f"STM-{number}-{version}")
 
 
+def draft_version(draft_id: str) -> int:
+    """3 for `DRF-00042-3`; 0 for no draft."""
+    return int(draft_id.rsplit("-", 1)[1]) if draft_id else 0
+
+
 def opened(incident_id: str, report: Report) -> Incident:
     """The incident a report opens, with who opened it as authenticated."""
     return Incident(

@@ -27,7 +27,7 @@ from coordinator.model.incident import (
 )
 from coordinator.plan.selection import Selection, select_playbook
 from coordinator.playbooks.models import Playbook
-from coordinator.playbooks.render import IncidentFacts, render_draft
+from coordinator.playbooks.render import IncidentFacts, facts_of, render_draft
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 
@@ -40,17 +40,6 @@ class Plan:
     playbook_id: str
     request: ApprovalRequest | None
     first_time: bool
-
-
-def facts_of(incident: dict[str, str]) -> IncidentFacts:
-    """The template facts of a stored incident."""
-    return IncidentFacts(
-        id=incident["id"], kind=incident["kind"], severity=Severity(incident["severity"]),
-        title=incident["title"], details=incident["details"], area=incident["area"],
-        report_count=int(incident.get("report_count", 1)),
-        exercise=incident.get("exercise") == "1", claim=incident.get("claim", ""),
-        fact=incident.get("fact", ""), fact_source=incident.get("fact_source", ""),
-    )
 
 
 async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:

@@ -100,14 +100,15 @@ def _grant_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
 
 
 def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
-    """Render every template against a worst-case sample incident."""
+    """Render every template against a worst-case sample incident: a drill, whose texts
+    start with their mark (`[DIỄN TẬP] `), so that a drill's SMS fits the budget too."""
     area = max(city.areas.values(), key=lambda a: len(a.name_in("vi")), default=None)
     kind = pb.match.kinds[0] if pb.match else "report"
     facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
                           title=_SAMPLE_TITLE, details="Chi tiết.", claim=_SAMPLE_TITLE,
                           fact=_SAMPLE_TITLE, fact_source="Sở Y tế Hà Nội",
                           area=area.code if area else "hn", report_count=12,
-                          link="https://loa.hanoi.example/s/STM-99999-1")
+                          link="https://loa.hanoi.example/s/STM-99999-1", exercise=True)
     try:
         texts = render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5, tzinfo=UTC),
                              "Asia/Ho_Chi_Minh")
@@ -115,7 +116,8 @@ def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
         return [f"{src.where(list(exc.loc))}: {exc}"]
     return [
         f"{src.where(['templates', t.language, 'sms'])}: templates.{t.language}.sms: worst case "
-        f"takes {t.segments} segments, over the budget of {t.segment_budget}"
+        f"(a drill's, with its mark) takes {t.segments} segments, over the budget of "
+        f"{t.segment_budget}"
         for t in texts
         if t.segments is not None and t.segment_budget is not None and t.segments > t.segment_budget
     ]

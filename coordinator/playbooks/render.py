@@ -118,6 +118,17 @@ class IncidentFacts:
     fact_source: str = ""  # ... and its source
 
 
+def facts_of(incident: dict[str, str]) -> IncidentFacts:
+    """The template facts of a stored incident."""
+    return IncidentFacts(
+        id=incident["id"], kind=incident["kind"], severity=Severity(incident["severity"]),
+        title=incident["title"], details=incident["details"], area=incident["area"],
+        report_count=int(incident.get("report_count", 1)),
+        exercise=incident.get("exercise") == "1", claim=incident.get("claim", ""),
+        fact=incident.get("fact", ""), fact_source=incident.get("fact_source", ""),
+    )
+
+
 def template_context(
     facts: IncidentFacts, playbook: Playbook, city: City, language: str, now: datetime, tz: str
 ) -> dict[str, object]:

@@ -26,17 +26,18 @@ from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.playbooks.models import FollowUp
 from coordinator.playbooks.render import EXERCISE_MARKS
+from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.statements.prepared_update import follow_up_for, prepare_update
 
 
 def promised_after(follow_ups: list[FollowUp], publication: int) -> float | None:
     """Seconds to the update promised after the `publication`-th statement (1 = the first);
     None for no promise. Pure."""
-    if publication <= 0 or not follow_ups:
+    up = follow_up_for(follow_ups, publication)
+    if up is None:
         return None
-    if publication <= len(follow_ups):
-        return follow_ups[publication - 1].after
-    return follow_ups[-1].every
+    return up.after if publication <= len(follow_ups) else up.every
 
 
 def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: str | None,
@@ -45,6 +46,7 @@ def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: st
     latest statement `statement_id`."""
     ikey = keys.incident(incident_id)
     pipe.hdel(ikey, *STAGE_FIELDS.values())
+    pipe.delete(keys.prepared_update(incident_id))  # drafted for the promise that was
     if due is None:
         pipe.hdel(ikey, "next_update_by")
         pipe.zrem(keys.promises(), incident_id)
@@ -94,38 +96,44 @@ def stage(due: datetime, now: datetime, escalate_before_s: float) -> str:
 
 
 def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str,
-                 exercise: bool = False) -> str:
-    """The duty officers' message, in Vietnamese then English; a drill's says so first."""
+                 exercise: bool = False, prepared: bool = False) -> str:
+    """The duty officers' message, in Vietnamese then English; a drill's says so first,
+    and it says when Loa has drafted the update ahead."""
     at = due.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m")
     vi, en = (f"{EXERCISE_MARKS['vi']} ", f"{EXERCISE_MARKS['en']} ") if exercise else ("", "")
+    ready_vi, ready_en = ((" Bản cập nhật đã soạn sẵn trên console.",
+                           " A draft update is ready in the console.") if prepared else ("", ""))
     if broken:
-        return (f"{vi}Loa: QUÁ HẠN cập nhật đã hứa cho {incident_id} ({title}), hạn {at}. / "
-                f"{en}Promised update for {incident_id} ({title}) is overdue: it was due "
-                f"{at}.")
-    return (f"{vi}Loa: sắp đến hạn cập nhật đã hứa cho {incident_id} ({title}): {at}. / "
-            f"{en}Promised update for {incident_id} ({title}) is due at {at}.")
+        return (f"{vi}Loa: QUÁ HẠN cập nhật đã hứa cho {incident_id} ({title}), hạn {at}."
+                f"{ready_vi} / {en}Promised update for {incident_id} ({title}) is overdue: it "
+                f"was due {at}.{ready_en}")
+    return (f"{vi}Loa: sắp đến hạn cập nhật đã hứa cho {incident_id} ({title}): {at}."
+            f"{ready_vi} / {en}Promised update for {incident_id} ({title}) is due at {at}."
+            f"{ready_en}")
 
 
 def promise_alerts(city: City, incident_id: str, title: str, due: datetime, where: str,
-                   tz: str, exercise: bool = False) -> list[DeliveryRequest]:
+                   tz: str, exercise: bool = False, prepared: bool = False
+                   ) -> list[DeliveryRequest]:
     """Who is told that the promise reached stage `where`: the duty officers, and from
     `escalated` on their supervisors too. Pure."""
     alert_id = f"promise-{incident_id}-{int(due.timestamp())}-{where}"
-    text = promise_text(incident_id, title, due, where == "broken", tz, exercise)
+    text = promise_text(incident_id, title, due, where == "broken", tz, exercise, prepared)
     return [*duty_officer_alerts(city, alert_id, text, incident_id),
             *(supervisor_alerts(city, alert_id, text, incident_id) if where != "due" else [])]
 
 
-async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: datetime,
-                         remind_before_s: float, escalate_before_s: float, tz: str) -> int:
+async def sweep_promises(rt: Runtime, send: Send, now: datetime) -> int:
     """Remind of promises coming due, escalate those about to be broken, flag those broken,
-    once each; how many stages were reached."""
-    ahead = max(remind_before_s, escalate_before_s)
+    once each, drafting each promised update ahead; how many stages were reached."""
+    settings = rt.settings
+    ahead = max(settings.promise_remind_before_s, settings.promise_escalate_before_s)
     horizon = (now + timedelta(seconds=ahead)).timestamp()
-    due_ids = await redis.zrangebyscore(keys.promises(), "-inf", horizon, start=0, num=200)
+    due_ids = await rt.redis.zrangebyscore(rt.keys.promises(), "-inf", horizon, start=0,
+                                           num=200)
     done = 0
     for incident_id in due_ids:
-        alerts = await _mind(redis, keys, city, incident_id, now, escalate_before_s, tz)
+        alerts = await _mind(rt, incident_id, now)
         if alerts is None:
             continue
         await send_kept_deliveries(alerts, send)
@@ -133,13 +141,13 @@ async def sweep_promises(redis: Redis, keys: Keys, city: City, send: Send, now: 
     return done
 
 
-async def _mind(redis: Redis, keys: Keys, city: City, incident_id: str, now: datetime,
-                escalate_before_s: float, tz: str) -> list[DeliveryRequest] | None:
+async def _mind(rt: Runtime, incident_id: str, now: datetime) -> list[DeliveryRequest] | None:
     """Record the stage the promise has reached, once, with the messages that tell of it
-    (kept in the same transaction): those messages, or None when there is nothing (new)
-    to say."""
-    ikey = keys.incident(incident_id)
-    supervisors = sorted(city.duty_supervisors)
+    (kept in the same transaction) and, the first time, the update drafted ahead: those
+    messages, or None when there is nothing (new) to say."""
+    keys, tz = rt.keys, rt.settings.timezone
+    ikey, prepared_key = keys.incident(incident_id), keys.prepared_update(incident_id)
+    supervisors = sorted(rt.city.duty_supervisors)
 
     async def body(pipe: Pipeline) -> list[DeliveryRequest] | None:
         row = await pipe.hgetall(ikey)
@@ -149,23 +157,31 @@ async def _mind(redis: Redis, keys: Keys, city: City, incident_id: str, now: dat
             pipe.zrem(keys.promises(), incident_id)
             return None
         due = datetime.fromisoformat(due_text)
-        where = stage(due, now, escalate_before_s)
+        where = stage(due, now, rt.settings.promise_escalate_before_s)
         if row.get(STAGE_FIELDS[where]) == due_text:
             pipe.multi()
             return None
+        ready = bool(await pipe.exists(prepared_key))
+        drafted = None if ready else prepare_update(
+            rt.playbooks.get(row.get("playbook", "")), row, rt.city, now, tz,
+            rt.settings.web_url())
         drill = row.get("exercise") == "1"  # a drill's promise is a drill's too
-        alerts = promise_alerts(city, incident_id, row.get("title", ""), due, where, tz, drill)
+        alerts = promise_alerts(rt.city, incident_id, row.get("title", ""), due, where, tz,
+                                drill, prepared=ready or drafted is not None)
         pipe.multi()
         pipe.hset(ikey, STAGE_FIELDS[where], due_text)
         if where == "broken":
             pipe.zrem(keys.promises(), incident_id)
+        if drafted:
+            pipe.set(prepared_key, json.dumps(drafted, ensure_ascii=False))
         keep_deliveries(pipe, keys, alerts)
         queue_audit(pipe, keys, AuditEvent(
             at=now, actor="promise keeper", action=f"promise.{where}", interface="system",
             incident_id=incident_id, subject=incident_id,
             detail={"next_update_by": due_text, **({"exercise": True} if drill else {}),
+                    **({"update_drafted": True} if drafted else {}),
                     **({"supervisors": supervisors} if where != "due" else {})}))
         return alerts
 
-    result: list[DeliveryRequest] | None = await transact(redis, [ikey], body)
+    result: list[DeliveryRequest] | None = await transact(rt.redis, [ikey, prepared_key], body)
     return result

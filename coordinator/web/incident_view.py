@@ -9,9 +9,8 @@ from typing import Any
 
 from coordinator import queries
 from coordinator.events import Draft, Severity, utcnow
-from coordinator.incidents.actions import draft_version
 from coordinator.incidents.claims import CorrectionClock
-from coordinator.model.incident import ids_for
+from coordinator.model.incident import draft_version, ids_for
 from coordinator.queries import delivery_progress
 from coordinator.web.state import State
 

@@ -63,12 +63,13 @@ async def test_a_surge_raised_while_the_broker_is_down_keeps_its_messages(rt: Ru
 async def test_a_broken_promise_flagged_while_the_broker_is_down_keeps_its_messages(
         rt: Runtime) -> None:
     due = NOW - timedelta(minutes=1)
-    row = incident(IncidentStatus.published, exercise=True).to_hash()
+    row = incident(IncidentStatus.published, exercise=True,
+                   published=("STM-20261204-0001-1",),
+                   draft_id="DRF-20261204-0001-1").to_hash()
     await rt.redis.hset(rt.keys.incident(row["id"]),
                         mapping={**row, "next_update_by": due.isoformat()})
     await rt.redis.zadd(rt.keys.promises(), {row["id"]: due.timestamp()})
-    told = await sweep_promises(rt.redis, rt.keys, rt.city, broker_down, NOW, 600, 120,
-                                "Asia/Ho_Chi_Minh")
+    told = await sweep_promises(rt, broker_down, NOW)
     assert told == 1
     assert await rt.redis.hget(rt.keys.incident(row["id"]), "promise_broken") == due.isoformat()
     kept = await rt.redis.hgetall(rt.keys.deliveries_pending())
@@ -76,9 +77,16 @@ async def test_a_broken_promise_flagged_while_the_broker_is_down_keeps_its_messa
     assert supervisor in kept
     request = json.loads(json.loads(kept[supervisor])["request"])
     assert request["text"].startswith("[DIỄN TẬP] Loa: QUÁ HẠN")  # a drill's says so
+    assert "A draft update is ready in the console." in request["text"]
+    # Loa drafted the update from the playbook: marked as a drill, with what it must cover.
+    prepared = json.loads(await rt.redis.get(rt.keys.prepared_update(row["id"])))
+    assert (prepared["due"], prepared["covers"], prepared["playbook"]) == (
+        due.isoformat(), "Update on water levels and road closures", "flood")
+    sms = [t for t in prepared["texts"] if t["channel"] == "sms" and t["language"] == "vi"]
+    assert sms and sms[0]["body"].startswith("[DIỄN TẬP] [Loa Hà Nội] Ngập úng")
+    assert sms[0]["body"].endswith("/s/STM-20261204-0001-2")  # the next version's statement
     # Flagged once: the next sweep tells nobody again.
-    assert await sweep_promises(rt.redis, rt.keys, rt.city, broker_down, NOW, 600, 120,
-                                "Asia/Ho_Chi_Minh") == 0
+    assert await sweep_promises(rt, broker_down, NOW) == 0
 
 
 async def test_a_statement_published_after_its_incident_closed_promises_nothing(

@@ -16,6 +16,7 @@ from coordinator.events import IncidentClosed
 from coordinator.feeds import local_stamp
 from tests.integration.factories import approve_a_flood, produce, timeline_entries
 from tests.integration.stack import Stack, wait_for
+from tests.integration.webclient import WebSession
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,28 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
     moved = stack.cli("incident", "promise", incident_id, "--in", "5m", "--token", officer)
     assert moved.returncode == 0, moved.stderr
     assert f"{incident_id}: next update promised by" in moved.stdout
-    wait_for(lambda: timeline_entries(stack, incident_id, "promise.due"), 10, "the reminder")
+    [reminded] = wait_for(lambda: timeline_entries(stack, incident_id, "promise.due"), 10,
+                          "the reminder")
+    assert reminded["detail"]["update_drafted"] is True
+    # Loa drafted the update from the playbook: the officer finds it on the incident page,
+    # with what it must cover, and sends it for approval as an update.
+    prepared = stack.cli_json("show", incident_id)["prepared_update"]
+    assert prepared["covers"] == "Update on water levels and road closures"
+    session = WebSession(stack.web_url)
+    password = stack.account("promise-mai", "duty_officer", "tran-thi-mai")
+    session.login("promise-mai", password, stack.totp_secrets["promise-mai"])
+    page_html = session.get(f"/console/incidents/{incident_id}").text
+    assert 'id="prepared-update"' in page_html and prepared["covers"] in page_html
+    form = {f"{'title' if k == 'title' else 'body'}:{t['channel']}:{t['language']}": t[k]
+            for t in prepared["texts"] for k in ("title", "body")
+            if k == "body" or t["channel"] != "sms"}
+    sent = session.post_form(f"/console/incidents/{incident_id}/drafts", {
+        **form, "purpose": "update", "change": "Nước đã rút ở phố Minh Khai"})
+    session.close()
+    assert sent.status_code == 200, sent.text
+    update = stack.cli_json("show", incident_id)
+    assert update["approval_id"].endswith("-2") and "prepared_update" not in update
+    assert update["status"] == "awaiting_approval"
     # About to be broken at once: escalated to the duty supervisor, then flagged as broken.
     stack.cli("incident", "promise", incident_id, "--in", "3s", "--token", officer)
     [escalated] = wait_for(lambda: timeline_entries(stack, incident_id, "promise.escalated"),

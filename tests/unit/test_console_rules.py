@@ -9,7 +9,8 @@ from coordinator.accounts import AccountError, new_account
 from coordinator.approvals.decisions import edited
 from coordinator.city import load_city
 from coordinator.events import Draft, RedraftRequested, RenderedText
-from coordinator.incidents.actions import draft_version, message_type, refusal
+from coordinator.incidents.actions import message_type, refusal
+from coordinator.model.incident import draft_version
 from coordinator.settings import Settings
 from coordinator.web.console import texts_from_form
 from coordinator.web.login import safe_next

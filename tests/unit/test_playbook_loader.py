@@ -178,8 +178,20 @@ def test_an_sms_over_its_segment_budget_is_refused(playbook_file: Write, city: C
     path = playbook_file("flood-test", text)
     _, problems = check_playbook_file(path, city)
     assert len(problems) == 1
-    assert problems[0].startswith(f"{path}:21: templates.vi.sms: worst case takes ")
+    assert problems[0].startswith(f"{path}:21: templates.vi.sms: worst case (a drill's, ")
     assert problems[0].endswith("segments, over the budget of 1")
+
+
+def test_a_drills_mark_counts_against_the_budget(playbook_file: Write, city: City) -> None:
+    """69 UCS-2 characters fit one segment; a drill's "[DIỄN TẬP] " makes them 80, two."""
+    fits = ("Ngập sâu. " * 7).strip()
+    assert len(fits) == 69
+    text = good().replace('      text: "Ngập tại {{ area.name }}"\n      segment_budget: 3',
+                          f'      text: "{fits}"\n      segment_budget: 1')
+    _, problems = check_playbook_file(playbook_file("flood-test", text), city)
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "templates.vi.sms: worst case (a drill's, with its mark) takes 2 segments, over the "
+        "budget of 1"]
 
 
 def test_broken_yaml_names_the_line(playbook_file: Write, city: City) -> None:

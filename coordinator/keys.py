@@ -97,6 +97,11 @@ class Keys:
         the promise changes or a new draft version is made."""
         return self._k("incident", incident_id, "prepared-update")
 
+    def public_events(self) -> str:
+        """Stream of what changed on the public pages (a statement published or withdrawn):
+        the web processes read it for live pages. Capped: about the last 1,000."""
+        return self._k("public", "events")
+
     def surges(self) -> str:
         """Stream of the surges raised (JSON). Capped: about the last 1,000; each is
         also in the audit trail."""
@@ -160,9 +165,8 @@ class Keys:
         return self._k("delivery", delivery_id)
 
     def provider_message(self, provider_id: str) -> str:
-        """Which delivery a provider's message id (Twilio SID) belongs to. Expires: a
-        week after the send (dispatch.provider_ids.PROVIDER_IDS_KEPT_S), long after the
-        provider's last status callback."""
+        """Which delivery a provider's message id (Twilio SID) belongs to. Expires: a week
+        after the send (dispatch.provider_ids), long after the last status callback."""
         return self._k("provider", provider_id)
 
     def early_callbacks(self) -> str:
@@ -223,10 +227,9 @@ class Keys:
         return self._k("subs", "active")
 
     def subs_index(self, kind: str, value: str) -> str:
-        """Set of subscriber ids by area, topic, channel, language, drill opt-in
-        (`drills:yes`) or test list (`list:NAME`). Pruned: a subscriber
-        is removed when that field changes. Also `subs:tmp:*`, the steps of computing an audience
-        (dispatch.audience): deleted in the same pipeline that makes them."""
+        """Set of subscriber ids by area, topic, channel, language, drill opt-in (`drills:yes`)
+        or test list (`list:NAME`). Pruned: a subscriber leaves when that field changes. Also
+        `subs:tmp:*`, an audience's steps (dispatch.audience): deleted where they are made."""
         return self._k("subs", kind, value)
 
     def subs_by_contact(self, contact: str) -> str:
@@ -333,17 +336,15 @@ class Keys:
 
     # operations
     def audit(self) -> str:
-        """Stream of every audit event. Kept, uncapped, on purpose: it is the record, and
-        nothing else holds all of it (a timeline has an incident's share only; deliveries
-        write one entry per recipient, so a length cap would soon evict the approvals).
-        Archiving it (export, then XTRIM MINID) is the operator's call."""
+        """Stream of every audit event. Kept, uncapped, on purpose: it is the record (a
+        timeline has an incident's share only; a cap would soon evict the approvals behind
+        a fan-out's entries). Archiving it (export, then XTRIM MINID) is the operator's."""
         return self._k("audit")
 
     def audit_links(self) -> str:
-        """Stream of the audit chain's links, oldest first: each seals the next audit
-        entries (one, or a run of a statement's delivery entries) with the hash of the link
-        before it (coordinator.audit). Kept, like the audit stream; pruned only with it, up
-        to a checkpoint (`loa audit prune`)."""
+        """Stream of the audit chain's links, oldest first: each seals the next entries (one,
+        or a run of a statement's deliveries) with the hash of the link before it. Kept;
+        pruned only with the audit stream, up to a checkpoint (`loa audit prune`)."""
         return self._k("audit", "links")
 
     def audit_head(self) -> str:
@@ -365,8 +366,7 @@ class Keys:
 
     def incident_chain(self, incident_id: str) -> str:
         """List, parallel to the incident's timeline: `ENTRY_ID DIGEST HASH` per sealed
-        timeline entry, each hash chaining the one before (coordinator.audit). Kept: the
-        record."""
+        entry, each hash chaining the one before (coordinator.audit). Kept: the record."""
         return self._k("incident", incident_id, "chain")
 
     def incident_chains(self) -> str:

@@ -15,6 +15,8 @@ REPORTS_TAKEN_IN = Counter("loa_reports_taken_in_total", "Reports taken in by th
 INCIDENTS_OPENED = Counter("loa_incidents_opened_total", "Incidents opened (drills apart)",
                            ["exercise"])
 APPROVALS_REQUESTED = Counter("loa_approvals_requested_total", "Approval requests created")
+WEB_REFUSED = Counter("loa_web_refused_total",
+                      "Requests refused with 503: more were in flight than admitted")
 DECISIONS = Counter("loa_decisions_total", "Decisions applied", ["outcome"])
 STATEMENTS_PUBLISHED = Counter("loa_statements_published_total",
                                "Statements published (drills apart)", ["exercise"])

@@ -111,24 +111,33 @@ async def list_approvals(redis: Redis, keys: Keys, pending_only: bool = True,
 
 async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[str, Any] | None:
     """A statement as JSON, with `published_at` once it is public; None if unknown."""
-    row = await redis.hgetall(keys.statement(statement_id))
-    if not row:
-        return None
+    return (await statement_details(redis, keys, [statement_id]))[0]
+
+
+async def statement_details(redis: Redis, keys: Keys, statement_ids: list[str]
+                            ) -> list[dict[str, Any] | None]:
+    """Statements as JSON (see `statement_detail`), in order; one round trip for all."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for statement_id in statement_ids:
+            pipe.hgetall(keys.statement(statement_id))
+        rows = await pipe.execute() if statement_ids else []
+    return [_statement_json(row) if row else None for row in rows]
+
+
+def _statement_json(row: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = Statement.model_validate_json(row["statement"]).model_dump(mode="json")
-    out["published_at"] = row.get("published_at")
-    out["withdrawn_at"] = row.get("withdrawn_at")
-    out["withdrawn_reason"] = row.get("withdrawn_reason")
-    out["next_update_by"] = row.get("next_update_by")
+    for field in ("published_at", "withdrawn_at", "withdrawn_reason", "next_update_by"):
+        out[field] = row.get(field)
     return out
 
 
 async def published_statements(redis: Redis, keys: Keys, limit: int = 100, start: int = 0,
                                exercises: bool = False) -> list[dict[str, Any]]:
     """What the public sees: published statements, newest first (drills' statements, kept
-    apart, with `exercises`)."""
+    apart, with `exercises`); two round trips however many."""
     index = keys.exercises_published() if exercises else keys.statements_published()
     ids = await redis.zrevrange(index, start, start + limit - 1)
-    found = [await statement_detail(redis, keys, i) for i in ids]
+    found = await statement_details(redis, keys, ids)
     return [s for s in found if s is not None and s.get("published_at")]
 
 
@@ -191,10 +200,18 @@ async def dispatch_counters(redis: Redis, keys: Keys, statement_id: str) -> dict
     return row
 
 
-async def newest_published_ids(redis: Redis, keys: Keys, count: int = 20) -> list[str]:
-    """The ids of the newest published statements, newest first."""
-    ids: list[str] = await redis.zrevrange(keys.statements_published(), 0, count - 1)
-    return ids
+async def newest_public_change(redis: Redis, keys: Keys) -> str:
+    """The id of the newest change to the public pages (`0-0` before any)."""
+    newest = await redis.xrevrange(keys.public_events(), count=1)
+    return str(newest[0][0]) if newest else "0-0"
+
+
+async def public_changes(redis: Redis, keys: Keys, after: str, block_ms: int,
+                         count: int = 100) -> list[tuple[str, dict[str, str]]]:
+    """Changes to the public pages after the change `after`, oldest first, waiting up to
+    `block_ms` for one (pushed by Redis the moment it is written: no polling)."""
+    found = await redis.xread({keys.public_events(): after}, count=count, block=block_ms)
+    return [(str(i), fields) for _, entries in found for i, fields in entries]
 
 
 async def short_link_target(redis: Redis, keys: Keys, short_id: str) -> str | None:

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     surge_threshold: int = Field(
         default=10, ge=2, description="this many reports and tips of one kind in one area "
                                       "within the window alert the duty officers")
+    public_cache_s: float = Field(
+        default=5.0, ge=0, description="a public page or feed is rendered at most once "
+        "this often (a publication shows at once); also its HTTP max-age")
+    web_max_in_flight: int = Field(
+        default=256, ge=1, description="requests one web process handles at once; more get "
+                                       "503 with Retry-After at once instead of queuing")
     trend_window_s: float = Field(
         default=600.0, gt=0, description="an incident's reports are rising or falling: "
                                          "this window against the one before it")

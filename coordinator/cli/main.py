@@ -87,10 +87,11 @@ def web() -> None:
     settings = env_settings()
     configure_logging(settings.log_level, settings.log_format)
     check_layout_at_start(settings, "web")
-    # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from loopback;
-    # the client address comes from LOA_TRUSTED_PROXIES alone (web/security.py).
+    # proxy_headers=False: the client address comes from LOA_TRUSTED_PROXIES alone.
+    # A stop waits 5 s for requests, not for live pages' streams (they reconnect).
     uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
-                log_level="warning", proxy_headers=False, loop="uvloop", http="httptools")
+                log_level="warning", proxy_headers=False, loop="uvloop", http="httptools",
+                timeout_graceful_shutdown=5)
 
 
 @app.command()

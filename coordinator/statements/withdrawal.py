@@ -16,6 +16,7 @@ from datetime import datetime
 from coordinator.events import AuditEvent, Interface, Statement
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.statements.publication import queue_public_event
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ async def withdraw_statement(redis: Redis, keys: Keys, statement_id: str, actor:
         pipe.hsetnx(keys.dispatch(statement_id), "withdrawn_at", now.isoformat())
         pipe.zrem(keys.statements_published(), statement_id)
         pipe.zrem(keys.exercises_published(), statement_id)
+        queue_public_event(pipe, keys, "withdrawn", statement_id)
         queue_audit(pipe, keys, AuditEvent(
             at=now, actor=actor, action="statement.withdrawn", interface=via,
             incident_id=statement.incident_id, subject=statement_id,

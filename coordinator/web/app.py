@@ -21,10 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from coordinator import observability as obs
 from coordinator.access import Action
 from coordinator.broker import Producer
+from coordinator.city import City
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.feeds import web_text
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
+from coordinator.web.admission import Admission
 from coordinator.web.api import api
 from coordinator.web.api_docs import api_docs
 from coordinator.web.body_limit import BodyLimit
@@ -35,9 +37,10 @@ from coordinator.web.feeds import feeds
 from coordinator.web.health import health
 from coordinator.web.hooks import hooks, keep_recovering
 from coordinator.web.inbox import inbox
-from coordinator.web.live import Live
+from coordinator.web.live import Live, Render
 from coordinator.web.login import login
-from coordinator.web.public import public
+from coordinator.web.public import LANGUAGES, public
+from coordinator.web.public_cache import PublicCache
 from coordinator.web.records import records
 from coordinator.web.security import SESSION_COOKIE, SESSION_MAX_AGE_S, LoginRequired
 from coordinator.web.sessions import (
@@ -66,7 +69,10 @@ def create_web_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = Producer(settings)
         app.state.loa = State(rt, producer)
-        app.state.live = Live(rt.redis, rt.keys)
+        app.state.live = Live(rt.redis, rt.keys, rt.city, card_renderer(app, rt.city),
+                              LANGUAGES)
+        await app.state.live.start()
+        app.state.public_cache = PublicCache(settings.public_cache_s)
         watcher = asyncio.create_task(app.state.live.watch())
         # inbound SMS left pending (here or by a process that died) are finished from Redis
         recovery = asyncio.create_task(keep_recovering(app.state.loa))
@@ -93,6 +99,8 @@ def create_web_app(settings: Settings) -> FastAPI:
                        previous_until=rotation_ends(settings),
                        session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S,
                        same_site="lax", https_only=settings.web_url().startswith("https:"))
+    # Added last, so outermost: a request past the bound is refused before anything else.
+    app.add_middleware(Admission, limit=settings.web_max_in_flight)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth).
     for router in (api, health, console, records, inbox, public, feeds, login, hooks, decide,
@@ -113,6 +121,16 @@ def web_templates(settings: Settings) -> Jinja2Templates:
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")
     templates.env.globals["web_texts"] = web_text
     return templates
+
+
+def card_renderer(app: FastAPI, city: City) -> Render:
+    """A statement's card on the public list, as HTML, in a language (web.live sends it)."""
+    card = app.state.templates.env.get_template("statement_card.html").module.card
+
+    def render(statement: dict[str, object], lang: str) -> str:
+        return str(card(statement, lang, city.areas))
+
+    return render
 
 
 def session_key(settings: Settings) -> str:

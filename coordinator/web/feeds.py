@@ -32,6 +32,7 @@ from coordinator.audit.chain import Checkpoint
 from coordinator.feeds import ATOM_TYPE, CAP_TYPE, atom, cap
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
+from coordinator.web.public_cache import cached
 from coordinator.web.state import State, web_state
 
 feeds = locked_router(Action.public_read, include_in_schema=False)
@@ -42,6 +43,7 @@ AUDIT_HEADS_SHOWN = 50  # checkpoints /audit/head lists
 
 
 @feeds.get("/feed.atom")
+@cached
 async def atom_feed(request: Request, lang: Lang = "vi") -> Response:
     """Atom 1.0 feed of the published statements, newest first."""
     st = web_state(request)
@@ -53,6 +55,7 @@ async def atom_feed(request: Request, lang: Lang = "vi") -> Response:
 
 
 @feeds.get("/cap.xml")
+@cached
 async def cap_index(request: Request, lang: Lang = "vi") -> Response:
     """Atom index of the CAP 1.2 alerts in force, each entry linking to its alert."""
     st = web_state(request)
@@ -64,6 +67,7 @@ async def cap_index(request: Request, lang: Lang = "vi") -> Response:
 
 
 @feeds.get("/cap/{statement_id}.xml")
+@cached
 async def cap_alert(statement_id: StatementId, request: Request) -> Response:
     """One published statement as a CAP 1.2 alert."""
     st = web_state(request)

@@ -1,69 +1,150 @@
-"""Live updates for the public page: one watcher per web process notices newly published
-statements in Redis and wakes every server-sent-events stream (`GET /events`)."""
+"""Live updates for the public page: the news itself, pushed.
+
+Publication and withdrawal write one entry to the `public-events` stream, in the same
+transaction as the change (statements.publication). One watcher per web process reads that
+stream with a blocking XREAD (Redis pushes the entry the moment it is written), reads the
+statement once, renders its card in every language once, and wakes every server-sent
+events stream (`GET /events`) with those bytes. No open page comes back for the list: the
+event carries what it shows, and the page puts it in place itself.
+
+Each event's `id:` is the stream entry's id, the same in every web process, so a page that
+reconnects (to this process or another) sends `Last-Event-ID` and gets what it missed from
+the recent events kept in memory, or, when it missed more than those, an event telling it
+to reload its list.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
 from coordinator import observability as obs
 from coordinator import queries
+from coordinator.city import City
 from coordinator.keys import Keys
 from coordinator.state import Redis
 
 log = obs.get_logger("web.live")
 HEARTBEAT_S = 15.0
+BLOCK_MS = 5_000  # one XREAD waits this long for news (under the client's socket timeout)
+KEPT = 256  # recent events kept for pages that reconnect
+
+Render = Callable[[dict[str, object], str], str]
+
+
+def stream_id(text: str) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair; (-1, -1) for anything else. Pure."""
+    millis, _, seq = text.partition("-")
+    try:
+        return int(millis), int(seq or 0)
+    except ValueError:
+        return -1, -1
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to the public pages, as server-sent-event text."""
+
+    id: str
+    text: str
 
 
 class Live:
-    """The newest published statement, and a condition its streams wait on."""
+    """The public pages' latest change (their cache's version), the recent changes, and a
+    condition the event streams wait on."""
 
-    def __init__(self, redis: Redis, keys: Keys, poll_s: float = 0.5) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.poll_s = poll_s
-        self.seen: set[str] = set()
-        self.latest: list[str] = []
-        self.version = 0
+    def __init__(self, redis: Redis, keys: Keys, city: City, render: Render,
+                 languages: Mapping[str, str]) -> None:
+        self.redis, self.keys, self.city = redis, keys, city
+        self.render, self.languages = render, languages
+        self.version = "0-0"
+        self.changed_at = datetime.now(UTC)
+        self.recent: deque[Change] = deque(maxlen=KEPT)
+        self.horizon = "0-0"  # every change after this one is in `recent`
         self.changed = asyncio.Condition()
 
+    async def start(self) -> None:
+        """Begin after the newest change already made (the pages render what is there)."""
+        self.version = self.horizon = await queries.newest_public_change(self.redis,
+                                                                         self.keys)
+
     async def watch(self) -> None:
-        """Poll the published set (cheap: the newest 20 ids) until cancelled."""
-        first = True
+        """Read the public changes as Redis pushes them, until cancelled."""
         while True:
             try:
-                ids = await queries.newest_published_ids(self.redis, self.keys, 20)
-                new = [i for i in ids if i not in self.seen]
-                self.seen = set(ids)  # what the newest 20 are now: bounded
-                if new and not first:
-                    async with self.changed:
-                        self.latest = new
-                        self.version += 1
-                        self.changed.notify_all()
-                first = False
+                found = await queries.public_changes(self.redis, self.keys, self.version,
+                                                     BLOCK_MS)
+                for change_id, fields in found:
+                    await self._take(change_id, fields)
             except RedisError as exc:
                 log.warning("live watcher cannot read Redis", error=str(exc))
-            await asyncio.sleep(self.poll_s)
+                await asyncio.sleep(1.0)
 
-    async def _newer_than(self, version: int) -> None:
-        """Wait (holding the condition) until something newer than `version` came."""
+    async def _take(self, change_id: str, fields: dict[str, str]) -> None:
+        statement = (await queries.statement_detail(self.redis, self.keys, fields["statement"])
+                     if fields.get("change") == "published" else None)
+        text = self.event_text(change_id, fields, statement)
+        async with self.changed:
+            if len(self.recent) == self.recent.maxlen:
+                self.horizon = self.recent[0].id  # forgotten from here on
+            self.recent.append(Change(change_id, text))
+            self.version = change_id
+            self.changed_at = datetime.now(UTC)
+            self.changed.notify_all()
+
+    def event_text(self, change_id: str, fields: dict[str, str],
+                   statement: dict[str, object] | None) -> str:
+        """The server-sent event for a change: `statement` with the card in every language
+        and the areas it concerns, or `reload` (a withdrawal: the list is fetched again)."""
+        if statement is None or not statement.get("published_at"):
+            gone = json.dumps({"statement": fields.get("statement", "")})
+            return f"id: {change_id}\nevent: reload\ndata: {gone}\n\n"
+        area = str(statement["area"])
+        data = {"id": statement["id"], "incident": statement["incident_id"], "area": area,
+                "path": self.city.ancestors(area),
+                "cards": {lang: self.render(statement, lang) for lang in self.languages}}
+        return (f"id: {change_id}\nevent: statement\n"
+                f"data: {json.dumps(data, ensure_ascii=False)}\n\n")
+
+    def missed(self, last_id: str, upto: str) -> list[str] | None:
+        """The events after `last_id` up to `upto`, oldest first; None when some of them
+        are not kept here (the page must reload its list)."""
+        after, until = stream_id(last_id), stream_id(upto)
+        if after >= until:
+            return []
+        if after < stream_id(self.horizon):
+            return None
+        return [c.text for c in self.recent if after < stream_id(c.id) <= until]
+
+    async def _newer_than(self, version: str) -> None:
+        """Wait (holding the condition) until a change newer than `version` came."""
         await self.changed.wait_for(lambda: self.version != version)
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Server-sent events: `statement` with the new ids; a comment as heartbeat."""
+    async def stream(self, last_event_id: str | None = None) -> AsyncIterator[str]:
+        """Server-sent events from now (or from `last_event_id`); a comment as heartbeat."""
         seen = self.version
         yield "retry: 2000\n\n"
+        if last_event_id:
+            caught_up = self.missed(last_event_id, seen)
+            if caught_up is None:
+                yield f"id: {seen}\nevent: reload\ndata: {{}}\n\n"
+            else:
+                for text in caught_up:
+                    yield text
         while True:
             async with self.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._newer_than(seen), HEARTBEAT_S)
-                fresh = self.version != seen
-                seen, ids = self.version, list(self.latest)
+                fresh = [c.text for c in self.recent if stream_id(c.id) > stream_id(seen)]
+                seen = self.version
             if fresh:
-                yield f"event: statement\ndata: {json.dumps({'ids': ids})}\n\n"
+                yield "".join(fresh)
             else:
                 yield ": heartbeat\n\n"

@@ -16,6 +16,7 @@ from coordinator.feeds.claim_review import claim_review, script_json
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
 from coordinator.web.pages import page
+from coordinator.web.public_cache import cached
 from coordinator.web.state import State, web_state
 
 public = locked_router(Action.public_read, include_in_schema=False)
@@ -58,6 +59,7 @@ def _lang(lang: str) -> str:
 
 
 @public.get("/", response_class=HTMLResponse)
+@cached
 async def home(request: Request, lang: str = "vi", area: str = "",
                fragment: bool = False) -> HTMLResponse:
     """Current statements, newest first; `?area=` and `?lang=` filter; updates itself."""
@@ -66,15 +68,19 @@ async def home(request: Request, lang: str = "vi", area: str = "",
     statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
                 statements=statements, lang=lang, area=area, areas=st.city.areas,
-                languages=LANGUAGES)
+                languages=LANGUAGES,
+                area_path=st.city.ancestors(area) if area in st.city.areas else [])
 
 
 @public.get("/events")
 async def events(request: Request) -> StreamingResponse:
-    """Server-sent events: `statement` when one is published (the page then reloads its
-    list); a heartbeat comment every 15 s."""
+    """Server-sent events: `statement` when one is published, carrying its card in every
+    language (the page puts it in place: no page comes back for the list); `reload` when one
+    is withdrawn or a reconnecting page missed more than is kept; a heartbeat every 15 s.
+    `Last-Event-ID` catches a reconnecting page up."""
     live = request.app.state.live
-    return StreamingResponse(live.stream(), media_type="text/event-stream",
+    return StreamingResponse(live.stream(request.headers.get("last-event-id")),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -86,6 +92,7 @@ async def short_link(statement_id: StatementId, request: Request) -> RedirectRes
 
 
 @public.get("/statements/{statement_id}", response_class=HTMLResponse)
+@cached
 async def statement_page(statement_id: StatementId, request: Request, lang: str = "vi"
                          ) -> HTMLResponse:
     """One statement's own page: the stable link that messages carry."""
@@ -104,6 +111,7 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
 
 
 @public.get("/rumours", response_class=HTMLResponse)
+@cached
 async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
     """Rumour control: each false claim the city corrected and the official fact, newest
     first (the latest correction of each)."""
@@ -117,6 +125,7 @@ async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
 
 
 @public.get("/exercises", response_class=HTMLResponse)
+@cached
 async def exercises(request: Request, lang: str = "vi") -> HTMLResponse:
     """Drills' statements, newest first: kept apart from the real ones, which never list
     them."""
@@ -127,6 +136,7 @@ async def exercises(request: Request, lang: str = "vi") -> HTMLResponse:
 
 
 @public.get("/press", response_class=HTMLResponse)
+@cached
 async def press(request: Request, q: str = "", lang: str = "vi") -> HTMLResponse:
     """Every official statement, grouped by incident with each version and its times;
     `?q=` searches titles and text (diacritics optional)."""

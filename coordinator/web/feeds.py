@@ -100,10 +100,8 @@ async def _published(st: State, statement_id: str) -> dict[str, Any]:
 
 
 async def _sent_of(st: State, statement_ids: list[str]) -> dict[str, str]:
-    """When each of these statements was published (unpublished ones are left out)."""
-    sent: dict[str, str] = {}
-    for statement_id in statement_ids:
-        found = await queries.statement_detail(st.redis, st.keys, statement_id)
-        if found is not None and found.get("published_at"):
-            sent[statement_id] = found["published_at"]
-    return sent
+    """When each of these statements was published (unpublished ones are left out); one
+    round trip for all."""
+    found = await queries.statement_details(st.redis, st.keys, statement_ids)
+    return {i: s["published_at"] for i, s in zip(statement_ids, found, strict=True)
+            if s is not None and s.get("published_at")}

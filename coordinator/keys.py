@@ -88,8 +88,8 @@ class Keys:
         return self._k("surge", "raised", kind, area)
 
     def surge_voice(self, kind: str, voice: str) -> str:
-        """An anonymous tipper (hash of kind and address) counted this surge window; its next
-        tips of `kind` are not counted. Expires: after the window."""
+        """An anonymous tipper (a keyed hash of the address) counted this surge window; its
+        next tips of `kind` are not counted. Expires: after the window."""
         return self._k("surge", "voice", kind, voice)
 
     def prepared_update(self, incident_id: str) -> str:

@@ -72,15 +72,16 @@ def keep_deliveries(pipe: Pipeline, keys: Keys, requests: list[DeliveryRequest])
 
 
 async def send_kept_deliveries(requests: list[DeliveryRequest], send: Send) -> int:
-    """Put kept requests on their channels' lanes; how many the broker took. One it does
-    not take stays kept, and the worker's recovery sends it again (``dispatch.recovery``)."""
+    """Put kept requests on their channels' lanes; how many the broker took. At the first
+    it does not take, stop: they all stay kept, and the worker's recovery sends them again
+    (``dispatch.recovery``), without this caller waiting out the broker once per message."""
     sent = 0
     for request in requests:
         try:
             await send(topics.DELIVERIES_SMS if request.channel == "sms"
                        else topics.DELIVERIES_EMAIL, request.id, request.to_bytes())
         except BrokerUnavailable:
-            continue
+            break
         sent += 1
     return sent
 

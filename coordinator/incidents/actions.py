@@ -240,7 +240,8 @@ async def close_incident(rt: Runtime, event: IncidentClosed, now: datetime) -> A
 
     async def decide(pipe: Pipeline, incident: dict[str, str]) -> ActionOutcome:
         stored = Incident.from_hash(incident)
-        open_key = rt.keys.open_incident(f"{stored.kind}:{stored.area}")
+        open_key = rt.keys.open_incident(f"{stored.kind}:{stored.area}"
+                                          + (":exercise" if stored.exercise else ""))
         await pipe.watch(open_key)
         current = await pipe.get(open_key)
         pending = await _pending_approval(pipe, rt, incident)

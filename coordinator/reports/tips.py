@@ -9,6 +9,8 @@ report of their own, under their own name, turns what a tip says into Loa's word
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,6 +74,25 @@ async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str]
         await pipe.execute()
 
 
+_VOICE_KEY = secrets.token_bytes(32)
+
+
+def voice_of(address: str, settings: Settings) -> str:
+    """Who sent an anonymous tip, for counting only: a keyed hash of the client address
+    (an IPv6 address by its /64, what one household or phone gets), so the key neither
+    names the address nor can be reversed by trying every IPv4 address. Keyed with
+    LOA_SECRET_KEY (the same in every process), else a key of this process."""
+    try:
+        ip = ipaddress.ip_address(address)
+        if ip.version == 6:
+            address = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    except ValueError:
+        pass
+    key = (settings.secret_key.get_secret_value().encode() if settings.secret_key
+           else _VOICE_KEY)
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:24]
+
+
 async def take_tip(redis: Redis, keys: Keys, city: City, settings: Settings, tip: Tip,
                    send: Send, source: str | None = None) -> Surge | None:
     """File a tip and raise the surge it completes, telling the duty officers; the surge,
@@ -81,11 +102,10 @@ async def take_tip(redis: Redis, keys: Keys, city: City, settings: Settings, tip
     per source, kind and window: one person sending ten tips is one voice, not a surge.
     A tip under a credential (`source` None) counts each time: its holder is accountable."""
     path = city.ancestors(tip.area) if tip.kind and tip.area else []
-    if path and tip.kind and source is not None:
-        voice = hashlib.sha256(f"{tip.kind}\0{source}".encode()).hexdigest()[:24]
-        if not await redis.set(keys.surge_voice(tip.kind, voice), tip.id, nx=True,
-                               ex=int(settings.surge_window_s)):
-            path = []  # heard from this source in this window: kept, not counted again
+    if path and tip.kind and source is not None and not await redis.set(
+            keys.surge_voice(tip.kind, voice_of(source, settings)), "1", nx=True,
+            ex=int(settings.surge_window_s)):
+        path = []  # heard from this source in this window: kept, not counted again
     await file_tip(redis, keys, tip, path, settings.surge_window_s)
     if not path or tip.kind is None:
         return None

@@ -29,6 +29,7 @@ from coordinator.playbooks.render import EXERCISE_MARKS
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 from coordinator.statements.prepared_update import follow_up_for, prepare_update
+from coordinator.statements.public_events import queue_public_event
 
 
 def promised_after(follow_ups: list[FollowUp], publication: int) -> float | None:
@@ -52,11 +53,13 @@ def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: st
         pipe.zrem(keys.promises(), incident_id)
         if statement_id:
             pipe.hdel(keys.statement(statement_id), "next_update_by")
+            queue_public_event(pipe, keys, "published", statement_id)  # the card changed
         return
     pipe.hset(ikey, "next_update_by", due.isoformat())
     pipe.zadd(keys.promises(), {incident_id: due.timestamp()})
     if statement_id:
         pipe.hset(keys.statement(statement_id), "next_update_by", due.isoformat())
+        queue_public_event(pipe, keys, "published", statement_id)
 
 
 async def set_promise(redis: Redis, keys: Keys, incident_id: str, due: datetime | None,
@@ -162,7 +165,9 @@ async def _mind(rt: Runtime, incident_id: str, now: datetime) -> list[DeliveryRe
             pipe.multi()
             return None
         ready = bool(await pipe.exists(prepared_key))
-        drafted = None if ready else prepare_update(
+        # Not while a new version waits for approval: the update is on its way already.
+        busy = row.get("status") in ("awaiting_approval", "approved")
+        drafted = None if ready or busy else prepare_update(
             rt.playbooks.get(row.get("playbook", "")), row, rt.city, now, tz,
             rt.settings.web_url())
         drill = row.get("exercise") == "1"  # a drill's promise is a drill's too

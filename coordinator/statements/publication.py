@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 from coordinator.errors import BadEvent
 from coordinator.events import AuditEvent, Statement
-from coordinator.keys import Keys
 from coordinator.model.incident import Incident, IncidentStatus, published
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
@@ -30,18 +29,6 @@ async def approved_statement(rt: Runtime, claimed: Statement) -> Statement:
     return Statement.model_validate_json(stored)
 
 
-PUBLIC_EVENTS_KEPT = 1000
-"""About how many public changes the stream keeps: a live page that reconnects after more
-than this many reloads its list instead of catching up."""
-
-
-def queue_public_event(pipe: Pipeline, keys: Keys, change: str, statement_id: str) -> None:
-    """Inside MULTI: tell the web processes what changed on the public pages (`published`,
-    `withdrawn`), so their live pages show it at once (web.live)."""
-    pipe.xadd(keys.public_events(), {"change": change, "statement": statement_id},
-              maxlen=PUBLIC_EVENTS_KEPT, approximate=True)
-
-
 async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> None:
     """Make the statement part of the public pages, feeds and API: stored, and added to the
     public index once (publishing it again changes nothing). Raises RedisError."""
@@ -53,8 +40,6 @@ async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> No
         index = (rt.keys.exercises_published() if statement.exercise
                  else rt.keys.statements_published())
         pipe.zadd(index, {statement.id: now.timestamp()}, nx=True)
-        if not statement.exercise:  # again on a repeat: pages show a statement once anyway
-            queue_public_event(pipe, rt.keys, "published", statement.id)
         await pipe.execute()
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from coordinator.events import AuditEvent, Interface, Statement
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
-from coordinator.statements.publication import queue_public_event
+from coordinator.statements.public_events import queue_public_event
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,17 @@
 """Live updates for the public page: the news itself, pushed.
 
-Publication and withdrawal write one entry to the `public-events` stream, in the same
-transaction as the change (statements.publication). One watcher per web process reads that
-stream with a blocking XREAD (Redis pushes the entry the moment it is written), reads the
-statement once, renders its card in every language once, and wakes every server-sent
-events stream (`GET /events`) with those bytes. No open page comes back for the list: the
-event carries what it shows, and the page puts it in place itself.
+Publication, a changed promise and withdrawal write one entry to the `public:events`
+stream, in the same transaction as the change (statements.public_events). One watcher per
+web process reads that stream with a blocking XREAD (Redis pushes the entry the moment it
+is written), reads the statement once, renders its card in every language once, and wakes
+every server-sent events stream (`GET /events`) with those bytes. No open page comes back
+for the list: the event carries what it shows, and the page puts it in place itself.
 
 Each event's `id:` is the stream entry's id, the same in every web process, so a page that
-reconnects (to this process or another) sends `Last-Event-ID` and gets what it missed from
-the recent events kept in memory, or, when it missed more than those, an event telling it
-to reload its list.
+reconnects (to this process or another) sends `Last-Event-ID`, and a page that just loaded
+sends `?after=` the change its list was drawn at; either gets what it missed from the
+recent events kept in memory or, when it missed more than those, an event telling it to
+reload its list.
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ class Live:
         self.changed = asyncio.Condition()
 
     async def start(self) -> None:
-        """Begin after the newest change already made (the pages render what is there)."""
-        self.version = self.horizon = await queries.newest_public_change(self.redis,
-                                                                         self.keys)
+        """Begin after the newest change already made (the pages render what is there); with
+        Redis not answering, from the start of the stream (the watcher retries)."""
+        try:
+            self.version = self.horizon = await queries.newest_public_change(self.redis,
+                                                                             self.keys)
+        except RedisError as exc:
+            log.warning("live watcher cannot read Redis at start", error=str(exc))
 
     async def watch(self) -> None:
         """Read the public changes as Redis pushes them, until cancelled."""
@@ -88,13 +93,28 @@ class Live:
                 await asyncio.sleep(1.0)
 
     async def _take(self, change_id: str, fields: dict[str, str]) -> None:
-        statement = (await queries.statement_detail(self.redis, self.keys, fields["statement"])
-                     if fields.get("change") == "published" else None)
-        text = self.event_text(change_id, fields, statement)
+        """One change: its event for every stream. A change that cannot be read or drawn
+        (a broken record) still moves the version on, as `reload`, and is logged: the
+        watcher never stops on one entry."""
+        try:
+            statement = (await queries.statement_detail(self.redis, self.keys,
+                                                        fields["statement"])
+                         if fields.get("change") == "published" else None)
+            if statement is not None and statement.get("exercise"):
+                statement, text = None, ""  # a drill's: kept off the public pages
+            else:
+                text = self.event_text(change_id, fields, statement)
+        except RedisError:
+            raise
+        except Exception as exc:  # one bad entry must not end live updates
+            log.error("a public change could not be drawn; pages reload", change=change_id,
+                      error=repr(exc))
+            text = f"id: {change_id}\nevent: reload\ndata: {{}}\n\n"
         async with self.changed:
             if len(self.recent) == self.recent.maxlen:
                 self.horizon = self.recent[0].id  # forgotten from here on
-            self.recent.append(Change(change_id, text))
+            if text:
+                self.recent.append(Change(change_id, text))
             self.version = change_id
             self.changed_at = datetime.now(UTC)
             self.changed.notify_all()
@@ -103,7 +123,8 @@ class Live:
                    statement: dict[str, object] | None) -> str:
         """The server-sent event for a change: `statement` with the card in every language
         and the areas it concerns, or `reload` (a withdrawal: the list is fetched again)."""
-        if statement is None or not statement.get("published_at"):
+        if statement is None or not statement.get("published_at") or statement.get(
+                "withdrawn_at"):
             gone = json.dumps({"statement": fields.get("statement", "")})
             return f"id: {change_id}\nevent: reload\ndata: {gone}\n\n"
         area = str(statement["area"])
@@ -142,7 +163,11 @@ class Live:
             async with self.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._newer_than(seen), HEARTBEAT_S)
-                fresh = [c.text for c in self.recent if stream_id(c.id) > stream_id(seen)]
+                if stream_id(seen) < stream_id(self.horizon):  # too slow: some forgotten
+                    fresh = [f"id: {self.version}\nevent: reload\ndata: {{}}\n\n"]
+                else:
+                    fresh = [c.text for c in self.recent
+                             if stream_id(c.id) > stream_id(seen)]
                 seen = self.version
             if fresh:
                 yield "".join(fresh)

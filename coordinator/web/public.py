@@ -68,18 +68,20 @@ async def home(request: Request, lang: str = "vi", area: str = "",
     statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
                 statements=statements, lang=lang, area=area, areas=st.city.areas,
-                languages=LANGUAGES,
+                languages=LANGUAGES, version=request.app.state.live.version,
+                known_area=area if area in st.city.areas else "",
                 area_path=st.city.ancestors(area) if area in st.city.areas else [])
 
 
 @public.get("/events")
-async def events(request: Request) -> StreamingResponse:
+async def events(request: Request, after: str = "") -> StreamingResponse:
     """Server-sent events: `statement` when one is published, carrying its card in every
     language (the page puts it in place: no page comes back for the list); `reload` when one
     is withdrawn or a reconnecting page missed more than is kept; a heartbeat every 15 s.
-    `Last-Event-ID` catches a reconnecting page up."""
+    `Last-Event-ID` catches a reconnecting page up, `?after=` a page that just loaded (the
+    change its list was drawn at)."""
     live = request.app.state.live
-    return StreamingResponse(live.stream(request.headers.get("last-event-id")),
+    return StreamingResponse(live.stream(request.headers.get("last-event-id") or after),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

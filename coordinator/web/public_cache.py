@@ -6,9 +6,11 @@ A public page or feed is rendered once per (path and query, public version) and 
 with time alone (a promise moved, an alert expiring) is at most that old. Requests for the
 same page while it renders wait for that one rendering instead of each reading Redis.
 
-Every answer carries an `ETag` and `Last-Modified`, and `Cache-Control: public, max-age,
-stale-while-revalidate`; `If-None-Match` gets `304 Not Modified`. A signed-in staff
-member's pages are never kept (they show the account) and say `private, no-store`.
+Every answer it keeps carries an `ETag` and `Last-Modified`, and `Cache-Control: public,
+max-age, stale-while-revalidate`; `If-None-Match` gets `304 Not Modified`. A signed-in staff
+member's pages are never kept (they show the account) and say `private, no-store`; errors
+are not kept. The key is the path and the route's own query parameters, sorted: unknown
+parameters cannot make new entries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -26,11 +29,9 @@ from typing import Any, ParamSpec
 from fastapi import Request
 from fastapi.responses import Response
 
-from coordinator.web.security import SESSION_COOKIE
-
 P = ParamSpec("P")
 MAX_ENTRIES = 2048
-STALE_WHILE_REVALIDATE_S = 30
+STALE_WHILE_REVALIDATE_S = 10
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,22 @@ def answer_from(entry: Entry, request: Request, ttl_s: float, modified: str) -> 
 
 def cached(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
     """Serve a public GET route from the public cache (the route takes `request`)."""
+    own = sorted(set(inspect.signature(handler).parameters) - {"request"})
 
     @functools.wraps(handler)
     async def serve(*args: P.args, **kwargs: P.kwargs) -> Response:
         request = kwargs["request"]
         assert isinstance(request, Request)
-        if SESSION_COOKIE in request.cookies:  # staff see their account: never shared
+        # Staff see their account: never shared (the route's lock has identified them).
+        if getattr(request.state, "account", None) is not None:
             answer = await handler(*args, **kwargs)
             answer.headers["Cache-Control"] = "private, no-store"
             return answer
         app: Any = request.app
         live, cache = app.state.live, app.state.public_cache
-        key = f"{request.url.path}?{request.url.query}"
+        key = request.url.path + "?" + "&".join(
+            f"{name}={request.query_params[name]}" for name in own
+            if name in request.query_params)
         found = await cache.get(key, live.version, lambda: handler(*args, **kwargs))
         if isinstance(found, Response):
             return found

@@ -160,11 +160,13 @@ class Stack:
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         return self.web_url
 
-    def another_web(self, name: str = "web2") -> tuple[subprocess.Popen[bytes], str]:
+    def another_web(self, name: str = "web2", **env: str
+                    ) -> tuple[subprocess.Popen[bytes], str]:
         """Start one more `loa web` on a free port of its own, as a second process behind a
-        balancer would run; (the process, its base URL). The caller stops it."""
+        balancer would run (with `env` added); (the process, its base URL). The caller
+        stops it."""
         port = free_port()
-        proc = self._spawn(name, ["web"], {**self.env, "LOA_WEB_PORT": str(port)})
+        proc = self._spawn(name, ["web"], {**self.env, "LOA_WEB_PORT": str(port), **env})
         wait_for_port(port, timeout_s=60, proc=proc)
         return proc, f"http://127.0.0.1:{port}"
 

@@ -155,8 +155,8 @@ def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: S
                          "--source", unapproved, "--token", officer)
     assert restated.returncode == 0, restated.stderr
     assert stack.incident(incident_id)["fact_source"] == unapproved
-    with stack.http("") as public:
-        rumours = public.get("/rumours").text
+    with stack.http("") as public:  # another address than before: not the page cached then
+        rumours = public.get("/rumours", params={"lang": "vi"}).text
     assert source in rumours and unapproved not in rumours
 
 

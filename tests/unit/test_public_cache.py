@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from coordinator.city import load_city
 from coordinator.keys import Keys
+from coordinator.reports.tips import voice_of
 from coordinator.settings import Settings
 from coordinator.web.admission import Admission
 from coordinator.web.live import Change, Live, stream_id
@@ -61,7 +62,7 @@ async def test_a_client_that_has_the_page_gets_304_with_the_caching_headers() ->
 
     fresh = answer_from(entry, request(), 5, "Fri, 04 Dec 2026 05:00:00 GMT")
     assert fresh.status_code == 200 and fresh.body == b"<p>render 1</p>"
-    assert fresh.headers["cache-control"] == "public, max-age=5, stale-while-revalidate=30"
+    assert fresh.headers["cache-control"] == "public, max-age=5, stale-while-revalidate=10"
     assert fresh.headers["etag"] == entry.etag and entry.etag.startswith('"')
     assert fresh.headers["last-modified"] == "Fri, 04 Dec 2026 05:00:00 GMT"
     same = answer_from(entry, request((b"if-none-match", f'W/{entry.etag}'.encode())), 5, "x")
@@ -97,6 +98,9 @@ def test_a_published_statement_travels_with_its_card_in_every_language() -> None
     assert text.startswith("id: 105-0\nevent: statement\ndata: {") and text.endswith("\n\n")
     assert ('"path": ["hn-ba-dinh-kim-ma", "hn-ba-dinh", "hn"]' in text
             and '"en": "<article>STM-00001-1 en</article>"' in text)
+    withdrawn = watcher.event_text("106-0", {"change": "published"}, {
+        **statement, "withdrawn_at": "2026-12-04T05:10:00+00:00"})
+    assert "event: reload" in withdrawn  # a promise moved on a withdrawn one: no card
     gone = watcher.event_text("106-0", {"change": "withdrawn", "statement": "STM-00001-1"},
                               None)
     assert gone == 'id: 106-0\nevent: reload\ndata: {"statement": "STM-00001-1"}\n\n'
@@ -125,3 +129,15 @@ async def test_admission_refuses_at_once_past_its_bound() -> None:
     await asyncio.gather(first, events)
     assert [m["status"] for m in sent if "status" in m] == [503, 200, 200]
     assert gate.in_flight == 0
+
+
+def test_an_anonymous_tipper_is_counted_by_a_keyed_hash_of_their_address() -> None:
+    settings = Settings(_env_file=None, secret_key="k")  # type: ignore[call-arg]
+    one = voice_of("203.0.113.7", settings)
+    assert one == voice_of("203.0.113.7", settings) != voice_of("203.0.113.8", settings)
+    assert "203" not in one and len(one) == 24
+    # One household's IPv6 addresses (a /64) are one voice; another /64 is another.
+    assert voice_of("2001:db8:1:2::10", settings) == voice_of("2001:db8:1:2:ffff::1", settings)
+    assert voice_of("2001:db8:1:3::10", settings) != voice_of("2001:db8:1:2::10", settings)
+    other_key = Settings(_env_file=None, secret_key="other")  # type: ignore[call-arg]
+    assert voice_of("203.0.113.7", other_key) != one

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from coordinator.dispatch.deliveries import Send, queue_delivery
+from coordinator.dispatch.deliveries import Send, send_kept_deliveries
 from coordinator.dispatch.fanout import CHANNELS, fan_out, send_batch
 from coordinator.dispatch.handover import FINAL
 from coordinator.dispatch.ledger import Ledger, open_fan_outs, read_ledger, settle
@@ -98,7 +98,10 @@ async def _send_deliveries_again(rt: Runtime, send: Send, now: float, pending_s:
         if status in FINAL:
             await rt.redis.hdel(rt.keys.deliveries_pending(), delivery_id)
             continue
-        await queue_delivery(rt.redis, rt.keys,
-                             DeliveryRequest.model_validate_json(entry["request"]), send)
-        again += 1
+        # Stamped again first, and kept whatever the broker says: a resend that fails is
+        # tried again next round, never forgotten.
+        await rt.redis.hset(rt.keys.deliveries_pending(), delivery_id,
+                            json.dumps({**entry, "at": now}))
+        again += await send_kept_deliveries(
+            [DeliveryRequest.model_validate_json(entry["request"])], send)
     return again

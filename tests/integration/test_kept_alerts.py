@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from coordinator import topics
+from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import Severity, Statement
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
@@ -104,3 +105,25 @@ async def test_a_statement_published_after_its_incident_closed_promises_nothing(
     assert "next_update_by" not in await rt.redis.hgetall(rt.keys.statement(statement.id))
     # The flood playbook does promise one after a first statement of an open incident.
     assert rt.playbooks["flood"].follow_ups[0].after == 7200
+
+
+async def test_recovery_keeps_an_alert_the_broker_refuses_again_and_sends_it_later(
+        rt: Runtime) -> None:
+    path = rt.city.ancestors("hn-ba-dinh")
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        for _ in range(3):
+            queue_count(pipe, rt.keys, "flood", path, NOW.timestamp(), 600)
+        await pipe.execute()
+    surge = await detect(rt.redis, rt.keys, rt.city, "flood", path, NOW, 600, 3)
+    assert surge is not None
+    kept = f"alert-{surge.id}-tran-thi-mai-sms"
+    assert (await recover(rt, broker_down, pending_s=0)).deliveries_sent_again == 0
+    assert await pending_ids(rt) == {kept}  # refused again: still kept
+    await rt.redis.delete(rt.keys.recovery_lock())
+    sent: list[str] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(key)
+
+    done = await recover(rt, broker_up, pending_s=0)
+    assert done.deliveries_sent_again == 1 and sent == [kept]

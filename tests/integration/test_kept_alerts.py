@@ -42,16 +42,22 @@ def an_officer_wants_sms(rt: Runtime) -> None:
         update={"preferred_channel": "sms"})
 
 
-async def pending_ids(rt: Runtime) -> set[str]:
-    return set(await rt.redis.hkeys(rt.keys.deliveries_pending()))
-
-
-async def test_a_surge_raised_while_the_broker_is_down_keeps_its_messages(rt: Runtime) -> None:
+async def three_floods(rt: Runtime) -> list[str]:
+    """Count three flood reports in Ba Đình now; the area path counted."""
     path = rt.city.ancestors("hn-ba-dinh")
     async with rt.redis.pipeline(transaction=True) as pipe:
         for _ in range(3):
             queue_count(pipe, rt.keys, "flood", path, NOW.timestamp(), 600)
         await pipe.execute()
+    return path
+
+
+async def pending_ids(rt: Runtime) -> set[str]:
+    return set(await rt.redis.hkeys(rt.keys.deliveries_pending()))
+
+
+async def test_a_surge_raised_while_the_broker_is_down_keeps_its_messages(rt: Runtime) -> None:
+    path = await three_floods(rt)
     surge = await detect(rt.redis, rt.keys, rt.city, "flood", path, NOW, 600, 3)
     assert surge is not None and surge.area == "hn-ba-dinh" and surge.count == 3
     assert await tell_duty_officers(rt.city, surge, broker_down) == 0
@@ -109,12 +115,8 @@ async def test_a_statement_published_after_its_incident_closed_promises_nothing(
 
 async def test_recovery_keeps_an_alert_the_broker_refuses_again_and_sends_it_later(
         rt: Runtime) -> None:
-    path = rt.city.ancestors("hn-ba-dinh")
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        for _ in range(3):
-            queue_count(pipe, rt.keys, "flood", path, NOW.timestamp(), 600)
-        await pipe.execute()
-    surge = await detect(rt.redis, rt.keys, rt.city, "flood", path, NOW, 600, 3)
+    surge = await detect(rt.redis, rt.keys, rt.city, "flood", await three_floods(rt), NOW,
+                         600, 3)
     assert surge is not None
     kept = f"alert-{surge.id}-tran-thi-mai-sms"
     assert (await recover(rt, broker_down, pending_s=0)).deliveries_sent_again == 0

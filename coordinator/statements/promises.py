@@ -53,12 +53,12 @@ def queue_promise(pipe: Pipeline, keys: Keys, incident_id: str, statement_id: st
         pipe.zrem(keys.promises(), incident_id)
         if statement_id:
             pipe.hdel(keys.statement(statement_id), "next_update_by")
-            queue_public_event(pipe, keys, "published", statement_id)  # the card changed
-        return
-    pipe.hset(ikey, "next_update_by", due.isoformat())
-    pipe.zadd(keys.promises(), {incident_id: due.timestamp()})
-    if statement_id:
-        pipe.hset(keys.statement(statement_id), "next_update_by", due.isoformat())
+    else:
+        pipe.hset(ikey, "next_update_by", due.isoformat())
+        pipe.zadd(keys.promises(), {incident_id: due.timestamp()})
+        if statement_id:
+            pipe.hset(keys.statement(statement_id), "next_update_by", due.isoformat())
+    if statement_id:  # its public card says (or stops saying) when the next update is due
         queue_public_event(pipe, keys, "published", statement_id)
 
 

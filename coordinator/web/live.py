@@ -49,6 +49,11 @@ def stream_id(text: str) -> tuple[int, int]:
         return -1, -1
 
 
+def reload_event(change_id: str) -> str:
+    """The event that makes a live page fetch its list again. Pure."""
+    return f"id: {change_id}\nevent: reload\ndata: {{}}\n\n"
+
+
 @dataclass(frozen=True)
 class Change:
     """One change to the public pages, as server-sent-event text."""
@@ -109,7 +114,7 @@ class Live:
         except Exception as exc:  # one bad entry must not end live updates
             log.error("a public change could not be drawn; pages reload", change=change_id,
                       error=repr(exc))
-            text = f"id: {change_id}\nevent: reload\ndata: {{}}\n\n"
+            text = reload_event(change_id)
         async with self.changed:
             if len(self.recent) == self.recent.maxlen:
                 self.horizon = self.recent[0].id  # forgotten from here on
@@ -155,7 +160,7 @@ class Live:
         if last_event_id:
             caught_up = self.missed(last_event_id, seen)
             if caught_up is None:
-                yield f"id: {seen}\nevent: reload\ndata: {{}}\n\n"
+                yield reload_event(seen)
             else:
                 for text in caught_up:
                     yield text
@@ -164,7 +169,7 @@ class Live:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._newer_than(seen), HEARTBEAT_S)
                 if stream_id(seen) < stream_id(self.horizon):  # too slow: some forgotten
-                    fresh = [f"id: {self.version}\nevent: reload\ndata: {{}}\n\n"]
+                    fresh = [reload_event(self.version)]
                 else:
                     fresh = [c.text for c in self.recent
                              if stream_id(c.id) > stream_id(seen)]

@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: up test lint typecheck unit integration bench system-deps clean
+.PHONY: up test lint typecheck unit integration bench catalogs system-deps clean
 
 $(STAMP): pyproject.toml
 	$(MAKE) system-deps
@@ -41,6 +41,15 @@ integration: $(STAMP)
 
 test: lint typecheck $(STAMP)
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile --durations=15
+
+# The public words' message ids (config/locale/loa.pot) extracted again, and each language's
+# catalog updated from it (new ids untranslated, gone ones kept as obsolete); then translate
+# the empty msgstr entries of config/locale/<tag>/LC_MESSAGES/loa.po.
+catalogs: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _ -k N_ -k gettext:2 --no-location \
+	  --sort-output --project=Loa -o config/locale/loa.pot .
+	$(VENV)/bin/pybabel update -D loa -i config/locale/loa.pot -d config/locale \
+	  --no-fuzzy-matching --ignore-obsolete
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/pipeline.py

@@ -77,7 +77,7 @@ class OutboundMessage:
     text: str
     subject: str = ""
     html: str | None = None
-    language: str = "vi"
+    language: str = ""  # BCP 47; "" when not known
     unsubscribe_url: str | None = None
     # asked right before the hand-over (after any wait); False withdraws the message
     wanted: Callable[[], Awaitable[bool]] | None = field(default=None, compare=False)

@@ -73,7 +73,8 @@ def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMess
     mail.set_content(message.text)
     if message.html:
         mail.add_alternative(message.html, subtype="html")
-    mail["Content-Language"] = one_line(message.language)  # after set_content, which clears it
+    if message.language:  # after set_content, which clears it
+        mail["Content-Language"] = one_line(message.language)
     return mail
 
 

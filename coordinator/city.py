@@ -1,6 +1,8 @@
 """The city: its areas (a tree), its departments and their approvers, its duty officers.
 
-Loaded from ``config/areas.yaml``, ``config/departments.yaml`` and ``config/kinds.yaml``.
+Loaded from ``config/areas.yaml``, ``config/departments.yaml``, ``config/kinds.yaml`` and
+``config/languages.yaml``. Names are filled in for every declared language at load, each
+from the first language of its fallback order that the file gives.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.errors import ConfigError
 from coordinator.events import Slug
+from coordinator.languages import Languages, load_languages
+from coordinator.translations import Catalogs, load_catalogs
 from coordinator.yamlsource import YamlSource, parse_problem, validate_source
 
 Names = dict[str, str]
@@ -120,8 +124,9 @@ class Area:
     geocode: dict[str, str] = field(default_factory=dict)
 
     def name_in(self, language: str) -> str:
-        """The area's name in a language (Vietnamese, then the code, as fallback)."""
-        return self.name.get(language) or self.name.get("vi") or self.code
+        """The area's name in a language (its fallback's, filled in at load; else the
+        code)."""
+        return self.name.get(language) or self.code
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ class City:
     areas: dict[str, Area]
     departments: dict[str, Department]
     duty_officers: dict[str, Person]
+    languages: Languages
+    catalogs: Catalogs
     people: dict[str, Person] = field(default_factory=dict)
     kinds: dict[str, Kind] = field(default_factory=dict)
     duty_supervisors: dict[str, Person] = field(default_factory=dict)
@@ -160,12 +167,26 @@ class City:
         return None
 
 
-def _flatten(nodes: list[AreaNode], parent: str | None, depth: int, out: dict[str, Area]) -> None:
+def _flatten(nodes: list[AreaNode], parent: str | None, depth: int, out: dict[str, Area],
+             languages: Languages) -> None:
     for node in nodes:
         if node.code in out:
             raise ConfigError(f"area code {node.code!r} appears twice")
-        out[node.code] = Area(node.code, node.name, parent, depth, dict(node.geocode))
-        _flatten(node.children, node.code, depth + 1, out)
+        out[node.code] = Area(node.code, filled(node.name, languages), parent, depth,
+                              dict(node.geocode))
+        _flatten(node.children, node.code, depth + 1, out, languages)
+
+
+def filled(names: Names, languages: Languages) -> Names:
+    """`names` with an entry for every declared language: its own, else the first of its
+    fallback order the file gives (languages the file gives and the city does not declare
+    stay as written)."""
+    out = dict(names)
+    for tag in languages.tags:
+        found = languages.best(tag, list(names))
+        if tag not in out and found is not None:
+            out[tag] = names[found]
+    return out
 
 
 def _read(path: Path) -> YamlSource:
@@ -179,6 +200,7 @@ def _read(path: Path) -> YamlSource:
 
 def load_city(config_dir: Path) -> City:
     """Load config/; raises ConfigError naming file, line and field."""
+    languages = load_languages(_read(config_dir / "languages.yaml"))
     areas_src = _read(config_dir / "areas.yaml")
     areas_file = validate_source(areas_src, AreasFile)
     if isinstance(areas_file, list):
@@ -191,11 +213,12 @@ def load_city(config_dir: Path) -> City:
     kinds_file = validate_source(kinds_src, KindsFile)
     if isinstance(kinds_file, list):
         raise ConfigError("\n".join(kinds_file))
-    kinds = {k.id: k for k in kinds_file.kinds}
+    kinds = {k.id: k.model_copy(update={"name": filled(k.name, languages)})
+             for k in kinds_file.kinds}
     if len(kinds) != len(kinds_file.kinds):
         raise ConfigError(f"{kinds_src.path}: a kind id appears twice")
     areas: dict[str, Area] = {}
-    _flatten(areas_file.areas, None, 1, areas)
+    _flatten(areas_file.areas, None, 1, areas, languages)
     people: dict[str, Person] = {}
     approvers = (p for d in deps_file.departments for p in d.approvers)
     for person in [*deps_file.duty_officers, *approvers]:
@@ -209,8 +232,11 @@ def load_city(config_dir: Path) -> City:
                               f"{person.id}.delegate: unknown person {person.delegate!r}")
     return City(
         areas=areas,
-        departments={d.id: d for d in deps_file.departments},
+        departments={d.id: d.model_copy(update={"name": filled(d.name, languages)})
+                     for d in deps_file.departments},
         duty_officers={p.id: p for p in deps_file.duty_officers},
+        languages=languages,
+        catalogs=load_catalogs(config_dir / "locale", languages),
         people=people,
         kinds=kinds,
         duty_supervisors=_known(deps_src, people, deps_file.duty_supervisors),

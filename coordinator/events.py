@@ -353,7 +353,7 @@ class DeliveryRequest(Event):
     text: str
     subject: str = ""
     html: str | None = None
-    language: str = "vi"
+    language: str = ""
     unsubscribe_url: str | None = None
     purpose: Literal["prompt", "statement", "confirmation", "alert"] = "prompt"  # alert: a surge
     incident_id: str | None = None

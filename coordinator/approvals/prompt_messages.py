@@ -72,7 +72,8 @@ async def sms_for(rt: Runtime, prompt: ApprovalPrompt) -> str:
     if prompt.kind not in ANSWERABLE:
         return prompt.text
     draft = await _draft(rt, prompt.approval_id)
-    sms = draft_sms(draft.texts) if draft else None
+    # approvers read the first staff language (config/ has no per-person language yet)
+    sms = draft_sms(draft.texts, rt.city.languages.staff[0]) if draft else None
     try:
         code: str | None = reply_code(rt.settings.key_for("reply-code"), prompt.approval_id,
                                       prompt.person_id)

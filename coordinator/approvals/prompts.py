@@ -17,8 +17,6 @@ from coordinator.model.approval import ApprovalRecord
 
 # The kinds whose SMS asks for an answer, and so carries the draft and a reply code.
 ANSWERABLE: frozenset[PromptKind] = frozenset({"request", "reminder", "moved_up"})
-# Approvers read prompts in Vietnamese today (config/ has no per-person language yet).
-APPROVER_LANGUAGE = "vi"
 # A draft whose SMS has no budget of its own is held to the playbooks' default.
 DEFAULT_SEGMENT_BUDGET = 2
 # How much of an over-budget draft an SMS prompt quotes before the link to the whole.
@@ -86,8 +84,7 @@ def sms_prompt_text(kind: PromptKind, text: str, draft: RenderedText | None,
     return "\n".join(lines)
 
 
-def draft_sms(texts: Iterable[RenderedText], language: str = APPROVER_LANGUAGE
-              ) -> RenderedText | None:
+def draft_sms(texts: Iterable[RenderedText], language: str) -> RenderedText | None:
     """The draft's SMS text in `language`, else its first SMS text, else None."""
     sms = [t for t in texts if t.channel == "sms"]
     return next((t for t in sms if t.language == language), sms[0] if sms else None)

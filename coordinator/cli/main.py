@@ -316,8 +316,8 @@ def statements(as_json: JsonOpt = False) -> None:
 def playbooks_validate(
     path: Annotated[Path | None, typer.Argument(help="a playbook file or folder")] = None,
 ) -> None:
-    """Check playbooks; print every problem as file:line: field: why."""
-    from coordinator.playbooks.loader import check_playbook_file
+    """Check playbooks: every problem as file:line: field: why; languages left to others."""
+    from coordinator.playbooks.loader import check_playbook_file, language_notes
 
     settings = load_settings()
     city = city_or_fail(settings)
@@ -334,6 +334,8 @@ def playbooks_validate(
                 err.print(problem, markup=False, highlight=False, soft_wrap=True)
         elif playbook is not None:
             out.print(f"[green]ok[/] {file} ({playbook.id})")
+            for note in language_notes(playbook, city):
+                out.print(f"  note: {note}", markup=False, highlight=False)
     if bad:
         raise fail(f"{bad} of {len(files)} playbook(s) do not validate")
 
@@ -377,14 +379,12 @@ def doctor(
     seen_dead_letters: Annotated[bool, typer.Option(
         "--seen-dead-letters", help="note the dead letters so far as looked at")] = False,
 ) -> None:
-    """Check this setup and the work in it, and say in plain words what is wrong; exits 1
-    when anything is, e.g. work stuck longer than --stuck-after."""
+    """Check this setup and the work in it; exit 1 on a problem (e.g. stuck work)."""
     from coordinator.doctor import run_doctor
 
     raise typer.Exit(run_doctor(env_settings(), out, stuck_after, seen_dead_letters))
 
 
-# Defined with their command groups, listed after the core commands.
 app.command("dispatch-watch")(dispatch_watch)
 app.command()(outbox)
 app.command()(login)

@@ -24,7 +24,8 @@ def subscribers_add(
     channel: Annotated[list[str], typer.Option(help="sms or email; repeat for both")],
     phone: Annotated[str | None, typer.Option()] = None,
     email: Annotated[str | None, typer.Option()] = None,
-    language: Annotated[str, typer.Option()] = "vi",
+    language: Annotated[str | None, typer.Option(
+        help="a language of config/languages.yaml; none = the city's default")] = None,
     topic: Annotated[list[str] | None, typer.Option(help="incident kind; none = all")] = None,
     role: Annotated[str, typer.Option(help="resident, press or partner")] = "resident",
     drills: Annotated[bool, typer.Option(help="also receive drills' messages (marked as "
@@ -42,6 +43,10 @@ def subscribers_add(
     unknown = [a for a in area if a not in city.areas]
     if unknown:
         raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
+    language = language or city.languages.default
+    if not city.languages.known(language):
+        raise fail(f"--language: {language!r} is not one of the city's languages "
+                   f"({', '.join(city.languages.tags)}; see config/languages.yaml)")
     try:
         sub = Subscriber.model_validate({
             "phone": phone, "email": email, "language": language, "areas": area,

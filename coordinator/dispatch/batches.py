@@ -159,7 +159,8 @@ async def _requests(rt: Runtime, batch: DeliveryBatch) -> list[DeliveryRequest] 
         if raw is None:  # erased since the fan-out started: nobody to send to
             continue
         sub = Subscriber.model_validate_json(raw)
-        requests += [r for r in deliveries_for(statement, sub, link, unsubscribe_url(rt, sub))
+        requests += [r for r in deliveries_for(statement, sub, link, rt.city.languages,
+                                              unsubscribe_url(rt, sub))
                      if r.channel == batch.channel]
     return requests
 

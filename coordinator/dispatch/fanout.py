@@ -24,23 +24,22 @@ from coordinator.dispatch.ledger import (
     take_lock,
 )
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
+from coordinator.languages import Languages
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 
-FALLBACK_LANGUAGES = ("vi", "en")
 CHANNELS = ("sms", "email")
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
 
-def text_for(statement: Statement, channel: str, language: str) -> RenderedText | None:
-    """The statement's text on a channel in a language, else in the fallback order. Pure."""
+def text_for(statement: Statement, channel: str, order: tuple[str, ...]
+             ) -> RenderedText | None:
+    """The statement's text on a channel in the first language of `order` it has (a
+    reader's language, then its fallbacks: ``Languages.order``). Pure."""
     texts: dict[tuple[str, str], RenderedText] = {(t.channel, t.language): t
                                                   for t in statement.texts}
-    for lang in (language, *FALLBACK_LANGUAGES):
-        if (channel, lang) in texts:
-            return texts[(channel, lang)]
-    return None
+    return next((texts[(channel, lang)] for lang in order if (channel, lang) in texts), None)
 
 
 def unsubscribe_url(rt: Runtime, sub: Subscriber) -> str | None:
@@ -49,15 +48,17 @@ def unsubscribe_url(rt: Runtime, sub: Subscriber) -> str | None:
     if secret is None:
         return None
     token = unsubscribe_token(secret.get_secret_value(), sub.id)
-    return f"{rt.settings.web_url()}/unsubscribe/{token}"
+    # in the subscriber's language: the page that asks and answers is in it
+    return f"{rt.settings.web_url()}/unsubscribe/{token}?lang={sub.language}"
 
 
-def deliveries_for(statement: Statement, sub: Subscriber, link: str,
+def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: Languages,
                    unsubscribe_url: str | None = None) -> list[DeliveryRequest]:
     """What one subscriber gets of a statement. Pure."""
     out = []
+    order = languages.order(sub.language)
     for channel in sub.channels:
-        text = text_for(statement, channel, sub.language)
+        text = text_for(statement, channel, order)
         if text is None:
             continue
         body = text.body if channel == "sms" else f"{text.body}\n\n{link}"

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from channels.segments import segment_count
 from coordinator.city import City
 from coordinator.dispatch.audience import resolve_audience
-from coordinator.dispatch.fanout import FALLBACK_LANGUAGES
 from coordinator.events import RenderedText
 from coordinator.keys import Keys
+from coordinator.languages import Languages
 from coordinator.state import Redis
 
 
@@ -41,22 +41,21 @@ class Reach:
                 f"email to {self.email:,}")
 
 
-def sms_segments(texts: Sequence[RenderedText], by_language: dict[str, int], total: int
-                 ) -> int:
+def sms_segments(texts: Sequence[RenderedText], by_language: dict[str, int], total: int,
+                 languages: Languages) -> int:
     """Segments for `total` SMS subscribers, `by_language` of them counted per language: each
-    gets their language's SMS text, else the fallback order's (as ``dispatch.fanout``). Pure."""
+    gets their language's SMS text, else the fallback order's (as ``dispatch.fanout``); the
+    rest (a language no longer declared) are counted as the city's own language. Pure."""
     sms = {t.language: t.body for t in texts if t.channel == "sms"}
 
     def cost(language: str) -> int:
-        for lang in (language, *FALLBACK_LANGUAGES):
-            if lang in sms:
-                return segment_count(sms[lang])
-        return 0
+        found = languages.best(language, list(sms))
+        return segment_count(sms[found]) if found else 0
 
     counted = sum(by_language.values())
     others = max(0, total - counted)
     return (sum(n * cost(lang) for lang, n in by_language.items())
-            + others * cost(FALLBACK_LANGUAGES[0]))
+            + others * cost(languages.default))
 
 
 async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
@@ -66,7 +65,7 @@ async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
     drill: its drill audience; of an update: with those reached before)."""
     key = keys.subs_index("tmp", f"{uuid.uuid4().hex}:reach")
     await resolve_audience(redis, keys, city, area, kind, key, exercise, drill_list, earlier)
-    languages = sorted({t.language for t in texts} | set(FALLBACK_LANGUAGES))
+    languages = city.languages.tags
     try:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.sintercard(2, [key, keys.subs_index("channel", "sms")])
@@ -78,7 +77,8 @@ async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
     finally:
         await redis.delete(key)
     counts = dict(zip(languages, (int(n) for n in per_language), strict=True))
-    return Reach(int(sms), int(email), sms_segments(texts, counts, int(sms)))
+    return Reach(int(sms), int(email),
+                 sms_segments(texts, counts, int(sms), city.languages))
 
 
 async def remember_reach(redis: Redis, keys: Keys, city: City, approval_id: str,

@@ -12,6 +12,7 @@ escaped as character data and can never turn into markup.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,10 +42,10 @@ def local_stamp(moment: datetime, timezone: str) -> str:
     return aware.astimezone(ZoneInfo(timezone)).replace(microsecond=0).isoformat()
 
 
-def statement_url(base_url: str, statement_id: str, lang: str = "vi") -> str:
-    """The statement's public page (its Vietnamese page unless another language is asked)."""
+def statement_url(base_url: str, statement_id: str, lang: str = "") -> str:
+    """The statement's public page (in the city's language unless `lang` is given)."""
     url = f"{base_url.rstrip('/')}/statements/{statement_id}"
-    return url if lang == "vi" else f"{url}?lang={lang}"
+    return f"{url}?lang={lang}" if lang else url
 
 
 def cap_url(base_url: str, statement_id: str) -> str:
@@ -52,14 +53,15 @@ def cap_url(base_url: str, statement_id: str) -> str:
     return f"{base_url.rstrip('/')}/cap/{statement_id}.xml"
 
 
-def web_text(statement: dict[str, Any], lang: str) -> dict[str, Any]:
-    """The statement's web text in `lang`, else Vietnamese, else the first one."""
-    web = [t for t in statement["texts"] if t["channel"] == "web"]
-    for candidate in (lang, "vi"):
-        for text in web:
-            if text["language"] == candidate:
-                return dict(text)
-    return dict(web[0]) if web else {"language": lang, "title": statement["id"], "body": ""}
+def web_text(statement: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """The statement's web text in the first language of `order` it has (a reader's
+    language and its fallbacks, ``Languages.order``), else its first one."""
+    web = {t["language"]: t for t in statement["texts"] if t["channel"] == "web"}
+    found = next((web[lang] for lang in order if lang in web), None)
+    if found is None and web:
+        found = next(iter(web.values()))
+    return dict(found) if found else {"language": order[0], "title": statement["id"],
+                                      "body": ""}
 
 
 def web_languages(statement: dict[str, Any]) -> list[str]:

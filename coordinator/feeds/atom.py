@@ -20,43 +20,44 @@ from coordinator.feeds import (
     local_stamp,
     published_at,
     statement_url,
+    web_languages,
     web_text,
     xml_safe,
 )
 from coordinator.feeds.cap import current_alerts
+from coordinator.translations import N_
 
 AUTHOR = "Loa"
 SCHEME = "urn:loa:"  # scheme of our <category> terms: urn:loa:severity, urn:loa:kind, ...
 SUMMARY_CHARS = 280
-TITLES = {
-    "statements": {"vi": "Loa: thông báo chính thức", "en": "Loa: official statements"},
-    "alerts": {"vi": "Loa: cảnh báo CAP đang hiệu lực", "en": "Loa: current CAP alerts"},
-}
+TITLES = {"statements": N_("Loa: official statements"), "alerts": N_("Loa: current CAP alerts")}
 
 
 def statements_feed(statements: Iterable[dict[str, Any]], city: City, *, base_url: str,
-                    timezone: str, now: datetime, lang: str = "vi") -> bytes:
-    """The Atom feed of published statements, newest first, with texts in `lang`.
+                    timezone: str, now: datetime, lang: str) -> bytes:
+    """The Atom feed of published statements, newest first, with texts in `lang` (else
+    its fallback order) and a link to the page of every language each one is in.
 
     `now` is the feed's `<updated>` only when there is no statement.
     """
     ordered = _newest_first(statements)
-    feed = _feed("feed.atom", "statements", base_url, lang,
+    feed = _feed("feed.atom", "statements", city, base_url, lang,
                  local_stamp(published_at(ordered[0]) if ordered else now, timezone))
     for statement in ordered:
         _statement_entry(feed, statement, city, base_url, timezone, lang)
     return _bytes(feed)
 
 
-def cap_index(statements: Iterable[dict[str, Any]], *, base_url: str, timezone: str,
-              now: datetime, lang: str = "vi", valid_for_s: float = 86400.0) -> bytes:
+def cap_index(statements: Iterable[dict[str, Any]], city: City, *, base_url: str,
+              timezone: str, now: datetime, lang: str, valid_for_s: float = 86400.0
+              ) -> bytes:
     """The Atom index of the CAP alerts in force (see `cap.current_alerts`: not cancelled,
     not expired), newest first."""
     current = current_alerts(statements, now, valid_for_s)
-    feed = _feed("cap.xml", "alerts", base_url, lang,
+    feed = _feed("cap.xml", "alerts", city, base_url, lang,
                  local_stamp(published_at(current[0]) if current else now, timezone))
     for statement in current:
-        _alert_entry(feed, statement, base_url, timezone, lang)
+        _alert_entry(feed, statement, city, base_url, timezone, lang)
     return _bytes(feed)
 
 
@@ -71,17 +72,18 @@ def _newest_first(statements: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(published, key=published_at, reverse=True)
 
 
-def _feed(path: str, which: str, base_url: str, lang: str, updated: str) -> ET.Element:
+def _feed(path: str, which: str, city: City, base_url: str, lang: str, updated: str
+          ) -> ET.Element:
     """The `<feed>` with its own metadata; entries are appended after."""
     base = base_url.rstrip("/")
-    own = f"{base}/{path}" if lang == "vi" else f"{base}/{path}?lang={lang}"
+    query = f"?lang={lang}" if city.languages.query(lang) else ""
+    own = f"{base}/{path}{query}"
     feed = ET.Element("feed", {"xmlns": ATOM_NS, XML_LANG: lang})
     _add(feed, "id", own)
-    _add(feed, "title", TITLES[which].get(lang, TITLES[which]["en"]), type="text")
+    _add(feed, "title", city.catalogs.gettext(lang, TITLES[which]), type="text")
     _add(feed, "updated", updated)
     _add(feed, "link", rel="self", type="application/atom+xml", href=own)
-    _add(feed, "link", rel="alternate", type="text/html",
-         href=f"{base}/" if lang == "vi" else f"{base}/?lang={lang}")
+    _add(feed, "link", rel="alternate", type="text/html", href=f"{base}/{query}")
     _add(_add(feed, "author"), "name", AUTHOR)
     _add(feed, "generator", "Loa")
     return feed
@@ -89,7 +91,7 @@ def _feed(path: str, which: str, base_url: str, lang: str, updated: str) -> ET.E
 
 def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, base_url: str,
                      timezone: str, lang: str) -> None:
-    text = web_text(statement, lang)
+    text = web_text(statement, city.languages.order(lang))
     stamp = local_stamp(published_at(statement), timezone)
     entry = _add(feed, "entry")
     _add(entry, "id", statement_url(base_url, statement["id"]))
@@ -97,8 +99,9 @@ def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, ba
     _add(entry, "updated", stamp)
     _add(entry, "published", stamp)
     _add(_add(entry, "author"), "name", AUTHOR)
-    _add(entry, "link", rel="alternate", type="text/html", hreflang=text["language"],
-         href=statement_url(base_url, statement["id"], lang))
+    for language in dict.fromkeys([text["language"], *web_languages(statement)]):
+        _add(entry, "link", rel="alternate", type="text/html", hreflang=language,
+             href=statement_url(base_url, statement["id"], city.languages.query(language)))
     _add(entry, "link", rel="related", type="application/cap+xml",
          href=cap_url(base_url, statement["id"]))
     _add(entry, "category", term=statement["severity"], scheme=f"{SCHEME}severity")
@@ -110,9 +113,9 @@ def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, ba
     _add(entry, "content", text.get("body", ""), type="text")
 
 
-def _alert_entry(feed: ET.Element, statement: dict[str, Any], base_url: str, timezone: str,
-                 lang: str) -> None:
-    text = web_text(statement, lang)
+def _alert_entry(feed: ET.Element, statement: dict[str, Any], city: City, base_url: str,
+                 timezone: str, lang: str) -> None:
+    text = web_text(statement, city.languages.order(lang))
     entry = _add(feed, "entry")
     _add(entry, "id", cap_url(base_url, statement["id"]))
     _add(entry, "title", text.get("title") or statement["id"], type="text")
@@ -120,7 +123,8 @@ def _alert_entry(feed: ET.Element, statement: dict[str, Any], base_url: str, tim
     _add(entry, "link", rel="alternate", type="application/cap+xml",
          href=cap_url(base_url, statement["id"]))
     _add(entry, "link", rel="related", type="text/html", hreflang=text["language"],
-         href=statement_url(base_url, statement["id"], lang))
+         href=statement_url(base_url, statement["id"],
+                            city.languages.query(text["language"])))
     _add(entry, "category", term=statement["msg_type"], scheme=f"{SCHEME}msg-type")
     _add(entry, "summary", summary(text.get("body", "")), type="text")
 

@@ -50,7 +50,6 @@ GRADES = {  # statement severity -> (urgency, severity, certainty)
     "moderate": ("Expected", "Moderate", "Likely"),
     "minor": ("Future", "Minor", "Likely"),
 }
-LANGUAGE_TAGS = {"vi": "vi-VN", "en": "en-US"}
 SENDER_NAME = "Loa"
 GEOCODE_OWN = "LOA"  # valueName of the geocode that carries Loa's own area code
 
@@ -130,19 +129,18 @@ def cap_alert(statement: dict[str, Any], city: City, *, base_url: str, timezone:
     if refs:
         _add(alert, "references", refs)
     _add(alert, "incidents", statement["incident_id"])
-    area = city.areas.get(statement["area"])
     expires = local_stamp(expires_at(statement, valid_for_s), timezone)
     for lang in web_languages(statement):
-        _info(alert, statement, lang, area, base_url, expires)
+        _info(alert, statement, lang, city, base_url, expires)
     document: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=True)
     return document
 
 
-def _info(alert: ET.Element, statement: dict[str, Any], lang: str, area: Area | None,
+def _info(alert: ET.Element, statement: dict[str, Any], lang: str, city: City,
           base_url: str, expires: str) -> None:
     """One `<info>` block: the statement in one language (element order as in the XSD)."""
     info = _add(alert, "info")
-    _add(info, "language", LANGUAGE_TAGS.get(lang, lang))
+    _add(info, "language", city.languages.cap_tag(lang))
     _add(info, "category", category(statement["kind"]))
     _add(info, "event", statement["kind"])
     _add(info, "responseType", "AllClear" if statement["msg_type"] == "Cancel" else "Monitor")
@@ -152,11 +150,11 @@ def _info(alert: ET.Element, statement: dict[str, Any], lang: str, area: Area | 
     _add(info, "certainty", certainty)
     _add(info, "expires", expires)
     _add(info, "senderName", SENDER_NAME)
-    text = web_text(statement, lang)
+    text = web_text(statement, [lang])
     _add(info, "headline", text.get("title") or statement["id"])
     _add(info, "description", text.get("body", ""))
-    _add(info, "web", statement_url(base_url, statement["id"], lang))
-    _area(info, statement["area"], area, lang)
+    _add(info, "web", statement_url(base_url, statement["id"], city.languages.query(lang)))
+    _area(info, statement["area"], city.areas.get(statement["area"]), lang)
 
 
 def _area(info: ET.Element, code: str, area: Area | None, lang: str) -> None:

@@ -13,15 +13,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 PUBLISHER = "Loa"
-FALSE = {"vi": "Sai sự thật", "en": "False"}
 
 
 def claim_review(statement: dict[str, Any], claim: dict[str, Any], base_url: str,
-                 language: str, timezone: str) -> dict[str, Any]:
+                 language: str, timezone: str, false: str = "False") -> dict[str, Any]:
     """The ClaimReview of `statement` (published), correcting `claim`: its text, when it was
     first reported, and where it was spreading (links only). Dates are the city's own
     (`timezone`): a claim reported at 06:30 in Hanoi was reported that day, not the day
-    before in UTC."""
+    before in UTC. `false` names the rating in `language` (the catalogs' "False")."""
     zone = ZoneInfo(timezone)
 
     def day(stamp: str) -> str:
@@ -43,7 +42,7 @@ def claim_review(statement: dict[str, Any], claim: dict[str, Any], base_url: str
                if links else {}),
         },
         "reviewRating": {"@type": "Rating", "ratingValue": 1, "bestRating": 5,
-                         "worstRating": 1, "alternateName": FALSE.get(language, "False")},
+                         "worstRating": 1, "alternateName": false},
     }
 
 

@@ -5,6 +5,7 @@ approver's own 6 digits, read as typed, leading zeros kept). Pure."""
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
@@ -32,10 +33,13 @@ class Answer:
 
 @dataclass(frozen=True)
 class Join:
-    """`JOIN <area> [<area> ...]`: sign this phone up for official updates about those areas
-    (`DANG KY` in Vietnamese); the SMS from the phone itself is the consent."""
+    """`JOIN <area> [<area> ...]`: sign this phone up for official updates about those areas,
+    in the language whose sign-up word it used (config/languages.yaml `join`: `JOIN`,
+    `DANG KY`, `INSCRIRE`, ...; none given: the city's language); the SMS from the phone
+    itself is the consent."""
 
     areas: list[str]
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,9 @@ def fold(text: str) -> str:
     return " ".join(stripped.upper().split())
 
 
-def parse_sms(body: str) -> Command:
-    """Classify an inbound SMS body."""
+def parse_sms(body: str, join_words: Mapping[str, str] | None = None) -> Command:
+    """Classify an inbound SMS body; `join_words` maps each sign-up word to its language
+    (``Languages.join_words``)."""
     folded = fold(body)
     if folded in STOP_WORDS:
         return Keyword("stop")
@@ -67,10 +72,11 @@ def parse_sms(body: str) -> Command:
         return Keyword("help")
     words = folded.split(" ")
     original = body.split()
-    for head in ("JOIN", "DANG KY"):
+    heads = {fold(word): lang for word, lang in (join_words or {}).items()}
+    for head in sorted(heads, key=len, reverse=True):  # the longest word first
         if folded == head or folded.startswith(head + " "):
             codes = original[len(head.split(" ")):]
-            return Join([c.lower() for c in codes])
+            return Join([c.lower() for c in codes], heads[head])
     for size in (2, 1):  # "DONG Y" before "Y"
         head = " ".join(words[:size])
         verdict = ("approve" if head in APPROVE_WORDS

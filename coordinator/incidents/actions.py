@@ -70,9 +70,11 @@ def message_type(purpose: str, published: list[str]) -> str:
 
 
 def with_segments(texts: list[RenderedText], budgets: dict[str, int | None]) -> list[RenderedText]:
-    """Typed texts with their SMS segment counts (and the playbook's budget) filled in."""
+    """Typed texts with their SMS segment counts and the playbook's budget filled in (for a
+    language the playbook has no SMS in, a translator's, its largest budget)."""
+    largest = max((b for b in budgets.values() if b), default=None)
     return [t.model_copy(update={"segments": segment_count(t.body),
-                                 "segment_budget": budgets.get(t.language)})
+                                 "segment_budget": budgets.get(t.language) or largest})
             if t.channel == "sms" else t for t in texts]
 
 
@@ -136,9 +138,9 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
         budgets = {lang: getattr(playbook.template(lang, "sms"), "segment_budget", None)
                    for lang in playbook.languages} if "sms" in playbook.channels else {}
         texts = with_change_line(with_segments(event.texts or [], budgets), event.purpose,
-                                 event.change)
+                                 event.change, rt.city.catalogs)
         if facts.exercise:  # an edited text of a drill still says it is one
-            texts = marked_as_exercise(texts)
+            texts = marked_as_exercise(texts, rt.city.catalogs)
         reason = f"{event.purpose} by {event.actor}"
     return Draft(id=draft_id, incident_id=event.incident_id, playbook_id=playbook.id,
                  version=version, texts=texts, rendered_at=now,

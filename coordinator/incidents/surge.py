@@ -73,9 +73,11 @@ def surge_text(surge: Surge, city: City) -> str:
         return area.name_in(language) if area else surge.area
 
     span = round(surge.window_s / MINUTE)
-    vi = (f"Loa: {surge.count} báo cáo/tin báo «{kind_in('vi')}» tại {area_in('vi')} "
+    first, second = city.languages.staff_pair()  # the halves' languages: staff text
+    vi = (f"Loa: {surge.count} báo cáo/tin báo «{kind_in(first)}» tại {area_in(first)} "
           f"trong {span} phút")
-    en = f"{surge.count} reports/tips of {kind_in('en')} in {area_in('en')} in {span} minutes"
+    en = (f"{surge.count} reports/tips of {kind_in(second)} in {area_in(second)} in {span} "
+          "minutes")
     where = f" ({surge.incident_id})" if surge.incident_id else ""
     return f"{vi}{where}. / {en}{where}."
 

@@ -102,7 +102,7 @@ def _grant_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
 def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     """Render every template against a worst-case sample incident: a drill, whose texts
     start with their mark (`[DIỄN TẬP] `), so that a drill's SMS fits the budget too."""
-    area = max(city.areas.values(), key=lambda a: len(a.name_in("vi")), default=None)
+    area = max(city.areas.values(), key=lambda a: max(map(len, a.name.values())), default=None)
     kind = pb.match.kinds[0] if pb.match else "report"
     facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
                           title=_SAMPLE_TITLE, details="Chi tiết.", claim=_SAMPLE_TITLE,
@@ -121,6 +121,22 @@ def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
         for t in texts
         if t.segments is not None and t.segment_budget is not None and t.segments > t.segment_budget
     ]
+
+
+def language_notes(playbook: Playbook, city: City) -> list[str]:
+    """What a playbook's languages leave to fallbacks: each declared language it has no
+    templates in (and what its readers get instead), each language it has that the city
+    does not declare. Notes, not problems: a playbook may cover only some languages."""
+    languages = city.languages
+    notes = []
+    for tag in languages.tags:
+        if tag not in playbook.languages:
+            instead = languages.best(tag, playbook.languages)
+            notes.append(f"{playbook.id}: no {tag} ({languages.declared[tag].name}) templates: "
+                         f"its readers get {instead or 'nothing'}")
+    notes += [f"{playbook.id}: {tag} is not a language of config/languages.yaml: nobody "
+              "reads it" for tag in playbook.languages if not languages.known(tag)]
+    return notes
 
 
 def load_playbooks(directory: Path, city: City) -> dict[str, Playbook]:

@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from coordinator.events import Severity, Slug
+from coordinator.languages import Tag
 
 Channel = Literal["web", "sms", "email"]
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -150,7 +151,9 @@ class Playbook(_Strict):
     approval: Approval | None = None
     audience: Audience = Field(default_factory=Audience)
     channels: list[Channel] = Field(min_length=1)
-    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(min_length=1)
+    # BCP 47 tags; config/languages.yaml declares which the city speaks (a playbook may
+    # cover only some: `loa playbooks validate` notes the others)
+    languages: list[Tag] = Field(min_length=1)
     templates: dict[str, LanguageTemplates]
     follow_ups: list[FollowUp] = Field(default_factory=list)
 

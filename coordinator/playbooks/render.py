@@ -19,20 +19,19 @@ from coordinator.city import City
 from coordinator.errors import TemplateRenderError
 from coordinator.events import RenderedText, Severity
 from coordinator.playbooks.models import EmailTemplate, Playbook, SmsTemplate, WebTemplate
+from coordinator.translations import N_, Catalogs
 
-SEVERITY_LABELS = {
-    "vi": {"minor": "nhẹ", "moderate": "trung bình", "severe": "nghiêm trọng",
-           "extreme": "đặc biệt nghiêm trọng"},
-    "en": {"minor": "minor", "moderate": "moderate", "severe": "severe", "extreme": "extreme"},
-}
-
-EXERCISE_MARKS = {"vi": "[DIỄN TẬP]", "en": "[EXERCISE]"}
-"""What starts every text of a drill, per language (English for a language not listed)."""
+# The words Loa puts into statements are English message ids, said in each language by
+# the message catalogs (config/locale): the severity, a drill's mark, a change line's label.
+SEVERITY_WORDS = {"minor": N_("minor"), "moderate": N_("moderate"), "severe": N_("severe"),
+                  "extreme": N_("extreme")}
+EXERCISE_MARK = N_("[EXERCISE]")
+"""What starts every text of a drill, in its language."""
 
 
-def exercise_mark(language: str) -> str:
+def exercise_mark(language: str, catalogs: Catalogs) -> str:
     """The drill mark of a language. Pure."""
-    return EXERCISE_MARKS.get(language, EXERCISE_MARKS["en"])
+    return catalogs.gettext(language, EXERCISE_MARK)
 
 
 BLANK = re.compile(r"\[\[(.+?)\]\]", re.S)
@@ -53,11 +52,11 @@ def blanks(texts: list[RenderedText]) -> list[str]:
             for t in texts for m in BLANK.finditer(f"{t.title}\n{t.body}")]
 
 
-def marked_as_exercise(texts: list[RenderedText]) -> list[RenderedText]:
+def marked_as_exercise(texts: list[RenderedText], catalogs: Catalogs) -> list[RenderedText]:
     """A drill's texts: each title and body starts with its language's mark (once, however
     often this is applied); SMS segments counted again. Pure."""
     def mark(text: str, language: str) -> str:
-        tag = exercise_mark(language)
+        tag = exercise_mark(language, catalogs)
         return text if not text or text.startswith(tag) else f"{tag} {text}"
 
     out = []
@@ -69,26 +68,23 @@ def marked_as_exercise(texts: list[RenderedText]) -> list[RenderedText]:
     return out
 
 
-CHANGE_LABELS = {
-    "vi": {"update": "CẬP NHẬT", "correction": "ĐÍNH CHÍNH", "all_clear": "DỠ BỎ CẢNH BÁO"},
-    "en": {"update": "UPDATE", "correction": "CORRECTION", "all_clear": "ALL CLEAR"},
-}
-"""The word that opens a later version's change line, per language (English otherwise)."""
+CHANGE_LABELS = {"update": N_("UPDATE"), "correction": N_("CORRECTION"),
+                 "all_clear": N_("ALL CLEAR")}
+"""The word that opens a later version's change line (said in the text's language)."""
 CHANGE_LINE_MAX = 160
 
 
-def with_change_line(texts: list[RenderedText], purpose: str, change: str
-                     ) -> list[RenderedText]:
+def with_change_line(texts: list[RenderedText], purpose: str, change: str,
+                     catalogs: Catalogs) -> list[RenderedText]:
     """A later version's texts, each body opening with one line that says what changed
     (`UPDATE: …`, the officer's words), once. Unchanged without them or for a purpose that
     is no update, correction or all-clear. Pure."""
     said = change.strip().splitlines()[0][:CHANGE_LINE_MAX].strip() if change.strip() else ""
-    if not said or purpose not in CHANGE_LABELS["en"]:
+    if not said or purpose not in CHANGE_LABELS:
         return texts
     out = []
     for t in texts:
-        labels = CHANGE_LABELS.get(t.language, CHANGE_LABELS["en"])
-        line = f"{labels[purpose]}: {said}"
+        line = f"{catalogs.gettext(t.language, CHANGE_LABELS[purpose])}: {said}"
         body = t.body if t.body.startswith(line) else f"{line}\n{t.body}"
         out.append(t.model_copy(update={
             "body": body, **({"segments": segment_count(body)} if t.channel == "sms" else {})}))
@@ -148,10 +144,9 @@ def template_context(
             "name": area.name_in(language) if area else facts.area,
             "parent_name": parent.name_in(language) if parent else "",
         },
-        "severity_label": SEVERITY_LABELS.get(language, SEVERITY_LABELS["en"])[facts.severity],
+        "severity_label": city.catalogs.gettext(language, SEVERITY_WORDS[facts.severity]),
         "department": {
-            "name": (department.name.get(language) or department.name.get("vi", department.id))
-            if department else "",
+            "name": (department.name.get(language) or department.id) if department else "",
         },
         "issued_at": now.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y"),
         "link": facts.link,
@@ -200,4 +195,4 @@ def render_draft(
                     channel="sms", language=language, body=body,
                     segments=segment_count(body), segment_budget=tpl.segment_budget,
                 ))
-    return marked_as_exercise(texts) if facts.exercise else texts
+    return marked_as_exercise(texts, city.catalogs) if facts.exercise else texts

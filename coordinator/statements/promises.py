@@ -25,7 +25,7 @@ from coordinator.dispatch.duty_alerts import duty_officer_alerts, supervisor_ale
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.playbooks.models import FollowUp
-from coordinator.playbooks.render import EXERCISE_MARKS
+from coordinator.playbooks.render import exercise_mark
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 from coordinator.statements.prepared_update import follow_up_for, prepare_update
@@ -99,11 +99,12 @@ def stage(due: datetime, now: datetime, escalate_before_s: float) -> str:
 
 
 def promise_text(incident_id: str, title: str, due: datetime, broken: bool, tz: str,
-                 exercise: bool = False, prepared: bool = False) -> str:
-    """The duty officers' message, in Vietnamese then English; a drill's says so first,
-    and it says when Loa has drafted the update ahead."""
+                 marks: tuple[str, str] = ("", ""), prepared: bool = False) -> str:
+    """The duty officers' message, in Vietnamese then English; a drill's starts each half
+    with its `marks` (the staff languages' drill marks), and it says when Loa has drafted
+    the update ahead."""
     at = due.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m")
-    vi, en = (f"{EXERCISE_MARKS['vi']} ", f"{EXERCISE_MARKS['en']} ") if exercise else ("", "")
+    vi, en = (f"{m} " if m else "" for m in marks)
     ready_vi, ready_en = ((" Bản cập nhật đã soạn sẵn trên console.",
                            " A draft update is ready in the console.") if prepared else ("", ""))
     if broken:
@@ -121,7 +122,10 @@ def promise_alerts(city: City, incident_id: str, title: str, due: datetime, wher
     """Who is told that the promise reached stage `where`: the duty officers, and from
     `escalated` on their supervisors too. Pure."""
     alert_id = f"promise-{incident_id}-{int(due.timestamp())}-{where}"
-    text = promise_text(incident_id, title, due, where == "broken", tz, exercise, prepared)
+    marks = (tuple(exercise_mark(lang, city.catalogs) for lang in city.languages.staff_pair())
+             if exercise else ("", ""))
+    text = promise_text(incident_id, title, due, where == "broken", tz, marks,  # type: ignore[arg-type]
+                        prepared)
     return [*duty_officer_alerts(city, alert_id, text, incident_id),
             *(supervisor_alerts(city, alert_id, text, incident_id) if where != "due" else [])]
 

@@ -36,7 +36,8 @@ def parse_csv(text: str, city: City, source: str = "csv"
         line = reader.line_num
         fields = {
             "phone": row.get("phone") or None, "email": row.get("email") or None,
-            "language": (row.get("language") or "vi").strip(), "areas": _list(row.get("areas")),
+            "language": (row.get("language") or city.languages.default).strip(),
+            "areas": _list(row.get("areas")),
             "topics": _list(row.get("topics")) or ["*"], "channels": _list(row.get("channels")),
             "role": (row.get("role") or "resident").strip(), "consent_source": source,
             "status": "opted_out" if (row.get("status") or "").strip() == "opted_out"
@@ -48,6 +49,10 @@ def parse_csv(text: str, city: City, source: str = "csv"
         unknown = [a for a in fields["areas"] if a not in city.areas]  # type: ignore[union-attr]
         if unknown:
             yield line, None, f"areas: unknown area {', '.join(unknown)}"
+            continue
+        if not city.languages.known(str(fields["language"])):
+            yield line, None, (f"language: {fields['language']!r} is not one of the city's "
+                               f"languages ({', '.join(city.languages.tags)})")
             continue
         try:
             yield line, Subscriber.model_validate(fields), ""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from channels.contacts import InvalidContact, e164, email_address
 from coordinator.events import Slug, utcnow
+from coordinator.languages import TAG_PATTERN
 
 Role = Literal["resident", "press", "partner"]
 Status = Literal["pending", "active", "opted_out"]
@@ -25,7 +26,9 @@ class Subscriber(BaseModel):
     id: str = Field(default="", pattern=r"^(sub-[0-9a-z-]{1,64})?$")
     phone: str | None = None
     email: str | None = None
-    language: Literal["vi", "en"] = "vi"
+    # a BCP 47 tag the city declares (config/languages.yaml; checked where a subscriber comes
+    # in: CSV, CLI, web form, SMS); "" reads the city's default language
+    language: str = Field(default="", pattern=f"({TAG_PATTERN})|^$")
     areas: list[Slug] = Field(min_length=1)
     topics: list[str] = Field(default_factory=lambda: [ALL_TOPICS])
     channels: list[Literal["sms", "email"]] = Field(min_length=1)

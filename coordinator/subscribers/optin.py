@@ -16,7 +16,7 @@ argument; the rest reads and writes Redis.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Literal
 
@@ -34,17 +34,23 @@ from coordinator.subscribers.registry import (
     register,
     save_subscriber,
 )
+from coordinator.translations import N_
 
 REQUEST_TTL_S = int(LINK_TTL.total_seconds())
 Channel = Literal["sms", "email"]
+Gettext = Callable[[str], str]
 
 
 # --- what the form asks for (pure) ----------------------------------------------------------
 
-NO_CONTACT = "Nhập số điện thoại hoặc email. / Give a phone number or an email address."
+NO_CONTACT = N_("Give a phone number or an email address.")
 
 
-def _contacts(phone: str, email: str, region: str, errors: dict[str, str]
+def _english(message: str) -> str:
+    return message
+
+
+def _contacts(phone: str, email: str, region: str, errors: dict[str, str], _: Gettext
               ) -> tuple[str | None, str | None]:
     """The phone in E.164 and the normalised email; problems go into `errors`."""
     phone_e164 = email_norm = None
@@ -52,43 +58,44 @@ def _contacts(phone: str, email: str, region: str, errors: dict[str, str]
         try:
             phone_e164 = e164(phone.strip(), region)
         except InvalidContact:
-            errors["phone"] = ("Số điện thoại không hợp lệ. / This is not a valid phone "
-                               "number.")
+            errors["phone"] = _("This is not a valid phone number.")
     if email.strip():
         try:
             email_norm = email_address(email.strip())
         except InvalidContact:
-            errors["email"] = "Email không hợp lệ. / This is not a valid email address."
+            errors["email"] = _("This is not a valid email address.")
     if not phone.strip() and not email.strip():
-        errors["contact"] = NO_CONTACT
+        errors["contact"] = _(NO_CONTACT)
     return phone_e164, email_norm
 
 
 def _choices(areas: list[str], topics: list[str], known_areas: Collection[str],
-             known_topics: Collection[str], errors: dict[str, str]) -> list[str]:
+             known_topics: Collection[str], errors: dict[str, str], _: Gettext) -> list[str]:
     """The topics asked for (all when none or `*`); problems go into `errors`."""
     unknown = [a for a in areas if a not in known_areas]
     if not areas:
-        errors["areas"] = "Chọn ít nhất một khu vực. / Choose at least one area."
+        errors["areas"] = _("Choose at least one area.")
     elif unknown:
-        errors["areas"] = f"Khu vực không có / Unknown area: {', '.join(unknown)}"
+        errors["areas"] = _("Unknown area: {codes}").format(codes=", ".join(unknown))
     wanted = [ALL_TOPICS] if not topics or ALL_TOPICS in topics else list(dict.fromkeys(topics))
     unknown = [t for t in wanted if t != ALL_TOPICS and t not in known_topics]
     if unknown:
-        errors["topics"] = f"Chủ đề không có / Unknown topic: {', '.join(unknown)}"
+        errors["topics"] = _("Unknown topic: {codes}").format(codes=", ".join(unknown))
     return wanted
 
 
 def requested_subscriber(phone: str, email: str, language: str, areas: list[str],
                          topics: list[str], known_areas: Collection[str],
-                         known_topics: Collection[str], region: str = "VN",
-                         drills: bool = False) -> tuple[Subscriber | None, dict[str, str]]:
-    """The pending subscriber the form describes, or the problems by field name. Pure."""
+                         known_topics: Collection[str], known_languages: Collection[str],
+                         region: str = "VN", drills: bool = False, _: Gettext = _english
+                         ) -> tuple[Subscriber | None, dict[str, str]]:
+    """The pending subscriber the form describes, or the problems by field name, in the
+    words `_` gives (the reader's catalog). Pure."""
     errors: dict[str, str] = {}
-    phone_e164, email_norm = _contacts(phone, email, region, errors)
-    if language not in ("vi", "en"):
-        errors["language"] = "Chọn tiếng Việt hoặc English. / Choose vi or en."
-    wanted_topics = _choices(areas, topics, known_areas, known_topics, errors)
+    phone_e164, email_norm = _contacts(phone, email, region, errors, _)
+    if language not in known_languages:
+        errors["language"] = _("Choose one of the languages listed.")
+    wanted_topics = _choices(areas, topics, known_areas, known_topics, errors, _)
     if errors:
         return None, errors
     channels: list[Channel] = []
@@ -97,7 +104,7 @@ def requested_subscriber(phone: str, email: str, language: str, areas: list[str]
     if email_norm:
         channels.append("email")
     try:
-        return Subscriber(phone=phone_e164, email=email_norm, language=language,  # type: ignore[arg-type]
+        return Subscriber(phone=phone_e164, email=email_norm, language=language,
                           areas=list(dict.fromkeys(areas)), topics=wanted_topics,
                           channels=channels, drills=drills, status="pending",
                           consent_source="web"), {}
@@ -164,41 +171,30 @@ def applied_subscriber(wanted: Subscriber, confirmed: Collection[str],
 
 # --- messages (pure) ------------------------------------------------------------------------
 
-def code_sms(code: str, purpose: Purpose, language: str) -> str:
-    """The SMS that carries a code."""
-    minutes = CODE_TTL_S // 60
-    if language == "en":
-        what = "subscribe to" if purpose == "join" else "stop"
-        return (f"[Loa] Your code to {what} Loa updates: {code} (valid {minutes} min). "
-                "Ignore this SMS if you did not ask for it.")
-    what = "đăng ký nhận" if purpose == "join" else "hủy nhận"
-    return (f"[Loa] Mã xác nhận {what} tin Loa: {code} (hiệu lực {minutes} phút). "
-            "Bỏ qua tin này nếu bạn không yêu cầu.")
+def code_sms(code: str, purpose: Purpose, _: Gettext) -> str:
+    """The SMS that carries a code, in the words `_` gives (a language's catalog)."""
+    text = (_("[Loa] Your code to subscribe to Loa updates: {code} (valid {minutes} min). "
+              "Ignore this SMS if you did not ask for it.") if purpose == "join" else
+            _("[Loa] Your code to stop Loa updates: {code} (valid {minutes} min). Ignore "
+              "this SMS if you did not ask for it."))
+    return text.format(code=code, minutes=CODE_TTL_S // 60)
 
 
-def confirm_email(link: str, area_names: list[str], language: str) -> tuple[str, str]:
+def confirm_email(link: str, area_names: list[str], _: Gettext) -> tuple[str, str]:
     """(subject, text) of the email that carries a confirmation link."""
-    areas = ", ".join(area_names)
-    if language == "en":
-        return ("[Loa] Confirm your subscription",
-                f"Someone (we hope you) asked to receive official Loa updates about {areas} "
-                f"at this address.\n\nConfirm here (valid {LINK_TTL.days} days):\n{link}\n\n"
-                "If it was not you, ignore this email: nothing will be sent.")
-    return ("[Loa] Xác nhận đăng ký nhận tin",
-            f"Có người (hy vọng là bạn) đã đăng ký nhận thông tin chính thức của Loa về "
-            f"{areas} tại địa chỉ này.\n\nXác nhận tại đây (hiệu lực {LINK_TTL.days} ngày):\n"
-            f"{link}\n\nNếu không phải bạn, hãy bỏ qua email này: sẽ không có tin nào được gửi.")
+    return (_("[Loa] Confirm your subscription"),
+            _("Someone (we hope you) asked to receive official Loa updates about {areas} at "
+              "this address.\n\nConfirm here (valid {days} days):\n{link}\n\nIf it was not "
+              "you, ignore this email: nothing will be sent.").format(
+                areas=", ".join(area_names), days=LINK_TTL.days, link=link))
 
 
-def leave_email(link: str, language: str) -> tuple[str, str]:
+def leave_email(link: str, _: Gettext) -> tuple[str, str]:
     """(subject, text) of the email that carries an unsubscribe link."""
-    if language == "en":
-        return ("[Loa] Stop receiving updates",
-                "Someone (we hope you) asked to stop Loa updates to this address.\n\n"
-                f"Unsubscribe here:\n{link}\n\nIf it was not you, ignore this email.")
-    return ("[Loa] Hủy nhận tin",
-            "Có người (hy vọng là bạn) yêu cầu ngừng gửi tin Loa đến địa chỉ này.\n\n"
-            f"Hủy đăng ký tại đây:\n{link}\n\nNếu không phải bạn, hãy bỏ qua email này.")
+    return (_("[Loa] Stop receiving updates"),
+            _("Someone (we hope you) asked to stop Loa updates to this address.\n\n"
+              "Unsubscribe here:\n{link}\n\nIf it was not you, ignore this email.").format(
+                link=link))
 
 
 def message(channel: Channel, recipient: str, text: str, language: str,

@@ -39,7 +39,7 @@ from coordinator.web.hooks import hooks, keep_recovering
 from coordinator.web.inbox import inbox
 from coordinator.web.live import Live, Render
 from coordinator.web.login import login
-from coordinator.web.public import LANGUAGES, public
+from coordinator.web.public import public
 from coordinator.web.public_cache import PublicCache
 from coordinator.web.records import records
 from coordinator.web.security import SESSION_COOKIE, SESSION_MAX_AGE_S, LoginRequired
@@ -70,7 +70,7 @@ def create_web_app(settings: Settings) -> FastAPI:
         producer = Producer(settings)
         app.state.loa = State(rt, producer)
         app.state.live = Live(rt.redis, rt.keys, rt.city, card_renderer(app, rt.city),
-                              LANGUAGES)
+                              rt.city.languages.tags)
         await app.state.live.start()
         app.state.public_cache = PublicCache(settings.public_cache_s)
         watcher = asyncio.create_task(app.state.live.watch())
@@ -108,18 +108,22 @@ def create_web_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.include_router(api_docs(Action.public_read if settings.public_api_docs
                                 else Action.ops_read))
-    app.state.templates = web_templates(settings)
+    app.state.templates = web_templates(settings, rt.city)
     return app
 
 
-def web_templates(settings: Settings) -> Jinja2Templates:
-    """The pages' templates, with the `local` time filter (LOA_TIMEZONE) and `web_texts`
-    (a statement's web text in a language); one set per app."""
+def web_templates(settings: Settings, city: City) -> Jinja2Templates:
+    """The pages' templates, with the `local` time filter (LOA_TIMEZONE), `web_texts` (a
+    statement's web text in a language), and the public words: `_` (a page's own, set by
+    ``pages.page``; this global is the city's language) and `gettext_in(lang)` (for a macro
+    rendered outside a page); one set per app."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["_"] = city.catalogs.of(city.languages.default).gettext
+    templates.env.globals["gettext_in"] = lambda lang: city.catalogs.of(lang).gettext
     tz = ZoneInfo(settings.timezone)
     templates.env.filters["local"] = lambda iso: (
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")
-    templates.env.globals["web_texts"] = web_text
+    templates.env.globals["web_texts"] = lambda s, lang: web_text(s, city.languages.order(lang))
     return templates
 
 

@@ -5,7 +5,7 @@ waits briefly for its outcome and says what happened."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -53,13 +53,14 @@ async def board(request: Request, account: Reader, closed: bool = False) -> HTML
     """Open incidents, most severe first: playbook, step, holder, countdown, deliveries; and
     the newest tips (unverified) from the public."""
     st = web_state(request)
+    staff = st.city.languages.staff[0]
     rows = await board_rows(st, include_closed=closed)
     name = "board_rows.html" if request.query_params.get("fragment") else "board.html"
     return page(request, name, account=account, rows=rows, closed=closed,
                 tips=await recent_tips(st.redis, st.keys, 0, 20),
                 surges=await recent_surges(st.redis, st.keys, 0, 10),
-                kind_names={k: kind.name.get("vi", k) for k, kind in st.city.kinds.items()},
-                area_names={c: a.name_in("vi") for c, a in st.city.areas.items()},
+                kind_names={k: kind.name.get(staff, k) for k, kind in st.city.kinds.items()},
+                area_names={c: a.name_in(staff) for c, a in st.city.areas.items()},
                 flash=request.session.pop("flash", None))
 
 
@@ -99,7 +100,8 @@ async def new_version(incident_id: IncidentId, request: Request, account: Office
     if purpose in PURPOSES:
         st = web_state(request)
         current = await queries.current_draft_id(st.redis, st.keys, incident_id)
-        texts = texts_from_form(dict(form), await sms_budgets(st, current) if current else None)
+        texts = texts_from_form(dict(form), await sms_budgets(st, current) if current else None,
+                                st.city.languages.tags)
     elif purpose != "reselect":
         raise HTTPException(422, "purpose: one of edit, update, correction, all_clear, reselect")
     try:
@@ -186,20 +188,32 @@ async def withdraw(statement_id: StatementId, request: Request, account: Officer
     return RedirectResponse(f"/console/incidents/{done.incident_id}", status_code=303)
 
 
-def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int] | None = None
-                    ) -> list[RenderedText]:
-    """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field, or
-    an SMS longer than a provider takes or than the playbook's segment `budgets` allow
-    ((channel, language) -> segments)."""
+def _typed_slots(form: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
+    """(channel, language) -> its typed title and body; an `optional:` slot left empty (a
+    language version nobody translated) is left out."""
     found: dict[tuple[str, str], dict[str, str]] = {}
+    optional = {tuple(name.split(":")[1:]) for name in form if name.startswith("optional:")}
     for name, value in form.items():
         part, _, slot = name.partition(":")
-        if part not in ("title", "body") or slot.count(":") != 1:
-            continue
-        channel, language = slot.split(":")
-        found.setdefault((channel, language), {})[part] = str(value).strip()
+        if part in ("title", "body") and slot.count(":") == 1:
+            channel, language = slot.split(":")
+            found.setdefault((channel, language), {})[part] = str(value).strip()
+    return {slot: fields for slot, fields in found.items()
+            if slot not in optional or any(fields.values())}
+
+
+def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int] | None = None,
+                    languages: Collection[str] = ()) -> list[RenderedText]:
+    """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field, a
+    language the city does not declare (`languages`, when given), or an SMS longer than a
+    provider takes or than the playbook's segment `budgets` allow ((channel, language) ->
+    segments; a language the playbook has none for is held to the largest). A version in
+    another language marked `optional:sms:fr` may be left empty: it is then left out."""
     texts = []
-    for (channel, language), fields in sorted(found.items()):
+    for (channel, language), fields in sorted(_typed_slots(form).items()):
+        if languages and language not in languages:
+            raise HTTPException(422, f"body:{channel}:{language}: {language!r} is not one of "
+                                     f"this city's languages ({', '.join(languages)})")
         if not fields.get("body"):
             raise HTTPException(422, f"body:{channel}:{language}: the text may not be empty "
                                      "(go back: what you typed is still in the form)")
@@ -214,9 +228,10 @@ def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int]
             raise HTTPException(422, f"{channel}:{language}: {exc.errors()[0]['msg']}") from exc
     if not texts:
         raise HTTPException(422, "texts: a new version needs its text")
+    largest = max((b for (ch, _), b in (budgets or {}).items() if ch == "sms"), default=None)
     for text in texts:
         if text.channel == "sms":
-            _check_sms(text, (budgets or {}).get(("sms", text.language)))
+            _check_sms(text, (budgets or {}).get(("sms", text.language), largest))
     return texts
 
 

@@ -43,7 +43,8 @@ def _claims(st: State, token: str) -> LinkClaims:
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return _templates(request).TemplateResponse(request, name, {"lang": "vi", **context},
+    lang = request.app.state.loa.city.languages.staff[0]  # approvers read the staff's
+    return _templates(request).TemplateResponse(request, name, {"lang": lang, **context},
                                                 status_code=status)
 
 

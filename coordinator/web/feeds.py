@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import HTTPException, Request, Response
 
@@ -37,31 +37,39 @@ from coordinator.web.state import State, web_state
 
 feeds = locked_router(Action.public_read, include_in_schema=False)
 
-Lang = Literal["vi", "en"]
 CAP_INDEX_LIMIT = 500  # statements looked at for the alerts in force
 AUDIT_HEADS_SHOWN = 50  # checkpoints /audit/head lists
 
 
+def _language(st: State, lang: str) -> str:
+    """A declared language (`?lang=`; none: the city's); 422 naming the field for another."""
+    if lang and not st.city.languages.known(lang):
+        raise HTTPException(422, f"lang: {lang!r} is not one of this city's languages "
+                                 f"({', '.join(st.city.languages.tags)})")
+    return st.city.languages.pick(lang)
+
+
 @feeds.get("/feed.atom")
 @cached
-async def atom_feed(request: Request, lang: Lang = "vi") -> Response:
+async def atom_feed(request: Request, lang: str = "") -> Response:
     """Atom 1.0 feed of the published statements, newest first."""
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys)
     body = atom.statements_feed(statements, st.city, base_url=st.settings.web_url(),
                                 timezone=st.settings.timezone, now=datetime.now(UTC),
-                                lang=lang)
+                                lang=_language(st, lang))
     return Response(body, media_type=ATOM_TYPE)
 
 
 @feeds.get("/cap.xml")
 @cached
-async def cap_index(request: Request, lang: Lang = "vi") -> Response:
+async def cap_index(request: Request, lang: str = "") -> Response:
     """Atom index of the CAP 1.2 alerts in force, each entry linking to its alert."""
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys, limit=CAP_INDEX_LIMIT)
-    body = atom.cap_index(statements, base_url=st.settings.web_url(),
-                          timezone=st.settings.timezone, now=datetime.now(UTC), lang=lang,
+    body = atom.cap_index(statements, st.city, base_url=st.settings.web_url(),
+                          timezone=st.settings.timezone, now=datetime.now(UTC),
+                          lang=_language(st, lang),
                           valid_for_s=st.settings.cap_valid_for_s)
     return Response(body, media_type=ATOM_TYPE)
 

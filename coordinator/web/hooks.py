@@ -136,9 +136,10 @@ async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Res
         phone = e164(sms.sender, st.settings.phone_region)
     except InvalidContact:
         return await _finish(st, sms.sid, twiml(HELP))
-    command = parse_sms(sms.body)
+    command = parse_sms(sms.body, st.city.languages.join_words())
     if isinstance(command, Join):
-        return await _join(st, sms.sid, phone, command.areas)
+        return await _join(st, sms.sid, phone, command.areas,
+                           command.language or st.city.languages.default)
     if isinstance(command, Keyword):
         return await _keyword(st, sms.sid, phone, command.word)
     if isinstance(command, Answer):
@@ -258,15 +259,18 @@ async def keep_recovering(st: State, every_s: float = 2.0) -> None:
         await asyncio.sleep(every_s)
 
 
-async def _join(st: State, sid: str, phone: str, areas: list[str]) -> Response:
-    """Sign a phone up for SMS updates about areas (all topics, Vietnamese)."""
+async def _join(st: State, sid: str, phone: str, areas: list[str], language: str
+                ) -> Response:
+    """Sign a phone up for SMS updates about areas (all topics), in `language`; the answer
+    is in it too."""
+    _ = st.city.catalogs.of(language).gettext
     unknown = [a for a in areas if a not in st.city.areas]
     if not areas or unknown:
-        told = f" Unknown: {', '.join(unknown)}" if unknown else ""
-        return await _finish(st, sid, twiml("Gửi JOIN <mã khu vực>, ví dụ JOIN hn-ba-dinh. / "
-                                            f"Send JOIN <area code>, e.g. JOIN hn-ba-dinh.{told}"))
-    names = ", ".join(st.city.areas[a].name_in("vi") for a in areas)
-    answer = twiml(f"Đã đăng ký nhận tin Loa về {names}. Nhắn STOP để ngừng. / Subscribed to "
-                   "Loa updates; reply STOP to stop.")
-    await join_by_sms(st.redis, st.keys, sid, phone, areas, _text(answer))
+        told = _(" Unknown: {codes}").format(codes=", ".join(unknown)) if unknown else ""
+        return await _finish(st, sid, twiml(
+            _("Send JOIN <area code>, e.g. JOIN hn-ba-dinh.") + told))
+    names = ", ".join(st.city.areas[a].name_in(language) for a in areas)
+    answer = twiml(_("Subscribed to Loa updates about {areas}; reply STOP to stop.").format(
+        areas=names))
+    await join_by_sms(st.redis, st.keys, sid, phone, areas, _text(answer), language)
     return answer

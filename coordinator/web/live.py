@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -67,7 +67,7 @@ class Live:
     condition the event streams wait on."""
 
     def __init__(self, redis: Redis, keys: Keys, city: City, render: Render,
-                 languages: Mapping[str, str]) -> None:
+                 languages: Sequence[str]) -> None:
         self.redis, self.keys, self.city = redis, keys, city
         self.render, self.languages = render, languages
         self.version = "0-0"

@@ -29,8 +29,15 @@ class LazyCsrf:
 
 
 def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A template rendered with `lang`, the account (if any) and the CSRF token."""
-    context.setdefault("lang", request.query_params.get("lang", "vi"))
+    """A template rendered with `lang` (a declared language: `?lang=`, else the city's),
+    its words (`_`, from the message catalogs), the language switch, the account (if any)
+    and the CSRF token."""
+    languages = request.app.state.loa.city.languages
+    lang = languages.pick(context.get("lang") or request.query_params.get("lang"))
+    context["lang"] = lang
+    context.setdefault("_", request.app.state.loa.city.catalogs.of(lang).gettext)
+    context.setdefault("languages", languages.names())
+    context.setdefault("direction", languages.direction(lang))
     context.setdefault("account", getattr(request.state, "account", None))
     return templates_of(request).TemplateResponse(
         request, name, {"csrf": LazyCsrf(request), **context}, status_code=status)

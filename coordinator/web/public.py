@@ -20,7 +20,6 @@ from coordinator.web.public_cache import cached
 from coordinator.web.state import State, web_state
 
 public = locked_router(Action.public_read, include_in_schema=False)
-LANGUAGES = {"vi": "Tiếng Việt", "en": "English"}
 
 
 def near(city: City, selected: str, area: str) -> bool:
@@ -54,21 +53,21 @@ async def visible(st: State, area: str) -> list[dict[str, Any]]:
     return found
 
 
-def _lang(lang: str) -> str:
-    return lang if lang in LANGUAGES else "vi"
+def _lang(request: Request, lang: str) -> str:
+    return web_state(request).city.languages.pick(lang)
 
 
 @public.get("/", response_class=HTMLResponse)
 @cached
-async def home(request: Request, lang: str = "vi", area: str = "",
+async def home(request: Request, lang: str = "", area: str = "",
                fragment: bool = False) -> HTMLResponse:
     """Current statements, newest first; `?area=` and `?lang=` filter; updates itself."""
     st = web_state(request)
-    lang = _lang(lang)
+    lang = _lang(request, lang)
     statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
                 statements=statements, lang=lang, area=area, areas=st.city.areas,
-                languages=LANGUAGES, version=request.app.state.live.version,
+                version=request.app.state.live.version,
                 known_area=area if area in st.city.areas else "",
                 area_path=st.city.ancestors(area) if area in st.city.areas else [])
 
@@ -95,26 +94,27 @@ async def short_link(statement_id: StatementId, request: Request) -> RedirectRes
 
 @public.get("/statements/{statement_id}", response_class=HTMLResponse)
 @cached
-async def statement_page(statement_id: StatementId, request: Request, lang: str = "vi"
+async def statement_page(statement_id: StatementId, request: Request, lang: str = ""
                          ) -> HTMLResponse:
     """One statement's own page: the stable link that messages carry."""
     st = web_state(request)
     found = await published(st, statement_id)
-    lang = _lang(lang)
+    lang = _lang(request, lang)
     review = None
     claim = (await queries.claims_of(st.redis, st.keys, [found["incident_id"]])).get(
         found["incident_id"])
     if claim and not found.get("exercise") and not found.get("withdrawn_at"):
         claim["spreading"] = await queries.spreading_of(st.redis, st.keys, found["incident_id"])
-        review = script_json(claim_review(found, claim, st.settings.web_url(), lang,
-                                          st.settings.timezone))
+        review = script_json(claim_review(
+            found, claim, st.settings.web_url(), lang, st.settings.timezone,
+            st.city.catalogs.gettext(lang, "False")))
     return page(request, "statement.html", s=found, lang=lang, areas=st.city.areas,
                 claim_review=review)
 
 
 @public.get("/rumours", response_class=HTMLResponse)
 @cached
-async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
+async def rumours(request: Request, lang: str = "") -> HTMLResponse:
     """Rumour control: each false claim the city corrected and the official fact, newest
     first (the latest correction of each)."""
     st = web_state(request)
@@ -123,23 +123,23 @@ async def rumours(request: Request, lang: str = "vi") -> HTMLResponse:
     rows = [{"statement": s, **claims[s["incident_id"]], "fact": s.get("fact", ""),
              "source": s.get("fact_source", "")}
             for s in statements if s["incident_id"] in claims]
-    return page(request, "rumours.html", rows=rows, lang=_lang(lang), areas=st.city.areas)
+    return page(request, "rumours.html", rows=rows, lang=_lang(request, lang), areas=st.city.areas)
 
 
 @public.get("/exercises", response_class=HTMLResponse)
 @cached
-async def exercises(request: Request, lang: str = "vi") -> HTMLResponse:
+async def exercises(request: Request, lang: str = "") -> HTMLResponse:
     """Drills' statements, newest first: kept apart from the real ones, which never list
     them."""
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys, exercises=True)
-    return page(request, "exercises.html", statements=statements, lang=_lang(lang),
+    return page(request, "exercises.html", statements=statements, lang=_lang(request, lang),
                 areas=st.city.areas)
 
 
 @public.get("/press", response_class=HTMLResponse)
 @cached
-async def press(request: Request, q: str = "", lang: str = "vi") -> HTMLResponse:
+async def press(request: Request, q: str = "", lang: str = "") -> HTMLResponse:
     """Every official statement, grouped by incident with each version and its times;
     `?q=` searches titles and text (diacritics optional)."""
     st = web_state(request)
@@ -151,7 +151,7 @@ async def press(request: Request, q: str = "", lang: str = "vi") -> HTMLResponse
     incidents: dict[str, list[dict[str, Any]]] = {}
     for s in statements:
         incidents.setdefault(s["incident_id"], []).append(s)
-    return page(request, "press.html", incidents=incidents, q=q, lang=_lang(lang),
+    return page(request, "press.html", incidents=incidents, q=q, lang=_lang(request, lang),
                 areas=st.city.areas)
 
 

@@ -11,6 +11,7 @@ most a few messages an hour."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -39,7 +40,13 @@ JOIN_PHONE, LEAVE_PHONE, JOIN_EMAIL = "optin_phone", "leave_phone", "optin_email
 
 
 def _lang(request: Request) -> str:
-    return "en" if request.query_params.get("lang") == "en" else "vi"
+    """The page's language: `?lang=` when the city declares it, else the city's own."""
+    return web_state(request).city.languages.pick(request.query_params.get("lang"))
+
+
+def _words(request: Request) -> Callable[[str], str]:
+    """The page's words: its language's message catalog."""
+    return web_state(request).city.catalogs.of(_lang(request)).gettext
 
 
 def _secret(st: State) -> str:
@@ -63,8 +70,10 @@ def _kinds(st: State) -> list[str]:
 def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str],
                status: int = 200) -> HTMLResponse:
     st = web_state(request)
-    return page(request, "subscribe.html", status, lang=_lang(request), values=values,
-                errors=errors, areas=st.city.areas, kinds=_kinds(st))
+    lang = _lang(request)
+    return page(request, "subscribe.html", status, lang=lang, values=values,
+                errors=errors, areas=st.city.areas, kinds=_kinds(st),
+                kind_names={k: st.city.kinds[k].name.get(lang, k) for k in st.city.kinds})
 
 
 def _message(request: Request, heading: str, text: str, status: int = 200,
@@ -95,22 +104,22 @@ async def submit(request: Request) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st = web_state(request)
+    st, _ = web_state(request), _words(request)
     secret = _secret(st)
     values: dict[str, Any] = {
         "phone": str(posted.get("phone", ""))[:40], "email": str(posted.get("email", ""))[:254],
-        "language": str(posted.get("language", "vi")),
+        "language": str(posted.get("language", "")) or _lang(request),
         "areas": [str(a) for a in posted.getlist("areas")][:50],
         "topics": [str(t) for t in posted.getlist("topics")][:50],
         "drills": posted.get("drills") == "1"}
     wanted, errors = optin.requested_subscriber(
         values["phone"], values["email"], values["language"], values["areas"],
-        values["topics"], st.city.areas, _kinds(st), st.settings.phone_region,
-        drills=values["drills"])
+        values["topics"], st.city.areas, _kinds(st), st.city.languages.tags,
+        st.settings.phone_region, drills=values["drills"], _=_)
     if wanted is not None and wanted.phone and await queries.has_opted_out(
             st.redis, st.keys, "sms", wanted.phone):
-        errors["phone"] = ("Số này đã nhắn STOP: hãy nhắn START trước. / This number sent "
-                           "STOP: text START to us first, then subscribe again.")
+        errors["phone"] = _("This number sent STOP: text START to us first, then subscribe "
+                            "again.")
     if wanted is None or errors:
         return _form_page(request, values, errors, 422)
     for contact in (wanted.phone, wanted.email):
@@ -126,14 +135,13 @@ async def submit(request: Request) -> Response:
         code = await proofs.issue_code(st.redis, st.keys, secret, "join", wanted.phone,
                                       wanted.id, time.time())
         await _send(st, optin.message("sms", wanted.phone,
-                                      optin.code_sms(code, "join", wanted.language),
+                                      optin.code_sms(code, "join", _in(st, wanted.language)),
                                       wanted.language))
         request.session[JOIN_PHONE] = wanted.phone
         return RedirectResponse(f"/subscribe/verify?lang={_lang(request)}", status_code=303)
-    return _message(request, "Kiểm tra email / Check your email",
-                    f"Chúng tôi đã gửi liên kết xác nhận đến {wanted.email}. Bạn chưa nhận "
-                    f"tin nào cho đến khi xác nhận. / We sent a confirmation link to "
-                    f"{wanted.email}. You receive nothing until you confirm.")
+    return _message(request, _("Check your email"),
+                    _("We sent a confirmation link to {email}. You receive nothing until you "
+                      "confirm.").format(email=wanted.email))
 
 
 async def _send_confirm_link(st: State, sub: Subscriber, nonce: str, secret: str) -> None:
@@ -142,7 +150,7 @@ async def _send_confirm_link(st: State, sub: Subscriber, nonce: str, secret: str
     link = (f"{st.settings.web_url()}/subscribe/confirm/{proofs.sign_confirm(secret, claims)}"
             f"?lang={sub.language}")
     names = [st.city.areas[a].name_in(sub.language) for a in sub.areas if a in st.city.areas]
-    subject, text = optin.confirm_email(link, names, sub.language)
+    subject, text = optin.confirm_email(link, names, _in(st, sub.language))
     await _send(st, optin.message("email", sub.email, text, sub.language, subject))
 
 
@@ -157,12 +165,15 @@ def _code_page(request: Request, leaving: bool, errors: dict[str, str] | None = 
                 email=None if leaving else request.session.get(JOIN_EMAIL))
 
 
-def _code_problem(check: proofs.CodeCheck) -> str:
+def _in(st: State, language: str) -> Callable[[str], str]:
+    """A subscriber's words: their language's catalog (for what is sent to them)."""
+    return st.city.catalogs.of(language).gettext
+
+
+def _code_problem(check: proofs.CodeCheck, _: Callable[[str], str]) -> str:
     if check.outcome == "wrong":
-        return (f"Mã không đúng; còn {check.tries_left} lần thử. / Wrong code; "
-                f"{check.tries_left} tries left.")
-    return ("Mã đã hết hạn hoặc đã thử sai quá nhiều lần; hãy bắt đầu lại. / The code has "
-            "expired or had too many wrong tries; please start again.")
+        return _("Wrong code; {tries} tries left.").format(tries=check.tries_left)
+    return _("The code has expired or had too many wrong tries; please start again.")
 
 
 @subscribe.get("/verify", response_class=HTMLResponse)
@@ -181,7 +192,7 @@ async def _redeem(request: Request, leaving: bool) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st = web_state(request)
+    st, _ = web_state(request), _words(request)
     secrets = _verifying(st)
     phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
     if not phone:
@@ -195,32 +206,31 @@ async def _redeem(request: Request, leaving: bool) -> Response:
     elif check.outcome == "ok":
         done = await optin.confirm_contact(st.redis, st.keys, sub_id, "sms", utcnow())
     if done is None:
-        problem = (_code_problem(check) if check.outcome != "ok" else
-                   "Yêu cầu đã hết hạn; hãy bắt đầu lại. / The request has expired; please "
-                   "start again.")
+        problem = (_code_problem(check, _) if check.outcome != "ok" else
+                   _("The request has expired; please start again."))
         return _code_page(request, leaving, {"code": problem}, 422)
     for name in (LEAVE_PHONE,) if leaving else (JOIN_PHONE, JOIN_EMAIL):
         request.session.pop(name, None)
     if leaving:
-        return _message(request, "Đã hủy đăng ký / Unsubscribed",
-                        f"{phone} sẽ không nhận tin Loa nữa. / {phone} will receive no more "
-                        "Loa updates.")
-    return _message(request, "Đã xác nhận / Confirmed", _confirmed_text(st, done))
+        return _message(request, _("Unsubscribed"),
+                        _("{phone} will receive no more Loa updates.").format(phone=phone))
+    return _message(request, _("Confirmed"), _confirmed_text(st, done, _))
 
 
-def _confirmed_text(st: State, sub: Subscriber) -> str:
+def _confirmed_text(st: State, sub: Subscriber, _: Callable[[str], str]) -> str:
     names = ", ".join(st.city.areas[a].name_in(sub.language) for a in sub.areas
                       if a in st.city.areas)
-    return (f"Bạn sẽ nhận thông tin chính thức về {names} qua {', '.join(sub.channels)}. / "
-            f"You will receive official updates about {names} by {', '.join(sub.channels)}.")
+    return _("You will receive official updates about {areas} by {channels}.").format(
+        areas=names, channels=", ".join(sub.channels))
 
 
 def _claims(request: Request, token: str) -> proofs.ConfirmClaims | Response:
     try:
         return proofs.verify_confirm(_verifying(web_state(request)), token, utcnow())
-    except proofs.InvalidConfirmLink as exc:
-        return _message(request, "Liên kết không hợp lệ / Invalid link",
-                        f"Liên kết không dùng được. / {exc}", 400, again=True)
+    except proofs.InvalidConfirmLink:
+        _ = _words(request)
+        return _message(request, _("Invalid link"), _("This link cannot be used."), 400,
+                        again=True)
 
 
 @subscribe.get("/confirm/{token}", response_class=HTMLResponse)
@@ -241,19 +251,17 @@ async def confirm(token: str, request: Request) -> Response:
     claims = _claims(request, token)
     if isinstance(claims, Response):
         return claims
-    st = web_state(request)
+    st, _ = web_state(request), _words(request)
     done = await optin.confirm_contact(st.redis, st.keys, claims.subscriber_id, "email",
                                        utcnow(), nonce=claims.nonce)
     if done is not None:
-        return _message(request, "Đã xác nhận / Confirmed", _confirmed_text(st, done))
+        return _message(request, _("Confirmed"), _confirmed_text(st, done, _))
     current = await optin.find_by_id(st.redis, st.keys, claims.subscriber_id)
     if (current is not None and current.status == "active" and "email" in current.channels
             and current.email == claims.email):
-        return _message(request, "Đã xác nhận / Confirmed",
-                        "Địa chỉ này đã được xác nhận. / This address is already confirmed.")
-    return _message(request, "Liên kết đã hết hiệu lực / Link no longer valid",
-                    "Yêu cầu này đã hết hạn hoặc đã được thay bằng yêu cầu mới hơn. / This "
-                    "request has expired or a newer one replaced it.", 400, again=True)
+        return _message(request, _("Confirmed"), _("This address is already confirmed."))
+    return _message(request, _("Link no longer valid"),
+                    _("This request has expired or a newer one replaced it."), 400, again=True)
 
 
 @subscribe.get("/leave", response_class=HTMLResponse)
@@ -269,7 +277,7 @@ async def leave_submit(request: Request) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st = web_state(request)
+    st, _ = web_state(request), _words(request)
     secret = _secret(st)
     typed = str(posted.get("contact", ""))[:254]
     try:
@@ -277,8 +285,7 @@ async def leave_submit(request: Request) -> Response:
     except InvalidContact:
         return page(request, "subscribe_leave.html", 422, lang=_lang(request),
                     values={"contact": typed},
-                    errors={"contact": "Nhập số điện thoại hoặc email hợp lệ. / Give a valid "
-                                       "phone number or email address."})
+                    errors={"contact": _("Give a valid phone number or email address.")})
     await rate_limit(request, PER_CONTACT, who=contact.lower())
     sub = await optin.existing_subscriber(st.redis, st.keys,
                                           contact if channel == "sms" else None,
@@ -289,19 +296,19 @@ async def leave_submit(request: Request) -> Response:
             code = await proofs.issue_code(st.redis, st.keys, secret, "leave", contact, sub.id,
                                           time.time())
             await _send(st, optin.message("sms", contact, optin.code_sms(code, "leave",
-                                                                         sub.language),
+                                                                         _in(st, sub.language)),
                                           sub.language))
         request.session[LEAVE_PHONE] = contact
         return RedirectResponse(f"/subscribe/leave/verify?lang={_lang(request)}",
                                 status_code=303)
     if known and sub is not None:
         link = f"{st.settings.web_url()}/unsubscribe/{unsubscribe_token(secret, sub.id)}"
-        subject, text = optin.leave_email(link, sub.language)
+        subject, text = optin.leave_email(f"{link}?lang={sub.language}",
+                                          _in(st, sub.language))
         await _send(st, optin.message("email", contact, text, sub.language, subject))
-    return _message(request, "Kiểm tra email / Check your email",
-                    f"Nếu {contact} đang nhận tin Loa, chúng tôi đã gửi đến đó một liên kết "
-                    f"hủy đăng ký. / If {contact} receives Loa updates, we sent it a link to "
-                    "unsubscribe.")
+    return _message(request, _("Check your email"),
+                    _("If {contact} receives Loa updates, we sent it a link to "
+                      "unsubscribe.").format(contact=contact))
 
 
 @subscribe.get("/leave/verify", response_class=HTMLResponse)

@@ -72,6 +72,18 @@ def mail() -> Iterator[tuple[int, Inbox]]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def subscribe_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                    mail: tuple[int, Inbox]) -> Iterator[Stack]:
+    """A running Loa that can take subscriptions, one per test module: a link secret, SMS
+    to the sandbox and email to `mail` (the session stack has no link secret, so its
+    subscribe form is off)."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    with running(folder, sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(mail[0]),
+                 LOA_LINK_SECRET="test-link-secret") as stack:
+        yield stack
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Chromium]:
     """The system Chromium under Playwright (sync API), started once; drive it with

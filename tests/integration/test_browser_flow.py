@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
@@ -16,22 +15,11 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 from tests.integration.browser import Chromium, assert_accessible, shot
 from tests.integration.factories import link_in, mail_to, new_email, new_phone, sms_code
 from tests.integration.smtp_server import Inbox
-from tests.integration.stack import Stack, running
+from tests.integration.stack import Stack
 from tests.integration.webclient import totp_code
 
 pytestmark = pytest.mark.integration
 AREA = "hn-dong-da-lang-ha"
-
-
-@pytest.fixture(scope="module")
-def subscribe_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
-                    ) -> Iterator[Stack]:
-    """A running Loa that can take subscriptions: a link secret, SMS to the sandbox and
-    email to `mail` (the session stack has no link secret, so its subscribe form is off)."""
-    with running(tmp_path_factory.mktemp("browser-subscribe"), sms=True,
-                 LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(mail[0]),
-                 LOA_LINK_SECRET="test-link-secret") as stack:
-        yield stack
 
 
 def keep_dialogs(page: Page, dialogs: list[str]) -> None:
@@ -219,3 +207,24 @@ def test_a_resident_subscribes_confirms_and_leaves_on_accessible_pages(
     expect(page).to_have_url(re.compile(r"/subscribe/leave/verify"))
     shot(page, "subscribe-leave-verify")
     assert_accessible(page, "subscribe-leave-verify")
+
+
+def test_the_language_switch_lists_every_language_and_each_page_follows_it(
+        subscribe_stack: Stack, page: Page) -> None:
+    """From the public page in French, the switch leads to Thai: the page says it is Thai
+    (`lang`), its links keep the language, the subscribe form is in Thai with the reader's
+    language chosen; each passes axe-core."""
+    web_url = subscribe_stack.web_url
+    page.goto(f"{web_url}/?lang=fr")
+    expect(page.locator("html")).to_have_attribute("lang", "fr")
+    expect(page.get_by_role("heading", name="Communiqués officiels")).to_be_visible()
+    switch = page.locator("header nav a[hreflang]")
+    expect(switch).to_have_text(["Tiếng Việt", "English", "Français", "ไทย"])
+    page.get_by_role("link", name="ไทย", exact=True).click()
+    expect(page.locator("html")).to_have_attribute("lang", "th")
+    assert_accessible(page, "public-thai")
+    page.locator("header nav a[href^='/subscribe']").click()
+    expect(page).to_have_url(re.compile(r"/subscribe\?lang=th"))
+    expect(page.locator("select[name=language]")).to_have_value("th")
+    shot(page, "subscribe-thai")
+    assert_accessible(page, "subscribe-thai")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -338,3 +339,35 @@ def test_a_rumour_filed_in_the_console_and_its_translation_merged_by_form(
     assert stack.incident(first)["next_update_by"] in promised.text  # the countdown's data
     withdrawn = officer.post_form(f"/console/incidents/{first}/promise", {"minutes": "0"})
     assert "chưa hứa / none promised" in withdrawn.text
+
+
+def test_a_translator_adds_a_language_version_before_approval(
+        stack: Stack, officer: WebSession) -> None:
+    """A collapse's playbook speaks Vietnamese and English: the incident page offers a
+    version in each other declared language; one typed in goes for approval with the rest
+    (SMS held to the draft's largest budget), one left empty is left out, and a language
+    the city does not declare is refused naming the field."""
+    incident_id = file_report(officer, "hn-cau-giay-dich-vong", "Sập tường rào",
+                              kind="collapse")
+    approval_of(stack, incident_id)
+    page = officer.get(f"/console/incidents/{incident_id}").text
+    assert "Add a version in Français (fr)" in page and "Add a version in ไทย (th)" in page
+    assert "Add a version in English" not in page
+    texts = {"title:web:vi": "Sập tường rào", "body:web:vi": "Tránh khu vực.",
+             "body:sms:vi": "[Loa] Sập tường rào. Tránh khu vực.",
+             "optional:web:fr": "1", "title:web:fr": "Effondrement d'un mur",
+             "body:web:fr": "Évitez le secteur.", "optional:sms:fr": "1",
+             "body:sms:fr": "[Loa] Effondrement d'un mur. Evitez le secteur.",
+             "optional:web:th": "1", "title:web:th": "", "body:web:th": ""}
+    refused = redraft(officer, incident_id, "edit", {**texts, "body:web:es": "Evite la zona."})
+    assert refused.status_code == 422
+    assert "body:web:es: &#39;es&#39; is not one of this city&#39;s languages" in refused.text
+    answer = redraft(officer, incident_id, "edit", texts)
+    assert "draft version 2 made" in answer.text, answer.text
+    draft_id = stack.incident(incident_id)["draft_id"]
+    draft = json.loads(stack.redis.get(stack.keys.draft(draft_id)))
+    assert draft["version"] == 2
+    slots = {(t["channel"], t["language"]): t for t in draft["texts"]}
+    assert set(slots) == {("web", "vi"), ("sms", "vi"), ("web", "fr"), ("sms", "fr")}
+    assert slots[("web", "fr")]["body"] == "Évitez le secteur."
+    assert slots[("sms", "fr")]["segment_budget"] == slots[("sms", "vi")]["segment_budget"]

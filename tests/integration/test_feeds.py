@@ -58,11 +58,12 @@ def test_the_cap_alert_of_a_published_statement(stack: Stack, published: dict[st
     assert xml_text(alert, "cap:sent").endswith("+07:00") and "." not in xml_text(alert, "cap:sent")
     assert xml_text(alert, "cap:incidents") == published["incident_id"]
     infos = alert.findall("cap:info", NS)
-    assert [xml_text(i, "cap:language") for i in infos] == ["vi-VN", "en-US"]
-    assert [xml_text(i, "cap:headline") for i in infos] == [web_title(published, "vi"),
-                                                         web_title(published, "en")]
+    assert [xml_text(i, "cap:language") for i in infos] == ["vi-VN", "en-US", "fr", "th"]
+    assert [xml_text(i, "cap:headline") for i in infos] == [
+        web_title(published, lang) for lang in ("vi", "en", "fr", "th")]
     assert "<script>alert(1)</script>" in xml_text(infos[0], "cap:headline")
-    assert [xml_text(i, "cap:area/cap:areaDesc") for i in infos] == ["Phường Đại Mỗ", "Dai Mo Ward"]
+    assert [xml_text(i, "cap:area/cap:areaDesc") for i in infos] == [
+        "Phường Đại Mỗ", "Dai Mo Ward", "Đại Mỗ", "Dai Mo Ward"]
     assert [(xml_text(g, "cap:valueName"), xml_text(g, "cap:value"))
             for g in infos[0].findall("cap:area/cap:geocode", NS)] == [("LOA", AREA)]
     assert (xml_text(infos[0], "cap:category"),
@@ -81,8 +82,8 @@ def test_unknown_and_unpublished_ids_are_404(stack: Stack) -> None:
 
 
 def test_the_atom_feed_lists_the_statement(stack: Stack, published: dict[str, Any]) -> None:
-    """`/feed.atom` (vi and en): valid Atom with the statement's entry, newest first."""
-    for lang in ("vi", "en"):
+    """`/feed.atom` in each language: valid Atom with the statement's entry, newest first."""
+    for lang in ("vi", "en", "fr", "th"):
         with stack.http() as http:
             answer = http.get("/feed.atom", params={"lang": lang})
         assert answer.status_code == 200
@@ -97,7 +98,8 @@ def test_the_atom_feed_lists_the_statement(stack: Stack, published: dict[str, An
         stamps = [xml_text(e, "a:updated") for e in feed.findall("a:entry", NS)]
         assert stamps == sorted(stamps, reverse=True)  # one offset: text order = time order
     with stack.http() as http:
-        assert http.get("/feed.atom", params={"lang": "fr"}).status_code == 422
+        refused = http.get("/feed.atom", params={"lang": "es"})  # not a language of the city
+    assert refused.status_code == 422 and "lang: 'es'" in refused.text
 
 
 def test_the_cap_index_links_the_alert(stack: Stack, published: dict[str, Any]) -> None:

@@ -103,7 +103,7 @@ def test_live_pages_on_two_web_processes_get_the_card_and_catch_up(
     assert data["incident"] == incident_id and data["area"] == "hn-hoang-mai-linh-nam"
     assert data["path"] == ["hn-hoang-mai-linh-nam", "hn-hoang-mai", "hn"]
     cards = data["cards"]
-    assert isinstance(cards, dict) and set(cards) == {"vi", "en"}
+    assert isinstance(cards, dict) and set(cards) == {"vi", "en", "fr", "th"}
     assert title in cards["vi"] and f'id="{statement_id}"' in cards["en"]
     assert f'data-incident="{incident_id}"' in cards["vi"]
 

@@ -25,28 +25,19 @@ from tests.integration.factories import (
     sms_code,
 )
 from tests.integration.smtp_server import Inbox
-from tests.integration.stack import Stack, running, wait_for
+from tests.integration.stack import Stack, wait_for
 from tests.integration.webclient import csrf_of
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def web_stack(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
-              ) -> Iterator[Stack]:
-    """A running Loa with SMS to the sandbox and email to `mail`."""
-    with running(tmp_path_factory.mktemp("subscribe"), sms=True, LOA_SMTP_HOST="127.0.0.1",
-                 LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
-        yield stack
-
-
 @pytest.fixture(autouse=True)
-def fresh_limits(web_stack: Stack) -> Iterator[None]:
+def fresh_limits(subscribe_stack: Stack) -> Iterator[None]:
     """Every test starts with the public form limit of 127.0.0.1 unused."""
 
     def reset() -> None:
-        for key in web_stack.redis.scan_iter(web_stack.keys.rate_window("*", "*")):
-            web_stack.redis.delete(key)
+        for key in subscribe_stack.redis.scan_iter(subscribe_stack.keys.rate_window("*", "*")):
+            subscribe_stack.redis.delete(key)
 
     reset()
     yield
@@ -104,9 +95,9 @@ def import_active(stack: Stack, tmp_path: Path, phone: str = "", email: str = ""
 
 # --- joining --------------------------------------------------------------------------------
 
-def test_the_form_lists_the_areas_and_topics(web_stack: Stack) -> None:
+def test_the_form_lists_the_areas_and_topics(subscribe_stack: Stack) -> None:
     """The form offers every area and topic, in English and in Vietnamese."""
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         page = client.get("/subscribe?lang=en")
         vi = client.get("/subscribe")
     assert page.status_code == 200
@@ -116,27 +107,27 @@ def test_the_form_lists_the_areas_and_topics(web_stack: Stack) -> None:
     assert "Đăng ký nhận thông tin chính thức" in vi.text
 
 
-def test_email_double_opt_in(web_stack: Stack, mail: tuple[int, Inbox]) -> None:
+def test_email_double_opt_in(subscribe_stack: Stack, mail: tuple[int, Inbox]) -> None:
     """Pending (and in no active set) until the emailed link is POSTed; a GET of the link
     changes nothing; then active with the consent of the confirmation, audited."""
     _, inbox = mail
     address = new_email()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, email=address, areas=["hn-ba-dinh", "hn-tay-ho"],
                            topics=["flood"])
     assert answer.status_code == 200, answer.text
     assert "We sent a confirmation link" in answer.text
-    pending = record(web_stack, address)
+    pending = record(subscribe_stack, address)
     assert pending is not None and pending.status == "pending"
-    assert pending.consent_source == "web" and not is_active(web_stack, pending)
+    assert pending.consent_source == "web" and not is_active(subscribe_stack, pending)
 
     message = mail_to(inbox, address)
     assert str(message["Subject"]) == "[Loa] Confirm your subscription"
     link = link_in(message, "/subscribe/confirm/")
-    with browser(web_stack) as reader:  # the recipient's own browser, another session
+    with browser(subscribe_stack) as reader:  # the recipient's own browser, another session
         shown = reader.get(link)
         assert shown.status_code == 200 and "Confirm" in shown.text
-        assert record(web_stack, address).status == "pending"  # type: ignore[union-attr]
+        assert record(subscribe_stack, address).status == "pending"  # type: ignore[union-attr]
         assert reader.post(link, data={}).status_code == 403  # no CSRF token
         confirmed = reader.post(link, data={"csrf": csrf_of(shown.text)})
         assert confirmed.status_code == 200, confirmed.text
@@ -147,118 +138,118 @@ def test_email_double_opt_in(web_stack: Stack, mail: tuple[int, Inbox]) -> None:
         tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
         forged = reader.get(link.replace(token, tampered))
         assert forged.status_code == 400
-    active = record(web_stack, address)
-    assert active is not None and active.status == "active" and is_active(web_stack, active)
+    active = record(subscribe_stack, address)
+    assert active is not None and active.status == "active" and is_active(subscribe_stack, active)
     assert active.channels == ["email"] and active.topics == ["flood"]
     assert active.areas == ["hn-ba-dinh", "hn-tay-ho"] and active.language == "en"
     assert active.consent_source == "web" and active.consent_at > pending.consent_at
-    assert audit_actions(web_stack, active.id)[-2:] == ["subscriber.requested",
+    assert audit_actions(subscribe_stack, active.id)[-2:] == ["subscriber.requested",
                                                          "subscriber.confirmed"]
 
 
-def test_sms_code_opt_in(web_stack: Stack) -> None:
+def test_sms_code_opt_in(subscribe_stack: Stack) -> None:
     """The form leads to the code page; a wrong code is refused (tries counted), the right
     one activates the phone."""
     phone = new_phone()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn-hoan-kiem"])
         assert answer.status_code == 303
         assert answer.headers["location"].startswith("/subscribe/verify")
         page = client.get(answer.headers["location"])
         assert page.status_code == 200 and phone in page.text
-        code = sms_code(web_stack, phone)
-        pending = record(web_stack, phone)
+        code = sms_code(subscribe_stack, phone)
+        pending = record(subscribe_stack, phone)
         assert pending is not None and pending.status == "pending"
-        assert not is_active(web_stack, pending)
+        assert not is_active(subscribe_stack, pending)
         # the code is stored only as an HMAC
-        stored = web_stack.redis.hgetall(web_stack.keys.optin_code("join", phone))
+        stored = subscribe_stack.redis.hgetall(subscribe_stack.keys.optin_code("join", phone))
         assert stored and code not in json.dumps(stored)
         wrong = "000000" if code != "000000" else "111111"
         refused = client.post("/subscribe/verify?lang=en",
                               data={"csrf": csrf_of(page.text), "code": wrong})
         assert refused.status_code == 422 and "Wrong code; 4 tries left" in refused.text
         assert 'id="error-code"' in refused.text
-        assert record(web_stack, phone).status == "pending"  # type: ignore[union-attr]
+        assert record(subscribe_stack, phone).status == "pending"  # type: ignore[union-attr]
         done = client.post("/subscribe/verify?lang=en",
                            data={"csrf": csrf_of(page.text), "code": code})
         assert done.status_code == 200, done.text
         assert "Confirmed" in done.text
-    active = record(web_stack, phone)
-    assert active is not None and active.status == "active" and is_active(web_stack, active)
+    active = record(subscribe_stack, phone)
+    assert active is not None and active.status == "active" and is_active(subscribe_stack, active)
     assert active.channels == ["sms"] and active.consent_source == "web"
-    assert not web_stack.redis.exists(web_stack.keys.optin_code("join", phone))
+    assert not subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", phone))
 
 
-def test_five_wrong_codes_end_the_code(web_stack: Stack) -> None:
+def test_five_wrong_codes_end_the_code(subscribe_stack: Stack) -> None:
     """Five wrong SMS codes end the code: the right one is then refused too."""
     phone = new_phone()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn-hoan-kiem"])
         page = client.get(answer.headers["location"])
-        code = sms_code(web_stack, phone)
+        code = sms_code(subscribe_stack, phone)
         wrong = "000000" if code != "000000" else "111111"
-        statuses = [client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
-                                                           "code": wrong})
+        statuses = [client.post("/subscribe/verify?lang=en",  # the form's own action
+                                data={"csrf": csrf_of(page.text), "code": wrong})
                     for _ in range(5)]
         assert [r.status_code for r in statuses] == [422] * 5
         assert "too many wrong tries" in statuses[-1].text
         late = client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
                                                       "code": code})
         assert late.status_code == 422
-    assert record(web_stack, phone).status == "pending"  # type: ignore[union-attr]
+    assert record(subscribe_stack, phone).status == "pending"  # type: ignore[union-attr]
 
 
-def test_phone_and_email_each_confirm_their_own_channel(web_stack: Stack,
+def test_phone_and_email_each_confirm_their_own_channel(subscribe_stack: Stack,
                                                        mail: tuple[int, Inbox]) -> None:
     """The SMS code activates only SMS; the email link later adds email."""
     _, inbox = mail
     phone, address = new_phone(), new_email()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, email=address, areas=["hn-dong-da"])
         page = client.get(answer.headers["location"])
         assert address in page.text  # "the email is confirmed separately"
         client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
-                                               "code": sms_code(web_stack, phone)})
-    sub = record(web_stack, phone)
+                                               "code": sms_code(subscribe_stack, phone)})
+    sub = record(subscribe_stack, phone)
     assert sub is not None and sub.status == "active" and sub.channels == ["sms"]
     assert sub.email is None  # not proven yet
     link = link_in(mail_to(inbox, address), "/subscribe/confirm/")
-    with browser(web_stack) as reader:
+    with browser(subscribe_stack) as reader:
         reader.post(link, data={"csrf": csrf_of(reader.get(link).text)})
-    both = record(web_stack, phone)
+    both = record(subscribe_stack, phone)
     assert both is not None and both.channels == ["sms", "email"] and both.email == address
 
 
 def test_active_and_opted_out_subscribers_change_only_on_confirmation(
-        web_stack: Stack, tmp_path: Path) -> None:
+        subscribe_stack: Stack, tmp_path: Path) -> None:
     """An active subscriber is not downgraded by the form; one who opted out is not
     re-activated by it; the code does both."""
     phone = new_phone()
-    import_active(web_stack, tmp_path, phone=phone, area="hn-tay-ho")
-    with browser(web_stack) as client:
+    import_active(subscribe_stack, tmp_path, phone=phone, area="hn-tay-ho")
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn-cau-giay"])
         assert answer.status_code == 303
-        still = record(web_stack, phone)
-        assert still is not None and still.status == "active" and is_active(web_stack, still)
+        still = record(subscribe_stack, phone)
+        assert still is not None and still.status == "active" and is_active(subscribe_stack, still)
         assert still.areas == ["hn-tay-ho"]
         page = client.get(answer.headers["location"])
         client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
-                                               "code": sms_code(web_stack, phone)})
-    moved = record(web_stack, phone)
+                                               "code": sms_code(subscribe_stack, phone)})
+    moved = record(subscribe_stack, phone)
     assert moved is not None and moved.status == "active" and moved.areas == ["hn-cau-giay"]
 
-    assert web_stack.cli("subscribers", "import", str(_opted_out_csv(tmp_path, phone))
+    assert subscribe_stack.cli("subscribers", "import", str(_opted_out_csv(tmp_path, phone))
                          ).returncode == 0
-    assert record(web_stack, phone).status == "opted_out"  # type: ignore[union-attr]
-    with browser(web_stack) as client:
+    assert record(subscribe_stack, phone).status == "opted_out"  # type: ignore[union-attr]
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn-tay-ho"])
-        out = record(web_stack, phone)
-        assert out is not None and out.status == "opted_out" and not is_active(web_stack, out)
+        out = record(subscribe_stack, phone)
+        assert out is not None and out.status == "opted_out" and not is_active(subscribe_stack, out)
         page = client.get(answer.headers["location"])
         client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
-                                               "code": sms_code(web_stack, phone, 2)})
-    back = record(web_stack, phone)
-    assert back is not None and back.status == "active" and is_active(web_stack, back)
+                                               "code": sms_code(subscribe_stack, phone, 2)})
+    back = record(subscribe_stack, phone)
+    assert back is not None and back.status == "active" and is_active(subscribe_stack, back)
 
 
 def _opted_out_csv(tmp_path: Path, phone: str) -> Path:
@@ -268,34 +259,34 @@ def _opted_out_csv(tmp_path: Path, phone: str) -> Path:
     return path
 
 
-def test_a_pending_subscriber_gets_nothing_from_a_statement(web_stack: Stack) -> None:
+def test_a_pending_subscriber_gets_nothing_from_a_statement(subscribe_stack: Stack) -> None:
     """A flood statement for Cau Giay reaches the confirmed phone, not the pending one."""
     confirmed, pending = new_phone(), new_phone()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=confirmed, areas=["hn-cau-giay"], topics=["flood"])
         page = client.get(answer.headers["location"])
         client.post("/subscribe/verify", data={"csrf": csrf_of(page.text),
-                                               "code": sms_code(web_stack, confirmed)})
-    with browser(web_stack) as client:
+                                               "code": sms_code(subscribe_stack, confirmed)})
+    with browser(subscribe_stack) as client:
         subscribe(client, phone=pending, areas=["hn-cau-giay"], topics=["flood"])
-        sms_code(web_stack, pending)  # the code came; it is never typed
-    incident_id = file_report(web_stack, flood_body("hn-cau-giay", title="Ngập"))
-    done = web_stack.cli("approve", f"APR-{incident_id[4:]}-1",
-                         *web_stack.as_person("nguyen-van-an"))
+        sms_code(subscribe_stack, pending)  # the code came; it is never typed
+    incident_id = file_report(subscribe_stack, flood_body("hn-cau-giay", title="Ngập"))
+    done = subscribe_stack.cli("approve", f"APR-{incident_id[4:]}-1",
+                         *subscribe_stack.as_person("nguyen-van-an"))
     assert done.returncode == 0, done.stderr
     statement_id = f"STM-{incident_id[4:]}-1"
-    wait_for(lambda: len(web_stack.sms_sent(to=confirmed)) >= 2, 30, "the statement SMS")
-    wait_for(lambda: web_stack.redis.hget(web_stack.keys.dispatch(statement_id),
+    wait_for(lambda: len(subscribe_stack.sms_sent(to=confirmed)) >= 2, 30, "the statement SMS")
+    wait_for(lambda: subscribe_stack.redis.hget(subscribe_stack.keys.dispatch(statement_id),
                                           "queued_all"), 30, "fan-out done")
-    assert f"/s/{statement_id}" in web_stack.sms_sent(to=confirmed)[-1]["body"]
-    assert len(web_stack.sms_sent(to=pending)) == 1  # the code only
+    assert f"/s/{statement_id}" in subscribe_stack.sms_sent(to=confirmed)[-1]["body"]
+    assert len(subscribe_stack.sms_sent(to=pending)) == 1  # the code only
 
 
 # --- the form's problems --------------------------------------------------------------------
 
-def test_bad_input_comes_back_by_field_with_what_was_typed(web_stack: Stack) -> None:
+def test_bad_input_comes_back_by_field_with_what_was_typed(subscribe_stack: Stack) -> None:
     """Bad input answers 422 with an error per field and what was typed, escaped."""
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         bad_phone = subscribe(client, phone="<b>not-a-phone</b>", email="ok@mail.example",
                               areas=["hn-tay-ho"], topics=["flood"])
         assert bad_phone.status_code == 422
@@ -320,44 +311,44 @@ def test_bad_input_comes_back_by_field_with_what_was_typed(web_stack: Stack) -> 
         bad_email = subscribe(client, email="nobody@", areas=["hn"])
         assert bad_email.status_code == 422 and 'id="error-email"' in bad_email.text
         assert 'value="nobody@"' in bad_email.text
-    assert record(web_stack, "ok@mail.example") is None  # nothing was saved
+    assert record(subscribe_stack, "ok@mail.example") is None  # nothing was saved
 
 
-def test_a_phone_that_sent_stop_is_told_to_send_start(web_stack: Stack) -> None:
+def test_a_phone_that_sent_stop_is_told_to_send_start(subscribe_stack: Stack) -> None:
     """The carrier-level STOP stays in force: no code is sent until the phone says START."""
     phone = new_phone()
-    web_stack.sms_reply(phone, "STOP")
-    with browser(web_stack) as client:
+    subscribe_stack.sms_reply(phone, "STOP")
+    with browser(subscribe_stack) as client:
         answer = subscribe(client, phone=phone, areas=["hn"])
     assert answer.status_code == 422 and 'id="error-phone"' in answer.text
     assert "text START to us first" in answer.text
-    assert record(web_stack, phone) is None
-    assert not web_stack.redis.exists(web_stack.keys.optin_code("join", phone))
+    assert record(subscribe_stack, phone) is None
+    assert not subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", phone))
 
 
-def test_a_post_without_the_csrf_token_is_refused(web_stack: Stack) -> None:
+def test_a_post_without_the_csrf_token_is_refused(subscribe_stack: Stack) -> None:
     """Posts without this session's CSRF token are refused with 403; nothing saved."""
     address = new_email()
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         open_form(client)
         missing = client.post("/subscribe", data={"email": address, "areas": ["hn"]})
         wrong = client.post("/subscribe", data={"csrf": "forged", "email": address,
                                                 "areas": ["hn"]})
-    with browser(web_stack) as other:  # a token from another session is no good either
+    with browser(subscribe_stack) as other:  # a token from another session is no good either
         token = open_form(other)
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         open_form(client)
         foreign = client.post("/subscribe", data={"csrf": token, "email": address,
                                                   "areas": ["hn"]})
         leave = client.post("/subscribe/leave", data={"contact": address})
         verify = client.post("/subscribe/verify", data={"code": "123456"})
     assert [r.status_code for r in (missing, wrong, foreign, leave, verify)] == [403] * 5
-    assert record(web_stack, address) is None
+    assert record(subscribe_stack, address) is None
 
 
-def test_the_public_form_is_rate_limited(web_stack: Stack) -> None:
+def test_the_public_form_is_rate_limited(subscribe_stack: Stack) -> None:
     """The 21st post of the form in a window answers 429 with a Retry-After."""
-    with browser(web_stack) as client:
+    with browser(subscribe_stack) as client:
         csrf = open_form(client)
         answers = [client.post("/subscribe", data={"csrf": csrf, "areas": ["hn"]})
                    for _ in range(21)]
@@ -365,7 +356,7 @@ def test_the_public_form_is_rate_limited(web_stack: Stack) -> None:
     assert answers[20].status_code == 429
     assert "too many attempts" in answers[20].text
     # (the HTML error page of app.py drops the header; an API-style client gets it)
-    with httpx.Client(base_url=web_stack.web_url, timeout=30) as api_client:
+    with httpx.Client(base_url=subscribe_stack.web_url, timeout=30) as api_client:
         api_csrf = csrf_of(api_client.get("/subscribe").text)
         limited = api_client.post("/subscribe", data={"csrf": api_csrf, "areas": ["hn"]})
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
@@ -373,13 +364,13 @@ def test_the_public_form_is_rate_limited(web_stack: Stack) -> None:
 
 # --- leaving --------------------------------------------------------------------------------
 
-def test_leaving_by_email_sends_the_unsubscribe_link(web_stack: Stack, mail: tuple[int, Inbox],
-                                                     tmp_path: Path) -> None:
+def test_leaving_by_email_sends_the_unsubscribe_link(
+        subscribe_stack: Stack, mail: tuple[int, Inbox], tmp_path: Path) -> None:
     """Leaving by email mails the unsubscribe link and answers strangers alike."""
     _, inbox = mail
     address = new_email()
-    import_active(web_stack, tmp_path, email=address)
-    with browser(web_stack) as client:
+    import_active(subscribe_stack, tmp_path, email=address)
+    with browser(subscribe_stack) as client:
         csrf = open_form(client, "/subscribe/leave?lang=en")
         answer = client.post("/subscribe/leave?lang=en", data={"csrf": csrf,
                                                                 "contact": address})
@@ -391,17 +382,17 @@ def test_leaving_by_email_sends_the_unsubscribe_link(web_stack: Stack, mail: tup
     assert bad.status_code == 422 and 'id="error-contact"' in bad.text
     assert 'value="x@"' in bad.text
     link = link_in(mail_to(inbox, address), "/unsubscribe/")
-    assert record(web_stack, address).status == "active"  # type: ignore[union-attr]
+    assert record(subscribe_stack, address).status == "active"  # type: ignore[union-attr]
     assert httpx.post(link).status_code == 200  # the existing one-click unsubscribe
-    gone = record(web_stack, address)
-    assert gone is not None and gone.status == "opted_out" and not is_active(web_stack, gone)
+    gone = record(subscribe_stack, address)
+    assert gone is not None and gone.status == "opted_out" and not is_active(subscribe_stack, gone)
 
 
-def test_leaving_by_phone_with_a_code(web_stack: Stack, tmp_path: Path) -> None:
+def test_leaving_by_phone_with_a_code(subscribe_stack: Stack, tmp_path: Path) -> None:
     """Leaving by phone takes the SMS code: a wrong one keeps the subscription."""
     phone = new_phone()
-    import_active(web_stack, tmp_path, phone=phone)
-    with browser(web_stack) as client:
+    import_active(subscribe_stack, tmp_path, phone=phone)
+    with browser(subscribe_stack) as client:
         csrf = open_form(client, "/subscribe/leave?lang=en")
         answer = client.post("/subscribe/leave?lang=en", data={"csrf": csrf,
                                                                 "contact": phone})
@@ -409,16 +400,16 @@ def test_leaving_by_phone_with_a_code(web_stack: Stack, tmp_path: Path) -> None:
         assert answer.headers["location"].startswith("/subscribe/leave/verify")
         page = client.get(answer.headers["location"])
         assert page.status_code == 200
-        code = sms_code(web_stack, phone)
-        assert "stop" in web_stack.sms_sent(to=phone)[0]["body"]
+        code = sms_code(subscribe_stack, phone)
+        assert "stop" in subscribe_stack.sms_sent(to=phone)[0]["body"]
         wrong = "000000" if code != "000000" else "111111"
         refused = client.post("/subscribe/leave/verify",
                               data={"csrf": csrf_of(page.text), "code": wrong})
         assert refused.status_code == 422
-        assert record(web_stack, phone).status == "active"  # type: ignore[union-attr]
+        assert record(subscribe_stack, phone).status == "active"  # type: ignore[union-attr]
         done = client.post("/subscribe/leave/verify?lang=en",
                            data={"csrf": csrf_of(page.text), "code": code})
         assert done.status_code == 200 and "will receive no more" in done.text
-    gone = record(web_stack, phone)
-    assert gone is not None and gone.status == "opted_out" and not is_active(web_stack, gone)
-    assert audit_actions(web_stack, gone.id)[-1] == "subscriber.opted_out"
+    gone = record(subscribe_stack, phone)
+    assert gone is not None and gone.status == "opted_out" and not is_active(subscribe_stack, gone)
+    assert audit_actions(subscribe_stack, gone.id)[-1] == "subscriber.opted_out"

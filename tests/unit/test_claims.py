@@ -179,7 +179,7 @@ def test_a_correction_carries_its_claim_review() -> None:
              "2026-12-03T23:30:00+00:00", "spreading": [
                  "https://facebook.example/p/1", "ảnh chụp nhóm Zalo cư dân"]}
     assert claim_review(statement, claim, "https://loa.hanoi.example", "vi",
-                        "Asia/Ho_Chi_Minh") == {
+                        "Asia/Ho_Chi_Minh", "Sai sự thật") == {
         "@context": "https://schema.org", "@type": "ClaimReview",
         "url": "https://loa.hanoi.example/statements/STM-00001-2",
         "datePublished": "2026-12-04", "inLanguage": "vi",

@@ -4,7 +4,10 @@ draft's SMS cost and when that needs a second approver."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from coordinator.approvals.decisions import needs_second_approver
+from coordinator.city import load_city
 from coordinator.dispatch.handover import Outcome, reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
@@ -93,8 +96,12 @@ def test_what_a_drafts_sms_costs() -> None:
     texts = [RenderedText(channel="sms", language="vi", body="Ngập sâu " * 9),
              RenderedText(channel="sms", language="en", body="Deep flooding"),
              RenderedText(channel="email", language="vi", title="t", body="x" * 5000)]
-    assert sms_segments(texts, {"vi": 10, "en": 5}, 18) == 10 * 2 + 5 * 1 + 3 * 2
-    assert sms_segments(texts[2:], {"vi": 4}, 4) == 0  # no SMS text: nothing to send
+    languages = load_city(Path(__file__).parents[2] / "config").languages
+    assert sms_segments(texts, {"vi": 10, "en": 5}, 18, languages) == 10 * 2 + 5 * 1 + 3 * 2
+    assert sms_segments(texts[2:], {"vi": 4}, 4, languages) == 0  # no SMS text: nothing to send
+    # French and Thai readers of a statement without their language get English (their
+    # fallback), not Vietnamese
+    assert sms_segments(texts, {"fr": 4, "th": 1}, 5, languages) == 5 * 1
     reach = Reach(sms=18, email=7, sms_segments=31)
     assert Reach.from_json(reach.to_json()) == reach and Reach.from_json(None) is None
     assert reach.line() == "SMS to 18 (31 segments), email to 7"

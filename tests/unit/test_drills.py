@@ -31,18 +31,20 @@ def test_every_text_of_a_drill_starts_with_its_languages_mark_once() -> None:
              RenderedText(channel="sms", language="vi", body="Ngập sâu Kim Mã", segments=1,
                           segment_budget=2),
              RenderedText(channel="sms", language="fr", body="Inondation")]
-    marked = marked_as_exercise(texts)
+    catalogs = load_city(Settings().config_dir).catalogs
+    marked = marked_as_exercise(texts, catalogs)
     assert [(t.title, t.body) for t in marked] == [
         ("[DIỄN TẬP] Ngập sâu", "[DIỄN TẬP] Nước ngập."),
         ("[EXERCISE] Flooding", "[EXERCISE] Water."),
         ("", "[DIỄN TẬP] Ngập sâu Kim Mã"),
-        ("", "[EXERCISE] Inondation")]
-    assert marked_as_exercise(marked) == marked  # an edited drill text is not marked twice
-    assert exercise_mark("th") == "[EXERCISE]"
+        ("", "[EXERCICE] Inondation")]
+    # an edited drill text is not marked twice
+    assert marked_as_exercise(marked, catalogs) == marked
+    assert exercise_mark("th", catalogs) == "[การฝึกซ้อม]"
     # 15 + 11 characters in UCS-2: one segment still; the count is of the marked text
     assert marked[2].segments == 1 and marked[2].segment_budget == 2
     long = RenderedText(channel="sms", language="vi", body="Ngập " * 13, segments=1)
-    assert marked_as_exercise([long])[0].segments == 2
+    assert marked_as_exercise([long], catalogs)[0].segments == 2
 
 
 def test_a_drill_and_a_real_report_never_share_an_incident() -> None:
@@ -93,9 +95,9 @@ def test_a_drills_cap_alert_has_status_exercise() -> None:
 def test_a_resident_opts_into_drills_on_the_web_form() -> None:
     areas, kinds = {"hn": None}, {"flood"}
     wanted, errors = requested_subscriber("0911222333", "", "vi", ["hn"], [], areas, kinds,
-                                          drills=True)
+                                          ["vi"], drills=True)
     assert errors == {} and wanted is not None and wanted.drills
     active = applied_subscriber(wanted, {"sms"}, None, AT)
     assert active is not None and active.drills and active.status == "active"
-    plain, _ = requested_subscriber("0911222334", "", "vi", ["hn"], [], areas, kinds)
+    plain, _ = requested_subscriber("0911222334", "", "vi", ["hn"], [], areas, kinds, ["vi"])
     assert plain is not None and not plain.drills

@@ -153,7 +153,7 @@ def test_user_text_is_escaped_never_markup() -> None:
     assert b"&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in document
     assert b"<script>" not in document
     assert xml_text(valid_cap(document), "cap:info/cap:headline") == nasty
-    feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW)
+    feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW, lang="vi")
     assert b"&lt;script&gt;" in feed and b"<script>" not in feed
     assert xml_text(valid_atom(feed), "a:entry/a:title") == nasty
 
@@ -162,7 +162,7 @@ def test_characters_xml_cannot_carry_become_spaces() -> None:
     """A vertical tab pasted from a word processor must not break the feeds."""
     s = statement(1, title_vi="Ngập\x0bphố\x00Kim Mã\ufffe")
     assert xml_text(build_cap(s), "cap:info/cap:headline") == "Ngập phố Kim Mã "
-    feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW)
+    feed = atom.statements_feed([s], city(), base_url=BASE, timezone=TZ, now=NOW, lang="vi")
     assert xml_text(valid_atom(feed), "a:entry/a:title") == "Ngập phố Kim Mã "
 
 
@@ -173,7 +173,7 @@ def test_the_atom_feed_lists_statements_newest_first() -> None:
                       area="hn-hoan-kiem-hang-bac")
     unpublished = {**statement(3), "published_at": None}
     feed = valid_atom(atom.statements_feed([older, newer, unpublished], city(), base_url=BASE,
-                                           timezone=TZ, now=NOW))
+                                           timezone=TZ, now=NOW, lang="vi"))
     assert feed.get("{http://www.w3.org/XML/1998/namespace}lang") == "vi"
     assert xml_text(feed, "a:id") == f"{BASE}/feed.atom"
     assert xml_text(feed, "a:updated") == "2026-11-22T09:05:30+07:00"
@@ -187,9 +187,12 @@ def test_the_atom_feed_lists_statements_newest_first() -> None:
     assert xml_text(first, "a:summary") == "Nước ngập 40 cm."
     assert xml_text(first, "a:content") == "Nước ngập 40 cm.\n\nTránh đi qua khu vực."
     assert xml_text(first, "a:author/a:name") == "Loa"
-    links = {(x.get("rel"), x.get("type")): x.get("href") for x in first.findall("a:link", NS)}
-    assert links == {("alternate", "text/html"): f"{BASE}/statements/STM-20261122-0002-2",
-                     ("related", "application/cap+xml"): f"{BASE}/cap/STM-20261122-0002-2.xml"}
+    links = [(x.get("rel"), x.get("type"), x.get("hreflang"), x.get("href"))
+             for x in first.findall("a:link", NS)]
+    assert links == [  # the page of every language the statement is in, the reader's first
+        ("alternate", "text/html", "vi", f"{BASE}/statements/STM-20261122-0002-2"),
+        ("alternate", "text/html", "en", f"{BASE}/statements/STM-20261122-0002-2?lang=en"),
+        ("related", "application/cap+xml", None, f"{BASE}/cap/STM-20261122-0002-2.xml")]
     categories = {x.get("scheme"): x.get("term") for x in first.findall("a:category", NS)}
     assert categories == {"urn:loa:severity": "extreme", "urn:loa:kind": "fire",
                           "urn:loa:area": "hn-hoan-kiem-hang-bac"}
@@ -206,7 +209,8 @@ def test_the_atom_feed_in_english_and_empty() -> None:
     alternate = entry.find("a:link[@rel='alternate']", NS)
     assert alternate is not None and alternate.get("hreflang") == "en"
     assert alternate.get("href") == f"{BASE}/statements/STM-20261122-0001-1?lang=en"
-    empty = valid_atom(atom.statements_feed([], city(), base_url=BASE, timezone=TZ, now=NOW))
+    empty = valid_atom(atom.statements_feed([], city(), base_url=BASE, timezone=TZ, now=NOW,
+                                            lang="vi"))
     assert xml_text(empty, "a:updated") == "2026-11-22T16:00:00+07:00"
     assert empty.findall("a:entry", NS) == []
 
@@ -221,7 +225,8 @@ def test_the_cap_index_lists_the_alerts_in_force() -> None:
     health = statement(4, incident="INC-20261122-0003", kind="public-health")
     everything = [health, fire_cancel, flood_2, fire_1, flood_1]
     assert [s["id"] for s in cap.current_alerts(everything)] == [health["id"], flood_2["id"]]
-    index = valid_atom(atom.cap_index(everything, base_url=BASE, timezone=TZ, now=NOW))
+    index = valid_atom(atom.cap_index(everything, city(), base_url=BASE, timezone=TZ, now=NOW,
+                                      lang="vi"))
     assert xml_text(index, "a:id") == f"{BASE}/cap.xml"
     entries = index.findall("a:entry", NS)
     hrefs = [e.find("a:link[@type='application/cap+xml']", NS) for e in entries]
@@ -231,8 +236,8 @@ def test_the_cap_index_lists_the_alerts_in_force() -> None:
     assert xml_text(entries[1], "a:updated") == "2026-11-22T09:05:30+07:00"
     assert [e.find("a:category", NS).get("term") for e in entries  # type: ignore[union-attr]
             ] == ["Alert", "Update"]
-    empty = valid_atom(atom.cap_index([fire_1, fire_cancel], base_url=BASE, timezone=TZ,
-                                      now=NOW))
+    empty = valid_atom(atom.cap_index([fire_1, fire_cancel], city(), base_url=BASE,
+                                      timezone=TZ, now=NOW, lang="vi"))
     assert empty.findall("a:entry", NS) == []
 
 

@@ -3,10 +3,13 @@ what the form asks for, and what a confirmation makes of a subscriber."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from coordinator.city import load_city
+from coordinator.settings import Settings
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.optin import (
     NO_CONTACT,
@@ -34,6 +37,13 @@ T0 = 1_800_000_000.0
 NOW = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 AREAS = {"hn", "hn-ba-dinh", "hn-ba-dinh-kim-ma", "hn-tay-ho"}
 KINDS = {"flood", "fire"}
+CITY = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+LANGUAGES = CITY.languages.tags
+
+
+def words(language: str) -> Callable[[str], str]:
+    """A language's catalog, as the web gives it to the messages."""
+    return CITY.catalogs.of(language).gettext
 
 
 def stored(code: str = "123456", tries: int = 0, purpose: str = "join") -> StoredCode:
@@ -117,30 +127,34 @@ def test_confirmation_links_are_signed_and_expire() -> None:
 
 def test_the_form_names_every_problem_by_field() -> None:
     """The subscribe form's checks name every problem under the field it is in."""
-    sub, errors = requested_subscriber("not-a-phone", "nope@", "fr", ["hn-atlantis"],
-                                       ["tsunami"], AREAS, KINDS)
+    sub, errors = requested_subscriber("not-a-phone", "nope@", "es", ["hn-atlantis"],
+                                       ["tsunami"], AREAS, KINDS, LANGUAGES)
     assert sub is None
     assert set(errors) == {"phone", "email", "language", "areas", "topics"}
     assert "hn-atlantis" in errors["areas"] and "tsunami" in errors["topics"]
-    _, errors = requested_subscriber("", " ", "vi", [], [], AREAS, KINDS)
-    assert errors == {"contact": NO_CONTACT,
-                      "areas": "Chọn ít nhất một khu vực. / Choose at least one area."}
+    _, errors = requested_subscriber("", " ", "vi", [], [], AREAS, KINDS, LANGUAGES)
+    assert errors == {"contact": NO_CONTACT, "areas": "Choose at least one area."}
+    # in the reader's language, from its catalog
+    _, errors = requested_subscriber("", " ", "fr", [], [], AREAS, KINDS, LANGUAGES,
+                                     _=CITY.catalogs.of("fr").gettext)
+    assert errors == {"contact": "Indiquez un numéro de téléphone ou une adresse e-mail.",
+                      "areas": "Choisissez au moins une zone."}
 
 
 def test_the_form_makes_a_pending_subscriber_with_the_channels_given() -> None:
     """A valid form makes a pending web subscriber with a channel per contact given."""
     sub, errors = requested_subscriber("0911 222 333", "Dan@Mail.example", "en",
                                        ["hn-ba-dinh", "hn-tay-ho", "hn-ba-dinh"], [],
-                                       AREAS, KINDS)
+                                       AREAS, KINDS, LANGUAGES)
     assert errors == {} and sub is not None
     assert (sub.phone, sub.email, sub.channels) == (PHONE, "Dan@mail.example", ["sms", "email"])
     assert sub.status == "pending" and sub.consent_source == "web"
     assert sub.areas == ["hn-ba-dinh", "hn-tay-ho"] and sub.topics == ["*"]
     only_mail, _ = requested_subscriber("", "dan@mail.example", "vi", ["hn"], ["flood", "*"],
-                                        AREAS, KINDS)
+                                        AREAS, KINDS, LANGUAGES)
     assert only_mail is not None and only_mail.channels == ["email"]
     assert only_mail.topics == ["*"]
-    fire, _ = requested_subscriber(PHONE, "", "vi", ["hn"], ["fire"], AREAS, KINDS)
+    fire, _ = requested_subscriber(PHONE, "", "vi", ["hn"], ["fire"], AREAS, KINDS, LANGUAGES)
     assert fire is not None and fire.topics == ["fire"] and fire.channels == ["sms"]
 
 
@@ -189,12 +203,12 @@ def test_one_field_takes_a_phone_or_an_email() -> None:
 
 def test_the_code_sms_says_what_it_is_for() -> None:
     """The code SMS gives the code, what it is for and how long it lasts, in the language."""
-    assert code_sms("123456", "join", "vi") == (
+    assert code_sms("123456", "join", words("vi")) == (
         "[Loa] Mã xác nhận đăng ký nhận tin Loa: 123456 (hiệu lực 15 phút). "
         "Bỏ qua tin này nếu bạn không yêu cầu.")
-    assert code_sms("123456", "join", "en") == (
+    assert code_sms("123456", "join", words("en")) == (
         "[Loa] Your code to subscribe to Loa updates: 123456 (valid 15 min). "
         "Ignore this SMS if you did not ask for it.")
-    assert code_sms("123456", "leave", "en") == (
+    assert code_sms("123456", "leave", words("en")) == (
         "[Loa] Your code to stop Loa updates: 123456 (valid 15 min). "
         "Ignore this SMS if you did not ask for it.")

@@ -34,7 +34,8 @@ def test_the_duty_officers_hear_of_a_promise_due_and_broken() -> None:
 
 
 def test_a_drills_promise_says_so_and_supervisors_hear_of_it_only_when_escalated() -> None:
-    assert promise_text("INC-00007", "Ngập sâu", DUE, True, "Asia/Ho_Chi_Minh", True) == (
+    assert promise_text("INC-00007", "Ngập sâu", DUE, True, "Asia/Ho_Chi_Minh",
+                        ("[DIỄN TẬP]", "[EXERCISE]")) == (
         "[DIỄN TẬP] Loa: QUÁ HẠN cập nhật đã hứa cho INC-00007 (Ngập sâu), hạn 15:30 04/12. / "
         "[EXERCISE] Promised update for INC-00007 (Ngập sâu) is overdue: it was due "
         "15:30 04/12.")

@@ -71,16 +71,20 @@ def test_a_report_within_the_window_joins() -> None:
 
 def test_a_draft_has_every_channel_in_every_language(playbooks: dict[str, Playbook],
                                                      city: City) -> None:
-    """The flood playbook renders web, sms and email in vi and en, with names in each language."""
+    """The flood playbook renders web, sms and email in each of its languages, with names
+    and severity words in each language."""
     facts = IncidentFacts(id="INC-00007", kind="flood", severity=Severity.severe,
                           title="Ngập sâu phố Kim Mã", details="40 cm", area="hn-ba-dinh-kim-ma")
     texts = render_draft(playbooks["flood"], facts, city, T0, "Asia/Ho_Chi_Minh")
     assert {(t.channel, t.language) for t in texts} == {
-        (c, lang) for c in ("web", "sms", "email") for lang in ("vi", "en")}
-    web_vi = next(t for t in texts if t.channel == "web" and t.language == "vi")
-    web_en = next(t for t in texts if t.channel == "web" and t.language == "en")
+        (c, lang) for c in ("web", "sms", "email") for lang in ("vi", "en", "fr", "th")}
+    web = {t.language: t for t in texts if t.channel == "web"}
+    web_vi, web_en = web["vi"], web["en"]
     assert city.areas["hn-ba-dinh-kim-ma"].name["vi"] in web_vi.title
     assert city.areas["hn-ba-dinh-kim-ma"].name["en"] in web_en.title
+    # severity in each language's words (the message catalogs)
+    assert "NGHIÊM TRỌNG" in web_vi.body and "SEVERE" in web_en.body
+    assert "GRAVE" in web["fr"].body and "รุนแรง" in web["th"].body
     assert "14:00 22/11/2026" in web_vi.body  # issued_at in Hanoi time (UTC+7)
     sms = [t for t in texts if t.channel == "sms"]
     assert all(t.segments is not None and t.segments <= (t.segment_budget or 0) for t in sms)

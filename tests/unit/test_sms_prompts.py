@@ -98,9 +98,9 @@ def test_the_excerpt_keeps_short_texts_and_flattens_lines() -> None:
 def test_the_approvers_language_is_chosen_among_the_sms_texts() -> None:
     """Vietnamese first; else the first SMS text; web texts never."""
     web = RenderedText(channel="web", language="vi", body="w")
-    assert draft_sms([web, sms("en", language="en"), sms("vi")]) == sms("vi")
-    assert draft_sms([web, sms("en", language="en")]) == sms("en", language="en")
-    assert draft_sms([web]) is None
+    assert draft_sms([web, sms("en", language="en"), sms("vi")], "vi") == sms("vi")
+    assert draft_sms([web, sms("en", language="en")], "vi") == sms("en", language="en")
+    assert draft_sms([web], "vi") is None
 
 
 @pytest.mark.parametrize(("body", "expected"), [

@@ -40,7 +40,8 @@ def test_the_csv_export_carries_the_id_and_the_import_keeps_it() -> None:
     drill opt-in and test lists come after, so files of older versions still import."""
     city = load_city(Settings().config_dir)
     sub = Subscriber(id="sub-0123456789abcdef", phone=PHONE, areas=["hn"], channels=["sms"],
-                     consent_source="import:a.csv", drills=True, lists=["press-office", "qa"])
+                     consent_source="import:a.csv", drills=True, lists=["press-office", "qa"],
+                     language="vi")
     text = to_csv([sub])
     assert text.splitlines() == [
         "phone,email,language,areas,topics,channels,role,status,id,drills,lists",

@@ -1,0 +1,180 @@
+"""The city's languages come from config/languages.yaml and the public words from message
+catalogs: fallback orders, catalogs chained along them, playbook notes, and no code that
+names a language."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from coordinator.city import City, load_city
+from coordinator.errors import ConfigError
+from coordinator.languages import load_languages
+from coordinator.playbooks.loader import check_playbook_file, language_notes
+from coordinator.translations import load_catalogs
+from coordinator.yamlsource import YamlSource
+
+ROOT = Path(__file__).parents[2]
+CITY = load_city(ROOT / "config")
+KEYWORDS = {"_": None, "N_": None, "gettext": (2,)}
+
+
+def languages_from(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "languages.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_demo_city_speaks_four_languages_each_with_its_fallbacks() -> None:
+    languages = CITY.languages
+    assert languages.tags == ["vi", "en", "fr", "th"]
+    assert languages.names() == {"vi": "Tiếng Việt", "en": "English", "fr": "Français",
+                                 "th": "ไทย"}
+    assert languages.order("fr") == ("fr", "en", "vi")
+    assert languages.order("vi") == ("vi", "en")
+    assert languages.order("es") == ("vi", "en")  # undeclared: the city's own order
+    assert languages.best("th", ["vi", "en"]) == "en"
+    assert languages.best("fr", ["vi"]) == "vi" and languages.best("fr", []) is None
+    assert languages.pick("fr") == "fr" and languages.pick("xx") == "vi"
+    assert languages.pick(None) == "vi"
+    assert (languages.cap_tag("vi"), languages.cap_tag("fr")) == ("vi-VN", "fr")
+    assert languages.join_words() == {"ĐĂNG KÝ": "vi", "THAM GIA": "vi", "JOIN": "en",
+                                      "INSCRIRE": "fr", "สมัคร": "th"}
+
+
+def test_names_fill_in_along_the_fallback_order() -> None:
+    """A French name where the file has one; Thai readers get English where it has none."""
+    kim_ma = CITY.areas["hn-ba-dinh-kim-ma"]
+    assert kim_ma.name_in("fr") == "Kim Mã" and kim_ma.name_in("th") == "Kim Ma Ward"
+    assert CITY.areas["hn"].name_in("th") == "กรุงฮานอย"
+    assert CITY.kinds["flood"].name["fr"] == "Inondation"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
+     "  - {tag: vi, name: W}\n", "language 'vi' appears twice"),
+    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V, "
+     "fallback: [en]}\n", "languages.vi.fallback: 'en' is not a declared language"),
+    ("version: 1\ndefault: fr\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n",
+     "default: 'fr' is not a declared language"),
+    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
+     "  - {tag: Vietnamese, name: W}\n",
+     "languages.yaml:6: languages[1].tag: 'Vietnamese' is not a BCP 47 language tag"),
+])
+def test_a_broken_languages_file_is_refused_naming_the_field(tmp_path: Path, text: str,
+                                                             problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_languages(YamlSource.read(languages_from(tmp_path, text)))
+    assert problem in str(caught.value)
+
+
+def test_a_bcp47_tag_with_a_script_is_a_language(tmp_path: Path) -> None:
+    path = languages_from(tmp_path, "version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n"
+                                    "  - {tag: vi, name: Tiếng Việt}\n"
+                                    "  - {tag: zh-Hant, name: 繁體中文, fallback: [vi]}\n")
+    assert load_languages(YamlSource.read(path)).order("zh-Hant") == ("zh-Hant", "vi")
+
+
+def test_a_missing_translation_falls_back_along_the_order(tmp_path: Path) -> None:
+    """zh-Hant's catalog has one word; the rest comes from its fallback's (Vietnamese); a
+    language without a catalog of its own reads the English ids."""
+    config = tmp_path / "config"
+    config.mkdir()
+    languages = load_languages(YamlSource.read(languages_from(
+        config, "version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n"
+                "  - {tag: vi, name: V, fallback: [en]}\n  - {tag: en, name: E}\n"
+                "  - {tag: zh-Hant, name: Z, fallback: [vi]}\n")))
+    catalogs_dir = config / "locale"
+    (catalogs_dir / "vi" / "LC_MESSAGES").mkdir(parents=True)
+    (catalogs_dir / "zh-Hant" / "LC_MESSAGES").mkdir(parents=True)
+    (catalogs_dir / "vi" / "LC_MESSAGES" / "loa.po").write_text(
+        'msgid "Press"\nmsgstr "Báo chí"\n\nmsgid "Subscribe"\nmsgstr "Đăng ký nhận tin"\n',
+        encoding="utf-8")
+    (catalogs_dir / "zh-Hant" / "LC_MESSAGES" / "loa.po").write_text(
+        'msgid "Press"\nmsgstr "新聞"\n', encoding="utf-8")
+    catalogs = load_catalogs(catalogs_dir, languages)
+    assert catalogs.gettext("zh-Hant", "Press") == "新聞"
+    assert catalogs.gettext("zh-Hant", "Subscribe") == "Đăng ký nhận tin"
+    assert catalogs.gettext("en", "Subscribe") == "Subscribe"
+    assert catalogs.gettext("vi", "Filter") == "Filter"  # in no catalog: the English id
+    (catalogs_dir / "vi" / "LC_MESSAGES" / "loa.po").write_text('msgid "x"\nbogus\n')
+    with pytest.raises(ConfigError, match=r"vi/LC_MESSAGES/loa\.po"):
+        load_catalogs(catalogs_dir, languages)
+
+
+def test_every_public_word_is_in_the_template_and_translated_in_every_catalog() -> None:
+    """config/locale/loa.pot holds exactly what the code and templates ask for (`make
+    catalogs` extracts it), and each demo catalog translates all of it."""
+    method_map = [("coordinator/**.py", "python"),
+                  ("coordinator/web/templates/**.html", "jinja2")]
+    found = {message if isinstance(message, str) else next(m for m in message if m)
+             for _, _, message, _, _ in extract_from_dir(str(ROOT), method_map,
+                                                          keywords=KEYWORDS)}
+    with (ROOT / "config" / "locale" / "loa.pot").open("rb") as fp:
+        template = {m.id for m in read_po(fp) if m.id}
+    assert found == template, "run `make catalogs`"
+    for tag in CITY.languages.tags:
+        path = ROOT / "config" / "locale" / tag / "LC_MESSAGES" / "loa.po"
+        if not path.exists():
+            continue
+        with path.open("rb") as fp:
+            catalog = read_po(fp)
+        untranslated = [m.id for m in catalog if m.id and (not m.string or m.fuzzy)]
+        assert untranslated == [], tag
+        assert {m.id for m in catalog if m.id} == template, tag
+        for message in catalog:
+            if message.id:
+                fields = set(re.findall(r"\{\w+\}", str(message.id)))
+                assert set(re.findall(r"\{\w+\}", str(message.string))) == fields, message.id
+
+
+def test_a_playbook_without_a_declared_language_is_noted_not_refused() -> None:
+    playbook, problems = check_playbook_file(ROOT / "playbooks" / "misinformation.yaml", CITY)
+    assert problems == [] and playbook is not None
+    assert language_notes(playbook, CITY) == [
+        "misinformation: no fr (Français) templates: its readers get en",
+        "misinformation: no th (ไทย) templates: its readers get en"]
+    flood, _ = check_playbook_file(ROOT / "playbooks" / "flood.yaml", CITY)
+    assert flood is not None and language_notes(flood, CITY) == []
+    spanish = flood.model_copy(update={"languages": [*flood.languages, "es"]})
+    assert language_notes(spanish, CITY) == [
+        "flood: es is not a language of config/languages.yaml: nobody reads it"]
+
+
+def _named_languages(path: Path, tags: set[str]) -> list[str]:
+    """Every string literal in a module that is exactly a language tag, with its line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and node.value in tags]
+
+
+def test_no_code_names_or_restricts_a_language() -> None:
+    """Outside config/, playbooks/, the catalogs and tests, nothing says "vi" or "fr": no
+    Literal of languages, no default language, no `lang == "vi"` in a public page (the
+    staff console's bilingual labels are text, not a choice of language)."""
+    tags = {"vi", "en", "fr", "th", "vi-VN", "en-US"}
+    found = [hit for folder in ("coordinator", "channels")
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for hit in _named_languages(path, tags)]
+    assert found == []
+    templates = ROOT / "coordinator" / "web" / "templates"
+    comparisons = [f"{p.name}: {line.strip()}" for p in sorted(templates.glob("*.html"))
+                   for line in p.read_text(encoding="utf-8").splitlines()
+                   if re.search(r"""lang\s*==\s*["']|value="(vi|en)"|\?lang=(vi|en)\b""",
+                                line)]
+    assert comparisons == []
+
+
+def test_every_declared_language_has_its_pages_words(tmp_path: Path) -> None:
+    """The demo's catalogs cover the demo's languages (English is the ids)."""
+    city: City = CITY
+    for tag in ("vi", "fr", "th"):
+        assert city.catalogs.gettext(tag, "Subscribe") != "Subscribe", tag
+    assert city.catalogs.gettext("en", "Subscribe") == "Subscribe"

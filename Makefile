@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# What Loa needs from the system: redis-server (the embedded Redis of `loa up` and the tests)
-# and Chromium (the browser tests drive /usr/bin/chromium; Playwright downloads no browser).
+# What Loa needs from the system: redis-server (the embedded Redis of `loa up` and the tests),
+# Chromium (the browser tests drive /usr/bin/chromium; Playwright downloads no browser) and a
+# Thai font (the demo speaks Thai; without one the browser draws its text as empty boxes).
 system-deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server (Debian package)"; \
@@ -22,6 +23,9 @@ system-deps:
 	@test -x /usr/bin/chromium || { \
 	  echo "installing chromium (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@fc-list :lang=th | grep -q . || { \
+	  echo "installing a Thai font (Debian package fonts-tlwg-loma-otf)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-tlwg-loma-otf; }
 
 up: $(STAMP)
 	$(VENV)/bin/loa up

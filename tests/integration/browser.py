@@ -88,6 +88,28 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
     raise AssertionError("unreachable")
 
 
+_DRAWN = """(selector) => {
+  const node = document.querySelector(selector);
+  const text = node.textContent.trim();
+  const canvas = document.createElement("canvas");
+  canvas.width = 1600; canvas.height = 80;
+  const ctx = canvas.getContext("2d");
+  const draw = (s) => {
+    ctx.clearRect(0, 0, 1600, 80);
+    ctx.font = getComputedStyle(node).font;
+    ctx.fillText(s, 5, 60);
+    return ctx.getImageData(0, 0, 1600, 80).data.join();
+  };
+  return draw(text) !== draw("\\u0378".repeat([...text].length));
+}"""
+
+
+def assert_drawn(page: Page, selector: str) -> None:
+    """The text of `selector` is drawn in a font that has its letters: the browser draws
+    letters no font has as the same empty box as an unassigned code point (U+0378)."""
+    assert page.evaluate(_DRAWN, selector), f"{selector}: drawn as empty boxes (no font)"
+
+
 def assert_accessible(page: Page, name: str) -> None:
     """Fail, listing each violation, unless axe-core finds `page` free of WCAG 2.1 A/AA
     violations; `name` says which page it is in the message."""

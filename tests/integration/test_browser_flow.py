@@ -12,7 +12,7 @@ import uuid
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect
 
-from tests.integration.browser import Chromium, assert_accessible, shot
+from tests.integration.browser import Chromium, assert_accessible, assert_drawn, shot
 from tests.integration.factories import link_in, mail_to, new_email, new_phone, sms_code
 from tests.integration.smtp_server import Inbox
 from tests.integration.stack import Stack
@@ -220,8 +220,10 @@ def test_the_language_switch_lists_every_language_and_each_page_follows_it(
     expect(page.get_by_role("heading", name="Communiqués officiels")).to_be_visible()
     switch = page.locator("header nav a[hreflang]")
     expect(switch).to_have_text(["Tiếng Việt", "English", "Français", "ไทย"])
+    assert_drawn(page, "main h2")
     page.get_by_role("link", name="ไทย", exact=True).click()
     expect(page.locator("html")).to_have_attribute("lang", "th")
+    assert_drawn(page, "main h2")  # Thai letters, not empty boxes
     assert_accessible(page, "public-thai")
     page.locator("header nav a[href^='/subscribe']").click()
     expect(page).to_have_url(re.compile(r"/subscribe\?lang=th"))

@@ -35,8 +35,11 @@ def _config(settings: Settings) -> tuple[bool, str]:
         city = load_city(settings.config_dir)
     except LoaError as exc:
         return False, f"config/ does not load:\n{exc}"
+    uncatalogued = (f"; no message catalog for {', '.join(city.catalogs.missing)} (its "
+                    "readers see their fallback's words)" if city.catalogs.missing else "")
     return True, (f"config: {len(city.areas)} areas, {len(city.departments)} departments, "
-                  f"{len(city.people)} people")
+                  f"{len(city.people)} people, languages {', '.join(city.languages.tags)}"
+                  + uncatalogued)
 
 
 def _playbooks(settings: Settings) -> tuple[bool, str]:

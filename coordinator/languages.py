@@ -5,6 +5,7 @@ language; everything that chooses one asks this."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -38,7 +39,8 @@ class Language(_Strict):
     name: str = Field(min_length=1)  # in the language itself: "Français", "ไทย"
     fallback: list[Tag] = Field(default_factory=list)
     direction: Literal["ltr", "rtl"] = "ltr"
-    join: list[str] = Field(default_factory=list)  # SMS words that subscribe in it
+    # SMS words that subscribe in it
+    join: list[Annotated[str, Field(min_length=2, max_length=30)]] = Field(default_factory=list)
     cap: Tag | None = None  # the tag CAP's <language> carries, when not `tag` (vi-VN)
 
 
@@ -47,6 +49,9 @@ class LanguagesFile(_Strict):
 
     version: Literal[1]
     default: Tag
+    # the language of the catalogs' message ids (the words as the code has them); it need not
+    # be one the city speaks
+    messages: Tag
     staff: list[Tag] = Field(min_length=1)
     languages: list[Language] = Field(min_length=1)
 
@@ -58,6 +63,7 @@ class Languages:
     declared: dict[str, Language]
     default: str
     staff: tuple[str, ...]
+    messages: str = ""  # the language the catalogs' message ids are written in
 
     @property
     def tags(self) -> list[str]:
@@ -69,12 +75,18 @@ class Languages:
         return {tag: lang.name for tag, lang in self.declared.items()}
 
     def known(self, tag: str) -> bool:
-        """True when the city declares `tag`."""
+        """True when the city declares `tag` (as written: see `find`)."""
         return tag in self.declared
 
+    def find(self, typed: str | None) -> str | None:
+        """The declared tag `typed` names, in any letter case (BCP 47 tags are
+        case-insensitive: `FR`, `zh-hant`), else None."""
+        wanted = (typed or "").strip().casefold()
+        return next((tag for tag in self.declared if tag.casefold() == wanted), None)
+
     def pick(self, tag: str | None) -> str:
-        """`tag` when declared, else the city's default (for `?lang=` and forms)."""
-        return tag if tag and tag in self.declared else self.default
+        """The declared language `tag` names, else the city's default (for `?lang=`)."""
+        return self.find(tag) or self.default
 
     def order(self, tag: str) -> tuple[str, ...]:
         """`tag`, then its fallbacks, then the default: what to try, in turn, for a reader
@@ -108,8 +120,17 @@ class Languages:
         return (lang.cap or lang.tag) if lang else tag
 
     def join_words(self) -> dict[str, str]:
-        """Each SMS sign-up word -> the language it subscribes in."""
-        return {word: tag for tag, lang in self.declared.items() for word in lang.join}
+        """Each SMS sign-up word, folded (`fold`), -> the language it subscribes in."""
+        return {fold(word): tag for tag, lang in self.declared.items() for word in lang.join}
+
+
+def fold(text: str) -> str:
+    """Upper case without diacritics or combining marks, spaces collapsed: `Không` ->
+    `KHONG`, `đ` -> `D` (how SMS words are compared, however they were typed)."""
+    text = text.replace("đ", "d").replace("Đ", "D")
+    stripped = "".join(c for c in unicodedata.normalize("NFD", text)
+                       if unicodedata.category(c) != "Mn")
+    return " ".join(stripped.upper().split())
 
 
 def load_languages(source: YamlSource) -> Languages:
@@ -124,15 +145,25 @@ def load_languages(source: YamlSource) -> Languages:
         declared[lang.tag] = lang
     named = [(f"languages.{lang.tag}.fallback", t) for lang in parsed.languages
              for t in lang.fallback]
-    named += [("default", parsed.default)] + [("staff", t) for t in parsed.staff]
+    named += [("default", parsed.default)]  # `messages` need not be declared: ids' language
+    named += [("staff", t) for t in parsed.staff]
     for where, tag in named:
         if tag not in declared:
             raise ConfigError(f"{source.path}: {where}: {tag!r} is not a declared language "
                               f"(declared: {', '.join(declared)})")
-    words: dict[str, str] = {}
+    words: dict[str, str] = dict.fromkeys(RESERVED_WORDS, "")
     for lang in parsed.languages:
         for word in lang.join:
-            if words.setdefault(word.casefold(), lang.tag) != lang.tag:
+            taken = words.setdefault(fold(word), lang.tag)
+            if taken != lang.tag:
+                why = f"subscribes in {taken}" if taken else "is an SMS keyword already"
                 raise ConfigError(f"{source.path}: languages.{lang.tag}.join: {word!r} "
-                                  f"already subscribes in {words[word.casefold()]}")
-    return Languages(declared, parsed.default, tuple(parsed.staff))
+                                  f"{why} (words are compared without case or accents)")
+    return Languages(declared, parsed.default, tuple(parsed.staff), parsed.messages)
+
+
+# Words an SMS already means something by (carrier keywords, approvers' answers); a sign-up
+# word may not be one of them.
+RESERVED_WORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START",
+                  "UNSTOP", "HELP", "INFO", "YES", "Y", "CO", "OK", "DONG Y", "NO", "N",
+                  "KHONG")

@@ -2,9 +2,10 @@
 severity words, drill marks) in every language the city declares: gettext catalogs in
 ``config/locale/<tag>/LC_MESSAGES/loa.po``, read with Babel at start.
 
-Message ids are English. A missing translation falls back along the language's fallback
-order (``Languages.order``) to the first catalog that has it; a language without a catalog
-of its own ends the chain with the English id. The template of all ids,
+Message ids are English (`messages: en` in config/languages.yaml). A missing translation
+falls back along the language's fallback order (``Languages.order``) to the first catalog
+that has it, passing over languages without a catalog, and ends with the id itself when
+the order reaches the ids' own language (or ends). The template of all ids,
 ``config/locale/loa.pot``, is extracted with `make catalogs`."""
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ class Catalogs:
 
     by_tag: dict[str, NullTranslations]
     default: str
+    missing: tuple[str, ...] = ()  # declared languages with no catalog of their own
 
     def of(self, tag: str) -> NullTranslations:
-        """The translations a reader of `tag` gets (an undeclared tag: the default's)."""
-        return self.by_tag.get(tag) or self.by_tag[self.default]
+        """The translations a reader of `tag` gets (an undeclared tag: the message ids)."""
+        return self.by_tag.get(tag) or NullTranslations()
 
     def gettext(self, tag: str, message: str) -> str:
         """`message` (an English id) in `tag`, else along its fallback order."""
@@ -73,11 +75,13 @@ def load_catalogs(locale_dir: Path, languages: Languages) -> Catalogs:
     for tag in languages.tags:
         chain: list[NullTranslations] = []
         for step in languages.order(tag):
-            if step not in compiled:
-                break  # no catalog: the English ids end the chain
-            chain.append(Translations(io.BytesIO(compiled[step]), domain=DOMAIN))
+            if step == languages.messages:
+                break  # the ids are in this language: they end the chain
+            if step in compiled:  # a language without a catalog (yet) is passed over
+                chain.append(Translations(io.BytesIO(compiled[step]), domain=DOMAIN))
         head: NullTranslations = chain[0] if chain else NullTranslations()
         for later in chain[1:]:
             head.add_fallback(later)
         by_tag[tag] = head
-    return Catalogs(by_tag, languages.default)
+    missing = tuple(t for t in languages.tags if t not in compiled and t != languages.messages)
+    return Catalogs(by_tag, languages.default, missing)

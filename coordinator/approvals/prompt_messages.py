@@ -105,12 +105,13 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
                         f"Xem và phê duyệt / Review and decide: {link}" if link else
                         f"Xem và phê duyệt (cần đăng nhập) / Review and decide (log in): {edit}",
                         f"Sửa rồi phê duyệt (cần đăng nhập) / Edit and approve (log in): {edit}"])
+    staff = rt.city.languages.staff  # the prompt's own words are in the staff languages
     html = _emails.get_template("prompt_email.html").render(
         heading=heading, prompt=prompt, texts=texts, link=link, deadline=deadline,
-        edit=edit)
+        edit=edit, lang=staff[0])
     subject = f"{heading}: {texts[0]['title']}" if texts else heading
     return DeliveryRequest(id=delivery_id, channel="email", recipient=prompt.email,
-                           subject=subject, text=text, html=html,
+                           subject=subject, text=text, html=html, language=", ".join(staff),
                            incident_id=prompt.incident_id, person_id=prompt.person_id)
 
 

@@ -61,7 +61,9 @@ def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: 
         text = text_for(statement, channel, order)
         if text is None:
             continue
-        body = text.body if channel == "sms" else f"{text.body}\n\n{link}"
+        query = languages.query(text.language)  # the page in the text's language
+        page = f"{link}?lang={query}" if query else link
+        body = text.body if channel == "sms" else f"{text.body}\n\n{page}"
         out.append(DeliveryRequest(
             id=f"{statement.id}:{channel}:{sub.id}", channel=channel,
             recipient=sub.contact(channel), text=body, subject=text.title,

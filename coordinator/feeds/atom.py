@@ -93,7 +93,7 @@ def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, ba
                      timezone: str, lang: str) -> None:
     text = web_text(statement, city.languages.order(lang))
     stamp = local_stamp(published_at(statement), timezone)
-    entry = _add(feed, "entry")
+    entry = _add(feed, "entry", **{XML_LANG: text["language"]})  # a fallback's, when it is
     _add(entry, "id", statement_url(base_url, statement["id"]))
     _add(entry, "title", text.get("title") or statement["id"], type="text")
     _add(entry, "updated", stamp)
@@ -116,7 +116,7 @@ def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, ba
 def _alert_entry(feed: ET.Element, statement: dict[str, Any], city: City, base_url: str,
                  timezone: str, lang: str) -> None:
     text = web_text(statement, city.languages.order(lang))
-    entry = _add(feed, "entry")
+    entry = _add(feed, "entry", **{XML_LANG: text["language"]})
     _add(entry, "id", cap_url(base_url, statement["id"]))
     _add(entry, "title", text.get("title") or statement["id"], type="text")
     _add(entry, "updated", local_stamp(published_at(statement), timezone))

@@ -4,9 +4,10 @@ approver's own 6 digits, read as typed, leading zeros kept). Pure."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from coordinator.languages import fold
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP"})
@@ -52,14 +53,6 @@ class Unknown:
 Command = Keyword | Answer | Join | Unknown
 
 
-def fold(text: str) -> str:
-    """Upper case without Vietnamese diacritics: `Không` -> `KHONG`, `đ` -> `D`."""
-    text = text.replace("đ", "d").replace("Đ", "D")
-    stripped = "".join(c for c in unicodedata.normalize("NFD", text)
-                       if unicodedata.category(c) != "Mn")
-    return " ".join(stripped.upper().split())
-
-
 def parse_sms(body: str, join_words: Mapping[str, str] | None = None) -> Command:
     """Classify an inbound SMS body; `join_words` maps each sign-up word to its language
     (``Languages.join_words``)."""
@@ -72,7 +65,7 @@ def parse_sms(body: str, join_words: Mapping[str, str] | None = None) -> Command
         return Keyword("help")
     words = folded.split(" ")
     original = body.split()
-    heads = {fold(word): lang for word, lang in (join_words or {}).items()}
+    heads = dict(join_words or {})  # already folded
     for head in sorted(heads, key=len, reverse=True):  # the longest word first
         if folded == head or folded.startswith(head + " "):
             codes = original[len(head.split(" ")):]

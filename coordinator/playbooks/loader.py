@@ -101,19 +101,23 @@ def _grant_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
 
 def _render_problems(src: YamlSource, pb: Playbook, city: City) -> list[str]:
     """Render every template against a worst-case sample incident: a drill, whose texts
-    start with their mark (`[DIỄN TẬP] `), so that a drill's SMS fits the budget too."""
-    area = max(city.areas.values(), key=lambda a: max(map(len, a.name.values())), default=None)
+    start with their mark (`[DIỄN TẬP] `), so that a drill's SMS fits the budget too; each
+    language in the area whose name is longest in it."""
     kind = pb.match.kinds[0] if pb.match else "report"
-    facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
-                          title=_SAMPLE_TITLE, details="Chi tiết.", claim=_SAMPLE_TITLE,
-                          fact=_SAMPLE_TITLE, fact_source="Sở Y tế Hà Nội",
-                          area=area.code if area else "hn", report_count=12,
-                          link="https://loa.hanoi.example/s/STM-99999-1", exercise=True)
-    try:
-        texts = render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5, tzinfo=UTC),
-                             "Asia/Ho_Chi_Minh")
-    except TemplateRenderError as exc:
-        return [f"{src.where(list(exc.loc))}: {exc}"]
+    texts = []
+    for language in pb.languages:
+        area = max(city.areas.values(), key=lambda a: len(a.name_in(language)), default=None)
+        facts = IncidentFacts(id="INC-99999", kind=kind, severity=Severity.extreme,
+                              title=_SAMPLE_TITLE, details="Chi tiết.", claim=_SAMPLE_TITLE,
+                              fact=_SAMPLE_TITLE, fact_source="Sở Y tế Hà Nội",
+                              area=area.code if area else "hn", report_count=12,
+                              link="https://loa.hanoi.example/s/STM-99999-1", exercise=True)
+        try:
+            texts += [t for t in render_draft(pb, facts, city, datetime(2026, 11, 22, 14, 5,
+                                                                         tzinfo=UTC),
+                                              "Asia/Ho_Chi_Minh") if t.language == language]
+        except TemplateRenderError as exc:
+            return [f"{src.where(list(exc.loc))}: {exc}"]
     return [
         f"{src.where(['templates', t.language, 'sms'])}: templates.{t.language}.sms: worst case "
         f"(a drill's, with its mark) takes {t.segments} segments, over the budget of "

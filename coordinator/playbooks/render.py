@@ -149,7 +149,9 @@ def template_context(
             "name": (department.name.get(language) or department.id) if department else "",
         },
         "issued_at": now.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y"),
-        "link": facts.link,
+        # the reader's own page: the city's language needs no `?lang=`
+        "link": f"{facts.link}?lang={language}"
+        if facts.link and city.languages.query(language) else facts.link,
     }
 
 

@@ -120,6 +120,7 @@ def web_templates(settings: Settings, city: City) -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["_"] = city.catalogs.of(city.languages.default).gettext
     templates.env.globals["gettext_in"] = lambda lang: city.catalogs.of(lang).gettext
+    templates.env.globals["text_direction"] = city.languages.direction
     tz = ZoneInfo(settings.timezone)
     templates.env.filters["local"] = lambda iso: (
         datetime.fromisoformat(iso).astimezone(tz).strftime("%H:%M %d/%m/%Y") if iso else "")

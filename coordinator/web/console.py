@@ -188,9 +188,10 @@ async def withdraw(statement_id: StatementId, request: Request, account: Officer
     return RedirectResponse(f"/console/incidents/{done.incident_id}", status_code=303)
 
 
-def _typed_slots(form: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
-    """(channel, language) -> its typed title and body; an `optional:` slot left empty (a
-    language version nobody translated) is left out."""
+def _typed_slots(form: dict[str, Any]
+                 ) -> tuple[dict[tuple[str, str], dict[str, str]], set[tuple[str, ...]]]:
+    """(channel, language) -> its typed title and body, and the `optional:` slots (versions
+    a draft did not have); one of those left empty (nobody translated it) is left out."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     optional = {tuple(name.split(":")[1:]) for name in form if name.startswith("optional:")}
     for name, value in form.items():
@@ -199,19 +200,21 @@ def _typed_slots(form: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
             channel, language = slot.split(":")
             found.setdefault((channel, language), {})[part] = str(value).strip()
     return {slot: fields for slot, fields in found.items()
-            if slot not in optional or any(fields.values())}
+            if slot not in optional or any(fields.values())}, optional
 
 
 def texts_from_form(form: dict[str, Any], budgets: Mapping[tuple[str, str], int] | None = None,
                     languages: Collection[str] = ()) -> list[RenderedText]:
     """`title:web:vi` / `body:sms:en` fields as texts; 422 naming a bad or empty field, a
-    language the city does not declare (`languages`, when given), or an SMS longer than a
+    version added in a language the city does not declare (`languages`, when given: a
+    draft's own versions stay editable whatever their language), or an SMS longer than a
     provider takes or than the playbook's segment `budgets` allow ((channel, language) ->
     segments; a language the playbook has none for is held to the largest). A version in
     another language marked `optional:sms:fr` may be left empty: it is then left out."""
     texts = []
-    for (channel, language), fields in sorted(_typed_slots(form).items()):
-        if languages and language not in languages:
+    slots, added = _typed_slots(form)
+    for (channel, language), fields in sorted(slots.items()):
+        if languages and (channel, language) in added and language not in languages:
             raise HTTPException(422, f"body:{channel}:{language}: {language!r} is not one of "
                                      f"this city's languages ({', '.join(languages)})")
         if not fields.get("body"):

@@ -1,7 +1,7 @@
 """Public machine-readable feeds (no login): Atom 1.0 and OASIS CAP 1.2.
 
 - ``GET /feed.atom`` — Atom feed of the published statements, newest first
-  (``?lang=vi|en``, default vi).
+  (``?lang=`` one of config/languages.yaml, default the city's; another is a 422).
 - ``GET /cap.xml`` — the *index* of the CAP alerts in force. A CAP message carries one
   ``<alert>``, so several alerts cannot share one CAP document; CAP aggregators (Google
   Public Alerts among them) poll an Atom (or RSS) index instead, whose entries link to the

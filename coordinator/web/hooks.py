@@ -50,6 +50,7 @@ from coordinator.inbound.store import (
     store_inbound,
 )
 from coordinator.outcomes import outcome_of
+from coordinator.translations import N_
 from coordinator.web.auth import locked_router
 from coordinator.web.state import State, web_state
 
@@ -64,6 +65,11 @@ STOPPED = ("Bạn sẽ không nhận thêm tin nhắn từ Loa. Nhắn START đ�
            "no more messages from Loa. Reply START to resume.")
 STARTED = "Bạn đã đăng ký nhận lại tin từ Loa. / You will get Loa messages again."
 RECEIVED = "Loa đã nhận tin nhắn, đang xử lý. / Loa got your message and is on it."
+# ... to a subscriber, in their language (the message catalogs)
+N_HELP = N_("Loa: Hanoi's official emergency updates. Reply STOP to stop, START to resume. "
+            "Emergencies: 113, 114, 115.")
+N_STOPPED = N_("You will get no more messages from Loa. Reply START to resume.")
+N_STARTED = N_("You will get Loa messages again.")
 NEEDS_CODE = ("Hãy gửi kèm mã 6 số trong tin nhắn, ví dụ YES 123456. / Please include the "
               "6-digit code from the message, e.g. YES 123456.")
 
@@ -174,12 +180,18 @@ def sender_actor(st: State, phone: str) -> str:
 
 
 async def _keyword(st: State, sid: str, phone: str, word: str) -> Response:
+    language = await queries.language_of(st.redis, st.keys, phone)
+    if language and st.city.languages.known(language):  # a subscriber: in their language
+        _ = st.city.catalogs.of(language).gettext
+        help_text, stopped, started = _(N_HELP), _(N_STOPPED), _(N_STARTED)
+    else:  # anyone else (an approver, a stranger): in both staff languages, as before
+        help_text, stopped, started = HELP, STOPPED, STARTED
     if word == "help":
-        return await _finish(st, sid, twiml(HELP))
+        return await _finish(st, sid, twiml(help_text))
     # The registry, the opt-out, the audit entry and the finish in one MULTI: a replay or a
     # rerun after a crash records one STOP.
     stop = word == "stop"
-    answer = twiml(STOPPED if stop else STARTED)
+    answer = twiml(stopped if stop else started)
     await stop_or_start(st.redis, st.keys, sid, phone, stop, _text(answer),
                         sender_actor(st, phone))
     return answer
@@ -268,7 +280,7 @@ async def _join(st: State, sid: str, phone: str, areas: list[str], language: str
     if not areas or unknown:
         told = _(" Unknown: {codes}").format(codes=", ".join(unknown)) if unknown else ""
         return await _finish(st, sid, twiml(
-            _("Send JOIN <area code>, e.g. JOIN hn-ba-dinh.") + told))
+            _("Send SUBSCRIBE <area code>, e.g. SUBSCRIBE hn-ba-dinh.") + told))
     names = ", ".join(st.city.areas[a].name_in(language) for a in areas)
     answer = twiml(_("Subscribed to Loa updates about {areas}; reply STOP to stop.").format(
         areas=names))

@@ -86,10 +86,14 @@ async def events(request: Request, after: str = "") -> StreamingResponse:
 
 
 @public.get("/s/{statement_id}")
-async def short_link(statement_id: StatementId, request: Request) -> RedirectResponse:
-    """The short link that SMS messages carry."""
-    await published(web_state(request), statement_id)
-    return RedirectResponse(f"/statements/{statement_id}", status_code=307)
+async def short_link(statement_id: StatementId, request: Request, lang: str = ""
+                     ) -> RedirectResponse:
+    """The short link that SMS messages carry (`?lang=`: the reader's language)."""
+    st = web_state(request)
+    await published(st, statement_id)
+    query = st.city.languages.query(st.city.languages.pick(lang))
+    return RedirectResponse(f"/statements/{statement_id}" + (f"?lang={query}" if query else ""),
+                            status_code=307)
 
 
 @public.get("/statements/{statement_id}", response_class=HTMLResponse)

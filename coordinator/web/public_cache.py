@@ -132,9 +132,12 @@ def cached(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[R
             return answer
         app: Any = request.app
         live, cache = app.state.live, app.state.public_cache
+        params = dict(request.query_params)
+        if "lang" in params and "lang" in own:  # one entry per declared language, and one
+            # for every other `?lang=` (a page in the city's language, a feed's 422)
+            params["lang"] = app.state.loa.city.languages.find(params["lang"]) or "?"
         key = request.url.path + "?" + "&".join(
-            f"{name}={request.query_params[name]}" for name in own
-            if name in request.query_params)
+            f"{name}={params[name]}" for name in own if name in params)
         found = await cache.get(key, live.version, lambda: handler(*args, **kwargs))
         if isinstance(found, Response):
             return found

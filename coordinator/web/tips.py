@@ -49,17 +49,18 @@ async def tip_submit(request: Request) -> HTMLResponse:
     check_csrf(request, str(form.get("csrf", "")))
     await rate_limit(request, TIP_LIMIT)
     st = web_state(request)
+    _ = st.city.catalogs.of(st.city.languages.pick(request.query_params.get("lang"))).gettext
     values = {k: str(form.get(k, "")).strip() for k in ("text", "kind", "area")}
     errors: dict[str, str] = {}
     if values["kind"] and values["kind"] not in st.city.kinds:
-        errors["kind"] = "unknown kind"
+        errors["kind"] = _("Choose a kind from the list.")
     if values["area"] and values["area"] not in st.city.areas:
-        errors["area"] = "Khu vực không có / Unknown area"
+        errors["area"] = _("Choose an area from the list.")
     try:
         taken = TipIn(text=values["text"], kind=values["kind"] or None,
                       area=values["area"] or None)
     except ValidationError:
-        errors["text"] = "10–2000 ký tự / 10 to 2000 characters"
+        errors["text"] = _("Write 10 to 2000 characters.")
     if errors:
         return _form(request, values, errors, 422)
     tip = Tip(**taken.model_dump(), id=new_tip_id(), received_via="web")

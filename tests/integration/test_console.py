@@ -359,7 +359,8 @@ def test_a_translator_adds_a_language_version_before_approval(
              "body:web:fr": "Évitez le secteur.", "optional:sms:fr": "1",
              "body:sms:fr": "[Loa] Effondrement d'un mur. Evitez le secteur.",
              "optional:web:th": "1", "title:web:th": "", "body:web:th": ""}
-    refused = redraft(officer, incident_id, "edit", {**texts, "body:web:es": "Evite la zona."})
+    refused = redraft(officer, incident_id, "edit", {**texts, "optional:web:es": "1",
+                                                     "body:web:es": "Evite la zona."})
     assert refused.status_code == 422
     assert "body:web:es: &#39;es&#39; is not one of this city&#39;s languages" in refused.text
     answer = redraft(officer, incident_id, "edit", texts)

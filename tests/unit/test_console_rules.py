@@ -70,6 +70,26 @@ def test_form_fields_become_texts_and_an_empty_body_is_named() -> None:
     assert "fax:vi" in str(bad_channel.value.detail)
 
 
+def test_a_version_is_added_in_a_declared_language_or_left_out_when_empty() -> None:
+    """An `optional:` version left empty is dropped; one typed in a language the city does
+    not declare is refused naming it; a draft's own version in such a language (a playbook
+    the city no longer speaks) stays editable; an added SMS is held to the largest budget."""
+    declared = ("vi", "en", "fr", "th")
+    base = {"body:web:vi": "Nội dung", "body:web:es": "Contenido"}
+    texts = texts_from_form({**base, "optional:web:fr": "1", "title:web:fr": "",
+                             "body:web:fr": ""}, None, declared)
+    assert [(t.channel, t.language) for t in texts] == [("web", "es"), ("web", "vi")]
+    with pytest.raises(HTTPException) as undeclared:
+        texts_from_form({**base, "optional:web:de": "1", "body:web:de": "Inhalt"}, None,
+                        declared)
+    assert str(undeclared.value.detail).startswith(
+        "body:web:de: 'de' is not one of this city's languages (vi, en, fr, th)")
+    with pytest.raises(HTTPException) as costly:
+        texts_from_form({"body:sms:vi": "Ngập", "optional:sms:th": "1",
+                         "body:sms:th": "น้ำท่วม" * 40}, {("sms", "vi"): 2}, declared)
+    assert "over the playbook's budget of 2" in str(costly.value.detail)
+
+
 def test_an_approvers_edit_replaces_only_the_texts_it_names() -> None:
     """An approver's edit replaces only the draft's own texts it names, recounting segments."""
     draft = Draft(id="DRF-00001-1", incident_id="INC-00001", playbook_id="flood", version=1,

@@ -43,8 +43,10 @@ def test_the_demo_city_speaks_four_languages_each_with_its_fallbacks() -> None:
     assert languages.pick("fr") == "fr" and languages.pick("xx") == "vi"
     assert languages.pick(None) == "vi"
     assert (languages.cap_tag("vi"), languages.cap_tag("fr")) == ("vi-VN", "fr")
-    assert languages.join_words() == {"ĐĂNG KÝ": "vi", "THAM GIA": "vi", "JOIN": "en",
-                                      "INSCRIRE": "fr", "สมัคร": "th"}
+    # folded as SMS words are compared: no case, accents or Thai marks
+    assert languages.join_words() == {"DANG KY": "vi", "THAM GIA": "vi", "JOIN": "vi",
+                                      "SUBSCRIBE": "en", "INSCRIRE": "fr", "สมคร": "th"}
+    assert languages.find("FR") == "fr" and languages.pick("Th") == "th"
 
 
 def test_names_fill_in_along_the_fallback_order() -> None:
@@ -56,15 +58,15 @@ def test_names_fill_in_along_the_fallback_order() -> None:
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
+    ("version: 1\ndefault: vi\nmessages: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
      "  - {tag: vi, name: W}\n", "language 'vi' appears twice"),
-    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V, "
+    ("version: 1\ndefault: vi\nmessages: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V, "
      "fallback: [en]}\n", "languages.vi.fallback: 'en' is not a declared language"),
-    ("version: 1\ndefault: fr\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n",
+    ("version: 1\ndefault: fr\nmessages: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n",
      "default: 'fr' is not a declared language"),
-    ("version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
+    ("version: 1\ndefault: vi\nmessages: vi\nstaff: [vi]\nlanguages:\n  - {tag: vi, name: V}\n"
      "  - {tag: Vietnamese, name: W}\n",
-     "languages.yaml:6: languages[1].tag: 'Vietnamese' is not a BCP 47 language tag"),
+     "languages.yaml:7: languages[1].tag: 'Vietnamese' is not a BCP 47 language tag"),
 ])
 def test_a_broken_languages_file_is_refused_naming_the_field(tmp_path: Path, text: str,
                                                              problem: str) -> None:
@@ -74,21 +76,23 @@ def test_a_broken_languages_file_is_refused_naming_the_field(tmp_path: Path, tex
 
 
 def test_a_bcp47_tag_with_a_script_is_a_language(tmp_path: Path) -> None:
-    path = languages_from(tmp_path, "version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n"
-                                    "  - {tag: vi, name: Tiếng Việt}\n"
+    path = languages_from(tmp_path, "version: 1\ndefault: vi\nmessages: vi\nstaff: [vi]\n"
+                                    "languages:\n  - {tag: vi, name: Tiếng Việt}\n"
                                     "  - {tag: zh-Hant, name: 繁體中文, fallback: [vi]}\n")
     assert load_languages(YamlSource.read(path)).order("zh-Hant") == ("zh-Hant", "vi")
 
 
 def test_a_missing_translation_falls_back_along_the_order(tmp_path: Path) -> None:
     """zh-Hant's catalog has one word; the rest comes from its fallback's (Vietnamese); a
-    language without a catalog of its own reads the English ids."""
+    language without a catalog of its own reads its fallback's; the chain ends with the
+    ids at their own language (English)."""
     config = tmp_path / "config"
     config.mkdir()
     languages = load_languages(YamlSource.read(languages_from(
-        config, "version: 1\ndefault: vi\nstaff: [vi]\nlanguages:\n"
+        config, "version: 1\ndefault: vi\nmessages: en\nstaff: [vi]\nlanguages:\n"
                 "  - {tag: vi, name: V, fallback: [en]}\n  - {tag: en, name: E}\n"
-                "  - {tag: zh-Hant, name: Z, fallback: [vi]}\n")))
+                "  - {tag: zh-Hant, name: Z, fallback: [vi]}\n"
+                "  - {tag: ko, name: K, fallback: [vi]}\n")))
     catalogs_dir = config / "locale"
     (catalogs_dir / "vi" / "LC_MESSAGES").mkdir(parents=True)
     (catalogs_dir / "zh-Hant" / "LC_MESSAGES").mkdir(parents=True)
@@ -102,6 +106,8 @@ def test_a_missing_translation_falls_back_along_the_order(tmp_path: Path) -> Non
     assert catalogs.gettext("zh-Hant", "Subscribe") == "Đăng ký nhận tin"
     assert catalogs.gettext("en", "Subscribe") == "Subscribe"
     assert catalogs.gettext("vi", "Filter") == "Filter"  # in no catalog: the English id
+    assert catalogs.gettext("ko", "Press") == "Báo chí"  # no catalog yet: its fallback's
+    assert catalogs.missing == ("ko",)  # `loa doctor` names it (English is the ids)
     (catalogs_dir / "vi" / "LC_MESSAGES" / "loa.po").write_text('msgid "x"\nbogus\n')
     with pytest.raises(ConfigError, match=r"vi/LC_MESSAGES/loa\.po"):
         load_catalogs(catalogs_dir, languages)
@@ -178,3 +184,49 @@ def test_every_declared_language_has_its_pages_words(tmp_path: Path) -> None:
     for tag in ("vi", "fr", "th"):
         assert city.catalogs.gettext(tag, "Subscribe") != "Subscribe", tag
     assert city.catalogs.gettext("en", "Subscribe") == "Subscribe"
+
+
+@pytest.mark.parametrize(("words", "problem"), [
+    ('{tag: vi, name: V, join: ["ĐĂNG KÝ"]}\n  - {tag: en, name: E, join: ["dang ky"]}',
+     "languages.en.join: 'dang ky' subscribes in vi"),
+    ("{tag: vi, name: V, join: [Stop]}", "languages.vi.join: 'Stop' is an SMS keyword already"),
+    ('{tag: vi, name: V, join: [""]}', "languages[0].join[0]"),
+])
+def test_sign_up_words_are_compared_as_sms_words_are(tmp_path: Path, words: str,
+                                                     problem: str) -> None:
+    """Without case or accents, as `parse_sms` reads them; never a carrier keyword."""
+    path = languages_from(tmp_path, "version: 1\ndefault: vi\nmessages: en\nstaff: [vi]\n"
+                                    f"languages:\n  - {words}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_languages(YamlSource.read(path))
+    assert problem in str(caught.value)
+
+
+def test_a_readers_links_open_their_own_language() -> None:
+    """The SMS link of a French text opens the French page; the city's language needs no
+    `?lang=`; an email's link is its text's language's page."""
+    from coordinator.dispatch.fanout import deliveries_for
+    from coordinator.events import RenderedText, Severity, Statement, utcnow
+    from coordinator.playbooks.loader import load_playbooks
+    from coordinator.playbooks.render import IncidentFacts, render_draft
+    from coordinator.subscribers.models import Subscriber
+
+    facts = IncidentFacts(id="INC-00007", kind="flood", severity=Severity.severe,
+                          title="Ngập", details="", area="hn-ba-dinh-kim-ma",
+                          link="https://loa.example/s/STM-00007-1")
+    flood = load_playbooks(ROOT / "playbooks", CITY)["flood"]
+    sms = {t.language: t.body for t in render_draft(flood, facts, CITY, utcnow(), "UTC")
+           if t.channel == "sms"}
+    assert sms["vi"].endswith("https://loa.example/s/STM-00007-1")
+    assert sms["fr"].endswith("https://loa.example/s/STM-00007-1?lang=fr")
+    statement = Statement(id="STM-00007-1", incident_id="INC-00007", approval_id="APR-00007-1",
+                          draft_id="DRF-00007-1", playbook_id="flood", kind="flood",
+                          severity=Severity.severe, area="hn",
+                          texts=[RenderedText(channel="email", language="en", title="t",
+                                              body="b")], approved_by=["x"],
+                          approved_at=utcnow())
+    reader = Subscriber(id="sub-1", email="a@b.example", language="th", areas=["hn"],
+                        channels=["email"])
+    [email] = deliveries_for(statement, reader, "https://loa.example/statements/STM-00007-1",
+                             CITY.languages)
+    assert email.text.endswith("/statements/STM-00007-1?lang=en")

@@ -25,6 +25,7 @@ class Role(enum.StrEnum):
     reporter = "reporter"  # a department's or locality's system or staff filing reports
     duty_officer = "duty_officer"
     approver = "approver"  # bound to one person of config/
+    translator = "translator"  # adds and corrects a draft's versions in the city's other languages
     press = "press"  # published statements and the press archive, by API
     partner = "partner"  # machine reads of published statements and feeds
     monitor = "monitor"  # /metrics, health details, the API schema
@@ -44,6 +45,7 @@ class Action(enum.StrEnum):
     report_file = "report.file"
     incident_read = "incident.read"  # incidents, timelines, tips, drafts
     incident_steer = "incident.steer"  # new versions, close, attach, reselect
+    draft_translate = "draft.translate"  # a draft's versions in languages other than the city's
     approval_read = "approval.read"  # the list of approval requests
     inbox_use = "inbox.use"  # see and decide my requests
     ops_read = "ops.read"  # /metrics, /docs, /openapi.json, health details
@@ -69,6 +71,7 @@ POLICY: Mapping[Action, frozenset[Role]] = {
     Action.report_file: frozenset({Role.reporter, *STAFF}),
     Action.incident_read: STAFF,
     Action.incident_steer: STAFF,
+    Action.draft_translate: frozenset({Role.translator, *STAFF}),
     Action.approval_read: STAFF,
     Action.inbox_use: frozenset({Role.approver, *STAFF}),
     Action.ops_read: frozenset({Role.monitor, Role.admin}),
@@ -87,6 +90,7 @@ WHAT: Mapping[Action, str] = {
     Action.statement_api: "read statements through the API",
     Action.report_file: "file reports", Action.incident_read: "see incidents",
     Action.incident_steer: "steer incidents", Action.approval_read: "list approval requests",
+    Action.draft_translate: "translate drafts",
     Action.inbox_use: "use the approval inbox", Action.ops_read: "read metrics and the API schema",
     Action.token_manage: "manage API tokens", Action.account_manage: "manage accounts",
     Action.subscriber_admin: "see subscribers' contacts",
@@ -94,7 +98,8 @@ WHAT: Mapping[Action, str] = {
 }
 PLURAL: Mapping[Role, str] = {
     Role.anonymous: "anyone", Role.reporter: "reporters", Role.duty_officer: "duty officers",
-    Role.approver: "approvers", Role.press: "the press", Role.partner: "partners",
+    Role.approver: "approvers", Role.translator: "translators", Role.press: "the press",
+    Role.partner: "partners",
     Role.monitor: "monitors", Role.admin: "admins",
 }
 

@@ -31,7 +31,7 @@ from coordinator.events import AuditEvent, utcnow
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
 
-Role = Literal["duty_officer", "approver", "admin"]
+Role = Literal["duty_officer", "approver", "translator", "admin"]
 Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,39}$")]
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()

@@ -39,7 +39,7 @@ accounts_app = typer.Typer(help="Who may log in to the web console.", no_args_is
 @accounts_app.command("add")
 def accounts_add(
     username: str,
-    role: Annotated[str, typer.Option(help="duty_officer, approver or admin")],
+    role: Annotated[str, typer.Option(help="duty_officer, approver, translator or admin")],
     person: Annotated[str, typer.Option(help="the person in config/ (required for approvers)")
                       ] = "",
     password_stdin: Annotated[bool, typer.Option(
@@ -49,8 +49,8 @@ def accounts_add(
                        "always get one)")] = False,
 ) -> None:
     """Create an account, or replace its role, password and second factor."""
-    if role not in ("duty_officer", "approver", "admin"):
-        raise fail(f"role: {role!r} is not one of duty_officer, approver, admin")
+    if role not in ("duty_officer", "approver", "translator", "admin"):
+        raise fail(f"role: {role!r} is not one of duty_officer, approver, translator, admin")
     settings = env_settings()
     city = city_or_fail(settings)
     try:

@@ -37,8 +37,8 @@ tokens_app = typer.Typer(help="API tokens: who may call the API, with which role
 @tokens_app.command("add")
 def tokens_add(
     name: str,
-    role: Annotated[str, typer.Option(help="reporter, duty_officer, approver, press, partner, "
-                                           "monitor or admin")],
+    role: Annotated[str, typer.Option(help="reporter, duty_officer, approver, translator, "
+                                           "press, partner, monitor or admin")],
     department: Annotated[str, typer.Option(help="scope: a department of config/")] = "",
     area: Annotated[str, typer.Option(help="scope: an area (and the areas inside it)")] = "",
     person: Annotated[str, typer.Option(help="the person it belongs to (approvers)")] = "",

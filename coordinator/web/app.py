@@ -53,6 +53,7 @@ from coordinator.web.state import State
 from coordinator.web.subscribe import subscribe
 from coordinator.web.subscriptions import subscriptions
 from coordinator.web.tips import tips
+from coordinator.web.translate import translate
 
 HERE = Path(__file__).parent
 log = obs.get_logger("web")
@@ -103,8 +104,8 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.add_middleware(Admission, limit=settings.web_max_in_flight)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth).
-    for router in (api, health, console, records, inbox, public, feeds, login, hooks, decide,
-                   subscriptions, subscribe, tips, short_links):
+    for router in (api, health, translate, console, records, inbox, public, feeds, login,
+                   hooks, decide, subscriptions, subscribe, tips, short_links):
         app.include_router(router)
     app.include_router(api_docs(Action.public_read if settings.public_api_docs
                                 else Action.ops_read))

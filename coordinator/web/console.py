@@ -114,7 +114,7 @@ async def new_version(incident_id: IncidentId, request: Request, account: Office
     except ValidationError as exc:
         raise HTTPException(422, f"invalid: {exc.errors()[0]['loc']}: "
                                  f"{exc.errors()[0]['msg']}") from exc
-    return await _act(request, event, incident_id)
+    return await act_on_incident(request, event, incident_id)
 
 
 @console.post("/incidents/{incident_id}/close")
@@ -125,7 +125,7 @@ async def close(incident_id: IncidentId, request: Request, account: Officer,
     check_csrf(request, csrf)
     event = IncidentClosed(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
                            reason=reason, actor=account.actor, via="web")
-    return await _act(request, event, incident_id)
+    return await act_on_incident(request, event, incident_id)
 
 
 @console.post("/incidents/{incident_id}/fact")
@@ -141,7 +141,7 @@ async def state_fact(incident_id: IncidentId, request: Request, account: Officer
                              purpose="reselect", playbook_id=playbook or None, fact=fact,
                              fact_source=source, note="fact stated", actor=account.actor,
                              via="web")
-    return await _act(request, event, incident_id)
+    return await act_on_incident(request, event, incident_id)
 
 
 @console.post("/incidents/{incident_id}/promise")
@@ -170,7 +170,7 @@ async def merge(incident_id: IncidentId, request: Request, account: Officer,
     check_csrf(request, csrf)
     event = IncidentMerged(id=f"act-{uuid.uuid4().hex[:20]}", incident_id=incident_id,
                            into=into, reason=reason, actor=account.actor, via="web")
-    return await _act(request, event, incident_id)
+    return await act_on_incident(request, event, incident_id)
 
 
 @console.post("/statements/{statement_id}/withdraw")
@@ -257,8 +257,11 @@ async def sms_budgets(st: State, draft_id: str) -> dict[tuple[str, str], int]:
             if t.get("segment_budget")}
 
 
-async def _act(request: Request, event: RedraftRequested | IncidentClosed | IncidentMerged,
-               incident_id: str) -> Response:
+async def act_on_incident(request: Request,
+                          event: RedraftRequested | IncidentClosed | IncidentMerged,
+                          incident_id: str, back: str = "") -> Response:
+    """Put an action on the incident's topic; back to its page (or `back`) with what came
+    of it."""
     st = web_state(request)
     if not await queries.incident_exists(st.redis, st.keys, incident_id):
         raise HTTPException(404, f"no incident {incident_id}")
@@ -269,7 +272,7 @@ async def _act(request: Request, event: RedraftRequested | IncidentClosed | Inci
     outcome = await outcome_of(st.redis, st.keys, event.id)
     request.session["flash"] = (outcome["message"] if outcome
                                 else "received; the timeline will show the result")
-    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+    return RedirectResponse(back or f"/console/incidents/{incident_id}", status_code=303)
 
 
 @console.get("/reports/new", response_class=HTMLResponse)

@@ -208,7 +208,8 @@ async def _logged_in(request: Request, account: Account, epoch: str, next: str,
     await forgive_login_attempts(request, account.username, times=counted)
     await _audit(request, account.actor, "login.ok", account.username)
     await start_session(request, account, epoch)
-    home = "/inbox" if account.role == "approver" else "/console"
+    home = {"approver": "/inbox", "translator": "/console/translate"}.get(account.role,
+                                                                         "/console")
     answer = RedirectResponse(safe_next(next) if next != "/console" else home,
                               status_code=303)
     remember_device(request, answer, account.username)

@@ -37,6 +37,7 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> HTML
     context["lang"] = lang
     context.setdefault("_", request.app.state.loa.city.catalogs.of(lang).gettext)
     context.setdefault("languages", languages.names())
+    context.setdefault("default_language", languages.default)
     context.setdefault("direction", languages.direction(lang))
     context.setdefault("account", getattr(request.state, "account", None))
     return templates_of(request).TemplateResponse(

@@ -372,3 +372,50 @@ def test_a_translator_adds_a_language_version_before_approval(
     assert set(slots) == {("web", "vi"), ("sms", "vi"), ("web", "fr"), ("sms", "fr")}
     assert slots[("web", "fr")]["body"] == "Évitez le secteur."
     assert slots[("sms", "fr")]["segment_budget"] == slots[("sms", "vi")]["segment_budget"]
+
+
+def test_a_translator_corrects_and_adds_versions_and_may_do_nothing_else(
+        stack: Stack, officer: WebSession) -> None:
+    """A translator's account lands on the drafts waiting for approval; on one, it corrects
+    the English and adds French: the new version keeps the Vietnamese as the officer wrote
+    it and goes for approval. The Vietnamese may not be touched (422), and the incident
+    board, the inbox and closing are refused naming the role."""
+    password = stack.account("dich", "translator")
+    translator = WebSession(stack.web_url)
+    try:
+        landed = translator.login("dich", password)
+        assert landed.url.path == "/console/translate", landed.url
+        incident_id = file_report(officer, "hn-hoan-kiem-phuc-tan", "Sập giàn giáo",
+                                  kind="collapse")
+        approval_of(stack, incident_id)
+        listed = translator.get("/console/translate").text
+        assert f'href="/console/incidents/{incident_id}/translate"' in listed
+        assert "Français, ไทย" in listed
+        page = translator.get(f"/console/incidents/{incident_id}/translate").text
+        assert "Add a version in Français (fr)" in page and 'name="body:web:en"' in page
+        assert 'name="body:web:vi"' not in page  # the original is shown, not offered
+        touched = translator.post_form(f"/console/incidents/{incident_id}/translate",
+                                       {"body:web:vi": "Sửa bản gốc"})
+        assert touched.status_code == 422 and "body:vi" in touched.text
+        done = translator.post_form(f"/console/incidents/{incident_id}/translate", {
+            "title:web:en": "Scaffolding collapse", "body:web:en": "Keep away.",
+            "body:sms:en": "[Loa Hanoi] Scaffolding collapse. Keep away.",
+            "title:email:en": "Scaffolding collapse", "body:email:en": "Keep away.",
+            "optional:web:fr": "1", "title:web:fr": "Effondrement d'un échafaudage",
+            "body:web:fr": "Éloignez-vous.", "optional:sms:th": "1", "body:sms:th": ""})
+        assert done.status_code == 200 and "draft version 2 made" in done.text, done.text
+        draft = json.loads(stack.redis.get(stack.keys.draft(
+            stack.incident(incident_id)["draft_id"])))
+        slots = {(t["channel"], t["language"]): t for t in draft["texts"]}
+        assert draft["version"] == 2 and slots[("web", "en")]["body"] == "Keep away."
+        assert slots[("web", "fr")]["title"] == "Effondrement d'un échafaudage"
+        assert ("sms", "th") not in slots and ("web", "vi") in slots
+        approval_of(stack, incident_id, 2)  # the translation goes for approval
+        for path in ("/console", "/inbox", f"/console/incidents/{incident_id}"):
+            refused = translator.get(path)
+            assert refused.status_code == 403 and "(translator) may not" in refused.text, path
+        closing = translator.post_form(f"/console/incidents/{incident_id}/close",
+                                       {"reason": "x"})
+        assert closing.status_code == 403
+    finally:
+        translator.close()

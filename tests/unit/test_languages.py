@@ -230,3 +230,17 @@ def test_a_readers_links_open_their_own_language() -> None:
     [email] = deliveries_for(statement, reader, "https://loa.example/statements/STM-00007-1",
                              CITY.languages)
     assert email.text.endswith("/statements/STM-00007-1?lang=en")
+
+
+def test_thai_sms_is_counted_as_ucs2_and_french_accents_as_what_they_are() -> None:
+    """Thai, like Vietnamese, is UCS-2: 70 characters in one segment, 67 a part after; é is
+    in GSM-7, ê is not. The demo's French and Thai SMS fit their budgets in the worst case
+    (`loa playbooks validate` renders each language with its longest area name)."""
+    from channels.segments import segment_count
+
+    assert [segment_count("ก" * n) for n in (70, 71, 134, 135)] == [1, 2, 2, 3]
+    assert segment_count("é" * 160) == 1 and segment_count("ê" * 71) == 2
+    for name in ("flood", "fire"):
+        playbook, problems = check_playbook_file(ROOT / "playbooks" / f"{name}.yaml", CITY)
+        assert problems == [] and playbook is not None
+        assert {"fr", "th"} <= set(playbook.languages)

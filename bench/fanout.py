@@ -4,6 +4,7 @@
     .venv/bin/python bench/fanout.py --subscribers 100000
     .venv/bin/python bench/fanout.py --subscribers 10000 --sms-rate 300
     .venv/bin/python bench/fanout.py --subscribers 1000000 --resolve-only
+    .venv/bin/python bench/fanout.py --subscribers 100000 --sms-rate 300 --prompts-during 20
 
 Prints JSON: audience resolution time; with a full run also, per channel, the time from
 the approval to the last message the local SMS sandbox and SMTP server received and the
@@ -13,6 +14,12 @@ aiosmtplib, no Loa) driving both at once, with as many messages as Loa sends (at
 own CPU time per delivery (worker, web, Redis and broker processes, from /proc), so its
 cost is known apart from the endpoints that share the cores. Every subscriber is on both
 channels, so the audience is the number of SMS and of emails.
+
+With `--prompts-during N`, N flood reports elsewhere in the city are filed through the API,
+one a second, while the fan-out runs; each opens its own incident, whose approval prompt
+goes by SMS to an approver. It prints how long each took from the report to its prompt
+handed to the SMS endpoint (from the incidents' timelines): prompts have their own lane,
+so a fan-out held to the provider's rate must not delay them.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -133,9 +141,41 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
+def file_during(web_port: int, token: str, count: int, out: list[str]) -> None:
+    """File `count` flood reports, one a second, each in another ward outside the fan-out's
+    district (so each opens its own incident); their ids go to `out`."""
+    city = load_city(Settings().config_dir)
+    wards = [code for code, area in city.areas.items()
+             if area.depth == 3 and not code.startswith(AREAS_OF_INTEREST)][:count]
+    for ward in wards:
+        answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
+            "kind": "flood", "severity": "severe", "area": ward, "title": f"Ngập ở {ward}"},
+            headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        out.append(answer.json()["id"])
+        time.sleep(1.0)
+
+
+def prompts_during(r: redis.Redis, report_ids: list[str]) -> dict[str, Any]:
+    """Report -> its first approval prompt handed to its channel, from the timelines."""
+    from latency import first_prompts, planned, quantiles
+
+    keys = Keys("bench")
+    deadline = time.time() + 120
+    while True:
+        found = planned(r, keys, report_ids)
+        handed = first_prompts(r, keys, [row["incident"] for row in found.values()])
+        if len(handed) >= len(report_ids) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    waits = [handed[row["incident"]] - row["received_at"] for row in found.values()
+             if row["incident"] in handed]
+    return {"reports": len(report_ids), "prompts_handed_over": len(waits),
+            "report_to_prompt_handed_over": quantiles(waits)}
+
+
 def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
              r: redis.Redis, procs: list[subprocess.Popen[bytes]],
-             loa_pids: dict[str, int], bare: bool = True) -> dict[str, Any]:
+             loa_pids: dict[str, int], bare: bool = True, prompts: int = 0) -> dict[str, Any]:
     sms_url = env["LOA_TWILIO_BASE_URL"]
     web_port = int(env["LOA_WEB_PORT"])
     worker = spawn(["worker"], env, root / "worker.log")
@@ -169,6 +209,9 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--token",
                     token], env=env, check=True, capture_output=True)
+    filed: list[str] = []
+    filer = threading.Thread(target=file_during, args=(web_port, reporter, prompts, filed))
+    filer.start()
     finished: dict[str, float] = {}
     while len(finished) < 2:
         # the count, not the outbox: serialising 20,000 messages a second would load the
@@ -184,7 +227,9 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
         time.sleep(0.5)
     cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in loa_pids.items()}
     rates = {c: round(targeted / finished[c], 1) for c in finished}
-    return {"approval_to_last_message_s": {c: round(t, 2) for c, t in finished.items()},
+    filer.join()
+    during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
+    return during | {"approval_to_last_message_s": {c: round(t, 2) for c, t in finished.items()},
             "messages": 2 * targeted,
             "loa_messages_per_second": rates,
             "bare_clients_messages_per_second": raw,
@@ -212,6 +257,9 @@ def main() -> None:
                         help="the share of subscribers in the statement's area (1 = all)")
     parser.add_argument("--sms-rate", type=float, default=100000.0,
                         help="Loa's SMS rate limit (a provider's rate, e.g. 300)")
+    parser.add_argument("--prompts-during", type=int, default=0,
+                        help="reports filed during the fan-out, one a second, each with "
+                             "its own approval prompt (their latency is printed)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loa-bench-fanout-"))
     rservice: Service = start_redis(root / "redis", appendonly=False)
@@ -252,7 +300,7 @@ def main() -> None:
             # full_run appends the worker and web to `procs`, so they are stopped even if it fails
             loa_pids = {"redis": rservice.proc.pid, "broker": broker.proc.pid}
             result |= full_run(root, settings, env, size, r, procs, loa_pids,
-                               bare=not args.no_bare)
+                               bare=not args.no_bare, prompts=args.prompts_during)
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         print(json.dumps(result, indent=2))
     finally:

@@ -43,7 +43,7 @@ def subscribers_add(
     unknown = [a for a in area if a not in city.areas]
     if unknown:
         raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
-    language = language or city.languages.default
+    language = city.languages.find(language or city.languages.default) or language or ""
     if not city.languages.known(language):
         raise fail(f"--language: {language!r} is not one of the city's languages "
                    f"({', '.join(city.languages.tags)}; see config/languages.yaml)")

@@ -36,7 +36,9 @@ def parse_csv(text: str, city: City, source: str = "csv"
         line = reader.line_num
         fields = {
             "phone": row.get("phone") or None, "email": row.get("email") or None,
-            "language": (row.get("language") or city.languages.default).strip(),
+            # a declared language in any letter case (`FR`), as BCP 47 allows
+            "language": city.languages.find(row.get("language") or city.languages.default)
+            or (row.get("language") or "").strip(),
             "areas": _list(row.get("areas")),
             "topics": _list(row.get("topics")) or ["*"], "channels": _list(row.get("channels")),
             "role": (row.get("role") or "resident").strip(), "consent_source": source,

@@ -108,7 +108,8 @@ async def submit(request: Request) -> Response:
     secret = _secret(st)
     values: dict[str, Any] = {
         "phone": str(posted.get("phone", ""))[:40], "email": str(posted.get("email", ""))[:254],
-        "language": str(posted.get("language", "")) or _lang(request),
+        "language": st.city.languages.find(str(posted.get("language", "")))
+        or str(posted.get("language", "")) or _lang(request),
         "areas": [str(a) for a in posted.getlist("areas")][:50],
         "topics": [str(t) for t in posted.getlist("topics")][:50],
         "drills": posted.get("drills") == "1"}

@@ -244,3 +244,13 @@ def test_thai_sms_is_counted_as_ucs2_and_french_accents_as_what_they_are() -> No
         playbook, problems = check_playbook_file(ROOT / "playbooks" / f"{name}.yaml", CITY)
         assert problems == [] and playbook is not None
         assert {"fr", "th"} <= set(playbook.languages)
+
+
+def test_a_csv_language_is_any_declared_tag_in_any_case_else_named() -> None:
+    from coordinator.subscribers.csvio import parse_csv
+
+    rows = list(parse_csv("phone,language,areas,channels\n0911222333,FR,hn,sms\n"
+                          "0911222334,,hn,sms\n0911222335,xx,hn,sms\n", CITY))
+    assert [(line, sub.language if sub else None, why) for line, sub, why in rows] == [
+        (2, "fr", ""), (3, "vi", ""),
+        (4, None, "language: 'xx' is not one of the city's languages (vi, en, fr, th)")]

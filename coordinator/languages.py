@@ -4,6 +4,7 @@ language; everything that chooses one asks this."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class Languages:
         lang = self.declared.get(tag)
         return (lang.cap or lang.tag) if lang else tag
 
+    @functools.cached_property
     def join_words(self) -> dict[str, str]:
         """Each SMS sign-up word, folded (`fold`), -> the language it subscribes in."""
         return {fold(word): tag for tag, lang in self.declared.items() for word in lang.join}

@@ -55,7 +55,6 @@ class Catalogs:
     """Each declared language's translations, its fallbacks chained behind it."""
 
     by_tag: dict[str, NullTranslations]
-    default: str
     missing: tuple[str, ...] = ()  # declared languages with no catalog of their own
 
     def of(self, tag: str) -> NullTranslations:
@@ -84,4 +83,4 @@ def load_catalogs(locale_dir: Path, languages: Languages) -> Catalogs:
             head.add_fallback(later)
         by_tag[tag] = head
     missing = tuple(t for t in languages.tags if t not in compiled and t != languages.messages)
-    return Catalogs(by_tag, languages.default, missing)
+    return Catalogs(by_tag, missing)

@@ -252,9 +252,13 @@ def _check_sms(text: RenderedText, budget: int | None) -> None:
 
 async def sms_budgets(st: State, draft_id: str) -> dict[tuple[str, str], int]:
     """(channel, language) -> the playbook's segment budget, from a draft's texts."""
+    return budgets_of(await queries.draft_texts(st.redis, st.keys, draft_id))
+
+
+def budgets_of(texts: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """(channel, language) -> segment budget, of a draft's stored texts. Pure."""
     return {(t["channel"], t["language"]): int(t["segment_budget"])
-            for t in await queries.draft_texts(st.redis, st.keys, draft_id)
-            if t.get("segment_budget")}
+            for t in texts if t.get("segment_budget")}
 
 
 async def act_on_incident(request: Request,

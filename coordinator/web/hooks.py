@@ -142,7 +142,7 @@ async def handle_inbound(st: State, sms: InboundSms, wait_s: float = 5.0) -> Res
         phone = e164(sms.sender, st.settings.phone_region)
     except InvalidContact:
         return await _finish(st, sms.sid, twiml(HELP))
-    command = parse_sms(sms.body, st.city.languages.join_words())
+    command = parse_sms(sms.body, st.city.languages.join_words)
     if isinstance(command, Join):
         return await _join(st, sms.sid, phone, command.areas,
                            command.language or st.city.languages.default)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -28,14 +29,28 @@ class LazyCsrf:
         return csrf_token(self.request)
 
 
+def language_of(request: Request, typed: str | None = None) -> str:
+    """The page's language: `typed` (else `?lang=`) when the city declares it, else the
+    city's own."""
+    languages = request.app.state.loa.city.languages
+    found: str = languages.pick(typed or request.query_params.get("lang"))
+    return found
+
+
+def words_of(request: Request, typed: str | None = None) -> Callable[[str], str]:
+    """The page's words: its language's message catalog (`_`)."""
+    gettext: Callable[[str], str] = request.app.state.loa.city.catalogs.of(
+        language_of(request, typed)).gettext
+    return gettext
+
+
 def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A template rendered with `lang` (a declared language: `?lang=`, else the city's),
     its words (`_`, from the message catalogs), the language switch, the account (if any)
     and the CSRF token."""
     languages = request.app.state.loa.city.languages
-    lang = languages.pick(context.get("lang") or request.query_params.get("lang"))
-    context["lang"] = lang
-    context.setdefault("_", request.app.state.loa.city.catalogs.of(lang).gettext)
+    lang = context["lang"] = language_of(request, context.get("lang"))
+    context.setdefault("_", words_of(request, lang))
     context.setdefault("languages", languages.names())
     context.setdefault("default_language", languages.default)
     context.setdefault("direction", languages.direction(lang))

@@ -15,7 +15,7 @@ from coordinator.city import City
 from coordinator.feeds.claim_review import claim_review, script_json
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
-from coordinator.web.pages import page
+from coordinator.web.pages import language_of, page
 from coordinator.web.public_cache import cached
 from coordinator.web.state import State, web_state
 
@@ -53,17 +53,13 @@ async def visible(st: State, area: str) -> list[dict[str, Any]]:
     return found
 
 
-def _lang(request: Request, lang: str) -> str:
-    return web_state(request).city.languages.pick(lang)
-
-
 @public.get("/", response_class=HTMLResponse)
 @cached
 async def home(request: Request, lang: str = "", area: str = "",
                fragment: bool = False) -> HTMLResponse:
     """Current statements, newest first; `?area=` and `?lang=` filter; updates itself."""
     st = web_state(request)
-    lang = _lang(request, lang)
+    lang = language_of(request, lang)
     statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
                 statements=statements, lang=lang, area=area, areas=st.city.areas,
@@ -103,7 +99,7 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
     """One statement's own page: the stable link that messages carry."""
     st = web_state(request)
     found = await published(st, statement_id)
-    lang = _lang(request, lang)
+    lang = language_of(request, lang)
     review = None
     claim = (await queries.claims_of(st.redis, st.keys, [found["incident_id"]])).get(
         found["incident_id"])
@@ -127,7 +123,8 @@ async def rumours(request: Request, lang: str = "") -> HTMLResponse:
     rows = [{"statement": s, **claims[s["incident_id"]], "fact": s.get("fact", ""),
              "source": s.get("fact_source", "")}
             for s in statements if s["incident_id"] in claims]
-    return page(request, "rumours.html", rows=rows, lang=_lang(request, lang), areas=st.city.areas)
+    return page(request, "rumours.html", rows=rows, lang=language_of(request, lang),
+                areas=st.city.areas)
 
 
 @public.get("/exercises", response_class=HTMLResponse)
@@ -137,7 +134,7 @@ async def exercises(request: Request, lang: str = "") -> HTMLResponse:
     them."""
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys, exercises=True)
-    return page(request, "exercises.html", statements=statements, lang=_lang(request, lang),
+    return page(request, "exercises.html", statements=statements, lang=language_of(request, lang),
                 areas=st.city.areas)
 
 
@@ -155,7 +152,7 @@ async def press(request: Request, q: str = "", lang: str = "") -> HTMLResponse:
     incidents: dict[str, list[dict[str, Any]]] = {}
     for s in statements:
         incidents.setdefault(s["incident_id"], []).append(s)
-    return page(request, "press.html", incidents=incidents, q=q, lang=_lang(request, lang),
+    return page(request, "press.html", incidents=incidents, q=q, lang=language_of(request, lang),
                 areas=st.city.areas)
 
 

@@ -28,7 +28,7 @@ from coordinator.subscribers import optin, proofs
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 from coordinator.web.auth import locked_router
-from coordinator.web.pages import page
+from coordinator.web.pages import language_of, page, words_of
 from coordinator.web.security import PUBLIC_FORM, check_csrf, rate_limit
 from coordinator.web.state import State, web_state
 
@@ -37,16 +37,6 @@ subscribe = locked_router(Action.subscribe, prefix="/subscribe", include_in_sche
 # Messages one phone or address may be sent from these forms (SMS pumping, mail bombing).
 PER_CONTACT = Limit("optin-contact", 5, 3600)
 JOIN_PHONE, LEAVE_PHONE, JOIN_EMAIL = "optin_phone", "leave_phone", "optin_email"
-
-
-def _lang(request: Request) -> str:
-    """The page's language: `?lang=` when the city declares it, else the city's own."""
-    return web_state(request).city.languages.pick(request.query_params.get("lang"))
-
-
-def _words(request: Request) -> Callable[[str], str]:
-    """The page's words: its language's message catalog."""
-    return web_state(request).city.catalogs.of(_lang(request)).gettext
 
 
 def _secret(st: State) -> str:
@@ -70,7 +60,7 @@ def _kinds(st: State) -> list[str]:
 def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str],
                status: int = 200) -> HTMLResponse:
     st = web_state(request)
-    lang = _lang(request)
+    lang = language_of(request)
     return page(request, "subscribe.html", status, lang=lang, values=values,
                 errors=errors, areas=st.city.areas, kinds=_kinds(st),
                 kind_names={k: st.city.kinds[k].name.get(lang, k) for k in st.city.kinds})
@@ -78,7 +68,7 @@ def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str],
 
 def _message(request: Request, heading: str, text: str, status: int = 200,
              **extra: Any) -> HTMLResponse:
-    return page(request, "subscribe_message.html", status, lang=_lang(request),
+    return page(request, "subscribe_message.html", status, lang=language_of(request),
                 heading=heading, text=text, **extra)
 
 
@@ -93,7 +83,7 @@ async def _send(st: State, message: DeliveryRequest) -> None:
 @subscribe.get("", response_class=HTMLResponse)
 async def form(request: Request) -> HTMLResponse:
     """The empty form (everything, in the page's language)."""
-    lang = _lang(request)
+    lang = language_of(request)
     return _form_page(request, {"language": lang, "areas": [], "topics": [ALL_TOPICS]}, {})
 
 
@@ -104,12 +94,12 @@ async def submit(request: Request) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st, _ = web_state(request), _words(request)
+    st, _ = web_state(request), words_of(request)
     secret = _secret(st)
     values: dict[str, Any] = {
         "phone": str(posted.get("phone", ""))[:40], "email": str(posted.get("email", ""))[:254],
         "language": st.city.languages.find(str(posted.get("language", "")))
-        or str(posted.get("language", "")) or _lang(request),
+        or str(posted.get("language", "")) or language_of(request),
         "areas": [str(a) for a in posted.getlist("areas")][:50],
         "topics": [str(t) for t in posted.getlist("topics")][:50],
         "drills": posted.get("drills") == "1"}
@@ -139,7 +129,7 @@ async def submit(request: Request) -> Response:
                                       optin.code_sms(code, "join", _in(st, wanted.language)),
                                       wanted.language))
         request.session[JOIN_PHONE] = wanted.phone
-        return RedirectResponse(f"/subscribe/verify?lang={_lang(request)}", status_code=303)
+        return RedirectResponse(f"/subscribe/verify?lang={language_of(request)}", status_code=303)
     return _message(request, _("Check your email"),
                     _("We sent a confirmation link to {email}. You receive nothing until you "
                       "confirm.").format(email=wanted.email))
@@ -160,8 +150,8 @@ def _code_page(request: Request, leaving: bool, errors: dict[str, str] | None = 
     phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
     if not phone:
         return RedirectResponse(f"/subscribe{'/leave' if leaving else ''}?lang="
-                                f"{_lang(request)}", status_code=303)
-    return page(request, "subscribe_verify.html", status, lang=_lang(request), phone=phone,
+                                f"{language_of(request)}", status_code=303)
+    return page(request, "subscribe_verify.html", status, lang=language_of(request), phone=phone,
                 leaving=leaving, errors=errors or {},
                 email=None if leaving else request.session.get(JOIN_EMAIL))
 
@@ -193,7 +183,7 @@ async def _redeem(request: Request, leaving: bool) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st, _ = web_state(request), _words(request)
+    st, _ = web_state(request), words_of(request)
     secrets = _verifying(st)
     phone = request.session.get(LEAVE_PHONE if leaving else JOIN_PHONE)
     if not phone:
@@ -229,7 +219,7 @@ def _claims(request: Request, token: str) -> proofs.ConfirmClaims | Response:
     try:
         return proofs.verify_confirm(_verifying(web_state(request)), token, utcnow())
     except proofs.InvalidConfirmLink:
-        _ = _words(request)
+        _ = words_of(request)
         return _message(request, _("Invalid link"), _("This link cannot be used."), 400,
                         again=True)
 
@@ -240,7 +230,7 @@ async def confirm_form(token: str, request: Request) -> Response:
     claims = _claims(request, token)
     if isinstance(claims, Response):
         return claims
-    return page(request, "subscribe_confirm.html", lang=_lang(request), email=claims.email,
+    return page(request, "subscribe_confirm.html", lang=language_of(request), email=claims.email,
                 token=token)
 
 
@@ -252,7 +242,7 @@ async def confirm(token: str, request: Request) -> Response:
     claims = _claims(request, token)
     if isinstance(claims, Response):
         return claims
-    st, _ = web_state(request), _words(request)
+    st, _ = web_state(request), words_of(request)
     done = await optin.confirm_contact(st.redis, st.keys, claims.subscriber_id, "email",
                                        utcnow(), nonce=claims.nonce)
     if done is not None:
@@ -268,7 +258,7 @@ async def confirm(token: str, request: Request) -> Response:
 @subscribe.get("/leave", response_class=HTMLResponse)
 async def leave_form(request: Request) -> HTMLResponse:
     """Stop receiving updates: a phone or an email."""
-    return page(request, "subscribe_leave.html", lang=_lang(request), values={}, errors={})
+    return page(request, "subscribe_leave.html", lang=language_of(request), values={}, errors={})
 
 
 @subscribe.post("/leave", response_class=HTMLResponse)
@@ -278,13 +268,13 @@ async def leave_submit(request: Request) -> Response:
     posted = await request.form()
     check_csrf(request, str(posted.get("csrf", "")))
     await rate_limit(request, PUBLIC_FORM)
-    st, _ = web_state(request), _words(request)
+    st, _ = web_state(request), words_of(request)
     secret = _secret(st)
     typed = str(posted.get("contact", ""))[:254]
     try:
         channel, contact = optin.parse_contact(typed, st.settings.phone_region)
     except InvalidContact:
-        return page(request, "subscribe_leave.html", 422, lang=_lang(request),
+        return page(request, "subscribe_leave.html", 422, lang=language_of(request),
                     values={"contact": typed},
                     errors={"contact": _("Give a valid phone number or email address.")})
     await rate_limit(request, PER_CONTACT, who=contact.lower())
@@ -300,7 +290,7 @@ async def leave_submit(request: Request) -> Response:
                                                                          _in(st, sub.language)),
                                           sub.language))
         request.session[LEAVE_PHONE] = contact
-        return RedirectResponse(f"/subscribe/leave/verify?lang={_lang(request)}",
+        return RedirectResponse(f"/subscribe/leave/verify?lang={language_of(request)}",
                                 status_code=303)
     if known and sub is not None:
         link = f"{st.settings.web_url()}/unsubscribe/{unsubscribe_token(secret, sub.id)}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
@@ -12,7 +10,7 @@ from coordinator.events import utcnow
 from coordinator.subscribers.optin import leave
 from coordinator.subscribers.unsubscribe import subscriber_of
 from coordinator.web.auth import locked_router
-from coordinator.web.pages import page
+from coordinator.web.pages import page, words_of
 from coordinator.web.state import web_state
 
 subscriptions = locked_router(Action.signed_link, prefix="/unsubscribe",
@@ -23,16 +21,11 @@ def _page(request: Request, message: str, status: int = 200) -> HTMLResponse:
     return page(request, "decided.html", status, message=message)
 
 
-def _words(request: Request) -> Callable[[str], str]:
-    """The link's language (`?lang=`, the subscriber's, which the email's link carries)."""
-    city = web_state(request).city
-    return city.catalogs.of(city.languages.pick(request.query_params.get("lang"))).gettext
-
-
 @subscriptions.get("/{token}", response_class=HTMLResponse)
 async def confirm(token: str, request: Request) -> HTMLResponse:
     """Ask before unsubscribing (mail scanners follow GET links)."""
-    st, _ = web_state(request), _words(request)
+    # ?lang= is the subscriber's language, which the email's link carries
+    st, _ = web_state(request), words_of(request)
     if subscriber_of(st.settings.link_secrets(utcnow()), token) is None:
         return _page(request, _("This link cannot be used."), 400)
     return page(request, "unsubscribe_confirm.html")
@@ -45,7 +38,7 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     sub_id = subscriber_of(st.settings.link_secrets(utcnow()), token)
     left = (await leave(st.redis, st.keys, sub_id, "link", utcnow(), interface="email")
             if sub_id else None)
-    _ = _words(request)
+    _ = words_of(request)
     if left is None:
         return _page(request, _("This link cannot be used."), 400)
     return _page(request, _("You are unsubscribed."))

@@ -20,7 +20,7 @@ from coordinator.reports.tips import (
     take_tip,
 )
 from coordinator.web.auth import locked_router
-from coordinator.web.pages import page
+from coordinator.web.pages import page, words_of
 from coordinator.web.security import check_csrf, client_of, rate_limit
 from coordinator.web.state import web_state
 
@@ -49,7 +49,7 @@ async def tip_submit(request: Request) -> HTMLResponse:
     check_csrf(request, str(form.get("csrf", "")))
     await rate_limit(request, TIP_LIMIT)
     st = web_state(request)
-    _ = st.city.catalogs.of(st.city.languages.pick(request.query_params.get("lang"))).gettext
+    _ = words_of(request)
     values = {k: str(form.get(k, "")).strip() for k in ("text", "kind", "area")}
     errors: dict[str, str] = {}
     if values["kind"] and values["kind"] not in st.city.kinds:

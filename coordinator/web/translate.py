@@ -8,7 +8,7 @@ and approves every language). Duty officers and admins may use these pages too."
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -17,7 +17,7 @@ from coordinator import queries
 from coordinator.access import Action, Principal
 from coordinator.events import RedraftRequested, RenderedText
 from coordinator.web.auth import allow
-from coordinator.web.console import act_on_incident, sms_budgets, texts_from_form
+from coordinator.web.console import act_on_incident, budgets_of, texts_from_form
 from coordinator.web.ids import IncidentId
 from coordinator.web.pages import page
 from coordinator.web.security import check_csrf
@@ -34,12 +34,14 @@ async def drafts_to_translate(request: Request, account: Translator) -> HTMLResp
     """Open incidents with a draft not yet approved, and the languages each one lacks."""
     st = web_state(request)
     names = st.city.languages.names()
+    waiting = [i for i in await queries.list_incidents(st.redis, st.keys, limit=200)
+               if i.get("status") in WAITING and i.get("draft_id")]
+    drafts = {d.id: d for d in await queries.draft_versions(
+        st.redis, st.keys, [i["draft_id"] for i in waiting])}  # one round trip
     rows = []
-    for incident in await queries.list_incidents(st.redis, st.keys, limit=200):
-        if incident.get("status") not in WAITING or not incident.get("draft_id"):
-            continue
-        texts = await queries.draft_texts(st.redis, st.keys, incident["draft_id"])
-        have = {t["language"] for t in texts}
+    for incident in waiting:
+        draft = drafts.get(incident["draft_id"])
+        have = {t.language for t in draft.texts} if draft else set()
         rows.append({**incident, "missing": [name for tag, name in names.items()
                                              if tag not in have]})
     return page(request, "translate_list.html", account=account, rows=rows)
@@ -68,12 +70,11 @@ async def submit_translation(incident_id: IncidentId, request: Request, account:
     check_csrf(request, str(form.get("csrf", "")))
     st = web_state(request)
     own = st.city.languages.default
-    incident, texts = await _current(request, incident_id)
+    _incident, texts = await _current(request, incident_id)
     if any(name.endswith(f":{own}") for name in form if name.startswith(("title:", "body:"))):
         raise HTTPException(422, f"body:{own}: a translation leaves the {own} versions as the "
                                  "duty officer wrote them")
-    typed = texts_from_form(form, await sms_budgets(st, incident["draft_id"]),
-                            st.city.languages.tags)
+    typed = texts_from_form(form, budgets_of(texts), st.city.languages.tags)
     allowed = {*st.city.languages.tags, *(str(t["language"]) for t in texts)}
     stray = next((t for t in typed if t.language not in allowed), None)
     if stray is not None:
@@ -88,7 +89,7 @@ async def submit_translation(incident_id: IncidentId, request: Request, account:
 
 
 async def _current(request: Request, incident_id: str
-                   ) -> tuple[dict[str, str], list[dict[str, object]]]:
+                   ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The incident and its current draft's texts; 404 without either."""
     st = web_state(request)
     found = await queries.incident_row(st.redis, st.keys, incident_id)

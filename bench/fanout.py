@@ -54,13 +54,15 @@ from coordinator.settings import Settings
 from coordinator.state import connect
 from coordinator.subscribers.models import new_subscriber_id
 
-AREAS_OF_INTEREST = "hn-ba-dinh"  # the statement's area; other subscribers are elsewhere
+STATEMENT_AREA = "hn-phuong-giang-vo"  # a ward of the map in force (hanoi-2025)
+AREAS_OF_INTEREST = "hn-ba-dinh"  # a grouping holding it: the targeted subscribers follow it
 
 
 def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1) -> int:
     """N subscribers straight into Redis (the registry's layout); ~share of them targeted."""
-    city = load_city(Settings().config_dir)
-    others = [a for a in city.areas if not a.startswith(AREAS_OF_INTEREST)]
+    city = load_city(Settings().config_dir, Settings().area_map)
+    near = set(city.overlapping(STATEMENT_AREA)) | {AREAS_OF_INTEREST}
+    others = [a for a in city.areas if a not in near]  # no one there hears of it
     targeted = 0
     pipe = r.pipeline(transaction=False)
     for i in range(n):
@@ -88,8 +90,8 @@ async def resolve(settings: Settings) -> tuple[float, int]:
     key = "bench:resolve:audience"
     try:
         started = time.perf_counter()
-        size = await resolve_audience(rds, Keys("bench"), load_city(settings.config_dir),
-                                      "hn-ba-dinh-kim-ma", "flood", key)
+        city = load_city(settings.config_dir, settings.area_map)
+        size = await resolve_audience(rds, Keys("bench"), city, STATEMENT_AREA, "flood", key)
         elapsed = time.perf_counter() - started
         await rds.delete(key)
         return elapsed, size
@@ -143,10 +145,11 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 def file_during(web_port: int, token: str, count: int, out: list[str]) -> None:
     """File `count` flood reports, one a second, each in another ward outside the fan-out's
-    district (so each opens its own incident); their ids go to `out`."""
-    city = load_city(Settings().config_dir)
+    grouping (so each opens its own incident); their ids go to `out`."""
+    city = load_city(Settings().config_dir, Settings().area_map)
+    near = set(city.overlapping(AREAS_OF_INTEREST))
     wards = [code for code, area in city.areas.items()
-             if area.depth == 3 and not code.startswith(AREAS_OF_INTEREST)][:count]
+             if area.depth == 3 and code not in near][:count]
     for ward in wards:
         answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
             "kind": "flood", "severity": "severe", "area": ward, "title": f"Ngập ở {ward}"},
@@ -193,7 +196,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     before_mail = len(list((mail / "new").glob("*"))) if (mail / "new").exists() else 0
     reporter = make_token(env, "bench-reporter", "reporter", "--department=construction")
     answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
-        "kind": "flood", "severity": "severe", "area": "hn-ba-dinh-kim-ma",
+        "kind": "flood", "severity": "severe", "area": STATEMENT_AREA,
         "title": "Ngập sâu phố Kim Mã"}, headers={"Authorization": f"Bearer {reporter}"}).json()
     while not r.hget(f"bench:report:{answer['id']}", "incident"):
         time.sleep(0.05)

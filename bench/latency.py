@@ -251,7 +251,7 @@ def first_prompts(r: redis.Redis, keys: Keys, incidents: list[str]) -> dict[str,
 def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, Any]:
     """Every report its own incident (the correlation window is a microsecond)."""
     r, keys = stack.redis(), Keys(PREFIX)
-    areas = sorted(load_city(Settings().config_dir).areas)
+    areas = sorted(load_city(Settings().config_dir, Settings().area_map).areas)
     bodies = [{"kind": KINDS[i % len(KINDS)], "severity": "severe",
                "area": areas[i % len(areas)], "title": f"Bench report {i}"}
               for i in range(len(KINDS) * len(areas))]
@@ -323,7 +323,7 @@ def run_storm(stack: Stack, token: str, rate: float, seconds: float,
               incidents: int) -> dict[str, Any]:
     """Many reports about a few incidents: none lost, none attached to another incident."""
     r, keys = stack.redis(), Keys(PREFIX)
-    areas = sorted(load_city(Settings().config_dir).areas)[:incidents]
+    areas = sorted(load_city(Settings().config_dir, Settings().area_map).areas)[:incidents]
     bodies = [{"kind": "flood", "severity": "severe", "area": area,
                "title": f"Ngập sâu ({n})"} for n in range(5) for area in areas]
     pids = stack.pids()
@@ -377,7 +377,7 @@ def run_approvals(stack: Stack, token: str, count: int, subscribers: int) -> dic
     with httpx.Client(base_url=stack.web_url, timeout=30,
                       headers={"Authorization": f"Bearer {token}"}) as http:
         ids = [http.post("/api/reports", json={
-            "kind": "flood", "severity": "severe", "area": "hn-ba-dinh-kim-ma",
+            "kind": "flood", "severity": "severe", "area": "hn-phuong-giang-vo",
             "title": f"Ngập sâu phố Kim Mã {i}"}).json()["id"] for i in range(count)]
     deadline = time.time() + 60
     while time.time() < deadline:

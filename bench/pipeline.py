@@ -74,7 +74,7 @@ def main() -> None:
     try:
         while not r.exists(keys.worker_heartbeat("worker-1")):
             time.sleep(0.1)
-        city = load_city(settings.config_dir)
+        city = load_city(settings.config_dir, settings.area_map)
         areas = sorted(city.areas)
         kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
         reports = [Report(id=f"rep-bench-{i:07d}", kind=kinds[i % len(kinds)],

@@ -56,7 +56,7 @@ class Publisher:
         self.stack = stack
         self.officer = make_token(stack.env, "bench-officer", "duty_officer")
         self.approvers: dict[str, str] = {}
-        city = load_city(Settings().config_dir)
+        city = load_city(Settings().config_dir, Settings().area_map)
         self.wards = iter(sorted((code for code, area in city.areas.items() if area.depth),
                                  key=lambda code: (-city.areas[code].depth, code)))
 

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from coordinator.embedded import start_redis
 
 Fsync = Literal["always", "everysec"]
-PAYLOAD = json.dumps({"kind": "flood", "severity": "severe", "area": "hn-ba-dinh-kim-ma",
+PAYLOAD = json.dumps({"kind": "flood", "severity": "severe", "area": "hn-phuong-giang-vo",
                       "title": "Ngập sâu trên phố Kim Mã", "details": "Nước ngập 40 cm " * 12,
                       "source": "api", "reporter": "desk"})
 

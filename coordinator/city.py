@@ -1,49 +1,41 @@
-"""The city: its areas (a tree), its departments and their approvers, its duty officers.
+"""The city: its areas, its departments and their approvers, its duty officers.
 
-Loaded from ``config/areas.yaml``, ``config/departments.yaml``, ``config/kinds.yaml`` and
-``config/languages.yaml``. Names are filled in for every declared language at load, each
-from the first language of its fallback order that the file gives.
+Loaded from ``config/areas.yaml`` (the area map in force: coordinator.area_maps),
+``config/departments.yaml``, ``config/kinds.yaml`` and ``config/languages.yaml``. Names are
+filled in for every declared language at load, each from the first language of its fallback
+order that the file gives.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from coordinator.area_maps import (
+    Area,
+    AreaMap,
+    Names,
+    filled,
+    load_area_map,
+    map_names,
+    read_yaml,
+)
 from coordinator.errors import ConfigError
 from coordinator.events import Slug
 from coordinator.languages import Languages, load_languages
 from coordinator.translations import Catalogs, load_catalogs
-from coordinator.yamlsource import YamlSource, parse_problem, validate_source
+from coordinator.yamlsource import YamlSource, validate_source
 
-Names = dict[str, str]
+__all__ = ["Area", "City", "Department", "Kind", "Names", "Person", "filled", "load_city"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AreaNode(_Strict):
-    """An area in config/areas.yaml; children are inside it."""
-
-    code: Slug
-    name: Names
-    # official codes of the area, e.g. {GSO: "001"} (Vietnam's General Statistics Office);
-    # the CAP feed publishes them as <geocode>s
-    geocode: dict[str, str] = Field(default_factory=dict)
-    children: list[AreaNode] = Field(default_factory=list)
-
-
-class AreasFile(_Strict):
-    """config/areas.yaml."""
-
-    version: Literal[1]
-    areas: list[AreaNode]
 
 
 class Kind(_Strict):
@@ -114,26 +106,10 @@ class DepartmentsFile(_Strict):
 
 
 @dataclass(frozen=True)
-class Area:
-    """An area with its place in the tree."""
-
-    code: str
-    name: Names
-    parent: str | None
-    depth: int
-    geocode: dict[str, str] = field(default_factory=dict)
-
-    def name_in(self, language: str) -> str:
-        """The area's name in a language (its fallback's, filled in at load; else the
-        code)."""
-        return self.name.get(language) or self.code
-
-
-@dataclass(frozen=True)
 class City:
     """Areas, departments and people, indexed."""
 
-    areas: dict[str, Area]
+    areas: dict[str, Area]  # of the map in force
     departments: dict[str, Department]
     duty_officers: dict[str, Person]
     languages: Languages
@@ -141,19 +117,58 @@ class City:
     people: dict[str, Person] = field(default_factory=dict)
     kinds: dict[str, Kind] = field(default_factory=dict)
     duty_supervisors: dict[str, Person] = field(default_factory=dict)
+    area_map: AreaMap = field(default_factory=lambda: AreaMap("", {}))  # in force
+    # the areas of the other maps config/ has (a statement of the past names its own)
+    former_areas: dict[str, Area] = field(default_factory=dict)
+
+    @cached_property
+    def known_areas(self) -> dict[str, Area]:
+        """The areas of every map, those in force first (to name what the past names)."""
+        return {**self.areas, **self.former_areas}
+
+    def unknown_area(self, code: str) -> str:
+        """Why an area code is refused, naming the map in force (and the earlier map's
+        code someone may still be using)."""
+        if code in self.former_areas:
+            return (f"unknown area {code!r}: an area of an earlier map, not of "
+                    f"{self.area_map.name}, the map in force (see docs/areas.md)")
+        return f"unknown area {code!r} (the map in force: {self.area_map.name})"
+
+    def area_name(self, code: str, language: str) -> str:
+        """An area's name, of the map in force or an earlier one; else its code."""
+        area = self.areas.get(code) or self.former_areas.get(code)
+        return area.name_in(language) if area is not None else code
 
     def ancestors(self, code: str) -> list[str]:
-        """The area and every area that contains it, innermost first."""
-        chain = []
-        current: str | None = code
-        while current is not None and current in self.areas:
-            chain.append(current)
-            current = self.areas[current].parent
-        return chain
+        """The area and every area that contains it (its groupings, the city), innermost
+        first; [] for an area the map lacks."""
+        return list(self._containing.get(code, ()))
 
     def descendants(self, code: str) -> list[str]:
         """Every area inside `code` (not `code` itself)."""
-        return [a for a in self.areas if a != code and code in self.ancestors(a)]
+        return [a for a, up in self._containing.items() if a != code and code in up]
+
+    def overlapping(self, code: str) -> list[str]:
+        """Every area sharing ground with `code`: those containing it, those inside it, and
+        the groupings that share one of its units. In a tree, the first two."""
+        inner = [code, *self.descendants(code)]
+        found = [a for c in inner for a in self.ancestors(c)]
+        return list(dict.fromkeys([*self.ancestors(code), *found]))
+
+    @cached_property
+    def _containing(self) -> dict[str, tuple[str, ...]]:
+        """Each area -> itself and the areas containing it, innermost first."""
+        out: dict[str, tuple[str, ...]] = {}
+        for code in self.areas:
+            chain: list[str] = []
+            todo = [code]
+            while todo:
+                current = todo.pop(0)
+                if current not in chain:
+                    chain.append(current)
+                    todo += [c for c in self.areas[current].within if c in self.areas]
+            out[code] = tuple(sorted(chain, key=lambda c: -self.areas[c].depth))
+        return out
 
     def contains(self, outer: str, inner: str) -> bool:
         """True when `inner` is `outer` or lies inside it."""
@@ -167,49 +182,16 @@ class City:
         return None
 
 
-def _flatten(nodes: list[AreaNode], parent: str | None, depth: int, out: dict[str, Area],
-             languages: Languages) -> None:
-    for node in nodes:
-        if node.code in out:
-            raise ConfigError(f"area code {node.code!r} appears twice")
-        out[node.code] = Area(node.code, filled(node.name, languages), parent, depth,
-                              dict(node.geocode))
-        _flatten(node.children, node.code, depth + 1, out, languages)
-
-
-def filled(names: Names, languages: Languages) -> Names:
-    """`names` with an entry for every declared language: its own, else the first of its
-    fallback order the file gives (languages the file gives and the city does not declare
-    stay as written)."""
-    out = dict(names)
-    for tag in languages.tags:
-        found = languages.best(tag, list(names))
-        if tag not in out and found is not None:
-            out[tag] = names[found]
-    return out
-
-
-def _read(path: Path) -> YamlSource:
-    try:
-        return YamlSource.read(path)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(parse_problem(path, exc)) from exc
-
-
-def load_city(config_dir: Path) -> City:
-    """Load config/; raises ConfigError naming file, line and field."""
-    languages = load_languages(_read(config_dir / "languages.yaml"))
-    areas_src = _read(config_dir / "areas.yaml")
-    areas_file = validate_source(areas_src, AreasFile)
-    if isinstance(areas_file, list):
-        raise ConfigError("\n".join(areas_file))
-    deps_src = _read(config_dir / "departments.yaml")
+def load_city(config_dir: Path, area_map: str | None = None) -> City:
+    """Load config/ with the area map `area_map` (else the one config/areas.yaml names);
+    raises ConfigError naming file, line and field."""
+    languages = load_languages(read_yaml(config_dir / "languages.yaml"))
+    chosen = load_area_map(config_dir, languages, area_map)
+    deps_src = read_yaml(config_dir / "departments.yaml")
     deps_file = validate_source(deps_src, DepartmentsFile)
     if isinstance(deps_file, list):
         raise ConfigError("\n".join(deps_file))
-    kinds_src = _read(config_dir / "kinds.yaml")
+    kinds_src = read_yaml(config_dir / "kinds.yaml")
     kinds_file = validate_source(kinds_src, KindsFile)
     if isinstance(kinds_file, list):
         raise ConfigError("\n".join(kinds_file))
@@ -217,8 +199,6 @@ def load_city(config_dir: Path) -> City:
              for k in kinds_file.kinds}
     if len(kinds) != len(kinds_file.kinds):
         raise ConfigError(f"{kinds_src.path}: a kind id appears twice")
-    areas: dict[str, Area] = {}
-    _flatten(areas_file.areas, None, 1, areas, languages)
     people: dict[str, Person] = {}
     approvers = (p for d in deps_file.departments for p in d.approvers)
     for person in [*deps_file.duty_officers, *approvers]:
@@ -231,7 +211,7 @@ def load_city(config_dir: Path) -> City:
             raise ConfigError(f"{deps_src.path}:{_person_line(deps_src, person.id)}: "
                               f"{person.id}.delegate: unknown person {person.delegate!r}")
     return City(
-        areas=areas,
+        areas=chosen.areas,
         departments={d.id: d.model_copy(update={"name": filled(d.name, languages)})
                      for d in deps_file.departments},
         duty_officers={p.id: p for p in deps_file.duty_officers},
@@ -240,6 +220,10 @@ def load_city(config_dir: Path) -> City:
         people=people,
         kinds=kinds,
         duty_supervisors=_known(deps_src, people, deps_file.duty_supervisors),
+        area_map=chosen,
+        former_areas={code: area for name in map_names(config_dir) if name != chosen.name
+                      for code, area in load_area_map(config_dir, languages, name).areas.items()
+                      if code not in chosen.areas},
     )
 
 

@@ -16,7 +16,9 @@ from coordinator.city import load_city
 from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.keys import Keys
 from coordinator.migrations import CURRENT
-from coordinator.migrations.version import LayoutError, advice, read_layout
+from coordinator.migrations.area_map import DataMap, read_data_map
+from coordinator.migrations.startup import maps_of
+from coordinator.migrations.version import LayoutError, advice, literal_pattern, read_layout
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import Settings
 from coordinator.state import Redis, redacted, redis_problem, run_with_redis
@@ -32,7 +34,7 @@ def _python(settings: Settings) -> tuple[bool, str]:
 
 def _config(settings: Settings) -> tuple[bool, str]:
     try:
-        city = load_city(settings.config_dir)
+        city = load_city(settings.config_dir, settings.area_map)
     except LoaError as exc:
         return False, f"config/ does not load:\n{exc}"
     uncatalogued = (f"; no message catalog for {', '.join(city.catalogs.missing)} (its "
@@ -44,7 +46,8 @@ def _config(settings: Settings) -> tuple[bool, str]:
 
 def _playbooks(settings: Settings) -> tuple[bool, str]:
     try:
-        playbooks = load_playbooks(settings.playbooks_dir, load_city(settings.config_dir))
+        city = load_city(settings.config_dir, settings.area_map)
+        playbooks = load_playbooks(settings.playbooks_dir, city)
     except LoaError as exc:
         return False, f"playbooks do not validate (run `loa playbooks validate`):\n{exc}"
     return True, f"playbooks: {len(playbooks)} valid ({', '.join(sorted(playbooks))})"
@@ -91,6 +94,37 @@ def _layout(settings: Settings) -> tuple[bool, str]:
     return not problem, problem[:1].upper() + problem[1:] if problem else layout.describe(CURRENT)
 
 
+def _area_map(settings: Settings) -> tuple[bool, str]:
+    """The map the data is on against the one in force, and subscribers of areas the map in
+    force lacks (they would hear nothing of them)."""
+    in_force, unversioned = maps_of(settings)
+    if not settings.redis_url:
+        return True, f"area map: {in_force} (`loa up` moves its embedded Redis to it)"
+
+    async def read(redis: Redis) -> tuple[DataMap, dict[str, int]]:
+        keys = Keys(settings.redis_prefix)
+        found = await read_data_map(redis, keys, unversioned)
+        known = load_city(settings.config_dir, settings.area_map).areas
+        prefix = keys.subs_index("area", "")
+        codes = {k.removeprefix(prefix) async for k in redis.scan_iter(
+            match=literal_pattern(prefix) + "*", count=1000)} - set(known)
+        return found, {c: await redis.scard(keys.subs_index("area", c)) for c in sorted(codes)}
+
+    try:
+        found, strays = run_with_redis(settings.redis_url, read)
+    except LoaError as exc:
+        return False, f"area map: not read ({exc})"
+    except (OSError, RedisConnectionError, RedisTimeoutError):
+        return False, "area map: not read (Redis does not answer: see above)"
+    if found.advice(in_force):
+        return False, found.advice(in_force)
+    if strays:
+        return False, (f"area map {in_force}: subscribers follow areas it lacks ("
+                       + ", ".join(f"{c}: {n}" for c, n in strays.items())
+                       + "): they hear nothing of them; see `loa areas migrate`")
+    return True, f"area map: {in_force}, the data's too"
+
+
 def _broker(settings: Settings) -> tuple[bool, str]:
     if not settings.kafka_url:
         return True, "broker: no LOA_KAFKA_URL and no `loa up` running; `loa up` starts Tansu"
@@ -126,7 +160,8 @@ def _work(settings: Settings, stuck_after_s: float = STUCK_AFTER_S) -> tuple[boo
     return not late, f"{head}\n{lines}"
 
 
-CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _layout, _broker, _work]
+CHECKS: list[Check] = [_python, _config, _playbooks, _redis, _layout, _area_map, _broker,
+                       _work]
 
 
 def run_doctor(settings: Settings, out: Console, stuck_after_s: float = STUCK_AFTER_S,

@@ -72,9 +72,8 @@ class Keys:
         return self._k("incident", incident_id, "claims")
 
     def promises(self) -> str:
-        """Sorted set incident id -> when its promised next update is due. Pruned: when the
-        promise is kept (a new statement makes a new one), withdrawn, broken and flagged, or
-        its incident closed."""
+        """Sorted set incident id -> when its promised next update is due. Pruned: when kept,
+        withdrawn, broken and flagged, or its incident closed."""
         return self._k("promises")
 
     def surge_count(self, kind: str, area: str, minute: int) -> str:
@@ -191,8 +190,7 @@ class Keys:
 
     def prompted(self, person_id: str) -> str:
         """Sorted set approval id -> first prompt time: the requests a person was given a
-        reply code for, where an SMS answer's code is looked for. Capped: the newest 50
-        (approvals.inbox.PROMPTED_KEPT)."""
+        reply code for. Capped: the newest 50 (approvals.inbox.PROMPTED_KEPT)."""
         return self._k("prompted", person_id)
 
     def short_link(self, short_id: str) -> str:
@@ -244,9 +242,8 @@ class Keys:
         return self._k("optin", "code", purpose, contact)
 
     def optin_request(self, sub_id: str) -> str:
-        """A web subscription waiting for its confirmation (JSON), with what is confirmed.
-        Expires: with its confirmation link, 3 days (subscribers.proofs.LINK_TTL); pruned
-        when confirmed."""
+        """A web subscription waiting for its confirmation (JSON). Expires: with its link, 3
+        days (subscribers.proofs.LINK_TTL); pruned when confirmed."""
         return self._k("optin", "request", sub_id)
 
     def dispatch(self, statement_id: str) -> str:
@@ -298,8 +295,7 @@ class Keys:
     # people who log in to the web console
     def account(self, username: str) -> str:
         """Hash: an account's role, person, argon2 password hash, session epoch and sealed
-        TOTP secret (with the last time step a code was used at). Kept until the account is
-        removed."""
+        TOTP secret (with the last time step a code was used at). Kept until removed."""
         return self._k("account", username)
 
     def accounts(self) -> str:
@@ -388,13 +384,17 @@ class Keys:
         return self._k("dead-letters")
 
     def dead_letters_seen(self) -> str:
-        """The id of the last dead letter an operator has looked at (`loa doctor
-        --seen-dead-letters`). Kept."""
+        """The last dead letter's id seen by an operator (`loa doctor`). Kept."""
         return self._k("dead-letters", "seen")
 
-    # the layout of all of the above
+    # the layout of all of the above, and the area map its codes are of
     def layout_version(self) -> str:
         """The version of the layout these keys are in (coordinator/migrations): absent on
         data written before versions were kept (version 1) and on an empty Redis. Kept;
         changed only by `loa migrate`, or stamped by the first process on an empty Redis."""
         return self._k("layout", "version")
+
+    def area_map(self) -> str:
+        """The area map the data's area codes are of (coordinator.migrations.area_map).
+        Kept; changed by `loa areas migrate`, stamped by the first process."""
+        return self._k("areas", "map")

@@ -31,7 +31,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """Load config/ and playbooks/ and connect to Redis; raises ConfigError, PlaybookError."""
     if not settings.redis_url:
         raise ConfigError("LOA_REDIS_URL is not set and no `loa up` is running (see `loa doctor`)")
-    city = load_city(settings.config_dir)
+    city = load_city(settings.config_dir, settings.area_map)
     return Runtime(
         settings=settings,
         redis=connect(settings.redis_url),

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=REPO_ROOT / ".loa", description="embedded state and run file")
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     config_dir: Path = REPO_ROOT / "config"
+    area_map: str | None = Field(
+        default=None, description="the area map in force (config/maps/NAME.yaml); unset: "
+                                  "the one config/areas.yaml names")
     embedded_broker_port: int = Field(default=0, description="`loa up`: 0 = a free port")
     embedded_redis_port: int = Field(default=0, description="`loa up`: 0 = a free port")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024,

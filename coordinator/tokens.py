@@ -70,7 +70,7 @@ def new_token_record(name: str, role: str, city: City, department: str = "", are
     if department and department not in city.departments:
         raise TokenError(f"--department: no department {department!r} in config/")
     if area and area not in city.areas:
-        raise TokenError(f"--area: no area {area!r} in config/areas.yaml")
+        raise TokenError(f"--area: {city.unknown_area(area)}")
     if person_id and person_id not in city.people:
         raise TokenError(f"--person: no one with id {person_id!r} in config/")
     if chosen == Role.approver and not person_id:

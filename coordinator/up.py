@@ -32,7 +32,8 @@ from coordinator.embedded import (
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.kept_secrets import MADE, kept_secrets, write_private
 from coordinator.keys import Keys
-from coordinator.migrations.startup import migrate_embedded
+from coordinator.migrations.area_map import AreaMapMismatch
+from coordinator.migrations.startup import migrate_embedded, move_embedded_map
 from coordinator.migrations.version import LayoutError
 from coordinator.settings import Settings
 from coordinator.state import redacted, run_with_redis
@@ -85,6 +86,8 @@ def run_up(settings: Settings) -> int:
         kafka_url, redis_url = _infrastructure(settings, supervisor)
         if not settings.redis_url:  # its own embedded Redis: migrate before the worker starts
             migrate_embedded(redis_url, settings.redis_prefix)
+            for line in move_embedded_map(redis_url, settings):
+                _say(line)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
                "LOA_DATA_DIR": str(settings.data_dir), **kept}
         sandboxes = _sandboxes(settings, env, supervisor)
@@ -103,7 +106,8 @@ def run_up(settings: Settings) -> int:
                 _write_run_file(settings, run, supervisor)
             time.sleep(0.3)
         return 0
-    except (RuntimeError, OSError, ConfigError, LayoutError, BrokerUnavailable) as exc:
+    except (RuntimeError, OSError, ConfigError, LayoutError, BrokerUnavailable,
+            AreaMapMismatch) as exc:
         console.print(f"[red]could not start: {escape(str(exc))}[/]")
         return 1
     finally:

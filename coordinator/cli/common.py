@@ -60,7 +60,7 @@ def print_json(data: Any) -> None:
 def city_or_fail(settings: Settings) -> City:
     """The city from config/, or exit naming what is wrong."""
     try:
-        return load_city(settings.config_dir)
+        return load_city(settings.config_dir, settings.area_map)
     except LoaError as exc:
         raise fail(str(exc)) from exc
 

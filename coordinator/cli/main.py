@@ -16,6 +16,7 @@ from coordinator.access import Action, Principal, decide
 from coordinator.broker import Producer
 from coordinator.city import City, load_city
 from coordinator.cli.accounts import accounts_app
+from coordinator.cli.areas import areas_app
 from coordinator.cli.audit import audit_app
 from coordinator.cli.common import (
     JsonOpt,
@@ -46,14 +47,11 @@ app = typer.Typer(help="Loa: crisis communication coordinator.", no_args_is_help
                   pretty_exceptions_enable=False)
 playbooks_app = typer.Typer(help="Check playbooks and see which one an incident gets.",
                             no_args_is_help=True)
-app.add_typer(playbooks_app, name="playbooks")
-app.add_typer(subscribers_app, name="subscribers")
-app.add_typer(sandbox_app, name="sandbox")
-app.add_typer(accounts_app, name="accounts")
-app.add_typer(tokens_app, name="tokens")
-app.add_typer(secrets_app, name="secrets")
-app.add_typer(audit_app, name="audit")
-app.add_typer(incident_app, name="incident")
+for _name, _group in (("playbooks", playbooks_app), ("subscribers", subscribers_app),
+                      ("sandbox", sandbox_app), ("accounts", accounts_app),
+                      ("tokens", tokens_app), ("secrets", secrets_app), ("audit", audit_app),
+                      ("incident", incident_app), ("areas", areas_app)):
+    app.add_typer(_group, name=_name)
 
 
 @app.command()
@@ -98,7 +96,7 @@ def web() -> None:
 def report(
     kind: Annotated[str, typer.Option(help="e.g. flood, fire, power-outage")],
     severity: Annotated[Severity, typer.Option(help="minor, moderate, severe or extreme")],
-    area: Annotated[str, typer.Option(help="area code from config/areas.yaml")],
+    area: Annotated[str, typer.Option(help="area code of the map in force (loa areas maps)")],
     title: Annotated[str, typer.Option()],
     details: Annotated[str, typer.Option()] = "",
     reporter: Annotated[str, typer.Option(help="who reports (a detail; the audit trail names "
@@ -125,7 +123,7 @@ def report(
     from coordinator.reports.filing import file_report
 
     settings = env_settings()
-    city = load_city(settings.config_dir)
+    city = load_city(settings.config_dir, settings.area_map)
     if not settings.kafka_url:
         raise fail("no broker: set LOA_KAFKA_URL or start Loa with `make up`")
 
@@ -355,7 +353,7 @@ def playbooks_explain(
     settings = load_settings()
     city = city_or_fail(settings)
     if area not in city.areas:
-        raise fail(f"--area: unknown area {area!r} (see config/areas.yaml)")
+        raise fail(f"--area: {city.unknown_area(area)}")
     try:
         playbooks = load_playbooks(settings.playbooks_dir, city)
     except PlaybookError as exc:

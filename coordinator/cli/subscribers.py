@@ -42,7 +42,7 @@ def subscribers_add(
     city = city_or_fail(load_settings())
     unknown = [a for a in area if a not in city.areas]
     if unknown:
-        raise fail(f"--area: unknown area {', '.join(unknown)} (see config/areas.yaml)")
+        raise fail(f"--area: {city.unknown_area(unknown[0])}")
     language = city.languages.find(language or city.languages.default) or language or ""
     if not city.languages.known(language):
         raise fail(f"--language: {language!r} is not one of the city's languages "

@@ -12,9 +12,10 @@ from coordinator.subscribers.models import ALL_TOPICS
 
 
 def audience_areas(city: City, area: str) -> list[str]:
-    """An incident in a ward concerns its district and city subscribers; one in a district
-    also concerns the subscribers of its wards. Pure."""
-    return list(dict.fromkeys([*city.ancestors(area), *city.descendants(area)])) or [area]
+    """An incident in a ward concerns the subscribers of the city and of every grouping the
+    ward is in (its former district); one in a grouping also concerns the subscribers of
+    its wards and of the groupings that share one of them. Pure."""
+    return city.overlapping(area) or [area]
 
 
 async def resolve_audience(redis: Redis, keys: Keys, city: City, area: str, kind: str,

@@ -161,7 +161,7 @@ def _area(info: ET.Element, code: str, area: Area | None, lang: str) -> None:
     """The `<area>`: its name in `lang`, Loa's own code, then any official codes."""
     block = _add(info, "area")
     _add(block, "areaDesc", area.name_in(lang) if area is not None else code)
-    codes = [(GEOCODE_OWN, code), *(sorted(area.geocode.items()) if area is not None else [])]
+    codes = [(GEOCODE_OWN, code), *(area.geocode if area is not None else ())]
     for name, value in codes:
         geocode = _add(block, "geocode")
         _add(geocode, "valueName", name)

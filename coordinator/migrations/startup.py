@@ -7,12 +7,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator import observability as obs
+from coordinator.area_mapping import mapping_path, read_mapping
+from coordinator.area_maps import areas_config, load_area_map, read_yaml
 from coordinator.keys import Keys
+from coordinator.languages import load_languages
 from coordinator.migrations import CURRENT, STEPS
+from coordinator.migrations.area_map import AreaMapMismatch, check_area_map, read_data_map
+from coordinator.migrations.area_moves import move_areas
 from coordinator.migrations.runner import Migration, migrate
 from coordinator.migrations.version import LayoutError, advice, read_layout, stamp
 from coordinator.settings import Settings
 from coordinator.state import Redis, redis_problem, run_with_redis
+
+
+def maps_of(settings: Settings) -> tuple[str, str | None]:
+    """(the area map in force, the map of data from before maps had versions)."""
+    found = areas_config(settings.config_dir)
+    return settings.area_map or found.map, found.unversioned
 
 
 async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
@@ -29,17 +40,24 @@ async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
 
 def check_layout_at_start(settings: Settings, who: str) -> None:
     """Before a worker or web server starts: exit (SystemExit, with the reason) on a layout
-    newer than this Loa knows; log a warning, and go on, on an older one. When Redis does
-    not answer yet, log that the check was skipped and go on (the process retries Redis
-    as it always has)."""
+    newer than this Loa knows, or data on another area map than the one in force; log a
+    warning, and go on, on an older layout. When Redis does not answer yet, log that the
+    check was skipped and go on (the process retries Redis as it always has)."""
     log = obs.get_logger(who)
     if not settings.redis_url:
         return
 
+    in_force, unversioned = maps_of(settings)
+
+    async def checks(redis: Redis) -> str:
+        keys = Keys(settings.redis_prefix)
+        advice_ = await check_layout(redis, keys)
+        await check_area_map(redis, keys, in_force, unversioned)
+        return advice_
+
     try:
-        warning = run_with_redis(settings.redis_url,
-                                 lambda redis: check_layout(redis, Keys(settings.redis_prefix)))
-    except LayoutError as exc:
+        warning = run_with_redis(settings.redis_url, checks)
+    except (LayoutError, AreaMapMismatch) as exc:
         log.error("refusing to start", reason=str(exc))
         raise SystemExit(f"loa {who}: {exc}") from exc
     except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
@@ -55,3 +73,31 @@ def migrate_embedded(redis_url: str, prefix: str) -> Migration:
 
     return run_with_redis(redis_url,
                           lambda redis: migrate(redis, Keys(prefix), True, STEPS, CURRENT))
+
+
+def move_embedded_map(redis_url: str, settings: Settings) -> list[str]:
+    """On `loa up`'s own Redis: when the data is on an earlier area map and config/ has the
+    mapping to the one in force, move it (as `loa areas migrate --apply` would); the lines
+    to tell the operator. Raises AreaMapMismatch when it cannot (no mapping file, or an open
+    incident or credential of a split area: the operator chooses, docs/areas.md)."""
+    in_force, unversioned = maps_of(settings)
+    keys = Keys(settings.redis_prefix)
+
+    async def work(redis: Redis) -> list[str]:
+        found = await read_data_map(redis, keys, unversioned)
+        if found.name in (None, in_force):
+            return []
+        path = mapping_path(settings.config_dir, found.name, in_force)
+        if not path.is_file():
+            raise AreaMapMismatch(found.advice(in_force) + f" (no mapping file {path})")
+        languages = load_languages(read_yaml(settings.config_dir / "languages.yaml"))
+        table = read_mapping(path, load_area_map(settings.config_dir, languages, found.name),
+                             load_area_map(settings.config_dir, languages, in_force))
+        done = await move_areas(redis, keys, table, settings.playbooks_dir, {}, apply=True)
+        lines = [f"area map: moving the data from {found.name} to {in_force}",
+                 *done.lines(found.name, in_force, True)]
+        if done.blocked:
+            raise AreaMapMismatch("\n".join(lines))
+        return lines
+
+    return run_with_redis(redis_url, work)

@@ -25,7 +25,7 @@ def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
         problems.append(("kind", f"unknown kind {report.kind!r}; the city takes: "
                                  f"{', '.join(sorted(city.kinds))} (config/kinds.yaml)"))
     if report.area not in city.areas:
-        problems.append(("area", f"unknown area {report.area!r} (see `config/areas.yaml`)"))
+        problems.append(("area", city.unknown_area(report.area)))
     kind = city.kinds.get(report.kind)
     if kind is not None and kind.claims and not report.claim:
         problems.append(("claim", f"a {report.kind} report says what the false claim is, in "

@@ -134,7 +134,7 @@ class Live:
             return f"id: {change_id}\nevent: reload\ndata: {gone}\n\n"
         area = str(statement["area"])
         data = {"id": statement["id"], "incident": statement["incident_id"], "area": area,
-                "path": self.city.ancestors(area),
+                "path": self.city.overlapping(area),
                 "cards": {lang: self.render(statement, lang) for lang in self.languages}}
         return (f"id: {change_id}\nevent: statement\n"
                 f"data: {json.dumps(data, ensure_ascii=False)}\n\n")

@@ -54,6 +54,7 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> HTML
     context.setdefault("languages", languages.names())
     context.setdefault("default_language", languages.default)
     context.setdefault("direction", languages.direction(lang))
+    context.setdefault("area_map", request.app.state.loa.city.area_map)
     context.setdefault("account", getattr(request.state, "account", None))
     return templates_of(request).TemplateResponse(
         request, name, {"csrf": LazyCsrf(request), **context}, status_code=status)

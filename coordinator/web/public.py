@@ -24,8 +24,9 @@ public = locked_router(Action.public_read, include_in_schema=False)
 
 def near(city: City, selected: str, area: str) -> bool:
     """A statement about `area` concerns someone who picked `selected`: the same area, one
-    that contains it (the whole city), or one inside it (a ward of the district)."""
-    return (selected in city.ancestors(area)) or (area in city.ancestors(selected))
+    that contains it (the whole city), one inside it (a ward of the grouping) or one that
+    shares ground with it."""
+    return selected in city.overlapping(area)
 
 
 def folded(text: str) -> str:
@@ -62,7 +63,7 @@ async def home(request: Request, lang: str = "", area: str = "",
     lang = language_of(request, lang)
     statements = await visible(st, area)
     return page(request, "statements_list.html" if fragment else "index.html",
-                statements=statements, lang=lang, area=area, areas=st.city.areas,
+                statements=statements, lang=lang, area=area, areas=st.city.known_areas,
                 version=request.app.state.live.version,
                 known_area=area if area in st.city.areas else "",
                 area_path=st.city.ancestors(area) if area in st.city.areas else [])
@@ -108,7 +109,7 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
         review = script_json(claim_review(
             found, claim, st.settings.web_url(), lang, st.settings.timezone,
             st.city.catalogs.gettext(lang, "False")))
-    return page(request, "statement.html", s=found, lang=lang, areas=st.city.areas,
+    return page(request, "statement.html", s=found, lang=lang, areas=st.city.known_areas,
                 claim_review=review)
 
 
@@ -124,7 +125,7 @@ async def rumours(request: Request, lang: str = "") -> HTMLResponse:
              "source": s.get("fact_source", "")}
             for s in statements if s["incident_id"] in claims]
     return page(request, "rumours.html", rows=rows, lang=language_of(request, lang),
-                areas=st.city.areas)
+                areas=st.city.known_areas)
 
 
 @public.get("/exercises", response_class=HTMLResponse)
@@ -135,7 +136,7 @@ async def exercises(request: Request, lang: str = "") -> HTMLResponse:
     st = web_state(request)
     statements = await queries.published_statements(st.redis, st.keys, exercises=True)
     return page(request, "exercises.html", statements=statements, lang=language_of(request, lang),
-                areas=st.city.areas)
+                areas=st.city.known_areas)
 
 
 @public.get("/press", response_class=HTMLResponse)
@@ -153,7 +154,7 @@ async def press(request: Request, q: str = "", lang: str = "") -> HTMLResponse:
     for s in statements:
         incidents.setdefault(s["incident_id"], []).append(s)
     return page(request, "press.html", incidents=incidents, q=q, lang=language_of(request, lang),
-                areas=st.city.areas)
+                areas=st.city.known_areas)
 
 
 async def published(st: State, statement_id: str) -> dict[str, Any]:

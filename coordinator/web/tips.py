@@ -32,8 +32,7 @@ def _form(request: Request, values: dict[str, Any], errors: dict[str, str], stat
           done: str = "") -> HTMLResponse:
     st = web_state(request)
     return page(request, "tip.html", status, values=values, errors=errors, done=done,
-                kinds=sorted(st.city.kinds.values(), key=lambda k: k.id),
-                areas=sorted(st.city.areas.values(), key=lambda a: (a.depth, a.code)))
+                kinds=sorted(st.city.kinds.values(), key=lambda k: k.id))
 
 
 @tips.get("/tip", response_class=HTMLResponse)

@@ -17,6 +17,7 @@ from coordinator.playbooks.loader import load_playbooks
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 from coordinator.state import connect
+from tests.conftest import FIXTURE_MAP
 from tests.integration.browser import CHROMIUM, Chromium
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running
@@ -43,7 +44,7 @@ async def rt(redis_server: Service) -> AsyncIterator[Runtime]:
     """The worker's runtime on the module's private redis-server, under a key prefix of its
     own, with the demo city and playbooks: for one transition at a time, without a broker."""
     settings = Settings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
-    city = load_city(settings.config_dir)
+    city = load_city(settings.config_dir, FIXTURE_MAP)
     runtime = Runtime(settings=settings, redis=connect(redis_server.url),
                       keys=Keys(f"t{uuid.uuid4().hex[:8]}"), city=city,
                       playbooks=load_playbooks(settings.playbooks_dir, city))

@@ -25,6 +25,7 @@ from coordinator.playbooks.loader import load_playbooks
 from coordinator.playbooks.render import IncidentFacts, blanks, not_a_blank, render_draft
 from coordinator.reports.filing import report_problems
 from coordinator.settings import Settings
+from tests.conftest import FIXTURE_MAP
 
 AT = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 WATER = "Nước máy ở Hoàn Kiếm bị nhiễm độc, không được uống!"
@@ -67,7 +68,7 @@ def test_the_closest_open_rumour_above_the_threshold_wins() -> None:
 
 
 def test_a_claim_kind_needs_its_claim_and_other_kinds_take_none() -> None:
-    city = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+    city = load_city(Settings(_env_file=None).config_dir, FIXTURE_MAP)  # type: ignore[call-arg]
     assert {k for k, kind in city.kinds.items() if kind.claims} == {"misinformation", "rumor"}
     assert report_problems(claim_report(), city) == []
     [(field, why)] = report_problems(claim_report(claim=""), city)
@@ -147,7 +148,7 @@ def test_a_draft_with_blanks_cannot_be_approved_until_they_are_filled() -> None:
 def test_brackets_in_a_claim_or_fact_are_no_blank_but_the_templates_own_are() -> None:
     assert not_a_blank("Chia sẻ [[KHẨN]] ngay]]") == "Chia sẻ [ [KHẨN] ] ngay] ]"
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    city = load_city(settings.config_dir)
+    city = load_city(settings.config_dir, FIXTURE_MAP)
     playbook = load_playbooks(settings.playbooks_dir, city)["misinformation"]
     facts = IncidentFacts(id="INC-00001", kind="misinformation", severity=Severity.moderate,
                           title="Tin đồn", details="", area="hn-hoan-kiem",

@@ -15,6 +15,7 @@ from coordinator.settings import Settings
 from coordinator.web.console import texts_from_form
 from coordinator.web.login import safe_next
 from coordinator.web.public import current, folded, near
+from tests.conftest import FIXTURE_MAP
 
 
 def test_draft_versions_come_from_the_draft_id() -> None:
@@ -117,7 +118,7 @@ def test_search_ignores_case_and_vietnamese_diacritics() -> None:
 
 def test_a_statement_concerns_its_area_the_areas_inside_and_the_areas_around() -> None:
     """A statement concerns whoever picked its area, an area inside it or one containing it."""
-    city = load_city(Settings().config_dir)
+    city = load_city(Settings().config_dir, FIXTURE_MAP)
     ward, district = "hn-ba-dinh-kim-ma", "hn-ba-dinh"
     assert near(city, ward, ward) and near(city, ward, district) and near(city, ward, "hn")
     assert near(city, district, ward)
@@ -135,7 +136,7 @@ def test_the_front_page_keeps_the_newest_statement_of_each_incident() -> None:
 
 def test_accounts_must_match_the_people_in_config() -> None:
     """An account takes its name from config/; a person that does not fit is refused by field."""
-    city = load_city(Settings().config_dir)
+    city = load_city(Settings().config_dir, FIXTURE_MAP)
     approver = new_account("an", "approver", "nguyen-van-an", city)
     assert (approver.name, approver.actor, approver.can_run_incidents) == (
         "Nguyễn Văn An", "nguyen-van-an", False)

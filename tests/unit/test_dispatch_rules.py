@@ -14,6 +14,7 @@ from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, sms_segments
 from coordinator.events import DeliveryRequest, RenderedText
 from coordinator.stuck_work import Stuck
+from tests.conftest import FIXTURE_MAP
 
 
 def _request(**extra: str) -> DeliveryRequest:
@@ -96,7 +97,7 @@ def test_what_a_drafts_sms_costs() -> None:
     texts = [RenderedText(channel="sms", language="vi", body="Ngập sâu " * 9),
              RenderedText(channel="sms", language="en", body="Deep flooding"),
              RenderedText(channel="email", language="vi", title="t", body="x" * 5000)]
-    languages = load_city(Path(__file__).parents[2] / "config").languages
+    languages = load_city(Path(__file__).parents[2] / "config", FIXTURE_MAP).languages
     assert sms_segments(texts, {"vi": 10, "en": 5}, 18, languages) == 10 * 2 + 5 * 1 + 3 * 2
     assert sms_segments(texts[2:], {"vi": 4}, 4, languages) == 0  # no SMS text: nothing to send
     # French and Thai readers of a statement without their language get English (their

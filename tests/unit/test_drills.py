@@ -14,6 +14,7 @@ from coordinator.reports.filing import report_problems
 from coordinator.settings import Settings
 from coordinator.subscribers.csvio import parse_csv
 from coordinator.subscribers.optin import applied_subscriber, requested_subscriber
+from tests.conftest import FIXTURE_MAP
 from tests.feed_schemas import xml_text
 from tests.unit.test_feeds import BASE, TZ, statement, valid_cap
 
@@ -31,7 +32,7 @@ def test_every_text_of_a_drill_starts_with_its_languages_mark_once() -> None:
              RenderedText(channel="sms", language="vi", body="Ngập sâu Kim Mã", segments=1,
                           segment_budget=2),
              RenderedText(channel="sms", language="fr", body="Inondation")]
-    catalogs = load_city(Settings().config_dir).catalogs
+    catalogs = load_city(Settings().config_dir, FIXTURE_MAP).catalogs
     marked = marked_as_exercise(texts, catalogs)
     assert [(t.title, t.body) for t in marked] == [
         ("[DIỄN TẬP] Ngập sâu", "[DIỄN TẬP] Nước ngập."),
@@ -53,7 +54,7 @@ def test_a_drill_and_a_real_report_never_share_an_incident() -> None:
 
 
 def test_a_test_list_needs_an_exercise() -> None:
-    city = load_city(Settings().config_dir)
+    city = load_city(Settings().config_dir, FIXTURE_MAP)
     assert report_problems(report(drill_list="press-office"), city) == [
         ("drill_list", "only an exercise goes to a test list: set exercise too, or leave "
                        "drill_list out")]
@@ -71,7 +72,7 @@ def test_the_incident_record_keeps_the_drill() -> None:
 
 
 def test_csv_drills_column_yes_or_no_and_older_files_import() -> None:
-    city = load_city(Settings().config_dir)
+    city = load_city(Settings().config_dir, FIXTURE_MAP)
     rows = list(parse_csv("phone,areas,channels,drills,lists\n"
                           "+84911222333,hn,sms,yes,press-office;qa\n"
                           "+84911222334,hn,sms,maybe,\n", city))
@@ -84,10 +85,10 @@ def test_csv_drills_column_yes_or_no_and_older_files_import() -> None:
 
 def test_a_drills_cap_alert_has_status_exercise() -> None:
     s = {**statement(1), "exercise": True}
-    alert = valid_cap(cap.cap_alert(s, load_city(Settings().config_dir), base_url=BASE,
+    alert = valid_cap(cap.cap_alert(s, load_city(Settings().config_dir, FIXTURE_MAP), base_url=BASE,
                                     timezone=TZ))
     assert xml_text(alert, "cap:status") == "Exercise"
-    real = valid_cap(cap.cap_alert(statement(1), load_city(Settings().config_dir),
+    real = valid_cap(cap.cap_alert(statement(1), load_city(Settings().config_dir, FIXTURE_MAP),
                                    base_url=BASE, timezone=TZ))
     assert xml_text(real, "cap:status") == "Actual"
 

@@ -13,6 +13,7 @@ from coordinator.city import City, load_city
 from coordinator.events import RenderedText, Statement
 from coordinator.feeds import atom, cap
 from coordinator.settings import REPO_ROOT
+from tests.conftest import FIXTURE_MAP
 from tests.feed_schemas import CAP_NS, NS, schema, xml_text
 
 BASE = "https://loa.hanoi.example"
@@ -23,7 +24,7 @@ NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 @cache
 def city() -> City:
     """The demo city of config/, loaded once."""
-    return load_city(REPO_ROOT / "config")
+    return load_city(REPO_ROOT / "config", FIXTURE_MAP)
 
 
 def valid_cap(document: bytes) -> ET.Element:

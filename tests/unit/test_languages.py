@@ -18,9 +18,10 @@ from coordinator.languages import load_languages
 from coordinator.playbooks.loader import check_playbook_file, language_notes
 from coordinator.translations import load_catalogs
 from coordinator.yamlsource import YamlSource
+from tests.conftest import FIXTURE_MAP
 
 ROOT = Path(__file__).parents[2]
-CITY = load_city(ROOT / "config")
+CITY = load_city(ROOT / "config", FIXTURE_MAP)
 KEYWORDS = {"_": None, "N_": None, "gettext": (2,)}
 
 

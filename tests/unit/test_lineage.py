@@ -6,8 +6,9 @@ from coordinator.city import load_city
 from coordinator.events import RenderedText
 from coordinator.playbooks.render import marked_as_exercise, with_change_line
 from coordinator.settings import Settings
+from tests.conftest import FIXTURE_MAP
 
-CATALOGS = load_city(Settings(_env_file=None).config_dir).catalogs  # type: ignore[call-arg]
+CATALOGS = load_city(Settings(_env_file=None).config_dir, FIXTURE_MAP).catalogs  # type: ignore[call-arg]
 
 TEXTS = [RenderedText(channel="sms", language="vi", body="[Loa] Nước rút còn 10 cm.",
                       segments=1),

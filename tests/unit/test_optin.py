@@ -30,6 +30,7 @@ from coordinator.subscribers.proofs import (
     sign_confirm,
     verify_confirm,
 )
+from tests.conftest import FIXTURE_MAP
 
 SECRET = "unit-secret"
 PHONE = "+84911222333"
@@ -37,7 +38,7 @@ T0 = 1_800_000_000.0
 NOW = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
 AREAS = {"hn", "hn-ba-dinh", "hn-ba-dinh-kim-ma", "hn-tay-ho"}
 KINDS = {"flood", "fire"}
-CITY = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+CITY = load_city(Settings(_env_file=None).config_dir, FIXTURE_MAP)  # type: ignore[call-arg]
 LANGUAGES = CITY.languages.tags
 
 

@@ -11,6 +11,7 @@ from coordinator.feeds.cap import current_alerts, expires_at
 from coordinator.playbooks.models import FollowUp
 from coordinator.settings import Settings
 from coordinator.statements.promises import promise_alerts, promise_text, promised_after, stage
+from tests.conftest import FIXTURE_MAP
 from tests.unit.test_feeds import CAP_NS, build_cap, statement
 
 DUE = datetime(2026, 12, 4, 8, 30, tzinfo=UTC)
@@ -39,7 +40,7 @@ def test_a_drills_promise_says_so_and_supervisors_hear_of_it_only_when_escalated
         "[DIỄN TẬP] Loa: QUÁ HẠN cập nhật đã hứa cho INC-00007 (Ngập sâu), hạn 15:30 04/12. / "
         "[EXERCISE] Promised update for INC-00007 (Ngập sâu) is overdue: it was due "
         "15:30 04/12.")
-    city = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+    city = load_city(Settings(_env_file=None).config_dir, FIXTURE_MAP)  # type: ignore[call-arg]
     due = promise_alerts(city, "INC-00007", "Ngập sâu", DUE, "due", "Asia/Ho_Chi_Minh")
     escalated = promise_alerts(city, "INC-00007", "Ngập sâu", DUE, "escalated",
                                "Asia/Ho_Chi_Minh", exercise=True)

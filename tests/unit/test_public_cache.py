@@ -17,6 +17,7 @@ from coordinator.settings import Settings
 from coordinator.web.admission import Admission
 from coordinator.web.live import Change, Live, stream_id
 from coordinator.web.public_cache import PublicCache, answer_from
+from tests.conftest import FIXTURE_MAP
 
 
 def counting_render(calls: list[int], status: int = 200, delay_s: float = 0.01) -> Any:
@@ -73,7 +74,7 @@ async def test_a_client_that_has_the_page_gets_304_with_the_caching_headers() ->
 
 def live() -> Live:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    return Live(None, Keys("t"), load_city(settings.config_dir),  # type: ignore[arg-type]
+    return Live(None, Keys("t"), load_city(settings.config_dir, FIXTURE_MAP),  # type: ignore[arg-type]
                 lambda s, lang: f"<article>{s['id']} {lang}</article>", {"vi": "", "en": ""})
 
 

@@ -11,6 +11,7 @@ from coordinator.city import load_city
 from coordinator.settings import Settings
 from coordinator.subscribers.csvio import parse_csv, to_csv
 from coordinator.subscribers.models import Subscriber, new_subscriber_id
+from tests.conftest import FIXTURE_MAP
 
 PHONE = "+84911222333"
 
@@ -38,7 +39,7 @@ def test_an_id_that_could_escape_its_redis_key_is_refused() -> None:
 def test_the_csv_export_carries_the_id_and_the_import_keeps_it() -> None:
     """The id column carries it; a row without one gets none (the registry decides). The
     drill opt-in and test lists come after, so files of older versions still import."""
-    city = load_city(Settings().config_dir)
+    city = load_city(Settings().config_dir, FIXTURE_MAP)
     sub = Subscriber(id="sub-0123456789abcdef", phone=PHONE, areas=["hn"], channels=["sms"],
                      consent_source="import:a.csv", drills=True, lists=["press-office", "qa"],
                      language="vi")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from coordinator.city import load_city
 from coordinator.incidents.surge import Surge, first_over, minutes, surge_text
 from coordinator.settings import Settings
+from tests.conftest import FIXTURE_MAP
 
 AT = datetime(2026, 12, 4, 8, 0, 30, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def test_the_innermost_area_at_the_threshold_is_the_surge() -> None:
 
 
 def test_the_message_names_kind_area_count_window_and_incident() -> None:
-    city = load_city(Settings(_env_file=None).config_dir)  # type: ignore[call-arg]
+    city = load_city(Settings(_env_file=None).config_dir, FIXTURE_MAP)  # type: ignore[call-arg]
     surge = Surge(id="SRG-x", kind="misinformation", area="hn-hoan-kiem", count=14,
                   window_s=600, at=AT, incident_id="INC-00042")
     assert surge_text(surge, city) == (

@@ -1,0 +1,232 @@
+"""Moving the data from one area map to the next (`loa areas migrate`).
+
+By a mapping file (coordinator.area_mapping):
+- a subscriber follows every new area that took part of an old one they chose (someone of a
+  split ward hears of each piece of it rather than of none);
+- an open incident, and a reporter credential's area scope, take the one new area their old
+  one became; when it was split, the operator chooses (`choose`), since neither an incident
+  nor a scope may silently grow;
+- a playbook's `match.areas` and `publish_for: area:` entries list every new area;
+- closed incidents and published statements keep the codes they had (the record; the
+  public page names them from the earlier map).
+
+Nothing that cannot be mapped is changed; the report says what and why. The new map is
+recorded only when every open incident and credential has found its area.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordinator.area_mapping import AreaMapping
+from coordinator.keys import Keys
+from coordinator.migrations.area_map import record_area_map
+from coordinator.migrations.version import literal_pattern
+from coordinator.model.incident import Incident, IncidentStatus
+from coordinator.state import Redis
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.registry import save_subscriber
+from coordinator.tokens import TokenRecord
+from coordinator.yamlsource import YamlSource
+
+
+@dataclass
+class MoveReport:
+    """What a move did (or, in a dry run, would do)."""
+
+    subscribers: Counter[tuple[str, tuple[str, ...]]] = field(default_factory=Counter)
+    subscribers_unmapped: Counter[str] = field(default_factory=Counter)
+    incidents: list[tuple[str, str, str]] = field(default_factory=list)
+    incidents_unmapped: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    credentials: list[tuple[str, str, str]] = field(default_factory=list)
+    credentials_unmapped: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    playbooks: list[tuple[str, int, str, tuple[str, ...]]] = field(default_factory=list)
+    playbooks_unmapped: list[tuple[str, int, str]] = field(default_factory=list)
+    recorded: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        """An open incident or a credential has no single new area: the map stays."""
+        return bool(self.incidents_unmapped or self.credentials_unmapped)
+
+    def lines(self, source: str, target: str, applied: bool) -> list[str]:
+        """What `loa areas migrate` prints. Pure."""
+        verb = "moved" if applied else "would move"
+        lines = [f"subscribers: {n} of {old} {verb} to {', '.join(new)}"
+                 for (old, new), n in sorted(self.subscribers.items())]
+        lines += [f"subscribers NOT moved: {n} of {old} ({target} has no area for it: add it to "
+                  f"the mapping file)" for old, n in sorted(self.subscribers_unmapped.items())]
+        lines += [f"incident {i}: {old} -> {new}" for i, old, new in self.incidents]
+        lines += [f"incident {i} NOT moved: {old} " + _why(old, options)
+                  for i, old, options in self.incidents_unmapped]
+        lines += [f"credential {n}: {old} -> {new}" for n, old, new in self.credentials]
+        lines += [f"credential {n} NOT moved: {old} " + _why(old, options)
+                  for n, old, options in self.credentials_unmapped]
+        lines += [f"playbook {f}:{line}: {old} -> {', '.join(new)}"
+                  for f, line, old, new in self.playbooks]
+        lines += [f"playbook {f}:{line}: {old} NOT changed ({target} has no area for it)"
+                  for f, line, old in self.playbooks_unmapped]
+        if not lines:
+            lines.append(f"nothing names an area that {target} changes")
+        if not applied:
+            lines.append("dry run: nothing changed; --apply moves it")
+        elif self.recorded:
+            lines.append(f"done: the data is on {target}; name it in config/areas.yaml "
+                         f"(map: {target}) and start Loa again")
+        else:
+            lines.append(f"not finished: the data stays on {source} until every open incident "
+                         f"and credential has one area (--choose OLD=NEW); run it again")
+        return lines
+
+
+def single(mapping: AreaMapping, code: str, choose: dict[str, str]) -> tuple[str | None,
+                                                                           tuple[str, ...]]:
+    """The one new area an incident or a scope in `code` takes (the operator's choice
+    for a split area), with the candidates. Pure."""
+    targets = mapping.targets(code)
+    if code in choose and choose[code] in targets:
+        return choose[code], targets
+    return (targets[0] if len(targets) == 1 else None), targets
+
+
+async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_dir: Path,
+                     choose: dict[str, str], apply: bool) -> MoveReport:
+    """Move (with `apply`; else only report) subscribers, open incidents, credentials and
+    playbooks from `mapping.source` to `mapping.target`."""
+    report = MoveReport()
+    await _subscribers(redis, keys, mapping, report, apply)
+    await _incidents(redis, keys, mapping, choose, report, apply)
+    await _credentials(redis, keys, mapping, choose, report, apply)
+    _playbooks(playbooks_dir, mapping, report, apply)
+    if apply and not report.blocked:
+        await record_area_map(redis, keys, mapping.target)
+        report.recorded = True
+    return report
+
+
+async def _subscribers(redis: Redis, keys: Keys, mapping: AreaMapping, report: MoveReport,
+                       apply: bool) -> None:
+    prefix = keys.subs_index("area", "")
+    codes = sorted({k.removeprefix(prefix) async for k in
+                    redis.scan_iter(match=literal_pattern(prefix) + "*", count=1000)})
+    for code in codes:
+        targets = mapping.targets(code)
+        if targets == (code,):
+            continue
+        for sub_id in sorted(await redis.smembers(keys.subs_index("area", code))):
+            raw = await redis.get(keys.subscriber(sub_id))
+            if raw is None:
+                continue
+            if not targets:
+                report.subscribers_unmapped[code] += 1
+                continue
+            report.subscribers[(code, targets)] += 1
+            if apply:
+                sub = Subscriber.model_validate_json(raw)
+                areas = [t for a in sub.areas for t in (mapping.targets(a) or (a,))]
+                await save_subscriber(redis, keys, sub.model_copy(
+                    update={"areas": list(dict.fromkeys(areas))}), resubscribe=False)
+
+
+async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dict[str, str],
+                     report: MoveReport, apply: bool) -> None:
+    for incident_id in await redis.zrange(keys.incidents(), 0, -1):
+        row = await redis.hgetall(keys.incident(incident_id))
+        if not row or row.get("status") == IncidentStatus.closed.value:
+            continue
+        stored = Incident.from_hash(row)
+        new, targets = single(mapping, stored.area, choose)
+        if new == stored.area:
+            continue
+        if new is None:
+            report.incidents_unmapped.append((incident_id, stored.area, targets))
+            continue
+        report.incidents.append((incident_id, stored.area, new))
+        if apply:
+            suffix = ":exercise" if stored.exercise else ""
+            old_key = keys.open_incident(f"{stored.kind}:{stored.area}{suffix}")
+            new_key = keys.open_incident(f"{stored.kind}:{new}{suffix}")
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.hset(keys.incident(incident_id), "area", new)
+                if await redis.get(old_key) == incident_id:
+                    pipe.delete(old_key)
+                    pipe.set(new_key, incident_id, nx=True)
+                await pipe.execute()
+
+
+async def _credentials(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dict[str, str],
+                       report: MoveReport, apply: bool) -> None:
+    for name, digest in sorted((await redis.hgetall(keys.token_names())).items()):
+        raw = await redis.get(keys.token(digest))
+        record = TokenRecord.model_validate_json(raw) if raw else None
+        if record is None or not record.area:
+            continue
+        new, targets = single(mapping, record.area, choose)
+        if new == record.area:
+            continue
+        if new is None:
+            report.credentials_unmapped.append((name, record.area, targets))
+            continue
+        report.credentials.append((name, record.area, new))
+        if apply:
+            await redis.set(keys.token(digest),
+                            record.model_copy(update={"area": new}).model_dump_json())
+
+
+def _playbooks(playbooks_dir: Path, mapping: AreaMapping, report: MoveReport,
+               apply: bool) -> None:
+    """Rewrite the area codes of each playbook's `match.areas` and `publish_for`, in the
+    file's own text (its comments and layout kept)."""
+    for path in sorted(playbooks_dir.glob("*.yaml")):
+        source = YamlSource.read(path)
+        lines = source.text.splitlines(keepends=True)
+        for loc, code, template in _area_references(source.data):
+            targets = mapping.targets(code)
+            if targets == (code,):
+                continue
+            line = source.line_of(loc)
+            if not targets:
+                report.playbooks_unmapped.append((path.name, line, code))
+                continue
+            report.playbooks.append((path.name, line, code, targets))
+            lines[line - 1] = _rewritten(lines[line - 1], template.format(code),
+                                         [template.format(t) for t in targets])
+        if apply and "".join(lines) != source.text:
+            path.write_text("".join(lines), encoding="utf-8")
+
+
+def _rewritten(line: str, old: str, new: list[str]) -> str:
+    """A line naming `old` naming `new` instead: an item of a block list becomes one item
+    per new entry; in a flow list (`[a, b]`) the entries are listed in its place. Pure."""
+    item = line.lstrip()
+    if item.startswith("- ") and item[2:].strip().strip("'\"") == old:
+        indent = line[:len(line) - len(item)]
+        return "".join(f"{indent}- {entry}\n" for entry in new)
+    return re.sub(rf"(?<![\w:-]){re.escape(old)}(?![\w-])", ", ".join(new), line, count=1)
+
+
+def _area_references(data: object) -> list[tuple[list[int | str], str, str]]:
+    """(where, area code, how it is written) of each area a playbook names."""
+    if not isinstance(data, dict):
+        return []
+    found: list[tuple[list[int | str], str, str]] = []
+    match = data.get("match") or {}
+    for i, code in enumerate(match.get("areas") or [] if isinstance(match, dict) else []):
+        found.append((["match", "areas", i], str(code), "{}"))
+    approval = data.get("approval") or {}
+    grants = approval.get("publish_for") or [] if isinstance(approval, dict) else []
+    for i, grant in enumerate(grants):
+        if str(grant).startswith("area:"):
+            found.append((["approval", "publish_for", i], str(grant)[5:], "area:{}"))
+    return found
+
+
+def _why(old: str, options: tuple[str, ...]) -> str:
+    """Why an incident or a scope could not be moved, and what to do."""
+    if not options:
+        return "(no area of the new map took it: add it to the mapping file)"
+    return (f"(split into {', '.join(options)}: choose one with "
+            f"--choose {old}={options[0]})")

@@ -1,0 +1,160 @@
+"""Following the city's map when it changes: subscribers, an open incident, a reporter's
+scope and a playbook of the 2019 map moved to the 2025 map by `loa areas migrate`, and
+statements reaching the places people chose — counted at the SMS sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from coordinator.settings import REPO_ROOT
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.registry import register
+from tests.feed_schemas import schema
+from tests.integration.factories import approve_a_flood, file_report, flood_body
+from tests.integration.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+CSV = """\
+phone,email,language,areas,topics,channels
+0912100001,,vi,hn-ba-dinh-kim-ma,,sms
+0912100002,,en,hn-hoan-kiem-hang-bac,,sms
+0912100003,,vi,hn-ba-dinh,,sms
+0912100004,,vi,hn-long-bien-bo-de,,sms
+"""
+KIM_MA, HANG_BAC, BA_DINH, BO_DE, ATLANTIS = (f"+8491210000{i}" for i in range(1, 6))
+KIM_MA_NOW = ("hn-phuong-ba-dinh", "hn-phuong-ngoc-ha", "hn-phuong-giang-vo")
+MIGRATE = ("areas", "migrate", "--from", "hanoi-2019", "--to", "hanoi-2025")
+CAP = "{urn:oasis:names:tc:emergency:cap:1.2}"
+
+
+def _stop_web(stack: Stack) -> None:
+    assert stack.web is not None
+    stack.web.send_signal(signal.SIGTERM)
+    stack.web.wait(30)
+
+
+def _add_stray(stack: Stack) -> None:
+    """A subscriber of an area neither map has (left by an earlier configuration)."""
+
+    async def add() -> None:
+        client = aioredis.from_url(stack.redis_service.url, decode_responses=True)
+        await register(client, stack.keys, Subscriber(
+            phone=ATLANTIS, language="vi", areas=["hn-atlantis"], channels=["sms"]))
+        await client.aclose()
+
+    asyncio.run(add())
+
+
+def _areas_of(stack: Stack, phone: str) -> list[str]:
+    sub_id = stack.redis.get(stack.keys.subs_by_contact(phone))
+    assert sub_id
+    raw = stack.redis.get(stack.keys.subscriber(str(sub_id)))
+    assert raw
+    return Subscriber.model_validate_json(str(raw)).areas
+
+
+def test_people_keep_their_places_when_the_map_changes(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    books = tmp_path / "playbooks"
+    shutil.copytree(REPO_ROOT / "playbooks", books)
+    old_quarter = books / "flood-old-quarter.yaml"
+    old_quarter.write_text(old_quarter.read_text(encoding="utf-8").replace(
+        "areas: [hn-hoan-kiem]", "areas: [hn-hoan-kiem, hn-ba-dinh-truc-bach]"), "utf-8")
+    stack = make_stack(sms=True, LOA_AREA_MAP="hanoi-2019", LOA_PLAYBOOKS_DIR=str(books))
+    residents = tmp_path / "residents.csv"
+    residents.write_text(CSV, encoding="utf-8")
+    assert "4 saved" in stack.cli("subscribers", "import", str(residents)).stdout
+    _add_stray(stack)
+    stack.start_worker()
+    stack.start_web()
+    stack.token("kim-ma-desk", "reporter", area="hn-ba-dinh-kim-ma")
+    incident = file_report(stack, flood_body("hn-ba-dinh-kim-ma"))  # open, awaiting approval
+    stack.stop_worker()
+    _stop_web(stack)
+
+    # A dry run says what would move and what cannot, and changes nothing.
+    dry = stack.cli(*MIGRATE)
+    assert dry.returncode == 1, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert f"subscribers: 1 of hn-ba-dinh-kim-ma would move to {', '.join(KIM_MA_NOW)}" in lines
+    assert ("subscribers NOT moved: 1 of hn-atlantis (hanoi-2025 has no area for it: add it "
+            "to the mapping file)") in lines
+    assert (f"incident {incident} NOT moved: hn-ba-dinh-kim-ma (split into "
+            f"{', '.join(KIM_MA_NOW)}: choose one with --choose "
+            f"hn-ba-dinh-kim-ma=hn-phuong-ba-dinh)") in lines
+    assert any(line.startswith("credential kim-ma-desk NOT moved") for line in lines)
+    assert "playbook flood-old-quarter.yaml:9: hn-ba-dinh-truc-bach -> hn-phuong-ba-dinh" \
+        in lines
+    assert lines[-1] == "dry run: nothing changed; --apply moves it"
+    assert _areas_of(stack, KIM_MA) == ["hn-ba-dinh-kim-ma"]
+    assert "hn-ba-dinh-truc-bach" in old_quarter.read_text(encoding="utf-8")
+
+    # The new map in force refuses to run on data of the old one, saying what to do.
+    stack.env["LOA_AREA_MAP"] = "hanoi-2025"
+    refused = stack.cli("worker", timeout_s=90)
+    assert refused.returncode != 0
+    assert "run `loa areas migrate --from hanoi-2019 --to hanoi-2025`" in refused.stderr
+
+    applied = stack.cli(*MIGRATE, "--choose", "hn-ba-dinh-kim-ma=hn-phuong-giang-vo",
+                        "--apply")
+    lines = applied.stdout.splitlines()
+    assert applied.returncode == 1, applied.stderr  # the stray subscriber stays as it was
+    assert f"incident {incident}: hn-ba-dinh-kim-ma -> hn-phuong-giang-vo" in lines
+    assert "credential kim-ma-desk: hn-ba-dinh-kim-ma -> hn-phuong-giang-vo" in lines
+    assert lines[-1] == ("done: the data is on hanoi-2025; name it in config/areas.yaml "
+                         "(map: hanoi-2025) and start Loa again")
+    assert _areas_of(stack, KIM_MA) == list(KIM_MA_NOW)
+    assert _areas_of(stack, HANG_BAC) == ["hn-phuong-hoan-kiem"]
+    assert _areas_of(stack, BA_DINH) == ["hn-ba-dinh"]  # a former district: a grouping now
+    assert _areas_of(stack, ATLANTIS) == ["hn-atlantis"]  # reported, not dropped
+    assert "areas: [hn-hoan-kiem, hn-phuong-ba-dinh]" in old_quarter.read_text(encoding="utf-8")
+    assert stack.incident(incident)["area"] == "hn-phuong-giang-vo"
+    again = stack.cli(*MIGRATE, "--apply")
+    assert again.returncode == 1
+    assert "--from: the data is on 'hanoi-2025', not 'hanoi-2019'" in again.stderr
+
+    # On the new map, the open incident's statement reaches Kim Mã's and Ba Đình's people.
+    stack.start_worker()
+    stack.start_web()
+    assert stack.cli("approve", f"APR-{incident[4:]}-1",
+                     *stack.as_person("nguyen-van-an")).returncode == 0
+    assert [m["to"] for m in stack.sms_sent(to=KIM_MA, timeout_s=30)] == [KIM_MA]
+    assert [m["to"] for m in stack.sms_sent(to=BA_DINH, timeout_s=30)] == [BA_DINH]
+    # and one in the ward that took Hàng Bạc reaches its subscriber (the old quarter's book)
+    other, statement = approve_a_flood(stack, "hn-phuong-hoan-kiem", "Ngập phố cổ")
+    assert stack.incident(other)["playbook"] == "flood-old-quarter"
+    assert [m["to"] for m in stack.sms_sent(to=HANG_BAC, timeout_s=30)] == [HANG_BAC]
+    wait_for(lambda: stack.redis.zscore(stack.keys.statements_published(), statement), 30,
+             "the second statement published")
+    sent = {m["to"] for m in stack.sms_sent(timeout_s=5)}
+    assert BO_DE not in sent and ATLANTIS not in sent
+
+    # Its CAP alert carries the ward's official code, and validates.
+    with stack.anonymous() as http:
+        cap = http.get(f"/cap/STM-{incident[4:]}-1.xml")
+        page = http.get("/", params={"lang": "en"})
+    schema("CAP-v1.2.xsd").validate(cap.content)
+    area = ET.fromstring(cap.content).find(f"{CAP}info/{CAP}area")
+    assert area is not None
+    codes = [(g.findtext(f"{CAP}valueName"), g.findtext(f"{CAP}value"))
+             for g in area.findall(f"{CAP}geocode")]
+    assert codes == [("LOA", "hn-phuong-giang-vo"), ("GSO", "00025")]
+    assert area.findtext(f"{CAP}areaDesc") == "Phường Giảng Võ"
+    # The public page's filter: the city, the groupings, then the wards and communes.
+    assert '<optgroup label="Groupings">' in page.text
+    assert '<optgroup label="Wards and communes">' in page.text
+    assert ">Giang Vo Ward</option>" in page.text
+    assert ">Ba Dinh (former district)</option>" in page.text
+
+    doctor = stack.cli("doctor")
+    assert "subscribers follow areas it lacks (hn-atlantis: 1)" in doctor.stdout
+    assert doctor.returncode == 1

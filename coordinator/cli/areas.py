@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -75,7 +76,7 @@ def areas_migrate(
     from coordinator.area_maps import load_area_map
     from coordinator.languages import load_languages
     from coordinator.migrations.area_map import read_data_map
-    from coordinator.migrations.area_moves import MoveReport, move_areas
+    from coordinator.migrations.area_moves import Mover, MoveReport, move_areas
     from coordinator.migrations.startup import maps_of
     from coordinator.yamlsource import YamlSource
 
@@ -99,7 +100,8 @@ def areas_migrate(
         found = await read_data_map(redis, keys, unversioned)
         if found.name not in (source, None):
             return f"--from: the data is on {found.name!r}, not {source!r}"
-        return await move_areas(redis, keys, table, s.playbooks_dir, chosen, apply)
+        mover = Mover(f"operator:{getpass.getuser()}", "cli") if apply else None
+        return await move_areas(redis, keys, table, s.playbooks_dir, chosen, mover)
 
     done = with_redis(work)
     if isinstance(done, str):

@@ -11,7 +11,8 @@ By a mapping file (coordinator.area_mapping):
   public page names them from the earlier map).
 
 Nothing that cannot be mapped is changed; the report says what and why. The new map is
-recorded only when every open incident and credential has found its area.
+recorded only when every open incident and credential has found its area. The move is
+audited, and each moved incident's timeline says so.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.area_mapping import AreaMapping
+from coordinator.events import AuditEvent, Interface
 from coordinator.keys import Keys
 from coordinator.migrations.area_map import record_area_map
 from coordinator.migrations.version import literal_pattern
 from coordinator.model.incident import Incident, IncidentStatus
-from coordinator.state import Redis
+from coordinator.state import Redis, queue_audit
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import save_subscriber
 from coordinator.tokens import TokenRecord
@@ -92,18 +94,39 @@ def single(mapping: AreaMapping, code: str, choose: dict[str, str]) -> tuple[str
     return (targets[0] if len(targets) == 1 else None), targets
 
 
+@dataclass(frozen=True)
+class Mover:
+    """Who moves the data (the audit trail's actor) and through what."""
+
+    actor: str
+    interface: Interface
+
+    def event(self, action: str, subject: str, detail: dict[str, object],
+              incident_id: str | None = None) -> AuditEvent:
+        """The audit event of one move."""
+        return AuditEvent(actor=self.actor, action=action, interface=self.interface,
+                          incident_id=incident_id, subject=subject, detail=detail)
+
+
 async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_dir: Path,
-                     choose: dict[str, str], apply: bool) -> MoveReport:
-    """Move (with `apply`; else only report) subscribers, open incidents, credentials and
-    playbooks from `mapping.source` to `mapping.target`."""
+                     choose: dict[str, str], mover: Mover | None) -> MoveReport:
+    """Move subscribers, open incidents, credentials and playbooks from `mapping.source`
+    to `mapping.target`, audited as `mover`'s; without a mover, only report what would
+    move (a dry run)."""
     report = MoveReport()
-    await _subscribers(redis, keys, mapping, report, apply)
-    await _incidents(redis, keys, mapping, choose, report, apply)
-    await _credentials(redis, keys, mapping, choose, report, apply)
-    _playbooks(playbooks_dir, mapping, report, apply)
-    if apply and not report.blocked:
-        await record_area_map(redis, keys, mapping.target)
-        report.recorded = True
+    await _subscribers(redis, keys, mapping, report, mover is not None)
+    await _incidents(redis, keys, mapping, choose, report, mover)
+    await _credentials(redis, keys, mapping, choose, report, mover is not None)
+    _playbooks(playbooks_dir, mapping, report, mover is not None)
+    if mover is not None:
+        if not report.blocked:
+            await record_area_map(redis, keys, mapping.target)
+            report.recorded = True
+        async with redis.pipeline(transaction=True) as pipe:
+            queue_audit(pipe, keys, mover.event("areas.migrated", mapping.target, {
+                "from": mapping.source, "recorded": report.recorded,
+                "lines": report.lines(mapping.source, mapping.target, True)}))
+            await pipe.execute()
     return report
 
 
@@ -132,7 +155,7 @@ async def _subscribers(redis: Redis, keys: Keys, mapping: AreaMapping, report: M
 
 
 async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dict[str, str],
-                     report: MoveReport, apply: bool) -> None:
+                     report: MoveReport, mover: Mover | None) -> None:
     for incident_id in await redis.zrange(keys.incidents(), 0, -1):
         row = await redis.hgetall(keys.incident(incident_id))
         if not row or row.get("status") == IncidentStatus.closed.value:
@@ -145,12 +168,15 @@ async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dic
             report.incidents_unmapped.append((incident_id, stored.area, targets))
             continue
         report.incidents.append((incident_id, stored.area, new))
-        if apply:
+        if mover is not None:
             suffix = ":exercise" if stored.exercise else ""
             old_key = keys.open_incident(f"{stored.kind}:{stored.area}{suffix}")
             new_key = keys.open_incident(f"{stored.kind}:{new}{suffix}")
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hset(keys.incident(incident_id), "area", new)
+                queue_audit(pipe, keys, mover.event(
+                    "incident.area_moved", incident_id, {"from": stored.area, "to": new,
+                                                         "map": mapping.target}, incident_id))
                 if await redis.get(old_key) == incident_id:
                     pipe.delete(old_key)
                     pipe.set(new_key, incident_id, nx=True)

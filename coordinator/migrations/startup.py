@@ -13,7 +13,7 @@ from coordinator.keys import Keys
 from coordinator.languages import load_languages
 from coordinator.migrations import CURRENT, STEPS
 from coordinator.migrations.area_map import AreaMapMismatch, check_area_map, read_data_map
-from coordinator.migrations.area_moves import move_areas
+from coordinator.migrations.area_moves import Mover, move_areas
 from coordinator.migrations.runner import Migration, migrate
 from coordinator.migrations.version import LayoutError, advice, read_layout, stamp
 from coordinator.settings import Settings
@@ -93,11 +93,12 @@ def move_embedded_map(redis_url: str, settings: Settings) -> list[str]:
         languages = load_languages(read_yaml(settings.config_dir / "languages.yaml"))
         table = read_mapping(path, load_area_map(settings.config_dir, languages, found.name),
                              load_area_map(settings.config_dir, languages, in_force))
-        done = await move_areas(redis, keys, table, settings.playbooks_dir, {}, apply=True)
+        done = await move_areas(redis, keys, table, settings.playbooks_dir, {},
+                                Mover("system", "system"))
         lines = [f"area map: moving the data from {found.name} to {in_force}",
                  *done.lines(found.name, in_force, True)]
         if done.blocked:
             raise AreaMapMismatch("\n".join(lines))
-        return lines
+        return [*lines[:-1], f"done: the data is on {in_force}"]
 
     return run_with_redis(redis_url, work)

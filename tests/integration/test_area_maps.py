@@ -18,7 +18,13 @@ from coordinator.settings import REPO_ROOT
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import register
 from tests.feed_schemas import schema
-from tests.integration.factories import approve_a_flood, file_report, flood_body
+from tests.integration.factories import (
+    approve_a_flood,
+    audit_events,
+    file_report,
+    flood_body,
+    timeline_entries,
+)
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -118,6 +124,12 @@ def test_people_keep_their_places_when_the_map_changes(
     assert _areas_of(stack, ATLANTIS) == ["hn-atlantis"]  # reported, not dropped
     assert "areas: [hn-hoan-kiem, hn-phuong-ba-dinh]" in old_quarter.read_text(encoding="utf-8")
     assert stack.incident(incident)["area"] == "hn-phuong-giang-vo"
+    moved = timeline_entries(stack, incident, "incident.area_moved")
+    assert [e["detail"] for e in moved] == [{"from": "hn-ba-dinh-kim-ma",
+                                             "to": "hn-phuong-giang-vo", "map": "hanoi-2025"}]
+    assert moved[0]["actor"].startswith("operator:") and moved[0]["interface"] == "cli"
+    migrated = [e for e in audit_events(stack) if e["action"] == "areas.migrated"]
+    assert [(e["subject"], e["detail"]["recorded"]) for e in migrated] == [("hanoi-2025", True)]
     again = stack.cli(*MIGRATE, "--apply")
     assert again.returncode == 1
     assert "--from: the data is on 'hanoi-2025', not 'hanoi-2019'" in again.stderr

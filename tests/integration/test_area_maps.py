@@ -7,14 +7,23 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from coordinator.settings import REPO_ROOT
+from coordinator.embedded import Service
+from coordinator.events import Severity
+from coordinator.keys import Keys
+from coordinator.migrations.area_map import AreaMapMismatch
+from coordinator.migrations.startup import move_embedded_map
+from coordinator.model.incident import Incident, IncidentStatus
+from coordinator.settings import REPO_ROOT, Settings
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import register
 from tests.feed_schemas import schema
@@ -170,3 +179,43 @@ def test_people_keep_their_places_when_the_map_changes(
     doctor = stack.cli("doctor")
     assert "subscribers follow areas it lacks (hn-atlantis: 1)" in doctor.stdout
     assert doctor.returncode == 1
+
+
+def test_loa_up_moves_its_own_redis_and_stops_on_a_split_incident(
+        redis_server: Service, tmp_path: Path) -> None:
+    """`loa up`'s step before the worker starts (`move_embedded_map`), on a real Redis."""
+    books = tmp_path / "playbooks"
+    shutil.copytree(REPO_ROOT / "playbooks", books)
+    keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+    settings = Settings(_env_file=None, redis_url=redis_server.url,  # type: ignore[call-arg]
+                        redis_prefix=keys.prefix, area_map=None, playbooks_dir=books)
+
+    async def seed(area: str, phone: str) -> None:
+        client = aioredis.from_url(redis_server.url, decode_responses=True)
+        await register(client, keys, Subscriber(phone=phone, language="vi", areas=[area],
+                                                channels=["sms"]))
+        await client.aclose()
+
+    asyncio.run(seed("hn-hoan-kiem-hang-bac", "+84912300001"))
+    lines = move_embedded_map(redis_server.url, settings)  # no map recorded: unversioned
+    assert lines == ["area map: moving the data from hanoi-2019 to hanoi-2025",
+                     "subscribers: 1 of hn-hoan-kiem-hang-bac moved to hn-phuong-hoan-kiem",
+                     "done: the data is on hanoi-2025"]
+    assert move_embedded_map(redis_server.url, settings) == []  # on the map in force now
+
+    # Data recorded on the old map, with an open incident in a ward that was split.
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.set(keys.area_map(), "hanoi-2019")
+    client.zadd(keys.incidents(), {"INC-00009": 1.0})
+    at = datetime.now(UTC)
+    client.hset(keys.incident("INC-00009"), mapping=Incident(
+        id="INC-00009", kind="flood", area="hn-ba-dinh-kim-ma", severity=Severity.severe,
+        title="Ngập", details="", status=IncidentStatus.awaiting_approval, opened_at=at,
+        last_report_at=at, updated_at=at).to_hash())
+    with pytest.raises(AreaMapMismatch) as refused:
+        move_embedded_map(redis_server.url, settings)
+    assert ("incident INC-00009 NOT moved: hn-ba-dinh-kim-ma (split into "
+            f"{', '.join(KIM_MA_NOW)}: choose one with --choose "
+            "hn-ba-dinh-kim-ma=hn-phuong-ba-dinh)") in str(refused.value).splitlines()
+    assert client.get(keys.area_map()) == "hanoi-2019"  # not recorded: the operator chooses
+    client.close()

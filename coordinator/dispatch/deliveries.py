@@ -22,15 +22,13 @@ from channels.base import Channel
 from coordinator import topics
 from coordinator.dispatch.handover import (
     FINAL,
-    PROGRESS,
     Outcome,
     addressee,
     hand_over,
     queue_outcome,
     skip_reason,
-    tally,
 )
-from coordinator.dispatch.provider_ids import remember_early_callback, remember_provider_id
+from coordinator.dispatch.provider_ids import remember_provider_id
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest
 from coordinator.keys import Keys
@@ -156,31 +154,3 @@ async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: 
         queue_outcome(pipe, rt, request, outcome, now)
         await pipe.execute()
     return Delivered(outcome.status, outcome.detail)
-
-
-async def record_status(redis: Redis, keys: Keys, provider_id: str, status: str,
-                        error_code: str, now: datetime) -> str | None:
-    """A provider's status callback (sent, delivered, undelivered, failed): move the delivery
-    forward (never back: callbacks may come out of order) and count it; returns the delivery
-    id, or None for a message we have not recorded yet (kept until we do, for a week)."""
-    delivery_id = await redis.get(keys.provider_message(provider_id))
-    if delivery_id is None:
-        await remember_early_callback(redis, keys, provider_id, status)
-        return None
-    key = keys.delivery(delivery_id)
-
-    async def body(pipe: Pipeline) -> None:
-        row = await pipe.hgetall(key)
-        current = row.get("status", "")
-        if PROGRESS.get(status, 0) < PROGRESS.get(current, 0) or status == current:
-            return
-        pipe.multi()
-        pipe.hset(key, mapping={"status": status, "error_code": error_code,
-                                "updated_at": now.isoformat()})
-        if row.get("statement_id") and tally(status) != tally(current):
-            pipe.hincrby(keys.dispatch(row["statement_id"]), f"{row['channel']}:{tally(status)}",
-                         1)
-
-    await transact(redis, [key], body)
-    return str(delivery_id)
-

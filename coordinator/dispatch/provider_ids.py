@@ -8,7 +8,7 @@ so nothing a callback needs is gone when it comes, and neither key grows for eve
 from __future__ import annotations
 
 from coordinator.keys import Keys
-from coordinator.state import Redis
+from coordinator.state import Pipeline, Redis
 
 PROVIDER_IDS_KEPT_S = 7 * 24 * 3600
 """How long a provider id stays resolvable, and an early callback waits to be taken."""
@@ -26,15 +26,12 @@ async def remember_provider_id(redis: Redis, keys: Keys, provider_id: str,
     return str(early) if early is not None else None
 
 
-async def remember_early_callback(redis: Redis, keys: Keys, provider_id: str,
-                                  status: str) -> None:
+def queue_early_callback(pipe: Pipeline, keys: Keys, provider_id: str, status: str) -> None:
     """Keep the status of a callback for a provider id not recorded yet, until the send is
     recorded (:func:`remember_provider_id` takes it) or :data:`PROVIDER_IDS_KEPT_S` after
-    the latest early callback (the hash's expiry is renewed by each one)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.early_callbacks(), provider_id, status)
-        pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
-        await pipe.execute()
+    the latest early callback (the hash's expiry is renewed by each one). In a pipeline."""
+    pipe.hset(keys.early_callbacks(), provider_id, status)
+    pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
 
 
 async def remember_provider_ids(redis: Redis, keys: Keys, pairs: dict[str, str]

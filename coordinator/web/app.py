@@ -22,6 +22,7 @@ from coordinator import observability as obs
 from coordinator.access import Action
 from coordinator.broker import Producer
 from coordinator.city import City
+from coordinator.dispatch.status_callbacks import StatusCallbacks
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.feeds import web_text
 from coordinator.runtime import build_runtime
@@ -69,7 +70,7 @@ def create_web_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = Producer(settings)
-        app.state.loa = State(rt, producer)
+        app.state.loa = State(rt, producer, StatusCallbacks(rt.redis, rt.keys))
         app.state.live = Live(rt.redis, rt.keys, rt.city, card_renderer(app, rt.city),
                               rt.city.languages.tags)
         await app.state.live.start()

@@ -34,9 +34,8 @@ from coordinator import observability as obs
 from coordinator import queries
 from coordinator.access import Action
 from coordinator.approvals.decisions import submit_decision
-from coordinator.dispatch.deliveries import record_status
 from coordinator.errors import BrokerUnavailable, ConfigError
-from coordinator.events import Decision, utcnow
+from coordinator.events import Decision
 from coordinator.inbound.actions import answer_only, join_by_sms, refuse_answer, stop_or_start
 from coordinator.inbound.answers import match_answer, not_valid
 from coordinator.inbound.sms_commands import Answer, Join, Keyword, parse_sms
@@ -101,8 +100,7 @@ async def status_callback(request: Request) -> Response:
     """A message's status moved on (sent, delivered, undelivered, failed)."""
     update = status_update(await verified_form(request))
     st = web_state(request)
-    await record_status(st.redis, st.keys, update.provider_id, update.status,
-                        update.error_code, utcnow())
+    await st.status_callbacks.record(update)  # with the others arriving at once
     return Response(status_code=204)
 
 

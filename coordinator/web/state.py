@@ -9,6 +9,7 @@ from fastapi import Request
 
 from coordinator.broker import Producer
 from coordinator.city import City
+from coordinator.dispatch.status_callbacks import StatusCallbacks
 from coordinator.keys import Keys
 from coordinator.playbooks.models import Playbook
 from coordinator.runtime import Runtime
@@ -23,6 +24,7 @@ class State:
 
     rt: Runtime
     producer: Producer
+    status_callbacks: StatusCallbacks  # applied in batches (dispatch.status_callbacks)
 
     @property
     def settings(self) -> Settings:

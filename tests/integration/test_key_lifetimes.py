@@ -8,12 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from coordinator.dispatch.deliveries import record_status
-from coordinator.dispatch.provider_ids import (
-    PROVIDER_IDS_KEPT_S,
-    remember_early_callback,
-    remember_provider_id,
-)
+from channels.twilio_webhooks import StatusUpdate
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S, remember_provider_id
+from coordinator.dispatch.status_callbacks import record_statuses
 from coordinator.embedded import Service
 from coordinator.keys import Keys
 from coordinator.state import connect
@@ -38,9 +35,10 @@ def test_an_early_callback_waits_a_week_and_is_taken_by_the_send(redis_url: str)
         redis = connect(redis_url)
         try:
             # the callback comes first: nothing to move yet, so it is kept
-            got = await record_status(redis, KEYS, "SM1", "delivered", "", NOW)
+            got = (await record_statuses(redis, KEYS, [StatusUpdate("SM1", "delivered", "")],
+                                         NOW))[0]
             early_ttl = await redis.ttl(KEYS.early_callbacks())
-            await remember_early_callback(redis, KEYS, "SM2", "sent")
+            await record_statuses(redis, KEYS, [StatusUpdate("SM2", "sent", "")], NOW)
             # then the send is recorded: it takes its early status, the other one stays
             early = await remember_provider_id(redis, KEYS, "SM1", "delivery-1")
             left = await redis.hget(KEYS.early_callbacks(), "SM1")

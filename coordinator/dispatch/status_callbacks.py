@@ -1,0 +1,111 @@
+"""Provider status callbacks (sent, delivered, undelivered, failed), applied in batches.
+
+A fan-out of 100,000 SMS brings 200,000 callbacks or more. Each moves one delivery forward
+(never back: callbacks come out of order) and counts it in its statement's ledger. One
+callback costs one script run, atomic on the server (it was a WATCH / MULTI transaction of
+five round trips); callbacks that arrive together in one web process are applied together,
+two round trips for the whole batch (`StatusCallbacks`), and each is answered only once its
+batch is written, so the provider retries anything Redis did not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from channels.twilio_webhooks import StatusUpdate
+from coordinator.dispatch.handover import PROGRESS, tally
+from coordinator.dispatch.provider_ids import queue_early_callback
+from coordinator.events import utcnow
+from coordinator.keys import Keys
+from coordinator.state import Redis
+
+# KEYS[1]: the delivery's hash. ARGV: the new status, its error code, when, the prefix of a
+# statement's ledger key (Keys.dispatch("")), each status's progress and the column it is
+# counted in (JSON). The ledger's key is the prefix and the statement id the delivery names:
+# one Redis, as Loa runs it (a cluster would need the key declared). 1 when applied.
+_APPLY = """
+local row = redis.call('HMGET', KEYS[1], 'status', 'statement_id', 'channel')
+if not row[1] and not row[2] then return -1 end
+local current = row[1] or ''
+local new = ARGV[1]
+local rank = cjson.decode(ARGV[5])
+local column = cjson.decode(ARGV[6])
+if (rank[new] or 0) < (rank[current] or 0) or new == current then return 0 end
+redis.call('HSET', KEYS[1], 'status', new, 'error_code', ARGV[2], 'updated_at', ARGV[3])
+local was, now = column[current] or current, column[new] or new
+if row[2] and row[2] ~= '' and was ~= now then
+  redis.call('HINCRBY', ARGV[4] .. row[2], (row[3] or '') .. ':' .. now, 1)
+end
+return 1
+"""
+_RANKS = json.dumps(PROGRESS)
+_COLUMNS = json.dumps({status: tally(status) for status in
+                       ("queued", "accepted", "sending", "sent", "delivered", "undelivered",
+                        "failed", "skipped")})
+
+
+async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdate],
+                          now: datetime) -> list[str | None]:
+    """Apply status callbacks, in two round trips whatever their number; for each, the
+    delivery id, or None for a message not recorded yet (its status is kept until it is,
+    for a week: dispatch.provider_ids)."""
+    if not updates:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for update in updates:
+            pipe.get(keys.provider_message(update.provider_id))
+        found: list[str | None] = await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for update, delivery_id in zip(updates, found, strict=True):
+            if delivery_id is None:
+                queue_early_callback(pipe, keys, update.provider_id, update.status)
+            else:
+                pipe.eval(_APPLY, 1, keys.delivery(delivery_id), update.status,
+                          update.error_code, now.isoformat(), keys.dispatch(""), _RANKS,
+                          _COLUMNS)
+        await pipe.execute()
+    return [str(d) if d is not None else None for d in found]
+
+
+class StatusCallbacks:
+    """The status callbacks one web process is applying: whatever arrives while a batch is
+    being written goes in the next one, so an idle process writes each at once and a busy
+    one writes them by the hundred (at most `most` a batch)."""
+
+    def __init__(self, redis: Redis, keys: Keys, most: int = 500) -> None:
+        self.redis, self.keys, self.most = redis, keys, most
+        self._waiting: list[tuple[StatusUpdate, asyncio.Future[str | None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+        self.batches = 0  # written so far (callbacks / batches: how much batching saves)
+
+    async def record(self, update: StatusUpdate) -> str | None:
+        """Apply one callback with whatever else is waiting; returns once it is written
+        (the delivery id, or None when the message is not recorded yet). Raises what Redis
+        raised, for every callback of the batch."""
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((update, done))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:self.most], self._waiting[self.most:]
+                self.batches += 1
+                try:
+                    ids = await record_statuses(self.redis, self.keys, [u for u, _ in batch],
+                                                utcnow())
+                except Exception as exc:  # each caller answers with Redis's error
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for (_, done), delivery_id in zip(batch, ids, strict=True):
+                    if not done.done():
+                        done.set_result(delivery_id)
+        finally:
+            self._writing = None

@@ -1,0 +1,75 @@
+"""Provider status callbacks applied in batches, on a private redis-server: each moves its
+delivery forward only, counts it once in its statement's ledger, and one that comes before
+its send is kept for it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from channels.twilio_webhooks import StatusUpdate
+from coordinator.dispatch.status_callbacks import StatusCallbacks
+from coordinator.embedded import Service
+from coordinator.keys import Keys
+from coordinator.state import connect
+
+pytestmark = pytest.mark.integration
+KEYS = Keys("cbtest")
+
+
+def test_callbacks_arriving_together_are_written_together(redis_server: Service) -> None:
+    async def scenario() -> None:
+        redis = connect(redis_server.url)
+        try:
+            await redis.flushdb()
+            for n in range(1, 201):  # 200 SMS of one statement, handed over ("sent")
+                await redis.hset(KEYS.delivery(f"d{n}"), mapping={
+                    "status": "sent", "statement_id": "STM-00001-1", "channel": "sms"})
+                await redis.set(KEYS.provider_message(f"SM{n}"), f"d{n}")
+            await redis.hset(KEYS.delivery("prompt"), mapping={"status": "sent"})  # no ledger
+            await redis.set(KEYS.provider_message("SMP"), "prompt")
+            await redis.hset(KEYS.dispatch("STM-00001-1"), "sms:sent", 200)
+            before = await redis.info("commandstats")
+            callbacks = StatusCallbacks(redis, KEYS, most=150)
+            updates = [StatusUpdate(f"SM{n}", "delivered" if n % 4 else "undelivered", "")
+                       for n in range(1, 201)]
+            updates += [StatusUpdate("SM1", "sent", ""),  # late: never moves back
+                        StatusUpdate("SM2", "delivered", ""),  # twice: counted once
+                        StatusUpdate("SMP", "delivered", "30003"),
+                        StatusUpdate("SM999", "delivered", "")]  # before its send
+            ids = await asyncio.gather(*(callbacks.record(u) for u in updates))
+            after = await redis.info("commandstats")
+
+            assert ids[:3] == ["d1", "d2", "d3"] and ids[-2:] == ["prompt", None]
+            assert callbacks.batches == 2  # 204 callbacks, at most 150 a batch
+            runs = (after["cmdstat_eval"]["calls"]
+                    - before.get("cmdstat_eval", {"calls": 0})["calls"])
+            assert runs == 203  # one script run for each callback of a known message
+            assert await redis.hgetall(KEYS.dispatch("STM-00001-1")) == {
+                "sms:sent": "200", "sms:delivered": "150", "sms:failed": "50"}
+            assert await redis.hget(KEYS.delivery("d1"), "status") == "delivered"
+            assert await redis.hget(KEYS.delivery("d4"), "status") == "undelivered"
+            assert await redis.hmget(KEYS.delivery("prompt"), ["status", "error_code"]) == [
+                "delivered", "30003"]
+            assert await redis.hget(KEYS.early_callbacks(), "SM999") == "delivered"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_error_reaches_every_caller_of_the_batch(redis_server: Service) -> None:
+    async def scenario() -> None:
+        broken = connect("redis://127.0.0.1:1/0")  # nothing listens: the provider retries
+        try:
+            callbacks = StatusCallbacks(broken, KEYS)
+            answers = await asyncio.gather(
+                *(callbacks.record(StatusUpdate(f"SM{n}", "delivered", "")) for n in range(3)),
+                return_exceptions=True)
+            assert all(isinstance(a, Exception) for a in answers), answers
+            assert callbacks._writing is None  # and the next callback starts a new batch
+        finally:
+            await broken.aclose()
+
+    asyncio.run(scenario())

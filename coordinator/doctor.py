@@ -97,13 +97,17 @@ def _layout(settings: Settings) -> tuple[bool, str]:
 def _area_map(settings: Settings) -> tuple[bool, str]:
     """The map the data is on against the one in force, and subscribers of areas the map in
     force lacks (they would hear nothing of them)."""
-    in_force, unversioned = maps_of(settings)
+    try:
+        choice = maps_of(settings)
+    except LoaError as exc:
+        return False, f"area map: not read ({exc})"
+    in_force = choice.in_force
     if not settings.redis_url:
         return True, f"area map: {in_force} (`loa up` moves its embedded Redis to it)"
 
     async def read(redis: Redis) -> tuple[DataMap, dict[str, int]]:
         keys = Keys(settings.redis_prefix)
-        found = await read_data_map(redis, keys, unversioned)
+        found = await read_data_map(redis, keys, choice)
         known = load_city(settings.config_dir, settings.area_map).areas
         prefix = keys.subs_index("area", "")
         codes = {k.removeprefix(prefix) async for k in redis.scan_iter(

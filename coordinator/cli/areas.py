@@ -28,14 +28,15 @@ def areas_maps(as_json: JsonOpt = False) -> None:
     from coordinator.yamlsource import YamlSource
 
     settings = load_settings()
-    in_force, unversioned = maps_of(settings)
     try:
+        choice = maps_of(settings)
         languages = load_languages(YamlSource.read(settings.config_dir / "languages.yaml"))
         maps = {name: load_area_map(settings.config_dir, languages, name)
                 for name in map_names(settings.config_dir)}
     except LoaError as exc:
         raise fail(str(exc)) from exc
-    found = with_redis(lambda r, k, s: read_data_map(r, k, unversioned))
+    in_force = choice.in_force
+    found = with_redis(lambda r, k, s: read_data_map(r, k, choice))
     rows = [{"map": name, "areas": len(m.areas),
              "groupings": sum(1 for a in m.areas.values() if a.members),
              "in_force": name == in_force, "data": name == found.name}
@@ -94,10 +95,13 @@ def areas_migrate(
                for k, v in chosen.items() if v not in table.targets(k)]
     if unknown:
         raise fail("; ".join(unknown))
-    _, unversioned = maps_of(settings)
+    try:
+        choice = maps_of(settings)
+    except LoaError as exc:
+        raise fail(str(exc)) from exc
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> MoveReport | str:
-        found = await read_data_map(redis, keys, unversioned)
+        found = await read_data_map(redis, keys, choice)
         if found.name not in (source, None):
             return f"--from: the data is on {found.name!r}, not {source!r}"
         mover = Mover(f"operator:{getpass.getuser()}", "cli") if apply else None

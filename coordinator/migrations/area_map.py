@@ -4,6 +4,11 @@ Subscribers, incidents and reporter credentials name areas by code, and codes be
 map. Workers and web servers refuse to start when the data is on another map than the one in
 force: a subscriber of a ward the map lacks would silently receive nothing. `loa areas
 migrate` moves the data and records the new map (coordinator.migrations.area_moves).
+
+Redis records its map once a worker or web server has started on it. Data written before
+that (by a Loa from before maps had versions, or by `loa subscribers import` before the
+first worker) is read for the codes it names: all of the map in force, it is on that map;
+else on `unversioned`, the map config/areas.yaml names for such data.
 """
 
 from __future__ import annotations
@@ -12,11 +17,29 @@ from dataclasses import dataclass
 
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
+from coordinator.migrations.version import literal_pattern
 from coordinator.state import Redis
 
 
 class AreaMapMismatch(LoaError):
     """The data in Redis is on another area map than the one in force."""
+
+
+@dataclass(frozen=True)
+class MapChoice:
+    """The map in force, the map of data from before maps had versions, and the codes of
+    each (to tell which one data without a recorded map is on)."""
+
+    in_force: str
+    unversioned: str | None
+    codes: dict[str, frozenset[str]]
+
+    def of_codes(self, found: set[str]) -> str:
+        """The map data naming `found` is on: the one in force when it has them all, else
+        the unversioned one (when there is one). Pure."""
+        if found <= self.codes.get(self.in_force, frozenset()) or not self.unversioned:
+            return self.in_force
+        return self.unversioned
 
 
 @dataclass(frozen=True)
@@ -36,32 +59,38 @@ class DataMap:
                 f"{in_force}` (see docs/areas.md), or set LOA_AREA_MAP={self.name}")
 
 
-async def holds_area_data(redis: Redis, keys: Keys) -> bool:
-    """Whether Redis holds anything named by area: subscribers or incidents."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.scard(keys.subs_all())
-        pipe.zcard(keys.incidents())
-        subscribers, incidents = await pipe.execute()
-    return bool(subscribers or incidents)
+async def codes_in_data(redis: Redis, keys: Keys) -> set[str]:
+    """The area codes the data names: subscribers' (their index sets) and open incidents'
+    (their correlation keys, `kind:area`). One SCAN of the key space: made only while
+    Redis records no map."""
+    areas, opened = keys.subs_index("area", ""), keys.open_incident("")
+    found: set[str] = set()
+    async for key in redis.scan_iter(match=literal_pattern(keys.prefix) + ":*", count=1000):
+        if key.startswith(areas):
+            found.add(key.removeprefix(areas))
+        elif key.startswith(opened):
+            kind, _, rest = key.removeprefix(opened).partition(":")
+            if kind != "claims" and rest:  # claims are keyed by what they say, not area
+                found.add(rest.split(":")[0])
+    return found
 
 
-async def read_data_map(redis: Redis, keys: Keys, unversioned: str | None) -> DataMap:
-    """The map the data is on: recorded, else `unversioned` when there is data from before
-    maps had versions, else None."""
+async def read_data_map(redis: Redis, keys: Keys, choice: MapChoice) -> DataMap:
+    """The map the data is on: recorded, else the one its codes are of, else None (no
+    data)."""
     recorded: str | None = await redis.get(keys.area_map())
     if recorded:
         return DataMap(recorded, True)
-    if unversioned and await holds_area_data(redis, keys):
-        return DataMap(unversioned, False)
-    return DataMap(None, False)
+    found = await codes_in_data(redis, keys)
+    return DataMap(choice.of_codes(found) if found else None, False)
 
 
-async def check_area_map(redis: Redis, keys: Keys, in_force: str,
-                         unversioned: str | None) -> DataMap:
-    """Record the map in force on a Redis that has none yet and no data from before maps
-    had versions; raises AreaMapMismatch when the data is on another map."""
-    found = await read_data_map(redis, keys, unversioned)
-    if found.name is None:
+async def check_area_map(redis: Redis, keys: Keys, choice: MapChoice) -> DataMap:
+    """Record the map in force on a Redis that records none and whose data (if any) is on
+    it; raises AreaMapMismatch when the data is on another map."""
+    found = await read_data_map(redis, keys, choice)
+    in_force = choice.in_force
+    if not found.recorded and found.name in (None, in_force):
         await redis.set(keys.area_map(), in_force, nx=True)
         found = DataMap(await redis.get(keys.area_map()), True)
     problem = found.advice(in_force)

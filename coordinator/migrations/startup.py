@@ -12,7 +12,12 @@ from coordinator.area_maps import areas_config, load_area_map, read_yaml
 from coordinator.keys import Keys
 from coordinator.languages import load_languages
 from coordinator.migrations import CURRENT, STEPS
-from coordinator.migrations.area_map import AreaMapMismatch, check_area_map, read_data_map
+from coordinator.migrations.area_map import (
+    AreaMapMismatch,
+    MapChoice,
+    check_area_map,
+    read_data_map,
+)
 from coordinator.migrations.area_moves import Mover, move_areas
 from coordinator.migrations.runner import Migration, migrate
 from coordinator.migrations.version import LayoutError, advice, read_layout, stamp
@@ -20,10 +25,16 @@ from coordinator.settings import Settings
 from coordinator.state import Redis, redis_problem, run_with_redis
 
 
-def maps_of(settings: Settings) -> tuple[str, str | None]:
-    """(the area map in force, the map of data from before maps had versions)."""
+def maps_of(settings: Settings) -> MapChoice:
+    """The area map in force, the map of data from before maps had versions, and the codes
+    of both; raises ConfigError naming a map that does not load."""
     found = areas_config(settings.config_dir)
-    return settings.area_map or found.map, found.unversioned
+    in_force = settings.area_map or found.map
+    languages = load_languages(read_yaml(settings.config_dir / "languages.yaml"))
+    names = dict.fromkeys(n for n in (in_force, found.unversioned) if n)
+    return MapChoice(in_force, found.unversioned, {
+        name: frozenset(load_area_map(settings.config_dir, languages, name).areas)
+        for name in names})
 
 
 async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
@@ -47,12 +58,12 @@ def check_layout_at_start(settings: Settings, who: str) -> None:
     if not settings.redis_url:
         return
 
-    in_force, unversioned = maps_of(settings)
+    choice = maps_of(settings)
 
     async def checks(redis: Redis) -> str:
         keys = Keys(settings.redis_prefix)
         advice_ = await check_layout(redis, keys)
-        await check_area_map(redis, keys, in_force, unversioned)
+        await check_area_map(redis, keys, choice)
         return advice_
 
     try:
@@ -80,11 +91,12 @@ def move_embedded_map(redis_url: str, settings: Settings) -> list[str]:
     mapping to the one in force, move it (as `loa areas migrate --apply` would); the lines
     to tell the operator. Raises AreaMapMismatch when it cannot (no mapping file, or an open
     incident or credential of a split area: the operator chooses, docs/areas.md)."""
-    in_force, unversioned = maps_of(settings)
+    choice = maps_of(settings)
+    in_force = choice.in_force
     keys = Keys(settings.redis_prefix)
 
     async def work(redis: Redis) -> list[str]:
-        found = await read_data_map(redis, keys, unversioned)
+        found = await read_data_map(redis, keys, choice)
         if found.name in (None, in_force):
             return []
         path = mapping_path(settings.config_dir, found.name, in_force)

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from coordinator.embedded import Service
 from coordinator.events import Severity
 from coordinator.keys import Keys
-from coordinator.migrations.area_map import AreaMapMismatch
-from coordinator.migrations.startup import move_embedded_map
+from coordinator.migrations.area_map import AreaMapMismatch, check_area_map
+from coordinator.migrations.startup import maps_of, move_embedded_map
 from coordinator.model.incident import Incident, IncidentStatus
 from coordinator.settings import REPO_ROOT, Settings
 from coordinator.subscribers.models import Subscriber
@@ -219,3 +219,31 @@ def test_loa_up_moves_its_own_redis_and_stops_on_a_split_incident(
             "hn-ba-dinh-kim-ma=hn-phuong-ba-dinh)") in str(refused.value).splitlines()
     assert client.get(keys.area_map()) == "hanoi-2019"  # not recorded: the operator chooses
     client.close()
+
+
+def test_data_without_a_recorded_map_is_read_for_its_codes(redis_server: Service) -> None:
+    """Subscribers imported before the first worker started are on the map in force if
+    their codes are all of it (the first worker records it), else on `unversioned`."""
+    settings = Settings(_env_file=None, area_map=None)  # type: ignore[call-arg]
+    choice = maps_of(settings)
+    assert (choice.in_force, choice.unversioned) == ("hanoi-2025", "hanoi-2019")
+
+    async def scenario(keys: Keys, areas: list[str]) -> tuple[str | None, bool]:
+        client = aioredis.from_url(redis_server.url, decode_responses=True)
+        try:
+            await register(client, keys, Subscriber(phone="+84912300002", language="vi",
+                                                    areas=areas, channels=["sms"]))
+            await client.set(keys.open_incident("claims"), "INC-00001")  # names no area
+            await client.set(keys.open_incident("flood:hn-ba-dinh"), "INC-00002")
+            try:
+                found = await check_area_map(client, keys, choice)
+            except AreaMapMismatch:
+                return await client.get(keys.area_map()), False
+            return found.name, found.recorded
+        finally:
+            await client.aclose()
+
+    now = asyncio.run(scenario(Keys(f"t{uuid.uuid4().hex[:8]}"), ["hn-phuong-giang-vo", "hn"]))
+    assert now == ("hanoi-2025", True)  # recorded by the check, the worker starts
+    old = asyncio.run(scenario(Keys(f"t{uuid.uuid4().hex[:8]}"), ["hn-ba-dinh-kim-ma"]))
+    assert old == (None, False)  # refused, nothing recorded: `loa areas migrate` first

@@ -52,8 +52,11 @@ def read_mapping(path: Path, old: AreaMap, new: AreaMap) -> AreaMapping:
 
 def parse_mapping(where: str, text: str, old: AreaMap, new: AreaMap) -> AreaMapping:
     """`read_mapping` on text already read. Pure."""
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
+    numbered = [(n, line) for n, line in enumerate(text.removeprefix("\ufeff").splitlines(),
+                                                  start=1)
                 if line.strip() and not line.lstrip().startswith("#")]
+    if numbered:  # the header's names, without spaces around them
+        numbered[0] = (numbered[0][0], ",".join(c.strip() for c in numbered[0][1].split(",")))
     rows = list(csv.DictReader(io.StringIO("\n".join(line for _, line in numbered))))
     header = numbered[0][1] if numbered else ""
     missing = [c for c in COLUMNS if c not in next(csv.reader([header]), [])]

@@ -254,10 +254,12 @@ def _from_dataset(source: YamlSource, spec: DatasetMap, out: dict[str, Area],
                for field in ("renamed", "recoded")
                for code in getattr(spec.units, field) if code not in out]
     member_of: dict[str, list[str]] = {}
+    seen: set[str] = set()
     for i, group in enumerate(spec.groupings):
-        if group.code in out:
+        if group.code in out or group.code in seen:
             unknown.append(f"{source.where(['groupings', i, 'code'])}: groupings[{i}].code: "
                            f"{group.code!r} is already an area")
+        seen.add(group.code)
         for j, unit in enumerate(group.units):
             if unit not in out or out[unit].depth != 3:
                 unknown.append(f"{source.where(['groupings', i, 'units', j])}: groupings[{i}]"

@@ -102,7 +102,7 @@ def areas_migrate(
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> MoveReport | str:
         found = await read_data_map(redis, keys, choice)
-        if found.name not in (source, None):
+        if found.name not in (source, target, None):  # on target: finish what was left
             return f"--from: the data is on {found.name!r}, not {source!r}"
         mover = Mover(f"operator:{getpass.getuser()}", "cli") if apply else None
         return await move_areas(redis, keys, table, s.playbooks_dir, chosen, mover)

@@ -154,7 +154,7 @@ def _info(alert: ET.Element, statement: dict[str, Any], lang: str, city: City,
     _add(info, "headline", text.get("title") or statement["id"])
     _add(info, "description", text.get("body", ""))
     _add(info, "web", statement_url(base_url, statement["id"], city.languages.query(lang)))
-    _area(info, statement["area"], city.areas.get(statement["area"]), lang)
+    _area(info, statement["area"], city.known_areas.get(statement["area"]), lang)
 
 
 def _area(info: ET.Element, code: str, area: Area | None, lang: str) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.area_mapping import AreaMapping
+from coordinator.area_maps import read_yaml
 from coordinator.events import AuditEvent, Interface
 from coordinator.keys import Keys
 from coordinator.migrations.area_map import record_area_map
@@ -30,9 +31,9 @@ from coordinator.migrations.version import literal_pattern
 from coordinator.model.incident import Incident, IncidentStatus
 from coordinator.state import Redis, queue_audit
 from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.optin import OptinRequest
 from coordinator.subscribers.registry import save_subscriber
 from coordinator.tokens import TokenRecord
-from coordinator.yamlsource import YamlSource
 
 
 @dataclass
@@ -47,6 +48,8 @@ class MoveReport:
     credentials_unmapped: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
     playbooks: list[tuple[str, int, str, tuple[str, ...]]] = field(default_factory=list)
     playbooks_unmapped: list[tuple[str, int, str]] = field(default_factory=list)
+    requests: int = 0  # web subscriptions waiting for confirmation, moved
+    notes: list[str] = field(default_factory=list)  # what moved and needs a look
     recorded: bool = False
 
     @property
@@ -71,6 +74,9 @@ class MoveReport:
                   for f, line, old, new in self.playbooks]
         lines += [f"playbook {f}:{line}: {old} NOT changed ({target} has no area for it)"
                   for f, line, old in self.playbooks_unmapped]
+        if self.requests:
+            lines.append(f"subscriptions waiting for confirmation: {self.requests} {verb}")
+        lines += self.notes
         if not lines:
             lines.append(f"nothing names an area that {target} changes")
         if not applied:
@@ -114,11 +120,14 @@ async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_d
     to `mapping.target`, audited as `mover`'s; without a mover, only report what would
     move (a dry run)."""
     report = MoveReport()
+    rewritten = _playbooks(playbooks_dir, mapping, report)  # read (and refused) before
     await _subscribers(redis, keys, mapping, report, mover is not None)
+    await _requests(redis, keys, mapping, report, mover is not None)
     await _incidents(redis, keys, mapping, choose, report, mover)
     await _credentials(redis, keys, mapping, choose, report, mover is not None)
-    _playbooks(playbooks_dir, mapping, report, mover is not None)
     if mover is not None:
+        for path, text in rewritten.items():
+            path.write_text(text, encoding="utf-8")
         if not report.blocked:
             await record_area_map(redis, keys, mapping.target)
             report.recorded = True
@@ -154,6 +163,27 @@ async def _subscribers(redis: Redis, keys: Keys, mapping: AreaMapping, report: M
                     update={"areas": list(dict.fromkeys(areas))}), resubscribe=False)
 
 
+async def _requests(redis: Redis, keys: Keys, mapping: AreaMapping, report: MoveReport,
+                    apply: bool) -> None:
+    """Web subscriptions waiting for confirmation name the areas asked for: confirmed after
+    the move, they must not bring the old codes back."""
+    prefix = keys.optin_request("")
+    async for key in redis.scan_iter(match=literal_pattern(prefix) + "*", count=1000):
+        raw = await redis.get(key)
+        if raw is None:
+            continue
+        request = OptinRequest.model_validate_json(raw)
+        areas = list(dict.fromkeys(t for a in request.subscriber.areas
+                                   for t in (mapping.targets(a) or (a,))))
+        if areas == request.subscriber.areas:
+            continue
+        report.requests += 1
+        if apply:
+            moved = request.model_copy(update={"subscriber": request.subscriber.model_copy(
+                update={"areas": areas})})
+            await redis.set(key, moved.model_dump_json(), keepttl=True, xx=True)
+
+
 async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dict[str, str],
                      report: MoveReport, mover: Mover | None) -> None:
     for incident_id in await redis.zrange(keys.incidents(), 0, -1):
@@ -168,19 +198,35 @@ async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dic
             report.incidents_unmapped.append((incident_id, stored.area, targets))
             continue
         report.incidents.append((incident_id, stored.area, new))
+        suffix = ":exercise" if stored.exercise else ""
+        old_key = keys.open_incident(f"{stored.kind}:{stored.area}{suffix}")
+        new_key = keys.open_incident(f"{stored.kind}:{new}{suffix}")
+        holder = await redis.get(new_key)
+        if holder not in (None, incident_id):
+            report.notes.append(f"incident {incident_id}: new {stored.kind} reports in {new} "
+                                f"join {holder}, open there already (merge them if they are "
+                                "one: loa incident merge)")
+        scopes = {f: _scope(mapping, str(row.get(f, "")), choose)
+                  for f in ("source_scope", "severity_scope") if row.get(f)}
         if mover is not None:
-            suffix = ":exercise" if stored.exercise else ""
-            old_key = keys.open_incident(f"{stored.kind}:{stored.area}{suffix}")
-            new_key = keys.open_incident(f"{stored.kind}:{new}{suffix}")
             async with redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.incident(incident_id), "area", new)
+                pipe.hset(keys.incident(incident_id), mapping={"area": new, **scopes})
                 queue_audit(pipe, keys, mover.event(
                     "incident.area_moved", incident_id, {"from": stored.area, "to": new,
                                                          "map": mapping.target}, incident_id))
                 if await redis.get(old_key) == incident_id:
                     pipe.delete(old_key)
-                    pipe.set(new_key, incident_id, nx=True)
+                    if holder is None:
+                        pipe.set(new_key, incident_id)
                 await pipe.execute()
+
+
+def _scope(mapping: AreaMapping, scope: str, choose: dict[str, str]) -> str:
+    """An incident's recorded scope (`area:CODE`, who opened it or raised its severity) on
+    the new map: the one area its area became, else as it was. Pure."""
+    kind, _, code = scope.partition(":")
+    new = single(mapping, code, choose)[0] if kind == "area" else None
+    return f"area:{new}" if new else scope
 
 
 async def _credentials(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dict[str, str],
@@ -202,12 +248,14 @@ async def _credentials(redis: Redis, keys: Keys, mapping: AreaMapping, choose: d
                             record.model_copy(update={"area": new}).model_dump_json())
 
 
-def _playbooks(playbooks_dir: Path, mapping: AreaMapping, report: MoveReport,
-               apply: bool) -> None:
-    """Rewrite the area codes of each playbook's `match.areas` and `publish_for`, in the
-    file's own text (its comments and layout kept)."""
+def _playbooks(playbooks_dir: Path, mapping: AreaMapping, report: MoveReport
+               ) -> dict[Path, str]:
+    """Each playbook's text with the area codes of its `match.areas` and `publish_for`
+    rewritten (comments and layout kept), for those it changes. Raises ConfigError naming
+    a file that cannot be read, before anything is moved."""
+    rewritten: dict[Path, str] = {}
     for path in sorted(playbooks_dir.glob("*.yaml")):
-        source = YamlSource.read(path)
+        source = read_yaml(path)
         lines = source.text.splitlines(keepends=True)
         for loc, code, template in _area_references(source.data):
             targets = mapping.targets(code)
@@ -220,18 +268,27 @@ def _playbooks(playbooks_dir: Path, mapping: AreaMapping, report: MoveReport,
             report.playbooks.append((path.name, line, code, targets))
             lines[line - 1] = _rewritten(lines[line - 1], template.format(code),
                                          [template.format(t) for t in targets])
-        if apply and "".join(lines) != source.text:
-            path.write_text("".join(lines), encoding="utf-8")
+        if "".join(lines) != source.text:
+            rewritten[path] = "".join(lines)
+    return rewritten
 
 
 def _rewritten(line: str, old: str, new: list[str]) -> str:
     """A line naming `old` naming `new` instead: an item of a block list becomes one item
     per new entry; in a flow list (`[a, b]`) the entries are listed in its place. Pure."""
     item = line.lstrip()
-    if item.startswith("- ") and item[2:].strip().strip("'\"") == old:
+    value, hash_, comment = item[2:].partition(" #")
+    if item.startswith("- ") and value.strip().strip("'\"") == old:
         indent = line[:len(line) - len(item)]
-        return "".join(f"{indent}- {entry}\n" for entry in new)
-    return re.sub(rf"(?<![\w:-]){re.escape(old)}(?![\w-])", ", ".join(new), line, count=1)
+        note = f"  #{comment.rstrip()}" if hash_ else ""
+        return "".join(f"{indent}- {entry}{note if i == 0 else ''}\n"
+                       for i, entry in enumerate(new))
+    found = re.search(rf"(?<![\w:-])(['\"]?){re.escape(old)}\1(?![\w-])", line)
+    if found is None:
+        return line
+    quote = found.group(1)
+    listed = ", ".join(f"{quote}{entry}{quote}" for entry in new)
+    return line[:found.start()] + listed + line[found.end():]
 
 
 def _area_references(data: object) -> list[tuple[list[int | str], str, str]]:

@@ -110,7 +110,10 @@ def move_embedded_map(redis_url: str, settings: Settings) -> list[str]:
         lines = [f"area map: moving the data from {found.name} to {in_force}",
                  *done.lines(found.name, in_force, True)]
         if done.blocked:
-            raise AreaMapMismatch("\n".join(lines))
+            raise AreaMapMismatch("\n".join([*lines, (
+                f"`loa up` cannot choose: start it with LOA_AREA_MAP={found.name}, run that "
+                f"`loa areas migrate --from {found.name} --to {in_force} --choose OLD=NEW "
+                "--apply` in another shell, and start it again")]))
         return [*lines[:-1], f"done: the data is on {in_force}"]
 
     return run_with_redis(redis_url, work)

@@ -26,6 +26,9 @@ def near(city: City, selected: str, area: str) -> bool:
     """A statement about `area` concerns someone who picked `selected`: the same area, one
     that contains it (the whole city), one inside it (a ward of the grouping) or one that
     shares ground with it."""
+    if area not in city.areas:  # of an earlier map: under the city as a whole, or itself
+        chosen = city.areas.get(selected)
+        return selected == area or (chosen is not None and chosen.parent is None)
     return selected in city.overlapping(area)
 
 

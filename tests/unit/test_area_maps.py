@@ -19,6 +19,7 @@ from coordinator.migrations.area_moves import MoveReport, _rewritten, single
 from coordinator.plan.selection import select_playbook
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.settings import REPO_ROOT
+from coordinator.web.public import near
 
 CONFIG = REPO_ROOT / "config"
 NOW = load_city(CONFIG)  # the map in force: hanoi-2025
@@ -116,14 +117,18 @@ def _config_copy(tmp_path: Path) -> Path:
     return copy
 
 
-def test_a_bad_grouping_is_named_by_line(tmp_path: Path) -> None:
+def _map_edited(tmp_path: Path, old: str, new: str) -> tuple[Path, int]:
+    """A copy of config/ whose hanoi-2025.yaml has `old` (its first) replaced by `new`;
+    (the copy, the line of the change)."""
     config = _config_copy(tmp_path)
     path = config / "maps" / "hanoi-2025.yaml"
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("hn-phuong-ngoc-ha,", "hn-phuong-nowhere,", 1),
-                    encoding="utf-8")
-    line = next(n for n, row in enumerate(path.read_text().splitlines(), 1)
-                if "hn-phuong-nowhere" in row)
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return config, text[:text.index(old)].count("\n") + 1
+
+
+def test_a_bad_grouping_is_named_by_line(tmp_path: Path) -> None:
+    config, line = _map_edited(tmp_path, "hn-phuong-ngoc-ha,", "hn-phuong-nowhere,")
     with pytest.raises(ConfigError) as caught:
         load_area_map(config, NOW.languages)
     assert f"hanoi-2025.yaml:{line}: groupings[" in str(caught.value)
@@ -131,13 +136,26 @@ def test_a_bad_grouping_is_named_by_line(tmp_path: Path) -> None:
 
 
 def test_a_recoded_unit_the_dataset_lacks_is_named(tmp_path: Path) -> None:
-    config = _config_copy(tmp_path)
-    path = config / "maps" / "hanoi-2025.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace(
-        "    hn-phuong-cua-nam:", "    hn-phuong-cua-bac:", 1), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"hanoi-2025.yaml:\d+: units.recoded: unknown unit "
-                                          r"'hn-phuong-cua-bac'"):
+    config, line = _map_edited(tmp_path, "    hn-phuong-cua-nam:", "    hn-phuong-cua-bac:")
+    with pytest.raises(ConfigError, match=rf"hanoi-2025.yaml:{line}: units.recoded: unknown "
+                                          r"unit 'hn-phuong-cua-bac'"):
         load_area_map(config, NOW.languages)
+
+
+def test_a_grouping_code_given_twice_is_named(tmp_path: Path) -> None:
+    config, line = _map_edited(tmp_path, "code: hn-hoan-kiem", "code: hn-ba-dinh")
+    with pytest.raises(ConfigError, match=rf"hanoi-2025.yaml:{line}: groupings\[1\].code: "
+                                          r"'hn-ba-dinh' is already an area"):
+        load_area_map(config, NOW.languages)
+
+
+def test_a_statement_of_an_earlier_map_is_under_the_whole_city() -> None:
+    assert near(NOW, "hn", "hn-ba-dinh-kim-ma")
+    assert near(NOW, "hn-ba-dinh-kim-ma", "hn-ba-dinh-kim-ma")
+    assert not near(NOW, "hn-phuong-giang-vo", "hn-ba-dinh-kim-ma")
+    assert near(NOW, "hn-ba-dinh", "hn-phuong-giang-vo")  # a grouping holding the ward
+    assert near(NOW, "hn-dong-da", "hn-ba-dinh")  # groupings sharing Giảng Võ ward
+    assert not near(NOW, "hn-long-bien", "hn-phuong-giang-vo")
 
 
 def test_an_unknown_map_and_the_legacy_form(tmp_path: Path) -> None:
@@ -181,6 +199,9 @@ def test_a_bad_mapping_file_names_each_line() -> None:
     ]
     with pytest.raises(ConfigError, match=r"m.csv:1: the header lacks share"):
         parse_mapping("m.csv", "from,to\n", old, new)
+    saved_by_excel = "\ufefffrom, to, share\nhn-ba-dinh-kim-ma,hn-phuong-ba-dinh,part\n"
+    assert parse_mapping("m.csv", saved_by_excel, old, new).targets("hn-ba-dinh-kim-ma") == (
+        "hn-phuong-ba-dinh",)
     table = parse_mapping("m.csv", "from,to,share\nhn-ba-dinh-kim-ma,hn-phuong-ba-dinh,part\n"
                           "hn-ba-dinh-kim-ma,hn-phuong-giang-vo,part\n", old, new)
     assert table.targets("hn-ba-dinh-kim-ma") == ("hn-phuong-ba-dinh", "hn-phuong-giang-vo")
@@ -199,6 +220,11 @@ def test_playbook_lines_are_rewritten_in_place() -> None:
                       ["area:hn-x"]) == "  publish_for: [area:hn-x, department:x]\n"
     # a code that only starts the same is left alone
     assert _rewritten("  areas: [hn-b-c]\n", "hn-b", ["hn-x"]) == "  areas: [hn-b-c]\n"
+    # a commented item keeps its comment; a quoted one its quotes
+    assert _rewritten("    - hn-b  # the old ward\n", "hn-b", ["hn-x", "hn-y"]) == \
+        "    - hn-x  # the old ward\n    - hn-y\n"
+    assert _rewritten('  areas: ["hn-b", hn-c]\n', "hn-b", ["hn-x", "hn-y"]) == \
+        '  areas: ["hn-x", "hn-y", hn-c]\n'
 
 
 def test_what_a_move_says() -> None:

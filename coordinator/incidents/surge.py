@@ -113,7 +113,8 @@ async def detect(redis: Redis, keys: Keys, city: City, kind: str, path: list[str
     if area is None:
         return None
     guard = keys.surge_raised(kind, area)
-    covered = [keys.surge_raised(kind, code) for code in path[path.index(area):]]
+    # the area and those containing it (not a grouping that only shares a ward with it)
+    covered = [keys.surge_raised(kind, code) for code in city.ancestors(area) or [area]]
     surge = Surge(id=f"SRG-{kind}-{area}-{span[0]}", kind=kind, area=area, count=counts[area],
                   window_s=window_s, at=at, incident_id=incident_id)
 

@@ -13,6 +13,7 @@ else on `unversioned`, the map config/areas.yaml names for such data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from coordinator.errors import LoaError
@@ -60,9 +61,9 @@ class DataMap:
 
 
 async def codes_in_data(redis: Redis, keys: Keys) -> set[str]:
-    """The area codes the data names: subscribers' (their index sets) and open incidents'
-    (their correlation keys, `kind:area`). One SCAN of the key space: made only while
-    Redis records no map."""
+    """The area codes the data names: subscribers' (their index sets), open incidents'
+    (their correlation keys, `kind:area`) and reporter credentials' scopes. One SCAN of the
+    key space: made only while Redis records no map."""
     areas, opened = keys.subs_index("area", ""), keys.open_incident("")
     found: set[str] = set()
     async for key in redis.scan_iter(match=literal_pattern(keys.prefix) + ":*", count=1000):
@@ -72,6 +73,11 @@ async def codes_in_data(redis: Redis, keys: Keys) -> set[str]:
             kind, _, rest = key.removeprefix(opened).partition(":")
             if kind != "claims" and rest:  # claims are keyed by what they say, not area
                 found.add(rest.split(":")[0])
+    digests = list((await redis.hgetall(keys.token_names())).values())
+    for raw in await redis.mget([keys.token(d) for d in digests]) if digests else []:
+        area = json.loads(raw).get("area") if raw else None
+        if area:
+            found.add(area)
     return found
 
 

@@ -17,8 +17,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from coordinator.city import load_city
 from coordinator.embedded import Service
 from coordinator.events import Severity
+from coordinator.incidents.surge import detect, queue_count
 from coordinator.keys import Keys
 from coordinator.migrations.area_map import AreaMapMismatch, check_area_map
 from coordinator.migrations.startup import maps_of, move_embedded_map
@@ -265,3 +267,31 @@ def test_data_without_a_recorded_map_is_read_for_its_codes(redis_server: Service
     assert now == ("hanoi-2025", True)  # recorded by the check, the worker starts
     old = asyncio.run(scenario(Keys(f"t{uuid.uuid4().hex[:8]}"), ["hn-ba-dinh-kim-ma"]))
     assert old == (None, False)  # refused, nothing recorded: `loa areas migrate` first
+
+
+def test_a_surge_in_a_grouping_does_not_silence_another_sharing_a_ward(
+        redis_server: Service) -> None:
+    """Ba Đình's and Đống Đa's former districts share Giảng Võ ward: a surge raised in the
+    first covers the first and the city, not the second."""
+    city = load_city(REPO_ROOT / "config")  # hanoi-2025
+    keys = Keys(f"t{uuid.uuid4().hex[:8]}")
+    at = datetime.now(UTC)
+
+    async def scenario() -> tuple[str | None, list[str]]:
+        client = aioredis.from_url(redis_server.url, decode_responses=True)
+        try:
+            raised = None
+            for ward in ("hn-phuong-ba-dinh", "hn-phuong-ba-dinh", "hn-phuong-giang-vo"):
+                path = city.ancestors(ward)
+                async with client.pipeline(transaction=True) as pipe:
+                    queue_count(pipe, keys, "flood", path, at.timestamp(), 600)
+                    await pipe.execute()
+                raised = await detect(client, keys, city, "flood", path, at, 600, 3) or raised
+            quiet = [code for code in ("hn-ba-dinh", "hn-dong-da", "hn")
+                     if await client.get(keys.surge_raised("flood", code))]
+            return (raised.area if raised else None), quiet
+        finally:
+            await client.aclose()
+
+    assert "hn-dong-da" in city.ancestors("hn-phuong-giang-vo")
+    assert asyncio.run(scenario()) == ("hn-ba-dinh", ["hn-ba-dinh", "hn"])

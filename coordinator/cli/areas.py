@@ -110,7 +110,7 @@ def areas_migrate(
     done = with_redis(work)
     if isinstance(done, str):
         raise fail(done)
-    lines = done.lines(source, target, apply)
+    lines = done.lines(source, target)
     if as_json:
         print_json({"applied": apply, "recorded": done.recorded, "lines": lines})
     else:

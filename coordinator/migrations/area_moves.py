@@ -10,9 +10,10 @@ By a mapping file (coordinator.area_mapping):
 - closed incidents and published statements keep the codes they had (the record; the
   public page names them from the earlier map).
 
-Nothing that cannot be mapped is changed; the report says what and why. The new map is
-recorded only when every open incident and credential has found its area. The move is
-audited, and each moved incident's timeline says so.
+Nothing that cannot be mapped is changed; the report says what and why. Nothing at all
+moves until every open incident and credential has found its area; then everything that
+can moves and the new map is recorded. Running it again moves what a corrected mapping file
+now maps. The move is audited, and each moved incident's timeline says so.
 """
 
 from __future__ import annotations
@@ -50,16 +51,17 @@ class MoveReport:
     playbooks_unmapped: list[tuple[str, int, str]] = field(default_factory=list)
     requests: int = 0  # web subscriptions waiting for confirmation, moved
     notes: list[str] = field(default_factory=list)  # what moved and needs a look
-    recorded: bool = False
+    asked: bool = False  # to move (else a dry run)
+    recorded: bool = False  # moved, and the data recorded as on the new map
 
     @property
     def blocked(self) -> bool:
         """An open incident or a credential has no single new area: the map stays."""
         return bool(self.incidents_unmapped or self.credentials_unmapped)
 
-    def lines(self, source: str, target: str, applied: bool) -> list[str]:
+    def lines(self, source: str, target: str) -> list[str]:
         """What `loa areas migrate` prints. Pure."""
-        verb = "moved" if applied else "would move"
+        verb = "moved" if self.recorded else "would move"
         lines = [f"subscribers: {n} of {old} {verb} to {', '.join(new)}"
                  for (old, new), n in sorted(self.subscribers.items())]
         lines += [f"subscribers NOT moved: {n} of {old} ({target} has no area for it: add it to "
@@ -79,14 +81,14 @@ class MoveReport:
         lines += self.notes
         if not lines:
             lines.append(f"nothing names an area that {target} changes")
-        if not applied:
-            lines.append("dry run: nothing changed; --apply moves it")
-        elif self.recorded:
+        if self.recorded:
             lines.append(f"done: the data is on {target}; name it in config/areas.yaml "
                          f"(map: {target}) and start Loa again")
+        elif self.asked:
+            lines.append(f"nothing moved: the data stays on {source} until every open "
+                         "incident and credential has one area (--choose OLD=NEW)")
         else:
-            lines.append(f"not finished: the data stays on {source} until every open incident "
-                         f"and credential has one area (--choose OLD=NEW); run it again")
+            lines.append("dry run: nothing changed; --apply moves it")
         return lines
 
 
@@ -119,22 +121,25 @@ async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_d
     """Move subscribers, open incidents, credentials and playbooks from `mapping.source`
     to `mapping.target`, audited as `mover`'s; without a mover, only report what would
     move (a dry run)."""
-    report = MoveReport()
+    report = MoveReport(asked=mover is not None)
     rewritten = _playbooks(playbooks_dir, mapping, report)  # read (and refused) before
-    await _subscribers(redis, keys, mapping, report, mover is not None)
-    await _requests(redis, keys, mapping, report, mover is not None)
-    await _incidents(redis, keys, mapping, choose, report, mover)
-    await _credentials(redis, keys, mapping, choose, report, mover is not None)
-    if mover is not None:
+    probe = MoveReport()  # an incident or a credential without one area: nothing moves
+    await _incidents(redis, keys, mapping, choose, probe, None)
+    await _credentials(redis, keys, mapping, choose, probe, False)
+    moving = mover if not probe.blocked else None
+    await _subscribers(redis, keys, mapping, report, moving is not None)
+    await _requests(redis, keys, mapping, report, moving is not None)
+    await _incidents(redis, keys, mapping, choose, report, moving)
+    await _credentials(redis, keys, mapping, choose, report, moving is not None)
+    if moving is not None:
         for path, text in rewritten.items():
             path.write_text(text, encoding="utf-8")
-        if not report.blocked:
-            await record_area_map(redis, keys, mapping.target)
-            report.recorded = True
+        await record_area_map(redis, keys, mapping.target)
+        report.recorded = True
         async with redis.pipeline(transaction=True) as pipe:
-            queue_audit(pipe, keys, mover.event("areas.migrated", mapping.target, {
-                "from": mapping.source, "recorded": report.recorded,
-                "lines": report.lines(mapping.source, mapping.target, True)}))
+            queue_audit(pipe, keys, moving.event("areas.migrated", mapping.target, {
+                "from": mapping.source, "lines": report.lines(mapping.source,
+                                                              mapping.target)}))
             await pipe.execute()
     return report
 

@@ -108,7 +108,7 @@ def move_embedded_map(redis_url: str, settings: Settings) -> list[str]:
         done = await move_areas(redis, keys, table, settings.playbooks_dir, {},
                                 Mover("system", "system"))
         lines = [f"area map: moving the data from {found.name} to {in_force}",
-                 *done.lines(found.name, in_force, True)]
+                 *done.lines(found.name, in_force)]
         if done.blocked:
             raise AreaMapMismatch("\n".join([*lines, (
                 f"`loa up` cannot choose: start it with LOA_AREA_MAP={found.name}, run that "

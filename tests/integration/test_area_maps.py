@@ -141,7 +141,8 @@ def test_people_keep_their_places_when_the_map_changes(
                                              "to": "hn-phuong-giang-vo", "map": "hanoi-2025"}]
     assert moved[0]["actor"].startswith("operator:") and moved[0]["interface"] == "cli"
     migrated = [e for e in audit_events(stack) if e["action"] == "areas.migrated"]
-    assert [(e["subject"], e["detail"]["recorded"]) for e in migrated] == [("hanoi-2025", True)]
+    assert [(e["subject"], e["detail"]["from"]) for e in migrated] == [("hanoi-2025",
+                                                                         "hanoi-2019")]
     again = stack.cli(*MIGRATE, "--apply")  # what is left (the stray) is said again
     assert again.returncode == 1
     assert again.stdout.splitlines()[0].startswith("subscribers NOT moved: 1 of hn-atlantis")

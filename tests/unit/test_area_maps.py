@@ -228,22 +228,23 @@ def test_playbook_lines_are_rewritten_in_place() -> None:
 
 
 def test_what_a_move_says() -> None:
-    done = MoveReport()
+    done = MoveReport(asked=True)  # asked to move, and refused: an incident has no one area
     done.subscribers[("hn-ba-dinh-kim-ma", ("hn-phuong-ba-dinh", "hn-phuong-ngoc-ha"))] = 2
     done.subscribers_unmapped["hn-atlantis"] = 1
     done.incidents_unmapped.append(("INC-00001", "hn-ba-dinh-kim-ma",
                                     ("hn-phuong-ba-dinh", "hn-phuong-ngoc-ha")))
     done.credentials.append(("desk", "hn-ba-dinh-truc-bach", "hn-phuong-ba-dinh"))
     assert done.blocked
-    assert done.lines("hanoi-2019", "hanoi-2025", applied=True) == [
-        "subscribers: 2 of hn-ba-dinh-kim-ma moved to hn-phuong-ba-dinh, hn-phuong-ngoc-ha",
+    assert done.lines("hanoi-2019", "hanoi-2025") == [
+        "subscribers: 2 of hn-ba-dinh-kim-ma would move to hn-phuong-ba-dinh, "
+        "hn-phuong-ngoc-ha",
         "subscribers NOT moved: 1 of hn-atlantis (hanoi-2025 has no area for it: add it to "
         "the mapping file)",
         "incident INC-00001 NOT moved: hn-ba-dinh-kim-ma (split into hn-phuong-ba-dinh, "
         "hn-phuong-ngoc-ha: choose one with --choose hn-ba-dinh-kim-ma=hn-phuong-ba-dinh)",
         "credential desk: hn-ba-dinh-truc-bach -> hn-phuong-ba-dinh",
-        "not finished: the data stays on hanoi-2019 until every open incident and credential "
-        "has one area (--choose OLD=NEW); run it again",
+        "nothing moved: the data stays on hanoi-2019 until every open incident and "
+        "credential has one area (--choose OLD=NEW)",
     ]
-    assert MoveReport().lines("a", "b", applied=False) == [
+    assert MoveReport().lines("a", "b") == [
         "nothing names an area that b changes", "dry run: nothing changed; --apply moves it"]

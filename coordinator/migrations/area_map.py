@@ -46,7 +46,7 @@ class MapChoice:
 @dataclass(frozen=True)
 class DataMap:
     """The map the data is on (None: an empty Redis) and whether Redis says so itself
-    (else taken from `unversioned` in config/areas.yaml)."""
+    (else read from the codes the data names)."""
 
     name: str | None
     recorded: bool

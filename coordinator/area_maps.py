@@ -16,7 +16,6 @@ lists it, so the areas form a graph rather than a tree (`Area.within`).
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.errors import ConfigError
 from coordinator.events import Slug
-from coordinator.languages import Languages
+from coordinator.languages import Languages, without_diacritics
 from coordinator.yamlsource import YamlSource, parse_problem, validate_source
 
 Names = dict[str, str]
@@ -153,7 +152,7 @@ class AreaMap:
 
         def by_name(depth: int) -> list[Area]:
             found = [a for a in self.areas.values() if a.depth == depth]
-            return sorted(found, key=lambda a: ascii_name(a.name_in(language)).casefold())
+            return sorted(found, key=lambda a: without_diacritics(a.name_in(language)).casefold())
 
         return [("", by_name(1)),
                 *[(self.labels[part].get(language, part), by_name(depth))
@@ -288,7 +287,7 @@ def dataset_units(spec: DatasetMap) -> list[tuple[str, Names, str]]:
     for ward in Ward.iter_by_province(spec.units.province):  # type: ignore[arg-type]
         kind = ward.division_type.value
         short = _without_type(ward.name, kind)
-        words = {"name": ward.name, "short": short, "ascii": ascii_name(short)}
+        words = {"name": ward.name, "short": short, "ascii": without_diacritics(short)}
         names = {tag: template.format(**words, type=spec.units.types.get(kind, {}).get(tag, kind))
                  for tag, template in spec.units.names.items()}
         code = f"{spec.city.code}-{ward.codename.replace('_', '-')}"
@@ -300,10 +299,3 @@ def _without_type(name: str, kind: str) -> str:
     """`Phường Ba Đình` -> `Ba Đình` (the type is the name's first words)."""
     head = name[:len(kind)]
     return name[len(kind):].strip() if head.casefold() == kind.casefold() else name
-
-
-def ascii_name(text: str) -> str:
-    """`Đống Đa` -> `Dong Da`: without diacritics, letter case kept."""
-    text = text.replace("đ", "d").replace("Đ", "D")
-    return "".join(c for c in unicodedata.normalize("NFD", text)
-                   if unicodedata.category(c) != "Mn")

@@ -126,13 +126,17 @@ class Languages:
         return {fold(word): tag for tag, lang in self.declared.items() for word in lang.join}
 
 
+def without_diacritics(text: str) -> str:
+    """`Đống Đa` -> `Dong Da`: without diacritics or combining marks, letter case kept."""
+    text = text.replace("đ", "d").replace("Đ", "D")
+    return "".join(c for c in unicodedata.normalize("NFD", text)
+                   if unicodedata.category(c) != "Mn")
+
+
 def fold(text: str) -> str:
     """Upper case without diacritics or combining marks, spaces collapsed: `Không` ->
     `KHONG`, `đ` -> `D` (how SMS words are compared, however they were typed)."""
-    text = text.replace("đ", "d").replace("Đ", "D")
-    stripped = "".join(c for c in unicodedata.normalize("NFD", text)
-                       if unicodedata.category(c) != "Mn")
-    return " ".join(stripped.upper().split())
+    return " ".join(without_diacritics(text).upper().split())
 
 
 def load_languages(source: YamlSource) -> Languages:

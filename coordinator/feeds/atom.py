@@ -106,9 +106,8 @@ def _statement_entry(feed: ET.Element, statement: dict[str, Any], city: City, ba
          href=cap_url(base_url, statement["id"]))
     _add(entry, "category", term=statement["severity"], scheme=f"{SCHEME}severity")
     _add(entry, "category", term=statement["kind"], scheme=f"{SCHEME}kind")
-    area = city.areas.get(statement["area"])
     _add(entry, "category", term=statement["area"], scheme=f"{SCHEME}area",
-         label=area.name_in(lang) if area is not None else statement["area"])
+         label=city.area_name(statement["area"], lang))
     _add(entry, "summary", summary(text.get("body", "")), type="text")
     _add(entry, "content", text.get("body", ""), type="text")
 

@@ -196,13 +196,10 @@ async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dic
         if not row or row.get("status") == IncidentStatus.closed.value:
             continue
         stored = Incident.from_hash(row)
-        new, targets = single(mapping, stored.area, choose)
-        if new == stored.area:
-            continue
+        new = _one_area(mapping, stored.area, choose, incident_id, report.incidents,
+                        report.incidents_unmapped)
         if new is None:
-            report.incidents_unmapped.append((incident_id, stored.area, targets))
             continue
-        report.incidents.append((incident_id, stored.area, new))
         suffix = ":exercise" if stored.exercise else ""
         old_key = keys.open_incident(f"{stored.kind}:{stored.area}{suffix}")
         new_key = keys.open_incident(f"{stored.kind}:{new}{suffix}")
@@ -226,6 +223,20 @@ async def _incidents(redis: Redis, keys: Keys, mapping: AreaMapping, choose: dic
                 await pipe.execute()
 
 
+def _one_area(mapping: AreaMapping, code: str, choose: dict[str, str], subject: str,
+              moved: list[tuple[str, str, str]],
+              unmapped: list[tuple[str, str, tuple[str, ...]]]) -> str | None:
+    """The one new area an incident's or a credential's `code` becomes, noted in `moved`;
+    None when it stays as it is, or has no one new area (noted in `unmapped`)."""
+    new, targets = single(mapping, code, choose)
+    if new is None:
+        unmapped.append((subject, code, targets))
+    elif new != code:
+        moved.append((subject, code, new))
+        return new
+    return None
+
+
 def _scope(mapping: AreaMapping, scope: str, choose: dict[str, str]) -> str:
     """An incident's recorded scope (`area:CODE`, who opened it or raised its severity) on
     the new map: the one area its area became, else as it was. Pure."""
@@ -241,14 +252,9 @@ async def _credentials(redis: Redis, keys: Keys, mapping: AreaMapping, choose: d
         record = TokenRecord.model_validate_json(raw) if raw else None
         if record is None or not record.area:
             continue
-        new, targets = single(mapping, record.area, choose)
-        if new == record.area:
-            continue
-        if new is None:
-            report.credentials_unmapped.append((name, record.area, targets))
-            continue
-        report.credentials.append((name, record.area, new))
-        if apply:
+        new = _one_area(mapping, record.area, choose, name, report.credentials,
+                        report.credentials_unmapped)
+        if new is not None and apply:
             await redis.set(keys.token(digest),
                             record.model_copy(update={"area": new}).model_dump_json())
 

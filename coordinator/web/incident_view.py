@@ -55,8 +55,7 @@ async def correction_clock(st: State, incident: dict[str, Any]) -> dict[str, Any
 
 
 def _area_name(st: State, code: str) -> str:
-    area = st.city.areas.get(code)
-    return area.name_in(st.city.languages.staff[0]) if area else code
+    return st.city.area_name(code, st.city.languages.staff[0])
 
 
 async def drafts_of(st: State, incident_id: str, current_id: str) -> list[Draft]:

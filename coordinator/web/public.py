@@ -3,7 +3,6 @@ short link SMS messages carry, and the press archive (searchable, every version)
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -13,6 +12,7 @@ from coordinator import queries
 from coordinator.access import Action
 from coordinator.city import City
 from coordinator.feeds.claim_review import claim_review, script_json
+from coordinator.languages import without_diacritics
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
 from coordinator.web.pages import language_of, page
@@ -34,8 +34,7 @@ def near(city: City, selected: str, area: str) -> bool:
 
 def folded(text: str) -> str:
     """Lower-case without diacritics (so `ngap` finds `Ngập`, `dong da` finds `Đống Đa`)."""
-    plain = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
-    return "".join(c for c in plain if not unicodedata.combining(c)).lower()
+    return without_diacritics(text).lower()
 
 
 def current(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,6 +34,12 @@ from coordinator.subscribers.models import Subscriber
 
 CONCURRENCY = 32
 """Deliveries of one batch with the channel at once (each waits its turn at the rate limit)."""
+LEAD = 8
+"""Deliveries of a batch read, claimed and handed over before the rest is read: a
+statement's first messages leave within milliseconds of its publication, whatever the
+batch's size."""
+SLICE = 64
+"""Deliveries read and claimed at a time after the lead."""
 FLUSH_EVERY_S = 0.02
 """How often outcomes are written: a crash loses at most this much bookkeeping (those
 deliveries are then reconciled with the provider)."""
@@ -106,15 +112,14 @@ async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: Delive
 
 async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
                    name: str, now: datetime) -> BatchReport:
-    requests = await _requests(rt, batch)
-    if requests is None:
+    loaded = await _load(rt, batch)
+    if loaded is None:
         return BatchReport(done=True)  # done before, or the fan-out is finished
-    claims = await _claim(rt, requests, batch.channel, now)
+    statement, ids = loaded
     channel = channels.get(batch.channel)
     report = BatchReport()
     gate = asyncio.Semaphore(CONCURRENCY)
-    run = _Run(rt, batch.statement_id, requests)
-    await run.refresh()
+    run = _Run(rt, batch.statement_id)
 
     async def one(request: DeliveryRequest, claim: str) -> None:
         if claim in FINAL or claim == "busy":
@@ -131,8 +136,19 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
         run.record(request, outcome)
         report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
 
+    handing: list[asyncio.Task[None]] = []
     async with run.kept_up():
-        await asyncio.gather(*(one(r, c) for r, c in zip(requests, claims, strict=True)))
+        try:
+            # The lead is handed over while the rest is still being read and claimed.
+            for part in _parts(ids):
+                requests = await _requests(rt, statement, part, batch.channel)
+                claims = await _claim(rt, requests, batch.channel, now)
+                run.add(requests)
+                await run.refresh(just=requests)
+                handing += [asyncio.create_task(one(r, c))
+                            for r, c in zip(requests, claims, strict=True)]
+        finally:  # nothing claimed is left running unwatched, even when reading failed
+            await asyncio.gather(*handing)
     if "busy" not in report.counts:
         await settle(rt.redis, rt.keys, batch.statement_id, time.time(), done_batch=name,
                      batch_key=rt.keys.dispatch_batch(batch.statement_id, batch.channel,
@@ -141,8 +157,15 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     return report
 
 
-async def _requests(rt: Runtime, batch: DeliveryBatch) -> list[DeliveryRequest] | None:
-    """The batch's deliveries on its channel (None when there is nothing left to do)."""
+def _parts(ids: list[str]) -> list[list[str]]:
+    """The batch in the order it is read and claimed: the lead, then slices of
+    :data:`SLICE` (each a short stretch of CPU, so the hand-overs already under way get their
+    answers read in between). Pure."""
+    return [ids[:LEAD], *(ids[n:n + SLICE] for n in range(LEAD, len(ids), SLICE))]
+
+
+async def _load(rt: Runtime, batch: DeliveryBatch) -> tuple[Statement, list[str]] | None:
+    """The batch's statement and subscriber ids (None when there is nothing left to do)."""
     keys, sid = rt.keys, batch.statement_id
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hget(keys.statement(sid), "statement")
@@ -151,17 +174,24 @@ async def _requests(rt: Runtime, batch: DeliveryBatch) -> list[DeliveryRequest] 
         raw_statement, raw_ids, finished = await pipe.execute()
     if raw_ids is None or finished or raw_statement is None:
         return None
-    statement = Statement.model_validate_json(raw_statement)
-    ids = [i for i in str(raw_ids).split(",") if i]
+    return (Statement.model_validate_json(raw_statement),
+            [i for i in str(raw_ids).split(",") if i])
+
+
+async def _requests(rt: Runtime, statement: Statement, ids: list[str], channel: str
+                    ) -> list[DeliveryRequest]:
+    """The deliveries of these subscribers on the channel."""
+    if not ids:
+        return []
     link = f"{rt.settings.web_url()}/statements/{statement.id}"
     requests = []
-    for raw in await rt.redis.mget([keys.subscriber(i) for i in ids]) if ids else []:
+    for raw in await rt.redis.mget([rt.keys.subscriber(i) for i in ids]):
         if raw is None:  # erased since the fan-out started: nobody to send to
             continue
         sub = Subscriber.model_validate_json(raw)
         requests += [r for r in deliveries_for(statement, sub, link, rt.city.languages,
                                               unsubscribe_url(rt, sub))
-                     if r.channel == batch.channel]
+                     if r.channel == channel]
     return requests
 
 
@@ -184,12 +214,14 @@ class _Run:
     for the whole batch in one round trip now and then (:data:`WITHDRAWN_EVERY_S`,
     :data:`LEAVERS_EVERY_S`) rather than once per delivery."""
 
-    def __init__(self, rt: Runtime, statement_id: str, requests: list[DeliveryRequest]) -> None:
+    def __init__(self, rt: Runtime, statement_id: str) -> None:
         self.rt = rt
         self.statement_id = statement_id
-        self.waiting = {r.id: r for r in requests}  # not handed over, skipped or final yet
+        self.waiting: dict[str, DeliveryRequest] = {}  # not handed over, skipped or final yet
         self.unwanted: dict[str, str] = {}  # delivery id -> why
         self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
+        self.recorded = 0
+        self.wake = asyncio.Event()  # the ticker's: write now
 
     def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
         """The channel's last question before the hand-over (answered from memory)."""
@@ -197,15 +229,24 @@ class _Run:
             return request.id not in self.unwanted
         return ask
 
+    def add(self, requests: list[DeliveryRequest]) -> None:
+        """Deliveries claimed for this run, to be handed over."""
+        self.waiting |= {r.id: r for r in requests}
+
     def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
         """Keep an outcome for the next write."""
         self.waiting.pop(request.id, None)
         self.outcomes.append((request, outcome))
+        self.recorded += 1
+        if self.recorded == 1:  # the batch's first outcome is written at once
+            self.wake.set()
 
-    async def refresh(self, withdrawn_only: bool = False) -> None:
-        """Ask Redis which waiting deliveries are not wanted any more: whether the statement
-        was withdrawn (one HEXISTS), and unless `withdrawn_only`, who said STOP or left."""
-        waiting = list(self.waiting.values())
+    async def refresh(self, withdrawn_only: bool = False,
+                      just: list[DeliveryRequest] | None = None) -> None:
+        """Ask Redis which waiting deliveries (or `just` these) are not wanted any more:
+        whether the statement was withdrawn (one HEXISTS), and unless `withdrawn_only`, who
+        said STOP or left."""
+        waiting = list(self.waiting.values()) if just is None else just
         if not waiting:
             return
         keys = self.rt.keys
@@ -242,7 +283,8 @@ class _Run:
             checked = left_checked = time.monotonic()
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
+                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
+                self.wake.clear()
                 await self.flush()
                 now = time.monotonic()
                 if now - left_checked >= LEAVERS_EVERY_S:
@@ -257,6 +299,7 @@ class _Run:
             yield
         finally:
             stop.set()
+            self.wake.set()
             await ticker
             # An outcome recorded while the ticker's last round was refreshing (after its
             # flush) is written here: the batch is settled right after this, and nothing

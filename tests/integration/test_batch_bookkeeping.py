@@ -1,6 +1,7 @@
 """A batch's bookkeeping on a real redis-server: every outcome recorded while the batch runs
 reaches the delivery's record, including one recorded while the writer's last round was busy
-asking Redis who left (the race that once left a handed-over SMS in `sending` for good)."""
+asking Redis who left (the race that once left a handed-over SMS in `sending` for good); and
+a big batch's first deliveries are handed over before the rest is read."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import asyncio
 
 import pytest
 
+from channels.base import OutboundMessage, Receipt
 from coordinator.dispatch import batches
 from coordinator.dispatch.handover import Outcome
-from coordinator.events import DeliveryRequest
+from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
+from coordinator.model.incident import Severity
 from coordinator.runtime import Runtime
+from coordinator.subscribers.models import Subscriber
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +39,8 @@ async def test_an_outcome_recorded_during_the_last_refresh_is_written(rt: Runtim
     request = DeliveryRequest(id="d-1", channel="sms", recipient="+84900000001", text="x",
                               purpose="statement", statement_id="S-1", subscriber_id="sub-1")
     await rt.redis.hset(rt.keys.delivery(request.id), mapping={"status": "sending"})
-    run = _HeldRefresh(rt, "S-1", [request])
+    run = _HeldRefresh(rt, "S-1")
+    run.add([request])
     async with run.kept_up():
         await asyncio.wait_for(run.refreshing.wait(), 5)  # the writer's round is in refresh
         run.record(request, Outcome("sent", "", provider_id="SM1"))
@@ -44,3 +49,53 @@ async def test_an_outcome_recorded_during_the_last_refresh_is_written(rt: Runtim
     assert record["status"] == "sent"
     assert record["provider_id"] == "SM1"
     assert await rt.redis.hget(rt.keys.dispatch("S-1"), "sms:sent") == "1"
+
+
+class _Counting:
+    """An SMS channel that, at its first message, asks Redis how many of the batch's
+    deliveries are claimed yet."""
+
+    name = "sms"
+    max_length = None
+
+    def __init__(self, rt: Runtime, ids: list[str]) -> None:
+        self.rt, self.ids = rt, ids
+        self.claimed_at_first: int | None = None
+        self.sent = 0
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if self.claimed_at_first is None:
+            self.claimed_at_first = 0
+            async with self.rt.redis.pipeline(transaction=False) as pipe:
+                for i in self.ids:
+                    pipe.hget(self.rt.keys.delivery(i), "status")
+                self.claimed_at_first = sum(1 for s in await pipe.execute() if s)
+        self.sent += 1
+        return Receipt(message.id, f"SM{self.sent}", "queued")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) -> None:
+    """A statement's first SMS leaves while the rest of a big batch is still being read."""
+    statement = Statement(
+        id="STM-LEAD-1", incident_id="INC-LEAD", approval_id="APR-LEAD-1", draft_id="d",
+        playbook_id="flood", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
+        texts=[RenderedText(channel="sms", language="vi", body="Ngập sâu")],
+        approved_by=["nguyen-van-an"], approved_at=utcnow())
+    subs = [Subscriber(id=f"sub-lead-{n}", phone=f"+8490{n:07d}", areas=["hn-ba-dinh"],
+                       channels=["sms"], language="vi") for n in range(300)]
+    await rt.redis.hset(rt.keys.statement(statement.id), "statement",
+                        statement.model_dump_json())
+    await rt.redis.mset({rt.keys.subscriber(s.id): s.model_dump_json() for s in subs})
+    await rt.redis.sadd(rt.keys.subs_active(), *[s.id for s in subs])
+    await rt.redis.set(rt.keys.dispatch_batch(statement.id, "sms", 0),
+                       ",".join(s.id for s in subs))
+    channel = _Counting(rt, [f"{statement.id}:sms:{s.id}" for s in subs])
+    # Connections open already, as in a running worker: the count is not held up connecting.
+    await asyncio.gather(*(rt.redis.ping() for _ in range(8)))
+    report = await batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id="INC-LEAD", number=0), utcnow())
+    assert channel.claimed_at_first == batches.LEAD
+    assert channel.sent == 300 and report.counts == {"queued": 300} and report.done

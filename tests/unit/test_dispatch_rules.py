@@ -8,6 +8,7 @@ from pathlib import Path
 
 from coordinator.approvals.decisions import needs_second_approver
 from coordinator.city import load_city
+from coordinator.dispatch.batches import _parts
 from coordinator.dispatch.handover import Outcome, reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
@@ -120,3 +121,12 @@ def test_a_costly_statement_needs_a_second_approver() -> None:
     assert needs_second_approver(Reach(50_000, 0, 100_000), ["a"], 100_000) is None
     assert needs_second_approver(None, ["a"], 100_000) is None
     assert needs_second_approver(costly, ["a"], 0) is None
+
+
+def test_a_batch_is_read_as_a_lead_then_slices() -> None:
+    ids = [str(n) for n in range(150)]
+    parts = _parts(ids)
+    assert [len(p) for p in parts] == [8, 64, 64, 14]
+    assert [i for p in parts for i in p] == ids
+    assert _parts(["a", "b"]) == [["a", "b"]]
+    assert _parts([]) == [[]]

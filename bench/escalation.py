@@ -25,6 +25,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from _measure import peak_rss_mib  # bench/ is the script's folder
 
@@ -64,6 +65,29 @@ async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: 
     return deadlines
 
 
+def lateness_of(r: Any, prefix: str, deadlines: dict[str, datetime]) -> dict[str, Any]:
+    """From the incidents' timelines: lateness (deadline -> escalation committed) p50/p99/max,
+    early, missed (no escalation of level 1) and duplicated (two escalations of one level)."""
+    lateness, missed, duplicated = [], 0, 0
+    for approval_id, due in deadlines.items():
+        incident_id = "INC-" + approval_id.split("-")[1]
+        escalations = [e for e in (json.loads(x) for x in r.lrange(
+            f"{prefix}:incident:{incident_id}:timeline", 0, -1))
+            if e["action"] == "approval.escalated" and e["detail"]["from_level"] == 1]
+        if not escalations:
+            missed += 1
+            continue
+        duplicated += len(escalations) > 1
+        done = datetime.fromisoformat(escalations[0]["at"])
+        lateness.append((done - due).total_seconds())
+    lateness.sort()
+    q = statistics.quantiles(lateness, n=100) if len(lateness) > 1 else [0.0] * 99
+    return {"lateness_p50_ms": round(q[49] * 1000, 1),
+            "lateness_p99_ms": round(q[98] * 1000, 1),
+            "lateness_max_ms": round(lateness[-1] * 1000, 1) if lateness else None,
+            "early": sum(x < 0 for x in lateness), "missed": missed, "duplicated": duplicated}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--approvals", type=int, default=10_000)
@@ -94,32 +118,13 @@ def main() -> None:
         last = max(deadlines.values())
         while datetime.now(UTC) < last + timedelta(seconds=10):
             time.sleep(0.5)
-        lateness, missed, duplicated = [], 0, 0
-        for approval_id, due in deadlines.items():
-            incident_id = "INC-" + approval_id.split("-")[1]
-            escalations = [e for e in (json.loads(x) for x in r.lrange(
-                f"bench:incident:{incident_id}:timeline", 0, -1))
-                if e["action"] == "approval.escalated" and e["detail"]["from_level"] == 1]
-            if not escalations:
-                missed += 1
-                continue
-            duplicated += len(escalations) > 1
-            done = datetime.fromisoformat(escalations[0]["at"])
-            lateness.append((done - due).total_seconds())
-        lateness.sort()
-        q = statistics.quantiles(lateness, n=100) if len(lateness) > 1 else [0.0] * 99
         redis_peak = int(r.info("memory")["used_memory_peak"]) / 2**20
         print(json.dumps({
             "benchmark": "escalation_deadlines",
             "approvals": args.approvals,
             "spread_seconds": args.spread,
             "scheduling_seconds": round(scheduling_s, 2),
-            "lateness_p50_ms": round(q[49] * 1000, 1),
-            "lateness_p99_ms": round(q[98] * 1000, 1),
-            "lateness_max_ms": round(lateness[-1] * 1000, 1) if lateness else None,
-            "early": sum(x < 0 for x in lateness),
-            "missed": missed,
-            "duplicated": duplicated,
+            **lateness_of(r, "bench", deadlines),
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
             "redis_peak_mib": round(redis_peak, 1),
             "at": datetime.now().isoformat(timespec="seconds"),

@@ -5,6 +5,7 @@
     .venv/bin/python bench/fanout.py --subscribers 10000 --sms-rate 300
     .venv/bin/python bench/fanout.py --subscribers 1000000 --resolve-only
     .venv/bin/python bench/fanout.py --subscribers 100000 --sms-rate 300 --prompts-during 20
+    .venv/bin/python bench/fanout.py --subscribers 100000 --no-bare --escalations 1000
 
 Prints JSON: audience resolution time; with a full run also, per channel, the time from
 the approval to the last message the local SMS sandbox and SMTP server received and the
@@ -20,6 +21,12 @@ one a second, while the fan-out runs; each opens its own incident, whose approva
 goes by SMS to an approver. It prints how long each took from the report to its prompt
 handed to the SMS endpoint (from the incidents' timelines): prompts have their own lane,
 so a fan-out held to the provider's rate must not delay them.
+
+With `--escalations N`, N pending approval requests are stored as the planner stores them
+(bench/escalation.py), their first deadlines spread over `--escalation-spread` seconds from
+20 s after the approval, so they come due while the fan-out runs; it prints their lateness
+(deadline -> escalation committed), missed and duplicated. The escalations' own prompts
+then count in the endpoints' totals, so the rates of such a run are not comparable.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
 from _measure import peak_rss_mib  # bench/ is the script's folder
+from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
 
 from channels.base import OutboundMessage
@@ -176,9 +185,23 @@ def prompts_during(r: redis.Redis, report_ids: list[str]) -> dict[str, Any]:
             "report_to_prompt_handed_over": quantiles(waits)}
 
 
+def escalated(r: redis.Redis, deadlines: dict[str, datetime]) -> dict[str, Any]:
+    """Once the last deadline is 10 s past: how late the escalations were (called when the
+    fan-out has ended)."""
+    fan_out_end = datetime.now(UTC)
+    while datetime.now(UTC) < max(deadlines.values()) + timedelta(seconds=10):
+        time.sleep(0.5)
+    return {"approvals": len(deadlines),
+            "deadlines_before_the_fan_out_ended": sum(d < fan_out_end
+                                                      for d in deadlines.values()),
+            **lateness_of(r, "bench", deadlines)}
+
+
 def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
              r: redis.Redis, procs: list[subprocess.Popen[bytes]],
-             loa_pids: dict[str, int], bare: bool = True, prompts: int = 0) -> dict[str, Any]:
+             loa_pids: dict[str, int], bare: bool = True, prompts: int = 0,
+             escalations: int = 0, escalation_spread_s: float = 60.0,
+             scheduler: bool = True) -> dict[str, Any]:
     sms_url = env["LOA_TWILIO_BASE_URL"]
     web_port = int(env["LOA_WEB_PORT"])
     worker = spawn(["worker"], env, root / "worker.log")
@@ -186,6 +209,9 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     procs.append(spawn(["web"], env, root / "web.log"))
     wait_for_port(web_port, 60, procs[-1])
     loa_pids |= {"worker": worker.pid, "web": procs[-1].pid}
+    if scheduler:  # as `loa up` runs it
+        procs.append(spawn(["scheduler"], env, root / "scheduler.log"))
+        loa_pids["scheduler"] = procs[-1].pid
     while not r.exists("bench:worker:worker-1"):
         time.sleep(0.1)
     raw = (asyncio.run(raw_capacity(settings, max(10_000, targeted),
@@ -209,6 +235,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     time.sleep(2)  # the approval prompt's own SMS is out of the way
     sms_before = httpx.get(f"{sms_url}/_sandbox/count", timeout=60).json()["messages"]
     cpu_before = {name: cpu_s(pid) for name, pid in loa_pids.items()}
+    deadlines = asyncio.run(schedule_all(settings, escalations, escalation_spread_s,
+                                         lead_s=20.0)) if escalations else {}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--token",
                     token], env=env, check=True, capture_output=True)
@@ -232,6 +260,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     rates = {c: round(targeted / finished[c], 1) for c in finished}
     filer.join()
     during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
+    if deadlines:
+        during["escalations_during_fan_out"] = escalated(r, deadlines)
     return during | {"approval_to_last_message_s": {c: round(t, 2) for c, t in finished.items()},
             "messages": 2 * targeted,
             "loa_messages_per_second": rates,
@@ -263,6 +293,12 @@ def main() -> None:
     parser.add_argument("--prompts-during", type=int, default=0,
                         help="reports filed during the fan-out, one a second, each with "
                              "its own approval prompt (their latency is printed)")
+    parser.add_argument("--escalations", type=int, default=0,
+                        help="pending approvals whose deadlines come due during the fan-out "
+                             "(their lateness is printed)")
+    parser.add_argument("--escalation-spread", type=float, default=60.0)
+    parser.add_argument("--no-scheduler", action="store_true",
+                        help="no `loa scheduler` (the worker alone fires the timers)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loa-bench-fanout-"))
     rservice: Service = start_redis(root / "redis", appendonly=False)
@@ -303,13 +339,20 @@ def main() -> None:
             # full_run appends the worker and web to `procs`, so they are stopped even if it fails
             loa_pids = {"redis": rservice.proc.pid, "broker": broker.proc.pid}
             result |= full_run(root, settings, env, size, r, procs, loa_pids,
-                               bare=not args.no_bare, prompts=args.prompts_during)
+                               bare=not args.no_bare, prompts=args.prompts_during,
+                               escalations=args.escalations,
+                               escalation_spread_s=args.escalation_spread,
+                               scheduler=not args.no_scheduler)
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         print(json.dumps(result, indent=2))
     finally:
         for proc in procs:
             proc.terminate()
-            proc.wait(30)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         r.close()
         if broker is not None:
             broker.stop()

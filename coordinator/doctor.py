@@ -69,7 +69,10 @@ def _redis(settings: Settings) -> tuple[bool, str]:
         if not workers:
             return False, (f"Redis at {where} answers, but no worker is alive: "
                            "reports will wait in the outbox (start `loa worker`)")
-        return True, f"Redis at {where} answers; {len(workers)} worker(s) alive"
+        timers = ("`loa scheduler` alive" if await redis.exists(
+            Keys(settings.redis_prefix).scheduler_heartbeat())
+            else "no `loa scheduler`: the workers fire the timers, later when busy")
+        return True, f"Redis at {where} answers; {len(workers)} worker(s) alive; {timers}"
 
     try:
         return run_with_redis(settings.redis_url, ping)

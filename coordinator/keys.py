@@ -116,8 +116,7 @@ class Keys:
         return self._k("approval", approval_id)
 
     def approvals_pending(self) -> str:
-        """Sorted set approval id -> deadline (epoch seconds). Pruned: an entry goes
-        when its request is decided, superseded or withdrawn."""
+        """Sorted set approval id -> deadline (epoch s). Pruned: once it is no longer pending."""
         return self._k("approvals", "pending")
 
     def approvals(self) -> str:
@@ -125,13 +124,11 @@ class Keys:
         return self._k("approvals")
 
     def reminder(self, approval_id: str, level: int, percent: int) -> str:
-        """Set once a reminder of a level went out. Kept (a few bytes per reminder: what
-        stops it going out twice)."""
+        """Set once a reminder of a level went out. Kept: what stops it going out twice."""
         return self._k("approval", approval_id, "reminded", str(level), str(percent))
 
     def inbox(self, person_id: str) -> str:
-        """Hash prompt id -> prompt JSON: a person's web inbox. Kept: the record of what
-        each person was asked."""
+        """Hash prompt id -> prompt JSON: a person's web inbox. Kept: what each was asked."""
         return self._k("inbox", person_id)
 
     def legacy_timer_store(self) -> tuple[str, str]:
@@ -370,9 +367,12 @@ class Keys:
         return self._k("incident", "*", "chain")
 
     def worker_heartbeat(self, worker_id: str) -> str:
-        """Present while a worker of that id is alive. Expires: 10 s after its last
-        beat."""
+        """Present while a worker of that id is alive. Expires: 10 s after its beat."""
         return self._k("worker", worker_id)
+
+    def scheduler_heartbeat(self) -> str:
+        """Present while `loa scheduler` is alive. Expires: 10 s after its beat."""
+        return self._k("scheduler")
 
     def worker_heartbeats(self) -> str:
         """Pattern matching every worker heartbeat key."""

@@ -95,6 +95,7 @@ def run_up(settings: Settings) -> int:
         metrics_port = settings.worker_metrics_port or free_port()
         _keep(supervisor, "worker", ["worker"],
               {**env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None)
+        _keep(supervisor, "scheduler", ["scheduler"], env, None)
         _keep(supervisor, "web", ["web"], env, settings.web_port)
         run = {"kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
                **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()}}
@@ -210,6 +211,7 @@ def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: 
   broker       {kafka_url}{embedded_b}
   redis        {redacted(redis_url)}{embedded_r}
   worker       metrics at http://127.0.0.1:{metrics_port}/metrics
+  scheduler    escalation deadlines, reminders and hold alerts, on time
   sms          {sms}
   email        {smtp}   (what the sandboxes received: `loa outbox`)
   playbooks    {settings.playbooks_dir}

@@ -32,6 +32,7 @@ from coordinator.cli.credentials import ReasonOpt, TokenOpt, cli_principal
 from coordinator.cli.decisions import approve, inbox, reject
 from coordinator.cli.incident import incident_app
 from coordinator.cli.migrate import migrate_command
+from coordinator.cli.processes import scheduler, web, worker
 from coordinator.cli.sandbox import outbox, sandbox_app
 from coordinator.cli.secrets import secrets_app
 from coordinator.cli.subscribers import dispatch_watch, subscribers_app
@@ -52,44 +53,16 @@ for _name, _group in (("playbooks", playbooks_app), ("subscribers", subscribers_
                       ("tokens", tokens_app), ("secrets", secrets_app), ("audit", audit_app),
                       ("incident", incident_app), ("areas", areas_app)):
     app.add_typer(_group, name=_name)
+for _command in (worker, web, scheduler):  # the long-running processes `loa up` starts
+    app.command()(_command)
 
 
 @app.command()
 def up() -> None:
-    """Start everything on this machine: broker, Redis, worker and web (Ctrl-C stops all)."""
+    """Start everything here: broker, Redis, worker, scheduler and web (Ctrl-C stops all)."""
     from coordinator.up import run_up
 
     raise typer.Exit(run_up(load_settings()))
-
-
-@app.command()
-def worker() -> None:
-    """Run the pipeline's agents (scale out by running more, against a real Kafka and Redis)."""
-    from coordinator.worker import run_worker
-
-    try:
-        run_worker(env_settings())
-    except LoaError as exc:  # e.g. no LOA_SECRET_KEY to sign the audit checkpoints with
-        raise fail(str(exc)) from exc
-
-
-@app.command()
-def web() -> None:
-    """Serve the HTTP API and the public pages."""
-    import uvicorn
-
-    from coordinator.migrations.startup import check_layout_at_start
-    from coordinator.observability import configure_logging
-    from coordinator.web.app import create_web_app
-
-    settings = env_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    check_layout_at_start(settings, "web")
-    # proxy_headers=False: the client address comes from LOA_TRUSTED_PROXIES alone.
-    # A stop waits 5 s for requests, not for live pages' streams (they reconnect).
-    uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
-                log_level="warning", proxy_headers=False, loop="uvloop", http="httptools",
-                timeout_graceful_shutdown=5)
 
 
 @app.command()

@@ -83,6 +83,7 @@ class Stack:
             self._start_sms_sandbox()
         self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.scheduler: subprocess.Popen[bytes] | None = None
         self._tokens: dict[str, str] = {}
         self.web: subprocess.Popen[bytes] | None = None
         self.web_url = ""
@@ -152,6 +153,21 @@ class Stack:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def start_scheduler(self) -> None:
+        """Start `loa scheduler` and wait until its heartbeat shows it alive."""
+        self.redis.delete(self.keys.scheduler_heartbeat())
+        proc = self.scheduler = self._spawn("scheduler", ["scheduler"], self.env)
+        wait_for(lambda: proc.poll() is not None or self.redis.exists(
+            self.keys.scheduler_heartbeat()), 60, "the scheduler to start")
+        assert proc.poll() is None, (self.root / "scheduler.log").read_text()[-3000:]
+
+    def stop_scheduler(self) -> None:
+        """Stop `loa scheduler` (SIGTERM) and wait for it to be gone."""
+        if self.scheduler is not None:
+            self.scheduler.terminate()
+            self.scheduler.wait(30)
+            self.scheduler = None
 
     def start_web(self) -> str:
         """Start `loa web` on a free port; returns its base URL."""
@@ -272,6 +288,7 @@ class Stack:
         """Stop every process and close every file."""
         for worker_id in list(self.workers):
             self.stop_worker(worker_id)
+        self.stop_scheduler()
         if self.web is not None:
             self.web.terminate()
             self.web.wait(10)

@@ -44,6 +44,10 @@ def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
     - {level: 1, within: 2s}
     - {level: 2, within: 10s}
     - {department: people-committee, level: 1, within: 2s}""")
+    # Long enough for `loa scheduler` to adopt the request from Redis (every 2 s) first.
+    add_drill(env, "drill-punctual", """\
+    - {level: 1, within: 6s}
+    - {level: 2, within: 60s}""")
     with running(root / "stack", **env, LOA_SMTP_HOST="127.0.0.1",
                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:
         yield stack
@@ -106,6 +110,34 @@ def pickled_keys(url: str) -> list[str]:
                              for v in readers.get(raw.type(key), lambda r, k: [])(raw, key)))
     finally:
         raw.close()
+
+
+def test_the_scheduler_escalates_on_time_while_the_worker_is_frozen(drills: Stack) -> None:
+    """`loa scheduler` holds the timers too: with the only worker stopped (SIGSTOP: its loop
+    busy for good), the deadline is escalated within a second of its time; once the worker
+    runs again, its own timer finds the request moved on, and the level escalates once."""
+    drills.start_scheduler()
+    worker = drills.workers["w1"]
+    try:
+        incident_id, _ = file_drill(drills, "drill-punctual", "hn-tay-ho")
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            escalated = wait_for(lambda: timeline_entries(
+                drills, incident_id, "approval.escalated"), 15, "the scheduler's escalation")
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        requested = timeline_entries(drills, incident_id, "approval.requested")[0]
+        deadline = datetime.fromisoformat(requested["detail"]["deadline"])
+        late = (entry_time(escalated[0]) - deadline).total_seconds()
+        assert 0 <= late <= 1.0, f"escalated {late:.3f} s after its deadline"
+        # the worker, thawed, would escalate now if it did not see the request moved on
+        wait_for(lambda: drills.redis.exists(drills.keys.worker_heartbeat("w1")) and
+                 drills.redis.ttl(drills.keys.worker_heartbeat("w1")) > 7, 20,
+                 "the worker's next heartbeat")
+        time.sleep(2)
+        assert len(timeline_entries(drills, incident_id, "approval.escalated")) == 1
+    finally:
+        drills.stop_scheduler()
 
 
 def test_nothing_in_redis_is_a_pickle(drills: Stack) -> None:

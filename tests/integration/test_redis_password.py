@@ -68,5 +68,6 @@ def test_doctor_hides_the_right_password_too(locked: Stack, tmp_path: Path) -> N
     """With the right password doctor reaches Redis and shows the URL without it."""
     done = _doctor(locked, locked.redis_service.url, tmp_path)
     port = locked.redis_service.port
-    assert f"✔ Redis at redis://:***@127.0.0.1:{port}/0 answers; 1 worker(s) alive" in done.stdout
+    assert (f"✔ Redis at redis://:***@127.0.0.1:{port}/0 answers; 1 worker(s) alive; "
+            "no `loa scheduler`") in done.stdout
     assert PASSWORD not in done.stdout + done.stderr

@@ -111,8 +111,9 @@ def test_a_killed_worker_is_started_again_and_ctrl_c_stops_all(up: Up) -> None:
     `coordinator.cli worker` child runs and the run file names it; SIGINT then stops
     `loa up` with 0, removes the run file and leaves none of its processes."""
     first = wait_for(up.run_file, 10, "the run file")
-    assert sorted(first["pids"]) == ["broker", "redis", "sms-sandbox", "smtp-sandbox", "web",
-                                     "worker"]
+    assert sorted(first["pids"]) == ["broker", "redis", "scheduler", "sms-sandbox",
+                                     "smtp-sandbox", "web", "worker"]
+    assert command_line(first["pids"]["scheduler"])[-2:] == ["coordinator.cli", "scheduler"]
     old_worker = first["pids"]["worker"]
     assert command_line(old_worker)[-2:] == ["coordinator.cli", "worker"]
 

@@ -122,6 +122,8 @@ class Producer:
             await self._producer.start()
             self._started = True
         except (KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):  # what it opened before failing
+                await self._producer.stop()
             raise BrokerUnavailable(f"broker {self.settings.kafka_url}: {exc!r}") from exc
 
     async def stop(self) -> None:

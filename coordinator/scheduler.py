@@ -51,22 +51,18 @@ async def serve(rt: Runtime) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     producer = Producer(rt.settings)
-    while not producer.started and not stop.is_set():
-        try:
-            await producer.start()
-        except BrokerUnavailable as exc:  # the broker may start after us (`loa up`)
-            log.warning("broker not reachable yet; retrying", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
 
     async def send(spec: TopicSpec, key: str, value: bytes) -> None:
-        # The follow-ups are kept in Redis with the transition (outbox): a send that fails
-        # is sent again by a worker's drain.
-        await producer.send(spec, key, value)
+        await producer.send(spec, key, value)  # BrokerUnavailable until connected
 
     async def on_timer(kind: str, approval_id: str, number: int, fraction: float) -> None:
         try:
             await pipeline.on_timer(kind, approval_id, number, fraction)
+        except BrokerUnavailable as exc:
+            # The transition is committed with what it sends kept in Redis (the outbox): a
+            # worker's drain sends it.
+            log.warning("timer fired; what it sends waits for a worker to send it",
+                        approval=approval_id, kind=kind, error=str(exc))
         except Exception as exc:  # never take the scheduler down; a worker's sweep retries
             log.error("timer failed", approval=approval_id, kind=kind, error=repr(exc))
 
@@ -75,16 +71,26 @@ async def serve(rt: Runtime) -> None:
     timers.start()
     try:
         while not stop.is_set():
-            try:
-                await rt.redis.set(rt.keys.scheduler_heartbeat(), rt.instance, ex=10)
-                adopted = await timers.adopt(rt.redis, rt.keys, utcnow())
-                if adopted:
-                    log.info("timers adopted", requests=adopted)
-            except Exception as exc:  # Redis away for a while: the next round retries
-                log.warning("timers not adopted; next round retries", error=repr(exc))
+            await _round(rt, timers, producer)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S_HERE)
     finally:
         timers.shutdown()
         await producer.stop()
         await rt.redis.aclose()
+
+
+async def _round(rt: Runtime, timers: Timers, producer: Producer) -> None:
+    """One beat: connect to the broker if not yet, say it is alive, adopt new timers."""
+    if not producer.started:  # the broker may start after us, or be away a while
+        try:
+            await producer.start()
+        except BrokerUnavailable as exc:
+            log.warning("broker not reachable; timers fire all the same", error=str(exc))
+    try:
+        await rt.redis.set(rt.keys.scheduler_heartbeat(), rt.instance, ex=10)
+        adopted = await timers.adopt(rt.redis, rt.keys, utcnow())
+        if adopted:
+            log.info("timers adopted", requests=adopted)
+    except Exception as exc:  # Redis away for a while: the next round retries
+        log.warning("timers not adopted; next round retries", error=repr(exc))

@@ -4,7 +4,7 @@ Creates the approval requests the way the planner does (`first_record` from the
 shipped flood playbook), overrides each first deadline to a random moment in a
 60 s window and stores them in Redis; the worker (a real `loa worker` process)
 adopts their timers from Redis within seconds and fires them. Then reads the
-audit trail: lateness (deadline -> escalation committed) p50/p99/max, missed
+audit trail: lateness (deadline -> the escalation's recorded time) p50/p99/max, missed
 (no escalation 10 s after the last deadline) and duplicated (two escalations of
 one level), and peak RSS of the worker and Redis. Prints one JSON object.
 
@@ -66,7 +66,8 @@ async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: 
 
 
 def lateness_of(r: Any, prefix: str, deadlines: dict[str, datetime]) -> dict[str, Any]:
-    """From the incidents' timelines: lateness (deadline -> escalation committed) p50/p99/max,
+    """From the incidents' timelines: lateness (deadline -> the escalation's recorded time,
+    taken as its transition starts) p50/p99/max,
     early, missed (no escalation of level 1) and duplicated (two escalations of one level)."""
     lateness, missed, duplicated = [], 0, 0
     for approval_id, due in deadlines.items():

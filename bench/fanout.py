@@ -25,7 +25,9 @@ so a fan-out held to the provider's rate must not delay them.
 With `--escalations N`, N pending approval requests are stored as the planner stores them
 (bench/escalation.py), their first deadlines spread over `--escalation-spread` seconds from
 20 s after the approval, so they come due while the fan-out runs; it prints their lateness
-(deadline -> escalation committed), missed and duplicated. The escalations' own prompts
+(deadline -> the escalation's recorded time, taken as its transition starts), missed and
+duplicated. `loa scheduler` runs as under `loa up` (its CPU counts in Loa's) unless
+`--no-scheduler`. The escalations' own prompts
 then count in the endpoints' totals, so the rates of such a run are not comparable.
 """
 
@@ -185,10 +187,10 @@ def prompts_during(r: redis.Redis, report_ids: list[str]) -> dict[str, Any]:
             "report_to_prompt_handed_over": quantiles(waits)}
 
 
-def escalated(r: redis.Redis, deadlines: dict[str, datetime]) -> dict[str, Any]:
-    """Once the last deadline is 10 s past: how late the escalations were (called when the
-    fan-out has ended)."""
-    fan_out_end = datetime.now(UTC)
+def escalated(r: redis.Redis, deadlines: dict[str, datetime], fan_out_end: datetime
+              ) -> dict[str, Any]:
+    """Once the last deadline is 10 s past: how late the escalations were, and how many
+    came due before the fan-out's last message."""
     while datetime.now(UTC) < max(deadlines.values()) + timedelta(seconds=10):
         time.sleep(0.5)
     return {"approvals": len(deadlines),
@@ -237,6 +239,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     cpu_before = {name: cpu_s(pid) for name, pid in loa_pids.items()}
     deadlines = asyncio.run(schedule_all(settings, escalations, escalation_spread_s,
                                          lead_s=20.0)) if escalations else {}
+    approved_at = datetime.now(UTC)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--token",
                     token], env=env, check=True, capture_output=True)
@@ -261,7 +264,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     filer.join()
     during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
     if deadlines:
-        during["escalations_during_fan_out"] = escalated(r, deadlines)
+        during["escalations_during_fan_out"] = escalated(
+            r, deadlines, approved_at + timedelta(seconds=max(finished.values())))
     return during | {"approval_to_last_message_s": {c: round(t, 2) for c, t in finished.items()},
             "messages": 2 * targeted,
             "loa_messages_per_second": rates,

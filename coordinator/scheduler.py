@@ -9,6 +9,11 @@ once, and a timer that comes due waits its turn behind them (bench/fanout.py
 --escalations: p99 174 ms late). Nothing else runs on this process's loop. Without it, or
 while it is down, the workers' own timers and their sweep escalate as before: it makes
 deadlines punctual; it is not a part that must be up.
+
+It fires only while it can reach the broker: an escalation it committed but whose prompts
+it could not send would wait for a worker's outbox drain (30 s), where a worker's own timer
+would have sent them at once. So its timers are paused until its producer is connected,
+and again when a send fails.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import contextlib
 import signal
 
 import uvloop
+from prometheus_client import start_http_server
 
 from coordinator import observability as obs
-from coordinator.broker import Producer
+from coordinator.broker import Producer, kafka_security
 from coordinator.errors import BrokerUnavailable
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers
 from coordinator.events import utcnow
@@ -34,33 +40,45 @@ log = obs.get_logger("scheduler")
 ADOPT_EVERY_S_HERE = min(ADOPT_EVERY_S, 2.0)
 """How often the scheduler reads the pending requests: a new request's timers are held
 here this soon after it is made (until then, by the worker that made it)."""
+RECONNECT_MAX_S = 30.0
+"""The longest pause between two attempts to reach the broker."""
 
 
 def run_scheduler(settings: Settings) -> None:
     """Hold and fire the timers until SIGTERM or SIGINT."""
     obs.configure_logging(settings.log_level, settings.log_format)
+    kafka_security(settings)  # a broken TLS or SASL setting stops here, named
     check_layout_at_start(settings, "scheduler")
-    uvloop.run(serve(build_runtime(settings)))
+    rt = build_runtime(settings)
+    if settings.scheduler_metrics_port:  # loa_escalation_lateness_seconds of what fires here
+        start_http_server(settings.scheduler_metrics_port, addr="127.0.0.1")
+    uvloop.run(serve(rt))
 
 
 async def serve(rt: Runtime) -> None:
-    """Adopt every pending request's timers from Redis every `ADOPT_EVERY_S`, fire them as
-    they come due, until told to stop."""
+    """Adopt every pending request's timers from Redis every `ADOPT_EVERY_S_HERE`, fire them
+    as they come due while the broker is reachable, until told to stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     producer = Producer(rt.settings)
+    lost = asyncio.Event()  # a send failed: reconnect before firing again
 
     async def send(spec: TopicSpec, key: str, value: bytes) -> None:
-        await producer.send(spec, key, value)  # BrokerUnavailable until connected
+        try:
+            await producer.send(spec, key, value)
+        except BrokerUnavailable:
+            timers.pause()
+            lost.set()
+            raise
 
     async def on_timer(kind: str, approval_id: str, number: int, fraction: float) -> None:
         try:
             await pipeline.on_timer(kind, approval_id, number, fraction)
         except BrokerUnavailable as exc:
-            # The transition is committed with what it sends kept in Redis (the outbox): a
-            # worker's drain sends it.
+            # Committed, with what it sends kept in Redis (the outbox): a worker's drain
+            # sends it. Until the broker answers again, the workers fire the timers.
             log.warning("timer fired; what it sends waits for a worker to send it",
                         approval=approval_id, kind=kind, error=str(exc))
         except Exception as exc:  # never take the scheduler down; a worker's sweep retries
@@ -68,25 +86,51 @@ async def serve(rt: Runtime) -> None:
 
     timers = Timers(on_timer)
     pipeline = Pipeline(rt, {}, send, timers.schedule)
-    timers.start()
+    timers.start(paused=True)
+    connecting = asyncio.create_task(_keep_connected(producer, timers, lost, stop))
     try:
         while not stop.is_set():
-            await _round(rt, timers, producer)
+            await _beat(rt, timers)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S_HERE)
     finally:
         timers.shutdown()
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
         await producer.stop()
+        with contextlib.suppress(Exception):  # gone at once, not 10 s later (`loa doctor`)
+            await rt.redis.delete(rt.keys.scheduler_heartbeat())
         await rt.redis.aclose()
 
 
-async def _round(rt: Runtime, timers: Timers, producer: Producer) -> None:
-    """One beat: connect to the broker if not yet, say it is alive, adopt new timers."""
-    if not producer.started:  # the broker may start after us, or be away a while
-        try:
-            await producer.start()
-        except BrokerUnavailable as exc:
-            log.warning("broker not reachable; timers fire all the same", error=str(exc))
+async def _keep_connected(producer: Producer, timers: Timers, lost: asyncio.Event,
+                          stop: asyncio.Event) -> None:
+    """Connect the producer, with backoff; fire timers only while it is connected."""
+    wait_s = 1.0
+    while not stop.is_set():
+        if lost.is_set():
+            lost.clear()
+            await producer.stop()
+        if not producer.started:
+            try:
+                await producer.start()
+            except BrokerUnavailable as exc:
+                log.warning("broker not reachable; timers are left to the workers",
+                            error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait_s)
+                wait_s = min(wait_s * 2, RECONNECT_MAX_S)
+                continue
+            wait_s = 1.0
+            timers.resume()
+            log.info("broker reached; firing timers")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(lost.wait(), 1.0)
+
+
+async def _beat(rt: Runtime, timers: Timers) -> None:
+    """Say it is alive, and adopt the timers of requests made or moved on elsewhere."""
     try:
         await rt.redis.set(rt.keys.scheduler_heartbeat(), rt.instance, ex=10)
         adopted = await timers.adopt(rt.redis, rt.keys, utcnow())

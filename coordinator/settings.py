@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     web_port: int = 8080
     public_base_url: str | None = None
     worker_metrics_port: int = Field(default=0, description="0 = no metrics endpoint")
+    scheduler_metrics_port: int = Field(default=0, description="`loa scheduler`'s; 0 = none")
     correlation_window_s: float = Field(
         default=3600.0, gt=0, description="reports of the same kind and area join within this"
     )

@@ -95,12 +95,14 @@ def run_up(settings: Settings) -> int:
         metrics_port = settings.worker_metrics_port or free_port()
         _keep(supervisor, "worker", ["worker"],
               {**env, "LOA_WORKER_METRICS_PORT": str(metrics_port)}, None)
-        _keep(supervisor, "scheduler", ["scheduler"], env, None)
+        scheduler_port = settings.scheduler_metrics_port or free_port()
+        _keep(supervisor, "scheduler", ["scheduler"],
+              {**env, "LOA_SCHEDULER_METRICS_PORT": str(scheduler_port)}, None)
         _keep(supervisor, "web", ["web"], env, settings.web_port)
         run = {"kafka_url": kafka_url, "redis_url": redis_url, "web_port": settings.web_port,
                **{k.removeprefix("LOA_").lower(): v for k, v in sandboxes.items()}}
         _write_run_file(settings, run, supervisor)
-        _announce(settings, kafka_url, redis_url, metrics_port, sandboxes)
+        _announce(settings, kafka_url, redis_url, (metrics_port, scheduler_port), sandboxes)
         _first_admin(settings, redis_url)
         while not stopping:
             if supervisor.check():
@@ -197,7 +199,7 @@ def _topics_again(settings: Settings, kafka_url: str) -> None:
         raise RuntimeError(str(exc)) from exc
 
 
-def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: int,
+def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics: tuple[int, int],
               sandboxes: dict[str, str]) -> None:
     sms = sandboxes.get("LOA_TWILIO_BASE_URL", "Twilio (configured)")
     smtp = (f"127.0.0.1:{sandboxes['LOA_SMTP_PORT']} (local, kept in {settings.data_dir}/mail)"
@@ -210,8 +212,8 @@ def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics_port: 
   web          {settings.web_url()}   (public page; /docs, /metrics: monitor token)
   broker       {kafka_url}{embedded_b}
   redis        {redacted(redis_url)}{embedded_r}
-  worker       metrics at http://127.0.0.1:{metrics_port}/metrics
-  scheduler    escalation deadlines, reminders and hold alerts, on time
+  worker       metrics at http://127.0.0.1:{metrics[0]}/metrics
+  scheduler    escalation timers; metrics at http://127.0.0.1:{metrics[1]}/metrics
   sms          {sms}
   email        {smtp}   (what the sandboxes received: `loa outbox`)
   playbooks    {settings.playbooks_dir}

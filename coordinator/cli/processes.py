@@ -39,4 +39,7 @@ def scheduler() -> None:
     """Fire escalation timers on time, in a process of their own (workers fire them too)."""
     from coordinator.scheduler import run_scheduler
 
-    run_scheduler(env_settings())
+    try:
+        run_scheduler(env_settings())
+    except LoaError as exc:  # e.g. no LOA_REDIS_URL, a broken TLS setting, a bad playbook
+        raise fail(str(exc)) from exc

@@ -142,13 +142,19 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
             # The lead is handed over while the rest is still being read and claimed.
             for part in _parts(ids):
                 requests = await _requests(rt, statement, part, batch.channel)
+                await run.refresh(just=requests)  # before the claim: nothing claimed idles
                 claims = await _claim(rt, requests, batch.channel, now)
                 run.add(requests)
-                await run.refresh(just=requests)
                 handing += [asyncio.create_task(one(r, c))
                             for r, c in zip(requests, claims, strict=True)]
-        finally:  # nothing claimed is left running unwatched, even when reading failed
-            await asyncio.gather(*handing)
+        finally:
+            # Every hand-over under way ends here, even when one failed or reading the rest
+            # did: one left running would be recorded by nobody and handed over again by
+            # the batch's retry.
+            ended = await asyncio.gather(*handing, return_exceptions=True)
+    failed = next((e for e in ended if isinstance(e, BaseException)), None)
+    if failed is not None:
+        raise failed
     if "busy" not in report.counts:
         await settle(rt.redis, rt.keys, batch.statement_id, time.time(), done_batch=name,
                      batch_key=rt.keys.dispatch_batch(batch.statement_id, batch.channel,

@@ -89,9 +89,20 @@ class Timers:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
 
-    def start(self) -> None:
-        """Start in the running event loop; timers already overdue fire at once."""
-        self.scheduler.start()
+    def start(self, paused: bool = False) -> None:
+        """Start in the running event loop; timers already overdue fire at once (once
+        resumed, when started `paused`)."""
+        self.scheduler.start(paused=paused)
+
+    def pause(self) -> None:
+        """Hold every timer: none fires (each is kept) until `resume`."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+
+    def resume(self) -> None:
+        """Fire timers again; those that came due meanwhile fire at once."""
+        if self.scheduler.running:
+            self.scheduler.resume()
 
     def schedule(self, timer: Timer) -> None:
         """Add or replace the job of a timer."""

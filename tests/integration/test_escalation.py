@@ -44,9 +44,10 @@ def drills(tmp_path_factory: pytest.TempPathFactory, mail: tuple[int, Inbox]
     - {level: 1, within: 2s}
     - {level: 2, within: 10s}
     - {department: people-committee, level: 1, within: 2s}""")
-    # Long enough for `loa scheduler` to adopt the request from Redis (every 2 s) first.
+    # Long enough for `loa scheduler` to adopt the request from Redis (every 2 s) first,
+    # short enough that the frozen worker stays in its consumer group (6 s session).
     add_drill(env, "drill-punctual", """\
-    - {level: 1, within: 6s}
+    - {level: 1, within: 4s}
     - {level: 2, within: 60s}""")
     with running(root / "stack", **env, LOA_SMTP_HOST="127.0.0.1",
                  LOA_SMTP_PORT=str(mail[0]), LOA_LINK_SECRET="test-link-secret") as stack:

@@ -1,5 +1,6 @@
-"""`loa scheduler` on a real redis-server, with no broker to be reached: timers fire all the
-same, and what an escalation sends waits in the outbox for a worker."""
+"""`loa scheduler` on a real redis-server: with a broker it escalates a deadline on time; with
+none to be reached it leaves the timers to the workers (it could escalate, but not send the
+prompts that go with it)."""
 
 from __future__ import annotations
 
@@ -10,53 +11,87 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from coordinator.embedded import free_port
+from coordinator.broker import ensure_topics
+from coordinator.embedded import free_port, start_tansu
 from coordinator.events import Severity
 from coordinator.plan.planner import first_record
 from coordinator.runtime import Runtime
 
 pytestmark = pytest.mark.integration
+INCIDENT = "INC-77000001"
 
 
-async def test_a_deadline_fires_without_a_broker(rt: Runtime, tmp_path: Path) -> None:
-    playbook = rt.playbooks["flood"]
-    record, _ = first_record(rt, playbook, Severity.severe, "INC-77000001", "DRF-77000001-1",
-                             datetime.now(UTC))
-    due = datetime.now(UTC) + timedelta(seconds=3)
+@asynccontextmanager
+async def scheduler(rt: Runtime, log: Path, kafka_url: str) -> AsyncIterator[Callable[[], str]]:
+    """A `loa scheduler` process, alive (its heartbeat seen); its log's text."""
+    env = {**os.environ, "LOA_REDIS_URL": rt.settings.redis_url or "",
+           "LOA_REDIS_PREFIX": rt.keys.prefix, "LOA_KAFKA_URL": kafka_url,
+           "LOA_LOG_FORMAT": "json"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "scheduler"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not await rt.redis.exists(rt.keys.scheduler_heartbeat()):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            await asyncio.sleep(0.1)
+        yield log.read_text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            stopped = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert stopped == 0, log.read_text()[-2000:]
+
+
+async def pending_request(rt: Runtime, due_in_s: float) -> tuple[str, datetime]:
+    """A pending approval request whose first deadline is `due_in_s` from now, stored as the
+    planner stores it; its key and deadline."""
+    record, _ = first_record(rt, rt.playbooks["flood"], Severity.severe, INCIDENT,
+                             "DRF-77000001-1", datetime.now(UTC))
+    due = datetime.now(UTC) + timedelta(seconds=due_in_s)
     record = record.evolve(due=due, request=record.request.model_copy(update={
         "deadline": due, "chain": [level.model_copy(update={"reminders": []})
                                    for level in record.request.chain]}))
-    approval = rt.keys.approval(record.request.id)
-    await rt.redis.hset(approval, mapping=record.to_hash())
+    key = rt.keys.approval(record.request.id)
+    await rt.redis.hset(key, mapping=record.to_hash())
     await rt.redis.zadd(rt.keys.approvals_pending(), {record.request.id: due.timestamp()})
-    env = {**os.environ, "LOA_REDIS_URL": rt.settings.redis_url or "",
-           "LOA_REDIS_PREFIX": rt.keys.prefix, "LOA_KAFKA_URL": f"kafka://127.0.0.1:{free_port()}",
-           "LOA_LOG_FORMAT": "json"}
-    with open(tmp_path / "scheduler.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "scheduler"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    return key, due
+
+
+async def test_the_scheduler_escalates_a_deadline_on_time(rt: Runtime, tmp_path: Path) -> None:
+    broker = start_tansu(log_path=tmp_path / "broker.log")
     try:
-        deadline = time.monotonic() + 30
-        while await rt.redis.hget(approval, "level") == "1" and time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "scheduler.log").read_text()[-2000:]
-            await asyncio.sleep(0.2)
-        assert await rt.redis.hget(approval, "level") == "2"
-        timeline = [json.loads(e) for e in await rt.redis.lrange(
-            rt.keys.timeline("INC-77000001"), 0, -1)]
-        escalated = [e for e in timeline if e["action"] == "approval.escalated"]
-        assert len(escalated) == 1
-        late = (datetime.fromisoformat(escalated[0]["at"]) - due).total_seconds()
-        assert 0 <= late < 1.0
-        # the level-2 prompts are kept for a worker to send (no broker took them)
-        kept = await rt.redis.hkeys(rt.keys.followups())
-        assert any(k.startswith(f"prompt:{record.request.id}:") for k in kept), kept
-        assert await rt.redis.exists(rt.keys.scheduler_heartbeat())
+        await ensure_topics(rt.settings.model_copy(update={"kafka_url": broker.url}))
+        async with scheduler(rt, tmp_path / "scheduler.log", broker.url):
+            approval, due = await pending_request(rt, 4.0)  # adopted within 2 s
+            deadline = time.monotonic() + 20
+            while await rt.redis.hget(approval, "level") == "1" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, (tmp_path / "scheduler.log").read_text()[-2000:]
-    assert "timer fired; what it sends waits" in (tmp_path / "scheduler.log").read_text()
+        broker.stop()
+    assert await rt.redis.hget(approval, "level") == "2"
+    timeline = [json.loads(e) for e in await rt.redis.lrange(rt.keys.timeline(INCIDENT), 0, -1)]
+    escalated = [e for e in timeline if e["action"] == "approval.escalated"]
+    assert len(escalated) == 1
+    late = (datetime.fromisoformat(escalated[0]["at"]) - due).total_seconds()
+    assert 0 <= late < 0.5, f"{late:.3f} s late"
+
+
+async def test_without_a_broker_the_scheduler_leaves_timers_to_the_workers(
+        rt: Runtime, tmp_path: Path) -> None:
+    async with scheduler(rt, tmp_path / "scheduler.log",
+                         f"kafka://127.0.0.1:{free_port()}") as log:
+        approval, _ = await pending_request(rt, 1.0)
+        await asyncio.sleep(4.0)  # past the deadline, and two rounds of adoption
+        assert await rt.redis.hget(approval, "level") == "1"
+        assert "broker not reachable; timers are left to the workers" in log()

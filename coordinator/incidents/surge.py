@@ -106,11 +106,14 @@ async def detect(redis: Redis, keys: Keys, city: City, kind: str, path: list[str
     async with redis.pipeline(transaction=False) as pipe:
         for code in path:
             pipe.mget([keys.surge_count(kind, code, m) for m in span])
-        found = await pipe.execute()
+        pipe.mget([keys.surge_raised(kind, code) for code in path])
+        *found, raised = await pipe.execute()
     counts = {code: sum(int(v or 0) for v in values)
               for code, values in zip(path, found, strict=True)}
     area = first_over(counts, path, threshold)
-    if area is None:
+    if area is None or dict(zip(path, raised, strict=True))[area]:
+        # Raised already in this window: each further report of a storm costs this one
+        # round trip, not a transaction (which checks again before raising).
         return None
     guard = keys.surge_raised(kind, area)
     # the area and those containing it (not a grouping that only shares a ward with it)

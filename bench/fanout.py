@@ -26,9 +26,9 @@ With `--escalations N`, N pending approval requests are stored as the planner st
 (bench/escalation.py), their first deadlines spread over `--escalation-spread` seconds from
 20 s after the approval, so they come due while the fan-out runs; it prints their lateness
 (deadline -> the escalation's recorded time, taken as its transition starts), missed and
-duplicated. `loa scheduler` runs as under `loa up` (its CPU counts in Loa's) unless
-`--no-scheduler`. The escalations' own prompts
-then count in the endpoints' totals, so the rates of such a run are not comparable.
+duplicated. The escalations' own prompts then count in the endpoints' totals, so the rates
+of such a run are not comparable. `loa scheduler` runs as under `loa up` (its CPU counts in
+Loa's) unless `--no-scheduler`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 from coordinator import observability as obs
 from coordinator.broker import Producer, kafka_security
 from coordinator.errors import BrokerUnavailable
-from coordinator.escalation.timers import ADOPT_EVERY_S, Timers
+from coordinator.escalation.timers import Timers
 from coordinator.events import utcnow
 from coordinator.migrations.startup import check_layout_at_start
 from coordinator.pipeline import Pipeline
@@ -37,9 +37,10 @@ from coordinator.settings import Settings
 from coordinator.topics import TopicSpec
 
 log = obs.get_logger("scheduler")
-ADOPT_EVERY_S_HERE = min(ADOPT_EVERY_S, 2.0)
-"""How often the scheduler reads the pending requests: a new request's timers are held
-here this soon after it is made (until then, by the worker that made it)."""
+ADOPT_EVERY_S = 2.0
+"""How often the scheduler reads the pending requests (a worker: every 5 s): a new
+request's timers are held here this soon after it is made (until then, by the worker that
+made it)."""
 RECONNECT_MAX_S = 30.0
 """The longest pause between two attempts to reach the broker."""
 
@@ -56,7 +57,7 @@ def run_scheduler(settings: Settings) -> None:
 
 
 async def serve(rt: Runtime) -> None:
-    """Adopt every pending request's timers from Redis every `ADOPT_EVERY_S_HERE`, fire them
+    """Adopt every pending request's timers from Redis every `ADOPT_EVERY_S`, fire them
     as they come due while the broker is reachable, until told to stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,12 +88,12 @@ async def serve(rt: Runtime) -> None:
     timers = Timers(on_timer)
     pipeline = Pipeline(rt, {}, send, timers.schedule)
     timers.start(paused=True)
-    connecting = asyncio.create_task(_keep_connected(producer, timers, lost, stop))
+    connecting = asyncio.create_task(_keep_connected(producer, timers, lost))
     try:
         while not stop.is_set():
             await _beat(rt, timers)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S_HERE)
+                await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S)
     finally:
         timers.shutdown()
         connecting.cancel()
@@ -104,29 +105,24 @@ async def serve(rt: Runtime) -> None:
         await rt.redis.aclose()
 
 
-async def _keep_connected(producer: Producer, timers: Timers, lost: asyncio.Event,
-                          stop: asyncio.Event) -> None:
-    """Connect the producer, with backoff; fire timers only while it is connected."""
+async def _keep_connected(producer: Producer, timers: Timers, lost: asyncio.Event) -> None:
+    """Connect the producer, with backoff; fire timers only while it is connected. Runs
+    until cancelled."""
     wait_s = 1.0
-    while not stop.is_set():
-        if lost.is_set():
-            lost.clear()
-            await producer.stop()
-        if not producer.started:
-            try:
-                await producer.start()
-            except BrokerUnavailable as exc:
-                log.warning("broker not reachable; timers are left to the workers",
-                            error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait_s)
-                wait_s = min(wait_s * 2, RECONNECT_MAX_S)
-                continue
-            wait_s = 1.0
-            timers.resume()
-            log.info("broker reached; firing timers")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lost.wait(), 1.0)
+    while True:
+        try:
+            await producer.start()
+        except BrokerUnavailable as exc:
+            log.warning("broker not reachable; timers are left to the workers", error=str(exc))
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, RECONNECT_MAX_S)
+            continue
+        wait_s = 1.0
+        timers.resume()
+        log.info("broker reached; firing timers")
+        await lost.wait()  # a send failed (`send` paused the timers): connect afresh
+        lost.clear()
+        await producer.stop()
 
 
 async def _beat(rt: Runtime, timers: Timers) -> None:

@@ -111,7 +111,7 @@ def _area_map(settings: Settings) -> tuple[bool, str]:
     async def read(redis: Redis) -> tuple[DataMap, dict[str, int]]:
         keys = Keys(settings.redis_prefix)
         found = await read_data_map(redis, keys, choice)
-        known = load_city(settings.config_dir, settings.area_map).areas
+        known = choice.codes[in_force]
         prefix = keys.subs_index("area", "")
         codes = {k.removeprefix(prefix) async for k in redis.scan_iter(
             match=literal_pattern(prefix) + "*", count=1000)} - set(known)

@@ -15,10 +15,11 @@ The comparison is exact, not estimated (no MinHash): claims are short (at most
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from coordinator.languages import without_diacritics
 
 SHINGLE = 3
 _NOT_WORD = re.compile(r"[^\w\s]+")
@@ -26,8 +27,7 @@ _NOT_WORD = re.compile(r"[^\w\s]+")
 
 def fold(text: str) -> str:
     """Lower case, no diacritics (`đ` → `d`), no punctuation, single spaces."""
-    decomposed = unicodedata.normalize("NFD", text.casefold()).replace("đ", "d")
-    bare = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    bare = without_diacritics(text.casefold())
     return " ".join(_NOT_WORD.sub(" ", bare).split())
 
 

@@ -123,10 +123,12 @@ async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_d
     move (a dry run)."""
     report = MoveReport(asked=mover is not None)
     rewritten = _playbooks(playbooks_dir, mapping, report)  # read (and refused) before
-    probe = MoveReport()  # an incident or a credential without one area: nothing moves
-    await _incidents(redis, keys, mapping, choose, probe, None)
-    await _credentials(redis, keys, mapping, choose, probe, False)
-    moving = mover if not probe.blocked else None
+    moving = mover
+    if mover is not None:  # an incident or a credential without one area: nothing moves
+        probe = MoveReport()
+        await _incidents(redis, keys, mapping, choose, probe, None)
+        await _credentials(redis, keys, mapping, choose, probe, False)
+        moving = mover if not probe.blocked else None
     await _subscribers(redis, keys, mapping, report, moving is not None)
     await _requests(redis, keys, mapping, report, moving is not None)
     await _incidents(redis, keys, mapping, choose, report, moving)

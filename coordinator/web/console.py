@@ -289,7 +289,7 @@ async def report_form(request: Request, account: Officer, attach_to: str = "") -
 def _form_context(st: State, values: dict[str, str], errors: dict[str, str]) -> dict[str, Any]:
     kinds = sorted(st.city.kinds)
     return {"values": values, "errors": errors, "kinds": kinds,
-            "severities": [s.value for s in Severity], "areas": st.city.areas,
+            "severities": [s.value for s in Severity],
             "playbooks": sorted(st.playbooks),
             "claim_kinds": sorted(k for k, kind in st.city.kinds.items() if kind.claims)}
 

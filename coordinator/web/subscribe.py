@@ -62,7 +62,7 @@ def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str],
     st = web_state(request)
     lang = language_of(request)
     return page(request, "subscribe.html", status, lang=lang, values=values,
-                errors=errors, areas=st.city.areas, kinds=_kinds(st),
+                errors=errors, kinds=_kinds(st),
                 kind_names={k: st.city.kinds[k].name.get(lang, k) for k in st.city.kinds})
 
 

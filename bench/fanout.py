@@ -59,53 +59,112 @@ from coordinator.city import load_city
 from coordinator.dispatch.audience import resolve_audience
 from coordinator.dispatch.batches import CONCURRENCY
 from coordinator.dispatch.channels import email_channel, sms_channel
+from coordinator.dispatch.fanout import next_chunk
+from coordinator.dispatch.reach import reach_of
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
 from coordinator.keys import Keys
 from coordinator.settings import Settings
 from coordinator.state import connect
-from coordinator.subscribers.models import new_subscriber_id
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.store import (
+    RECORD_BUCKET,
+    canonical_id,
+    contact_key,
+    encode,
+    load,
+    record_key,
+)
 
 STATEMENT_AREA = "hn-phuong-giang-vo"  # a ward of the map in force (hanoi-2025)
 AREAS_OF_INTEREST = "hn-ba-dinh"  # a grouping holding it: the targeted subscribers follow it
 
 
-def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1) -> int:
-    """N subscribers straight into Redis (the registry's layout); ~share of them targeted."""
+def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1,
+         areas_wanted: int = 0) -> tuple[int, int]:
+    """N subscribers straight into Redis, in the registry's layout (subscribers.store), ~share
+    of them targeted; the others spread over the map's other areas, and over made-up ones
+    up to `areas_wanted` areas in all. Records and contacts go in bucket by bucket, each
+    index bitmap is built here and written whole: ten million take a few minutes, not an
+    hour of SETBITs. Returns (targeted, areas used)."""
     city = load_city(Settings().config_dir, Settings().area_map)
     near = set(city.overlapping(STATEMENT_AREA)) | {AREAS_OF_INTEREST}
     others = [a for a in city.areas if a not in near]  # no one there hears of it
+    others += [f"bench-area-{i:04d}" for i in range(max(0, areas_wanted - len(others) - 1))]
+    consent = datetime(2026, 11, 22, tzinfo=UTC)
+    sample = Subscriber.model_construct(
+        id=canonical_id(1), phone="+84970000000", email="s0@dan.example", language="vi",
+        areas=[AREAS_OF_INTEREST], topics=["*"], channels=["sms", "email"], role="resident",
+        drills=False, lists=[], status="active", consent_at=consent, consent_source="bench")
+    template = (f'[0,"+8497{{i:07d}}","s{{i}}@dan.example","vi",["{{area}}"],"sms,email",'
+                f'"a",{round(consent.timestamp() * 1000)},"bench"]')
+    assert template.format(i=0, area=AREAS_OF_INTEREST) == encode(sample, 1)  # same layout
+    size = (n + 1) // 8 + 1
+    bits: dict[str, bytearray] = {}
+
+    def bitmap(key: str) -> bytearray:
+        return bits.setdefault(key, bytearray(size))
+
+    common = [bitmap(k) for k in (keys.subs_bits("topic", "*"), keys.subs_bits("channel", "sms"),
+                                  keys.subs_bits("channel", "email"),
+                                  keys.subs_bits("lang", "vi"), keys.subs_active())]
     targeted = 0
+    records: dict[str, str] = {}
+    contacts: dict[str, dict[str, int]] = {}
     pipe = r.pipeline(transaction=False)
     for i in range(n):
-        phone, email = f"+8497{i:07d}", f"s{i}@dan.example"
-        sid = new_subscriber_id()
+        number = i + 1
         hit = i % round(1 / share_targeted) == 0
         area = AREAS_OF_INTEREST if hit else others[i % len(others)]
         targeted += hit
-        pipe.set(keys.subscriber(sid), json.dumps({
-            "id": sid, "phone": phone, "email": email, "language": "vi", "areas": [area],
-            "topics": ["*"], "channels": ["sms", "email"], "role": "resident",
-            "status": "active", "consent_at": "2026-11-22T00:00:00Z", "consent_source": "bench"}))
-        for index in (keys.subs_index("area", area), keys.subs_index("topic", "*"),
-                      keys.subs_index("channel", "sms"), keys.subs_index("channel", "email"),
-                      keys.subs_index("lang", "vi"), keys.subs_active(), keys.subs_all()):
-            pipe.sadd(index, sid)
-        if i % 5000 == 4999:
+        byte, mask = number >> 3, 0x80 >> (number & 7)
+        for b in (*common, bitmap(keys.subs_bits("area", area))):
+            b[byte] |= mask
+        records[str(number)] = template.format(i=i, area=area)
+        phone, email = f"+8497{i:07d}", f"s{i}@dan.example"
+        contacts.setdefault(contact_key(keys, phone), {})[phone] = number
+        contacts.setdefault(contact_key(keys, email), {})[email] = number
+        if number % RECORD_BUCKET == RECORD_BUCKET - 1 or number == n:
+            pipe.hset(record_key(keys, number), mapping=records)
+            records = {}
+        if number % 200_000 == 0 or number == n:
+            for key, mapping in contacts.items():
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            contacts = {}
             pipe.execute()
+    for key, data in bits.items():
+        pipe.set(key, bytes(data))
+    pipe.set(keys.subs_next(), n)
     pipe.execute()
-    return targeted
+    return targeted, len({*others, AREAS_OF_INTEREST})
 
 
-async def resolve(settings: Settings) -> tuple[float, int]:
+async def resolve(settings: Settings) -> dict[str, float]:
+    """Resolve the statement's audience as a fan-out does, count it per channel as the
+    approval request does, and cut its first chunk (its numbers read and split by channel,
+    the batch's event not sent: there is no broker here); milliseconds of each."""
     rds = connect(settings.redis_url or "")
-    key = "bench:resolve:audience"
+    keys, key = Keys("bench"), "bench:resolve:audience"
+    city = load_city(settings.config_dir, settings.area_map)
     try:
         started = time.perf_counter()
-        city = load_city(settings.config_dir, settings.area_map)
-        size = await resolve_audience(rds, Keys("bench"), city, STATEMENT_AREA, "flood", key)
-        elapsed = time.perf_counter() - started
+        size = await resolve_audience(rds, keys, city, STATEMENT_AREA, "flood", key)
+        resolved = time.perf_counter()
+        numbers, _ = await next_chunk(rds, key, 0, settings.dispatch_batch_size)
+        async with rds.pipeline(transaction=False) as pipe:
+            for channel in ("sms", "email"):
+                pipe.execute_command("BITFIELD_RO", keys.subs_bits("channel", channel), *[
+                    a for n in numbers for a in ("GET", "u1", n)])
+            await pipe.execute()
+        first = await load(rds, keys, numbers)
+        cut = time.perf_counter()
+        reach = await reach_of(rds, keys, city, STATEMENT_AREA, "flood", [])
+        counted = time.perf_counter()
         await rds.delete(key)
-        return elapsed, size
+        return {"audience": size, "audience_resolution_ms": round((resolved - started) * 1000, 1),
+                "first_chunk_ms": round((cut - resolved) * 1000, 1),
+                "first_chunk_size": len(first),
+                "reach_count_ms": round((counted - cut) * 1000, 1),
+                "reach_sms": reach.sms, "reach_email": reach.email}
     finally:
         await rds.aclose()
 
@@ -288,6 +347,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--resolve-only", action="store_true")
+    parser.add_argument("--areas", type=int, default=0,
+                        help="spread the subscribers over this many areas (made-up ones "
+                             "beyond the map's)")
     parser.add_argument("--no-bare", action="store_true",
                         help="skip the bare clients' run (when profiling Loa alone)")
     parser.add_argument("--share", type=float, default=0.1,
@@ -310,12 +372,18 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     broker: Service | None = None
     try:
-        seed(r, Keys("bench"), args.subscribers, args.share)
+        before = int(r.info("memory")["used_memory"])
+        seed_started = time.perf_counter()
+        _, areas_used = seed(r, Keys("bench"), args.subscribers, args.share, args.areas)
+        seeded_s = time.perf_counter() - seed_started
+        held = int(r.info("memory")["used_memory"]) - before
         settings = Settings(redis_url=rservice.url, redis_prefix="bench")
-        resolve_s, size = asyncio.run(resolve(settings))
-        result: dict[str, Any] = {"benchmark": "fanout", "subscribers": args.subscribers,
-                                  "audience": size, "audience_resolution_ms":
-                                  round(resolve_s * 1000, 1)}
+        resolved = asyncio.run(resolve(settings))
+        size = int(resolved["audience"])
+        result: dict[str, Any] = {
+            "benchmark": "fanout", "subscribers": args.subscribers, "areas": areas_used,
+            "seed_s": round(seeded_s, 1), "redis_bytes_per_subscriber": round(
+                held / max(1, args.subscribers), 1), **resolved}
         if not args.resolve_only:
             broker = start_tansu(log_path=root / "broker.log")
             sms_port, smtp_port, web_port = free_port(), free_port(), free_port()

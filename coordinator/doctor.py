@@ -112,10 +112,11 @@ def _area_map(settings: Settings) -> tuple[bool, str]:
         keys = Keys(settings.redis_prefix)
         found = await read_data_map(redis, keys, choice)
         known = choice.codes[in_force]
-        prefix = keys.subs_index("area", "")
+        prefix = keys.subs_bits("area", "")
         codes = {k.removeprefix(prefix) async for k in redis.scan_iter(
             match=literal_pattern(prefix) + "*", count=1000)} - set(known)
-        return found, {c: await redis.scard(keys.subs_index("area", c)) for c in sorted(codes)}
+        counts = {c: await redis.bitcount(keys.subs_bits("area", c)) for c in sorted(codes)}
+        return found, {c: n for c, n in counts.items() if n}  # an area's bits all cleared
 
     try:
         found, strays = run_with_redis(settings.redis_url, read)

@@ -120,6 +120,9 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     args = [binary, "-", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
             "--save", "",
+            # room for a bucket of the subscriber registry as one compact listpack
+            # (subscribers.store: 512 records, ~600 contacts at ten million)
+            "--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "512",
             "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"]
     # The password goes in on stdin (`-` reads config from it), not on the command line,
     # where `ps` would show it to everyone on the machine.

@@ -207,30 +207,31 @@ class Keys:
         Pruned: an entry goes when its SMS is finished."""
         return self._k("inbound", "sms", "pending")
 
-    # subscribers
-    def subscriber(self, sub_id: str) -> str:
-        """A subscriber's JSON. Kept: one who leaves stays, with its status."""
-        return self._k("sub", sub_id)
+    # subscribers, numbered (subscribers.store)
+    def subs_next(self) -> str:  # the counter behind subscriber numbers; kept
+        return self._k("subs", "next")
 
-    def subs_all(self) -> str:
-        """Set of every subscriber id. Kept."""
-        return self._k("subs", "all")
+    def subs_records(self, bucket: int) -> str:
+        """Hash number -> record, 512 numbers a bucket. Kept: one who leaves stays."""
+        return self._k("subs", "rec", str(bucket))
+
+    def subs_contacts(self, bucket: int) -> str:
+        """Hash phone or (lower-case) email -> number, bucketed by the contact's CRC.
+        Pruned: when the subscriber no longer has that contact."""
+        return self._k("subs", "contacts", str(bucket))
+
+    def subs_ids(self) -> str:
+        """Hash id -> number of ids not `sub-n<number>` (older, imported). Kept."""
+        return self._k("subs", "ids")
 
     def subs_active(self) -> str:
-        """Set of the subscribers who receive messages now. Pruned: a subscriber who
-        leaves is removed."""
-        return self._k("subs", "active")
+        """Bitmap of subscribers who receive messages now. Pruned: cleared on leaving."""
+        return self._k("subs", "bits", "active")
 
-    def subs_index(self, kind: str, value: str) -> str:
-        """Set of subscriber ids by area, topic, channel, language, drill opt-in (`drills:yes`)
-        or test list (`list:NAME`). Pruned: a subscriber leaves when that field changes. Also
-        `subs:tmp:*`, an audience's steps (dispatch.audience): deleted where they are made."""
-        return self._k("subs", kind, value)
-
-    def subs_by_contact(self, contact: str) -> str:
-        """Which subscriber has this phone or (lower-case) email. Pruned: when the
-        subscriber no longer has that contact."""
-        return self._k("subs", "contact", contact)
+    def subs_bits(self, kind: str, value: str) -> str:
+        """Bitmap of subscribers by area, topic, channel, lang, `drills:yes`, `list:NAME`
+        (pruned: cleared when it changes) or `tmp:*` (deleted where it is made)."""
+        return self._k("subs", "bits", kind, value)
 
     def optin_code(self, purpose: str, contact: str) -> str:
         """Hash: the HMAC of the code last sent to a phone to join or leave, its expiry and
@@ -250,12 +251,12 @@ class Keys:
         return self._k("dispatch", statement_id)
 
     def dispatch_audience(self, statement_id: str) -> str:
-        """Set: a statement's audience, fixed when its fan-out starts and read a chunk at
-        a time. Pruned: once every chunk is in batches (dispatch.fanout)."""
+        """Bitmap of subscriber numbers: a statement's audience, fixed when its fan-out
+        starts, read a chunk at a time. Pruned: once every chunk is in batches."""
         return self._k("dispatch", statement_id, "audience")
 
     def dispatch_batch(self, statement_id: str, channel: str, number: int) -> str:
-        """The subscriber ids of one batch of a statement's deliveries on a channel, comma
+        """The subscriber numbers of one batch of a statement's deliveries on a channel, comma
         separated. Pruned: when the batch is done (dispatch.ledger)."""
         return self._k("dispatch", statement_id, "batch", channel, str(number))
 
@@ -352,9 +353,8 @@ class Keys:
         return self._k("audit", "checkpoints")
 
     def incident_reached(self, incident_id: str) -> str:
-        """Set of the subscriber ids any of an incident's statements was cut for: an update,
-        correction or all-clear reaches them all, whatever the area became. Kept: the
-        record (about 25 bytes a subscriber)."""
+        """Bitmap of the subscriber numbers any of an incident's statements was cut for: an
+        update, correction or all-clear reaches them all, wherever the area moved. Kept."""
         return self._k("incident", incident_id, "reached")
 
     def incident_chain(self, incident_id: str) -> str:

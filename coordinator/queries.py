@@ -225,14 +225,6 @@ async def has_opted_out(redis: Redis, keys: Keys, channel: str, contact: str) ->
     return bool(await redis.sismember(keys.opted_out(channel), contact))
 
 
-async def language_of(redis: Redis, keys: Keys, phone: str) -> str | None:
-    """The language the subscriber with this phone chose, if any (for replies to them)."""
-    sub_id = await redis.get(keys.subs_by_contact(phone))
-    raw = await redis.get(keys.subscriber(sub_id)) if sub_id else None
-    language: str | None = json.loads(raw).get("language") if raw else None
-    return language
-
-
 async def audit_checkpoints(redis: Redis, keys: Keys, limit: int) -> list[dict[str, str]]:
     """The audit chain's newest signed checkpoints, newest first, as stored."""
     return [fields for _, fields in

@@ -14,6 +14,7 @@ from coordinator.dispatch.audience import audience_areas
 from coordinator.events import Draft
 from coordinator.keys import Keys
 from coordinator.state import Redis
+from coordinator.subscribers import store
 
 PAGE = 1000
 
@@ -58,12 +59,20 @@ async def _deliveries(redis: Redis, keys: Keys, city: City, statement_id: str, a
             for name in page:
                 pipe.hmget(name, ["channel", "status", "to", "at", "updated_at"])
             rows = await pipe.execute()
-        subs = [r[2] or "" for r in rows]
-        raws = await redis.mget([keys.subscriber(s) for s in subs]) if subs else []
-        for (channel, status, _, at, updated), raw in zip(rows, raws, strict=True):
-            areas = json.loads(raw).get("areas", []) if raw else []
+        areas_of = await _areas_of(redis, keys, [r[2] or "" for r in rows])
+        for channel, status, sub_id, at, updated in rows:
+            areas = areas_of.get(sub_id or "", [])
             out.append(DeliveryRow(
                 channel or "", status or "", next((a for a in areas if a in wanted), "other"),
                 datetime.fromisoformat(at) if at else None,
                 datetime.fromisoformat(updated) if updated else None))
     return out
+
+
+async def _areas_of(redis: Redis, keys: Keys, sub_ids: list[str]) -> dict[str, list[str]]:
+    """The areas of each of these subscribers (by id) that still has a record."""
+    ids = sorted({i for i in sub_ids if i})
+    numbers = {i: n for i, n in zip(ids, await store.numbers_of(redis, keys, ids), strict=True)
+               if n is not None}
+    found = await store.load(redis, keys, list(numbers.values()))
+    return {i: found[n].areas for i, n in numbers.items() if n in found and found[n].id == i}

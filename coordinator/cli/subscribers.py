@@ -104,13 +104,12 @@ def subscribers_import(path: Path) -> None:
 @subscribers_app.command("export")
 def subscribers_export() -> None:
     """Print every subscriber as CSV (the import format)."""
+    from coordinator.subscribers import store
     from coordinator.subscribers.csvio import to_csv
     from coordinator.subscribers.models import Subscriber
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> list[Subscriber]:
-        ids = sorted(await redis.smembers(keys.subs_all()))
-        raws = await redis.mget([keys.subscriber(i) for i in ids]) if ids else []
-        return [Subscriber.model_validate_json(r) for r in raws if r]
+        return [sub async for _, sub in store.every(redis, keys)]
 
     typer.echo(to_csv(with_redis(work)), nl=False)
 

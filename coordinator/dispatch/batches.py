@@ -30,7 +30,8 @@ from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import remember_provider_ids
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
-from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers import store
+from coordinator.subscribers.store import queue_active
 
 CONCURRENCY = 32
 """Deliveries of one batch with the channel at once (each waits its turn at the rate limit)."""
@@ -115,7 +116,7 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     loaded = await _load(rt, batch)
     if loaded is None:
         return BatchReport(done=True)  # done before, or the fan-out is finished
-    statement, ids = loaded
+    statement, numbers = loaded
     channel = channels.get(batch.channel)
     report = BatchReport()
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -140,7 +141,7 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     async with run.kept_up():
         try:
             # The lead is handed over while the rest is still being read and claimed.
-            for part in _parts(ids):
+            for part in _parts(numbers):
                 requests = await _requests(rt, statement, part, batch.channel)
                 await run.refresh(just=requests)  # before the claim: nothing claimed idles
                 claims = await _claim(rt, requests, batch.channel, now)
@@ -163,15 +164,16 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     return report
 
 
-def _parts(ids: list[str]) -> list[list[str]]:
+def _parts(ids: list[int]) -> list[list[int]]:
     """The batch in the order it is read and claimed: the lead, then slices of
     :data:`SLICE` (each a short stretch of CPU, so the hand-overs already under way get their
     answers read in between). Pure."""
     return [ids[:LEAD], *(ids[n:n + SLICE] for n in range(LEAD, len(ids), SLICE))]
 
 
-async def _load(rt: Runtime, batch: DeliveryBatch) -> tuple[Statement, list[str]] | None:
-    """The batch's statement and subscriber ids (None when there is nothing left to do)."""
+async def _load(rt: Runtime, batch: DeliveryBatch) -> tuple[Statement, list[int]] | None:
+    """The batch's statement and subscriber numbers (None when there is nothing left to
+    do)."""
     keys, sid = rt.keys, batch.statement_id
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hget(keys.statement(sid), "statement")
@@ -181,20 +183,18 @@ async def _load(rt: Runtime, batch: DeliveryBatch) -> tuple[Statement, list[str]
     if raw_ids is None or finished or raw_statement is None:
         return None
     return (Statement.model_validate_json(raw_statement),
-            [i for i in str(raw_ids).split(",") if i])
+            [int(i) for i in str(raw_ids).split(",") if i])
 
 
-async def _requests(rt: Runtime, statement: Statement, ids: list[str], channel: str
+async def _requests(rt: Runtime, statement: Statement, numbers: list[int], channel: str
                     ) -> list[DeliveryRequest]:
-    """The deliveries of these subscribers on the channel."""
-    if not ids:
+    """The deliveries of these subscribers on the channel (one without a record any more
+    gets none)."""
+    if not numbers:
         return []
     link = f"{rt.settings.web_url()}/statements/{statement.id}"
     requests = []
-    for raw in await rt.redis.mget([rt.keys.subscriber(i) for i in ids]):
-        if raw is None:  # erased since the fan-out started: nobody to send to
-            continue
-        sub = Subscriber.model_validate_json(raw)
+    for sub in (await store.load(rt.redis, rt.keys, numbers)).values():
         requests += [r for r in deliveries_for(statement, sub, link, rt.city.languages,
                                               unsubscribe_url(rt, sub))
                      if r.channel == channel]
@@ -262,7 +262,7 @@ class _Run:
             return
         async with self.rt.redis.pipeline(transaction=False) as pipe:
             pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
-            pipe.smismember(keys.subs_active(), [r.subscriber_id or "" for r in waiting])
+            queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
             pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
             opted_out, active, withdrawn = await pipe.execute()
         for r, out, on in zip(waiting, opted_out, active, strict=True):

@@ -2,7 +2,8 @@
 language (else the fallback order), with a deterministic id, so a replay or a restart
 creates nothing twice.
 
-The audience is fixed in Redis when the fan-out starts and cut into chunks; each chunk
+The audience is fixed in Redis (a bitmap of subscriber numbers) when the fan-out starts
+and cut into chunks; each chunk
 becomes one batch per channel, recorded in the dispatch ledger (``dispatch.ledger``)
 before its event goes on the broker. A fan-out cut off anywhere resumes from the ledger."""
 
@@ -26,10 +27,14 @@ from coordinator.dispatch.ledger import (
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.languages import Languages
 from coordinator.runtime import Runtime
+from coordinator.state import Redis
 from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.store import set_bits
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 
 CHANNELS = ("sms", "email")
+WINDOW = 4096
+"""Bytes of an audience bitmap read at a time (32,768 subscriber numbers)."""
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
 
@@ -108,15 +113,15 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send) -> int:
 
 async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, number: int,
                chunk: int) -> int:
-    """Cut chunks from `cursor` on until the audience is through (or the statement is
-    withdrawn); each chunk is recorded, then its batches are sent."""
+    """Cut chunks from bit `cursor` of the audience on until it is through (the cursor -1)
+    or the statement is withdrawn; each chunk is recorded, then its batches are sent."""
     keys, sid, targeted = rt.keys, statement.id, 0
     audience = keys.dispatch_audience(sid)
-    while True:
+    while cursor >= 0:
         if await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"):
             return targeted
-        cursor, ids = await rt.redis.sscan(audience, cursor, count=chunk)
-        batches = await _by_channel(rt, [str(i) for i in ids])
+        numbers, cursor = await next_chunk(rt.redis, audience, cursor, chunk)
+        batches = await _by_channel(rt, numbers)
         async with rt.redis.pipeline(transaction=True) as pipe:
             queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(),
                         statement.incident_id)
@@ -128,20 +133,41 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, numbe
                                                  number=number))
         targeted += sum(len(b) for b in batches.values())
         number += 1
-        if cursor == 0:
-            return targeted
+    return targeted
 
 
-async def _by_channel(rt: Runtime, ids: list[str]) -> dict[str, list[str]]:
+async def next_chunk(redis: Redis, key: str, cursor: int, count: int) -> tuple[list[int], int]:
+    """Up to `count` subscriber numbers set in the bitmap `key` from bit `cursor` on, and
+    the bit to go on from (-1: the end). BITPOS skips what is empty; the rest is read
+    :data:`WINDOW` bytes at a time."""
+    found: list[int] = []
+    while len(found) < count:
+        first = int(await redis.bitpos(key, 1, cursor, -1, "BIT"))
+        if first < 0:
+            return found, -1
+        start = first // 8
+        raw = await redis.execute_command("GETRANGE", key, start, start + WINDOW - 1,
+                                          NEVER_DECODE=True)
+        bits = [b for b in set_bits(raw or b"", start * 8) if b >= cursor]
+        wanted = count - len(found)
+        found += bits[:wanted]
+        if len(bits) > wanted:
+            return found, found[-1] + 1
+        cursor = (start + len(raw or b"")) * 8
+    return found, cursor
+
+
+async def _by_channel(rt: Runtime, numbers: list[int]) -> dict[str, list[int]]:
     """The chunk's subscribers per channel they receive on (from the registry's channel
-    indexes: no subscriber record is read to cut a chunk)."""
-    if not ids:
+    bitmaps: no subscriber record is read to cut a chunk)."""
+    if not numbers:
         return {}
+    asks = [a for n in numbers for a in ("GET", "u1", n)]
     async with rt.redis.pipeline(transaction=False) as pipe:
         for channel in CHANNELS:
-            pipe.smismember(rt.keys.subs_index("channel", channel), ids)
+            pipe.execute_command("BITFIELD_RO", rt.keys.subs_bits("channel", channel), *asks)
         found = await pipe.execute()
-    batches = {channel: [i for i, on in zip(ids, hits, strict=True) if on]
+    batches = {channel: [n for n, on in zip(numbers, hits, strict=True) if on]
                for channel, hits in zip(CHANNELS, found, strict=True)}
     return {channel: members for channel, members in batches.items() if members}
 

@@ -26,6 +26,7 @@ from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit
+from coordinator.subscribers.store import queue_active
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
 PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
@@ -55,9 +56,9 @@ async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | 
         return f"{request.channel} is not configured"
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.sismember(rt.keys.opted_out("sms"), request.recipient)
-        pipe.sismember(rt.keys.subs_active(), request.subscriber_id or "")
+        queue_active(pipe, rt.keys, [request.subscriber_id or ""])
         pipe.hexists(rt.keys.dispatch(request.statement_id or "-"), "withdrawn_at")
-        opted_out, active, withdrawn = await pipe.execute()
+        opted_out, (active,), withdrawn = await pipe.execute()
     return reason_not_to_send(request, bool(opted_out), bool(active), bool(withdrawn))
 
 

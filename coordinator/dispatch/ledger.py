@@ -2,11 +2,11 @@
 worker finishes it, even when the broker kept nothing.
 
 One hash per statement (``Keys.dispatch``): when the fan-out started and last moved, where
-it is in the audience (the SSCAN cursor and how many chunks it has cut), how many batches
-it made and whether every chunk is cut (`queued_all`), and whether it was withdrawn.
-Beside it: each batch's subscriber ids until the batch is done, the set of done batches,
-and the index of fan-outs not finished (``Keys.dispatches_open``). A fan-out is finished
-when every chunk is cut and every batch is done.
+it is in the audience (the bit to cut from, -1 at the end, and how many chunks it has cut),
+how many batches it made and whether every chunk is cut (`queued_all`), and whether it was
+withdrawn. Beside it: each batch's subscriber numbers until the batch is done, the set of
+done batches, and the index of fan-outs not finished (``Keys.dispatches_open``). A fan-out
+is finished when every chunk is cut and every batch is done.
 """
 
 from __future__ import annotations
@@ -90,23 +90,24 @@ async def open_ledger(redis: Redis, keys: Keys, statement_id: str, now: float) -
 
 def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
                    now: float) -> None:
-    """Inside MULTI: the audience set is complete; chunks are cut from its start."""
+    """Inside MULTI: the audience bitmap is complete; chunks are cut from its start."""
     pipe.hset(keys.dispatch(statement_id), mapping={
         "resolved": "1", "audience": audience, "cursor": 0, "chunks": 0, "batches": 0,
         "progress_at": now})
 
 
 def queue_chunk(pipe: Pipeline, keys: Keys, statement_id: str, number: int, cursor: int,
-                batches: dict[str, list[str]], now: float, incident_id: str = "") -> None:
+                batches: dict[str, list[int]], now: float, incident_id: str = "") -> None:
     """Inside MULTI: chunk `number` of the audience, cut into one batch per channel (empty
     ones left out), and the cursor after it: all or nothing, so a crash recuts the chunk.
     The chunk's subscribers join those the incident has reached."""
     ledger = keys.dispatch(statement_id)
-    for channel, ids in batches.items():
-        pipe.set(keys.dispatch_batch(statement_id, channel, number), ",".join(ids))
-        pipe.hincrby(ledger, f"targeted:{channel}", len(ids))
-        if incident_id and ids:
-            pipe.sadd(keys.incident_reached(incident_id), *ids)
+    for channel, numbers in batches.items():
+        pipe.set(keys.dispatch_batch(statement_id, channel, number), ",".join(map(str, numbers)))
+        pipe.hincrby(ledger, f"targeted:{channel}", len(numbers))
+        if incident_id and numbers:
+            pipe.execute_command("BITFIELD", keys.incident_reached(incident_id), *[
+                a for n in numbers for a in ("SET", "u1", n, 1)])
     pipe.hincrby(ledger, "batches", len(batches))
     pipe.hset(ledger, mapping={"cursor": cursor, "chunks": number + 1, "progress_at": now})
 

@@ -63,19 +63,23 @@ async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
                    drill_list: str | None = None, earlier: str | None = None) -> Reach:
     """Count the audience of (area, kind) per channel, and per language for SMS (of a
     drill: its drill audience; of an update: with those reached before)."""
-    key = keys.subs_index("tmp", f"{uuid.uuid4().hex}:reach")
+    tag = uuid.uuid4().hex
+    key, sms_key, both = (keys.subs_bits("tmp", f"{tag}:{p}") for p in ("reach", "sms", "lang"))
     await resolve_audience(redis, keys, city, area, kind, key, exercise, drill_list, earlier)
     languages = city.languages.tags
     try:
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.sintercard(2, [key, keys.subs_index("channel", "sms")])
-            pipe.sintercard(2, [key, keys.subs_index("channel", "email")])
+            pipe.bitop("AND", sms_key, key, keys.subs_bits("channel", "sms"))
+            pipe.bitop("AND", key, key, keys.subs_bits("channel", "email"))
+            pipe.bitcount(sms_key)
+            pipe.bitcount(key)
             for lang in languages:
-                pipe.sintercard(3, [key, keys.subs_index("channel", "sms"),
-                                    keys.subs_index("lang", lang)])
-            sms, email, *per_language = await pipe.execute()
+                pipe.bitop("AND", both, sms_key, keys.subs_bits("lang", lang))
+                pipe.bitcount(both)
+            _, _, sms, email, *steps = await pipe.execute()
+            per_language = steps[1::2]
     finally:
-        await redis.delete(key)
+        await redis.delete(key, sms_key, both)
     counts = dict(zip(languages, (int(n) for n in per_language), strict=True))
     return Reach(int(sms), int(email),
                  sms_segments(texts, counts, int(sms), city.languages))

@@ -12,6 +12,7 @@ from coordinator.events import AuditEvent
 from coordinator.inbound.store import finish_inbound, queue_done, still_pending
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.subscribers import store
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.optin import queue_sms_opt_out, subscriber_to_change
 from coordinator.subscribers.registry import register
@@ -28,16 +29,16 @@ async def stop_or_start(redis: Redis, keys: Keys, sid: str, phone: str, stop: bo
     """STOP (or START) from `phone`: the SMS opt-out set, the status of the subscriber with
     that phone, the audit entry (by the subscriber's id, else `anonymous_actor`) and the
     finished SMS, in one MULTI. True when this call did it."""
-    contact_key = keys.subs_by_contact(phone)
+    contact_key = store.contact_key(keys, phone)
 
     async def body(pipe: Pipeline) -> bool:
         if not await still_pending(pipe, keys, sid):
             return False
-        sub = await subscriber_to_change(pipe, keys, phone)
+        found = await subscriber_to_change(pipe, keys, phone)
         pipe.multi()
-        queue_sms_opt_out(pipe, keys, phone, sub, stop)
+        queue_sms_opt_out(pipe, keys, phone, found, stop)
         queue_audit(pipe, keys, AuditEvent(
-            actor=sub.id if sub is not None else anonymous_actor,
+            actor=found[1].id if found is not None else anonymous_actor,
             action=f"sms.{'stop' if stop else 'start'}", interface="sms",
             detail={"message": sid}))
         queue_done(pipe, keys, sid, answer)

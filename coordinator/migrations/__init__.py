@@ -7,6 +7,9 @@ Versions:
 2. the same keys and values; the contact index (phone or email -> subscriber id) repaired
    of entries left by records that lost that contact before issue 10 (see v1_to_v2.py).
    Subscriber ids are kept as they are, SHA-1-derived ones included.
+3. the compact subscriber registry (subscribers.store): numbered subscribers, records and
+   contacts in hash buckets, indexes and incidents' reached subscribers as bitmaps; ids
+   kept as they were (see v2_to_v3.py).
 
 The version lives under ``Keys.layout_version()``. No version key on a Redis holding Loa
 data means version 1; no version key on an empty Redis is a fresh install, stamped
@@ -16,11 +19,12 @@ from __future__ import annotations
 
 from coordinator.migrations.step import Step
 from coordinator.migrations.v1_to_v2 import STEP as V1_TO_V2
+from coordinator.migrations.v2_to_v3 import STEP as V2_TO_V3
 
-CURRENT = 2
+CURRENT = 3
 """The layout this code reads and writes."""
 
-STEPS: tuple[Step, ...] = (V1_TO_V2,)
+STEPS: tuple[Step, ...] = (V1_TO_V2, V2_TO_V3)
 """Every step, in order: STEPS[i] goes from version i + 1 to i + 2."""
 
 __all__ = ["CURRENT", "STEPS", "Step"]

@@ -61,14 +61,15 @@ class DataMap:
 
 
 async def codes_in_data(redis: Redis, keys: Keys) -> set[str]:
-    """The area codes the data names: subscribers' (their index sets), open incidents'
-    (their correlation keys, `kind:area`) and reporter credentials' scopes. One SCAN of the
-    key space: made only while Redis records no map."""
-    areas, opened = keys.subs_index("area", ""), keys.open_incident("")
+    """The area codes the data names: subscribers' (their index bitmaps, or sets in a
+    layout before 3), open incidents' (their correlation keys, `kind:area`) and reporter
+    credentials' scopes. One SCAN of the key space: made only while Redis records no map."""
+    areas, opened = keys.subs_bits("area", ""), keys.open_incident("")
+    sets = f"{keys.prefix}:subs:area:"
     found: set[str] = set()
     async for key in redis.scan_iter(match=literal_pattern(keys.prefix) + ":*", count=1000):
-        if key.startswith(areas):
-            found.add(key.removeprefix(areas))
+        if key.startswith((areas, sets)):
+            found.add(key.removeprefix(areas).removeprefix(sets))
         elif key.startswith(opened):
             kind, _, rest = key.removeprefix(opened).partition(":")
             if kind != "claims" and rest:  # claims are keyed by what they say, not area

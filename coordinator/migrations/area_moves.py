@@ -31,6 +31,7 @@ from coordinator.migrations.area_map import record_area_map
 from coordinator.migrations.version import literal_pattern
 from coordinator.model.incident import Incident, IncidentStatus
 from coordinator.state import Redis, queue_audit
+from coordinator.subscribers import store
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.optin import OptinRequest
 from coordinator.subscribers.registry import save_subscriber
@@ -148,26 +149,28 @@ async def move_areas(redis: Redis, keys: Keys, mapping: AreaMapping, playbooks_d
 
 async def _subscribers(redis: Redis, keys: Keys, mapping: AreaMapping, report: MoveReport,
                        apply: bool) -> None:
-    prefix = keys.subs_index("area", "")
+    prefix = keys.subs_bits("area", "")
     codes = sorted({k.removeprefix(prefix) async for k in
                     redis.scan_iter(match=literal_pattern(prefix) + "*", count=1000)})
     for code in codes:
         targets = mapping.targets(code)
         if targets == (code,):
             continue
-        for sub_id in sorted(await redis.smembers(keys.subs_index("area", code))):
-            raw = await redis.get(keys.subscriber(sub_id))
-            if raw is None:
-                continue
-            if not targets:
-                report.subscribers_unmapped[code] += 1
-                continue
-            report.subscribers[(code, targets)] += 1
-            if apply:
-                sub = Subscriber.model_validate_json(raw)
-                areas = [t for a in sub.areas for t in (mapping.targets(a) or (a,))]
-                await save_subscriber(redis, keys, sub.model_copy(
-                    update={"areas": list(dict.fromkeys(areas))}), resubscribe=False)
+        numbers = await store.members(redis, keys.subs_bits("area", code))
+        for start in range(0, len(numbers), 500):
+            for sub in (await store.load(redis, keys, numbers[start:start + 500])).values():
+                if not targets:
+                    report.subscribers_unmapped[code] += 1
+                    continue
+                report.subscribers[(code, targets)] += 1
+                if apply:
+                    await save_subscriber(redis, keys, _moved(sub, mapping))
+
+
+def _moved(sub: Subscriber, mapping: AreaMapping) -> Subscriber:
+    """The subscriber with its areas on the new map. Pure."""
+    areas = [t for a in sub.areas for t in (mapping.targets(a) or (a,))]
+    return sub.model_copy(update={"areas": list(dict.fromkeys(areas))})
 
 
 async def _requests(redis: Redis, keys: Keys, mapping: AreaMapping, report: MoveReport,

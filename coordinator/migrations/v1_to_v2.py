@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.keys import Keys
+from coordinator.migrations import layout2
 from coordinator.migrations.step import Step
 from coordinator.migrations.version import literal_pattern
 from coordinator.state import Pipeline, Redis, transact
@@ -61,15 +62,15 @@ def _what(contact: str) -> str:
 
 async def repair_contact_index(redis: Redis, keys: Keys, apply: bool) -> list[str]:
     """Find (and with `apply`, make) the contact index fixes; one line per fix."""
-    index_prefix = keys.subs_by_contact("")
+    index_prefix = layout2.by_contact(keys, "")
     entries = redis.scan_iter(match=literal_pattern(index_prefix) + "*", count=1000)
     index = {key.removeprefix(index_prefix): sub_id async for key in entries
              if (sub_id := await redis.get(key))}
     holders: dict[str, list[str]] = {}
     active: set[str] = set()
     unreadable: list[str] = []
-    for sub_id in sorted(await redis.smembers(keys.subs_all())):
-        raw = await redis.get(keys.subscriber(sub_id))
+    for sub_id in sorted(await redis.smembers(layout2.every(keys))):
+        raw = await redis.get(layout2.record(keys, sub_id))
         try:
             sub = Subscriber.model_validate_json(raw) if raw else None
         except ValidationError:
@@ -85,7 +86,7 @@ async def repair_contact_index(redis: Redis, keys: Keys, apply: bool) -> list[st
             done.append(f"contact index: remove the {_what(contact)} entry leading to "
                         f"{stale_id}, which no longer has that {_what(contact)}")
     for contact, sub_id in fixes.point.items():
-        if not apply or await redis.set(keys.subs_by_contact(contact), sub_id, nx=True):
+        if not apply or await redis.set(layout2.by_contact(keys, contact), sub_id, nx=True):
             done.append(f"contact index: point {sub_id}'s {_what(contact)} at it again")
     return done
 
@@ -93,7 +94,7 @@ async def repair_contact_index(redis: Redis, keys: Keys, apply: bool) -> list[st
 async def _drop(redis: Redis, keys: Keys, contact: str, stale_id: str) -> bool:
     """Remove one stale entry if it still leads to `stale_id` and that record still lacks
     the contact (the registry may have moved on meanwhile); True when removed."""
-    entry, record = keys.subs_by_contact(contact), keys.subscriber(stale_id)
+    entry, record = layout2.by_contact(keys, contact), layout2.record(keys, stale_id)
 
     async def body(pipe: Pipeline) -> bool:
         raw = await pipe.get(record)

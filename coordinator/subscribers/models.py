@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 from typing import Literal
 
@@ -21,8 +20,8 @@ class Subscriber(BaseModel):
     """One person or organisation and what they asked for."""
 
     model_config = ConfigDict(extra="forbid")
-    # Random, so it says nothing of the contact; "" until the registry gives it one (or finds
-    # the record that already has this phone or email): see registry.register.
+    # Says nothing of the contact (`sub-n<number>`, or an older random one); "" until the
+    # registry gives it one (or finds the record that already has this phone or email).
     id: str = Field(default="", pattern=r"^(sub-[0-9a-z-]{1,64})?$")
     phone: str | None = None
     email: str | None = None
@@ -74,8 +73,3 @@ class Subscriber(BaseModel):
     def contact_keys(self) -> list[str]:
         """The phone and the email as the contact index knows them (email in lower case)."""
         return [c for c in (self.phone, (self.email or "").lower()) if c]
-
-
-def new_subscriber_id() -> str:
-    """A fresh id: `sub-` and 16 random hex digits, derived from nothing about the person."""
-    return "sub-" + secrets.token_hex(8)

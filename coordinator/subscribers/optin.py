@@ -26,11 +26,11 @@ from channels.contacts import InvalidContact, e164, email_address
 from coordinator.events import AuditEvent, DeliveryRequest, Interface
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, queue_audit, transact
-from coordinator.subscribers.models import ALL_TOPICS, Subscriber, new_subscriber_id
+from coordinator.subscribers import store
+from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
 from coordinator.subscribers.registry import (
     find_subscriber,
-    index_keys,
     register,
     save_subscriber,
 )
@@ -229,13 +229,16 @@ async def request_subscription(redis: Redis, keys: Keys, wanted: Subscriber, now
     """Keep what the form asked for until it is confirmed. The registry holds the person as
     `pending` unless they are already active or opted out (then they stay as they are)."""
     existing = await existing_subscriber(redis, keys, wanted.phone, wanted.email)
-    sub_id = existing.id if existing is not None else wanted.id or new_subscriber_id()
-    wanted = wanted.model_copy(update={"id": sub_id, "status": "pending",
-                                       "consent_source": "web"})
+    wanted = wanted.model_copy(update={"status": "pending", "consent_source": "web"})
+    if existing is None:  # a new record, and its id
+        wanted, _ = await register(redis, keys, wanted)
+    else:
+        wanted = wanted.model_copy(update={"id": existing.id})
+        if existing.status == "pending":
+            await save_subscriber(redis, keys, wanted)
+    sub_id = wanted.id
     request = OptinRequest(subscriber=wanted, requested_at=now,
                            email_nonce=secrets.token_urlsafe(12) if wanted.email else "")
-    if existing is None or existing.status == "pending":
-        await save_subscriber(redis, keys, wanted)
     await redis.set(keys.optin_request(sub_id), request.model_dump_json(), ex=REQUEST_TTL_S)
     await _audit(redis, keys, AuditEvent(
         at=now, actor=sub_id, action="subscriber.requested", interface="web",
@@ -287,24 +290,25 @@ async def confirm_contact(redis: Redis, keys: Keys, sub_id: str, channel: Channe
 
 async def _stamp_consent(redis: Redis, keys: Keys, sub_id: str, now: datetime) -> None:
     """The consent time is the confirmation's (saving keeps the first one)."""
-    key = keys.subscriber(sub_id)
+    number = await store.number_of(redis, keys, sub_id)
+    if number is None:
+        return
+    key = store.record_key(keys, number)
 
     async def body(pipe: Pipeline) -> None:
-        raw = await pipe.get(key)
-        if raw is None:
+        sub = await store.read(pipe, keys, number)
+        if sub is None or sub.id != sub_id:
             return
-        sub = Subscriber.model_validate_json(raw)
         pipe.multi()
-        pipe.set(key, sub.model_copy(update={"consent_at": now,
-                                             "consent_source": "web"}).model_dump_json())
+        pipe.hset(key, str(number), store.encode(sub.model_copy(update={
+            "consent_at": now, "consent_source": "web"}), number))
 
     await transact(redis, [key], body)
 
 
 async def find_by_id(redis: Redis, keys: Keys, sub_id: str) -> Subscriber | None:
     """The subscriber with this id, if any."""
-    raw = await redis.get(keys.subscriber(sub_id))
-    return Subscriber.model_validate_json(raw) if raw else None
+    return await store.by_id(redis, keys, sub_id)
 
 
 async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime,
@@ -325,32 +329,30 @@ async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime,
 
 # --- leaving and coming back by SMS (STOP / START) -------------------------------------------
 
-async def subscriber_to_change(pipe: Pipeline, keys: Keys, phone: str) -> Subscriber | None:
-    """The subscriber with this phone, read inside a transaction (before MULTI) with its
-    record WATCHed; the caller WATCHed the phone's contact index. None when nobody has it."""
-    sub_id = await pipe.get(keys.subs_by_contact(phone))
-    if not sub_id:
+async def subscriber_to_change(pipe: Pipeline, keys: Keys, phone: str
+                               ) -> tuple[int, Subscriber] | None:
+    """The subscriber with this phone and its number, read inside a transaction (before
+    MULTI) with its record WATCHed; the caller WATCHed the phone's contact index. None when
+    nobody has it."""
+    number = await store.number_by_contact(pipe, keys, phone)
+    if number is None:
         return None
-    await pipe.watch(keys.subscriber(sub_id))
-    raw = await pipe.get(keys.subscriber(sub_id))
-    return Subscriber.model_validate_json(raw) if raw else None
+    await pipe.watch(store.record_key(keys, number))
+    sub = await store.read(pipe, keys, number)
+    return (number, sub) if sub is not None else None
 
 
-def queue_sms_opt_out(pipe: Pipeline, keys: Keys, phone: str, sub: Subscriber | None,
-                      stop: bool) -> None:
+def queue_sms_opt_out(pipe: Pipeline, keys: Keys, phone: str,
+                      found: tuple[int, Subscriber] | None, stop: bool) -> None:
     """Queue (inside MULTI) what STOP (or START) from `phone` changes: the SMS opt-out set,
-    and the status of its subscriber, if any (record and active set), as the registry
+    and the status of its subscriber, if any (record and active bit), as the registry
     would save it."""
     if stop:
         pipe.sadd(keys.opted_out("sms"), phone)
     else:
         pipe.srem(keys.opted_out("sms"), phone)
     status = "opted_out" if stop else "active"
-    if sub is None or sub.status == status:
+    if found is None or found[1].status == status:
         return
-    changed = sub.model_copy(update={"status": status})
-    for index in index_keys(keys, sub):
-        pipe.srem(index, sub.id)
-    pipe.set(keys.subscriber(sub.id), changed.model_dump_json())
-    for index in index_keys(keys, changed):
-        pipe.sadd(index, sub.id)
+    number, sub = found
+    store.queue_write(pipe, keys, number, sub, sub.model_copy(update={"status": status}))

@@ -1,29 +1,17 @@
-"""The subscriber registry in Redis, with one set per area, topic, channel and language, so
-that an audience is a few set operations on the server.
+"""The subscriber registry: saving, finding and opting out, on the layout of
+subscribers.store (numbered records, a contact index, index bitmaps).
 
-A subscriber's id is random and says nothing about them; the contact index (phone or email
--> id) is what finds the record of someone who is imported, or joins, again."""
+A subscriber's id says nothing about them (`sub-n<number>`, or the id it came with); the
+contact index (phone or email -> number) is what finds the record of someone who is
+imported, or joins, again."""
 
 from __future__ import annotations
 
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, transact
-from coordinator.subscribers.models import Subscriber, new_subscriber_id
-
-
-def index_keys(keys: Keys, sub: Subscriber) -> list[str]:
-    """Every index set a subscriber belongs to (the active set only while active)."""
-    found = [keys.subs_index("area", a) for a in sub.areas]
-    found += [keys.subs_index("topic", t) for t in sub.topics]
-    found += [keys.subs_index("channel", c) for c in sub.channels]
-    found.append(keys.subs_index("lang", sub.language))
-    if sub.drills:
-        found.append(keys.subs_index("drills", "yes"))
-    found += [keys.subs_index("list", name) for name in sub.lists]
-    if sub.status == "active":
-        found.append(keys.subs_active())
-    return found
+from coordinator.subscribers import store
+from coordinator.subscribers.models import Subscriber
 
 
 class SubscriberConflict(LoaError):
@@ -38,74 +26,87 @@ async def save_subscriber(redis: Redis, keys: Keys, new: Subscriber,
     for a subscriber without an id (see :func:`register`)."""
     if not new.id:
         raise ValueError("a new subscriber gets its id from register()")
+    number = await _number_for(redis, keys, new.id)
 
     async def body(pipe: Pipeline) -> bool:
-        _, changed = await _write(pipe, keys, new, resubscribe)
+        _, changed = await _write(pipe, keys, number, new, resubscribe)
         return changed
 
-    return await transact(redis, [keys.subscriber(new.id)], body)
+    return await transact(redis, [store.record_key(keys, number)], body)
 
 
 async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool = False
                    ) -> tuple[Subscriber, bool]:
     """Save someone found by their contact: the record that already has this phone (else
     this email) is updated; otherwise a record is made, with the id `new` carries (an
-    exported file's) or a random one. Returns the record as saved and whether anything
+    exported file's) or one of its own. Returns the record as saved and whether anything
     changed. Raises SubscriberConflict when `new` carries an id and its phone or email is
     another record's."""
-    by_contact = [keys.subs_by_contact(c) for c in new.contact_keys()]
+    by_contact = [store.contact_key(keys, c) for c in new.contact_keys()]
+    fresh: list[int] = []  # a number taken for a new record (kept across retries)
 
     async def body(pipe: Pipeline) -> tuple[Subscriber, bool]:
-        owners = [o for o in [await pipe.get(k) for k in by_contact] if o]
-        if new.id and any(o != new.id for o in owners):
-            other = next(o for o in owners if o != new.id)
-            raise SubscriberConflict(f"{new.id}: its phone or email belongs to {other}")
-        sub = new.model_copy(update={"id": new.id or (owners[0] if owners
-                                                       else new_subscriber_id())})
-        await pipe.watch(keys.subscriber(sub.id))
-        return await _write(pipe, keys, sub, resubscribe)
+        owners = [n for c in new.contact_keys()
+                  if (n := await store.number_by_contact(pipe, keys, c)) is not None]
+        if new.id:
+            number = await _number_of_record(pipe, keys, new.id)
+            other = next((o for o in owners if o != number), None)
+            if other is not None:
+                held = await store.read(pipe, keys, other)
+                raise SubscriberConflict(
+                    f"{new.id}: its phone or email belongs to {held.id if held else other}")
+            sub_id = new.id
+        else:
+            number = owners[0] if owners else None
+            held = await store.read(pipe, keys, number) if number is not None else None
+            sub_id = held.id if held is not None else ""
+        if number is None:
+            if not fresh:
+                fresh.append(await store.new_number(redis, keys))
+            number = fresh[0]
+        sub = new.model_copy(update={"id": sub_id or store.canonical_id(number)})
+        await pipe.watch(store.record_key(keys, number))
+        return await _write(pipe, keys, number, sub, resubscribe)
 
     return await transact(redis, by_contact, body)
 
 
-async def _write(pipe: Pipeline, keys: Keys, new: Subscriber, resubscribe: bool
+async def _number_of_record(redis: Redis | Pipeline, keys: Keys, sub_id: str) -> int | None:
+    """The number of the record with this id (None when this Redis has none)."""
+    number = await store.number_of(redis, keys, sub_id)
+    found = await store.read(redis, keys, number) if number is not None else None
+    return number if found is not None and found.id == sub_id else None
+
+
+async def _number_for(redis: Redis, keys: Keys, sub_id: str) -> int:
+    """The number of the record with this id, or a new one for an id this Redis has no
+    record of."""
+    number = await _number_of_record(redis, keys, sub_id)
+    return number if number is not None else await store.new_number(redis, keys)
+
+
+async def _write(pipe: Pipeline, keys: Keys, number: int, new: Subscriber, resubscribe: bool
                  ) -> tuple[Subscriber, bool]:
-    """Read the record (WATCHed by the caller), then queue its new state and indexes."""
-    key = keys.subscriber(new.id)
-    old_raw = await pipe.get(key)
-    old = Subscriber.model_validate_json(old_raw) if old_raw else None
+    """Read the record (its bucket WATCHed by the caller), then queue its new state."""
+    old = await store.read(pipe, keys, number)
     sub = (new.model_copy(update={"status": "opted_out"})
            if old is not None and old.status == "opted_out" and not resubscribe else new)
     keep = sub if old is None else sub.model_copy(update={"consent_at": old.consent_at})
-    if old is not None and old.model_dump_json(exclude={"consent_at"}) == sub.model_dump_json(
-            exclude={"consent_at"}):
+    if old is not None and store.encode(old, number) == store.encode(keep, number):
         return keep, False
     # A phone or email this record no longer has must not lead to it any more.
-    dropped = [keys.subs_by_contact(c) for c in (old.contact_keys() if old else [])
-               if c not in sub.contact_keys()]
+    dropped = [c for c in (old.contact_keys() if old else []) if c not in sub.contact_keys()]
     if dropped:
-        await pipe.watch(*dropped)
-    stale = [k for k in dropped if await pipe.get(k) == sub.id]
+        await pipe.watch(*{store.contact_key(keys, c) for c in dropped})
+    stale = [c for c in dropped if await store.number_by_contact(pipe, keys, c) == number]
     pipe.multi()
-    if old is not None:
-        for index in index_keys(keys, old):
-            pipe.srem(index, sub.id)
-    pipe.set(key, keep.model_dump_json())
-    for index in index_keys(keys, sub):
-        pipe.sadd(index, sub.id)
-    for contact in sub.contact_keys():
-        pipe.set(keys.subs_by_contact(contact), sub.id)
-    if stale:
-        pipe.delete(*stale)
-    pipe.sadd(keys.subs_all(), sub.id)
+    store.queue_write(pipe, keys, number, old, keep, stale)
     return keep, True
 
 
 async def find_subscriber(redis: Redis, keys: Keys, contact: str) -> Subscriber | None:
     """The subscriber with this phone (E.164) or email, if any."""
-    sub_id = await redis.get(keys.subs_by_contact(contact.lower()))
-    raw = await redis.get(keys.subscriber(sub_id)) if sub_id else None
-    return Subscriber.model_validate_json(raw) if raw else None
+    return await store.by_contact(redis, keys, contact.lower())
 
 
 async def set_status(redis: Redis, keys: Keys, contact: str, status: str) -> Subscriber | None:

@@ -49,6 +49,7 @@ from coordinator.inbound.store import (
     store_inbound,
 )
 from coordinator.outcomes import outcome_of
+from coordinator.subscribers.registry import find_subscriber
 from coordinator.translations import N_
 from coordinator.web.auth import locked_router
 from coordinator.web.state import State, web_state
@@ -178,7 +179,8 @@ def sender_actor(st: State, phone: str) -> str:
 
 
 async def _keyword(st: State, sid: str, phone: str, word: str) -> Response:
-    language = await queries.language_of(st.redis, st.keys, phone)
+    sub = await find_subscriber(st.redis, st.keys, phone)
+    language = sub.language if sub is not None else None
     if language and st.city.languages.known(language):  # a subscriber: in their language
         _ = st.city.catalogs.of(language).gettext
         help_text, stopped, started = _(N_HELP), _(N_STOPPED), _(N_STARTED)

@@ -37,6 +37,7 @@ from tests.integration.factories import (
     flood_body,
     timeline_entries,
 )
+from tests.integration.registry_view import id_by_contact, record
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,11 +74,11 @@ def _add_stray(stack: Stack) -> None:
 
 
 def _areas_of(stack: Stack, phone: str) -> list[str]:
-    sub_id = stack.redis.get(stack.keys.subs_by_contact(phone))
+    sub_id = id_by_contact(stack.redis, stack.keys, phone)
     assert sub_id
-    raw = stack.redis.get(stack.keys.subscriber(str(sub_id)))
-    assert raw
-    return Subscriber.model_validate_json(str(raw)).areas
+    found = record(stack.redis, stack.keys, sub_id)
+    assert found
+    return found.areas
 
 
 def test_people_keep_their_places_when_the_map_changes(

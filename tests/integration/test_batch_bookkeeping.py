@@ -16,6 +16,7 @@ from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Sta
 from coordinator.model.incident import Severity
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.store import canonical_id, queue_write
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +85,16 @@ async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) 
         playbook_id="flood", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
         texts=[RenderedText(channel="sms", language="vi", body="Ngập sâu")],
         approved_by=["nguyen-van-an"], approved_at=utcnow())
-    subs = [Subscriber(id=f"sub-lead-{n}", phone=f"+8490{n:07d}", areas=["hn-ba-dinh"],
-                       channels=["sms"], language="vi") for n in range(300)]
+    subs = [Subscriber(id=canonical_id(n), phone=f"+8490{n:07d}", areas=["hn-ba-dinh"],
+                       channels=["sms"], language="vi") for n in range(1, 301)]
     await rt.redis.hset(rt.keys.statement(statement.id), "statement",
                         statement.model_dump_json())
-    await rt.redis.mset({rt.keys.subscriber(s.id): s.model_dump_json() for s in subs})
-    await rt.redis.sadd(rt.keys.subs_active(), *[s.id for s in subs])
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        for n, sub in enumerate(subs, start=1):
+            queue_write(pipe, rt.keys, n, None, sub)
+        await pipe.execute()
     await rt.redis.set(rt.keys.dispatch_batch(statement.id, "sms", 0),
-                       ",".join(s.id for s in subs))
+                       ",".join(str(n) for n in range(1, 301)))
     channel = _Counting(rt, [f"{statement.id}:sms:{s.id}" for s in subs])
     # Connections open already, as in a running worker: the count is not held up connecting.
     await asyncio.gather(*(rt.redis.ping() for _ in range(8)))

@@ -25,8 +25,8 @@ from coordinator.embedded import Service, free_port
 from coordinator.keys import Keys
 from coordinator.queries import incident_detail, list_incidents
 from coordinator.state import connect
-from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import find_subscriber
+from tests.integration.registry_view import everyone
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ class Old:
         self.keys = Keys(prefix)
         self.url = service.url
         self.redis = redis.Redis.from_url(service.url, decode_responses=True)
+        self.raw = redis.Redis.from_url(service.url)  # bitmaps are not text
         self.env = {**os.environ, "LOA_REDIS_URL": service.url, "LOA_REDIS_PREFIX": prefix,
                     "LOA_DATA_DIR": str(root), "LOA_LOG_FORMAT": "json",
                     "LOA_KAFKA_URL": f"127.0.0.1:{free_port()}",  # nothing listens
@@ -70,10 +71,17 @@ class Old:
         """Every key under the prefix with its content."""
         readers = {"hash": self.redis.hgetall, "list": lambda k: self.redis.lrange(k, 0, -1),
                    "zset": lambda k: self.redis.zrange(k, 0, -1, withscores=True),
-                   "set": lambda k: sorted(self.redis.smembers(k)), "string": self.redis.get,
+                   "set": lambda k: sorted(self.redis.smembers(k)), "string": self._string,
                    "stream": self.redis.xlen}
         return {key: readers[str(self.redis.type(key))](key)
                 for key in sorted(self.redis.scan_iter(f"{self.keys.prefix}:*"))}
+
+    def _string(self, key: str) -> str | bytes | None:
+        value = self.raw.get(key)
+        try:
+            return value.decode() if value is not None else None
+        except UnicodeDecodeError:
+            return value
 
     def run(self, work: Any) -> Any:
         """Run `work(redis, keys)` with today's async client."""
@@ -95,6 +103,19 @@ def _subscriber(sub_id: str, phone: str | None, email: str | None, channels: lis
                        "consent_source": "cli"}, separators=(",", ":"))
 
 
+def _record(k: Keys, sub_id: str) -> str:
+    return f"{k.prefix}:sub:{sub_id}"
+
+
+def _index(k: Keys, kind: str, value: str = "") -> str:
+    """An index set of layouts 1 and 2 (`all`, `active`: no value)."""
+    return f"{k.prefix}:subs:{kind}:{value}" if value else f"{k.prefix}:subs:{kind}"
+
+
+def _by_contact(k: Keys, contact: str) -> str:
+    return f"{k.prefix}:subs:contact:{contact}"
+
+
 def write_v1(old: Old) -> None:
     """Subscribers (two with SHA-1 ids, one random, one opted out), their indexes, a stale
     contact entry and one to a record that is gone, and an open and a closed incident."""
@@ -104,17 +125,16 @@ def write_v1(old: Old) -> None:
             (NEW_ID, NEW_PHONE, NEW_EMAIL, ["sms", "email"], "active"),
             ("sub-77d0c9e8f1a2b3c4", "+84901000005", None, ["sms"], "opted_out")]
     for sub_id, phone, email, channels, status in subs:
-        r.set(k.subscriber(sub_id), _subscriber(sub_id, phone, email, channels, status))
-        r.sadd(k.subs_all(), sub_id)
-        for index in [k.subs_index("area", AREA), k.subs_index("topic", "*"),
-                      k.subs_index("lang", "vi"),
-                      *[k.subs_index("channel", c) for c in channels],
-                      *([k.subs_active()] if status == "active" else [])]:
+        r.set(_record(k, sub_id), _subscriber(sub_id, phone, email, channels, status))
+        r.sadd(_index(k, "all"), sub_id)
+        for index in [_index(k, "area", AREA), _index(k, "topic", "*"), _index(k, "lang", "vi"),
+                      *[_index(k, "channel", c) for c in channels],
+                      *([_index(k, "active")] if status == "active" else [])]:
             r.sadd(index, sub_id)
         for contact in [c for c in (phone, (email or "").lower()) if c]:
-            r.set(k.subs_by_contact(contact), sub_id)
-    r.set(k.subs_by_contact(LOST_PHONE), OLD_BY_EMAIL)
-    r.set(k.subs_by_contact(GONE_PHONE), GONE_ID)
+            r.set(_by_contact(k, contact), sub_id)
+    r.set(_by_contact(k, LOST_PHONE), OLD_BY_EMAIL)
+    r.set(_by_contact(k, GONE_PHONE), GONE_ID)
     for seq, status in [(1, "awaiting_approval"), (2, "closed")]:
         incident_id, at = f"INC-{seq:05d}", f"2026-11-2{seq}T08:00:00+00:00"
         r.hset(k.incident(incident_id), mapping={
@@ -141,8 +161,9 @@ def without(snapshot: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 def test_an_upgrade_keeps_every_subscriber_and_open_incident(
         redis_server: Service, tmp_path: Path) -> None:
-    """Dry run: the plan, nothing written. Apply: version 2, the stale and dangling contact
-    entries gone, everything else as it was; today's code reads it all; again: no change."""
+    """Dry run: the plan, nothing written. Apply: version 3, the stale and dangling contact
+    entries gone, the subscribers numbered under their ids, everything else as it was;
+    today's code reads it all; again: no change."""
     old = Old(redis_server, "upgrade", tmp_path)
     write_v1(old)
     before = old.snapshot()
@@ -154,7 +175,7 @@ def test_an_upgrade_keeps_every_subscriber_and_open_incident(
     applied = old.loa("migrate", "--apply", "--json")
     assert applied.returncode == 0, applied.stderr
     report = json.loads(applied.stdout)
-    assert (report["version"], report["target"], report["applied"]) == (1, 2, True)
+    assert (report["version"], report["target"], report["applied"]) == (1, 3, True)
     assert report["steps"][0]["changes"] == [
         f"contact index: remove the phone entry leading to {OLD_BY_EMAIL}, which no longer "
         "has that phone",
@@ -165,13 +186,18 @@ def test_an_upgrade_keeps_every_subscriber_and_open_incident(
     for key in [old.keys.provider_message("SM0000000000000000000000000000001"),
                 old.keys.early_callbacks()]:
         assert 7 * 86400 - 60 < int(old.redis.ttl(key)) <= 7 * 86400
+    assert report["steps"][1]["changes"] == [
+        "subscribers: 4 numbered, their records and indexes made compact",
+        "contact index: 5 entries into buckets", "old subscriber keys: 11 removed"]
     after = old.snapshot()
-    assert after[old.keys.layout_version()] == "2"
-    assert without(after, old.keys.layout_version()) == without(
-        before, old.keys.subs_by_contact(LOST_PHONE), old.keys.subs_by_contact(GONE_PHONE))
+    assert after[old.keys.layout_version()] == "3"
+    registry = f"{old.keys.prefix}:sub"  # the registry's keys, old and new
+    assert without(after, old.keys.layout_version(), *[k for k in after if k.startswith(
+        registry)]) == without(before, *[k for k in before if k.startswith(registry)])
+    assert not [k for k in after if k.startswith(f"{registry}:") or k.startswith(
+        f"{registry}s:area:")]  # the old records and index sets are gone
 
-    subscribers = [Subscriber.model_validate_json(old.redis.get(old.keys.subscriber(i)) or "")
-                   for i in sorted(map(str, old.redis.smembers(old.keys.subs_all())))]
+    subscribers = everyone(old.redis, old.keys)
     assert [(s.id, s.status) for s in subscribers] == [
         (OLD_BY_PHONE, "active"), (OLD_BY_EMAIL, "active"), (NEW_ID, "active"),
         ("sub-77d0c9e8f1a2b3c4", "opted_out")]
@@ -204,7 +230,7 @@ def test_a_migration_stopped_midway_finishes_what_is_left(
     rest, and the end state is that of an uninterrupted run."""
     old = Old(redis_server, "midway", tmp_path)
     write_v1(old)
-    old.redis.delete(old.keys.subs_by_contact(LOST_PHONE))  # the first change, then a crash
+    old.redis.delete(_by_contact(old.keys, LOST_PHONE))  # the first change, then a crash
     done = old.loa("migrate", "--apply", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"][0]["changes"] == [
@@ -212,8 +238,8 @@ def test_a_migration_stopped_midway_finishes_what_is_left(
         "that phone",
         "provider ids: 2 kept 7 days from now, then expire",
         "early status callbacks: kept 7 days from now, then expire"]
-    assert old.redis.get(old.keys.layout_version()) == "2"
-    assert old.redis.get(old.keys.subs_by_contact(GONE_PHONE)) is None
+    assert old.redis.get(old.keys.layout_version()) == "3"
+    assert old.run(lambda r, k: find_subscriber(r, k, GONE_PHONE)) is None
 
 
 def test_a_fresh_redis_is_stamped_current_and_nothing_else(
@@ -225,8 +251,8 @@ def test_a_fresh_redis_is_stamped_current_and_nothing_else(
     assert old.snapshot() == {}
     done = old.loa("migrate", "--apply")
     assert done.returncode == 0, done.stderr
-    assert "stamped version 2" in done.stdout
-    assert old.snapshot() == {old.keys.layout_version(): "2"}
+    assert "stamped version 3" in done.stdout
+    assert old.snapshot() == {old.keys.layout_version(): "3"}
 
 
 @pytest.mark.parametrize("command", ["worker", "web", "migrate"])
@@ -236,12 +262,12 @@ def test_a_layout_newer_than_this_loa_is_refused(
     touches nothing; each says why."""
     old = Old(redis_server, f"newer-{command}", tmp_path)
     write_v1(old)
-    old.redis.set(old.keys.layout_version(), "3")
+    old.redis.set(old.keys.layout_version(), "4")
     before = old.snapshot()
     done = old.loa(command, "--apply") if command == "migrate" else old.loa(command)
     assert done.returncode != 0
     said = " ".join((done.stdout + done.stderr).split())
-    assert "the Redis layout is version 3, newer than this Loa knows (2)" in said
+    assert "the Redis layout is version 4, newer than this Loa knows (3)" in said
     assert "Traceback" not in said
     assert old.snapshot() == before
 

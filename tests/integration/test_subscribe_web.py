@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from coordinator.subscribers.models import Subscriber
+from tests.integration import registry_view
 from tests.integration.factories import (
     audit_events,
     file_report,
@@ -67,14 +68,13 @@ def subscribe(client: httpx.Client, **fields: Any) -> httpx.Response:
 
 def record(stack: Stack, contact: str) -> Subscriber | None:
     """The stored subscriber with this phone or email, if any."""
-    sub_id = stack.redis.get(stack.keys.subs_by_contact(contact.lower()))
-    raw = stack.redis.get(stack.keys.subscriber(sub_id)) if sub_id else None
-    return Subscriber.model_validate_json(raw) if raw else None
+    sub_id = registry_view.id_by_contact(stack.redis, stack.keys, contact.lower())
+    return registry_view.record(stack.redis, stack.keys, sub_id) if sub_id else None
 
 
 def is_active(stack: Stack, sub: Subscriber) -> bool:
-    """Whether the subscriber is in the set that statements are sent to."""
-    return bool(stack.redis.sismember(stack.keys.subs_active(), sub.id))
+    """Whether the subscriber is in the bitmap that statements are sent to."""
+    return registry_view.is_active(stack.redis, stack.keys, sub.id)
 
 
 def audit_actions(stack: Stack, actor: str) -> list[str]:

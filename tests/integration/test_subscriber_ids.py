@@ -15,7 +15,8 @@ import pytest
 from coordinator.keys import Keys
 from coordinator.state import connect
 from coordinator.subscribers.models import Subscriber
-from coordinator.subscribers.registry import SubscriberConflict, register
+from coordinator.subscribers.registry import SubscriberConflict, find_subscriber, register
+from tests.integration.registry_view import everyone, id_by_contact, record
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -31,8 +32,7 @@ def _hashes(contact: str) -> list[str]:
 
 
 def _ids_of(stack: Stack, keys: Keys, contact: str) -> list[str]:
-    return [i for i in stack.redis.smembers(keys.subs_all())
-            if contact in (stack.redis.get(keys.subscriber(i)) or "")]
+    return [s.id for s in everyone(stack.redis, keys) if contact in s.contact_keys()]
 
 
 def test_importing_the_same_phone_twice_keeps_one_record(
@@ -47,9 +47,10 @@ def test_importing_the_same_phone_twice_keeps_one_record(
     [sub_id] = _ids_of(stack, stack.keys, PHONE)
     assert "1 saved" in stack.cli("subscribers", "import", str(second)).stdout
     assert _ids_of(stack, stack.keys, PHONE) == [sub_id]
-    assert stack.redis.get(stack.keys.subs_by_contact(PHONE)) == sub_id
-    record = Subscriber.model_validate_json(stack.redis.get(stack.keys.subscriber(sub_id)))
-    assert (record.areas, record.language) == (["hn-tay-ho"], "en")
+    assert id_by_contact(stack.redis, stack.keys, PHONE) == sub_id
+    found = record(stack.redis, stack.keys, sub_id)
+    assert found is not None
+    assert (found.areas, found.language) == (["hn-tay-ho"], "en")
     assert not any(sub_id.removeprefix("sub-") in h for h in _hashes(PHONE))
 
     exported = stack.cli("subscribers", "export").stdout
@@ -65,8 +66,9 @@ def test_importing_the_same_phone_twice_keeps_one_record(
 
 def test_the_same_phone_gets_another_id_in_another_registry(
         make_stack: Callable[..., Stack]) -> None:
-    """The id is not a function of the phone: two registries give it two ids; and a file
-    that names an id for another record's phone is refused, not merged."""
+    """The id is not a function of the phone: a registry where someone else came first
+    gives it another id; and a file that names an id for another record's phone is refused,
+    not merged."""
     stack = make_stack()
 
     async def work() -> tuple[str, str, str]:
@@ -74,6 +76,8 @@ def test_the_same_phone_gets_another_id_in_another_registry(
         try:
             one, _ = await register(redis, Keys("one"), Subscriber(
                 phone=PHONE, areas=["hn"], channels=["sms"]))
+            await register(redis, Keys("two"), Subscriber(
+                phone="+84911000999", areas=["hn"], channels=["sms"]))
             two, _ = await register(redis, Keys("two"), Subscriber(
                 phone=PHONE, areas=["hn"], channels=["sms"]))
             again, changed = await register(redis, Keys("one"), Subscriber(
@@ -104,7 +108,8 @@ def test_a_changed_email_no_longer_finds_the_record(make_stack: Callable[..., St
             await register(redis, keys, made.model_copy(update={"email": "new@mail.example"}))
             other, _ = await register(redis, keys, Subscriber(
                 email="Old@mail.example", areas=["hn-tay-ho"], channels=["email"]))
-            return made.id, other.id, await redis.get(keys.subs_by_contact("new@mail.example"))
+            owner = await find_subscriber(redis, keys, "new@mail.example")
+            return made.id, other.id, owner.id if owner else None
         finally:
             await redis.aclose()
 

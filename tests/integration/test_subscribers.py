@@ -26,6 +26,7 @@ from tests.integration.factories import (
     import_residents,
     produce,
 )
+from tests.integration.registry_view import id_by_contact
 from tests.integration.smtp_server import Inbox, smtp_server
 from tests.integration.stack import Stack, running, wait_for
 
@@ -283,7 +284,7 @@ def test_a_costly_statement_is_approved_twice_and_can_be_withdrawn_at_once(
     assert cau_giay_sms() == at_withdrawal  # nothing more of it
     wait_for(lambda: subs_stack.redis.hget(subs_stack.keys.dispatch(statement),
                                            "finished_at"), 30, "the withdrawn fan-out closed")
-    subs = [subs_stack.redis.get(subs_stack.keys.subs_by_contact(f"+849150{i:05d}"))
+    subs = [id_by_contact(subs_stack.redis, subs_stack.keys, f"+849150{i:05d}")
             for i in range(80)]
     records = [subs_stack.redis.hgetall(subs_stack.keys.delivery(f"{statement}:sms:{sub}"))
                for sub in subs]
@@ -364,7 +365,7 @@ def test_unsubscribing_during_a_fan_out_stops_what_was_not_handed_over(
         assert "10 saved" in stack.cli("subscribers", "import", str(leavers)).stdout
         time.sleep(1)  # a message already being handed over lands now
         before = Counter(sent())
-        subs = {phone: stack.redis.get(stack.keys.subs_by_contact(phone)) for phone in leaving}
+        subs = {phone: id_by_contact(stack.redis, stack.keys, phone) for phone in leaving}
 
         def status(phone: str) -> str | None:
             return stack.redis.hget(stack.keys.delivery(f"{statement}:sms:{subs[phone]}"),

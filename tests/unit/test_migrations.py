@@ -29,8 +29,9 @@ async def _nothing(redis: object, keys: Keys, apply: bool) -> list[str]:
 
 def test_the_steps_lead_from_version_1_to_current_one_at_a_time() -> None:
     """Every version from 1 up has its step, in order, and the last one ends at CURRENT."""
-    assert CURRENT == 2
-    assert [(s.source, s.target, s.name) for s in STEPS] == [(1, 2, "v1_to_v2")]
+    assert CURRENT == 3
+    assert [(s.source, s.target, s.name) for s in STEPS] == [(1, 2, "v1_to_v2"),
+                                                              (2, 3, "v2_to_v3")]
     assert pending(OLD, STEPS, CURRENT) == list(STEPS)
 
 

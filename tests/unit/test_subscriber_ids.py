@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from pydantic import ValidationError
 
 from coordinator.city import load_city
 from coordinator.settings import Settings
 from coordinator.subscribers.csvio import parse_csv, to_csv
-from coordinator.subscribers.models import Subscriber, new_subscriber_id
+from coordinator.subscribers.models import Subscriber
+from coordinator.subscribers.store import canonical_id, canonical_number
 from tests.conftest import FIXTURE_MAP
 
 PHONE = "+84911222333"
 
 
-def test_a_new_id_is_sub_and_16_random_hex_digits() -> None:
-    """`sub-` + 16 hex digits, different every time."""
-    ids = {new_subscriber_id() for _ in range(100)}
-    assert len(ids) == 100
-    assert all(re.fullmatch(r"sub-[0-9a-f]{16}", i) for i in ids)
+def test_a_new_id_names_the_number_and_nothing_of_the_person() -> None:
+    """`sub-n` and the registry's number; any other id names no number of its own."""
+    assert (canonical_id(42), canonical_number("sub-n42")) == ("sub-n42", 42)
+    assert [canonical_number(i) for i in ("sub-0123456789abcdef", "sub-n0", "sub-n4x", "n4")
+            ] == [None, None, None, None]
+    assert Subscriber(id=canonical_id(7), phone=PHONE, areas=["hn"], channels=["sms"]).id \
+        == "sub-n7"
 
 
 def test_a_subscriber_made_from_a_contact_has_no_id_until_registered() -> None:

@@ -121,7 +121,7 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
             "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
             "--save", "",
             # room for a bucket of the subscriber registry as one compact listpack
-            # (subscribers.store: 512 records, ~600 contacts at ten million)
+            # (subscribers.store: 512 records; ~300 contacts at ten million with phone and email)
             "--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "512",
             "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"]
     # The password goes in on stdin (`-` reads config from it), not on the command line,

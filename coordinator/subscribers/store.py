@@ -28,7 +28,7 @@ from coordinator.state import Pipeline, Redis
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 
 RECORD_BUCKET = 512
-CONTACT_BUCKETS = 16384
+CONTACT_BUCKETS = 65536
 _CANONICAL = re.compile(r"^sub-n([1-9][0-9]{0,17})$")
 _STATUS = {"active": "a", "pending": "p", "opted_out": "o"}
 _STATUS_OF = {v: k for k, v in _STATUS.items()}

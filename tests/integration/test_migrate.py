@@ -26,7 +26,7 @@ from coordinator.keys import Keys
 from coordinator.queries import incident_detail, list_incidents
 from coordinator.state import connect
 from coordinator.subscribers.registry import find_subscriber
-from tests.integration.registry_view import everyone
+from tests.integration.registry_view import everyone, number_of
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,8 @@ def write_v1(old: Old) -> None:
             "schema_version": 1, "type": "audit", "at": at, "actor": "token:hanoi-dispatch",
             "action": "incident.opened", "interface": "api", "incident_id": incident_id,
             "subject": f"rep-{seq}", "detail": {"kind": "flood"}}))
+    r.sadd(f"{k.prefix}:incident:INC-00001:reached", NEW_ID, OLD_BY_PHONE)
+    r.set(f"{k.prefix}:dispatch:STM-00001-1:batch:sms:0", f"{OLD_BY_PHONE},{NEW_ID}")
     r.set(k.incident_seq(), 2)
     r.set(k.open_incident(f"flood:{AREA}"), "INC-00001")
     for sid in ("SM0000000000000000000000000000001", "SM0000000000000000000000000000002"):
@@ -188,12 +190,22 @@ def test_an_upgrade_keeps_every_subscriber_and_open_incident(
         assert 7 * 86400 - 60 < int(old.redis.ttl(key)) <= 7 * 86400
     assert report["steps"][1]["changes"] == [
         "subscribers: 4 numbered, their records and indexes made compact",
-        "contact index: 5 entries into buckets", "old subscriber keys: 11 removed"]
+        "contact index: 5 entries into buckets",
+        "incidents' reached subscribers: 1 converted to subscriber numbers",
+        "batches not finished: 1 converted to subscriber numbers",
+        "old subscriber keys: 11 removed"]
     after = old.snapshot()
     assert after[old.keys.layout_version()] == "3"
     registry = f"{old.keys.prefix}:sub"  # the registry's keys, old and new
-    assert without(after, old.keys.layout_version(), *[k for k in after if k.startswith(
-        registry)]) == without(before, *[k for k in before if k.startswith(registry)])
+    reached = old.keys.incident_reached("INC-00001")
+    batch = old.keys.dispatch_batch("STM-00001-1", "sms", 0)
+    changed = [k for k in after if k.startswith(registry)] + [reached, batch]
+    assert without(after, old.keys.layout_version(), *changed) == without(
+        before, *[k for k in before if k.startswith(registry)], reached, batch)
+    numbers = {s.id: number_of(old.redis, old.keys, s.id) for s in everyone(old.redis, old.keys)}
+    assert after[batch] == f"{numbers[OLD_BY_PHONE]},{numbers[NEW_ID]}"
+    assert sorted(n for n in numbers.values() if n and old.redis.getbit(reached, n)) == sorted(
+        [numbers[NEW_ID], numbers[OLD_BY_PHONE]])
     assert not [k for k in after if k.startswith(f"{registry}:") or k.startswith(
         f"{registry}s:area:")]  # the old records and index sets are gone
 

@@ -64,13 +64,13 @@ def test_index_bits_name_each_field_and_active_only_while_active() -> None:
 
 
 def test_records_and_contacts_go_to_their_buckets() -> None:
-    """512 numbers a record bucket; a contact's bucket is its CRC32 modulo 16384."""
+    """512 numbers a record bucket; a contact's bucket is its CRC32 modulo 65536."""
     keys = Keys("t")
     assert [record_key(keys, n) for n in (1, 511, 512, 1_000_000)] == [
         "t:subs:rec:0", "t:subs:rec:0", "t:subs:rec:1", "t:subs:rec:1953"]
-    assert CONTACT_BUCKETS == 16384
+    assert CONTACT_BUCKETS == 65536
     assert contact_key(keys, "+84912345678") == "t:subs:contacts:" + str(
-        zlib.crc32(b"+84912345678") % 16384)
+        zlib.crc32(b"+84912345678") % 65536)
 
 
 def test_set_bits_reads_bits_as_redis_numbers_them() -> None:

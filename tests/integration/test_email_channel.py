@@ -32,11 +32,14 @@ def message(i: int, **changes: object) -> OutboundMessage:
 
 
 async def test_a_fan_out_reuses_one_connection(server: tuple[int, Inbox]) -> None:
-    """Twenty emails go over one SMTP connection, each multipart with the expected headers."""
+    """Twenty emails go over one SMTP connection, each multipart with the expected headers:
+    its own To, Message-ID and leaving link (a long one as it is, not an encoded word)."""
     port, inbox = server
     channel = channel_for(port)
+    long_link = "http://127.0.0.1:8080/unsubscribe/" + "t" * 200
     try:
-        receipts = [await channel.send(message(i)) for i in range(20)]
+        receipts = [await channel.send(message(i)) for i in range(19)]
+        receipts.append(await channel.send(message(19, unsubscribe_url=long_link)))
     finally:
         await channel.close()
     assert channel.connections == 1 and len(inbox.sessions) == 1
@@ -51,6 +54,11 @@ async def test_a_fan_out_reuses_one_connection(server: tuple[int, Inbox]) -> Non
     parts = {part.get_content_type(): part.get_content() for part in first.iter_parts()}
     assert parts["text/plain"].strip() == "Nước ngập 40 cm."
     assert "<b>40 cm</b>" in parts["text/html"]
+    assert [(m["To"], m["Message-ID"]) for m in inbox.messages[18:]] == [
+        ("nguoi18@dan.example", "<STM-00001-1.email.sub-18@hanoi.example>"),
+        ("nguoi19@dan.example", "<STM-00001-1.email.sub-19@hanoi.example>")]
+    assert inbox.messages[19]["List-Unsubscribe"] == f"<{long_link}>"
+    assert inbox.messages[19]["Subject"] == first["Subject"]
 
 
 async def test_a_refused_recipient_is_permanent(server: tuple[int, Inbox]) -> None:

@@ -41,6 +41,8 @@ statement's first messages leave within milliseconds of its publication, whateve
 batch's size."""
 SLICE = 64
 """Deliveries read and claimed at a time after the lead."""
+BUSY_WAIT_S = 5.0
+"""How long a batch waits for the deliveries another live worker is handing over."""
 FLUSH_EVERY_S = 0.02
 """How often outcomes are written: a crash loses at most this much bookkeeping (those
 deliveries are then reconciled with the provider)."""
@@ -122,9 +124,13 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     gate = asyncio.Semaphore(CONCURRENCY)
     run = _Run(rt, batch.statement_id)
 
+    busy: list[str] = []  # deliveries another live worker is handing over
+
     async def one(request: DeliveryRequest, claim: str) -> None:
         if claim in FINAL or claim == "busy":
             report.counts[claim] = report.counts.get(claim, 0) + 1
+            if claim == "busy":
+                busy.append(request.id)
             return
         if channel is None or run.unwanted.get(request.id):
             outcome = Outcome("skipped", run.unwanted.get(request.id)
@@ -156,12 +162,30 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     failed = next((e for e in ended if isinstance(e, BaseException)), None)
     if failed is not None:
         raise failed
-    if "busy" not in report.counts:
+    if not busy or await _ended(rt, busy):
         await settle(rt.redis, rt.keys, batch.statement_id, time.time(), done_batch=name,
                      batch_key=rt.keys.dispatch_batch(batch.statement_id, batch.channel,
                                                       batch.number))
         report.done = True
     return report
+
+
+async def _ended(rt: Runtime, delivery_ids: list[str]) -> bool:
+    """Whether the deliveries another worker was handing over (the same batch run twice at
+    once, after a rebalance) reach a final status within :data:`BUSY_WAIT_S`: then this
+    run marks the batch done, rather than the recovery round seconds later."""
+    keys = [rt.keys.delivery(i) for i in delivery_ids]
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "status")
+            statuses = await pipe.execute()
+        if all(status in FINAL for status in statuses):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
 
 
 def _parts(ids: list[int]) -> list[list[int]]:

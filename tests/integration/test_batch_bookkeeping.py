@@ -78,15 +78,16 @@ class _Counting:
         return None
 
 
-async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) -> None:
-    """A statement's first SMS leaves while the rest of a big batch is still being read."""
+async def _stored_batch(rt: Runtime, tag: str, size: int
+                        ) -> tuple[Statement, list[Subscriber]]:
+    """A statement and `size` SMS subscribers (numbers 1..size) in its batch sms:0."""
     statement = Statement(
-        id="STM-LEAD-1", incident_id="INC-LEAD", approval_id="APR-LEAD-1", draft_id="d",
+        id=f"STM-{tag}-1", incident_id=f"INC-{tag}", approval_id=f"APR-{tag}-1", draft_id="d",
         playbook_id="flood", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
         texts=[RenderedText(channel="sms", language="vi", body="Ngập sâu")],
         approved_by=["nguyen-van-an"], approved_at=utcnow())
     subs = [Subscriber(id=canonical_id(n), phone=f"+8490{n:07d}", areas=["hn-ba-dinh"],
-                       channels=["sms"], language="vi") for n in range(1, 301)]
+                       channels=["sms"], language="vi") for n in range(1, size + 1)]
     await rt.redis.hset(rt.keys.statement(statement.id), "statement",
                         statement.model_dump_json())
     async with rt.redis.pipeline(transaction=False) as pipe:
@@ -94,7 +95,13 @@ async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) 
             queue_write(pipe, rt.keys, n, None, sub)
         await pipe.execute()
     await rt.redis.set(rt.keys.dispatch_batch(statement.id, "sms", 0),
-                       ",".join(str(n) for n in range(1, 301)))
+                       ",".join(str(n) for n in range(1, size + 1)))
+    return statement, subs
+
+
+async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) -> None:
+    """A statement's first SMS leaves while the rest of a big batch is still being read."""
+    statement, subs = await _stored_batch(rt, "LEAD", 300)
     channel = _Counting(rt, [f"{statement.id}:sms:{s.id}" for s in subs])
     # Connections open already, as in a running worker: the count is not held up connecting.
     await asyncio.gather(*(rt.redis.ping() for _ in range(8)))
@@ -102,3 +109,33 @@ async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) 
         statement_id=statement.id, channel="sms", incident_id="INC-LEAD", number=0), utcnow())
     assert channel.claimed_at_first == batches.LEAD
     assert channel.sent == 300 and report.counts == {"queued": 300} and report.done
+
+
+async def test_a_batch_another_worker_shares_is_marked_done_once_its_part_ends(
+        rt: Runtime) -> None:
+    """The same batch run by two workers at once (a redelivery after a rebalance): this run
+    hands over its part, sees the rest in another live worker's hands, and marks the batch
+    done once that worker has recorded them, not seconds later in the recovery round."""
+    statement, subs = await _stored_batch(rt, "SHARED", 10)
+    # the other worker, alive, is handing over the last three
+    await rt.redis.set(rt.keys.worker_heartbeat("other-worker"), "other-instance")
+    theirs = [f"{statement.id}:sms:{s.id}" for s in subs[7:]]
+    for delivery_id in theirs:
+        await rt.redis.hset(rt.keys.delivery(delivery_id), mapping={
+            "status": "sending", "owner": "other-worker/other-instance",
+            "at": utcnow().isoformat()})
+    channel = _Counting(rt, [])
+
+    async def the_other_worker_records_its_part() -> None:
+        await asyncio.sleep(0.5)
+        for delivery_id in theirs:
+            await rt.redis.hset(rt.keys.delivery(delivery_id), "status", "queued")
+
+    recording = asyncio.create_task(the_other_worker_records_its_part())
+    report = await batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id="INC-SHARED", number=0),
+        utcnow())
+    await recording
+    assert channel.sent == 7 and report.counts == {"queued": 7, "busy": 3}
+    assert report.done
+    assert await rt.redis.sismember(rt.keys.dispatch_done(statement.id), "sms:0")

@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=3, ge=1)
     dispatch_batch_size: int = Field(
         default=500, ge=1, le=10_000,
-        description="subscribers a chunk of a fan-out's audience holds (SSCAN's count, so "
-                    "about): one event on dispatch.* per chunk and channel")
+        description="subscribers a chunk of a fan-out's audience holds (the last one "
+                    "fewer): one event on dispatch.* per chunk and channel")
     broker_fetch_wait_ms: int = Field(
         default=10, ge=0, le=1500,
         description="the longest a worker's fetch waits at the broker when nothing is ready: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
 from coordinator.state import Redis
+
+if TYPE_CHECKING:
+    from coordinator.migrations.area_map import MapChoice
 
 areas_app = typer.Typer(help="The city's area maps, and moving data between them.",
                         no_args_is_help=True)
@@ -55,6 +58,23 @@ def areas_maps(as_json: JsonOpt = False) -> None:
         out.print(found.advice(in_force), highlight=False, soft_wrap=True)
 
 
+async def _refusal(redis: Redis, keys: Keys, choice: MapChoice, source: str, target: str
+                   ) -> str:
+    """Why the data cannot be moved from `source` ("" when it can): a layout too old for
+    this Loa, or data on a third map."""
+    from coordinator.migrations.area_map import read_data_map
+    from coordinator.migrations.startup import check_layout
+
+    try:
+        await check_layout(redis, keys)
+    except LoaError as exc:
+        return str(exc)
+    found = await read_data_map(redis, keys, choice)
+    if found.name not in (source, target, None):  # on target: finish what was left
+        return f"--from: the data is on {found.name!r}, not {source!r}"
+    return ""
+
+
 @areas_app.command("migrate")
 def areas_migrate(
     source: Annotated[str, typer.Option("--from", help="the map the data is on now")],
@@ -76,7 +96,6 @@ def areas_migrate(
     from coordinator.area_mapping import mapping_path, read_mapping
     from coordinator.area_maps import load_area_map
     from coordinator.languages import load_languages
-    from coordinator.migrations.area_map import read_data_map
     from coordinator.migrations.area_moves import Mover, MoveReport, move_areas
     from coordinator.migrations.startup import maps_of
     from coordinator.yamlsource import YamlSource
@@ -101,9 +120,9 @@ def areas_migrate(
         raise fail(str(exc)) from exc
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> MoveReport | str:
-        found = await read_data_map(redis, keys, choice)
-        if found.name not in (source, target, None):  # on target: finish what was left
-            return f"--from: the data is on {found.name!r}, not {source!r}"
+        refused = await _refusal(redis, keys, choice, source, target)
+        if refused:
+            return refused
         mover = Mover(f"operator:{getpass.getuser()}", "cli") if apply else None
         return await move_areas(redis, keys, table, s.playbooks_dir, chosen, mover)
 

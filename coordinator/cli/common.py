@@ -14,6 +14,8 @@ from rich.console import Console
 from coordinator.city import City, load_city
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
+from coordinator.migrations import CURRENT
+from coordinator.migrations.version import read_layout, stamp
 from coordinator.settings import Settings, load_settings
 from coordinator.state import Redis, redis_problem, run_with_redis
 
@@ -34,16 +36,25 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]]) -> T:
+def with_redis(work: Callable[[Redis, Keys, Settings], Awaitable[T]],
+               stamp_fresh: bool = True) -> T:
     """Run `work` with a Redis connection; exit in plain words when Redis is unreachable or
-    `work` raises a LoaError (its message is the error shown)."""
+    `work` raises a LoaError (its message is the error shown). An empty Redis is stamped
+    with this Loa's layout first (unless not `stamp_fresh`: `loa migrate` decides itself),
+    so what a command writes there (subscribers, tokens) is not taken for data of a layout
+    before versions were kept."""
     settings = env_settings()
     if not settings.redis_url:
         raise fail("no Redis: set LOA_REDIS_URL or start Loa with `make up` (`loa doctor` helps)")
 
+    async def run(redis: Redis) -> T:
+        keys = Keys(settings.redis_prefix)
+        if stamp_fresh and (await read_layout(redis, keys)).version is None:
+            await stamp(redis, keys, CURRENT, only_if_absent=True)
+        return await work(redis, keys, settings)
+
     try:
-        return run_with_redis(settings.redis_url,
-                              lambda redis: work(redis, Keys(settings.redis_prefix), settings))
+        return run_with_redis(settings.redis_url, run)
     except (OSError, RedisConnectionError, RedisTimeoutError) as exc:
         raise fail(redis_problem(settings.redis_url, exc)) from exc
     except LoaError as exc:

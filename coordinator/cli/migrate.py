@@ -27,7 +27,7 @@ def migrate_command(
     async def work(redis: Redis, keys: Keys, settings: Settings) -> Migration:
         return await migrate(redis, keys, apply, STEPS, CURRENT)
 
-    done = with_redis(work)  # a LayoutError (a newer layout) exits, saying so
+    done = with_redis(work, stamp_fresh=False)  # a LayoutError (newer) exits, saying so
     if as_json:
         print_json(done.as_dict())
         return

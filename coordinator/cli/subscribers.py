@@ -84,7 +84,7 @@ def subscribers_import(path: Path) -> None:
             if sub is None:
                 continue
             try:
-                _, changed = await register(redis, keys, sub)
+                _, changed = await register(redis, keys, sub, from_file=True)
             except SubscriberConflict as exc:
                 conflicts.append((line, f"id: {exc}"))
                 continue

@@ -3,8 +3,9 @@ several at once, recorded a few dozen at a time, and marked done in the dispatch
 
 Per (statement, subscriber, channel) there is one delivery id, so one hand-over: a delivery
 already final is not sent again, one another live worker is sending is left to it (the
-batch then stays open and the recovery round sends it again later), and one a dead worker
-left in `sending` is first looked for at the provider (``dispatch.handover``).
+batch is marked done once that worker has recorded it, else it stays open for the
+recovery round), and one a dead worker left in `sending` is first looked for at the
+provider (``dispatch.handover``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ statement's first messages leave within milliseconds of its publication, whateve
 batch's size."""
 SLICE = 64
 """Deliveries read and claimed at a time after the lead."""
-BUSY_WAIT_S = 5.0
+BUSY_WAIT_S = 2.0
 """How long a batch waits for the deliveries another live worker is handing over."""
 FLUSH_EVERY_S = 0.02
 """How often outcomes are written: a crash loses at most this much bookkeeping (those

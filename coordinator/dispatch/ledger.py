@@ -19,8 +19,8 @@ from coordinator.state import Pipeline, Redis
 LOCK_TTL_MS = 30_000
 """How long the right to cut a statement's audience into batches lasts without a move."""
 
-# KEYS: ledger hash, done set, open index, the batch's ids; ARGV: finished batch (or ""),
-# now, statement id. Marks the batch done (its ids are not needed any more) and, when every
+# KEYS: ledger hash, done set, open index, the batch's numbers; ARGV: finished batch (or
+# ""), now, statement id. Marks the batch done (its numbers are not needed any more) and, when every
 # chunk is cut and every batch done, finishes the fan-out: one script, so two workers
 # finishing the last two batches cannot both miss it.
 _SETTLE = """

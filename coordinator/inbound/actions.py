@@ -51,7 +51,7 @@ async def join_by_sms(redis: Redis, keys: Keys, sid: str, phone: str, areas: lis
                       answer: str, language: str) -> Subscriber:
     """JOIN: sign a phone up for SMS updates about `areas` (all topics) in `language`. The
     registry's record first (idempotent: the contact index finds the record this phone
-    already has, else it gets a random id), then, in one MULTI, the phone leaves the SMS
+    already has, else it gets a new number and id), then, in one MULTI, the phone leaves the SMS
     opt-out set, the audit entry, and the finished SMS."""
     sub, _ = await register(redis, keys, Subscriber(
         phone=phone, areas=areas, channels=["sms"], language=language,

@@ -23,8 +23,11 @@ from coordinator.migrations.v2_to_v3 import STEP as V2_TO_V3
 
 CURRENT = 3
 """The layout this code reads and writes."""
+OLDEST_RUNNABLE = 3
+"""The oldest layout this code can run on: before 3, subscribers are not numbered, so a
+worker would find no audience and a new subscriber would get a second record."""
 
 STEPS: tuple[Step, ...] = (V1_TO_V2, V2_TO_V3)
 """Every step, in order: STEPS[i] goes from version i + 1 to i + 2."""
 
-__all__ = ["CURRENT", "STEPS", "Step"]
+__all__ = ["CURRENT", "OLDEST_RUNNABLE", "STEPS", "Step"]

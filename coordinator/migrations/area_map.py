@@ -68,8 +68,9 @@ async def codes_in_data(redis: Redis, keys: Keys) -> set[str]:
     sets = f"{keys.prefix}:subs:area:"
     found: set[str] = set()
     async for key in redis.scan_iter(match=literal_pattern(keys.prefix) + ":*", count=1000):
-        if key.startswith((areas, sets)):
-            found.add(key.removeprefix(areas).removeprefix(sets))
+        if key.startswith(sets) or (key.startswith(areas) and await redis.bitcount(key)):
+            found.add(key.removeprefix(areas).removeprefix(sets))  # (a bitmap all cleared:
+            # nobody is there any more)
         elif key.startswith(opened):
             kind, _, rest = key.removeprefix(opened).partition(":")
             if kind != "claims" and rest:  # claims are keyed by what they say, not area

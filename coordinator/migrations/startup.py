@@ -11,7 +11,7 @@ from coordinator.area_mapping import mapping_path, read_mapping
 from coordinator.area_maps import areas_config, load_area_map, read_yaml
 from coordinator.keys import Keys
 from coordinator.languages import load_languages
-from coordinator.migrations import CURRENT, STEPS
+from coordinator.migrations import CURRENT, OLDEST_RUNNABLE, STEPS
 from coordinator.migrations.area_map import (
     AreaMapMismatch,
     MapChoice,
@@ -39,10 +39,11 @@ def maps_of(settings: Settings) -> MapChoice:
 
 async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
     """Stamp an empty Redis `current` (a fresh install); "" when the layout is current, the
-    advice to migrate when it is older. Raises LayoutError when it is newer."""
+    advice to migrate when it is older but still readable. Raises LayoutError when it is
+    newer, or older than :data:`OLDEST_RUNNABLE`."""
     layout = await read_layout(redis, keys)
     verdict = layout.verdict(current)
-    if verdict == "newer":
+    if verdict == "newer" or (verdict == "older" and (layout.version or 0) < OLDEST_RUNNABLE):
         raise LayoutError(advice(layout, current))
     if verdict == "fresh":
         await stamp(redis, keys, current, only_if_absent=True)
@@ -51,9 +52,10 @@ async def check_layout(redis: Redis, keys: Keys, current: int = CURRENT) -> str:
 
 def check_layout_at_start(settings: Settings, who: str) -> None:
     """Before a worker or web server starts: exit (SystemExit, with the reason) on a layout
-    newer than this Loa knows, or data on another area map than the one in force; log a
-    warning, and go on, on an older layout. When Redis does not answer yet, log that the
-    check was skipped and go on (the process retries Redis as it always has)."""
+    newer than this Loa knows or older than it can run on, or data on another area map
+    than the one in force; log a warning, and go on, on an older layout it can run on.
+    When Redis does not answer yet, log that the check was skipped and go on (the process
+    retries Redis as it always has)."""
     log = obs.get_logger(who)
     if not settings.redis_url:
         return

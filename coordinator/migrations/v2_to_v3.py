@@ -28,8 +28,11 @@ from coordinator.subscribers.models import Subscriber
 async def number_subscribers(redis: Redis, keys: Keys, apply: bool) -> list[str]:
     """Give every subscriber of the old layout a number and a record in the new one."""
     numbered = unreadable = 0
-    for sub_id in sorted(await redis.smembers(layout2.every(keys))):
-        if await redis.hexists(keys.subs_ids(), sub_id):
+    # ids of the form `sub-n<k>` (imported so) first, in order, so each keeps its number k
+    ids = sorted(await redis.smembers(layout2.every(keys)), key=lambda i: (
+        store.canonical_number(i) is None, store.canonical_number(i) or 0, i))
+    for sub_id in ids:
+        if await store.by_id(redis, keys, sub_id) is not None:
             continue  # done by an earlier run
         raw = await redis.get(layout2.record(keys, sub_id))
         try:
@@ -41,7 +44,7 @@ async def number_subscribers(redis: Redis, keys: Keys, apply: bool) -> list[str]
             continue
         numbered += 1
         if apply:
-            number = await store.new_number(redis, keys)
+            number = await store.new_number(redis, keys, sub_id)
             async with redis.pipeline(transaction=True) as pipe:
                 store.queue_write(pipe, keys, number, None, sub, with_contacts=False)
                 await pipe.execute()
@@ -59,7 +62,8 @@ async def move_contacts(redis: Redis, keys: Keys, apply: bool) -> list[str]:
     moved = 0
     async for key in redis.scan_iter(match=literal_pattern(prefix) + "*", count=1000):
         sub_id = await redis.get(key)
-        number = await redis.hget(keys.subs_ids(), sub_id) if sub_id else None
+        held = await store.by_id(redis, keys, sub_id) if sub_id else None
+        number = await store.number_of(redis, keys, sub_id) if held and sub_id else None
         moved += 1
         if apply:
             contact = key.removeprefix(prefix)

@@ -355,4 +355,5 @@ def queue_sms_opt_out(pipe: Pipeline, keys: Keys, phone: str,
     if found is None or found[1].status == status:
         return
     number, sub = found
-    store.queue_write(pipe, keys, number, sub, sub.model_copy(update={"status": status}))
+    store.queue_write(pipe, keys, number, sub, sub.model_copy(update={"status": status}),
+                      with_contacts=False)  # only the status changes

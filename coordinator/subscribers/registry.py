@@ -27,6 +27,7 @@ async def save_subscriber(redis: Redis, keys: Keys, new: Subscriber,
     if not new.id:
         raise ValueError("a new subscriber gets its id from register()")
     number = await _number_for(redis, keys, new.id)
+    new = new.model_copy(update={"id": store.id_for(new.id, number)})
 
     async def body(pipe: Pipeline) -> bool:
         _, changed = await _write(pipe, keys, number, new, resubscribe)
@@ -35,13 +36,15 @@ async def save_subscriber(redis: Redis, keys: Keys, new: Subscriber,
     return await transact(redis, [store.record_key(keys, number)], body)
 
 
-async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool = False
-                   ) -> tuple[Subscriber, bool]:
+async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool = False,
+                   from_file: bool = False) -> tuple[Subscriber, bool]:
     """Save someone found by their contact: the record that already has this phone (else
     this email) is updated; otherwise a record is made, with the id `new` carries (an
     exported file's) or one of its own. Returns the record as saved and whether anything
     changed. Raises SubscriberConflict when `new` carries an id and its phone or email is
-    another record's."""
+    another record's, or, `from_file`, when the record with that id has neither its phone
+    nor its email: ids are numbers, so another installation's file names other people by
+    the same ids."""
     by_contact = [store.contact_key(keys, c) for c in new.contact_keys()]
     fresh: list[int] = []  # a number taken for a new record (kept across retries)
 
@@ -55,6 +58,11 @@ async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool 
                 held = await store.read(pipe, keys, other)
                 raise SubscriberConflict(
                     f"{new.id}: its phone or email belongs to {held.id if held else other}")
+            if from_file and number is not None and not owners:
+                # an id another installation gave (ids are numbers): not this person
+                raise SubscriberConflict(
+                    f"{new.id} is someone else here (another phone and email): import the "
+                    "row without its id to make a new record")
             sub_id = new.id
         else:
             number = owners[0] if owners else None
@@ -62,9 +70,9 @@ async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool 
             sub_id = held.id if held is not None else ""
         if number is None:
             if not fresh:
-                fresh.append(await store.new_number(redis, keys))
+                fresh.append(await store.new_number(redis, keys, sub_id))
             number = fresh[0]
-        sub = new.model_copy(update={"id": sub_id or store.canonical_id(number)})
+        sub = new.model_copy(update={"id": store.id_for(sub_id, number)})
         await pipe.watch(store.record_key(keys, number))
         return await _write(pipe, keys, number, sub, resubscribe)
 
@@ -82,7 +90,7 @@ async def _number_for(redis: Redis, keys: Keys, sub_id: str) -> int:
     """The number of the record with this id, or a new one for an id this Redis has no
     record of."""
     number = await _number_of_record(redis, keys, sub_id)
-    return number if number is not None else await store.new_number(redis, keys)
+    return number if number is not None else await store.new_number(redis, keys, sub_id)
 
 
 async def _write(pipe: Pipeline, keys: Keys, number: int, new: Subscriber, resubscribe: bool

@@ -189,6 +189,7 @@ _ACTIVE = """
 local out = {}
 for i, id in ipairs(ARGV) do
   local n = redis.call('HGET', KEYS[1], id) or string.match(id, '^sub%-n([1-9][0-9]*)$')
+  if n and #n > 10 then n = nil end  -- no bitmap reaches that far
   out[i] = n and redis.call('GETBIT', KEYS[2], tonumber(n)) or 0
 end
 return out
@@ -203,12 +204,32 @@ def queue_active(pipe: Pipeline, keys: Keys, sub_ids: Sequence[str]) -> None:
 
 # --- writing (inside the caller's transaction) ----------------------------------------------
 
-async def new_number(redis: Redis, keys: Keys) -> int:
-    """A number nobody has, nor an imported id names (`sub-n<number>` given as an id)."""
-    while True:
-        number = int(await redis.incr(keys.subs_next()))
-        if not await redis.hexists(keys.subs_ids(), canonical_id(number)):
-            return number
+_TAKE = """
+local wanted = tonumber(ARGV[1])
+if wanted > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], wanted)
+  return wanted
+end
+return redis.call('INCR', KEYS[1])
+"""
+
+
+async def new_number(redis: Redis, keys: Keys, sub_id: str = "") -> int:
+    """The number of a new record. An id `sub-n<k>` (an exported file's) keeps its number
+    when k was never handed out here; any other number is the next one. So an id of the
+    form `sub-n<k>` never names another number than k, and the id map holds only ids of
+    other forms: no id in it can shadow a number handed out later."""
+    wanted = canonical_number(sub_id)
+    if wanted is None:
+        return int(await redis.incr(keys.subs_next()))
+    return int(await redis.eval(_TAKE, 1, keys.subs_next(), wanted))
+
+
+def id_for(sub_id: str, number: int) -> str:
+    """The id a new record keeps: the one it came with, unless that one is `sub-n<k>` of
+    another number (k was handed out here before: the record gets its own). Pure."""
+    return sub_id if sub_id and canonical_number(sub_id) in (None, number) \
+        else canonical_id(number)
 
 
 def queue_write(pipe: Pipeline, keys: Keys, number: int, old: Subscriber | None,

@@ -83,8 +83,11 @@ def create_web_app(settings: Settings) -> FastAPI:
         except BrokerUnavailable as exc:
             log.error("broker not reachable at start; reports will be refused", error=str(exc))
         yield
-        watcher.cancel()
-        recovery.cancel()
+        # The background tasks end before what they use is closed: one still running would
+        # log a connection error at every shutdown.
+        for task in (watcher, recovery):
+            task.cancel()
+        await asyncio.gather(watcher, recovery, return_exceptions=True)
         await producer.stop()
         await rt.redis.aclose()
 

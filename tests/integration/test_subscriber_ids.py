@@ -67,8 +67,9 @@ def test_importing_the_same_phone_twice_keeps_one_record(
 def test_the_same_phone_gets_another_id_in_another_registry(
         make_stack: Callable[..., Stack]) -> None:
     """The id is not a function of the phone: a registry where someone else came first
-    gives it another id; and a file that names an id for another record's phone is refused,
-    not merged."""
+    gives it another id; a file that names an id for another record's phone is refused,
+    not merged, and so is a file whose id is a record here with neither its phone nor its
+    email (another installation's numbering)."""
     stack = make_stack()
 
     async def work() -> tuple[str, str, str]:
@@ -86,6 +87,11 @@ def test_the_same_phone_gets_another_id_in_another_registry(
             with pytest.raises(SubscriberConflict, match=one.id):
                 await register(redis, Keys("one"), Subscriber(
                     id="sub-0000000000000000", phone=PHONE, areas=["hn"], channels=["sms"]))
+            # another installation's file: its sub-n1 is someone else here
+            with pytest.raises(SubscriberConflict, match="someone else here"):
+                await register(redis, Keys("one"), Subscriber(
+                    id=one.id, phone="+84911000888", areas=["hn"], channels=["sms"]),
+                    from_file=True)
             return one.id, two.id, again.id
         finally:
             await redis.aclose()

@@ -12,6 +12,7 @@ from coordinator.subscribers.store import (
     contact_key,
     decode,
     encode,
+    id_for,
     index_bits,
     record_key,
     set_bits,
@@ -78,3 +79,12 @@ def test_set_bits_reads_bits_as_redis_numbers_them() -> None:
     assert set_bits(b"\x80\x01\x00\xff") == [0, 15, 24, 25, 26, 27, 28, 29, 30, 31]
     assert set_bits(b"\x40", first_bit=80) == [81]
     assert set_bits(b"") == []
+
+
+def test_a_new_record_keeps_its_id_unless_it_names_another_number() -> None:
+    """An id of another form, or `sub-n<k>` given number k, is kept; `sub-n<k>` given
+    another number (k was handed out here before) gives way to the number's own id; no id:
+    the number's."""
+    assert [id_for(i, n) for i, n in [("sub-0123456789abcdef", 9), ("sub-n9", 9),
+                                      ("sub-n5", 9), ("", 9)]] == [
+        "sub-0123456789abcdef", "sub-n9", "sub-n9", "sub-n9"]

@@ -32,6 +32,7 @@ from _measure import peak_rss_mib  # bench/ is the script's folder
 from coordinator.broker import ensure_topics
 from coordinator.embedded import start_redis, start_tansu
 from coordinator.events import Severity
+from coordinator.migrations import CURRENT
 from coordinator.plan.planner import first_record
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
@@ -44,6 +45,7 @@ async def schedule_all(settings: Settings, count: int, spread_s: float, lead_s: 
     rng = random.Random(42)
     start = datetime.now(UTC) + timedelta(seconds=lead_s)
     deadlines: dict[str, datetime] = {}
+    await rt.redis.set(rt.keys.layout_version(), CURRENT, nx=True)  # as this Loa writes it
     for batch in range(0, count, 500):
         async with rt.redis.pipeline(transaction=False) as pipe:
             for i in range(batch, min(count, batch + 500)):

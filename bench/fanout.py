@@ -63,6 +63,7 @@ from coordinator.dispatch.fanout import next_chunk
 from coordinator.dispatch.reach import reach_of
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
 from coordinator.keys import Keys
+from coordinator.migrations import CURRENT
 from coordinator.settings import Settings
 from coordinator.state import connect
 from coordinator.subscribers.models import Subscriber
@@ -134,6 +135,7 @@ def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1,
     for key, data in bits.items():
         pipe.set(key, bytes(data))
     pipe.set(keys.subs_next(), n)
+    pipe.set(keys.layout_version(), CURRENT, nx=True)  # written as this Loa writes it
     pipe.execute()
     return targeted, len({*others, AREAS_OF_INTEREST})
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from coordinator.migrations import CURRENT
 from tests.integration.drills import add_drill, drill_env
 from tests.integration.factories import entry_time, file_drill, timeline_entries
 from tests.integration.stack import Stack, wait_for
@@ -94,6 +95,8 @@ def test_an_old_pickled_job_store_is_deleted_unread(make_stack: MakeStack,
     """The job store an older Loa left in Redis is deleted when a worker starts, and what it
     held is never unpickled."""
     stack = make_stack()
+    # data an older Loa left, migrated since (`loa migrate` leaves the job store for this)
+    stack.redis.set(stack.keys.layout_version(), str(CURRENT))
     touched = tmp_path / "unpickled"
     jobs, run_times = stack.keys.legacy_timer_store()
     payload = pickle.dumps(Canary(touched), protocol=pickle.HIGHEST_PROTOCOL)

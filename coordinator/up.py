@@ -85,7 +85,10 @@ def run_up(settings: Settings) -> int:
             for name in MADE if name in kept})
         kafka_url, redis_url = _infrastructure(settings, supervisor)
         if not settings.redis_url:  # its own embedded Redis: migrate before the worker starts
-            migrate_embedded(redis_url, settings.redis_prefix)
+            for step in migrate_embedded(redis_url, settings.redis_prefix).steps:
+                _say(f"Redis layout: {step.name}: {step.summary}")
+                for change in step.changes:
+                    _say(f"  {change}")
             for line in move_embedded_map(redis_url, settings):
                 _say(line)
         env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,

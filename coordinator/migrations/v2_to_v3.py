@@ -6,11 +6,12 @@ web subscriptions still name them. Their record moves into a bucket, the contact
 contact buckets (each entry leading where it led before), the index sets become bitmaps, and
 so do what an incident's statements reached. A fan-out not finished keeps going: its
 batches' ids become numbers, and an audience not cut through yet becomes a bitmap cut
-again from its start (deliveries already handed over are not sent twice; its `targeted`
+again from its start (a delivery already claimed is not handed over again; its `targeted`
 counters may then count some twice). Then the old keys go.
 
-Re-running after a crash midway finds what was done: a subscriber already in the id map
-is not numbered again, keys of the old types are converted only once."""
+Ids of the form `sub-n<k>` (imported so) are numbered first, each keeping its k. Re-running
+after a crash midway finds what was done: a subscriber whose id has a record already is
+not numbered again, keys of the old types are converted only once."""
 
 from __future__ import annotations
 

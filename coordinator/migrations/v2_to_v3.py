@@ -63,8 +63,8 @@ async def move_contacts(redis: Redis, keys: Keys, apply: bool) -> list[str]:
     moved = 0
     async for key in redis.scan_iter(match=literal_pattern(prefix) + "*", count=1000):
         sub_id = await redis.get(key)
-        held = await store.by_id(redis, keys, sub_id) if sub_id else None
-        number = await store.number_of(redis, keys, sub_id) if held and sub_id else None
+        held = await store.record_of(redis, keys, sub_id) if sub_id else None
+        number = held[0] if held is not None else None
         moved += 1
         if apply:
             contact = key.removeprefix(prefix)

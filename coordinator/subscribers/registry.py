@@ -81,9 +81,8 @@ async def register(redis: Redis, keys: Keys, new: Subscriber, resubscribe: bool 
 
 async def _number_of_record(redis: Redis | Pipeline, keys: Keys, sub_id: str) -> int | None:
     """The number of the record with this id (None when this Redis has none)."""
-    number = await store.number_of(redis, keys, sub_id)
-    found = await store.read(redis, keys, number) if number is not None else None
-    return number if found is not None and found.id == sub_id else None
+    found = await store.record_of(redis, keys, sub_id)
+    return found[0] if found is not None else None
 
 
 async def _number_for(redis: Redis, keys: Keys, sub_id: str) -> int:

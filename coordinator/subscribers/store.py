@@ -151,11 +151,19 @@ async def read(redis: Redis | Pipeline, keys: Keys, number: int) -> Subscriber |
     return decode(number, raw) if raw else None
 
 
-async def by_id(redis: Redis, keys: Keys, sub_id: str) -> Subscriber | None:
-    """The subscriber with this id, if any."""
+async def record_of(redis: Redis | Pipeline, keys: Keys, sub_id: str
+                    ) -> tuple[int, Subscriber] | None:
+    """The number and record of the subscriber with this id, if any."""
     number = await number_of(redis, keys, sub_id)
     sub = await read(redis, keys, number) if number is not None else None
-    return sub if sub is not None and sub.id == sub_id else None
+    return (number, sub) if number is not None and sub is not None and sub.id == sub_id \
+        else None
+
+
+async def by_id(redis: Redis, keys: Keys, sub_id: str) -> Subscriber | None:
+    """The subscriber with this id, if any."""
+    found = await record_of(redis, keys, sub_id)
+    return found[1] if found is not None else None
 
 
 async def number_by_contact(redis: Redis | Pipeline, keys: Keys, contact: str) -> int | None:

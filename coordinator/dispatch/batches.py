@@ -31,6 +31,7 @@ from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import remember_provider_ids
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
+from coordinator.state import Script
 from coordinator.subscribers import store
 from coordinator.subscribers.store import queue_active
 
@@ -57,7 +58,7 @@ batch, its cost growing with the batch)."""
 # instance, channel, then each delivery's addressee. Per delivery: its final status, `busy`
 # (a live worker is sending it), `orphan|<started>` (a dead one was) or `fresh`; the last two
 # are now this owner's.
-_CLAIM = """
+_CLAIM = Script("""
 local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -88,7 +89,7 @@ for i, key in ipairs(KEYS) do
   out[i] = claim
 end
 return out
-"""
+""")
 
 _running: set[tuple[str, str]] = set()  # batches this process is working on now
 
@@ -231,11 +232,10 @@ async def _claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now
     """Claim every delivery of the batch in one script; each one's claim."""
     if not requests:
         return []
-    claims = await rt.redis.eval(
-        _CLAIM, len(requests), *[rt.keys.delivery(r.id) for r in requests],
+    claims = await _CLAIM(rt.redis, [rt.keys.delivery(r.id) for r in requests], [
         f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
         rt.keys.worker_heartbeat(""), rt.instance, channel,
-        *[addressee(r) for r in requests])
+        *[addressee(r) for r in requests]])
     return [str(c) for c in claims]
 
 

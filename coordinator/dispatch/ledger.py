@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis
+from coordinator.state import Pipeline, Redis, Script
 
 LOCK_TTL_MS = 30_000
 """How long the right to cut a statement's audience into batches lasts without a move."""
@@ -23,7 +23,7 @@ LOCK_TTL_MS = 30_000
 # ""), now, statement id. Marks the batch done (its numbers are not needed any more) and, when every
 # chunk is cut and every batch done, finishes the fan-out: one script, so two workers
 # finishing the last two batches cannot both miss it.
-_SETTLE = """
+_SETTLE = Script("""
 if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 1 end
 if ARGV[1] ~= '' then
   redis.call('SADD', KEYS[2], ARGV[1])
@@ -39,7 +39,7 @@ if redis.call('HEXISTS', KEYS[1], 'queued_all') == 1
   return 1
 end
 return 0
-"""
+""")
 
 # KEYS: the lock; ARGV: its holder. Deletes it only if it is still theirs.
 _RELEASE = """
@@ -122,10 +122,10 @@ async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
             pipe.hset(keys.dispatch(statement_id), "queued_all", "1")
             pipe.delete(keys.dispatch_audience(statement_id))
             await pipe.execute()
-    finished = await redis.eval(_SETTLE, 4, keys.dispatch(statement_id),
-                                keys.dispatch_done(statement_id), keys.dispatches_open(),
-                                batch_key or keys.dispatch_done(statement_id), done_batch, now,
-                                statement_id)
+    finished = await _SETTLE(redis, [keys.dispatch(statement_id),
+                                     keys.dispatch_done(statement_id), keys.dispatches_open(),
+                                     batch_key or keys.dispatch_done(statement_id)],
+                             [done_batch, now, statement_id])
     return bool(finished)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from coordinator.state import Redis
+from coordinator.state import Redis, Script
 
 # KEYS[1] = bucket; ARGV = rate per second, burst, now in ms, tokens to leave for others,
 # tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go.
-_TOKEN_BUCKET = """
+_TOKEN_BUCKET = Script("""
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -35,7 +35,7 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], 60000)
 return {wait, granted}
-"""
+""")
 
 
 def lane_reserve(rate: float) -> float:
@@ -67,9 +67,9 @@ class RateLimiter:
             if self._held > 0:
                 self._held -= 1
                 return
-            wait_ms, granted = await self.redis.eval(
-                _TOKEN_BUCKET, 1, self.key, self.rate, self.burst, int(time.time() * 1000),
-                self.reserve, self.take)
+            wait_ms, granted = await _TOKEN_BUCKET(
+                self.redis, [self.key], [self.rate, self.burst, int(time.time() * 1000),
+                                         self.reserve, self.take])
             if int(granted) > 0:
                 self._held += int(granted) - 1
                 return

@@ -2,10 +2,11 @@
 
 A fan-out of 100,000 SMS brings 200,000 callbacks or more. Each moves one delivery forward
 (never back: callbacks come out of order) and counts it in its statement's ledger. One
-callback costs one script run, atomic on the server (it was a WATCH / MULTI transaction of
-five round trips); callbacks that arrive together in one web process are applied together,
-two round trips for the whole batch (`StatusCallbacks`), and each is answered only once its
-batch is written, so the provider retries anything Redis did not take.
+callback costs one script run (called by its SHA1), atomic on the server (it was a WATCH /
+MULTI transaction of five round trips); callbacks that arrive together in one web process
+are applied together, two round trips for the whole batch (`StatusCallbacks`), and each is
+answered only once its batch is written, so the provider retries anything Redis did not
+take.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from coordinator.dispatch.handover import PROGRESS, tally
 from coordinator.dispatch.provider_ids import queue_early_callback
 from coordinator.events import utcnow
 from coordinator.keys import Keys
-from coordinator.state import Redis
+from coordinator.state import Redis, Script
 
 # KEYS[1]: the delivery's hash. ARGV: the new status, its error code, when, the prefix of a
-# statement's ledger key (Keys.dispatch("")), each status's progress and the column it is
-# counted in (JSON). The ledger's key is the prefix and the statement id the delivery names:
-# one Redis, as Loa runs it (a cluster would need the key declared). 1 when applied.
-_APPLY = """
+# statement's ledger key (Keys.dispatch("")). The ledger's key is the prefix and the
+# statement id the delivery names: one Redis, as Loa runs it (a cluster would need the key
+# declared). Each status's progress and the column it is counted in are written into the
+# script (`_lua_table`). 1 when applied.
+_APPLY_TEXT = """
 local row = redis.call('HMGET', KEYS[1], 'status', 'statement_id', 'channel')
 if not row[1] and not row[2] then return -1 end
 local current = row[1] or ''
 local new = ARGV[1]
-local rank = cjson.decode(ARGV[5])
-local column = cjson.decode(ARGV[6])
+local rank = RANKS
+local column = COLUMNS
 if (rank[new] or 0) < (rank[current] or 0) or new == current then return 0 end
 redis.call('HSET', KEYS[1], 'status', new, 'error_code', ARGV[2], 'updated_at', ARGV[3])
 local was, now = column[current] or current, column[new] or new
@@ -41,10 +43,17 @@ if row[2] and row[2] ~= '' and was ~= now then
 end
 return 1
 """
-_RANKS = json.dumps(PROGRESS)
-_COLUMNS = json.dumps({status: tally(status) for status in
-                       ("queued", "accepted", "sending", "sent", "delivered", "undelivered",
-                        "failed", "skipped")})
+
+
+def _lua_table(pairs: dict[str, object]) -> str:
+    """A Lua table constructor of `pairs` (string keys; string or number values). Pure."""
+    return "{" + ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in pairs.items()) + "}"
+
+
+_APPLY = Script(_APPLY_TEXT.replace("RANKS", _lua_table(dict(PROGRESS))).replace(
+    "COLUMNS", _lua_table({status: tally(status) for status in (
+        "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed",
+        "skipped")})))
 
 
 async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdate],
@@ -63,9 +72,9 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
             if delivery_id is None:
                 queue_early_callback(pipe, keys, update.provider_id, update.status)
             else:
-                pipe.eval(_APPLY, 1, keys.delivery(delivery_id), update.status,
-                          update.error_code, now.isoformat(), keys.dispatch(""), _RANKS,
-                          _COLUMNS)
+                _APPLY.queue(pipe, [keys.delivery(delivery_id)],
+                             [update.status, update.error_code, now.isoformat(),
+                              keys.dispatch("")])
         await pipe.execute()
     return [str(d) if d is not None else None for d in found]
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis
+from coordinator.state import Pipeline, Redis, Script
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 
 RECORD_BUCKET = 512
@@ -193,7 +193,7 @@ async def members(redis: Redis, key: str) -> list[int]:
     return set_bits(raw or b"")
 
 
-_ACTIVE = """
+_ACTIVE = Script("""
 local out = {}
 for i, id in ipairs(ARGV) do
   local n = redis.call('HGET', KEYS[1], id) or string.match(id, '^sub%-n([1-9][0-9]*)$')
@@ -201,13 +201,13 @@ for i, id in ipairs(ARGV) do
   out[i] = n and redis.call('GETBIT', KEYS[2], tonumber(n)) or 0
 end
 return out
-"""
+""")
 
 
 def queue_active(pipe: Pipeline, keys: Keys, sub_ids: Sequence[str]) -> None:
     """Queue the question whether each id's subscriber is active (its reply: a list of 1
     or 0 in the same order)."""
-    pipe.eval(_ACTIVE, 2, keys.subs_ids(), keys.subs_active(), *sub_ids)
+    _ACTIVE.queue(pipe, [keys.subs_ids(), keys.subs_active()], list(sub_ids))
 
 
 # --- writing (inside the caller's transaction) ----------------------------------------------

@@ -131,7 +131,10 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_tls: bool = False
-    smtp_connections: int = Field(default=4, ge=1, description="SMTP connections per worker")
+    smtp_connections: int = Field(
+        default=16, ge=1,
+        description="SMTP connections per worker: a conversation is four round trips, so on a "
+                    "busy machine the email rate is about connections / (4 x round trip)")
     email_from: str = "Loa Hà Nội <loa@hanoi.example>"
     link_secret: SecretStr | None = Field(
         default=None, description="signs approval links in emails; `loa up` makes one")

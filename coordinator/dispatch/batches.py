@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from channels.base import Channel
-from coordinator.dispatch.fanout import deliveries_for, unsubscribe_url
+from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_url
 from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
@@ -219,11 +219,12 @@ async def _requests(rt: Runtime, statement: Statement, numbers: list[int], chann
     if not numbers:
         return []
     link = f"{rt.settings.web_url()}/statements/{statement.id}"
+    texts = texts_of(statement)
     requests = []
     for sub in (await store.load(rt.redis, rt.keys, numbers)).values():
-        requests += [r for r in deliveries_for(statement, sub, link, rt.city.languages,
-                                              unsubscribe_url(rt, sub))
-                     if r.channel == channel]
+        requests += deliveries_for(
+            statement, sub, link, rt.city.languages,
+            unsubscribe_url(rt, sub) if channel == "email" else None, only=channel, texts=texts)
     return requests
 
 

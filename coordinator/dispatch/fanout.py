@@ -38,12 +38,21 @@ WINDOW = 4096
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
 
-def text_for(statement: Statement, channel: str, order: tuple[str, ...]
-             ) -> RenderedText | None:
+Texts = dict[tuple[str, str], RenderedText]
+"""A statement's texts by (channel, language)."""
+
+
+def texts_of(statement: Statement) -> Texts:
+    """The statement's texts by (channel, language). Pure."""
+    return {(t.channel, t.language): t for t in statement.texts}
+
+
+def text_for(statement: Statement, channel: str, order: tuple[str, ...],
+             texts: Texts | None = None) -> RenderedText | None:
     """The statement's text on a channel in the first language of `order` it has (a
-    reader's language, then its fallbacks: ``Languages.order``). Pure."""
-    texts: dict[tuple[str, str], RenderedText] = {(t.channel, t.language): t
-                                                  for t in statement.texts}
+    reader's language, then its fallbacks: ``Languages.order``); `texts` is
+    :func:`texts_of` the statement, made once for many readers. Pure."""
+    texts = texts_of(statement) if texts is None else texts
     return next((texts[(channel, lang)] for lang in order if (channel, lang) in texts), None)
 
 
@@ -58,12 +67,17 @@ def unsubscribe_url(rt: Runtime, sub: Subscriber) -> str | None:
 
 
 def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: Languages,
-                   unsubscribe_url: str | None = None) -> list[DeliveryRequest]:
-    """What one subscriber gets of a statement. Pure."""
+                   unsubscribe_url: str | None = None, only: str | None = None,
+                   texts: Texts | None = None) -> list[DeliveryRequest]:
+    """What one subscriber gets of a statement (`only` on that channel; `texts`: see
+    :func:`text_for`). Pure."""
     out = []
     order = languages.order(sub.language)
+    texts = texts_of(statement) if texts is None else texts
     for channel in sub.channels:
-        text = text_for(statement, channel, order)
+        if only is not None and channel != only:
+            continue
+        text = text_for(statement, channel, order, texts)
         if text is None:
             continue
         query = languages.query(text.language)  # the page in the text's language

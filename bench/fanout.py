@@ -3,6 +3,7 @@
     .venv/bin/python bench/fanout.py --subscribers 10000
     .venv/bin/python bench/fanout.py --subscribers 100000
     .venv/bin/python bench/fanout.py --subscribers 10000 --sms-rate 300
+    .venv/bin/python bench/fanout.py --subscribers 100000 --sms-rate 300 --email-rate 300
     .venv/bin/python bench/fanout.py --subscribers 1000000 --resolve-only
     .venv/bin/python bench/fanout.py --subscribers 100000 --sms-rate 300 --prompts-during 20
     .venv/bin/python bench/fanout.py --subscribers 100000 --no-bare --escalations 1000
@@ -177,7 +178,7 @@ async def raw_capacity(settings: Settings, count: int, in_flight: int) -> dict[s
     Loa's worker has), SMS with the same status callback URL as Loa's."""
     rds = connect(settings.redis_url or "")
     sms = sms_channel(settings, rds, Keys("rawcap"))
-    email = email_channel(settings)
+    email = email_channel(settings, rds, Keys("rawcap"))
     out: dict[str, float] = {}
 
     async def drive(name: str, channel: Any) -> None:
@@ -322,6 +323,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
         time.sleep(0.5)
     cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in loa_pids.items()}
     rates = {c: round(targeted / finished[c], 1) for c in finished}
+    limits = {c: rate for c, rate in (("sms", settings.sms_rate_per_s),
+                                      ("email", settings.email_rate_per_s)) if 0 < rate < 100000}
     filer.join()
     during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
     if deadlines:
@@ -332,6 +335,9 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "loa_messages_per_second": rates,
             "bare_clients_messages_per_second": raw,
             "ratio_to_bare_clients": {c: round(rates[c] / raw[c], 3) for c in raw},
+            **({"share_of_rate_limit": {c: round(rates[c] / limit, 3)
+                                        for c, limit in limits.items() if c in rates}}
+               if limits else {}),
             "loa_cpu_s": cpu,
             "loa_cpu_us_per_delivery": round(sum(cpu.values()) / (2 * targeted) * 1e6, 1),
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1)}
@@ -358,6 +364,8 @@ def main() -> None:
                         help="the share of subscribers in the statement's area (1 = all)")
     parser.add_argument("--sms-rate", type=float, default=100000.0,
                         help="Loa's SMS rate limit (a provider's rate, e.g. 300)")
+    parser.add_argument("--email-rate", type=float, default=0.0,
+                        help="Loa's email rate limit (a relay's rate, e.g. 300; 0: none)")
     parser.add_argument("--prompts-during", type=int, default=0,
                         help="reports filed during the fan-out, one a second, each with "
                              "its own approval prompt (their latency is printed)")
@@ -396,6 +404,7 @@ def main() -> None:
                    "LOA_TWILIO_BASE_URL": f"http://127.0.0.1:{sms_port}",
                    "LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(smtp_port),
                    "LOA_WEB_PORT": str(web_port), "LOA_SMS_RATE_PER_S": str(args.sms_rate),
+                   "LOA_EMAIL_RATE_PER_S": str(args.email_rate),
                    "LOA_LINK_SECRET": "bench", "LOA_SECRET_KEY": "bench-secret-key"}
             procs.append(spawn(["sandbox", "sms", "--port", str(sms_port)], env,
                                root / "sms.log"))
@@ -408,7 +417,8 @@ def main() -> None:
                 twilio_account_sid=env["LOA_TWILIO_ACCOUNT_SID"],
                 twilio_auth_token=SecretStr("t"), twilio_from_number="+15005550006",
                 twilio_base_url=env["LOA_TWILIO_BASE_URL"], smtp_host="127.0.0.1",
-                smtp_port=smtp_port, web_port=web_port, sms_rate_per_s=args.sms_rate)
+                smtp_port=smtp_port, web_port=web_port, sms_rate_per_s=args.sms_rate,
+                email_rate_per_s=args.email_rate)
             asyncio.run(ensure_topics(settings))
             # full_run appends the worker and web to `procs`, so they are stopped even if it fails
             loa_pids = {"redis": rservice.proc.pid, "broker": broker.proc.pid}

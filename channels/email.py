@@ -20,6 +20,7 @@ from channels.base import (
     ChannelConfigError,
     OutboundMessage,
     PermanentDeliveryError,
+    RateLimit,
     Receipt,
     TransientDeliveryError,
     still_wanted,
@@ -123,15 +124,16 @@ def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMess
 
 class EmailChannel(BaseChannel):
     """Sends email over a small pool of SMTP connections (`server.connections`), each
-    reused for conversation after conversation and reconnected when it drops."""
+    reused for conversation after conversation and reconnected when it drops; rate limited
+    by the `limiter` it is given, if any (the base waits for it)."""
 
     name: ClassVar[str] = "email"
     max_length: ClassVar[int | None] = None
 
-    def __init__(self, server: SmtpServer) -> None:
+    def __init__(self, server: SmtpServer, limiter: RateLimit | None = None) -> None:
         if not server.host:
             raise ChannelConfigError("LOA_SMTP_HOST is not set")
-        super().__init__()
+        super().__init__(limiter)
         self.server = server
         self.domain = server.sender.rsplit("@", 1)[-1].strip("> ")
         self._idle: list[aiosmtplib.SMTP] = []

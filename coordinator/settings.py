@@ -135,6 +135,10 @@ class Settings(BaseSettings):
         default=16, ge=1,
         description="SMTP connections per worker: a conversation is four round trips, so on a "
                     "busy machine the email rate is about connections / (4 x round trip)")
+    email_rate_per_s: float = Field(
+        default=0.0, ge=0,
+        description="emails a second, shared by all workers (a relay's sending rate, e.g. "
+                    "SES's); 0: no limit")
     email_from: str = "Loa Hà Nội <loa@hanoi.example>"
     link_secret: SecretStr | None = Field(
         default=None, description="signs approval links in emails; `loa up` makes one")

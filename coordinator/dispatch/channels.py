@@ -3,6 +3,8 @@ composition root of ``channels/``, which itself knows nothing of the coordinator
 
 from __future__ import annotations
 
+from email.utils import parseaddr
+
 from channels.base import Channel, ChannelConfigError
 from channels.email import EmailChannel, SmtpServer
 from channels.sms import SmsChannel, SmsConfigError, TwilioAccount
@@ -47,9 +49,19 @@ def sms_channel(settings: Settings, redis: Redis, keys: Keys, bulk: bool = False
     return SmsChannel(account, limiter)
 
 
-def email_channel(settings: Settings) -> EmailChannel:
-    """The email channel; raises ChannelConfigError without an SMTP host."""
-    return EmailChannel(smtp_server(settings))
+def email_channel(settings: Settings, redis: Redis | None = None, keys: Keys | None = None,
+                  bulk: bool = False) -> EmailChannel:
+    """The email channel; raises ChannelConfigError without an SMTP host. With
+    `LOA_EMAIL_RATE_PER_S` (and Redis), rate limited across every worker like SMS, the
+    `bulk` lane leaving a reserve for prompts and codes."""
+    server = smtp_server(settings)
+    rate = settings.email_rate_per_s
+    limiter = None
+    if rate > 0 and redis is not None and keys is not None:
+        sender = parseaddr(server.sender)[1] or server.sender  # the envelope's address
+        limiter = RateLimiter(redis, keys.rate_bucket("email", sender), rate,
+                              reserve=lane_reserve(rate) if bulk else 0.0)
+    return EmailChannel(server, limiter)
 
 
 def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Channel]:
@@ -61,7 +73,7 @@ def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Ch
         if settings.twilio_account_sid and settings.twilio_auth_token is not None:
             channels[SmsChannel.name] = sms_channel(settings, redis, keys)
         if settings.smtp_host:
-            channels[EmailChannel.name] = email_channel(settings)
+            channels[EmailChannel.name] = email_channel(settings, redis, keys)
     except ChannelConfigError as exc:  # the boundary: a channel's error as Loa's own
         raise ConfigError(str(exc)) from exc
     return channels
@@ -69,8 +81,11 @@ def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Ch
 
 def bulk_lane(channels: dict[str, Channel], settings: Settings, redis: Redis, keys: Keys
               ) -> dict[str, Channel]:
-    """The channels a statement's batches use: the same, but SMS on the bulk lane of the
-    shared rate limit (``dispatch.rate_limit``)."""
-    if SmsChannel.name not in channels:
-        return channels
-    return {**channels, SmsChannel.name: sms_channel(settings, redis, keys, bulk=True)}
+    """The channels a statement's batches use: the same, but SMS (and email, when it has a
+    rate limit) on the bulk lane of the shared rate limit (``dispatch.rate_limit``)."""
+    bulk = dict(channels)
+    if SmsChannel.name in channels:
+        bulk[SmsChannel.name] = sms_channel(settings, redis, keys, bulk=True)
+    if EmailChannel.name in channels and settings.email_rate_per_s > 0:
+        bulk[EmailChannel.name] = email_channel(settings, redis, keys, bulk=True)
+    return bulk

@@ -1,5 +1,6 @@
-"""The SMS rate limit every worker shares: a token bucket in Redis, taken atomically by a
-Lua script. Handed to a channel as its ``channels.base.RateLimit``.
+"""The rate limits every worker shares (SMS per sender; email per sender when
+`LOA_EMAIL_RATE_PER_S` is set): a token bucket in Redis, taken atomically by a Lua script.
+Handed to a channel as its ``channels.base.RateLimit``.
 
 Two lanes share one bucket: a statement's fan-out (the bulk lane) takes a token only while
 more than `reserve` are left, so an approval prompt, a hold alert or a code (the priority
@@ -13,7 +14,9 @@ import time
 from coordinator.state import Redis, Script
 
 # KEYS[1] = bucket; ARGV = rate per second, burst, now in ms, tokens to leave for others,
-# tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go.
+# tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go; with
+# none free, the wait is until as many as wanted are (one round trip for them, however
+# late the caller's event loop wakes it).
 _TOKEN_BUCKET = Script("""
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -30,7 +33,7 @@ if free >= 1 then
   granted = math.min(want, free)
   tokens = tokens - granted
 else
-  wait = math.ceil((1 + reserve - tokens) * 1000 / rate)
+  wait = math.ceil((want + reserve - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], 60000)
@@ -60,17 +63,22 @@ class RateLimiter:
         # several sends); at 50/s or less, one at a time.
         self.take = max(1, min(32, int(rate // 50)))
         self._held = 0
+        # One caller at a time asks Redis, the others queue here in turn: a fan-out has a
+        # hundred sends waiting, and each polling the bucket on its own cost a round trip
+        # per send and a stampede at every refill.
+        self._turn = asyncio.Lock()
 
     async def acquire(self) -> None:
-        """Wait until a token is free."""
-        while True:
-            if self._held > 0:
-                self._held -= 1
-                return
-            wait_ms, granted = await _TOKEN_BUCKET(
-                self.redis, [self.key], [self.rate, self.burst, int(time.time() * 1000),
-                                         self.reserve, self.take])
-            if int(granted) > 0:
-                self._held += int(granted) - 1
-                return
-            await asyncio.sleep(int(wait_ms) / 1000)
+        """Wait until a token is free (callers are served in the order they came)."""
+        async with self._turn:
+            while True:
+                if self._held > 0:
+                    self._held -= 1
+                    return
+                wait_ms, granted = await _TOKEN_BUCKET(
+                    self.redis, [self.key], [self.rate, self.burst, int(time.time() * 1000),
+                                             self.reserve, self.take])
+                if int(granted) > 0:
+                    self._held += int(granted) - 1
+                    return
+                await asyncio.sleep(int(wait_ms) / 1000)

@@ -86,3 +86,25 @@ async def test_a_prompt_does_not_wait_behind_a_fan_out(redis_url: str) -> None:
     assert waited < 0.2, waited
     # 2.5 s at 5/s on a bucket of 6 with 1 held back: at most 5 (burst) + 12.5 refill.
     assert 10 <= len(bulk_grants) <= 18
+
+
+async def test_callers_of_one_limiter_take_their_turns(redis_url: str) -> None:
+    """A hundred sends of one fan-out wait on one limiter: one asks Redis at a time, for up
+    to `take` tokens (20 at 1,000/s), so a hundred tokens cost five script runs, not a
+    hundred (and no stampede at each refill)."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:turns", rate=1000)
+    async def runs() -> int:  # scripts run: by SHA1, or by text when not loaded yet
+        stats = await client.info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0)
+                   - stats.get(f"cmdstat_{c}", {}).get("failed_calls", 0)
+                   for c in ("evalsha", "eval"))
+
+    try:
+        before = await runs()
+        await asyncio.gather(*(limiter.acquire() for _ in range(100)))
+        after = await runs()
+    finally:
+        await client.aclose()
+    assert limiter.take == 20
+    assert after - before == 5

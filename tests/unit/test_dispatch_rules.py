@@ -9,11 +9,15 @@ from pathlib import Path
 from coordinator.approvals.decisions import needs_second_approver
 from coordinator.city import load_city
 from coordinator.dispatch.batches import _parts
+from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.dispatch.handover import Outcome, reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, sms_segments
 from coordinator.events import DeliveryRequest, RenderedText
+from coordinator.keys import Keys
+from coordinator.settings import Settings
+from coordinator.state import connect
 from coordinator.stuck_work import Stuck
 from tests.conftest import FIXTURE_MAP
 
@@ -79,6 +83,27 @@ def test_the_bulk_lane_leaves_a_fifth_of_a_second_for_prompts() -> None:
     limiters = [RateLimiter(None, "k", rate) for rate in (10, 99, 300, 100_000)]
     assert [lim.take for lim in limiters] == [1, 1, 6, 32]
     assert [lim.burst for lim in limiters] == [12.0, 118.8, 360.0, 120_000.0]
+
+
+def test_email_is_rate_limited_only_when_a_rate_is_set() -> None:
+    """No email rate by default (an SMTP relay takes what it takes). With
+    LOA_EMAIL_RATE_PER_S, every worker shares one bucket per sender address, and a
+    statement's batches use the bulk lane, leaving prompts their reserve, as for SMS."""
+    keys = Keys("t")
+    plain = Settings(_env_file=None, smtp_host="127.0.0.1")  # type: ignore[call-arg]
+    assert build_channels(plain, None, keys)["email"].limiter is None
+    assert bulk_lane(build_channels(plain, None, keys), plain, None, keys)[
+        "email"].limiter is None
+    limited = Settings(_env_file=None, smtp_host="127.0.0.1",  # type: ignore[call-arg]
+                       email_rate_per_s=300, email_from="Loa Hà Nội <loa@hanoi.example>")
+    redis = connect("redis://127.0.0.1:1/0")  # a client; nothing is sent
+    channels = build_channels(limited, redis, keys)
+    prompt_lane, batch_lane = channels["email"].limiter, bulk_lane(
+        channels, limited, redis, keys)["email"].limiter
+    assert isinstance(prompt_lane, RateLimiter) and isinstance(batch_lane, RateLimiter)
+    assert (prompt_lane.key, prompt_lane.rate, prompt_lane.reserve) == (
+        "t:rate:email:loa@hanoi.example", 300, 0.0)
+    assert (batch_lane.key, batch_lane.reserve) == ("t:rate:email:loa@hanoi.example", 60.0)
 
 
 def test_stuck_work_is_told_with_its_age() -> None:

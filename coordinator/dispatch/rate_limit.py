@@ -9,6 +9,7 @@ lane, reserve 0) always finds one within a token's time, however big the fan-out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from coordinator.state import Redis, Script
@@ -63,22 +64,52 @@ class RateLimiter:
         # several sends); at 50/s or less, one at a time.
         self.take = max(1, min(32, int(rate // 50)))
         self._held = 0
-        # One caller at a time asks Redis, the others queue here in turn: a fan-out has a
-        # hundred sends waiting, and each polling the bucket on its own cost a round trip
-        # per send and a stampede at every refill.
-        self._turn = asyncio.Lock()
+        # One caller at a time asks Redis; the others wait for its answer, then take what it
+        # got without a round trip of their own. A fan-out has a hundred sends waiting, and
+        # each polling the bucket on its own cost a round trip per send and a stampede at
+        # every refill. (Not a lock: handing a lock on costs an event-loop turn per send.)
+        # Once half of what was taken is used, the next ask starts in the background, so
+        # sends do not stall for its round trip.
+        self._asking: asyncio.Event | None = None
+        self._ahead: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> None:
-        """Wait until a token is free (callers are served in the order they came)."""
-        async with self._turn:
-            while True:
-                if self._held > 0:
-                    self._held -= 1
-                    return
-                wait_ms, granted = await _TOKEN_BUCKET(
-                    self.redis, [self.key], [self.rate, self.burst, int(time.time() * 1000),
-                                             self.reserve, self.take])
-                if int(granted) > 0:
-                    self._held += int(granted) - 1
-                    return
+        """Wait until a token is free."""
+        while True:
+            if self._held > 0:
+                self._held -= 1
+                if self._held < self.take // 2 and self._asking is None:
+                    # marked as asking now: the task starts only at the loop's next turn
+                    ahead = asyncio.create_task(self._ask_ahead(self._begin()))
+                    self._ahead.add(ahead)
+                    ahead.add_done_callback(self._ahead.discard)
+                return
+            if self._asking is not None:
+                await self._asking.wait()
+                continue
+            await self._ask(self._begin())
+
+    def _begin(self) -> asyncio.Event:
+        """Mark an ask as under way; its event is set when it is over."""
+        self._asking = asyncio.Event()
+        return self._asking
+
+    async def _ask_ahead(self, asked: asyncio.Event) -> None:
+        """:meth:`_ask` in the background: its failure is left to the next caller that
+        finds nothing held, which asks again and gets the error itself."""
+        with contextlib.suppress(Exception):
+            await self._ask(asked)
+
+    async def _ask(self, asked: asyncio.Event) -> None:
+        """Take up to `take` tokens from the bucket, or wait until that many are free."""
+        try:
+            wait_ms, granted = await _TOKEN_BUCKET(
+                self.redis, [self.key], [self.rate, self.burst, int(time.time() * 1000),
+                                         self.reserve, self.take])
+            if int(granted) > 0:
+                self._held += int(granted)
+            else:
                 await asyncio.sleep(int(wait_ms) / 1000)
+        finally:
+            self._asking = None
+            asked.set()  # every waiter takes from what was granted, or asks next

@@ -175,7 +175,8 @@ async def resolve(settings: Settings) -> dict[str, float]:
 async def raw_capacity(settings: Settings, count: int, in_flight: int) -> dict[str, float]:
     """Messages per second the endpoints take from the real clients, without Loa: both
     channels at once, `count` messages each, `in_flight` at a time per channel (as many as
-    Loa's worker has), SMS with the same status callback URL as Loa's."""
+    Loa's worker has), SMS with the same status callback URL as Loa's, and the same rate
+    limits as Loa's run (`--sms-rate`, `--email-rate`)."""
     rds = connect(settings.redis_url or "")
     sms = sms_channel(settings, rds, Keys("rawcap"))
     email = email_channel(settings, rds, Keys("rawcap"))

@@ -4,6 +4,7 @@ fan-out, a Message-ID derived from the delivery id, and one-click unsubscribe (R
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import re
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class SmtpServer:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     sender: str = "Loa Hà Nội <loa@hanoi.example>"
-    connections: int = 4
+    connections: int = 16
 
 
 def one_line(text: str) -> str:
@@ -123,9 +124,9 @@ def build_email(message: OutboundMessage, sender: str, domain: str) -> EmailMess
 
 
 class EmailChannel(BaseChannel):
-    """Sends email over a small pool of SMTP connections (`server.connections`), each
-    reused for conversation after conversation and reconnected when it drops; rate limited
-    by the `limiter` it is given, if any (the base waits for it)."""
+    """Sends email over a pool of SMTP connections (`server.connections`), each reused for
+    conversation after conversation and reconnected when it drops; rate limited by the
+    `limiter` it is given, if any (the base waits for it)."""
 
     name: ClassVar[str] = "email"
     max_length: ClassVar[int | None] = None
@@ -140,6 +141,12 @@ class EmailChannel(BaseChannel):
         self._slots = asyncio.Semaphore(server.connections)
         self.connections = 0  # how many times we connected (reuse is visible in tests)
         self.envelope_from = parseaddr(one_line(server.sender))[1]
+
+    def with_limiter(self, limiter: RateLimit) -> EmailChannel:
+        """The same channel, over the same connections, on another rate limit (a lane)."""
+        lane = copy.copy(self)  # shares the idle connections and the slots
+        lane.limiter = limiter
+        return lane
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self.server

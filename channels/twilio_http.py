@@ -53,7 +53,7 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         if auth is not None:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        if isinstance(data, dict):
+        if isinstance(data, dict) and headers.get("Content-Type", FORM) == FORM:
             # The form as aiohttp would encode it (same bytes, same Content-Type), without
             # the multipart writer and random boundary it makes for every form it is given.
             data = urlencode(data, doseq=True).encode()

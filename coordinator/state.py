@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -51,9 +51,13 @@ class Script:
     Redis server rather than with every call: a fan-out runs some of them hundreds of times
     a second. A Redis restarted since (its script cache empty) is given the text again."""
 
+    _all: ClassVar[list[Script]] = []
+
     def __init__(self, script: str) -> None:
         self.script = script  # `script` and `sha`: what redis-py's pipeline loads by
         self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self.loaded = False  # as far as this process knows
+        Script._all.append(self)
 
     async def __call__(self, redis: Redis, keys: list[str], args: list[Any]) -> Any:
         """Run it now."""
@@ -63,10 +67,30 @@ class Script:
             return await redis.eval(self.script, len(keys), *keys, *args)  # caches it too
 
     def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
-        """Queue it in a pipeline, which makes sure the server has it before executing
-        (one SCRIPT EXISTS a pipeline, whatever the number of calls)."""
-        pipe.scripts.add(self)
+        """Queue it in a pipeline run by :func:`run_pipeline`. The first pipeline of the
+        process makes sure the server has it (redis-py sends SCRIPT EXISTS, and LOAD if
+        needed, before executing); later ones do not ask again."""
+        if not self.loaded:
+            pipe.scripts.add(self)
+            self.loaded = True
         pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+async def run_pipeline(redis: Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
+    """A pipeline (no transaction) that `fill` queues commands in, executed: one round trip.
+    When Redis lost a script it calls (restarted since), every script is loaded again and
+    the pipeline runs again, once, so `fill` queues only what may run twice."""
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as pipe:
+            fill(pipe)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                for script in Script._all:
+                    script.loaded = False
+    raise AssertionError("unreachable")
 
 
 def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:

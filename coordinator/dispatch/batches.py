@@ -31,7 +31,7 @@ from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import remember_provider_ids
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
-from coordinator.state import Script
+from coordinator.state import Pipeline, Script, run_pipeline
 from coordinator.subscribers import store
 from coordinator.subscribers.store import queue_active
 
@@ -286,11 +286,12 @@ class _Run:
             if await self.rt.redis.hexists(keys.dispatch(self.statement_id), "withdrawn_at"):
                 self.unwanted |= {r.id: "statement withdrawn" for r in waiting}
             return
-        async with self.rt.redis.pipeline(transaction=False) as pipe:
+        def fill(pipe: Pipeline) -> None:
             pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
             queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
             pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
-            opted_out, active, withdrawn = await pipe.execute()
+
+        opted_out, active, withdrawn = await run_pipeline(self.rt.redis, fill)
         for r, out, on in zip(waiting, opted_out, active, strict=True):
             why = reason_not_to_send(r, bool(out), bool(on), bool(withdrawn))
             if why:

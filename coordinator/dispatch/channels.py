@@ -49,19 +49,25 @@ def sms_channel(settings: Settings, redis: Redis, keys: Keys, bulk: bool = False
     return SmsChannel(account, limiter)
 
 
-def email_channel(settings: Settings, redis: Redis | None = None, keys: Keys | None = None,
-                  bulk: bool = False) -> EmailChannel:
+def email_channel(settings: Settings, redis: Redis | None = None, keys: Keys | None = None
+                  ) -> EmailChannel:
     """The email channel; raises ChannelConfigError without an SMTP host. With
-    `LOA_EMAIL_RATE_PER_S` (and Redis), rate limited across every worker like SMS, the
-    `bulk` lane leaving a reserve for prompts and codes."""
+    `LOA_EMAIL_RATE_PER_S` (and Redis), rate limited across every worker like SMS, on the
+    priority lane (:func:`bulk_lane` gives a statement's batches the other)."""
     server = smtp_server(settings)
-    rate = settings.email_rate_per_s
-    limiter = None
-    if rate > 0 and redis is not None and keys is not None:
-        sender = parseaddr(server.sender)[1] or server.sender  # the envelope's address
-        limiter = RateLimiter(redis, keys.rate_bucket("email", sender), rate,
-                              reserve=lane_reserve(rate) if bulk else 0.0)
+    limiter = (email_limiter(settings, redis, keys, bulk=False)
+               if settings.email_rate_per_s > 0 and redis is not None and keys is not None
+               else None)
     return EmailChannel(server, limiter)
+
+
+def email_limiter(settings: Settings, redis: Redis, keys: Keys, bulk: bool) -> RateLimiter:
+    """The shared email rate limit (`LOA_EMAIL_RATE_PER_S`) per envelope sender, on the bulk
+    lane or the priority one."""
+    rate = settings.email_rate_per_s
+    sender = parseaddr(settings.email_from)[1] or settings.email_from
+    return RateLimiter(redis, keys.rate_bucket("email", sender), rate,
+                       reserve=lane_reserve(rate) if bulk else 0.0)
 
 
 def build_channels(settings: Settings, redis: Redis, keys: Keys) -> dict[str, Channel]:
@@ -86,6 +92,9 @@ def bulk_lane(channels: dict[str, Channel], settings: Settings, redis: Redis, ke
     bulk = dict(channels)
     if SmsChannel.name in channels:
         bulk[SmsChannel.name] = sms_channel(settings, redis, keys, bulk=True)
-    if EmailChannel.name in channels and settings.email_rate_per_s > 0:
-        bulk[EmailChannel.name] = email_channel(settings, redis, keys, bulk=True)
+    email = channels.get(EmailChannel.name)
+    if isinstance(email, EmailChannel) and settings.email_rate_per_s > 0:
+        # the same connections on the bulk lane: LOA_SMTP_CONNECTIONS holds for the worker
+        bulk[EmailChannel.name] = email.with_limiter(
+            email_limiter(settings, redis, keys, bulk=True))
     return bulk

@@ -25,7 +25,7 @@ from channels.base import (
 from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, DeliveryRequest
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit
+from coordinator.state import Pipeline, queue_audit, run_pipeline
 from coordinator.subscribers.store import queue_active
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
@@ -54,11 +54,12 @@ async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | 
     """Why the delivery must not be handed over now ("" when it may): one round trip."""
     if channel is None:
         return f"{request.channel} is not configured"
-    async with rt.redis.pipeline(transaction=False) as pipe:
+    def fill(pipe: Pipeline) -> None:
         pipe.sismember(rt.keys.opted_out("sms"), request.recipient)
         queue_active(pipe, rt.keys, [request.subscriber_id or ""])
         pipe.hexists(rt.keys.dispatch(request.statement_id or "-"), "withdrawn_at")
-        opted_out, (active,), withdrawn = await pipe.execute()
+
+    opted_out, (active,), withdrawn = await run_pipeline(rt.redis, fill)
     return reason_not_to_send(request, bool(opted_out), bool(active), bool(withdrawn))
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from functools import partial
 
 from coordinator.state import Redis, Script
 
 # KEYS[1] = bucket; ARGV = rate per second, burst, now in ms, tokens to leave for others,
-# tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go; with
-# none free, the wait is until as many as wanted are (one round trip for them, however
-# late the caller's event loop wakes it).
+# tokens wanted at most. Returns {ms to wait, tokens granted}: {0, n >= 1} means go. With
+# none free, the bulk lane waits until as many as it wants are (one round trip for them,
+# however late its event loop wakes it), the priority lane until one is.
 _TOKEN_BUCKET = Script("""
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -34,7 +35,8 @@ if free >= 1 then
   granted = math.min(want, free)
   tokens = tokens - granted
 else
-  wait = math.ceil((want + reserve - tokens) * 1000 / rate)
+  local need = reserve > 0 and want or 1  -- the priority lane waits for one token only
+  wait = math.ceil((need + reserve - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
 redis.call('PEXPIRE', KEYS[1], 60000)
@@ -80,9 +82,11 @@ class RateLimiter:
                 self._held -= 1
                 if self._held < self.take // 2 and self._asking is None:
                     # marked as asking now: the task starts only at the loop's next turn
-                    ahead = asyncio.create_task(self._ask_ahead(self._begin()))
+                    asked = self._begin()
+                    ahead = asyncio.create_task(self._ask_ahead(asked))
                     self._ahead.add(ahead)
-                    ahead.add_done_callback(self._ahead.discard)
+                    # also when cancelled before its first step (its `finally` never runs)
+                    ahead.add_done_callback(partial(self._end, asked))
                 return
             if self._asking is not None:
                 await self._asking.wait()
@@ -93,6 +97,12 @@ class RateLimiter:
         """Mark an ask as under way; its event is set when it is over."""
         self._asking = asyncio.Event()
         return self._asking
+
+    def _end(self, asked: asyncio.Event, task: asyncio.Task[None]) -> None:
+        self._ahead.discard(task)
+        if self._asking is asked:
+            self._asking = None
+        asked.set()
 
     async def _ask_ahead(self, asked: asyncio.Event) -> None:
         """:meth:`_ask` in the background: its failure is left to the next caller that
@@ -111,5 +121,6 @@ class RateLimiter:
             else:
                 await asyncio.sleep(int(wait_ms) / 1000)
         finally:
-            self._asking = None
+            if self._asking is asked:
+                self._asking = None
             asked.set()  # every waiter takes from what was granted, or asks next

@@ -21,7 +21,7 @@ from coordinator.dispatch.handover import PROGRESS, tally
 from coordinator.dispatch.provider_ids import queue_early_callback
 from coordinator.events import utcnow
 from coordinator.keys import Keys
-from coordinator.state import Redis, Script
+from coordinator.state import Pipeline, Redis, Script, run_pipeline
 
 # KEYS[1]: the delivery's hash. ARGV: the new status, its error code, when, the prefix of a
 # statement's ledger key (Keys.dispatch("")). The ledger's key is the prefix and the
@@ -46,7 +46,11 @@ return 1
 
 
 def _lua_table(pairs: dict[str, object]) -> str:
-    """A Lua table constructor of `pairs` (string keys; string or number values). Pure."""
+    """A Lua table constructor of `pairs` (string keys; string or number values). Pure.
+    Plain words only: JSON's \\u escapes mean something else to Lua 5.1."""
+    if not all(x.isascii() and x.isidentifier()
+               for kv in pairs.items() for x in kv if isinstance(x, str)):
+        raise ValueError(f"not plain words: {pairs!r}")
     return "{" + ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in pairs.items()) + "}"
 
 
@@ -67,15 +71,16 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
         for update in updates:
             pipe.get(keys.provider_message(update.provider_id))
         found: list[str | None] = await pipe.execute()
-    async with redis.pipeline(transaction=False) as pipe:
+    def fill(pipe: Pipeline) -> None:  # each part may run twice (see run_pipeline)
         for update, delivery_id in zip(updates, found, strict=True):
             if delivery_id is None:
                 queue_early_callback(pipe, keys, update.provider_id, update.status)
-            else:
+            else:  # moves forward only, and counts once: a second run changes nothing
                 _APPLY.queue(pipe, [keys.delivery(delivery_id)],
                              [update.status, update.error_code, now.isoformat(),
                               keys.dispatch("")])
-        await pipe.execute()
+
+    await run_pipeline(redis, fill)
     return [str(d) if d is not None else None for d in found]
 
 

@@ -111,3 +111,20 @@ async def test_callers_of_one_limiter_share_its_round_trips(redis_url: str) -> N
     assert limiter.take == 20
     assert after - before == 6
     assert limiter._held == 20  # what the ask ahead took waits for the next sends
+
+
+async def test_an_ask_ahead_cut_off_before_it_began_leaves_no_one_waiting(
+        redis_url: str) -> None:
+    """The ask ahead is a task; cancelled before its first step (a worker stopping), its own
+    clean-up never runs. The limiter still answers the next callers."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:cut", rate=1000)
+    try:
+        for _ in range(11):  # 20 taken, 9 left: the next ask has begun, not yet run
+            await limiter.acquire()
+        [ahead] = limiter._ahead
+        ahead.cancel()
+        await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(30))), 5)
+    finally:
+        await client.aclose()
+    assert ahead.cancelled()

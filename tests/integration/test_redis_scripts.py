@@ -1,6 +1,6 @@
 """Lua scripts run by their SHA1 (`state.Script`), on a private redis-server: a Redis whose
 script cache is empty (restarted, or never used) is given the text again, called alone or
-in a pipeline."""
+in a pipeline, and a pipeline does not ask the server for its scripts every time."""
 
 from __future__ import annotations
 
@@ -9,27 +9,62 @@ import asyncio
 import pytest
 
 from coordinator.embedded import Service
-from coordinator.state import Script, connect
+from coordinator.state import Pipeline, Redis, Script, connect, run_pipeline
 
 pytestmark = pytest.mark.integration
-INCR_BY = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+
+
+async def stat(redis: Redis, command: str, field: str = "calls") -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get(field, 0))
 
 
 def test_a_script_runs_by_its_sha_and_survives_an_empty_script_cache(
         redis_server: Service) -> None:
+    incr_by = Script("return redis.call('INCRBY', KEYS[1], ARGV[1]) -- alone")
+
     async def scenario() -> None:
         redis = connect(redis_server.url)
         try:
             await redis.delete("scripttest:n")
             await redis.script_flush()
-            assert await INCR_BY(redis, ["scripttest:n"], [2]) == 2  # loaded by EVAL
-            assert await INCR_BY(redis, ["scripttest:n"], [3]) == 5  # by its SHA1
+            assert await incr_by(redis, ["scripttest:n"], [2]) == 2  # loaded by EVAL
+            by_sha = await stat(redis, "evalsha") - await stat(redis, "evalsha", "failed_calls")
+            assert await incr_by(redis, ["scripttest:n"], [3]) == 5  # by its SHA1
+            assert await stat(redis, "evalsha") - await stat(
+                redis, "evalsha", "failed_calls") == by_sha + 1
             await redis.script_flush()  # as after a restart
-            async with redis.pipeline(transaction=True) as pipe:
-                INCR_BY.queue(pipe, ["scripttest:n"], [10])
-                INCR_BY.queue(pipe, ["scripttest:n"], [20])
-                assert await pipe.execute() == [15, 35]
-            assert await redis.script_exists(INCR_BY.sha) == [True]
+            assert await incr_by(redis, ["scripttest:n"], [10]) == 15
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_pipeline_asks_for_its_scripts_once_and_again_after_redis_lost_them(
+        redis_server: Service) -> None:
+    incr_by = Script("return redis.call('INCRBY', KEYS[1], ARGV[1]) -- in pipelines")
+
+    def fill(pipe: Pipeline) -> None:
+        incr_by.queue(pipe, ["scripttest:p"], [10])
+        incr_by.queue(pipe, ["scripttest:p"], [20])
+
+    async def scenario() -> None:
+        redis = connect(redis_server.url)
+        try:
+            await redis.delete("scripttest:p")
+            await redis.script_flush()
+            exists, loads = await stat(redis, "script|exists"), await stat(redis, "script|load")
+            assert await run_pipeline(redis, fill) == [10, 30]
+            assert await run_pipeline(redis, fill) == [40, 60]
+            assert await run_pipeline(redis, fill) == [70, 90]
+            # asked once (and loaded), not once a pipeline
+            assert await stat(redis, "script|exists") == exists + 1
+            assert await stat(redis, "script|load") == loads + 1
+            await redis.script_flush()  # as after a restart: loaded again, run again once
+            assert await run_pipeline(redis, fill) == [100, 120]
+            assert await stat(redis, "script|load") == loads + 2
+            assert await redis.get("scripttest:p") == "120"
         finally:
             await redis.aclose()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from channels.email import EmailChannel
 from coordinator.approvals.decisions import needs_second_approver
 from coordinator.city import load_city
 from coordinator.dispatch.batches import _parts
@@ -98,8 +99,12 @@ def test_email_is_rate_limited_only_when_a_rate_is_set() -> None:
                        email_rate_per_s=300, email_from="Loa Hà Nội <loa@hanoi.example>")
     redis = connect("redis://127.0.0.1:1/0")  # a client; nothing is sent
     channels = build_channels(limited, redis, keys)
-    prompt_lane, batch_lane = channels["email"].limiter, bulk_lane(
-        channels, limited, redis, keys)["email"].limiter
+    prompt_email, batch_email = channels["email"], bulk_lane(
+        channels, limited, redis, keys)["email"]
+    prompt_lane, batch_lane = prompt_email.limiter, batch_email.limiter
+    assert isinstance(prompt_email, EmailChannel) and isinstance(batch_email, EmailChannel)
+    # one pool of connections for both lanes: LOA_SMTP_CONNECTIONS holds for the worker
+    assert batch_email._slots is prompt_email._slots and batch_email._idle is prompt_email._idle
     assert isinstance(prompt_lane, RateLimiter) and isinstance(batch_lane, RateLimiter)
     assert (prompt_lane.key, prompt_lane.rate, prompt_lane.reserve) == (
         "t:rate:email:loa@hanoi.example", 300, 0.0)

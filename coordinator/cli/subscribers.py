@@ -77,6 +77,7 @@ def subscribers_import(path: Path) -> None:
         raise fail(f"{path}: cannot read: {exc}") from exc
 
     conflicts: list[tuple[int, str]] = []
+    renamed: list[tuple[int, str]] = []  # saved under another id than the file's
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
         saved = unchanged = 0
@@ -84,19 +85,23 @@ def subscribers_import(path: Path) -> None:
             if sub is None:
                 continue
             try:
-                _, changed = await register(redis, keys, sub, from_file=True)
+                kept, changed = await register(redis, keys, sub, from_file=True)
             except SubscriberConflict as exc:
                 conflicts.append((line, f"id: {exc}"))
                 continue
+            if sub.id and kept.id != sub.id:
+                renamed.append((line, f"id: {sub.id} is saved as {kept.id} ({sub.id}'s "
+                                      "number was handed out here before)"))
             saved += changed
             unchanged += not changed
         return saved, unchanged
 
     saved, unchanged = with_redis(work)
     rejected = sorted([(line, why) for line, sub, why in rows if sub is None] + conflicts)
-    for line, why in rejected:
+    for line, why in sorted(rejected + renamed):
         err.print(f"{path}:{line}: {why}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"{saved} saved, {unchanged} unchanged, {len(rejected)} rejected")
+    new_ids = f" ({len(renamed)} under a new id)" if renamed else ""
+    out.print(f"{saved} saved{new_ids}, {unchanged} unchanged, {len(rejected)} rejected")
     if rejected:
         raise typer.Exit(1)
 

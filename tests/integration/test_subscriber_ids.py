@@ -100,6 +100,26 @@ def test_the_same_phone_gets_another_id_in_another_registry(
     assert one != two and again == one
 
 
+def test_an_id_whose_number_was_handed_out_is_saved_under_a_new_one_and_said(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """A file's `sub-n3`, where number 3 was handed out here but has no record (left before,
+    or another installation's numbering): the row is saved under the next number, and the
+    import says so on the row's line."""
+    stack = make_stack()
+    keys = Keys(stack.keys.prefix + "-renamed")
+    stack.redis.set(keys.subs_next(), 5)  # numbers 1 to 5 were handed out
+    csv = tmp_path / "renamed.csv"
+    csv.write_text("phone,areas,channels,id\n+84912000077,hn-ba-dinh,sms,sub-n3\n")
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "subscribers", "import",
+                           str(csv)], env={**stack.env, "LOA_REDIS_PREFIX": keys.prefix},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "1 saved (1 under a new id), 0 unchanged, 0 rejected" in done.stdout
+    assert (f"{csv}:2: id: sub-n3 is saved as sub-n6 (sub-n3's number was handed out here "
+            "before)") in done.stderr
+    assert _ids_of(stack, keys, "+84912000077") == ["sub-n6"]
+
+
 def test_a_changed_email_no_longer_finds_the_record(make_stack: Callable[..., Stack]) -> None:
     """When a record's email changes, the old address stops leading to it, so importing the
     old address makes a new record instead of rewriting this one."""

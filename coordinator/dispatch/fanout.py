@@ -47,12 +47,10 @@ def texts_of(statement: Statement) -> Texts:
     return {(t.channel, t.language): t for t in statement.texts}
 
 
-def text_for(statement: Statement, channel: str, order: tuple[str, ...],
-             texts: Texts | None = None) -> RenderedText | None:
-    """The statement's text on a channel in the first language of `order` it has (a
-    reader's language, then its fallbacks: ``Languages.order``); `texts` is
-    :func:`texts_of` the statement, made once for many readers. Pure."""
-    texts = texts_of(statement) if texts is None else texts
+def text_for(texts: Texts, channel: str, order: tuple[str, ...]) -> RenderedText | None:
+    """A statement's text (`texts`: :func:`texts_of` it, made once for many readers) on a
+    channel in the first language of `order` it has (a reader's language, then its
+    fallbacks: ``Languages.order``). Pure."""
     return next((texts[(channel, lang)] for lang in order if (channel, lang) in texts), None)
 
 
@@ -69,15 +67,15 @@ def unsubscribe_url(rt: Runtime, sub: Subscriber) -> str | None:
 def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: Languages,
                    unsubscribe_url: str | None = None, only: str | None = None,
                    texts: Texts | None = None) -> list[DeliveryRequest]:
-    """What one subscriber gets of a statement (`only` on that channel; `texts`: see
-    :func:`text_for`). Pure."""
+    """What one subscriber gets of a statement (`only` on that channel; `texts`:
+    :func:`texts_of` the statement, for many subscribers). Pure."""
     out = []
     order = languages.order(sub.language)
     texts = texts_of(statement) if texts is None else texts
     for channel in sub.channels:
         if only is not None and channel != only:
             continue
-        text = text_for(statement, channel, order, texts)
+        text = text_for(texts, channel, order)
         if text is None:
             continue
         query = languages.query(text.language)  # the page in the text's language

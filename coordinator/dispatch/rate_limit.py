@@ -9,7 +9,6 @@ lane, reserve 0) always finds one within a token's time, however big the fan-out
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from functools import partial
 
@@ -83,7 +82,7 @@ class RateLimiter:
                 if self._held < self.take // 2 and self._asking is None:
                     # marked as asking now: the task starts only at the loop's next turn
                     asked = self._begin()
-                    ahead = asyncio.create_task(self._ask_ahead(asked))
+                    ahead = asyncio.create_task(self._ask(asked))
                     self._ahead.add(ahead)
                     # also when cancelled before its first step (its `finally` never runs)
                     ahead.add_done_callback(partial(self._end, asked))
@@ -99,16 +98,15 @@ class RateLimiter:
         return self._asking
 
     def _end(self, asked: asyncio.Event, task: asyncio.Task[None]) -> None:
+        """An ask ahead is over. Its failure is left to the next caller that finds nothing
+        held, which asks again and gets the error itself (taken here, so not logged as
+        never retrieved)."""
         self._ahead.discard(task)
+        if not task.cancelled():
+            task.exception()
         if self._asking is asked:
             self._asking = None
         asked.set()
-
-    async def _ask_ahead(self, asked: asyncio.Event) -> None:
-        """:meth:`_ask` in the background: its failure is left to the next caller that
-        finds nothing held, which asks again and gets the error itself."""
-        with contextlib.suppress(Exception):
-            await self._ask(asked)
 
     async def _ask(self, asked: asyncio.Event) -> None:
         """Take up to `take` tokens from the bucket, or wait until that many are free."""

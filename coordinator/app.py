@@ -46,6 +46,7 @@ BATCH_CONCURRENCY = 4  # batches of one lane at once per worker (each sends seve
 KEYED_IN_FLIGHT = 16  # events of different keys handled at once on an ordered topic
 RECOVER_EVERY_S = 5.0
 SEAL_EVERY_S = 0.5
+BESIDE_GRACE_S = 5.0  # at shutdown, for the prompts being handed over at once
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
@@ -94,7 +95,13 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        # The twilio SDK's aiohttp session and the SMTP connections end with the worker.
+        # Prompts and publications under way get a moment to finish (what is cut off is
+        # kept in Redis, and finished after the restart) ...
+        cut = await pipeline.finish_beside(BESIDE_GRACE_S)
+        if cut:
+            log.warning("work under way cut off at shutdown; finished after the restart",
+                        count=cut)
+        # ... then the twilio SDK's aiohttp session and the SMTP connections end.
         for channel in {*pipeline.channels.values(), *pipeline.bulk_channels.values()}:
             close = getattr(channel, "close", None)
             if close is not None:

@@ -6,8 +6,9 @@ handlers read as the data flow: report -> incident -> plan -> decision -> public
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import TypeVar
 
@@ -29,7 +30,7 @@ from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.dispatch.batches import deliver_batch
-from coordinator.dispatch.deliveries import deliver, queue_delivery
+from coordinator.dispatch.deliveries import deliver, keep_delivery, lane_of
 from coordinator.dispatch.fanout import fan_out
 from coordinator.dispatch.reach import remember_reach
 from coordinator.dispatch.recovery import Recovered, recover
@@ -79,6 +80,7 @@ class Pipeline:
         self.bulk_channels = channels if bulk_channels is None else bulk_channels
         self.send = send
         self.schedule = schedule
+        self.beside: set[asyncio.Task[None]] = set()  # kept work done at once (`_at_once`)
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -177,22 +179,31 @@ class Pipeline:
             await self._send_prompts(prompts)
 
     async def prompt(self, value: bytes) -> None:
-        """A prompt reaches its person: always in the web inbox (`loa inbox`), and on their
-        preferred channel when that is SMS or email (a delivery request to that channel)."""
+        """A prompt on the topic (an escalation's, or one its planner did not finish)."""
         event = decode_approval_event(value)
-        if not isinstance(event, ApprovalPrompt):
-            return
+        if isinstance(event, ApprovalPrompt):
+            await self._prompt(event)
+
+    async def _prompt(self, event: ApprovalPrompt) -> None:
+        """A prompt reaches its person: always in the web inbox (`loa inbox`), and on their
+        preferred channel when that is SMS or email. That delivery is kept in Redis, then
+        handed over at once, beside this handler (its retries never hold up the next
+        prompt); should that fail, its topic's `deliver` takes it."""
         delivered = await deliver_to_inbox(self.rt, event)
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
         request = await prompt_delivery(self.rt, event)
         if request is not None:
-            await queue_delivery(self.rt.redis, self.rt.keys, request, self.send)
+            await keep_delivery(self.rt.redis, self.rt.keys, request)
+            self._at_once(self._deliver(request), lane_of(request), request.id,
+                          request.to_bytes())
         await outbox.done(self.rt.redis, self.rt.keys, [prompt_message_id(event.id)])
 
     async def deliver(self, value: bytes) -> None:
         """An SMS or email goes to its provider, with retries, once."""
-        request = decode(DeliveryRequest, value)
+        await self._deliver(decode(DeliveryRequest, value))
+
+    async def _deliver(self, request: DeliveryRequest) -> None:
         result = await deliver(self.rt, self.channels, request, utcnow())
         log.info("delivery", delivery=request.id, channel=request.channel, status=result.status,
                  detail=result.detail, incident_id=request.incident_id)
@@ -244,10 +255,45 @@ class Pipeline:
         return len(due)
 
     async def _send_prompts(self, prompts: list[ApprovalPrompt]) -> None:
-        for p in prompts:  # kept until `prompt` hands it on: a lost event is sent again
-            await outbox.send_kept(self.rt.redis, self.rt.keys, prompt_message_id(p.id),
-                                   topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes(),
-                                   self.send)
+        """Each prompt kept until it is handed on (a cut-off one is sent to `prompt` by the
+        outbox's drain), then handled at once, beside the planner: no hop through
+        `approval-events` between an approval request and its approvers' phones."""
+        for p in prompts:
+            await outbox.keep(self.rt.redis, self.rt.keys, prompt_message_id(p.id),
+                              topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
+            self._at_once(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
+
+    def _at_once(self, work: Coroutine[None, None, None], spec: topics.TopicSpec, key: str,
+                 value: bytes) -> None:
+        """Do kept work now, beside the handler that made it, rather than after a hop
+        through the broker. Should it fail, its message goes on `spec`, whose handler
+        retries it; should even that fail, the work is still kept in Redis (the outbox or
+        the pending deliveries), and the worker sends it again later."""
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.warning("work done at once failed; its topic takes it", topic=spec.name,
+                            key=key, error=repr(exc))
+                try:
+                    await self.send(spec, key, value)
+                except Exception as again:  # kept in Redis: the worker's rounds resend it
+                    log.warning("not on its topic either; kept for the next round",
+                                topic=spec.name, key=key, error=repr(again))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.beside.add(task)
+        task.add_done_callback(self.beside.discard)
+
+    async def finish_beside(self, timeout_s: float) -> int:
+        """At shutdown: wait up to `timeout_s` for the work done at once; how many were cut
+        off (each is kept in Redis, and finished after the restart)."""
+        if not self.beside:
+            return 0
+        _, pending = await asyncio.wait(set(self.beside), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        return len(pending)
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""
@@ -257,14 +303,25 @@ class Pipeline:
         log.info("decision applied", approval=decision.approval_id,
                  approver=decision.approver_id, verdict=decision.verdict,
                  accepted=outcome.accepted, message=outcome.message)
-        if outcome.statement is not None:  # also kept in Redis (outbox) until published
-            await self.send(topics.STATEMENTS, outcome.statement.incident_id,
-                            outcome.statement.to_bytes())
+        statement = outcome.statement
+        if statement is not None:
+            # Kept in Redis (outbox) until published, and published here at once: no hop
+            # through `statements` between an approval and the first SMS. Should that fail,
+            # the topic's `publish` takes it.
+            try:
+                await self._publish(statement)
+            except Exception as exc:  # anything: `publish` retries it, or dead-letters it
+                log.warning("statement not published at once; its topic takes it",
+                            statement=statement.id, error=repr(exc))
+                await self.send(topics.STATEMENTS, statement.incident_id, statement.to_bytes())
         await outbox.done(self.rt.redis, self.rt.keys, [decision_message_id(decision.id)])
 
     async def publish(self, value: bytes) -> None:
-        """An approved statement goes out on its channels."""
-        statement = await approved_statement(self.rt, decode(Statement, value))
+        """An approved statement on the topic (a timer's, or one `decide` did not finish)."""
+        await self._publish(await approved_statement(self.rt, decode(Statement, value)))
+
+    async def _publish(self, statement: Statement) -> None:
+        """An approved statement goes out: on the public pages, then on its channels."""
         if await publish_statement(self.rt, statement, utcnow()):
             obs.STATEMENTS_PUBLISHED.labels(str(statement.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(

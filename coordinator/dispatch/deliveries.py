@@ -46,16 +46,26 @@ class Delivered:
     detail: str
 
 
+def lane_of(request: DeliveryRequest) -> topics.TopicSpec:
+    """The topic that carries a single delivery on its channel. Pure."""
+    return topics.DELIVERIES_SMS if request.channel == "sms" else topics.DELIVERIES_EMAIL
+
+
+async def keep_delivery(redis: Redis, keys: Keys, request: DeliveryRequest) -> None:
+    """Keep the request in Redis until its outcome is recorded: one the broker lost, or a
+    process cut off while handing it over, is sent again by ``dispatch.recovery``."""
+    await redis.hset(keys.deliveries_pending(), request.id,
+                     json.dumps({"at": time.time(), "request": request.model_dump_json()}))
+
+
 async def queue_delivery(redis: Redis, keys: Keys, request: DeliveryRequest, send: Send
                          ) -> None:
     """Keep the request in Redis, then put it on its channel's lane. Raises what `send`
     raises; for BrokerUnavailable (the broker did not take it: the caller says so) nothing
     is kept."""
-    await redis.hset(keys.deliveries_pending(), request.id,
-                     json.dumps({"at": time.time(), "request": request.model_dump_json()}))
+    await keep_delivery(redis, keys, request)
     try:
-        await send(topics.DELIVERIES_SMS if request.channel == "sms"
-                   else topics.DELIVERIES_EMAIL, request.id, request.to_bytes())
+        await send(lane_of(request), request.id, request.to_bytes())
     except BrokerUnavailable:
         await redis.hdel(keys.deliveries_pending(), request.id)
         raise
@@ -76,8 +86,7 @@ async def send_kept_deliveries(requests: list[DeliveryRequest], send: Send) -> i
     sent = 0
     for request in requests:
         try:
-            await send(topics.DELIVERIES_SMS if request.channel == "sms"
-                       else topics.DELIVERIES_EMAIL, request.id, request.to_bytes())
+            await send(lane_of(request), request.id, request.to_bytes())
         except BrokerUnavailable:
             break
         sent += 1

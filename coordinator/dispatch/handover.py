@@ -10,7 +10,7 @@ statement was withdrawn, asked again at the moment the channel's turn comes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from channels.base import (
@@ -23,7 +23,7 @@ from channels.base import (
     Withdrawn,
 )
 from channels.delivery import send_with_retries
-from coordinator.events import AuditEvent, DeliveryRequest
+from coordinator.events import AuditEvent, DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, run_pipeline
 from coordinator.subscribers.store import queue_active
@@ -41,12 +41,14 @@ class Outcome:
     detail: str
     provider_id: str = ""
     error_code: str = ""
+    at: datetime | None = None
+    """When the channel answered; None: when the outcome is recorded (nothing was sent)."""
 
     def after_early_callback(self, early: str | None) -> Outcome:
         """The provider's callback may have outrun our own bookkeeping: keep the further
         status. Pure."""
         if early and PROGRESS.get(early, 0) > PROGRESS.get(self.status, 0):
-            return Outcome(early, self.detail, self.provider_id, self.error_code)
+            return replace(self, status=early)
         return self
 
 
@@ -80,7 +82,16 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
                     wanted: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
     """Send through the channel with retries; a delivery an earlier attempt was cut off in
     (`orphan`, started at `started`) is first looked for at the provider. The channel asks
-    `wanted` once its turn comes (by default: Redis, one round trip)."""
+    `wanted` once its turn comes (by default: Redis, one round trip). The outcome carries
+    the moment the channel answered: records and audit entries say when a message was
+    handed over, not when the bookkeeping caught up."""
+    outcome = await _hand_over(rt, channel, request, orphan, started, wanted)
+    return replace(outcome, at=utcnow())
+
+
+async def _hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orphan: bool,
+                     started: str | None, wanted: Callable[[], Awaitable[bool]] | None
+                     ) -> Outcome:
     async def asked() -> bool:
         return not await skip_reason(rt, request, channel)
 
@@ -144,8 +155,10 @@ def without_contact(detail: str, request: DeliveryRequest) -> str:
 def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome: Outcome,
                   now: datetime) -> None:
     """Inside MULTI (or a pipeline): the delivery's final record, its statement's counter,
-    its audit entry, and the end of its wait in the pending list."""
+    its audit entry, and the end of its wait in the pending list; at the outcome's own
+    moment, else `now`."""
     detail = without_contact(outcome.detail, request)
+    now = outcome.at or now
     pipe.hset(rt.keys.delivery(request.id), mapping={
         "status": outcome.status, "channel": request.channel, "to": addressee(request),
         "provider_id": outcome.provider_id, "error": "" if outcome.provider_id else detail,

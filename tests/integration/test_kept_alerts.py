@@ -8,13 +8,15 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.exceptions import RedisError
 
-from coordinator import topics
+from coordinator import outbox, topics
 from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import Severity, Statement
+from coordinator.events import ApprovalPrompt, Severity, Statement
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
 from coordinator.model.incident import Incident, IncidentStatus
+from coordinator.pipeline import Pipeline
 from coordinator.runtime import Runtime
 from coordinator.statements.promises import sweep_promises
 from coordinator.statements.publication import publish_statement
@@ -129,3 +131,62 @@ async def test_recovery_keeps_an_alert_the_broker_refuses_again_and_sends_it_lat
 
     done = await recover(rt, broker_up, pending_s=0)
     assert done.deliveries_sent_again == 1 and sent == [kept]
+
+
+def a_prompt(channel: str = "sms") -> ApprovalPrompt:
+    return ApprovalPrompt(id="APR-20261204-0001-1:request:nguyen-van-an", kind="request",
+                          approval_id="APR-20261204-0001-1", incident_id="INC-20261204-0001",
+                          level=1, person_id="nguyen-van-an", person_name="Nguyễn Văn An",
+                          channel=channel, phone="+84901000101", email="", deadline=None,
+                          text="Ngập sâu: duyệt?")  # type: ignore[arg-type]
+
+
+async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
+    """The planner keeps a prompt in Redis before handling it beside itself: cut off before
+    it began (a worker stopped at that moment), the prompt is still there for the drain,
+    which puts it on `approval-events`."""
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    prompt = a_prompt()
+    await pipeline._send_prompts([prompt])
+    assert await pipeline.finish_beside(0) == 1  # cut off: nothing of it ran
+    assert sent == []
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert sent == [("approval-events", prompt.incident_id)]
+
+
+async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> None:
+    """Failed beside its handler, the work's message goes on its topic (whose handler
+    retries it); with the broker down too, it stays kept for the worker's next round."""
+    sent: list[tuple[str, str, bytes]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key, value))
+
+    async def fails() -> None:
+        raise RedisError("Redis went away")
+
+    up = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    up._at_once(fails(), topics.STATEMENTS, "INC-20261204-0001", b"{}")
+    assert await up.finish_beside(5) == 0
+    assert sent == [("statements", "INC-20261204-0001", b"{}")]
+    down = Pipeline(rt, {}, broker_down, lambda _timer: None)
+    down._at_once(fails(), topics.STATEMENTS, "INC-20261204-0001", b"{}")
+    assert await down.finish_beside(5) == 0  # ended: logged, nothing raised
+    assert not down.beside
+
+
+async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:
+    """A person who reads prompts on the web: the prompt is in their inbox and no longer
+    kept, without any message on the broker."""
+    pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
+    prompt = a_prompt("web")
+    await pipeline._send_prompts([prompt])
+    assert await pipeline.finish_beside(5) == 0
+    assert await rt.redis.hkeys(rt.keys.inbox("nguyen-van-an")) == [prompt.id]
+    assert await rt.redis.hlen(rt.keys.followups()) == 0
+    assert await pending_ids(rt) == set()

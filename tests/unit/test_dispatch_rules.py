@@ -4,6 +4,7 @@ draft's SMS cost and when that needs a second approver."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from channels.email import EmailChannel
@@ -67,8 +68,11 @@ def test_why_a_delivery_is_not_sent() -> None:
 def test_an_early_callback_only_moves_a_delivery_forward() -> None:
     """`delivered` from a callback that outran us wins over `queued`; `sent` does not undo
     `delivered`; no callback changes nothing."""
-    queued = Outcome("queued", "SM1", provider_id="SM1")
-    assert queued.after_early_callback("delivered") == Outcome("delivered", "SM1", "SM1")
+    handed = datetime(2026, 12, 4, 22, 0, 0, 123000, tzinfo=UTC)
+    queued = Outcome("queued", "SM1", provider_id="SM1", at=handed)
+    # ... still at the moment the provider answered, not when the callback was read
+    assert queued.after_early_callback("delivered") == Outcome("delivered", "SM1", "SM1",
+                                                               at=handed)
     assert queued.after_early_callback(None) is queued
     delivered = Outcome("delivered", "SM1", provider_id="SM1")
     assert delivered.after_early_callback("sent") is delivered

@@ -7,7 +7,7 @@ import uuid
 
 from coordinator.city import City
 from coordinator.keys import Keys
-from coordinator.state import Redis
+from coordinator.state import Pipeline, Redis
 from coordinator.subscribers.models import ALL_TOPICS
 
 
@@ -27,24 +27,30 @@ async def resolve_audience(redis: Redis, keys: Keys, city: City, area: str, kind
     members of its test list, or without one, only those of the audience who opted into
     drills. `earlier`: a bitmap of subscribers reached before (an update's), added to the
     audience if still active."""
-    active = keys.subs_active()
     async with redis.pipeline(transaction=True) as pipe:
-        if exercise and drill_list:
-            pipe.bitop("OR", into, keys.subs_bits("list", drill_list), *(
-                [earlier] if earlier else []))
-            pipe.bitop("AND", into, into, active)
-        else:
-            kinds = keys.subs_bits("tmp", f"{uuid.uuid4().hex}:kind")
-            pipe.bitop("OR", into, *[keys.subs_bits("area", a)
-                                     for a in audience_areas(city, area)])
-            pipe.bitop("OR", kinds, keys.subs_bits("topic", ALL_TOPICS),
-                       keys.subs_bits("topic", kind))
-            pipe.bitop("AND", into, into, kinds, active,
-                       *([keys.subs_bits("drills", "yes")] if exercise else []))
-            pipe.delete(kinds)
-            if earlier:
-                pipe.bitop("OR", into, into, earlier)
-                pipe.bitop("AND", into, into, active)
+        queue_audience(pipe, keys, city, area, kind, into, exercise, drill_list, earlier)
         pipe.bitcount(into)
         replies = await pipe.execute()
     return int(replies[-1])
+
+
+def queue_audience(pipe: Pipeline, keys: Keys, city: City, area: str, kind: str, into: str,
+                   exercise: bool = False, drill_list: str | None = None,
+                   earlier: str | None = None) -> None:
+    """Inside MULTI: make `into` the audience, as :func:`resolve_audience` says, for the
+    caller to count or combine in the same transaction."""
+    active = keys.subs_active()
+    if exercise and drill_list:
+        pipe.bitop("OR", into, keys.subs_bits("list", drill_list), *(
+            [earlier] if earlier else []))
+        pipe.bitop("AND", into, into, active)
+        return
+    kinds = keys.subs_bits("tmp", f"{uuid.uuid4().hex}:kind")
+    pipe.bitop("OR", into, *[keys.subs_bits("area", a) for a in audience_areas(city, area)])
+    pipe.bitop("OR", kinds, keys.subs_bits("topic", ALL_TOPICS), keys.subs_bits("topic", kind))
+    pipe.bitop("AND", into, into, kinds, active,
+               *([keys.subs_bits("drills", "yes")] if exercise else []))
+    pipe.delete(kinds)
+    if earlier:
+        pipe.bitop("OR", into, into, earlier)
+        pipe.bitop("AND", into, into, active)

@@ -26,7 +26,6 @@ from coordinator.dispatch.handover import (
     addressee,
     hand_over,
     queue_outcome,
-    skip_reason,
 )
 from coordinator.dispatch.provider_ids import remember_provider_id
 from coordinator.errors import BrokerUnavailable
@@ -102,12 +101,13 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
         await rt.redis.hdel(rt.keys.deliveries_pending(), request.id)
         return Delivered(claim, "already handled")
     channel = channels.get(request.channel)
-    skip = await skip_reason(rt, request, channel)
-    if skip:
-        return await _finish(rt, request, Outcome("skipped", skip), now)
-    assert channel is not None
-    outcome = await hand_over(rt, channel, request, orphan=claim == "orphan",
-                              started=await rt.redis.hget(key, "at"))
+    if channel is None:
+        return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
+                                                  "configured"), now)
+    # Whether it is still wanted (STOP, left, withdrawn) is asked once, by the channel when
+    # its turn comes (after the rate limit's wait): then a skip is recorded as such.
+    started = now.isoformat() if claim == "fresh" else await rt.redis.hget(key, "at")
+    outcome = await hand_over(rt, channel, request, orphan=claim == "orphan", started=started)
     if outcome.provider_id:
         outcome = outcome.after_early_callback(
             await remember_provider_id(rt.redis, rt.keys, outcome.provider_id, request.id))

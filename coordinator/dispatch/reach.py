@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from channels.segments import segment_count
 from coordinator.city import City
-from coordinator.dispatch.audience import resolve_audience
+from coordinator.dispatch.audience import queue_audience
 from coordinator.events import RenderedText
 from coordinator.keys import Keys
 from coordinator.languages import Languages
@@ -62,25 +62,24 @@ async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
                    texts: Sequence[RenderedText], exercise: bool = False,
                    drill_list: str | None = None, earlier: str | None = None) -> Reach:
     """Count the audience of (area, kind) per channel, and per language for SMS (of a
-    drill: its drill audience; of an update: with those reached before)."""
+    drill: its drill audience; of an update: with those reached before): one transaction,
+    which also deletes the bitmaps it made."""
     tag = uuid.uuid4().hex
     key, sms_key, both = (keys.subs_bits("tmp", f"{tag}:{p}") for p in ("reach", "sms", "lang"))
-    await resolve_audience(redis, keys, city, area, kind, key, exercise, drill_list, earlier)
     languages = city.languages.tags
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.bitop("AND", sms_key, key, keys.subs_bits("channel", "sms"))
-            pipe.bitop("AND", key, key, keys.subs_bits("channel", "email"))
-            pipe.bitcount(sms_key)
-            pipe.bitcount(key)
-            for lang in languages:
-                pipe.bitop("AND", both, sms_key, keys.subs_bits("lang", lang))
-                pipe.bitcount(both)
-            _, _, sms, email, *steps = await pipe.execute()
-            per_language = steps[1::2]
-    finally:
-        await redis.delete(key, sms_key, both)
-    counts = dict(zip(languages, (int(n) for n in per_language), strict=True))
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_audience(pipe, keys, city, area, kind, key, exercise, drill_list, earlier)
+        pipe.bitop("AND", sms_key, key, keys.subs_bits("channel", "sms"))
+        pipe.bitop("AND", key, key, keys.subs_bits("channel", "email"))
+        pipe.bitcount(sms_key)
+        pipe.bitcount(key)
+        for lang in languages:
+            pipe.bitop("AND", both, sms_key, keys.subs_bits("lang", lang))
+            pipe.bitcount(both)
+        pipe.delete(key, sms_key, both)
+        replies = await pipe.execute()
+    sms, email, *steps = replies[-(3 + 2 * len(languages)):-1]
+    counts = dict(zip(languages, (int(n) for n in steps[1::2]), strict=True))
     return Reach(int(sms), int(email),
                  sms_segments(texts, counts, int(sms), city.languages))
 

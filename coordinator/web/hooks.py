@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import time
 from functools import partial
+from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request, Response
 from redis.exceptions import RedisError
@@ -87,7 +88,11 @@ async def verified_form(request: Request) -> dict[str, str]:
     """The webhook's form fields, once its Twilio signature checks out; 403 otherwise. The
     URL signed may or may not carry the retry overrides' fragment: both are accepted."""
     st = web_state(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
+    # Twilio posts application/x-www-form-urlencoded, nothing else: read as such (a body of
+    # any other kind reads as fields no signature matches). Blank values are kept, as
+    # Twilio signs them.
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"),
+                          keep_blank_values=True))
     token = st.settings.twilio_auth_token
     url = st.settings.web_url().rstrip("/") + request.url.path
     if not signature_valid(token.get_secret_value() if token is not None else None, url, form,

@@ -64,6 +64,9 @@ from coordinator.statements.publication import approved_statement, publish_state
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
+AT_ONCE_LIMIT = 32
+"""Prompts and their deliveries handled at once at a time (more wait their turn), as many
+as the deliveries' agent takes."""
 log = obs.get_logger("pipeline")
 _incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
 _approval_events: TypeAdapter[ApprovalEvent] = TypeAdapter(ApprovalEvent)
@@ -81,6 +84,8 @@ class Pipeline:
         self.send = send
         self.schedule = schedule
         self.beside: set[asyncio.Task[None]] = set()  # kept work done at once (`_at_once`)
+        self.beside_gate = asyncio.Semaphore(AT_ONCE_LIMIT)
+        self.closing = False  # shutting down: nothing more is started at once
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -269,9 +274,14 @@ class Pipeline:
         through the broker. Should it fail, its message goes on `spec`, whose handler
         retries it; should even that fail, the work is still kept in Redis (the outbox or
         the pending deliveries), and the worker sends it again later."""
+        if self.closing:  # kept in Redis: finished after the restart
+            work.close()
+            return
+
         async def run() -> None:
             try:
-                await work
+                async with self.beside_gate:
+                    await work
             except Exception as exc:
                 log.warning("work done at once failed; its topic takes it", topic=spec.name,
                             key=key, error=repr(exc))
@@ -284,16 +294,22 @@ class Pipeline:
         task = asyncio.get_running_loop().create_task(run())
         self.beside.add(task)
         task.add_done_callback(self.beside.discard)
+        task.add_done_callback(lambda _: work.close())  # cancelled before it began: no warning
 
     async def finish_beside(self, timeout_s: float) -> int:
-        """At shutdown: wait up to `timeout_s` for the work done at once; how many were cut
-        off (each is kept in Redis, and finished after the restart)."""
-        if not self.beside:
-            return 0
-        _, pending = await asyncio.wait(set(self.beside), timeout=timeout_s)
-        for task in pending:
+        """At shutdown: start nothing more at once, and wait up to `timeout_s` for what is
+        under way (and what it starts meanwhile); how many were cut off (each is kept in
+        Redis, and finished after the restart)."""
+        self.closing = True
+        deadline = time.monotonic() + timeout_s
+        while self.beside and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self.beside), timeout=left)
+        cut = set(self.beside)
+        for task in cut:
             task.cancel()
-        return len(pending)
+        if cut:  # their own `finally` blocks run before the channels close
+            await asyncio.wait(cut, timeout=1.0)
+        return len(cut)
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""
@@ -303,50 +319,26 @@ class Pipeline:
         log.info("decision applied", approval=decision.approval_id,
                  approver=decision.approver_id, verdict=decision.verdict,
                  accepted=outcome.accepted, message=outcome.message)
-        statement = outcome.statement
-        if statement is not None:
-            # Kept in Redis (outbox) until published, and published here at once: no hop
-            # through `statements` between an approval and the first SMS. Should that fail,
-            # the topic's `publish` takes it.
-            try:
-                await self._publish(statement)
-            except Exception as exc:  # anything: `publish` retries it, or dead-letters it
-                log.warning("statement not published at once; its topic takes it",
-                            statement=statement.id, error=repr(exc))
-                await self.send(topics.STATEMENTS, statement.incident_id, statement.to_bytes())
+        if outcome.statement is not None:  # also kept in Redis (outbox) until published
+            # Through `statements`, keyed by incident, not published here (decisions are
+            # keyed by approval): an incident's statements are published and cut one after
+            # the other, so an update reaches everyone its predecessor reached.
+            await self.send(topics.STATEMENTS, outcome.statement.incident_id,
+                            outcome.statement.to_bytes())
         await outbox.done(self.rt.redis, self.rt.keys, [decision_message_id(decision.id)])
 
     async def publish(self, value: bytes) -> None:
-        """An approved statement on the topic (a timer's, or one `decide` did not finish)."""
-        await self._publish(await approved_statement(self.rt, decode(Statement, value)))
-
-    async def _publish(self, statement: Statement) -> None:
         """An approved statement goes out: on the public pages, then on its channels."""
+        statement = await approved_statement(self.rt, decode(Statement, value))
         if await publish_statement(self.rt, statement, utcnow()):
             obs.STATEMENTS_PUBLISHED.labels(str(statement.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
-        queued = await fan_out(self.rt, statement, self._first_batches_at_once())
+        queued = await fan_out(self.rt, statement, self.send)
         # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,
                  statement=statement.id, deliveries_queued=queued)
-
-    def _first_batches_at_once(self) -> Send:
-        """A fan-out's `send`: its first batch on each channel is handed over by this
-        process at once (its first messages leave without a hop through the broker); the
-        others go on their lanes, for every worker to share. Each batch is in the dispatch
-        ledger before either, so recovery finishes one cut off."""
-        started: set[str] = set()
-
-        async def send(spec: topics.TopicSpec, key: str, value: bytes) -> None:
-            if spec in (topics.DISPATCH_SMS, topics.DISPATCH_EMAIL) and spec.name not in started:
-                started.add(spec.name)
-                self._at_once(self.deliver_batch(value), spec, key, value)
-                return
-            await self.send(spec, key, value)
-
-        return send
 
 
 def decode(model: type[M], value: bytes) -> M:

@@ -92,9 +92,26 @@ async def send_kept_deliveries(requests: list[DeliveryRequest], send: Send) -> i
     return sent
 
 
+_handing: set[str] = set()  # single deliveries this process is handing over now
+
+
 async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
                   now: datetime) -> Delivered:
-    """Send a delivery request through its channel, at most once to the provider per success."""
+    """Send a delivery request through its channel, at most once to the provider per success.
+    The same request twice at once in this process (a prompt handled at once and sent again
+    by a replay or a drain meanwhile): the second leaves it to the first, whose claim would
+    otherwise read as a dead process's."""
+    if request.id in _handing:
+        return Delivered("sending", "being handed over by this process")
+    _handing.add(request.id)
+    try:
+        return await _deliver(rt, channels, request, now)
+    finally:
+        _handing.discard(request.id)
+
+
+async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
+                   now: datetime) -> Delivered:
     key = rt.keys.delivery(request.id)
     claim = await _claim_patiently(rt, key, request, now)
     if claim in FINAL:

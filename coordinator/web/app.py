@@ -109,7 +109,8 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth). Routes
     # are matched in this order, one by one: the busiest first (a provider's status
-    # callbacks, two an SMS during a fan-out; reports). No two routers share a prefix.
+    # callbacks, two an SMS during a fan-out; reports), whose prefixes no other router
+    # uses; the three under /console keep their order.
     for router in (hooks, api, health, translate, console, records, inbox, public, feeds,
                    login, decide, subscriptions, subscribe, tips, short_links):
         app.include_router(router)

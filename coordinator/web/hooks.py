@@ -58,6 +58,7 @@ from coordinator.web.state import State, web_state
 hooks = locked_router(Action.provider_webhook, prefix="/hooks/twilio",
                       include_in_schema=False)
 log = obs.get_logger("hooks")
+MAX_FORM_FIELDS = 1000  # as Starlette's form parser: more is refused (400)
 
 HELP = ("Loa - thông tin khẩn cấp chính thức của Hà Nội. Nhắn STOP để ngừng, START để nhận "
         "lại. Khẩn cấp: 113, 114, 115. / Loa: Hanoi's official emergency updates. "
@@ -91,8 +92,11 @@ async def verified_form(request: Request) -> dict[str, str]:
     # Twilio posts application/x-www-form-urlencoded, nothing else: read as such (a body of
     # any other kind reads as fields no signature matches). Blank values are kept, as
     # Twilio signs them.
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"),
-                          keep_blank_values=True))
+    try:
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"),
+                              keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
+    except ValueError:  # more fields than any Twilio webhook has
+        raise HTTPException(400, f"form: more than {MAX_FORM_FIELDS} fields") from None
     token = st.settings.twilio_auth_token
     url = st.settings.web_url().rstrip("/") + request.url.path
     if not signature_valid(token.get_secret_value() if token is not None else None, url, form,

@@ -4,6 +4,7 @@ broker that is down does)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -11,9 +12,10 @@ import pytest
 from redis.exceptions import RedisError
 
 from coordinator import outbox, topics
+from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import ApprovalPrompt, Severity, Statement
+from coordinator.events import ApprovalPrompt, DeliveryRequest, Severity, Statement
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
 from coordinator.model.incident import Incident, IncidentStatus
 from coordinator.pipeline import Pipeline
@@ -190,3 +192,36 @@ async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> No
     assert await rt.redis.hkeys(rt.keys.inbox("nguyen-van-an")) == [prompt.id]
     assert await rt.redis.hlen(rt.keys.followups()) == 0
     assert await pending_ids(rt) == set()
+
+
+async def test_an_sms_prompt_is_kept_as_a_delivery_before_its_prompt_is_forgotten(
+        rt: Runtime) -> None:
+    """Handled at once, an SMS prompt's delivery is finished (here: skipped, this runtime
+    has no SMS channel) and nothing is left kept; the same request twice at once in one
+    process is handed over by the first only."""
+    pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
+    prompt = a_prompt("sms")
+    await pipeline._send_prompts([prompt])
+    while pipeline.beside:  # the prompt, then the delivery it starts
+        await asyncio.wait(set(pipeline.beside))
+    record = await rt.redis.hgetall(rt.keys.delivery(f"prompt:{prompt.id}"))
+    assert (record["status"], record["error"]) == ("skipped", "sms is not configured")
+    assert await rt.redis.hlen(rt.keys.followups()) == 0
+    assert await pending_ids(rt) == set()
+    request = DeliveryRequest(id="code:twice", channel="sms", recipient="+84901000101",
+                              text="Loa: 123456", purpose="confirmation")
+    first, second = await asyncio.gather(deliver(rt, {}, request, NOW),
+                                         deliver(rt, {}, request, NOW))
+    assert (first.status, second.status) == ("skipped", "sending")
+    assert second.detail == "being handed over by this process"
+
+
+async def test_a_prompt_under_way_at_shutdown_leaves_its_delivery_kept(rt: Runtime) -> None:
+    """Shutting down, a worker starts nothing more at once: a prompt that reaches its
+    delivery then keeps it in Redis, for the recovery round after the restart."""
+    pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
+    prompt = a_prompt("sms")
+    await pipeline._send_prompts([prompt])
+    assert await pipeline.finish_beside(5) == 0
+    assert await pending_ids(rt) == {f"prompt:{prompt.id}"}
+    assert await rt.redis.hlen(rt.keys.followups()) == 0

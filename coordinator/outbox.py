@@ -43,15 +43,16 @@ def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message]) -> None:
 async def keep(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, key: str,
                value: bytes) -> None:
     """Keep the message without sending it: for work its maker does at once itself. Should
-    that be cut off, the drain sends it to its consumer."""
-    await redis.hset(keys.followups(), mid, _entry(spec.name, key, value, time.time(), 1))
+    that be cut off, the drain sends it to its consumer (its first send: it counts 0 until
+    then)."""
+    await redis.hset(keys.followups(), mid, _entry(spec.name, key, value, time.time(), 0))
 
 
 async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, key: str,
                     value: bytes, send: Send) -> None:
     """Keep the message, then send it. Raises what `send` raises (the message stays kept,
     and is sent again by the worker's drain)."""
-    await keep(redis, keys, mid, spec, key, value)
+    await redis.hset(keys.followups(), mid, _entry(spec.name, key, value, time.time(), 1))
     await send(spec, key, value)
 
 

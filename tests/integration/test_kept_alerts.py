@@ -157,8 +157,12 @@ async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
     await pipeline._send_prompts([prompt])
     assert await pipeline.finish_beside(0) == 1  # cut off: nothing of it ran
     assert sent == []
+    assert await outbox.waiting(rt.redis, rt.keys) == [
+        (f"prompt:{prompt.id}", pytest.approx(0, abs=5), 0)]  # kept, never sent
     assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
     assert sent == [("approval-events", prompt.incident_id)]
+    [(_, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
+    assert sends == 1  # its first send: five more before it would become a dead letter
 
 
 async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> None:

@@ -12,6 +12,7 @@ import pytest
 from redis.exceptions import RedisError
 
 from coordinator import outbox, topics
+from coordinator.approvals.escalate import prompt_message_id
 from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
@@ -167,23 +168,29 @@ async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
 
 async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> None:
     """Failed beside its handler, the work's message goes on its topic (whose handler
-    retries it); with the broker down too, it stays kept for the worker's next round."""
-    sent: list[tuple[str, str, bytes]] = []
+    retries it); with the broker down too, it stays kept, and the drain sends it later."""
+    sent: list[tuple[str, str]] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
-        sent.append((spec.name, key, value))
+        sent.append((spec.name, key))
 
     async def fails() -> None:
         raise RedisError("Redis went away")
 
+    prompt = a_prompt()
+    mid, key, value = prompt_message_id(prompt.id), prompt.incident_id, prompt.to_bytes()
+    await outbox.keep(rt.redis, rt.keys, mid, topics.APPROVAL_EVENTS, key, value)
     up = Pipeline(rt, {}, broker_up, lambda _timer: None)
-    up._at_once(fails(), topics.STATEMENTS, "INC-20261204-0001", b"{}")
+    up._at_once(fails(), topics.APPROVAL_EVENTS, key, value)
     assert await up.finish_beside(5) == 0
-    assert sent == [("statements", "INC-20261204-0001", b"{}")]
+    assert sent == [("approval-events", key)]
     down = Pipeline(rt, {}, broker_down, lambda _timer: None)
-    down._at_once(fails(), topics.STATEMENTS, "INC-20261204-0001", b"{}")
+    down._at_once(fails(), topics.APPROVAL_EVENTS, key, value)
     assert await down.finish_beside(5) == 0  # ended: logged, nothing raised
     assert not down.beside
+    assert await rt.redis.hexists(rt.keys.followups(), mid)  # still kept ...
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert sent == [("approval-events", key)] * 2  # ... and sent by the drain
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:

@@ -97,7 +97,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         # Prompts handled at once get a moment to finish (what is cut off is kept in
         # Redis, and finished after the restart) ...
-        cut = await pipeline.finish_beside(BESIDE_GRACE_S)
+        cut = await pipeline.at_once.finish(BESIDE_GRACE_S)
         if cut:
             log.warning("work under way cut off at shutdown; finished after the restart",
                         count=cut)

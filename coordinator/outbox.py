@@ -34,18 +34,24 @@ return 0
 """
 
 
-def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message]) -> None:
-    """Inside MULTI: keep each message (by its id) until its consumer is done with it."""
+def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message], sent: bool = True
+          ) -> None:
+    """Inside MULTI: keep each message (by its id) until its consumer is done with it.
+    `sent=False`: its maker does the work at once itself (see :func:`keep`)."""
+    now = time.time()
     for mid, (topic, key, value) in messages.items():
-        pipe.hset(keys.followups(), mid, _entry(topic, key, value, time.time(), 1))
+        pipe.hset(keys.followups(), mid, _entry(topic, key, value, now, 1 if sent else 0))
 
 
-async def keep(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, key: str,
-               value: bytes) -> None:
-    """Keep the message without sending it: for work its maker does at once itself. Should
-    that be cut off, the drain sends it to its consumer (its first send: it counts 0 until
-    then)."""
-    await redis.hset(keys.followups(), mid, _entry(spec.name, key, value, time.time(), 0))
+async def keep(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
+    """Keep messages without sending them, in one round trip: for work their maker does at
+    once itself. Should that be cut off, the drain sends each to its consumer (its first
+    send: it counts 0 until then)."""
+    if messages:
+        now = time.time()
+        await redis.hset(keys.followups(), mapping={
+            mid: _entry(topic, key, value, now, 0) for mid, (topic, key, value)
+            in messages.items()})
 
 
 async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, key: str,

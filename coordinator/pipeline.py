@@ -6,9 +6,8 @@ handlers read as the data flow: report -> incident -> plan -> decision -> public
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
@@ -29,6 +28,7 @@ from coordinator.approvals.escalate import (
 from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
+from coordinator.at_once import AtOnce
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import deliver, keep_delivery, lane_of
 from coordinator.dispatch.fanout import fan_out
@@ -46,6 +46,7 @@ from coordinator.events import (
     IncidentClosed,
     IncidentEvent,
     IncidentMerged,
+    IncidentOpened,
     RedraftRequested,
     Report,
     ReportAttached,
@@ -53,7 +54,7 @@ from coordinator.events import (
     utcnow,
 )
 from coordinator.incidents.actions import close_incident, merge_incident, redraft
-from coordinator.incidents.intake import take_in_report
+from coordinator.incidents.intake import opened_message_id, take_in_report
 from coordinator.incidents.surge import detect, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
@@ -64,9 +65,6 @@ from coordinator.statements.publication import approved_statement, publish_state
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
-AT_ONCE_LIMIT = 32
-"""Prompts and their deliveries handled at once at a time (more wait their turn), as many
-as the deliveries' agent takes."""
 log = obs.get_logger("pipeline")
 _incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
 _approval_events: TypeAdapter[ApprovalEvent] = TypeAdapter(ApprovalEvent)
@@ -83,9 +81,9 @@ class Pipeline:
         self.bulk_channels = channels if bulk_channels is None else bulk_channels
         self.send = send
         self.schedule = schedule
-        self.beside: set[asyncio.Task[None]] = set()  # kept work done at once (`_at_once`)
-        self.beside_gate = asyncio.Semaphore(AT_ONCE_LIMIT)
-        self.closing = False  # shutting down: nothing more is started at once
+        # Plans, prompts and single deliveries are done at once, beside their maker.
+        self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
+                                     topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL))
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -112,9 +110,13 @@ class Pipeline:
             obs.STAGE_LATENCY.labels("report_to_incident").observe(since(report.received_at))
         log.info("report taken in", report=report.id, incident_id=taken.incident_id,
                  opened=taken.opened, first_time=taken.first_time)
-        # Sent on replays too: the planner is idempotent, and a crash between
-        # the Redis write and this send must not strand the incident.
-        await self.send(topics.INCIDENT_EVENTS, taken.incident_id, taken.event(report).to_bytes())
+        if taken.opened:
+            # Planned at once, beside this handler: no hop through `incident-events`
+            # between a report and its approval request. Kept in Redis with the intake
+            # (outbox); planned again on a replay too (the planner is idempotent).
+            event = taken.opened_event(report)
+            await self.at_once.start(self._plan_opened(event), topics.INCIDENT_EVENTS,
+                                taken.incident_id, event.to_bytes())
         if taken.first_time and not report.exercise:
             await self._surge(report.kind, path, report.received_at, taken.incident_id)
 
@@ -131,15 +133,23 @@ class Pipeline:
                         duty_officers_told=told)
 
     async def plan(self, value: bytes) -> None:
-        """An opened incident gets its playbook, draft and approval request; a duty officer's
-        action makes a new draft version or closes the incident."""
+        """An opened incident gets its playbook, draft and approval request (one its intake
+        did not finish planning); a duty officer's action makes a new draft version or
+        closes the incident."""
         event = decode_incident_event(value)
-        if isinstance(event, ReportAttached):
+        if isinstance(event, ReportAttached):  # from before intake stopped sending these
             log.info("report attached", incident_id=event.incident_id, report=event.report.id)
             return
         if isinstance(event, RedraftRequested | IncidentClosed | IncidentMerged):
             await self.steer(event)
             return
+        await self._plan_opened(event)
+
+    async def _plan_opened(self, event: IncidentOpened) -> None:
+        await self._plan(event)
+        await outbox.done(self.rt.redis, self.rt.keys, [opened_message_id(event.incident_id)])
+
+    async def _plan(self, event: IncidentOpened) -> None:
         result = await plan_incident(self.rt, event.incident_id, utcnow())
         log.info("incident planned", incident_id=event.incident_id, playbook=result.playbook_id,
                  approval=result.request.id if result.request else None,
@@ -167,9 +177,10 @@ class Pipeline:
             await self._ask(outcome.request)
 
     async def _ask(self, request: ApprovalRequest) -> None:
-        """Arm the request's timers, announce it, and prompt its first holders. Also on a
-        replay: timers and prompts have deterministic ids, so this re-arms what a crash
-        between the Redis write and here would have lost, and nothing more."""
+        """Arm the request's timers and prompt its first holders. Also on a replay: timers
+        and prompts have deterministic ids, so this re-arms what a crash between the Redis
+        write and here would have lost, and nothing more. (The request itself is not put on
+        `approval-events`: nothing consumed it there; the audit stream records it.)"""
         # What the draft would reach and cost, on the request before anyone is asked.
         await remember_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
                              request.incident_id, request.draft_id)
@@ -177,7 +188,6 @@ class Pipeline:
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
             self.schedule(timer)
-        await self.send(topics.APPROVAL_EVENTS, request.incident_id, request.to_bytes())
         if record.status == "pending" and record.phase == "level":
             prompts = prompts_for("request", record, record.holders, self.rt.city.people,
                                   utcnow(), self.rt.settings.timezone)
@@ -200,8 +210,8 @@ class Pipeline:
         request = await prompt_delivery(self.rt, event)
         if request is not None:
             await keep_delivery(self.rt.redis, self.rt.keys, request)
-            self._at_once(self._deliver(request), lane_of(request), request.id,
-                          request.to_bytes())
+            await self.at_once.start(self._deliver(request), lane_of(request), request.id,
+                                request.to_bytes())
         await outbox.done(self.rt.redis, self.rt.keys, [prompt_message_id(event.id)])
 
     async def deliver(self, value: bytes) -> None:
@@ -263,53 +273,12 @@ class Pipeline:
         """Each prompt kept until it is handed on (a cut-off one is sent to `prompt` by the
         outbox's drain), then handled at once, beside the planner: no hop through
         `approval-events` between an approval request and its approvers' phones."""
+        await outbox.keep(self.rt.redis, self.rt.keys, {
+            prompt_message_id(p.id): (topics.APPROVAL_EVENTS.name, p.incident_id, p.to_bytes())
+            for p in prompts})
         for p in prompts:
-            await outbox.keep(self.rt.redis, self.rt.keys, prompt_message_id(p.id),
-                              topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
-            self._at_once(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id, p.to_bytes())
-
-    def _at_once(self, work: Coroutine[None, None, None], spec: topics.TopicSpec, key: str,
-                 value: bytes) -> None:
-        """Do kept work now, beside the handler that made it, rather than after a hop
-        through the broker. Should it fail, its message goes on `spec`, whose handler
-        retries it; should even that fail, the work is still kept in Redis (the outbox or
-        the pending deliveries), and the worker sends it again later."""
-        if self.closing:  # kept in Redis: finished after the restart
-            work.close()
-            return
-
-        async def run() -> None:
-            try:
-                async with self.beside_gate:
-                    await work
-            except Exception as exc:
-                log.warning("work done at once failed; its topic takes it", topic=spec.name,
-                            key=key, error=repr(exc))
-                try:
-                    await self.send(spec, key, value)
-                except Exception as again:  # kept in Redis: the worker's rounds resend it
-                    log.warning("not on its topic either; kept for the next round",
-                                topic=spec.name, key=key, error=repr(again))
-
-        task = asyncio.get_running_loop().create_task(run())
-        self.beside.add(task)
-        task.add_done_callback(self.beside.discard)
-        task.add_done_callback(lambda _: work.close())  # cancelled before it began: no warning
-
-    async def finish_beside(self, timeout_s: float) -> int:
-        """At shutdown: start nothing more at once, and wait up to `timeout_s` for what is
-        under way (and what it starts meanwhile); how many were cut off (each is kept in
-        Redis, and finished after the restart)."""
-        self.closing = True
-        deadline = time.monotonic() + timeout_s
-        while self.beside and (left := deadline - time.monotonic()) > 0:
-            await asyncio.wait(set(self.beside), timeout=left)
-        cut = set(self.beside)
-        for task in cut:
-            task.cancel()
-        if cut:  # their own `finally` blocks run before the channels close
-            await asyncio.wait(cut, timeout=1.0)
-        return len(cut)
+            await self.at_once.start(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id,
+                                p.to_bytes())
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""

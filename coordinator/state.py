@@ -93,6 +93,32 @@ async def run_pipeline(redis: Redis, fill: Callable[[Pipeline], None]) -> list[A
     raise AssertionError("unreachable")
 
 
+_IF_NEW = Script("""
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+""")
+
+
+async def set_if_new(redis: Redis, key: str, field: str, value: str,
+                     fill: Callable[[Pipeline], None]) -> bool:
+    """Set a hash's field unless it is there, and only then also run the writes `fill`
+    queues (as it would inside MULTI), all at once and in one round trip: a compare-and-set
+    without WATCH's three. True when the field was new. The writes' keys are not declared
+    to the script, which a single Redis (ours) does not need."""
+    async with redis.pipeline(transaction=False) as recorder:  # records, never executed
+        fill(recorder)
+        args: list[Any] = [field, value]
+        for command, _options in recorder.command_stack:
+            args += [len(command), *command]
+    return bool(await _IF_NEW(redis, [key], args))
+
+
 def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:
     """Run `work` on a connection of its own, closed afterwards, in a new event loop: for a
     command or a start-up check that is not itself async. Raises what `work` raises, and

@@ -7,7 +7,7 @@ from coordinator.approvals.prompts import ANSWERABLE
 from coordinator.events import ApprovalPrompt, AuditEvent
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, set_if_new
 
 # An SMS answer's code is checked against this many of the person's newest requests.
 PROMPTED_KEPT = 50
@@ -15,13 +15,8 @@ PROMPTED_KEPT = 50
 
 async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
     """Put a prompt in its person's inbox once; True when this call delivered it."""
-    key = rt.keys.inbox(prompt.person_id)
 
-    async def body(pipe: Pipeline) -> bool:
-        if await pipe.hexists(key, prompt.id):
-            return False
-        pipe.multi()
-        pipe.hset(key, prompt.id, prompt.model_dump_json())
+    def fill(pipe: Pipeline) -> None:
         if prompt.kind in ANSWERABLE:
             prompted = rt.keys.prompted(prompt.person_id)
             pipe.zadd(prompted, {prompt.approval_id: prompt.at.timestamp()}, nx=True)
@@ -31,9 +26,9 @@ async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
             incident_id=prompt.incident_id, subject=prompt.approval_id,
             detail={"kind": prompt.kind, "to": prompt.person_id, "level": prompt.level,
                     "preferred_channel": prompt.channel, "channel": "web"}))
-        return True
 
-    return await transact(rt.redis, [key], body)
+    return await set_if_new(rt.redis, rt.keys.inbox(prompt.person_id), prompt.id,
+                            prompt.model_dump_json(), fill)
 
 
 async def prompted_requests(redis: Redis, keys: Keys, person_id: str) -> list[str]:

@@ -22,7 +22,7 @@ from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_ur
 from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
-    addressee,
+    claim,
     hand_over,
     queue_outcome,
     reason_not_to_send,
@@ -31,7 +31,7 @@ from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import remember_provider_ids
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Script, run_pipeline
+from coordinator.state import Pipeline, run_pipeline
 from coordinator.subscribers import store
 from coordinator.subscribers.store import queue_active
 
@@ -53,43 +53,6 @@ WITHDRAWN_EVERY_S = 0.25
 LEAVERS_EVERY_S = 1.0
 """How stale its knowledge of who said STOP or left may be (one round trip for the whole
 batch, its cost growing with the batch)."""
-
-# KEYS: the deliveries; ARGV: owner (worker/instance), now, heartbeat key prefix, this
-# instance, channel, then each delivery's addressee. Per delivery: its final status, `busy`
-# (a live worker is sending it), `orphan|<started>` (a dead one was) or `fresh`; the last two
-# are now this owner's.
-_CLAIM = Script("""
-local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
-local out = {}
-for i, key in ipairs(KEYS) do
-  local row = redis.call('HMGET', key, 'status', 'owner', 'at')
-  local status = row[1] or ''
-  local claim = 'fresh'
-  if final[status] then
-    claim = status
-  else
-    if status == 'sending' then
-      local owner = row[2] or ''
-      local slash = string.find(owner, '/', 1, true) or (#owner + 1)
-      local alive = redis.call('GET', ARGV[3] .. string.sub(owner, 1, slash - 1))
-      local instance = string.sub(owner, slash + 1)
-      if alive and alive == instance and instance ~= ARGV[4] then
-        claim = 'busy'
-      else
-        claim = 'orphan|' .. (row[3] or '')
-      end
-    end
-    if claim ~= 'busy' then
-      redis.call('HSET', key, 'status', 'sending', 'channel', ARGV[5], 'to', ARGV[5 + i],
-                 'owner', ARGV[1])
-      if claim == 'fresh' then redis.call('HSET', key, 'at', ARGV[2]) end
-      redis.call('HINCRBY', key, 'attempts', 1)
-    end
-  end
-  out[i] = claim
-end
-return out
-""")
 
 _running: set[tuple[str, str]] = set()  # batches this process is working on now
 
@@ -152,7 +115,7 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
             for part in _parts(numbers):
                 requests = await _requests(rt, statement, part, batch.channel)
                 await run.refresh(just=requests)  # before the claim: nothing claimed idles
-                claims = await _claim(rt, requests, batch.channel, now)
+                claims = await claim(rt, requests, batch.channel, now)
                 run.add(requests)
                 handing += [asyncio.create_task(one(r, c))
                             for r, c in zip(requests, claims, strict=True)]
@@ -226,18 +189,6 @@ async def _requests(rt: Runtime, statement: Statement, numbers: list[int], chann
             statement, sub, link, rt.city.languages,
             unsubscribe_url(rt, sub) if channel == "email" else None, only=channel, texts=texts)
     return requests
-
-
-async def _claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime
-                 ) -> list[str]:
-    """Claim every delivery of the batch in one script; each one's claim."""
-    if not requests:
-        return []
-    claims = await _CLAIM(rt.redis, [rt.keys.delivery(r.id) for r in requests], [
-        f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
-        rt.keys.worker_heartbeat(""), rt.instance, channel,
-        *[addressee(r) for r in requests]])
-    return [str(c) for c in claims]
 
 
 class _Run:

@@ -23,7 +23,7 @@ from coordinator import topics
 from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
-    addressee,
+    claim,
     hand_over,
     queue_outcome,
 )
@@ -32,7 +32,7 @@ from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Redis, transact
+from coordinator.state import Pipeline, Redis
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 
@@ -112,66 +112,35 @@ async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRe
 
 async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
                    now: datetime) -> Delivered:
-    key = rt.keys.delivery(request.id)
-    claim = await _claim_patiently(rt, key, request, now)
-    if claim in FINAL:
+    taken = await _claim_patiently(rt, request, now)
+    if taken in FINAL:
         await rt.redis.hdel(rt.keys.deliveries_pending(), request.id)
-        return Delivered(claim, "already handled")
+        return Delivered(taken, "already handled")
     channel = channels.get(request.channel)
     if channel is None:
         return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
                                                   "configured"), now)
     # Whether it is still wanted (STOP, left, withdrawn) is asked once, by the channel when
     # its turn comes (after the rate limit's wait): then a skip is recorded as such.
-    started = now.isoformat() if claim == "fresh" else await rt.redis.hget(key, "at")
-    outcome = await hand_over(rt, channel, request, orphan=claim == "orphan", started=started)
+    orphan = taken.startswith("orphan|")  # with when it was first started, if known
+    started = taken.removeprefix("orphan|") or None if orphan else now.isoformat()
+    outcome = await hand_over(rt, channel, request, orphan=orphan, started=started)
     if outcome.provider_id:
         outcome = outcome.after_early_callback(
             await remember_provider_id(rt.redis, rt.keys, outcome.provider_id, request.id))
     return await _finish(rt, request, outcome, now)
 
 
-async def _claim_patiently(rt: Runtime, key: str, request: DeliveryRequest, now: datetime
-                           ) -> str:
+async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime) -> str:
     """Claim; while another live process is sending it, wait for its outcome (a rebalance
     hands the same event to two consumers); after 30 s, take it over."""
-    claim = await _claim(rt, key, request, now)
     for _ in range(30):
-        if claim != "busy":
-            return claim
+        [taken] = await claim(rt, [request], request.channel, now)
+        if taken != "busy":
+            return taken
         await asyncio.sleep(1.0)
-        claim = await _claim(rt, key, request, now)
-    return await _claim(rt, key, request, now, take_over=True)
-
-
-async def _claim(rt: Runtime, key: str, request: DeliveryRequest, now: datetime,
-                 take_over: bool = False) -> str:
-    """Take the delivery for this process: `fresh`, `orphan` (left `sending` by a process
-    that is gone), `busy` (another live process is sending it) or its final status."""
-
-    async def body(pipe: Pipeline) -> str:
-        row = await pipe.hgetall(key)
-        status = row.get("status", "")
-        if status in FINAL:
-            return str(status)
-        claim = "fresh"
-        if status == "sending":
-            owner_worker, _, owner_instance = row.get("owner", "").partition("/")
-            alive = await pipe.get(rt.keys.worker_heartbeat(owner_worker))
-            if alive == owner_instance and owner_instance != rt.instance and not take_over:
-                return "busy"
-            claim = "orphan"
-        pipe.multi()
-        fields = {"status": "sending", "channel": request.channel,
-                  "to": addressee(request),
-                  "owner": f"{rt.settings.worker_id}/{rt.instance}"}
-        if claim == "fresh":  # an orphan keeps its first start: reconciling looks from there
-            fields["at"] = now.isoformat()
-        pipe.hset(key, mapping=fields)
-        pipe.hincrby(key, "attempts", 1)
-        return claim
-
-    return await transact(rt.redis, [key], body)
+    [taken] = await claim(rt, [request], request.channel, now, take_over=True)
+    return taken
 
 
 async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime

@@ -25,12 +25,50 @@ from channels.base import (
 from channels.delivery import send_with_retries
 from coordinator.events import AuditEvent, DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, run_pipeline
+from coordinator.state import Pipeline, Script, queue_audit, run_pipeline
 from coordinator.subscribers.store import queue_active
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
 PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
             "undelivered": 2, "failed": 2}
+
+
+# KEYS: the deliveries; ARGV: owner (worker/instance), now, heartbeat key prefix, this
+# instance, channel, take over ('1': one a live worker is sending too), then each
+# delivery's addressee. Per delivery: its final status, `busy` (a live worker is sending
+# it), `orphan|<started>` (a dead one was) or `fresh`; the last two are now this owner's.
+_CLAIM = Script("""
+local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'owner', 'at')
+  local status = row[1] or ''
+  local claim = 'fresh'
+  if final[status] then
+    claim = status
+  else
+    if status == 'sending' then
+      local owner = row[2] or ''
+      local slash = string.find(owner, '/', 1, true) or (#owner + 1)
+      local alive = redis.call('GET', ARGV[3] .. string.sub(owner, 1, slash - 1))
+      local instance = string.sub(owner, slash + 1)
+      if alive and alive == instance and instance ~= ARGV[4] and ARGV[6] ~= '1' then
+        claim = 'busy'
+      else
+        claim = 'orphan|' .. (row[3] or '')
+      end
+    end
+    if claim ~= 'busy' then
+      redis.call('HSET', key, 'status', 'sending', 'channel', ARGV[5], 'to', ARGV[6 + i],
+                 'owner', ARGV[1])
+      if claim == 'fresh' then redis.call('HSET', key, 'at', ARGV[2]) end
+      redis.call('HINCRBY', key, 'attempts', 1)
+    end
+  end
+  out[i] = claim
+end
+return out
+""")
 
 
 @dataclass(frozen=True)
@@ -132,6 +170,21 @@ async def reconcile(channel: Channel, message: OutboundMessage, started: str | N
         return await channel.reconcile(message, since)
     except DeliveryError:
         return None
+
+
+async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime,
+                take_over: bool = False) -> list[str]:
+    """Take deliveries for this process, in one script: each one's claim, `fresh`,
+    `orphan|<when it was started>` (left `sending` by a process that is gone; with
+    `take_over`, by a live one too), `busy` (another live process is sending it) or its
+    final status."""
+    if not requests:
+        return []
+    claims = await _CLAIM(rt.redis, [rt.keys.delivery(r.id) for r in requests], [
+        f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
+        rt.keys.worker_heartbeat(""), rt.instance, channel, "1" if take_over else "0",
+        *[addressee(r) for r in requests]])
+    return [str(c) for c in claims]
 
 
 def addressee(request: DeliveryRequest) -> str:

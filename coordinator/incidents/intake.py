@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.events import AuditEvent, IncidentOpened, Report, ReportAttached
+from coordinator import outbox, topics
+from coordinator.events import AuditEvent, IncidentOpened, Report
 from coordinator.incidents.claims import best_match
 from coordinator.incidents.correlation import joins
 from coordinator.incidents.surge import queue_count
@@ -27,12 +28,15 @@ class TakenIn:
     opened: bool
     first_time: bool
 
-    def event(self, report: Report) -> IncidentOpened | ReportAttached:
-        """The incident event this report led to (the same one on every replay)."""
-        if self.opened:
-            return IncidentOpened(incident_id=self.incident_id, report=report,
-                                  at=report.received_at)
-        return ReportAttached(incident_id=self.incident_id, report=report, at=report.received_at)
+    def opened_event(self, report: Report) -> IncidentOpened:
+        """The incident this report opened, to plan (the same event on every replay)."""
+        return IncidentOpened(incident_id=self.incident_id, report=report,
+                              at=report.received_at)
+
+
+def opened_message_id(incident_id: str) -> str:
+    """The kept message (``outbox``) of an opened incident to plan."""
+    return f"opened:{incident_id}"
 
 
 def incident_id_for(seq: int) -> str:
@@ -44,7 +48,9 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
                          claim_threshold: float = 0.4, surge_path: Sequence[str] = (),
                          surge_window_s: float = 600.0) -> TakenIn:
     """Record the report in an incident, exactly once; the outbox entry goes with it, and
-    so does its count for the surge detector in each area of `surge_path` (not a drill's)."""
+    so does its count for the surge detector in each area of `surge_path` (not a drill's).
+    An incident it opens is kept to be planned (``outbox``, not sent: the caller plans it
+    at once, and the drain sends it to `incident-events` should that be cut off)."""
     report_key = keys.report(report.id)
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
@@ -79,6 +85,9 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             elif not report.attach_to:  # an attachment to a closed incident opens a new one
                 pipe.set(open_key, new_id)
             result = TakenIn(new_id, opened=True, first_time=True)
+            outbox.queue(pipe, keys, {opened_message_id(new_id): (
+                topics.INCIDENT_EVENTS.name, new_id, result.opened_event(report).to_bytes())},
+                sent=False)
         if gone:
             pipe.srem(claims_key, *gone)
         _queue_counts(pipe, keys, result.incident_id, report)

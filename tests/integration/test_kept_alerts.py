@@ -16,8 +16,9 @@ from coordinator.approvals.escalate import prompt_message_id
 from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import ApprovalPrompt, DeliveryRequest, Severity, Statement
+from coordinator.events import ApprovalPrompt, DeliveryRequest, Report, Severity, Statement
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
+from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, IncidentStatus
 from coordinator.pipeline import Pipeline
 from coordinator.runtime import Runtime
@@ -156,7 +157,7 @@ async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
     pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
     prompt = a_prompt()
     await pipeline._send_prompts([prompt])
-    assert await pipeline.finish_beside(0) == 1  # cut off: nothing of it ran
+    assert await pipeline.at_once.finish(0) == 1  # cut off: nothing of it ran
     assert sent == []
     assert await outbox.waiting(rt.redis, rt.keys) == [
         (f"prompt:{prompt.id}", pytest.approx(0, abs=5), 0)]  # kept, never sent
@@ -179,18 +180,58 @@ async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> No
 
     prompt = a_prompt()
     mid, key, value = prompt_message_id(prompt.id), prompt.incident_id, prompt.to_bytes()
-    await outbox.keep(rt.redis, rt.keys, mid, topics.APPROVAL_EVENTS, key, value)
+    await outbox.keep(rt.redis, rt.keys, {mid: (topics.APPROVAL_EVENTS.name, key, value)})
     up = Pipeline(rt, {}, broker_up, lambda _timer: None)
-    up._at_once(fails(), topics.APPROVAL_EVENTS, key, value)
-    assert await up.finish_beside(5) == 0
+    await up.at_once.start(fails(), topics.APPROVAL_EVENTS, key, value)
+    assert await up.at_once.finish(5) == 0
     assert sent == [("approval-events", key)]
     down = Pipeline(rt, {}, broker_down, lambda _timer: None)
-    down._at_once(fails(), topics.APPROVAL_EVENTS, key, value)
-    assert await down.finish_beside(5) == 0  # ended: logged, nothing raised
-    assert not down.beside
+    await down.at_once.start(fails(), topics.APPROVAL_EVENTS, key, value)
+    assert await down.at_once.finish(5) == 0  # ended: logged, nothing raised
+    assert not down.at_once.tasks
     assert await rt.redis.hexists(rt.keys.followups(), mid)  # still kept ...
     assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
     assert sent == [("approval-events", key)] * 2  # ... and sent by the drain
+
+
+def a_report(number: int, kind: str) -> Report:
+    return Report(id=f"token:t:{number}", kind=kind, severity=Severity.severe,
+                  area="hn-ba-dinh", title="Ngập sâu", received_at=NOW)
+
+
+async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Runtime) -> None:
+    """The intake plans the incident a report opens beside itself: no message on
+    `incident-events`, nor a request or prompt on `approval-events`, and nothing left kept.
+    Taken in while the worker shuts down, the incident stays kept, and the drain puts it
+    on `incident-events` (whose handler plans it)."""
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    await pipeline.intake(a_report(1, "flood").to_bytes())
+    while pipeline.at_once.tasks:  # the plan, then the prompts it starts
+        await asyncio.wait(set(pipeline.at_once.tasks))
+    [planned] = await rt.redis.zrange(rt.keys.incidents(), 0, -1)
+    approval_id = await rt.redis.hget(rt.keys.incident(planned), "approval_id")
+    record = ApprovalRecord.from_hash(await rt.redis.hgetall(rt.keys.approval(approval_id)))
+    assert record.holders  # each was prompted: the prompt is in their inbox
+    for person in record.holders:
+        assert await rt.redis.hlen(rt.keys.inbox(person)) == 1
+    assert sent == []
+    assert await outbox.waiting(rt.redis, rt.keys) == []
+
+    closing = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    assert await closing.at_once.finish(0) == 0  # shutting down: nothing more starts
+    await closing.intake(a_report(2, "fire").to_bytes())
+    [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
+    incident_id = mid.removeprefix("opened:")
+    assert incident_id != planned
+    assert sends == 0
+    assert not await rt.redis.hget(rt.keys.incident(incident_id), "approval_id")
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert sent == [("incident-events", incident_id)]
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:
@@ -199,7 +240,7 @@ async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> No
     pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
     prompt = a_prompt("web")
     await pipeline._send_prompts([prompt])
-    assert await pipeline.finish_beside(5) == 0
+    assert await pipeline.at_once.finish(5) == 0
     assert await rt.redis.hkeys(rt.keys.inbox("nguyen-van-an")) == [prompt.id]
     assert await rt.redis.hlen(rt.keys.followups()) == 0
     assert await pending_ids(rt) == set()
@@ -213,8 +254,8 @@ async def test_an_sms_prompt_is_kept_as_a_delivery_before_its_prompt_is_forgotte
     pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
     prompt = a_prompt("sms")
     await pipeline._send_prompts([prompt])
-    while pipeline.beside:  # the prompt, then the delivery it starts
-        await asyncio.wait(set(pipeline.beside))
+    while pipeline.at_once.tasks:  # the prompt, then the delivery it starts
+        await asyncio.wait(set(pipeline.at_once.tasks))
     record = await rt.redis.hgetall(rt.keys.delivery(f"prompt:{prompt.id}"))
     assert (record["status"], record["error"]) == ("skipped", "sms is not configured")
     assert await rt.redis.hlen(rt.keys.followups()) == 0
@@ -233,6 +274,6 @@ async def test_a_prompt_under_way_at_shutdown_leaves_its_delivery_kept(rt: Runti
     pipeline = Pipeline(rt, {}, broker_down, lambda _timer: None)
     prompt = a_prompt("sms")
     await pipeline._send_prompts([prompt])
-    assert await pipeline.finish_beside(5) == 0
+    assert await pipeline.at_once.finish(5) == 0
     assert await pending_ids(rt) == {f"prompt:{prompt.id}"}
     assert await rt.redis.hlen(rt.keys.followups()) == 0

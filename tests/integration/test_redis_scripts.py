@@ -1,6 +1,7 @@
 """Lua scripts run by their SHA1 (`state.Script`), on a private redis-server: a Redis whose
 script cache is empty (restarted, or never used) is given the text again, called alone or
-in a pipeline, and a pipeline does not ask the server for its scripts every time."""
+in a pipeline, and a pipeline does not ask the server for its scripts every time; a
+compare-and-set of a hash field with the writes that go with it, in one script."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import pytest
 
 from coordinator.embedded import Service
-from coordinator.state import Pipeline, Redis, Script, connect, run_pipeline
+from coordinator.state import Pipeline, Redis, Script, connect, run_pipeline, set_if_new
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,32 @@ def test_a_pipeline_asks_for_its_scripts_once_and_again_after_redis_lost_them(
             assert await run_pipeline(redis, fill) == [100, 120]
             assert await stat(redis, "script|load") == loads + 2
             assert await redis.get("scripttest:p") == "120"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_set_if_new_writes_the_rest_only_with_a_new_field(redis_server: Service) -> None:
+    """The field and the writes queued with it are all made when the field is new, in one
+    round trip, arguments of every kind as a pipeline would send them; none the second
+    time."""
+    def fill(pipe: Pipeline) -> None:
+        pipe.zadd("ifnew:z", {"a": 1.5}, nx=True)
+        pipe.xadd("ifnew:s", {"event": "{\"x\": \"Ngập sâu\"}"})
+        pipe.hincrby("ifnew:n", "count", 2)
+
+    async def scenario() -> None:
+        redis = connect(redis_server.url)
+        try:
+            await redis.delete("ifnew:h", "ifnew:z", "ifnew:s", "ifnew:n")
+            assert await set_if_new(redis, "ifnew:h", "p1", "first", fill) is True
+            assert await set_if_new(redis, "ifnew:h", "p1", "second", fill) is False
+            assert await redis.hgetall("ifnew:h") == {"p1": "first"}
+            assert await redis.zrange("ifnew:z", 0, -1, withscores=True) == [("a", 1.5)]
+            [(_, fields)] = await redis.xrange("ifnew:s")
+            assert fields == {"event": "{\"x\": \"Ngập sâu\"}"}
+            assert await redis.hget("ifnew:n", "count") == "2"
         finally:
             await redis.aclose()
 

@@ -1,0 +1,85 @@
+"""Kept work done at once, beside the handler that made it, rather than after a hop through
+the broker: an opened incident's plan, a plan's prompts, a prompt's SMS or email.
+
+The work is kept in Redis before it starts (the outbox, or the pending deliveries), exactly
+as it would be before going on its topic. Should doing it at once fail, its message goes on
+that topic, whose handler retries it; should even that fail, it is still kept, and the
+worker sends it again later. At shutdown nothing more starts, and what is under way gets a
+moment to end; what is cut off is finished after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+
+from coordinator import observability as obs
+from coordinator import topics
+
+Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+LIMIT = 32
+"""Pieces of work of each kind handled at once at a time, as many as the deliveries' agent
+takes; the handler that makes one more waits its turn."""
+log = obs.get_logger("at_once")
+
+
+class AtOnce:
+    """The work under way beside its handlers, one limit per kind (by topic): a plan waits
+    for room for its prompts, a prompt for its delivery, never the other way round (one
+    shared limit could fill up with plans all waiting for room for their prompts)."""
+
+    def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], limit: int = LIMIT
+                 ) -> None:
+        self.send = send
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.gates = {spec.name: asyncio.Semaphore(limit) for spec in kinds}
+        self.closing = False  # shutting down: nothing more is started
+
+    async def start(self, work: Coroutine[None, None, None], spec: topics.TopicSpec,
+                    key: str, value: bytes) -> None:
+        """Start kept `work` (whose message on `spec` would be `key`, `value`); waits only
+        while :data:`LIMIT` pieces of its kind are under way."""
+        gate = self.gates[spec.name]
+        try:
+            await gate.acquire()
+        except BaseException:  # the handler itself cancelled meanwhile: the work is kept
+            work.close()
+            raise
+        if self.closing:  # kept in Redis: finished after the restart
+            gate.release()
+            work.close()
+            return
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.warning("work done at once failed; its topic takes it", topic=spec.name,
+                            key=key, error=repr(exc))
+                try:
+                    await self.send(spec, key, value)
+                except Exception as again:  # kept in Redis: the worker's rounds resend it
+                    log.warning("not on its topic either; kept for the next round",
+                                topic=spec.name, key=key, error=repr(again))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(lambda _: work.close())  # cancelled before it began: no warning
+        task.add_done_callback(lambda _: gate.release())  # however it ended
+
+    async def finish(self, timeout_s: float) -> int:
+        """At shutdown: start nothing more, and wait up to `timeout_s` for what is under way
+        (and what it starts meanwhile); how many were cut off (each is kept in Redis, and
+        finished after the restart)."""
+        self.closing = True
+        deadline = time.monotonic() + timeout_s
+        while self.tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self.tasks), timeout=left)
+        cut = set(self.tasks)
+        for task in cut:
+            task.cancel()
+        if cut:  # their own `finally` blocks run before the channels close
+            await asyncio.wait(cut, timeout=1.0)
+        return len(cut)

@@ -68,6 +68,12 @@ async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
         await redis.hdel(keys.followups(), *ids)
 
 
+def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
+    """Inside MULTI: :func:`done`, with the record of the effect."""
+    if ids:
+        pipe.hdel(keys.followups(), *ids)
+
+
 async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S
                 ) -> int:
     """Send again what has waited longer than `older_than_s`; how many were sent."""

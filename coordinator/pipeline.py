@@ -30,9 +30,9 @@ from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.at_once import AtOnce
 from coordinator.dispatch.batches import deliver_batch
-from coordinator.dispatch.deliveries import deliver, keep_delivery, lane_of
+from coordinator.dispatch.deliveries import deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import fan_out
-from coordinator.dispatch.reach import remember_reach
+from coordinator.dispatch.reach import record_with_reach
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.errors import BadEvent
 from coordinator.escalation.policy import Timer, level_timers
@@ -116,7 +116,7 @@ class Pipeline:
             # (outbox); planned again on a replay too (the planner is idempotent).
             event = taken.opened_event(report)
             await self.at_once.start(self._plan_opened(event), topics.INCIDENT_EVENTS,
-                                taken.incident_id, event.to_bytes())
+                                     taken.incident_id, event.to_bytes())
         if taken.first_time and not report.exercise:
             await self._surge(report.kind, path, report.received_at, taken.incident_id)
 
@@ -182,9 +182,8 @@ class Pipeline:
         write and here would have lost, and nothing more. (The request itself is not put on
         `approval-events`: nothing consumed it there; the audit stream records it.)"""
         # What the draft would reach and cost, on the request before anyone is asked.
-        await remember_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
-                             request.incident_id, request.draft_id)
-        row = await self.rt.redis.hgetall(self.rt.keys.approval(request.id))
+        row, _ = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city,
+                                         request.id, request.incident_id, request.draft_id)
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
             self.schedule(timer)
@@ -208,11 +207,15 @@ class Pipeline:
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
         request = await prompt_delivery(self.rt, event)
+        async with self.rt.redis.pipeline(transaction=True) as pipe:
+            # The delivery is kept as the prompt is forgotten: one of them always is.
+            if request is not None:
+                queue_keep_delivery(pipe, self.rt.keys, request)
+            outbox.queue_done(pipe, self.rt.keys, [prompt_message_id(event.id)])
+            await pipe.execute()
         if request is not None:
-            await keep_delivery(self.rt.redis, self.rt.keys, request)
             await self.at_once.start(self._deliver(request), lane_of(request), request.id,
-                                request.to_bytes())
-        await outbox.done(self.rt.redis, self.rt.keys, [prompt_message_id(event.id)])
+                                     request.to_bytes())
 
     async def deliver(self, value: bytes) -> None:
         """An SMS or email goes to its provider, with retries, once."""
@@ -278,7 +281,7 @@ class Pipeline:
             for p in prompts})
         for p in prompts:
             await self.at_once.start(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id,
-                                p.to_bytes())
+                                     p.to_bytes())
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +23,7 @@ from coordinator.errors import ConfigError
 from coordinator.events import ApprovalPrompt, DeliveryRequest, Draft, utcnow
 from coordinator.runtime import Runtime
 from coordinator.signing import b64, derived_key
+from coordinator.state import Script
 
 _emails = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
@@ -115,10 +115,17 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryReques
                            incident_id=prompt.incident_id, person_id=prompt.person_id)
 
 
+# KEYS: the approval; ARGV: the drafts' key prefix. The draft its request is for, or nil.
+_DRAFT_OF = Script("""
+local raw = redis.call('HGET', KEYS[1], 'request')
+if not raw then return false end
+return redis.call('GET', ARGV[1] .. cjson.decode(raw)['draft_id'])
+""")
+
+
 async def _draft(rt: Runtime, approval_id: str) -> Draft | None:
-    raw = await rt.redis.hget(rt.keys.approval(approval_id), "request")
-    draft_id = json.loads(raw)["draft_id"] if raw else None
-    draft = await rt.redis.get(rt.keys.draft(draft_id)) if draft_id else None
+    """The draft an approval request is for (one round trip)."""
+    draft = await _DRAFT_OF(rt.redis, [rt.keys.approval(approval_id)], [rt.keys.draft("")])
     return Draft.model_validate_json(draft) if draft else None
 
 

@@ -53,8 +53,16 @@ def lane_of(request: DeliveryRequest) -> topics.TopicSpec:
 async def keep_delivery(redis: Redis, keys: Keys, request: DeliveryRequest) -> None:
     """Keep the request in Redis until its outcome is recorded: one the broker lost, or a
     process cut off while handing it over, is sent again by ``dispatch.recovery``."""
-    await redis.hset(keys.deliveries_pending(), request.id,
-                     json.dumps({"at": time.time(), "request": request.model_dump_json()}))
+    await redis.hset(keys.deliveries_pending(), request.id, _pending(request))
+
+
+def queue_keep_delivery(pipe: Pipeline, keys: Keys, request: DeliveryRequest) -> None:
+    """Inside MULTI: :func:`keep_delivery`."""
+    pipe.hset(keys.deliveries_pending(), request.id, _pending(request))
+
+
+def _pending(request: DeliveryRequest) -> str:
+    return json.dumps({"at": time.time(), "request": request.model_dump_json()})
 
 
 async def queue_delivery(redis: Redis, keys: Keys, request: DeliveryRequest, send: Send

@@ -84,23 +84,25 @@ async def reach_of(redis: Redis, keys: Keys, city: City, area: str, kind: str,
                  sms_segments(texts, counts, int(sms), city.languages))
 
 
-async def remember_reach(redis: Redis, keys: Keys, city: City, approval_id: str,
-                         incident_id: str, draft_id: str) -> Reach | None:
-    """Count a requested draft's reach and keep it on its approval request (once: a replay
-    keeps the first count). None when the draft or incident is gone."""
+async def record_with_reach(redis: Redis, keys: Keys, city: City, approval_id: str,
+                            incident_id: str, draft_id: str
+                            ) -> tuple[dict[str, str], Reach | None]:
+    """An approval request's record (its hash), once its draft's reach is counted and kept
+    on it (once: a replay keeps the first count). The reach is None when the draft or the
+    incident is gone; the record is read before the reach is added to it."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hget(keys.approval(approval_id), "reach")
+        pipe.hgetall(keys.approval(approval_id))
         pipe.get(keys.draft(draft_id))
         pipe.hmget(keys.incident(incident_id), ["area", "kind", "exercise", "drill_list"])
-        kept, draft, (area, kind, exercise, drill_list) = await pipe.execute()
-    if kept:
-        return Reach.from_json(kept)
+        record, draft, (area, kind, exercise, drill_list) = await pipe.execute()
+    if record.get("reach"):
+        return record, Reach.from_json(record["reach"])
     if draft is None or area is None or kind is None:
-        return None
+        return record, None
     stored = json.loads(draft)
     texts = [RenderedText.model_validate(t) for t in stored["texts"]]
     earlier = keys.incident_reached(incident_id) if stored.get("references") else None
     reach = await reach_of(redis, keys, city, area, kind, texts, exercise == "1",
                            drill_list or None, earlier)
     await redis.hsetnx(keys.approval(approval_id), "reach", reach.to_json())
-    return reach
+    return record, reach

@@ -4,7 +4,8 @@ the broker: an opened incident's plan, a plan's prompts, a prompt's SMS or email
 The work is kept in Redis before it starts (the outbox, or the pending deliveries), exactly
 as it would be before going on its topic. Should doing it at once fail, its message goes on
 that topic, whose handler retries it; should even that fail, it is still kept, and the
-worker sends it again later. At shutdown nothing more starts, and what is under way gets a
+worker sends it again later. Work that finds no room (:data:`LIMIT` of its kind under way)
+goes on its topic at once. At shutdown nothing more starts, and what is under way gets a
 moment to end; what is cut off is finished after the restart.
 """
 
@@ -20,14 +21,15 @@ from coordinator import topics
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 LIMIT = 32
 """Pieces of work of each kind handled at once at a time, as many as the deliveries' agent
-takes; the handler that makes one more waits its turn."""
+takes; more go through their topic."""
 log = obs.get_logger("at_once")
 
 
 class AtOnce:
-    """The work under way beside its handlers, one limit per kind (by topic): a plan waits
-    for room for its prompts, a prompt for its delivery, never the other way round (one
-    shared limit could fill up with plans all waiting for room for their prompts)."""
+    """The work under way beside its handlers, with a limit per kind (by topic): plans,
+    prompts and their deliveries each have room for :data:`LIMIT`, and what finds none
+    goes through its topic (as everything did before it was done at once), so the
+    broker, not memory, holds a burst."""
 
     def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], limit: int = LIMIT
                  ) -> None:
@@ -38,36 +40,41 @@ class AtOnce:
 
     async def start(self, work: Coroutine[None, None, None], spec: topics.TopicSpec,
                     key: str, value: bytes) -> None:
-        """Start kept `work` (whose message on `spec` would be `key`, `value`); waits only
-        while :data:`LIMIT` pieces of its kind are under way."""
+        """Start kept `work` (whose message on `spec` would be `key`, `value`) beside the
+        caller; with :data:`LIMIT` pieces of its kind under way already, put it on `spec`
+        instead, whose handler takes it in turn. The caller never waits for room: a
+        prompt's SMS waiting for the rate limit holds up neither its prompt's handler, nor
+        the plan behind it, nor the intake of the next report."""
         gate = self.gates[spec.name]
-        try:
-            await gate.acquire()
-        except BaseException:  # the handler itself cancelled meanwhile: the work is kept
-            work.close()
-            raise
         if self.closing:  # kept in Redis: finished after the restart
-            gate.release()
             work.close()
             return
+        if gate.locked():
+            work.close()
+            await self._on_topic(spec, key, value, "no room at once")
+            return
+        await gate.acquire()  # free: it does not wait
 
         async def run() -> None:
             try:
                 await work
             except Exception as exc:
-                log.warning("work done at once failed; its topic takes it", topic=spec.name,
-                            key=key, error=repr(exc))
-                try:
-                    await self.send(spec, key, value)
-                except Exception as again:  # kept in Redis: the worker's rounds resend it
-                    log.warning("not on its topic either; kept for the next round",
-                                topic=spec.name, key=key, error=repr(again))
+                await self._on_topic(spec, key, value, f"failed at once: {exc!r}")
 
         task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(lambda _: work.close())  # cancelled before it began: no warning
         task.add_done_callback(lambda _: gate.release())  # however it ended
+
+    async def _on_topic(self, spec: topics.TopicSpec, key: str, value: bytes, why: str
+                        ) -> None:
+        log.info("work goes on its topic", topic=spec.name, key=key, why=why)
+        try:
+            await self.send(spec, key, value)
+        except Exception as exc:  # kept in Redis: the worker's rounds resend it
+            log.warning("not on its topic either; kept for the next round", topic=spec.name,
+                        key=key, error=repr(exc))
 
     async def finish(self, timeout_s: float) -> int:
         """At shutdown: start nothing more, and wait up to `timeout_s` for what is under way

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from coordinator import outbox, topics
 from coordinator.approvals.escalate import prompt_message_id
+from coordinator.at_once import AtOnce
 from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
 from coordinator.errors import BrokerUnavailable
@@ -232,6 +233,35 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     assert not await rt.redis.hget(rt.keys.incident(incident_id), "approval_id")
     assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
     assert sent == [("incident-events", incident_id)]
+
+
+async def test_work_that_finds_no_room_at_once_goes_on_its_topic() -> None:
+    """With as much of its kind under way as the limit allows, work goes on its topic at
+    once (its caller does not wait for room); other kinds still have theirs."""
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(name: str) -> None:
+        ran.append(name)
+        await release.wait()
+
+    at_once = AtOnce(broker_up, (topics.APPROVAL_EVENTS, topics.DELIVERIES_SMS), limit=1)
+    await at_once.start(work("first"), topics.APPROVAL_EVENTS, "INC-1", b"{}")
+    await at_once.start(work("second"), topics.APPROVAL_EVENTS, "INC-2", b"{}")
+    await at_once.start(work("sms"), topics.DELIVERIES_SMS, "prompt:1", b"{}")
+    await asyncio.sleep(0)
+    assert ran == ["first", "sms"]
+    assert sent == [("approval-events", "INC-2")]
+    release.set()
+    assert await at_once.finish(5) == 0
+    await at_once.start(work("late"), topics.APPROVAL_EVENTS, "INC-3", b"{}")  # shut down
+    assert ran == ["first", "sms"]
+    assert sent == [("approval-events", "INC-2")]  # kept in Redis, for after the restart
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:

@@ -19,6 +19,7 @@ from coordinator import observability as obs
 from coordinator import topics
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+MarkSent = Callable[[list[str]], Awaitable[object]]
 LIMIT = 32
 """Pieces of work of each kind handled at once at a time, as many as the deliveries' agent
 takes; more go through their topic."""
@@ -31,27 +32,29 @@ class AtOnce:
     goes through its topic (as everything did before it was done at once), so the
     broker, not memory, holds a burst."""
 
-    def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], limit: int = LIMIT
-                 ) -> None:
+    def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], mark_sent: MarkSent,
+                 limit: int = LIMIT) -> None:
         self.send = send
+        self.mark_sent = mark_sent  # `outbox.sent`: a kept message went on its topic
         self.tasks: set[asyncio.Task[None]] = set()
         self.gates = {spec.name: asyncio.Semaphore(limit) for spec in kinds}
         self.closing = False  # shutting down: nothing more is started
 
     async def start(self, work: Coroutine[None, None, None], spec: topics.TopicSpec,
-                    key: str, value: bytes) -> None:
-        """Start kept `work` (whose message on `spec` would be `key`, `value`) beside the
-        caller; with :data:`LIMIT` pieces of its kind under way already, put it on `spec`
-        instead, whose handler takes it in turn. The caller never waits for room: a
-        prompt's SMS waiting for the rate limit holds up neither its prompt's handler, nor
-        the plan behind it, nor the intake of the next report."""
+                    key: str, value: bytes, kept_as: str | None = None) -> None:
+        """Start kept `work` (whose message on `spec` would be `key`, `value`, kept in the
+        outbox as `kept_as` if it is kept there) beside the caller; with :data:`LIMIT`
+        pieces of its kind under way already, put it on `spec` instead, whose handler takes
+        it in turn. The caller never waits for room: a prompt's SMS waiting for the rate
+        limit holds up neither its prompt's handler, nor the plan behind it, nor the intake
+        of the next report."""
         gate = self.gates[spec.name]
         if self.closing:  # kept in Redis: finished after the restart
             work.close()
             return
         if gate.locked():
             work.close()
-            await self._on_topic(spec, key, value, "no room at once")
+            await self._on_topic(spec, key, value, "no room at once", kept_as)
             return
         await gate.acquire()  # free: it does not wait
 
@@ -59,7 +62,7 @@ class AtOnce:
             try:
                 await work
             except Exception as exc:
-                await self._on_topic(spec, key, value, f"failed at once: {exc!r}")
+                await self._on_topic(spec, key, value, f"failed at once: {exc!r}", kept_as)
 
         task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)
@@ -67,14 +70,19 @@ class AtOnce:
         task.add_done_callback(lambda _: work.close())  # cancelled before it began: no warning
         task.add_done_callback(lambda _: gate.release())  # however it ended
 
-    async def _on_topic(self, spec: topics.TopicSpec, key: str, value: bytes, why: str
-                        ) -> None:
-        log.info("work goes on its topic", topic=spec.name, key=key, why=why)
+    async def _on_topic(self, spec: topics.TopicSpec, key: str, value: bytes, why: str,
+                        kept_as: str | None) -> None:
+        if why.startswith("failed"):
+            log.warning("work goes on its topic", topic=spec.name, key=key, why=why)
+        else:
+            log.info("work goes on its topic", topic=spec.name, key=key, why=why)
         try:
             await self.send(spec, key, value)
+            if kept_as is not None:  # sent: the drain waits for its consumer from now on
+                await self.mark_sent([kept_as])
         except Exception as exc:  # kept in Redis: the worker's rounds resend it
-            log.warning("not on its topic either; kept for the next round", topic=spec.name,
-                        key=key, error=repr(exc))
+            log.warning("not on its topic (or not noted so); kept for the next round",
+                        topic=spec.name, key=key, error=repr(exc))
 
     async def finish(self, timeout_s: float) -> int:
         """At shutdown: start nothing more, and wait up to `timeout_s` for what is under way

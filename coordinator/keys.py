@@ -286,8 +286,8 @@ class Keys:
         return self._k("recovery", "lock")
 
     def followups(self) -> str:
-        """Hash of messages a committed step still has to put on the broker. Pruned: each
-        once the broker has it (coordinator.outbox)."""
+        """Hash of messages a committed step put (or is to put) on the broker, each kept
+        until its consumer has done what it asks (coordinator.outbox)."""
         return self._k("followups")
 
     # people who log in to the web console

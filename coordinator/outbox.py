@@ -4,9 +4,12 @@ what they ask: Redis is the record, the broker carries.
 A transition writes its follow-up messages (`queue`) in the same MULTI as the change
 itself; anything else sends through :func:`send_kept`. The consumer removes a message once
 its effect is recorded (`done`). A crash, a broker outage, or a broker restarted empty
-loses none: `drain` sends again what has waited longer than :data:`RESEND_AFTER_S`, and
-gives up (a dead letter, which `loa doctor` shows) after :data:`MAX_SENDS`. Sending twice is
-harmless, every consumer is idempotent.
+loses none: `drain` sends again what has waited longer than :data:`RESEND_AFTER_S`, then
+twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behind is not
+flooded with copies). Only its consumer forgets a message: one still not finished after
+:data:`MAX_SENDS` sends is noted in the dead letters (which `loa doctor` shows) and stays
+kept, still sent again, since a broker restarted empty may have lost every copy of it.
+Sending twice is harmless, every consumer is idempotent.
 """
 
 from __future__ import annotations
@@ -23,14 +26,24 @@ from coordinator.state import Pipeline, Redis
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 Message = tuple[str, str, bytes]  # (topic name, key, value)
 RESEND_AFTER_S = 30.0
-"""How long a message waits for its consumer before it is sent again."""
+"""How long a message waits for its consumer before it is sent again (the first time)."""
+LONGEST_WAIT_S = 600.0
+"""The wait between sends doubles after each, up to this."""
 MAX_SENDS = 6
-"""Sends after which a message no consumer finishes becomes a dead letter."""
-_RESTAMP = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+"""Sends after which a message no consumer finishes is noted in the dead letters."""
+_SENT = """
+local sent = 0
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if raw then
+    local entry = cjson.decode(raw)
+    entry['at'] = tonumber(ARGV[1])
+    entry['sends'] = (tonumber(entry['sends']) or 1) + 1
+    redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
+    sent = sent + 1
+  end
 end
-return 0
+return sent
 """
 
 
@@ -62,6 +75,14 @@ async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, 
     await send(spec, key, value)
 
 
+async def sent(redis: Redis, keys: Keys, ids: list[str]) -> int:
+    """Note that kept messages went on the broker (one send more, the wait starts again);
+    those their consumer has finished meanwhile are left forgotten. How many were kept."""
+    if not ids:
+        return 0
+    return int(await redis.eval(_SENT, 1, keys.followups(), repr(time.time()), *ids))
+
+
 async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
     """Forget messages whose consumer has recorded their effect."""
     if ids:
@@ -76,22 +97,26 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
 
 async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S
                 ) -> int:
-    """Send again what has waited longer than `older_than_s`; how many were sent."""
+    """Send again what has waited longer than its wait (`older_than_s` after its first
+    send, doubling after each); how many were sent."""
     resent = 0
     for mid, raw in (await redis.hgetall(keys.followups())).items():
         entry = json.loads(raw)
-        if time.time() - entry["at"] < older_than_s:
-            continue
         sends = int(entry.get("sends", 1))
-        if sends >= MAX_SENDS:
-            await _give_up(redis, keys, mid, entry)
+        if time.time() - entry["at"] < wait_before_resend(sends, older_than_s):
             continue
         await send(topics.spec_named(entry["topic"]), entry["key"], entry["value"].encode())
-        # Re-stamped only if it is still kept: the consumer may have finished it meanwhile.
-        await redis.eval(_RESTAMP, 1, keys.followups(), mid, _entry(
-            entry["topic"], entry["key"], entry["value"].encode(), time.time(), sends + 1))
+        if await sent(redis, keys, [mid]) and sends + 1 == MAX_SENDS:
+            await _note_dead(redis, keys, mid, entry)
         resent += 1
     return resent
+
+
+def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:
+    """How long a message sent `sends` times waits for its consumer before it is sent
+    again: `first_s` (also for one kept and never sent), doubling after each send, at most
+    :data:`LONGEST_WAIT_S`. Pure."""
+    return min(first_s * (1 << min(max(sends - 1, 0), 30)), max(LONGEST_WAIT_S, first_s))
 
 
 async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
@@ -102,15 +127,14 @@ async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
                                for m, r in (await redis.hgetall(keys.followups())).items())]
 
 
-async def _give_up(redis: Redis, keys: Keys, mid: str, entry: dict[str, object]) -> None:
+async def _note_dead(redis: Redis, keys: Keys, mid: str, entry: dict[str, object]) -> None:
+    """A dead letter saying so, once: the message stays kept, and is still sent again."""
     letter = DeadLetter(topic=str(entry["topic"]), key=str(entry["key"]),
                         value=str(entry["value"])[:10_000],
-                        reason=f"no consumer finished {mid} after {MAX_SENDS} sends")
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(keys.dead_letters(), {"letter": letter.model_dump_json()},
-                  maxlen=100_000, approximate=True)
-        pipe.hdel(keys.followups(), mid)
-        await pipe.execute()
+                        reason=f"no consumer finished {mid} after {MAX_SENDS} sends; still "
+                               f"kept and sent again every {LONGEST_WAIT_S:.0f} s at most")
+    await redis.xadd(keys.dead_letters(), {"letter": letter.model_dump_json()},
+                     maxlen=100_000, approximate=True)
 
 
 def _entry(topic: str, key: str, value: bytes, at: float, sends: int) -> str:

@@ -83,7 +83,8 @@ class Pipeline:
         self.schedule = schedule
         # Plans, prompts and single deliveries are done at once, beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
-                                     topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL))
+                                     topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL),
+                              lambda ids: outbox.sent(rt.redis, rt.keys, ids))
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -116,7 +117,8 @@ class Pipeline:
             # (outbox); planned again on a replay too (the planner is idempotent).
             event = taken.opened_event(report)
             await self.at_once.start(self._plan_opened(event), topics.INCIDENT_EVENTS,
-                                     taken.incident_id, event.to_bytes())
+                                     taken.incident_id, event.to_bytes(),
+                                     opened_message_id(taken.incident_id))
         if taken.first_time and not report.exercise:
             await self._surge(report.kind, path, report.received_at, taken.incident_id)
 
@@ -281,7 +283,7 @@ class Pipeline:
             for p in prompts})
         for p in prompts:
             await self.at_once.start(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id,
-                                     p.to_bytes())
+                                     p.to_bytes(), prompt_message_id(p.id))
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""

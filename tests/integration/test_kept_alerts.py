@@ -235,9 +235,10 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     assert sent == [("incident-events", incident_id)]
 
 
-async def test_work_that_finds_no_room_at_once_goes_on_its_topic() -> None:
+async def test_work_that_finds_no_room_at_once_goes_on_its_topic(rt: Runtime) -> None:
     """With as much of its kind under way as the limit allows, work goes on its topic at
-    once (its caller does not wait for room); other kinds still have theirs."""
+    once (its caller does not wait for room), noted as sent where it is kept (the drain
+    waits for its consumer from then on); other kinds still have theirs."""
     sent: list[tuple[str, str]] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
@@ -250,18 +251,51 @@ async def test_work_that_finds_no_room_at_once_goes_on_its_topic() -> None:
         ran.append(name)
         await release.wait()
 
-    at_once = AtOnce(broker_up, (topics.APPROVAL_EVENTS, topics.DELIVERIES_SMS), limit=1)
-    await at_once.start(work("first"), topics.APPROVAL_EVENTS, "INC-1", b"{}")
-    await at_once.start(work("second"), topics.APPROVAL_EVENTS, "INC-2", b"{}")
+    kept = {f"prompt:{n}": (topics.APPROVAL_EVENTS.name, f"INC-{n}", b"{}") for n in (1, 2)}
+    await outbox.keep(rt.redis, rt.keys, kept)
+    at_once = AtOnce(broker_up, (topics.APPROVAL_EVENTS, topics.DELIVERIES_SMS),
+                     lambda ids: outbox.sent(rt.redis, rt.keys, ids), limit=1)
+    await at_once.start(work("first"), topics.APPROVAL_EVENTS, "INC-1", b"{}", "prompt:1")
+    await at_once.start(work("second"), topics.APPROVAL_EVENTS, "INC-2", b"{}", "prompt:2")
     await at_once.start(work("sms"), topics.DELIVERIES_SMS, "prompt:1", b"{}")
     await asyncio.sleep(0)
     assert ran == ["first", "sms"]
     assert sent == [("approval-events", "INC-2")]
+    assert sorted(await outbox.waiting(rt.redis, rt.keys)) == [
+        ("prompt:1", pytest.approx(0, abs=5), 0),  # under way: never sent
+        ("prompt:2", pytest.approx(0, abs=5), 1)]  # on its topic: its first send
     release.set()
     assert await at_once.finish(5) == 0
     await at_once.start(work("late"), topics.APPROVAL_EVENTS, "INC-3", b"{}")  # shut down
     assert ran == ["first", "sms"]
     assert sent == [("approval-events", "INC-2")]  # kept in Redis, for after the restart
+
+
+async def test_a_kept_message_is_sent_again_less_often_and_never_forgotten(
+        rt: Runtime) -> None:
+    """No consumer finishes it: the drain sends it again and again, noting it once in the
+    dead letters after MAX_SENDS sends, and keeps it (a broker restarted empty may have lost
+    every copy). Its value comes back exactly as kept; its consumer alone forgets it."""
+    sent: list[bytes] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(value)
+
+    value = json.dumps({"title": "Ngập sâu ở Giảng Võ 🌊", "path": "a/b"}).encode()
+    await outbox.keep(rt.redis, rt.keys, {"decision:1": ("decisions", "APR-1", value)})
+    for _ in range(outbox.MAX_SENDS + 2):
+        assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert sent == [value] * (outbox.MAX_SENDS + 2)
+    [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
+    assert (mid, sends) == ("decision:1", outbox.MAX_SENDS + 2)
+    [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
+    letter = json.loads(fields["letter"])
+    assert letter["reason"].startswith(f"no consumer finished decision:1 after "
+                                       f"{outbox.MAX_SENDS} sends; still kept")
+    assert await outbox.drain(rt.redis, rt.keys, broker_up) == 0  # 600 s to wait now
+    await outbox.done(rt.redis, rt.keys, ["decision:1"])
+    assert await outbox.sent(rt.redis, rt.keys, ["decision:1"]) == 0  # finished: not back
+    assert await outbox.waiting(rt.redis, rt.keys) == []
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:

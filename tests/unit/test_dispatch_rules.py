@@ -18,6 +18,7 @@ from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, sms_segments
 from coordinator.events import DeliveryRequest, RenderedText
 from coordinator.keys import Keys
+from coordinator.outbox import wait_before_resend
 from coordinator.settings import Settings
 from coordinator.state import connect
 from coordinator.stuck_work import Stuck
@@ -164,3 +165,11 @@ def test_a_batch_is_read_as_a_lead_then_slices() -> None:
     assert [i for p in parts for i in p] == ids
     assert _parts(["a", "b"]) == [["a", "b"]]
     assert _parts([]) == [[]]
+
+
+def test_a_kept_message_waits_twice_as_long_after_each_send_up_to_ten_minutes() -> None:
+    assert [wait_before_resend(sends) for sends in range(8)] == [
+        30.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0]
+    assert [wait_before_resend(sends, 0.0) for sends in (0, 6)] == [0.0, 0.0]
+    assert wait_before_resend(1, 900.0) == 900.0  # a longer first wait is kept as set
+    assert wait_before_resend(10_000) == 600.0

@@ -110,13 +110,21 @@ async def set_if_new(redis: Redis, key: str, field: str, value: str,
     """Set a hash's field unless it is there, and only then also run the writes `fill`
     queues (as it would inside MULTI), all at once and in one round trip: a compare-and-set
     without WATCH's three. True when the field was new. The writes' keys are not declared
-    to the script, which a single Redis (ours) does not need."""
+    to the script, which a single Redis (ours) does not need. Raises ValueError for a
+    queued command a script cannot run (a script, or a transaction's own)."""
     async with redis.pipeline(transaction=False) as recorder:  # records, never executed
         fill(recorder)
         args: list[Any] = [field, value]
-        for command, _options in recorder.command_stack:
-            args += [len(command), *command]
+        for name, *rest in (command for command, _ in recorder.command_stack):
+            words = str(name).split()  # redis-py names some commands in two words
+            if words[0].upper() in _NOT_IN_A_SCRIPT:
+                raise ValueError(f"set_if_new cannot run {name} in its script")
+            args += [len(words) + len(rest), *words, *rest]
     return bool(await _IF_NEW(redis, [key], args))
+
+
+_NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL",
+                              "MULTI", "EXEC", "WATCH", "UNWATCH", "DISCARD"})
 
 
 def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:

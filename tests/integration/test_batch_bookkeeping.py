@@ -11,7 +11,7 @@ import pytest
 
 from channels.base import OutboundMessage, Receipt
 from coordinator.dispatch import batches
-from coordinator.dispatch.handover import Outcome
+from coordinator.dispatch.handover import Outcome, claim
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
 from coordinator.model.incident import Severity
 from coordinator.runtime import Runtime
@@ -139,3 +139,32 @@ async def test_a_batch_another_worker_shares_is_marked_done_once_its_part_ends(
     assert channel.sent == 7 and report.counts == {"queued": 7, "busy": 3}
     assert report.done
     assert await rt.redis.sismember(rt.keys.dispatch_done(statement.id), "sms:0")
+
+
+async def test_a_claim_says_whose_a_delivery_is_and_takes_over_only_when_told(
+        rt: Runtime) -> None:
+    """One script claims: fresh (stamped now), busy while another live process sends it
+    (nothing changes), an orphan with when it was first started once that process is gone
+    or when told to take over, and a final status as it is."""
+    request = DeliveryRequest(id="prompt:P-1", channel="sms", recipient="+84901000101",
+                              text="Loa", purpose="prompt", person_id="nguyen-van-an")
+    key = rt.keys.delivery(request.id)
+    first, later = utcnow(), utcnow().replace(year=2030)
+    assert await claim(rt, [request], "sms", first) == ["fresh"]
+    row = await rt.redis.hgetall(key)
+    assert (row["status"], row["at"], row["to"], row["attempts"]) == (
+        "sending", first.isoformat(), "person:nguyen-van-an", "1")
+    await rt.redis.hset(key, "owner", "w2/instance-2")  # another worker's, alive
+    await rt.redis.set(rt.keys.worker_heartbeat("w2"), "instance-2")
+    assert await claim(rt, [request], "sms", later) == ["busy"]
+    assert (await rt.redis.hgetall(key))["owner"] == "w2/instance-2"
+    assert await claim(rt, [request], "sms", later, take_over=True) == [
+        f"orphan|{first.isoformat()}"]
+    row = await rt.redis.hgetall(key)
+    assert (row["owner"], row["at"], row["attempts"]) == (
+        f"{rt.settings.worker_id}/{rt.instance}", first.isoformat(), "2")
+    await rt.redis.hset(key, "owner", "w3/instance-3")  # a worker with no heartbeat: gone
+    assert await claim(rt, [request], "sms", later) == [f"orphan|{first.isoformat()}"]
+    await rt.redis.hset(key, "status", "delivered")
+    assert await claim(rt, [request], "sms", later) == ["delivered"]
+    assert (await rt.redis.hgetall(key))["attempts"] == "3"

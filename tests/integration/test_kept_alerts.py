@@ -204,11 +204,13 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     """The intake plans the incident a report opens beside itself: no message on
     `incident-events`, nor a request or prompt on `approval-events`, and nothing left kept.
     Taken in while the worker shuts down, the incident stays kept, and the drain puts it
-    on `incident-events` (whose handler plans it)."""
+    on `incident-events`, whose handler plans it and forgets it."""
     sent: list[tuple[str, str]] = []
+    values: list[tuple[str, bytes]] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
         sent.append((spec.name, key))
+        values.append((key, value))
 
     pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
     await pipeline.intake(a_report(1, "flood").to_bytes())

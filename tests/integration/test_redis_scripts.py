@@ -92,6 +92,12 @@ def test_set_if_new_writes_the_rest_only_with_a_new_field(redis_server: Service)
             [(_, fields)] = await redis.xrange("ifnew:s")
             assert fields == {"event": "{\"x\": \"Ngập sâu\"}"}
             assert await redis.hget("ifnew:n", "count") == "2"
+            assert await set_if_new(redis, "ifnew:h", "p2", "x", lambda pipe: pipe.execute_command(
+                "OBJECT ENCODING", "ifnew:h")) is True  # a two-word name runs as two words
+            with pytest.raises(ValueError, match="cannot run EVALSHA"):
+                await set_if_new(redis, "ifnew:h", "p3", "x", lambda pipe: pipe.evalsha(
+                    "0" * 40, 0))
+            assert await redis.hkeys("ifnew:h") == ["p1", "p2"]  # refused: nothing written
         finally:
             await redis.aclose()
 

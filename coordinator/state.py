@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, NoScriptError, WatchError
 
 from coordinator.errors import Contention
@@ -43,7 +45,43 @@ def connect(url: str) -> Redis:
     pool = aioredis.BlockingConnectionPool.from_url(url, decode_responses=True,
                                                     max_connections=MAX_CONNECTIONS,
                                                     timeout=30)
+    pool.connection_class = _PACKED_BY_HIREDIS.get(pool.connection_class,
+                                                   pool.connection_class)
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis, in C, as redis-py's synchronous client does and its
+    asyncio one does not: the same bytes (a unit test holds the two side by side), ten
+    times faster. A fan-out and an incident's plan send thousands of commands a second,
+    and redis-py's pure-Python packing took 6 % of the worker's time in a fan-out. Strings
+    are encoded as UTF-8, our only encoding; what hiredis does not take (None, a bool, a
+    bytearray) is left to redis-py, which packs or refuses it as always."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            return super().pack_command(*args)  # "CLIENT SETNAME": split by redis-py
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # None, a bool, a bytearray ...: as redis-py packs or refuses it
+            return super().pack_command(*args)
+
+
+class _Connection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    pass
+
+
+class _UnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_PACKED_BY_HIREDIS: dict[type, type] = {
+    aioredis.Connection: _Connection, aioredis.SSLConnection: _SSLConnection,
+    aioredis.UnixDomainSocketConnection: _UnixConnection}
 
 
 class Script:

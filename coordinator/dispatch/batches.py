@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from coordinator.dispatch.handover import (
     Outcome,
     claim,
     hand_over,
+    queue_counts,
     queue_outcome,
     reason_not_to_send,
 )
@@ -298,9 +300,11 @@ async def _write(rt: Runtime, statement_id: str,
     early = await remember_provider_ids(rt.redis, rt.keys, {
         o.provider_id: r.id for r, o in outcomes if o.provider_id})
     now = utcnow()
+    counts: Counter[tuple[str, str]] = Counter()
     async with rt.redis.pipeline(transaction=True) as pipe:
         for request, outcome in outcomes:
             queue_outcome(pipe, rt, request, outcome.after_early_callback(
-                early.get(outcome.provider_id)), now)
+                early.get(outcome.provider_id)), now, counts)
+        queue_counts(pipe, counts)
         pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
         await pipe.execute()

@@ -9,6 +9,7 @@ statement was withdrawn, asked again at the moment the channel's turn comes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -206,10 +207,12 @@ def without_contact(detail: str, request: DeliveryRequest) -> str:
 
 
 def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome: Outcome,
-                  now: datetime) -> None:
-    """Inside MULTI (or a pipeline): the delivery's final record, its statement's counter,
-    its audit entry, and the end of its wait in the pending list; at the outcome's own
-    moment, else `now`."""
+                  now: datetime, counts: Counter[tuple[str, str]] | None = None) -> None:
+    """Inside MULTI (or a pipeline): the delivery's final record, its statement's counter
+    (added to `counts`, by ledger key and column, when the caller writes many outcomes: see
+    :func:`queue_counts`), its audit entry, and the end of its wait in the pending list; at
+    the outcome's own moment, else `now`."""
+    mine: Counter[tuple[str, str]] = Counter() if counts is None else counts
     detail = without_contact(outcome.detail, request)
     now = outcome.at or now
     pipe.hset(rt.keys.delivery(request.id), mapping={
@@ -223,8 +226,10 @@ def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome
         if outcome.provider_id and column != "sent":
             # Handed over, and already delivered (or not) by an early callback: it counts
             # as sent too, as it would have had the callback come after us.
-            pipe.hincrby(ledger, f"{request.channel}:sent", 1)
-        pipe.hincrby(ledger, f"{request.channel}:{column}", 1)
+            mine[ledger, f"{request.channel}:sent"] += 1
+        mine[ledger, f"{request.channel}:{column}"] += 1
+        if counts is None:  # else the caller writes its counts once, for all its outcomes
+            queue_counts(pipe, mine)
     else:
         pipe.hdel(rt.keys.deliveries_pending(), request.id)
     failed = outcome.status == "failed"
@@ -236,6 +241,13 @@ def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome
         incident_id=None if request.purpose == "statement" else request.incident_id,
         detail={"to": addressee(request), "purpose": request.purpose, "detail": detail,
                 "incident": request.incident_id}))
+
+
+def queue_counts(pipe: Pipeline, counts: Counter[tuple[str, str]]) -> None:
+    """Inside MULTI (or a pipeline): add `counts` (by ledger key and column) to the
+    statements' counters, one command a column."""
+    for (ledger, column), n in counts.items():
+        pipe.hincrby(ledger, column, n)
 
 
 def tally(status: str) -> str:

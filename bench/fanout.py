@@ -12,7 +12,9 @@ Prints JSON: audience resolution time; with a full run also, per channel, the ti
 the approval to the last message the local SMS sandbox and SMTP server received and the
 rate; the rate the same endpoints take from bare clients (the real twilio SDK and
 aiosmtplib, no Loa) driving both at once, with as many messages as Loa sends (at least
-10,000 each), status callbacks configured as in Loa's run; the ratio of the two; and Loa's
+10,000 each), each as Loa sends it (the draft's SMS body; the email's subject, body with
+its link, and leaving link), status callbacks configured as in Loa's run; the ratio of
+the two; and Loa's
 own CPU time per delivery (worker, web, Redis and broker processes, from /proc), so its
 cost is known apart from the endpoints that share the cores. Every subscriber is on both
 channels, so the audience is the number of SMS and of emails.
@@ -43,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,13 +63,15 @@ from coordinator.city import load_city
 from coordinator.dispatch.audience import resolve_audience
 from coordinator.dispatch.batches import CONCURRENCY
 from coordinator.dispatch.channels import email_channel, sms_channel
-from coordinator.dispatch.fanout import next_chunk
+from coordinator.dispatch.fanout import deliveries_for, next_chunk
 from coordinator.dispatch.reach import reach_of
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
+from coordinator.events import ApprovalRequest, Draft
 from coordinator.keys import Keys
 from coordinator.migrations import CURRENT
 from coordinator.settings import Settings
 from coordinator.state import connect
+from coordinator.statements.approved import statement_for
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.store import (
     RECORD_BUCKET,
@@ -76,7 +81,9 @@ from coordinator.subscribers.store import (
     load,
     record_key,
 )
+from coordinator.subscribers.unsubscribe import unsubscribe_token
 
+LINK_SECRET = "bench"
 STATEMENT_AREA = "hn-phuong-giang-vo"  # a ward of the map in force (hanoi-2025)
 AREAS_OF_INTEREST = "hn-ba-dinh"  # a grouping holding it: the targeted subscribers follow it
 
@@ -172,11 +179,40 @@ async def resolve(settings: Settings) -> dict[str, float]:
         await rds.aclose()
 
 
-async def raw_capacity(settings: Settings, count: int, in_flight: int) -> dict[str, float]:
+def loa_shaped(settings: Settings, r: redis.Redis, approval: str
+               ) -> Callable[[str, int], OutboundMessage]:
+    """The messages Loa's fan-out will send for `approval` (its draft, rendered, to a
+    subscriber like the seeded ones), for the bare clients: the same SMS body, and the same
+    email subject, body with its link, and one-click leaving link, to the i-th address."""
+    request = ApprovalRequest.model_validate_json(r.hget(f"bench:approval:{approval}",
+                                                         "request"))
+    draft = Draft.model_validate_json(r.get(f"bench:draft:{request.draft_id}"))
+    incident = r.hgetall(f"bench:incident:{request.incident_id}")
+    statement = statement_for(request, draft, incident, ["bench"], "approver", datetime.now(UTC))
+    languages = load_city(settings.config_dir, settings.area_map).languages
+    link = f"{settings.web_url()}/statements/{statement.id}"
+
+    def message(channel: str, i: int) -> OutboundMessage:
+        sub = Subscriber.model_construct(
+            id=canonical_id(i + 1), phone=f"+8496{i:07d}", email=f"raw{i}@dan.example",
+            language="vi", channels=[channel])
+        # as dispatch.fanout.unsubscribe_url makes it, with the run's LOA_LINK_SECRET
+        leave = f"{settings.web_url()}/unsubscribe/{unsubscribe_token(LINK_SECRET, sub.id)}?lang=vi"
+        [d] = deliveries_for(statement, sub, link, languages,
+                             leave if channel == "email" else None, only=channel)
+        return OutboundMessage(id=f"raw-{channel}-{i}", recipient=d.recipient, text=d.text,
+                               subject=d.subject, html=d.html, language=d.language,
+                               unsubscribe_url=d.unsubscribe_url)
+    return message
+
+
+async def raw_capacity(settings: Settings, count: int, in_flight: int,
+                       message: Callable[[str, int], OutboundMessage]) -> dict[str, float]:
     """Messages per second the endpoints take from the real clients, without Loa: both
-    channels at once, `count` messages each, `in_flight` at a time per channel (as many as
-    Loa's worker has), SMS with the same status callback URL as Loa's, and the same rate
-    limits as Loa's run (`--sms-rate`, `--email-rate`)."""
+    channels at once, `count` messages each (`message(channel, i)`: as Loa sends them),
+    `in_flight` at a time per channel (as many as Loa's worker has), SMS with the same
+    status callback URL as Loa's, and the same rate limits as Loa's run (`--sms-rate`,
+    `--email-rate`)."""
     rds = connect(settings.redis_url or "")
     sms = sms_channel(settings, rds, Keys("rawcap"))
     email = email_channel(settings, rds, Keys("rawcap"))
@@ -187,9 +223,7 @@ async def raw_capacity(settings: Settings, count: int, in_flight: int) -> dict[s
 
         async def one(i: int) -> None:
             async with sem:
-                await channel.send(OutboundMessage(
-                    id=f"raw-{name}-{i}", text="raw capacity", subject="raw",
-                    recipient=f"+8496{i:07d}" if name == "sms" else f"raw{i}@dan.example"))
+                await channel.send(message(name, i))
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(count)))
@@ -279,12 +313,6 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
         loa_pids["scheduler"] = procs[-1].pid
     while not r.exists("bench:worker:worker-1"):
         time.sleep(0.1)
-    raw = (asyncio.run(raw_capacity(settings, max(10_000, targeted),
-                                    BATCH_CONCURRENCY * CONCURRENCY))
-           if bare else {"sms": float("nan"), "email": float("nan")})
-    httpx.post(f"{sms_url}/_sandbox/reset")
-    mail = root / "mail"
-    before_mail = len(list((mail / "new").glob("*"))) if (mail / "new").exists() else 0
     reporter = make_token(env, "bench-reporter", "reporter", "--department=construction")
     answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
         "kind": "flood", "severity": "severe", "area": STATEMENT_AREA,
@@ -297,6 +325,13 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     approval = r.hget(f"bench:incident:{incident}", "approval_id")
     approver = json.loads(r.hget(f"bench:approval:{approval}", "holders"))[0]
     token = make_token(env, "bench-approver", "approver", f"--person={approver}")
+    raw = (asyncio.run(raw_capacity(settings, max(10_000, targeted),
+                                    BATCH_CONCURRENCY * CONCURRENCY,
+                                    loa_shaped(settings, r, approval)))
+           if bare else {"sms": float("nan"), "email": float("nan")})
+    httpx.post(f"{sms_url}/_sandbox/reset")
+    mail = root / "mail"
+    before_mail = len(list((mail / "new").glob("*"))) if (mail / "new").exists() else 0
     time.sleep(2)  # the approval prompt's own SMS is out of the way
     sms_before = httpx.get(f"{sms_url}/_sandbox/count", timeout=60).json()["messages"]
     cpu_before = {name: cpu_s(pid) for name, pid in loa_pids.items()}
@@ -406,7 +441,7 @@ def main() -> None:
                    "LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(smtp_port),
                    "LOA_WEB_PORT": str(web_port), "LOA_SMS_RATE_PER_S": str(args.sms_rate),
                    "LOA_EMAIL_RATE_PER_S": str(args.email_rate),
-                   "LOA_LINK_SECRET": "bench", "LOA_SECRET_KEY": "bench-secret-key"}
+                   "LOA_LINK_SECRET": LINK_SECRET, "LOA_SECRET_KEY": "bench-secret-key"}
             procs.append(spawn(["sandbox", "sms", "--port", str(sms_port)], env,
                                root / "sms.log"))
             procs.append(spawn(["sandbox", "smtp", "--port", str(smtp_port), "--maildir",

@@ -163,4 +163,8 @@ class BaseChannel:
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Release connections (nothing by default)."""
+        """Release connections, and the rate limit's own work if it has any (a subclass
+        calls this from its own `close`)."""
+        close_limiter = getattr(self.limiter, "close", None)
+        if close_limiter is not None:
+            await close_limiter()

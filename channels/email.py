@@ -218,6 +218,7 @@ class EmailChannel(BaseChannel):
 
     async def close(self) -> None:
         """QUIT and close every idle connection."""
+        await super().close()
         while self._idle:
             smtp = self._idle.pop()
             if smtp.is_connected:

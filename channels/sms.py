@@ -130,5 +130,6 @@ class SmsChannel(BaseChannel):
 
     async def close(self) -> None:
         """Close the SDK's HTTP session."""
+        await super().close()
         if self._client is not None and hasattr(self._client.http_client, "close"):
             await self._client.http_client.close()

@@ -43,6 +43,11 @@ return {wait, granted}
 """)
 
 
+HELD_FOR_S = 1.0
+"""Tokens taken from the bucket and not used within this long are given up: used later, on
+top of a refilled bucket, they would let a burst past the shared rate."""
+
+
 def lane_reserve(rate: float) -> float:
     """Tokens the bulk lane leaves for the priority lane: a fifth of a second's worth, at
     least one. Pure."""
@@ -65,6 +70,7 @@ class RateLimiter:
         # several sends); at 50/s or less, one at a time.
         self.take = max(1, min(32, int(rate // 50)))
         self._held = 0
+        self._held_until = 0.0  # monotonic: what is held is given up after this
         # One caller at a time asks Redis; the others wait for its answer, then take what it
         # got without a round trip of their own. A fan-out has a hundred sends waiting, and
         # each polling the bucket on its own cost a round trip per send and a stampede at
@@ -77,6 +83,8 @@ class RateLimiter:
     async def acquire(self) -> None:
         """Wait until a token is free."""
         while True:
+            if self._held > 0 and time.monotonic() > self._held_until:
+                self._held = 0  # taken long ago: the bucket has refilled since
             if self._held > 0:
                 self._held -= 1
                 if self._held < self.take // 2 and self._asking is None:
@@ -91,6 +99,16 @@ class RateLimiter:
                 await self._asking.wait()
                 continue
             await self._ask(self._begin())
+
+    async def close(self) -> None:
+        """At shutdown: stop asking ahead (the task would outlive its event loop), and give
+        up what is held."""
+        ahead = set(self._ahead)
+        for task in ahead:
+            task.cancel()
+        if ahead:
+            await asyncio.wait(ahead, timeout=1.0)
+        self._held = 0
 
     def _begin(self) -> asyncio.Event:
         """Mark an ask as under way; its event is set when it is over."""
@@ -116,6 +134,7 @@ class RateLimiter:
                                          self.reserve, self.take])
             if int(granted) > 0:
                 self._held += int(granted)
+                self._held_until = time.monotonic() + HELD_FOR_S
             else:
                 await asyncio.sleep(int(wait_ms) / 1000)
         finally:

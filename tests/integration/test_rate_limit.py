@@ -128,3 +128,28 @@ async def test_an_ask_ahead_cut_off_before_it_began_leaves_no_one_waiting(
     finally:
         await client.aclose()
     assert ahead.cancelled()
+
+
+async def test_tokens_held_too_long_are_given_up_and_closing_stops_asking_ahead(
+        redis_url: str) -> None:
+    """Tokens taken and not used within HELD_FOR_S are not used later (on top of a refilled
+    bucket they would let a burst past the shared rate): the next send asks the bucket
+    again. Closing cancels the ask ahead, which would outlive the worker's event loop."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:held", rate=1000)
+    try:
+        await limiter.acquire()
+        assert limiter._held == 19
+        limiter._held_until = time.monotonic() - 0.001  # as if taken HELD_FOR_S ago
+        await limiter.acquire()
+        assert limiter._held == 19  # the old 19 given up, 20 fresh ones taken
+        state = await client.hgetall("loatest:rate:sms:held")
+        assert float(state["tokens"]) < limiter.burst - 30  # two takes of 20 (less refill)
+        for _ in range(10):  # 9 held: the next ask has begun, not yet run
+            await limiter.acquire()
+        [ahead] = limiter._ahead
+        await limiter.close()
+        assert ahead.cancelled()
+        assert (limiter._ahead, limiter._held) == (set(), 0)
+    finally:
+        await client.aclose()

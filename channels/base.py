@@ -90,6 +90,9 @@ class Receipt:
     delivery_id: str
     provider_id: str
     status: str
+    taken_at: datetime | None = None
+    """When the provider took it, where that is known and not now (a message found by
+    ``Reconciling.reconcile``)."""
 
 
 class RateLimit(Protocol):

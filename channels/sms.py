@@ -118,7 +118,8 @@ class SmsChannel(BaseChannel):
             created = found.date_created
             if found.body == message.text and (created is None
                                                or created >= since - timedelta(seconds=5)):
-                return Receipt(message.id, provider_id=str(found.sid), status=str(found.status))
+                return Receipt(message.id, provider_id=str(found.sid), status=str(found.status),
+                               taken_at=created)
         return None
 
     def client(self) -> Any:

@@ -125,7 +125,7 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
     the moment the channel answered: records and audit entries say when a message was
     handed over, not when the bookkeeping caught up."""
     outcome = await _hand_over(rt, channel, request, orphan, started, wanted)
-    return replace(outcome, at=utcnow())
+    return replace(outcome, at=outcome.at or utcnow())
 
 
 async def _hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orphan: bool,
@@ -146,8 +146,9 @@ async def _hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, or
 
     if orphan:
         found = await already_there()
-        if found is not None:
-            return Outcome(found.status, found.provider_id, provider_id=found.provider_id)
+        if found is not None:  # handed over before the crash, at its own time
+            return Outcome(found.status, found.provider_id, provider_id=found.provider_id,
+                           at=found.taken_at)
     try:
         receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
                                           before_retry=already_there)

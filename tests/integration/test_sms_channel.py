@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -78,3 +79,28 @@ async def test_a_permanent_error_fails_at_once(sandbox: tuple[SmsSandbox, str],
         await channel.close()
         await redis.aclose()
     assert waits == [] and box.messages == []
+
+
+async def test_a_message_sent_before_a_crash_is_found_with_when_twilio_took_it(
+        sandbox: tuple[SmsSandbox, str], redis_server: Service) -> None:
+    """Reconciling an interrupted attempt finds the message Twilio took (same number and
+    body, created since the attempt began), with Twilio's own creation time: the record
+    says when it was handed over, not when the worker came back and asked."""
+    box, url = sandbox
+    box.reset()
+    redis = connect(redis_server.url)
+    channel = channel_for(url, redis, "t3:rate:sms")
+    message = OutboundMessage(id="d3", recipient="+84901234568", text="Ngập sâu ở Giảng Võ")
+    try:
+        before = datetime.now(UTC).replace(microsecond=0)
+        sent = await channel.send(message)
+        found = await channel.reconcile(message, before)
+        other = await channel.reconcile(OutboundMessage(
+            id="d4", recipient="+84901234568", text="Another text"), before)
+    finally:
+        await channel.close()
+        await redis.aclose()
+    assert found is not None and other is None
+    assert found.provider_id == sent.provider_id
+    assert found.taken_at is not None
+    assert before <= found.taken_at <= datetime.now(UTC)

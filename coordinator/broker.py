@@ -84,12 +84,13 @@ async def _with_topics(settings: Settings, timeout_s: float, create: bool) -> li
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
-        wanted = [topics.topic_name(spec, settings.topic_prefix) for spec in topics.ALL]
+        wanted = {topics.topic_name(spec, settings.topic_prefix): spec for spec in topics.ALL}
         missing = [name for name in wanted if name not in existing]
         if missing and create:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)
-                                           for name in missing])
+                await admin.create_topics([
+                    NewTopic(name, wanted[name].partitions(settings.topic_partitions), 1)
+                    for name in missing])
         return missing
     except (KafkaError, OSError, TimeoutError) as exc:
         raise BrokerUnavailable(f"broker {settings.kafka_url} did not answer: {exc!r}") from exc

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     kafka_ca_file: Path | None = Field(
         default=None, description="CA bundle of the brokers' certificates; unset = system CAs")
     topic_prefix: str = Field(default="", description="prefix of every Kafka topic name")
-    topic_partitions: int = Field(default=3, ge=1)
+    topic_partitions: int = Field(
+        default=3, ge=1, description="partitions of the busy topics (reports, dispatch.*) "
+                                     "when Loa creates them; the others get one")
     dispatch_batch_size: int = Field(
         default=500, ge=1, le=10_000,
         description="subscribers a chunk of a fan-out's audience holds (the last one "

@@ -10,14 +10,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic's base name and what its key and value are."""
+    """A topic's base name, what its key and value are, and whether it carries volume: a
+    busy topic gets `LOA_TOPIC_PARTITIONS` partitions (the workers share it), a quiet one a
+    single partition. Every partition is asked for records every `LOA_BROKER_FETCH_WAIT_MS`,
+    busy or not, which costs the broker and the worker CPU at rest."""
 
     name: str
     value: str
     key: str
+    busy: bool = False
+
+    def partitions(self, busy_partitions: int) -> int:
+        """The partitions this topic is created with. Pure."""
+        return busy_partitions if self.busy else 1
 
 
-REPORTS = TopicSpec("reports", "events.Report", "kind:area, so related reports stay in order")
+REPORTS = TopicSpec("reports", "events.Report", "kind:area, so related reports stay in order",
+                    busy=True)
 INCIDENT_EVENTS = TopicSpec("incident-events", "events.IncidentEvent", "incident id")
 APPROVAL_EVENTS = TopicSpec("approval-events", "events.ApprovalEvent", "incident id")
 DECISIONS = TopicSpec("decisions", "events.Decision", "approval id")
@@ -26,8 +35,10 @@ DELIVERIES_SMS = TopicSpec("deliveries.sms", "events.DeliveryRequest", "delivery
 DELIVERIES_EMAIL = TopicSpec("deliveries.email", "events.DeliveryRequest", "delivery id")
 # A statement's deliveries, a batch an event: their own lane, so a prompt or a code on
 # `deliveries.*` never waits behind a city-wide fan-out.
-DISPATCH_SMS = TopicSpec("dispatch.sms", "events.DeliveryBatch", "statement id:batch")
-DISPATCH_EMAIL = TopicSpec("dispatch.email", "events.DeliveryBatch", "statement id:batch")
+DISPATCH_SMS = TopicSpec("dispatch.sms", "events.DeliveryBatch", "statement id:batch",
+                         busy=True)
+DISPATCH_EMAIL = TopicSpec("dispatch.email", "events.DeliveryBatch", "statement id:batch",
+                           busy=True)
 DEAD_LETTERS = TopicSpec("dead-letters", "events.DeadLetter", "the original key")
 
 ALL = (REPORTS, INCIDENT_EVENTS, APPROVAL_EVENTS, DECISIONS, STATEMENTS, DELIVERIES_SMS,

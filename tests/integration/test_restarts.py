@@ -140,6 +140,7 @@ def _group_caught_up(stack: Stack, group: str) -> bool:
     from aiokafka import TopicPartition
     from aiokafka.consumer import AIOKafkaConsumer
 
+    from coordinator import topics
     from coordinator.broker import bootstrap_servers
 
     async def check() -> bool:
@@ -149,8 +150,10 @@ def _group_caught_up(stack: Stack, group: str) -> bool:
                                       enable_auto_commit=False)
         await group_view.start()
         try:
-            wanted = [TopicPartition(t, p) for t in ("reports", "incident-events", "decisions",
-                                                     "statements") for p in range(3)]
+            wanted = [TopicPartition(spec.name, p)
+                      for spec in (topics.REPORTS, topics.INCIDENT_EVENTS, topics.DECISIONS,
+                                   topics.STATEMENTS)
+                      for p in range(spec.partitions(3))]  # the default LOA_TOPIC_PARTITIONS
             ends = await group_view.end_offsets(wanted)
             for tp in wanted:
                 done = await group_view.committed(tp)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from coordinator import topics
 from coordinator.broker import faust_credentials, kafka_security
 from coordinator.errors import ConfigError
 from coordinator.settings import Settings
@@ -109,3 +110,13 @@ def test_a_redis_password_is_never_printed() -> None:
     assert said == ("Redis at redis://:***@127.0.0.1:1/0 refused to let us in (WRONGPASS): the "
                     "password in LOA_REDIS_URL is wrong or missing "
                     "(redis://:PASSWORD@host:port/0)")
+
+
+def test_only_the_busy_topics_get_the_configured_partitions() -> None:
+    """Reports and a statement's batches carry the volume and are shared by the workers;
+    every other topic is one partition (each costs a fetch every few ms, busy or not)."""
+    assert {spec.name: spec.partitions(3) for spec in topics.ALL} == {
+        "reports": 3, "incident-events": 1, "approval-events": 1, "decisions": 1,
+        "statements": 1, "deliveries.sms": 1, "deliveries.email": 1, "dispatch.sms": 3,
+        "dispatch.email": 3, "dead-letters": 1}
+    assert topics.REPORTS.partitions(8) == 8

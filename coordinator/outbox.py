@@ -6,10 +6,11 @@ itself; anything else sends through :func:`send_kept`. The consumer removes a me
 its effect is recorded (`done`). A crash, a broker outage, or a broker restarted empty
 loses none: `drain` sends again what has waited longer than :data:`RESEND_AFTER_S`, then
 twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behind is not
-flooded with copies). Only its consumer forgets a message: one still not finished after
-:data:`MAX_SENDS` sends is noted in the dead letters (which `loa doctor` shows) and stays
-kept, still sent again, since a broker restarted empty may have lost every copy of it.
-Sending twice is harmless, every consumer is idempotent.
+flooded with copies). After :data:`MAX_SENDS` sends (about 16 minutes) a message is parked:
+a dead letter notes it, `loa doctor` shows it, it is no longer sent on a timer (a message
+its consumer refuses for good would come back forever), and it is sent once more each time
+a worker starts. Only its consumer (or a person) forgets a message. Sending twice is
+harmless, every consumer is idempotent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from coordinator import topics
 from coordinator.events import DeadLetter
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis
+from coordinator.state import Pipeline, Redis, Script
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 Message = tuple[str, str, bytes]  # (topic name, key, value)
@@ -30,21 +31,25 @@ RESEND_AFTER_S = 30.0
 LONGEST_WAIT_S = 600.0
 """The wait between sends doubles after each, up to this."""
 MAX_SENDS = 6
-"""Sends after which a message no consumer finishes is noted in the dead letters."""
-_SENT = """
-local sent = 0
+"""Sends after which a message no consumer finishes is parked (see the module's text)."""
+# KEYS[1] = followups; ARGV = now, then ids. Each message still kept: stamped sent now, one
+# send more. Returns each one's sends after this (0: no longer kept, not brought back).
+_SENT = Script("""
+local counts = {}
 for i = 2, #ARGV do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  counts[i - 1] = 0
   if raw then
     local entry = cjson.decode(raw)
+    entry['first'] = entry['first'] or entry['at']
     entry['at'] = tonumber(ARGV[1])
     entry['sends'] = (tonumber(entry['sends']) or 1) + 1
     redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-    sent = sent + 1
+    counts[i - 1] = entry['sends']
   end
 end
-return sent
-"""
+return counts
+""")
 
 
 def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message], sent: bool = True
@@ -75,12 +80,13 @@ async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, 
     await send(spec, key, value)
 
 
-async def sent(redis: Redis, keys: Keys, ids: list[str]) -> int:
-    """Note that kept messages went on the broker (one send more, the wait starts again);
-    those their consumer has finished meanwhile are left forgotten. How many were kept."""
+async def sent(redis: Redis, keys: Keys, ids: list[str]) -> list[int]:
+    """Note that kept messages went on the broker (one send more, the wait starts again), in
+    one script; each one's sends so far, 0 for one its consumer has finished meanwhile (it
+    stays forgotten)."""
     if not ids:
-        return 0
-    return int(await redis.eval(_SENT, 1, keys.followups(), repr(time.time()), *ids))
+        return []
+    return [int(n) for n in await _SENT(redis, [keys.followups()], [repr(time.time()), *ids])]
 
 
 async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
@@ -95,19 +101,25 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
         pipe.hdel(keys.followups(), *ids)
 
 
-async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S
-                ) -> int:
+async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S,
+                parked_too: bool = False) -> int:
     """Send again what has waited longer than its wait (`older_than_s` after its first
-    send, doubling after each); how many were sent."""
+    send, doubling after each), and with `parked_too` (a worker's first round) what is
+    parked, once; how many were sent."""
     resent = 0
     for mid, raw in (await redis.hgetall(keys.followups())).items():
         entry = json.loads(raw)
         sends = int(entry.get("sends", 1))
-        if time.time() - entry["at"] < wait_before_resend(sends, older_than_s):
+        if sends >= MAX_SENDS and not parked_too:
+            continue
+        if (sends < MAX_SENDS
+                and time.time() - entry["at"] < wait_before_resend(sends, older_than_s)):
             continue
         await send(topics.spec_named(entry["topic"]), entry["key"], entry["value"].encode())
-        if await sent(redis, keys, [mid]) and sends + 1 == MAX_SENDS:
-            await _note_dead(redis, keys, mid, entry)
+        # The count from the script, not the one read above: another worker's drain (or a
+        # handler's) may have sent it meanwhile, and exactly one of them parks it.
+        if (await sent(redis, keys, [mid])) == [MAX_SENDS]:
+            await _park(redis, keys, mid, entry)
         resent += 1
     return resent
 
@@ -120,23 +132,23 @@ def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:
 
 
 async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
-    """Every kept message: (id, seconds since it was last sent, sends so far)."""
+    """Every kept message: (id, seconds since it was kept, sends so far)."""
     now = time.time()
-    return [(mid, now - entry["at"], int(entry.get("sends", 1)))
+    return [(mid, now - entry.get("first", entry["at"]), int(entry.get("sends", 1)))
             for mid, entry in ((m, json.loads(r))
                                for m, r in (await redis.hgetall(keys.followups())).items())]
 
 
-async def _note_dead(redis: Redis, keys: Keys, mid: str, entry: dict[str, object]) -> None:
-    """A dead letter saying so, once: the message stays kept, and is still sent again."""
+async def _park(redis: Redis, keys: Keys, mid: str, entry: dict[str, object]) -> None:
+    """A dead letter saying the message is parked: kept, sent again only as a worker starts."""
     letter = DeadLetter(topic=str(entry["topic"]), key=str(entry["key"]),
                         value=str(entry["value"])[:10_000],
-                        reason=f"no consumer finished {mid} after {MAX_SENDS} sends; still "
-                               f"kept and sent again every {LONGEST_WAIT_S:.0f} s at most")
+                        reason=f"no consumer finished {mid} after {MAX_SENDS} sends; parked: "
+                               "kept, and sent again each time a worker starts")
     await redis.xadd(keys.dead_letters(), {"letter": letter.model_dump_json()},
                      maxlen=100_000, approximate=True)
 
 
 def _entry(topic: str, key: str, value: bytes, at: float, sends: int) -> str:
     return json.dumps({"topic": topic, "key": key, "value": value.decode(), "at": at,
-                       "sends": sends})
+                       "sends": sends, "first": at})

@@ -81,6 +81,7 @@ class Pipeline:
         self.bulk_channels = channels if bulk_channels is None else bulk_channels
         self.send = send
         self.schedule = schedule
+        self.parked_resent = False  # the outbox's parked messages, once as the worker starts
         # Plans, prompts and single deliveries are done at once, beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
                                      topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL),
@@ -263,9 +264,13 @@ class Pipeline:
             await self.send(topics.spec_named(topic), key, message)
 
     async def drain_followups(self) -> int:
-        """Send again the kept messages no consumer has finished (idempotent downstream)."""
-        return await outbox.drain(self.rt.redis, self.rt.keys, self.send,
-                                  self.rt.settings.resend_kept_after_s)
+        """Send again the kept messages no consumer has finished (idempotent downstream);
+        in this worker's first round, the parked ones too."""
+        resent = await outbox.drain(self.rt.redis, self.rt.keys, self.send,
+                                    self.rt.settings.resend_kept_after_s,
+                                    parked_too=not self.parked_resent)
+        self.parked_resent = True
+        return resent
 
     async def sweep(self) -> int:
         """Fire every timer overdue by more than a second (a lost job's safety net)."""

@@ -59,7 +59,9 @@ class _HiredisPacking(AbstractConnection):
     bytearray) is left to redis-py, which packs or refuses it as always."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:
+        first = args[0]
+        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes)
+                                                          and b" " in first):
             return super().pack_command(*args)  # "CLIENT SETNAME": split by redis-py
         try:
             return [hiredis.pack_command(args)]
@@ -161,8 +163,10 @@ async def set_if_new(redis: Redis, key: str, field: str, value: str,
     return bool(await _IF_NEW(redis, [key], args))
 
 
-_NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL",
-                              "MULTI", "EXEC", "WATCH", "UNWATCH", "DISCARD"})
+_NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO",
+                              "SCRIPT", "FUNCTION", "MULTI", "EXEC", "WATCH", "UNWATCH",
+                              "DISCARD", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR",
+                              "BLPOP", "BRPOP", "BLMOVE", "BZPOPMIN", "BZPOPMAX"})
 
 
 def run_with_redis(url: str, work: Callable[[Redis], Awaitable[T]]) -> T:

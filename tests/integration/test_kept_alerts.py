@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -183,9 +184,11 @@ async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> No
     mid, key, value = prompt_message_id(prompt.id), prompt.incident_id, prompt.to_bytes()
     await outbox.keep(rt.redis, rt.keys, {mid: (topics.APPROVAL_EVENTS.name, key, value)})
     up = Pipeline(rt, {}, broker_up, lambda _timer: None)
-    await up.at_once.start(fails(), topics.APPROVAL_EVENTS, key, value)
+    await up.at_once.start(fails(), topics.APPROVAL_EVENTS, key, value, mid)
     assert await up.at_once.finish(5) == 0
     assert sent == [("approval-events", key)]
+    [(_, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
+    assert sends == 1  # noted as sent: the drain now waits for the topic's consumer
     down = Pipeline(rt, {}, broker_down, lambda _timer: None)
     await down.at_once.start(fails(), topics.APPROVAL_EVENTS, key, value)
     assert await down.at_once.finish(5) == 0  # ended: logged, nothing raised
@@ -273,31 +276,53 @@ async def test_work_that_finds_no_room_at_once_goes_on_its_topic(rt: Runtime) ->
     assert sent == [("approval-events", "INC-2")]  # kept in Redis, for after the restart
 
 
-async def test_a_kept_message_is_sent_again_less_often_and_never_forgotten(
+async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgotten(
         rt: Runtime) -> None:
-    """No consumer finishes it: the drain sends it again and again, noting it once in the
-    dead letters after MAX_SENDS sends, and keeps it (a broker restarted empty may have lost
-    every copy). Its value comes back exactly as kept; its consumer alone forgets it."""
+    """No consumer finishes it: the drain sends it again, waiting twice as long after each
+    send; after MAX_SENDS sends it is parked (one dead letter says so, no more sends on a
+    timer), and a worker's first round sends it once more. Its value comes back exactly as
+    kept; only its consumer forgets it."""
     sent: list[bytes] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
         sent.append(value)
 
-    value = json.dumps({"title": "Ngập sâu ở Giảng Võ 🌊", "path": "a/b"}).encode()
+    value = json.dumps({"title": "Ngập sâu ở Giảng Võ 🌊", "path": "a/b", "x": {}}).encode()
     await outbox.keep(rt.redis, rt.keys, {"decision:1": ("decisions", "APR-1", value)})
-    for _ in range(outbox.MAX_SENDS + 2):
+    for _ in range(outbox.MAX_SENDS):
         assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
-    assert sent == [value] * (outbox.MAX_SENDS + 2)
-    [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
-    assert (mid, sends) == ("decision:1", outbox.MAX_SENDS + 2)
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 0  # parked
+    assert sent == [value] * outbox.MAX_SENDS
     [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
-    letter = json.loads(fields["letter"])
-    assert letter["reason"].startswith(f"no consumer finished decision:1 after "
-                                       f"{outbox.MAX_SENDS} sends; still kept")
-    assert await outbox.drain(rt.redis, rt.keys, broker_up) == 0  # 600 s to wait now
+    assert json.loads(fields["letter"])["reason"].startswith(
+        f"no consumer finished decision:1 after {outbox.MAX_SENDS} sends; parked")
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, parked_too=True) == 1
+    [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
+    assert (mid, sends, sent[-1]) == ("decision:1", outbox.MAX_SENDS + 1, value)
+    assert len(await rt.redis.xrange(rt.keys.dead_letters())) == 1  # said once
     await outbox.done(rt.redis, rt.keys, ["decision:1"])
-    assert await outbox.sent(rt.redis, rt.keys, ["decision:1"]) == 0  # finished: not back
+    assert await outbox.sent(rt.redis, rt.keys, ["decision:1"]) == [0]  # finished: not back
     assert await outbox.waiting(rt.redis, rt.keys) == []
+
+
+async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> None:
+    """Sent 100 s ago: sent twice before, it is due (60 s to wait); three times, not yet
+    (120 s). `waiting` tells how long since each was first kept."""
+    sent: list[str] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(key)
+
+    now = time.time()
+    for key, sends in (("twice", 2), ("thrice", 3)):
+        await rt.redis.hset(rt.keys.followups(), f"decision:{key}", json.dumps({
+            "topic": "decisions", "key": key, "value": "{}", "at": now - 100,
+            "sends": sends, "first": now - 1000}))
+    assert await outbox.drain(rt.redis, rt.keys, broker_up) == 1
+    assert sent == ["twice"]
+    assert sorted((mid, round(age, -2), sends)
+                  for mid, age, sends in await outbox.waiting(rt.redis, rt.keys)) == [
+        ("decision:thrice", 1000, 3), ("decision:twice", 1000, 3)]
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:

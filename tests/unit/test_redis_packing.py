@@ -16,17 +16,21 @@ COMMANDS = [
     ("ZADD", "z", 1764921334.123456, "a", 0.1 + 0.2, "b", 1e20, "c", -3, "d"),
     ("SET", b"raw\x00bytes", memoryview(b"\xff\xfe")),
     ("CLIENT SETNAME", "worker-1"),
+    (b"CLIENT SETNAME", "worker-1"),
     ("SET", "big", "x" * 100_000),
     ("SET", "k", bytearray(b"x")),  # redis-py takes it, hiredis does not
 ]
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0",
-                                 "unix:///tmp/none.sock"])
-def test_commands_are_packed_as_redis_py_packs_them(url: str) -> None:
+@pytest.mark.parametrize(("url", "kind"), [
+    ("redis://127.0.0.1:1/0", aioredis.Connection),
+    ("rediss://127.0.0.1:1/0", aioredis.SSLConnection),
+    ("unix:///tmp/none.sock", aioredis.UnixDomainSocketConnection)])
+def test_commands_are_packed_as_redis_py_packs_them(url: str, kind: type) -> None:
     ours = connect(url).connection_pool.connection_class()
     theirs = aioredis.Connection()
-    assert type(ours).__name__ in {"_Connection", "_SSLConnection", "_UnixConnection"}
+    assert isinstance(ours, kind)  # TLS stays TLS, a socket file a socket file
+    assert type(ours) is not kind  # ... packed by hiredis
     for command in COMMANDS:
         assert b"".join(ours.pack_command(*command)) == b"".join(
             theirs.pack_command(*command)), command

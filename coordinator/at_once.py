@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 
 from coordinator import observability as obs
 from coordinator import topics
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
-MarkSent = Callable[[list[str]], Awaitable[object]]
+MarkSent = Callable[[Mapping[str, tuple[str, str, bytes]]], Awaitable[object]]
 LIMIT = 32
 """Pieces of work of each kind handled at once at a time, as many as the deliveries' agent
 takes; more go through their topic."""
@@ -35,7 +35,7 @@ class AtOnce:
     def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], mark_sent: MarkSent,
                  limit: int = LIMIT) -> None:
         self.send = send
-        self.mark_sent = mark_sent  # `outbox.sent`: a kept message went on its topic
+        self.mark_sent = mark_sent  # `outbox.note_sent`: a kept message went on its topic
         self.tasks: set[asyncio.Task[None]] = set()
         self.gates = {spec.name: asyncio.Semaphore(limit) for spec in kinds}
         self.closing = False  # shutting down: nothing more is started
@@ -79,7 +79,7 @@ class AtOnce:
         try:
             await self.send(spec, key, value)
             if kept_as is not None:  # sent: the drain waits for its consumer from now on
-                await self.mark_sent([kept_as])
+                await self.mark_sent({kept_as: (spec.name, key, value)})
         except Exception as exc:  # kept in Redis: the worker's rounds resend it
             log.warning("not on its topic (or not noted so); kept for the next round",
                         topic=spec.name, key=key, error=repr(exc))

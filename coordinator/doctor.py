@@ -147,7 +147,8 @@ def _broker(settings: Settings) -> tuple[bool, str]:
 
 
 STUCK_AFTER_S = 120.0
-"""Unfinished work older than this (since it last moved) makes the doctor fail."""
+"""Unfinished work older than this makes the doctor fail: a fan-out since it last moved,
+anything else since it was accepted or kept."""
 
 
 def _work(settings: Settings, stuck_after_s: float = STUCK_AFTER_S) -> tuple[bool, str]:

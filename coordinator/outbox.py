@@ -8,9 +8,10 @@ loses none: `drain` sends again what has waited longer than :data:`RESEND_AFTER_
 twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behind is not
 flooded with copies). After :data:`MAX_SENDS` sends (about 16 minutes) a message is parked:
 a dead letter notes it, `loa doctor` shows it, it is no longer sent on a timer (a message
-its consumer refuses for good would come back forever), and it is sent once more each time
-a worker starts. Only its consumer (or a person) forgets a message. Sending twice is
-harmless, every consumer is idempotent.
+its consumer refuses for good would come back forever), and is sent again only each time a
+worker starts and once every :data:`PARKED_WAIT_S` (so a broker restarted empty while every
+worker ran still gets it back). Only its consumer (or a person) forgets a message. Sending
+twice is harmless, every consumer is idempotent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from coordinator import observability as obs
 from coordinator import topics
 from coordinator.events import DeadLetter
 from coordinator.keys import Keys
@@ -32,6 +34,12 @@ LONGEST_WAIT_S = 600.0
 """The wait between sends doubles after each, up to this."""
 MAX_SENDS = 6
 """Sends after which a message no consumer finishes is parked (see the module's text)."""
+PARKED_WAIT_S = 3600.0
+"""A parked message is sent again this long after its last send (and as a worker starts)."""
+GIVE_UP_AFTER = 3
+"""Failed sends in a row after which a drain round stops (the broker is away); the next
+round starts again from the beginning."""
+log = obs.get_logger("outbox")
 # KEYS[1] = followups; ARGV = now, then ids. Each message still kept: stamped sent now, one
 # send more. Returns each one's sends after this (0: no longer kept, not brought back).
 _SENT = Script("""
@@ -101,27 +109,47 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
         pipe.hdel(keys.followups(), *ids)
 
 
+async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
+    """Note that kept messages went on the broker (see :func:`sent`), and park (with its one
+    dead letter) each that has now been sent :data:`MAX_SENDS` times."""
+    counts = await sent(redis, keys, list(messages))
+    # The count from the script, not one read before: another worker's drain (or a
+    # handler's) may have sent it meanwhile, and exactly one of them parks it.
+    for (mid, message), count in zip(messages.items(), counts, strict=True):
+        if count == MAX_SENDS:
+            await _park(redis, keys, mid, message)
+
+
 async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S,
-                parked_too: bool = False) -> int:
+                parked_too: bool = False) -> tuple[int, bool]:
     """Send again what has waited longer than its wait (`older_than_s` after its first
-    send, doubling after each), and with `parked_too` (a worker's first round) what is
-    parked, once; how many were sent."""
-    resent = 0
+    send, doubling after each; :data:`PARKED_WAIT_S` once parked), and with `parked_too`
+    (a worker's first round) what is parked, at once. Returns how many were sent, and
+    whether the round went through them all: a message that cannot be sent is logged and
+    skipped, and after :data:`GIVE_UP_AFTER` failures in a row the round stops."""
+    resent = failed_in_a_row = 0
+    now = time.time()
     for mid, raw in (await redis.hgetall(keys.followups())).items():
-        entry = json.loads(raw)
-        sends = int(entry.get("sends", 1))
-        if sends >= MAX_SENDS and not parked_too:
+        try:
+            entry = json.loads(raw)
+            sends = int(entry.get("sends", 1))
+            parked = sends >= MAX_SENDS
+            wait = PARKED_WAIT_S if parked else wait_before_resend(sends, older_than_s)
+            if not (parked and parked_too) and now - entry["at"] < wait:
+                continue
+            message = (str(entry["topic"]), str(entry["key"]), str(entry["value"]).encode())
+            await send(topics.spec_named(message[0]), message[1], message[2])
+            await note_sent(redis, keys, {mid: message})
+        except Exception as exc:
+            failed_in_a_row += 1
+            log.warning("kept message not sent again; next round retries", id=mid,
+                        error=repr(exc))
+            if failed_in_a_row >= GIVE_UP_AFTER:
+                return resent, False
             continue
-        if (sends < MAX_SENDS
-                and time.time() - entry["at"] < wait_before_resend(sends, older_than_s)):
-            continue
-        await send(topics.spec_named(entry["topic"]), entry["key"], entry["value"].encode())
-        # The count from the script, not the one read above: another worker's drain (or a
-        # handler's) may have sent it meanwhile, and exactly one of them parks it.
-        if (await sent(redis, keys, [mid])) == [MAX_SENDS]:
-            await _park(redis, keys, mid, entry)
+        failed_in_a_row = 0
         resent += 1
-    return resent
+    return resent, True
 
 
 def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:
@@ -139,12 +167,14 @@ async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
                                for m, r in (await redis.hgetall(keys.followups())).items())]
 
 
-async def _park(redis: Redis, keys: Keys, mid: str, entry: dict[str, object]) -> None:
-    """A dead letter saying the message is parked: kept, sent again only as a worker starts."""
-    letter = DeadLetter(topic=str(entry["topic"]), key=str(entry["key"]),
-                        value=str(entry["value"])[:10_000],
+async def _park(redis: Redis, keys: Keys, mid: str, message: Message) -> None:
+    """A dead letter saying the message is parked: kept, sent again only as a worker starts
+    and once every :data:`PARKED_WAIT_S`."""
+    topic, key, value = message
+    letter = DeadLetter(topic=topic, key=key, value=value.decode()[:10_000],
                         reason=f"no consumer finished {mid} after {MAX_SENDS} sends; parked: "
-                               "kept, and sent again each time a worker starts")
+                               "kept, and sent again as a worker starts and every "
+                               f"{PARKED_WAIT_S / 3600:g} h")
     await redis.xadd(keys.dead_letters(), {"letter": letter.model_dump_json()},
                      maxlen=100_000, approximate=True)
 

@@ -85,7 +85,7 @@ class Pipeline:
         # Plans, prompts and single deliveries are done at once, beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
                                      topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL),
-                              lambda ids: outbox.sent(rt.redis, rt.keys, ids))
+                              lambda kept: outbox.note_sent(rt.redis, rt.keys, kept))
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -266,10 +266,10 @@ class Pipeline:
     async def drain_followups(self) -> int:
         """Send again the kept messages no consumer has finished (idempotent downstream);
         in this worker's first round, the parked ones too."""
-        resent = await outbox.drain(self.rt.redis, self.rt.keys, self.send,
-                                    self.rt.settings.resend_kept_after_s,
-                                    parked_too=not self.parked_resent)
-        self.parked_resent = True
+        resent, whole = await outbox.drain(self.rt.redis, self.rt.keys, self.send,
+                                           self.rt.settings.resend_kept_after_s,
+                                           parked_too=not self.parked_resent)
+        self.parked_resent = self.parked_resent or whole
         return resent
 
     async def sweep(self) -> int:

@@ -79,6 +79,7 @@ class RateLimiter:
         # sends do not stall for its round trip.
         self._asking: asyncio.Event | None = None
         self._ahead: set[asyncio.Task[None]] = set()
+        self._closed = False  # shut down: nothing is asked ahead any more
 
     async def acquire(self) -> None:
         """Wait until a token is free."""
@@ -87,7 +88,7 @@ class RateLimiter:
                 self._held = 0  # taken long ago: the bucket has refilled since
             if self._held > 0:
                 self._held -= 1
-                if self._held < self.take // 2 and self._asking is None:
+                if self._held < self.take // 2 and self._asking is None and not self._closed:
                     # marked as asking now: the task starts only at the loop's next turn
                     asked = self._begin()
                     ahead = asyncio.create_task(self._ask(asked))
@@ -102,7 +103,8 @@ class RateLimiter:
 
     async def close(self) -> None:
         """At shutdown: stop asking ahead (the task would outlive its event loop), and give
-        up what is held."""
+        up what is held. A send still under way may take a token after this, never ahead."""
+        self._closed = True
         ahead = set(self._ahead)
         for task in ahead:
             task.cancel()

@@ -26,6 +26,7 @@ from coordinator.pipeline import Pipeline
 from coordinator.runtime import Runtime
 from coordinator.statements.promises import sweep_promises
 from coordinator.statements.publication import publish_statement
+from coordinator.stuck_work import stuck_work
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
@@ -163,7 +164,7 @@ async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
     assert sent == []
     assert await outbox.waiting(rt.redis, rt.keys) == [
         (f"prompt:{prompt.id}", pytest.approx(0, abs=5), 0)]  # kept, never sent
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
     assert sent == [("approval-events", prompt.incident_id)]
     [(_, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
     assert sends == 1  # its first send: five more before it would become a dead letter
@@ -194,7 +195,7 @@ async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> No
     assert await down.at_once.finish(5) == 0  # ended: logged, nothing raised
     assert not down.at_once.tasks
     assert await rt.redis.hexists(rt.keys.followups(), mid)  # still kept ...
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
     assert sent == [("approval-events", key)] * 2  # ... and sent by the drain
 
 
@@ -236,7 +237,7 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     assert incident_id != planned
     assert sends == 0
     assert not await rt.redis.hget(rt.keys.incident(incident_id), "approval_id")
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
     assert sent == [("incident-events", incident_id)]
 
 
@@ -259,7 +260,7 @@ async def test_work_that_finds_no_room_at_once_goes_on_its_topic(rt: Runtime) ->
     kept = {f"prompt:{n}": (topics.APPROVAL_EVENTS.name, f"INC-{n}", b"{}") for n in (1, 2)}
     await outbox.keep(rt.redis, rt.keys, kept)
     at_once = AtOnce(broker_up, (topics.APPROVAL_EVENTS, topics.DELIVERIES_SMS),
-                     lambda ids: outbox.sent(rt.redis, rt.keys, ids), limit=1)
+                     lambda kept: outbox.note_sent(rt.redis, rt.keys, kept), limit=1)
     await at_once.start(work("first"), topics.APPROVAL_EVENTS, "INC-1", b"{}", "prompt:1")
     await at_once.start(work("second"), topics.APPROVAL_EVENTS, "INC-2", b"{}", "prompt:2")
     await at_once.start(work("sms"), topics.DELIVERIES_SMS, "prompt:1", b"{}")
@@ -290,19 +291,76 @@ async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgott
     value = json.dumps({"title": "Ngập sâu ở Giảng Võ 🌊", "path": "a/b", "x": {}}).encode()
     await outbox.keep(rt.redis, rt.keys, {"decision:1": ("decisions", "APR-1", value)})
     for _ in range(outbox.MAX_SENDS):
-        assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 1
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == 0  # parked
+        assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (0, True)  # parked
     assert sent == [value] * outbox.MAX_SENDS
     [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
     assert json.loads(fields["letter"])["reason"].startswith(
         f"no consumer finished decision:1 after {outbox.MAX_SENDS} sends; parked")
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, parked_too=True) == 1
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, parked_too=True) == (1, True)
     [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
     assert (mid, sends, sent[-1]) == ("decision:1", outbox.MAX_SENDS + 1, value)
     assert len(await rt.redis.xrange(rt.keys.dead_letters())) == 1  # said once
+    [kept] = [s for s in await stuck_work(rt.redis, rt.keys)
+              if s.kind == "messages waiting for their consumer"]
+    assert (kept.count, kept.detail.split(";")[:2]) == (
+        1, [f"decision:1, sent {outbox.MAX_SENDS + 1} time(s)", " 1 parked (sent again as a "
+            "worker starts and hourly"])
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (0, True)
+    entry = json.loads(await rt.redis.hget(rt.keys.followups(), "decision:1"))
+    entry["at"] -= outbox.PARKED_WAIT_S  # an hour after its last send (a broker restarted
+    await rt.redis.hset(rt.keys.followups(), "decision:1", json.dumps(entry))  # empty alone)
+    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert len(await rt.redis.xrange(rt.keys.dead_letters())) == 1
     await outbox.done(rt.redis, rt.keys, ["decision:1"])
     assert await outbox.sent(rt.redis, rt.keys, ["decision:1"]) == [0]  # finished: not back
     assert await outbox.waiting(rt.redis, rt.keys) == []
+
+
+async def test_a_message_that_cannot_be_sent_does_not_hold_up_the_others(
+        rt: Runtime) -> None:
+    """One kept message whose topic no longer exists (an older Loa's) is logged and
+    skipped; the round goes on, and a worker's parked messages count as sent once. With the
+    broker away (failures in a row) the round stops, and the next first round sends the
+    parked ones again."""
+    sent: list[str] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(key)
+
+    now = time.time()
+    kept = {"decision:old": ("retired-topic", "old", 1), "decision:parked": (
+        "decisions", "parked", outbox.MAX_SENDS), "decision:due": ("decisions", "due", 1)}
+    for mid, (topic, key, sends) in kept.items():
+        await rt.redis.hset(rt.keys.followups(), mid, json.dumps({
+            "topic": topic, "key": key, "value": "{}", "at": now - 100, "sends": sends}))
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    assert await pipeline.drain_followups() == 2
+    assert sorted(sent) == ["due", "parked"]
+    assert pipeline.parked_resent  # a whole round: the parked one is not sent again
+    assert await pipeline.drain_followups() == 0
+    assert await rt.redis.hlen(rt.keys.followups()) == 3  # the unsendable one too: kept
+
+    down = Pipeline(rt, {}, broker_down, lambda _timer: None)
+    for mid in ("decision:due", "decision:parked"):
+        entry = json.loads(await rt.redis.hget(rt.keys.followups(), mid))
+        entry["at"] = 0
+        await rt.redis.hset(rt.keys.followups(), mid, json.dumps(entry))
+    assert await down.drain_followups() == 0
+    assert not down.parked_resent  # stopped after GIVE_UP_AFTER failures in a row
+
+
+async def test_work_sent_by_its_maker_is_parked_like_the_drains(rt: Runtime) -> None:
+    """The sixth send of a kept message parks it with one dead letter, whoever sent it."""
+    await rt.redis.hset(rt.keys.followups(), "prompt:9", json.dumps({
+        "topic": "approval-events", "key": "INC-9", "value": "{}", "at": time.time(),
+        "sends": outbox.MAX_SENDS - 1}))
+    await outbox.note_sent(rt.redis, rt.keys,
+                           {"prompt:9": ("approval-events", "INC-9", b"{}")})
+    [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
+    letter = json.loads(fields["letter"])
+    assert (letter["topic"], letter["key"]) == ("approval-events", "INC-9")
+    assert letter["reason"].startswith("no consumer finished prompt:9 after 6 sends; parked")
 
 
 async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> None:
@@ -318,7 +376,7 @@ async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> N
         await rt.redis.hset(rt.keys.followups(), f"decision:{key}", json.dumps({
             "topic": "decisions", "key": key, "value": "{}", "at": now - 100,
             "sends": sends, "first": now - 1000}))
-    assert await outbox.drain(rt.redis, rt.keys, broker_up) == 1
+    assert await outbox.drain(rt.redis, rt.keys, broker_up) == (1, True)
     assert sent == ["twice"]
     assert sorted((mid, round(age, -2), sends)
                   for mid, age, sends in await outbox.waiting(rt.redis, rt.keys)) == [

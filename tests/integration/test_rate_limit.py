@@ -151,5 +151,8 @@ async def test_tokens_held_too_long_are_given_up_and_closing_stops_asking_ahead(
         await limiter.close()
         assert ahead.cancelled()
         assert (limiter._ahead, limiter._held) == (set(), 0)
+        for _ in range(20):  # a send still under way takes tokens as it asks, never ahead
+            await limiter.acquire()
+        assert limiter._ahead == set()
     finally:
         await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -10,8 +11,11 @@ import pytest
 from channels.base import OutboundMessage, PermanentDeliveryError
 from channels.delivery import send_with_retries
 from channels.sms import SmsChannel, TwilioAccount
+from coordinator.dispatch.handover import hand_over
 from coordinator.dispatch.rate_limit import RateLimiter
 from coordinator.embedded import Service
+from coordinator.events import DeliveryRequest
+from coordinator.runtime import Runtime
 from coordinator.state import Redis, connect
 from sandbox.sms import SmsSandbox
 from tests.integration.server_thread import ServerThread
@@ -104,3 +108,28 @@ async def test_a_message_sent_before_a_crash_is_found_with_when_twilio_took_it(
     assert found.provider_id == sent.provider_id
     assert found.taken_at is not None
     assert before <= found.taken_at <= datetime.now(UTC)
+
+
+async def test_an_orphan_found_at_twilio_is_recorded_at_twilios_time(
+        sandbox: tuple[SmsSandbox, str], rt: Runtime) -> None:
+    """A delivery cut off after Twilio took it: taken over, it is found, not sent again,
+    and its outcome carries Twilio's creation time (whole seconds, before the take-over)."""
+    box, url = sandbox
+    box.reset()
+    channel = channel_for(url, rt.redis, "t5:rate:sms")
+    request = DeliveryRequest(id="d5", channel="sms", recipient="+84901234569",
+                              text="Ngập sâu ở Giảng Võ", purpose="statement")
+    started = datetime.now(UTC).replace(microsecond=0)
+    try:
+        await channel.send(OutboundMessage(id="d5", recipient=request.recipient,
+                                           text=request.text))
+        await asyncio.sleep(1.1)  # the take-over comes a second later, at least
+        taken_over = datetime.now(UTC)
+        outcome = await hand_over(rt, channel, request, orphan=True,
+                                  started=started.isoformat(), wanted=None)
+    finally:
+        await channel.close()
+    assert outcome.status in ("queued", "sent", "delivered")
+    assert len(box.messages) == 1  # found, not sent again
+    assert outcome.at is not None
+    assert started <= outcome.at < taken_over

@@ -8,8 +8,9 @@ sandbox, one worker, one web process), then drives it from a separate load-clien
 - `storm` mix: `--storm-rate` reports/s about `--storm-incidents` incidents (many people
   reporting the same few floods), checking that no report is lost or attached to another
   incident;
-- approvals: `--approvals` incidents approved one at a time, each statement going to
-  `--subscribers` SMS subscribers.
+- approvals: `--approvals` incidents approved one at a time (`--approve-by cli`: `loa
+  approve`; `sms`: the approver answers the prompt's SMS through the sandbox), each
+  statement going to `--subscribers` SMS subscribers.
 
 Times come from Loa's own records in Redis (the report's `received_at`, the approval
 request's `created_at`, the prompt's and the statement SMS's hand-over in the audit trail)
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -50,6 +52,7 @@ from coordinator.settings import Settings
 
 HERE = Path(__file__).parent
 PREFIX = "bench"
+ANSWER_CODE = re.compile(r"YES (\d{6}) ")  # in an approval prompt's SMS
 KINDS = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
 
 
@@ -369,9 +372,59 @@ def run_storm(stack: Stack, token: str, rate: float, seconds: float,
     return result
 
 
-def run_approvals(stack: Stack, token: str, count: int, subscribers: int) -> dict[str, Any]:
-    """Approve `count` statements one at a time; from each statement's approval to its
-    first SMS handed to the SMS endpoint."""
+def answer_by_sms(stack: Stack, phone: str, approval: str) -> None:
+    """YES to the approval's prompt, from the approver's phone: the sandbox posts the reply,
+    signed as Twilio signs it, to the web's webhook, which waits for the decision's outcome
+    (and the approver gets the answer by SMS, as on a real phone)."""
+    sms_url = stack.env["LOA_TWILIO_BASE_URL"]
+    code = None
+    deadline = time.time() + 30
+    while code is None and time.time() < deadline:
+        sent = httpx.get(f"{sms_url}/_sandbox/messages", params={"to": phone}).json()
+        code = next((m.group(1) for item in sent if approval in item["body"]
+                     for m in [ANSWER_CODE.search(item["body"])] if m), None)
+        time.sleep(0.05)
+    answer = httpx.post(f"{sms_url}/_sandbox/inbound", timeout=60, json={
+        "from": phone, "to": stack.env["LOA_TWILIO_FROM_NUMBER"], "body": f"YES {code}",
+        "url": f"{stack.web_url}/hooks/twilio/sms"}).json()
+    if answer["status"] != 200:
+        raise SystemExit(f"the approver's reply to {approval} was refused: {answer}")
+
+
+def approve_with_cli(stack: Stack, holder: str, approval: str, tokens: dict[str, str]
+                     ) -> None:
+    """`loa approve` with the holder's token (made once a holder). The process exits (its
+    teardown on the same two cores) up to 0.2 s after the decision is applied: sometimes
+    while the statement goes out."""
+    if holder not in tokens:
+        tokens[holder] = make_token(stack.env, f"bench-approver-{holder}", "approver",
+                                    f"--person={holder}")
+    subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval,
+                    "--token", tokens[holder]], env=stack.env, check=True, capture_output=True)
+
+
+def first_statement_sms(r: redis.Redis, keys: Keys, incident: str, approved_at: float,
+                        deadline: float) -> float | None:
+    """When the incident's first statement SMS was handed over (its audit entry), waiting
+    for it until `deadline`."""
+    while time.time() < deadline:
+        start = f"{int(approved_at * 1000) - 1000}-0"
+        for _, entry in r.xrange(keys.audit(), min=start):
+            event = json.loads(entry["event"])
+            detail = event.get("detail") or {}
+            if (event["action"].startswith("delivery.") and event["interface"] == "sms"
+                    and detail.get("purpose") == "statement"
+                    and detail.get("incident") == incident):
+                return epoch(event["at"])
+        time.sleep(0.05)
+    return None
+
+
+def run_approvals(stack: Stack, token: str, count: int, subscribers: int, by: str = "cli"
+                  ) -> dict[str, Any]:
+    """Approve `count` statements one at a time (`by` the CLI or an SMS reply), each once
+    the previous one's fan-out is over; from each statement's approval to its first SMS
+    handed to the SMS endpoint, and the three hops between."""
     r, keys = stack.redis(), Keys(PREFIX)
     seed(r, keys, subscribers, share_targeted=1.0)  # all in hn-ba-dinh
     with httpx.Client(base_url=stack.web_url, timeout=30,
@@ -386,16 +439,16 @@ def run_approvals(stack: Stack, token: str, count: int, subscribers: int) -> dic
             break
         time.sleep(0.1)
     waits = []
-    approvers: dict[str, str] = {}
+    people = load_city(Settings().config_dir, Settings().area_map).people
+    tokens: dict[str, str] = {}
+    hist_before = histograms(stack.metrics_url)
     for x in found.values():
         approval = r.hget(keys.incident(x["incident"]), "approval_id")
         holder = json.loads(r.hget(keys.approval(approval), "holders"))[0]
-        if holder not in approvers:
-            approvers[holder] = make_token(stack.env, f"bench-approver-{holder}", "approver",
-                                           f"--person={holder}")
-        approver = approvers[holder]
-        subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval,
-                        "--token", approver], env=stack.env, check=True, capture_output=True)
+        if by == "sms":
+            answer_by_sms(stack, people[holder].phone, approval)
+        else:
+            approve_with_cli(stack, holder, approval, tokens)
         statement_id = ""
         deadline = time.time() + 30
         while not statement_id and time.time() < deadline:
@@ -403,23 +456,24 @@ def run_approvals(stack: Stack, token: str, count: int, subscribers: int) -> dic
             time.sleep(0.05)
         statement = json.loads(r.hget(keys.statement(statement_id), "statement"))
         approved_at = epoch(statement["approved_at"])
-        first = None
-        while first is None and time.time() < deadline:
-            start = f"{int(approved_at * 1000) - 1000}-0"
-            for _, entry in r.xrange(keys.audit(), min=start):
-                event = json.loads(entry["event"])
-                detail = event.get("detail") or {}
-                if (event["action"].startswith("delivery.") and event["interface"] == "sms"
-                        and detail.get("purpose") == "statement"
-                        and detail.get("incident") == x["incident"]):
-                    first = epoch(event["at"])
-                    break
-            time.sleep(0.05)
+        first = first_statement_sms(r, keys, x["incident"], approved_at, deadline)
         if first is not None:
             waits.append(first - approved_at)
+        # Each approval alone: the next one once this fan-out is finished and its status
+        # callbacks are in (measured, they would compete for the two cores).
+        while not r.hget(keys.dispatch(statement_id), "finished_at") and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    hops = hop_quantiles(hist_before, histograms(stack.metrics_url))
     r.close()
-    return {"approvals": count, "subscribers": subscribers, "measured": len(waits),
-            "approval_to_first_statement_sms": quantiles(waits)}
+    # Each approval's three hops (decisions, statements, dispatch.sms): the broker's wait
+    # and the handler's own time (a batch's handler runs until its last SMS is recorded).
+    return {"approvals": count, "approved_by": by, "subscribers": subscribers,
+            "measured": len(waits),
+            "approval_to_first_statement_sms": quantiles(waits),
+            "hops": {kind: {topic: figures for topic, figures in by_topic.items()
+                            if topic in ("decisions", "statements", "dispatch.sms")}
+                     for kind, by_topic in hops.items()}}
 
 
 def main() -> None:
@@ -431,6 +485,8 @@ def main() -> None:
     parser.add_argument("--storm-incidents", type=int, default=20)
     parser.add_argument("--approvals", type=int, default=20, help="0 = no approvals run")
     parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--approve-by", choices=("cli", "sms"), default="cli",
+                        help="how the approvals are made")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes sharing the partitions (metrics: the first's)")
     args = parser.parse_args()
@@ -445,7 +501,7 @@ def main() -> None:
             result["runs"].append(run_own(stack, token, rate, args.seconds))
             if args.approvals and rate == rates[0]:
                 result["approvals"] = run_approvals(stack, token, args.approvals,
-                                                    args.subscribers)
+                                                    args.subscribers, args.approve_by)
         finally:
             stack.stop()
     if args.storm_rate:

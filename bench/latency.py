@@ -375,7 +375,8 @@ def run_storm(stack: Stack, token: str, rate: float, seconds: float,
 def answer_by_sms(stack: Stack, phone: str, approval: str) -> None:
     """YES to the approval's prompt, from the approver's phone: the sandbox posts the reply,
     signed as Twilio signs it, to the web's webhook, which waits for the decision's outcome
-    (and the approver gets the answer by SMS, as on a real phone)."""
+    (and the approver gets the answer by SMS, as on a real phone). Whether it approved is
+    checked by the caller (the statement it waits for)."""
     sms_url = stack.env["LOA_TWILIO_BASE_URL"]
     code = None
     deadline = time.time() + 30
@@ -384,6 +385,8 @@ def answer_by_sms(stack: Stack, phone: str, approval: str) -> None:
         code = next((m.group(1) for item in sent if approval in item["body"]
                      for m in [ANSWER_CODE.search(item["body"])] if m), None)
         time.sleep(0.05)
+    if code is None:
+        raise SystemExit(f"no SMS prompt for {approval} reached {phone} within 30 s")
     answer = httpx.post(f"{sms_url}/_sandbox/inbound", timeout=60, json={
         "from": phone, "to": stack.env["LOA_TWILIO_FROM_NUMBER"], "body": f"YES {code}",
         "url": f"{stack.web_url}/hooks/twilio/sms"}).json()
@@ -444,23 +447,31 @@ def run_approvals(stack: Stack, token: str, count: int, subscribers: int, by: st
     hist_before = histograms(stack.metrics_url)
     for x in found.values():
         approval = r.hget(keys.incident(x["incident"]), "approval_id")
-        holder = json.loads(r.hget(keys.approval(approval), "holders"))[0]
+        holders = json.loads(r.hget(keys.approval(approval), "holders"))
         if by == "sms":
-            answer_by_sms(stack, people[holder].phone, approval)
+            by_sms = [h for h in holders if people[h].preferred_channel == "sms"]
+            if not by_sms:
+                raise SystemExit(f"none of {approval}'s holders {holders} is prompted by SMS")
+            answer_by_sms(stack, people[by_sms[0]].phone, approval)
         else:
-            approve_with_cli(stack, holder, approval, tokens)
+            approve_with_cli(stack, holders[0], approval, tokens)
         statement_id = ""
         deadline = time.time() + 30
         while not statement_id and time.time() < deadline:
             statement_id = r.hget(keys.incident(x["incident"]), "statement_id") or ""
             time.sleep(0.05)
+        if r.hget(keys.approval(approval), "status") != "approved" or not statement_id:
+            raise SystemExit(f"{approval} was not approved: "
+                             f"{r.hget(keys.approval(approval), 'status')}")
         statement = json.loads(r.hget(keys.statement(statement_id), "statement"))
         approved_at = epoch(statement["approved_at"])
-        first = first_statement_sms(r, keys, x["incident"], approved_at, deadline)
+        first = first_statement_sms(r, keys, x["incident"], approved_at, time.time() + 30)
         if first is not None:
             waits.append(first - approved_at)
-        # Each approval alone: the next one once this fan-out is finished and its status
-        # callbacks are in (measured, they would compete for the two cores).
+        # Each approval alone: the next one once this fan-out is finished, and half a
+        # second more for its last status callbacks (not checked; they would compete for
+        # the two cores).
+        deadline = time.time() + 60
         while not r.hget(keys.dispatch(statement_id), "finished_at") and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)

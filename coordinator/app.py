@@ -114,6 +114,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     _register_agents(app, by_name, pipeline, dead_letter)
     _register_timers(app, settings, rt, send)
     _register_escalation(app, timers, pipeline)
+    _register_outbox_drain(app, pipeline)
     _register_recovery(app, pipeline)
     _register_sealer(app, settings, rt)
     return app
@@ -208,12 +209,22 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
         # crash in between, or a failed transition, is caught here, 1 to 1.5 s late.
         try:
             swept = await pipeline.sweep()
-            await pipeline.drain_followups()
         except Exception as exc:
             log.error("sweep failed", error=repr(exc))
             return
         if swept:
             log.warning("overdue approvals swept", count=swept)
+
+
+def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
+    @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
+    async def drain_outbox() -> None:
+        # Its own timer: a round waiting on a broker that is away (up to GIVE_UP_AFTER sends
+        # of SEND_TIMEOUT_S each) does not hold up the sweep of overdue escalation timers.
+        try:
+            await pipeline.drain_followups()
+        except Exception as exc:
+            log.error("outbox drain failed", error=repr(exc))
 
 
 def _register_agent(app: faust.App, topic: Any, spec: topics.TopicSpec, handler: Handler,

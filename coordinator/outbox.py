@@ -4,7 +4,7 @@ what they ask: Redis is the record, the broker carries.
 A transition writes its follow-up messages (`queue`) in the same MULTI as the change
 itself; anything else sends through :func:`send_kept`. The consumer removes a message once
 its effect is recorded (`done`). A crash, a broker outage, or a broker restarted empty
-loses none: `drain` sends again what has waited longer than :data:`RESEND_AFTER_S`, then
+loses none: a :class:`Drainer` sends again what has waited longer than :data:`RESEND_AFTER_S`, then
 twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behind is not
 flooded with copies). After :data:`MAX_SENDS` sends (about 16 minutes) a message is parked:
 a dead letter notes it, `loa doctor` shows it, it is no longer sent on a timer (a message
@@ -16,6 +16,7 @@ twice is harmless, every consumer is idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,8 @@ PARKED_WAIT_S = 3600.0
 GIVE_UP_AFTER = 3
 """Failed sends in a row after which a drain round stops (the broker is away); the next
 round starts again from the beginning."""
+SEND_TIMEOUT_S = 5.0
+"""A drain's send that takes longer than this counts as failed."""
 log = obs.get_logger("outbox")
 # KEYS[1] = followups; ARGV = now, then ids. Each message still kept: stamped sent now, one
 # send more. Returns each one's sends after this (0: no longer kept, not brought back).
@@ -120,36 +123,70 @@ async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -
             await _park(redis, keys, mid, message)
 
 
-async def drain(redis: Redis, keys: Keys, send: Send, older_than_s: float = RESEND_AFTER_S,
-                parked_too: bool = False) -> tuple[int, bool]:
-    """Send again what has waited longer than its wait (`older_than_s` after its first
-    send, doubling after each; :data:`PARKED_WAIT_S` once parked), and with `parked_too`
-    (a worker's first round) what is parked, at once. Returns how many were sent, and
-    whether the round went through them all: a message that cannot be sent is logged and
-    skipped, and after :data:`GIVE_UP_AFTER` failures in a row the round stops."""
-    resent = failed_in_a_row = 0
-    now = time.time()
-    for mid, raw in (await redis.hgetall(keys.followups())).items():
-        try:
-            entry = json.loads(raw)
-            sends = int(entry.get("sends", 1))
-            parked = sends >= MAX_SENDS
-            wait = PARKED_WAIT_S if parked else wait_before_resend(sends, older_than_s)
-            if not (parked and parked_too) and now - entry["at"] < wait:
+class Drainer:
+    """One worker's drain of the kept messages, a round at a time (see the module's text).
+
+    Remembers, for this worker's life, whether its parked messages have been sent once (its
+    first round that sent every one that was due), and which kept messages it cannot send
+    at all (unreadable, or for a topic it does not know, as a newer Loa's): those are
+    logged once and left kept, for a worker that knows them or a person."""
+
+    def __init__(self, redis: Redis, keys: Keys, send: Send,
+                 first_wait_s: float = RESEND_AFTER_S, send_timeout_s: float = SEND_TIMEOUT_S
+                 ) -> None:
+        self.redis, self.keys, self.send = redis, keys, send
+        self.first_wait_s, self.send_timeout_s = first_wait_s, send_timeout_s
+        self.parked_sent = False
+        self._unsendable: dict[str, str] = {}  # id -> the entry as it was when refused
+
+    async def round(self) -> int:
+        """Send again what is due: what has waited longer than its wait (`first_wait_s`
+        after its first send, doubling after each; :data:`PARKED_WAIT_S` once parked), and
+        until this worker has done so once, every parked message at once. Returns how many
+        were sent. A send that fails (or takes longer than `send_timeout_s`) is logged and
+        the round goes on; after :data:`GIVE_UP_AFTER` failed sends in a row (the broker is
+        away) it stops, and the next round starts again from the beginning."""
+        parked_too, parked_failed = not self.parked_sent, False
+        resent = failed_in_a_row = 0
+        now = time.time()
+        for mid, raw in (await self.redis.hgetall(self.keys.followups())).items():
+            if self._unsendable.get(mid) == raw:
                 continue
-            message = (str(entry["topic"]), str(entry["key"]), str(entry["value"]).encode())
-            await send(topics.spec_named(message[0]), message[1], message[2])
-            await note_sent(redis, keys, {mid: message})
-        except Exception as exc:
-            failed_in_a_row += 1
-            log.warning("kept message not sent again; next round retries", id=mid,
-                        error=repr(exc))
-            if failed_in_a_row >= GIVE_UP_AFTER:
-                return resent, False
-            continue
-        failed_in_a_row = 0
-        resent += 1
-    return resent, True
+            try:
+                entry = json.loads(raw)
+                message = (str(entry["topic"]), str(entry["key"]), str(entry["value"]).encode())
+                spec = topics.spec_named(message[0])
+                at, sends = float(entry["at"]), int(entry.get("sends", 1))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._unsendable[mid] = raw
+                log.error("kept message this worker cannot send; left kept for a worker that "
+                          "can, or a person", id=mid, error=repr(exc),
+                          remove=f"redis-cli HDEL {self.keys.followups()} {mid}")
+                continue
+            parked = sends >= MAX_SENDS
+            wait = PARKED_WAIT_S if parked else wait_before_resend(sends, self.first_wait_s)
+            if not (parked and parked_too) and now - at < wait:
+                continue
+            try:
+                await asyncio.wait_for(self.send(spec, message[1], message[2]),
+                                       self.send_timeout_s)
+            except Exception as exc:
+                failed_in_a_row += 1
+                parked_failed = parked_failed or parked
+                log.warning("kept message not sent again; a later round retries", id=mid,
+                            error=repr(exc))
+                if failed_in_a_row >= GIVE_UP_AFTER:
+                    return resent
+                continue
+            failed_in_a_row = 0
+            resent += 1
+            try:
+                await note_sent(self.redis, self.keys, {mid: message})
+            except Exception as exc:  # on the broker, not noted: it is sent again sooner
+                log.warning("kept message sent again, not noted as sent", id=mid,
+                            error=repr(exc))
+        self.parked_sent = self.parked_sent or (parked_too and not parked_failed)
+        return resent
 
 
 def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:

@@ -81,7 +81,7 @@ class Pipeline:
         self.bulk_channels = channels if bulk_channels is None else bulk_channels
         self.send = send
         self.schedule = schedule
-        self.parked_resent = False  # the outbox's parked messages, once as the worker starts
+        self.drainer = outbox.Drainer(rt.redis, rt.keys, send, rt.settings.resend_kept_after_s)
         # Plans, prompts and single deliveries are done at once, beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
                                      topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL),
@@ -265,12 +265,8 @@ class Pipeline:
 
     async def drain_followups(self) -> int:
         """Send again the kept messages no consumer has finished (idempotent downstream);
-        in this worker's first round, the parked ones too."""
-        resent, whole = await outbox.drain(self.rt.redis, self.rt.keys, self.send,
-                                           self.rt.settings.resend_kept_after_s,
-                                           parked_too=not self.parked_resent)
-        self.parked_resent = self.parked_resent or whole
-        return resent
+        until this worker's first round that sent every one due, the parked ones too."""
+        return await self.drainer.round()
 
     async def sweep(self) -> int:
         """Fire every timer overdue by more than a second (a lost job's safety net)."""

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog
 from redis.exceptions import RedisError
 
 from coordinator import outbox, topics
@@ -30,6 +31,11 @@ from coordinator.stuck_work import stuck_work
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+
+
+def drainer(rt: Runtime, send: outbox.Send) -> outbox.Drainer:
+    """A worker's drain that resends what it keeps at once (no wait after a send)."""
+    return outbox.Drainer(rt.redis, rt.keys, send, first_wait_s=0)
 
 
 async def broker_down(spec: topics.TopicSpec, key: str, value: bytes) -> None:
@@ -164,7 +170,7 @@ async def test_a_prompt_handled_at_once_is_kept_until_then(rt: Runtime) -> None:
     assert sent == []
     assert await outbox.waiting(rt.redis, rt.keys) == [
         (f"prompt:{prompt.id}", pytest.approx(0, abs=5), 0)]  # kept, never sent
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert await drainer(rt, broker_up).round() == 1
     assert sent == [("approval-events", prompt.incident_id)]
     [(_, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
     assert sends == 1  # its first send: five more before it would become a dead letter
@@ -195,7 +201,7 @@ async def test_work_done_at_once_that_fails_goes_on_its_topic(rt: Runtime) -> No
     assert await down.at_once.finish(5) == 0  # ended: logged, nothing raised
     assert not down.at_once.tasks
     assert await rt.redis.hexists(rt.keys.followups(), mid)  # still kept ...
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert await drainer(rt, broker_up).round() == 1
     assert sent == [("approval-events", key)] * 2  # ... and sent by the drain
 
 
@@ -237,7 +243,7 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     assert incident_id != planned
     assert sends == 0
     assert not await rt.redis.hget(rt.keys.incident(incident_id), "approval_id")
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert await drainer(rt, broker_up).round() == 1
     assert sent == [("incident-events", incident_id)]
 
 
@@ -290,14 +296,15 @@ async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgott
 
     value = json.dumps({"title": "Ngập sâu ở Giảng Võ 🌊", "path": "a/b", "x": {}}).encode()
     await outbox.keep(rt.redis, rt.keys, {"decision:1": ("decisions", "APR-1", value)})
+    worker = drainer(rt, broker_up)
     for _ in range(outbox.MAX_SENDS):
-        assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (0, True)  # parked
+        assert await worker.round() == 1
+    assert await worker.round() == 0  # parked
     assert sent == [value] * outbox.MAX_SENDS
     [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
     assert json.loads(fields["letter"])["reason"].startswith(
         f"no consumer finished decision:1 after {outbox.MAX_SENDS} sends; parked")
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, parked_too=True) == (1, True)
+    assert await drainer(rt, broker_up).round() == 1  # a worker that starts
     [(mid, _, sends)] = await outbox.waiting(rt.redis, rt.keys)
     assert (mid, sends, sent[-1]) == ("decision:1", outbox.MAX_SENDS + 1, value)
     assert len(await rt.redis.xrange(rt.keys.dead_letters())) == 1  # said once
@@ -306,48 +313,88 @@ async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgott
     assert (kept.count, kept.detail.split(";")[:2]) == (
         1, [f"decision:1, sent {outbox.MAX_SENDS + 1} time(s)", " 1 parked (sent again as a "
             "worker starts and hourly"])
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (0, True)
+    assert await worker.round() == 0
     entry = json.loads(await rt.redis.hget(rt.keys.followups(), "decision:1"))
     entry["at"] -= outbox.PARKED_WAIT_S  # an hour after its last send (a broker restarted
     await rt.redis.hset(rt.keys.followups(), "decision:1", json.dumps(entry))  # empty alone)
-    assert await outbox.drain(rt.redis, rt.keys, broker_up, older_than_s=0) == (1, True)
+    assert await worker.round() == 1
     assert len(await rt.redis.xrange(rt.keys.dead_letters())) == 1
     await outbox.done(rt.redis, rt.keys, ["decision:1"])
     assert await outbox.sent(rt.redis, rt.keys, ["decision:1"]) == [0]  # finished: not back
     assert await outbox.waiting(rt.redis, rt.keys) == []
 
 
-async def test_a_message_that_cannot_be_sent_does_not_hold_up_the_others(
+async def test_messages_that_cannot_be_sent_do_not_hold_up_the_others(
         rt: Runtime) -> None:
-    """One kept message whose topic no longer exists (an older Loa's) is logged and
-    skipped; the round goes on, and a worker's parked messages count as sent once. With the
-    broker away (failures in a row) the round stops, and the next first round sends the
-    parked ones again."""
+    """Kept messages this worker cannot send (a topic an older or newer Loa has, an entry
+    it cannot read), however many, are logged once and skipped: the round goes on to the
+    due ones after them, and a worker's parked messages count as sent once. They stay kept,
+    for a worker that knows them or a person."""
     sent: list[str] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
         sent.append(key)
 
     now = time.time()
-    kept = {"decision:old": ("retired-topic", "old", 1), "decision:parked": (
-        "decisions", "parked", outbox.MAX_SENDS), "decision:due": ("decisions", "due", 1)}
-    for mid, (topic, key, sends) in kept.items():
-        await rt.redis.hset(rt.keys.followups(), mid, json.dumps({
-            "topic": topic, "key": key, "value": "{}", "at": now - 100, "sends": sends}))
-    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
-    assert await pipeline.drain_followups() == 2
-    assert sorted(sent) == ["due", "parked"]
-    assert pipeline.parked_resent  # a whole round: the parked one is not sent again
-    assert await pipeline.drain_followups() == 0
-    assert await rt.redis.hlen(rt.keys.followups()) == 3  # the unsendable one too: kept
-
-    down = Pipeline(rt, {}, broker_down, lambda _timer: None)
-    for mid in ("decision:due", "decision:parked"):
-        entry = json.loads(await rt.redis.hget(rt.keys.followups(), mid))
-        entry["at"] = 0
+    for mid, (topic, key, sends) in {
+            "decision:old": ("retired-topic", "old", 1), "decision:new": ("newer", "new", 1),
+            "decision:odd": ("decisions", None, 1),
+            "decision:parked": ("decisions", "parked", outbox.MAX_SENDS),
+            "decision:due": ("decisions", "due", 1)}.items():
+        entry = {"topic": topic, "key": key, "value": "{}", "at": now - 100, "sends": sends}
+        if key is None:
+            del entry["key"]
         await rt.redis.hset(rt.keys.followups(), mid, json.dumps(entry))
-    assert await down.drain_followups() == 0
-    assert not down.parked_resent  # stopped after GIVE_UP_AFTER failures in a row
+    await rt.redis.hset(rt.keys.followups(), "decision:torn", '{"topic": "decis')
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    with structlog.testing.capture_logs() as logs:
+        assert await pipeline.drain_followups() == 2
+        assert sorted(sent) == ["due", "parked"]
+        assert pipeline.drainer.parked_sent  # every due one sent: the parked one counts
+        assert await pipeline.drain_followups() == 0
+    assert sorted(line["id"] for line in logs if line["log_level"] == "error") == [
+        "decision:new", "decision:odd", "decision:old", "decision:torn"]  # once each
+    assert await rt.redis.hlen(rt.keys.followups()) == 6  # all kept
+
+
+async def test_a_parked_message_not_sent_comes_back_in_the_next_round(rt: Runtime) -> None:
+    """A worker's first round whose send of a parked message fails (fewer failures than
+    stop the round) does not count: the next round sends the parked one again. With the
+    broker away, the round stops after GIVE_UP_AFTER failed sends in a row; a send that
+    hangs fails after the drain's timeout."""
+    sent: list[str] = []
+    refuse = {"parked"}
+
+    async def flaky(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        if key in refuse:
+            raise BrokerUnavailable(f"{spec.name} refused")
+        sent.append(key)
+
+    now = time.time()
+    for key, sends in (("parked", outbox.MAX_SENDS), ("due", 1)):
+        await rt.redis.hset(rt.keys.followups(), f"decision:{key}", json.dumps({
+            "topic": "decisions", "key": key, "value": "{}", "at": now - 100,
+            "sends": sends}))
+    worker = drainer(rt, flaky)
+    assert await worker.round() == 1
+    assert (sent, worker.parked_sent) == (["due"], False)
+    refuse.clear()
+    assert await worker.round() == 2  # the parked one; the due one (wait 0) again
+    assert (sorted(sent), worker.parked_sent) == (["due", "due", "parked"], True)
+    assert await worker.round() == 1  # the parked one waits an hour now
+
+    async def hangs(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        await asyncio.sleep(60)
+
+    for send in (broker_down, hangs):
+        for n in range(outbox.GIVE_UP_AFTER + 2):
+            await rt.redis.hset(rt.keys.followups(), f"decision:x{n}", json.dumps({
+                "topic": "decisions", "key": f"x{n}", "value": "{}", "at": 0, "sends": 1}))
+        down = outbox.Drainer(rt.redis, rt.keys, send, 0, send_timeout_s=0.05)
+        started = time.monotonic()
+        assert await down.round() == 0
+        assert time.monotonic() - started < 1  # stopped after GIVE_UP_AFTER failures
+        assert not down.parked_sent
 
 
 async def test_work_sent_by_its_maker_is_parked_like_the_drains(rt: Runtime) -> None:
@@ -376,7 +423,7 @@ async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> N
         await rt.redis.hset(rt.keys.followups(), f"decision:{key}", json.dumps({
             "topic": "decisions", "key": key, "value": "{}", "at": now - 100,
             "sends": sends, "first": now - 1000}))
-    assert await outbox.drain(rt.redis, rt.keys, broker_up) == (1, True)
+    assert await outbox.Drainer(rt.redis, rt.keys, broker_up).round() == 1
     assert sent == ["twice"]
     assert sorted((mid, round(age, -2), sends)
                   for mid, age, sends in await outbox.waiting(rt.redis, rt.keys)) == [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, record_audit, transact
 
 FREE_FAILURES = 10
 FIRST_WAIT_S = 5
@@ -49,6 +49,4 @@ async def record_failed_login(redis: Redis, keys: Keys, username: str, now: floa
 
 async def record_login_event(redis: Redis, keys: Keys, event: AuditEvent) -> None:
     """Append one login event (a failure, a login, a logout, an enrolment) to the audit."""
-    async with redis.pipeline(transaction=True) as pipe:
-        queue_audit(pipe, keys, event)
-        await pipe.execute()
+    await record_audit(redis, keys, event)

@@ -232,6 +232,13 @@ def queue_audit(pipe: Pipeline, keys: Keys, event: AuditEvent) -> None:
         pipe.rpush(keys.timeline(event.incident_id), data)
 
 
+async def record_audit(redis: Redis, keys: Keys, event: AuditEvent) -> None:
+    """Append one audit event on its own (see :func:`queue_audit`)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_audit(pipe, keys, event)
+        await pipe.execute()
+
+
 async def read_json_list(redis: Redis, key: str) -> list[dict[str, Any]]:
     """A list of JSON entries, decoded."""
     return [json.loads(item) for item in await redis.lrange(key, 0, -1)]

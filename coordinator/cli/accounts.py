@@ -27,6 +27,7 @@ from coordinator.cli.common import (
     print_json,
     with_redis,
 )
+from coordinator.cli.credentials import local_operator
 from coordinator.errors import ConfigError
 from coordinator.keys import Keys
 from coordinator.second_factor import KEY_PURPOSE, enrolment_uri, new_secret, seal
@@ -61,7 +62,7 @@ def accounts_add(
     sealed = _sealed(settings, account.username, secret) if secret else None
     password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
     # An AccountError is a LoaError: with_redis turns it into a clear failure.
-    with_redis(lambda r, k, s: save_account(r, k, account, password, by="cli",
+    with_redis(lambda r, k, s: save_account(r, k, account, password, by=_operator(),
                                             sealed_totp=sealed))
     out.print(f"account [bold]{account.username}[/] ({account.role}"
               f"{', ' + account.person_id if account.person_id else ''}) saved")
@@ -77,7 +78,7 @@ def accounts_totp(username: str) -> None:
     settings = env_settings()
     secret = new_secret()
     sealed = _sealed(settings, username, secret)
-    if not with_redis(lambda r, k, s: enrol_second_factor(r, k, username, sealed, by="cli")):
+    if not with_redis(lambda r, k, s: enrol_second_factor(r, k, username, sealed, by=_operator())):
         raise fail(f"no account {username!r}")
     out.print(f"account [bold]{username}[/]: new second factor; its sessions ended")
     _print_secret(username, secret)
@@ -107,7 +108,7 @@ def accounts_list(as_json: JsonOpt = False) -> None:
 @accounts_app.command("remove")
 def accounts_remove(username: str) -> None:
     """Remove an account (its sessions end at their next request)."""
-    if not with_redis(lambda r, k, s: remove_account(r, k, username, by="cli")):
+    if not with_redis(lambda r, k, s: remove_account(r, k, username, by=_operator())):
         raise fail(f"no account {username!r}")
     out.print(f"account {username} removed")
 
@@ -123,3 +124,8 @@ def _print_secret(username: str, secret: str) -> None:
     # plain print: rich would wrap the URI and read `[...]` as markup
     print(f"totp secret: {secret}  (shown once: add it to an authenticator app)")
     print(f"totp uri: {enrolment_uri(secret, username)}")
+
+
+def _operator() -> str:
+    """The audit actor of an account change made here: the local operator."""
+    return local_operator("loa accounts").actor

@@ -18,9 +18,10 @@ import typer
 
 from coordinator.access import Action, Principal, Role, decide
 from coordinator.errors import LoaError
+from coordinator.events import AuditEvent
 from coordinator.keys import Keys
 from coordinator.settings import Settings
-from coordinator.state import Redis
+from coordinator.state import Redis, record_audit
 from coordinator.tokens import principal_for_token
 
 TokenOpt = Annotated[str | None, typer.Option(
@@ -80,3 +81,13 @@ async def cli_principal(redis: Redis, keys: Keys, settings: Settings, token: str
     if not verdict.allowed:
         raise LoaError(verdict.why)
     return principal
+
+
+async def audit_cli_action(redis: Redis, keys: Keys, principal: Principal, action: str,
+                           subject: str | None = None, **detail: object) -> None:
+    """One audit entry for what a CLI command did: its caller, and the local operator's
+    reason."""
+    reason = {"reason": principal.reason} if principal.reason else {}
+    await record_audit(redis, keys, AuditEvent(actor=principal.actor, action=action,
+                                               interface="cli", subject=subject,
+                                               detail={**detail, **reason}))

@@ -1,4 +1,8 @@
-"""`loa subscribers ...` and `loa dispatch-watch`: the people who receive statements."""
+"""`loa subscribers ...` and `loa dispatch-watch`: the people who receive statements.
+
+Every `loa subscribers` command handles contacts, so it acts with a credential allowed
+`subscriber.admin` (an admin's token, or the local operator saying why), and each leaves
+an audit entry naming its caller (subscriber ids and counts, never the contacts)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from coordinator.access import Action, Principal
 from coordinator.cli.common import city_or_fail, err, fail, out, with_redis
+from coordinator.cli.credentials import ReasonOpt, TokenOpt, audit_cli_action, cli_principal
 from coordinator.errors import LoaError
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
@@ -32,6 +38,8 @@ def subscribers_add(
                                               "exercises)")] = False,
     test_list: Annotated[list[str] | None, typer.Option(
         "--list", help="a test list an exercise can target by name; repeat for more")] = None,
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
 ) -> None:
     """Add (or update) one subscriber."""
     from pydantic import ValidationError
@@ -56,12 +64,21 @@ def subscribers_add(
         raise fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'subscriber'}: "
                              f"{e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors())) from exc
-    saved, changed = with_redis(lambda r, k, s: register(r, k, sub))
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[Subscriber, bool]:
+        caller = await _caller(redis, keys, s, token, operator_reason)
+        saved, changed = await register(redis, keys, sub)
+        await audit_cli_action(redis, keys, caller, "subscriber.saved", saved.id,
+                               changed=changed)
+        return saved, changed
+
+    saved, changed = with_redis(work)
     out.print(f"{saved.id} {'saved' if changed else 'unchanged'}")
 
 
 @subscribers_app.command("import")
-def subscribers_import(path: Path) -> None:
+def subscribers_import(path: Path, token: TokenOpt = None, operator_reason: ReasonOpt = ""
+                       ) -> None:
     """Import a CSV file; every rejected row is listed with its line; re-importing the same
     file changes nothing. Someone already registered (same phone, else same email) is
     updated, not added again."""
@@ -80,6 +97,7 @@ def subscribers_import(path: Path) -> None:
     renamed: list[tuple[int, str]] = []  # saved under another id than the file's
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
+        caller = await _caller(redis, keys, s, token, operator_reason)
         saved = unchanged = 0
         for line, sub, _ in track(rows, description="importing", console=err):
             if sub is None:
@@ -94,6 +112,9 @@ def subscribers_import(path: Path) -> None:
                                       "number was handed out here before)"))
             saved += changed
             unchanged += not changed
+        await audit_cli_action(redis, keys, caller, "subscribers.imported", path.name,
+                               saved=saved, unchanged=unchanged,
+                               rejected=sum(sub is None for _, sub, _ in rows) + len(conflicts))
         return saved, unchanged
 
     saved, unchanged = with_redis(work)
@@ -107,32 +128,53 @@ def subscribers_import(path: Path) -> None:
 
 
 @subscribers_app.command("export")
-def subscribers_export() -> None:
+def subscribers_export(token: TokenOpt = None, operator_reason: ReasonOpt = "") -> None:
     """Print every subscriber as CSV (the import format)."""
     from coordinator.subscribers import store
     from coordinator.subscribers.csvio import to_csv
     from coordinator.subscribers.models import Subscriber
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> list[Subscriber]:
-        return [sub async for _, sub in store.every(redis, keys)]
+        caller = await _caller(redis, keys, s, token, operator_reason)
+        every = [sub async for _, sub in store.every(redis, keys)]
+        await audit_cli_action(redis, keys, caller, "subscribers.exported", None,
+                               count=len(every))
+        return every
 
     typer.echo(to_csv(with_redis(work)), nl=False)
 
 
 @subscribers_app.command("remove")
-def subscribers_remove(contact: str) -> None:
+def subscribers_remove(contact: str, token: TokenOpt = None, operator_reason: ReasonOpt = ""
+                       ) -> None:
     """Opt a subscriber out by phone or email: nothing more is sent to them."""
     from channels.contacts import InvalidContact, e164
+    from coordinator.subscribers.models import Subscriber
     from coordinator.subscribers.registry import set_status
 
     try:
         key = contact if "@" in contact else e164(contact, load_settings().phone_region)
     except InvalidContact as exc:
         raise fail(str(exc)) from exc
-    found = with_redis(lambda r, k, s: set_status(r, k, key, "opted_out"))
+
+    async def work(redis: Redis, keys: Keys, s: Settings) -> Subscriber | None:
+        caller = await _caller(redis, keys, s, token, operator_reason)
+        found = await set_status(redis, keys, key, "opted_out")
+        if found is not None:
+            await audit_cli_action(redis, keys, caller, "subscriber.opted_out", found.id)
+        return found
+
+    found = with_redis(work)
     if found is None:
         raise fail(f"no subscriber with {contact}")
     out.print(f"{found.id} opted out")
+
+
+async def _caller(redis: Redis, keys: Keys, settings: Settings, token: str | None,
+                  operator_reason: str) -> Principal:
+    """Who runs this command, if they may handle contacts (else a LoaError saying why)."""
+    return await cli_principal(redis, keys, settings, token, operator_reason,
+                               Action.subscriber_admin)
 
 
 def dispatch_watch(

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from channels.contacts import InvalidContact, e164, email_address
 from coordinator.events import AuditEvent, DeliveryRequest, Interface
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, record_audit, transact
 from coordinator.subscribers import store
 from coordinator.subscribers.models import ALL_TOPICS, Subscriber
 from coordinator.subscribers.proofs import CODE_TTL_S, LINK_TTL, Purpose
@@ -208,12 +208,6 @@ def message(channel: Channel, recipient: str, text: str, language: str,
 
 # --- Redis ----------------------------------------------------------------------------------
 
-async def _audit(redis: Redis, keys: Keys, event: AuditEvent) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        queue_audit(pipe, keys, event)
-        await pipe.execute()
-
-
 async def existing_subscriber(redis: Redis, keys: Keys, phone: str | None,
                               email: str | None) -> Subscriber | None:
     """The registry's record for this phone, else for this email."""
@@ -240,7 +234,7 @@ async def request_subscription(redis: Redis, keys: Keys, wanted: Subscriber, now
     request = OptinRequest(subscriber=wanted, requested_at=now,
                            email_nonce=secrets.token_urlsafe(12) if wanted.email else "")
     await redis.set(keys.optin_request(sub_id), request.model_dump_json(), ex=REQUEST_TTL_S)
-    await _audit(redis, keys, AuditEvent(
+    await record_audit(redis, keys, AuditEvent(
         at=now, actor=sub_id, action="subscriber.requested", interface="web",
         detail={"channels": wanted.channels, "areas": wanted.areas,
                 "was": existing.status if existing else "new"}))
@@ -281,7 +275,7 @@ async def confirm_contact(redis: Redis, keys: Keys, sub_id: str, channel: Channe
     else:  # the proven contacts alone, without the record they were typed next to
         applied, _ = await register(redis, keys, applied, resubscribe=True)
     await _stamp_consent(redis, keys, applied.id, now)
-    await _audit(redis, keys, AuditEvent(
+    await record_audit(redis, keys, AuditEvent(
         at=now, actor=applied.id, action="subscriber.confirmed", interface="web",
         detail={"channel": channel, "channels": applied.channels, "areas": applied.areas,
                 "how": "sms code" if channel == "sms" else "email link"}))
@@ -322,8 +316,9 @@ async def leave(redis: Redis, keys: Keys, sub_id: str, how: str, now: datetime,
     if sub.status != "opted_out":
         sub = sub.model_copy(update={"status": "opted_out"})
         await save_subscriber(redis, keys, sub)
-        await _audit(redis, keys, AuditEvent(at=now, actor=sub.id, action="subscriber.opted_out",
-                                             interface=interface, detail={"how": how}))
+        await record_audit(redis, keys, AuditEvent(
+            at=now, actor=sub.id, action="subscriber.opted_out", interface=interface,
+            detail={"how": how}))
     return sub
 
 

@@ -172,7 +172,7 @@ def import_residents(stack: Stack, folder: Path, phone_prefix: str, count: int, 
         for p in phones]
     path = folder / f"residents-{phone_prefix}.csv"
     path.write_text("\n".join(rows), encoding="utf-8")
-    imported = stack.cli("subscribers", "import", str(path), timeout_s=600)
+    imported = stack.subscribers("import", str(path), timeout_s=600)
     assert f"{count} saved" in imported.stdout, imported.stderr
     return [f"+84{p[1:]}" for p in phones]
 

@@ -207,6 +207,11 @@ class Stack:
                               capture_output=True, text=True, timeout=timeout_s, check=False,
                               input=stdin)
 
+    def subscribers(self, *args: str, timeout_s: float = 60
+                    ) -> subprocess.CompletedProcess[str]:
+        """Run `loa subscribers ARGS` as the local operator (they handle contacts)."""
+        return self.cli("subscribers", *args, "--operator-reason", "tests", timeout_s=timeout_s)
+
     def account(self, username: str, role: str, person: str = "", totp: bool = False) -> str:
         """Make a console account with `loa accounts add`; returns its password and keeps
         the TOTP secret it printed (duty officers, admins; approvers with `totp`) in

@@ -91,7 +91,7 @@ def test_people_keep_their_places_when_the_map_changes(
     stack = make_stack(sms=True, LOA_AREA_MAP="hanoi-2019", LOA_PLAYBOOKS_DIR=str(books))
     residents = tmp_path / "residents.csv"
     residents.write_text(CSV, encoding="utf-8")
-    assert "4 saved" in stack.cli("subscribers", "import", str(residents)).stdout
+    assert "4 saved" in stack.subscribers("import", str(residents)).stdout
     _add_stray(stack)
     stack.start_worker()
     stack.start_web()

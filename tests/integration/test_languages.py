@@ -99,7 +99,7 @@ def test_each_reader_gets_their_language_or_its_fallback(subscribe_stack: Stack,
     csv = tmp_path / "readers.csv"
     csv.write_text("phone,email,language,areas,topics,channels\n" + "\n".join(rows)
                    + f"\n{new_phone()},,es,hn-tay-ho-nhat-tan,,sms\n", encoding="utf-8")
-    imported = subscribe_stack.cli("subscribers", "import", str(csv))
+    imported = subscribe_stack.subscribers("import", str(csv))
     assert "4 saved" in imported.stdout, imported.stdout + imported.stderr
     assert "readers.csv:6: language: 'es' is not one of the city's languages (vi, en, fr, th)" in (
         imported.stdout + imported.stderr)
@@ -132,7 +132,7 @@ def test_joining_by_sms_in_french_answers_and_subscribes_in_french(
     unknown = subscribe_stack.sms_reply(national, "INSCRIRE hn-atlantis")["body"]
     assert ("<Message>Envoyez INSCRIRE &lt;code de zone&gt;, par exemple INSCRIRE hn-ba-dinh. "
             "Codes de zone inconnus : hn-atlantis</Message>") in unknown
-    exported = subscribe_stack.cli("subscribers", "export").stdout
+    exported = subscribe_stack.subscribers("export").stdout
     assert any(line.startswith(f"{phone},,fr,hn-tay-ho-tu-lien,*,sms,resident,active")
                for line in exported.splitlines()), exported
 

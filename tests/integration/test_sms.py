@@ -238,7 +238,7 @@ def test_join_by_sms_subscribes_the_phone(sms_stack: Stack) -> None:
                                                           "JOIN hn-atlantis")["body"]
     answer = sms_stack.sms_reply("+84913000001", "Đăng ký hn-hoang-mai")
     assert "Đã đăng ký nhận tin Loa về Quận Hoàng Mai" in answer["body"]  # in Vietnamese
-    exported = sms_stack.cli("subscribers", "export").stdout
+    exported = sms_stack.subscribers("export").stdout
     assert any(line.startswith("+84913000001,,vi,hn-hoang-mai,*,sms,resident,active")
                for line in exported.splitlines())
 

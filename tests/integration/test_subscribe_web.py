@@ -89,7 +89,7 @@ def import_active(stack: Stack, tmp_path: Path, phone: str = "", email: str = ""
     path = tmp_path / "subs.csv"
     path.write_text(f"phone,email,language,areas,topics,channels\n"
                     f"{phone},{email},en,{area},,{channels}\n", encoding="utf-8")
-    done = stack.cli("subscribers", "import", str(path))
+    done = stack.subscribers("import", str(path))
     assert "1 saved" in done.stdout, done.stdout + done.stderr
 
 
@@ -238,7 +238,7 @@ def test_active_and_opted_out_subscribers_change_only_on_confirmation(
     moved = record(subscribe_stack, phone)
     assert moved is not None and moved.status == "active" and moved.areas == ["hn-cau-giay"]
 
-    assert subscribe_stack.cli("subscribers", "import", str(_opted_out_csv(tmp_path, phone))
+    assert subscribe_stack.subscribers("import", str(_opted_out_csv(tmp_path, phone))
                          ).returncode == 0
     assert record(subscribe_stack, phone).status == "opted_out"  # type: ignore[union-attr]
     with browser(subscribe_stack) as client:

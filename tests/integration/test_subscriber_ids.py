@@ -43,9 +43,9 @@ def test_importing_the_same_phone_twice_keeps_one_record(
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     first.write_text(f"phone,areas,channels\n{PHONE},hn-ba-dinh,sms\n")
     second.write_text("phone,areas,channels,language\n0912000001,hn-tay-ho,sms,en\n")
-    assert "1 saved" in stack.cli("subscribers", "import", str(first)).stdout
+    assert "1 saved" in stack.subscribers("import", str(first)).stdout
     [sub_id] = _ids_of(stack, stack.keys, PHONE)
-    assert "1 saved" in stack.cli("subscribers", "import", str(second)).stdout
+    assert "1 saved" in stack.subscribers("import", str(second)).stdout
     assert _ids_of(stack, stack.keys, PHONE) == [sub_id]
     assert id_by_contact(stack.redis, stack.keys, PHONE) == sub_id
     found = record(stack.redis, stack.keys, sub_id)
@@ -53,11 +53,12 @@ def test_importing_the_same_phone_twice_keeps_one_record(
     assert (found.areas, found.language) == (["hn-tay-ho"], "en")
     assert not any(sub_id.removeprefix("sub-") in h for h in _hashes(PHONE))
 
-    exported = stack.cli("subscribers", "export").stdout
+    exported = stack.subscribers("export").stdout
     assert f"{PHONE},,en,hn-tay-ho,*,sms,resident,active,{sub_id},no," in exported.splitlines()
     (tmp_path / "export.csv").write_text(exported)
     elsewhere = {**stack.env, "LOA_REDIS_PREFIX": "elsewhere"}
     done = subprocess.run([sys.executable, "-m", "coordinator.cli", "subscribers", "import",
+                           "--operator-reason", "test",
                            str(tmp_path / "export.csv")], env=elsewhere, capture_output=True,
                           text=True, timeout=60, check=False)
     assert "1 saved, 0 unchanged, 0 rejected" in done.stdout, done.stderr
@@ -111,6 +112,7 @@ def test_an_id_whose_number_was_handed_out_is_saved_under_a_new_one_and_said(
     csv = tmp_path / "renamed.csv"
     csv.write_text("phone,areas,channels,id\n+84912000077,hn-ba-dinh,sms,sub-n3\n")
     done = subprocess.run([sys.executable, "-m", "coordinator.cli", "subscribers", "import",
+                           "--operator-reason", "test",
                            str(csv)], env={**stack.env, "LOA_REDIS_PREFIX": keys.prefix},
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

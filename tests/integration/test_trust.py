@@ -4,6 +4,7 @@ that no stranger sees, revoked tokens, body and id limits."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import uuid
@@ -157,7 +158,8 @@ def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path
     feed or API answer, and no staff timeline, carries their contacts or the reply code."""
     csv = tmp_path / "subs.csv"
     csv.write_text(SUBSCRIBERS, encoding="utf-8")
-    assert trust.cli("subscribers", "import", str(csv)).returncode == 0
+    imported = trust.subscribers("import", str(csv))
+    assert imported.returncode == 0, imported.stderr
     incident_id = file_report(trust, flood_body("hn-ba-dinh-kim-ma"))
     prompt = wait_for(lambda: [m for m in trust.sms_sent(to="+84901000101")
                                if incident_id in m["body"]], 30, "the approver's SMS")
@@ -195,6 +197,63 @@ def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path
     leaks = [(path, secret) for path, text in seen for secret in [*CONTACTS, f"YES {code}"]
              if secret in text]
     assert leaks == []
+
+
+def test_contacts_leave_through_the_cli_only_with_a_credential(trust: Stack, tmp_path: Path
+                                                               ) -> None:
+    """`loa subscribers` import, add, export and remove need an admin's token or the local
+    operator's stated reason; anyone else is refused before anything is read or changed,
+    and each command that ran is audited with its caller (counts and ids, no contacts)."""
+    csv = tmp_path / "one.csv"
+    csv.write_text("phone,email,language,areas,topics,channels,role\n"
+                   "0912000077,,vi,hn-ba-dinh,,sms,resident\n", encoding="utf-8")
+    commands = {"import": [str(csv)], "export": [],
+                "add": ["--area", "hn-ba-dinh", "--channel", "sms", "--phone", "0912000078"],
+                "remove": ["0912000077"]}
+    before = last_audit_id(trust)
+    reporter = trust.token("contacts-reporter", "reporter", area="hn-ba-dinh")
+    for command, args in commands.items():
+        nobody = trust.cli("subscribers", command, *args)
+        assert nobody.returncode == 1
+        assert "this command needs a credential" in nobody.stderr
+        refused = trust.cli("subscribers", command, "--token", reporter, *args)
+        assert refused.returncode == 1
+        assert ("token:contacts-reporter (reporter) may not see subscribers' contacts: that "
+                "is for admins") in " ".join(refused.stderr.split())
+    assert cli_subscriber_entries(trust, before) == []  # nothing done, nothing read
+    assert trust.subscribers("export").stdout.count("+8491200007") == 0
+    admin = trust.token("contacts-admin", "admin")
+    assert trust.cli("subscribers", "import", "--token", admin, str(csv)).returncode == 0
+    exported = trust.cli("subscribers", "export", "--token", admin)
+    assert "+84912000077" in exported.stdout
+    operator = trust.cli("subscribers", "remove", "--operator-reason", "asked by phone",
+                         "0912000077")
+    assert operator.returncode == 0, operator.stderr
+    entries = cli_subscriber_entries(trust, before)
+    assert [(e["actor"].partition(":")[0], e["action"]) for e in entries] == [
+        ("operator", "subscribers.exported"),  # the check above
+        ("token", "subscribers.imported"), ("token", "subscribers.exported"),
+        ("operator", "subscriber.opted_out")]
+    assert {e["actor"] for e in entries[1:3]} == {"token:contacts-admin"}
+    assert entries[1]["detail"] == {"saved": 1, "unchanged": 0, "rejected": 0}
+    assert entries[2]["detail"]["count"] == len(exported.stdout.splitlines()) - 1
+    assert entries[3]["detail"] == {"reason": "asked by phone"}
+    assert entries[3]["subject"].startswith("sub-")
+    assert "912000077" not in json.dumps(entries)
+
+
+def last_audit_id(stack: Stack) -> str:
+    """The id of the audit stream's newest entry ("0-0" for none)."""
+    newest = stack.redis.xrevrange(stack.keys.audit(), count=1)
+    return str(newest[0][0]) if newest else "0-0"
+
+
+def cli_subscriber_entries(stack: Stack, after: str) -> list[dict[str, Any]]:
+    """The audit entries of `loa subscribers` commands after the entry `after`."""
+    entries = [json.loads(fields["event"])
+               for _, fields in stack.redis.xrange(stack.keys.audit(), f"({after}", "+")]
+    return [e for e in entries
+            if e["interface"] == "cli" and e["action"].startswith("subscriber")]
 
 
 def test_a_revoked_token_is_refused_at_once(trust: Stack) -> None:

@@ -1,21 +1,29 @@
-"""File a report: keep it in the Redis outbox, put it on the broker, and only then say yes.
+"""File a report: keep it in the Redis outbox (on disk: the record), then put it on the
+broker.
 
-The outbox entry stays until the intake has taken the report in; the worker
-sends it again from there if that does not happen in time (the embedded
-broker keeps nothing across its own restart).
+The outbox entry stays until the intake has taken the report in; the worker sends it
+again from there if that does not happen in time (a broker that did not take it, or the
+embedded broker, which keeps nothing across its own restart). So a report is accepted
+once it is recorded: the API answers 202 then, and its trip to the broker goes on behind
+(:class:`Handoffs`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import Producer
 from coordinator.city import City
+from coordinator.errors import BrokerUnavailable
 from coordinator.events import Report
 from coordinator.keys import Keys
 from coordinator.state import Redis
+
+log = obs.get_logger("filing")
 
 
 def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
@@ -41,13 +49,48 @@ def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
     return problems
 
 
-async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Report) -> None:
-    """Durably record a report; raises BrokerUnavailable (the outbox still holds it)."""
+async def record_report(redis: Redis, keys: Keys, report: Report) -> None:
+    """Keep a report in the outbox (once per id): from here on it is not lost."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hsetnx(keys.outbox(), report.id, report.model_dump_json())
         pipe.zadd(keys.outbox_times(), {report.id: time.time()})
         await pipe.execute()
+
+
+async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Report) -> None:
+    """Durably record a report, then wait for the broker to take it; raises
+    BrokerUnavailable (the outbox still holds it)."""
+    await record_report(redis, keys, report)
     await producer.send(topics.REPORTS, report.correlation_key(), report.to_bytes())
+
+
+class Handoffs:
+    """Recorded reports on their way to the broker while their filer has had the answer:
+    a client need not wait for the broker's acknowledgement of what is already kept. One
+    the broker does not take is logged and left to the worker's resend from the outbox."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.under_way: set[asyncio.Task[None]] = set()
+
+    def start(self, report: Report) -> None:
+        """Send a recorded report to the broker, behind."""
+        task = asyncio.create_task(self._send(report))
+        self.under_way.add(task)
+        task.add_done_callback(self.under_way.discard)
+
+    async def finish(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the sends under way (what is cut off stays kept)."""
+        if self.under_way:
+            await asyncio.wait(set(self.under_way), timeout=timeout_s)
+
+    async def _send(self, report: Report) -> None:
+        try:
+            await self.producer.send(topics.REPORTS, report.correlation_key(),
+                                     report.to_bytes())
+        except BrokerUnavailable as exc:
+            log.warning("report kept; the worker sends it from the outbox", report=report.id,
+                        error=str(exc))
 
 
 async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],

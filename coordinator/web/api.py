@@ -14,10 +14,9 @@ from redis.exceptions import RedisError
 from coordinator import observability as obs
 from coordinator import queries
 from coordinator.access import Action, Principal, decide
-from coordinator.errors import BrokerUnavailable
 from coordinator.events import Claim, Report, Severity, Slug, Spreading
 from coordinator.incidents.surge import recent_surges
-from coordinator.reports.filing import file_report, report_problems
+from coordinator.reports.filing import record_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import Tip, TipIn, new_tip_id, recent_tips, take_tip
 from coordinator.web.auth import allow, refuse
@@ -83,11 +82,14 @@ def _page(items: list[dict[str, Any]], start: int, limit: int) -> Page:
           responses={401: {"description": "no credential"},
                      403: {"description": "the credential may not report (here)"},
                      422: {"description": "a field is invalid; the message names it"},
-                     503: {"description": "not recorded: try again with the same id"}})
+                     503: {"description": "not recorded (Redis did not answer): try again "
+                                          "with the same id"}})
 async def post_report(body: ReportIn, request: Request,
                       principal: Annotated[Principal, Depends(allow(Action.report_file))]
                       ) -> Accepted:
-    """Accept a report once it is durably recorded (outbox in Redis, and on the broker)."""
+    """Accept a report once it is durably recorded (the outbox in Redis); its trip to the
+    broker goes on behind the answer, and the worker resends it from the outbox if the
+    broker does not take it."""
     st = web_state(request)
     try:
         report = Report(**body.model_dump(exclude={"id"}), id=namespaced_report_id(
@@ -104,11 +106,12 @@ async def post_report(body: ReportIn, request: Request,
     if not scoped.allowed:
         raise refuse(request, scoped)
     try:
-        await file_report(st.redis, st.keys, st.producer, report)
-    except (BrokerUnavailable, RedisError) as exc:
+        await record_report(st.redis, st.keys, report)
+    except RedisError as exc:
         log.error("report not recorded", report=report.id, error=str(exc))
         raise HTTPException(503, f"report {report.id} not recorded yet: {exc}; "
                             "send it again with the same id") from exc
+    st.handoffs.start(report)  # recorded: the broker's ack is not the filer's to wait for
     obs.REPORTS_ACCEPTED.labels("api").inc()
     log.info("report accepted", report=report.id, kind=report.kind, area=report.area,
              actor=principal.actor)

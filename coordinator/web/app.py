@@ -25,6 +25,7 @@ from coordinator.city import City
 from coordinator.dispatch.status_callbacks import StatusCallbacks
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.feeds import web_text
+from coordinator.reports.filing import Handoffs
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
 from coordinator.web.admission import Admission
@@ -58,6 +59,8 @@ from coordinator.web.translate import translate
 
 HERE = Path(__file__).parent
 log = obs.get_logger("web")
+HANDOFF_GRACE_S = 5.0
+"""How long a stopping web waits for accepted reports still on their way to the broker."""
 
 
 def create_web_app(settings: Settings) -> FastAPI:
@@ -70,7 +73,8 @@ def create_web_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer = Producer(settings)
-        app.state.loa = State(rt, producer, StatusCallbacks(rt.redis, rt.keys))
+        app.state.loa = State(rt, producer, StatusCallbacks(rt.redis, rt.keys),
+                              Handoffs(producer))
         app.state.live = Live(rt.redis, rt.keys, rt.city, card_renderer(app, rt.city),
                               rt.city.languages.tags)
         await app.state.live.start()
@@ -81,13 +85,15 @@ def create_web_app(settings: Settings) -> FastAPI:
         try:
             await producer.start()
         except BrokerUnavailable as exc:
-            log.error("broker not reachable at start; reports will be refused", error=str(exc))
+            log.error("broker not reachable at start; reports are kept, and the worker sends "
+                      "them once it answers", error=str(exc))
         yield
         # The background tasks end before what they use is closed: one still running would
         # log a connection error at every shutdown.
         for task in (watcher, recovery):
             task.cancel()
         await asyncio.gather(watcher, recovery, return_exceptions=True)
+        await app.state.loa.handoffs.finish(HANDOFF_GRACE_S)
         await producer.stop()
         await rt.redis.aclose()
 

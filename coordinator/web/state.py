@@ -12,6 +12,7 @@ from coordinator.city import City
 from coordinator.dispatch.status_callbacks import StatusCallbacks
 from coordinator.keys import Keys
 from coordinator.playbooks.models import Playbook
+from coordinator.reports.filing import Handoffs
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 from coordinator.state import Redis
@@ -25,6 +26,7 @@ class State:
     rt: Runtime
     producer: Producer
     status_callbacks: StatusCallbacks  # applied in batches (dispatch.status_callbacks)
+    handoffs: Handoffs  # accepted reports on their way to the broker
 
     @property
     def settings(self) -> Settings:

@@ -184,6 +184,24 @@ def test_a_report_survives_a_broker_restart(make_stack: MakeStack) -> None:
     assert stack.redis.zcard(stack.keys.incidents()) == 1
 
 
+def test_a_report_filed_while_the_broker_is_down_is_accepted_then_taken_in(
+        make_stack: MakeStack) -> None:
+    """The broker is down: a report is still accepted (202) once it is in the Redis
+    outbox, and said so in the web's log; once the broker is back, the worker takes it in
+    from there."""
+    stack = make_stack()
+    stack.start_web()
+    stack.broker.stop()
+    report_id = post_report(stack, report_body("hn-tay-ho"))
+    assert stack.redis.hexists(stack.keys.outbox(), report_id)
+    wait_for(lambda: "report kept; the worker sends it from the outbox" in
+             (stack.root / "web.log").read_text() or None, 30, "the web saying so")
+    stack.restart_broker()
+    stack.start_worker()
+    incident_id = wait_for_incident(stack, report_id, 60)
+    stack.wait_for_status(incident_id, "awaiting_approval")
+
+
 def test_a_stopped_worker_closes_its_channels(make_stack: Callable[..., Stack]) -> None:
     """SIGTERM after an SMS went out: the SDK's HTTP session is closed on the way out (no
     "Unclosed client session" in the log)."""

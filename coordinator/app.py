@@ -217,6 +217,13 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
 
 
 def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
+    @app.on_partitions_assigned.connect
+    async def send_parked_again(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # A new assignment: a worker joined or left, or the broker came back, maybe empty
+        # (`loa up` restarts it alone). The parked messages go out again in the next round,
+        # as when the worker starts, not an hour later.
+        pipeline.drainer.parked_sent = False
+
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
     async def drain_outbox() -> None:
         # Its own timer: a round waiting on a broker that is away (up to GIVE_UP_AFTER sends

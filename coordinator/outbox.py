@@ -9,9 +9,9 @@ twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behi
 flooded with copies). After :data:`MAX_SENDS` sends (about 16 minutes) a message is parked:
 a dead letter notes it, `loa doctor` shows it, it is no longer sent on a timer (a message
 its consumer refuses for good would come back forever), and is sent again only each time a
-worker starts and once every :data:`PARKED_WAIT_S` (so a broker restarted empty while every
-worker ran still gets it back). Only its consumer (or a person) forgets a message. Sending
-twice is harmless, every consumer is idempotent.
+worker starts or is given new partitions (a worker joined or left, or the broker came back,
+maybe empty), and once every :data:`PARKED_WAIT_S` otherwise. Only its consumer (or a
+person) forgets a message. Sending twice is harmless, every consumer is idempotent.
 """
 
 from __future__ import annotations
@@ -126,8 +126,9 @@ async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -
 class Drainer:
     """One worker's drain of the kept messages, a round at a time (see the module's text).
 
-    Remembers, for this worker's life, whether its parked messages have been sent once (its
-    first round that sent every one that was due), and which kept messages it cannot send
+    Remembers whether its parked messages have been sent since it started (its first round
+    that sent every one that was due; the app sets `parked_sent` back to False when the
+    worker is given new partitions), and which kept messages it cannot send
     at all (unreadable, or for a topic it does not know, as a newer Loa's): those are
     logged once and left kept, for a worker that knows them or a person."""
 

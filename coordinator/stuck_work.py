@@ -79,8 +79,8 @@ async def _kept(redis: Redis, keys: Keys) -> Stuck | None:
     parked = sum(1 for _, _, sends in kept if sends >= outbox.MAX_SENDS)
     return Stuck("messages waiting for their consumer", len(kept), oldest[1],
                  f"{oldest[0]}, sent {oldest[2]} time(s)" + (
-                     f"; {parked} parked (sent again as a worker starts and hourly; one "
-                     "its consumer refuses stays until removed: "
+                     f"; {parked} parked (sent again as a worker starts or rejoins, and "
+                     "hourly; one its consumer refuses stays until removed: "
                      f"`redis-cli HDEL {keys.followups()} ID`)"
                      if parked else ""))
 

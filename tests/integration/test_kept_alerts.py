@@ -312,7 +312,7 @@ async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgott
               if s.kind == "messages waiting for their consumer"]
     assert (kept.count, kept.detail.split(";")[:2]) == (
         1, [f"decision:1, sent {outbox.MAX_SENDS + 1} time(s)", " 1 parked (sent again as a "
-            "worker starts and hourly"])
+            "worker starts or rejoins, and hourly"])
     assert await worker.round() == 0
     entry = json.loads(await rt.redis.hget(rt.keys.followups(), "decision:1"))
     entry["at"] -= outbox.PARKED_WAIT_S  # an hour after its last send (a broker restarted

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +14,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coordinator import outbox
 from coordinator.embedded import free_port
+from coordinator.events import Decision
 from tests.integration.factories import (
+    file_report,
     post_report,
     report_body,
     wait_for_approval,
@@ -200,6 +205,32 @@ def test_a_report_filed_while_the_broker_is_down_is_accepted_then_taken_in(
     stack.start_worker()
     incident_id = wait_for_incident(stack, report_id, 60)
     stack.wait_for_status(incident_id, "awaiting_approval")
+
+
+def test_a_parked_decision_goes_out_again_when_the_broker_comes_back(
+        make_stack: MakeStack) -> None:
+    """A decision kept and parked (sent six times, its last send just now: not due for an
+    hour) while the worker runs; the broker restarts empty: the worker's new assignment
+    sends the parked ones again at once, and the decision is applied."""
+    stack = make_stack()
+    stack.start_worker()
+    stack.start_web()
+    incident_id = file_report(stack, report_body("hn-ba-dinh-ngoc-ha"))
+    approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
+                           "the approval request")
+    decision = Decision(id="dec-parked-0001", approval_id=approval_id,
+                        approver_id="nguyen-van-an", verdict="approve")
+    stack.redis.hset(stack.keys.followups(), "decision:dec-parked-0001", json.dumps({
+        "topic": "decisions", "key": approval_id, "value": decision.to_bytes().decode(),
+        "at": time.time(), "sends": outbox.MAX_SENDS, "first": time.time() - 1000}))
+    time.sleep(2)  # rounds of the drain: not due, not sent
+    assert stack.redis.hget(stack.keys.approval(approval_id), "status") == "pending"
+    stack.restart_broker()
+    wait_for(lambda: stack.redis.hget(stack.keys.approval(approval_id), "status")
+             == "approved" or None, 60, "the parked decision applied")
+    wait_for(lambda: not stack.redis.hexists(stack.keys.followups(),
+                                             "decision:dec-parked-0001") or None, 10,
+             "the decision forgotten")
 
 
 def test_a_stopped_worker_closes_its_channels(make_stack: Callable[..., Stack]) -> None:

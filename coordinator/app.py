@@ -222,7 +222,7 @@ def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
         # A new assignment: a worker joined or left, or the broker came back, maybe empty
         # (`loa up` restarts it alone). The parked messages go out again in the next round,
         # as when the worker starts, not an hour later.
-        pipeline.drainer.parked_sent = False
+        pipeline.drainer.send_parked_again()
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
     async def drain_outbox() -> None:

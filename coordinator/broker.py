@@ -106,6 +106,7 @@ class Producer:
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._started = False
+        self._starting = asyncio.Lock()
 
     @property
     def started(self) -> bool:
@@ -126,6 +127,12 @@ class Producer:
             with contextlib.suppress(Exception):  # what it opened before failing
                 await self._producer.stop()
             raise BrokerUnavailable(f"broker {self.settings.kafka_url}: {exc!r}") from exc
+
+    async def ensure_started(self) -> None:
+        """Connect unless connected (one caller at a time); raises BrokerUnavailable."""
+        async with self._starting:
+            if not self._started:
+                await self.start()
 
     async def stop(self) -> None:
         """Flush and disconnect."""

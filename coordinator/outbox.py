@@ -20,6 +20,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from coordinator import observability as obs
 from coordinator import topics
@@ -42,6 +43,9 @@ GIVE_UP_AFTER = 3
 round starts again from the beginning."""
 SEND_TIMEOUT_S = 5.0
 """A drain's send that takes longer than this counts as failed."""
+RETRY_LONGEST_S = 60.0
+"""A message whose send failed waits 1 s, then twice as long after each failure, up to
+this, before the drain tries it again."""
 log = obs.get_logger("outbox")
 # KEYS[1] = followups; ARGV = now, then ids. Each message still kept: stamped sent now, one
 # send more. Returns each one's sends after this (0: no longer kept, not brought back).
@@ -126,11 +130,12 @@ async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -
 class Drainer:
     """One worker's drain of the kept messages, a round at a time (see the module's text).
 
-    Remembers whether its parked messages have been sent since it started (its first round
-    that sent every one that was due; the app sets `parked_sent` back to False when the
-    worker is given new partitions), and which kept messages it cannot send
-    at all (unreadable, or for a topic it does not know, as a newer Loa's): those are
-    logged once and left kept, for a worker that knows them or a person."""
+    Remembers whether its parked messages have been sent since it started or was given new
+    partitions (:meth:`send_parked_again`), which kept messages it cannot send at all
+    (unreadable, or for a topic it does not know, as a newer Loa's: logged once and left
+    kept, for a worker that knows them or a person), and which failed their last send (each
+    waits twice as long as before, from 1 s up to :data:`RETRY_LONGEST_S`, so one the broker
+    refuses for good neither holds up the others nor goes out every round)."""
 
     def __init__(self, redis: Redis, keys: Keys, send: Send,
                  first_wait_s: float = RESEND_AFTER_S, send_timeout_s: float = SEND_TIMEOUT_S
@@ -138,7 +143,15 @@ class Drainer:
         self.redis, self.keys, self.send = redis, keys, send
         self.first_wait_s, self.send_timeout_s = first_wait_s, send_timeout_s
         self.parked_sent = False
-        self._unsendable: dict[str, str] = {}  # id -> the entry as it was when refused
+        self._generation = 0  # counts send_parked_again(): a round started before is stale
+        self._unsendable: dict[str, str] = {}  # id -> why (its topic, or its raw entry)
+        self._retry: dict[str, tuple[int, float]] = {}  # id -> (failed sends, monotonic)
+
+    def send_parked_again(self) -> None:
+        """The parked messages go out again in the next round (new partitions: a worker
+        joined or left, or the broker came back, maybe empty)."""
+        self._generation += 1
+        self.parked_sent = False
 
     async def round(self) -> int:
         """Send again what is due: what has waited longer than its wait (`first_wait_s`
@@ -147,47 +160,79 @@ class Drainer:
         were sent. A send that fails (or takes longer than `send_timeout_s`) is logged and
         the round goes on; after :data:`GIVE_UP_AFTER` failed sends in a row (the broker is
         away) it stops, and the next round starts again from the beginning."""
-        parked_too, parked_failed = not self.parked_sent, False
+        generation, parked_too, parked_left = self._generation, not self.parked_sent, False
         resent = failed_in_a_row = 0
-        now = time.time()
-        for mid, raw in (await self.redis.hgetall(self.keys.followups())).items():
-            if self._unsendable.get(mid) == raw:
+        now, clock = time.time(), time.monotonic()
+        kept = await self.redis.hgetall(self.keys.followups())
+        self._forget_gone(kept)
+        for mid, raw in kept.items():
+            found = self._readable(mid, raw)
+            if found is None:
                 continue
-            try:
-                entry = json.loads(raw)
-                message = (str(entry["topic"]), str(entry["key"]), str(entry["value"]).encode())
-                spec = topics.spec_named(message[0])
-                at, sends = float(entry["at"]), int(entry.get("sends", 1))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                self._unsendable[mid] = raw
-                log.error("kept message this worker cannot send; left kept for a worker that "
-                          "can, or a person", id=mid, error=repr(exc),
-                          remove=f"redis-cli HDEL {self.keys.followups()} {mid}")
-                continue
+            spec, message, at, sends = found
             parked = sends >= MAX_SENDS
             wait = PARKED_WAIT_S if parked else wait_before_resend(sends, self.first_wait_s)
             if not (parked and parked_too) and now - at < wait:
+                continue
+            if self._retry.get(mid, (0, 0.0))[1] > clock:  # failed its last send
+                parked_left = parked_left or parked
                 continue
             try:
                 await asyncio.wait_for(self.send(spec, message[1], message[2]),
                                        self.send_timeout_s)
             except Exception as exc:
                 failed_in_a_row += 1
-                parked_failed = parked_failed or parked
+                parked_left = parked_left or parked
+                failures = self._retry.get(mid, (0, 0.0))[0] + 1
+                self._retry[mid] = (failures, clock + min(RETRY_LONGEST_S,
+                                                          2.0 ** (failures - 1)))
                 log.warning("kept message not sent again; a later round retries", id=mid,
-                            error=repr(exc))
+                            failures=failures, error=repr(exc))
                 if failed_in_a_row >= GIVE_UP_AFTER:
                     return resent
                 continue
             failed_in_a_row = 0
+            self._retry.pop(mid, None)
             resent += 1
             try:
                 await note_sent(self.redis, self.keys, {mid: message})
             except Exception as exc:  # on the broker, not noted: it is sent again sooner
                 log.warning("kept message sent again, not noted as sent", id=mid,
                             error=repr(exc))
-        self.parked_sent = self.parked_sent or (parked_too and not parked_failed)
+        if parked_too and not parked_left and generation == self._generation:
+            self.parked_sent = True
         return resent
+
+    def _readable(self, mid: str, raw: str
+                  ) -> tuple[topics.TopicSpec, Message, float, int] | None:
+        """What the drain needs of an entry, or None for one this worker cannot send
+        (logged the first time)."""
+        entry: Any = None
+        try:
+            entry = json.loads(raw)
+            topic, key, value = entry["topic"], entry["key"], entry["value"]
+            if not all(isinstance(x, str) for x in (topic, key, value)):
+                raise TypeError("topic, key and value must be strings")
+            spec = topics.spec_named(topic)
+            found = (spec, (topic, key, value.encode()), float(entry["at"]),
+                     int(entry.get("sends", 1)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Said once per id and topic: a newer worker resending it changes the entry.
+            why = str(entry.get("topic")) if isinstance(entry, dict) else raw
+            if self._unsendable.get(mid) != why:
+                self._unsendable[mid] = why
+                log.warning("kept message this worker cannot send; left kept for a worker "
+                            "that can, or a person", id=mid, error=repr(exc),
+                            remove=f"redis-cli HDEL {self.keys.followups()} {mid}")
+            return None
+        self._unsendable.pop(mid, None)
+        return found
+
+    def _forget_gone(self, kept: Mapping[str, str]) -> None:
+        """What is remembered of messages no longer kept is dropped."""
+        for memory in (self._unsendable, self._retry):
+            for mid in [m for m in memory if m not in kept]:
+                del memory[mid]
 
 
 def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:
@@ -198,11 +243,18 @@ def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:
 
 
 async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
-    """Every kept message: (id, seconds since it was kept, sends so far)."""
+    """Every kept message: (id, seconds since it was kept, sends so far). One that cannot
+    be read (damaged, or written by hand) is listed with sends -1 and no age (0)."""
     now = time.time()
-    return [(mid, now - entry.get("first", entry["at"]), int(entry.get("sends", 1)))
-            for mid, entry in ((m, json.loads(r))
-                               for m, r in (await redis.hgetall(keys.followups())).items())]
+    found = []
+    for mid, raw in (await redis.hgetall(keys.followups())).items():
+        try:
+            entry = json.loads(raw)
+            found.append((mid, now - float(entry.get("first", entry["at"])),
+                          int(entry.get("sends", 1))))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            found.append((mid, 0.0, -1))
+    return found
 
 
 async def _park(redis: Redis, keys: Keys, mid: str, message: Message) -> None:

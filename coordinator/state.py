@@ -71,17 +71,20 @@ class _QuickPool(aioredis.BlockingConnectionPool):
         return connection
 
     async def release(self, connection: AbstractConnection) -> None:
-        if self._busy():
+        # One to reconnect first is taken back by redis-py (it awaits in between, and wakes
+        # a waiter after).
+        if self._busy() or connection.should_reconnect():  # type: ignore[no-untyped-call]
             await super().release(connection)
             return
         self._in_use_connections.remove(connection)
-        if connection.should_reconnect():  # type: ignore[no-untyped-call]
-            await connection.disconnect()
         self._available_connections.append(connection)
 
     def _busy(self) -> bool:
-        """Someone waits for a connection, or the pool is being rewritten (maintenance)."""
-        return bool(self._in_maintenance or self._condition._waiters)
+        """Someone waits for a connection, the pool is being rewritten (maintenance), or
+        its connections re-authenticate as they are taken back (a credential provider,
+        which Loa does not use): redis-py's path then."""
+        return bool(self._in_maintenance or self._condition._waiters
+                    or self.connection_kwargs.get("credential_provider"))
 
 
 class _HiredisPacking(AbstractConnection):

@@ -77,8 +77,11 @@ async def _kept(redis: Redis, keys: Keys) -> Stuck | None:
         return None
     oldest = max(kept, key=lambda k: k[1])
     parked = sum(1 for _, _, sends in kept if sends >= outbox.MAX_SENDS)
+    unreadable = [mid for mid, _, sends in kept if sends < 0]
     return Stuck("messages waiting for their consumer", len(kept), oldest[1],
                  f"{oldest[0]}, sent {oldest[2]} time(s)" + (
+                     f"; {len(unreadable)} unreadable (e.g. {unreadable[0]}; `redis-cli "
+                     f"HGET {keys.followups()} ID` shows it)" if unreadable else "") + (
                      f"; {parked} parked (sent again as a worker starts or rejoins, and "
                      "hourly; one its consumer refuses stays until removed: "
                      f"`redis-cli HDEL {keys.followups()} ID`)"

@@ -99,22 +99,25 @@ def subscribers_import(path: Path, token: TokenOpt = None, operator_reason: Reas
     async def work(redis: Redis, keys: Keys, s: Settings) -> tuple[int, int]:
         caller = await _caller(redis, keys, s, token, operator_reason)
         saved = unchanged = 0
-        for line, sub, _ in track(rows, description="importing", console=err):
-            if sub is None:
-                continue
-            try:
-                kept, changed = await register(redis, keys, sub, from_file=True)
-            except SubscriberConflict as exc:
-                conflicts.append((line, f"id: {exc}"))
-                continue
-            if sub.id and kept.id != sub.id:
-                renamed.append((line, f"id: {sub.id} is saved as {kept.id} ({sub.id}'s "
-                                      "number was handed out here before)"))
-            saved += changed
-            unchanged += not changed
-        await audit_cli_action(redis, keys, caller, "subscribers.imported", path.name,
-                               saved=saved, unchanged=unchanged,
-                               rejected=sum(sub is None for _, sub, _ in rows) + len(conflicts))
+        try:
+            for line, sub, _ in track(rows, description="importing", console=err):
+                if sub is None:
+                    continue
+                try:
+                    kept, changed = await register(redis, keys, sub, from_file=True)
+                except SubscriberConflict as exc:
+                    conflicts.append((line, f"id: {exc}"))
+                    continue
+                if sub.id and kept.id != sub.id:
+                    renamed.append((line, f"id: {sub.id} is saved as {kept.id} ({sub.id}'s "
+                                          "number was handed out here before)"))
+                saved += changed
+                unchanged += not changed
+        finally:  # an import cut off half way says what it did save
+            await audit_cli_action(
+                redis, keys, caller, "subscribers.imported", path.name, saved=saved,
+                unchanged=unchanged,
+                rejected=sum(sub is None for _, sub, _ in rows) + len(conflicts))
         return saved, unchanged
 
     saved, unchanged = with_redis(work)

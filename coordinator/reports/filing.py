@@ -24,6 +24,11 @@ from coordinator.keys import Keys
 from coordinator.state import Redis
 
 log = obs.get_logger("filing")
+MAX_UNDER_WAY = 1000
+"""Reports on their way to the broker at once, past which the outbox's resend takes them."""
+RECONNECT_EVERY_S = 5.0
+SAY_EVERY_S = 5.0
+"""Reports left to the outbox are said in the log at most this often (with their count)."""
 
 
 def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
@@ -67,14 +72,22 @@ async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Repo
 class Handoffs:
     """Recorded reports on their way to the broker while their filer has had the answer:
     a client need not wait for the broker's acknowledgement of what is already kept. One
-    the broker does not take is logged and left to the worker's resend from the outbox."""
+    the broker does not take, or one past :data:`MAX_UNDER_WAY` at once, is left to the
+    worker's resend from the outbox. A producer that could not connect (the broker was down
+    as the web started) is connected again here, at most every :data:`RECONNECT_EVERY_S`."""
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
         self.under_way: set[asyncio.Task[None]] = set()
+        self.left_to_outbox = 0  # since it was last said in the log
+        self._said_at = 0.0
+        self._connect_at = 0.0
 
     def start(self, report: Report) -> None:
         """Send a recorded report to the broker, behind."""
+        if len(self.under_way) >= MAX_UNDER_WAY:  # the broker is slow: the outbox has it
+            self._left(report, "too many on their way to the broker")
+            return
         task = asyncio.create_task(self._send(report))
         self.under_way.add(task)
         task.add_done_callback(self.under_way.discard)
@@ -86,11 +99,26 @@ class Handoffs:
 
     async def _send(self, report: Report) -> None:
         try:
+            if not self.producer.started:
+                if time.monotonic() < self._connect_at:
+                    raise BrokerUnavailable("not connected to the broker")
+                self._connect_at = time.monotonic() + RECONNECT_EVERY_S
+                await self.producer.ensure_started()
             await self.producer.send(topics.REPORTS, report.correlation_key(),
                                      report.to_bytes())
         except BrokerUnavailable as exc:
+            self._left(report, str(exc))
+        except Exception as exc:  # kept all the same; say what went wrong
+            log.error("report not handed to the broker; the worker sends it from the outbox",
+                      report=report.id, error=repr(exc))
+
+    def _left(self, report: Report, why: str) -> None:
+        """Count a report left to the outbox's resend; say so at most every few seconds."""
+        self.left_to_outbox += 1
+        if time.monotonic() - self._said_at >= SAY_EVERY_S:
             log.warning("report kept; the worker sends it from the outbox", report=report.id,
-                        error=str(exc))
+                        error=why, reports=self.left_to_outbox)
+            self._said_at, self.left_to_outbox = time.monotonic(), 0
 
 
 async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
@@ -108,7 +136,14 @@ async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awai
         if raw is None:
             await redis.zrem(keys.outbox_times(), report_id)
             continue
-        report = Report.model_validate_json(raw)
+        try:
+            report = Report.model_validate_json(raw)
+        except ValueError as exc:  # another Loa's, or damaged: the others still go
+            log.error("outboxed report cannot be read; left for a person", report=report_id,
+                      error=str(exc)[:300],
+                      remove=f"redis-cli HDEL {keys.outbox()} {report_id}")
+            await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
+            continue
         await send(report.correlation_key(), raw.encode())
         await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
         sent += 1

@@ -55,7 +55,7 @@ async def _broker_check(st: State) -> str:
         return f"missing topics: {', '.join(missing)} (start a worker, or `loa doctor`)"
     if not st.producer.started:
         try:
-            await st.producer.start()
+            await st.producer.ensure_started()
         except BrokerUnavailable as exc:
             return f"producer cannot connect: {exc}"
     return "ok"

@@ -207,6 +207,29 @@ def test_a_report_filed_while_the_broker_is_down_is_accepted_then_taken_in(
     stack.wait_for_status(incident_id, "awaiting_approval")
 
 
+def test_a_web_started_while_the_broker_is_down_connects_once_it_is_back(
+        make_stack: MakeStack) -> None:
+    """The broker is down as the web starts: reports are accepted and kept. Once the broker
+    is back, the web connects by itself, and a report goes straight on the broker: the
+    worker takes it in though its resend from the outbox is an hour away."""
+    stack = make_stack(LOA_OUTBOX_RESEND_AFTER_S="3600")
+    stack.broker.stop()
+    stack.start_web()
+    kept = post_report(stack, report_body("hn-tay-ho"))
+    assert stack.redis.hexists(stack.keys.outbox(), kept)
+    stack.restart_broker()
+    stack.start_worker()
+    filed: list[str] = []
+
+    def one_taken_in() -> str | None:
+        filed.append(post_report(stack, report_body("hn-ba-dinh-ngoc-ha")))
+        time.sleep(1)
+        return next((i for r in filed if (i := stack.incident_of(r))), None)
+
+    wait_for(one_taken_in, 60, "a report filed after the broker came back taken in")
+    assert stack.incident_of(kept) is None  # left to the outbox's resend, an hour away
+
+
 def test_a_parked_decision_goes_out_again_when_the_broker_comes_back(
         make_stack: MakeStack) -> None:
     """A decision kept and parked (sent six times, its last send just now: not due for an

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
@@ -44,3 +46,15 @@ def test_an_argument_redis_cannot_take_is_refused_as_redis_py_refuses_it() -> No
             ours.pack_command("SET", "k", bad)
         with pytest.raises(DataError):
             aioredis.Connection().pack_command("SET", "k", bad)
+
+
+def test_the_quick_pool_finds_the_parts_of_redis_py_it_reads() -> None:
+    """The pool's quick path reads redis-py's and asyncio's own attributes: an upgrade that
+    renames one fails here, not in production."""
+    pool = connect("redis://127.0.0.1:1/0").connection_pool
+    assert isinstance(pool._available_connections, list)
+    assert isinstance(pool._in_use_connections, set)
+    assert isinstance(pool._condition._waiters, collections.deque)  # type: ignore[attr-defined]
+    assert pool._in_maintenance is False  # type: ignore[attr-defined]
+    assert "credential_provider" not in pool.connection_kwargs
+    assert pool.connection_class().should_reconnect() is False

@@ -9,6 +9,7 @@ audit entries not sealed into the chain.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,21 +72,27 @@ async def _deliveries(redis: Redis, keys: Keys, now: float) -> Stuck | None:
 
 
 async def _kept(redis: Redis, keys: Keys) -> Stuck | None:
-    """Messages (prompts, statements, decisions) no consumer has finished."""
+    """Messages (prompts, statements, decisions) no consumer has finished. One that cannot
+    be read has waited an unknown time: stuck however young (a person must look at it)."""
     kept = await outbox.waiting(redis, keys)
     if not kept:
         return None
-    oldest = max(kept, key=lambda k: k[1])
-    parked = sum(1 for _, _, sends in kept if sends >= outbox.MAX_SENDS)
+    readable = [k for k in kept if k[2] >= 0]
     unreadable = [mid for mid, _, sends in kept if sends < 0]
-    return Stuck("messages waiting for their consumer", len(kept), oldest[1],
-                 f"{oldest[0]}, sent {oldest[2]} time(s)" + (
-                     f"; {len(unreadable)} unreadable (e.g. {unreadable[0]}; `redis-cli "
-                     f"HGET {keys.followups()} ID` shows it)" if unreadable else "") + (
-                     f"; {parked} parked (sent again as a worker starts or rejoins, and "
+    parked = sum(1 for _, _, sends in readable if sends >= outbox.MAX_SENDS)
+    parts = []
+    if readable:
+        oldest = max(readable, key=lambda k: k[1])
+        parts.append(f"{oldest[0]}, sent {oldest[2]} time(s)")
+    if unreadable:
+        parts.append(f"{len(unreadable)} unreadable (e.g. {unreadable[0]}; `redis-cli HGET "
+                     f"{keys.followups()} ID` shows it)")
+    if parked:
+        parts.append(f"{parked} parked (sent again as a worker starts or rejoins, and "
                      "hourly; one its consumer refuses stays until removed: "
-                     f"`redis-cli HDEL {keys.followups()} ID`)"
-                     if parked else ""))
+                     f"`redis-cli HDEL {keys.followups()} ID`)")
+    return Stuck("messages waiting for their consumer", len(kept),
+                 math.inf if unreadable else oldest[1], "; ".join(parts))
 
 
 async def _reports(redis: Redis, keys: Keys, now: float) -> Stuck | None:
@@ -136,7 +143,9 @@ async def mark_dead_letters_seen(redis: Redis, keys: Keys) -> int:
 
 
 def _age(seconds: float) -> str:
-    """`45 s`, `12 min`, `3.5 h`. Pure."""
+    """`45 s`, `12 min`, `3.5 h`; infinite: an unknown time. Pure."""
+    if seconds == math.inf:
+        return "an unknown time"
     if seconds < 120:
         return f"{max(0.0, seconds):.0f} s"
     if seconds < 7200:

@@ -360,6 +360,9 @@ async def test_messages_that_cannot_be_sent_do_not_hold_up_the_others(
     [kept] = [s for s in await stuck_work(rt.redis, rt.keys)
               if s.kind == "messages waiting for their consumer"]
     assert "; 1 unreadable (e.g. decision:torn;" in kept.detail
+    assert kept.oldest_s == float("inf")  # `loa doctor` calls it stuck however young
+    assert kept.line().startswith(
+        "messages waiting for their consumer: 6, the oldest waiting an unknown time (")
 
 
 async def test_a_parked_message_not_sent_comes_back_in_the_next_round(rt: Runtime) -> None:

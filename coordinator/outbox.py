@@ -149,9 +149,11 @@ class Drainer:
 
     def send_parked_again(self) -> None:
         """The parked messages go out again in the next round (new partitions: a worker
-        joined or left, or the broker came back, maybe empty)."""
+        joined or left, or the broker came back, maybe empty), and so do those waiting
+        after a failed send: the broker that refused them may be back."""
         self._generation += 1
         self.parked_sent = False
+        self._retry.clear()
 
     async def round(self) -> int:
         """Send again what is due: what has waited longer than its wait (`first_wait_s`

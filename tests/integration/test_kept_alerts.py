@@ -395,6 +395,12 @@ async def test_a_parked_message_not_sent_comes_back_in_the_next_round(rt: Runtim
     worker.send_parked_again()
     assert await worker.round() == 2
     assert worker.parked_sent
+    refuse.add("due")
+    assert await worker.round() == 0  # refused: it waits a second now ...
+    refuse.clear()
+    assert await worker.round() == 0
+    worker.send_parked_again()  # ... unless the broker comes back
+    assert await worker.round() == 2
 
 
 async def test_a_round_stops_after_failed_sends_in_a_row_only(rt: Runtime) -> None:

@@ -176,7 +176,8 @@ class Drainer:
             wait = PARKED_WAIT_S if parked else wait_before_resend(sends, self.first_wait_s)
             if not (parked and parked_too) and now - at < wait:
                 continue
-            if self._retry.get(mid, (0, 0.0))[1] > clock:  # failed its last send
+            failures, retry_at = self._retry.get(mid, (0, 0.0))
+            if retry_at > clock:  # failed its last send: waits its turn
                 parked_left = parked_left or parked
                 continue
             try:
@@ -185,7 +186,7 @@ class Drainer:
             except Exception as exc:
                 failed_in_a_row += 1
                 parked_left = parked_left or parked
-                failures = self._retry.get(mid, (0, 0.0))[0] + 1
+                failures += 1
                 self._retry[mid] = (failures, clock + min(RETRY_LONGEST_S,
                                                           2.0 ** (failures - 1)))
                 log.warning("kept message not sent again; a later round retries", id=mid,

@@ -80,10 +80,11 @@ async def _kept(redis: Redis, keys: Keys) -> Stuck | None:
     readable = [k for k in kept if k[2] >= 0]
     unreadable = [mid for mid, _, sends in kept if sends < 0]
     parked = sum(1 for _, _, sends in readable if sends >= outbox.MAX_SENDS)
-    parts = []
+    parts, age = [], math.inf  # an unreadable one: waiting an unknown time
     if readable:
         oldest = max(readable, key=lambda k: k[1])
         parts.append(f"{oldest[0]}, sent {oldest[2]} time(s)")
+        age = math.inf if unreadable else oldest[1]
     if unreadable:
         parts.append(f"{len(unreadable)} unreadable (e.g. {unreadable[0]}; `redis-cli HGET "
                      f"{keys.followups()} ID` shows it)")
@@ -91,8 +92,7 @@ async def _kept(redis: Redis, keys: Keys) -> Stuck | None:
         parts.append(f"{parked} parked (sent again as a worker starts or rejoins, and "
                      "hourly; one its consumer refuses stays until removed: "
                      f"`redis-cli HDEL {keys.followups()} ID`)")
-    return Stuck("messages waiting for their consumer", len(kept),
-                 math.inf if unreadable else oldest[1], "; ".join(parts))
+    return Stuck("messages waiting for their consumer", len(kept), age, "; ".join(parts))
 
 
 async def _reports(redis: Redis, keys: Keys, now: float) -> Stuck | None:

@@ -27,6 +27,7 @@ log = obs.get_logger("filing")
 MAX_UNDER_WAY = 1000
 """Reports on their way to the broker at once, past which the outbox's resend takes them."""
 RECONNECT_EVERY_S = 5.0
+"""A producer that is not connected is tried again at most this often, as reports come."""
 SAY_EVERY_S = 5.0
 """Reports left to the outbox are said in the log at most this often (with their count)."""
 

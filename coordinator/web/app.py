@@ -85,8 +85,8 @@ def create_web_app(settings: Settings) -> FastAPI:
         try:
             await producer.start()
         except BrokerUnavailable as exc:
-            log.error("broker not reachable at start; reports are kept, and the worker sends "
-                      "them once it answers", error=str(exc))
+            log.error("broker not reachable at start; reports are kept, and go on to it once "
+                      "it answers", error=str(exc))
         yield
         # The background tasks end before what they use is closed: one still running would
         # log a connection error at every shutdown.

@@ -37,7 +37,7 @@ from coordinator.web.decide import decide
 from coordinator.web.error_pages import http_error, to_login, validation_error
 from coordinator.web.feeds import feeds
 from coordinator.web.health import health
-from coordinator.web.hooks import hooks, keep_recovering
+from coordinator.web.hooks import hooks, keep_recovering, status_route
 from coordinator.web.inbox import inbox
 from coordinator.web.live import Live, Render
 from coordinator.web.login import login
@@ -115,8 +115,9 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth). Routes
     # are matched in this order, one by one: the busiest first (a provider's status
-    # callbacks, two an SMS during a fan-out; reports), whose prefixes no other router
-    # uses; the three under /console keep their order.
+    # callbacks, two an SMS during a fan-out, as a plain `locked_route`; reports), whose
+    # prefixes no other router uses; the three under /console keep their order.
+    app.router.routes.append(status_route)
     for router in (hooks, api, health, translate, console, records, inbox, public, feeds,
                    login, decide, subscriptions, subscribe, tips, short_links):
         app.include_router(router)

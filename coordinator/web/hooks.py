@@ -52,7 +52,7 @@ from coordinator.inbound.store import (
 from coordinator.outcomes import outcome_of
 from coordinator.subscribers.registry import find_subscriber
 from coordinator.translations import N_
-from coordinator.web.auth import locked_router
+from coordinator.web.auth import locked_route, locked_router
 from coordinator.web.state import State, web_state
 
 hooks = locked_router(Action.provider_webhook, prefix="/hooks/twilio",
@@ -105,13 +105,17 @@ async def verified_form(request: Request) -> dict[str, str]:
     return form
 
 
-@hooks.post("/status")
 async def status_callback(request: Request) -> Response:
     """A message's status moved on (sent, delivered, undelivered, failed)."""
     update = status_update(await verified_form(request))
     st = web_state(request)
     await st.status_callbacks.record(update)  # with the others arriving at once
     return Response(status_code=204)
+
+
+# Two of these come for every SMS of a fan-out: a plain route, under the same lock.
+status_route = locked_route("/hooks/twilio/status", Action.provider_webhook,
+                            status_callback, "POST")
 
 
 @hooks.post("/sms")

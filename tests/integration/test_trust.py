@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from coordinator.access import POLICY, Role
-from coordinator.web.auth import action_of
+from coordinator.web.auth import route_actions
 from tests.conftest import PLAYBOOKS_DIR
 from tests.integration.drills import drill_folders
 from tests.integration.factories import file_report, flood_body, post_report
@@ -59,7 +59,7 @@ def routes() -> list[tuple[str, str, Any]]:
     for route in flat_routes(offline_web_app().router.routes):
         if not hasattr(route, "methods"):
             continue  # the static files
-        action = next(a for a in (action_of(d.call) for d in route.dependant.dependencies) if a)
+        action = route_actions(route)[0]
         out += [(method, route.path, action) for method in sorted(route.methods)]
     return out
 

@@ -163,6 +163,11 @@ def test_a_webhook_signature_is_checked_with_or_without_the_overrides() -> None:
     assert not signature_valid("other", URL, FORM, plain)
     assert not signature_valid(None, URL, FORM, plain)
     assert not signature_valid("tok", URL, {**FORM, "Body": "NO 123456"}, plain)
+    assert not signature_valid("tok", URL, FORM, "é" + plain[1:])  # not ASCII: refused
+    # Twilio's own variants still count: the URL signed with its default port
+    assert signature_valid("tok", "https://loa.example/hooks", FORM,
+                           RequestValidator("tok").compute_signature(
+                               "https://loa.example:443/hooks", FORM))
 
 
 def test_inbound_sms_and_status_callbacks_are_read_from_the_form() -> None:

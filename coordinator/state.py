@@ -1,4 +1,5 @@
-"""Redis access: the connection, compare-and-set transactions, and the audit trail.
+"""Redis access: compare-and-set transactions, scripts, pipelines and the audit trail (the
+connection itself: ``coordinator.redis_client``).
 
 Every state change goes through :func:`transact`: WATCH the keys the decision
 depends on, read, decide, write in MULTI/EXEC; a concurrent change retries.
@@ -14,14 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AuthenticationError, NoScriptError, WatchError
 
 from coordinator.errors import Contention
 from coordinator.events import AuditEvent
 from coordinator.keys import Keys
+from coordinator.redis_client import connect as connect
 
 T = TypeVar("T")
 # redis-py's stubs ignore `decode_responses=True` (every reply is typed
@@ -29,98 +28,6 @@ T = TypeVar("T")
 # at this one boundary instead of casting at every call.
 Redis = Any
 Pipeline = Any
-
-
-MAX_CONNECTIONS = 64
-"""Connections a process opens to Redis at most."""
-
-
-def connect(url: str) -> Redis:
-    """A Redis client that answers str (not bytes). The URL carries everything: a password
-    (`redis://:PASSWORD@host:port/0`, or `user:PASSWORD@` with ACLs), TLS (`rediss://`) and
-    the CA that signed the server's certificate (`?ssl_ca_certs=PATH`, which
-    LOA_REDIS_CA_FILE adds)."""
-    # A blocking pool: more commands at once than connections wait their turn (a fan-out has
-    # a hundred deliveries in flight) instead of failing with "Too many connections".
-    pool = _QuickPool.from_url(url, decode_responses=True, max_connections=MAX_CONNECTIONS,
-                               timeout=30)
-    pool.connection_class = _PACKED_BY_HIREDIS.get(pool.connection_class,
-                                                   pool.connection_class)
-    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
-
-
-class _QuickPool(aioredis.BlockingConnectionPool):
-    """A blocking pool that hands out an idle connection, and takes one back, at once while
-    nobody waits for one: without the condition, the timeout and the pool's metrics events
-    (which Loa does not collect) that redis-py's pool goes through for every command, about
-    15 of the 80 µs of CPU a command costs this client. A command that finds no idle
-    connection, or a connection given back while someone waits, takes redis-py's path."""
-
-    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any
-                             ) -> AbstractConnection:
-        if not self._available_connections or self._busy():
-            connection: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]
-            return connection
-        connection = self._available_connections.pop()
-        self._in_use_connections.add(connection)
-        try:
-            await self.ensure_connection(connection)
-        except BaseException:
-            await self.release(connection)
-            raise
-        return connection
-
-    async def release(self, connection: AbstractConnection) -> None:
-        # One to reconnect first is taken back by redis-py (it awaits in between, and wakes
-        # a waiter after).
-        if self._busy() or connection.should_reconnect():  # type: ignore[no-untyped-call]
-            await super().release(connection)
-            return
-        self._in_use_connections.remove(connection)
-        self._available_connections.append(connection)
-
-    def _busy(self) -> bool:
-        """Someone waits for a connection, the pool is being rewritten (maintenance), or
-        its connections re-authenticate as they are taken back (a credential provider,
-        which Loa does not use): redis-py's path then."""
-        return bool(self._in_maintenance or self._condition._waiters
-                    or self.connection_kwargs.get("credential_provider"))
-
-
-class _HiredisPacking(AbstractConnection):
-    """Commands packed by hiredis, in C, as redis-py's synchronous client does and its
-    asyncio one does not: the same bytes (a unit test holds the two side by side), ten
-    times faster. A fan-out and an incident's plan send thousands of commands a second,
-    and redis-py's pure-Python packing took 6 % of the worker's time in a fan-out. Strings
-    are encoded as UTF-8, our only encoding; what hiredis does not take (None, a bool, a
-    bytearray) is left to redis-py, which packs or refuses it as always."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        first = args[0]
-        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes)
-                                                          and b" " in first):
-            return super().pack_command(*args)  # "CLIENT SETNAME": split by redis-py
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError:  # None, a bool, a bytearray ...: as redis-py packs or refuses it
-            return super().pack_command(*args)
-
-
-class _Connection(_HiredisPacking, aioredis.Connection):
-    pass
-
-
-class _SSLConnection(_HiredisPacking, aioredis.SSLConnection):
-    pass
-
-
-class _UnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
-    pass
-
-
-_PACKED_BY_HIREDIS: dict[type, type] = {
-    aioredis.Connection: _Connection, aioredis.SSLConnection: _SSLConnection,
-    aioredis.UnixDomainSocketConnection: _UnixConnection}
 
 
 class Script:

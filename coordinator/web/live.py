@@ -34,7 +34,7 @@ from coordinator.state import Redis
 
 log = obs.get_logger("web.live")
 HEARTBEAT_S = 15.0
-BLOCK_MS = 2_000  # one XREAD waits this long for news (redis-py times a read out at 5 s)
+BLOCK_MS = 2_000  # one XREAD waits this long for news (under redis_client.COMMAND_TIMEOUT_S)
 KEPT = 256  # recent events kept for pages that reconnect
 
 Render = Callable[[dict[str, object], str], str]

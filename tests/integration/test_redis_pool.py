@@ -5,10 +5,14 @@ none idle waits its turn and is served (a private redis-server)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from coordinator import state
+from coordinator import redis_client, state
 from coordinator.embedded import Service
 
 pytestmark = pytest.mark.integration
@@ -18,7 +22,7 @@ async def test_more_commands_than_connections_all_get_their_answer(
         redis_server: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """300 commands at once on 4 connections; then 4 held by blocking pops, and a fifth
     command waits for one of them and is served."""
-    monkeypatch.setattr(state, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(redis_client, "MAX_CONNECTIONS", 4)
     redis = state.connect(redis_server.url)
     pool = redis.connection_pool
     await redis.hset("pool:h", mapping={str(n): f"v{n}" for n in range(300)})
@@ -36,3 +40,31 @@ async def test_more_commands_than_connections_all_get_their_answer(
     assert await asyncio.gather(*pops) == [None] * 4  # timed out first, then it ran
     assert len(pool._available_connections) == 4 and not pool._in_use_connections
     await redis.aclose()
+
+
+async def test_a_redis_that_stops_answering_times_a_command_out_and_then_serves_again(
+        redis_server: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No asyncio timeout around each command: the pool's watchdog cuts a command that has
+    waited past COMMAND_TIMEOUT_S (the server frozen with SIGSTOP), which fails with
+    redis-py's TimeoutError; the connection is made again for the next one. A command
+    shorter than the limit, and one that takes longer while the server works, are left
+    alone."""
+    monkeypatch.setattr(redis_client, "COMMAND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(redis_client, "WATCH_EVERY_S", 0.05)
+    redis = state.connect(redis_server.url)
+    await redis.set("pool:k", "v")
+    # a blocking read shorter than the limit is not cut
+    assert await redis.blpop(["pool:nothing"], timeout=0.3) is None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(RedisTimeoutError, match=r"no answer from Redis in 0\.5 s"):
+            await asyncio.wait_for(redis.get("pool:k"), 10)  # not for ever, if it fails
+        waited = time.monotonic() - began
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert 0.5 <= waited < 2, waited
+    assert await redis.get("pool:k") == "v"
+    assert not redis.connection_pool._in_use_connections
+    await redis.aclose()
+    assert redis.connection_pool._watchdog.done()

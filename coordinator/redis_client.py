@@ -1,0 +1,190 @@
+"""The connection to Redis: redis-py's asyncio client, with a pool that hands out an idle
+connection at once, commands packed by hiredis, and one watchdog per pool in place of a
+timeout around every command. Every Redis command of every process goes through here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+MAX_CONNECTIONS = 64
+"""Connections a process opens to Redis at most."""
+COMMAND_TIMEOUT_S = 5.0
+"""A command (its write, then each reply) that takes longer fails with redis-py's
+TimeoutError, as redis-py's own default socket timeout had it. A blocking command
+(XREAD BLOCK, BLPOP) must ask for less."""
+WATCH_EVERY_S = 1.0
+"""How often a pool's watchdog looks at its connections in use: a command stuck on a Redis
+that stopped answering fails between COMMAND_TIMEOUT_S and that plus this."""
+
+
+def connect(url: str) -> Any:  # redis-py's stubs type replies as bytes | str: see state.Redis
+    """A Redis client that answers str (not bytes). The URL carries everything: a password
+    (`redis://:PASSWORD@host:port/0`, or `user:PASSWORD@` with ACLs), TLS (`rediss://`) and
+    the CA that signed the server's certificate (`?ssl_ca_certs=PATH`, which
+    LOA_REDIS_CA_FILE adds)."""
+    # A blocking pool: more commands at once than connections wait their turn (a fan-out has
+    # a hundred deliveries in flight) instead of failing with "Too many connections".
+    # No socket timeout: redis-py would wrap every write and every read in an asyncio
+    # timeout (a fifth of a command's CPU); the pool's watchdog keeps the same promise. A
+    # `socket_timeout` in the URL still applies, as redis-py's.
+    pool = _QuickPool.from_url(url, decode_responses=True, max_connections=MAX_CONNECTIONS,
+                               timeout=30, socket_timeout=None,
+                               socket_connect_timeout=COMMAND_TIMEOUT_S)
+    pool.connection_class = _OURS.get(pool.connection_class, pool.connection_class)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
+
+
+class _QuickPool(aioredis.BlockingConnectionPool):
+    """A blocking pool that hands out an idle connection, and takes one back, at once while
+    nobody waits for one: without the condition, the timeout and the pool's metrics events
+    (which Loa does not collect) that redis-py's pool goes through for every command, about
+    15 of the 80 µs of CPU a command costs this client. A command that finds no idle
+    connection, or a connection given back while someone waits, takes redis-py's path.
+    The first command in an event loop starts the pool's watchdog there."""
+
+    _watchdog: asyncio.Task[None] | None = None
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any
+                             ) -> AbstractConnection:
+        loop, watchdog = asyncio.get_running_loop(), self._watchdog
+        if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
+            self._watchdog = loop.create_task(_watch_over(weakref.ref(self)),
+                                              name="redis-watchdog")
+        if not self._available_connections or self._busy():
+            connection: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]
+            return connection
+        connection = self._available_connections.pop()
+        self._in_use_connections.add(connection)
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        # One to reconnect first is taken back by redis-py (it awaits in between, and wakes
+        # a waiter after).
+        if self._busy() or connection.should_reconnect():  # type: ignore[no-untyped-call]
+            await super().release(connection)
+            return
+        self._in_use_connections.remove(connection)
+        self._available_connections.append(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await super().disconnect(inuse_connections)
+
+    def _busy(self) -> bool:
+        """Someone waits for a connection, the pool is being rewritten (maintenance), or
+        its connections re-authenticate as they are taken back (a credential provider,
+        which Loa does not use): redis-py's path then."""
+        return bool(self._in_maintenance or self._condition._waiters
+                    or self.connection_kwargs.get("credential_provider"))
+
+
+async def _watch_over(pool: weakref.ref[_QuickPool]) -> None:
+    """Every WATCH_EVERY_S, end the commands of `pool` that have waited longer than
+    COMMAND_TIMEOUT_S; stops with the pool."""
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        watched = pool()
+        if watched is None:
+            return
+        overdue = time.monotonic() - COMMAND_TIMEOUT_S
+        for connection in list(watched._in_use_connections):
+            if isinstance(connection, _Watched) and connection.busy_since is not None \
+                    and connection.busy_since < overdue:
+                connection.time_out()
+        del watched
+
+
+class _Watched(AbstractConnection):
+    """A connection whose command, while it writes or waits for a reply, is timed by its
+    pool's watchdog (`busy_since`), not by an asyncio timeout of its own. One the watchdog
+    ends fails as redis-py's timeout did: TimeoutError, the connection closed."""
+
+    busy_since: float | None = None
+    timed_out = False
+
+    def time_out(self) -> None:
+        """Called by the watchdog: cut the connection; the command waiting on it fails."""
+        self.timed_out = True
+        writer = self._writer
+        if writer is not None:
+            writer.transport.abort()
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.busy_since = time.monotonic()  # until its last reply is read
+        try:
+            await super().send_packed_command(command, check_health)
+        except Exception as exc:
+            self.busy_since = None
+            raise self._timeout_instead(exc) from exc
+
+    async def read_response(self, disable_decoding: bool = False, timeout: float | None = None,
+                            *, disconnect_on_error: bool = True, push_request: bool | None = False
+                            ) -> Any:
+        # A read given its own timeout (a pubsub's wait) is timed by redis-py, as it asks.
+        if timeout is None and self.busy_since is None:
+            self.busy_since = time.monotonic()
+        try:
+            return await super().read_response(
+                disable_decoding=disable_decoding, timeout=timeout,
+                disconnect_on_error=disconnect_on_error, push_request=push_request)
+        except Exception as exc:
+            raise self._timeout_instead(exc) from exc
+        finally:
+            self.busy_since = None
+
+    def _timeout_instead(self, exc: Exception) -> Exception:
+        """The error a command cut off by the watchdog raises: redis-py's TimeoutError."""
+        if not self.timed_out:
+            return exc
+        self.timed_out = False
+        return RedisTimeoutError(f"Timeout: no answer from Redis in {COMMAND_TIMEOUT_S:g} s")
+
+
+class _HiredisPacking(AbstractConnection):
+    """Commands packed by hiredis, in C, as redis-py's synchronous client does and its
+    asyncio one does not: the same bytes (a unit test holds the two side by side), ten
+    times faster. A fan-out and an incident's plan send thousands of commands a second,
+    and redis-py's pure-Python packing took 6 % of the worker's time in a fan-out. Strings
+    are encoded as UTF-8, our only encoding; what hiredis does not take (None, a bool, a
+    bytearray) is left to redis-py, which packs or refuses it as always."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes)
+                                                          and b" " in first):
+            return super().pack_command(*args)  # "CLIENT SETNAME": split by redis-py
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # None, a bool, a bytearray ...: as redis-py packs or refuses it
+            return super().pack_command(*args)
+
+
+class _Connection(_Watched, _HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_Watched, _HiredisPacking, aioredis.SSLConnection):
+    pass
+
+
+class _UnixConnection(_Watched, _HiredisPacking, aioredis.UnixDomainSocketConnection):
+    pass
+
+
+_OURS: dict[type, type] = {
+    aioredis.Connection: _Connection, aioredis.SSLConnection: _SSLConnection,
+    aioredis.UnixDomainSocketConnection: _UnixConnection}

@@ -4,9 +4,10 @@ by configuration and without patching: HTTP clients that rewrite the API host.""
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
@@ -18,6 +19,14 @@ FORM = "application/x-www-form-urlencoded"
 # thousand SMS a second that is a tenth of a worker's time. Its warnings still show.
 QUIET = logging.getLogger("twilio.http_client.loa")
 QUIET.setLevel(logging.WARNING)
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(value: str, safe: str = "", encoding: str | None = None,
+            errors: str | None = None) -> str:
+    """`quote_plus`, remembered: a fan-out's SMS share their body, sender and callback URL,
+    and quoting a Vietnamese body character by character was 2 % of a worker's time."""
+    return quote_plus(value, safe, encoding, errors)
 
 
 def _rewrite(url: str, base_url: str | None) -> str:
@@ -56,7 +65,7 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         if isinstance(data, dict) and headers.get("Content-Type", FORM) == FORM:
             # The form as aiohttp would encode it (same bytes, same Content-Type), without
             # the multipart writer and random boundary it makes for every form it is given.
-            data = urlencode(data, doseq=True).encode()
+            data = urlencode(data, doseq=True, quote_via=_quoted).encode()
             headers["Content-Type"] = FORM
         return await super().request(method, _rewrite(url, self.base_url), params=params,
                                      data=data, headers=headers, auth=None, **kwargs)

@@ -4,6 +4,7 @@ what the channel base enforces, and reading Twilio's webhooks."""
 from __future__ import annotations
 
 import random
+from urllib.parse import urlencode
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -18,6 +19,7 @@ from channels.base import (
 from channels.contacts import InvalidContact, e164, email_address
 from channels.delivery import backoff_s
 from channels.sms import SmsChannel, SmsConfigError, TwilioAccount, classify
+from channels.twilio_http import _quoted
 from channels.twilio_webhooks import (
     RETRY_OVERRIDES,
     InboundText,
@@ -185,3 +187,13 @@ def test_an_sms_is_answered_in_escaped_twiml() -> None:
     assert reply_twiml("A & B <ok>") == (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Message>A &amp; B &lt;ok&gt;'
         "</Message></Response>")
+
+
+def test_the_sms_form_is_quoted_as_urlencode_quotes_it() -> None:
+    """The remembered quoting gives the bytes `urlencode` gives (Vietnamese, an emoji, the
+    characters a form must escape), the second time too."""
+    form = {"To": "+84901234567", "From": "+15005550006", "StatusCallback":
+            "https://loa.example/hooks/twilio/status?x=1&y=2",
+            "Body": "Ngập sâu ở Giảng Võ 🌊 — tránh đường & chờ hướng dẫn: 100% an toàn"}
+    for _ in range(2):
+        assert urlencode(form, doseq=True, quote_via=_quoted) == urlencode(form, doseq=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import sys
 from collections.abc import Callable
@@ -164,7 +165,9 @@ def _work(settings: Settings, stuck_after_s: float = STUCK_AFTER_S) -> tuple[boo
         return True, "work: nothing waiting (every fan-out, prompt and report finished)"
     late = [s for s in found if s.oldest_s > stuck_after_s]
     lines = "\n".join(f"    {'[red]stuck[/] ' if s in late else ''}{s.line()}" for s in found)
-    head = (f"work stuck longer than {stuck_after_s:.0f} s (is a worker running? see its log):"
+    unreadable = any(math.isinf(s.oldest_s) for s in late)  # waiting an unknown time
+    head = (f"work stuck longer than {stuck_after_s:.0f} s"
+            f"{' or unreadable' if unreadable else ''} (is a worker running? see its log):"
             if late else f"work under way, none stuck longer than {stuck_after_s:.0f} s:")
     return not late, f"{head}\n{lines}"
 

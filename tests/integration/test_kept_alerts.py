@@ -18,6 +18,7 @@ from coordinator.approvals.escalate import prompt_message_id
 from coordinator.at_once import AtOnce
 from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
+from coordinator.doctor import _work as doctor_work
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import ApprovalPrompt, DeliveryRequest, Report, Severity, Statement
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
@@ -363,6 +364,10 @@ async def test_messages_that_cannot_be_sent_do_not_hold_up_the_others(
     assert kept.oldest_s == float("inf")  # `loa doctor` calls it stuck however young
     assert kept.line().startswith(
         "messages waiting for their consumer: 6, the oldest waiting an unknown time (")
+    settings = rt.settings.model_copy(update={"redis_prefix": rt.keys.prefix})
+    ok, said = await asyncio.to_thread(doctor_work, settings)  # as `loa doctor` says it
+    assert not ok
+    assert said.startswith("work stuck longer than 120 s or unreadable (is a worker running?")
 
 
 async def test_a_parked_message_not_sent_comes_back_in_the_next_round(rt: Runtime) -> None:

@@ -80,8 +80,9 @@ class _QuickPool(aioredis.BlockingConnectionPool):
         self._available_connections.append(connection)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        if self._watchdog is not None:
+        if self._watchdog is not None:  # a command after this starts another one
             self._watchdog.cancel()
+            self._watchdog = None
         await super().disconnect(inuse_connections)
 
     def _busy(self) -> bool:
@@ -111,45 +112,75 @@ async def _watch_over(pool: weakref.ref[_QuickPool]) -> None:
 class _Watched(AbstractConnection):
     """A connection whose command, while it writes or waits for a reply, is timed by its
     pool's watchdog (`busy_since`), not by an asyncio timeout of its own. One the watchdog
-    ends fails as redis-py's timeout did: TimeoutError, the connection closed."""
+    ends fails as redis-py's timeout did: TimeoutError, the connection closed.
+
+    A command is timed from its write until its reply is read (each reply of a pipeline
+    from the end of the one before). What a write or a read does inside another (a
+    reconnection's handshake, a health check) counts in the outer one's time: `_depth`."""
 
     busy_since: float | None = None
-    timed_out = False
+    timed_out = False  # the watchdog cut this connection; its command has not failed yet
+    _depth = 0
 
     def time_out(self) -> None:
         """Called by the watchdog: cut the connection; the command waiting on it fails."""
-        self.timed_out = True
         writer = self._writer
-        if writer is not None:
+        if writer is not None and not writer.transport.is_closing():
+            self.timed_out = True
             writer.transport.abort()
 
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if not self.is_connected:
+            self.timed_out = False  # a new connection: nothing of the old one is pending
+        await super().connect_check_health(check_health, retry_socket_connect)
+
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self.busy_since = time.monotonic()  # until its last reply is read
+        outer = self._depth == 0
+        if outer:  # a new command: timed from now until its reply is read
+            self.busy_since, self.timed_out = time.monotonic(), False
+        self._depth += 1
         try:
             await super().send_packed_command(command, check_health)
-        except Exception as exc:
-            self.busy_since = None
-            raise self._timeout_instead(exc) from exc
+        except BaseException as exc:
+            if outer:
+                self.busy_since = None
+            if isinstance(exc, Exception) and self.timed_out:
+                raise self._timeout() from exc
+            raise
+        finally:
+            self._depth -= 1
 
     async def read_response(self, disable_decoding: bool = False, timeout: float | None = None,
                             *, disconnect_on_error: bool = True, push_request: bool | None = False
                             ) -> Any:
         # A read given its own timeout (a pubsub's wait) is timed by redis-py, as it asks.
-        if timeout is None and self.busy_since is None:
+        outer = self._depth == 0 and timeout is None
+        if outer and self.busy_since is None:
             self.busy_since = time.monotonic()
+        self._depth += 1
         try:
             return await super().read_response(
                 disable_decoding=disable_decoding, timeout=timeout,
                 disconnect_on_error=disconnect_on_error, push_request=push_request)
         except Exception as exc:
-            raise self._timeout_instead(exc) from exc
+            if self.timed_out:
+                raise self._timeout() from exc
+            raise
         finally:
-            self.busy_since = None
+            self._depth -= 1
+            if outer:
+                self.busy_since = None
 
-    def _timeout_instead(self, exc: Exception) -> Exception:
-        """The error a command cut off by the watchdog raises: redis-py's TimeoutError."""
-        if not self.timed_out:
-            return exc
+    async def disconnect(self, nowait: bool = False, error: Exception | None = None,
+                         failure_count: int | None = None, health_check_failed: bool = False
+                         ) -> None:
+        if self._depth == 0:  # not a command's own failure: nothing of it is pending
+            self.busy_since = None
+        await super().disconnect(nowait, error, failure_count, health_check_failed)
+
+    def _timeout(self) -> Exception:
+        """The error of a command the watchdog cut off (said once): redis-py's."""
         self.timed_out = False
         return RedisTimeoutError(f"Timeout: no answer from Redis in {COMMAND_TIMEOUT_S:g} s")
 

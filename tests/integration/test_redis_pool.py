@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator import redis_client, state
@@ -67,4 +68,31 @@ async def test_a_redis_that_stops_answering_times_a_command_out_and_then_serves_
     assert await redis.get("pool:k") == "v"
     assert not redis.connection_pool._in_use_connections
     await redis.aclose()
-    assert redis.connection_pool._watchdog.done()
+    assert redis.connection_pool._watchdog is None  # stopped; a command would start one
+
+
+async def test_an_error_is_what_redis_said_and_a_cut_pipeline_times_out(
+        redis_server: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error that is no timeout keeps its type and its cause, also on a connection the
+    watchdog cut before (made again); a pipeline cut off mid-way times out."""
+    monkeypatch.setattr(redis_client, "COMMAND_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(redis_client, "WATCH_EVERY_S", 0.05)
+    redis = state.connect(redis_server.url)
+    await redis.set("pool:s", "text")
+    with pytest.raises(ResponseError, match="WRONGTYPE") as wrong:
+        await redis.hget("pool:s", "f")
+    assert wrong.value.__cause__ is None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.set("pool:p", "1").incr("pool:n")
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.wait_for(pipe.execute(), 10)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    for _ in range(3):  # the cut connection, made again, says what Redis says
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await redis.hget("pool:s", "f")
+    assert await redis.get("pool:s") == "text"
+    await redis.aclose()
+    assert redis.connection_pool._watchdog is None

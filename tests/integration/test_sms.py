@@ -198,13 +198,20 @@ def test_a_code_for_version_1_does_not_approve_version_2(sms_stack: Stack) -> No
 
 
 def test_a_forged_signature_is_refused(sms_stack: Stack) -> None:
-    """A webhook without Twilio's signature gets 403 and changes nothing."""
+    """A webhook without Twilio's signature gets 403 and changes nothing; one with an API
+    token that is no token gets 401, on both hooks (the status callbacks' plain route is
+    behind the same lock as the others)."""
     with httpx.Client(base_url=sms_stack.web_url) as http:
         answer = http.post("/hooks/twilio/sms", data={"From": AN, "Body": "STOP",
                                                       "MessageSid": "SM" + "0" * 32},
                            headers={"X-Twilio-Signature": "forged"})
         status = http.post("/hooks/twilio/status", data={"MessageSid": "SMx"})
+        bogus = [http.post(f"/hooks/twilio/{hook}", data={"MessageSid": "SMx"},
+                           headers={"Authorization": "Bearer loa_bogus"})
+                 for hook in ("sms", "status")]
     assert answer.status_code == 403 and status.status_code == 403
+    assert [b.status_code for b in bogus] == [401, 401]
+    assert all(b.headers["www-authenticate"] == "Bearer" for b in bogus)
     assert not sms_stack.redis.sismember(sms_stack.keys.opted_out("sms"), AN)
     assert not sms_stack.redis.exists(sms_stack.keys.inbound_sms("SM" + "0" * 32))
 

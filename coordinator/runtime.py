@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from dataclasses import dataclass, field
 
@@ -39,3 +40,14 @@ def build_runtime(settings: Settings) -> Runtime:
         city=city,
         playbooks=load_playbooks(settings.playbooks_dir, city),
     )
+
+
+def settle_heap() -> None:
+    """For a service process about to serve (`loa worker`, `loa web`, `loa scheduler`):
+    collect, then set every object it has so far (modules, the city, playbooks,
+    templates, the app) aside from the garbage collector's full collections, which then go
+    through what was made since. In a worker under load a full collection took about 50 ms
+    (190,000 objects) and paused everything meanwhile; with the start-up objects set
+    aside, about 10 ms (135,000 set aside)."""
+    gc.collect()
+    gc.freeze()

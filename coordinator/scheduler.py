@@ -32,7 +32,7 @@ from coordinator.escalation.timers import Timers
 from coordinator.events import utcnow
 from coordinator.migrations.startup import check_layout_at_start
 from coordinator.pipeline import Pipeline
-from coordinator.runtime import Runtime, build_runtime
+from coordinator.runtime import Runtime, build_runtime, settle_heap
 from coordinator.settings import Settings
 from coordinator.topics import TopicSpec
 
@@ -53,6 +53,7 @@ def run_scheduler(settings: Settings) -> None:
     rt = build_runtime(settings)
     if settings.scheduler_metrics_port:  # loa_escalation_lateness_seconds of what fires here
         start_http_server(settings.scheduler_metrics_port, addr="127.0.0.1")
+    settle_heap()
     uvloop.run(serve(rt))
 
 

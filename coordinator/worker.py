@@ -10,7 +10,7 @@ from prometheus_client import start_http_server
 from coordinator import observability as obs
 from coordinator.broker import ensure_topics
 from coordinator.migrations.startup import check_layout_at_start
-from coordinator.runtime import build_runtime
+from coordinator.runtime import build_runtime, settle_heap
 from coordinator.settings import Settings
 
 
@@ -36,5 +36,6 @@ def run_worker(settings: Settings) -> None:
     # every debug line of aiokafka, faust and APScheduler was then built and handled, about a
     # tenth of the worker's CPU under load. A service has no use for a spinner.
     worker.spinner = None
+    settle_heap()
     worker.execute_from_commandline()
 

@@ -23,6 +23,7 @@ def web() -> None:
 
     from coordinator.migrations.startup import check_layout_at_start
     from coordinator.observability import configure_logging
+    from coordinator.runtime import settle_heap
     from coordinator.web.app import create_web_app
 
     settings = env_settings()
@@ -30,7 +31,9 @@ def web() -> None:
     check_layout_at_start(settings, "web")
     # proxy_headers=False: the client address comes from LOA_TRUSTED_PROXIES alone.
     # A stop waits 5 s for requests, not for live pages' streams (they reconnect).
-    uvicorn.run(create_web_app(settings), host=settings.web_host, port=settings.web_port,
+    app = create_web_app(settings)
+    settle_heap()
+    uvicorn.run(app, host=settings.web_host, port=settings.web_port,
                 log_level="warning", proxy_headers=False, loop="uvloop", http="httptools",
                 timeout_graceful_shutdown=5)
 

@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import redis
+
+SyncRedis = Any
+"""redis-py's synchronous client answering str: its stubs ignore `decode_responses=True`
+and type every reply `bytes | str` (as `coordinator.state.Redis` says of the asyncio
+one), so the benchmarks type it loosely at this one place."""
+
+
+def sync_redis(url: str) -> SyncRedis:
+    """A synchronous Redis client that answers str, for a benchmark's own reads."""
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 def peak_rss_mib(pid: int) -> float:

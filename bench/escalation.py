@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _measure import peak_rss_mib  # bench/ is the script's folder
+from _measure import peak_rss_mib, sync_redis  # bench/ is the script's folder
 
 from coordinator.broker import ensure_topics
 from coordinator.embedded import start_redis, start_tansu
@@ -102,15 +102,16 @@ def main() -> None:
     settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench")
     asyncio.run(ensure_topics(settings))
     env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
-           "LOA_REDIS_PREFIX": "bench", "LOA_LOG_LEVEL": "warning"}
+           "LOA_REDIS_PREFIX": "bench", "LOA_LOG_LEVEL": "warning",
+           "LOA_SECRET_KEY": "bench-secret-key"}
     with open(root / "worker.log", "ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
-    import redis
-
-    r = redis.Redis.from_url(rservice.url, decode_responses=True)
+    r = sync_redis(rservice.url)
     try:
         while not r.exists("bench:worker:worker-1"):
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited ({worker.returncode}): see {root}/worker.log")
             time.sleep(0.1)
         t0 = time.perf_counter()
         # The worker adopts the stored requests' timers from Redis (~1.5 ms a request on

@@ -51,8 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
-from _measure import peak_rss_mib  # bench/ is the script's folder
+from _measure import SyncRedis, peak_rss_mib, sync_redis  # bench/ is the script's folder
 from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
 
@@ -88,7 +87,7 @@ STATEMENT_AREA = "hn-phuong-giang-vo"  # a ward of the map in force (hanoi-2025)
 AREAS_OF_INTEREST = "hn-ba-dinh"  # a grouping holding it: the targeted subscribers follow it
 
 
-def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1,
+def seed(r: SyncRedis, keys: Keys, n: int, share_targeted: float = 0.1,
          areas_wanted: int = 0) -> tuple[int, int]:
     """N subscribers straight into Redis, in the registry's layout (subscribers.store), ~share
     of them targeted; the others spread over the map's other areas, and over made-up ones
@@ -137,7 +136,7 @@ def seed(r: redis.Redis, keys: Keys, n: int, share_targeted: float = 0.1,
             records = {}
         if number % 200_000 == 0 or number == n:
             for key, mapping in contacts.items():
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=mapping)
             contacts = {}
             pipe.execute()
     for key, data in bits.items():
@@ -179,7 +178,7 @@ async def resolve(settings: Settings) -> dict[str, float]:
         await rds.aclose()
 
 
-def loa_shaped(settings: Settings, r: redis.Redis, approval: str
+def loa_shaped(settings: Settings, r: SyncRedis, approval: str
                ) -> Callable[[str, int], OutboundMessage]:
     """The messages Loa's fan-out will send for `approval` (its draft, rendered, to a
     subscriber like the seeded ones), for the bare clients: the same SMS body, and the same
@@ -266,7 +265,7 @@ def file_during(web_port: int, token: str, count: int, out: list[str]) -> None:
         time.sleep(1.0)
 
 
-def prompts_during(r: redis.Redis, report_ids: list[str]) -> dict[str, Any]:
+def prompts_during(r: SyncRedis, report_ids: list[str]) -> dict[str, Any]:
     """Report -> its first approval prompt handed to its channel, from the timelines."""
     from latency import first_prompts, planned, quantiles
 
@@ -284,7 +283,7 @@ def prompts_during(r: redis.Redis, report_ids: list[str]) -> dict[str, Any]:
             "report_to_prompt_handed_over": quantiles(waits)}
 
 
-def escalated(r: redis.Redis, deadlines: dict[str, datetime], fan_out_end: datetime
+def escalated(r: SyncRedis, deadlines: dict[str, datetime], fan_out_end: datetime
               ) -> dict[str, Any]:
     """Once the last deadline is 10 s past: how late the escalations were, and how many
     came due before the fan-out's last message."""
@@ -297,7 +296,7 @@ def escalated(r: redis.Redis, deadlines: dict[str, datetime], fan_out_end: datet
 
 
 def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
-             r: redis.Redis, procs: list[subprocess.Popen[bytes]],
+             r: SyncRedis, procs: list[subprocess.Popen[bytes]],
              loa_pids: dict[str, int], bare: bool = True, prompts: int = 0,
              escalations: int = 0, escalation_spread_s: float = 60.0,
              scheduler: bool = True) -> dict[str, Any]:
@@ -414,7 +413,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loa-bench-fanout-"))
     rservice: Service = start_redis(root / "redis", appendonly=False)
-    r = redis.Redis.from_url(rservice.url, decode_responses=True)
+    r = sync_redis(rservice.url)
     procs: list[subprocess.Popen[bytes]] = []
     broker: Service | None = None
     try:

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
-from fanout import cpu_s, make_token, seed  # bench/ is the script's folder
+from _measure import SyncRedis, sync_redis  # bench/ is the script's folder
+from fanout import cpu_s, make_token, seed
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.broker import ensure_topics
@@ -107,8 +107,8 @@ class Stack:
                 [sys.executable, "-m", "coordinator.cli", *args], env={**self.env, **env},
                 stdout=log, stderr=subprocess.STDOUT)
 
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.env["LOA_REDIS_URL"], decode_responses=True)
+    def redis(self) -> SyncRedis:
+        return sync_redis(self.env["LOA_REDIS_URL"])
 
     def pids(self) -> dict[str, int]:
         return {**{name: proc.pid for name, proc in self.procs.items() if name != "sms"},
@@ -204,7 +204,7 @@ def epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def planned(r: redis.Redis, keys: Keys, report_ids: list[str]) -> dict[str, dict[str, Any]]:
+def planned(r: SyncRedis, keys: Keys, report_ids: list[str]) -> dict[str, dict[str, Any]]:
     """For each report taken in: its incident, received_at, and the incident's approval
     request's created_at (when it has one yet)."""
     pipe = r.pipeline(transaction=False)
@@ -234,7 +234,7 @@ def planned(r: redis.Redis, keys: Keys, report_ids: list[str]) -> dict[str, dict
     return out
 
 
-def first_prompts(r: redis.Redis, keys: Keys, incidents: list[str]) -> dict[str, float]:
+def first_prompts(r: SyncRedis, keys: Keys, incidents: list[str]) -> dict[str, float]:
     """When each incident's first approval prompt was handed to its channel (its first
     `delivery.*` entry in the timeline)."""
     pipe = r.pipeline(transaction=False)
@@ -303,12 +303,12 @@ def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, 
     return result
 
 
-def redis_commands(r: redis.Redis) -> int:
+def redis_commands(r: SyncRedis) -> int:
     """Commands Redis has processed so far (this bench's own reads included)."""
     return int(r.info("stats")["total_commands_processed"])
 
 
-def wait_for_prompts(r: redis.Redis, keys: Keys, found: dict[str, dict[str, Any]],
+def wait_for_prompts(r: SyncRedis, keys: Keys, found: dict[str, dict[str, Any]],
                      settle_s: float = 2.0) -> None:
     """Until no new prompt has been handed over for `settle_s`. (Not every incident gets an
     SMS prompt: approvers whose preferred channel is the web or email are not sent one, and
@@ -406,7 +406,7 @@ def approve_with_cli(stack: Stack, holder: str, approval: str, tokens: dict[str,
                     "--token", tokens[holder]], env=stack.env, check=True, capture_output=True)
 
 
-def first_statement_sms(r: redis.Redis, keys: Keys, incident: str, approved_at: float,
+def first_statement_sms(r: SyncRedis, keys: Keys, incident: str, approved_at: float,
                         deadline: float) -> float | None:
     """When the incident's first statement SMS was handed over (its audit entry), waiting
     for it until `deadline`."""

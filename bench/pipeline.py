@@ -22,8 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import redis
-from _measure import peak_rss_mib  # bench/ is the script's folder
+from _measure import peak_rss_mib, sync_redis  # bench/ is the script's folder
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city
@@ -69,7 +68,7 @@ def main() -> None:
     with open(root / "worker.log", "ab") as log:
         worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
-    r = redis.Redis.from_url(rservice.url, decode_responses=True)
+    r = sync_redis(rservice.url)
     keys = Keys("bench")
     try:
         while not r.exists(keys.worker_heartbeat("worker-1")):

@@ -50,14 +50,17 @@ class _QuickPool(aioredis.BlockingConnectionPool):
     connection, or a connection given back while someone waits, takes redis-py's path.
     The first command in an event loop starts the pool's watchdog there."""
 
-    _watchdog: asyncio.Task[None] | None = None
+    # The watchdog is a timer callback of the loop, not a task: a stopping worker (mode)
+    # waits up to a second for every task to end, and this one never would.
+    _watch_loop: asyncio.AbstractEventLoop | None = None
+    _watch: asyncio.TimerHandle | None = None
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any
                              ) -> AbstractConnection:
-        loop, watchdog = asyncio.get_running_loop(), self._watchdog
-        if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
-            self._watchdog = loop.create_task(_watch_over(weakref.ref(self)),
-                                              name="redis-watchdog")
+        loop = asyncio.get_running_loop()
+        if self._watch_loop is not loop:  # the first command in this loop
+            self._watch_loop = loop
+            self._watch = loop.call_later(WATCH_EVERY_S, _watch_over, weakref.ref(self), loop)
         if not self._available_connections or self._busy():
             connection: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]
             return connection
@@ -80,9 +83,9 @@ class _QuickPool(aioredis.BlockingConnectionPool):
         self._available_connections.append(connection)
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        if self._watchdog is not None:  # a command after this starts another one
-            self._watchdog.cancel()
-            self._watchdog = None
+        if self._watch is not None:  # a command after this starts another one
+            self._watch.cancel()
+        self._watch = self._watch_loop = None
         await super().disconnect(inuse_connections)
 
     def _busy(self) -> bool:
@@ -93,20 +96,19 @@ class _QuickPool(aioredis.BlockingConnectionPool):
                     or self.connection_kwargs.get("credential_provider"))
 
 
-async def _watch_over(pool: weakref.ref[_QuickPool]) -> None:
-    """Every WATCH_EVERY_S, end the commands of `pool` that have waited longer than
-    COMMAND_TIMEOUT_S; stops with the pool."""
-    while True:
-        await asyncio.sleep(WATCH_EVERY_S)
-        watched = pool()
-        if watched is None:
-            return
-        overdue = time.monotonic() - COMMAND_TIMEOUT_S
-        for connection in list(watched._in_use_connections):
-            if isinstance(connection, _Watched) and connection.busy_since is not None \
-                    and connection.busy_since < overdue:
-                connection.time_out()
-        del watched
+def _watch_over(pool: weakref.ref[_QuickPool], loop: asyncio.AbstractEventLoop) -> None:
+    """End the commands of `pool` that have waited longer than COMMAND_TIMEOUT_S, and come
+    back in WATCH_EVERY_S; stops with the pool, or when the pool has moved to another
+    loop or was closed."""
+    watched = pool()
+    if watched is None or watched._watch_loop is not loop:
+        return
+    overdue = time.monotonic() - COMMAND_TIMEOUT_S
+    for connection in list(watched._in_use_connections):
+        if isinstance(connection, _Watched) and connection.busy_since is not None \
+                and connection.busy_since < overdue:
+            connection.time_out()
+    watched._watch = loop.call_later(WATCH_EVERY_S, _watch_over, pool, loop)
 
 
 class _Watched(AbstractConnection):

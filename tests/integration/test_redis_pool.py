@@ -68,7 +68,7 @@ async def test_a_redis_that_stops_answering_times_a_command_out_and_then_serves_
     assert await redis.get("pool:k") == "v"
     assert not redis.connection_pool._in_use_connections
     await redis.aclose()
-    assert redis.connection_pool._watchdog is None  # stopped; a command would start one
+    assert redis.connection_pool._watch is None  # stopped; a command would start one
 
 
 async def test_an_error_is_what_redis_said_and_a_cut_pipeline_times_out(
@@ -95,4 +95,4 @@ async def test_an_error_is_what_redis_said_and_a_cut_pipeline_times_out(
             await redis.hget("pool:s", "f")
     assert await redis.get("pool:s") == "text"
     await redis.aclose()
-    assert redis.connection_pool._watchdog is None
+    assert redis.connection_pool._watch is None

@@ -1,4 +1,4 @@
-"""Many live public pages at once, in their own process, for bench/public.py.
+"""Many live public pages at once, in their own process, for bench/public_pages.py.
 
 Opens `--pages` server-sent-event streams on `GET /events` (spread over the given web
 URLs), writes `--ready` once every stream is open, and records, for each page, when (wall

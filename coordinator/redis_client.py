@@ -14,6 +14,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from coordinator import observability as obs
+
+log = obs.get_logger("redis")
 MAX_CONNECTIONS = 64
 """Connections a process opens to Redis at most."""
 COMMAND_TIMEOUT_S = 5.0
@@ -59,6 +62,8 @@ class _QuickPool(aioredis.BlockingConnectionPool):
                              ) -> AbstractConnection:
         loop = asyncio.get_running_loop()
         if self._watch_loop is not loop:  # the first command in this loop
+            if self._watch is not None:  # another loop's: one watchdog a pool
+                self._watch.cancel()
             self._watch_loop = loop
             self._watch = loop.call_later(WATCH_EVERY_S, _watch_over, weakref.ref(self), loop)
         if not self._available_connections or self._busy():
@@ -103,12 +108,17 @@ def _watch_over(pool: weakref.ref[_QuickPool], loop: asyncio.AbstractEventLoop) 
     watched = pool()
     if watched is None or watched._watch_loop is not loop:
         return
+    # Its next round first: a callback that raised would not come back, and the pool
+    # would have no time limit left at all.
+    watched._watch = loop.call_later(WATCH_EVERY_S, _watch_over, pool, loop)
     overdue = time.monotonic() - COMMAND_TIMEOUT_S
     for connection in list(watched._in_use_connections):
         if isinstance(connection, _Watched) and connection.busy_since is not None \
                 and connection.busy_since < overdue:
-            connection.time_out()
-    watched._watch = loop.call_later(WATCH_EVERY_S, _watch_over, pool, loop)
+            try:
+                connection.time_out()
+            except Exception as exc:  # the others are still looked at, and next round
+                log.error("Redis watchdog could not cut a command", error=repr(exc))
 
 
 class _Watched(AbstractConnection):

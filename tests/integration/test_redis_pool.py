@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+import structlog
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -96,3 +97,36 @@ async def test_an_error_is_what_redis_said_and_a_cut_pipeline_times_out(
     assert await redis.get("pool:s") == "text"
     await redis.aclose()
     assert redis.connection_pool._watch is None
+
+
+async def test_the_watchdog_goes_on_after_it_failed_to_cut_a_command(
+        redis_server: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut that raises (once) is logged, and the next round cuts the command: the pool is
+    never left without its time limit."""
+    monkeypatch.setattr(redis_client, "COMMAND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(redis_client, "WATCH_EVERY_S", 0.05)
+    cut = redis_client._Watched.time_out
+    tries: list[int] = []
+
+    def flaky(connection: redis_client._Watched) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("transport in an odd state")
+        cut(connection)
+
+    monkeypatch.setattr(redis_client._Watched, "time_out", flaky)
+    redis = state.connect(redis_server.url)
+    await redis.set("pool:w", "v")
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(RedisTimeoutError):
+            await asyncio.wait_for(redis.get("pool:w"), 10)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert len(tries) == 2
+    assert [line["event"] for line in logs] == ["Redis watchdog could not cut a command"]
+    await redis.aclose()
+    assert await redis.get("pool:w") == "v"  # closed, then used again in this loop
+    pool = redis.connection_pool
+    assert pool._watch is not None and pool._watch_loop is asyncio.get_running_loop()
+    await redis.aclose()

@@ -16,8 +16,8 @@ worker, one web process), publishes `--statements` flood statements through the 
 Each load client's own CPU time is reported: it shares the two cores with what it
 measures. Prints one JSON object.
 
-    .venv/bin/python bench/public.py
-    .venv/bin/python bench/public.py --connections 50 --rates 300 --pages 1000
+    .venv/bin/python bench/public_pages.py
+    .venv/bin/python bench/public_pages.py --connections 50 --rates 300 --pages 1000
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ async def status_callback(request: Request) -> Response:
 
 
 # Two of these come for every SMS of a fan-out: a plain route, under the same lock.
-status_route = locked_route("/hooks/twilio/status", Action.provider_webhook,
+status_route = locked_route(f"{hooks.prefix}/status", Action.provider_webhook,
                             status_callback, "POST")
 
 

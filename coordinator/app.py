@@ -55,6 +55,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     app = faust_kafka.App(
         settings.app_id,
         fetch_wait_ms=settings.broker_fetch_wait_ms,
+        idle_fetch_wait_ms=settings.broker_idle_fetch_wait_ms,
         broker=f"kafka://{bootstrap_servers(settings.kafka_url).replace(',', ';')}",
         broker_credentials=faust_credentials(settings),  # SASL and/or TLS, or None
         store="memory://",

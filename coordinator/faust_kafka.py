@@ -1,13 +1,22 @@
-"""faust's Kafka transport, with the consumer's fetch wait ours to set.
+"""faust's Kafka transport, with the consumer's fetch wait ours to set and paced.
 
 faust 0.15 builds the worker's aiokafka consumer with ``fetch_max_wait_ms=1500`` and no way
-to change it. A broker may hold a fetch for up to that long before answering, and Tansu
-does even when records are ready, so each hop between agents cost about 0.7 s. Here the wait
-is ``Settings.broker_fetch_wait_ms`` (default 10 ms), on Tansu and a real Kafka alike.
+to change it. Tansu does not answer a fetch of empty partitions as soon as a record lands
+(it looks again only after part of the wait), so on Tansu each hop between agents cost
+about 0.7 s. A real Kafka answers as soon as a record lands.
+
+Here the wait is ``Settings.broker_fetch_wait_ms`` (default 10 ms) while records flow, and
+``Settings.broker_idle_fetch_wait_ms`` (default 50 ms) once none has come for a second
+(:class:`FetchPace`). Idle at 10 ms, Tansu and the worker used a fifth and a tenth of a
+core on a hundred empty fetches a second (8 % and 3 % at 50 ms). The price is the first
+record after a quiet second: on Tansu it waits longer for the fetch in flight (a bare
+consumer measured p50 9 ms, p99 29 ms, against 5 and 15 ms at 10 ms).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiokafka
@@ -15,22 +24,67 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
+class FetchPace:
+    """How long the next fetch may wait at the broker: `busy_ms` while records flow (one
+    came within `linger_s`), else `idle_ms`."""
+
+    def __init__(self, busy_ms: int, idle_ms: int, linger_s: float = 1.0) -> None:
+        self.busy_ms, self.idle_ms, self.linger_s = busy_ms, max(busy_ms, idle_ms), linger_s
+        self._last_records = float("-inf")
+
+    def after(self, got_records: bool, now: float) -> int:
+        """A fetch came back (with records or not) at `now` (monotonic seconds): the wait of
+        the next one. Pure but for the remembered moment."""
+        if got_records:
+            self._last_records = now
+        return self.busy_ms if now - self._last_records < self.linger_s else self.idle_ms
+
+
+def pace(fetcher: Any, fetch_pace: FetchPace) -> None:
+    """Have a started aiokafka Fetcher take each fetch's wait from `fetch_pace`. Its fetch
+    loop reads ``_fetch_max_wait_ms`` for every request it builds and calls
+    ``_proc_fetch_request`` for every fetch, looked up each time (true when it buffered
+    records, or an error for the consumer to raise: the short wait then stays on, which is
+    harmless); tests/integration/test_broker_fetch.py checks the wait follows the records
+    on the installed aiokafka and Tansu."""
+    fetch: Callable[..., Awaitable[bool]] = fetcher._proc_fetch_request
+
+    async def paced(*args: Any) -> bool:
+        got = await fetch(*args)
+        fetcher._fetch_max_wait_ms = fetch_pace.after(bool(got), time.monotonic())
+        return got
+
+    fetcher._proc_fetch_request = paced
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch_wait_ms: int = 1500
+    idle_fetch_wait_ms: int = 1500
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka keeps the argument as given and hands it to its Fetcher on start();
-        # faust passes a constant, so the value is replaced before the consumer starts.
-        # tests/unit/test_faust_kafka.py holds this against the installed aiokafka.
+        # faust passes a constant, so the value is replaced before the consumer starts,
+        # and the Fetcher is paced once start() has made it.
         consumer._fetch_max_wait_ms = self.fetch_wait_ms
+        start = consumer.start
+        fetch_pace = FetchPace(self.fetch_wait_ms, self.idle_fetch_wait_ms)
+
+        async def start_paced() -> None:
+            await start()
+            pace(consumer._fetcher, fetch_pace)
+
+        consumer.start = start_paced
         return consumer
 
 
-def transport_class(fetch_wait_ms: int) -> type[faust_aiokafka.Transport]:
+def transport_class(fetch_wait_ms: int, idle_fetch_wait_ms: int
+                    ) -> type[faust_aiokafka.Transport]:
     """faust's aiokafka transport whose worker consumer waits at most `fetch_wait_ms` at the
-    broker for records."""
-    thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_wait_ms": fetch_wait_ms})
+    broker for records while they flow, and `idle_fetch_wait_ms` when none has come for a
+    second."""
+    thread = type("ConsumerThread", (_ConsumerThread,), {
+        "fetch_wait_ms": fetch_wait_ms, "idle_fetch_wait_ms": idle_fetch_wait_ms})
 
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> Any:
@@ -42,9 +96,10 @@ def transport_class(fetch_wait_ms: int) -> type[faust_aiokafka.Transport]:
 class App(faust.App):
     """A faust App whose consumer uses :func:`transport_class`."""
 
-    def __init__(self, *args: Any, fetch_wait_ms: int, **kwargs: Any) -> None:
-        self._fetch_wait_ms = fetch_wait_ms
+    def __init__(self, *args: Any, fetch_wait_ms: int, idle_fetch_wait_ms: int,
+                 **kwargs: Any) -> None:
+        self._fetch_waits = fetch_wait_ms, idle_fetch_wait_ms
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
-        return transport_class(self._fetch_wait_ms)(self.conf.broker_consumer, self)
+        return transport_class(*self._fetch_waits)(self.conf.broker_consumer, self)

@@ -48,8 +48,13 @@ class Settings(BaseSettings):
                     "fewer): one event on dispatch.* per chunk and channel")
     broker_fetch_wait_ms: int = Field(
         default=10, ge=0, le=1500,
-        description="the longest a worker's fetch waits at the broker when nothing is ready: "
-                    "a hop's idle latency, against one fetch a partition leader per wait")
+        description="the longest a worker's fetch waits at the broker while records flow: "
+                    "what a record may wait when it lands beside another fetch in flight")
+    broker_idle_fetch_wait_ms: int = Field(
+        default=50, ge=0, le=1500,
+        description="the same once no record has come for a second: fewer empty fetches, "
+                    "a longer wait for the first record after a quiet second on Tansu; "
+                    "never below broker_fetch_wait_ms (raised to it)")
     data_dir: Path = Field(default=REPO_ROOT / ".loa", description="embedded state and run file")
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     config_dir: Path = REPO_ROOT / "config"

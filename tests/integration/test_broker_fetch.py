@@ -1,12 +1,17 @@
-"""The worker's consumer waits at the broker as long as Loa says, not faust's 1.5 s."""
+"""The worker's consumer waits at the broker as long as Loa says, not faust's 1.5 s: briefly
+while records flow, longer once they stop."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from coordinator import faust_kafka
+from coordinator.broker import bootstrap_servers
 from coordinator.settings import Settings
 from tests.integration.stack import Stack
 
@@ -14,12 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 async def test_worker_consumer_waits_as_configured(stack: Stack) -> None:
-    """faust hard-codes fetch_max_wait_ms=1500 and Tansu answers a fetch only when that wait
-    is over, so each hop cost ~0.7 s. Our transport replaces it before the consumer starts;
+    """faust hard-codes fetch_max_wait_ms=1500, and Tansu answers a fetch of empty
+    partitions only after part of that wait, so each hop cost ~0.7 s. Our transport replaces it before the consumer starts;
     started against the real broker, aiokafka's fetcher carries our value (this breaks
     loudly if an aiokafka upgrade stops reading the attribute we set)."""
     app = faust_kafka.App("loatest-fetch-probe", broker=stack.broker.url, fetch_wait_ms=7,
-                          web_enabled=False, store="memory://",
+                          idle_fetch_wait_ms=40, web_enabled=False, store="memory://",
                           loop=asyncio.get_running_loop())
     thread = app.consumer._thread
     consumer = thread._create_consumer(loop=asyncio.get_running_loop())
@@ -31,6 +36,52 @@ async def test_worker_consumer_waits_as_configured(stack: Stack) -> None:
         thread.thread_loop.close()  # the thread that would have run it never started
 
 
-def test_default_wait_is_short() -> None:
-    """Loa's default: 10 ms, a hop's latency on Tansu, not faust's 1,500."""
-    assert Settings(_env_file=None).broker_fetch_wait_ms == 10
+async def test_worker_consumer_paces_its_fetches(stack: Stack) -> None:
+    """Idle, the consumer's fetches wait the idle wait; a record brings back the short one
+    (this breaks loudly if an aiokafka upgrade stops calling what `pace` wraps)."""
+    servers = bootstrap_servers(stack.broker.url)
+    topic = f"loatest-pace-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    app = faust_kafka.App(f"loatest-pace-{uuid.uuid4().hex[:8]}", broker=stack.broker.url,
+                          fetch_wait_ms=7, idle_fetch_wait_ms=40, web_enabled=False,
+                          store="memory://", loop=asyncio.get_running_loop())
+    thread = app.consumer._thread
+    consumer = thread._create_consumer(loop=asyncio.get_running_loop())
+    consumer.subscribe([topic])
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    await producer.start()
+    try:
+        fetcher = consumer._fetcher
+
+        async def wait_becomes(ms: int) -> None:
+            for _ in range(300):
+                if fetcher._fetch_max_wait_ms == ms:
+                    return
+                # consuming, as faust's consumer thread does: aiokafka sends no fetch while
+                # records it fetched are waiting to be consumed
+                assert not await consumer.getmany(timeout_ms=50)
+            raise AssertionError(f"the fetch wait stayed {fetcher._fetch_max_wait_ms} ms")
+
+        for value in (b"one", b"two"):
+            await producer.send_and_wait(topic, value)
+            record = await asyncio.wait_for(consumer.getone(), 60)
+            assert record.value == value
+            await wait_becomes(7)  # records flow
+            await wait_becomes(40)  # a quiet second later
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        thread.thread_loop.close()
+
+
+def test_default_waits() -> None:
+    """Loa's defaults: 10 ms while records flow (on Tansu, about what a record landing
+    beside a fetch in flight waits), 50 ms once they stop."""
+    settings = Settings(_env_file=None)
+    assert (settings.broker_fetch_wait_ms, settings.broker_idle_fetch_wait_ms) == (10, 50)

@@ -14,10 +14,13 @@ one core in percent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +28,15 @@ from typing import Any
 
 from fanout import cpu_s  # bench/ is the script's folder
 
+from coordinator.embedded import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-READY = "timers rebuilt from Redis"
-"""The worker's log line once it has joined the broker and taken its partitions."""
+READY = ("timers rebuilt from Redis", "Loa is up.")
+"""The worker's log line once it has joined the broker and taken its partitions, and
+`loa up`'s once the web answers."""
+FOREIGN = ("LOA_KAFKA_URL", "LOA_REDIS_URL", "LOA_TWILIO_", "LOA_SMTP_", "LOA_EMBEDDED_",
+           "LOA_WORKER_METRICS_PORT", "LOA_SCHEDULER_METRICS_PORT", "LOA_WEB_PORT")
+"""Settings of the shell that would point the stack elsewhere than its own embedded parts."""
 
 
 def children(pid: int) -> dict[str, int]:
@@ -44,9 +53,8 @@ def children(pid: int) -> dict[str, int]:
         if parent != pid:
             continue
         line = [w.decode(errors="replace") for w in words if w]
-        if "coordinator.cli" in line:  # loa worker / web / scheduler / sandbox …
-            rest = line[line.index("coordinator.cli") + 1:]
-            name = "-".join(rest[:2]) if rest[:1] == ["sandbox"] else rest[0]
+        if "coordinator.cli" in line:  # loa worker / web / scheduler
+            name = line[line.index("coordinator.cli") + 1]
         elif line and line[0].endswith("tansu"):
             name = "broker"
         elif line and "redis-server" in line[0]:
@@ -60,33 +68,46 @@ def children(pid: int) -> dict[str, int]:
 
 
 def one_run(idle_wait_ms: int | None, settle_s: float, seconds: float) -> dict[str, Any]:
-    """Start `loa up`, let it settle, measure; stopped with Ctrl-C's signal."""
+    """Start `loa up` on its own embedded parts, let it settle, measure; stopped with
+    Ctrl-C's signal. Its data folder is removed after a good run and kept (and named) after
+    a failed one."""
     data = Path(tempfile.mkdtemp(prefix="loa-bench-idle-"))
-    env = {**os.environ, "LOA_DATA_DIR": str(data)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    env |= {"LOA_DATA_DIR": str(data), "LOA_WEB_PORT": str(free_port()),
+            "LOA_LOG_LEVEL": "info"}
     if idle_wait_ms is not None:
         env["LOA_BROKER_IDLE_FETCH_WAIT_MS"] = str(idle_wait_ms)
     log = data / "up.log"
     with open(log, "wb") as out:
-        up = subprocess.Popen([str(ROOT / ".venv/bin/loa"), "up"], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        up = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "up"], env=env,
+                              stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                              start_new_session=True)
+    pids: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 180
-        while READY not in log.read_text(errors="replace"):
+        while not all(line in log.read_text(errors="replace") for line in READY):
             if up.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"`loa up` did not get ready; see {log}")
             time.sleep(0.5)
         time.sleep(settle_s)
-        pids = children(up.pid)
+        pids = children(up.pid) | {"up": up.pid}
         before = {name: cpu_s(pid) for name, pid in pids.items()}
         time.sleep(seconds)
-        share = {name: round((cpu_s(pid) - before[name]) / seconds * 100, 1)
-                 for name, pid in pids.items()}
+        try:
+            share = {name: round((cpu_s(pid) - before[name]) / seconds * 100, 1)
+                     for name, pid in pids.items()}
+        except OSError as exc:  # a process exited (and `loa up` restarted it) meanwhile
+            raise SystemExit(f"a process of `loa up` exited during the run; see {log}") from exc
     finally:
         up.send_signal(signal.SIGINT)
         try:
-            up.wait(30)
+            up.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+            for pid in [*pids.values(), up.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            up.wait()
+    shutil.rmtree(data, ignore_errors=True)
     return {"idle_fetch_wait_ms": idle_wait_ms, "seconds": seconds,
             "percent_of_a_core": dict(sorted(share.items())),
             "total_percent": round(sum(share.values()), 1)}

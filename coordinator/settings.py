@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     broker_fetch_wait_ms: int = Field(
         default=10, ge=0, le=1500,
         description="the longest a worker's fetch waits at the broker while records flow: "
-                    "what a record may wait when it lands beside another fetch in flight")
+                    "on Tansu, about what a new record waits before it is fetched")
     broker_idle_fetch_wait_ms: int = Field(
         default=50, ge=0, le=1500,
         description="the same once no record has come for a second: fewer empty fetches, "

@@ -20,9 +20,10 @@ pytestmark = pytest.mark.integration
 
 async def test_worker_consumer_waits_as_configured(stack: Stack) -> None:
     """faust hard-codes fetch_max_wait_ms=1500, and Tansu answers a fetch of empty
-    partitions only after part of that wait, so each hop cost ~0.7 s. Our transport replaces it before the consumer starts;
-    started against the real broker, aiokafka's fetcher carries our value (this breaks
-    loudly if an aiokafka upgrade stops reading the attribute we set)."""
+    partitions only after part of that wait, so each hop cost ~0.7 s. Our transport
+    replaces it before the consumer starts; started against the real broker, aiokafka's
+    fetcher carries our value (this breaks loudly if an aiokafka upgrade stops reading the
+    attribute we set)."""
     app = faust_kafka.App("loatest-fetch-probe", broker=stack.broker.url, fetch_wait_ms=7,
                           idle_fetch_wait_ms=40, web_enabled=False, store="memory://",
                           loop=asyncio.get_running_loop())

@@ -8,9 +8,9 @@ about 0.7 s. A real Kafka answers as soon as a record lands.
 Here the wait is ``Settings.broker_fetch_wait_ms`` (default 10 ms) while records flow, and
 ``Settings.broker_idle_fetch_wait_ms`` (default 50 ms) once none has come for a second
 (:class:`FetchPace`). Idle at 10 ms, Tansu and the worker used a fifth and a tenth of a
-core on empty fetches (8 % and 3 % at 50 ms). The price is the first
-record after a quiet second: on Tansu it waits longer for the fetch in flight (a bare
-consumer measured p50 9 ms, p99 29 ms, against 5 and 15 ms at 10 ms).
+core on empty fetches (8 % and 3 % at 50 ms). The price is the first record after a quiet
+second: on Tansu it waits longer for the fetch in flight (a bare consumer measured p50
+9 ms, p99 29 ms, against 5 and 15 ms at 10 ms).
 """
 
 from __future__ import annotations

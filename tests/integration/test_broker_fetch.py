@@ -50,7 +50,10 @@ async def test_worker_consumer_paces_its_fetches(stack: Stack) -> None:
         await admin.close()
     app = faust_kafka.App(f"loatest-pace-{uuid.uuid4().hex[:8]}", broker=stack.broker.url,
                           fetch_wait_ms=7, idle_fetch_wait_ms=40, web_enabled=False,
-                          store="memory://", loop=asyncio.get_running_loop())
+                          store="memory://", loop=asyncio.get_running_loop(),
+                          # as the worker's (coordinator.app); with faust's defaults the
+                          # group join made this test take 32 s instead of 5
+                          broker_session_timeout=6.0, broker_rebalance_timeout=6.0)
     thread = app.consumer._thread
     consumer = thread._create_consumer(loop=asyncio.get_running_loop())
     consumer.subscribe([topic])

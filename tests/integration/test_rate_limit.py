@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,10 +90,9 @@ async def test_a_prompt_does_not_wait_behind_a_fan_out(redis_url: str) -> None:
 
 
 async def test_callers_of_one_limiter_share_its_round_trips(redis_url: str) -> None:
-    """A hundred sends of one fan-out wait on one limiter: one asks Redis at a time, for up
-    to `take` tokens (20 at 1,000/s), the others take from its answer, so a hundred tokens
-    cost five script runs and one asked ahead, not a hundred (and no stampede at each
-    refill)."""
+    """A hundred sends of one fan-out wait on one limiter: one task asks Redis for them,
+    for up to `take` tokens (20 at 1,000/s) at a time, so a hundred tokens cost five script
+    runs and one asked ahead, not a hundred."""
     client = connect(redis_url)
     limiter = RateLimiter(client, "loatest:rate:sms:turns", rate=1000)
     async def runs() -> int:  # scripts run: by SHA1, or by text when not loaded yet
@@ -104,7 +104,8 @@ async def test_callers_of_one_limiter_share_its_round_trips(redis_url: str) -> N
     try:
         before = await runs()
         await asyncio.gather(*(limiter.acquire() for _ in range(100)))
-        await asyncio.gather(*limiter._ahead)  # the ask ahead for the next sends
+        assert limiter._asker is not None  # the ask ahead for the next sends
+        await limiter._asker
         after = await runs()
     finally:
         await client.aclose()
@@ -115,14 +116,15 @@ async def test_callers_of_one_limiter_share_its_round_trips(redis_url: str) -> N
 
 async def test_an_ask_ahead_cut_off_before_it_began_leaves_no_one_waiting(
         redis_url: str) -> None:
-    """The ask ahead is a task; cancelled before its first step (a worker stopping), its own
-    clean-up never runs. The limiter still answers the next callers."""
+    """The asker is a task; cancelled before its first step, its own clean-up never runs.
+    The limiter still answers the next callers."""
     client = connect(redis_url)
     limiter = RateLimiter(client, "loatest:rate:sms:cut", rate=1000)
     try:
         for _ in range(11):  # 20 taken, 9 left: the next ask has begun, not yet run
             await limiter.acquire()
-        [ahead] = limiter._ahead
+        ahead = limiter._asker
+        assert ahead is not None
         ahead.cancel()
         await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(30))), 5)
     finally:
@@ -147,12 +149,121 @@ async def test_tokens_held_too_long_are_given_up_and_closing_stops_asking_ahead(
         assert float(state["tokens"]) < limiter.burst - 30  # two takes of 20 (less refill)
         for _ in range(10):  # 9 held: the next ask has begun, not yet run
             await limiter.acquire()
-        [ahead] = limiter._ahead
+        ahead = limiter._asker
+        assert ahead is not None
         await limiter.close()
         assert ahead.cancelled()
-        assert (limiter._ahead, limiter._held) == (set(), 0)
+        assert (limiter._asker, limiter._held) == (None, 0)
         for _ in range(20):  # a send still under way takes tokens as it asks, never ahead
             await limiter.acquire()
-        assert limiter._ahead == set()
+        assert limiter._asker is None
     finally:
         await client.aclose()
+
+
+async def test_callers_are_served_in_the_order_they_came(redis_url: str) -> None:
+    """At 20/s with a one-token bucket, thirty callers get their tokens first come first
+    served, each woken only with its own token: no caller is overtaken."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:line", rate=20, burst=1)
+    served: list[int] = []
+
+    async def caller(n: int) -> None:
+        await limiter.acquire()
+        served.append(n)
+
+    try:
+        callers = []
+        for n in range(30):
+            callers.append(asyncio.create_task(caller(n)))
+            await asyncio.sleep(0)  # each in line before the next comes
+        await asyncio.wait_for(asyncio.gather(*callers), 10)
+    finally:
+        await client.aclose()
+    assert served == list(range(30))
+
+
+class _Steps(Coroutine[Any, Any, None]):
+    """A coroutine that counts the times its task runs it: each is one wake-up."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.coro, self.steps = coro, 0
+
+    def send(self, value: Any) -> Any:
+        self.steps += 1
+        return self.coro.send(value)
+
+    def throw(self, *args: Any) -> Any:  # type: ignore[override]
+        self.steps += 1
+        return self.coro.throw(*args)
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.coro.__await__()
+
+
+async def test_a_caller_in_line_is_woken_only_with_its_token(redis_url: str) -> None:
+    """Forty sends wait on a 300/s bulk lane, which answers six tokens at a time: each
+    caller is run twice (to get in line, then with its token), not woken by every answer
+    to find the tokens gone (at 300/s, that cost a tenth of a core)."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:woken", rate=300, reserve=lane_reserve(300))
+    callers = [_Steps(limiter.acquire()) for _ in range(40)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(asyncio.ensure_future(c) for c in callers)), 10)
+    finally:
+        await client.aclose()
+    assert limiter.take == 6
+    assert max(c.steps for c in callers) == 2, sorted(c.steps for c in callers)
+
+
+async def test_a_caller_cut_off_in_line_takes_no_token(redis_url: str) -> None:
+    """A send cancelled while it waits leaves the line; the token it would have had goes to
+    the next caller: the bucket grants three tokens for the three callers served."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:cut-line", rate=10, burst=1)
+    granted: list[int] = []
+    ask = limiter._ask_bucket
+
+    async def counted(want: int) -> tuple[int, int]:
+        answer = await ask(want)
+        granted.append(answer[1])
+        return answer
+
+    limiter._ask_bucket = counted  # type: ignore[method-assign]
+    served: list[int] = []
+
+    async def caller(n: int) -> None:
+        await limiter.acquire()
+        served.append(n)
+
+    try:
+        await limiter.acquire()  # the bucket's one token: the others wait for refills
+        waiting = [asyncio.create_task(caller(n)) for n in range(3)]
+        await asyncio.sleep(0)
+        waiting[0].cancel()
+        await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
+    finally:
+        await client.aclose()
+    assert waiting[0].cancelled()
+    assert served == [1, 2]
+    assert sum(granted) == 3
+    assert limiter._held == 0 and not limiter._live_line()
+
+
+async def test_a_failed_ask_fails_every_caller_in_line(tmp_path: Path) -> None:
+    """With Redis gone, every caller waiting in line gets the error (its send decides
+    whether to try again); none is left waiting for ever."""
+    service: Service = start_redis(tmp_path / "gone", appendonly=False)
+    client = connect(service.url)
+    limiter = RateLimiter(client, "loatest:rate:sms:gone", rate=1000)
+    service.stop()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(
+            *(limiter.acquire() for _ in range(5)), return_exceptions=True), 30)
+    finally:
+        await client.aclose()
+    assert all(isinstance(r, Exception) for r in results), results
+    assert not limiter._live_line()

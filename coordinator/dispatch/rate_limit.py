@@ -128,15 +128,22 @@ class RateLimiter:
     def _ask_soon(self) -> None:
         """Start the asker, unless it is at work (or the limiter is closed)."""
         # (one that has just finished may not have run its done callback yet)
-        if (self._asker is None or self._asker.done()) and not self._closed:
+        asker, loop = self._asker, asyncio.get_running_loop()
+        if asker is not None and asker.get_loop() is not loop:
+            # Carried over from an event loop that has ended: its asker and callers are
+            # gone with it.
+            self._line = deque(t for t in self._line if t.get_loop() is loop)
+            asker = None
+        if (asker is None or asker.done()) and not self._closed:
             self._asker = asyncio.create_task(self._serve())
             self._asker.add_done_callback(self._asker_ended)
 
     def _asker_ended(self, task: asyncio.Task[None]) -> None:
         if self._asker is task:
             self._asker = None
-        if not task.cancelled():
-            task.exception()  # handed to the callers in line already (see _serve)
+        if task.cancelled():  # by close(), or its event loop ending with its callers
+            return
+        task.exception()  # handed to the callers in line already (see _serve)
         if self._live_line() and not self._closed:
             self._ask_soon()  # a caller came in line as the asker was leaving
 

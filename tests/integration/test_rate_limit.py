@@ -267,3 +267,32 @@ async def test_a_failed_ask_fails_every_caller_in_line(tmp_path: Path) -> None:
         await client.aclose()
     assert all(isinstance(r, Exception) for r in results), results
     assert not limiter._live_line()
+
+
+def test_a_limiter_outlives_the_event_loop_it_was_used_in(redis_url: str) -> None:
+    """A limiter used in one event loop, closed while its asker and a caller were waiting,
+    still serves callers in the next loop (with a Redis client of that loop)."""
+    limiter = RateLimiter(None, "loatest:rate:sms:loops", rate=10, burst=1)  # type: ignore[arg-type]
+
+    async def first() -> None:
+        limiter.redis = connect(redis_url)
+        await limiter.acquire()  # the bucket's one token
+        asyncio.get_running_loop().create_task(limiter.acquire())  # waits for a refill
+        await asyncio.sleep(0.01)  # the asker is asleep until then; the loop ends here
+        await limiter.redis.aclose()
+
+    async def second() -> int:
+        limiter.redis = connect(redis_url)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(limiter.acquire() for _ in range(2))), 5)
+        finally:
+            await limiter.redis.aclose()
+        return len(limiter._line)
+
+    ended = asyncio.new_event_loop()
+    try:
+        ended.run_until_complete(first())
+    finally:
+        ended.close()  # closed with its tasks pending, not cancelled
+    assert limiter._asker is not None and not limiter._asker.done()
+    assert asyncio.run(second()) == 0

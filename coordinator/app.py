@@ -32,6 +32,7 @@ from coordinator.errors import (
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import DeadLetter, utcnow
 from coordinator.pipeline import Pipeline
+from coordinator.queries import answers_expected
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
@@ -118,7 +119,21 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     _register_outbox_drain(app, pipeline)
     _register_recovery(app, pipeline)
     _register_sealer(app, settings, rt)
+    _register_answer_watch(app, rt)
     return app
+
+
+def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
+    """While an approval request is pending, an answer may come any moment: the consumer
+    fetches as if records flowed, so the decision's hop does not pay the idle wait (on
+    Tansu, up to `LOA_BROKER_IDLE_FETCH_WAIT_MS`). Looked at once a second."""
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def watch_for_answers() -> None:
+        try:
+            app.fetch_pace.expecting = await answers_expected(rt.redis, rt.keys)
+        except Exception as exc:  # Redis away: the pace stays as it was
+            log.debug("pending approvals not counted", error=repr(exc))
 
 
 def _register_sealer(app: faust.App, settings: Settings, rt: Runtime) -> None:

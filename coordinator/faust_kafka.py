@@ -5,12 +5,13 @@ to change it. Tansu does not answer a fetch of empty partitions as soon as a rec
 (it looks again only after part of the wait), so on Tansu each hop between agents cost
 about 0.7 s. A real Kafka answers as soon as a record lands.
 
-Here the wait is ``Settings.broker_fetch_wait_ms`` (default 10 ms) while records flow, and
-``Settings.broker_idle_fetch_wait_ms`` (default 50 ms) once none has come for a second
-(:class:`FetchPace`). Idle at 10 ms, Tansu and the worker used a fifth and a tenth of a
-core on empty fetches (8 % and 3 % at 50 ms). The price is the first record after a quiet
-second: on Tansu it waits longer for the fetch in flight (a bare consumer measured p50
-9 ms, p99 29 ms, against 5 and 15 ms at 10 ms).
+Here the wait is ``Settings.broker_fetch_wait_ms`` (default 10 ms) while records flow or
+an approval's answer is awaited, and ``Settings.broker_idle_fetch_wait_ms`` (default 50 ms)
+once none has come for a second and none is awaited (:class:`FetchPace`). Idle at 10 ms,
+Tansu and the worker used a fifth and a tenth of a core on empty fetches (8 % and 3 % at
+50 ms). The price is the first record after a quiet second: on Tansu it waits longer for
+the fetch in flight (a bare consumer measured p50 9 ms, p99 29 ms, against 5 and 15 ms at
+10 ms).
 """
 
 from __future__ import annotations
@@ -23,21 +24,28 @@ import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from coordinator import observability as obs
+
 
 class FetchPace:
     """How long the next fetch may wait at the broker: `busy_ms` while records flow (one
-    came within `linger_s`), else `idle_ms`."""
+    came within `linger_s`) or while one is expected (`expecting`: the worker sets it while
+    an approval request is pending, for the answer's hop), else `idle_ms`."""
 
     def __init__(self, busy_ms: int, idle_ms: int, linger_s: float = 1.0) -> None:
         self.busy_ms, self.idle_ms, self.linger_s = busy_ms, max(busy_ms, idle_ms), linger_s
         self._last_records = float("-inf")
+        # Set in the worker's event loop, read in the consumer's thread: one attribute,
+        # written whole.
+        self.expecting = False
 
     def after(self, got_records: bool, now: float) -> int:
         """A fetch came back (with records or not) at `now` (monotonic seconds): the wait of
-        the next one. Pure but for the remembered moment."""
+        the next one. Pure but for the remembered moment and `expecting`."""
         if got_records:
             self._last_records = now
-        return self.busy_ms if now - self._last_records < self.linger_s else self.idle_ms
+        busy = self.expecting or now - self._last_records < self.linger_s
+        return self.busy_ms if busy else self.idle_ms
 
 
 def pace(fetcher: Any, fetch_pace: FetchPace) -> None:
@@ -51,40 +59,39 @@ def pace(fetcher: Any, fetch_pace: FetchPace) -> None:
 
     async def paced(*args: Any) -> bool:
         got = await fetch(*args)
-        fetcher._fetch_max_wait_ms = fetch_pace.after(bool(got), time.monotonic())
+        wait = fetch_pace.after(bool(got), time.monotonic())
+        if wait != fetcher._fetch_max_wait_ms:
+            fetcher._fetch_max_wait_ms = wait
+            obs.FETCH_WAIT.set(wait / 1000)
         return got
 
     fetcher._proc_fetch_request = paced
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    fetch_wait_ms: int = 1500
-    idle_fetch_wait_ms: int = 1500
+    fetch_pace: FetchPace = FetchPace(1500, 1500)
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka keeps the argument as given and hands it to its Fetcher on start();
         # faust passes a constant, so the value is replaced before the consumer starts,
         # and the Fetcher is paced once start() has made it.
-        consumer._fetch_max_wait_ms = self.fetch_wait_ms
+        consumer._fetch_max_wait_ms = self.fetch_pace.busy_ms
         start = consumer.start
-        fetch_pace = FetchPace(self.fetch_wait_ms, self.idle_fetch_wait_ms)
 
         async def start_paced() -> None:
             await start()
-            pace(consumer._fetcher, fetch_pace)
+            pace(consumer._fetcher, self.fetch_pace)
+            obs.FETCH_WAIT.set(consumer._fetcher._fetch_max_wait_ms / 1000)
 
         consumer.start = start_paced
         return consumer
 
 
-def transport_class(fetch_wait_ms: int, idle_fetch_wait_ms: int
-                    ) -> type[faust_aiokafka.Transport]:
-    """faust's aiokafka transport whose worker consumer waits at most `fetch_wait_ms` at the
-    broker for records while they flow, and `idle_fetch_wait_ms` when none has come for a
-    second."""
-    thread = type("ConsumerThread", (_ConsumerThread,), {
-        "fetch_wait_ms": fetch_wait_ms, "idle_fetch_wait_ms": idle_fetch_wait_ms})
+def transport_class(fetch_pace: FetchPace) -> type[faust_aiokafka.Transport]:
+    """faust's aiokafka transport whose worker consumer waits at the broker as `fetch_pace`
+    says."""
+    thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_pace": fetch_pace})
 
     class Consumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> Any:
@@ -94,12 +101,13 @@ def transport_class(fetch_wait_ms: int, idle_fetch_wait_ms: int
 
 
 class App(faust.App):
-    """A faust App whose consumer uses :func:`transport_class`."""
+    """A faust App whose consumer uses :func:`transport_class`, paced by `fetch_pace`:
+    `fetch_wait_ms` while records flow or one is expected, `idle_fetch_wait_ms` else."""
 
     def __init__(self, *args: Any, fetch_wait_ms: int, idle_fetch_wait_ms: int,
                  **kwargs: Any) -> None:
-        self._fetch_waits = fetch_wait_ms, idle_fetch_wait_ms
+        self.fetch_pace = FetchPace(fetch_wait_ms, idle_fetch_wait_ms)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
-        return transport_class(*self._fetch_waits)(self.conf.broker_consumer, self)
+        return transport_class(self.fetch_pace)(self.conf.broker_consumer, self)

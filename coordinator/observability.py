@@ -6,7 +6,7 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REPORTS_ACCEPTED = Counter("loa_reports_accepted_total",
                            "Reports accepted (outboxed and on the broker)", ["interface"])
@@ -36,6 +36,10 @@ HANDLER_TIME = Histogram(
     "loa_handler_seconds", "A handler's own time for one event, per topic (retries included)",
     ["topic"], buckets=_HOP_BUCKETS,
 )
+FETCH_WAIT = Gauge(
+    "loa_fetch_wait_seconds",
+    "How long the worker's next fetch may wait at the broker: short while records flow or "
+    "an approval is pending, longer when idle")
 STAGE_LATENCY = Histogram(
     "loa_stage_latency_seconds", "Time from the triggering event to the end of a stage",
     ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),

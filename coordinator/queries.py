@@ -109,6 +109,12 @@ async def list_approvals(redis: Redis, keys: Keys, pending_only: bool = True,
     return [a for a in found if a is not None]
 
 
+async def answers_expected(redis: Redis, keys: Keys) -> bool:
+    """Whether any approval request is pending (its holders may answer any moment, held
+    ones included): one O(1) command."""
+    return bool(await redis.zcard(keys.approvals_pending()))
+
+
 async def statement_detail(redis: Redis, keys: Keys, statement_id: str) -> dict[str, Any] | None:
     """A statement as JSON, with `published_at` once it is public; None if unknown."""
     return (await statement_details(redis, keys, [statement_id]))[0]

@@ -52,9 +52,10 @@ class Settings(BaseSettings):
                     "on Tansu, about what a new record waits before it is fetched")
     broker_idle_fetch_wait_ms: int = Field(
         default=50, ge=0, le=1500,
-        description="the same once no record has come for a second: fewer empty fetches, "
-                    "a longer wait for the first record after a quiet second on Tansu; "
-                    "never below broker_fetch_wait_ms (raised to it)")
+        description="the same once no record has come for a second and no approval "
+                    "request is pending: fewer empty fetches, a longer wait for the first "
+                    "record after a quiet second on Tansu; never below "
+                    "broker_fetch_wait_ms (raised to it)")
     data_dir: Path = Field(default=REPO_ROOT / ".loa", description="embedded state and run file")
     playbooks_dir: Path = REPO_ROOT / "playbooks"
     config_dir: Path = REPO_ROOT / "config"

@@ -4,16 +4,22 @@ while records flow, longer once they stop."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import faust_kafka
 from coordinator.broker import bootstrap_servers
+from coordinator.embedded import free_port
 from coordinator.settings import Settings
-from tests.integration.stack import Stack
+from tests.integration.factories import post_report, report_body, wait_for_approval
+from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +44,9 @@ async def test_worker_consumer_waits_as_configured(stack: Stack) -> None:
 
 
 async def test_worker_consumer_paces_its_fetches(stack: Stack) -> None:
-    """Idle, the consumer's fetches wait the idle wait; a record brings back the short one
-    (this breaks loudly if an aiokafka upgrade stops calling what `pace` wraps)."""
+    """Idle, the consumer's fetches wait the idle wait; a record brings back the short one,
+    and so does an answer the worker expects (this breaks loudly if an aiokafka upgrade
+    stops calling what `pace` wraps)."""
     servers = bootstrap_servers(stack.broker.url)
     topic = f"loatest-pace-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
@@ -78,6 +85,10 @@ async def test_worker_consumer_paces_its_fetches(stack: Stack) -> None:
             assert record.value == value
             await wait_becomes(7)  # records flow
             await wait_becomes(40)  # a quiet second later
+        app.fetch_pace.expecting = True  # as the worker sets it while an approval is pending
+        await wait_becomes(7)
+        app.fetch_pace.expecting = False
+        await wait_becomes(40)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -89,3 +100,32 @@ def test_default_waits() -> None:
     beside a fetch in flight waits), 50 ms once they stop."""
     settings = Settings(_env_file=None)
     assert (settings.broker_fetch_wait_ms, settings.broker_idle_fetch_wait_ms) == (10, 50)
+
+
+def test_a_pending_approval_keeps_the_worker_listening(make_stack: Callable[..., Stack]
+                                                       ) -> None:
+    """With 10 ms while records flow and 50 ms when idle (as `loa up` runs): while the
+    approval request waits for its approver, the worker's fetch wait stays 10 ms however
+    quiet it is (the answer's hop does not pay the idle wait); once it is approved and the
+    fan-out is over, 50 ms again. Read from the worker's /metrics."""
+    port = free_port()
+    stack = make_stack(LOA_BROKER_FETCH_WAIT_MS="10", LOA_BROKER_IDLE_FETCH_WAIT_MS="50",
+                       LOA_WORKER_METRICS_PORT=str(port))
+    stack.start_worker()
+    stack.start_web()
+
+    def fetch_wait() -> float:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return next(sample.value for family in text_string_to_metric_families(text)
+                    for sample in family.samples if sample.name == "loa_fetch_wait_seconds")
+
+    wait_for(lambda: fetch_wait() == 0.05 or None, 30, "an idle worker's 50 ms")
+    report_id = post_report(stack, report_body("hn-ba-dinh-kim-ma"))
+    incident_id, approval = wait_for_approval(stack, report_id)
+    time.sleep(2.5)  # quiet: no record for longer than a second
+    assert fetch_wait() == 0.01
+    done = stack.cli("approve", approval["id"], *stack.as_person(approval["approvers"][0]))
+    assert done.returncode == 0, done.stderr
+    stack.wait_for_status(incident_id, "published")
+    wait_for(lambda: fetch_wait() == 0.05 or None, 30, "the idle wait after the answer")
+    assert stack.redis.zcard(stack.keys.approvals_pending()) == 0

@@ -25,6 +25,17 @@ def test_before_any_record_the_consumer_is_idle() -> None:
     assert FetchPace(busy_ms=10, idle_ms=50).after(False, 0.0) == 50
 
 
+def test_an_expected_answer_keeps_the_short_wait_without_records() -> None:
+    """While an approval is pending the worker expects its answer: the short wait, however
+    long nothing has come; once nothing is expected, the idle wait again."""
+    pace = FetchPace(busy_ms=10, idle_ms=50, linger_s=1.0)
+    pace.expecting = True
+    assert pace.after(False, 0.0) == 10
+    assert pace.after(False, 3600.0) == 10
+    pace.expecting = False
+    assert pace.after(False, 3601.0) == 50
+
+
 def test_the_idle_wait_is_never_shorter_than_the_busy_one() -> None:
     assert FetchPace(busy_ms=100, idle_ms=20).after(False, 5.0) == 100
 

@@ -1,0 +1,194 @@
+"""The worker's periodic work, beside its agents: the heartbeat, the escalation timers and
+their sweep, the outbox drain, the recovery of what the broker lost, the audit sealer,
+promised updates, reports to send again, and the watch for awaited answers that paces the
+consumer's fetches.
+
+A faust timer that raises crashes the whole worker: every timer here catches, logs, and
+leaves the work to its next round."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from coordinator import faust_kafka, topics
+from coordinator import observability as obs
+from coordinator.audit.sealer import BATCH as SEAL_BATCH
+from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, seal
+from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
+from coordinator.events import utcnow
+from coordinator.pipeline import Pipeline
+from coordinator.queries import answers_expected
+from coordinator.reports.filing import resend_due
+from coordinator.runtime import Runtime
+from coordinator.settings import Settings
+from coordinator.statements.promises import sweep_promises
+
+log = obs.get_logger("worker")
+Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+RECOVER_EVERY_S = 5.0
+SEAL_EVERY_S = 0.5
+
+
+def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Timers,
+                           send: Send) -> None:
+    """Every timer and task of the worker besides its agents."""
+    rt = pipeline.rt
+    _register_timers(app, rt.settings, rt, send)
+    _register_escalation(app, timers, pipeline)
+    _register_outbox_drain(app, pipeline)
+    _register_recovery(app, pipeline)
+    _register_sealer(app, rt.settings, rt)
+    _register_answer_watch(app, rt)
+
+
+def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
+    """While an approval request is pending, an answer may come any moment: the consumer
+    fetches as if records flowed, so the decision's hop does not pay the idle wait (on
+    Tansu, up to `LOA_BROKER_IDLE_FETCH_WAIT_MS`). Looked at once a second."""
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def watch_for_answers() -> None:
+        try:
+            app.fetch_pace.expecting = await answers_expected(rt.redis, rt.keys)
+        except Exception as exc:  # Redis away: the pace stays as it was
+            log.debug("pending approvals not counted", error=repr(exc))
+
+
+
+def _register_sealer(app: faust.App, settings: Settings, rt: Runtime) -> None:
+    """Chain what was audited, a batch at a time (coordinator.audit.sealer)."""
+    key = settings.key_for(CHECKPOINT_KEY_PURPOSE)
+
+    @app.timer(interval=SEAL_EVERY_S)  # type: ignore[untyped-decorator]
+    async def seal_audit() -> None:
+        try:
+            while await seal(rt.redis, rt.keys, key, utcnow(),
+                             settings.audit_checkpoint_s) >= SEAL_BATCH:
+                pass  # a backlog (after an outage): seal it all before sleeping
+        except Exception as exc:
+            log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
+
+
+
+def _register_recovery(app: faust.App, pipeline: Pipeline) -> None:
+    @app.timer(interval=RECOVER_EVERY_S)  # type: ignore[untyped-decorator]
+    async def recover_lost_work() -> None:
+        # Redis is the record, the broker carries: what the broker lost (a restart of an
+        # embedded broker keeps nothing) is found in the ledgers and sent again.
+        try:
+            found = await pipeline.recover()
+        except Exception as exc:
+            log.error("recovery round failed; the next one retries", error=repr(exc))
+            return
+        if found:
+            log.warning("lost work sent again", fan_outs=found.fan_outs_resumed,
+                        batches=found.batches_sent_again,
+                        deliveries=found.deliveries_sent_again)
+
+
+
+
+def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:
+    rt = pipeline.rt
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_timers() -> None:
+        # This instance is alive from now on: a delivery the previous instance of this worker
+        # left in flight is an orphan (see dispatch.deliveries), not someone else's work.
+        await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=10)
+        timers.start()
+        try:
+            dropped = await drop_pickled_store(rt.redis, rt.keys)
+            if dropped:
+                log.warning("deleted, unread, the pickled timer store of an older Loa; timers "
+                            "are rebuilt from the approval requests", keys=dropped)
+            adopted = await timers.adopt(rt.redis, rt.keys, utcnow())
+        except Exception as exc:  # the next adoption round retries; the sweep escalates
+            log.error("timers not rebuilt from Redis yet", error=repr(exc))
+            return
+        log.info("timers rebuilt from Redis", requests=adopted)
+
+    @app.on_before_shutdown.connect
+    async def stop_timers(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # No timer fires into a closing producer; the next start rebuilds them from Redis.
+        timers.shutdown()
+
+    @app.timer(interval=ADOPT_EVERY_S)  # type: ignore[untyped-decorator]
+    async def adopt_timers() -> None:
+        # Requests planned or moved on by other workers: their timers are in those workers'
+        # memory only, and must fire here too if those workers die.
+        try:
+            await timers.adopt(rt.redis, rt.keys, utcnow())
+        except Exception as exc:
+            log.warning("timers not adopted; next round retries", error=repr(exc))
+
+    @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
+    async def sweep_overdue() -> None:
+        # A timer job leaves the scheduler when submitted, before its transition commits: a
+        # crash in between, or a failed transition, is caught here, 1 to 1.5 s late.
+        try:
+            swept = await pipeline.sweep()
+        except Exception as exc:
+            log.error("sweep failed", error=repr(exc))
+            return
+        if swept:
+            log.warning("overdue approvals swept", count=swept)
+
+
+
+def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
+    @app.on_partitions_assigned.connect
+    async def send_parked_again(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        # A new assignment: a worker joined or left, or the broker came back, maybe empty
+        # (`loa up` restarts it alone). The parked messages go out again in the next round,
+        # as when the worker starts, not an hour later.
+        pipeline.drainer.send_parked_again()
+
+    @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
+    async def drain_outbox() -> None:
+        # Its own timer: a round waiting on a broker that is away (up to GIVE_UP_AFTER sends
+        # of SEND_TIMEOUT_S each) does not hold up the sweep of overdue escalation timers.
+        try:
+            await pipeline.drain_followups()
+        except Exception as exc:
+            log.error("outbox drain failed", error=repr(exc))
+
+
+
+def _register_timers(app: faust.App, settings: Settings, rt: Runtime, send: Send) -> None:
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust is untyped
+    async def heartbeat() -> None:
+        try:
+            await rt.redis.set(rt.keys.worker_heartbeat(settings.worker_id), rt.instance,
+                               ex=10)
+        except Exception as exc:
+            log.warning("heartbeat failed", error=repr(exc))
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def mind_promises() -> None:
+        # Promised updates coming due or broken: the duty officers are told, once each.
+        try:
+            told = await sweep_promises(rt, send, utcnow())
+        except Exception as exc:
+            log.warning("promise sweep failed; next round retries", error=repr(exc))
+            return
+        if told:
+            log.info("promised updates minded", told=told)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def resend_outbox() -> None:
+        # Reports accepted but not taken in: the broker may have lost them.
+        async def resend(key: str, value: bytes) -> None:
+            await send(topics.REPORTS, key, value)
+
+        try:
+            sent = await resend_due(rt.redis, rt.keys, resend, settings.outbox_resend_after_s)
+        except Exception as exc:
+            log.warning("outbox resend failed; next round retries", error=repr(exc))
+            return
+        if sent:
+            obs.OUTBOX_RESENT.inc(sent)
+            log.warning("outboxed reports sent again", count=sent)

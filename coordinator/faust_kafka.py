@@ -30,7 +30,7 @@ from coordinator import observability as obs
 class FetchPace:
     """How long the next fetch may wait at the broker: `busy_ms` while records flow (one
     came within `linger_s`) or while one is expected (`expecting`: the worker sets it while
-    an approval request is pending, for the answer's hop), else `idle_ms`."""
+    an approval request awaits an approver, for the answer's hop), else `idle_ms`."""
 
     def __init__(self, busy_ms: int, idle_ms: int, linger_s: float = 1.0) -> None:
         self.busy_ms, self.idle_ms, self.linger_s = busy_ms, max(busy_ms, idle_ms), linger_s

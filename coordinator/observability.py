@@ -39,7 +39,7 @@ HANDLER_TIME = Histogram(
 FETCH_WAIT = Gauge(
     "loa_fetch_wait_seconds",
     "How long the worker's next fetch may wait at the broker: short while records flow or "
-    "an approval is pending, longer when idle")
+    "an approval awaits an approver, longer when idle")
 STAGE_LATENCY = Histogram(
     "loa_stage_latency_seconds", "Time from the triggering event to the end of a stage",
     ["stage"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),

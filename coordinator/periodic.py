@@ -45,8 +45,8 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
 
 
 def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
-    """While an approval request is pending, an answer may come any moment: the consumer
-    fetches as if records flowed, so the decision's hop does not pay the idle wait (on
+    """While an approval request awaits an approver, an answer may come any moment: the
+    consumer fetches as if records flowed, so the decision's hop does not pay the idle wait (on
     Tansu, up to `LOA_BROKER_IDLE_FETCH_WAIT_MS`). Looked at once a second."""
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]

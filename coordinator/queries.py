@@ -110,8 +110,9 @@ async def list_approvals(redis: Redis, keys: Keys, pending_only: bool = True,
 
 
 async def answers_expected(redis: Redis, keys: Keys) -> bool:
-    """Whether any approval request is pending (its holders may answer any moment, held
-    ones included): one O(1) command."""
+    """Whether any approval request awaits an approver (its holders may answer any moment,
+    held ones included; not a duty officer's sign-off after an exhausted chain, which
+    leaves `approvals:pending`): one O(1) command."""
     return bool(await redis.zcard(keys.approvals_pending()))
 
 

@@ -115,10 +115,10 @@ class RateLimiter:
         is held. A send still under way asks the bucket for itself after this."""
         self._closed = True
         asker = self._asker
-        if asker is not None:
+        if asker is not None and asker.get_loop() is asyncio.get_running_loop():
             asker.cancel()
             await asyncio.wait({asker}, timeout=1.0)
-            self._asker = None
+        self._asker = None  # (one of an event loop that has ended is gone with it)
         self._held = 0
         while self._line:
             turn = self._line.popleft()
@@ -141,7 +141,14 @@ class RateLimiter:
     def _asker_ended(self, task: asyncio.Task[None]) -> None:
         if self._asker is task:
             self._asker = None
-        if task.cancelled():  # by close(), or its event loop ending with its callers
+        if task.cancelled():
+            # By close(), or its event loop ending with its callers, or by someone else:
+            # whoever still waits in line asks the bucket for itself (no task is started
+            # here, which would outlive a loop that is ending).
+            while self._line:
+                turn = self._line.popleft()
+                if not turn.done():
+                    turn.set_result(False)
             return
         task.exception()  # handed to the callers in line already (see _serve)
         if self._live_line() and not self._closed:

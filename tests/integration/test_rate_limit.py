@@ -116,7 +116,7 @@ async def test_callers_of_one_limiter_share_its_round_trips(redis_url: str) -> N
 
 async def test_an_ask_ahead_cut_off_before_it_began_leaves_no_one_waiting(
         redis_url: str) -> None:
-    """The asker is a task; cancelled before its first step, its own clean-up never runs.
+    """The asker is a task; cancelled before its first step, its own code never runs.
     The limiter still answers the next callers."""
     client = connect(redis_url)
     limiter = RateLimiter(client, "loatest:rate:sms:cut", rate=1000)
@@ -219,21 +219,29 @@ async def test_a_caller_in_line_is_woken_only_with_its_token(redis_url: str) -> 
     assert max(c.steps for c in callers) == 2, sorted(c.steps for c in callers)
 
 
-async def test_a_caller_cut_off_in_line_takes_no_token(redis_url: str) -> None:
-    """A send cancelled while it waits leaves the line; the token it would have had goes to
-    the next caller: the bucket grants three tokens for the three callers served."""
+async def test_a_caller_cut_off_as_its_token_comes_gives_it_to_the_next(
+        redis_url: str) -> None:
+    """A send cancelled just as the asker hands it a token (before it runs again) leaves
+    that token to the next caller in line: the bucket grants three tokens for the three
+    callers served, and none is left held."""
     client = connect(redis_url)
     limiter = RateLimiter(client, "loatest:rate:sms:cut-line", rate=10, burst=1)
     granted: list[int] = []
-    ask = limiter._ask_bucket
+    ask, hand_out = limiter._ask_bucket, limiter._hand_out
 
     async def counted(want: int) -> tuple[int, int]:
         answer = await ask(want)
         granted.append(answer[1])
         return answer
 
-    limiter._ask_bucket = counted  # type: ignore[method-assign]
     served: list[int] = []
+    waiting: list[asyncio.Task[None]] = []
+
+    def cut_off_first() -> None:  # the first caller is cancelled as its token comes
+        first_turn = limiter._line[0] if limiter._line else None
+        hand_out()
+        if first_turn is not None and first_turn.done() and not waiting[0].done():
+            waiting[0].cancel()
 
     async def caller(n: int) -> None:
         await limiter.acquire()
@@ -241,16 +249,35 @@ async def test_a_caller_cut_off_in_line_takes_no_token(redis_url: str) -> None:
 
     try:
         await limiter.acquire()  # the bucket's one token: the others wait for refills
-        waiting = [asyncio.create_task(caller(n)) for n in range(3)]
+        limiter._ask_bucket = counted  # type: ignore[method-assign]
+        limiter._hand_out = cut_off_first  # type: ignore[method-assign]
+        waiting += [asyncio.create_task(caller(n)) for n in range(3)]
         await asyncio.sleep(0)
-        waiting[0].cancel()
         await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
     finally:
         await client.aclose()
     assert waiting[0].cancelled()
     assert served == [1, 2]
-    assert sum(granted) == 3
+    assert sum(granted) == 2  # the two refills; the first token was taken before counting
     assert limiter._held == 0 and not limiter._live_line()
+
+
+async def test_callers_in_line_when_the_asker_is_cancelled_ask_for_themselves(
+        redis_url: str) -> None:
+    """Whoever cancels the asker while sends wait in line, they are not left waiting: each
+    asks the bucket for itself."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:asker-cut", rate=10, burst=1)
+    try:
+        await limiter.acquire()  # the bucket's one token: the others wait for refills
+        waiting = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert limiter._asker is not None
+        limiter._asker.cancel()
+        await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    finally:
+        await client.aclose()
+    assert not limiter._line
 
 
 async def test_a_failed_ask_fails_every_caller_in_line(tmp_path: Path) -> None:

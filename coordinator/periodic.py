@@ -23,7 +23,6 @@ from coordinator.pipeline import Pipeline
 from coordinator.queries import answers_expected
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
-from coordinator.settings import Settings
 from coordinator.statements.promises import sweep_promises
 
 log = obs.get_logger("worker")
@@ -36,11 +35,11 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
                            send: Send) -> None:
     """Every timer and task of the worker besides its agents."""
     rt = pipeline.rt
-    _register_timers(app, rt.settings, rt, send)
+    _register_timers(app, rt, send)
     _register_escalation(app, timers, pipeline)
     _register_outbox_drain(app, pipeline)
     _register_recovery(app, pipeline)
-    _register_sealer(app, rt.settings, rt)
+    _register_sealer(app, rt)
     _register_answer_watch(app, rt)
 
 
@@ -57,9 +56,9 @@ def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
             log.debug("pending approvals not counted", error=repr(exc))
 
 
-
-def _register_sealer(app: faust.App, settings: Settings, rt: Runtime) -> None:
+def _register_sealer(app: faust.App, rt: Runtime) -> None:
     """Chain what was audited, a batch at a time (coordinator.audit.sealer)."""
+    settings = rt.settings
     key = settings.key_for(CHECKPOINT_KEY_PURPOSE)
 
     @app.timer(interval=SEAL_EVERY_S)  # type: ignore[untyped-decorator]
@@ -70,7 +69,6 @@ def _register_sealer(app: faust.App, settings: Settings, rt: Runtime) -> None:
                 pass  # a backlog (after an outage): seal it all before sleeping
         except Exception as exc:
             log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
-
 
 
 def _register_recovery(app: faust.App, pipeline: Pipeline) -> None:
@@ -87,8 +85,6 @@ def _register_recovery(app: faust.App, pipeline: Pipeline) -> None:
             log.warning("lost work sent again", fan_outs=found.fan_outs_resumed,
                         batches=found.batches_sent_again,
                         deliveries=found.deliveries_sent_again)
-
-
 
 
 def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> None:
@@ -138,7 +134,6 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
             log.warning("overdue approvals swept", count=swept)
 
 
-
 def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
     @app.on_partitions_assigned.connect
     async def send_parked_again(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
@@ -157,8 +152,9 @@ def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
             log.error("outbox drain failed", error=repr(exc))
 
 
+def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
+    settings = rt.settings
 
-def _register_timers(app: faust.App, settings: Settings, rt: Runtime, send: Send) -> None:
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust is untyped
     async def heartbeat() -> None:
         try:

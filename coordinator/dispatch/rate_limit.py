@@ -185,7 +185,8 @@ class RateLimiter:
             ahead = True
 
     async def _ask_alone(self) -> None:
-        """After close: ask the bucket for one token until it grants it."""
+        """Without an asker (the limiter closed, or its asker cancelled): ask the bucket for
+        one token until it grants it."""
         while True:
             wait_ms, granted = await self._ask_bucket(1)
             if granted > 0:

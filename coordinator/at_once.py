@@ -1,12 +1,14 @@
 """Kept work done at once, beside the handler that made it, rather than after a hop through
-the broker: an opened incident's plan, a plan's prompts, a prompt's SMS or email.
+the broker: an opened incident's plan, a plan's prompts, a prompt's SMS or email, and the
+first batches of a statement's fan-out.
 
-The work is kept in Redis before it starts (the outbox, or the pending deliveries), exactly
-as it would be before going on its topic. Should doing it at once fail, its message goes on
-that topic, whose handler retries it; should even that fail, it is still kept, and the
-worker sends it again later. Work that finds no room (:data:`LIMIT` of its kind under way)
-goes on its topic at once. At shutdown nothing more starts, and what is under way gets a
-moment to end; what is cut off is finished after the restart.
+The work is kept in Redis before it starts (the outbox, the pending deliveries, or the
+dispatch ledger), exactly as it would be before going on its topic. Should doing it at once
+fail, its message goes on that topic, whose handler retries it; should even that fail, it
+is still kept, and the worker sends it again later. Work that finds no room
+(:data:`LIMIT` of its kind under way) goes on its topic at once. At shutdown nothing more
+starts, and what is under way gets a moment to end; what is cut off is finished after the
+restart.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from coordinator.approvals.prompts import prompts_for
 from coordinator.at_once import AtOnce
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import deliver, lane_of, queue_keep_delivery
-from coordinator.dispatch.fanout import fan_out
+from coordinator.dispatch.fanout import batch_lane, fan_out
 from coordinator.dispatch.reach import record_with_reach
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.errors import BadEvent
@@ -82,9 +82,11 @@ class Pipeline:
         self.send = send
         self.schedule = schedule
         self.drainer = outbox.Drainer(rt.redis, rt.keys, send, rt.settings.resend_kept_after_s)
-        # Plans, prompts and single deliveries are done at once, beside their maker.
+        # Plans, prompts, single deliveries and a fan-out's first batches are done at once,
+        # beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
-                                     topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL),
+                                     topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL,
+                                     topics.DISPATCH_SMS, topics.DISPATCH_EMAIL),
                               lambda kept: outbox.note_sent(rt.redis, rt.keys, kept))
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
@@ -231,7 +233,16 @@ class Pipeline:
 
     async def deliver_batch(self, value: bytes) -> None:
         """A batch of a statement's deliveries goes to its channel, each one once."""
-        batch = decode(DeliveryBatch, value)
+        await self._deliver_batch(decode(DeliveryBatch, value))
+
+    async def _start_batch(self, batch: DeliveryBatch) -> None:
+        """A fan-out's first batches are handed over at once, beside the publication: a
+        statement's first messages do not wait for a hop through `dispatch.*`. (The batch
+        is in the dispatch ledger: one cut off is finished by the recovery round.)"""
+        spec, key = batch_lane(batch)
+        await self.at_once.start(self._deliver_batch(batch), spec, key, batch.to_bytes())
+
+    async def _deliver_batch(self, batch: DeliveryBatch) -> None:
         report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow())
         log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
                  batch=batch.number, outcomes=report.counts, done=report.done)
@@ -309,7 +320,7 @@ class Pipeline:
             obs.STATEMENTS_PUBLISHED.labels(str(statement.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
-        queued = await fan_out(self.rt, statement, self.send)
+        queued = await fan_out(self.rt, statement, self.send, self._start_batch)
         # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,

@@ -5,7 +5,11 @@ creates nothing twice.
 The audience is fixed in Redis (a bitmap of subscriber numbers) when the fan-out starts
 and cut into chunks; each chunk
 becomes one batch per channel, recorded in the dispatch ledger (``dispatch.ledger``)
-before its event goes on the broker. A fan-out cut off anywhere resumes from the ledger."""
+before its event goes on the broker. A fan-out cut off anywhere resumes from the ledger.
+
+The first chunk's batches may be handed over at once, beside the publication, rather than
+after a hop through their lane (`start`): they are in the ledger all the same, so one cut
+off is finished by the recovery round (``dispatch.recovery``)."""
 
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ CHANNELS = ("sms", "email")
 WINDOW = 4096
 """Bytes of an audience bitmap read at a time (32,768 subscriber numbers)."""
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+Start = Callable[[DeliveryBatch], Awaitable[None]]
+"""How the first chunk's batches are handed over, when not through their lane."""
 
 
 Texts = dict[tuple[str, str], RenderedText]
@@ -90,11 +96,12 @@ def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: 
     return out
 
 
-async def fan_out(rt: Runtime, statement: Statement, send: Send) -> int:
+async def fan_out(rt: Runtime, statement: Statement, send: Send,
+                  start: Start | None = None) -> int:
     """Cut the statement's audience into batches of about `LOA_DISPATCH_BATCH_SIZE` and put
-    each on its channel's lane; how many deliveries this call targeted (0 when all is cut
-    already, or another process is cutting it now). Interrupted, it resumes from the
-    ledger's cursor."""
+    each on its channel's lane (the first chunk's batches to `start` instead, when given);
+    how many deliveries this call targeted (0 when all is cut already, or another process
+    is cutting it now). Interrupted, it resumes from the ledger's cursor."""
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     ledger = await read_ledger(rt.redis, keys, sid)
     if ledger.queued_all:
@@ -116,17 +123,18 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send) -> int:
                 queue_resolved(pipe, keys, sid, size, time.time())
                 await pipe.execute()
             ledger = await read_ledger(rt.redis, keys, sid)
-        targeted = await _cut(rt, statement, send, ledger.cursor, ledger.chunks, chunk)
+        targeted = await _cut(rt, statement, send, start, ledger.cursor, ledger.chunks, chunk)
         await settle(rt.redis, keys, sid, time.time(), queued_all=True)
         return targeted
     finally:
         await release_lock(rt.redis, keys, sid, holder)
 
 
-async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, number: int,
-               chunk: int) -> int:
+async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | None,
+               cursor: int, number: int, chunk: int) -> int:
     """Cut chunks from bit `cursor` of the audience on until it is through (the cursor -1)
-    or the statement is withdrawn; each chunk is recorded, then its batches are sent."""
+    or the statement is withdrawn; each chunk is recorded, then its batches are sent (the
+    first chunk's to `start`, when given)."""
     keys, sid, targeted = rt.keys, statement.id, 0
     audience = keys.dispatch_audience(sid)
     while cursor >= 0:
@@ -140,9 +148,10 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, cursor: int, numbe
             pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
             await pipe.execute()
         for channel in batches:
-            await send_batch(send, DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
-                                                 incident_id=statement.incident_id,
-                                                 number=number))
+            batch = DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
+                                  incident_id=statement.incident_id, number=number)
+            await (send_batch(send, batch) if start is None else start(batch))
+        start = None  # the rest through the lanes: every worker takes a share
         targeted += sum(len(b) for b in batches.values())
         number += 1
     return targeted
@@ -184,7 +193,13 @@ async def _by_channel(rt: Runtime, numbers: list[int]) -> dict[str, list[int]]:
     return {channel: members for channel, members in batches.items() if members}
 
 
+def batch_lane(batch: DeliveryBatch) -> tuple[topics.TopicSpec, str]:
+    """The topic a batch's event goes on, and its key. Pure."""
+    spec = topics.DISPATCH_SMS if batch.channel == "sms" else topics.DISPATCH_EMAIL
+    return spec, f"{batch.statement_id}:{batch.number}"
+
+
 async def send_batch(send: Send, batch: DeliveryBatch) -> None:
     """Put a batch's event on its channel's lane."""
-    spec = topics.DISPATCH_SMS if batch.channel == "sms" else topics.DISPATCH_EMAIL
-    await send(spec, f"{batch.statement_id}:{batch.number}", batch.to_bytes())
+    spec, key = batch_lane(batch)
+    await send(spec, key, batch.to_bytes())

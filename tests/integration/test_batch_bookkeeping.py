@@ -1,19 +1,24 @@
 """A batch's bookkeeping on a real redis-server: every outcome recorded while the batch runs
 reaches the delivery's record, including one recorded while the writer's last round was busy
-asking Redis who left (the race that once left a handed-over SMS in `sending` for good); and
-a big batch's first deliveries are handed over before the rest is read."""
+asking Redis who left (the race that once left a handed-over SMS in `sending` for good); a
+big batch's first deliveries are handed over before the rest is read; and a fan-out's first
+batches are handed over by the publishing worker itself, without a hop through their lane."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from channels.base import OutboundMessage, Receipt
+from coordinator import topics
 from coordinator.dispatch import batches
 from coordinator.dispatch.handover import Outcome, claim
+from coordinator.dispatch.recovery import recover
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
-from coordinator.model.incident import Severity
+from coordinator.model.incident import Incident, IncidentStatus, Severity
+from coordinator.pipeline import Pipeline
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.store import canonical_id, queue_write
@@ -78,9 +83,10 @@ class _Counting:
         return None
 
 
-async def _stored_batch(rt: Runtime, tag: str, size: int
+async def _stored_batch(rt: Runtime, tag: str, size: int, cut: bool = True
                         ) -> tuple[Statement, list[Subscriber]]:
-    """A statement and `size` SMS subscribers (numbers 1..size) in its batch sms:0."""
+    """A statement and `size` SMS subscribers (numbers 1..size) in Ba Đình, all in its
+    batch sms:0 unless not `cut`."""
     statement = Statement(
         id=f"STM-{tag}-1", incident_id=f"INC-{tag}", approval_id=f"APR-{tag}-1", draft_id="d",
         playbook_id="flood", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
@@ -94,8 +100,9 @@ async def _stored_batch(rt: Runtime, tag: str, size: int
         for n, sub in enumerate(subs, start=1):
             queue_write(pipe, rt.keys, n, None, sub)
         await pipe.execute()
-    await rt.redis.set(rt.keys.dispatch_batch(statement.id, "sms", 0),
-                       ",".join(str(n) for n in range(1, size + 1)))
+    if cut:
+        await rt.redis.set(rt.keys.dispatch_batch(statement.id, "sms", 0),
+                           ",".join(str(n) for n in range(1, size + 1)))
     return statement, subs
 
 
@@ -168,3 +175,72 @@ async def test_a_claim_says_whose_a_delivery_is_and_takes_over_only_when_told(
     await rt.redis.hset(key, "status", "delivered")
     assert await claim(rt, [request], "sms", later) == ["delivered"]
     assert (await rt.redis.hgetall(key))["attempts"] == "3"
+
+
+async def _approved(rt: Runtime, tag: str, size: int
+                    ) -> tuple[Runtime, Statement, list[tuple[str, str]], Pipeline, _Counting]:
+    """A statement approved for `size` SMS subscribers, in chunks of 10; a worker's pipeline
+    whose broker stand-in notes what goes on each topic, and its SMS channel."""
+    rt = dataclasses.replace(rt, settings=rt.settings.model_copy(
+        update={"dispatch_batch_size": 10}))
+    statement, subs = await _stored_batch(rt, tag, size, cut=False)
+    await rt.redis.hset(rt.keys.approval(statement.approval_id), "status", "approved")
+    now = utcnow()
+    opened = Incident(id=statement.incident_id, kind="flood", area="hn-ba-dinh",
+                      severity=Severity.severe, title="Ngập sâu", details="",
+                      status=IncidentStatus.approved, opened_at=now,
+                      last_report_at=now, updated_at=now, playbook="flood")
+    await rt.redis.hset(rt.keys.incident(opened.id), mapping=opened.to_hash())
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    channel = _Counting(rt, [f"{statement.id}:sms:{s.id}" for s in subs])
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None, bulk_channels={"sms": channel})
+    return rt, statement, sent, pipeline, channel
+
+
+async def _consumed(pipeline: Pipeline, sent: list[tuple[str, str]],
+                    statement: Statement) -> None:
+    """Each batch on the lane handled by its consumer, once."""
+    for name, key in sent:
+        assert name == "dispatch.sms"
+        number = int(key.rpartition(":")[2])
+        await pipeline.deliver_batch(DeliveryBatch(
+            statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
+            number=number).to_bytes())
+
+
+async def test_a_fan_outs_first_batch_is_handed_over_by_its_publisher(rt: Runtime) -> None:
+    """The publication hands the first chunk's batch over beside itself: a statement's
+    first SMS does not wait for a hop through `dispatch.sms`. The other chunks' batches go
+    on the lane, for every worker to take a share. Each subscriber gets one SMS."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "FIRST", 25)
+    await pipeline.publish(statement.to_bytes())
+    assert sent == [("dispatch.sms", f"{statement.id}:1"), ("dispatch.sms", f"{statement.id}:2")]
+    assert await pipeline.at_once.finish(5) == 0
+    assert channel.sent == 10
+    await _consumed(pipeline, sent, statement)
+    assert channel.sent == 25
+    assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
+
+
+async def test_a_first_batch_cut_off_at_shutdown_is_finished_by_recovery(rt: Runtime) -> None:
+    """The worker stops as it publishes: the first batch, handed over beside the
+    publication, is cut off; it is in the dispatch ledger, and the recovery round puts it on
+    its lane. Each subscriber still gets one SMS."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "CUT", 25)
+    pipeline.at_once.closing = True  # shutting down: nothing more starts beside a handler
+    await pipeline.publish(statement.to_bytes())
+    assert sent == [("dispatch.sms", f"{statement.id}:1"), ("dispatch.sms", f"{statement.id}:2")]
+    await _consumed(pipeline, sent, statement)
+    assert channel.sent == 15
+    assert not await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
+    del sent[:]
+    found = await recover(rt, pipeline.send, stalled_s=0)
+    assert found.batches_sent_again == 1
+    assert sent == [("dispatch.sms", f"{statement.id}:0")]
+    await _consumed(pipeline, sent, statement)
+    assert channel.sent == 25
+    assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")

@@ -235,15 +235,18 @@ class Pipeline:
         """A batch of a statement's deliveries goes to its channel, each one once."""
         await self._deliver_batch(decode(DeliveryBatch, value))
 
-    async def _start_batch(self, batch: DeliveryBatch) -> None:
+    async def _start_batch(self, statement: Statement, batch: DeliveryBatch,
+                           numbers: list[int]) -> None:
         """A fan-out's first batches are handed over at once, beside the publication: a
         statement's first messages do not wait for a hop through `dispatch.*`. (The batch
         is in the dispatch ledger: one cut off is finished by the recovery round.)"""
         spec, key = batch_lane(batch)
-        await self.at_once.start(self._deliver_batch(batch), spec, key, batch.to_bytes())
+        await self.at_once.start(self._deliver_batch(batch, (statement, numbers)), spec, key,
+                                 batch.to_bytes())
 
-    async def _deliver_batch(self, batch: DeliveryBatch) -> None:
-        report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow())
+    async def _deliver_batch(self, batch: DeliveryBatch,
+                             cut: tuple[Statement, list[int]] | None = None) -> None:
+        report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow(), cut)
         log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
                  batch=batch.number, outcomes=report.counts, done=report.done)
 
@@ -320,7 +323,8 @@ class Pipeline:
             obs.STATEMENTS_PUBLISHED.labels(str(statement.exercise).lower()).inc()
             obs.STAGE_LATENCY.labels("approval_to_publication").observe(
                 since(statement.approved_at))
-        queued = await fan_out(self.rt, statement, self.send, self._start_batch)
+        queued = await fan_out(self.rt, statement, self.send,
+                               lambda batch, numbers: self._start_batch(statement, batch, numbers))
         # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,

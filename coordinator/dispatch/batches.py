@@ -17,14 +17,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from channels.base import Channel
 from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_url
 from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
-    claim,
+    claims_of,
     hand_over,
+    queue_claim,
     queue_counts,
     queue_outcome,
     reason_not_to_send,
@@ -68,21 +70,25 @@ class BatchReport:
 
 
 async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
-                        now: datetime) -> BatchReport:
-    """Hand over every delivery of the batch not handed over yet; mark the batch done."""
+                        now: datetime, cut: tuple[Statement, list[int]] | None = None
+                        ) -> BatchReport:
+    """Hand over every delivery of the batch not handed over yet; mark the batch done.
+    `cut`: the statement and the batch's subscriber numbers, when its cutter hands it over
+    itself (else they are read from Redis)."""
     name = f"{batch.channel}:{batch.number}"
     if (batch.statement_id, name) in _running:  # the same event twice here: one is enough
         return BatchReport()
     _running.add((batch.statement_id, name))
     try:
-        return await _deliver(rt, channels, batch, name, now)
+        return await _deliver(rt, channels, batch, name, now, cut)
     finally:
         _running.discard((batch.statement_id, name))
 
 
 async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
-                   name: str, now: datetime) -> BatchReport:
-    loaded = await _load(rt, batch)
+                   name: str, now: datetime, cut: tuple[Statement, list[int]] | None
+                   ) -> BatchReport:
+    loaded = await _load(rt, batch) if cut is None else cut
     if loaded is None:
         return BatchReport(done=True)  # done before, or the fan-out is finished
     statement, numbers = loaded
@@ -116,8 +122,8 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
             # The lead is handed over while the rest is still being read and claimed.
             for part in _parts(numbers):
                 requests = await _requests(rt, statement, part, batch.channel)
-                await run.refresh(just=requests)  # before the claim: nothing claimed idles
-                claims = await claim(rt, requests, batch.channel, now)
+                # Who is not wanted any more, asked with the claim: nothing claimed idles.
+                claims = await run.refresh_and_claim(requests, batch.channel, now)
                 run.add(requests)
                 handing += [asyncio.create_task(one(r, c))
                             for r, c in zip(requests, claims, strict=True)]
@@ -239,12 +245,32 @@ class _Run:
             if await self.rt.redis.hexists(keys.dispatch(self.statement_id), "withdrawn_at"):
                 self.unwanted |= {r.id: "statement withdrawn" for r in waiting}
             return
-        def fill(pipe: Pipeline) -> None:
-            pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
-            queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
-            pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
+        self._note_unwanted(waiting, *await run_pipeline(
+            self.rt.redis, lambda pipe: self._queue_refresh(pipe, waiting)))
 
-        opted_out, active, withdrawn = await run_pipeline(self.rt.redis, fill)
+    async def refresh_and_claim(self, requests: list[DeliveryRequest], channel: str,
+                                now: datetime) -> list[str]:
+        """:meth:`refresh` for `requests`, and their claims (``handover.claim``), in one
+        round trip."""
+        if not requests:
+            return []
+
+        def fill(pipe: Pipeline) -> None:
+            self._queue_refresh(pipe, requests)
+            queue_claim(pipe, self.rt, requests, channel, now)
+
+        opted_out, active, withdrawn, claimed = await run_pipeline(self.rt.redis, fill)
+        self._note_unwanted(requests, opted_out, active, withdrawn)
+        return claims_of(claimed)
+
+    def _queue_refresh(self, pipe: Pipeline, waiting: list[DeliveryRequest]) -> None:
+        keys = self.rt.keys
+        pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
+        queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
+        pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
+
+    def _note_unwanted(self, waiting: list[DeliveryRequest], opted_out: list[Any],
+                       active: list[Any], withdrawn: Any) -> None:
         for r, out, on in zip(waiting, opted_out, active, strict=True):
             why = reason_not_to_send(r, bool(out), bool(on), bool(withdrawn))
             if why:

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from coordinator import topics
-from coordinator.dispatch.audience import resolve_audience
+from coordinator.dispatch.audience import queue_audience
 from coordinator.dispatch.ledger import (
     LOCK_TTL_MS,
-    open_ledger,
+    lock_and_read,
     queue_chunk,
+    queue_open,
     queue_resolved,
-    read_ledger,
     release_lock,
     settle,
-    take_lock,
 )
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.languages import Languages
@@ -40,8 +40,9 @@ CHANNELS = ("sms", "email")
 WINDOW = 4096
 """Bytes of an audience bitmap read at a time (32,768 subscriber numbers)."""
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
-Start = Callable[[DeliveryBatch], Awaitable[None]]
-"""How the first chunk's batches are handed over, when not through their lane."""
+Start = Callable[[DeliveryBatch, list[int]], Awaitable[None]]
+"""How the first chunk's batches (and their subscriber numbers) are handed over, when not
+through their lane."""
 
 
 Texts = dict[tuple[str, str], RenderedText]
@@ -101,80 +102,108 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     """Cut the statement's audience into batches of about `LOA_DISPATCH_BATCH_SIZE` and put
     each on its channel's lane (the first chunk's batches to `start` instead, when given);
     how many deliveries this call targeted (0 when all is cut already, or another process
-    is cutting it now). Interrupted, it resumes from the ledger's cursor."""
+    is cutting it now). Interrupted, it resumes from the ledger's cursor.
+
+    A fresh fan-out's first batches are on their way after four round trips: the lock and
+    the ledger; the audience; the first chunk (and the channels of its subscribers); the
+    resolved audience and the first chunk recorded, in one transaction."""
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
-    ledger = await read_ledger(rt.redis, keys, sid)
-    if ledger.queued_all:
-        return 0
     holder = f"{rt.settings.worker_id}/{rt.instance}"
-    if not await take_lock(rt.redis, keys, sid, holder):
+    taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
+    if not taken:
         return 0
     try:
+        if ledger.queued_all:
+            return 0
+        resolved = None
         if not ledger.resolved:
-            await open_ledger(rt.redis, keys, sid, time.time())
             # An update, correction or all-clear also reaches everyone the incident's
             # earlier statements reached, wherever its area now is.
             earlier = keys.incident_reached(statement.incident_id) if statement.references \
                 else None
-            size = await resolve_audience(rt.redis, keys, rt.city, statement.area,
-                                          statement.kind, keys.dispatch_audience(sid),
-                                          statement.exercise, statement.drill_list, earlier)
+            audience = keys.dispatch_audience(sid)
             async with rt.redis.pipeline(transaction=True) as pipe:
-                queue_resolved(pipe, keys, sid, size, time.time())
-                await pipe.execute()
-            ledger = await read_ledger(rt.redis, keys, sid)
-        targeted = await _cut(rt, statement, send, start, ledger.cursor, ledger.chunks, chunk)
+                queue_open(pipe, keys, sid, time.time())
+                queue_audience(pipe, keys, rt.city, statement.area, statement.kind, audience,
+                               statement.exercise, statement.drill_list, earlier)
+                pipe.bitcount(audience)
+                resolved = int((await pipe.execute())[-1])
+        targeted = await _cut(rt, statement, send, start, _Place(
+            ledger.cursor if resolved is None else 0, ledger.chunks if resolved is None else 0,
+            resolved, bool(ledger.withdrawn_at)), chunk)
         await settle(rt.redis, keys, sid, time.time(), queued_all=True)
         return targeted
     finally:
         await release_lock(rt.redis, keys, sid, holder)
 
 
+@dataclass
+class _Place:
+    """Where a fan-out's cutting starts: the bit to cut from and the chunk's number; the
+    audience's size when it was just resolved (recorded with the first chunk), and whether
+    the ledger just read says it was withdrawn."""
+
+    cursor: int
+    number: int
+    resolved: int | None
+    withdrawn: bool
+
+
 async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | None,
-               cursor: int, number: int, chunk: int) -> int:
-    """Cut chunks from bit `cursor` of the audience on until it is through (the cursor -1)
-    or the statement is withdrawn; each chunk is recorded, then its batches are sent (the
-    first chunk's to `start`, when given)."""
+               place: _Place, chunk: int) -> int:
+    """Cut chunks from the audience until it is through (the cursor -1) or the statement is
+    withdrawn; each chunk is recorded, then its batches are sent (the first chunk's to
+    `start`, when given)."""
     keys, sid, targeted = rt.keys, statement.id, 0
     audience = keys.dispatch_audience(sid)
+    cursor, number, resolved, withdrawn = (place.cursor, place.number, place.resolved,
+                                           place.withdrawn)
     while cursor >= 0:
-        if await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"):
+        if withdrawn:
             return targeted
         numbers, cursor = await next_chunk(rt.redis, audience, cursor, chunk)
         batches = await _by_channel(rt, numbers)
         async with rt.redis.pipeline(transaction=True) as pipe:
+            if resolved is not None:  # the audience is complete: chunks are cut from it
+                queue_resolved(pipe, keys, sid, resolved, time.time())
             queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(),
                         statement.incident_id)
             pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
             await pipe.execute()
-        for channel in batches:
+        for channel, members in batches.items():
             batch = DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
                                   incident_id=statement.incident_id, number=number)
-            await (send_batch(send, batch) if start is None else start(batch))
-        start = None  # the rest through the lanes: every worker takes a share
+            await (send_batch(send, batch) if start is None else start(batch, members))
+        start, resolved = None, None  # the rest through the lanes: every worker takes a share
         targeted += sum(len(b) for b in batches.values())
         number += 1
+        if cursor >= 0:
+            withdrawn = bool(await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"))
     return targeted
 
 
 async def next_chunk(redis: Redis, key: str, cursor: int, count: int) -> tuple[list[int], int]:
     """Up to `count` subscriber numbers set in the bitmap `key` from bit `cursor` on, and
-    the bit to go on from (-1: the end). BITPOS skips what is empty; the rest is read
-    :data:`WINDOW` bytes at a time."""
+    the bit to go on from (-1: the end). The bitmap is read :data:`WINDOW` bytes at a time;
+    BITPOS skips what is empty after a window with nothing set. A window shorter than
+    asked for is the bitmap's end: an audience within one window takes one read."""
     found: list[int] = []
     while len(found) < count:
-        first = int(await redis.bitpos(key, 1, cursor, -1, "BIT"))
-        if first < 0:
-            return found, -1
-        start = first // 8
+        start = cursor // 8
         raw = await redis.execute_command("GETRANGE", key, start, start + WINDOW - 1,
-                                          NEVER_DECODE=True)
-        bits = [b for b in set_bits(raw or b"", start * 8) if b >= cursor]
+                                          NEVER_DECODE=True) or b""
+        bits = [b for b in set_bits(raw, start * 8) if b >= cursor]
         wanted = count - len(found)
         found += bits[:wanted]
         if len(bits) > wanted:
             return found, found[-1] + 1
-        cursor = (start + len(raw or b"")) * 8
+        if len(raw) < WINDOW:
+            return found, -1
+        cursor = (start + WINDOW) * 8
+        if not bits:  # an empty stretch: on to the next bit set, if any
+            cursor = int(await redis.bitpos(key, 1, cursor, -1, "BIT"))
+            if cursor < 0:
+                return found, -1
     return found, cursor
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from channels.base import (
     Channel,
@@ -182,11 +183,28 @@ async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now:
     final status."""
     if not requests:
         return []
-    claims = await _CLAIM(rt.redis, [rt.keys.delivery(r.id) for r in requests], [
+    return claims_of(await _CLAIM(rt.redis, *_claim_args(rt, requests, channel, now,
+                                                        take_over)))
+
+
+def queue_claim(pipe: Pipeline, rt: Runtime, requests: list[DeliveryRequest], channel: str,
+                now: datetime) -> None:
+    """:func:`claim`, queued in a pipeline run by ``state.run_pipeline`` (its reply:
+    :func:`claims_of`); `requests` not empty."""
+    _CLAIM.queue(pipe, *_claim_args(rt, requests, channel, now, False))
+
+
+def claims_of(reply: list[Any]) -> list[str]:
+    """The claims in the claim script's reply. Pure."""
+    return [str(c) for c in reply]
+
+
+def _claim_args(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime,
+                take_over: bool) -> tuple[list[str], list[Any]]:
+    return [rt.keys.delivery(r.id) for r in requests], [
         f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
         rt.keys.worker_heartbeat(""), rt.instance, channel, "1" if take_over else "0",
-        *[addressee(r) for r in requests]])
-    return [str(c) for c in claims]
+        *[addressee(r) for r in requests]]
 
 
 def addressee(request: DeliveryRequest) -> str:

@@ -80,12 +80,10 @@ async def read_ledger(redis: Redis, keys: Keys, statement_id: str) -> Ledger:
     return Ledger.from_hash(statement_id, await redis.hgetall(keys.dispatch(statement_id)))
 
 
-async def open_ledger(redis: Redis, keys: Keys, statement_id: str, now: float) -> None:
-    """Note that the fan-out has started (once: a second call changes nothing)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(keys.dispatch(statement_id), "started_at", now)
-        pipe.zadd(keys.dispatches_open(), {statement_id: now}, nx=True)
-        await pipe.execute()
+def queue_open(pipe: Pipeline, keys: Keys, statement_id: str, now: float) -> None:
+    """Inside MULTI: note that the fan-out has started (once: again changes nothing)."""
+    pipe.hsetnx(keys.dispatch(statement_id), "started_at", now)
+    pipe.zadd(keys.dispatches_open(), {statement_id: now}, nx=True)
 
 
 def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
@@ -129,10 +127,15 @@ async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
     return bool(finished)
 
 
-async def take_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> bool:
-    """The right to cut the audience into batches; False while someone else has it."""
-    return bool(await redis.set(keys.dispatch_lock(statement_id), holder, nx=True,
-                                px=LOCK_TTL_MS))
+async def lock_and_read(redis: Redis, keys: Keys, statement_id: str, holder: str
+                        ) -> tuple[bool, Ledger]:
+    """The right to cut the audience into batches (False while someone else has it), and
+    the ledger as read right after asking for it: one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.dispatch_lock(statement_id), holder, nx=True, px=LOCK_TTL_MS)
+        pipe.hgetall(keys.dispatch(statement_id))
+        taken, row = await pipe.execute()
+    return bool(taken), Ledger.from_hash(statement_id, row)
 
 
 async def release_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> None:

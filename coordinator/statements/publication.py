@@ -1,6 +1,6 @@
 """Put an approved statement on the public pages and record that it was published.
 
-The public page is no channel: :func:`publish_on_web` writes the statement where the web
+The public page is no channel: :func:`queue_on_web` writes the statement where the web
 process reads it. SMS and email to subscribers follow as deliveries (``dispatch.fanout``).
 """
 
@@ -21,42 +21,39 @@ async def approved_statement(rt: Runtime, claimed: Statement) -> Statement:
     copy: a stray or forged message on `statements` publishes nothing (promise 1).
 
     Raises BadEvent when there is no such statement or its approval is not recorded."""
-    stored = await rt.redis.hget(rt.keys.statement(claimed.id), "statement")
-    status = await rt.redis.hget(rt.keys.approval(claimed.approval_id), "status")
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.hget(rt.keys.statement(claimed.id), "statement")
+        pipe.hget(rt.keys.approval(claimed.approval_id), "status")
+        stored, status = await pipe.execute()
     if stored is None or status != "approved":
         raise BadEvent(f"statement {claimed.id} has no recorded approval "
                        f"(approval {claimed.approval_id} is {status or 'unknown'})")
     return Statement.model_validate_json(stored)
 
 
-async def publish_on_web(rt: Runtime, statement: Statement, now: datetime) -> None:
-    """Make the statement part of the public pages, feeds and API: stored, and added to the
-    public index once (publishing it again changes nothing). Raises RedisError."""
+def queue_on_web(pipe: Pipeline, rt: Runtime, statement: Statement, now: datetime) -> None:
+    """Inside MULTI: make the statement part of the public pages, feeds and API: stored, and
+    added to the public index once (publishing it again changes nothing)."""
     key = rt.keys.statement(statement.id)
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, "statement", statement.model_dump_json())
-        pipe.hsetnx(key, "published_at", now.isoformat())
-        # A drill's statement is kept apart: the public list, feeds and API never show it.
-        index = (rt.keys.exercises_published() if statement.exercise
-                 else rt.keys.statements_published())
-        pipe.zadd(index, {statement.id: now.timestamp()}, nx=True)
-        await pipe.execute()
+    pipe.hset(key, "statement", statement.model_dump_json())
+    pipe.hsetnx(key, "published_at", now.isoformat())
+    # A drill's statement is kept apart: the public list, feeds and API never show it.
+    index = (rt.keys.exercises_published() if statement.exercise
+             else rt.keys.statements_published())
+    pipe.zadd(index, {statement.id: now.timestamp()}, nx=True)
 
 
 async def publish_statement(rt: Runtime, statement: Statement, now: datetime) -> bool:
-    """Put the statement on the public pages; True when this call published it for the
-    first time. Raises RedisError (the handler retries), IncidentTransitionError when the
-    incident is in no state to publish (before anything is public)."""
+    """Put the statement on the public pages and record that it was published, in one
+    transaction; True when this call published it for the first time. Raises RedisError
+    (the handler retries), IncidentTransitionError when the incident is in no state to
+    publish (then nothing is public)."""
     key = rt.keys.statement(statement.id)
     ikey = rt.keys.incident(statement.incident_id)
-    if await rt.redis.hget(key, "announced"):
-        return False
     cancel = statement.msg_type == "Cancel"
-    published(Incident.from_hash(await rt.redis.hgetall(ikey)), statement.id, cancel, now)
-    await publish_on_web(rt, statement, now)
 
     async def body(pipe: Pipeline) -> bool:
-        if await pipe.hget(key, "announced"):
+        if await pipe.hget(key, "announced"):  # published before: the pages are there
             return False
         incident = Incident.from_hash(await pipe.hgetall(ikey))
         fields = published(incident, statement.id, cancel, now)
@@ -67,6 +64,7 @@ async def publish_statement(rt: Runtime, statement: Statement, now: datetime) ->
                  else promised_after(playbook.follow_ups, len(incident.published or ()) + 1))
         due = now + timedelta(seconds=after) if after else None
         pipe.multi()
+        queue_on_web(pipe, rt, statement, now)
         pipe.hset(key, "announced", now.isoformat())
         pipe.hset(ikey, mapping=fields)
         queue_promise(pipe, rt.keys, statement.incident_id, statement.id, due)

@@ -221,6 +221,9 @@ async def test_a_fan_outs_first_batch_is_handed_over_by_its_publisher(rt: Runtim
     assert sent == [("dispatch.sms", f"{statement.id}:1"), ("dispatch.sms", f"{statement.id}:2")]
     assert await pipeline.at_once.finish(5) == 0
     assert channel.sent == 10
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert (ledger["audience"], ledger["chunks"], ledger["batches"], ledger["cursor"]) == (
+        "25", "3", "3", "-1")  # no empty chunk after the last
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 25
     assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")

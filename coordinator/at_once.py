@@ -8,7 +8,8 @@ fail, its message goes on that topic, whose handler retries it; should even that
 is still kept, and the worker sends it again later. Work that finds no room
 (:data:`LIMIT` of its kind under way) goes on its topic at once. At shutdown nothing more
 starts, and what is under way gets a moment to end; what is cut off is finished after the
-restart.
+restart, but a fan-out's first batch goes on its topic, for a worker still running (or the
+same one, restarted) to finish at once.
 """
 
 from __future__ import annotations
@@ -23,24 +24,29 @@ from coordinator import topics
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 MarkSent = Callable[[Mapping[str, tuple[str, str, bytes]]], Awaitable[object]]
 LIMIT = 32
-"""Pieces of work of each kind handled at once at a time, as many as the deliveries' agent
-takes; more go through their topic."""
+"""Pieces of work of each kind handled at once at a time (plans, prompts, deliveries and a
+fan-out's first batches, per topic), as many as the deliveries' agent takes; more go through
+their topic."""
 log = obs.get_logger("at_once")
 
 
 class AtOnce:
     """The work under way beside its handlers, with a limit per kind (by topic): plans,
-    prompts and their deliveries each have room for :data:`LIMIT`, and what finds none
+    prompts, deliveries and first batches each have room for :data:`LIMIT`, and what finds none
     goes through its topic (as everything did before it was done at once), so the
     broker, not memory, holds a burst."""
 
     def __init__(self, send: Send, kinds: Iterable[topics.TopicSpec], mark_sent: MarkSent,
-                 limit: int = LIMIT) -> None:
+                 limit: int = LIMIT, hand_on: Iterable[topics.TopicSpec] = ()) -> None:
         self.send = send
         self.mark_sent = mark_sent  # `outbox.note_sent`: a kept message went on its topic
         self.tasks: set[asyncio.Task[None]] = set()
         self.gates = {spec.name: asyncio.Semaphore(limit) for spec in kinds}
         self.closing = False  # shutting down: nothing more is started
+        # Kinds whose work cut off at shutdown goes on its topic (the broker is still up),
+        # for another worker to finish at once, rather than waiting in Redis for a later
+        # round: a fan-out's first batches, which only a stalled fan-out sends again.
+        self.hand_on = {spec.name for spec in hand_on}
 
     async def start(self, work: Coroutine[None, None, None], spec: topics.TopicSpec,
                     key: str, value: bytes, kept_as: str | None = None) -> None:
@@ -53,6 +59,8 @@ class AtOnce:
         gate = self.gates[spec.name]
         if self.closing:  # kept in Redis: finished after the restart
             work.close()
+            if spec.name in self.hand_on:
+                await self._on_topic(spec, key, value, "shutting down", kept_as)
             return
         if gate.locked():
             work.close()
@@ -65,6 +73,10 @@ class AtOnce:
                 await work
             except Exception as exc:
                 await self._on_topic(spec, key, value, f"failed at once: {exc!r}", kept_as)
+            except asyncio.CancelledError:
+                if spec.name in self.hand_on:
+                    await self._on_topic(spec, key, value, "cut off at shutdown", kept_as)
+                raise
 
         task = asyncio.get_running_loop().create_task(run())
         self.tasks.add(task)

@@ -87,7 +87,8 @@ class Pipeline:
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
                                      topics.DELIVERIES_SMS, topics.DELIVERIES_EMAIL,
                                      topics.DISPATCH_SMS, topics.DISPATCH_EMAIL),
-                              lambda kept: outbox.note_sent(rt.redis, rt.keys, kept))
+                              lambda kept: outbox.note_sent(rt.redis, rt.keys, kept),
+                              hand_on=(topics.DISPATCH_SMS, topics.DISPATCH_EMAIL))
 
     def handlers(self) -> dict[topics.TopicSpec, Callable[[bytes], Awaitable[None]]]:
         """Which handler consumes which topic."""
@@ -325,6 +326,10 @@ class Pipeline:
                 since(statement.approved_at))
         queued = await fan_out(self.rt, statement, self.send,
                                lambda batch, numbers: self._start_batch(statement, batch, numbers))
+        if queued is None:  # kept: the outbox's drain brings it back once the lock is free
+            log.warning("fan-out held by another worker that has not started it",
+                        statement=statement.id)
+            return
         # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,

@@ -232,12 +232,10 @@ class _Run:
         if self.recorded == 1:  # the batch's first outcome is written at once
             self.wake.set()
 
-    async def refresh(self, withdrawn_only: bool = False,
-                      just: list[DeliveryRequest] | None = None) -> None:
-        """Ask Redis which waiting deliveries (or `just` these) are not wanted any more:
-        whether the statement was withdrawn (one HEXISTS), and unless `withdrawn_only`, who
-        said STOP or left."""
-        waiting = list(self.waiting.values()) if just is None else just
+    async def refresh(self, withdrawn_only: bool = False) -> None:
+        """Ask Redis which waiting deliveries are not wanted any more: whether the statement
+        was withdrawn (one HEXISTS), and unless `withdrawn_only`, who said STOP or left."""
+        waiting = list(self.waiting.values())
         if not waiting:
             return
         keys = self.rt.keys

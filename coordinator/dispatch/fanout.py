@@ -98,25 +98,27 @@ def deliveries_for(statement: Statement, sub: Subscriber, link: str, languages: 
 
 
 async def fan_out(rt: Runtime, statement: Statement, send: Send,
-                  start: Start | None = None) -> int:
+                  start: Start | None = None) -> int | None:
     """Cut the statement's audience into batches of about `LOA_DISPATCH_BATCH_SIZE` and put
     each on its channel's lane (the first chunk's batches to `start` instead, when given);
-    how many deliveries this call targeted (0 when all is cut already, or another process
-    is cutting it now). Interrupted, it resumes from the ledger's cursor.
+    how many deliveries this call targeted: 0 when all is cut already, or another process
+    is cutting it now; None when another process holds the right to cut it but has not
+    started (it may have died: the caller keeps the statement, to try again later).
+    Interrupted, it resumes from the ledger's cursor.
 
-    A fresh fan-out's first batches are on their way after four round trips: the lock and
-    the ledger; the audience; the first chunk (and the channels of its subscribers); the
-    resolved audience and the first chunk recorded, in one transaction."""
+    A fresh fan-out's first batches are on their way after five round trips: the lock and
+    the ledger; the audience; the first chunk; the channels of its subscribers; the resolved
+    audience and the first chunk recorded, in one transaction."""
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
     taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
     if not taken:
-        return 0
+        return 0 if ledger.started_at else None
     try:
         if ledger.queued_all:
             return 0
         resolved = None
-        if not ledger.resolved:
+        if not ledger.resolved and not ledger.withdrawn_at:
             # An update, correction or all-clear also reaches everyone the incident's
             # earlier statements reached, wherever its area now is.
             earlier = keys.incident_reached(statement.incident_id) if statement.references \
@@ -130,7 +132,7 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
                 resolved = int((await pipe.execute())[-1])
         targeted = await _cut(rt, statement, send, start, _Place(
             ledger.cursor if resolved is None else 0, ledger.chunks if resolved is None else 0,
-            resolved, bool(ledger.withdrawn_at)), chunk)
+            resolved, bool(ledger.withdrawn_at), holder), chunk)
         await settle(rt.redis, keys, sid, time.time(), queued_all=True)
         return targeted
     finally:
@@ -140,13 +142,14 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
 @dataclass
 class _Place:
     """Where a fan-out's cutting starts: the bit to cut from and the chunk's number; the
-    audience's size when it was just resolved (recorded with the first chunk), and whether
-    the ledger just read says it was withdrawn."""
+    audience's size when it was just resolved (recorded with the first chunk), whether the
+    ledger just read says it was withdrawn, and who is cutting (`worker/instance`)."""
 
     cursor: int
     number: int
     resolved: int | None
     withdrawn: bool
+    holder: str
 
 
 async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | None,
@@ -168,6 +171,8 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
                 queue_resolved(pipe, keys, sid, resolved, time.time())
             queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(),
                         statement.incident_id)
+            if start is not None and batches:  # the recovery round knows whose they are
+                pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{place.holder}")
             pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
             await pipe.execute()
         for channel, members in batches.items():

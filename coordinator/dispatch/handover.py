@@ -39,6 +39,8 @@ PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
 # instance, channel, take over ('1': one a live worker is sending too), then each
 # delivery's addressee. Per delivery: its final status, `busy` (a live worker is sending
 # it), `orphan|<started>` (a dead one was) or `fresh`; the last two are now this owner's.
+# A delivery this very claim took (same owner, same `now`: the claim run again, as a
+# pipeline is after Redis lost a script) is `fresh` again, and changes nothing.
 _CLAIM = Script("""
 local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
 local out = {}
@@ -48,6 +50,8 @@ for i, key in ipairs(KEYS) do
   local claim = 'fresh'
   if final[status] then
     claim = status
+  elseif status == 'sending' and row[2] == ARGV[1] and row[3] == ARGV[2] then
+    claim = 'fresh'
   else
     if status == 'sending' then
       local owner = row[2] or ''

@@ -63,6 +63,7 @@ class Ledger:
     queued_all: bool
     finished: bool
     withdrawn_at: str
+    at_once: str = ""  # `<chunk>|<worker>/<instance>`: who hands that chunk over itself
 
     @classmethod
     def from_hash(cls, statement_id: str, row: dict[str, str]) -> Ledger:
@@ -72,7 +73,8 @@ class Ledger:
                    resolved="resolved" in row, audience=int(row.get("audience", 0)),
                    cursor=int(row.get("cursor", 0)), chunks=int(row.get("chunks", 0)),
                    batches=int(row.get("batches", 0)), queued_all="queued_all" in row,
-                   finished="finished_at" in row, withdrawn_at=row.get("withdrawn_at", ""))
+                   finished="finished_at" in row, withdrawn_at=row.get("withdrawn_at", ""),
+                   at_once=row.get("at_once", ""))
 
 
 async def read_ledger(redis: Redis, keys: Keys, statement_id: str) -> Ledger:
@@ -88,7 +90,8 @@ def queue_open(pipe: Pipeline, keys: Keys, statement_id: str, now: float) -> Non
 
 def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
                    now: float) -> None:
-    """Inside MULTI: the audience bitmap is complete; chunks are cut from its start."""
+    """Inside MULTI: the audience bitmap is complete; chunks are cut from its start (it
+    resets the cursor and counts: queued before the first chunk's :func:`queue_chunk`)."""
     pipe.hset(keys.dispatch(statement_id), mapping={
         "resolved": "1", "audience": audience, "cursor": 0, "chunks": 0, "batches": 0,
         "progress_at": now})

@@ -3,7 +3,9 @@
 Every worker runs :func:`recover` every few seconds (one at a time, by a short lock). It
 reads the dispatch ledgers of the fan-outs not finished and the single deliveries still
 pending; what has not moved for :data:`STALLED_S` is put on the broker again: the rest of
-the audience cut into batches, the batches not done, the deliveries not finished. Sending
+the audience cut into batches, the batches not done, the deliveries not finished. The
+first batches a publishing worker hands over itself go on the broker as soon as that
+worker's heartbeat is gone, the rest of the fan-out moving or not. Sending
 again is safe: every delivery is claimed by its id, so a repeat hands nothing over twice.
 """
 
@@ -51,6 +53,8 @@ async def recover(rt: Runtime, send: Send, stalled_s: float = STALLED_S,
     for statement_id, _ in await open_fan_outs(rt.redis, rt.keys):
         ledger = await read_ledger(rt.redis, rt.keys, statement_id)
         if now - ledger.progress_at < stalled_s:
+            if ledger.at_once:  # moving: but its first batches' worker may be gone
+                done.batches_sent_again += await _first_batches_again(rt, ledger, send, now)
             continue
         if not ledger.queued_all:
             raw = await rt.redis.hget(rt.keys.statement(statement_id), "statement")
@@ -63,11 +67,27 @@ async def recover(rt: Runtime, send: Send, stalled_s: float = STALLED_S,
     return done
 
 
-async def _send_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: float) -> int:
-    """Every batch of a stalled fan-out that is not done goes on the broker again."""
+async def _first_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: float) -> int:
+    """The batches a publishing worker handed over itself (``fanout.fan_out``'s `start`)
+    go on the broker again, once, when that worker is gone (killed: one stopped hands them
+    on itself), while the rest of its fan-out still moves."""
+    number, _, owner = ledger.at_once.partition("|")
+    worker_id, _, instance = owner.rpartition("/")
+    if await rt.redis.get(rt.keys.worker_heartbeat(worker_id)) == instance:
+        return 0  # still running: it finishes them
+    sent = await _send_batches_again(rt, ledger, send, now, only=int(number))
+    await rt.redis.hdel(rt.keys.dispatch(ledger.statement_id), "at_once")
+    return sent
+
+
+async def _send_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: float,
+                              only: int | None = None) -> int:
+    """Every batch of a stalled fan-out (or of its chunk `only`) that is not done goes on
+    the broker again."""
     sid, keys = ledger.statement_id, rt.keys
     finished = await rt.redis.smembers(keys.dispatch_done(sid))
-    candidates = [(channel, n) for n in range(ledger.chunks) for channel in CHANNELS
+    numbers = range(ledger.chunks) if only is None else [only]
+    candidates = [(channel, n) for n in numbers for channel in CHANNELS
                   if f"{channel}:{n}" not in finished]
     async with rt.redis.pipeline(transaction=False) as pipe:
         for channel, n in candidates:

@@ -48,5 +48,14 @@ async def test_a_bitmap_ending_at_a_window_boundary(rt: Runtime) -> None:
     assert await next_chunk(rt.redis, key, WINDOW * 8, 2) == ([], -1)
 
 
+async def test_nothing_after_an_empty_window(rt: Runtime) -> None:
+    """A bitmap longer than a window with nothing set after the cursor (an audience whose
+    last numbers left): BITPOS says so."""
+    key = await _bitmap(rt, (3,))
+    await rt.redis.setbit(key, 70_000, 0)  # the bitmap is 8,751 bytes, all zero after bit 3
+    assert await next_chunk(rt.redis, key, 4, 5) == ([], -1)
+    assert await next_chunk(rt.redis, key, 0, 5) == ([3], -1)
+
+
 async def test_no_audience(rt: Runtime) -> None:
     assert await next_chunk(rt.redis, rt.keys.dispatch_audience("NONE"), 0, 10) == ([], -1)

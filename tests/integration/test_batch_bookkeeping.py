@@ -13,9 +13,10 @@ import pytest
 
 from channels.base import OutboundMessage, Receipt
 from coordinator import topics
+from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches
 from coordinator.dispatch.handover import Outcome, claim
-from coordinator.dispatch.recovery import recover
+from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
 from coordinator.model.incident import Incident, IncidentStatus, Severity
 from coordinator.pipeline import Pipeline
@@ -216,34 +217,77 @@ async def test_a_fan_outs_first_batch_is_handed_over_by_its_publisher(rt: Runtim
     """The publication hands the first chunk's batch over beside itself: a statement's
     first SMS does not wait for a hop through `dispatch.sms`. The other chunks' batches go
     on the lane, for every worker to take a share. Each subscriber gets one SMS."""
-    rt, statement, sent, pipeline, channel = await _approved(rt, "FIRST", 25)
+    rt, statement, sent, pipeline, channel = await _approved(rt, "FIRST", 30)
     await pipeline.publish(statement.to_bytes())
     assert sent == [("dispatch.sms", f"{statement.id}:1"), ("dispatch.sms", f"{statement.id}:2")]
     assert await pipeline.at_once.finish(5) == 0
     assert channel.sent == 10
     ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
     assert (ledger["audience"], ledger["chunks"], ledger["batches"], ledger["cursor"]) == (
-        "25", "3", "3", "-1")  # no empty chunk after the last
+        "30", "3", "3", "-1")  # three whole chunks, and no empty one after them
+    await _consumed(pipeline, sent, statement)
+    assert channel.sent == 30
+    assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
+
+
+async def test_a_first_batch_met_by_shutdown_goes_on_its_lane(rt: Runtime) -> None:
+    """The worker is stopping as it publishes: the first batch is not started beside the
+    publication but put on its lane (the broker is still up), for a worker still running to
+    hand it over at once. Each subscriber gets one SMS."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "STOP", 25)
+    pipeline.at_once.closing = True  # shutting down: nothing more starts beside a handler
+    await pipeline.publish(statement.to_bytes())
+    assert sent == [("dispatch.sms", f"{statement.id}:{n}") for n in range(3)]
+    assert channel.sent == 0
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 25
     assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
 
 
-async def test_a_first_batch_cut_off_at_shutdown_is_finished_by_recovery(rt: Runtime) -> None:
-    """The worker stops as it publishes: the first batch, handed over beside the
-    publication, is cut off; it is in the dispatch ledger, and the recovery round puts it on
-    its lane. Each subscriber still gets one SMS."""
-    rt, statement, sent, pipeline, channel = await _approved(rt, "CUT", 25)
-    pipeline.at_once.closing = True  # shutting down: nothing more starts beside a handler
+async def test_a_first_batch_whose_worker_died_is_sent_again_at_once(rt: Runtime) -> None:
+    """The publishing worker is killed as its first batch starts (nothing of it runs, and
+    nothing goes on the broker): while its heartbeat is there, the recovery round leaves the
+    batch to it; once it is gone, the round puts the batch on its lane, once, though the
+    rest of the fan-out is still moving (not stalled)."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "KILL", 25)
+    killed = AtOnce(pipeline.send, (topics.DISPATCH_SMS,), lambda _kept: asyncio.sleep(0))
+    killed.closing = True  # drops its work, and does not hand it on: as SIGKILL would
+    pipeline.at_once = killed
     await pipeline.publish(statement.to_bytes())
     assert sent == [("dispatch.sms", f"{statement.id}:1"), ("dispatch.sms", f"{statement.id}:2")]
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 15
-    assert not await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
     del sent[:]
-    found = await recover(rt, pipeline.send, stalled_s=0)
-    assert found.batches_sent_again == 1
+    heartbeat = rt.keys.worker_heartbeat(rt.settings.worker_id)
+
+    async def round_() -> Recovered:
+        await rt.redis.delete(rt.keys.recovery_lock())  # each round its own (rounds 5 s apart)
+        return await recover(rt, pipeline.send)
+
+    await rt.redis.set(heartbeat, rt.instance)
+    assert not await round_()  # alive: its own to finish
+    await rt.redis.delete(heartbeat)
+    found = await round_()
+    assert found.batches_sent_again == 1 and found.fan_outs_resumed == 0
     assert sent == [("dispatch.sms", f"{statement.id}:0")]
+    assert not await round_()  # once
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 25
     assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
+
+
+async def test_a_claim_run_again_is_the_same_claim(rt: Runtime) -> None:
+    """A claim run twice with the same moment by the same process (a pipeline run again
+    after Redis lost a script) is `fresh` both times and counts one attempt; a later claim
+    by the same process finds its own delivery `sending`: an orphan, to be looked up."""
+    request = DeliveryRequest(id="d-again", channel="sms", recipient="+84900000002",
+                              text="x", purpose="statement", statement_id="S-2",
+                              subscriber_id="sub-2")
+    now = utcnow()
+    assert await claim(rt, [request], "sms", now) == ["fresh"]
+    assert await claim(rt, [request], "sms", now) == ["fresh"]
+    record = await rt.redis.hgetall(rt.keys.delivery(request.id))
+    assert (record["status"], record["attempts"], record["at"]) == ("sending", "1",
+                                                                   now.isoformat())
+    later = await claim(rt, [request], "sms", utcnow().replace(year=2030))
+    assert later == [f"orphan|{now.isoformat()}"]

@@ -284,6 +284,30 @@ async def test_work_that_finds_no_room_at_once_goes_on_its_topic(rt: Runtime) ->
     assert sent == [("approval-events", "INC-2")]  # kept in Redis, for after the restart
 
 
+async def test_work_cut_off_at_shutdown_is_handed_on_only_for_its_kinds(rt: Runtime) -> None:
+    """At shutdown, work of a kind handed on (a fan-out's first batch: kept only in its
+    ledger) goes on its topic, cut off under way or met by the shutdown before it began;
+    other kinds' work stays kept in Redis for after the restart."""
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    at_once = AtOnce(broker_up, (topics.DISPATCH_SMS, topics.DELIVERIES_SMS),
+                     lambda kept: outbox.note_sent(rt.redis, rt.keys, kept),
+                     hand_on=(topics.DISPATCH_SMS,))
+    never = asyncio.Event()
+    await at_once.start(never.wait(), topics.DISPATCH_SMS, "STM-1:0", b"{}")
+    await at_once.start(never.wait(), topics.DELIVERIES_SMS, "d-1", b"{}")
+    await asyncio.sleep(0)
+    assert await at_once.finish(0) == 2  # both cut off under way
+    assert sent == [("dispatch.sms", "STM-1:0")]
+    await at_once.start(never.wait(), topics.DISPATCH_SMS, "STM-2:0", b"{}")
+    await at_once.start(never.wait(), topics.DELIVERIES_SMS, "d-2", b"{}")
+    assert sent == [("dispatch.sms", "STM-1:0"), ("dispatch.sms", "STM-2:0")]
+    assert not at_once.tasks
+
+
 async def test_a_kept_message_is_sent_again_less_often_then_parked_never_forgotten(
         rt: Runtime) -> None:
     """No consumer finishes it: the drain sends it again, waiting twice as long after each

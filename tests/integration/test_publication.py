@@ -45,6 +45,14 @@ async def test_a_statement_is_published_once(rt: Runtime) -> None:
     assert len(actions) == 1
 
 
+async def test_a_drill_is_published_apart(rt: Runtime) -> None:
+    statement = (await _incident(rt, IncidentStatus.approved)).model_copy(
+        update={"exercise": True})
+    assert await publish_statement(rt, statement, NOW)
+    assert await rt.redis.zrange(rt.keys.exercises_published(), 0, -1) == [statement.id]
+    assert await rt.redis.zcard(rt.keys.statements_published()) == 0
+
+
 async def test_an_incident_in_no_state_to_publish_gets_nothing_public(rt: Runtime) -> None:
     statement = await _incident(rt, IncidentStatus.awaiting_approval)
     with pytest.raises(IncidentTransitionError, match="cannot be published"):

@@ -92,12 +92,12 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        # Prompts handled at once get a moment to finish (what is cut off is kept in
-        # Redis, and finished after the restart) ...
+        # Work handled at once gets a moment to finish (what is cut off is kept in Redis,
+        # and finished after the restart; a fan-out's first batch goes on its topic) ...
         cut = await pipeline.at_once.finish(BESIDE_GRACE_S)
         if cut:
-            log.warning("work under way cut off at shutdown; finished after the restart",
-                        count=cut)
+            log.warning("work under way cut off at shutdown; finished after the restart "
+                        "(first batches: by a worker still running)", count=cut)
         # ... then the twilio SDK's aiohttp session and the SMTP connections end.
         for channel in {*pipeline.channels.values(), *pipeline.bulk_channels.values()}:
             close = getattr(channel, "close", None)

@@ -101,7 +101,8 @@ class AtOnce:
     async def finish(self, timeout_s: float) -> int:
         """At shutdown: start nothing more, and wait up to `timeout_s` for what is under way
         (what it would start meanwhile stays kept); how many were cut off (each is kept in
-        Redis, and finished after the restart)."""
+        Redis, and finished after the restart; one of a `hand_on` kind also goes on its
+        topic)."""
         self.closing = True
         deadline = time.monotonic() + timeout_s
         while self.tasks and (left := deadline - time.monotonic()) > 0:

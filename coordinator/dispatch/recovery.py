@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from coordinator import observability as obs
 from coordinator.dispatch.deliveries import Send, send_kept_deliveries
 from coordinator.dispatch.fanout import CHANNELS, fan_out, send_batch
 from coordinator.dispatch.handover import FINAL
@@ -28,6 +29,7 @@ STALLED_S = 15.0
 PENDING_S = 30.0
 """A single delivery not finished after this long is sent again: ``LOA_RESEND_KEPT_AFTER_S``."""
 ROUND_LOCK_S = 5
+log = obs.get_logger("recovery")
 
 
 @dataclass
@@ -63,6 +65,8 @@ async def recover(rt: Runtime, send: Send, stalled_s: float = STALLED_S,
                 done.fan_outs_resumed += 1
             continue
         done.batches_sent_again += await _send_batches_again(rt, ledger, send, now)
+        if ledger.at_once:  # sent again with the rest: not once more for its worker
+            await rt.redis.hdel(rt.keys.dispatch(statement_id), "at_once")
     done.deliveries_sent_again = await _send_deliveries_again(rt, send, now, pending_s)
     return done
 
@@ -72,7 +76,12 @@ async def _first_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: flo
     go on the broker again, once, when that worker is gone (killed: one stopped hands them
     on itself), while the rest of its fan-out still moves."""
     number, _, owner = ledger.at_once.partition("|")
-    worker_id, _, instance = owner.rpartition("/")
+    worker_id, _, instance = owner.partition("/")  # as the claim script reads an owner
+    if not number.isdigit():  # not ours (edited by hand): the stalled round covers it
+        log.warning("dispatch ledger's at_once not understood; dropped",
+                    statement=ledger.statement_id, at_once=ledger.at_once)
+        await rt.redis.hdel(rt.keys.dispatch(ledger.statement_id), "at_once")
+        return 0
     if await rt.redis.get(rt.keys.worker_heartbeat(worker_id)) == instance:
         return 0  # still running: it finishes them
     sent = await _send_batches_again(rt, ledger, send, now, only=int(number))

@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from channels.base import OutboundMessage, Receipt
-from coordinator import topics
+from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches
 from coordinator.dispatch.handover import Outcome, claim
@@ -21,6 +21,7 @@ from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Sta
 from coordinator.model.incident import Incident, IncidentStatus, Severity
 from coordinator.pipeline import Pipeline
 from coordinator.runtime import Runtime
+from coordinator.statements.approved import statement_message_id
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.store import canonical_id, queue_write
 
@@ -291,3 +292,33 @@ async def test_a_claim_run_again_is_the_same_claim(rt: Runtime) -> None:
                                                                    now.isoformat())
     later = await claim(rt, [request], "sms", utcnow().replace(year=2030))
     assert later == [f"orphan|{now.isoformat()}"]
+
+
+async def test_a_fan_out_locked_by_a_holder_that_never_started_stays_kept(rt: Runtime) -> None:
+    """Another worker took the right to cut the audience and died before recording
+    anything: the publication leaves the statement kept in the outbox (nothing else records
+    that it must go out), and once the lock is free, publishing it again fans it out."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "HELD", 25)
+    kept = statement_message_id(statement.id)
+    await outbox.keep(rt.redis, rt.keys, {
+        kept: (topics.STATEMENTS.name, statement.incident_id, statement.to_bytes())})
+    await rt.redis.set(rt.keys.dispatch_lock(statement.id), "worker-9/dead", px=30_000)
+    await pipeline.publish(statement.to_bytes())
+    assert sent == [] and channel.sent == 0
+    assert await rt.redis.hexists(rt.keys.followups(), kept)
+    await rt.redis.delete(rt.keys.dispatch_lock(statement.id))  # expired
+    await pipeline.publish(statement.to_bytes())
+    assert await pipeline.at_once.finish(5) == 0
+    await _consumed(pipeline, sent, statement)
+    assert channel.sent == 25
+    assert not await rt.redis.hexists(rt.keys.followups(), kept)
+
+
+async def test_a_fan_out_withdrawn_before_it_started_reaches_nobody(rt: Runtime) -> None:
+    rt, statement, sent, pipeline, channel = await _approved(rt, "GONE", 25)
+    await rt.redis.hset(rt.keys.dispatch(statement.id), "withdrawn_at", "2026-12-06T08:00:00")
+    await pipeline.publish(statement.to_bytes())
+    assert sent == [] and channel.sent == 0 and not pipeline.at_once.tasks
+    assert not await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert "resolved" not in ledger and "finished_at" in ledger

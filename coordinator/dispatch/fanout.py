@@ -27,7 +27,6 @@ from coordinator.dispatch.ledger import (
     queue_resolved,
     release_lock,
     settle,
-    take_over_lock,
 )
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.languages import Languages
@@ -102,11 +101,9 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
                   start: Start | None = None) -> int | None:
     """Cut the statement's audience into batches of about `LOA_DISPATCH_BATCH_SIZE` and put
     each on its channel's lane (the first chunk's batches to `start` instead, when given);
-    how many deliveries this call targeted: 0 when all is cut already, or another live
-    process is cutting it now; None when another live process holds the right to cut it
-    but has not started yet (the caller keeps the statement: that process finishes it, or
-    dies and the statement is tried again later). The right held by a process that is gone
-    (its heartbeat) is taken over.
+    how many deliveries this call targeted: 0 when all is cut already, or another process
+    is cutting it now; None when another process holds the right to cut it but has not
+    started (it may have died: the caller keeps the statement, to try again later).
     Interrupted, it resumes from the ledger's cursor.
 
     A fresh fan-out's first batches are on their way after five round trips: the lock and
@@ -115,8 +112,6 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
     taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
-    if not taken:  # another holder: unless it is gone, it is cutting (or about to)
-        taken = await take_over_lock(rt.redis, keys, sid, holder)
     if not taken:
         return 0 if ledger.started_at else None
     try:

@@ -141,31 +141,6 @@ async def lock_and_read(redis: Redis, keys: Keys, statement_id: str, holder: str
     return bool(taken), Ledger.from_hash(statement_id, row)
 
 
-# KEYS: the lock; ARGV: the new holder (worker/instance), the lock's time to live (ms), the
-# heartbeat key prefix. Takes the lock when it is free, or held by a worker whose heartbeat
-# no longer names the holder's instance (killed, or restarted as a new instance): its
-# cutting stopped with it. Never from this very process (another of its tasks is cutting).
-_TAKE_OVER = Script("""
-local holder = redis.call('GET', KEYS[1])
-if holder then
-  if holder == ARGV[1] then return 0 end
-  local slash = string.find(holder, '/', 1, true)
-  if not slash then return 0 end
-  local alive = redis.call('GET', ARGV[3] .. string.sub(holder, 1, slash - 1))
-  if alive == string.sub(holder, slash + 1) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-""")
-
-
-async def take_over_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> bool:
-    """The right to cut, taken from a holder that is gone (see :data:`_TAKE_OVER`); False
-    while a live worker holds it."""
-    return bool(await _TAKE_OVER(redis, [keys.dispatch_lock(statement_id)],
-                                 [holder, LOCK_TTL_MS, keys.worker_heartbeat("")]))
-
-
 async def release_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> None:
     """Give the right up (only if it is still `holder`'s)."""
     await redis.eval(_RELEASE, 1, keys.dispatch_lock(statement_id), holder)

@@ -367,7 +367,7 @@ class Keys:
         return self._k("incident", "*", "chain")
 
     def worker_heartbeat(self, worker_id: str) -> str:
-        """Present while a worker of that id is alive. Expires: 10 s after its beat."""
+        """Present while a worker of that id works, its stop included; 10 s after a beat."""
         return self._k("worker", worker_id)
 
     def scheduler_heartbeat(self) -> str:

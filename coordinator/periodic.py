@@ -8,6 +8,7 @@ leaves the work to its next round."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +24,13 @@ from coordinator.pipeline import Pipeline
 from coordinator.queries import answers_expected
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
+from coordinator.state import delete_if_still
 from coordinator.statements.promises import sweep_promises
 
 log = obs.get_logger("worker")
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+HEARTBEAT_EVERY_S = 2.0
+HEARTBEAT_TTL_S = 10
 RECOVER_EVERY_S = 5.0
 SEAL_EVERY_S = 0.5
 
@@ -35,12 +39,47 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
                            send: Send) -> None:
     """Every timer and task of the worker besides its agents."""
     rt = pipeline.rt
+    _register_heartbeat(app, rt)
     _register_timers(app, rt, send)
     _register_escalation(app, timers, pipeline)
     _register_outbox_drain(app, pipeline)
     _register_recovery(app, pipeline)
     _register_sealer(app, rt)
     _register_answer_watch(app, rt)
+
+
+async def beat(rt: Runtime) -> None:
+    """Say this process is alive for the next :data:`HEARTBEAT_TTL_S`."""
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance,
+                       ex=HEARTBEAT_TTL_S)
+
+
+def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
+    """The heartbeat says the deliveries this process claimed are being handed over (the
+    claim script leaves them to it: `busy`), so it lasts as long as anything here may still
+    hand one over. Not a timer: faust stops its timers as soon as a stop begins, and the
+    agents then drain for as long as their batches take (at a provider's rate limit, maybe
+    minutes). A task runs on until faust's very last step of stopping, once the agents are
+    drained and the work done at once has ended or been cut off; the heartbeat then goes at
+    once, so what was cut off is finished by another worker without waiting for it to
+    expire. A process killed, or an event loop stalled for longer than the TTL, loses it."""
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        try:
+            while True:
+                try:
+                    await beat(rt)
+                except Exception as exc:
+                    log.warning("heartbeat failed", error=repr(exc))
+                await asyncio.sleep(HEARTBEAT_EVERY_S)
+        finally:
+            try:
+                await asyncio.wait_for(delete_if_still(
+                    rt.redis, rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance),
+                    HEARTBEAT_EVERY_S)
+            except Exception as exc:  # it expires by itself
+                log.warning("heartbeat not removed at stop", error=repr(exc))
 
 
 def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
@@ -94,7 +133,7 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
     async def start_timers() -> None:
         # This instance is alive from now on: a delivery the previous instance of this worker
         # left in flight is an orphan (see dispatch.deliveries), not someone else's work.
-        await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=10)
+        await beat(rt)
         timers.start()
         try:
             dropped = await drop_pickled_store(rt.redis, rt.keys)
@@ -154,14 +193,6 @@ def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
 
 def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
     settings = rt.settings
-
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust is untyped
-    async def heartbeat() -> None:
-        try:
-            await rt.redis.set(rt.keys.worker_heartbeat(settings.worker_id), rt.instance,
-                               ex=10)
-        except Exception as exc:
-            log.warning("heartbeat failed", error=repr(exc))
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def mind_promises() -> None:

@@ -107,6 +107,19 @@ async def set_if_new(redis: Redis, key: str, field: str, value: str,
     return bool(await _IF_NEW(redis, [key], args))
 
 
+_IF_STILL = Script("""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""")
+
+
+async def delete_if_still(redis: Redis, key: str, value: str) -> bool:
+    """Delete a string key only while it still holds `value` (a lock still its holder's, a
+    heartbeat still this process's): one script, so a newer value set in between is kept.
+    True when it was deleted."""
+    return bool(await _IF_STILL(redis, [key], [value]))
+
+
 _NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO",
                               "SCRIPT", "FUNCTION", "MULTI", "EXEC", "WATCH", "UNWATCH",
                               "DISCARD", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis, Script
+from coordinator.state import Pipeline, Redis, Script, delete_if_still
 
 LOCK_TTL_MS = 30_000
 """How long the right to cut a statement's audience into batches lasts without a move."""
@@ -40,13 +40,6 @@ if redis.call('HEXISTS', KEYS[1], 'queued_all') == 1
 end
 return 0
 """)
-
-# KEYS: the lock; ARGV: its holder. Deletes it only if it is still theirs.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class Ledger:
@@ -143,7 +136,7 @@ async def lock_and_read(redis: Redis, keys: Keys, statement_id: str, holder: str
 
 async def release_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> None:
     """Give the right up (only if it is still `holder`'s)."""
-    await redis.eval(_RELEASE, 1, keys.dispatch_lock(statement_id), holder)
+    await delete_if_still(redis, keys.dispatch_lock(statement_id), holder)
 
 
 async def open_fan_outs(redis: Redis, keys: Keys) -> list[tuple[str, float]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,45 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
         healthy = stack.cli("doctor", "--stuck-after", "60")
         assert healthy.returncode == 0, healthy.stdout
         assert "all good" in healthy.stdout
+
+
+def test_a_worker_stopping_keeps_its_claims_until_it_has_handed_them_over(
+        make_stack: Any, tmp_path: Path) -> None:
+    """SIGTERM mid fan-out, SMS throttled to 2/s: the worker's batches drain for longer
+    than its heartbeat's TTL, and the heartbeat stays all that while (else another worker
+    would take the deliveries it claimed, and still holds at the rate limit, for orphans and
+    send them too). Once it has stopped, its heartbeat is gone at once; started again, it
+    finishes the rest, and every resident has exactly one SMS."""
+    n = 60
+    stack = make_stack(sms=True, LOA_SMS_RATE_PER_S="2", LOA_DISPATCH_BATCH_SIZE="10")
+    import_residents(stack, tmp_path, "09150", n, "hn-long-bien")
+    stack.start_worker()
+    stack.start_web()
+    _, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
+    number_prefix = "+849150"
+
+    def sms() -> list[str]:
+        return [m["to"] for m in stack.sms_sent(timeout_s=60)
+                if m["to"].startswith(number_prefix)]
+
+    wait_for(lambda: len(sms()) >= 12, 60, "the first chunk out and the next under way")
+    heartbeat = stack.keys.worker_heartbeat("w1")
+    proc = stack.workers["w1"]  # left there until it is gone: the stack's close kills it
+    proc.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    time.sleep(11)  # the last beat before SIGTERM (every 2 s, 10 s TTL) has expired by now
+    assert proc.poll() is None, "the drain ended before the heartbeat's TTL: nothing tested"
+    assert stack.redis.get(heartbeat), "the heartbeat lapsed while batches were draining"
+    proc.wait(120)
+    del stack.workers["w1"]
+    drained_s = time.monotonic() - stopped_at
+    assert not stack.redis.exists(heartbeat)
+    print(f"stopping worker drained for {drained_s:.1f} s, {len(sms())} of {n} SMS out")
+
+    stack.start_worker()
+    wait_for(lambda: len(sms()) >= n, 120, "every SMS", interval_s=1)
+    wait_for(lambda: stack.redis.zscore(stack.keys.dispatches_open(), statement) is None,
+             60, "the fan-out finished in its ledger")
+    time.sleep(2)  # anything still in flight would land now
+    per_number = Counter(sms())
+    assert len(per_number) == n and set(per_number.values()) == {1}, per_number

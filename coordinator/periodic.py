@@ -31,6 +31,7 @@ log = obs.get_logger("worker")
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_TTL_S = 10
+HEARTBEAT_GRACE_MS = 3_000
 RECOVER_EVERY_S = 5.0
 SEAL_EVERY_S = 0.5
 
@@ -59,13 +60,17 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
     claim script leaves them to it: `busy`), so it lasts as long as anything here may still
     hand one over. Not a timer: faust stops its timers as soon as a stop begins, and the
     agents then drain for as long as their batches take (at a provider's rate limit, maybe
-    minutes). A task runs on until faust's very last step of stopping, once the agents are
-    drained and the work done at once has ended or been cut off; the heartbeat then goes at
-    once, so what was cut off is finished by another worker without waiting for it to
-    expire. A process killed, or an event loop stalled for longer than the TTL, loses it."""
+    minutes). A task runs on until faust's last step of stopping the app, once the agents
+    are drained and the work done at once has ended or been cut off; the heartbeat then
+    expires :data:`HEARTBEAT_GRACE_MS` later (a hand-over cut off in flight may still land
+    at the provider), so what was cut off is finished by another worker without waiting for
+    the whole TTL. A process killed, or an event loop stalled for longer than the TTL,
+    loses it."""
 
     @app.task  # type: ignore[untyped-decorator]
     async def heartbeat() -> None:
+        # The first beat: from now on a delivery the previous instance of this worker left
+        # in flight is an orphan (see dispatch.handover), not someone else's work.
         try:
             while True:
                 try:
@@ -74,12 +79,13 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
                     log.warning("heartbeat failed", error=repr(exc))
                 await asyncio.sleep(HEARTBEAT_EVERY_S)
         finally:
-            try:
-                await asyncio.wait_for(delete_if_still(
-                    rt.redis, rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance),
-                    HEARTBEAT_EVERY_S)
-            except Exception as exc:  # it expires by itself
-                log.warning("heartbeat not removed at stop", error=repr(exc))
+            if app.should_stop:  # cancelled by the stop, not by anything else
+                try:
+                    await asyncio.wait_for(delete_if_still(
+                        rt.redis, rt.keys.worker_heartbeat(rt.settings.worker_id),
+                        rt.instance, after_ms=HEARTBEAT_GRACE_MS), HEARTBEAT_EVERY_S)
+                except Exception as exc:  # it expires by itself
+                    log.warning("heartbeat not shortened at stop", error=repr(exc))
 
 
 def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
@@ -131,9 +137,6 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_timers() -> None:
-        # This instance is alive from now on: a delivery the previous instance of this worker
-        # left in flight is an orphan (see dispatch.deliveries), not someone else's work.
-        await beat(rt)
         timers.start()
         try:
             dropped = await drop_pickled_store(rt.redis, rt.keys)

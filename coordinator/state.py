@@ -107,17 +107,19 @@ async def set_if_new(redis: Redis, key: str, field: str, value: str,
     return bool(await _IF_NEW(redis, [key], args))
 
 
+# KEYS: the key; ARGV: the value it must still hold, and milliseconds left (0: delete).
 _IF_STILL = Script("""
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """)
 
 
-async def delete_if_still(redis: Redis, key: str, value: str) -> bool:
-    """Delete a string key only while it still holds `value` (a lock still its holder's, a
-    heartbeat still this process's): one script, so a newer value set in between is kept.
-    True when it was deleted."""
-    return bool(await _IF_STILL(redis, [key], [value]))
+async def delete_if_still(redis: Redis, key: str, value: str, after_ms: int = 0) -> bool:
+    """Delete a string key (or, with `after_ms`, let it expire that much later) only while
+    it still holds `value` (a lock still its holder's, a heartbeat still this process's):
+    one script, so a newer value set in between is kept. True when it was done."""
+    return bool(await _IF_STILL(redis, [key], [value, str(after_ms)]))
 
 
 _NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO",

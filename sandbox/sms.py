@@ -288,8 +288,9 @@ class SmsSandbox:
         return {"reset": True}
 
     async def _http_count(self) -> dict[str, int]:
-        """GET /_sandbox/count: how many messages were accepted (cheap to poll)."""
-        return {"messages": len(self.messages)}
+        """GET /_sandbox/count: how many messages were accepted, and how many of them are
+        still moving through their statuses (callbacks to come); cheap to poll."""
+        return {"messages": len(self.messages), "moving": len(self._tasks)}
 
     async def _http_outbox(self, to: str | None = None) -> list[dict[str, Any]]:
         """GET /_sandbox/messages: every accepted message, oldest first, optionally ?to=."""

@@ -227,9 +227,12 @@ def send_with_callback(client: Client, receiver: Receiver, to: str,
 
 
 def test_callbacks_sent_then_delivered_signed(sandbox: SmsSandbox, sync_client: Client,
-                                              receiver: Receiver) -> None:
-    """A queued message posts signed callbacks sent then delivered, and fetch shows it."""
+                                              receiver: Receiver, url: str) -> None:
+    """A queued message posts signed callbacks sent then delivered, and fetch shows it;
+    the sandbox's count says it is moving until its last callback is posted."""
     msg = send_with_callback(sync_client, receiver, "+84904444444")
+    moving = httpx.get(f"{url}/_sandbox/count").json()["moving"]
+    assert moving == 1 or len(receiver.hits.get("status", [])) == 2  # unless already done
     forms = receiver.wait("status", 2)
     assert msg.status == "queued"
     assert [f["MessageStatus"] for f in forms] == ["sent", "delivered"]
@@ -240,6 +243,10 @@ def test_callbacks_sent_then_delivered_signed(sandbox: SmsSandbox, sync_client: 
     fetched = sync_client.messages(msg.sid).fetch()
     assert (fetched.status, fetched.price_unit) == ("delivered", "USD")
     assert fetched.date_sent is not None and fetched.price is not None
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{url}/_sandbox/count").json()["moving"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert httpx.get(f"{url}/_sandbox/count").json() == {"messages": 1, "moving": 0}
 
 
 def test_service_callbacks_queued_sent_delivered(sandbox: SmsSandbox, sync_client: Client,

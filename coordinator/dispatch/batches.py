@@ -32,7 +32,8 @@ from coordinator.dispatch.handover import (
     reason_not_to_send,
 )
 from coordinator.dispatch.ledger import settle
-from coordinator.dispatch.provider_ids import remember_provider_ids
+from coordinator.dispatch.provider_ids import early_statuses, queue_provider_ids
+from coordinator.dispatch.status_callbacks import queue_status
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -319,16 +320,24 @@ class _Run:
 
 async def _write(rt: Runtime, statement_id: str,
                  outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
-    """Record outcomes: the provider ids first (taking callbacks that came early), then each
-    delivery's record, counter and audit entry in one transaction."""
-    early = await remember_provider_ids(rt.redis, rt.keys, {
-        o.provider_id: r.id for r, o in outcomes if o.provider_id})
+    """Record outcomes in one transaction: each delivery's record, counter and audit entry,
+    and the provider ids with them, so a status callback that finds a delivery by its
+    provider id finds its record written (one that came between the two, when the ids went
+    first, counted the delivery twice). A callback that came before (kept as early) is taken
+    in the same transaction and applied right after, as if it came then."""
+    pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
     now = utcnow()
     counts: Counter[tuple[str, str]] = Counter()
     async with rt.redis.pipeline(transaction=True) as pipe:
         for request, outcome in outcomes:
-            queue_outcome(pipe, rt, request, outcome.after_early_callback(
-                early.get(outcome.provider_id)), now, counts)
+            queue_outcome(pipe, rt, request, outcome, now, counts)
         queue_counts(pipe, counts)
         pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
-        await pipe.execute()
+        queue_provider_ids(pipe, rt.keys, pairs)
+        early = early_statuses(pairs, await pipe.execute())
+    if early:
+        def fill(pipe: Pipeline) -> None:
+            for delivery_id, status in early.items():
+                queue_status(pipe, rt.keys, delivery_id, status, "", now)
+
+        await run_pipeline(rt.redis, fill)

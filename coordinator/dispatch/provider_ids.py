@@ -34,18 +34,27 @@ def queue_early_callback(pipe: Pipeline, keys: Keys, provider_id: str, status: s
     pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
 
 
-async def remember_provider_ids(redis: Redis, keys: Keys, pairs: dict[str, str]
-                                ) -> dict[str, str]:
-    """:func:`remember_provider_id` for many at once (provider id -> delivery id), in one
-    transaction; the early callbacks' statuses taken, by provider id."""
+def queue_provider_ids(pipe: Pipeline, keys: Keys, pairs: dict[str, str]) -> int:
+    """Inside MULTI, with the deliveries' records: :func:`remember_provider_id` for many at
+    once (provider id -> delivery id), so a callback that finds the delivery finds its
+    record written too. Queues nothing for no pairs; else its last reply, read by
+    :func:`early_statuses`, is that many replies from the end. Returns how many it queued."""
+    if not pairs:
+        return 0
+    ids = list(pairs)
+    for provider_id, delivery_id in pairs.items():
+        pipe.set(keys.provider_message(provider_id), delivery_id, ex=PROVIDER_IDS_KEPT_S)
+    pipe.hmget(keys.early_callbacks(), ids)
+    pipe.hdel(keys.early_callbacks(), *ids)
+    return len(ids) + 2
+
+
+def early_statuses(pairs: dict[str, str], replies: list[object]) -> dict[str, str]:
+    """The statuses of the callbacks that came before :func:`queue_provider_ids` (taken),
+    by delivery id, from the transaction's replies. Pure."""
     if not pairs:
         return {}
-    ids = list(pairs)
-    async with redis.pipeline(transaction=True) as pipe:
-        for provider_id, delivery_id in pairs.items():
-            pipe.set(keys.provider_message(provider_id), delivery_id, ex=PROVIDER_IDS_KEPT_S)
-        pipe.hmget(keys.early_callbacks(), ids)
-        pipe.hdel(keys.early_callbacks(), *ids)
-        replies = await pipe.execute()
-    early = replies[len(ids)]
-    return {pid: str(status) for pid, status in zip(ids, early, strict=True) if status}
+    early = replies[-2]
+    assert isinstance(early, list)
+    return {pairs[pid]: str(status) for pid, status in zip(pairs, early, strict=True)
+            if status}

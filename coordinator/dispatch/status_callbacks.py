@@ -75,13 +75,20 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
         for update, delivery_id in zip(updates, found, strict=True):
             if delivery_id is None:
                 queue_early_callback(pipe, keys, update.provider_id, update.status)
-            else:  # moves forward only, and counts once: a second run changes nothing
-                _APPLY.queue(pipe, [keys.delivery(delivery_id)],
-                             [update.status, update.error_code, now.isoformat(),
-                              keys.dispatch("")])
+            else:
+                queue_status(pipe, keys, delivery_id, update.status, update.error_code, now)
 
     await run_pipeline(redis, fill)
     return [str(d) if d is not None else None for d in found]
+
+
+def queue_status(pipe: Pipeline, keys: Keys, delivery_id: str, status: str, error_code: str,
+                 now: datetime) -> None:
+    """In a pipeline run by ``state.run_pipeline``: move a delivery to a provider's status
+    and count it in its statement's ledger. Forward only, and counted once: a second run
+    changes nothing."""
+    _APPLY.queue(pipe, [keys.delivery(delivery_id)],
+                 [status, error_code, now.isoformat(), keys.dispatch("")])
 
 
 class StatusCallbacks:

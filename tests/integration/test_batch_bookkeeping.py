@@ -59,6 +59,35 @@ async def test_an_outcome_recorded_during_the_last_refresh_is_written(rt: Runtim
     assert await rt.redis.hget(rt.keys.dispatch("S-1"), "sms:sent") == "1"
 
 
+async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_callbacks(
+        rt: Runtime) -> None:
+    """A batch's outcomes are written with their provider ids in one MULTI (a callback that
+    finds a delivery by its id finds its record); a callback that came before the send was
+    recorded (kept as early) is taken there and applied after: counted once as sent, once
+    as delivered."""
+    requests = [DeliveryRequest(id=f"d-{n}", channel="sms", recipient=f"+8490000000{n}",
+                                text="x", purpose="statement", statement_id="S-2",
+                                subscriber_id=f"sub-{n}") for n in (1, 2)]
+    for r in requests:
+        await rt.redis.hset(rt.keys.delivery(r.id), mapping={"status": "sending"})
+    await rt.redis.hset(rt.keys.early_callbacks(), "SM2", "delivered")
+    execs_before = (await rt.redis.info("commandstats")).get("cmdstat_exec", {}).get("calls", 0)
+    run = batches._Run(rt, "S-2")
+    run.add(requests)
+    async with run.kept_up():
+        for n, r in enumerate(requests, 1):  # both before the writer's first round
+            run.record(r, Outcome("queued", "", provider_id=f"SM{n}"))
+    execs = (await rt.redis.info("commandstats"))["cmdstat_exec"]["calls"] - execs_before
+    assert execs == 1
+    assert [await rt.redis.hget(rt.keys.delivery(r.id), "status") for r in requests] == [
+        "queued", "delivered"]
+    assert [await rt.redis.get(rt.keys.provider_message(f"SM{n}")) for n in (1, 2)] == [
+        "d-1", "d-2"]
+    assert not await rt.redis.hexists(rt.keys.early_callbacks(), "SM2")
+    ledger = await rt.redis.hgetall(rt.keys.dispatch("S-2"))
+    assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("2", "1")
+
+
 class _Counting:
     """An SMS channel that, at its first message, asks Redis how many of the batch's
     deliveries are claimed yet."""

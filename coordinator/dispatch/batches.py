@@ -33,7 +33,7 @@ from coordinator.dispatch.handover import (
 )
 from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import early_statuses, queue_provider_ids
-from coordinator.dispatch.status_callbacks import queue_status
+from coordinator.dispatch.status_callbacks import apply_early_statuses
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -335,9 +335,4 @@ async def _write(rt: Runtime, statement_id: str,
         pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
         queue_provider_ids(pipe, rt.keys, pairs)
         early = early_statuses(pairs, await pipe.execute())
-    if early:
-        def fill(pipe: Pipeline) -> None:
-            for delivery_id, status in early.items():
-                queue_status(pipe, rt.keys, delivery_id, status, "", now)
-
-        await run_pipeline(rt.redis, fill)
+    await apply_early_statuses(rt.redis, rt.keys, early, now)

@@ -27,7 +27,8 @@ from coordinator.dispatch.handover import (
     hand_over,
     queue_outcome,
 )
-from coordinator.dispatch.provider_ids import remember_provider_id
+from coordinator.dispatch.provider_ids import early_statuses, queue_provider_ids
+from coordinator.dispatch.status_callbacks import apply_early_statuses
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest
 from coordinator.keys import Keys
@@ -133,9 +134,6 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryR
     orphan = taken.startswith("orphan|")  # with when it was first started, if known
     started = taken.removeprefix("orphan|") or None if orphan else now.isoformat()
     outcome = await hand_over(rt, channel, request, orphan=orphan, started=started)
-    if outcome.provider_id:
-        outcome = outcome.after_early_callback(
-            await remember_provider_id(rt.redis, rt.keys, outcome.provider_id, request.id))
     return await _finish(rt, request, outcome, now)
 
 
@@ -153,7 +151,12 @@ async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime)
 
 async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime
                   ) -> Delivered:
+    """Record the outcome and its provider id in one transaction (as a batch does), then
+    apply a status callback that came before it."""
+    pairs = {outcome.provider_id: request.id} if outcome.provider_id else {}
     async with rt.redis.pipeline(transaction=True) as pipe:
         queue_outcome(pipe, rt, request, outcome, now)
-        await pipe.execute()
-    return Delivered(outcome.status, outcome.detail)
+        queue_provider_ids(pipe, rt.keys, pairs)
+        early = early_statuses(pairs, await pipe.execute())
+    await apply_early_statuses(rt.redis, rt.keys, early, now)
+    return Delivered(outcome.after_early_callback(early.get(request.id)).status, outcome.detail)

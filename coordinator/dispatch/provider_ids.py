@@ -8,37 +8,26 @@ so nothing a callback needs is gone when it comes, and neither key grows for eve
 from __future__ import annotations
 
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis
+from coordinator.state import Pipeline
 
 PROVIDER_IDS_KEPT_S = 7 * 24 * 3600
 """How long a provider id stays resolvable, and an early callback waits to be taken."""
 
 
-async def remember_provider_id(redis: Redis, keys: Keys, provider_id: str,
-                               delivery_id: str) -> str | None:
-    """Record which delivery `provider_id` is (kept :data:`PROVIDER_IDS_KEPT_S`) and take
-    the status of a callback that came before it (None when none did)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(keys.provider_message(provider_id), delivery_id, ex=PROVIDER_IDS_KEPT_S)
-        pipe.hget(keys.early_callbacks(), provider_id)
-        pipe.hdel(keys.early_callbacks(), provider_id)
-        _, early, _ = await pipe.execute()
-    return str(early) if early is not None else None
-
-
 def queue_early_callback(pipe: Pipeline, keys: Keys, provider_id: str, status: str) -> None:
     """Keep the status of a callback for a provider id not recorded yet, until the send is
-    recorded (:func:`remember_provider_id` takes it) or :data:`PROVIDER_IDS_KEPT_S` after
+    recorded (:func:`queue_provider_ids` takes it) or :data:`PROVIDER_IDS_KEPT_S` after
     the latest early callback (the hash's expiry is renewed by each one). In a pipeline."""
     pipe.hset(keys.early_callbacks(), provider_id, status)
     pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
 
 
 def queue_provider_ids(pipe: Pipeline, keys: Keys, pairs: dict[str, str]) -> int:
-    """Inside MULTI, with the deliveries' records: :func:`remember_provider_id` for many at
-    once (provider id -> delivery id), so a callback that finds the delivery finds its
-    record written too. Queues nothing for no pairs; else its last reply, read by
-    :func:`early_statuses`, is that many replies from the end. Returns how many it queued."""
+    """Inside MULTI, with the deliveries' records: record which delivery each provider id
+    is (provider id -> delivery id, kept :data:`PROVIDER_IDS_KEPT_S`) and take the statuses
+    of the callbacks that came before, so a callback that finds the delivery finds its
+    record written too. Queues nothing for no pairs; else its replies are the transaction's
+    last, read by :func:`early_statuses`. Returns how many commands it queued."""
     if not pairs:
         return 0
     ids = list(pairs)

@@ -82,6 +82,18 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
     return [str(d) if d is not None else None for d in found]
 
 
+async def apply_early_statuses(redis: Redis, keys: Keys, early: dict[str, str],
+                               now: datetime) -> None:
+    """Apply the callbacks that came before their sends were recorded (by delivery id: what
+    ``provider_ids.early_statuses`` took), as if they came now: one round trip."""
+    if early:
+        def fill(pipe: Pipeline) -> None:
+            for delivery_id, status in early.items():
+                queue_status(pipe, keys, delivery_id, status, "", now)
+
+        await run_pipeline(redis, fill)
+
+
 def queue_status(pipe: Pipeline, keys: Keys, delivery_id: str, status: str, error_code: str,
                  now: datetime) -> None:
     """In a pipeline run by ``state.run_pipeline``: move a delivery to a provider's status

@@ -15,6 +15,7 @@ from channels.base import OutboundMessage, Receipt
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches
+from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
@@ -86,6 +87,30 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
     assert not await rt.redis.hexists(rt.keys.early_callbacks(), "SM2")
     ledger = await rt.redis.hgetall(rt.keys.dispatch("S-2"))
     assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("2", "1")
+
+
+class _Answering:
+    """An SMS channel that answers every message `queued`, with the provider id SM7."""
+
+    name = "sms"
+    max_length = None
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        return Receipt(delivery_id=message.id, provider_id="SM7", status="queued")
+
+
+async def test_a_single_delivery_takes_its_early_callback_with_its_outcome(
+        rt: Runtime) -> None:
+    """A prompt's SMS, whose `delivered` callback came before its send was recorded: the
+    outcome and the provider id are one transaction, and the early status is applied."""
+    request = DeliveryRequest(id="prompt:early", channel="sms", recipient="+84901000107",
+                              text="x", purpose="prompt", person_id="an")
+    await rt.redis.hset(rt.keys.early_callbacks(), "SM7", "delivered")
+    done = await deliver(rt, {"sms": _Answering()}, request, utcnow())  # type: ignore[dict-item]
+    assert done.status == "delivered"
+    assert await rt.redis.hget(rt.keys.delivery(request.id), "status") == "delivered"
+    assert await rt.redis.get(rt.keys.provider_message("SM7")) == request.id
+    assert not await rt.redis.hexists(rt.keys.early_callbacks(), "SM7")
 
 
 class _Counting:

@@ -9,11 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from channels.twilio_webhooks import StatusUpdate
-from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S, remember_provider_id
+from coordinator.dispatch.provider_ids import (
+    PROVIDER_IDS_KEPT_S,
+    early_statuses,
+    queue_provider_ids,
+)
 from coordinator.dispatch.status_callbacks import record_statuses
 from coordinator.embedded import Service
 from coordinator.keys import Keys
-from coordinator.state import connect
+from coordinator.state import Redis, connect
 
 KEYS = Keys("loatest")
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -22,6 +26,14 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def redis_url(redis_server: Service) -> str:
     return redis_server.url
+
+
+async def remember(redis: Redis, provider_id: str, delivery_id: str) -> str | None:
+    """Record a send's provider id as a delivery's outcome is recorded: its early status."""
+    pairs = {provider_id: delivery_id}
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_provider_ids(pipe, KEYS, pairs)
+        return early_statuses(pairs, await pipe.execute()).get(delivery_id)
 
 
 def test_a_week_is_the_lifetime() -> None:
@@ -40,7 +52,7 @@ def test_an_early_callback_waits_a_week_and_is_taken_by_the_send(redis_url: str)
             early_ttl = await redis.ttl(KEYS.early_callbacks())
             await record_statuses(redis, KEYS, [StatusUpdate("SM2", "sent", "")], NOW)
             # then the send is recorded: it takes its early status, the other one stays
-            early = await remember_provider_id(redis, KEYS, "SM1", "delivery-1")
+            early = await remember(redis, "SM1", "delivery-1")
             left = await redis.hget(KEYS.early_callbacks(), "SM1")
             id_ttl = await redis.ttl(KEYS.provider_message("SM1"))
             others = await redis.hlen(KEYS.early_callbacks())
@@ -60,7 +72,7 @@ def test_a_send_with_no_early_callback_takes_nothing(redis_url: str) -> None:
     async def scenario() -> tuple[str | None, str | None]:
         redis = connect(redis_url)
         try:
-            early = await remember_provider_id(redis, KEYS, "SM3", "delivery-3")
+            early = await remember(redis, "SM3", "delivery-3")
             return early, await redis.get(KEYS.provider_message("SM3"))
         finally:
             await redis.aclose()

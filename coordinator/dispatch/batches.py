@@ -32,8 +32,8 @@ from coordinator.dispatch.handover import (
     reason_not_to_send,
 )
 from coordinator.dispatch.ledger import settle
-from coordinator.dispatch.provider_ids import early_statuses, queue_provider_ids
-from coordinator.dispatch.status_callbacks import apply_early_statuses
+from coordinator.dispatch.provider_ids import queue_provider_ids
+from coordinator.dispatch.status_callbacks import queue_take_early
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -323,8 +323,8 @@ async def _write(rt: Runtime, statement_id: str,
     """Record outcomes in one transaction: each delivery's record, counter and audit entry,
     and the provider ids with them, so a status callback that finds a delivery by its
     provider id finds its record written (one that came between the two, when the ids went
-    first, counted the delivery twice). A callback that came before (kept as early) is taken
-    in the same transaction and applied right after, as if it came then."""
+    first, counted the delivery twice). A callback that came before (kept as early) is
+    taken and applied in the same transaction."""
     pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
     now = utcnow()
     counts: Counter[tuple[str, str]] = Counter()
@@ -334,5 +334,5 @@ async def _write(rt: Runtime, statement_id: str,
         queue_counts(pipe, counts)
         pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
         queue_provider_ids(pipe, rt.keys, pairs)
-        early = early_statuses(pairs, await pipe.execute())
-    await apply_early_statuses(rt.redis, rt.keys, early, now)
+        queue_take_early(pipe, rt.keys, pairs, now)
+        await pipe.execute()

@@ -27,10 +27,10 @@ from coordinator.dispatch.handover import (
     hand_over,
     queue_outcome,
 )
-from coordinator.dispatch.provider_ids import early_statuses, queue_provider_ids
-from coordinator.dispatch.status_callbacks import apply_early_statuses
+from coordinator.dispatch.provider_ids import queue_provider_ids
+from coordinator.dispatch.status_callbacks import queue_take_early, taken_early
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import DeliveryRequest
+from coordinator.events import DeliveryRequest, utcnow
 from coordinator.keys import Keys
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis
@@ -151,12 +151,13 @@ async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime)
 
 async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime
                   ) -> Delivered:
-    """Record the outcome and its provider id in one transaction (as a batch does), then
-    apply a status callback that came before it."""
+    """Record the outcome and its provider id, and apply a status callback that came
+    before it, in one transaction (as a batch does)."""
     pairs = {outcome.provider_id: request.id} if outcome.provider_id else {}
     async with rt.redis.pipeline(transaction=True) as pipe:
         queue_outcome(pipe, rt, request, outcome, now)
         queue_provider_ids(pipe, rt.keys, pairs)
-        early = early_statuses(pairs, await pipe.execute())
-    await apply_early_statuses(rt.redis, rt.keys, early, now)
-    return Delivered(outcome.after_early_callback(early.get(request.id)).status, outcome.detail)
+        early = queue_take_early(pipe, rt.keys, pairs, utcnow())
+        replies = await pipe.execute()
+    taken = taken_early(pairs, replies[-1]) if early else {}
+    return Delivered(taken.get(request.id, outcome.status), outcome.detail)

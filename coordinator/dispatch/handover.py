@@ -88,13 +88,6 @@ class Outcome:
     at: datetime | None = None
     """When the channel answered; None: when the outcome is recorded (nothing was sent)."""
 
-    def after_early_callback(self, early: str | None) -> Outcome:
-        """The provider's callback may have outrun our own bookkeeping: keep the further
-        status. Pure."""
-        if early and PROGRESS.get(early, 0) > PROGRESS.get(self.status, 0):
-            return replace(self, status=early)
-        return self
-
 
 async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | None) -> str:
     """Why the delivery must not be handed over now ("" when it may): one round trip."""
@@ -247,8 +240,9 @@ def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome
         column = tally(outcome.status)
         ledger = rt.keys.dispatch(request.statement_id)
         if outcome.provider_id and column != "sent":
-            # Handed over, and already delivered (or not) by an early callback: it counts
-            # as sent too, as it would have had the callback come after us.
+            # Handed over, and found already delivered (or not) at the provider (an orphan
+            # reconciled): it counts as sent too, as it would have had the callback come
+            # after us.
             mine[ledger, f"{request.channel}:sent"] += 1
         mine[ledger, f"{request.channel}:{column}"] += 1
         if counts is None:  # else the caller writes its counts once, for all its outcomes

@@ -54,10 +54,64 @@ def _lua_table(pairs: dict[str, object]) -> str:
     return "{" + ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in pairs.items()) + "}"
 
 
-_APPLY = Script(_APPLY_TEXT.replace("RANKS", _lua_table(dict(PROGRESS))).replace(
-    "COLUMNS", _lua_table({status: tally(status) for status in (
-        "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed",
-        "skipped")})))
+_RANKS = _lua_table(dict(PROGRESS))
+_COLUMNS = _lua_table({status: tally(status) for status in (
+    "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed", "skipped")})
+_APPLY = Script(_APPLY_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS))
+
+
+# KEYS[1]: the early callbacks' hash, then the deliveries' hashes. ARGV: when, the ledger
+# key's prefix (as for _APPLY), then each delivery's provider id. For each delivery whose
+# provider id has an early status: take it (HDEL) and, if it is further on than the record
+# (strictly: the hand-over's answer stands against a callback of the same rank), move the
+# record to it and count it. Returns each delivery's status afterwards ('' untouched).
+_TAKE_EARLY_TEXT = """
+local rank = RANKS
+local column = COLUMNS
+local out = {}
+for i = 2, #KEYS do
+  local pid = ARGV[i + 1]
+  local early = redis.call('HGET', KEYS[1], pid)
+  out[i - 1] = ''
+  if early then
+    redis.call('HDEL', KEYS[1], pid)
+    local row = redis.call('HMGET', KEYS[i], 'status', 'statement_id', 'channel')
+    local current = row[1] or ''
+    if (rank[early] or 0) > (rank[current] or 0) then
+      redis.call('HSET', KEYS[i], 'status', early, 'updated_at', ARGV[1])
+      local was, now = column[current] or current, column[early] or early
+      if row[2] and row[2] ~= '' and was ~= now then
+        redis.call('HINCRBY', ARGV[2] .. row[2], (row[3] or '') .. ':' .. now, 1)
+      end
+      out[i - 1] = early
+    end
+  end
+end
+return out
+"""
+_TAKE_EARLY = _TAKE_EARLY_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS)
+
+
+def queue_take_early(pipe: Pipeline, keys: Keys, pairs: dict[str, str], now: datetime
+                     ) -> bool:
+    """Inside MULTI, after the deliveries' records (``handover.queue_outcome``): take the
+    statuses of callbacks that came before the sends were recorded (provider id -> delivery
+    id in `pairs`), and apply each that is further on, counted in its ledger. Its reply,
+    the transaction's last, is read by :func:`taken_early`. The script goes with its text
+    (EVAL): a Redis that lost it since cannot fail it inside the transaction, whose other
+    writes would stand. False when there is nothing to take (nothing queued)."""
+    if not pairs:
+        return False
+    pipe.eval(_TAKE_EARLY, 1 + len(pairs), keys.early_callbacks(),
+              *[keys.delivery(d) for d in pairs.values()], now.isoformat(), keys.dispatch(""),
+              *pairs)
+    return True
+
+
+def taken_early(pairs: dict[str, str], reply: list[object]) -> dict[str, str]:
+    """The statuses :func:`queue_take_early` applied, by delivery id (its reply). Pure."""
+    return {d: str(status) for d, status in zip(pairs.values(), reply, strict=True)
+            if status}
 
 
 async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdate],
@@ -80,18 +134,6 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
 
     await run_pipeline(redis, fill)
     return [str(d) if d is not None else None for d in found]
-
-
-async def apply_early_statuses(redis: Redis, keys: Keys, early: dict[str, str],
-                               now: datetime) -> None:
-    """Apply the callbacks that came before their sends were recorded (by delivery id: what
-    ``provider_ids.early_statuses`` took), as if they came now: one round trip."""
-    if early:
-        def fill(pipe: Pipeline) -> None:
-            for delivery_id, status in early.items():
-                queue_status(pipe, keys, delivery_id, status, "", now)
-
-        await run_pipeline(redis, fill)
 
 
 def queue_status(pipe: Pipeline, keys: Keys, delivery_id: str, status: str, error_code: str,

@@ -60,33 +60,40 @@ async def test_an_outcome_recorded_during_the_last_refresh_is_written(rt: Runtim
     assert await rt.redis.hget(rt.keys.dispatch("S-1"), "sms:sent") == "1"
 
 
+async def execs(rt: Runtime) -> int:
+    """How many transactions (EXEC) this Redis has run so far."""
+    return int((await rt.redis.info("commandstats")).get("cmdstat_exec", {}).get("calls", 0))
+
+
 async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_callbacks(
         rt: Runtime) -> None:
     """A batch's outcomes are written with their provider ids in one MULTI (a callback that
-    finds a delivery by its id finds its record); a callback that came before the send was
-    recorded (kept as early) is taken there and applied after: counted once as sent, once
-    as delivered."""
+    finds a delivery by its id finds its record), and the callbacks that came before the
+    sends were recorded (kept as early) are taken and applied there, strictly forward:
+    `delivered` over `queued` (counted once as sent, once as delivered), but not `accepted`
+    over `queued`, nor `sent` over a reconciled `delivered`."""
     requests = [DeliveryRequest(id=f"d-{n}", channel="sms", recipient=f"+8490000000{n}",
                                 text="x", purpose="statement", statement_id="S-2",
-                                subscriber_id=f"sub-{n}") for n in (1, 2)]
+                                subscriber_id=f"sub-{n}") for n in (1, 2, 3, 4)]
     for r in requests:
         await rt.redis.hset(rt.keys.delivery(r.id), mapping={"status": "sending"})
-    await rt.redis.hset(rt.keys.early_callbacks(), "SM2", "delivered")
-    execs_before = (await rt.redis.info("commandstats")).get("cmdstat_exec", {}).get("calls", 0)
+    await rt.redis.hset(rt.keys.early_callbacks(), mapping={
+        "SM2": "delivered", "SM3": "accepted", "SM4": "sent"})
+    before = await execs(rt)
     run = batches._Run(rt, "S-2")
     run.add(requests)
     async with run.kept_up():
-        for n, r in enumerate(requests, 1):  # both before the writer's first round
-            run.record(r, Outcome("queued", "", provider_id=f"SM{n}"))
-    execs = (await rt.redis.info("commandstats"))["cmdstat_exec"]["calls"] - execs_before
-    assert execs == 1
+        for n, r in enumerate(requests, 1):  # all before the writer runs: one write
+            run.record(r, Outcome("delivered" if n == 4 else "queued", "",
+                                  provider_id=f"SM{n}"))
+    assert await execs(rt) - before == 1
     assert [await rt.redis.hget(rt.keys.delivery(r.id), "status") for r in requests] == [
-        "queued", "delivered"]
-    assert [await rt.redis.get(rt.keys.provider_message(f"SM{n}")) for n in (1, 2)] == [
-        "d-1", "d-2"]
-    assert not await rt.redis.hexists(rt.keys.early_callbacks(), "SM2")
+        "queued", "delivered", "queued", "delivered"]
+    assert [await rt.redis.get(rt.keys.provider_message(f"SM{n}")) for n in (1, 2, 3, 4)] == [
+        "d-1", "d-2", "d-3", "d-4"]
+    assert await rt.redis.hlen(rt.keys.early_callbacks()) == 0  # each taken, applied or not
     ledger = await rt.redis.hgetall(rt.keys.dispatch("S-2"))
-    assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("2", "1")
+    assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("4", "2")
 
 
 class _Answering:
@@ -106,7 +113,9 @@ async def test_a_single_delivery_takes_its_early_callback_with_its_outcome(
     request = DeliveryRequest(id="prompt:early", channel="sms", recipient="+84901000107",
                               text="x", purpose="prompt", person_id="an")
     await rt.redis.hset(rt.keys.early_callbacks(), "SM7", "delivered")
+    before = await execs(rt)
     done = await deliver(rt, {"sms": _Answering()}, request, utcnow())  # type: ignore[dict-item]
+    assert await execs(rt) - before == 1
     assert done.status == "delivered"
     assert await rt.redis.hget(rt.keys.delivery(request.id), "status") == "delivered"
     assert await rt.redis.get(rt.keys.provider_message("SM7")) == request.id

@@ -9,12 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from channels.twilio_webhooks import StatusUpdate
-from coordinator.dispatch.provider_ids import (
-    PROVIDER_IDS_KEPT_S,
-    early_statuses,
-    queue_provider_ids,
-)
-from coordinator.dispatch.status_callbacks import record_statuses
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S, queue_provider_ids
+from coordinator.dispatch.status_callbacks import queue_take_early, record_statuses, taken_early
 from coordinator.embedded import Service
 from coordinator.keys import Keys
 from coordinator.state import Redis, connect
@@ -29,11 +25,14 @@ def redis_url(redis_server: Service) -> str:
 
 
 async def remember(redis: Redis, provider_id: str, delivery_id: str) -> str | None:
-    """Record a send's provider id as a delivery's outcome is recorded: its early status."""
+    """Record a send's provider id as a delivery's outcome is recorded (`queued`): the
+    early status it took, if any."""
     pairs = {provider_id: delivery_id}
     async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(KEYS.delivery(delivery_id), "status", "queued")
         queue_provider_ids(pipe, KEYS, pairs)
-        return early_statuses(pairs, await pipe.execute()).get(delivery_id)
+        queue_take_early(pipe, KEYS, pairs, NOW)
+        return taken_early(pairs, (await pipe.execute())[-1]).get(delivery_id)
 
 
 def test_a_week_is_the_lifetime() -> None:

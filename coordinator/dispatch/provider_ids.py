@@ -14,14 +14,6 @@ PROVIDER_IDS_KEPT_S = 7 * 24 * 3600
 """How long a provider id stays resolvable, and an early callback waits to be taken."""
 
 
-def queue_early_callback(pipe: Pipeline, keys: Keys, provider_id: str, status: str) -> None:
-    """Keep the status of a callback for a provider id not recorded yet, until the send is
-    recorded (``status_callbacks.queue_take_early`` takes it) or :data:`PROVIDER_IDS_KEPT_S` after
-    the latest early callback (the hash's expiry is renewed by each one). In a pipeline."""
-    pipe.hset(keys.early_callbacks(), provider_id, status)
-    pipe.expire(keys.early_callbacks(), PROVIDER_IDS_KEPT_S)
-
-
 def queue_provider_ids(pipe: Pipeline, keys: Keys, pairs: dict[str, str]) -> None:
     """Inside MULTI, with the deliveries' records: which delivery each provider id is
     (provider id -> delivery id), kept :data:`PROVIDER_IDS_KEPT_S`, so a status callback

@@ -3,10 +3,10 @@
 A fan-out of 100,000 SMS brings 200,000 callbacks or more. Each moves one delivery forward
 (never back: callbacks come out of order) and counts it in its statement's ledger. One
 callback costs one script run (called by its SHA1), atomic on the server (it was a WATCH /
-MULTI transaction of five round trips); callbacks that arrive together in one web process
-are applied together, two round trips for the whole batch (`StatusCallbacks`), and each is
-answered only once its batch is written, so the provider retries anything Redis did not
-take.
+MULTI transaction of five round trips), which also keeps the status of one that came before
+its send was recorded; callbacks that arrive together in one web process are applied
+together, one round trip for the whole batch (`StatusCallbacks`), and each is answered only
+once its batch is written, so the provider retries anything Redis did not take.
 """
 
 from __future__ import annotations
@@ -18,30 +18,47 @@ from datetime import datetime
 
 from channels.twilio_webhooks import StatusUpdate
 from coordinator.dispatch.handover import PROGRESS, tally
-from coordinator.dispatch.provider_ids import queue_early_callback
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.events import utcnow
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, Script, run_pipeline
 
-# KEYS[1]: the delivery's hash. ARGV: the new status, its error code, when, the prefix of a
-# statement's ledger key (Keys.dispatch("")). The ledger's key is the prefix and the
-# statement id the delivery names: one Redis, as Loa runs it (a cluster would need the key
+# KEYS[1]: the provider id's key (Keys.provider_message), KEYS[2]: the early callbacks'
+# hash. ARGV: the provider id, the new status, its error code, when, the prefix of a
+# delivery's key (Keys.delivery("")) and of a statement's ledger key (Keys.dispatch("")),
+# how long the early callbacks are kept (s). The delivery's and the ledger's keys are a
+# prefix and an id read here: one Redis, as Loa runs it (a cluster would need them
 # declared). Each status's progress and the column it is counted in are written into the
-# script (`_lua_table`). 1 when applied.
-_APPLY_TEXT = """
-local row = redis.call('HMGET', KEYS[1], 'status', 'statement_id', 'channel')
-if not row[1] and not row[2] then return -1 end
-local current = row[1] or ''
-local new = ARGV[1]
+# script (`_lua_table`).
+# A send not recorded yet: its status is kept as early (the further one, when two come
+# first), for the send's record to take; nil. Else the delivery moves to the status unless
+# it is further on already, counted once in its ledger; the delivery id. Looking the
+# provider id up and keeping the status in one script: the send's record (whose
+# transaction takes the early statuses) cannot come in between and leave one behind.
+_CALLBACK_TEXT = """
 local rank = RANKS
 local column = COLUMNS
-if (rank[new] or 0) < (rank[current] or 0) or new == current then return 0 end
-redis.call('HSET', KEYS[1], 'status', new, 'error_code', ARGV[2], 'updated_at', ARGV[3])
+local new = ARGV[2]
+local delivery = redis.call('GET', KEYS[1])
+if not delivery then
+  local kept = redis.call('HGET', KEYS[2], ARGV[1])
+  if not kept or (rank[new] or 0) > (rank[kept] or 0) then
+    redis.call('HSET', KEYS[2], ARGV[1], new)
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+  return false
+end
+local key = ARGV[5] .. delivery
+local row = redis.call('HMGET', key, 'status', 'statement_id', 'channel')
+if not row[1] and not row[2] then return delivery end
+local current = row[1] or ''
+if (rank[new] or 0) < (rank[current] or 0) or new == current then return delivery end
+redis.call('HSET', key, 'status', new, 'error_code', ARGV[3], 'updated_at', ARGV[4])
 local was, now = column[current] or current, column[new] or new
 if row[2] and row[2] ~= '' and was ~= now then
-  redis.call('HINCRBY', ARGV[4] .. row[2], (row[3] or '') .. ':' .. now, 1)
+  redis.call('HINCRBY', ARGV[6] .. row[2], (row[3] or '') .. ':' .. now, 1)
 end
-return 1
+return delivery
 """
 
 
@@ -57,11 +74,11 @@ def _lua_table(pairs: dict[str, object]) -> str:
 _RANKS = _lua_table(dict(PROGRESS))
 _COLUMNS = _lua_table({status: tally(status) for status in (
     "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed", "skipped")})
-_APPLY = Script(_APPLY_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS))
+_CALLBACK = Script(_CALLBACK_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS))
 
 
 # KEYS[1]: the early callbacks' hash, then the deliveries' hashes. ARGV: when, the ledger
-# key's prefix (as for _APPLY), then each delivery's provider id. For each delivery whose
+# key's prefix (as for _CALLBACK), then each delivery's provider id. For each delivery whose
 # provider id has an early status: take it (HDEL) and, if it is further on than the record
 # (strictly: the hand-over's answer stands against a callback of the same rank), move the
 # record to it and count it. Returns each delivery's status afterwards ('' untouched).
@@ -116,33 +133,21 @@ def taken_early(pairs: dict[str, str], reply: list[object]) -> dict[str, str]:
 
 async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdate],
                           now: datetime) -> list[str | None]:
-    """Apply status callbacks, in two round trips whatever their number; for each, the
+    """Apply status callbacks, in one round trip whatever their number; for each, the
     delivery id, or None for a message not recorded yet (its status is kept until it is,
     for a week: dispatch.provider_ids)."""
     if not updates:
         return []
-    async with redis.pipeline(transaction=False) as pipe:
+
+    def fill(pipe: Pipeline) -> None:  # may run twice (see run_pipeline): forward only
         for update in updates:
-            pipe.get(keys.provider_message(update.provider_id))
-        found: list[str | None] = await pipe.execute()
-    def fill(pipe: Pipeline) -> None:  # each part may run twice (see run_pipeline)
-        for update, delivery_id in zip(updates, found, strict=True):
-            if delivery_id is None:
-                queue_early_callback(pipe, keys, update.provider_id, update.status)
-            else:
-                queue_status(pipe, keys, delivery_id, update.status, update.error_code, now)
+            _CALLBACK.queue(pipe, [keys.provider_message(update.provider_id),
+                                   keys.early_callbacks()],
+                            [update.provider_id, update.status, update.error_code,
+                             now.isoformat(), keys.delivery(""), keys.dispatch(""),
+                             PROVIDER_IDS_KEPT_S])
 
-    await run_pipeline(redis, fill)
-    return [str(d) if d is not None else None for d in found]
-
-
-def queue_status(pipe: Pipeline, keys: Keys, delivery_id: str, status: str, error_code: str,
-                 now: datetime) -> None:
-    """In a pipeline run by ``state.run_pipeline``: move a delivery to a provider's status
-    and count it in its statement's ledger. Forward only, and counted once: a second run
-    changes nothing."""
-    _APPLY.queue(pipe, [keys.delivery(delivery_id)],
-                 [status, error_code, now.isoformat(), keys.dispatch("")])
+    return [str(d) if d is not None else None for d in await run_pipeline(redis, fill)]
 
 
 class StatusCallbacks:

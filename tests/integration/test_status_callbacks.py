@@ -9,8 +9,10 @@ import asyncio
 import pytest
 
 from channels.twilio_webhooks import StatusUpdate
-from coordinator.dispatch.status_callbacks import StatusCallbacks
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
+from coordinator.dispatch.status_callbacks import StatusCallbacks, record_statuses
 from coordinator.embedded import Service
+from coordinator.events import utcnow
 from coordinator.keys import Keys
 from coordinator.state import connect
 
@@ -48,9 +50,9 @@ def test_callbacks_arriving_together_are_written_together(redis_server: Service)
                 row = stats.get(f"cmdstat_{command}", {})
                 return row.get("calls", 0) - row.get("failed_calls", 0)
 
-            # one script run for each callback of a known message, by its SHA1: the text
-            # went over once (SCRIPT LOAD, in the first batch or after a NOSCRIPT)
-            assert calls(after, "evalsha") - calls(before, "evalsha") == 203
+            # one script run for each callback, by its SHA1: the text went over once
+            # (SCRIPT LOAD, in the first batch or after a NOSCRIPT)
+            assert calls(after, "evalsha") - calls(before, "evalsha") == 204
             assert calls(after, "eval") - calls(before, "eval") == 0
             assert calls(after, "script|load") - calls(before, "script|load") == 1
             assert await redis.hgetall(KEYS.dispatch("STM-00001-1")) == {
@@ -80,3 +82,26 @@ def test_a_redis_error_reaches_every_caller_of_the_batch(redis_server: Service) 
             await broken.aclose()
 
     asyncio.run(scenario())
+
+
+def test_of_two_callbacks_before_the_send_the_further_status_is_kept(
+        redis_server: Service) -> None:
+    """`delivered`, then a late `sent`, both before the send is recorded: `delivered` waits
+    for the send's record (a week at most); the send's transaction takes it."""
+    async def scenario() -> tuple[str | None, int, list[str | None]]:
+        redis = connect(redis_server.url)
+        try:
+            await redis.flushdb()
+            now = utcnow()
+            ids = [*await record_statuses(redis, KEYS, [StatusUpdate("SMX", "delivered", "")],
+                                          now),
+                   *await record_statuses(redis, KEYS, [StatusUpdate("SMX", "sent", "")],
+                                          now)]
+            return (await redis.hget(KEYS.early_callbacks(), "SMX"),
+                    await redis.ttl(KEYS.early_callbacks()), ids)
+        finally:
+            await redis.aclose()
+
+    kept, ttl, ids = asyncio.run(scenario())
+    assert (kept, ids) == ("delivered", [None, None])
+    assert PROVIDER_IDS_KEPT_S - 5 <= ttl <= PROVIDER_IDS_KEPT_S

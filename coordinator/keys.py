@@ -168,7 +168,7 @@ class Keys:
     def early_callbacks(self) -> str:
         """Hash provider id -> status of callbacks that came before we recorded the
         send. Pruned: an entry is taken when the send is recorded; expires: the whole hash a
-        week after the latest early callback (dispatch.provider_ids)."""
+        week after the latest early callback (dispatch.status_callbacks)."""
         return self._k("provider", "early")
 
     def opted_out(self, channel: str) -> str:

@@ -1,6 +1,6 @@
-"""A provider's message id (a Twilio SID) and the delivery it belongs to, and the status
-callbacks that arrived before we had recorded that id: both kept only as long as callbacks
-can still come (:data:`PROVIDER_IDS_KEPT_S`).
+"""A provider's message id (a Twilio SID) and the delivery it belongs to, kept only as long
+as callbacks can still come (:data:`PROVIDER_IDS_KEPT_S`), as are the statuses of callbacks
+that arrived before we had recorded that id (``dispatch.status_callbacks``).
 
 A provider calls back within minutes, retries for hours at most; a week is long past that,
 so nothing a callback needs is gone when it comes, and neither key grows for ever."""

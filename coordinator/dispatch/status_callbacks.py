@@ -1,7 +1,8 @@
 """Provider status callbacks (sent, delivered, undelivered, failed), applied in batches.
 
 A fan-out of 100,000 SMS brings 200,000 callbacks or more. Each moves one delivery forward
-(never back: callbacks come out of order) and counts it in its statement's ledger. One
+(never back, never sideways: callbacks come out of order, and the first ending stands) and
+counts it in its statement's ledger. One
 callback costs one script run (called by its SHA1), atomic on the server (it was a WATCH /
 MULTI transaction of five round trips), which also keeps the status of one that came before
 its send was recorded; callbacks that arrive together in one web process are applied
@@ -31,8 +32,9 @@ from coordinator.state import Pipeline, Redis, Script, run_pipeline
 # declared). Each status's progress and the column it is counted in are written into the
 # script (`_lua_table`).
 # A send not recorded yet: its status is kept as early (the further one, when two come
-# first), for the send's record to take; nil. Else the delivery moves to the status unless
-# it is further on already, counted once in its ledger; the delivery id. Looking the
+# first), for the send's record to take; nil. Else the delivery moves to the status if it
+# is further on (one of the same rank changes nothing: `sending` after the hand-over's
+# `queued`, a second ending), counted once in its ledger; the delivery id. Looking the
 # provider id up and keeping the status in one script: the send's record (whose
 # transaction takes the early statuses) cannot come in between and leave one behind.
 _CALLBACK_TEXT = """
@@ -52,7 +54,7 @@ local key = ARGV[5] .. delivery
 local row = redis.call('HMGET', key, 'status', 'statement_id', 'channel')
 if not row[1] and not row[2] then return delivery end
 local current = row[1] or ''
-if (rank[new] or 0) < (rank[current] or 0) or new == current then return delivery end
+if (rank[new] or 0) <= (rank[current] or 0) then return delivery end
 redis.call('HSET', key, 'status', new, 'error_code', ARGV[3], 'updated_at', ARGV[4])
 local was, now = column[current] or current, column[new] or new
 if row[2] and row[2] ~= '' and was ~= now then
@@ -135,7 +137,7 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
                           now: datetime) -> list[str | None]:
     """Apply status callbacks, in one round trip whatever their number; for each, the
     delivery id, or None for a message not recorded yet (its status is kept until it is,
-    for a week: dispatch.provider_ids)."""
+    for :data:`PROVIDER_IDS_KEPT_S`)."""
     if not updates:
         return []
 

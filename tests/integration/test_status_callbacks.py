@@ -105,3 +105,25 @@ def test_of_two_callbacks_before_the_send_the_further_status_is_kept(
     kept, ttl, ids = asyncio.run(scenario())
     assert (kept, ids) == ("delivered", [None, None])
     assert PROVIDER_IDS_KEPT_S - 5 <= ttl <= PROVIDER_IDS_KEPT_S
+
+
+def test_a_callback_of_the_same_rank_changes_nothing(redis_server: Service) -> None:
+    """After the hand-over's `queued`: `sending` (rank 0 too) does not make the delivery
+    non-final again; `delivered` moves it on; a second ending, `undelivered`, does not undo
+    it. Each counted once: sent by the hand-over, delivered by the callback."""
+    async def scenario() -> tuple[str | None, dict[str, str]]:
+        redis = connect(redis_server.url)
+        try:
+            await redis.flushdb()
+            await redis.hset(KEYS.delivery("dq"), mapping={
+                "status": "queued", "statement_id": "STM-00002-1", "channel": "sms"})
+            await redis.set(KEYS.provider_message("SMQ"), "dq")
+            await redis.hset(KEYS.dispatch("STM-00002-1"), "sms:sent", 1)
+            for status in ("sending", "delivered", "undelivered"):
+                await record_statuses(redis, KEYS, [StatusUpdate("SMQ", status, "")], utcnow())
+            return (await redis.hget(KEYS.delivery("dq"), "status"),
+                    await redis.hgetall(KEYS.dispatch("STM-00002-1")))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == ("delivered", {"sms:sent": "1", "sms:delivered": "1"})

@@ -1,5 +1,5 @@
 """The pure rules of a fan-out: the ledger as read from its hash, who is not sent to any
-more, a provider's early callback, the rate limit's lanes, how stuck work is told, what a
+more, the column each status counts in, the rate limit's lanes, how stuck work is told, what a
 draft's SMS cost and when that needs a second approver."""
 
 from __future__ import annotations

@@ -231,8 +231,9 @@ def test_callbacks_sent_then_delivered_signed(sandbox: SmsSandbox, sync_client: 
     """A queued message posts signed callbacks sent then delivered, and fetch shows it;
     the sandbox's count says it is moving until its last callback is posted."""
     msg = send_with_callback(sync_client, receiver, "+84904444444")
+    # this one (and maybe an earlier test's, whose statuses still move), unless it is done
     moving = httpx.get(f"{url}/_sandbox/count").json()["moving"]
-    assert moving == 1 or len(receiver.hits.get("status", [])) == 2  # unless already done
+    assert moving >= 1 or len(receiver.hits.get("status", [])) == 2
     forms = receiver.wait("status", 2)
     assert msg.status == "queued"
     assert [f["MessageStatus"] for f in forms] == ["sent", "delivered"]

@@ -166,9 +166,9 @@ class Keys:
         return self._k("provider", provider_id)
 
     def early_callbacks(self) -> str:
-        """Hash provider id -> status of callbacks that came before we recorded the
-        send. Pruned: an entry is taken when the send is recorded; expires: the whole hash a
-        week after the latest early callback (dispatch.status_callbacks)."""
+        """Hash provider id -> `status|error code` of callbacks that came before we
+        recorded the send. Pruned: taken when the send is recorded; expires: the whole hash
+        a week after the latest early callback (dispatch.status_callbacks)."""
         return self._k("provider", "early")
 
     def opted_out(self, channel: str) -> str:

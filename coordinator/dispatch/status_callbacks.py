@@ -31,11 +31,11 @@ from coordinator.state import Pipeline, Redis, Script, run_pipeline
 # prefix and an id read here: one Redis, as Loa runs it (a cluster would need them
 # declared). Each status's progress and the column it is counted in are written into the
 # script (`_lua_table`).
-# A send not recorded yet: its status is kept as early (the further one, when two come
-# first), for the send's record to take; nil. Else the delivery moves to the status if it
-# is further on (one of the same rank changes nothing: `sending` after the hand-over's
-# `queued`, a second ending), counted once in its ledger; the delivery id. Looking the
-# provider id up and keeping the status in one script: the send's record (whose
+# A send not recorded yet: its status is kept as early, `status|error code` (the further
+# one, when two come first), for the send's record to take; nil. Else the delivery moves
+# to the status if it is further on (one of the same rank changes nothing: `sending` after
+# the hand-over's `queued`, a second ending), counted once in its ledger; the delivery id.
+# Looking the provider id up and keeping the status in one script: the send's record (whose
 # transaction takes the early statuses) cannot come in between and leave one behind.
 _CALLBACK_TEXT = """
 local rank = RANKS
@@ -44,8 +44,9 @@ local new = ARGV[2]
 local delivery = redis.call('GET', KEYS[1])
 if not delivery then
   local kept = redis.call('HGET', KEYS[2], ARGV[1])
+  if kept then kept = string.match(kept, '^[^|]*') end
   if not kept or (rank[new] or 0) > (rank[kept] or 0) then
-    redis.call('HSET', KEYS[2], ARGV[1], new)
+    redis.call('HSET', KEYS[2], ARGV[1], new .. '|' .. ARGV[3])
   end
   redis.call('EXPIRE', KEYS[2], ARGV[7])
   return false
@@ -81,23 +82,25 @@ _CALLBACK = Script(_CALLBACK_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _C
 
 # KEYS[1]: the early callbacks' hash, then the deliveries' hashes. ARGV: when, the ledger
 # key's prefix (as for _CALLBACK), then each delivery's provider id. For each delivery whose
-# provider id has an early status: take it (HDEL) and, if it is further on than the record
-# (strictly: the hand-over's answer stands against a callback of the same rank), move the
-# record to it and count it. Returns each delivery's status afterwards ('' untouched).
+# provider id has an early status (`status|error code`; a bare status as older releases kept
+# it): take it (HDEL) and, if it is further on than the record (strictly: the hand-over's
+# answer stands against a callback of the same rank), move the record to it, with its error
+# code, and count it. Returns each delivery's status afterwards ('' untouched).
 _TAKE_EARLY_TEXT = """
 local rank = RANKS
 local column = COLUMNS
 local out = {}
 for i = 2, #KEYS do
   local pid = ARGV[i + 1]
-  local early = redis.call('HGET', KEYS[1], pid)
+  local kept = redis.call('HGET', KEYS[1], pid)
   out[i - 1] = ''
-  if early then
+  if kept then
     redis.call('HDEL', KEYS[1], pid)
+    local early, code = string.match(kept, '^([^|]*)|?(.*)$')
     local row = redis.call('HMGET', KEYS[i], 'status', 'statement_id', 'channel')
     local current = row[1] or ''
     if (rank[early] or 0) > (rank[current] or 0) then
-      redis.call('HSET', KEYS[i], 'status', early, 'updated_at', ARGV[1])
+      redis.call('HSET', KEYS[i], 'status', early, 'error_code', code, 'updated_at', ARGV[1])
       local was, now = column[current] or current, column[early] or early
       if row[2] and row[2] ~= '' and was ~= now then
         redis.call('HINCRBY', ARGV[2] .. row[2], (row[3] or '') .. ':' .. now, 1)

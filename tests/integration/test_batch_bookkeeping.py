@@ -12,12 +12,14 @@ import dataclasses
 import pytest
 
 from channels.base import OutboundMessage, Receipt
+from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches
 from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.recovery import Recovered, recover
+from coordinator.dispatch.status_callbacks import record_statuses
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
 from coordinator.model.incident import Incident, IncidentStatus, Severity
 from coordinator.pipeline import Pipeline
@@ -70,15 +72,17 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
     """A batch's outcomes are written with their provider ids in one MULTI (a callback that
     finds a delivery by its id finds its record), and the callbacks that came before the
     sends were recorded (kept as early) are taken and applied there, strictly forward:
-    `delivered` over `queued` (counted once as sent, once as delivered), but not `accepted`
-    over `queued`, nor `sent` over a reconciled `delivered`."""
+    `delivered` over `queued` (counted once as sent, once as delivered), `undelivered` with
+    its error code, but not `accepted` over `queued`, nor `sent` over a reconciled
+    `delivered`."""
     requests = [DeliveryRequest(id=f"d-{n}", channel="sms", recipient=f"+8490000000{n}",
                                 text="x", purpose="statement", statement_id="S-2",
                                 subscriber_id=f"sub-{n}") for n in (1, 2, 3, 4)]
     for r in requests:
         await rt.redis.hset(rt.keys.delivery(r.id), mapping={"status": "sending"})
-    await rt.redis.hset(rt.keys.early_callbacks(), mapping={
-        "SM2": "delivered", "SM3": "accepted", "SM4": "sent"})
+    await record_statuses(rt.redis, rt.keys, [  # before the sends are recorded: kept
+        StatusUpdate("SM1", "undelivered", "30003"), StatusUpdate("SM2", "delivered", ""),
+        StatusUpdate("SM3", "accepted", ""), StatusUpdate("SM4", "sent", "")], utcnow())
     before = await execs(rt)
     run = batches._Run(rt, "S-2")
     run.add(requests)
@@ -88,12 +92,14 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
                                   provider_id=f"SM{n}"))
     assert await execs(rt) - before == 1
     assert [await rt.redis.hget(rt.keys.delivery(r.id), "status") for r in requests] == [
-        "queued", "delivered", "queued", "delivered"]
+        "undelivered", "delivered", "queued", "delivered"]
+    assert await rt.redis.hget(rt.keys.delivery("d-1"), "error_code") == "30003"
     assert [await rt.redis.get(rt.keys.provider_message(f"SM{n}")) for n in (1, 2, 3, 4)] == [
         "d-1", "d-2", "d-3", "d-4"]
     assert await rt.redis.hlen(rt.keys.early_callbacks()) == 0  # each taken, applied or not
     ledger = await rt.redis.hgetall(rt.keys.dispatch("S-2"))
-    assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("4", "2")
+    assert (ledger["sms:sent"], ledger["sms:delivered"], ledger["sms:failed"]) == (
+        "4", "2", "1")
 
 
 class _Answering:

@@ -101,6 +101,9 @@ async def send_kept_deliveries(requests: list[DeliveryRequest], send: Send) -> i
     return sent
 
 
+BUSY_WAIT_S = 5.0
+"""How long a delivery another live worker is handing over is waited for before this
+event leaves it to that worker."""
 _handing: set[str] = set()  # single deliveries this process is handing over now
 
 
@@ -125,6 +128,8 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryR
     if taken in FINAL:
         await rt.redis.hdel(rt.keys.deliveries_pending(), request.id)
         return Delivered(taken, "already handled")
+    if taken == "busy":
+        return Delivered("sending", "being handed over by another worker")
     channel = channels.get(request.channel)
     if channel is None:
         return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
@@ -138,15 +143,18 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryR
 
 
 async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime) -> str:
-    """Claim; while another live process is sending it, wait for its outcome (a rebalance
-    hands the same event to two consumers); after 30 s, take it over."""
-    for _ in range(30):
+    """Claim; while another live process is sending it (a rebalance hands the same event to
+    two consumers, or the recovery round sent it again while that process waits out a
+    provider's errors), wait up to :data:`BUSY_WAIT_S` for its outcome. Then `busy`: it is
+    that process's to finish. Taking it over would send it twice once both attempts got
+    through; should that process die, the delivery is still kept, and the recovery round's
+    next try finds it an orphan (``dispatch.recovery``)."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
         [taken] = await claim(rt, [request], request.channel, now)
-        if taken != "busy":
+        if taken != "busy" or time.monotonic() >= deadline:
             return taken
-        await asyncio.sleep(1.0)
-    [taken] = await claim(rt, [request], request.channel, now, take_over=True)
-    return taken
+        await asyncio.sleep(0.25)
 
 
 async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime

@@ -36,9 +36,9 @@ PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
 
 
 # KEYS: the deliveries; ARGV: owner (worker/instance), now, heartbeat key prefix, this
-# instance, channel, take over ('1': one a live worker is sending too), then each
-# delivery's addressee. Per delivery: its final status, `busy` (a live worker is sending
-# it), `orphan|<started>` (a dead one was) or `fresh`; the last two are now this owner's.
+# instance, channel, then each delivery's addressee. Per delivery: its final status, `busy`
+# (a live worker is sending it), `orphan|<started>` (a dead one was) or `fresh`; the last
+# two are now this owner's.
 # A delivery this very claim took (same owner, same `now`: the claim run again, as a
 # pipeline is after Redis lost a script) is `fresh` again, and changes nothing.
 _CLAIM = Script("""
@@ -58,14 +58,14 @@ for i, key in ipairs(KEYS) do
       local slash = string.find(owner, '/', 1, true) or (#owner + 1)
       local alive = redis.call('GET', ARGV[3] .. string.sub(owner, 1, slash - 1))
       local instance = string.sub(owner, slash + 1)
-      if alive and alive == instance and instance ~= ARGV[4] and ARGV[6] ~= '1' then
+      if alive and alive == instance and instance ~= ARGV[4] then
         claim = 'busy'
       else
         claim = 'orphan|' .. (row[3] or '')
       end
     end
     if claim ~= 'busy' then
-      redis.call('HSET', key, 'status', 'sending', 'channel', ARGV[5], 'to', ARGV[6 + i],
+      redis.call('HSET', key, 'status', 'sending', 'channel', ARGV[5], 'to', ARGV[5 + i],
                  'owner', ARGV[1])
       if claim == 'fresh' then redis.call('HSET', key, 'at', ARGV[2]) end
       redis.call('HINCRBY', key, 'attempts', 1)
@@ -172,23 +172,22 @@ async def reconcile(channel: Channel, message: OutboundMessage, started: str | N
         return None
 
 
-async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime,
-                take_over: bool = False) -> list[str]:
+async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime
+                ) -> list[str]:
     """Take deliveries for this process, in one script: each one's claim, `fresh`,
-    `orphan|<when it was started>` (left `sending` by a process that is gone; with
-    `take_over`, by a live one too), `busy` (another live process is sending it) or its
-    final status."""
+    `orphan|<when it was started>` (left `sending` by a process that is gone), `busy`
+    (another live process is sending it: never taken from it, since its hand-over may still
+    land) or its final status."""
     if not requests:
         return []
-    return claims_of(await _CLAIM(rt.redis, *_claim_args(rt, requests, channel, now,
-                                                        take_over)))
+    return claims_of(await _CLAIM(rt.redis, *_claim_args(rt, requests, channel, now)))
 
 
 def queue_claim(pipe: Pipeline, rt: Runtime, requests: list[DeliveryRequest], channel: str,
                 now: datetime) -> None:
     """:func:`claim`, queued in a pipeline run by ``state.run_pipeline`` (its reply:
     :func:`claims_of`); `requests` not empty."""
-    _CLAIM.queue(pipe, *_claim_args(rt, requests, channel, now, False))
+    _CLAIM.queue(pipe, *_claim_args(rt, requests, channel, now))
 
 
 def claims_of(reply: list[Any]) -> list[str]:
@@ -196,12 +195,11 @@ def claims_of(reply: list[Any]) -> list[str]:
     return [str(c) for c in reply]
 
 
-def _claim_args(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime,
-                take_over: bool) -> tuple[list[str], list[Any]]:
+def _claim_args(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime
+                ) -> tuple[list[str], list[Any]]:
     return [rt.keys.delivery(r.id) for r in requests], [
         f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
-        rt.keys.worker_heartbeat(""), rt.instance, channel, "1" if take_over else "0",
-        *[addressee(r) for r in requests]]
+        rt.keys.worker_heartbeat(""), rt.instance, channel, *[addressee(r) for r in requests]]
 
 
 def addressee(request: DeliveryRequest) -> str:

@@ -14,10 +14,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coordinator.keys import Keys
-from coordinator.state import Pipeline, Redis, Script, delete_if_still
+from coordinator.state import Pipeline, Redis, Script, delete_if_still, run_pipeline
 
 LOCK_TTL_MS = 30_000
 """How long the right to cut a statement's audience into batches lasts without a move."""
+
+# KEYS: the lock; ARGV: who asks (worker/instance), its lifetime (ms), the heartbeat key
+# prefix. Taken when free, or when its holder is gone (its worker's heartbeat missing or
+# naming another instance of it: restarted, or killed): a statement whose cutter died
+# goes out as soon as that is known, not once the lock has run out. Two cutters at once
+# (a holder alive after all) cut the same chunks from the same cursor: the deliveries'
+# ids and claims keep each one handed over once.
+_LOCK = Script("""
+local held = redis.call('GET', KEYS[1])
+if held then
+  if held == ARGV[1] then return 0 end
+  local slash = string.find(held, '/', 1, true) or (#held + 1)
+  local alive = redis.call('GET', ARGV[3] .. string.sub(held, 1, slash - 1))
+  if alive and alive == string.sub(held, slash + 1) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+""")
 
 # KEYS: ledger hash, done set, open index, the batch's numbers; ARGV: finished batch (or
 # ""), now, statement id. Marks the batch done (its numbers are not needed any more) and, when every
@@ -125,12 +143,14 @@ async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
 
 async def lock_and_read(redis: Redis, keys: Keys, statement_id: str, holder: str
                         ) -> tuple[bool, Ledger]:
-    """The right to cut the audience into batches (False while someone else has it), and
-    the ledger as read right after asking for it: one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(keys.dispatch_lock(statement_id), holder, nx=True, px=LOCK_TTL_MS)
+    """The right to cut the audience into batches (False while another live process has
+    it), and the ledger as read right after asking for it: one round trip."""
+    def fill(pipe: Pipeline) -> None:
+        _LOCK.queue(pipe, [keys.dispatch_lock(statement_id)],
+                    [holder, LOCK_TTL_MS, keys.worker_heartbeat("")])
         pipe.hgetall(keys.dispatch(statement_id))
-        taken, row = await pipe.execute()
+
+    taken, row = await run_pipeline(redis, fill)
     return bool(taken), Ledger.from_hash(statement_id, row)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import datetime
 
 import pytest
 
@@ -15,8 +16,8 @@ from channels.base import OutboundMessage, Receipt
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
-from coordinator.dispatch import batches
-from coordinator.dispatch.deliveries import deliver
+from coordinator.dispatch import batches, deliveries
+from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.status_callbacks import record_statuses
@@ -110,6 +111,22 @@ class _Answering:
 
     async def send(self, message: OutboundMessage) -> Receipt:
         return Receipt(delivery_id=message.id, provider_id="SM7", status="queued")
+
+
+class _Looking(_Answering):
+    """:class:`_Answering` that counts what it sends, and finds nothing when asked whether
+    an attempt cut off reached it."""
+
+    def __init__(self) -> None:
+        self.sent = self.looked_up = 0
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        self.sent += 1
+        return await super().send(message)
+
+    async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
+        self.looked_up += 1
+        return None
 
 
 async def test_a_single_delivery_takes_its_early_callback_with_its_outcome(
@@ -219,11 +236,11 @@ async def test_a_batch_another_worker_shares_is_marked_done_once_its_part_ends(
     assert await rt.redis.sismember(rt.keys.dispatch_done(statement.id), "sms:0")
 
 
-async def test_a_claim_says_whose_a_delivery_is_and_takes_over_only_when_told(
+async def test_a_claim_says_whose_a_delivery_is_and_never_takes_it_from_a_live_worker(
         rt: Runtime) -> None:
     """One script claims: fresh (stamped now), busy while another live process sends it
-    (nothing changes), an orphan with when it was first started once that process is gone
-    or when told to take over, and a final status as it is."""
+    (nothing changes), an orphan with when it was first started once that process is gone,
+    and a final status as it is."""
     request = DeliveryRequest(id="prompt:P-1", channel="sms", recipient="+84901000101",
                               text="Loa", purpose="prompt", person_id="nguyen-van-an")
     key = rt.keys.delivery(request.id)
@@ -235,17 +252,43 @@ async def test_a_claim_says_whose_a_delivery_is_and_takes_over_only_when_told(
     await rt.redis.hset(key, "owner", "w2/instance-2")  # another worker's, alive
     await rt.redis.set(rt.keys.worker_heartbeat("w2"), "instance-2")
     assert await claim(rt, [request], "sms", later) == ["busy"]
-    assert (await rt.redis.hgetall(key))["owner"] == "w2/instance-2"
-    assert await claim(rt, [request], "sms", later, take_over=True) == [
-        f"orphan|{first.isoformat()}"]
+    row = await rt.redis.hgetall(key)
+    assert (row["owner"], row["attempts"]) == ("w2/instance-2", "1")
+    await rt.redis.hset(key, "owner", "w3/instance-3")  # a worker with no heartbeat: gone
+    assert await claim(rt, [request], "sms", later) == [f"orphan|{first.isoformat()}"]
     row = await rt.redis.hgetall(key)
     assert (row["owner"], row["at"], row["attempts"]) == (
         f"{rt.settings.worker_id}/{rt.instance}", first.isoformat(), "2")
-    await rt.redis.hset(key, "owner", "w3/instance-3")  # a worker with no heartbeat: gone
-    assert await claim(rt, [request], "sms", later) == [f"orphan|{first.isoformat()}"]
     await rt.redis.hset(key, "status", "delivered")
     assert await claim(rt, [request], "sms", later) == ["delivered"]
-    assert (await rt.redis.hgetall(key))["attempts"] == "3"
+    assert (await rt.redis.hgetall(key))["attempts"] == "2"
+
+
+async def test_a_single_delivery_a_live_worker_is_sending_is_left_to_it(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt's event handled while another live worker is still handing the prompt over
+    (the recovery round sent it again while that worker waits out a provider's errors):
+    after a short wait it is left to that worker, kept for the recovery round, and not
+    sent; once that worker is gone, the next try looks for it at the provider and sends it
+    once."""
+    monkeypatch.setattr(deliveries, "BUSY_WAIT_S", 0.5)
+    request = DeliveryRequest(id="prompt:held", channel="sms", recipient="+84901000108",
+                              text="x", purpose="prompt", person_id="an")
+    key = rt.keys.delivery(request.id)
+    await keep_delivery(rt.redis, rt.keys, request)
+    await rt.redis.hset(key, mapping={"status": "sending", "owner": "w2/instance-2",
+                                      "at": utcnow().isoformat()})
+    await rt.redis.set(rt.keys.worker_heartbeat("w2"), "instance-2")
+    channel = _Looking()
+    done = await deliver(rt, {"sms": channel}, request, utcnow())  # type: ignore[dict-item]
+    assert (done.status, channel.sent) == ("sending", 0)
+    assert (await rt.redis.hgetall(key))["owner"] == "w2/instance-2"
+    assert await rt.redis.hexists(rt.keys.deliveries_pending(), request.id)
+
+    await rt.redis.delete(rt.keys.worker_heartbeat("w2"))  # that worker died
+    done = await deliver(rt, {"sms": channel}, request, utcnow())  # type: ignore[dict-item]
+    assert (done.status, channel.sent, channel.looked_up) == ("queued", 1, 1)
+    assert not await rt.redis.hexists(rt.keys.deliveries_pending(), request.id)
 
 
 async def _approved(rt: Runtime, tag: str, size: int
@@ -364,19 +407,22 @@ async def test_a_claim_run_again_is_the_same_claim(rt: Runtime) -> None:
 
 
 async def test_a_fan_out_locked_by_a_holder_that_never_started_stays_kept(rt: Runtime) -> None:
-    """Another worker took the right to cut the audience and died before recording
-    anything: the publication leaves the statement kept in the outbox (nothing else records
-    that it must go out), and once the lock is free, publishing it again fans it out."""
+    """Another worker took the right to cut the audience and has not recorded anything
+    yet: while it is alive, the publication leaves the statement kept in the outbox
+    (nothing else records that it must go out); once that worker is gone (its heartbeat
+    expired, the lock not yet), publishing it again takes the lock and fans it out."""
     rt, statement, sent, pipeline, channel = await _approved(rt, "HELD", 25)
     kept = statement_message_id(statement.id)
     await outbox.keep(rt.redis, rt.keys, {
         kept: (topics.STATEMENTS.name, statement.incident_id, statement.to_bytes())})
-    await rt.redis.set(rt.keys.dispatch_lock(statement.id), "worker-9/dead", px=30_000)
+    lock = rt.keys.dispatch_lock(statement.id)
+    await rt.redis.set(lock, "worker-9/instance-9", px=30_000)
+    await rt.redis.set(rt.keys.worker_heartbeat("worker-9"), "instance-9")
     await pipeline.publish(statement.to_bytes())
     assert sent == [] and channel.sent == 0
     assert await rt.redis.hexists(rt.keys.followups(), kept)
-    await rt.redis.delete(rt.keys.dispatch_lock(statement.id))  # expired
-    await pipeline.publish(statement.to_bytes())
+    await rt.redis.set(rt.keys.worker_heartbeat("worker-9"), "instance-10")  # restarted
+    await pipeline.publish(statement.to_bytes())  # the lock has 30 s to run still
     assert await pipeline.at_once.finish(5) == 0
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 25

@@ -24,7 +24,7 @@ from coordinator.pipeline import Pipeline
 from coordinator.queries import answers_expected
 from coordinator.reports.filing import resend_due
 from coordinator.runtime import Runtime
-from coordinator.state import delete_if_still
+from coordinator.state import Redis, delete_if_still
 from coordinator.statements.promises import sweep_promises
 
 log = obs.get_logger("worker")
@@ -53,6 +53,31 @@ async def beat(rt: Runtime) -> None:
     """Say this process is alive for the next :data:`HEARTBEAT_TTL_S`."""
     await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance,
                        ex=HEARTBEAT_TTL_S)
+
+
+async def twin_alive(redis: Redis, key: str, wait_s: float = HEARTBEAT_EVERY_S + 1.0) -> str:
+    """The instance of another live process beating at this heartbeat `key` ("" when none),
+    asked before a worker starts under that id: a heartbeat renewed while this waits
+    `wait_s` (longer than :data:`HEARTBEAT_EVERY_S`) is alive; one a process killed or
+    stopped just now left behind is not renewed, and runs out. Two processes of one id
+    would take each other's deliveries in flight for a dead one's, and send them twice."""
+    first, held = await _ttl_and_value(redis, key)
+    if first < 0:  # none (-2), or none that expires (-1: not a heartbeat Loa wrote)
+        return ""
+    log.info("a heartbeat of this worker id is there: waiting to see whether it is renewed",
+             key=key, seconds=wait_s)
+    await asyncio.sleep(wait_s)
+    second, now_held = await _ttl_and_value(redis, key)
+    renewed = second > first - wait_s * 1000 + 500 or (now_held not in (None, held))
+    return str(now_held) if now_held is not None and renewed else ""
+
+
+async def _ttl_and_value(redis: Redis, key: str) -> tuple[int, Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.pttl(key)
+        pipe.get(key)
+        ttl, value = await pipe.execute()
+    return int(ttl), value
 
 
 def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:

@@ -6,12 +6,16 @@ import asyncio
 
 import uvloop
 from prometheus_client import start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator import observability as obs
 from coordinator.broker import ensure_topics
+from coordinator.keys import Keys
 from coordinator.migrations.startup import check_layout_at_start
 from coordinator.runtime import build_runtime, settle_heap
 from coordinator.settings import Settings
+from coordinator.state import run_with_redis
 
 
 def run_worker(settings: Settings) -> None:
@@ -24,6 +28,7 @@ def run_worker(settings: Settings) -> None:
     # uvloop for the worker's loop and faust's consumer thread (which makes its own loop)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     check_layout_at_start(settings, "worker")
+    refuse_a_twin(settings)
     rt = build_runtime(settings)
     created = asyncio.run(ensure_topics(settings))
     if created:
@@ -39,3 +44,22 @@ def run_worker(settings: Settings) -> None:
     settle_heap()
     worker.execute_from_commandline()
 
+
+def refuse_a_twin(settings: Settings) -> None:
+    """Exit (SystemExit, with the reason) while another live process runs as this worker
+    id (`LOA_WORKER_ID`): see ``periodic.twin_alive``. When Redis does not answer, go on
+    (the worker retries Redis as it always has)."""
+    from coordinator.periodic import twin_alive
+
+    if not settings.redis_url:
+        return
+    key = Keys(settings.redis_prefix).worker_heartbeat(settings.worker_id)
+    try:
+        twin = run_with_redis(settings.redis_url, lambda redis: twin_alive(redis, key))
+    except (OSError, RedisConnectionError, RedisTimeoutError):
+        return
+    if twin:
+        raise SystemExit(
+            f"loa worker: another worker is running as {settings.worker_id!r} (its heartbeat "
+            f"{key} was renewed while this one waited): give each worker its own "
+            "LOA_WORKER_ID")

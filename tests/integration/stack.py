@@ -134,14 +134,19 @@ class Stack:
             return subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], env=env,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_worker(self, worker_id: str = "w1", **env: str) -> None:
-        """Start `loa worker` and wait until its heartbeat shows it alive."""
-        self.redis.delete(self.keys.worker_heartbeat(worker_id))
+    def start_worker(self, worker_id: str = "w1", keep_heartbeat: bool = False,
+                     **env: str) -> None:
+        """Start `loa worker` and wait until its heartbeat shows it alive (a heartbeat a
+        worker of that id left is cleared first, unless `keep_heartbeat`)."""
+        heartbeat = self.keys.worker_heartbeat(worker_id)
+        if not keep_heartbeat:
+            self.redis.delete(heartbeat)
+        left = self.redis.get(heartbeat)
         self.workers[worker_id] = self._spawn(
             f"worker-{worker_id}", ["worker"], {**self.env, "LOA_WORKER_ID": worker_id, **env})
         proc = self.workers[worker_id]
-        wait_for(lambda: proc.poll() is not None or self.redis.exists(
-            self.keys.worker_heartbeat(worker_id)), 60, f"worker {worker_id} to start")
+        wait_for(lambda: proc.poll() is not None or self.redis.get(heartbeat) not in (None, left),
+                 60, f"worker {worker_id} to start")
         assert proc.poll() is None, (self.root / f"worker-{worker_id}.log").read_text()[-3000:]
 
     def stop_worker(self, worker_id: str = "w1", sig: int = signal.SIGTERM) -> None:

@@ -96,6 +96,27 @@ def test_a_worker_restarted_mid_way_finishes_the_path_once(make_stack: MakeStack
     assert stack.redis.zcard(stack.keys.approvals()) == 1
 
 
+def test_a_second_worker_of_one_id_is_refused_but_a_dead_ones_heartbeat_stops_nothing(
+        make_stack: MakeStack) -> None:
+    """Two processes of one LOA_WORKER_ID would each take the other's deliveries in flight
+    for a dead worker's, and send them twice: the second refuses to start and names the
+    setting. A heartbeat a worker killed just now left behind is not renewed: a worker of
+    that id starts after all."""
+    stack = make_stack()
+    stack.start_worker("w1")
+    twin = subprocess.run([sys.executable, "-m", "coordinator.cli", "worker"],
+                          env={**stack.env, "LOA_WORKER_ID": "w1"}, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert twin.returncode == 1
+    assert "another worker is running as 'w1'" in twin.stderr, twin.stderr
+    assert "LOA_WORKER_ID" in twin.stderr
+    stack.stop_worker("w1", sig=signal.SIGKILL)
+    key = stack.keys.worker_heartbeat("w1")
+    assert stack.redis.pttl(key) > 5_000  # left behind by the killed worker
+    stack.start_worker("w1", keep_heartbeat=True)
+    assert stack.redis.pttl(key) > 8_000  # the new one's
+
+
 def test_replaying_every_topic_from_the_start_changes_nothing(make_stack: MakeStack) -> None:
     """A worker in a new consumer group reads every topic from offset 0: the state in Redis
     (incidents, timelines, approvals, statements, audit) stays exactly as it was."""

@@ -354,8 +354,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     # The clock starts when the approver decided (the decision's own time, taken by `loa
     # approve` once it has started), not when the CLI process was launched: its Python
     # start-up is not the fan-out's.
-    started = datetime.fromisoformat(r.hget(f"bench:approval:{approval}", "decided_at")
-                                     ).timestamp()
+    started = decided_at(r, approval)
     filed: list[str] = []
     filer = threading.Thread(target=file_during, args=(web_port, reporter, prompts, filed))
     filer.start()
@@ -402,6 +401,15 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "bare_clients_cpu_us_per_message": round(
                 bare_cpu / (2 * max(10_000, targeted)) * 1e6, 1) if bare else None,
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1)}
+
+
+def decided_at(r: SyncRedis, approval: str) -> float:
+    """When the approver decided (epoch seconds), as the approval record says."""
+    decided = r.hget(f"bench:approval:{approval}", "decided_at")
+    if not decided:
+        raise SystemExit(f"{approval} is not approved after `loa approve`: "
+                         f"{r.hget(f'bench:approval:{approval}', 'status')}")
+    return datetime.fromisoformat(decided).timestamp()
 
 
 def callbacks_settled(sms_url: str) -> float:
@@ -477,7 +485,10 @@ def main() -> None:
                    "LOA_SMTP_HOST": "127.0.0.1", "LOA_SMTP_PORT": str(smtp_port),
                    "LOA_WEB_PORT": str(web_port), "LOA_SMS_RATE_PER_S": str(args.sms_rate),
                    "LOA_EMAIL_RATE_PER_S": str(args.email_rate),
-                   "LOA_LINK_SECRET": LINK_SECRET, "LOA_SECRET_KEY": "bench-secret-key"}
+                   "LOA_LINK_SECRET": LINK_SECRET, "LOA_SECRET_KEY": "bench-secret-key",
+                   # one approval whatever the audience costs (what is measured is the
+                   # fan-out, not the second approval a large one needs)
+                   "LOA_SECOND_APPROVAL_ABOVE_SEGMENTS": "0"}
             procs.append(spawn(["sandbox", "sms", "--port", str(sms_port)], env,
                                root / "sms.log"))
             procs.append(spawn(["sandbox", "smtp", "--port", str(smtp_port), "--maildir",

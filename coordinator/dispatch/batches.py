@@ -30,6 +30,7 @@ from coordinator.dispatch.handover import (
     queue_counts,
     queue_outcome,
     reason_not_to_send,
+    release,
 )
 from coordinator.dispatch.ledger import settle
 from coordinator.dispatch.provider_ids import queue_provider_ids
@@ -112,8 +113,13 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
         else:
             orphan, _, started = claim.partition("|")
             async with gate:
-                outcome = await hand_over(rt, channel, request, orphan=orphan == "orphan",
-                                          started=started or None, wanted=run.wanted(request))
+                try:
+                    outcome = await hand_over(rt, channel, request, orphan=orphan == "orphan",
+                                              started=started or None,
+                                              wanted=run.wanted(request))
+                except Exception:
+                    await run.release([request])
+                    raise
         run.record(request, outcome)
         report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
 
@@ -280,7 +286,18 @@ class _Run:
         taken = self.outcomes[:]
         del self.outcomes[:len(taken)]
         if taken:
-            await _write(self.rt, self.statement_id, taken)
+            try:
+                await _write(self.rt, self.statement_id, taken)
+            except Exception:
+                await self.release([r for r, _ in taken])
+                raise
+
+    async def release(self, requests: list[DeliveryRequest]) -> None:
+        """Give up the claims of deliveries whose hand-over or record failed: whichever
+        worker runs the batch again looks for them at the provider (``handover.release``),
+        rather than finding them busy for as long as this worker lives."""
+        with contextlib.suppress(Exception):  # Redis away: they stay this worker's
+            await release(self.rt, requests)
 
     @contextlib.asynccontextmanager
     async def kept_up(self) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ again, once the provider has been asked whether the cut-off attempt got through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from coordinator.dispatch.handover import (
     claim,
     hand_over,
     queue_outcome,
+    release,
 )
 from coordinator.dispatch.provider_ids import queue_provider_ids
 from coordinator.dispatch.status_callbacks import queue_take_early, taken_early
@@ -130,7 +132,19 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryR
         return Delivered(taken, "already handled")
     if taken == "busy":
         return Delivered("sending", "being handed over by another worker")
-    channel = channels.get(request.channel)
+    try:
+        return await _send(rt, channels.get(request.channel), request, taken, now)
+    except Exception:
+        # Failed after the claim (Redis away while recording, say): released, so that
+        # whichever worker gets the event again does not find it busy for as long as this
+        # one lives. (Cut off by a stop it is not: the heartbeat's end covers that.)
+        with contextlib.suppress(Exception):
+            await release(rt, [request])
+        raise
+
+
+async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, taken: str,
+                now: datetime) -> Delivered:
     if channel is None:
         return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
                                                   "configured"), now)

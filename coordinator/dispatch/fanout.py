@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from coordinator import observability as obs
 from coordinator import topics
 from coordinator.dispatch.audience import queue_audience
 from coordinator.dispatch.ledger import (
@@ -31,11 +32,12 @@ from coordinator.dispatch.ledger import (
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.languages import Languages
 from coordinator.runtime import Runtime
-from coordinator.state import Redis
+from coordinator.state import Pipeline, Redis, transact
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.store import set_bits
 from coordinator.subscribers.unsubscribe import unsubscribe_token
 
+log = obs.get_logger("fanout")
 CHANNELS = ("sms", "email")
 WINDOW = 4096
 """Bytes of an audience bitmap read at a time (32,768 subscriber numbers)."""
@@ -106,9 +108,10 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     started (it may have died: the caller keeps the statement, to try again later).
     Interrupted, it resumes from the ledger's cursor.
 
-    A fresh fan-out's first batches are on their way after five round trips: the lock and
-    the ledger; the audience; the first chunk; the channels of its subscribers; the resolved
-    audience and the first chunk recorded, in one transaction."""
+    A fresh fan-out's first batches are on their way after seven round trips: the lock and
+    the ledger; the audience; the first chunk; the channels of its subscribers; the lock
+    watched and read, then the resolved audience and the first chunk recorded in one
+    transaction, if the lock is still this worker's."""
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
     taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
@@ -130,10 +133,11 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
                                statement.exercise, statement.drill_list, earlier)
                 pipe.bitcount(audience)
                 resolved = int((await pipe.execute())[-1])
-        targeted = await _cut(rt, statement, send, start, _Place(
+        targeted, through = await _cut(rt, statement, send, start, _Place(
             ledger.cursor if resolved is None else 0, ledger.chunks if resolved is None else 0,
             resolved, bool(ledger.withdrawn_at), holder), chunk)
-        await settle(rt.redis, keys, sid, time.time(), queued_all=True)
+        if through:  # else the worker that took the lock over goes on cutting
+            await settle(rt.redis, keys, sid, time.time(), queued_all=True)
         return targeted
     finally:
         await release_lock(rt.redis, keys, sid, holder)
@@ -153,28 +157,44 @@ class _Place:
 
 
 async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | None,
-               place: _Place, chunk: int) -> int:
+               place: _Place, chunk: int) -> tuple[int, bool]:
     """Cut chunks from the audience until it is through (the cursor -1) or the statement is
     withdrawn; each chunk is recorded, then its batches are sent (the first chunk's to
-    `start`, when given)."""
+    `start`, when given). How many deliveries it targeted, and False when it stopped
+    because another worker took the lock over."""
     keys, sid, targeted = rt.keys, statement.id, 0
     audience = keys.dispatch_audience(sid)
     cursor, number, resolved, withdrawn = (place.cursor, place.number, place.resolved,
                                            place.withdrawn)
+    lock = keys.dispatch_lock(sid)
     while cursor >= 0:
         if withdrawn:
-            return targeted
+            return targeted, True
         numbers, cursor = await next_chunk(rt.redis, audience, cursor, chunk)
         batches = await _by_channel(rt, numbers)
-        async with rt.redis.pipeline(transaction=True) as pipe:
-            if resolved is not None:  # the audience is complete: chunks are cut from it
-                queue_resolved(pipe, keys, sid, resolved, time.time())
-            queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(),
+
+        async def record(pipe: Pipeline, numbered: int = number, after: int = cursor,
+                         cut: dict[str, list[int]] = batches, whole: int | None = resolved,
+                         first: Start | None = start) -> bool:
+            # Only while the lock is still this cutter's: another worker takes it from one
+            # whose heartbeat is gone (`ledger.lock_and_read`), and two cutters recording
+            # the same chunk would count its batches twice (the fan-out never finishing).
+            if await pipe.get(lock) != place.holder:
+                return False
+            pipe.multi()
+            if whole is not None:  # the audience is complete: chunks are cut from it
+                queue_resolved(pipe, keys, sid, whole, time.time())
+            queue_chunk(pipe, keys, sid, numbered, after, cut, time.time(),
                         statement.incident_id)
-            if start is not None and batches:  # the recovery round knows whose they are
-                pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{place.holder}")
-            pipe.pexpire(keys.dispatch_lock(sid), LOCK_TTL_MS)
-            await pipe.execute()
+            if first is not None and cut:  # the recovery round knows whose they are
+                pipe.hset(keys.dispatch(sid), "at_once", f"{numbered}|{place.holder}")
+            pipe.pexpire(lock, LOCK_TTL_MS)
+            return True
+
+        if not await transact(rt.redis, [lock], record):
+            log.warning("fan-out taken over by another worker; this one stops cutting it",
+                        statement=sid, chunk=number)
+            return targeted, False
         for channel, members in batches.items():
             batch = DeliveryBatch(statement_id=sid, channel=channel,  # type: ignore[arg-type]
                                   incident_id=statement.incident_id, number=number)
@@ -184,7 +204,7 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
         number += 1
         if cursor >= 0:
             withdrawn = bool(await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"))
-    return targeted
+    return targeted, True
 
 
 async def next_chunk(redis: Redis, key: str, cursor: int, count: int) -> tuple[list[int], int]:

@@ -77,6 +77,18 @@ return out
 """)
 
 
+# KEYS: deliveries; ARGV: owner (worker/instance). Each still `sending` as this owner's
+# gets no owner: the next claim reads it as a dead worker's (an orphan, looked for at the
+# provider first), not as this live one's.
+_RELEASE = Script("""
+for _, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'owner')
+  if row[1] == 'sending' and row[2] == ARGV[1] then redis.call('HSET', key, 'owner', '') end
+end
+return 0
+""")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What came of handing a delivery over (before it is recorded)."""
@@ -181,6 +193,15 @@ async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now:
     if not requests:
         return []
     return claims_of(await _CLAIM(rt.redis, *_claim_args(rt, requests, channel, now)))
+
+
+async def release(rt: Runtime, requests: list[DeliveryRequest]) -> None:
+    """Give claims up that this process will not finish (its handling failed after the
+    claim): while it lives, no other worker would take them (`busy`); released, the next
+    claim looks for each at the provider before sending it."""
+    if requests:
+        await _RELEASE(rt.redis, [rt.keys.delivery(r.id) for r in requests],
+                       [f"{rt.settings.worker_id}/{rt.instance}"])
 
 
 def queue_claim(pipe: Pipeline, rt: Runtime, requests: list[DeliveryRequest], channel: str,

@@ -103,9 +103,11 @@ def queue_resolved(pipe: Pipeline, keys: Keys, statement_id: str, audience: int,
                    now: float) -> None:
     """Inside MULTI: the audience bitmap is complete; chunks are cut from its start (it
     resets the cursor and counts: queued before the first chunk's :func:`queue_chunk`)."""
-    pipe.hset(keys.dispatch(statement_id), mapping={
-        "resolved": "1", "audience": audience, "cursor": 0, "chunks": 0, "batches": 0,
-        "progress_at": now})
+    ledger = keys.dispatch(statement_id)
+    pipe.hset(ledger, mapping={"resolved": "1", "audience": audience, "cursor": 0, "chunks": 0,
+                               "batches": 0, "progress_at": now})
+    # what a cutter that lost the lock counted of chunk 0 (its batch is the same)
+    pipe.hdel(ledger, "targeted:sms", "targeted:email")
 
 
 def queue_chunk(pipe: Pipeline, keys: Keys, statement_id: str, number: int, cursor: int,

@@ -18,6 +18,7 @@ from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches, deliveries
 from coordinator.dispatch.deliveries import deliver, keep_delivery
+from coordinator.dispatch.fanout import fan_out
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.status_callbacks import record_statuses
@@ -143,6 +144,52 @@ async def test_a_single_delivery_takes_its_early_callback_with_its_outcome(
     assert await rt.redis.hget(rt.keys.delivery(request.id), "status") == "delivered"
     assert await rt.redis.get(rt.keys.provider_message("SM7")) == request.id
     assert not await rt.redis.hexists(rt.keys.early_callbacks(), "SM7")
+
+
+async def test_a_delivery_whose_record_failed_is_released_for_any_worker(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt handed over whose outcome could not be recorded (Redis away, say): its
+    claim is given up, so another worker that gets its event again looks for it at the
+    provider, rather than finding it busy for as long as this (live) worker runs."""
+    request = DeliveryRequest(id="prompt:released", channel="sms", recipient="+84901000109",
+                              text="x", purpose="prompt", person_id="an")
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
+    other = dataclasses.replace(rt, instance="instance-2")
+
+    async def unrecorded(*args: object) -> None:
+        raise RuntimeError("Redis went away while recording")
+
+    monkeypatch.setattr(deliveries, "_finish", unrecorded)
+    channel = _Looking()
+    with pytest.raises(RuntimeError):
+        await deliver(rt, {"sms": channel}, request, utcnow())  # type: ignore[dict-item]
+    assert channel.sent == 1
+    [taken] = await claim(other, [request], "sms", utcnow())
+    assert taken.startswith("orphan|"), taken
+
+
+async def test_a_batch_whose_outcomes_could_not_be_written_releases_them(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a batch: outcomes whose write failed leave their deliveries to
+    whichever worker runs the batch again, looked for at the provider first."""
+    request = DeliveryRequest(id="d-released", channel="sms", recipient="+84900000009",
+                              text="x", purpose="statement", statement_id="S-REL",
+                              subscriber_id="sub-9")
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
+    assert await claim(rt, [request], "sms", utcnow()) == ["fresh"]
+    other = dataclasses.replace(rt, instance="instance-2")
+    assert await claim(other, [request], "sms", utcnow()) == ["busy"]
+
+    async def unwritten(*args: object) -> None:
+        raise RuntimeError("Redis went away while recording")
+
+    monkeypatch.setattr(batches, "_write", unwritten)
+    run = batches._Run(rt, "S-REL")
+    run.record(request, Outcome("queued", "SM9", provider_id="SM9"))
+    with pytest.raises(RuntimeError):
+        await run.flush()
+    [taken] = await claim(other, [request], "sms", utcnow())
+    assert taken.startswith("orphan|"), taken
 
 
 class _Counting:
@@ -427,6 +474,28 @@ async def test_a_fan_out_locked_by_a_holder_that_never_started_stays_kept(rt: Ru
     await _consumed(pipeline, sent, statement)
     assert channel.sent == 25
     assert not await rt.redis.hexists(rt.keys.followups(), kept)
+
+
+async def test_a_cutter_whose_lock_was_taken_over_stops_and_counts_nothing_twice(
+        rt: Runtime) -> None:
+    """Another worker took the right to cut the fan-out over (this one's heartbeat had
+    lapsed) while this one was sending its first chunk's batch: this one records no more
+    chunks, and does not mark the fan-out cut through; the counters hold the one chunk it
+    recorded, for the new holder to go on from."""
+    rt, statement, sent, _, _ = await _approved(rt, "TAKEN", 30)
+    lock = rt.keys.dispatch_lock(statement.id)
+
+    async def send(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+        await rt.redis.set(lock, "worker-9/instance-9", px=30_000)  # taken over meanwhile
+
+    assert await fan_out(rt, statement, send) == 10
+    assert sent == [("dispatch.sms", f"{statement.id}:0")]
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("1", "1", "10")
+    assert "queued_all" not in ledger
+    assert await rt.redis.get(lock) == "worker-9/instance-9"  # left to its new holder
+    assert await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
 
 
 async def test_a_fan_out_withdrawn_before_it_started_reaches_nobody(rt: Runtime) -> None:

@@ -49,10 +49,16 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
     _register_answer_watch(app, rt)
 
 
-async def beat(rt: Runtime) -> None:
-    """Say this process is alive for the next :data:`HEARTBEAT_TTL_S`."""
-    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance,
-                       ex=HEARTBEAT_TTL_S)
+async def beat(rt: Runtime, first: bool = False) -> None:
+    """Say this process is alive for the next :data:`HEARTBEAT_TTL_S`. After the `first`
+    beat (which replaces whatever an earlier process of this id left), say loudly when it
+    named another process: two running under one LOA_WORKER_ID, started within seconds of
+    each other (past the check at start)."""
+    before = await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance,
+                                ex=HEARTBEAT_TTL_S, get=True)
+    if not first and before not in (None, rt.instance):
+        log.error("another process beats as this worker: give each its own LOA_WORKER_ID",
+                  worker=rt.settings.worker_id, other=before)
 
 
 async def twin_alive(redis: Redis, key: str, wait_s: float = HEARTBEAT_EVERY_S + 1.0) -> str:
@@ -60,7 +66,9 @@ async def twin_alive(redis: Redis, key: str, wait_s: float = HEARTBEAT_EVERY_S +
     asked before a worker starts under that id: a heartbeat renewed while this waits
     `wait_s` (longer than :data:`HEARTBEAT_EVERY_S`) is alive; one a process killed or
     stopped just now left behind is not renewed, and runs out. Two processes of one id
-    would take each other's deliveries in flight for a dead one's, and send them twice."""
+    would take each other's deliveries in flight for a dead one's, and send them twice.
+    Two started within a few seconds of each other both find none: :func:`beat` says so
+    once they beat."""
     first, held = await _ttl_and_value(redis, key)
     if first < 0:  # none (-2), or none that expires (-1: not a heartbeat Loa wrote)
         return ""
@@ -68,7 +76,7 @@ async def twin_alive(redis: Redis, key: str, wait_s: float = HEARTBEAT_EVERY_S +
              key=key, seconds=wait_s)
     await asyncio.sleep(wait_s)
     second, now_held = await _ttl_and_value(redis, key)
-    renewed = second > first - wait_s * 1000 + 500 or (now_held not in (None, held))
+    renewed = second > first - wait_s * 1000 + 500 or now_held != held
     return str(now_held) if now_held is not None and renewed else ""
 
 
@@ -97,9 +105,11 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
         # The first beat: from now on a delivery the previous instance of this worker left
         # in flight is an orphan (see dispatch.handover), not someone else's work.
         try:
+            first = True
             while True:
                 try:
-                    await beat(rt)
+                    await beat(rt, first)
+                    first = False
                 except Exception as exc:
                     log.warning("heartbeat failed", error=repr(exc))
                 await asyncio.sleep(HEARTBEAT_EVERY_S)

@@ -174,7 +174,10 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Ho_Chi_Minh"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "info"
-    worker_id: str = "worker-1"
+    worker_id: str = Field(
+        default="worker-1", pattern=r"^[A-Za-z0-9._:-]+$",
+        description="this worker's name, its own among the workers (letters, digits, . _ : -;"
+                    " a claim reads `worker/instance`, so no slash)")
     app_id: str = Field(default="loa", description="faust app id = the Kafka consumer group")
 
     @field_validator("trusted_proxies", mode="before")

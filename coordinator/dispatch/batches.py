@@ -328,11 +328,15 @@ class _Run:
         finally:
             stop.set()
             self.wake.set()
-            await ticker
-            # An outcome recorded while the ticker's last round was refreshing (after its
-            # flush) is written here: the batch is settled right after this, and nothing
-            # would come back for a delivery left in `sending`.
-            await self.flush()
+            try:
+                await ticker
+            finally:
+                # An outcome recorded while the ticker's last round was refreshing (after
+                # its flush) is written here: the batch is settled right after this, and
+                # nothing would come back for a delivery left in `sending`. So are those
+                # recorded after the ticker failed (its flush or refresh raised): written,
+                # or given up (see flush) if Redis still fails.
+                await self.flush()
 
 
 async def _write(rt: Runtime, statement_id: str,

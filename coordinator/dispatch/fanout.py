@@ -47,6 +47,8 @@ Start = Callable[[DeliveryBatch, list[int]], Awaitable[None]]
 through their lane."""
 
 
+_cutting: set[str] = set()  # statements whose audience this process is cutting now
+
 Texts = dict[tuple[str, str], RenderedText]
 """A statement's texts by (channel, language)."""
 
@@ -105,13 +107,27 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     each on its channel's lane (the first chunk's batches to `start` instead, when given);
     how many deliveries this call targeted: 0 when all is cut already, or another process
     is cutting it now; None when another process holds the right to cut it but has not
-    started (it may have died: the caller keeps the statement, to try again later).
+    started (it may have died), or this process is cutting it already: the caller keeps
+    the statement, to try again later.
     Interrupted, it resumes from the ledger's cursor.
 
     A fresh fan-out's first batches are on their way after seven round trips: the lock and
     the ledger; the audience; the first chunk; the channels of its subscribers; the lock
     watched and read, then the resolved audience and the first chunk recorded in one
     transaction, if the lock is still this worker's."""
+    if statement.id in _cutting:
+        # This process cuts it already (a recovery round while that cutter waits for the
+        # broker): the lock names both alike, and two cutters would count chunks twice.
+        return None
+    _cutting.add(statement.id)
+    try:
+        return await _fan_out(rt, statement, send, start)
+    finally:
+        _cutting.discard(statement.id)
+
+
+async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start | None
+                   ) -> int | None:
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
     taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
@@ -166,32 +182,13 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
     audience = keys.dispatch_audience(sid)
     cursor, number, resolved, withdrawn = (place.cursor, place.number, place.resolved,
                                            place.withdrawn)
-    lock = keys.dispatch_lock(sid)
     while cursor >= 0:
         if withdrawn:
             return targeted, True
         numbers, cursor = await next_chunk(rt.redis, audience, cursor, chunk)
         batches = await _by_channel(rt, numbers)
-
-        async def record(pipe: Pipeline, numbered: int = number, after: int = cursor,
-                         cut: dict[str, list[int]] = batches, whole: int | None = resolved,
-                         first: Start | None = start) -> bool:
-            # Only while the lock is still this cutter's: another worker takes it from one
-            # whose heartbeat is gone (`ledger.lock_and_read`), and two cutters recording
-            # the same chunk would count its batches twice (the fan-out never finishing).
-            if await pipe.get(lock) != place.holder:
-                return False
-            pipe.multi()
-            if whole is not None:  # the audience is complete: chunks are cut from it
-                queue_resolved(pipe, keys, sid, whole, time.time())
-            queue_chunk(pipe, keys, sid, numbered, after, cut, time.time(),
-                        statement.incident_id)
-            if first is not None and cut:  # the recovery round knows whose they are
-                pipe.hset(keys.dispatch(sid), "at_once", f"{numbered}|{place.holder}")
-            pipe.pexpire(lock, LOCK_TTL_MS)
-            return True
-
-        if not await transact(rt.redis, [lock], record):
+        if not await _record_chunk(rt, statement, place.holder, number, cursor, batches,
+                                   resolved, start is not None):
             log.warning("fan-out taken over by another worker; this one stops cutting it",
                         statement=sid, chunk=number)
             return targeted, False
@@ -205,6 +202,36 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
         if cursor >= 0:
             withdrawn = bool(await rt.redis.hexists(keys.dispatch(sid), "withdrawn_at"))
     return targeted, True
+
+
+async def _record_chunk(rt: Runtime, statement: Statement, holder: str, number: int,
+                        cursor: int, batches: dict[str, list[int]], resolved: int | None,
+                        at_once: bool) -> bool:
+    """Record chunk `number` (and the cursor after it) in one transaction, only while the
+    lock is still `holder`'s: another worker takes it from one whose heartbeat is gone
+    (`ledger.lock_and_read`), and two cutters recording the same chunk would count its
+    batches twice (the fan-out never finishing). A lock that ran out (a chunk's batches
+    waited long for the broker) and that nobody took is taken again, in the transaction
+    the WATCH guards. False: another holder has it."""
+    keys, sid = rt.keys, statement.id
+    lock = keys.dispatch_lock(sid)
+
+    async def body(pipe: Pipeline) -> bool:
+        held = await pipe.get(lock)
+        if held not in (None, holder):
+            return False
+        pipe.multi()
+        if held is None:
+            pipe.set(lock, holder, px=LOCK_TTL_MS)
+        if resolved is not None:  # the audience is complete: chunks are cut from it
+            queue_resolved(pipe, keys, sid, resolved, time.time())
+        queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(), statement.incident_id)
+        if at_once and batches:  # the recovery round knows whose they are
+            pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{holder}")
+        pipe.pexpire(lock, LOCK_TTL_MS)
+        return True
+
+    return await transact(rt.redis, [lock], body)
 
 
 async def next_chunk(redis: Redis, key: str, cursor: int, count: int) -> tuple[list[int], int]:

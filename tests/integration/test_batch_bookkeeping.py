@@ -498,6 +498,70 @@ async def test_a_cutter_whose_lock_was_taken_over_stops_and_counts_nothing_twice
     assert await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
 
 
+async def test_a_cutter_whose_lock_ran_out_takes_it_again_and_one_process_cuts_once(
+        rt: Runtime) -> None:
+    """The lock ran out while a chunk's batch waited for the broker, and nobody took it:
+    the cutter takes it again and cuts through. Meanwhile the same statement in the same
+    process (a recovery round) is left to that cutter (the lock names both alike): every
+    chunk is counted once."""
+    rt, statement, sent, _, _ = await _approved(rt, "RANOUT", 30)
+    lock = rt.keys.dispatch_lock(statement.id)
+    held, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_broker(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+        if len(sent) == 1:
+            await rt.redis.delete(lock)  # ran out while waiting
+            held.set()
+            await go_on.wait()
+
+    cutting = asyncio.create_task(fan_out(rt, statement, slow_broker))
+    await asyncio.wait_for(held.wait(), 5)
+    assert await fan_out(rt, statement, slow_broker) is None
+    go_on.set()
+    assert await cutting == 30
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("3", "3", "30")
+    assert "queued_all" in ledger
+    assert [key for _, key in sent] == [f"{statement.id}:{n}" for n in range(3)]
+
+
+async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's writer failed once (its outcomes given up, for another claim to look up
+    at the provider) and stopped: an outcome recorded after that is written as the batch
+    ends, not left `sending` under a live worker."""
+    first, later = (DeliveryRequest(id=f"d-after-{n}", channel="sms",
+                                    recipient=f"+8490000001{n}", text="x", purpose="statement",
+                                    statement_id="S-AFTER", subscriber_id=f"sub-1{n}")
+                    for n in (1, 2))
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
+    assert await claim(rt, [first, later], "sms", utcnow()) == ["fresh", "fresh"]
+    write = batches._write
+    calls = 0
+
+    async def once_failing(*args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("Redis went away while recording")
+        await write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batches, "_write", once_failing)
+    run = batches._Run(rt, "S-AFTER")
+    run.add([first, later])
+    with pytest.raises(RuntimeError):
+        async with run.kept_up():
+            run.record(first, Outcome("queued", "SM11", provider_id="SM11"))
+            for _ in range(100):  # until the writer has tried, failed and stopped
+                if calls:
+                    break
+                await asyncio.sleep(0.01)
+            run.record(later, Outcome("queued", "SM12", provider_id="SM12"))
+    assert (await rt.redis.hgetall(rt.keys.delivery(first.id)))["owner"] == ""
+    assert (await rt.redis.hgetall(rt.keys.delivery(later.id)))["status"] == "queued"
+
+
 async def test_a_fan_out_withdrawn_before_it_started_reaches_nobody(rt: Runtime) -> None:
     rt, statement, sent, pipeline, channel = await _approved(rt, "GONE", 25)
     await rt.redis.hset(rt.keys.dispatch(statement.id), "withdrawn_at", "2026-12-06T08:00:00")

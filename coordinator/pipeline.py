@@ -327,8 +327,8 @@ class Pipeline:
         queued = await fan_out(self.rt, statement, self.send,
                                lambda batch, numbers: self._start_batch(statement, batch, numbers))
         if queued is None:  # kept: the outbox's drain brings it back once the lock is free
-            log.warning("fan-out held by another worker that has not started it",
-                        statement=statement.id)
+            log.warning("fan-out held by another cutter (a worker that has not started it,"
+                        " or this one, still cutting it)", statement=statement.id)
             return
         # From here on the dispatch ledger is the fan-out's record (dispatch.recovery).
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])

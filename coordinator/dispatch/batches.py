@@ -329,7 +329,7 @@ class _Run:
             stop.set()
             self.wake.set()
             try:
-                await ticker
+                await asyncio.shield(ticker)  # a second cancel must not cut a write off
             finally:
                 # An outcome recorded while the ticker's last round was refreshing (after
                 # its flush) is written here: the batch is settled right after this, and

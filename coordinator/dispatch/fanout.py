@@ -47,7 +47,7 @@ Start = Callable[[DeliveryBatch, list[int]], Awaitable[None]]
 through their lane."""
 
 
-_cutting: set[str] = set()  # statements whose audience this process is cutting now
+_cutting: set[tuple[str, str]] = set()  # (holder, statement) being cut here now
 
 Texts = dict[tuple[str, str], RenderedText]
 """A statement's texts by (channel, language)."""
@@ -115,15 +115,16 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     the ledger; the audience; the first chunk; the channels of its subscribers; the lock
     watched and read, then the resolved audience and the first chunk recorded in one
     transaction, if the lock is still this worker's."""
-    if statement.id in _cutting:
+    cutter = (f"{rt.settings.worker_id}/{rt.instance}", statement.id)
+    if cutter in _cutting:
         # This process cuts it already (a recovery round while that cutter waits for the
         # broker): the lock names both alike, and two cutters would count chunks twice.
         return None
-    _cutting.add(statement.id)
+    _cutting.add(cutter)
     try:
         return await _fan_out(rt, statement, send, start)
     finally:
-        _cutting.discard(statement.id)
+        _cutting.discard(cutter)
 
 
 async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start | None
@@ -212,13 +213,19 @@ async def _record_chunk(rt: Runtime, statement: Statement, holder: str, number: 
     (`ledger.lock_and_read`), and two cutters recording the same chunk would count its
     batches twice (the fan-out never finishing). A lock that ran out (a chunk's batches
     waited long for the broker) and that nobody took is taken again, in the transaction
-    the WATCH guards. False: another holder has it."""
+    the WATCH guards, unless the ledger moved on meanwhile. False: another holder has it,
+    or had it and cut on."""
     keys, sid = rt.keys, statement.id
     lock = keys.dispatch_lock(sid)
 
     async def body(pipe: Pipeline) -> bool:
         held = await pipe.get(lock)
-        if held not in (None, holder):
+        chunks, through = await pipe.hmget(keys.dispatch(sid), ["chunks", "queued_all"])
+        # The ledger must be where this cutter left it: a lock taken back after another
+        # holder had it (and cut on, or through) would record its chunks again. A fresh
+        # resolution starts the counts over, whatever they were.
+        if held not in (None, holder) or through or (
+                resolved is None and int(chunks or 0) != number):
             return False
         pipe.multi()
         if held is None:

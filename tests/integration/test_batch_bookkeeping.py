@@ -18,7 +18,7 @@ from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batches, deliveries
 from coordinator.dispatch.deliveries import deliver, keep_delivery
-from coordinator.dispatch.fanout import fan_out
+from coordinator.dispatch.fanout import Send, fan_out
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.status_callbacks import record_statuses
@@ -498,13 +498,11 @@ async def test_a_cutter_whose_lock_was_taken_over_stops_and_counts_nothing_twice
     assert await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
 
 
-async def test_a_cutter_whose_lock_ran_out_takes_it_again_and_one_process_cuts_once(
-        rt: Runtime) -> None:
-    """The lock ran out while a chunk's batch waited for the broker, and nobody took it:
-    the cutter takes it again and cuts through. Meanwhile the same statement in the same
-    process (a recovery round) is left to that cutter (the lock names both alike): every
-    chunk is counted once."""
-    rt, statement, sent, _, _ = await _approved(rt, "RANOUT", 30)
+def _lock_runs_out_at_first_send(rt: Runtime, statement: Statement,
+                                 sent: list[tuple[str, str]]
+                                 ) -> tuple[Send, asyncio.Event, asyncio.Event]:
+    """A broker stand-in whose first send waits (until the test sets `go_on`), and during
+    which the fan-out's lock runs out (`held` is set then)."""
     lock = rt.keys.dispatch_lock(statement.id)
     held, go_on = asyncio.Event(), asyncio.Event()
 
@@ -515,14 +513,50 @@ async def test_a_cutter_whose_lock_ran_out_takes_it_again_and_one_process_cuts_o
             held.set()
             await go_on.wait()
 
+    return slow_broker, held, go_on
+
+
+async def test_a_cutter_whose_lock_ran_out_takes_it_again_and_one_process_cuts_once(
+        rt: Runtime) -> None:
+    """The lock ran out while a chunk's batch waited for the broker, and nobody took it:
+    the cutter takes it again and cuts through. Meanwhile the same statement in the same
+    process (a recovery round) is left to that cutter (the lock names both alike): every
+    chunk is counted once."""
+    rt, statement, sent, _, _ = await _approved(rt, "RANOUT", 30)
+    slow_broker, held, go_on = _lock_runs_out_at_first_send(rt, statement, sent)
     cutting = asyncio.create_task(fan_out(rt, statement, slow_broker))
-    await asyncio.wait_for(held.wait(), 5)
-    assert await fan_out(rt, statement, slow_broker) is None
-    go_on.set()
+    try:
+        await asyncio.wait_for(held.wait(), 5)
+        assert await fan_out(rt, statement, slow_broker) is None
+    finally:
+        go_on.set()
     assert await cutting == 30
     ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
     assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("3", "3", "30")
     assert "queued_all" in ledger
+    assert [key for _, key in sent] == [f"{statement.id}:{n}" for n in range(3)]
+
+
+async def test_a_cutter_that_takes_back_its_lock_after_another_cut_through_stops(
+        rt: Runtime) -> None:
+    """The lock ran out while a chunk's batch waited for the broker; another worker took it,
+    cut the rest through and let it go. The first cutter, back, finds the lock free but
+    the ledger moved on: it records nothing more, and every chunk is counted once."""
+    rt, statement, sent, _, _ = await _approved(rt, "AFTER", 30)
+    other = dataclasses.replace(rt, instance="instance-2")
+    slow_broker, held, go_on = _lock_runs_out_at_first_send(rt, statement, sent)
+    async def broker(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    cutting = asyncio.create_task(fan_out(rt, statement, slow_broker))
+    try:
+        await asyncio.wait_for(held.wait(), 5)
+        assert await fan_out(other, statement, broker) == 20  # chunks 1 and 2
+    finally:
+        go_on.set()
+    assert await cutting == 10
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("3", "3", "30")
     assert [key for _, key in sent] == [f"{statement.id}:{n}" for n in range(3)]
 
 
@@ -538,12 +572,11 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
     await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
     assert await claim(rt, [first, later], "sms", utcnow()) == ["fresh", "fresh"]
     write = batches._write
-    calls = 0
+    failed = asyncio.Event()
 
     async def once_failing(*args: object) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+        if not failed.is_set():
+            failed.set()
             raise RuntimeError("Redis went away while recording")
         await write(*args)  # type: ignore[arg-type]
 
@@ -553,10 +586,8 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
     with pytest.raises(RuntimeError):
         async with run.kept_up():
             run.record(first, Outcome("queued", "SM11", provider_id="SM11"))
-            for _ in range(100):  # until the writer has tried, failed and stopped
-                if calls:
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(failed.wait(), 5)  # the writer tried, failed and stopped
+            await asyncio.sleep(0.05)
             run.record(later, Outcome("queued", "SM12", provider_id="SM12"))
     assert (await rt.redis.hgetall(rt.keys.delivery(first.id)))["owner"] == ""
     assert (await rt.redis.hgetall(rt.keys.delivery(later.id)))["status"] == "queued"

@@ -24,6 +24,7 @@ from coordinator.dispatch.ledger import (
     LOCK_TTL_MS,
     lock_and_read,
     queue_chunk,
+    queue_cut_through,
     queue_open,
     queue_resolved,
     release_lock,
@@ -139,22 +140,17 @@ async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start |
             return 0
         resolved = None
         if not ledger.resolved and not ledger.withdrawn_at:
-            # An update, correction or all-clear also reaches everyone the incident's
-            # earlier statements reached, wherever its area now is.
-            earlier = keys.incident_reached(statement.incident_id) if statement.references \
-                else None
-            audience = keys.dispatch_audience(sid)
-            async with rt.redis.pipeline(transaction=True) as pipe:
-                queue_open(pipe, keys, sid, time.time())
-                queue_audience(pipe, keys, rt.city, statement.area, statement.kind, audience,
-                               statement.exercise, statement.drill_list, earlier)
-                pipe.bitcount(audience)
-                resolved = int((await pipe.execute())[-1])
+            if not await _guarded(rt, sid, holder, lambda pipe: _queue_resolution(
+                    rt, statement, pipe), fresh=True):
+                return None  # another cutter resolved it meanwhile: kept, tried again later
+            resolved = int(await rt.redis.bitcount(keys.dispatch_audience(sid)))
         targeted, through = await _cut(rt, statement, send, start, _Place(
             ledger.cursor if resolved is None else 0, ledger.chunks if resolved is None else 0,
             resolved, bool(ledger.withdrawn_at), holder), chunk)
-        if through:  # else the worker that took the lock over goes on cutting
-            await settle(rt.redis, keys, sid, time.time(), queued_all=True)
+        # Else the worker that took the lock over goes on cutting.
+        if through and await _guarded(rt, sid, holder,
+                                      lambda pipe: queue_cut_through(pipe, keys, sid)):
+            await settle(rt.redis, keys, sid, time.time())
         return targeted
     finally:
         await release_lock(rt.redis, keys, sid, holder)
@@ -222,10 +218,10 @@ async def _record_chunk(rt: Runtime, statement: Statement, holder: str, number: 
         held = await pipe.get(lock)
         chunks, through = await pipe.hmget(keys.dispatch(sid), ["chunks", "queued_all"])
         # The ledger must be where this cutter left it: a lock taken back after another
-        # holder had it (and cut on, or through) would record its chunks again. A fresh
-        # resolution starts the counts over, whatever they were.
-        if held not in (None, holder) or through or (
-                resolved is None and int(chunks or 0) != number):
+        # holder had it (and cut on, or through) would record its chunks again. (A fresh
+        # resolution's first chunk finds `chunks` unset: the resolution is recorded with
+        # it, and another cutter's resolution is refused while this one's stands.)
+        if held not in (None, holder) or through or int(chunks or 0) != number:
             return False
         pipe.multi()
         if held is None:
@@ -236,6 +232,42 @@ async def _record_chunk(rt: Runtime, statement: Statement, holder: str, number: 
         if at_once and batches:  # the recovery round knows whose they are
             pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{holder}")
         pipe.pexpire(lock, LOCK_TTL_MS)
+        return True
+
+    return await transact(rt.redis, [lock], body)
+
+
+def _queue_resolution(rt: Runtime, statement: Statement, pipe: Pipeline) -> None:
+    """Inside MULTI: the fan-out opened and its audience fixed in its bitmap. An update,
+    correction or all-clear also reaches everyone the incident's earlier statements
+    reached, wherever its area now is."""
+    keys, sid = rt.keys, statement.id
+    earlier = keys.incident_reached(statement.incident_id) if statement.references else None
+    queue_open(pipe, keys, sid, time.time())
+    queue_audience(pipe, keys, rt.city, statement.area, statement.kind,
+                   keys.dispatch_audience(sid), statement.exercise, statement.drill_list,
+                   earlier)
+
+
+async def _guarded(rt: Runtime, sid: str, holder: str, queue: Callable[[Pipeline], None],
+                   fresh: bool = False) -> bool:
+    """Queue the fan-out's resolution (`fresh`: the ledger must not be resolved yet) or its
+    end of cutting in a transaction under WATCH of the lock, only while the lock is
+    `holder`'s (one that ran out and nobody took is taken back) and the fan-out is not
+    finished: a cutter that stalled must not reopen a finished fan-out (the open index),
+    rebuild an audience another is cutting, or mark it cut through under another cutter.
+    False when it did not."""
+    keys = rt.keys
+    lock = keys.dispatch_lock(sid)
+
+    async def body(pipe: Pipeline) -> bool:
+        held = await pipe.get(lock)
+        resolved, finished = await pipe.hmget(keys.dispatch(sid), ["resolved", "finished_at"])
+        if held not in (None, holder) or finished or (fresh and resolved):
+            return False
+        pipe.multi()
+        pipe.set(lock, holder, px=LOCK_TTL_MS)
+        queue(pipe)
         return True
 
     return await transact(rt.redis, [lock], body)

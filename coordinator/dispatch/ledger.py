@@ -42,7 +42,10 @@ return 1
 # chunk is cut and every batch done, finishes the fan-out: one script, so two workers
 # finishing the last two batches cannot both miss it.
 _SETTLE = Script("""
-if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then return 1 end
+if redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  redis.call('ZREM', KEYS[3], ARGV[3])  -- put back by a cutter that stalled: it clears
+  return 1
+end
 if ARGV[1] ~= '' then
   redis.call('SADD', KEYS[2], ARGV[1])
   if KEYS[4] ~= KEYS[2] then redis.call('DEL', KEYS[4]) end
@@ -126,16 +129,17 @@ def queue_chunk(pipe: Pipeline, keys: Keys, statement_id: str, number: int, curs
     pipe.hset(ledger, mapping={"cursor": cursor, "chunks": number + 1, "progress_at": now})
 
 
+def queue_cut_through(pipe: Pipeline, keys: Keys, statement_id: str) -> None:
+    """Inside MULTI: every chunk is cut (the audience bitmap is not needed any more)."""
+    pipe.hset(keys.dispatch(statement_id), "queued_all", "1")
+    pipe.delete(keys.dispatch_audience(statement_id))
+
+
 async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
-                 done_batch: str = "", batch_key: str = "", queued_all: bool = False) -> bool:
-    """Record a finished batch (`channel:number`, its ids kept at `batch_key`) and/or that
-    every chunk is cut; True when the whole fan-out is finished (then it leaves the open
-    index)."""
-    if queued_all:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.dispatch(statement_id), "queued_all", "1")
-            pipe.delete(keys.dispatch_audience(statement_id))
-            await pipe.execute()
+                 done_batch: str = "", batch_key: str = "") -> bool:
+    """Record a finished batch (`channel:number`, its ids kept at `batch_key`), or see
+    whether the fan-out is finished: every chunk cut (:func:`queue_cut_through`) and every
+    batch done; True when it is (then it leaves the open index)."""
     finished = await _SETTLE(redis, [keys.dispatch(statement_id),
                                      keys.dispatch_done(statement_id), keys.dispatches_open(),
                                      batch_key or keys.dispatch_done(statement_id)],

@@ -16,10 +16,11 @@ from channels.base import OutboundMessage, Receipt
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
-from coordinator.dispatch import batches, deliveries
+from coordinator.dispatch import batches, deliveries, fanout
 from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.fanout import Send, fan_out
 from coordinator.dispatch.handover import Outcome, claim
+from coordinator.dispatch.ledger import Ledger, settle
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.status_callbacks import record_statuses
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
@@ -558,6 +559,32 @@ async def test_a_cutter_that_takes_back_its_lock_after_another_cut_through_stops
     ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
     assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("3", "3", "30")
     assert [key for _, key in sent] == [f"{statement.id}:{n}" for n in range(3)]
+
+
+async def test_a_cutter_that_stalled_before_resolving_does_not_reopen_a_finished_fan_out(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cutter read an empty ledger, then stalled past its heartbeat; another worker cut
+    the fan-out through and it finished. The first, back, neither reopens it (the open
+    index) nor rebuilds its audience; a stray open entry left by such a cutter clears at
+    the next settle."""
+    rt, statement, sent, pipeline, channel = await _approved(rt, "STALL", 30)
+    await pipeline.publish(statement.to_bytes())
+    await pipeline.at_once.finish(5)
+    await _consumed(pipeline, sent, statement)
+    assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
+    stale = Ledger.from_hash(statement.id, {})  # what it read before the others' cut
+
+    async def read_before(*args: object) -> tuple[bool, Ledger]:
+        return True, stale
+
+    monkeypatch.setattr(fanout, "lock_and_read", read_before)
+    assert await fan_out(rt, statement, pipeline.send) is None
+    assert await rt.redis.zscore(rt.keys.dispatches_open(), statement.id) is None
+    assert not await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
+    assert channel.sent == 30
+    await rt.redis.zadd(rt.keys.dispatches_open(), {statement.id: 1.0})  # as before the fix
+    assert await settle(rt.redis, rt.keys, statement.id, 2.0)
+    assert await rt.redis.zscore(rt.keys.dispatches_open(), statement.id) is None
 
 
 async def test_outcomes_recorded_after_the_writer_failed_are_still_written(

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.dispatch.audience import queue_audience
+from coordinator.dispatch.cut_lock import Hold, as_holder
 from coordinator.dispatch.ledger import (
-    LOCK_TTL_MS,
     lock_and_read,
     queue_chunk,
     queue_cut_through,
@@ -33,7 +33,7 @@ from coordinator.dispatch.ledger import (
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement
 from coordinator.languages import Languages
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Redis, transact
+from coordinator.state import Pipeline, Redis
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.store import set_bits
 from coordinator.subscribers.unsubscribe import unsubscribe_token
@@ -112,10 +112,11 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     the statement, to try again later.
     Interrupted, it resumes from the ledger's cursor.
 
-    A fresh fan-out's first batches are on their way after seven round trips: the lock and
-    the ledger; the audience; the first chunk; the channels of its subscribers; the lock
-    watched and read, then the resolved audience and the first chunk recorded in one
-    transaction, if the lock is still this worker's."""
+    A fresh fan-out's first batches are on their way after five round trips: the lock, the
+    ledger and the holder's heartbeat; the audience fixed and counted; the first chunk;
+    the channels of its subscribers; the first chunk recorded. Each write of the cutting
+    is made as the lock's holder (``cut_lock``): checked under WATCH (three round trips
+    more) once the hold is no longer sure, so that two cutters never count a chunk twice."""
     cutter = (f"{rt.settings.worker_id}/{rt.instance}", statement.id)
     if cutter in _cutting:
         # This process cuts it already (a recovery round while that cutter waits for the
@@ -132,24 +133,29 @@ async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start |
                    ) -> int | None:
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
-    taken, ledger = await lock_and_read(rt.redis, keys, sid, holder)
+    taken, ledger, heartbeat_ms = await lock_and_read(rt.redis, keys, sid, holder)
     if not taken:
         return 0 if ledger.started_at else None
+    hold = Hold.taken(holder, heartbeat_ms)
     try:
         if ledger.queued_all:
             return 0
         resolved = None
         if not ledger.resolved and not ledger.withdrawn_at:
-            if not await _guarded(rt, sid, holder, lambda pipe: _queue_resolution(
-                    rt, statement, pipe), fresh=True):
-                return None  # another cutter resolved it meanwhile: kept, tried again later
-            resolved = int(await rt.redis.bitcount(keys.dispatch_audience(sid)))
+            # Refused to a cutter that stalled: another resolved or finished it meanwhile.
+            replies = await as_holder(rt, sid, hold, lambda pipe: _queue_resolution(
+                rt, statement, pipe), lambda held, row: hold.refuses(held) or bool(
+                    {"resolved", "finished_at"} & row.keys()))
+            if replies is None:
+                return None  # kept, tried again later
+            resolved = int(replies[-1])
         targeted, through = await _cut(rt, statement, send, start, _Place(
             ledger.cursor if resolved is None else 0, ledger.chunks if resolved is None else 0,
-            resolved, bool(ledger.withdrawn_at), holder), chunk)
+            resolved, bool(ledger.withdrawn_at), hold), chunk)
         # Else the worker that took the lock over goes on cutting.
-        if through and await _guarded(rt, sid, holder,
-                                      lambda pipe: queue_cut_through(pipe, keys, sid)):
+        if through and await as_holder(
+                rt, sid, hold, lambda pipe: queue_cut_through(pipe, keys, sid),
+                lambda held, row: hold.refuses(held) or "finished_at" in row) is not None:
             await settle(rt.redis, keys, sid, time.time())
         return targeted
     finally:
@@ -160,13 +166,13 @@ async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start |
 class _Place:
     """Where a fan-out's cutting starts: the bit to cut from and the chunk's number; the
     audience's size when it was just resolved (recorded with the first chunk), whether the
-    ledger just read says it was withdrawn, and who is cutting (`worker/instance`)."""
+    ledger just read says it was withdrawn, and the cutter's hold of the lock."""
 
     cursor: int
     number: int
     resolved: int | None
     withdrawn: bool
-    holder: str
+    hold: Hold
 
 
 async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | None,
@@ -184,7 +190,7 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
             return targeted, True
         numbers, cursor = await next_chunk(rt.redis, audience, cursor, chunk)
         batches = await _by_channel(rt, numbers)
-        if not await _record_chunk(rt, statement, place.holder, number, cursor, batches,
+        if not await _record_chunk(rt, statement, place.hold, number, cursor, batches,
                                    resolved, start is not None):
             log.warning("fan-out taken over by another worker; this one stops cutting it",
                         statement=sid, chunk=number)
@@ -201,40 +207,26 @@ async def _cut(rt: Runtime, statement: Statement, send: Send, start: Start | Non
     return targeted, True
 
 
-async def _record_chunk(rt: Runtime, statement: Statement, holder: str, number: int,
+async def _record_chunk(rt: Runtime, statement: Statement, hold: Hold, number: int,
                         cursor: int, batches: dict[str, list[int]], resolved: int | None,
                         at_once: bool) -> bool:
-    """Record chunk `number` (and the cursor after it) in one transaction, only while the
-    lock is still `holder`'s: another worker takes it from one whose heartbeat is gone
-    (`ledger.lock_and_read`), and two cutters recording the same chunk would count its
-    batches twice (the fan-out never finishing). A lock that ran out (a chunk's batches
-    waited long for the broker) and that nobody took is taken again, in the transaction
-    the WATCH guards, unless the ledger moved on meanwhile. False: another holder has it,
-    or had it and cut on."""
+    """Record chunk `number` (and the cursor after it) in one transaction, as the lock's
+    holder (``cut_lock.as_holder``): refused when the lock is another's, or the ledger
+    moved on meanwhile (another holder cut on, or through: its chunks would be counted
+    twice, and the fan-out never finish). False when refused."""
     keys, sid = rt.keys, statement.id
-    lock = keys.dispatch_lock(sid)
 
-    async def body(pipe: Pipeline) -> bool:
-        held = await pipe.get(lock)
-        chunks, through = await pipe.hmget(keys.dispatch(sid), ["chunks", "queued_all"])
-        # The ledger must be where this cutter left it: a lock taken back after another
-        # holder had it (and cut on, or through) would record its chunks again. (A fresh
-        # resolution's first chunk finds `chunks` unset: the resolution is recorded with
-        # it, and another cutter's resolution is refused while this one's stands.)
-        if held not in (None, holder) or through or int(chunks or 0) != number:
-            return False
-        pipe.multi()
-        if held is None:
-            pipe.set(lock, holder, px=LOCK_TTL_MS)
+    def queue(pipe: Pipeline) -> None:
         if resolved is not None:  # the audience is complete: chunks are cut from it
             queue_resolved(pipe, keys, sid, resolved, time.time())
         queue_chunk(pipe, keys, sid, number, cursor, batches, time.time(), statement.incident_id)
         if at_once and batches:  # the recovery round knows whose they are
-            pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{holder}")
-        pipe.pexpire(lock, LOCK_TTL_MS)
-        return True
+            pipe.hset(keys.dispatch(sid), "at_once", f"{number}|{hold.holder}")
 
-    return await transact(rt.redis, [lock], body)
+    # A fresh resolution's first chunk finds `chunks` unset: the resolution is recorded
+    # with it, and another cutter's resolution is refused while this one's stands.
+    return await as_holder(rt, sid, hold, queue, lambda held, row: hold.refuses(held) or (
+        "queued_all" in row or int(row.get("chunks", 0)) != number)) is not None
 
 
 def _queue_resolution(rt: Runtime, statement: Statement, pipe: Pipeline) -> None:
@@ -247,30 +239,7 @@ def _queue_resolution(rt: Runtime, statement: Statement, pipe: Pipeline) -> None
     queue_audience(pipe, keys, rt.city, statement.area, statement.kind,
                    keys.dispatch_audience(sid), statement.exercise, statement.drill_list,
                    earlier)
-
-
-async def _guarded(rt: Runtime, sid: str, holder: str, queue: Callable[[Pipeline], None],
-                   fresh: bool = False) -> bool:
-    """Queue the fan-out's resolution (`fresh`: the ledger must not be resolved yet) or its
-    end of cutting in a transaction under WATCH of the lock, only while the lock is
-    `holder`'s (one that ran out and nobody took is taken back) and the fan-out is not
-    finished: a cutter that stalled must not reopen a finished fan-out (the open index),
-    rebuild an audience another is cutting, or mark it cut through under another cutter.
-    False when it did not."""
-    keys = rt.keys
-    lock = keys.dispatch_lock(sid)
-
-    async def body(pipe: Pipeline) -> bool:
-        held = await pipe.get(lock)
-        resolved, finished = await pipe.hmget(keys.dispatch(sid), ["resolved", "finished_at"])
-        if held not in (None, holder) or finished or (fresh and resolved):
-            return False
-        pipe.multi()
-        pipe.set(lock, holder, px=LOCK_TTL_MS)
-        queue(pipe)
-        return True
-
-    return await transact(rt.redis, [lock], body)
+    pipe.bitcount(keys.dispatch_audience(sid))  # the last reply: the audience's size
 
 
 async def next_chunk(redis: Redis, key: str, cursor: int, count: int) -> tuple[list[int], int]:

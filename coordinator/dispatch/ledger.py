@@ -148,16 +148,23 @@ async def settle(redis: Redis, keys: Keys, statement_id: str, now: float,
 
 
 async def lock_and_read(redis: Redis, keys: Keys, statement_id: str, holder: str
-                        ) -> tuple[bool, Ledger]:
+                        ) -> tuple[bool, Ledger, int]:
     """The right to cut the audience into batches (False while another live process has
-    it), and the ledger as read right after asking for it: one round trip."""
+    it), the ledger as read right after asking for it, and how long the holder's own
+    heartbeat has to run (ms; 0 when it does not name this holder): one round trip."""
+    worker, _, instance = holder.partition("/")
+    heartbeat = keys.worker_heartbeat(worker)
+
     def fill(pipe: Pipeline) -> None:
         _LOCK.queue(pipe, [keys.dispatch_lock(statement_id)],
                     [holder, LOCK_TTL_MS, keys.worker_heartbeat("")])
         pipe.hgetall(keys.dispatch(statement_id))
+        pipe.get(heartbeat)
+        pipe.pttl(heartbeat)
 
-    taken, row = await run_pipeline(redis, fill)
-    return bool(taken), Ledger.from_hash(statement_id, row)
+    taken, row, beating, left = await run_pipeline(redis, fill)
+    return (bool(taken), Ledger.from_hash(statement_id, row),
+            max(0, int(left)) if beating == instance else 0)
 
 
 async def release_lock(redis: Redis, keys: Keys, statement_id: str, holder: str) -> None:

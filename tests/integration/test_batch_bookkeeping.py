@@ -546,13 +546,10 @@ async def test_a_cutter_that_takes_back_its_lock_after_another_cut_through_stops
     rt, statement, sent, _, _ = await _approved(rt, "AFTER", 30)
     other = dataclasses.replace(rt, instance="instance-2")
     slow_broker, held, go_on = _lock_runs_out_at_first_send(rt, statement, sent)
-    async def broker(spec: topics.TopicSpec, key: str, value: bytes) -> None:
-        sent.append((spec.name, key))
-
     cutting = asyncio.create_task(fan_out(rt, statement, slow_broker))
     try:
         await asyncio.wait_for(held.wait(), 5)
-        assert await fan_out(other, statement, broker) == 20  # chunks 1 and 2
+        assert await fan_out(other, statement, _noting(sent)) == 20  # chunks 1 and 2
     finally:
         go_on.set()
     assert await cutting == 10
@@ -574,8 +571,8 @@ async def test_a_cutter_that_stalled_before_resolving_does_not_reopen_a_finished
     assert await rt.redis.hexists(rt.keys.dispatch(statement.id), "finished_at")
     stale = Ledger.from_hash(statement.id, {})  # what it read before the others' cut
 
-    async def read_before(*args: object) -> tuple[bool, Ledger]:
-        return True, stale
+    async def read_before(*args: object) -> tuple[bool, Ledger, int]:
+        return True, stale, 0  # and its hold not sure: its heartbeat had lapsed
 
     monkeypatch.setattr(fanout, "lock_and_read", read_before)
     assert await fan_out(rt, statement, pipeline.send) is None
@@ -585,6 +582,37 @@ async def test_a_cutter_that_stalled_before_resolving_does_not_reopen_a_finished
     await rt.redis.zadd(rt.keys.dispatches_open(), {statement.id: 1.0})  # as before the fix
     assert await settle(rt.redis, rt.keys, statement.id, 2.0)
     assert await rt.redis.zscore(rt.keys.dispatches_open(), statement.id) is None
+
+
+async def watches(rt: Runtime) -> int:
+    """How many WATCH commands this Redis has run so far."""
+    return int((await rt.redis.info("commandstats")).get("cmdstat_watch", {}).get("calls", 0))
+
+
+async def test_a_cutter_sure_of_its_lock_writes_without_watching_it(rt: Runtime) -> None:
+    """A cutter whose heartbeat had seconds to run when it took the lock cannot have lost
+    it yet: its writes are one round trip each, with no WATCH. Without a heartbeat to go
+    by, every write is checked under WATCH."""
+    rt, statement, sent, _, _ = await _approved(rt, "SURE", 30)
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=10)
+    before = await watches(rt)
+    assert await fan_out(rt, statement, _noting(sent)) == 30
+    assert await watches(rt) == before
+    ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
+    assert (ledger["chunks"], ledger["batches"], ledger["targeted:sms"]) == ("3", "3", "30")
+    assert "queued_all" in ledger
+
+    rt, statement, sent, _, _ = await _approved(rt, "UNSURE", 30)
+    await rt.redis.delete(rt.keys.worker_heartbeat(rt.settings.worker_id))
+    before = await watches(rt)
+    assert await fan_out(rt, statement, _noting(sent)) == 30
+    assert await watches(rt) - before == 5  # the resolution, three chunks, the end
+
+
+def _noting(sent: list[tuple[str, str]]) -> Send:
+    async def broker(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+    return broker
 
 
 async def test_outcomes_recorded_after_the_writer_failed_are_still_written(

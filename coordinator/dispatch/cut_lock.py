@@ -10,7 +10,8 @@ It is sure for as long as no other worker can have taken the lock: while this ho
 heartbeat, as read when it took the lock, and the lock itself cannot have run out (less
 :data:`SURE_MARGIN_S`). A fan-out is cut within a second or so, so its writes are
 mostly one round trip each; only a cutter that waited long (for the broker) pays the
-check.
+check. What this does not cover: two processes run under one `LOA_WORKER_ID` (refused at
+start, logged at each beat when they started together), and a jump of Redis's clock.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ class Hold:
     sure_until: float
 
     @classmethod
-    def taken(cls, holder: str, heartbeat_left_ms: int) -> Hold:
-        """The hold just taken, by a holder whose heartbeat had `heartbeat_left_ms` to run
-        (0: not this holder's, or none)."""
+    def taken(cls, holder: str, heartbeat_left_ms: int, asked_at: float) -> Hold:
+        """The hold taken by a holder whose heartbeat had `heartbeat_left_ms` to run (0: not
+        this holder's, or none) when it asked for the lock at `asked_at` (monotonic,
+        before the round trip: the window is not stretched by a late reply)."""
         window = min(heartbeat_left_ms, LOCK_TTL_MS) / 1000 - SURE_MARGIN_S
-        return cls(holder, time.monotonic() + max(0.0, window))
+        return cls(holder, asked_at + max(0.0, window))
 
     def sure(self) -> bool:
         """Whether no other worker can have taken the lock yet."""
@@ -67,8 +69,11 @@ async def as_holder(rt: Runtime, statement_id: str, hold: Hold,
     their replies, or None when `refuse` (asked under WATCH of the lock, unless the hold is
     sure) says no. A lock that ran out and that nobody took is taken back."""
     lock = rt.keys.dispatch_lock(statement_id)
-    if hold.sure():
-        async with rt.redis.pipeline(transaction=True) as pipe:
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        # The connection first (the pool may make a write wait, and the window pass), then
+        # whether the hold is still sure.
+        pipe.connection = await rt.redis.connection_pool.get_connection()
+        if hold.sure():
             queue(pipe)
             pipe.pexpire(lock, LOCK_TTL_MS)
             return list(await pipe.execute())[:-1]

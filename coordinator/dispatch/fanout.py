@@ -133,10 +133,11 @@ async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start |
                    ) -> int | None:
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
     holder = f"{rt.settings.worker_id}/{rt.instance}"
+    asked_at = time.monotonic()
     taken, ledger, heartbeat_ms = await lock_and_read(rt.redis, keys, sid, holder)
     if not taken:
         return 0 if ledger.started_at else None
-    hold = Hold.taken(holder, heartbeat_ms)
+    hold = Hold.taken(holder, heartbeat_ms, asked_at)
     try:
         if ledger.queued_all:
             return 0

@@ -163,11 +163,13 @@ def redis_problem(url: str, exc: Exception) -> str:
 
 
 async def transact(
-    redis: Redis, watch: list[str], body: Callable[[Pipeline], Awaitable[T]], attempts: int = 50
+    redis: Redis, watch: list[str], body: Callable[[Pipeline], Awaitable[T]], attempts: int = 50,
+    replies: list[Any] | None = None,
 ) -> T:
     """Run `body` as a compare-and-set: it reads (immediate mode), calls
-    ``pipe.multi()``, queues writes and returns its result; retried on a conflict.
-    Raises Contention when the keys keep changing under it."""
+    ``pipe.multi()``, queues writes and returns its result; retried on a conflict. The
+    writes' replies go to `replies`, when given. Raises Contention when the keys keep
+    changing under it."""
     for _ in range(attempts):
         async with redis.pipeline(transaction=True) as pipe:
             try:
@@ -175,7 +177,9 @@ async def transact(
                 result = await body(pipe)
                 if not pipe.explicit_transaction:
                     pipe.multi()
-                await pipe.execute()
+                done = await pipe.execute()
+                if replies is not None:
+                    replies[:] = done
                 return result
             except WatchError:
                 continue

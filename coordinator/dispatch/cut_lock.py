@@ -21,12 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from coordinator.dispatch.ledger import LOCK_TTL_MS
-from coordinator.errors import Contention
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline
+from coordinator.state import Pipeline, transact
 
 SURE_MARGIN_S = 1.0
 """Taken off the time a hold is sure: clocks, and the round trip that read it."""
@@ -77,19 +74,16 @@ async def as_holder(rt: Runtime, statement_id: str, hold: Hold,
             queue(pipe)
             pipe.pexpire(lock, LOCK_TTL_MS)
             return list(await pipe.execute())[:-1]
-    for _ in range(50):
-        async with rt.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(lock)
-                held = await pipe.get(lock)
-                values = await pipe.hmget(rt.keys.dispatch(statement_id), list(FIELDS))
-                ledger = {f: v for f, v in zip(FIELDS, values, strict=True) if v is not None}
-                if refuse(held, ledger):
-                    return None
-                pipe.multi()
-                queue(pipe)
-                pipe.set(lock, hold.holder, px=LOCK_TTL_MS)
-                return list(await pipe.execute())[:-1]
-            except WatchError:
-                continue
-    raise Contention(f"gave up after 50 conflicting attempts on {lock}")
+
+    async def checked(pipe: Pipeline) -> bool:
+        held = await pipe.get(lock)
+        values = await pipe.hmget(rt.keys.dispatch(statement_id), list(FIELDS))
+        if refuse(held, {f: v for f, v in zip(FIELDS, values, strict=True) if v is not None}):
+            return False
+        pipe.multi()
+        queue(pipe)
+        pipe.set(lock, hold.holder, px=LOCK_TTL_MS)
+        return True
+
+    replies: list[Any] = []
+    return replies[:-1] if await transact(rt.redis, [lock], checked, replies=replies) else None

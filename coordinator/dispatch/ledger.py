@@ -22,9 +22,8 @@ LOCK_TTL_MS = 30_000
 # KEYS: the lock; ARGV: who asks (worker/instance), its lifetime (ms), the heartbeat key
 # prefix. Taken when free, or when its holder is gone (its worker's heartbeat missing or
 # naming another instance of it: restarted, or killed): a statement whose cutter died
-# goes out as soon as that is known, not once the lock has run out. Two cutters at once
-# (a holder alive after all) cut the same chunks from the same cursor: the deliveries'
-# ids and claims keep each one handed over once.
+# goes out as soon as that is known, not once the lock has run out. A holder alive after
+# all writes nothing more under the new one (``dispatch.cut_lock``).
 _LOCK = Script("""
 local held = redis.call('GET', KEYS[1])
 if held then

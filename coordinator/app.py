@@ -45,6 +45,15 @@ KEYED_IN_FLIGHT = 16  # events of different keys handled at once on an ordered t
 BESIDE_GRACE_S = 5.0  # at shutdown, for the prompts being handed over at once
 
 
+def _stop_handing_over(pipeline: Pipeline) -> None:
+    """First thing at the stop: the batches under way hand nothing more over, so faust's
+    wait for the events under way lasts as long as the requests in flight."""
+    under_way = pipeline.stopping.begin()
+    if under_way:
+        log.info("stopping: batches under way give back what they have not handed over",
+                 batches=under_way)
+
+
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
     """The faust app with every agent of the pipeline registered."""
     assert settings.kafka_url
@@ -90,6 +99,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
     pipeline = Pipeline(rt, channels, send, timers.schedule,
                         bulk_lane(channels, settings, rt.redis, rt.keys))
 
+    app.when_stopping.append(lambda: _stop_handing_over(pipeline))
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         # Work handled at once gets a moment to finish (what is cut off is kept in Redis,

@@ -107,7 +107,15 @@ class App(faust.App):
     def __init__(self, *args: Any, fetch_wait_ms: int, idle_fetch_wait_ms: int,
                  **kwargs: Any) -> None:
         self.fetch_pace = FetchPace(fetch_wait_ms, idle_fetch_wait_ms)
+        # Told first thing when the app stops, before faust waits for the events under way
+        # to be handled (its `on_before_shutdown` comes only after that wait).
+        self.when_stopping: list[Callable[[], object]] = []
         super().__init__(*args, **kwargs)
+
+    async def on_stop(self) -> None:
+        for told in self.when_stopping:
+            told()
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         return transport_class(self.fetch_pace)(self.conf.broker_consumer, self)

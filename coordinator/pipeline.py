@@ -6,6 +6,7 @@ handlers read as the data flow: report -> incident -> plan -> decision -> public
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -29,6 +30,7 @@ from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.at_once import AtOnce
+from coordinator.dispatch.batch_run import Stopping
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import batch_lane, fan_out
@@ -64,6 +66,7 @@ from coordinator.statements.approved import statement_message_id
 from coordinator.statements.publication import approved_statement, publish_statement
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+HAND_ON_S = 2.0  # at the stop, for a batch left unfinished to go back on its topic
 M = TypeVar("M", bound=BaseModel)
 log = obs.get_logger("pipeline")
 _incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
@@ -82,6 +85,7 @@ class Pipeline:
         self.send = send
         self.schedule = schedule
         self.drainer = outbox.Drainer(rt.redis, rt.keys, send, rt.settings.resend_kept_after_s)
+        self.stopping = Stopping()  # begun by the worker's stop: batches hand nothing more over
         # Plans, prompts, single deliveries and a fan-out's first batches are done at once,
         # beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
@@ -247,9 +251,25 @@ class Pipeline:
 
     async def _deliver_batch(self, batch: DeliveryBatch,
                              cut: tuple[Statement, list[int]] | None = None) -> None:
-        report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow(), cut)
+        report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow(), cut,
+                                     self.stopping)
         log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
-                 batch=batch.number, outcomes=report.counts, done=report.done)
+                 batch=batch.number, outcomes=report.counts, done=report.done,
+                 given_back=report.left)
+        if self.stopping.begun and not report.done:
+            await self._hand_on(batch)
+
+    async def _hand_on(self, batch: DeliveryBatch) -> None:
+        """A batch this stopping worker did not finish goes back on its topic, for a worker
+        still running (or this one's next start, on a broker that keeps it); should that
+        fail, the recovery round finds it in the dispatch ledger once the fan-out stalls."""
+        spec, key = batch_lane(batch)
+        try:
+            await asyncio.wait_for(self.send(spec, key, batch.to_bytes()), HAND_ON_S)
+        except Exception as exc:
+            log.warning("batch not put back on its topic at stop; the recovery round resumes "
+                        "it", statement=batch.statement_id, batch=batch.number,
+                        error=repr(exc))
 
     async def recover(self) -> Recovered:
         """Finish the fan-outs and single deliveries the broker lost (``dispatch.recovery``)."""

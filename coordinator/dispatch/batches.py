@@ -11,35 +11,18 @@ provider (``dispatch.handover``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from channels.base import Channel
+from coordinator.dispatch.batch_run import BatchRun, Stopping
 from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_url
-from coordinator.dispatch.handover import (
-    FINAL,
-    Outcome,
-    claims_of,
-    hand_over,
-    queue_claim,
-    queue_counts,
-    queue_outcome,
-    reason_not_to_send,
-    release,
-)
+from coordinator.dispatch.handover import FINAL, Outcome, hand_over
 from coordinator.dispatch.ledger import settle
-from coordinator.dispatch.provider_ids import queue_provider_ids
-from coordinator.dispatch.status_callbacks import queue_take_early
-from coordinator.events import DeliveryBatch, DeliveryRequest, Statement, utcnow
+from coordinator.events import DeliveryBatch, DeliveryRequest, Statement
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, run_pipeline
 from coordinator.subscribers import store
-from coordinator.subscribers.store import queue_active
 
 CONCURRENCY = 32
 """Deliveries of one batch with the channel at once (each waits its turn at the rate limit)."""
@@ -51,14 +34,6 @@ SLICE = 64
 """Deliveries read and claimed at a time after the lead."""
 BUSY_WAIT_S = 2.0
 """How long a batch waits for the deliveries another live worker is handing over."""
-FLUSH_EVERY_S = 0.02
-"""How often outcomes are written: a crash loses at most this much bookkeeping (those
-deliveries are then reconciled with the provider)."""
-WITHDRAWN_EVERY_S = 0.25
-"""How stale a batch's knowledge that its statement was withdrawn may be at a hand-over."""
-LEAVERS_EVERY_S = 1.0
-"""How stale its knowledge of who said STOP or left may be (one round trip for the whole
-batch, its cost growing with the batch)."""
 
 _running: set[tuple[str, str]] = set()  # batches this process is working on now
 
@@ -69,27 +44,36 @@ class BatchReport:
 
     counts: dict[str, int] = field(default_factory=dict)
     done: bool = False
+    left: int = 0
+    """Deliveries given back at the worker's stop, not handed over: the batch is not done."""
 
 
 async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
-                        now: datetime, cut: tuple[Statement, list[int]] | None = None
-                        ) -> BatchReport:
+                        now: datetime, cut: tuple[Statement, list[int]] | None = None,
+                        stopping: Stopping | None = None) -> BatchReport:
     """Hand over every delivery of the batch not handed over yet; mark the batch done.
     `cut`: the statement and the batch's subscriber numbers, when its cutter hands it over
-    itself (else they are read from Redis)."""
+    itself (else they are read from Redis). Once `stopping` begins, nothing more is handed
+    over (see :class:`Stopping`), and the batch is left for another run."""
     name = f"{batch.channel}:{batch.number}"
     if (batch.statement_id, name) in _running:  # the same event twice here: one is enough
         return BatchReport()
+    stopping = stopping or Stopping()
+    if stopping.begun:
+        return BatchReport()
+    run = BatchRun(rt, batch.statement_id)
     _running.add((batch.statement_id, name))
+    stopping.runs.add(run)
     try:
-        return await _deliver(rt, channels, batch, name, now, cut)
+        return await _deliver(rt, channels, batch, name, now, cut, run)
     finally:
+        stopping.runs.discard(run)
         _running.discard((batch.statement_id, name))
 
 
 async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
-                   name: str, now: datetime, cut: tuple[Statement, list[int]] | None
-                   ) -> BatchReport:
+                   name: str, now: datetime, cut: tuple[Statement, list[int]] | None,
+                   run: BatchRun) -> BatchReport:
     loaded = await _load(rt, batch) if cut is None else cut
     if loaded is None:
         return BatchReport(done=True)  # done before, or the fan-out is finished
@@ -97,15 +81,10 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     channel = channels.get(batch.channel)
     report = BatchReport()
     gate = asyncio.Semaphore(CONCURRENCY)
-    run = _Run(rt, batch.statement_id)
-
-    busy: list[str] = []  # deliveries another live worker is handing over
 
     async def one(request: DeliveryRequest, claim: str) -> None:
-        if claim in FINAL or claim == "busy":
+        if claim in FINAL or claim == "busy":  # busy: another live worker is handing it over
             report.counts[claim] = report.counts.get(claim, 0) + 1
-            if claim == "busy":
-                busy.append(request.id)
             return
         if channel is None or run.unwanted.get(request.id):
             outcome = Outcome("skipped", run.unwanted.get(request.id)
@@ -123,25 +102,27 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
         run.record(request, outcome)
         report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
 
-    handing: list[asyncio.Task[None]] = []
     async with run.kept_up():
         try:
             # The lead is handed over while the rest is still being read and claimed.
-            for part in _parts(numbers):
+            for part in run.until_stopped(_parts(numbers)):
                 requests = await _requests(rt, statement, part, batch.channel)
                 # Who is not wanted any more, asked with the claim: nothing claimed idles.
                 claims = await run.refresh_and_claim(requests, batch.channel, now)
-                run.add(requests)
-                handing += [asyncio.create_task(one(r, c))
-                            for r, c in zip(requests, claims, strict=True)]
+                run.hand(requests, claims, one)
         finally:
             # Every hand-over under way ends here, even when one failed or reading the rest
             # did: one left running would be recorded by nobody and handed over again by
             # the batch's retry.
-            ended = await asyncio.gather(*handing, return_exceptions=True)
-    failed = next((e for e in ended if isinstance(e, BaseException)), None)
+            ended = await asyncio.gather(*run.handing.values(), return_exceptions=True)
+    failed = run.failure(ended)
     if failed is not None:
         raise failed
+    if run.cut or run.unread:  # the worker stops: the rest is for whichever runs it next
+        await run.give_back()
+        report.left = len(run.cut) + run.unread
+        return report
+    busy = run.claimed("busy")
     if not busy or await _ended(rt, busy):
         await settle(rt.redis, rt.keys, batch.statement_id, time.time(), done_batch=name,
                      batch_key=rt.keys.dispatch_batch(batch.statement_id, batch.channel,
@@ -206,154 +187,3 @@ async def _requests(rt: Runtime, statement: Statement, numbers: list[int], chann
     return requests
 
 
-class _Run:
-    """A batch being handed over: its outcomes, written every :data:`FLUSH_EVERY_S`, and
-    which of its deliveries are not wanted any more (withdrawn, STOP, left), asked of Redis
-    for the whole batch in one round trip now and then (:data:`WITHDRAWN_EVERY_S`,
-    :data:`LEAVERS_EVERY_S`) rather than once per delivery."""
-
-    def __init__(self, rt: Runtime, statement_id: str) -> None:
-        self.rt = rt
-        self.statement_id = statement_id
-        self.waiting: dict[str, DeliveryRequest] = {}  # not handed over, skipped or final yet
-        self.unwanted: dict[str, str] = {}  # delivery id -> why
-        self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
-        self.recorded = 0
-        self.wake = asyncio.Event()  # the ticker's: write now
-
-    def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
-        """The channel's last question before the hand-over (answered from memory)."""
-        async def ask() -> bool:
-            return request.id not in self.unwanted
-        return ask
-
-    def add(self, requests: list[DeliveryRequest]) -> None:
-        """Deliveries claimed for this run, to be handed over."""
-        self.waiting |= {r.id: r for r in requests}
-
-    def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
-        """Keep an outcome for the next write."""
-        self.waiting.pop(request.id, None)
-        self.outcomes.append((request, outcome))
-        self.recorded += 1
-        if self.recorded == 1:  # the batch's first outcome is written at once
-            self.wake.set()
-
-    async def refresh(self, withdrawn_only: bool = False) -> None:
-        """Ask Redis which waiting deliveries are not wanted any more: whether the statement
-        was withdrawn (one HEXISTS), and unless `withdrawn_only`, who said STOP or left."""
-        waiting = list(self.waiting.values())
-        if not waiting:
-            return
-        keys = self.rt.keys
-        if withdrawn_only:
-            if await self.rt.redis.hexists(keys.dispatch(self.statement_id), "withdrawn_at"):
-                self.unwanted |= {r.id: "statement withdrawn" for r in waiting}
-            return
-        self._note_unwanted(waiting, *await run_pipeline(
-            self.rt.redis, lambda pipe: self._queue_refresh(pipe, waiting)))
-
-    async def refresh_and_claim(self, requests: list[DeliveryRequest], channel: str,
-                                now: datetime) -> list[str]:
-        """:meth:`refresh` for `requests`, and their claims (``handover.claim``), in one
-        round trip."""
-        if not requests:
-            return []
-
-        def fill(pipe: Pipeline) -> None:
-            self._queue_refresh(pipe, requests)
-            queue_claim(pipe, self.rt, requests, channel, now)
-
-        opted_out, active, withdrawn, claimed = await run_pipeline(self.rt.redis, fill)
-        self._note_unwanted(requests, opted_out, active, withdrawn)
-        return claims_of(claimed)
-
-    def _queue_refresh(self, pipe: Pipeline, waiting: list[DeliveryRequest]) -> None:
-        keys = self.rt.keys
-        pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
-        queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
-        pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
-
-    def _note_unwanted(self, waiting: list[DeliveryRequest], opted_out: list[Any],
-                       active: list[Any], withdrawn: Any) -> None:
-        for r, out, on in zip(waiting, opted_out, active, strict=True):
-            why = reason_not_to_send(r, bool(out), bool(on), bool(withdrawn))
-            if why:
-                self.unwanted[r.id] = why
-
-    async def flush(self) -> None:
-        """Write the outcomes kept so far."""
-        taken = self.outcomes[:]
-        del self.outcomes[:len(taken)]
-        if taken:
-            try:
-                await _write(self.rt, self.statement_id, taken)
-            except Exception:
-                await self.release([r for r, _ in taken])
-                raise
-
-    async def release(self, requests: list[DeliveryRequest]) -> None:
-        """Give up the claims of deliveries whose hand-over or record failed: whichever
-        worker runs the batch again looks for them at the provider (``handover.release``),
-        rather than finding them busy for as long as this worker lives."""
-        with contextlib.suppress(Exception):  # Redis away: they stay this worker's
-            await release(self.rt, requests)
-
-    @contextlib.asynccontextmanager
-    async def kept_up(self) -> AsyncIterator[None]:
-        """While the block runs, write outcomes and refresh the wanted view now and then;
-        write what is left when it ends."""
-        stop = asyncio.Event()
-
-        async def tick() -> None:
-            # Never cancelled mid-write (a write cut off would lose its outcomes): told to
-            # stop, it writes what is left and ends.
-            checked = left_checked = time.monotonic()
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
-                self.wake.clear()
-                await self.flush()
-                now = time.monotonic()
-                if now - left_checked >= LEAVERS_EVERY_S:
-                    await self.refresh()
-                    checked = left_checked = now
-                elif now - checked >= WITHDRAWN_EVERY_S:
-                    await self.refresh(withdrawn_only=True)
-                    checked = now
-
-        ticker = asyncio.create_task(tick())
-        try:
-            yield
-        finally:
-            stop.set()
-            self.wake.set()
-            try:
-                await asyncio.shield(ticker)  # a second cancel must not cut a write off
-            finally:
-                # An outcome recorded while the ticker's last round was refreshing (after
-                # its flush) is written here: the batch is settled right after this, and
-                # nothing would come back for a delivery left in `sending`. So are those
-                # recorded after the ticker failed (its flush or refresh raised): written,
-                # or given up (see flush) if Redis still fails.
-                await self.flush()
-
-
-async def _write(rt: Runtime, statement_id: str,
-                 outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
-    """Record outcomes in one transaction: each delivery's record, counter and audit entry,
-    and the provider ids with them, so a status callback that finds a delivery by its
-    provider id finds its record written (one that came between the two, when the ids went
-    first, counted the delivery twice). A callback that came before (kept as early) is
-    taken and applied in the same transaction."""
-    pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
-    now = utcnow()
-    counts: Counter[tuple[str, str]] = Counter()
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        for request, outcome in outcomes:
-            queue_outcome(pipe, rt, request, outcome, now, counts)
-        queue_counts(pipe, counts)
-        pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
-        queue_provider_ids(pipe, rt.keys, pairs)
-        queue_take_early(pipe, rt.keys, pairs, now)
-        await pipe.execute()

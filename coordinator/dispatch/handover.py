@@ -77,13 +77,20 @@ return out
 """)
 
 
-# KEYS: deliveries; ARGV: owner (worker/instance). Each still `sending` as this owner's
-# gets no owner: the next claim reads it as a dead worker's (an orphan, looked for at the
-# provider first), not as this live one's.
+# KEYS: deliveries; ARGV: owner (worker/instance), then per delivery `1` when it was never
+# handed to a channel by anyone. Each still `sending` as this owner's gets no owner: the
+# next claim reads it as a dead worker's (an orphan, looked for at the provider first), not
+# as this live one's; one never handed over is as if never claimed (the next claim: fresh).
 _RELEASE = Script("""
-for _, key in ipairs(KEYS) do
+for i, key in ipairs(KEYS) do
   local row = redis.call('HMGET', key, 'status', 'owner')
-  if row[1] == 'sending' and row[2] == ARGV[1] then redis.call('HSET', key, 'owner', '') end
+  if row[1] == 'sending' and row[2] == ARGV[1] then
+    if ARGV[1 + i] == '1' then
+      redis.call('HDEL', key, 'status', 'owner', 'at')
+    else
+      redis.call('HSET', key, 'owner', '')
+    end
+  end
 end
 return 0
 """)
@@ -199,9 +206,18 @@ async def release(rt: Runtime, requests: list[DeliveryRequest]) -> None:
     """Give claims up that this process will not finish (its handling failed after the
     claim): while it lives, no other worker would take them (`busy`); released, the next
     claim looks for each at the provider before sending it."""
+    await give_back(rt, requests, [False] * len(requests))
+
+
+async def give_back(rt: Runtime, requests: list[DeliveryRequest], untouched: list[bool]
+                    ) -> None:
+    """:func:`release`, where a delivery `untouched` (claimed fresh, and cut off before its
+    channel's turn came: nobody ever handed it over) is as if never claimed; the next claim
+    finds it fresh, and sends it without looking for it at the provider."""
     if requests:
         await _RELEASE(rt.redis, [rt.keys.delivery(r.id) for r in requests],
-                       [f"{rt.settings.worker_id}/{rt.instance}"])
+                       [f"{rt.settings.worker_id}/{rt.instance}",
+                        *("1" if u else "0" for u in untouched)])
 
 
 def queue_claim(pipe: Pipeline, rt: Runtime, requests: list[DeliveryRequest], channel: str,

@@ -12,11 +12,12 @@ from datetime import datetime
 
 import pytest
 
-from channels.base import OutboundMessage, Receipt
+from channels.base import OutboundMessage, Receipt, still_wanted
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
-from coordinator.dispatch import batches, deliveries, fanout
+from coordinator.dispatch import batch_run, batches, deliveries, fanout
+from coordinator.dispatch.batch_run import Stopping
 from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.fanout import Send, fan_out
 from coordinator.dispatch.handover import Outcome, claim
@@ -34,7 +35,7 @@ from coordinator.subscribers.store import canonical_id, queue_write
 pytestmark = pytest.mark.integration
 
 
-class _HeldRefresh(batches._Run):
+class _HeldRefresh(batch_run.BatchRun):
     """A batch whose refreshes wait until the test lets them go, so that an outcome can be
     recorded exactly while the writer's round is between its flush and its next check."""
 
@@ -87,7 +88,7 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
         StatusUpdate("SM1", "undelivered", "30003"), StatusUpdate("SM2", "delivered", ""),
         StatusUpdate("SM3", "accepted", ""), StatusUpdate("SM4", "sent", "")], utcnow())
     before = await execs(rt)
-    run = batches._Run(rt, "S-2")
+    run = batch_run.BatchRun(rt, "S-2")
     run.add(requests)
     async with run.kept_up():
         for n, r in enumerate(requests, 1):  # all before the writer runs: one write
@@ -184,8 +185,8 @@ async def test_a_batch_whose_outcomes_could_not_be_written_releases_them(
     async def unwritten(*args: object) -> None:
         raise RuntimeError("Redis went away while recording")
 
-    monkeypatch.setattr(batches, "_write", unwritten)
-    run = batches._Run(rt, "S-REL")
+    monkeypatch.setattr(batch_run, "_write", unwritten)
+    run = batch_run.BatchRun(rt, "S-REL")
     run.record(request, Outcome("queued", "SM9", provider_id="SM9"))
     with pytest.raises(RuntimeError):
         await run.flush()
@@ -252,6 +253,80 @@ async def test_a_batch_hands_its_lead_over_before_reading_the_rest(rt: Runtime) 
         statement_id=statement.id, channel="sms", incident_id="INC-LEAD", number=0), utcnow())
     assert channel.claimed_at_first == batches.LEAD
     assert channel.sent == 300 and report.counts == {"queued": 300} and report.done
+
+
+class _Held:
+    """An SMS channel whose first message gets its turn at once and then stays with the
+    provider until the test lets it go; every other one waits for its turn (as at a rate
+    limit) for ever."""
+
+    name = "sms"
+    max_length = None
+
+    def __init__(self) -> None:
+        self.with_provider = asyncio.Event()
+        self.let_go = asyncio.Event()
+        self.waiting = 0
+        self.handed: list[str] = []
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if self.handed:
+            self.waiting += 1
+            await asyncio.Event().wait()  # its turn never comes
+        await still_wanted(message)
+        self.handed.append(message.id)
+        self.with_provider.set()
+        await self.let_go.wait()
+        return Receipt(message.id, "SM1", "queued")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runtime) -> None:
+    """The worker stops while one SMS of a batch is with the provider and the rest wait for
+    their turn: that one ends and is recorded; the others are given back, those never
+    handed over by anyone as if never claimed, a dead worker's orphan as an orphan (looked
+    for at the provider by the next run); and the batch is not done."""
+    statement, subs = await _stored_batch(rt, "STOP", 10)
+    ids = [f"{statement.id}:sms:{s.id}" for s in subs]
+    await rt.redis.hset(rt.keys.delivery(ids[-1]), mapping={  # a dead worker's, in flight
+        "status": "sending", "owner": "gone-worker/gone", "at": "2026-12-01T08:00:00+00:00"})
+    channel = _Held()
+    stopping = Stopping()
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
+        utcnow(), stopping=stopping))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    for _ in range(100):
+        if channel.waiting == 9:
+            break
+        await asyncio.sleep(0.01)
+    assert channel.waiting == 9
+    assert stopping.begin() == 1
+    channel.let_go.set()
+    report = await asyncio.wait_for(batch, 5)
+
+    assert report.counts == {"queued": 1} and report.left == 9 and not report.done
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    [handed] = channel.handed
+    assert rows.pop(handed)["status"] == "queued"
+    orphan = rows.pop(ids[-1])
+    assert (orphan["status"], orphan["owner"], orphan["at"]) == (
+        "sending", "", "2026-12-01T08:00:00+00:00")
+    assert all("status" not in row and "owner" not in row for row in rows.values()), rows
+    assert not await rt.redis.sismember(rt.keys.dispatch_done(statement.id), "sms:0")
+    # The next run sends the eight as fresh, and looks for the orphan first.
+    claims = await claim(rt, [DeliveryRequest(id=i, channel="sms", recipient="+84900000000",
+                                              text="x", purpose="statement",
+                                              statement_id=statement.id)
+                              for i in [*rows, ids[-1]]], "sms", utcnow())
+    assert claims[:8] == ["fresh"] * 8 and claims[8] == "orphan|2026-12-01T08:00:00+00:00"
+    # A stopped worker starts no batch.
+    later = await batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
+        utcnow(), stopping=stopping)
+    assert later == batches.BatchReport() and len(channel.handed) == 1
 
 
 async def test_a_batch_another_worker_shares_is_marked_done_once_its_part_ends(
@@ -626,7 +701,7 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
                     for n in (1, 2))
     await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
     assert await claim(rt, [first, later], "sms", utcnow()) == ["fresh", "fresh"]
-    write = batches._write
+    write = batch_run._write
     failed = asyncio.Event()
 
     async def once_failing(*args: object) -> None:
@@ -635,8 +710,8 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
             raise RuntimeError("Redis went away while recording")
         await write(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batches, "_write", once_failing)
-    run = batches._Run(rt, "S-AFTER")
+    monkeypatch.setattr(batch_run, "_write", once_failing)
+    run = batch_run.BatchRun(rt, "S-AFTER")
     run.add([first, later])
     with pytest.raises(RuntimeError):
         async with run.kept_up():

@@ -1,0 +1,275 @@
+"""A batch being handed over (``dispatch.batches``): its outcomes, written a few dozen at a
+time; which of its deliveries are not wanted any more; and the worker's stop, at which it
+hands nothing more over."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from datetime import datetime
+from typing import Any
+
+from coordinator.dispatch.handover import (
+    Outcome,
+    claims_of,
+    give_back,
+    queue_claim,
+    queue_counts,
+    queue_outcome,
+    reason_not_to_send,
+    release,
+)
+from coordinator.dispatch.provider_ids import queue_provider_ids
+from coordinator.dispatch.status_callbacks import queue_take_early
+from coordinator.events import DeliveryRequest, utcnow
+from coordinator.runtime import Runtime
+from coordinator.state import Pipeline, run_pipeline
+from coordinator.subscribers.store import queue_active
+
+FLUSH_EVERY_S = 0.02
+"""How often outcomes are written: a crash loses at most this much bookkeeping (those
+deliveries are then reconciled with the provider)."""
+WITHDRAWN_EVERY_S = 0.25
+"""How stale a batch's knowledge that its statement was withdrawn may be at a hand-over."""
+LEAVERS_EVERY_S = 1.0
+"""How stale its knowledge of who said STOP or left may be (one round trip for the whole
+batch, its cost growing with the batch)."""
+
+
+class Stopping:
+    """A worker's stop, told to the batches it runs. Each then hands nothing more over: a
+    delivery still waiting for its turn (at the batch's gate or the rate limit) is cut off
+    and given back, one the provider has been asked about ends as it would have. So a stop
+    takes as long as the requests in flight, not as long as the rest of the batch at the
+    provider's rate (minutes, at a few SMS a second)."""
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.runs: set[BatchRun] = set()
+
+    def begin(self) -> int:
+        """From now on, nothing more is handed over; how many batches were under way."""
+        self.begun = True
+        for run in list(self.runs):
+            run.stop()
+        return len(self.runs)
+
+
+class BatchRun:
+    """A batch being handed over: its outcomes, written every :data:`FLUSH_EVERY_S`, and
+    which of its deliveries are not wanted any more (withdrawn, STOP, left), asked of Redis
+    for the whole batch in one round trip now and then (:data:`WITHDRAWN_EVERY_S`,
+    :data:`LEAVERS_EVERY_S`) rather than once per delivery."""
+
+    def __init__(self, rt: Runtime, statement_id: str) -> None:
+        self.rt = rt
+        self.statement_id = statement_id
+        self.waiting: dict[str, DeliveryRequest] = {}  # not handed over, skipped or final yet
+        self.unwanted: dict[str, str] = {}  # delivery id -> why
+        self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
+        self.recorded = 0
+        self.wake = asyncio.Event()  # the ticker's: write now
+        # The stop: each delivery's hand-over (its task) until its channel's turn came
+        # (`turned`: from then on the provider may have it); those cut off before theirs.
+        self.stopped = False
+        self.handing: dict[str, asyncio.Task[None]] = {}
+        self.claims: dict[str, str] = {}
+        self.unread = 0  # subscribers of the batch not read when the worker stopped
+        self.turned: set[str] = set()
+        self.cut: dict[str, DeliveryRequest] = {}
+
+    def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
+        """The channel's last question before the hand-over (answered from memory); from
+        its answer on, the delivery may be with the provider, and a stop lets it end."""
+        async def ask() -> bool:
+            self.turned.add(request.id)
+            return request.id not in self.unwanted
+        return ask
+
+    def add(self, requests: list[DeliveryRequest]) -> None:
+        """Deliveries claimed for this run, to be handed over."""
+        self.waiting |= {r.id: r for r in requests}
+
+    def until_stopped(self, parts: list[list[int]]) -> Iterator[list[int]]:
+        """The batch's parts (of subscriber numbers) in turn, until the worker stops; how
+        many subscribers were not read then: :attr:`unread`."""
+        self.unread = sum(len(part) for part in parts)
+        for part in parts:
+            if self.stopped:
+                return
+            self.unread -= len(part)
+            yield part
+
+    def hand(self, requests: list[DeliveryRequest], claims: list[str],
+             one: Callable[[DeliveryRequest, str], Coroutine[Any, Any, None]]) -> None:
+        """Start handing claimed deliveries over, each by its own task running `one`
+        (cut off should the worker stop before the channel's turn comes)."""
+        self.add(requests)
+        for request, claim in zip(requests, claims, strict=True):
+            self.claims[request.id] = claim
+            self.handing[request.id] = asyncio.create_task(one(request, claim))
+        if self.stopped:
+            self.stop()
+
+    def claimed(self, claim: str) -> list[str]:
+        """The deliveries whose claim was `claim` (e.g. `busy`)."""
+        return [delivery_id for delivery_id, c in self.claims.items() if c == claim]
+
+    def failure(self, ended: list[Any]) -> BaseException | None:
+        """The first error the hand-overs (`ended`: what each task of :attr:`handing` came
+        to) ended with, those cut off by the stop apart."""
+        return next((e for delivery_id, e in zip(self.handing, ended, strict=True)
+                     if isinstance(e, BaseException) and not self._cut_off(delivery_id, e)),
+                    None)
+
+    def stop(self) -> None:
+        """The worker stops: cut off every hand-over whose turn has not come (see
+        :class:`Stopping`); :meth:`give_back` then returns their claims."""
+        self.stopped = True
+        for delivery_id, task in self.handing.items():
+            request = self.waiting.get(delivery_id)  # (None: recorded already)
+            if request is not None and delivery_id not in self.turned and not task.done():
+                self.cut[delivery_id] = request
+                task.cancel()
+
+    def _cut_off(self, delivery_id: str, error: BaseException) -> bool:
+        return isinstance(error, asyncio.CancelledError) and delivery_id in self.cut
+
+    async def give_back(self) -> None:
+        """Return the claims of the deliveries cut off by the stop: one claimed fresh is as
+        if never claimed (nobody handed it over), and the next run sends it without asking
+        the provider; one a dead worker left (an orphan) stays one. Redis away: they stay
+        this worker's until its heartbeat ends."""
+        cut = list(self.cut.values())
+        with contextlib.suppress(Exception):
+            await give_back(self.rt, cut, [self.claims[r.id] == "fresh" for r in cut])
+
+    def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
+        """Keep an outcome for the next write."""
+        self.waiting.pop(request.id, None)
+        self.outcomes.append((request, outcome))
+        self.recorded += 1
+        if self.recorded == 1:  # the batch's first outcome is written at once
+            self.wake.set()
+
+    async def refresh(self, withdrawn_only: bool = False) -> None:
+        """Ask Redis which waiting deliveries are not wanted any more: whether the statement
+        was withdrawn (one HEXISTS), and unless `withdrawn_only`, who said STOP or left."""
+        waiting = list(self.waiting.values())
+        if not waiting:
+            return
+        keys = self.rt.keys
+        if withdrawn_only:
+            if await self.rt.redis.hexists(keys.dispatch(self.statement_id), "withdrawn_at"):
+                self.unwanted |= {r.id: "statement withdrawn" for r in waiting}
+            return
+        self._note_unwanted(waiting, *await run_pipeline(
+            self.rt.redis, lambda pipe: self._queue_refresh(pipe, waiting)))
+
+    async def refresh_and_claim(self, requests: list[DeliveryRequest], channel: str,
+                                now: datetime) -> list[str]:
+        """:meth:`refresh` for `requests`, and their claims (``handover.claim``), in one
+        round trip."""
+        if not requests:
+            return []
+
+        def fill(pipe: Pipeline) -> None:
+            self._queue_refresh(pipe, requests)
+            queue_claim(pipe, self.rt, requests, channel, now)
+
+        opted_out, active, withdrawn, claimed = await run_pipeline(self.rt.redis, fill)
+        self._note_unwanted(requests, opted_out, active, withdrawn)
+        return claims_of(claimed)
+
+    def _queue_refresh(self, pipe: Pipeline, waiting: list[DeliveryRequest]) -> None:
+        keys = self.rt.keys
+        pipe.smismember(keys.opted_out("sms"), [r.recipient for r in waiting])
+        queue_active(pipe, keys, [r.subscriber_id or "" for r in waiting])
+        pipe.hexists(keys.dispatch(self.statement_id), "withdrawn_at")
+
+    def _note_unwanted(self, waiting: list[DeliveryRequest], opted_out: list[Any],
+                       active: list[Any], withdrawn: Any) -> None:
+        for r, out, on in zip(waiting, opted_out, active, strict=True):
+            why = reason_not_to_send(r, bool(out), bool(on), bool(withdrawn))
+            if why:
+                self.unwanted[r.id] = why
+
+    async def flush(self) -> None:
+        """Write the outcomes kept so far."""
+        taken = self.outcomes[:]
+        del self.outcomes[:len(taken)]
+        if taken:
+            try:
+                await _write(self.rt, self.statement_id, taken)
+            except Exception:
+                await self.release([r for r, _ in taken])
+                raise
+
+    async def release(self, requests: list[DeliveryRequest]) -> None:
+        """Give up the claims of deliveries whose hand-over or record failed: whichever
+        worker runs the batch again looks for them at the provider (``handover.release``),
+        rather than finding them busy for as long as this worker lives."""
+        with contextlib.suppress(Exception):  # Redis away: they stay this worker's
+            await release(self.rt, requests)
+
+    @contextlib.asynccontextmanager
+    async def kept_up(self) -> AsyncIterator[None]:
+        """While the block runs, write outcomes and refresh the wanted view now and then;
+        write what is left when it ends."""
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            # Never cancelled mid-write (a write cut off would lose its outcomes): told to
+            # stop, it writes what is left and ends.
+            checked = left_checked = time.monotonic()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
+                self.wake.clear()
+                await self.flush()
+                now = time.monotonic()
+                if now - left_checked >= LEAVERS_EVERY_S:
+                    await self.refresh()
+                    checked = left_checked = now
+                elif now - checked >= WITHDRAWN_EVERY_S:
+                    await self.refresh(withdrawn_only=True)
+                    checked = now
+
+        ticker = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            stop.set()
+            self.wake.set()
+            try:
+                await asyncio.shield(ticker)  # a second cancel must not cut a write off
+            finally:
+                # An outcome recorded while the ticker's last round was refreshing (after
+                # its flush) is written here: the batch is settled right after this, and
+                # nothing would come back for a delivery left in `sending`. So are those
+                # recorded after the ticker failed (its flush or refresh raised): written,
+                # or given up (see flush) if Redis still fails.
+                await self.flush()
+
+
+async def _write(rt: Runtime, statement_id: str,
+                 outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
+    """Record outcomes in one transaction: each delivery's record, counter and audit entry,
+    and the provider ids with them, so a status callback that finds a delivery by its
+    provider id finds its record written (one that came between the two, when the ids went
+    first, counted the delivery twice). A callback that came before (kept as early) is
+    taken and applied in the same transaction."""
+    pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
+    now = utcnow()
+    counts: Counter[tuple[str, str]] = Counter()
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        for request, outcome in outcomes:
+            queue_outcome(pipe, rt, request, outcome, now, counts)
+        queue_counts(pipe, counts)
+        pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
+        queue_provider_ids(pipe, rt.keys, pairs)
+        queue_take_early(pipe, rt.keys, pairs, now)
+        await pipe.execute()

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -167,7 +167,8 @@ class Supervised:
 
 class Supervisor:
     """Starts services, starts again with exponential backoff whichever dies, and tells `say`
-    so in plain words; `stop_all` stops them in the reverse order of their start."""
+    so in plain words; `stop_all` stops them (by default in the reverse order of their
+    start)."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
@@ -221,7 +222,10 @@ class Supervisor:
         self.say(f"{name} is back")
         return True
 
-    def stop_all(self) -> None:
-        """Stop every service, the last started first."""
-        for item in reversed(self.supervised):
+    def stop_all(self, first: Sequence[str] = ()) -> None:
+        """Stop every service: those named in `first` in that order, then the others, the
+        last started first."""
+        named = {item.service.name: item for item in self.supervised}
+        ahead = [named[name] for name in first if name in named]
+        for item in [*ahead, *(i for i in reversed(self.supervised) if i not in ahead)]:
             item.service.stop()

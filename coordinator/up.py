@@ -118,7 +118,10 @@ def run_up(settings: Settings) -> int:
         return 1
     finally:
         console.print("stopping…")
-        supervisor.stop_all()
+        # The worker and the scheduler first: the web is still there for the provider's
+        # status callbacks of the last messages the worker handed over (the SMS sandbox
+        # posts them within 0.15 s; a worker takes a second or more to stop).
+        supervisor.stop_all(first=("worker", "scheduler"))
         settings.run_file.unlink(missing_ok=True)
         console.print("stopped")
 

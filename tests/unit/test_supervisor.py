@@ -43,3 +43,22 @@ def test_a_killed_service_is_started_again_after_its_backoff() -> None:
     finally:
         supervisor.stop_all()
     assert supervisor.supervised[0].service.proc.poll() is not None
+
+
+def test_stop_all_stops_the_named_first_then_the_last_started_first() -> None:
+    """`loa up` stops its worker and scheduler before the web (which takes the provider's
+    status callbacks of the worker's last messages), then the rest in reverse order."""
+    supervisor = Supervisor(say=lambda _: None)
+    for name in ("broker", "redis", "worker", "scheduler", "web"):
+        service = sleeper()
+        supervisor.keep(lambda s=service, n=name: Service(n, "", 0, s.proc))
+    stopped: list[str] = []
+    for item in supervisor.supervised:
+        def stop(timeout_s: float = 5.0, service: Service = item.service) -> None:
+            stopped.append(service.name)
+            service.proc.kill()
+            service.proc.wait()
+        item.service.stop = stop  # type: ignore[method-assign]
+    supervisor.stop_all(first=("worker", "scheduler", "sandbox-not-started"))
+    assert stopped == ["worker", "scheduler", "web", "redis", "broker"]
+    assert all(i.service.proc.poll() is not None for i in supervisor.supervised)

@@ -100,6 +100,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                         bulk_lane(channels, settings, rt.redis, rt.keys))
 
     app.when_stopping.append(lambda: _stop_handing_over(pipeline))
+
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         # Work handled at once gets a moment to finish (what is cut off is kept in Redis,

@@ -26,6 +26,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from coordinator import observability as obs
 
+log = obs.get_logger("worker")
+
 
 class FetchPace:
     """How long the next fetch may wait at the broker: `busy_ms` while records flow (one
@@ -114,7 +116,10 @@ class App(faust.App):
 
     async def on_stop(self) -> None:
         for told in self.when_stopping:
-            told()
+            try:
+                told()
+            except Exception as exc:  # the rest of the stop must run all the same
+                log.error("a stop hook failed", error=repr(exc))
         await super().on_stop()
 
     def _new_transport(self) -> Any:

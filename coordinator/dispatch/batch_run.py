@@ -109,6 +109,8 @@ class BatchRun:
         (cut off should the worker stop before the channel's turn comes)."""
         self.add(requests)
         for request, claim in zip(requests, claims, strict=True):
+            if request.id in self.handing:  # one delivery id, one hand-over
+                continue
             self.claims[request.id] = claim
             self.handing[request.id] = asyncio.create_task(one(request, claim))
         if self.stopped:
@@ -252,7 +254,13 @@ class BatchRun:
                 # nothing would come back for a delivery left in `sending`. So are those
                 # recorded after the ticker failed (its flush or refresh raised): written,
                 # or given up (see flush) if Redis still fails.
-                await self.flush()
+                try:
+                    await self.flush()
+                finally:
+                    # Whatever ended the batch (a failure too): what the stop cut off is
+                    # given back, once its outcomes before are written.
+                    if self.cut:
+                        await self.give_back()
 
 
 async def _write(rt: Runtime, statement_id: str,

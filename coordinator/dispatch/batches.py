@@ -45,7 +45,8 @@ class BatchReport:
     counts: dict[str, int] = field(default_factory=dict)
     done: bool = False
     left: int = 0
-    """Deliveries given back at the worker's stop, not handed over: the batch is not done."""
+    """What the worker's stop left of the batch (the batch is not done): deliveries given
+    back, and subscribers not read yet."""
 
 
 async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
@@ -119,7 +120,6 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     if failed is not None:
         raise failed
     if run.cut or run.unread:  # the worker stops: the rest is for whichever runs it next
-        await run.give_back()
         report.left = len(run.cut) + run.unread
         return report
     busy = run.claimed("busy")

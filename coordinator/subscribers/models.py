@@ -38,6 +38,13 @@ class Subscriber(BaseModel):
     consent_at: datetime = Field(default_factory=utcnow)
     consent_source: str = "cli"
 
+    @field_validator("areas", "topics", "channels", "lists")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        # `sms;sms` asks for SMS, once: a channel listed twice made two deliveries of one
+        # id, which one claim took as one and two hand-overs sent.
+        return list(dict.fromkeys(value))
+
     @field_validator("phone")
     @classmethod
     def _phone(cls, value: str | None) -> str | None:

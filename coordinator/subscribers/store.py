@@ -72,7 +72,8 @@ def encode(sub: Subscriber, number: int) -> str:
 
 
 def decode(number: int, raw: str) -> Subscriber:
-    """A stored record as a Subscriber (not validated again: the registry wrote it). Pure."""
+    """A stored record as a Subscriber (not validated again: the registry wrote it; a
+    channel an older release stored twice counts once). Pure."""
     row = json.loads(raw)
     row += [0] * (_FIELDS - len(row))
     (sub_id, phone, email, language, areas, channels, status, consent, source, topics, role,
@@ -80,8 +81,8 @@ def decode(number: int, raw: str) -> Subscriber:
     return Subscriber.model_construct(
         id=sub_id or canonical_id(number), phone=phone or None, email=email or None,
         language=language, areas=areas, topics=topics or [ALL_TOPICS],
-        channels=channels.split(","), role=role or "resident", drills=bool(drills),
-        lists=lists or [], status=_STATUS_OF[status],
+        channels=list(dict.fromkeys(channels.split(","))), role=role or "resident",
+        drills=bool(drills), lists=lists or [], status=_STATUS_OF[status],
         consent_at=datetime.fromtimestamp(consent / 1000, UTC), consent_source=source)
 
 

@@ -298,11 +298,12 @@ async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runt
         statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
         utcnow(), stopping=stopping))
     await asyncio.wait_for(channel.with_provider.wait(), 5)
-    for _ in range(100):
-        if channel.waiting == 9:
-            break
-        await asyncio.sleep(0.01)
-    assert channel.waiting == 9
+
+    async def all_waiting() -> None:
+        while channel.waiting < 9:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_waiting(), 5)
     assert stopping.begin() == 1
     channel.let_go.set()
     report = await asyncio.wait_for(batch, 5)

@@ -88,3 +88,16 @@ def test_a_new_record_keeps_its_id_unless_it_names_another_number() -> None:
     assert [id_for(i, n) for i, n in [("sub-0123456789abcdef", 9), ("sub-n9", 9),
                                       ("sub-n5", 9), ("", 9)]] == [
         "sub-0123456789abcdef", "sub-n9", "sub-n9", "sub-n9"]
+
+
+def test_a_channel_listed_twice_counts_once() -> None:
+    """`sms;sms` asks for SMS once (it made two deliveries of one id, and two SMS); so do a
+    repeated area, topic or list. A record an older release stored with a channel twice
+    reads back with it once."""
+    sub = Subscriber(phone="+84912345678", areas=["hn-ba-dinh", "hn-ba-dinh"],
+                     topics=["flood", "flood"], channels=["sms", "sms"], lists=["a", "a"],
+                     consent_at=AT)
+    assert (sub.areas, sub.topics, sub.channels, sub.lists) == (
+        ["hn-ba-dinh"], ["flood"], ["sms"], ["a"])
+    stored = '[0,"+84912345678",0,"vi",["hn-ba-dinh"],"sms,email,sms","a",1796378400000,"cli"]'
+    assert decode(42, stored).channels == ["sms", "email"]

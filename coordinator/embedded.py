@@ -227,5 +227,6 @@ class Supervisor:
         last started first."""
         named = {item.service.name: item for item in self.supervised}
         ahead = [named[name] for name in first if name in named]
-        for item in [*ahead, *(i for i in reversed(self.supervised) if i not in ahead)]:
+        rest = [i for i in reversed(self.supervised) if all(i is not a for a in ahead)]
+        for item in [*ahead, *rest]:
             item.service.stop()

@@ -118,10 +118,11 @@ def run_up(settings: Settings) -> int:
         return 1
     finally:
         console.print("stopping…")
-        # The worker and the scheduler first: the web is still there for the provider's
-        # status callbacks of the last messages the worker handed over (the SMS sandbox
-        # posts them within 0.15 s; a worker takes a second or more to stop).
-        supervisor.stop_all(first=("worker", "scheduler"))
+        # The scheduler first (a timer it fired while the worker stops would wait for the
+        # outbox's resend after the next start), then the worker; the web is still there
+        # for the provider's status callbacks of the last messages the worker handed over
+        # (the SMS sandbox posts them within 0.15 s; a worker takes a second or more).
+        supervisor.stop_all(first=("scheduler", "worker"))
         settings.run_file.unlink(missing_ok=True)
         console.print("stopped")
 

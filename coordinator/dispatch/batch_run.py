@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from datetime import datetime
 from typing import Any
 
+from coordinator import observability as obs
 from coordinator.dispatch.handover import (
     Outcome,
     claims_of,
@@ -28,6 +29,8 @@ from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
 from coordinator.subscribers.store import queue_active
+
+log = obs.get_logger("dispatch")
 
 FLUSH_EVERY_S = 0.02
 """How often outcomes are written: a crash loses at most this much bookkeeping (those
@@ -107,10 +110,10 @@ class BatchRun:
              one: Callable[[DeliveryRequest, str], Coroutine[Any, Any, None]]) -> None:
         """Start handing claimed deliveries over, each by its own task running `one`
         (cut off should the worker stop before the channel's turn comes)."""
-        self.add(requests)
         for request, claim in zip(requests, claims, strict=True):
             if request.id in self.handing:  # one delivery id, one hand-over
                 continue
+            self.waiting[request.id] = request
             self.claims[request.id] = claim
             self.handing[request.id] = asyncio.create_task(one(request, claim))
         if self.stopped:
@@ -146,8 +149,11 @@ class BatchRun:
         the provider; one a dead worker left (an orphan) stays one. Redis away: they stay
         this worker's until its heartbeat ends."""
         cut = list(self.cut.values())
-        with contextlib.suppress(Exception):
+        try:
             await give_back(self.rt, cut, [self.claims[r.id] == "fresh" for r in cut])
+        except Exception as exc:
+            log.warning("claims not given back at the stop: another worker takes them once "
+                        "this one's heartbeat is gone", deliveries=len(cut), error=repr(exc))
 
     def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
         """Keep an outcome for the next write."""

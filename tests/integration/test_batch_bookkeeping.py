@@ -263,11 +263,12 @@ class _Held:
     name = "sms"
     max_length = None
 
-    def __init__(self) -> None:
+    def __init__(self, fail: bool = False) -> None:
         self.with_provider = asyncio.Event()
         self.let_go = asyncio.Event()
         self.waiting = 0
         self.handed: list[str] = []
+        self.fail = fail  # the first message's request ends in an error of ours
 
     async def send(self, message: OutboundMessage) -> Receipt:
         if self.handed:
@@ -277,6 +278,8 @@ class _Held:
         self.handed.append(message.id)
         self.with_provider.set()
         await self.let_go.wait()
+        if self.fail:
+            raise RuntimeError("a bug while handing over")
         return Receipt(message.id, "SM1", "queued")
 
     async def close(self) -> None:
@@ -328,6 +331,50 @@ async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runt
         statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
         utcnow(), stopping=stopping)
     assert later == batches.BatchReport() and len(channel.handed) == 1
+
+
+async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runtime) -> None:
+    """The worker stops while one hand-over is with the provider, and that one then fails
+    with an error of ours: the batch fails, its claim is released (an orphan for the next
+    run), and the four the stop cut off are given back as never claimed all the same."""
+    statement, subs = await _stored_batch(rt, "STOPFAIL", 5)
+    ids = [f"{statement.id}:sms:{s.id}" for s in subs]
+    channel, stopping = _Held(fail=True), Stopping()
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id="INC-STOPFAIL", number=0),
+        utcnow(), stopping=stopping))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+
+    async def all_waiting() -> None:
+        while channel.waiting < 4:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_waiting(), 5)
+    stopping.begin()
+    channel.let_go.set()
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(batch, 5)
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    [failed] = channel.handed
+    assert (rows[failed]["status"], rows[failed]["owner"]) == ("sending", "")
+    assert all("status" not in row for i, row in rows.items() if i != failed), rows
+
+
+async def test_a_batch_run_hands_one_delivery_id_over_once(rt: Runtime) -> None:
+    """The same delivery twice in one part (a subscriber with a channel listed twice, as
+    older releases stored them) starts one hand-over, not two."""
+    request = DeliveryRequest(id="S-TWICE:sms:sub-n1", channel="sms", recipient="+84900000001",
+                              text="x", purpose="statement", statement_id="S-TWICE",
+                              subscriber_id="sub-n1")
+    run = batch_run.BatchRun(rt, "S-TWICE")
+    started: list[str] = []
+
+    async def one(r: DeliveryRequest, claim: str) -> None:
+        started.append(r.id)
+
+    run.hand([request, request], ["fresh", "fresh"], one)
+    await asyncio.gather(*run.handing.values())
+    assert started == [request.id] and list(run.claims) == [request.id]
 
 
 async def test_a_batch_another_worker_shares_is_marked_done_once_its_part_ends(

@@ -46,7 +46,7 @@ def test_a_killed_service_is_started_again_after_its_backoff() -> None:
 
 
 def test_stop_all_stops_the_named_first_then_the_last_started_first() -> None:
-    """`loa up` stops its worker and scheduler before the web (which takes the provider's
+    """`loa up` stops its scheduler and worker before the web (which takes the provider's
     status callbacks of the worker's last messages), then the rest in reverse order."""
     supervisor = Supervisor(say=lambda _: None)
     for name in ("broker", "redis", "worker", "scheduler", "web"):
@@ -59,6 +59,6 @@ def test_stop_all_stops_the_named_first_then_the_last_started_first() -> None:
             service.proc.kill()
             service.proc.wait()
         item.service.stop = stop  # type: ignore[method-assign]
-    supervisor.stop_all(first=("worker", "scheduler", "sandbox-not-started"))
-    assert stopped == ["worker", "scheduler", "web", "redis", "broker"]
+    supervisor.stop_all(first=("scheduler", "worker", "sandbox-not-started"))
+    assert stopped == ["scheduler", "worker", "web", "redis", "broker"]
     assert all(i.service.proc.poll() is not None for i in supervisor.supervised)

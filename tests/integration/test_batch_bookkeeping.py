@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -286,6 +287,26 @@ class _Held:
         return None
 
 
+async def _stopped_mid_batch(rt: Runtime, statement: Statement, channel: _Held,
+                             stopping: Stopping, waiting: int) -> asyncio.Task[Any]:
+    """The statement's batch sms:0 under way, its first message with the provider and
+    `waiting` others waiting for their turn; then the worker's stop, and the provider
+    answers. The batch's task (not awaited)."""
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
+        number=0), utcnow(), stopping=stopping))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+
+    async def all_waiting() -> None:
+        while channel.waiting < waiting:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_waiting(), 5)
+    assert stopping.begin() == 1
+    channel.let_go.set()
+    return batch
+
+
 async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runtime) -> None:
     """The worker stops while one SMS of a batch is with the provider and the rest wait for
     their turn: that one ends and is recorded; the others are given back, those never
@@ -295,20 +316,8 @@ async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runt
     ids = [f"{statement.id}:sms:{s.id}" for s in subs]
     await rt.redis.hset(rt.keys.delivery(ids[-1]), mapping={  # a dead worker's, in flight
         "status": "sending", "owner": "gone-worker/gone", "at": "2026-12-01T08:00:00+00:00"})
-    channel = _Held()
-    stopping = Stopping()
-    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
-        statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
-        utcnow(), stopping=stopping))
-    await asyncio.wait_for(channel.with_provider.wait(), 5)
-
-    async def all_waiting() -> None:
-        while channel.waiting < 9:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(all_waiting(), 5)
-    assert stopping.begin() == 1
-    channel.let_go.set()
+    channel, stopping = _Held(), Stopping()
+    batch = await _stopped_mid_batch(rt, statement, channel, stopping, waiting=9)
     report = await asyncio.wait_for(batch, 5)
 
     assert report.counts == {"queued": 1} and report.left == 9 and not report.done
@@ -340,18 +349,7 @@ async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runt
     statement, subs = await _stored_batch(rt, "STOPFAIL", 5)
     ids = [f"{statement.id}:sms:{s.id}" for s in subs]
     channel, stopping = _Held(fail=True), Stopping()
-    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
-        statement_id=statement.id, channel="sms", incident_id="INC-STOPFAIL", number=0),
-        utcnow(), stopping=stopping))
-    await asyncio.wait_for(channel.with_provider.wait(), 5)
-
-    async def all_waiting() -> None:
-        while channel.waiting < 4:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(all_waiting(), 5)
-    stopping.begin()
-    channel.let_go.set()
+    batch = await _stopped_mid_batch(rt, statement, channel, stopping, waiting=4)
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(batch, 5)
     rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}

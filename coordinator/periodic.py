@@ -92,9 +92,10 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
     """The heartbeat says the deliveries this process claimed are being handed over (the
     claim script leaves them to it: `busy`), so it lasts as long as anything here may still
     hand one over. Not a timer: faust stops its timers as soon as a stop begins, and the
-    agents then drain for as long as their batches take (at a provider's rate limit, maybe
-    minutes). A task runs on until faust's last step of stopping the app, once the agents
-    are drained and the work done at once has ended or been cut off; the heartbeat then
+    agents then drain: their batches hand nothing more over (``dispatch.batch_run``), but
+    the hand-overs under way, retries included, and single deliveries run to their end. A
+    task runs on until faust's last step of stopping the app, once the agents are drained
+    and the work done at once has ended or been cut off; the heartbeat then
     expires :data:`HEARTBEAT_GRACE_MS` later (a hand-over cut off in flight may still land
     at the provider), so what was cut off is finished by another worker without waiting for
     the whole TTL. A process killed, or an event loop stalled for longer than the TTL,

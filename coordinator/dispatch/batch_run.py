@@ -14,6 +14,7 @@ from typing import Any
 
 from coordinator import observability as obs
 from coordinator.dispatch.handover import (
+    FINAL,
     Outcome,
     claims_of,
     give_back,
@@ -31,6 +32,7 @@ from coordinator.state import Pipeline, run_pipeline
 from coordinator.subscribers.store import queue_active
 
 log = obs.get_logger("dispatch")
+FINAL_OR_BUSY = FINAL | {"busy"}  # claims whose hand-over sends nothing
 
 FLUSH_EVERY_S = 0.02
 """How often outcomes are written: a crash loses at most this much bookkeeping (those
@@ -136,7 +138,8 @@ class BatchRun:
         self.stopped = True
         for delivery_id, task in self.handing.items():
             request = self.waiting.get(delivery_id)  # (None: recorded already)
-            if request is not None and delivery_id not in self.turned and not task.done():
+            if request is not None and delivery_id not in self.turned and not task.done() \
+                    and self.claims[delivery_id] not in FINAL_OR_BUSY:  # those send nothing
                 self.cut[delivery_id] = request
                 task.cancel()
 

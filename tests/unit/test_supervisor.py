@@ -50,8 +50,7 @@ def test_stop_all_stops_the_named_first_then_the_last_started_first() -> None:
     status callbacks of the worker's last messages), then the rest in reverse order."""
     supervisor = Supervisor(say=lambda _: None)
     for name in ("broker", "redis", "worker", "scheduler", "web"):
-        service = sleeper()
-        supervisor.keep(lambda s=service, n=name: Service(n, "", 0, s.proc))
+        supervisor.keep(lambda n=name: Service(n, "", 0, sleeper().proc))
     stopped: list[str] = []
     for item in supervisor.supervised:
         def stop(timeout_s: float = 5.0, service: Service = item.service) -> None:

@@ -95,6 +95,14 @@ class Receipt:
     ``Reconciling.reconcile``)."""
 
 
+@dataclass(frozen=True)
+class StatusReport:
+    """A message's status at the provider when asked, with its error code ("" for none)."""
+
+    status: str
+    error_code: str
+
+
 class RateLimit(Protocol):
     """A rate shared by every process sending through the same account (a token bucket the
     coordinator keeps, e.g. in Redis)."""
@@ -125,6 +133,16 @@ class Reconciling(Protocol):
 
     async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
         """The provider's receipt for `message` if it has one, else None."""
+        ...
+
+
+@runtime_checkable
+class Tracking(Protocol):
+    """A channel whose provider can be asked how a message it took has fared since (its
+    status callbacks may never come)."""
+
+    async def status_of(self, provider_id: str) -> StatusReport | None:
+        """The message's status now; None when the provider has no such message."""
         ...
 
 

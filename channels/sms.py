@@ -20,6 +20,7 @@ from channels.base import (
     PermanentDeliveryError,
     RateLimit,
     Receipt,
+    StatusReport,
     TransientDeliveryError,
     still_wanted,
 )
@@ -121,6 +122,21 @@ class SmsChannel(BaseChannel):
                 return Receipt(message.id, provider_id=str(found.sid), status=str(found.status),
                                taken_at=created)
         return None
+
+    async def status_of(self, provider_id: str) -> StatusReport | None:
+        """A message's status at Twilio now, with its error code (None: Twilio has no such
+        message); for a message whose status callbacks never came. Raises
+        Permanent/TransientDeliveryError."""
+        try:
+            found: Any = await self.client().messages(provider_id).fetch_async()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise classify(exc.status, exc.code, exc.msg) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
+        code = found.error_code
+        return StatusReport(str(found.status), "" if code is None else str(code))
 
     def client(self) -> Any:
         """The twilio SDK client, made in the running event loop on first use."""

@@ -171,9 +171,13 @@ class Keys:
         a week after the latest early callback (dispatch.status_callbacks)."""
         return self._k("provider", "early")
 
+    def unconfirmed(self) -> str:
+        """Sorted set delivery id -> when to ask the provider for its status: SMS whose final
+        status has not come. Pruned: at that status, or 3 days on (dispatch.status_sweep)."""
+        return self._k("provider", "unconfirmed")
+
     def opted_out(self, channel: str) -> str:
-        """Set of recipients (E.164 numbers, addresses) who asked for nothing more. Kept
-        until they opt in again (START)."""
+        """Set of numbers and addresses that asked for nothing more. Kept until START."""
         return self._k("optout", channel)
 
     def rate_bucket(self, channel: str, sender: str) -> str:
@@ -181,8 +185,7 @@ class Keys:
         return self._k("rate", channel, sender)
 
     def link_used(self, nonce: str) -> str:
-        """Set once an email link was used (links work once). Kept (deleted only when a
-        claimed link is given back)."""
+        """Set once an email link was used (links work once). Kept; deleted if given back."""
         return self._k("link", nonce)
 
     def prompted(self, person_id: str) -> str:
@@ -203,8 +206,7 @@ class Keys:
         return self._k("inbound", "sms", message_sid)
 
     def inbound_pending(self) -> str:
-        """Sorted set MessageSid -> received time of inbound SMS not finished yet.
-        Pruned: an entry goes when its SMS is finished."""
+        """Sorted set MessageSid -> received time of unfinished inbound SMS. Pruned: when done."""
         return self._k("inbound", "sms", "pending")
 
     # subscribers, numbered (subscribers.store)
@@ -261,8 +263,7 @@ class Keys:
         return self._k("dispatch", statement_id, "batch", channel, str(number))
 
     def dispatch_done(self, statement_id: str) -> str:
-        """Set of a statement's finished batches (`channel:number`). Pruned: when the whole
-        fan-out is finished."""
+        """Set of a statement's finished batches (`channel:number`). Pruned: when all are."""
         return self._k("dispatch", statement_id, "done")
 
     def dispatch_lock(self, statement_id: str) -> str:
@@ -301,8 +302,7 @@ class Keys:
         return self._k("accounts")
 
     def token(self, digest: str) -> str:
-        """An API token's holder record (JSON), by the SHA-256 of the token. Kept until the
-        token is revoked."""
+        """An API token's holder (JSON), by the token's SHA-256. Kept until it is revoked."""
         return self._k("token", digest)
 
     def token_names(self) -> str:

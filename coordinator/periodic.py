@@ -14,10 +14,12 @@ from typing import Any
 
 import faust
 
+from channels.sms import SmsChannel
 from coordinator import faust_kafka, topics
 from coordinator import observability as obs
 from coordinator.audit.sealer import BATCH as SEAL_BATCH
 from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, seal
+from coordinator.dispatch.status_sweep import ASKED_A_ROUND, sweep_statuses
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import utcnow
 from coordinator.pipeline import Pipeline
@@ -34,6 +36,8 @@ HEARTBEAT_TTL_S = 10
 HEARTBEAT_GRACE_MS = 3_000
 RECOVER_EVERY_S = 5.0
 SEAL_EVERY_S = 0.5
+STATUS_SWEEP_EVERY_S = 5.0
+STATUS_ROUNDS_A_SWEEP = 5  # at most 100 questions a second to the provider
 
 
 def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Timers,
@@ -47,6 +51,7 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
     _register_recovery(app, pipeline)
     _register_sealer(app, rt)
     _register_answer_watch(app, rt)
+    _register_status_sweep(app, pipeline)
 
 
 async def beat(rt: Runtime, first: bool = False) -> None:
@@ -135,6 +140,28 @@ def _register_answer_watch(app: faust_kafka.App, rt: Runtime) -> None:
             app.fetch_pace.expecting = await answers_expected(rt.redis, rt.keys)
         except Exception as exc:  # Redis away: the pace stays as it was
             log.debug("pending approvals not counted", error=repr(exc))
+
+
+def _register_status_sweep(app: faust.App, pipeline: Pipeline) -> None:
+    """Ask the SMS provider for the final status of messages whose callbacks have not come
+    (coordinator.dispatch.status_sweep)."""
+    rt, channel = pipeline.rt, pipeline.channels.get("sms")
+    if not isinstance(channel, SmsChannel):  # none configured: nothing to ask
+        return
+
+    @app.timer(interval=STATUS_SWEEP_EVERY_S)  # type: ignore[untyped-decorator]
+    async def ask_for_statuses() -> None:
+        try:
+            for _ in range(STATUS_ROUNDS_A_SWEEP):
+                swept = await sweep_statuses(rt, channel, utcnow())
+                if swept.moved or swept.given_up:
+                    log.info("SMS statuses asked of the provider (their callbacks never came)",
+                             moved=len(swept.moved), not_final_yet=len(swept.waiting),
+                             given_up=len(swept.given_up))
+                if swept.taken < ASKED_A_ROUND:
+                    break
+        except Exception as exc:
+            log.warning("SMS statuses not asked; next round retries", error=repr(exc))
 
 
 def _register_sealer(app: faust.App, rt: Runtime) -> None:

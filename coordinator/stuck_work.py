@@ -2,8 +2,9 @@
 
 Read from Redis, the record: fan-outs not finished (and how long since they last moved),
 single deliveries not finished (approval prompts, codes), messages kept for a consumer
-(``outbox``), reports accepted but not taken in, dead letters nobody has looked at, and
-audit entries not sealed into the chain.
+(``outbox``), reports accepted but not taken in, dead letters nobody has looked at, audit
+entries not sealed into the chain, and SMS whose final status is overdue at the provider's
+status sweep.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from coordinator.state import Redis
 
 UNSEALED_GRACE_S = 2.0
 UNSEALED_COUNTED = 10_000
+STATUS_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ async def stuck_work(redis: Redis, keys: Keys, now: float | None = None) -> list
     now = time.time() if now is None else now
     found = [await _fan_outs(redis, keys, now), await _deliveries(redis, keys, now),
              await _kept(redis, keys), await _reports(redis, keys, now),
-             await _dead_letters(redis, keys, now), await _unsealed(redis, keys, now)]
+             await _dead_letters(redis, keys, now), await _unsealed(redis, keys, now),
+             await _statuses_not_asked(redis, keys, now)]
     return [s for s in found if s is not None]
 
 
@@ -131,6 +134,19 @@ async def _unsealed(redis: Redis, keys: Keys, now: float) -> Stuck | None:
     many = f"{len(waiting)}+" if len(waiting) == UNSEALED_COUNTED else str(len(waiting))
     return Stuck("audit entries not sealed", len(waiting), age,
                  f"{many} entries; until sealed they could be changed unseen")
+
+
+async def _statuses_not_asked(redis: Redis, keys: Keys, now: float) -> Stuck | None:
+    """SMS whose status callbacks never came, due to be asked of the provider
+    (dispatch.status_sweep) for longer than STATUS_GRACE_S: no worker is asking, or the
+    provider does not answer. Their age: how long they have been due."""
+    due = await redis.zrangebyscore(keys.unconfirmed(), "-inf", now - STATUS_GRACE_S,
+                                    start=0, num=1, withscores=True)
+    if not due:
+        return None
+    count = await redis.zcount(keys.unconfirmed(), "-inf", now - STATUS_GRACE_S)
+    return Stuck("SMS statuses not asked of the provider", count, now - due[0][1],
+                 "their status callbacks never came; a running worker asks Twilio for them")
 
 
 async def mark_dead_letters_seen(redis: Redis, keys: Keys) -> int:

@@ -26,6 +26,7 @@ from coordinator.dispatch.handover import (
 )
 from coordinator.dispatch.provider_ids import queue_provider_ids
 from coordinator.dispatch.status_callbacks import queue_take_early
+from coordinator.dispatch.status_sweep import queue_unconfirmed
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -278,7 +279,8 @@ async def _write(rt: Runtime, statement_id: str,
     and the provider ids with them, so a status callback that finds a delivery by its
     provider id finds its record written (one that came between the two, when the ids went
     first, counted the delivery twice). A callback that came before (kept as early) is
-    taken and applied in the same transaction."""
+    taken and applied in the same transaction. SMS without a final status yet wait for it
+    (``status_sweep``)."""
     pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
     now = utcnow()
     counts: Counter[tuple[str, str]] = Counter()
@@ -288,5 +290,6 @@ async def _write(rt: Runtime, statement_id: str,
         queue_counts(pipe, counts)
         pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
         queue_provider_ids(pipe, rt.keys, pairs)
+        queue_unconfirmed(pipe, rt, outcomes)
         queue_take_early(pipe, rt.keys, pairs, now)
         await pipe.execute()

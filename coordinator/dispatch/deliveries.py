@@ -31,6 +31,7 @@ from coordinator.dispatch.handover import (
 )
 from coordinator.dispatch.provider_ids import queue_provider_ids
 from coordinator.dispatch.status_callbacks import queue_take_early, taken_early
+from coordinator.dispatch.status_sweep import queue_unconfirmed
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.keys import Keys
@@ -179,6 +180,7 @@ async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: 
     async with rt.redis.pipeline(transaction=True) as pipe:
         queue_outcome(pipe, rt, request, outcome, now)
         queue_provider_ids(pipe, rt.keys, pairs)
+        queue_unconfirmed(pipe, rt, [(request, outcome)])
         early = queue_take_early(pipe, rt.keys, pairs, utcnow())
         replies = await pipe.execute()
     taken = taken_early(pairs, replies[-1]) if early else {}

@@ -25,16 +25,17 @@ from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, Script, run_pipeline
 
 # KEYS[1]: the provider id's key (Keys.provider_message), KEYS[2]: the early callbacks'
-# hash. ARGV: the provider id, the new status, its error code, when, the prefix of a
-# delivery's key (Keys.delivery("")) and of a statement's ledger key (Keys.dispatch("")),
-# how long the early callbacks are kept (s). The delivery's and the ledger's keys are a
-# prefix and an id read here: one Redis, as Loa runs it (a cluster would need them
-# declared). Each status's progress and the column it is counted in are written into the
-# script (`_lua_table`).
+# hash, KEYS[3]: the SMS awaiting their final status (Keys.unconfirmed). ARGV: the provider
+# id, the new status, its error code, when, the prefix of a delivery's key
+# (Keys.delivery("")) and of a statement's ledger key (Keys.dispatch("")), how long the
+# early callbacks are kept (s). The delivery's and the ledger's keys are a prefix and an id
+# read here: one Redis, as Loa runs it (a cluster would need them declared). Each status's
+# progress and the column it is counted in are written into the script (`_lua_table`).
 # A send not recorded yet: its status is kept as early, `status|error code` (the further
 # one, when two come first), for the send's record to take; nil. Else the delivery moves
 # to the status if it is further on (one of the same rank changes nothing: `sending` after
-# the hand-over's `queued`, a second ending), counted once in its ledger; the delivery id.
+# the hand-over's `queued`, a second ending), counted once in its ledger, and at an ending
+# nobody needs to ask the provider for it any more; the delivery id.
 # Looking the provider id up and keeping the status in one script: the send's record (whose
 # transaction takes the early statuses) cannot come in between and leave one behind.
 _CALLBACK_TEXT = """
@@ -57,6 +58,7 @@ if not row[1] and not row[2] then return delivery end
 local current = row[1] or ''
 if (rank[new] or 0) <= (rank[current] or 0) then return delivery end
 redis.call('HSET', key, 'status', new, 'error_code', ARGV[3], 'updated_at', ARGV[4])
+if rank[new] >= ENDING then redis.call('ZREM', KEYS[3], delivery) end
 local was, now = column[current] or current, column[new] or new
 if row[2] and row[2] ~= '' and was ~= now then
   redis.call('HINCRBY', ARGV[6] .. row[2], (row[3] or '') .. ':' .. now, 1)
@@ -77,7 +79,10 @@ def _lua_table(pairs: dict[str, object]) -> str:
 _RANKS = _lua_table(dict(PROGRESS))
 _COLUMNS = _lua_table({status: tally(status) for status in (
     "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed", "skipped")})
-_CALLBACK = Script(_CALLBACK_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS))
+ENDING = max(PROGRESS.values())
+"""The rank of a final status (delivered, undelivered, failed)."""
+_CALLBACK = Script(_CALLBACK_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS)
+                   .replace("ENDING", str(ENDING)))
 
 
 # KEYS[1]: the early callbacks' hash, then the deliveries' hashes. ARGV: when, the ledger
@@ -147,7 +152,7 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
     def fill(pipe: Pipeline) -> None:  # may run twice (see run_pipeline): forward only
         for update in updates:
             _CALLBACK.queue(pipe, [keys.provider_message(update.provider_id),
-                                   keys.early_callbacks()],
+                                   keys.early_callbacks(), keys.unconfirmed()],
                             [update.provider_id, update.status, update.error_code,
                              now.isoformat(), keys.delivery(""), keys.dispatch(""),
                              PROVIDER_IDS_KEPT_S])

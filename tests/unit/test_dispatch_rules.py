@@ -1,9 +1,11 @@
 """The pure rules of a fan-out: the ledger as read from its hash, who is not sent to any
 more, the column each status counts in, the rate limit's lanes, how stuck work is told, what a
-draft's SMS cost and when that needs a second approver."""
+draft's SMS cost and when that needs a second approver, which SMS wait for their final
+status and which of them are asked of the provider."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from channels.email import EmailChannel
@@ -15,6 +17,7 @@ from coordinator.dispatch.handover import reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, sms_segments
+from coordinator.dispatch.status_sweep import GIVE_UP_AFTER_S, sort_due, unconfirmed
 from coordinator.events import DeliveryRequest, RenderedText
 from coordinator.keys import Keys
 from coordinator.outbox import wait_before_resend
@@ -163,3 +166,27 @@ def test_a_kept_message_waits_twice_as_long_after_each_send_up_to_ten_minutes() 
     assert [wait_before_resend(sends, 0.0) for sends in (0, 6)] == [0.0, 0.0]
     assert wait_before_resend(1, 900.0) == 900.0  # a longer first wait is kept as set
     assert wait_before_resend(10_000) == 600.0
+
+
+def test_only_sms_the_provider_took_and_not_ended_wait_for_their_final_status() -> None:
+    assert [unconfirmed("sms", status, "SM1") for status in (
+        "queued", "accepted", "sending", "sent", "delivered", "undelivered", "failed")] == [
+        True, True, True, True, False, False, False]
+    assert not unconfirmed("sms", "queued", "")  # never taken: nothing to ask
+    assert not unconfirmed("email", "sent", "<d-1@loa.example>")  # no status comes
+
+
+def test_due_deliveries_are_asked_about_settled_or_given_up() -> None:
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    handed = (now - timedelta(minutes=20)).isoformat()
+    long_ago = (now - timedelta(seconds=GIVE_UP_AFTER_S + 1)).isoformat()
+    ask, settled, given_up = sort_due({
+        "d-1": ["queued", "SM1", "sms", handed],
+        "d-2": ["delivered", "SM2", "sms", handed],  # its callback came after all
+        "d-3": [None, None, None, None],  # no record any more
+        "d-4": ["sent", "SM4", "sms", long_ago],
+        "d-5": ["sent", "SM5", "sms", None],  # no time: asked
+    }, now)
+    assert ask == {"d-1": "SM1", "d-5": "SM5"}
+    assert settled == ["d-2", "d-3"]
+    assert given_up == ["d-4"]

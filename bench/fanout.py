@@ -10,17 +10,18 @@
 
 Prints JSON: audience resolution time; with a full run also, per channel, the time from
 the approver's decision (its own timestamp, taken by `loa approve` once started) to the
-last message the local SMS sandbox and SMTP server received and the rate; the rate the
-same endpoints take from bare clients (the real twilio SDK and aiosmtplib, no Loa) driving
-both at once, with as many messages as Loa sends (at least 10,000 each), each as Loa sends
-it (the draft's SMS body; the email's subject, body with its link, and leaving link),
-status callbacks configured as in Loa's run; the ratio of the two; Loa's own CPU time per
-delivery (worker, web, Redis and broker processes, from /proc), so its cost is known apart
-from the endpoints that share the cores; and the bare run's CPU time per message while
-it sends (the same channel code and SDKs as Loa's worker, the messages built before: the
-floor under the worker's share). Every subscriber is on both channels, so the audience is
-the number of SMS and of emails; `--share 1` puts them all in the statement's area (at
-10,000 subscribers: 10,000 messages each way, as many as the bare clients send).
+first and to the last message the local SMS sandbox and SMTP server received, and the
+rate; the rate the same endpoints take from bare clients (the real twilio SDK and
+aiosmtplib, no Loa) driving both at once, with as many messages as Loa sends (at least
+10,000 each), each as Loa sends it (the draft's SMS body; the email's subject, body with
+its link, and leaving link), status callbacks configured as in Loa's run; the ratio of the
+two; Loa's own CPU time per delivery (worker, web, Redis and broker processes, from
+/proc), so its cost is known apart from the endpoints that share the cores; and the bare
+run's CPU time per message while it sends (the same channel code and SDKs as Loa's worker,
+the messages built before: the floor under the worker's share). Every subscriber is on
+both channels, so the audience is the number of SMS and of emails; `--share 1` puts them
+all in the statement's area (at 10,000 subscribers: 10,000 messages each way, as many as
+the bare clients send).
 
 With `--prompts-during N`, N flood reports elsewhere in the city are filed through the API,
 one a second, while the fan-out runs; each opens its own incident, whose approval prompt
@@ -349,6 +350,11 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     deadlines = asyncio.run(schedule_all(settings, escalations, escalation_spread_s,
                                          lead_s=20.0)) if escalations else {}
     approved_at = datetime.now(UTC)
+    # Watched from before the approval: the CLI may exit well after the first messages.
+    seen: list[tuple[dict[str, float], dict[str, float]]] = []
+    watcher = threading.Thread(target=lambda: seen.append(
+        watch(sms_url, mail, sms_before, before_mail, targeted)))
+    watcher.start()
     cli_started = time.time()
     subprocess.run([sys.executable, "-m", "coordinator.cli", "approve", approval, "--token",
                     token], env=env, check=True, capture_output=True)
@@ -359,22 +365,8 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     filed: list[str] = []
     filer = threading.Thread(target=file_during, args=(web_port, reporter, prompts, filed))
     filer.start()
-    finished: dict[str, float] = {}
-    while len(finished) < 2:
-        # the count, not the outbox: serialising 20,000 messages a second would load the
-        # sandbox the benchmark measures
-        counts = {"sms": httpx.get(f"{sms_url}/_sandbox/count",
-                                   timeout=60).json()["messages"] - sms_before,
-                  "email": files_in(mail / "new") - before_mail}
-        for channel, count in counts.items():
-            if count >= targeted and channel not in finished:
-                finished[channel] = time.time() - started
-        if time.time() - started > 3600:
-            raise SystemExit("gave up after an hour")
-        # Coarse while far from the end (each look costs the endpoints and this process
-        # some CPU), fine near it: a look 0.5 s late would take 8 % off a 6 s run's rate.
-        near = any(c not in finished and n >= 0.95 * targeted for c, n in counts.items())
-        time.sleep(0.02 if near else 0.5)
+    watcher.join()
+    first, finished = ({c: t - started for c, t in times.items()} for times in seen[0])
     cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in loa_pids.items()}
     rates = {c: round(targeted / finished[c], 1) for c in finished}
     limits = {c: rate for c, rate in (("sms", settings.sms_rate_per_s),
@@ -386,6 +378,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             r, deadlines, approved_at + timedelta(seconds=max(finished.values())))
     return during | {"bare_callbacks_tail_s": tail_s,
             "approve_cli_to_decision_s": round(started - cli_started, 2),
+                     "approval_to_first_message_s": {c: round(t, 3) for c, t in first.items()},
                      "approval_to_last_message_s": {c: round(t, 2) for c, t in finished.items()},
             "messages": 2 * targeted,
             "loa_messages_per_second": rates,
@@ -402,6 +395,32 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "bare_clients_cpu_us_per_message": round(
                 bare_cpu / (2 * max(10_000, targeted)) * 1e6, 1) if bare else None,
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1)}
+
+
+def watch(sms_url: str, mail: Path, sms_before: int, before_mail: int, targeted: int
+          ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per channel, when (epoch s) its first and its last message reached the endpoints."""
+    started = time.time()
+    finished: dict[str, float] = {}
+    first: dict[str, float] = {}
+    while len(finished) < 2:
+        # the count, not the outbox: serialising 20,000 messages a second would load the
+        # sandbox the benchmark measures
+        counts = {"sms": httpx.get(f"{sms_url}/_sandbox/count",
+                                   timeout=60).json()["messages"] - sms_before,
+                  "email": files_in(mail / "new") - before_mail}
+        for channel, count in counts.items():
+            if count > 0 and channel not in first:
+                first[channel] = time.time()
+            if count >= targeted and channel not in finished:
+                finished[channel] = time.time()
+        if time.time() - started > 3600:
+            raise SystemExit("gave up after an hour")
+        # Coarse while far from the end (each look costs the endpoints and this process
+        # some CPU), fine near it: a look 0.5 s late would take 8 % off a 6 s run's rate.
+        near = any(c not in finished and n >= 0.95 * targeted for c, n in counts.items())
+        time.sleep(0.02 if near or len(first) < 2 else 0.5)  # fine until the first ones too
+    return first, finished
 
 
 def files_in(folder: Path) -> int:

@@ -17,16 +17,17 @@ from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
     claims_of,
+    count_outcome,
     give_back,
+    outcome_record,
     queue_claim,
     queue_counts,
-    queue_outcome,
     reason_not_to_send,
     release,
 )
-from coordinator.dispatch.provider_ids import queue_provider_ids
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.dispatch.status_callbacks import queue_take_early
-from coordinator.dispatch.status_sweep import queue_unconfirmed
+from coordinator.dispatch.status_sweep import unconfirmed
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -273,6 +274,34 @@ class BatchRun:
                         await self.give_back()
 
 
+# KEYS[1]: the audit stream, KEYS[2]: the SMS awaiting their final status. ARGV: the prefix
+# of a delivery's key (Keys.delivery("")) and of a provider id's (Keys.provider_message("")),
+# how long a provider id is kept (s), when to ask the provider about the unconfirmed, the
+# number F of a record's fields and their names; then per delivery its id, its provider id
+# ('' for none), its audit entry (JSON), '1' when it awaits its final status, and its F
+# values. Each delivery's record, audit entry, provider id and wait for its status, as
+# `handover.queue_outcome` and `queue_provider_ids` write them, in one command: a batch's
+# outcomes cost one round trip's packing, not five commands each.
+_RECORD = """
+local f = tonumber(ARGV[5])
+local i = 6 + f
+local fields = {}
+while i <= #ARGV do
+  local id, pid = ARGV[i], ARGV[i + 1]
+  for j = 1, f do
+    fields[2 * j - 1] = ARGV[5 + j]
+    fields[2 * j] = ARGV[i + 3 + j]
+  end
+  redis.call('HSET', ARGV[1] .. id, unpack(fields))
+  redis.call('XADD', KEYS[1], '*', 'event', ARGV[i + 2])
+  if pid ~= '' then redis.call('SET', ARGV[2] .. pid, id, 'EX', ARGV[3]) end
+  if ARGV[i + 3] == '1' then redis.call('ZADD', KEYS[2], ARGV[4], id) end
+  i = i + 4 + f
+end
+return 0
+"""
+
+
 async def _write(rt: Runtime, statement_id: str,
                  outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
     """Record outcomes in one transaction: each delivery's record, counter and audit entry,
@@ -280,16 +309,31 @@ async def _write(rt: Runtime, statement_id: str,
     provider id finds its record written (one that came between the two, when the ids went
     first, counted the delivery twice). A callback that came before (kept as early) is
     taken and applied in the same transaction. SMS without a final status yet wait for it
-    (``status_sweep``)."""
+    (``status_sweep``). The script goes with its text (EVAL), as the early callbacks' does:
+    a Redis that lost it since cannot fail it inside the transaction."""
     pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
     now = utcnow()
     counts: Counter[tuple[str, str]] = Counter()
+    names: list[str] = []
+    rows: list[str] = []
+    timeline: list[tuple[str, str]] = []
+    for request, outcome in outcomes:
+        record, event = outcome_record(rt, request, outcome, now)
+        names = names or list(record)
+        count_outcome(rt, request, outcome, counts)
+        awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
+        rows += [request.id, outcome.provider_id, event.model_dump_json(),
+                 "1" if awaits else "", *(record[n] for n in names)]
+        if event.incident_id:  # (a statement's deliveries have none: see queue_outcome)
+            timeline.append((event.incident_id, event.model_dump_json()))
+    keys = rt.keys
     async with rt.redis.pipeline(transaction=True) as pipe:
-        for request, outcome in outcomes:
-            queue_outcome(pipe, rt, request, outcome, now, counts)
+        for incident_id, entry in timeline:
+            pipe.rpush(keys.timeline(incident_id), entry)
+        pipe.eval(_RECORD, 2, keys.audit(), keys.unconfirmed(), keys.delivery(""),
+                  keys.provider_message(""), PROVIDER_IDS_KEPT_S,
+                  time.time() + rt.settings.status_ask_after_s, len(names), *names, *rows)
         queue_counts(pipe, counts)
-        pipe.hset(rt.keys.dispatch(statement_id), "progress_at", time.time())
-        queue_provider_ids(pipe, rt.keys, pairs)
-        queue_unconfirmed(pipe, rt, outcomes)
-        queue_take_early(pipe, rt.keys, pairs, now)
+        pipe.hset(keys.dispatch(statement_id), "progress_at", time.time())
+        queue_take_early(pipe, keys, pairs, now)
         await pipe.execute()

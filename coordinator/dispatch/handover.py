@@ -264,35 +264,49 @@ def queue_outcome(pipe: Pipeline, rt: Runtime, request: DeliveryRequest, outcome
     :func:`queue_counts`), its audit entry, and the end of its wait in the pending list; at
     the outcome's own moment, else `now`."""
     mine: Counter[tuple[str, str]] = Counter() if counts is None else counts
-    detail = without_contact(outcome.detail, request)
-    now = outcome.at or now
-    pipe.hset(rt.keys.delivery(request.id), mapping={
-        "status": outcome.status, "channel": request.channel, "to": addressee(request),
-        "provider_id": outcome.provider_id, "error": "" if outcome.provider_id else detail,
-        "error_code": outcome.error_code, "at": now.isoformat(),
-        "statement_id": request.statement_id or ""})
+    record, event = outcome_record(rt, request, outcome, now)
+    pipe.hset(rt.keys.delivery(request.id), mapping=record)
     if request.statement_id:
-        column = tally(outcome.status)
-        ledger = rt.keys.dispatch(request.statement_id)
-        if outcome.provider_id and column != "sent":
-            # Handed over, and found already delivered (or not) at the provider (an orphan
-            # reconciled): it counts as sent too, as it would have had the callback come
-            # after us.
-            mine[ledger, f"{request.channel}:sent"] += 1
-        mine[ledger, f"{request.channel}:{column}"] += 1
+        count_outcome(rt, request, outcome, mine)
         if counts is None:  # else the caller writes its counts once, for all its outcomes
             queue_counts(pipe, mine)
     else:
         pipe.hdel(rt.keys.deliveries_pending(), request.id)
+    queue_audit(pipe, rt.keys, event)
+
+
+def outcome_record(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime
+                   ) -> tuple[dict[str, str], AuditEvent]:
+    """A delivery's final record (the fields of its hash) and its audit entry, at the
+    outcome's own moment, else `now`."""
+    detail = without_contact(outcome.detail, request)
+    now = outcome.at or now
     failed = outcome.status == "failed"
-    queue_audit(pipe, rt.keys, AuditEvent(
+    return {
+        "status": outcome.status, "channel": request.channel, "to": addressee(request),
+        "provider_id": outcome.provider_id, "error": "" if outcome.provider_id else detail,
+        "error_code": outcome.error_code, "at": now.isoformat(),
+        "statement_id": request.statement_id or ""}, AuditEvent(
         at=now, actor="loa", action=f"delivery.{'failed' if failed else outcome.status}",
         interface=request.channel, subject=request.id,
         # A statement's deliveries stay out of the incident's timeline (which would grow
         # with the audience): the timeline shows the dispatch counters instead.
         incident_id=None if request.purpose == "statement" else request.incident_id,
         detail={"to": addressee(request), "purpose": request.purpose, "detail": detail,
-                "incident": request.incident_id}))
+                "incident": request.incident_id})
+
+
+def count_outcome(rt: Runtime, request: DeliveryRequest, outcome: Outcome,
+                  counts: Counter[tuple[str, str]]) -> None:
+    """Add a statement's delivery outcome to `counts` (by ledger key and column)."""
+    column = tally(outcome.status)
+    ledger = rt.keys.dispatch(request.statement_id or "-")
+    if outcome.provider_id and column != "sent":
+        # Handed over, and found already delivered (or not) at the provider (an orphan
+        # reconciled): it counts as sent too, as it would have had the callback come after
+        # us.
+        counts[ledger, f"{request.channel}:sent"] += 1
+    counts[ledger, f"{request.channel}:{column}"] += 1
 
 
 def queue_counts(pipe: Pipeline, counts: Counter[tuple[str, str]]) -> None:

@@ -85,38 +85,41 @@ _CALLBACK = Script(_CALLBACK_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _C
                    .replace("ENDING", str(ENDING)))
 
 
-# KEYS[1]: the early callbacks' hash, then the deliveries' hashes. ARGV: when, the ledger
-# key's prefix (as for _CALLBACK), then each delivery's provider id. For each delivery whose
-# provider id has an early status (`status|error code`; a bare status as older releases kept
-# it): take it (HDEL) and, if it is further on than the record (strictly: the hand-over's
-# answer stands against a callback of the same rank), move the record to it, with its error
-# code, and count it. Returns each delivery's status afterwards ('' untouched).
+# KEYS[1]: the early callbacks' hash, KEYS[2]: the SMS awaiting their final status, then the
+# deliveries' hashes. ARGV: when, the ledger key's prefix (as for _CALLBACK), then each
+# delivery's provider id and id. For each delivery whose provider id has an early status
+# (`status|error code`; a bare status as older releases kept it): take it (HDEL) and, if it
+# is further on than the record (strictly: the hand-over's answer stands against a callback
+# of the same rank), move the record to it, with its error code, and count it; at an ending
+# it awaits nothing more. Returns each delivery's status afterwards ('' untouched).
 _TAKE_EARLY_TEXT = """
 local rank = RANKS
 local column = COLUMNS
 local out = {}
-for i = 2, #KEYS do
-  local pid = ARGV[i + 1]
+for k = 1, #KEYS - 2 do
+  local key, pid, id = KEYS[k + 2], ARGV[2 * k + 1], ARGV[2 * k + 2]
   local kept = redis.call('HGET', KEYS[1], pid)
-  out[i - 1] = ''
+  out[k] = ''
   if kept then
     redis.call('HDEL', KEYS[1], pid)
     local early, code = string.match(kept, '^([^|]*)|?(.*)$')
-    local row = redis.call('HMGET', KEYS[i], 'status', 'statement_id', 'channel')
+    local row = redis.call('HMGET', key, 'status', 'statement_id', 'channel')
     local current = row[1] or ''
     if (rank[early] or 0) > (rank[current] or 0) then
-      redis.call('HSET', KEYS[i], 'status', early, 'error_code', code, 'updated_at', ARGV[1])
+      redis.call('HSET', key, 'status', early, 'error_code', code, 'updated_at', ARGV[1])
+      if rank[early] >= ENDING then redis.call('ZREM', KEYS[2], id) end
       local was, now = column[current] or current, column[early] or early
       if row[2] and row[2] ~= '' and was ~= now then
         redis.call('HINCRBY', ARGV[2] .. row[2], (row[3] or '') .. ':' .. now, 1)
       end
-      out[i - 1] = early
+      out[k] = early
     end
   end
 end
 return out
 """
-_TAKE_EARLY = _TAKE_EARLY_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS)
+_TAKE_EARLY = (_TAKE_EARLY_TEXT.replace("RANKS", _RANKS).replace("COLUMNS", _COLUMNS)
+               .replace("ENDING", str(ENDING)))
 
 
 def queue_take_early(pipe: Pipeline, keys: Keys, pairs: dict[str, str], now: datetime
@@ -129,9 +132,9 @@ def queue_take_early(pipe: Pipeline, keys: Keys, pairs: dict[str, str], now: dat
     writes would stand. False when there is nothing to take (nothing queued)."""
     if not pairs:
         return False
-    pipe.eval(_TAKE_EARLY, 1 + len(pairs), keys.early_callbacks(),
+    pipe.eval(_TAKE_EARLY, 2 + len(pairs), keys.early_callbacks(), keys.unconfirmed(),
               *[keys.delivery(d) for d in pairs.values()], now.isoformat(), keys.dispatch(""),
-              *pairs)
+              *[x for pair in pairs.items() for x in pair])
     return True
 
 

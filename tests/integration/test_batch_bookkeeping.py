@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,18 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
     ledger = await rt.redis.hgetall(rt.keys.dispatch("S-2"))
     assert (ledger["sms:sent"], ledger["sms:delivered"], ledger["sms:failed"]) == (
         "4", "2", "1")
+    record = await rt.redis.hgetall(rt.keys.delivery("d-3"))
+    assert {k: record[k] for k in ("channel", "to", "provider_id", "error", "statement_id")
+            } == {"channel": "sms", "to": "sub-3", "provider_id": "SM3", "error": "",
+                  "statement_id": "S-2"}
+    # Only d-3 still awaits its final status (d-1 and d-2 took theirs early, d-4 was found
+    # delivered); one audit entry a delivery, in the order written.
+    assert await rt.redis.zrange(rt.keys.unconfirmed(), 0, -1) == ["d-3"]
+    audited = [json.loads(fields["event"]) for _, fields in
+               await rt.redis.xrange(rt.keys.audit())]
+    assert [(e["action"], e["subject"], e["detail"]["to"]) for e in audited] == [
+        ("delivery.queued", "d-1", "sub-1"), ("delivery.queued", "d-2", "sub-2"),
+        ("delivery.queued", "d-3", "sub-3"), ("delivery.delivered", "d-4", "sub-4")]
 
 
 class _Answering:

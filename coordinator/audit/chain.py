@@ -67,11 +67,14 @@ def runs(entries: Sequence[Entry]) -> list[list[Entry]]:
     """The entries cut into what each link seals, in order: consecutive delivery entries
     together (at most RUN_MAX), every other entry alone."""
     out: list[list[Entry]] = []
+    last_bulk = False
     for entry in entries:
-        if (is_bulk(entry) and out and len(out[-1]) < RUN_MAX and is_bulk(out[-1][-1])):
+        bulk = is_bulk(entry)  # (each entry's JSON read once)
+        if bulk and last_bulk and len(out[-1]) < RUN_MAX:
             out[-1].append(entry)
         else:
             out.append([entry])
+        last_bulk = bulk
     return out
 
 

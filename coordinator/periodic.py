@@ -37,7 +37,7 @@ HEARTBEAT_GRACE_MS = 3_000
 RECOVER_EVERY_S = 5.0
 SEAL_EVERY_S = 0.5
 STATUS_SWEEP_EVERY_S = 5.0
-STATUS_ROUNDS_A_SWEEP = 5  # at most 100 questions a second to the provider
+STATUS_ROUNDS_A_SWEEP = 5  # at most 500 questions every 5 s, 4 at once (status_sweep)
 
 
 def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Timers,
@@ -154,10 +154,16 @@ def _register_status_sweep(app: faust.App, pipeline: Pipeline) -> None:
         try:
             for _ in range(STATUS_ROUNDS_A_SWEEP):
                 swept = await sweep_statuses(rt, channel, utcnow())
-                if swept.moved or swept.given_up:
+                if swept.moved:
                     log.info("SMS statuses asked of the provider (their callbacks never came)",
-                             moved=len(swept.moved), not_final_yet=len(swept.waiting),
-                             given_up=len(swept.given_up))
+                             moved=len(swept.moved), not_final_yet=len(swept.waiting))
+                if swept.given_up:
+                    log.warning("SMS left without a final status (3 days old, unknown to the "
+                                "provider, or without a readable time)",
+                                count=len(swept.given_up))
+                if swept.unanswered:
+                    log.warning("the SMS provider did not answer status questions; asked "
+                                "again later", count=len(swept.unanswered), error=swept.error)
                 if swept.taken < ASKED_A_ROUND:
                     break
         except Exception as exc:

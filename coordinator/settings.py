@@ -129,9 +129,9 @@ class Settings(BaseSettings):
         default=None, description="send to this base URL instead of https://api.twilio.com")
     sms_rate_per_s: float = Field(default=10.0, gt=0, description="shared by all workers")
     status_ask_after_s: float = Field(
-        default=900.0, gt=0, description="an SMS whose final status (delivered, undelivered, "
+        default=900.0, ge=60, description="an SMS whose final status (delivered, undelivered, "
         "failed) has not come by a status callback this long after it was handed over is "
-        "asked of Twilio, and again as often for up to 3 days")
+        "asked of Twilio, then again less and less often (at most every 6 h) for up to 3 days")
     second_approval_above_segments: int = Field(
         default=100_000, ge=0,
         description="SMS segments a statement may cost on one approval; above, a second "

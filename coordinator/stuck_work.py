@@ -138,8 +138,9 @@ async def _unsealed(redis: Redis, keys: Keys, now: float) -> Stuck | None:
 
 async def _statuses_not_asked(redis: Redis, keys: Keys, now: float) -> Stuck | None:
     """SMS whose status callbacks never came, due to be asked of the provider
-    (dispatch.status_sweep) for longer than STATUS_GRACE_S: no worker is asking, or the
-    provider does not answer. Their age: how long they have been due."""
+    (dispatch.status_sweep) for longer than STATUS_GRACE_S: no worker is asking (one the
+    provider does not answer logs it, and asks again an interval later). Their age: how
+    long they have been due."""
     due = await redis.zrangebyscore(keys.unconfirmed(), "-inf", now - STATUS_GRACE_S,
                                     start=0, num=1, withscores=True)
     if not due:

@@ -7,20 +7,22 @@ would undercount. So every SMS handed over waits in a sorted set (``Keys.unconfi
 until its final status (delivered, undelivered, failed) comes; one still there
 `LOA_STATUS_ASK_AFTER_S` after its hand-over is asked of the provider, and its answer is
 applied as its callback would have been (``status_callbacks.record_statuses``: forward
-only, counted once). One not final yet is asked again as often, for up to
-:data:`GIVE_UP_AFTER_S` (a carrier that sends no delivery report leaves a message `sent`
-for good); then it stays as it is, and leaves the set.
+only, counted once). One not final yet is asked again less and less often
+(:data:`ASK_AT_MOST_EVERY_S`), for up to :data:`GIVE_UP_AFTER_S` (a carrier that sends no
+delivery report leaves a message `sent` for good); then it stays as it is, and leaves the
+set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from channels.base import DeliveryError, StatusReport, Tracking
+from channels.base import StatusReport, Tracking
 from channels.twilio_webhooks import StatusUpdate
 from coordinator.dispatch.handover import PROGRESS, Outcome
 from coordinator.dispatch.status_callbacks import ENDING, record_statuses
@@ -34,6 +36,9 @@ ASKED_AT_ONCE = 4
 """Requests to the provider at once: it shares the account's API limits with the sends."""
 GIVE_UP_AFTER_S = 3 * 24 * 3600.0
 """How long after its hand-over a message's final status is still asked for."""
+ASK_AT_MOST_EVERY_S = 6 * 3600.0
+"""A message not final when asked is asked again once it is twice as old (15 min, 30 min,
+1 h, ...), at most this long after: about 18 questions in 3 days, not 288."""
 
 # KEYS[1]: the set (Keys.unconfirmed). ARGV: now, how many at most, when to ask again. The
 # members due, each moved to the next time to ask: two workers sweeping at once take
@@ -69,15 +74,21 @@ class Swept:
     moved: list[str] = field(default_factory=list)
     """Asked, and further on at the provider: applied as a callback."""
     waiting: list[str] = field(default_factory=list)
-    """Asked, and not final yet there (or not answered): asked again later."""
+    """Asked, and not final yet there: asked again later."""
     settled: list[str] = field(default_factory=list)
     """Final already (a callback came after all), or nothing to ask about: left the set."""
     given_up: list[str] = field(default_factory=list)
-    """No final status after :data:`GIVE_UP_AFTER_S`, or unknown to the provider."""
+    """No final status after :data:`GIVE_UP_AFTER_S`, unknown to the provider, or with no
+    hand-over time Loa can read."""
+    unanswered: list[str] = field(default_factory=list)
+    """The provider did not answer (an error): asked again after the interval."""
+    error: str = ""
+    """One of those errors."""
 
     @property
     def taken(self) -> int:
-        return len(self.moved) + len(self.waiting) + len(self.settled) + len(self.given_up)
+        return (len(self.moved) + len(self.waiting) + len(self.settled) + len(self.given_up)
+                + len(self.unanswered))
 
 
 def sort_due(rows: dict[str, list[str | None]], now: datetime) -> tuple[
@@ -92,11 +103,29 @@ def sort_due(rows: dict[str, list[str | None]], now: datetime) -> tuple[
     for delivery_id, (status, provider_id, channel, at) in rows.items():
         if not unconfirmed(channel or "", status or "", provider_id or ""):
             settled.append(delivery_id)
-        elif at and (now - datetime.fromisoformat(at)).total_seconds() > GIVE_UP_AFTER_S:
+        elif _age_s(at, now) > GIVE_UP_AFTER_S:
             given_up.append(delivery_id)
         else:
             ask[delivery_id] = provider_id or ""
     return ask, settled, given_up
+
+
+def _age_s(at: str | None, now: datetime) -> float:
+    """How long ago a record's hand-over time was (a time without a zone is UTC's; none
+    Loa can read: infinitely long, so the message is given up rather than asked about for
+    ever). Pure."""
+    try:
+        then = datetime.fromisoformat(at or "")
+    except ValueError:
+        return math.inf
+    return (now - (then if then.tzinfo else then.replace(tzinfo=UTC))).total_seconds()
+
+
+def ask_again_in(age_s: float, after_s: float) -> float:
+    """When to ask again about a message not final yet, `age_s` after its hand-over: once it
+    is twice as old, at least `after_s` and at most :data:`ASK_AT_MOST_EVERY_S` later.
+    Pure."""
+    return min(max(age_s, after_s), ASK_AT_MOST_EVERY_S)
 
 
 async def sweep_statuses(rt: Runtime, channel: Tracking, now: datetime,
@@ -121,30 +150,40 @@ async def sweep_statuses(rt: Runtime, channel: Tracking, now: datetime,
     updates = {d: StatusUpdate(ask[d], a.status, a.error_code)
                for d, a in answers.items() if isinstance(a, StatusReport)}
     # The callback script moves each forward only, counts it once, and at an ending takes
-    # it out of the set; one not final yet stays, due again later.
+    # it out of the set; one not final yet stays, asked again once it is twice as old.
     await record_statuses(redis, keys, list(updates.values()), now)
     swept = Swept(settled=settled, given_up=given_up)
+    later: dict[str, float] = {}
     for delivery_id in ask:
         answer = answers.get(delivery_id)
-        if isinstance(answer, StatusReport) and \
-                PROGRESS.get(answer.status, 0) > PROGRESS.get(rows[delivery_id][0] or "", 0):
-            swept.moved.append(delivery_id)
-        elif delivery_id not in given_up:
-            swept.waiting.append(delivery_id)
+        if isinstance(answer, StatusReport):
+            rank = PROGRESS.get(answer.status, 0)
+            if rank > PROGRESS.get(rows[delivery_id][0] or "", 0):
+                swept.moved.append(delivery_id)
+            else:
+                swept.waiting.append(delivery_id)
+            if rank < ENDING:
+                later[delivery_id] = at + ask_again_in(
+                    _age_s(rows[delivery_id][3], now), rt.settings.status_ask_after_s)
+        elif answer is not None:  # not answered: asked again after the interval
+            swept.unanswered.append(delivery_id)
+            swept.error = swept.error or str(answer)
+    if later:  # XX: one whose ending came meanwhile is not put back
+        await redis.zadd(keys.unconfirmed(), later, xx=True)
     return swept
 
 
 async def _ask(channel: Tracking, ask: dict[str, str]
-               ) -> dict[str, StatusReport | DeliveryError | None]:
+               ) -> dict[str, StatusReport | Exception | None]:
     """Each message's status at the provider (None: unknown there; an error: not answered,
     asked again next time), :data:`ASKED_AT_ONCE` requests at a time."""
     gate = asyncio.Semaphore(ASKED_AT_ONCE)
 
-    async def one(provider_id: str) -> StatusReport | DeliveryError | None:
+    async def one(provider_id: str) -> StatusReport | Exception | None:
         async with gate:
             try:
                 return await channel.status_of(provider_id)
-            except DeliveryError as exc:
+            except Exception as exc:  # (one SDK surprise must not sink the round)
                 return exc
 
     found = await asyncio.gather(*(one(p) for p in ask.values()))

@@ -117,7 +117,7 @@ async def expire_provider_ids(redis: Redis, keys: Keys, apply: bool) -> list[str
     early = keys.early_callbacks()
     pattern = literal_pattern(keys.provider_message("")) + "*"
     lasting = [key async for key in redis.scan_iter(match=pattern, count=1000)
-               if key != early and await redis.ttl(key) == -1]
+               if key not in (early, keys.unconfirmed()) and await redis.ttl(key) == -1]
     if apply:
         lasting = [key for key in lasting
                    if await redis.expire(key, PROVIDER_IDS_KEPT_S, nx=True)]

@@ -5,6 +5,7 @@ redis-server; the answers are applied as the callbacks would have been, counted 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -129,8 +130,19 @@ async def test_a_message_not_final_yet_is_asked_again_and_one_unknown_is_given_u
             assert sid.startswith("SM")
             [(member, score)] = await rt.redis.zrange(rt.keys.unconfirmed(), 0, -1,
                                                       withscores=True)
-            assert member == "d-2"  # asked again one interval after this round
-            assert score == pytest.approx(later.timestamp() + rt.settings.status_ask_after_s)
+            assert member == "d-2"  # asked again once twice as old (an interval on, here)
+            assert score == pytest.approx(
+                later.timestamp() + rt.settings.status_ask_after_s + 1, abs=2)
+            # The provider refusing to answer (a wrong token): asked again after the
+            # interval, and said.
+            refused = SmsChannel(dataclasses.replace(channel.account, auth_token="wrong"))
+            try:
+                asked = await sweep_statuses(rt, refused, later + timedelta(days=1))
+            finally:
+                await refused.close()
+            assert asked.unanswered == ["d-2"] and "20003" in asked.error
+            assert await rt.redis.zscore(rt.keys.unconfirmed(), "d-2") == pytest.approx(
+                (later + timedelta(days=1)).timestamp() + rt.settings.status_ask_after_s)
             assert await rt.redis.hget(rt.keys.delivery("d-2"), "status") == "queued"
             # Three days on, nobody asks any more: it stays as it was, out of the set.
             gone = later + timedelta(seconds=GIVE_UP_AFTER_S + rt.settings.status_ask_after_s)

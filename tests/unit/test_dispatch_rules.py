@@ -17,7 +17,12 @@ from coordinator.dispatch.handover import reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, sms_segments
-from coordinator.dispatch.status_sweep import GIVE_UP_AFTER_S, sort_due, unconfirmed
+from coordinator.dispatch.status_sweep import (
+    GIVE_UP_AFTER_S,
+    ask_again_in,
+    sort_due,
+    unconfirmed,
+)
 from coordinator.events import DeliveryRequest, RenderedText
 from coordinator.keys import Keys
 from coordinator.outbox import wait_before_resend
@@ -185,8 +190,15 @@ def test_due_deliveries_are_asked_about_settled_or_given_up() -> None:
         "d-2": ["delivered", "SM2", "sms", handed],  # its callback came after all
         "d-3": [None, None, None, None],  # no record any more
         "d-4": ["sent", "SM4", "sms", long_ago],
-        "d-5": ["sent", "SM5", "sms", None],  # no time: asked
+        "d-5": ["sent", "SM5", "sms", None],  # no time: not asked for ever
+        "d-6": ["sent", "SM6", "sms", "2026-12-06T11:00:00"],  # no time zone: UTC's
+        "d-7": ["sent", "SM7", "sms", "2026-11-30T12:00:00"],  # 6 days, UTC's: given up
     }, now)
-    assert ask == {"d-1": "SM1", "d-5": "SM5"}
+    assert ask == {"d-1": "SM1", "d-6": "SM6"}
     assert settled == ["d-2", "d-3"]
-    assert given_up == ["d-4"]
+    assert given_up == ["d-4", "d-5", "d-7"]
+
+
+def test_a_message_not_final_is_asked_again_once_twice_as_old_at_most_every_6_hours() -> None:
+    assert [ask_again_in(age, 900.0) for age in (600.0, 900.0, 1800.0, 7200.0, 30_000.0)] == [
+        900.0, 900.0, 1800.0, 7200.0, 21_600.0]

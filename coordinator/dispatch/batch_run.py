@@ -27,7 +27,7 @@ from coordinator.dispatch.handover import (
 )
 from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.dispatch.status_callbacks import queue_take_early
-from coordinator.dispatch.status_sweep import unconfirmed
+from coordinator.dispatch.status_sweep import first_ask_at, unconfirmed
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -310,13 +310,14 @@ async def _write(rt: Runtime, statement_id: str,
     first, counted the delivery twice). A callback that came before (kept as early) is
     taken and applied in the same transaction. SMS without a final status yet wait for it
     (``status_sweep``). The script goes with its text (EVAL), as the early callbacks' does:
-    a Redis that lost it since cannot fail it inside the transaction."""
+    a Redis that lost it since cannot fail it inside the transaction. The outcomes are a
+    statement's deliveries, whose audit entries stay out of incident timelines
+    (``handover.outcome_record``)."""
     pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
     now = utcnow()
     counts: Counter[tuple[str, str]] = Counter()
     names: list[str] = []
     rows: list[str] = []
-    timeline: list[tuple[str, str]] = []
     for request, outcome in outcomes:
         record, event = outcome_record(rt, request, outcome, now)
         names = names or list(record)
@@ -324,15 +325,11 @@ async def _write(rt: Runtime, statement_id: str,
         awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
         rows += [request.id, outcome.provider_id, event.model_dump_json(),
                  "1" if awaits else "", *(record[n] for n in names)]
-        if event.incident_id:  # (a statement's deliveries have none: see queue_outcome)
-            timeline.append((event.incident_id, event.model_dump_json()))
     keys = rt.keys
     async with rt.redis.pipeline(transaction=True) as pipe:
-        for incident_id, entry in timeline:
-            pipe.rpush(keys.timeline(incident_id), entry)
         pipe.eval(_RECORD, 2, keys.audit(), keys.unconfirmed(), keys.delivery(""),
                   keys.provider_message(""), PROVIDER_IDS_KEPT_S,
-                  time.time() + rt.settings.status_ask_after_s, len(names), *names, *rows)
+                  first_ask_at(rt), len(names), *names, *rows)
         queue_counts(pipe, counts)
         pipe.hset(keys.dispatch(statement_id), "progress_at", time.time())
         queue_take_early(pipe, keys, pairs, now)

@@ -57,8 +57,13 @@ def queue_unconfirmed(pipe: Pipeline, rt: Runtime,
     `LOA_STATUS_ASK_AFTER_S` from now unless their callbacks come first."""
     ids = [r.id for r, o in outcomes if unconfirmed(r.channel, o.status, o.provider_id)]
     if ids:
-        ask_at = time.time() + rt.settings.status_ask_after_s
-        pipe.zadd(rt.keys.unconfirmed(), dict.fromkeys(ids, ask_at))
+        pipe.zadd(rt.keys.unconfirmed(), dict.fromkeys(ids, first_ask_at(rt)))
+
+
+def first_ask_at(rt: Runtime) -> float:
+    """When (epoch s) to ask the provider about an SMS handed over now, should its final
+    status not have come by then."""
+    return time.time() + rt.settings.status_ask_after_s
 
 
 def unconfirmed(channel: str, status: str, provider_id: str) -> bool:

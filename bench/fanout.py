@@ -67,7 +67,7 @@ from coordinator.dispatch.audience import resolve_audience
 from coordinator.dispatch.batches import CONCURRENCY
 from coordinator.dispatch.channels import email_channel, sms_channel
 from coordinator.dispatch.fanout import deliveries_for, next_chunk
-from coordinator.dispatch.reach import reach_of
+from coordinator.dispatch.reach import ReachInputs, reach_of
 from coordinator.embedded import Service, free_port, start_redis, start_tansu, wait_for_port
 from coordinator.events import ApprovalRequest, Draft
 from coordinator.keys import Keys
@@ -170,7 +170,7 @@ async def resolve(settings: Settings) -> dict[str, float]:
             await pipe.execute()
         first = await load(rds, keys, numbers)
         cut = time.perf_counter()
-        reach = await reach_of(rds, keys, city, STATEMENT_AREA, "flood", [])
+        reach = await reach_of(rds, keys, city, ReachInputs("", STATEMENT_AREA, "flood", []))
         counted = time.perf_counter()
         await rds.delete(key)
         return {"audience": size, "audience_resolution_ms": round((resolved - started) * 1000, 1),

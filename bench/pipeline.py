@@ -2,8 +2,9 @@
 
 Files N reports (each its own incident) through the same code as the API
 (outbox + broker), with one `loa worker`, and measures how long each took
-from acceptance to its approval request, the throughput, and the worker's
-peak RSS. Prints one JSON object.
+from acceptance to its approval request, the throughput, the worker's CPU
+time a report (its prompts included) and its peak RSS. Prints one JSON
+object.
 
     .venv/bin/python bench/pipeline.py --reports 2000
 """
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from _measure import peak_rss_mib, sync_redis  # bench/ is the script's folder
+from fanout import cpu_s
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city
@@ -50,6 +52,19 @@ async def file_all(settings: Settings, reports: list[Report]) -> float:
     await producer.stop()
     await rds.aclose()
     return elapsed
+
+
+def settled_cpu_s(pid: int, timeout_s: float = 60.0) -> float:
+    """A process's CPU time once it has gone quiet (under 10 % of a core for 0.5 s): the
+    last requests' prompts are handled too, and little idle time is counted."""
+    deadline, last = time.perf_counter() + timeout_s, cpu_s(pid)
+    while time.perf_counter() < deadline:
+        time.sleep(0.5)
+        now = cpu_s(pid)
+        if now - last < 0.05:
+            return now
+        last = now
+    return last
 
 
 def main() -> None:
@@ -80,13 +95,14 @@ def main() -> None:
                           severity=Severity.severe, area=areas[i % len(areas)],
                           title=f"Bench report {i}", received_via="api")
                    for i in range(args.reports)]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_s(worker.pid)
         filing_s = asyncio.run(file_all(settings, reports))
         while r.zcard(keys.approvals()) < args.reports:
             if time.perf_counter() - t0 > 600:
                 raise SystemExit("gave up after 600 s")
             time.sleep(0.05)
         total_s = time.perf_counter() - t0
+        worker_cpu_s = settled_cpu_s(worker.pid) - cpu0
         latencies = []
         for report in reports:
             incident = r.hget(keys.report(report.id), "incident")
@@ -105,6 +121,7 @@ def main() -> None:
             "latency_p50_ms": round(q[49] * 1000, 1),
             "latency_p99_ms": round(q[98] * 1000, 1),
             "latency_max_ms": round(latencies[-1] * 1000, 1),
+            "worker_cpu_ms_per_report": round(worker_cpu_s / args.reports * 1000, 2),
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
             "at": datetime.now().isoformat(timespec="seconds"),
         }, indent=2))

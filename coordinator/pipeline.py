@@ -34,7 +34,7 @@ from coordinator.dispatch.batch_run import Stopping
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import batch_lane, fan_out
-from coordinator.dispatch.reach import record_with_reach
+from coordinator.dispatch.reach import ReachInputs, record_with_reach
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.errors import BadEvent
 from coordinator.escalation.policy import Timer, level_timers
@@ -170,7 +170,7 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             obs.STAGE_LATENCY.labels("report_to_approval_request").observe(
                 since(event.report.received_at))
-        await self._ask(result.request)
+        await self._ask(result.request, result.reach)
 
     async def steer(self, event: RedraftRequested | IncidentClosed | IncidentMerged) -> None:
         """A duty officer's action on an incident (from the console or the CLI)."""
@@ -186,14 +186,14 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             await self._ask(outcome.request)
 
-    async def _ask(self, request: ApprovalRequest) -> None:
+    async def _ask(self, request: ApprovalRequest, reach: ReachInputs | None = None) -> None:
         """Arm the request's timers and prompt its first holders. Also on a replay: timers
         and prompts have deterministic ids, so this re-arms what a crash between the Redis
         write and here would have lost, and nothing more. (The request itself is not put on
         `approval-events`: nothing consumed it there; the audit stream records it.)"""
         # What the draft would reach and cost, on the request before anyone is asked.
-        row, _ = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city,
-                                         request.id, request.incident_id, request.draft_id)
+        row = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
+                                      request.incident_id, request.draft_id, reach)
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
             self.schedule(timer)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from coordinator.access import may_publish_on_exhaustion
 from coordinator.approvals.chain import snapshot_chain
+from coordinator.dispatch.reach import ReachInputs
 from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, ExhaustionRule, Severity
@@ -40,6 +41,8 @@ class Plan:
     playbook_id: str
     request: ApprovalRequest | None
     first_time: bool
+    # What the request's reach is counted from, as just drafted (None: read it back).
+    reach: ReachInputs | None = None
 
 
 async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
@@ -73,7 +76,10 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         pipe.multi()
         audit("playbook.selected", playbook.id, {"reason": selection.reason})
         request = queue_version(pipe, rt, incident, playbook, draft, selection.reason, now)
-        return Plan(incident_id, playbook.id, request, first_time=True)
+        reach = ReachInputs(incident_id, facts.area, facts.kind,
+                            [t for t in texts if t.channel == "sms"], facts.exercise,
+                            incident.get("drill_list") or None)
+        return Plan(incident_id, playbook.id, request, first_time=True, reach=reach)
 
     return await transact(rt.redis, [key], body)
 

@@ -1,38 +1,104 @@
 """The reach an approver sees before approving: counted per channel and per language inside
-Redis, in one transaction that leaves none of its working bitmaps behind (a private
-redis-server)."""
+Redis, in one script that leaves none of its working bitmaps behind, and kept on the
+approval request once (a private redis-server)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from channels.segments import segment_count
-from coordinator.dispatch.reach import Reach, reach_of
+from coordinator.dispatch.reach import Reach, ReachInputs, reach_of, record_with_reach
 from coordinator.events import RenderedText
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import register
+from coordinator.subscribers.store import number_of
 
 pytestmark = pytest.mark.integration
 VI = "Ngập sâu phố Kim Mã, tránh khu vực."  # UCS-2: one segment of 70
 EN = "Deep flooding on Kim Ma street: avoid the area. " * 4  # GSM-7, 196 chars: 2 segments
 
 
-async def test_reach_counts_each_channel_and_language_and_cleans_up(rt: Runtime) -> None:
-    people = [  # (phone, email, language, channels, area)
-        ("+84901000001", None, "vi", ["sms"], "hn-ba-dinh"),
-        ("+84901000002", "b@example.org", "en", ["sms", "email"], "hn-ba-dinh"),
-        ("+84901000003", None, "en", ["sms"], "hn-ba-dinh-kim-ma"),  # a ward of Ba Đình
-        (None, "d@example.org", "vi", ["email"], "hn-ba-dinh"),
-        ("+84901000005", None, "vi", ["sms"], "hn-cau-giay"),  # elsewhere: not reached
-    ]
-    for phone, email, language, channels, area in people:
-        await register(rt.redis, rt.keys, Subscriber(
+PEOPLE = [  # (phone, email, language, channels, area)
+    ("+84901000001", None, "vi", ["sms"], "hn-ba-dinh"),
+    ("+84901000002", "b@example.org", "en", ["sms", "email"], "hn-ba-dinh"),
+    ("+84901000003", None, "en", ["sms"], "hn-ba-dinh-kim-ma"),  # a ward of Ba Đình
+    (None, "d@example.org", "vi", ["email"], "hn-ba-dinh"),
+    ("+84901000005", None, "vi", ["sms"], "hn-cau-giay"),  # elsewhere: not reached
+]
+TEXTS = [RenderedText(channel="sms", language="vi", body=VI),
+         RenderedText(channel="sms", language="en", body=EN)]
+
+
+async def register_people(rt: Runtime) -> list[Subscriber]:
+    saved = []
+    for phone, email, language, channels, area in PEOPLE:
+        subscriber, _ = await register(rt.redis, rt.keys, Subscriber(
             phone=phone, email=email, language=language, areas=[area],
             channels=channels))  # type: ignore[arg-type]
-    texts = [RenderedText(channel="sms", language="vi", body=VI),
-             RenderedText(channel="sms", language="en", body=EN)]
-    reach = await reach_of(rt.redis, rt.keys, rt.city, "hn-ba-dinh", "flood", texts)
+        saved.append(subscriber)
+    return saved
+
+
+async def test_reach_counts_each_channel_and_language_and_cleans_up(rt: Runtime) -> None:
+    await register_people(rt)
+    reach = await reach_of(rt.redis, rt.keys, rt.city,
+                           ReachInputs("INC-00001", "hn-ba-dinh", "flood", TEXTS))
     assert (segment_count(VI), segment_count(EN)) == (1, 2)
     assert reach == Reach(sms=3, email=2, sms_segments=1 * 1 + 2 * 2)
     assert [k async for k in rt.redis.scan_iter(match=rt.keys.subs_bits("tmp", "*"))] == []
+
+
+async def test_a_requests_reach_is_kept_on_it_once_from_what_was_drafted_or_read_back(
+        rt: Runtime) -> None:
+    """The planner's own inputs and those read back from the draft and the incident count
+    the same; the first count stays (a replay does not count again); a request that is gone
+    is not made again; an SMS reader whose language is no longer declared costs the city's
+    own language's segments; a drill counts its test list, an update those reached before."""
+    people = await register_people(rt)
+    k = rt.keys
+    await rt.redis.hset(k.approval("APR-00001-1"), mapping={"status": "pending"})
+    inputs = ReachInputs("INC-00001", "hn-ba-dinh", "flood", TEXTS)
+    record = await record_with_reach(rt.redis, k, rt.city, "APR-00001-1", "INC-00001",
+                                     "DRF-00001-1", inputs)
+    assert record == {"status": "pending",
+                      "reach": '{"sms": 3, "email": 2, "sms_segments": 5}'}
+    assert Reach.from_json(record["reach"]) == Reach(3, 2, 1 * 1 + 2 * 2)
+    # the same request again, now with another area: the first count stays
+    again = await record_with_reach(rt.redis, k, rt.city, "APR-00001-1", "INC-00001",
+                                    "DRF-00001-1", ReachInputs("INC-00001", "hn-cau-giay",
+                                                               "flood", TEXTS))
+    assert again == record
+    # read back from the draft and the incident (their update flag: `references`)
+    await rt.redis.set(k.draft("DRF-00002-1"), json.dumps({
+        "texts": [t.model_dump() for t in TEXTS], "references": []}))
+    await rt.redis.hset(k.incident("INC-00002"), mapping={
+        "area": "hn-ba-dinh", "kind": "flood", "exercise": "0", "drill_list": ""})
+    await rt.redis.hset(k.approval("APR-00002-1"), mapping={"status": "pending"})
+    read_back = await record_with_reach(rt.redis, k, rt.city, "APR-00002-1", "INC-00002",
+                                        "DRF-00002-1")
+    assert read_back["reach"] == record["reach"]
+    # the English reader in Kim Mã whose language is no longer declared: the Vietnamese
+    # text's one segment, not the English two
+    number = await number_of(rt.redis, k, people[2].id)
+    assert number is not None
+    await rt.redis.setbit(k.subs_bits("lang", "en"), number, 0)
+    assert await reach_of(rt.redis, k, rt.city, inputs) == Reach(3, 2, 1 + 2 + 1)
+    # a drill with a test list reaches the list's active members only
+    first = await number_of(rt.redis, k, people[0].id)
+    await rt.redis.setbit(k.subs_bits("list", "desk"), first, 1)
+    drill = ReachInputs("INC-00001", "hn-ba-dinh", "flood", TEXTS, exercise=True,
+                        drill_list="desk")
+    assert await reach_of(rt.redis, k, rt.city, drill) == Reach(1, 0, 1)
+    # an update also reaches who the incident reached before (Cầu Giấy's Vietnamese reader)
+    elsewhere = await number_of(rt.redis, k, people[4].id)
+    await rt.redis.setbit(k.incident_reached("INC-00001"), elsewhere, 1)
+    update = ReachInputs("INC-00001", "hn-ba-dinh", "flood", TEXTS, updates_earlier=True)
+    assert await reach_of(rt.redis, k, rt.city, update) == Reach(4, 2, 1 + 2 + 1 + 1)
+    # gone: nothing counted, nothing made
+    assert await record_with_reach(rt.redis, k, rt.city, "APR-00009-1", "INC-00001",
+                                   "DRF-00001-1", inputs) == {}
+    assert not await rt.redis.exists(k.approval("APR-00009-1"))
+    assert [key async for key in rt.redis.scan_iter(match=k.subs_bits("tmp", "*"))] == []

@@ -16,7 +16,7 @@ from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.dispatch.handover import reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
-from coordinator.dispatch.reach import Reach, sms_segments
+from coordinator.dispatch.reach import Reach, segment_costs
 from coordinator.dispatch.status_sweep import (
     GIVE_UP_AFTER_S,
     ask_again_in,
@@ -125,18 +125,20 @@ def test_stuck_work_is_told_with_its_age() -> None:
 
 
 def test_what_a_drafts_sms_costs() -> None:
-    """Each SMS subscriber costs their language's segments, else the fallback's: 10
-    Vietnamese at 2 segments (UCS-2, 71..134 characters), 5 English at 1, and 3 in a
-    language without a text, who get the Vietnamese one."""
+    """Each SMS subscriber costs their language's segments, else the fallback's: Vietnamese
+    at 2 segments (UCS-2, 71..134 characters), English at 1; French and Thai readers of a
+    statement without their language get English (their fallback), not Vietnamese; a
+    language no longer declared costs the city's own language's."""
     texts = [RenderedText(channel="sms", language="vi", body="Ngập sâu " * 9),
              RenderedText(channel="sms", language="en", body="Deep flooding"),
              RenderedText(channel="email", language="vi", title="t", body="x" * 5000)]
     languages = load_city(Path(__file__).parents[2] / "config", FIXTURE_MAP).languages
-    assert sms_segments(texts, {"vi": 10, "en": 5}, 18, languages) == 10 * 2 + 5 * 1 + 3 * 2
-    assert sms_segments(texts[2:], {"vi": 4}, 4, languages) == 0  # no SMS text: nothing to send
-    # French and Thai readers of a statement without their language get English (their
-    # fallback), not Vietnamese
-    assert sms_segments(texts, {"fr": 4, "th": 1}, 5, languages) == 5 * 1
+    assert segment_costs(texts, languages) == ({"vi": 2, "en": 1, "fr": 1, "th": 1}, 2)
+    # a segment count kept with the text is taken as it is
+    kept = [texts[0].model_copy(update={"segments": 3})]
+    assert segment_costs(kept, languages) == ({"vi": 3, "en": 3, "fr": 3, "th": 3}, 3)
+    # no SMS text: nothing to send
+    assert segment_costs(texts[2:], languages) == ({"vi": 0, "en": 0, "fr": 0, "th": 0}, 0)
     reach = Reach(sms=18, email=7, sms_segments=31)
     assert Reach.from_json(reach.to_json()) == reach and Reach.from_json(None) is None
     assert reach.line() == "SMS to 18 (31 segments), email to 7"

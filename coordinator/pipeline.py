@@ -45,6 +45,7 @@ from coordinator.events import (
     Decision,
     DeliveryBatch,
     DeliveryRequest,
+    Draft,
     IncidentClosed,
     IncidentEvent,
     IncidentMerged,
@@ -170,7 +171,7 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             obs.STAGE_LATENCY.labels("report_to_approval_request").observe(
                 since(event.report.received_at))
-        await self._ask(result.request, result.reach)
+        await self._ask(result.request, result.reach, result.draft)
 
     async def steer(self, event: RedraftRequested | IncidentClosed | IncidentMerged) -> None:
         """A duty officer's action on an incident (from the console or the CLI)."""
@@ -186,11 +187,13 @@ class Pipeline:
             obs.APPROVALS_REQUESTED.inc()
             await self._ask(outcome.request)
 
-    async def _ask(self, request: ApprovalRequest, reach: ReachInputs | None = None) -> None:
+    async def _ask(self, request: ApprovalRequest, reach: ReachInputs | None = None,
+                   draft: Draft | None = None) -> None:
         """Arm the request's timers and prompt its first holders. Also on a replay: timers
         and prompts have deterministic ids, so this re-arms what a crash between the Redis
         write and here would have lost, and nothing more. (The request itself is not put on
-        `approval-events`: nothing consumed it there; the audit stream records it.)"""
+        `approval-events`: nothing consumed it there; the audit stream records it.) `reach`
+        and `draft`: what the planner just wrote, not read back."""
         # What the draft would reach and cost, on the request before anyone is asked.
         row = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
                                       request.incident_id, request.draft_id, reach)
@@ -200,7 +203,8 @@ class Pipeline:
         if record.status == "pending" and record.phase == "level":
             prompts = prompts_for("request", record, record.holders, self.rt.city.people,
                                   utcnow(), self.rt.settings.timezone)
-            await self._send_prompts(prompts)
+            await self._send_prompts(prompts, draft if draft and draft.id == request.draft_id
+                                     else None)
 
     async def prompt(self, value: bytes) -> None:
         """A prompt on the topic (an escalation's, or one its planner did not finish)."""
@@ -208,7 +212,7 @@ class Pipeline:
         if isinstance(event, ApprovalPrompt):
             await self._prompt(event)
 
-    async def _prompt(self, event: ApprovalPrompt) -> None:
+    async def _prompt(self, event: ApprovalPrompt, draft: Draft | None = None) -> None:
         """A prompt reaches its person: always in the web inbox (`loa inbox`), and on their
         preferred channel when that is SMS or email. That delivery is kept in Redis, then
         handed over at once, beside this handler (its retries never hold up the next
@@ -216,7 +220,7 @@ class Pipeline:
         delivered = await deliver_to_inbox(self.rt, event)
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
-        request = await prompt_delivery(self.rt, event)
+        request = await prompt_delivery(self.rt, event, draft)
         async with self.rt.redis.pipeline(transaction=True) as pipe:
             # The delivery is kept as the prompt is forgotten: one of them always is.
             if request is not None:
@@ -310,16 +314,17 @@ class Pipeline:
             await self.on_timer(kind, approval_id, number, 0.0)
         return len(due)
 
-    async def _send_prompts(self, prompts: list[ApprovalPrompt]) -> None:
+    async def _send_prompts(self, prompts: list[ApprovalPrompt], draft: Draft | None) -> None:
         """Each prompt kept until it is handed on (a cut-off one is sent to `prompt` by the
         outbox's drain), then handled at once, beside the planner: no hop through
         `approval-events` between an approval request and its approvers' phones."""
-        await outbox.keep(self.rt.redis, self.rt.keys, {
-            prompt_message_id(p.id): (topics.APPROVAL_EVENTS.name, p.incident_id, p.to_bytes())
-            for p in prompts})
+        kept = {prompt_message_id(p.id): (topics.APPROVAL_EVENTS.name, p.incident_id,
+                                          p.to_bytes()) for p in prompts}
+        await outbox.keep(self.rt.redis, self.rt.keys, kept)
         for p in prompts:
-            await self.at_once.start(self._prompt(p), topics.APPROVAL_EVENTS, p.incident_id,
-                                     p.to_bytes(), prompt_message_id(p.id))
+            message_id = prompt_message_id(p.id)
+            await self.at_once.start(self._prompt(p, draft), topics.APPROVAL_EVENTS,
+                                     p.incident_id, kept[message_id][2], message_id)
 
     async def decide(self, value: bytes) -> None:
         """An approver's decision: approve -> statement, reject -> back to the duty officer."""

@@ -66,12 +66,13 @@ async def short_decision_link(rt: Runtime, prompt: ApprovalPrompt) -> str:
     return f"{rt.settings.web_url()}/d/{short_id}"
 
 
-async def sms_for(rt: Runtime, prompt: ApprovalPrompt) -> str:
+async def sms_for(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | None = None) -> str:
     """The SMS text of a prompt: for one that asks for an answer, the draft's SMS text and
-    the person's own reply code (no code, and a link instead, without LOA_SECRET_KEY)."""
+    the person's own reply code (no code, and a link instead, without LOA_SECRET_KEY).
+    `draft`: the request's, when the caller has it (else it is read)."""
     if prompt.kind not in ANSWERABLE:
         return prompt.text
-    draft = await _draft(rt, prompt.approval_id)
+    draft = draft or await _draft(rt, prompt.approval_id)
     # approvers read the first staff language (config/ has no per-person language yet)
     sms = draft_sms(draft.texts, rt.city.languages.staff[0]) if draft else None
     try:
@@ -85,16 +86,19 @@ async def sms_for(rt: Runtime, prompt: ApprovalPrompt) -> str:
     return sms_prompt_text(prompt.kind, prompt.text, sms, code, link)
 
 
-async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt) -> DeliveryRequest | None:
-    """The delivery for a prompt on the person's preferred channel (None for the web)."""
+async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | None = None
+                          ) -> DeliveryRequest | None:
+    """The delivery for a prompt on the person's preferred channel (None for the web).
+    `draft`: the request's, when the caller has it (the planner just wrote it); else read."""
     delivery_id = f"prompt:{prompt.id}"
     if prompt.channel == "sms":
         return DeliveryRequest(id=delivery_id, channel="sms", recipient=prompt.phone,
-                               text=await sms_for(rt, prompt), incident_id=prompt.incident_id,
-                               person_id=prompt.person_id)
+                               text=await sms_for(rt, prompt, draft),
+                               incident_id=prompt.incident_id, person_id=prompt.person_id)
     if prompt.channel != "email":
         return None
-    texts = await _draft_texts(rt, prompt.approval_id)
+    draft = draft or await _draft(rt, prompt.approval_id)
+    texts = [t.model_dump() for t in draft.texts if t.channel == "web"] if draft else []
     link = decision_link(rt, prompt)
     deadline = (prompt.deadline.astimezone(ZoneInfo(rt.settings.timezone))
                 .strftime("%H:%M %d/%m/%Y") if prompt.deadline else "")
@@ -127,8 +131,3 @@ async def _draft(rt: Runtime, approval_id: str) -> Draft | None:
     """The draft an approval request is for (one round trip)."""
     draft = await _DRAFT_OF(rt.redis, [rt.keys.approval(approval_id)], [rt.keys.draft("")])
     return Draft.model_validate_json(draft) if draft else None
-
-
-async def _draft_texts(rt: Runtime, approval_id: str) -> list[dict[str, str]]:
-    draft = await _draft(rt, approval_id)
-    return [t.model_dump() for t in draft.texts if t.channel == "web"] if draft else []

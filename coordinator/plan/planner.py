@@ -41,7 +41,8 @@ class Plan:
     playbook_id: str
     request: ApprovalRequest | None
     first_time: bool
-    # What the request's reach is counted from, as just drafted (None: read it back).
+    # What was just drafted, and what its reach is counted from (None: read them back).
+    draft: Draft | None = None
     reach: ReachInputs | None = None
 
 
@@ -79,7 +80,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         reach = ReachInputs(incident_id, facts.area, facts.kind,
                             [t for t in texts if t.channel == "sms"], facts.exercise,
                             incident.get("drill_list") or None)
-        return Plan(incident_id, playbook.id, request, first_time=True, reach=reach)
+        return Plan(incident_id, playbook.id, request, first_time=True, draft=draft,
+                    reach=reach)
 
     return await transact(rt.redis, [key], body)
 

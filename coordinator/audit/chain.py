@@ -100,8 +100,11 @@ class Link:
                     link_hash(prev, seq, first, last, len(entries), d))
 
     def fields(self) -> dict[str, str]:
-        """As stored in the links stream."""
-        return {k: str(v) for k, v in asdict(self).items()}
+        """As stored in the links stream. (Not `asdict`, which copies deeply: a fan-out's
+        sealer writes a link for every timeline entry.)"""
+        return {"seq": str(self.seq), "first": self.first, "last": self.last,
+                "count": str(self.count), "digest": self.digest, "prev": self.prev,
+                "hash": self.hash}
 
     @staticmethod
     def from_fields(fields: dict[str, str]) -> Link:

@@ -3,6 +3,7 @@ already written), how entries are cut into links, and checkpoint signatures."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -41,6 +42,9 @@ def test_digest_and_link_hash_are_fixed() -> None:
                                                                         GENESIS)
     assert link.hash == link.recomputed()
     assert Link.from_fields(link.fields()) == link
+    assert link.fields() == {"seq": "1", "first": "1-0", "last": "1-0", "count": "1",
+                             "digest": link.digest, "prev": GENESIS, "hash": link.hash}
+    assert list(link.fields()) == [f.name for f in dataclasses.fields(Link)]  # every field
 
 
 def test_a_change_anywhere_changes_the_hash() -> None:

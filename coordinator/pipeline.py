@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -129,15 +129,16 @@ class Pipeline:
                                      taken.incident_id, event.to_bytes(),
                                      opened_message_id(taken.incident_id))
         if taken.first_time and not report.exercise:
-            await self._surge(report.kind, path, report.received_at, taken.incident_id)
+            await self._surge(report.kind, path, report.received_at, taken.incident_id,
+                              taken.surge_seen)
 
     async def _surge(self, kind: str, path: list[str], at: datetime,
-                     incident_id: str | None) -> None:
+                     incident_id: str | None, seen: list[Any] | None = None) -> None:
         """Raise the surge this report or tip completes, if any, and tell the duty officers."""
         rt = self.rt
         surge = await detect(rt.redis, rt.keys, rt.city, kind, path, at,
                              rt.settings.surge_window_s, rt.settings.surge_threshold,
-                             incident_id)
+                             incident_id, seen)
         if surge is not None:
             told = await tell_duty_officers(rt.city, surge, self.send)
             log.warning("surge", surge=surge.id, count=surge.count, incident_id=incident_id,

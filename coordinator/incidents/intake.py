@@ -7,14 +7,16 @@ whatever its area; a duty officer may attach a report to the incident they choos
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from coordinator import outbox, topics
 from coordinator.events import AuditEvent, IncidentOpened, Report
 from coordinator.incidents.claims import best_match
 from coordinator.incidents.correlation import joins
-from coordinator.incidents.surge import queue_count
+from coordinator.incidents.surge import queue_count, queue_counts_read
 from coordinator.keys import Keys
 from coordinator.model.incident import OPEN, Incident, attached, opened
 from coordinator.state import Pipeline, Redis, queue_audit, transact
@@ -27,6 +29,8 @@ class TakenIn:
     incident_id: str
     opened: bool
     first_time: bool
+    # The surge detector's reads, made in the same transaction (None: not made).
+    surge_seen: list[Any] | None = None
 
     def opened_event(self, report: Report) -> IncidentOpened:
         """The incident this report opened, to plan (the same event on every replay)."""
@@ -48,10 +52,12 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
                          claim_threshold: float = 0.4, surge_path: Sequence[str] = (),
                          surge_window_s: float = 600.0) -> TakenIn:
     """Record the report in an incident, exactly once; the outbox entry goes with it, and
-    so does its count for the surge detector in each area of `surge_path` (not a drill's).
-    An incident it opens is kept to be planned (``outbox``, not sent: the caller plans it
-    at once, and the drain sends it to `incident-events` should that be cut off)."""
+    so does its count for the surge detector in each area of `surge_path` (not a drill's),
+    with the detector's reads (`surge_seen`). An incident it opens is kept to be planned
+    (``outbox``, not sent: the caller plans it at once, and the drain sends it to
+    `incident-events` should that be cut off)."""
     report_key = keys.report(report.id)
+    surge_reads = 0  # queued last by the body's latest attempt
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
     watched = [report_key, claims_key if report.claim else open_key]
@@ -59,6 +65,8 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         watched.append(keys.incident(report.attach_to))
 
     async def body(pipe: Pipeline) -> TakenIn:
+        nonlocal surge_reads
+        surge_reads = 0
         done = await pipe.hgetall(report_key)
         if done:
             pipe.multi()
@@ -90,18 +98,14 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
                 sent=False)
         if gone:
             pipe.srem(claims_key, *gone)
-        _queue_counts(pipe, keys, result.incident_id, report)
-        if surge_path and not report.exercise:
-            queue_count(pipe, keys, report.kind, list(surge_path),
-                        report.received_at.timestamp(), surge_window_s)
-        pipe.hset(report_key, mapping={"incident": result.incident_id,
-                                       "opened": "1" if result.opened else "0",
-                                       "report": report.model_dump_json()})
-        pipe.hdel(keys.outbox(), report.id)
-        pipe.zrem(keys.outbox_times(), report.id)
+        surge_reads = _queue_taken(pipe, keys, report, result, surge_path, surge_window_s)
         return result
 
-    return await transact(redis, watched, body)
+    replies: list[Any] = []
+    taken = await transact(redis, watched, body, replies=replies)
+    if surge_reads:
+        return dataclasses.replace(taken, surge_seen=replies[-surge_reads:])
+    return taken
 
 
 async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Report,
@@ -118,6 +122,24 @@ async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Rep
               else joins(incident.status, incident.last_report_at, report.received_at,
                          window_s))
     return incident if attach else None
+
+
+def _queue_taken(pipe: Pipeline, keys: Keys, report: Report, result: TakenIn,
+                 surge_path: Sequence[str], surge_window_s: float) -> int:
+    """Inside MULTI: the report taken in (its record, its incident's counts, the surge
+    counts, its outbox entry gone), then the surge detector's reads, last, with this report
+    counted (no round trip of their own); how many reads were queued."""
+    _queue_counts(pipe, keys, result.incident_id, report)
+    pipe.hset(keys.report(report.id), mapping={"incident": result.incident_id,
+                                               "opened": "1" if result.opened else "0",
+                                               "report": report.model_dump_json()})
+    pipe.hdel(keys.outbox(), report.id)
+    pipe.zrem(keys.outbox_times(), report.id)
+    if not surge_path or report.exercise:
+        return 0
+    at = report.received_at.timestamp()
+    queue_count(pipe, keys, report.kind, list(surge_path), at, surge_window_s)
+    return queue_counts_read(pipe, keys, report.kind, surge_path, at, surge_window_s)
 
 
 def _queue_counts(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) -> None:

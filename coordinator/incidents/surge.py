@@ -18,8 +18,10 @@ it keeps the duty officers' messages with it, so none is lost if the broker is d
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from coordinator.city import City
 from coordinator.dispatch.deliveries import Send, keep_deliveries, send_kept_deliveries
@@ -97,17 +99,31 @@ def surge_alerts(surge: Surge, city: City) -> list[DeliveryRequest]:
     return duty_officer_alerts(city, surge.id, surge_text(surge, city), surge.incident_id)
 
 
+def queue_counts_read(pipe: Pipeline, keys: Keys, kind: str, path: Sequence[str],
+                      at: float, window_s: float) -> int:
+    """Queue the reads :func:`detect` starts from: each area's counts in the window, then
+    which areas raised a surge already (one MGET each, and one); how many were queued."""
+    span = minutes(at, window_s)
+    for code in path:
+        pipe.mget([keys.surge_count(kind, code, m) for m in span])
+    pipe.mget([keys.surge_raised(kind, code) for code in path])
+    return len(path) + 1
+
+
 async def detect(redis: Redis, keys: Keys, city: City, kind: str, path: list[str],
                  at: datetime, window_s: float, threshold: int,
-                 incident_id: str | None = None) -> Surge | None:
+                 incident_id: str | None = None, seen: list[Any] | None = None
+                 ) -> Surge | None:
     """Raise the surge `path` is in now, if there is one not raised yet in this window,
-    keeping the duty officers' messages about it (:func:`tell_duty_officers` sends them)."""
+    keeping the duty officers' messages about it (:func:`tell_duty_officers` sends them).
+    `seen`: the replies of :func:`queue_counts_read`, when the report's intake read them
+    (in its own transaction, after counting it); else they are read here."""
     span = minutes(at.timestamp(), window_s)
-    async with redis.pipeline(transaction=False) as pipe:
-        for code in path:
-            pipe.mget([keys.surge_count(kind, code, m) for m in span])
-        pipe.mget([keys.surge_raised(kind, code) for code in path])
-        *found, raised = await pipe.execute()
+    if seen is None:
+        async with redis.pipeline(transaction=False) as pipe:
+            queue_counts_read(pipe, keys, kind, path, at.timestamp(), window_s)
+            seen = await pipe.execute()
+    *found, raised = seen
     counts = {code: sum(int(v or 0) for v in values)
               for code, values in zip(path, found, strict=True)}
     area = first_over(counts, path, threshold)

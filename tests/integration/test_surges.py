@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from coordinator.events import Report, Severity
+from coordinator.incidents.intake import take_in_report
+from coordinator.incidents.surge import detect, queue_counts_read
+from coordinator.runtime import Runtime
 from tests.integration.factories import (
     post_report,
     report_body,
@@ -113,3 +118,33 @@ def test_tips_count_once_per_anonymous_source_and_the_board_lists_the_surges(
     session.close()
     assert 'id="surges"' in board and "<strong>3</strong> Cháy · Phường Đồng Xuân" in board
     assert "<strong>3</strong> Ngập lụt · Phường Hàng Bạc" in board
+
+
+async def test_the_intake_reads_the_surge_counts_with_its_report_counted(rt: Runtime) -> None:
+    """The detector's reads ride in the intake's own transaction: what they see is what a
+    read after it sees (the report counted in its ward and every area containing it); a
+    drill is neither counted nor read."""
+    ward = "hn-ba-dinh-kim-ma"
+    path = rt.city.ancestors(ward)
+    assert path[0] == ward and len(path) >= 2
+    at = datetime(2026, 12, 6, 9, 30, 15, tzinfo=UTC)
+    taken = []
+    for number, exercise in ((1, False), (2, False), (3, True)):
+        report = Report(id=f"rep-surge-{number}", kind="flood", severity=Severity.severe,
+                        area=ward, title="Ngập", received_via="api", received_at=at,
+                        exercise=exercise)
+        taken.append(await take_in_report(rt.redis, rt.keys, report, 600.0, 0.4, path, 600.0))
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        assert queue_counts_read(pipe, rt.keys, "flood", path, at.timestamp(), 600.0) == len(
+            path) + 1
+        after = await pipe.execute()
+    assert taken[1].surge_seen == after and taken[2].surge_seen is None
+    *counts, raised = after
+    assert [window[0] for window in counts] == ["2"] * len(path)  # this minute: both reports
+    assert taken[0].surge_seen is not None and taken[0].surge_seen[0][0] == "1"
+    assert raised == [None] * len(path)
+    # the detector takes them as they are: two are below the threshold of three
+    assert await detect(rt.redis, rt.keys, rt.city, "flood", path, at, 600.0, 3,
+                        taken[1].incident_id, taken[1].surge_seen) is None
+    assert (await detect(rt.redis, rt.keys, rt.city, "flood", path, at, 600.0, 2,
+                         taken[1].incident_id, taken[1].surge_seen)) is not None

@@ -102,6 +102,22 @@ def test_rendering_refuses_an_undefined_variable(playbooks: dict[str, Playbook],
     assert caught.value.loc == ("templates", "vi", "web", "title")
 
 
+def test_templates_keep_jinjas_own_globals(playbooks: dict[str, Playbook], city: City) -> None:
+    """A template may still call jinja's globals (kept as a plain dict for speed), and
+    the sandbox still refuses what is unsafe."""
+    tried = playbooks["fallback"].model_copy(deep=True)
+    tried.templates["vi"].__dict__["web"] = WebTemplate(
+        title="{{ range(3) | join(',') }} {{ dict(a=1)['a'] }}", body="x")
+    facts = IncidentFacts(id="INC-1", kind="x", severity=Severity.minor, title="t", details="",
+                          area="hn")
+    texts = render_draft(tried, facts, city, T0, "Asia/Ho_Chi_Minh")
+    assert [t.title for t in texts if t.channel == "web" and t.language == "vi"] == ["0,1,2 1"]
+    tried.templates["vi"].__dict__["web"] = WebTemplate(
+        title="{{ incident.__class__.__mro__ }}", body="x")
+    with pytest.raises(TemplateRenderError):
+        render_draft(tried, facts, city, T0, "Asia/Ho_Chi_Minh")
+
+
 def test_report_validation_names_the_field(make_report: Callable[..., Report]) -> None:
     """A report with a bad kind names `kind`."""
     with pytest.raises(ValidationError) as caught:

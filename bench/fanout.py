@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _measure import SyncRedis, peak_rss_mib, sync_redis  # bench/ is the script's folder
+from _measure import SyncRedis, cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
 from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
 
@@ -247,12 +247,6 @@ async def raw_capacity(settings: Settings, count: int, in_flight: int,
         await email.close()
         await rds.aclose()
     return out, cpu
-
-
-def cpu_s(pid: int) -> float:
-    """A process's CPU time so far (user + system), in seconds, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fanout import cpu_s  # bench/ is the script's folder
+from _measure import cpu_s  # bench/ is the script's folder
 
 from coordinator.embedded import free_port
 

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _measure import SyncRedis, sync_redis  # bench/ is the script's folder
-from fanout import cpu_s, make_token, seed
+from _measure import SyncRedis, cpu_s, sync_redis  # bench/ is the script's folder
+from fanout import make_token, seed
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.broker import ensure_topics

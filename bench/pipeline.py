@@ -23,8 +23,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _measure import peak_rss_mib, sync_redis  # bench/ is the script's folder
-from fanout import cpu_s
+from _measure import cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from fanout import cpu_s  # bench/ is the script's folder
+from _measure import cpu_s  # bench/ is the script's folder
 from latency import PREFIX, Stack
 from twilio.request_validator import RequestValidator
 

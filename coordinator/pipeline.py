@@ -315,7 +315,8 @@ class Pipeline:
             await self.on_timer(kind, approval_id, number, 0.0)
         return len(due)
 
-    async def _send_prompts(self, prompts: list[ApprovalPrompt], draft: Draft | None) -> None:
+    async def _send_prompts(self, prompts: list[ApprovalPrompt],
+                            draft: Draft | None = None) -> None:
         """Each prompt kept until it is handed on (a cut-off one is sent to `prompt` by the
         outbox's drain), then handled at once, beside the planner: no hop through
         `approval-events` between an approval request and its approvers' phones."""

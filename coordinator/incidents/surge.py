@@ -128,8 +128,9 @@ async def detect(redis: Redis, keys: Keys, city: City, kind: str, path: list[str
               for code, values in zip(path, found, strict=True)}
     area = first_over(counts, path, threshold)
     if area is None or dict(zip(path, raised, strict=True))[area]:
-        # Raised already in this window: each further report of a storm costs this one
-        # round trip, not a transaction (which checks again before raising).
+        # Raised already in this window: each further report of a storm costs no more
+        # than these reads (in its intake's transaction; a tip's, one round trip), not a
+        # transaction (which checks again before raising).
         return None
     guard = keys.surge_raised(kind, area)
     # the area and those containing it (not a grouping that only shares a ward with it)

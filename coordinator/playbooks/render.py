@@ -169,7 +169,7 @@ def render_text(source: str, context: dict[str, object], loc: tuple[str, ...]) -
     """Render one template string; raises TemplateRenderError naming its place `loc`."""
     try:
         return _compiled(source).render(context).strip()
-    except TemplateError as exc:
+    except (TemplateError, OverflowError) as exc:  # the sandbox's range limit: OverflowError
         raise TemplateRenderError(f"{'.'.join(loc)}: {exc}", loc) from exc
 
 

@@ -5,12 +5,18 @@ approval request once (a private redis-server)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
 from channels.segments import segment_count
+from coordinator.approvals.prompt_messages import prompt_delivery
+from coordinator.approvals.prompts import prompts_for
 from coordinator.dispatch.reach import Reach, ReachInputs, reach_of, record_with_reach
-from coordinator.events import RenderedText
+from coordinator.events import RenderedText, Report, Severity
+from coordinator.incidents.intake import take_in_report
+from coordinator.model.approval import ApprovalRecord
+from coordinator.plan.planner import plan_incident
 from coordinator.runtime import Runtime
 from coordinator.subscribers.models import Subscriber
 from coordinator.subscribers.registry import register
@@ -18,6 +24,7 @@ from coordinator.subscribers.store import number_of
 
 pytestmark = pytest.mark.integration
 VI = "Ngập sâu phố Kim Mã, tránh khu vực."  # UCS-2: one segment of 70
+NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 EN = "Deep flooding on Kim Ma street: avoid the area. " * 4  # GSM-7, 196 chars: 2 segments
 
 
@@ -102,3 +109,39 @@ async def test_a_requests_reach_is_kept_on_it_once_from_what_was_drafted_or_read
                                    "DRF-00001-1", inputs) == {}
     assert not await rt.redis.exists(k.approval("APR-00009-1"))
     assert [key async for key in rt.redis.scan_iter(match=k.subs_bits("tmp", "*"))] == []
+
+
+async def test_the_planners_own_draft_and_reach_match_what_is_read_back(rt: Runtime) -> None:
+    """The planner hands its drill's reach inputs and its draft to the request's first
+    prompts instead of reading them back: the reach it keeps is the one read back from the
+    draft and the incident, and each prompt's SMS or email is the one the read draft makes."""
+    people = await register_people(rt)
+    k = rt.keys
+    first = await number_of(rt.redis, k, people[0].id)
+    await rt.redis.setbit(k.subs_bits("list", "desk"), first, 1)
+    report = Report(id="token:t:1", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
+                    title="Ngập sâu", received_at=NOW, exercise=True, drill_list="desk")
+    taken = await take_in_report(rt.redis, k, report, 600.0)
+    plan = await plan_incident(rt, taken.incident_id, NOW)
+    assert plan.request is not None and plan.reach is not None and plan.draft is not None
+    assert plan.reach.exercise and plan.reach.drill_list == "desk"
+    record = await record_with_reach(rt.redis, k, rt.city, plan.request.id, plan.incident_id,
+                                     plan.request.draft_id, plan.reach)
+    # the same request's reach counted from what is stored, on a copy of it
+    await rt.redis.hset(k.approval("APR-COPY-1"), mapping={"status": "pending"})
+    read_back = await record_with_reach(rt.redis, k, rt.city, "APR-COPY-1", plan.incident_id,
+                                        plan.request.draft_id)
+    assert record["reach"] == read_back["reach"]
+    # the list's one SMS reader, a Vietnamese one: the drill's Vietnamese SMS's segments
+    [vi_sms] = [t for t in plan.draft.texts if (t.channel, t.language) == ("sms", "vi")]
+    assert Reach.from_json(record["reach"]) == Reach(1, 0, vi_sms.segments or 0)
+    prompts = prompts_for("request", ApprovalRecord.from_hash(record),
+                          ApprovalRecord.from_hash(record).holders, rt.city.people, NOW,
+                          rt.settings.timezone)
+    compared = [p.channel for p in prompts if p.channel in ("sms", "email")]
+    assert compared  # the demo's approvers include one on SMS or email
+    for p in prompts:
+        given, read = await prompt_delivery(rt, p, plan.draft), await prompt_delivery(rt, p)
+        assert (given is None) == (read is None)
+        if given is not None and read is not None:  # (each made now: `at` differs)
+            assert given.model_dump(exclude={"at"}) == read.model_dump(exclude={"at"})

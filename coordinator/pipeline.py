@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -57,12 +57,13 @@ from coordinator.events import (
     utcnow,
 )
 from coordinator.incidents.actions import close_incident, merge_incident, redraft
-from coordinator.incidents.intake import opened_message_id, take_in_report
+from coordinator.incidents.intake import TakenIn, opened_message_id, take_in_report
 from coordinator.incidents.surge import detect, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
 from coordinator.reports.filing import report_problems
 from coordinator.runtime import Runtime
+from coordinator.state import Pipeline as RedisPipeline
 from coordinator.statements.approved import statement_message_id
 from coordinator.statements.publication import approved_statement, publish_statement
 
@@ -129,20 +130,18 @@ class Pipeline:
                                      taken.incident_id, event.to_bytes(),
                                      opened_message_id(taken.incident_id))
         if taken.first_time and not report.exercise:
-            await self._surge(report.kind, path, report.received_at, taken.incident_id,
-                              taken.surge_seen)
+            await self._surge(report, path, taken)
 
-    async def _surge(self, kind: str, path: list[str], at: datetime,
-                     incident_id: str | None, seen: list[Any] | None = None) -> None:
-        """Raise the surge this report or tip completes, if any, and tell the duty officers."""
+    async def _surge(self, report: Report, path: list[str], taken: TakenIn) -> None:
+        """Raise the surge this report completes, if any, and tell the duty officers."""
         rt = self.rt
-        surge = await detect(rt.redis, rt.keys, rt.city, kind, path, at,
+        surge = await detect(rt.redis, rt.keys, rt.city, report.kind, path, report.received_at,
                              rt.settings.surge_window_s, rt.settings.surge_threshold,
-                             incident_id, seen)
+                             taken.incident_id, taken.surge_seen)
         if surge is not None:
             told = await tell_duty_officers(rt.city, surge, self.send)
-            log.warning("surge", surge=surge.id, count=surge.count, incident_id=incident_id,
-                        duty_officers_told=told)
+            log.warning("surge", surge=surge.id, count=surge.count,
+                        incident_id=taken.incident_id, duty_officers_told=told)
 
     async def plan(self, value: bytes) -> None:
         """An opened incident gets its playbook, draft and approval request (one its intake
@@ -215,19 +214,20 @@ class Pipeline:
 
     async def _prompt(self, event: ApprovalPrompt, draft: Draft | None = None) -> None:
         """A prompt reaches its person: always in the web inbox (`loa inbox`), and on their
-        preferred channel when that is SMS or email. That delivery is kept in Redis, then
-        handed over at once, beside this handler (its retries never hold up the next
-        prompt); should that fail, its topic's `deliver` takes it."""
-        delivered = await deliver_to_inbox(self.rt, event)
-        log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
-                 person=event.person_id, kind=event.kind, first_time=delivered)
+        preferred channel when that is SMS or email. That delivery is kept in Redis (as the
+        prompt is forgotten, with the inbox's write: one of them always is), then handed
+        over at once, beside this handler (its retries never hold up the next prompt);
+        should that fail, its topic's `deliver` takes it."""
         request = await prompt_delivery(self.rt, event, draft)
-        async with self.rt.redis.pipeline(transaction=True) as pipe:
-            # The delivery is kept as the prompt is forgotten: one of them always is.
+
+        def keep(pipe: RedisPipeline) -> None:
             if request is not None:
                 queue_keep_delivery(pipe, self.rt.keys, request)
             outbox.queue_done(pipe, self.rt.keys, [prompt_message_id(event.id)])
-            await pipe.execute()
+
+        delivered = await deliver_to_inbox(self.rt, event, keep)
+        log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
+                 person=event.person_id, kind=event.kind, first_time=delivered)
         if request is not None:
             await self.at_once.start(self._deliver(request), lane_of(request), request.id,
                                      request.to_bytes())

@@ -77,33 +77,47 @@ async def run_pipeline(redis: Redis, fill: Callable[[Pipeline], None]) -> list[A
     raise AssertionError("unreachable")
 
 
+# ARGV: the field, its value, where the writes made either way start, then each write as
+# its word count and words (those made only when the field was new first).
 _IF_NEW = Script("""
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-local i = 3
+local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+local always = tonumber(ARGV[3])
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+  if new == 1 or i >= always then redis.call(unpack(ARGV, i + 1, i + n)) end
   i = i + n + 1
 end
-return 1
+return new
 """)
 
 
+def _recorded(redis: Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
+    """The writes `fill` queues, as `_IF_NEW` takes them. Raises ValueError for one a
+    script cannot run (a script, or a transaction's own)."""
+    args: list[Any] = []
+    recorder = redis.pipeline(transaction=False)  # records, never executed (holds no connection)
+    fill(recorder)
+    for name, *rest in (command for command, _ in recorder.command_stack):
+        words = str(name).split()  # redis-py names some commands in two words
+        if words[0].upper() in _NOT_IN_A_SCRIPT:
+            raise ValueError(f"set_if_new cannot run {name} in its script")
+        args += [len(words) + len(rest), *words, *rest]
+    return args
+
+
 async def set_if_new(redis: Redis, key: str, field: str, value: str,
-                     fill: Callable[[Pipeline], None]) -> bool:
+                     fill: Callable[[Pipeline], None],
+                     always: Callable[[Pipeline], None] | None = None) -> bool:
     """Set a hash's field unless it is there, and only then also run the writes `fill`
-    queues (as it would inside MULTI), all at once and in one round trip: a compare-and-set
-    without WATCH's three. True when the field was new. The writes' keys are not declared
-    to the script, which a single Redis (ours) does not need. Raises ValueError for a
-    queued command a script cannot run (a script, or a transaction's own)."""
-    async with redis.pipeline(transaction=False) as recorder:  # records, never executed
-        fill(recorder)
-        args: list[Any] = [field, value]
-        for name, *rest in (command for command, _ in recorder.command_stack):
-            words = str(name).split()  # redis-py names some commands in two words
-            if words[0].upper() in _NOT_IN_A_SCRIPT:
-                raise ValueError(f"set_if_new cannot run {name} in its script")
-            args += [len(words) + len(rest), *words, *rest]
+    queues (as it would inside MULTI); the writes `always` queues run either way. All at
+    once and in one round trip: a compare-and-set without WATCH's three. True when the
+    field was new. The writes' keys are not declared to the script, which a single Redis
+    (ours) does not need. Raises ValueError for a queued command a script cannot run (a
+    script, or a transaction's own)."""
+    if_new = _recorded(redis, fill)
+    either_way = _recorded(redis, always) if always is not None else []
+    args = [field, value, 4 + len(if_new), *if_new, *either_way]
     return bool(await _IF_NEW(redis, [key], args))
 
 

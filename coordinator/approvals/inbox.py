@@ -3,6 +3,8 @@ for (where an SMS answer's code is looked for)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from coordinator.approvals.prompts import ANSWERABLE
 from coordinator.events import ApprovalPrompt, AuditEvent
 from coordinator.keys import Keys
@@ -13,8 +15,10 @@ from coordinator.state import Pipeline, Redis, queue_audit, set_if_new
 PROMPTED_KEPT = 50
 
 
-async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
-    """Put a prompt in its person's inbox once; True when this call delivered it."""
+async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt,
+                           also: Callable[[Pipeline], None] | None = None) -> bool:
+    """Put a prompt in its person's inbox once; True when this call delivered it. The
+    writes `also` queues are made with it, whether or not it was there already."""
 
     def fill(pipe: Pipeline) -> None:
         if prompt.kind in ANSWERABLE:
@@ -28,7 +32,7 @@ async def deliver_to_inbox(rt: Runtime, prompt: ApprovalPrompt) -> bool:
                     "preferred_channel": prompt.channel, "channel": "web"}))
 
     return await set_if_new(rt.redis, rt.keys.inbox(prompt.person_id), prompt.id,
-                            prompt.model_dump_json(), fill)
+                            prompt.model_dump_json(), fill, also)
 
 
 async def prompted_requests(redis: Redis, keys: Keys, person_id: str) -> list[str]:

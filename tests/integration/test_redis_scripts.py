@@ -98,6 +98,21 @@ def test_set_if_new_writes_the_rest_only_with_a_new_field(redis_server: Service)
                 await set_if_new(redis, "ifnew:h", "p3", "x", lambda pipe: pipe.evalsha(
                     "0" * 40, 0))
             assert await redis.hkeys("ifnew:h") == ["p1", "p2"]  # refused: nothing written
+            # the writes queued to be made either way are made with a new field and
+            # without one, after those made only with a new one (none for p1 again)
+            await redis.delete("ifnew:l")
+
+            def always(pipe: Pipeline) -> None:
+                pipe.rpush("ifnew:l", "done")
+                pipe.hdel("ifnew:n", "count")
+
+            for field in ("p4", "p1"):
+                await redis.hset("ifnew:n", "count", "7")
+                await set_if_new(redis, "ifnew:h", field, "y", fill, always)
+                assert not await redis.hexists("ifnew:n", "count")  # deleted after the fill
+            assert await redis.lrange("ifnew:l", 0, -1) == ["done", "done"]
+            assert await redis.hget("ifnew:h", "p1") == "first"
+            assert await redis.zcard("ifnew:z") == 1 and await redis.xlen("ifnew:s") == 2
         finally:
             await redis.aclose()
 

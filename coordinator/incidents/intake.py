@@ -57,22 +57,19 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
     (``outbox``, not sent: the caller plans it at once, and the drain sends it to
     `incident-events` should that be cut off)."""
     report_key = keys.report(report.id)
-    surge_reads = 0  # queued last by the body's latest attempt
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
     watched = [report_key, claims_key if report.claim else open_key]
     if report.attach_to:
         watched.append(keys.incident(report.attach_to))
 
-    async def body(pipe: Pipeline) -> TakenIn:
-        nonlocal surge_reads
-        surge_reads = 0
+    async def body(pipe: Pipeline) -> tuple[TakenIn, int]:  # and the surge reads queued last
         done = await pipe.hgetall(report_key)
         if done:
             pipe.multi()
             pipe.hdel(keys.outbox(), report.id)
             pipe.zrem(keys.outbox_times(), report.id)
-            return TakenIn(done["incident"], done["opened"] == "1", first_time=False)
+            return TakenIn(done["incident"], done["opened"] == "1", first_time=False), 0
         gone: list[str] = []
         if report.attach_to or not report.claim:
             current = report.attach_to or await pipe.get(open_key)
@@ -98,11 +95,10 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
                 sent=False)
         if gone:
             pipe.srem(claims_key, *gone)
-        surge_reads = _queue_taken(pipe, keys, report, result, surge_path, surge_window_s)
-        return result
+        return result, _queue_taken(pipe, keys, report, result, surge_path, surge_window_s)
 
     replies: list[Any] = []
-    taken = await transact(redis, watched, body, replies=replies)
+    taken, surge_reads = await transact(redis, watched, body, replies=replies)
     if surge_reads:
         return dataclasses.replace(taken, surge_seen=replies[-surge_reads:])
     return taken

@@ -238,9 +238,13 @@ class BatchRun:
             # Never cancelled mid-write (a write cut off would lose its outcomes): told to
             # stop, it writes what is left and ends.
             checked = left_checked = time.monotonic()
+            loop = asyncio.get_running_loop()
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), FLUSH_EVERY_S)
+                # A timer, not asyncio.wait_for: that makes a task of every wait, and a
+                # fan-out's batches wait a few thousand times a second between them.
+                alarm = loop.call_later(FLUSH_EVERY_S, self.wake.set)
+                await self.wake.wait()
+                alarm.cancel()
                 self.wake.clear()
                 await self.flush()
                 now = time.monotonic()

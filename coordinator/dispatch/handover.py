@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,22 +141,13 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
     `wanted` once its turn comes (by default: Redis, one round trip). The outcome carries
     the moment the channel answered: records and audit entries say when a message was
     handed over, not when the bookkeeping caught up."""
-    outcome = await _hand_over(rt, channel, request, orphan, started, wanted)
-    return replace(outcome, at=outcome.at or utcnow())
-
-
-async def _hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orphan: bool,
-                     started: str | None, wanted: Callable[[], Awaitable[bool]] | None
-                     ) -> Outcome:
     async def asked() -> bool:
         return not await skip_reason(rt, request, channel)
-
-    wanted = wanted or asked
 
     message = OutboundMessage(id=request.id, recipient=request.recipient, text=request.text,
                               subject=request.subject, html=request.html,
                               language=request.language, unsubscribe_url=request.unsubscribe_url,
-                              wanted=wanted)
+                              wanted=wanted or asked)
 
     async def already_there() -> Receipt | None:
         return await reconcile(channel, message, started)
@@ -165,17 +156,19 @@ async def _hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, or
         found = await already_there()
         if found is not None:  # handed over before the crash, at its own time
             return Outcome(found.status, found.provider_id, provider_id=found.provider_id,
-                           at=found.taken_at)
+                           at=found.taken_at or utcnow())
     try:
         receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
                                           before_retry=already_there)
     except Withdrawn:
-        return Outcome("skipped", await skip_reason(rt, request, channel) or "withdrawn")
+        why = await skip_reason(rt, request, channel) or "withdrawn"
+        return Outcome("skipped", why, at=utcnow())
     except PermanentDeliveryError as exc:
-        return Outcome("failed", str(exc), error_code=exc.code)
+        return Outcome("failed", str(exc), error_code=exc.code, at=utcnow())
     except DeliveryError as exc:
-        return Outcome("failed", f"gave up: {exc}")
-    return Outcome(receipt.status, receipt.provider_id, provider_id=receipt.provider_id)
+        return Outcome("failed", f"gave up: {exc}", at=utcnow())
+    return Outcome(receipt.status, receipt.provider_id, provider_id=receipt.provider_id,
+                   at=receipt.taken_at or utcnow())
 
 
 async def reconcile(channel: Channel, message: OutboundMessage, started: str | None

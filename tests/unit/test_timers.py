@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coordinator.escalation.timers import restored_timers
+from coordinator.escalation.policy import Timer
+from coordinator.escalation.timers import Timers, restored_timers
 from coordinator.model.approval import ApprovalRecord
 from tests.unit.factories import T0, make_request, record_at
 
@@ -69,3 +71,33 @@ def test_a_held_request_gets_its_next_hold_alert() -> None:
 def test_a_request_no_clock_runs_for_has_no_timers(changes: dict[str, object]) -> None:
     """Decided, superseded, waiting for a duty officer, or without a due time: nothing."""
     assert rebuilt(10, **changes) == []
+
+
+def test_a_scheduled_timer_fires_its_handler_once_with_its_own_arguments() -> None:
+    """The job every timer runs (a function whose signature is worked out once) is taken
+    by APScheduler's argument check and called with the timer's kind, request, number and
+    fraction; the same timer scheduled twice is one job."""
+    fired: list[tuple[str, str, int, float]] = []
+
+    async def handler(kind: str, approval_id: str, number: int, fraction: float) -> None:
+        fired.append((kind, approval_id, number, fraction))
+
+    async def run() -> list[str]:
+        timers = Timers(handler)
+        timers.start(paused=True)
+        now = datetime.now(UTC)
+        reminder = Timer("reminder", "APR-00007-1", 2, now - timedelta(seconds=1), 0.5)
+        timers.schedule(reminder)
+        timers.schedule(reminder)
+        jobs = [job.id for job in timers.scheduler.get_jobs()]
+        timers.resume()
+        for _ in range(100):
+            if fired:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a second job, were there one, would have fired by now
+        timers.scheduler.shutdown(wait=False)
+        return jobs
+
+    assert asyncio.run(run()) == ["APR-00007-1:reminder:2:50"]
+    assert fired == [("reminder", "APR-00007-1", 2, 0.5)]

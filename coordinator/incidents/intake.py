@@ -19,7 +19,7 @@ from coordinator.incidents.correlation import joins
 from coordinator.incidents.surge import queue_count, queue_counts_read
 from coordinator.keys import Keys
 from coordinator.model.incident import OPEN, Incident, attached, opened
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, transact, watch_and_read
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,12 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
     with the detector's reads (`surge_seen`). An incident it opens is kept to be planned
     (``outbox``, not sent: the caller plans it at once, and the drain sends it to
     `incident-events` should that be cut off)."""
-    report_key = keys.report(report.id)
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
-    watched = [report_key, claims_key if report.claim else open_key]
-    if report.attach_to:
-        watched.append(keys.incident(report.attach_to))
+    watched, reads = _first_reads(keys, report)
 
     async def body(pipe: Pipeline) -> tuple[TakenIn, int]:  # and the surge reads queued last
-        done = await pipe.hgetall(report_key)
+        done, *open_now = await watch_and_read(pipe, watched, *reads)
         if done:
             pipe.multi()
             pipe.hdel(keys.outbox(), report.id)
@@ -72,7 +69,7 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             return TakenIn(done["incident"], done["opened"] == "1", first_time=False), 0
         gone: list[str] = []
         if report.attach_to or not report.claim:
-            current = report.attach_to or await pipe.get(open_key)
+            current = report.attach_to or open_now[0]
         else:
             current, gone = await _same_claim(pipe, keys, report.claim, claims_key,
                                               claim_threshold)
@@ -98,10 +95,23 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         return result, _queue_taken(pipe, keys, report, result, surge_path, surge_window_s)
 
     replies: list[Any] = []
-    taken, surge_reads = await transact(redis, watched, body, replies=replies)
+    taken, surge_reads = await transact(redis, [], body, replies=replies)  # body watches
     if surge_reads:
         return dataclasses.replace(taken, surge_seen=replies[-surge_reads:])
     return taken
+
+
+def _first_reads(keys: Keys, report: Report) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the intake watches, and what it reads first (with the WATCH, in one round trip):
+    the report's record, and the open incident it may join unless it names its own. Pure."""
+    report_key, open_key = keys.report(report.id), keys.open_incident(report.correlation_key())
+    watched = [report_key, keys.open_claims(report.exercise) if report.claim else open_key]
+    if report.attach_to:
+        watched.append(keys.incident(report.attach_to))
+    reads = [("HGETALL", report_key)]
+    if not (report.attach_to or report.claim):
+        reads.append(("GET", open_key))
+    return watched, reads
 
 
 async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Report,
@@ -109,8 +119,8 @@ async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Rep
     """The incident `current`, when the report may join it (watched from here on)."""
     if not current:
         return None
-    await pipe.watch(keys.incident(current))
-    row = await pipe.hgetall(keys.incident(current))
+    (row,) = await watch_and_read(pipe, [keys.incident(current)], ("HGETALL",
+                                                                   keys.incident(current)))
     if not row:
         return None
     incident = Incident.from_hash(row)

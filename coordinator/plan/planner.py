@@ -30,7 +30,7 @@ from coordinator.plan.selection import Selection, select_playbook
 from coordinator.playbooks.models import Playbook
 from coordinator.playbooks.render import IncidentFacts, facts_of, render_draft
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.state import Pipeline, queue_audit, transact, watch_and_read
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
     key = rt.keys.incident(incident_id)
 
     async def body(pipe: Pipeline) -> Plan:
-        incident = await pipe.hgetall(key)
+        (incident,) = await watch_and_read(pipe, [key], ("HGETALL", key))
         if not incident:
             raise KeyError(incident_id)
         current = Incident.from_hash(incident)
@@ -83,7 +83,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         return Plan(incident_id, playbook.id, request, first_time=True, draft=draft,
                     reach=reach)
 
-    return await transact(rt.redis, [key], body)
+    return await transact(rt.redis, [], body)  # the body watches the incident
 
 
 def choose_playbook(rt: Runtime, facts: IncidentFacts, chosen: str | None) -> Selection:

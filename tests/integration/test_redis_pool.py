@@ -11,6 +11,7 @@ import time
 
 import pytest
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -130,3 +131,105 @@ async def test_the_watchdog_goes_on_after_it_failed_to_cut_a_command(
     pool = redis.connection_pool
     assert pool._watch is not None and pool._watch_loop is asyncio.get_running_loop()
     await redis.aclose()
+
+
+async def test_watch_and_read_watches_and_reads_in_one_round_trip(
+        redis_server: Service) -> None:
+    """The reads come back parsed as redis-py parses them; a write to a watched key after
+    them makes the transaction run again, and the second run sees it; one WATCH and the
+    reads go in one round trip (counted by the server: one more command processed per
+    command, and the connection's reads counted by the client's own calls)."""
+    redis = state.connect(redis_server.url)
+    await redis.hset("war:report", mapping={"incident": "INC-1", "opened": "1"})
+    await redis.set("war:open", "INC-1")
+    runs: list[tuple[dict[str, str], str | None, str | None]] = []
+    sends = 0
+
+    async def body(pipe: state.Pipeline) -> str:
+        nonlocal sends
+        connection = pipe.connection or await pipe.connection_pool.get_connection()
+        pipe.connection = connection
+        send = connection.send_packed_command
+
+        async def counted(command: object, check_health: bool = True) -> None:
+            nonlocal sends
+            sends += 1
+            await send(command, check_health)
+
+        connection.send_packed_command = counted
+        try:
+            record, opened, missing = await state.watch_and_read(
+                pipe, ["war:report", "war:open"], ("HGETALL", "war:report"),
+                ("GET", "war:open"), ("GET", "war:none"))
+        finally:
+            del connection.send_packed_command
+        runs.append((record, opened, missing))
+        if len(runs) == 1:  # someone else moves the open incident on meanwhile
+            await redis.set("war:open", "INC-2")
+        pipe.multi()
+        pipe.set("war:seen", opened or "")
+        return str(opened)
+
+    assert await state.transact(redis, [], body) == "INC-2"
+    assert runs == [({"incident": "INC-1", "opened": "1"}, "INC-1", None),
+                    ({"incident": "INC-1", "opened": "1"}, "INC-2", None)]
+    assert sends == 2  # one send a run: the WATCH and the three reads together
+    assert await redis.get("war:seen") == "INC-2"
+    await redis.aclose()
+
+
+async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
+        redis_server: Service) -> None:
+    """An error reply among the reads raises it, and the client goes on answering right
+    (the connection that still owed replies is not used again). A connection lost before
+    anything is watched fails as redis-py's own WATCH would (this client does not retry a
+    command), and the next transaction is served; one lost while something is watched runs
+    the transaction again (a new connection watches nothing)."""
+    redis = state.connect(redis_server.url)
+    killer = state.connect(redis_server.url)
+    await redis.set("war:string", "s")
+    await redis.hset("war:h", mapping={"f": "v"})
+
+    async def wrong(pipe: state.Pipeline) -> None:
+        await state.watch_and_read(pipe, ["war:string"], ("HGETALL", "war:string"),
+                                   ("GET", "war:string"))
+
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await state.transact(redis, [], wrong)
+    assert [await redis.get("war:string") for _ in range(3)] == ["s", "s", "s"]
+    assert await redis.hgetall("war:h") == {"f": "v"}
+
+    async def cut_first(pipe: state.Pipeline) -> None:
+        pipe.connection = await pipe.connection_pool.get_connection()
+        await killer.client_kill_filter(_id=await _client_id(pipe))
+        await state.watch_and_read(pipe, ["war:h"], ("HGETALL", "war:h"))
+
+    with pytest.raises(RedisConnectionError):
+        await state.transact(redis, [], cut_first)
+    assert await redis.hgetall("war:h") == {"f": "v"}
+
+    runs = 0
+
+    async def cut_watching(pipe: state.Pipeline) -> dict[str, str]:
+        nonlocal runs
+        runs += 1
+        (first,) = await state.watch_and_read(pipe, ["war:h"], ("HGETALL", "war:h"))
+        if runs == 1:  # lost while watching: the transaction runs again
+            await killer.client_kill_filter(_id=await _client_id(pipe))
+        (second,) = await state.watch_and_read(pipe, ["war:string"], ("GET", "war:string"))
+        pipe.multi()
+        pipe.set("war:done", str(runs))
+        return {"h": first["f"], "s": second}
+
+    assert await state.transact(redis, [], cut_watching) == {"h": "v", "s": "s"}
+    assert runs == 2
+    assert await redis.get("war:done") == "2"
+    await killer.aclose()
+    await redis.aclose()
+
+
+async def _client_id(pipe: state.Pipeline) -> int:
+    """The server's id of the connection a pipeline holds (asked on it, unwatched reads)."""
+    connection = pipe.connection
+    await connection.send_command("CLIENT", "ID")
+    return int(await connection.read_response())

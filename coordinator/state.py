@@ -205,10 +205,10 @@ async def transact(
 
 async def watch_and_read(pipe: Pipeline, watch: Sequence[str], *reads: tuple[Any, ...]
                          ) -> list[Any]:
-    """Inside :func:`transact`'s body, before MULTI: WATCH `watch` and run `reads` (each a
-    command and its arguments, e.g. ``("HGETALL", key)``) in one round trip, rather than
-    one each as redis-py's immediate mode sends them; their replies, as redis-py parses
-    them. A round trip costs this client more CPU than the commands in it (a report's
+    """Inside :func:`transact`'s body, before MULTI: WATCH `watch` (if any) and run `reads`
+    (each a command and its arguments, e.g. ``("HGETALL", key)``) in one round trip, rather
+    than one each as redis-py's immediate mode sends them; their replies, as redis-py
+    parses them. A round trip costs this client more CPU than the commands in it (a report's
     intake and its plan made eight). A connection lost before anything was watched is
     tried again, as redis-py does; once something is watched, the transaction is (a
     WatchError), since a new connection watches nothing. A reply that is an error raises
@@ -217,7 +217,7 @@ async def watch_and_read(pipe: Pipeline, watch: Sequence[str], *reads: tuple[Any
     if conn is None:
         conn = pipe.connection = await pipe.connection_pool.get_connection()
     was_watching = pipe.watching
-    commands = [("WATCH", *watch), *reads]
+    commands = [("WATCH", *watch), *reads] if watch else list(reads)
 
     async def send_and_read() -> list[Any]:
         await conn.send_packed_command(conn.pack_commands(commands))
@@ -234,7 +234,7 @@ async def watch_and_read(pipe: Pipeline, watch: Sequence[str], *reads: tuple[Any
             raise WatchError(f"the connection was lost while watching: {error}")
 
     replies: list[Any] = await conn.retry.call_with_retry(send_and_read, lost)
-    return replies[1:]
+    return replies[1:] if watch else replies
 
 
 def queue_audit(pipe: Pipeline, keys: Keys, event: AuditEvent) -> None:

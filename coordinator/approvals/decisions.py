@@ -29,7 +29,7 @@ from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, returned
 from coordinator.playbooks.render import blanks
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, Redis, queue_audit, transact
+from coordinator.state import Pipeline, Redis, queue_audit, transact, watch_and_read
 from coordinator.statements.approved import queue_approved, statement_for
 
 
@@ -99,18 +99,18 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
     dkey = rt.keys.decision(decision.id)
 
     async def body(pipe: Pipeline) -> Outcome:
-        seen = await pipe.get(dkey)
+        seen, row = await watch_and_read(pipe, [akey, dkey], ("GET", dkey), ("HGETALL", akey))
         if seen:
             return await _replayed(pipe, rt, json.loads(seen))
-        row = await pipe.hgetall(akey)
         if not row:
             raise KeyError(decision.approval_id)
         record = ApprovalRecord.from_hash(row)
         why = refusal(record, decision)
-        draft_raw = await pipe.get(rt.keys.draft(record.request.draft_id))
+        draft_raw, incident = await watch_and_read(
+            pipe, [], ("GET", rt.keys.draft(record.request.draft_id)),
+            ("HGETALL", rt.keys.incident(record.request.incident_id)))
         if why is None and decision.verdict == "approve" and draft_raw:
             why = unfilled(Draft.model_validate_json(draft_raw), decision)
-        incident = await pipe.hgetall(rt.keys.incident(record.request.incident_id))
         pipe.multi()
         audit = AuditEvent(at=decision.at, actor=decision.approver_id, interface=decision.via,
                            incident_id=record.request.incident_id, subject=decision.approval_id,
@@ -139,7 +139,7 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
         pipe.set(dkey, outcome.to_json())
         return outcome
 
-    return await transact(rt.redis, [akey, dkey], body)
+    return await transact(rt.redis, [], body)  # the body watches the request and decision
 
 
 async def _replayed(pipe: Pipeline, rt: Runtime, stored: dict[str, object]) -> Outcome:

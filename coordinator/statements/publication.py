@@ -12,7 +12,7 @@ from coordinator.errors import BadEvent
 from coordinator.events import AuditEvent, Statement
 from coordinator.model.incident import Incident, IncidentStatus, published
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, transact
+from coordinator.state import Pipeline, queue_audit, transact, watch_and_read
 from coordinator.statements.promises import promised_after, queue_promise
 
 
@@ -53,9 +53,11 @@ async def publish_statement(rt: Runtime, statement: Statement, now: datetime) ->
     cancel = statement.msg_type == "Cancel"
 
     async def body(pipe: Pipeline) -> bool:
-        if await pipe.hget(key, "announced"):  # published before: the pages are there
+        announced, row = await watch_and_read(pipe, [key, ikey], ("HGET", key, "announced"),
+                                              ("HGETALL", ikey))
+        if announced:  # published before: the pages are there
             return False
-        incident = Incident.from_hash(await pipe.hgetall(ikey))
+        incident = Incident.from_hash(row)
         fields = published(incident, statement.id, cancel, now)
         playbook = rt.playbooks.get(statement.playbook_id)
         # No promise after an all-clear, nor for an incident closed while its statement was
@@ -75,4 +77,4 @@ async def publish_statement(rt: Runtime, statement: Statement, now: datetime) ->
                     "next_update_by": due.isoformat() if due else None}))
         return True
 
-    return await transact(rt.redis, [key, ikey], body)
+    return await transact(rt.redis, [], body)  # the body watches the statement and incident

@@ -178,6 +178,32 @@ async def test_watch_and_read_watches_and_reads_in_one_round_trip(
     await redis.aclose()
 
 
+async def test_watch_and_read_with_nothing_to_watch_only_reads(
+        redis_server: Service) -> None:
+    """Reads whose keys come from the first ones (a request's draft and incident) go in a
+    second round trip and watch nothing more: a write to them does not rerun the body."""
+    redis = state.connect(redis_server.url)
+    await redis.hset("war:request", mapping={"draft": "war:draft"})
+    await redis.set("war:draft", "v1")
+    runs = 0
+
+    async def body(pipe: state.Pipeline) -> list[str]:
+        nonlocal runs
+        runs += 1
+        (request,) = await state.watch_and_read(pipe, ["war:request"],
+                                                ("HGETALL", "war:request"))
+        draft, none = await state.watch_and_read(pipe, [], ("GET", request["draft"]),
+                                                 ("GET", "war:nothing"))
+        await redis.set("war:draft", "v2")  # not watched
+        pipe.multi()
+        pipe.set("war:copied", draft)
+        return [draft, str(none)]
+
+    assert await state.transact(redis, [], body) == ["v1", "None"]
+    assert runs == 1 and await redis.get("war:copied") == "v1"
+    await redis.aclose()
+
+
 async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
         redis_server: Service) -> None:
     """An error reply among the reads raises it, and the client goes on answering right

@@ -191,6 +191,8 @@ async def transact(
                 if watch:
                     await pipe.watch(*watch)
                 result = await body(pipe)
+                if not (watch or pipe.watching):  # it would write unguarded
+                    raise ValueError("transact: the body watched nothing (watch_and_read)")
                 if not pipe.explicit_transaction:
                     pipe.multi()
                 done = await pipe.execute()
@@ -205,32 +207,39 @@ async def transact(
 
 async def watch_and_read(pipe: Pipeline, watch: Sequence[str], *reads: tuple[Any, ...]
                          ) -> list[Any]:
-    """Inside :func:`transact`'s body, before MULTI: WATCH `watch` (if any) and run `reads`
-    (each a command and its arguments, e.g. ``("HGETALL", key)``) in one round trip, rather
-    than one each as redis-py's immediate mode sends them; their replies, as redis-py
-    parses them. A round trip costs this client more CPU than the commands in it (a report's
-    intake and its plan made eight). A connection lost before anything was watched is
-    tried again, as redis-py does; once something is watched, the transaction is (a
-    WatchError), since a new connection watches nothing. A reply that is an error raises
-    it, and the connection, owing replies still, is not used again."""
+    """Inside :func:`transact`'s body, before MULTI: WATCH `watch` and run `reads` (each a
+    command and its arguments, e.g. ``("HGETALL", key)``) in one round trip, rather than
+    one each as redis-py's immediate mode sends them; their replies, as redis-py parses
+    them. A round trip costs this client more CPU than the commands in it (a report's
+    intake and its plan made eight). `watch` may be empty only once something is watched
+    (reads whose keys come from the first ones). A connection lost while something is
+    watched reruns the transaction (a WatchError: a new connection watches nothing), as
+    redis-py does; one lost before fails with redis-py's error (this client's connections
+    retry no command). A reply that is an error raises it, and the connection, owing
+    replies still, is not used again."""
+    if not (watch or pipe.watching):
+        raise ValueError("watch_and_read: nothing is watched (a compare-and-set with no keys)")
     conn = pipe.connection
     if conn is None:
         conn = pipe.connection = await pipe.connection_pool.get_connection()
-    was_watching = pipe.watching
     commands = [("WATCH", *watch), *reads] if watch else list(reads)
+
+    async def dropped() -> None:  # what it watched goes with it: reset() need not UNWATCH
+        await conn.disconnect()
+        pipe.watching = False
 
     async def send_and_read() -> list[Any]:
         await conn.send_packed_command(conn.pack_commands(commands))
         try:
             return [await pipe.parse_response(conn, command[0]) for command in commands]
         except ResponseError:
-            await conn.disconnect()
+            await dropped()
             raise
 
     async def lost(error: Exception) -> None:
-        await conn.disconnect()
-        if was_watching:
-            pipe.watching = False
+        watching = pipe.watching  # (as redis-py asks it: at the failure)
+        await dropped()
+        if watching:
             raise WatchError(f"the connection was lost while watching: {error}")
 
     replies: list[Any] = await conn.retry.call_with_retry(send_and_read, lost)

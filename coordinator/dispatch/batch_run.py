@@ -243,8 +243,10 @@ class BatchRun:
                 # A timer, not asyncio.wait_for: that makes a task of every wait, and a
                 # fan-out's batches wait a few thousand times a second between them.
                 alarm = loop.call_later(FLUSH_EVERY_S, self.wake.set)
-                await self.wake.wait()
-                alarm.cancel()
+                try:
+                    await self.wake.wait()
+                finally:
+                    alarm.cancel()
                 self.wake.clear()
                 await self.flush()
                 now = time.monotonic()

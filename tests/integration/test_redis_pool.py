@@ -136,9 +136,8 @@ async def test_the_watchdog_goes_on_after_it_failed_to_cut_a_command(
 async def test_watch_and_read_watches_and_reads_in_one_round_trip(
         redis_server: Service) -> None:
     """The reads come back parsed as redis-py parses them; a write to a watched key after
-    them makes the transaction run again, and the second run sees it; one WATCH and the
-    reads go in one round trip (counted by the server: one more command processed per
-    command, and the connection's reads counted by the client's own calls)."""
+    them makes the transaction run again, and the second run sees it; the WATCH and the
+    reads go in one round trip (the client's sends counted)."""
     redis = state.connect(redis_server.url)
     await redis.hset("war:report", mapping={"incident": "INC-1", "opened": "1"})
     await redis.set("war:open", "INC-1")
@@ -206,22 +205,39 @@ async def test_watch_and_read_with_nothing_to_watch_only_reads(
 
 async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
         redis_server: Service) -> None:
-    """An error reply among the reads raises it, and the client goes on answering right
-    (the connection that still owed replies is not used again). A connection lost before
-    anything is watched fails as redis-py's own WATCH would (this client does not retry a
-    command), and the next transaction is served; one lost while something is watched runs
-    the transaction again (a new connection watches nothing)."""
+    """An error reply among the reads raises it; the connection that still owed replies is
+    dropped, not used again, and the client goes on answering right. A connection lost
+    before anything is watched fails as redis-py's own WATCH would (this client does not
+    retry a command), and the client goes on answering; one lost while something is
+    watched runs the transaction again (a new connection watches nothing). A body that
+    watches nothing is refused rather than run unguarded."""
     redis = state.connect(redis_server.url)
     killer = state.connect(redis_server.url)
     await redis.set("war:string", "s")
     await redis.hset("war:h", mapping={"f": "v"})
 
+    drops = 0
+
     async def wrong(pipe: state.Pipeline) -> None:
-        await state.watch_and_read(pipe, ["war:string"], ("HGETALL", "war:string"),
-                                   ("GET", "war:string"))
+        nonlocal drops
+        connection = pipe.connection = await pipe.connection_pool.get_connection()
+        disconnect = connection.disconnect
+
+        async def counted(*args: object, **kwargs: object) -> None:
+            nonlocal drops
+            drops += 1
+            await disconnect(*args, **kwargs)
+
+        connection.disconnect = counted
+        try:
+            await state.watch_and_read(pipe, ["war:string"], ("HGETALL", "war:string"),
+                                       ("GET", "war:string"))
+        finally:
+            del connection.disconnect
 
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await state.transact(redis, [], wrong)
+    assert drops == 1
     assert [await redis.get("war:string") for _ in range(3)] == ["s", "s", "s"]
     assert await redis.hgetall("war:h") == {"f": "v"}
 
@@ -250,6 +266,17 @@ async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
     assert await state.transact(redis, [], cut_watching) == {"h": "v", "s": "s"}
     assert runs == 2
     assert await redis.get("war:done") == "2"
+
+    async def unguarded(pipe: state.Pipeline) -> None:
+        pipe.multi()
+        pipe.set("war:unguarded", "1")
+
+    with pytest.raises(ValueError, match="watched nothing"):
+        await state.transact(redis, [], unguarded)
+    with pytest.raises(ValueError, match="nothing is watched"):
+        await state.transact(redis, [], lambda pipe: state.watch_and_read(
+            pipe, [], ("GET", "war:string")))
+    assert await redis.get("war:unguarded") is None
     await killer.aclose()
     await redis.aclose()
 

@@ -24,7 +24,7 @@ from channels.base import (
     TransientDeliveryError,
     still_wanted,
 )
-from channels.twilio_http import twilio_client
+from channels.twilio_http import TIMEOUT_S, twilio_client
 
 # Twilio error codes that retrying cannot fix.
 PERMANENT_CODES = {
@@ -55,6 +55,9 @@ class TwilioAccount:
     messaging_service_sid: str | None = None
     status_callback: str = ""
     base_url: str | None = None
+    timeout_s: float = TIMEOUT_S
+    """How long a request to Twilio may take before it fails as transient (a send's retry
+    first looks for the message at Twilio, so a slow answer is not sent twice)."""
 
     @property
     def sender_id(self) -> str:
@@ -142,7 +145,8 @@ class SmsChannel(BaseChannel):
         """The twilio SDK client, made in the running event loop on first use."""
         if self._client is None:
             a = self.account
-            self._client = twilio_client(a.account_sid, a.auth_token, a.base_url)
+            self._client = twilio_client(a.account_sid, a.auth_token, a.base_url,
+                                         timeout_s=a.timeout_s)
         return self._client
 
     async def close(self) -> None:

@@ -15,6 +15,8 @@ from twilio.rest import Client
 
 TWILIO_API = "https://api.twilio.com"
 FORM = "application/x-www-form-urlencoded"
+TIMEOUT_S = 10.0
+"""How long a request to Twilio may take, all of it, before it fails (a TimeoutError)."""
 # The SDK logs every request and response line by line at INFO (headers included); at a
 # thousand SMS a second that is a tenth of a worker's time. Its warnings still show.
 QUIET = logging.getLogger("twilio.http_client.loa")
@@ -55,7 +57,14 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 
     async def request(self, method: str, url: str, params: Any = None, data: Any = None,
                       headers: dict[str, str] | None = None,
-                      auth: tuple[str, str] | None = None, **kwargs: Any) -> Any:
+                      auth: tuple[str, str] | None = None, timeout: float | None = None,
+                      **kwargs: Any) -> Any:
+        # The SDK's asynchronous client hands aiohttp the call's timeout only, None unless
+        # the caller gave one, and aiohttp takes None as no limit at all: a Twilio that
+        # took the connection and never answered held the message (its batch, the
+        # worker's stop) for good. The client's own timeout applies, as the synchronous
+        # client does it.
+        timeout = timeout if timeout is not None else self.timeout
         # The SDK hands `auth` to aiohttp's BasicAuth, which aiohttp 3.14 deprecates;
         # sending the same Authorization header ourselves keeps the request identical.
         headers = dict(headers or {})
@@ -68,7 +77,8 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             data = urlencode(data, doseq=True, quote_via=_quoted).encode()
             headers["Content-Type"] = FORM
         return await super().request(method, _rewrite(url, self.base_url), params=params,
-                                     data=data, headers=headers, auth=None, **kwargs)
+                                     data=data, headers=headers, auth=None, timeout=timeout,
+                                     **kwargs)
 
     def log_request(self, kwargs: dict[str, Any]) -> None:
         # The SDK formats every line before the logger drops it; only when it would show.
@@ -81,8 +91,9 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 
 
 def twilio_client(account_sid: str, auth_token: str, base_url: str | None = None,
-                  asynchronous: bool = True) -> Client:
-    """A twilio `Client`; with `base_url`, every API call goes there instead."""
-    http = (RebasedAsyncHttpClient(base_url, logger=QUIET) if asynchronous
-            else RebasedHttpClient(base_url, logger=QUIET))
+                  asynchronous: bool = True, timeout_s: float = TIMEOUT_S) -> Client:
+    """A twilio `Client`; with `base_url`, every API call goes there instead. A request
+    that takes longer than `timeout_s` fails."""
+    http = (RebasedAsyncHttpClient(base_url, logger=QUIET, timeout=timeout_s) if asynchronous
+            else RebasedHttpClient(base_url, logger=QUIET, timeout=timeout_s))
     return Client(account_sid, auth_token, http_client=http)

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_base_url: str | None = Field(
         default=None, description="send to this base URL instead of https://api.twilio.com")
+    twilio_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request to Twilio that takes longer fails "
+                                        "(retried: the retry looks for the message first)")
     sms_rate_per_s: float = Field(default=10.0, gt=0, description="shared by all workers")
     status_ask_after_s: float = Field(
         default=900.0, ge=60, description="an SMS whose final status (delivered, undelivered, "

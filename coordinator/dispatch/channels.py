@@ -25,7 +25,7 @@ def twilio_account(settings: Settings) -> TwilioAccount:
         from_number=settings.twilio_from_number,
         messaging_service_sid=settings.twilio_messaging_service_sid,
         status_callback=f"{settings.web_url()}/hooks/twilio/status",
-        base_url=settings.twilio_base_url)
+        base_url=settings.twilio_base_url, timeout_s=settings.twilio_timeout_s)
 
 
 def smtp_server(settings: Settings) -> SmtpServer:

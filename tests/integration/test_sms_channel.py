@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.base import OutboundMessage, PermanentDeliveryError
+from channels.base import OutboundMessage, PermanentDeliveryError, TransientDeliveryError
 from channels.delivery import send_with_retries
 from channels.sms import SmsChannel, TwilioAccount
 from coordinator.dispatch.handover import hand_over
@@ -133,3 +133,57 @@ async def test_an_orphan_found_at_twilio_is_recorded_at_twilios_time(
     assert len(box.messages) == 1  # found, not sent again
     assert outcome.at is not None
     assert started <= outcome.at < taken_over
+
+
+async def test_a_twilio_that_never_answers_fails_in_time_and_is_retried_then_given_up(
+        redis_server: Service) -> None:
+    """A server that takes the connection and the request and never answers: each send
+    fails as transient after the account's timeout (the SDK's asynchronous client set no
+    limit, and the hand-over waited for good), the retry first asks Twilio for the message
+    (which does not answer either), and the hand-over gives up after its attempts."""
+    requests = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        await reader.read(65536)  # the request, never answered
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    redis = connect(redis_server.url)
+    account = TwilioAccount(SID, TOKEN, from_number="+15005550006",
+                            base_url=f"http://127.0.0.1:{port}", timeout_s=0.3)
+    channel = SmsChannel(account, RateLimiter(redis, "t-silent:rate:sms", 1000.0))
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(TransientDeliveryError, match="not reachable"):
+            await asyncio.wait_for(channel.send(OutboundMessage(
+                id="silent-1", recipient="+84901234567", text="Cảnh báo")), 5)
+        assert asyncio.get_running_loop().time() - started < 2  # the timeout, not for good
+        found = None
+
+        async def look() -> None:
+            nonlocal found
+            found = await channel.reconcile(OutboundMessage(
+                id="silent-2", recipient="+84901234567", text="Cảnh báo"),
+                datetime.now(UTC))
+
+        with pytest.raises(TransientDeliveryError, match="not reachable"):
+            await asyncio.wait_for(look(), 5)
+        with pytest.raises(TransientDeliveryError):
+            await asyncio.wait_for(send_with_retries(
+                channel, OutboundMessage(id="silent-3", recipient="+84901234567",
+                                         text="Cảnh báo"), attempts=2, sleep=no_wait), 5)
+    finally:
+        await channel.close()
+        await redis.aclose()
+        server.close()
+    assert found is None
+    assert len(waits) == 1
+    assert requests == 4  # a send, a look, and the retried send's two attempts

@@ -49,9 +49,12 @@ batch, its cost growing with the batch)."""
 class Stopping:
     """A worker's stop, told to the batches it runs. Each then hands nothing more over: a
     delivery still waiting for its turn (at the batch's gate or the rate limit) is cut off
-    and given back, one the provider has been asked about ends as it would have. So a stop
-    takes as long as the requests in flight, not as long as the rest of the batch at the
-    provider's rate (minutes, at a few SMS a second)."""
+    and given back, and so is one waiting to try again after a transient failure (given
+    back as possibly with the provider: the next run looks for it there first); one the
+    provider is being asked about ends as it would have. So a stop takes as long as the
+    requests in flight, not as long as the rest of the batch at the provider's rate
+    (minutes, at a few SMS a second), nor as long as the retries of a provider that is
+    down (up to 15 s of waits for six attempts)."""
 
     def __init__(self) -> None:
         self.begun = False
@@ -86,6 +89,8 @@ class BatchRun:
         self.claims: dict[str, str] = {}
         self.unread = 0  # subscribers of the batch not read when the worker stopped
         self.turned: set[str] = set()
+        self.backing_off: set[str] = set()  # waiting to try again (their turn had come)
+        self.tried: set[str] = set()  # cut off there: the provider may have them
         self.cut: dict[str, DeliveryRequest] = {}
 
     def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
@@ -95,6 +100,16 @@ class BatchRun:
             self.turned.add(request.id)
             return request.id not in self.unwanted
         return ask
+
+    def backoff(self, request: DeliveryRequest) -> Callable[[float], Awaitable[None]]:
+        """The wait before a delivery's next attempt, where the stop may cut it off too."""
+        async def wait(seconds: float) -> None:
+            self.backing_off.add(request.id)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                self.backing_off.discard(request.id)
+        return wait
 
     def add(self, requests: list[DeliveryRequest]) -> None:
         """Deliveries claimed for this run, to be handed over."""
@@ -140,22 +155,29 @@ class BatchRun:
         self.stopped = True
         for delivery_id, task in self.handing.items():
             request = self.waiting.get(delivery_id)  # (None: recorded already)
-            if request is not None and delivery_id not in self.turned and not task.done() \
+            retrying = delivery_id in self.backing_off
+            if request is not None and (delivery_id not in self.turned or retrying) \
+                    and not task.done() \
                     and self.claims[delivery_id] not in FINAL_OR_BUSY:  # those send nothing
                 self.cut[delivery_id] = request
+                if retrying:
+                    self.tried.add(delivery_id)
                 task.cancel()
 
     def _cut_off(self, delivery_id: str, error: BaseException) -> bool:
         return isinstance(error, asyncio.CancelledError) and delivery_id in self.cut
 
     async def give_back(self) -> None:
-        """Return the claims of the deliveries cut off by the stop: one claimed fresh is as
-        if never claimed (nobody handed it over), and the next run sends it without asking
-        the provider; one a dead worker left (an orphan) stays one. Redis away: they stay
-        this worker's until its heartbeat ends."""
+        """Return the claims of the deliveries cut off by the stop: one claimed fresh and
+        cut off before its turn is as if never claimed (nobody handed it over), and the
+        next run sends it without asking the provider; one a dead worker left (an orphan),
+        or one cut off waiting to try again (its failed attempt may have reached the
+        provider), is an orphan for the next run. Redis away: they stay this worker's until
+        its heartbeat ends."""
         cut = list(self.cut.values())
+        untouched = [self.claims[r.id] == "fresh" and r.id not in self.tried for r in cut]
         try:
-            await give_back(self.rt, cut, [self.claims[r.id] == "fresh" for r in cut])
+            await give_back(self.rt, cut, untouched)
         except Exception as exc:
             log.warning("claims not given back at the stop: another worker takes them once "
                         "this one's heartbeat is gone", deliveries=len(cut), error=repr(exc))

@@ -96,7 +96,8 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
                 try:
                     outcome = await hand_over(rt, channel, request, orphan=orphan == "orphan",
                                               started=started or None,
-                                              wanted=run.wanted(request))
+                                              wanted=run.wanted(request),
+                                              sleep=run.backoff(request))
                 except Exception:
                     await run.release([request])
                     raise

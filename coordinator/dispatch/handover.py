@@ -9,6 +9,7 @@ statement was withdrawn, asked again at the moment the channel's turn comes.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -135,12 +136,13 @@ def reason_not_to_send(request: DeliveryRequest, opted_out: bool, active: bool,
 
 async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orphan: bool,
                     started: str | None,
-                    wanted: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
-    """Send through the channel with retries; a delivery an earlier attempt was cut off in
-    (`orphan`, started at `started`) is first looked for at the provider. The channel asks
-    `wanted` once its turn comes (by default: Redis, one round trip). The outcome carries
-    the moment the channel answered: records and audit entries say when a message was
-    handed over, not when the bookkeeping caught up."""
+                    wanted: Callable[[], Awaitable[bool]] | None = None,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Outcome:
+    """Send through the channel with retries (waiting with `sleep` before each); a delivery
+    an earlier attempt was cut off in (`orphan`, started at `started`) is first looked for
+    at the provider. The channel asks `wanted` once its turn comes (by default: Redis, one
+    round trip). The outcome carries the moment the channel answered: records and audit
+    entries say when a message was handed over, not when the bookkeeping caught up."""
     async def asked() -> bool:
         return not await skip_reason(rt, request, channel)
 
@@ -159,7 +161,7 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
                            at=found.taken_at or utcnow())
     try:
         receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
-                                          before_retry=already_there)
+                                          sleep=sleep, before_retry=already_there)
     except Withdrawn:
         why = await skip_reason(rt, request, channel) or "withdrawn"
         return Outcome("skipped", why, at=utcnow())

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from channels.base import OutboundMessage, Receipt, still_wanted
+from channels.base import OutboundMessage, Receipt, TransientDeliveryError, still_wanted
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
@@ -369,6 +369,56 @@ async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runt
     [failed] = channel.handed
     assert (rows[failed]["status"], rows[failed]["owner"]) == ("sending", "")
     assert all("status" not in row for i, row in rows.items() if i != failed), rows
+
+
+class _Down:
+    """An SMS channel whose provider answers every send with a transient error (down, or
+    throttling): each delivery of a batch tries, waits, and tries again."""
+
+    name = "sms"
+    max_length = None
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        await still_wanted(message)
+        self.attempts[message.id] = self.attempts.get(message.id, 0) + 1
+        raise TransientDeliveryError("sms: Twilio answered 503")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_stop_cuts_off_deliveries_waiting_to_try_again(rt: Runtime) -> None:
+    """A provider that is down: a batch's deliveries wait between attempts (up to 15 s for
+    six). The worker's stop cuts them off there at once rather than waiting for their
+    retries to run out; each is given back as possibly with the provider (its attempt may
+    have reached it), so the next run looks for it there before sending; the batch is not
+    done."""
+    statement, subs = await _stored_batch(rt, "DOWN", 5)
+    ids = {f"{statement.id}:sms:{s.id}" for s in subs}
+    channel, stopping = _Down(), Stopping()
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
+        number=0), utcnow(), stopping=stopping))
+
+    async def all_waiting_to_retry() -> None:
+        while not (stopping.runs and len(next(iter(stopping.runs)).backing_off) == len(ids)):
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(all_waiting_to_retry(), 10)
+    assert stopping.begin() == 1
+    report = await asyncio.wait_for(batch, 1)  # not the rest of the retries' waits
+    assert report.counts == {} and report.left == 5 and not report.done
+    assert set(channel.attempts) == ids
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    assert {(row["status"], row["owner"]) for row in rows.values()} == {("sending", "")}
+    claims = await claim(rt, [DeliveryRequest(id=i, channel="sms", recipient="+84900000000",
+                                              text="x", purpose="statement",
+                                              statement_id=statement.id) for i in ids],
+                         "sms", utcnow())
+    assert all(c.startswith("orphan|") for c in claims), claims
 
 
 async def test_a_batch_run_hands_one_delivery_id_over_once(rt: Runtime) -> None:

@@ -57,7 +57,8 @@ class TwilioAccount:
     base_url: str | None = None
     timeout_s: float = TIMEOUT_S
     """How long a request to Twilio may take before it fails as transient (a send's retry
-    first looks for the message at Twilio, so a slow answer is not sent twice)."""
+    first looks for the message at Twilio, so one Twilio took is not sent again; a look
+    that fails too counts as not found)."""
 
     @property
     def sender_id(self) -> str:
@@ -118,10 +119,13 @@ class SmsChannel(BaseChannel):
             raise classify(exc.status, exc.code, exc.msg) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
+        try:
+            earliest = since - timedelta(seconds=5)  # Twilio's clock may run behind ours
+        except OverflowError:  # since the beginning of time (no start known)
+            earliest = since
         for found in recent:
             created = found.date_created
-            if found.body == message.text and (created is None
-                                               or created >= since - timedelta(seconds=5)):
+            if found.body == message.text and (created is None or created >= earliest):
                 return Receipt(message.id, provider_id=str(found.sid), status=str(found.status),
                                taken_at=created)
         return None

@@ -89,8 +89,9 @@ class BatchRun:
         self.claims: dict[str, str] = {}
         self.unread = 0  # subscribers of the batch not read when the worker stopped
         self.turned: set[str] = set()
-        self.backing_off: set[str] = set()  # waiting to try again (their turn had come)
-        self.tried: set[str] = set()  # cut off there: the provider may have them
+        # Between a transient failure and the next attempt's turn (the wait, the look at
+        # the provider, the rate limit): the stop cuts these off too.
+        self.retrying: set[str] = set()
         self.cut: dict[str, DeliveryRequest] = {}
 
     def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
@@ -98,17 +99,20 @@ class BatchRun:
         its answer on, the delivery may be with the provider, and a stop lets it end."""
         async def ask() -> bool:
             self.turned.add(request.id)
+            self.retrying.discard(request.id)
             return request.id not in self.unwanted
         return ask
 
     def backoff(self, request: DeliveryRequest) -> Callable[[float], Awaitable[None]]:
-        """The wait before a delivery's next attempt, where the stop may cut it off too."""
+        """The wait before a delivery's next attempt. From there until the attempt's turn
+        comes the stop cuts it off; one whose failed attempt ends after the stop cuts
+        itself off here."""
         async def wait(seconds: float) -> None:
-            self.backing_off.add(request.id)
-            try:
-                await asyncio.sleep(seconds)
-            finally:
-                self.backing_off.discard(request.id)
+            self.retrying.add(request.id)
+            if self.stopped:
+                self.cut[request.id] = request
+                raise asyncio.CancelledError
+            await asyncio.sleep(seconds)
         return wait
 
     def add(self, requests: list[DeliveryRequest]) -> None:
@@ -155,13 +159,10 @@ class BatchRun:
         self.stopped = True
         for delivery_id, task in self.handing.items():
             request = self.waiting.get(delivery_id)  # (None: recorded already)
-            retrying = delivery_id in self.backing_off
-            if request is not None and (delivery_id not in self.turned or retrying) \
-                    and not task.done() \
+            waiting = delivery_id not in self.turned or delivery_id in self.retrying
+            if request is not None and waiting and not task.done() \
                     and self.claims[delivery_id] not in FINAL_OR_BUSY:  # those send nothing
                 self.cut[delivery_id] = request
-                if retrying:
-                    self.tried.add(delivery_id)
                 task.cancel()
 
     def _cut_off(self, delivery_id: str, error: BaseException) -> bool:
@@ -175,7 +176,8 @@ class BatchRun:
         provider), is an orphan for the next run. Redis away: they stay this worker's until
         its heartbeat ends."""
         cut = list(self.cut.values())
-        untouched = [self.claims[r.id] == "fresh" and r.id not in self.tried for r in cut]
+        # (turned: an attempt was made, so it is looked for at the provider)
+        untouched = [self.claims[r.id] == "fresh" and r.id not in self.turned for r in cut]
         try:
             await give_back(self.rt, cut, untouched)
         except Exception as exc:

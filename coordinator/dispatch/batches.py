@@ -92,6 +92,8 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
                               or f"{batch.channel} is not configured")
         else:
             orphan, _, started = claim.partition("|")
+            # A fresh claim was made at `now`: a retry looks at the provider from then.
+            started = started or ("" if orphan == "orphan" else now.isoformat())
             async with gate:
                 try:
                     outcome = await hand_over(rt, channel, request, orphan=orphan == "orphan",

@@ -373,52 +373,70 @@ async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runt
 
 class _Down:
     """An SMS channel whose provider answers every send with a transient error (down, or
-    throttling): each delivery of a batch tries, waits, and tries again."""
+    throttling): each delivery of a batch tries, waits, and tries again. The first message
+    it is given stays with the provider until the test lets it go; the last one given
+    never gets its turn (as at a rate limit)."""
 
     name = "sms"
     max_length = None
 
-    def __init__(self) -> None:
+    def __init__(self, first: str, last: str) -> None:
+        self.first, self.last = first, last
         self.attempts: dict[str, int] = {}
+        self.with_provider = asyncio.Event()
+        self.let_go = asyncio.Event()
 
     async def send(self, message: OutboundMessage) -> Receipt:
+        if message.id == self.last:
+            await asyncio.Event().wait()  # its turn never comes
         await still_wanted(message)
         self.attempts[message.id] = self.attempts.get(message.id, 0) + 1
+        if message.id == self.first and self.attempts[message.id] == 1:
+            self.with_provider.set()
+            await self.let_go.wait()
         raise TransientDeliveryError("sms: Twilio answered 503")
 
     async def close(self) -> None:
         return None
 
 
-async def test_a_stop_cuts_off_deliveries_waiting_to_try_again(rt: Runtime) -> None:
-    """A provider that is down: a batch's deliveries wait between attempts (up to 15 s for
-    six). The worker's stop cuts them off there at once rather than waiting for their
-    retries to run out; each is given back as possibly with the provider (its attempt may
-    have reached it), so the next run looks for it there before sending; the batch is not
-    done."""
-    statement, subs = await _stored_batch(rt, "DOWN", 5)
-    ids = {f"{statement.id}:sms:{s.id}" for s in subs}
-    channel, stopping = _Down(), Stopping()
+async def test_a_stop_cuts_off_deliveries_between_their_attempts(rt: Runtime) -> None:
+    """A provider that is down: a batch's deliveries wait between attempts (up to 15.5 s
+    for six). The worker's stop cuts off at once those waiting to try again, and the one
+    whose request was with the provider as the stop came cuts itself off when that request
+    fails, rather than running their retries out. Each of them is given back as possibly
+    with the provider (an attempt was made), so the next run looks for it there before
+    sending; the one that never had its turn is given back as never claimed; the batch is
+    not done."""
+    statement, subs = await _stored_batch(rt, "DOWN", 6)
+    ids = [f"{statement.id}:sms:{s.id}" for s in subs]
+    channel, stopping = _Down(first=ids[0], last=ids[-1]), Stopping()
     batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
         statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
         number=0), utcnow(), stopping=stopping))
 
-    async def all_waiting_to_retry() -> None:
-        while not (stopping.runs and len(next(iter(stopping.runs)).backing_off) == len(ids)):
+    async def waiting_to_try_again() -> None:
+        while not (stopping.runs and set(ids[1:-1]) <= next(iter(stopping.runs)).retrying):
             await asyncio.sleep(0.005)
 
-    await asyncio.wait_for(all_waiting_to_retry(), 10)
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    await asyncio.wait_for(waiting_to_try_again(), 10)
     assert stopping.begin() == 1
+    attempts_at_the_stop = dict(channel.attempts)
+    channel.let_go.set()  # the request with the provider fails now, after the stop
     report = await asyncio.wait_for(batch, 1)  # not the rest of the retries' waits
-    assert report.counts == {} and report.left == 5 and not report.done
-    assert set(channel.attempts) == ids
+    assert report.counts == {} and report.left == 6 and not report.done
+    assert channel.attempts == attempts_at_the_stop  # none tried again after the stop
+    assert channel.attempts[ids[0]] == 1 and ids[-1] not in channel.attempts
     rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
-    assert {(row["status"], row["owner"]) for row in rows.values()} == {("sending", "")}
+    assert {(rows[i]["status"], rows[i]["owner"]) for i in ids[:-1]} == {("sending", "")}
+    assert "status" not in rows[ids[-1]] and "owner" not in rows[ids[-1]]
     claims = await claim(rt, [DeliveryRequest(id=i, channel="sms", recipient="+84900000000",
                                               text="x", purpose="statement",
                                               statement_id=statement.id) for i in ids],
                          "sms", utcnow())
-    assert all(c.startswith("orphan|") for c in claims), claims
+    assert all(c.startswith("orphan|") for c in claims[:-1]), claims
+    assert claims[-1] == "fresh"
 
 
 async def test_a_batch_run_hands_one_delivery_id_over_once(rt: Runtime) -> None:

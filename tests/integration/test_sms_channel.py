@@ -137,15 +137,16 @@ async def test_an_orphan_found_at_twilio_is_recorded_at_twilios_time(
 
 async def test_a_twilio_that_never_answers_fails_in_time_and_is_retried_then_given_up(
         redis_server: Service) -> None:
-    """A server that takes the connection and the request and never answers: each send
-    fails as transient after the account's timeout (the SDK's asynchronous client set no
-    limit, and the hand-over waited for good), the retry first asks Twilio for the message
-    (which does not answer either), and the hand-over gives up after its attempts."""
-    requests = 0
+    """A server that takes the connection and the request and never answers: a send, a
+    look for a message and a status question each fail as transient after the account's
+    timeout (the SDK's asynchronous client set no limit, and the hand-over waited for
+    good); a send with retries tries twice and gives up."""
+    handlers: list[asyncio.Task[None]] = []
+    writers: list[asyncio.StreamWriter] = []
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal requests
-        requests += 1
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        writers.append(writer)
         await reader.read(65536)  # the request, never answered
         await asyncio.sleep(3600)
 
@@ -160,30 +161,46 @@ async def test_a_twilio_that_never_answers_fails_in_time_and_is_retried_then_giv
     async def no_wait(seconds: float) -> None:
         waits.append(seconds)
 
+    message = OutboundMessage(id="silent-1", recipient="+84901234567", text="Cảnh báo")
     started = asyncio.get_running_loop().time()
     try:
         with pytest.raises(TransientDeliveryError, match="not reachable"):
-            await asyncio.wait_for(channel.send(OutboundMessage(
-                id="silent-1", recipient="+84901234567", text="Cảnh báo")), 5)
+            await asyncio.wait_for(channel.send(message), 5)
         assert asyncio.get_running_loop().time() - started < 2  # the timeout, not for good
-        found = None
-
-        async def look() -> None:
-            nonlocal found
-            found = await channel.reconcile(OutboundMessage(
-                id="silent-2", recipient="+84901234567", text="Cảnh báo"),
-                datetime.now(UTC))
-
         with pytest.raises(TransientDeliveryError, match="not reachable"):
-            await asyncio.wait_for(look(), 5)
+            await asyncio.wait_for(channel.reconcile(message, datetime.now(UTC)), 5)
+        with pytest.raises(TransientDeliveryError, match="not reachable"):
+            await asyncio.wait_for(channel.status_of("SM" + "0" * 32), 5)
         with pytest.raises(TransientDeliveryError):
-            await asyncio.wait_for(send_with_retries(
-                channel, OutboundMessage(id="silent-3", recipient="+84901234567",
-                                         text="Cảnh báo"), attempts=2, sleep=no_wait), 5)
+            await asyncio.wait_for(send_with_retries(channel, message, attempts=2,
+                                                     sleep=no_wait), 5)
     finally:
         await channel.close()
         await redis.aclose()
         server.close()
-    assert found is None
+        for writer in writers:
+            writer.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
     assert len(waits) == 1
-    assert requests == 4  # a send, a look, and the retried send's two attempts
+    assert len(handlers) == 5  # a send, a look, a question, and the two attempts
+
+
+async def test_a_look_with_no_start_known_finds_the_message(
+        sandbox: tuple[SmsSandbox, str], redis_server: Service) -> None:
+    """A retry of a delivery whose start is not known looks for the message since the
+    beginning of time: found, not an OverflowError (`since` minus Twilio's clock skew)."""
+    box, url = sandbox
+    box.reset()
+    redis = connect(redis_server.url)
+    channel = channel_for(url, redis, "t-nostart:rate:sms")
+    message = OutboundMessage(id="nostart-1", recipient="+84901234568", text="Cảnh báo lũ")
+    try:
+        sent = await channel.send(message)
+        found = await channel.reconcile(message, datetime.min.replace(tzinfo=UTC))
+    finally:
+        await channel.close()
+        await redis.aclose()
+    assert found is not None and found.provider_id == sent.provider_id

@@ -49,12 +49,13 @@ batch, its cost growing with the batch)."""
 class Stopping:
     """A worker's stop, told to the batches it runs. Each then hands nothing more over: a
     delivery still waiting for its turn (at the batch's gate or the rate limit) is cut off
-    and given back, and so is one waiting to try again after a transient failure (given
+    and given back, and so is one between two attempts after a transient failure (given
     back as possibly with the provider: the next run looks for it there first); one the
-    provider is being asked about ends as it would have. So a stop takes as long as the
-    requests in flight, not as long as the rest of the batch at the provider's rate
-    (minutes, at a few SMS a second), nor as long as the retries of a provider that is
-    down (up to 15 s of waits for six attempts)."""
+    provider is being asked about ends its request as it would have, and is cut off
+    before trying again. So a stop takes as long as the requests in flight, not as long as
+    the rest of the batch at the provider's rate (minutes, at a few SMS a second), nor as
+    long as the retries of a provider that is down (up to 15.5 s of waits for six
+    attempts)."""
 
     def __init__(self) -> None:
         self.begun = False

@@ -19,6 +19,7 @@ throttled, so the pipeline is what is measured. Prints one JSON object.
 
     .venv/bin/python bench/latency.py
     .venv/bin/python bench/latency.py --rates 50 --seconds 10 --storm-rate 0
+    .venv/bin/python bench/latency.py --rates 200 --storm-rate 0 --redis-fsync everysec
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from _measure import SyncRedis, cpu_s, sync_redis  # bench/ is the script's folder
@@ -68,9 +69,11 @@ class Stack:
     web_url: str = ""
 
     @classmethod
-    def start(cls, root: Path, workers: int = 1, **env: str) -> Stack:
+    def start(cls, root: Path, workers: int = 1, fsync: Literal["always", "everysec"] = "always",
+              **env: str) -> Stack:
         broker = start_tansu(log_path=root / "broker.log")
-        rservice = start_redis(root / "redis", appendonly=True)  # as `loa up`: fsync always
+        # `always` as `loa up` runs it; `everysec` shows what syncing every write costs
+        rservice = start_redis(root / "redis", appendonly=True, appendfsync=fsync)
         sms_port, web_port, metrics_port = free_port(), free_port(), free_port()
         stack = cls(root, {
             **os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
@@ -500,13 +503,18 @@ def main() -> None:
                         help="how the approvals are made")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes sharing the partitions (metrics: the first's)")
+    parser.add_argument("--redis-fsync", choices=("always", "everysec"), default="always",
+                        help="when Redis syncs its append-only file: every write, as `loa up` "
+                             "runs it, or every second (what the sync costs)")
     args = parser.parse_args()
-    result: dict[str, Any] = {"benchmark": "latency", "workers": args.workers, "runs": [],
+    result: dict[str, Any] = {"benchmark": "latency", "workers": args.workers,
+                              "redis_fsync": args.redis_fsync, "runs": [],
                               "at": datetime.now().isoformat(timespec="seconds")}
     rates = [float(x) for x in args.rates.split(",") if x]
     for rate in rates:
         root = Path(tempfile.mkdtemp(prefix="loa-bench-latency-"))
-        stack = Stack.start(root, args.workers, LOA_CORRELATION_WINDOW_S="0.000001")
+        stack = Stack.start(root, args.workers, args.redis_fsync,
+                            LOA_CORRELATION_WINDOW_S="0.000001")
         try:
             token = make_token(stack.env, "bench-duty", "duty_officer")
             result["runs"].append(run_own(stack, token, rate, args.seconds))
@@ -517,7 +525,7 @@ def main() -> None:
             stack.stop()
     if args.storm_rate:
         root = Path(tempfile.mkdtemp(prefix="loa-bench-latency-"))
-        stack = Stack.start(root, args.workers)
+        stack = Stack.start(root, args.workers, args.redis_fsync)
         try:
             token = make_token(stack.env, "bench-duty", "duty_officer")
             result["runs"].append(run_storm(stack, token, args.storm_rate, args.seconds,

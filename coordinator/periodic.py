@@ -17,8 +17,12 @@ import faust
 from channels.sms import SmsChannel
 from coordinator import faust_kafka, topics
 from coordinator import observability as obs
-from coordinator.audit.sealer import BATCH as SEAL_BATCH
-from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, seal
+from coordinator.audit.sealer import (
+    CHECKPOINT_KEY_PURPOSE,
+    SEAL_EVERY_S,
+    seal_backlog,
+    sealed_elsewhere,
+)
 from coordinator.dispatch.status_sweep import ASKED_A_ROUND, sweep_statuses
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import utcnow
@@ -35,7 +39,6 @@ HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_TTL_S = 10
 HEARTBEAT_GRACE_MS = 3_000
 RECOVER_EVERY_S = 5.0
-SEAL_EVERY_S = 0.5
 STATUS_SWEEP_EVERY_S = 5.0
 STATUS_ROUNDS_A_SWEEP = 5  # at most 500 questions every 5 s, 4 at once (status_sweep)
 
@@ -171,16 +174,16 @@ def _register_status_sweep(app: faust.App, pipeline: Pipeline) -> None:
 
 
 def _register_sealer(app: faust.App, rt: Runtime) -> None:
-    """Chain what was audited, a batch at a time (coordinator.audit.sealer)."""
+    """Chain what was audited, a batch at a time, unless `loa scheduler` does
+    (coordinator.audit.sealer)."""
     settings = rt.settings
     key = settings.key_for(CHECKPOINT_KEY_PURPOSE)
 
     @app.timer(interval=SEAL_EVERY_S)  # type: ignore[untyped-decorator]
     async def seal_audit() -> None:
         try:
-            while await seal(rt.redis, rt.keys, key, utcnow(),
-                             settings.audit_checkpoint_s) >= SEAL_BATCH:
-                pass  # a backlog (after an outage): seal it all before sleeping
+            if not await sealed_elsewhere(rt.redis, rt.keys):
+                await seal_backlog(rt.redis, rt.keys, key, settings.audit_checkpoint_s)
         except Exception as exc:
             log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
 

@@ -10,6 +10,9 @@ once, and a timer that comes due waits its turn behind them (bench/fanout.py
 while it is down, the workers' own timers and their sweep escalate as before: it makes
 deadlines punctual; it is not a part that must be up.
 
+It also seals the audit trail (``audit.sealer``), so that work, like the timers, stays off
+the workers' loops while it runs; the workers seal when it does not.
+
 It fires only while it can reach the broker: an escalation it committed but whose prompts
 it could not send would wait for a worker's outbox drain (30 s), where a worker's own timer
 would have sent them at once. So its timers are paused until its producer is connected,
@@ -26,8 +29,14 @@ import uvloop
 from prometheus_client import start_http_server
 
 from coordinator import observability as obs
+from coordinator.audit.sealer import (
+    CHECKPOINT_KEY_PURPOSE,
+    SEAL_EVERY_S,
+    say_sealing,
+    seal_backlog,
+)
 from coordinator.broker import Producer, kafka_security
-from coordinator.errors import BrokerUnavailable
+from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.escalation.timers import Timers
 from coordinator.events import utcnow
 from coordinator.migrations.startup import check_layout_at_start
@@ -90,6 +99,7 @@ async def serve(rt: Runtime) -> None:
     pipeline = Pipeline(rt, {}, send, timers.schedule)
     timers.start(paused=True)
     connecting = asyncio.create_task(_keep_connected(producer, timers, lost))
+    sealing = asyncio.create_task(_seal(rt))
     try:
         while not stop.is_set():
             await _beat(rt, timers)
@@ -97,13 +107,34 @@ async def serve(rt: Runtime) -> None:
                 await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S)
     finally:
         timers.shutdown()
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await connecting
+        for task in (connecting, sealing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await producer.stop()
-        with contextlib.suppress(Exception):  # gone at once, not 10 s later (`loa doctor`)
-            await rt.redis.delete(rt.keys.scheduler_heartbeat())
+        with contextlib.suppress(Exception):  # gone at once, not 10 s later (`loa doctor`);
+            # the workers seal again at their next round
+            await rt.redis.delete(rt.keys.scheduler_heartbeat(), rt.keys.audit_sealer())
         await rt.redis.aclose()
+
+
+async def _seal(rt: Runtime) -> None:
+    """Seal the audit trail every SEAL_EVERY_S, saying after each round that worked that
+    it does (the workers then leave it to this process). Runs until cancelled. Without
+    LOA_SECRET_KEY (checkpoints are signed with a key derived from it) it leaves sealing to
+    the workers, which need the key to start at all."""
+    try:
+        key = rt.settings.key_for(CHECKPOINT_KEY_PURPOSE)
+    except ConfigError as exc:
+        log.warning("the audit trail is left to the workers to seal", reason=str(exc))
+        return
+    while True:
+        try:
+            await seal_backlog(rt.redis, rt.keys, key, rt.settings.audit_checkpoint_s)
+            await say_sealing(rt.redis, rt.keys)
+        except Exception as exc:  # Redis away: the workers take over once the word expires
+            log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
+        await asyncio.sleep(SEAL_EVERY_S)
 
 
 async def _keep_connected(producer: Producer, timers: Timers, lost: asyncio.Event) -> None:

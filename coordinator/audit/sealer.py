@@ -1,4 +1,4 @@
-"""Sealing: the worker chains new audit entries a batch at a time.
+"""Sealing: new audit entries are chained a batch at a time, twice a second.
 
 Audit entries are written in the same MULTI as the change they record
 (:func:`coordinator.state.queue_audit`), so they cannot read the chain's head without
@@ -9,7 +9,12 @@ incident's own chain and, now and then, a signed checkpoint, and moves the head,
 one transaction on the head. Two workers sealing at once compute the same links; the
 second finds the head moved and leaves it.
 
-What is not sealed yet (a fraction of a second, unless the workers are down) could be
+`loa scheduler` seals, off the workers' event loops (their CPU goes to reports and
+deliveries); while it does, it says so in Redis (``Keys.audit_sealer``, renewed each
+round it sealed in) and the workers leave sealing to it. Without a scheduler, or when its
+rounds fail for :data:`SEALER_MARK_S`, the workers seal.
+
+What is not sealed yet (a fraction of a second, unless every sealer is down) could be
 changed unseen; `loa doctor` reports entries left unsealed.
 """
 
@@ -30,6 +35,7 @@ from coordinator.audit.chain import (
     runs,
 )
 from coordinator.errors import Contention
+from coordinator.events import utcnow
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, transact
 
@@ -38,6 +44,13 @@ BATCH = 5000
 
 CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
 """What the checkpoint key is derived for (Settings.key_for)."""
+
+SEAL_EVERY_S = 0.5
+"""How often a sealer looks for new entries."""
+
+SEALER_MARK_S = 5
+"""How long the scheduler's word that it seals holds after its last round that worked: the
+workers take sealing back this long after the scheduler stopped or began to fail."""
 
 
 async def stream_items(redis: Redis, key: str, page: int = 2000
@@ -96,6 +109,29 @@ async def seal(redis: Redis, keys: Keys, signing_key: bytes, now: datetime,
         return await transact(redis, [keys.audit_head()], body, attempts=1)
     except Contention:
         return 0  # another worker moved the head: it sealed these
+
+
+async def seal_backlog(redis: Redis, keys: Keys, signing_key: bytes,
+                       checkpoint_every_s: float) -> int:
+    """Seal everything not sealed yet (after an outage, a backlog of many batches), a batch
+    at a time; how many entries this call sealed."""
+    total = 0
+    while True:
+        sealed = await seal(redis, keys, signing_key, utcnow(), checkpoint_every_s)
+        total += sealed
+        if sealed < BATCH:
+            return total
+
+
+async def say_sealing(redis: Redis, keys: Keys) -> None:
+    """The scheduler's word, after a round that worked, that it seals (for SEALER_MARK_S)."""
+    await redis.set(keys.audit_sealer(), "scheduler", ex=SEALER_MARK_S)
+
+
+async def sealed_elsewhere(redis: Redis, keys: Keys) -> bool:
+    """Whether the scheduler seals (it said so within SEALER_MARK_S): a worker then leaves
+    it to it."""
+    return bool(await redis.exists(keys.audit_sealer()))
 
 
 async def _incident_links(redis: Redis, keys: Keys, entries: list[Entry]

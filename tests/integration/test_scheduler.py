@@ -1,6 +1,7 @@
 """`loa scheduler` on a real redis-server: with a broker it escalates a deadline on time; with
 none to be reached it leaves the timers to the workers (it could escalate, but not send the
-prompts that go with it)."""
+prompts that go with it). It seals the audit trail, and says so, so the workers leave that
+to it while it runs."""
 
 from __future__ import annotations
 
@@ -18,22 +19,26 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.audit.sealer import sealed_elsewhere
 from coordinator.broker import ensure_topics
 from coordinator.embedded import free_port, start_tansu
-from coordinator.events import Severity
+from coordinator.events import AuditEvent, Severity
 from coordinator.plan.planner import first_record
 from coordinator.runtime import Runtime
+from coordinator.state import record_audit
 
 pytestmark = pytest.mark.integration
 INCIDENT = "INC-77000001"
 
 
 @asynccontextmanager
-async def scheduler(rt: Runtime, log: Path, kafka_url: str) -> AsyncIterator[Callable[[], str]]:
-    """A `loa scheduler` process, alive (its heartbeat seen); its log's text."""
+async def scheduler(rt: Runtime, log: Path, kafka_url: str, secret: str = "scheduler-secret"
+                    ) -> AsyncIterator[Callable[[], str]]:
+    """A `loa scheduler` process, alive (its heartbeat seen); its log's text. Without a
+    `secret` (LOA_SECRET_KEY) it leaves the audit trail to the workers to seal."""
     env = {**os.environ, "LOA_REDIS_URL": rt.settings.redis_url or "",
            "LOA_REDIS_PREFIX": rt.keys.prefix, "LOA_KAFKA_URL": kafka_url,
-           "LOA_LOG_FORMAT": "json"}
+           "LOA_LOG_FORMAT": "json", "LOA_SECRET_KEY": secret}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "scheduler"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -95,3 +100,38 @@ async def test_without_a_broker_the_scheduler_leaves_timers_to_the_workers(
         await asyncio.sleep(4.0)  # past the deadline, and two rounds of adoption
         assert await rt.redis.hget(approval, "level") == "1"
         assert "broker not reachable; timers are left to the workers" in log()
+
+
+async def test_the_scheduler_seals_the_audit_trail_and_the_workers_leave_it_to_it(
+        rt: Runtime, tmp_path: Path) -> None:
+    async def audited(n: int) -> None:
+        await record_audit(rt.redis, rt.keys, AuditEvent(
+            at=datetime.now(UTC), actor="test", action="test.noted", interface="cli",
+            incident_id=INCIDENT, subject=f"entry-{n}"))
+
+    async def sealed_up_to_the_last() -> bool:
+        [(last, _)] = await rt.redis.xrevrange(rt.keys.audit(), count=1)
+        return await rt.redis.hget(rt.keys.audit_head(), "last") == last
+
+    assert not await sealed_elsewhere(rt.redis, rt.keys)  # no scheduler: the workers seal
+    async with scheduler(rt, tmp_path / "scheduler.log", f"kafka://127.0.0.1:{free_port()}"):
+        await audited(1)
+        await audited(2)
+        deadline = time.monotonic() + 10
+        while not await sealed_up_to_the_last():
+            assert time.monotonic() < deadline, "the scheduler did not seal"
+            await asyncio.sleep(0.1)
+        assert await sealed_elsewhere(rt.redis, rt.keys)
+        assert await rt.redis.xlen(rt.keys.audit_links()) == 2
+        assert await rt.redis.llen(rt.keys.incident_chain(INCIDENT)) == 2
+    # Stopped: its word is taken back at once, not SEALER_MARK_S later.
+    assert not await sealed_elsewhere(rt.redis, rt.keys)
+
+
+async def test_without_a_secret_key_the_scheduler_leaves_sealing_to_the_workers(
+        rt: Runtime, tmp_path: Path) -> None:
+    async with scheduler(rt, tmp_path / "scheduler.log", f"kafka://127.0.0.1:{free_port()}",
+                         secret="") as log:
+        await asyncio.sleep(1.5)  # three sealing rounds, had it sealed
+        assert not await sealed_elsewhere(rt.redis, rt.keys)
+        assert "the audit trail is left to the workers to seal" in log()

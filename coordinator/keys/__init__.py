@@ -1,4 +1,6 @@
-"""Every Redis key Loa uses, in one place. All start with the configured prefix.
+"""Every Redis key Loa uses, in one place: this package (the flow's keys here, from
+reports in to tips; the operations' in :mod:`coordinator.keys.operations`). All start with
+the configured prefix.
 
 Each key's docstring says how long it lives: *kept* (the record, or a few bytes per thing
 that must never repeat), *expires* (a TTL, and after what), *pruned* (deleted by the code
@@ -8,15 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coordinator.keys.operations import OperationKeys
+
 
 @dataclass(frozen=True)
-class Keys:
+class Keys(OperationKeys):
     """Key names under one prefix (``LOA_REDIS_PREFIX``)."""
-
-    prefix: str
-
-    def _k(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
 
     # reports in
     def outbox(self) -> str:
@@ -198,6 +197,11 @@ class Keys:
         with the link (the request's deadline, else a day; at least a minute)."""
         return self._k("shortlink", short_id)
 
+    def incident_reached(self, incident_id: str) -> str:
+        """Bitmap of the subscriber numbers any of an incident's statements was cut for: an
+        update, correction or all-clear reaches them all, wherever the area moved. Kept."""
+        return self._k("incident", incident_id, "reached")
+
     # inbound SMS: stored before they are answered, finished from here
     def inbound_sms(self, message_sid: str) -> str:
         """Hash: an inbound SMS (sender, body, when) while pending; its answer (TwiML) once
@@ -327,74 +331,3 @@ class Keys:
         """Hash: an account's recent failed logins from anywhere and when it may be tried
         next. Expires: 15 minutes after the last failure (logins.FAILURES_KEPT_S)."""
         return self._k("loginbackoff", username)
-
-    # operations
-    def audit(self) -> str:
-        """Stream of every audit event. Kept, uncapped, on purpose: it is the record (a
-        timeline has an incident's share only; a cap would soon evict the approvals behind
-        a fan-out's entries). Archiving it (export, then XTRIM MINID) is the operator's."""
-        return self._k("audit")
-
-    def audit_links(self) -> str:
-        """Stream of the audit chain's links, oldest first: each seals the next entries (one,
-        or a run of a statement's deliveries) with the hash of the link before it. Kept;
-        pruned only with the audit stream, up to a checkpoint (`loa audit prune`)."""
-        return self._k("audit", "links")
-
-    def audit_head(self) -> str:
-        """Hash: the chain's newest link (seq, hash, the last audit entry it sealed) and
-        when the last checkpoint was made. Kept: one per installation."""
-        return self._k("audit", "head")
-
-    def audit_checkpoints(self) -> str:
-        """Stream of signed checkpoints of the chain (seq, hash, when), published at
-        /audit/head. Kept: a few hundred bytes each, one per LOA_AUDIT_CHECKPOINT_S at
-        most, and only while something is audited."""
-        return self._k("audit", "checkpoints")
-
-    def incident_reached(self, incident_id: str) -> str:
-        """Bitmap of the subscriber numbers any of an incident's statements was cut for: an
-        update, correction or all-clear reaches them all, wherever the area moved. Kept."""
-        return self._k("incident", incident_id, "reached")
-
-    def incident_chain(self, incident_id: str) -> str:
-        """List, parallel to the incident's timeline: `ENTRY_ID DIGEST HASH` per sealed
-        entry, each hash chaining the one before (coordinator.audit). Kept: the record."""
-        return self._k("incident", incident_id, "chain")
-
-    def incident_chains(self) -> str:
-        """Pattern matching every incident's chain."""
-        return self._k("incident", "*", "chain")
-
-    def worker_heartbeat(self, worker_id: str) -> str:
-        """Present while a worker of that id works, its stop included; 10 s after a beat."""
-        return self._k("worker", worker_id)
-
-    def scheduler_heartbeat(self) -> str:
-        """Present while `loa scheduler` is alive. Expires: 10 s after its beat."""
-        return self._k("scheduler")
-
-    def worker_heartbeats(self) -> str:
-        """Pattern matching every worker heartbeat key."""
-        return self._k("worker", "*")
-
-    def dead_letters(self) -> str:
-        """Stream of dead letters (also on the dead-letters topic). Capped: MAXLEN ~100 000
-        (the topic keeps them too)."""
-        return self._k("dead-letters")
-
-    def dead_letters_seen(self) -> str:
-        """The last dead letter's id seen by an operator (`loa doctor`). Kept."""
-        return self._k("dead-letters", "seen")
-
-    # the layout of all of the above, and the area map its codes are of
-    def layout_version(self) -> str:
-        """The version of the layout these keys are in (coordinator/migrations): absent on
-        data written before versions were kept (version 1) and on an empty Redis. Kept;
-        changed only by `loa migrate`, or stamped by the first process on an empty Redis."""
-        return self._k("layout", "version")
-
-    def area_map(self) -> str:
-        """The area map the data's area codes are of (coordinator.migrations.area_map).
-        Kept; changed by `loa areas migrate`, stamped by the first process."""
-        return self._k("areas", "map")

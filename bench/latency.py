@@ -96,11 +96,14 @@ class Stack:
             stack.spawn(f"worker-{number}", ["worker"], LOA_WORKER_ID=f"worker-{number}",
                         LOA_WORKER_METRICS_PORT=str(free_port()))
         stack.spawn("web", ["web"])
+        stack.spawn("scheduler", ["scheduler"])  # as `loa up` runs it: timers, the seal
         wait_for_port(web_port, 60, stack.procs["web"])
         r = stack.redis()
         for number in range(1, workers + 1):
             while not r.exists(Keys(PREFIX).worker_heartbeat(f"worker-{number}")):
                 time.sleep(0.1)
+        while not r.exists(Keys(PREFIX).scheduler_heartbeat()):
+            time.sleep(0.1)
         wait_for_port(metrics_port, 30)
         return stack
 

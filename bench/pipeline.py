@@ -1,12 +1,14 @@
 """Benchmark: reports through the whole planning path on the embedded stack.
 
 Files N reports (each its own incident) through the same code as the API
-(outbox + broker), with one `loa worker`, and measures how long each took
-from acceptance to its approval request, the throughput, the worker's CPU
-time a report (its prompts included) and its peak RSS. Prints one JSON
-object.
+(outbox + broker), with one `loa worker` (or `--workers N` sharing the topics'
+partitions) and `loa scheduler` (as `loa up` runs them), and measures how long each took
+from acceptance to its approval request, the throughput, the workers' CPU time a report
+(its prompts included), the scheduler's, Redis's and the broker's, and the first worker's
+peak RSS. Prints one JSON object.
 
     .venv/bin/python bench/pipeline.py --reports 2000
+    .venv/bin/python bench/pipeline.py --reports 2000 --workers 2
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _measure import cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
+from _measure import SyncRedis, cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city
@@ -66,27 +68,52 @@ def settled_cpu_s(pid: int, timeout_s: float = 60.0) -> float:
     return last
 
 
+def spawn_loa(root: Path, env: dict[str, str], workers: int
+              ) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes]]:
+    """`workers` workers and a scheduler, as `loa up` runs them (timers, the audit seal)."""
+    def spawn(name: str, command: str, **extra: str) -> subprocess.Popen[bytes]:
+        with open(root / f"{name}.log", "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "coordinator.cli", command],
+                                    env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
+
+    return ([spawn(f"worker-{n}", "worker", LOA_WORKER_ID=f"worker-{n}")
+             for n in range(1, workers + 1)], spawn("scheduler", "scheduler"))
+
+
+def wait_until_up(r: SyncRedis, keys: Keys, workers: int) -> None:
+    """Until every worker and the scheduler beat; with several workers, a few seconds more
+    for the consumer group's rebalance to settle before the clock starts."""
+    for name in [*(keys.worker_heartbeat(f"worker-{n}") for n in range(1, workers + 1)),
+                 keys.scheduler_heartbeat()]:
+        while not r.exists(name):
+            time.sleep(0.1)
+    if workers > 1:
+        time.sleep(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reports", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers sharing the topics' partitions (LOA_TOPIC_PARTITIONS)")
+    parser.add_argument("--redis-fsync", choices=("always", "everysec"), default="always",
+                        help="the embedded Redis's appendfsync (`loa up` runs `always`)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loa-bench-"))
     broker = start_tansu(log_path=root / "broker.log")
-    rservice = start_redis(root / "redis", appendonly=True)
+    rservice = start_redis(root / "redis", appendonly=True, appendfsync=args.redis_fsync)
     settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench",
                         correlation_window_s=1e-6)  # every report opens its own incident
     asyncio.run(ensure_topics(settings))
     env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
            "LOA_REDIS_PREFIX": "bench", "LOA_CORRELATION_WINDOW_S": "0.000001",
            "LOA_LOG_LEVEL": "warning", "LOA_SECRET_KEY": "bench-secret-key"}
-    with open(root / "worker.log", "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+    workers, scheduler = spawn_loa(root, env, args.workers)
+    worker = workers[0]
     r = sync_redis(rservice.url)
     keys = Keys("bench")
     try:
-        while not r.exists(keys.worker_heartbeat("worker-1")):
-            time.sleep(0.1)
+        wait_until_up(r, keys, args.workers)
         city = load_city(settings.config_dir, settings.area_map)
         areas = sorted(city.areas)
         kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
@@ -94,14 +121,21 @@ def main() -> None:
                           severity=Severity.severe, area=areas[i % len(areas)],
                           title=f"Bench report {i}", received_via="api")
                    for i in range(args.reports)]
-        t0, cpu0 = time.perf_counter(), cpu_s(worker.pid)
+        pids = {"workers": [w.pid for w in workers], "scheduler": [scheduler.pid],
+                "redis": [rservice.proc.pid], "broker": [broker.proc.pid]}
+        t0 = time.perf_counter()
+        cpu0 = {name: sum(cpu_s(pid) for pid in group) for name, group in pids.items()}
         filing_s = asyncio.run(file_all(settings, reports))
         while r.zcard(keys.approvals()) < args.reports:
             if time.perf_counter() - t0 > 600:
                 raise SystemExit("gave up after 600 s")
             time.sleep(0.05)
         total_s = time.perf_counter() - t0
-        worker_cpu_s = settled_cpu_s(worker.pid) - cpu0
+        # The workers once they are quiet (the last prompts handed over too), then Redis and
+        # the broker at that moment: never quiet while workers poll, they are not waited for.
+        cpu = {"workers": sum(settled_cpu_s(pid) for pid in pids["workers"]) - cpu0["workers"]}
+        cpu |= {name: sum(cpu_s(pid) for pid in pids[name]) - cpu0[name]
+                for name in ("scheduler", "redis", "broker")}
         latencies = []
         for report in reports:
             incident = r.hget(keys.report(report.id), "incident")
@@ -113,6 +147,8 @@ def main() -> None:
         print(json.dumps({
             "benchmark": "report_to_approval_request",
             "reports": args.reports,
+            "workers": args.workers,
+            "redis_fsync": args.redis_fsync,
             "filing_seconds": round(filing_s, 3),
             "filing_per_second": round(args.reports / filing_s, 1),
             "end_to_end_seconds": round(total_s, 3),
@@ -120,13 +156,19 @@ def main() -> None:
             "latency_p50_ms": round(q[49] * 1000, 1),
             "latency_p99_ms": round(q[98] * 1000, 1),
             "latency_max_ms": round(latencies[-1] * 1000, 1),
-            "worker_cpu_ms_per_report": round(worker_cpu_s / args.reports * 1000, 2),
+            # all workers together; then Redis's and the broker's, over the same span
+            "worker_cpu_ms_per_report": round(cpu["workers"] / args.reports * 1000, 2),
+            "scheduler_cpu_ms_per_report": round(cpu["scheduler"] / args.reports * 1000, 2),
+            "redis_cpu_ms_per_report": round(cpu["redis"] / args.reports * 1000, 2),
+            "broker_cpu_ms_per_report": round(cpu["broker"] / args.reports * 1000, 2),
             "worker_peak_rss_mib": round(peak_rss_mib(worker.pid), 1),
             "at": datetime.now().isoformat(timespec="seconds"),
         }, indent=2))
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for proc in [*workers, scheduler]:
+            proc.terminate()
+        for proc in [*workers, scheduler]:
+            proc.wait(30)
         r.close()
         broker.stop()
         rservice.stop()

@@ -220,7 +220,7 @@ def _announce(settings: Settings, kafka_url: str, redis_url: str, metrics: tuple
   broker       {kafka_url}{embedded_b}
   redis        {redacted(redis_url)}{embedded_r}
   worker       metrics at http://127.0.0.1:{metrics[0]}/metrics
-  scheduler    escalation timers; metrics at http://127.0.0.1:{metrics[1]}/metrics
+  scheduler    escalation timers, the audit seal; metrics at http://127.0.0.1:{metrics[1]}/metrics
   sms          {sms}
   email        {smtp}   (what the sandboxes received: `loa outbox`)
   playbooks    {settings.playbooks_dir}

@@ -98,12 +98,16 @@ class Stack:
         stack.spawn("web", ["web"])
         stack.spawn("scheduler", ["scheduler"])  # as `loa up` runs it: timers, the seal
         wait_for_port(web_port, 60, stack.procs["web"])
-        r = stack.redis()
-        for number in range(1, workers + 1):
-            while not r.exists(Keys(PREFIX).worker_heartbeat(f"worker-{number}")):
+        r, keys = stack.redis(), Keys(PREFIX)
+        beats = {f"worker-{n}" if n > 1 else "worker": keys.worker_heartbeat(f"worker-{n}")
+                 for n in range(1, workers + 1)} | {"scheduler": keys.scheduler_heartbeat()}
+        deadline = time.monotonic() + 60
+        for name, key in beats.items():
+            while not r.exists(key):
+                if stack.procs[name].poll() is not None or time.monotonic() > deadline:
+                    stack.stop()
+                    raise SystemExit(f"{name} never beat: see {stack.root / (name + '.log')}")
                 time.sleep(0.1)
-        while not r.exists(Keys(PREFIX).scheduler_heartbeat()):
-            time.sleep(0.1)
         wait_for_port(metrics_port, 30)
         return stack
 

@@ -68,24 +68,42 @@ def settled_cpu_s(pid: int, timeout_s: float = 60.0) -> float:
     return last
 
 
-def spawn_loa(root: Path, env: dict[str, str], workers: int
-              ) -> tuple[list[subprocess.Popen[bytes]], subprocess.Popen[bytes]]:
-    """`workers` workers and a scheduler, as `loa up` runs them (timers, the audit seal)."""
-    def spawn(name: str, command: str, **extra: str) -> subprocess.Popen[bytes]:
+def spawn_loa(root: Path, env: dict[str, str], workers: int,
+              into: list[subprocess.Popen[bytes]]) -> None:
+    """`workers` workers, then a scheduler, as `loa up` runs them (timers, the audit seal),
+    each put `into` the list as it starts (so a failure halfway stops those started)."""
+    for name, command, extra in [*((f"worker-{n}", "worker", {"LOA_WORKER_ID": f"worker-{n}"})
+                                   for n in range(1, workers + 1)),
+                                 ("scheduler", "scheduler", {})]:
         with open(root / f"{name}.log", "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "coordinator.cli", command],
-                                    env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT)
-
-    return ([spawn(f"worker-{n}", "worker", LOA_WORKER_ID=f"worker-{n}")
-             for n in range(1, workers + 1)], spawn("scheduler", "scheduler"))
+            into.append(subprocess.Popen([sys.executable, "-m", "coordinator.cli", command],
+                                         env={**env, **extra}, stdout=log,
+                                         stderr=subprocess.STDOUT))
 
 
-def wait_until_up(r: SyncRedis, keys: Keys, workers: int) -> None:
-    """Until every worker and the scheduler beat; with several workers, a few seconds more
-    for the consumer group's rebalance to settle before the clock starts."""
-    for name in [*(keys.worker_heartbeat(f"worker-{n}") for n in range(1, workers + 1)),
-                 keys.scheduler_heartbeat()]:
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate, then kill what has not gone within 30 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_until_up(r: SyncRedis, keys: Keys, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until every worker and the scheduler beat (SystemExit naming one that exited or did
+    not within 60 s); with several workers, a few seconds more for the consumer group's
+    rebalance to settle before the clock starts."""
+    workers = len(procs) - 1
+    beats = [*(keys.worker_heartbeat(f"worker-{n}") for n in range(1, workers + 1)),
+             keys.scheduler_heartbeat()]
+    deadline = time.monotonic() + 60
+    for name, proc in zip(beats, procs, strict=True):
         while not r.exists(name):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} never beat (exit code {proc.poll()}): see its log")
             time.sleep(0.1)
     if workers > 1:
         time.sleep(5)
@@ -108,12 +126,14 @@ def main() -> None:
     env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
            "LOA_REDIS_PREFIX": "bench", "LOA_CORRELATION_WINDOW_S": "0.000001",
            "LOA_LOG_LEVEL": "warning", "LOA_SECRET_KEY": "bench-secret-key"}
-    workers, scheduler = spawn_loa(root, env, args.workers)
-    worker = workers[0]
+    procs: list[subprocess.Popen[bytes]] = []  # the workers, then the scheduler
     r = sync_redis(rservice.url)
     keys = Keys("bench")
     try:
-        wait_until_up(r, keys, args.workers)
+        spawn_loa(root, env, args.workers, procs)
+        workers, scheduler = procs[:-1], procs[-1]
+        worker = workers[0]
+        wait_until_up(r, keys, procs)
         city = load_city(settings.config_dir, settings.area_map)
         areas = sorted(city.areas)
         kinds = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
@@ -165,10 +185,7 @@ def main() -> None:
             "at": datetime.now().isoformat(timespec="seconds"),
         }, indent=2))
     finally:
-        for proc in [*workers, scheduler]:
-            proc.terminate()
-        for proc in [*workers, scheduler]:
-            proc.wait(30)
+        stop_all(procs)
         r.close()
         broker.stop()
         rservice.stop()

@@ -17,12 +17,7 @@ import faust
 from channels.sms import SmsChannel
 from coordinator import faust_kafka, topics
 from coordinator import observability as obs
-from coordinator.audit.sealer import (
-    CHECKPOINT_KEY_PURPOSE,
-    SEAL_EVERY_S,
-    seal_backlog,
-    sealed_elsewhere,
-)
+from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, SEAL_EVERY_S, seal_as_worker
 from coordinator.dispatch.status_sweep import ASKED_A_ROUND, sweep_statuses
 from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_store
 from coordinator.events import utcnow
@@ -182,8 +177,7 @@ def _register_sealer(app: faust.App, rt: Runtime) -> None:
     @app.timer(interval=SEAL_EVERY_S)  # type: ignore[untyped-decorator]
     async def seal_audit() -> None:
         try:
-            if not await sealed_elsewhere(rt.redis, rt.keys):
-                await seal_backlog(rt.redis, rt.keys, key, settings.audit_checkpoint_s)
+            await seal_as_worker(rt.redis, rt.keys, key, settings.audit_checkpoint_s)
         except Exception as exc:
             log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
 

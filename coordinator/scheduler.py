@@ -6,12 +6,16 @@ and so does this process: whichever fires a timer first commits its transition, 
 others find the request moved on and do nothing (``approvals.escalate``). A worker's event
 loop is shared with its agents: during a large fan-out hundreds of hand-overs are ready at
 once, and a timer that comes due waits its turn behind them (bench/fanout.py
---escalations: p99 174 ms late). Nothing else runs on this process's loop. Without it, or
-while it is down, the workers' own timers and their sweep escalate as before: it makes
-deadlines punctual; it is not a part that must be up.
+--escalations: p99 174 ms late). Without it, or while it is down, the workers' own timers
+and their sweep escalate as before: it makes deadlines punctual; it is not a part that must
+be up.
 
-It also seals the audit trail (``audit.sealer``), so that work, like the timers, stays off
-the workers' loops while it runs; the workers seal when it does not.
+The only other work on its loop is the audit trail's seal (``audit.sealer``), kept off the
+workers' loops while this process runs (the workers seal when it does not): a round every
+half second, 100 entries a transaction, so a timer waits at most one such batch (about
+7 ms). During a fan-out of 50,000 SMS and 50,000 emails its timers were late p99 6.3 ms,
+max 10.8 ms (bench/fanout.py --share 0.4 --escalations 1000); with the timers alone on its
+loop, 5.4 and 7.0 ms; sealing 5,000 entries a transaction, 9.9 and 22.3 ms.
 
 It fires only while it can reach the broker: an escalation it committed but whose prompts
 it could not send would wait for a worker's outbox drain (30 s), where a worker's own timer
@@ -29,12 +33,7 @@ import uvloop
 from prometheus_client import start_http_server
 
 from coordinator import observability as obs
-from coordinator.audit.sealer import (
-    CHECKPOINT_KEY_PURPOSE,
-    SEAL_EVERY_S,
-    say_sealing,
-    seal_backlog,
-)
+from coordinator.audit.sealer import CHECKPOINT_KEY_PURPOSE, SEAL_EVERY_S, seal_as_scheduler
 from coordinator.broker import Producer, kafka_security
 from coordinator.errors import BrokerUnavailable, ConfigError
 from coordinator.escalation.timers import Timers
@@ -109,18 +108,17 @@ async def serve(rt: Runtime) -> None:
         timers.shutdown()
         for task in (connecting, sealing):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await producer.stop()
+        await asyncio.gather(connecting, sealing, return_exceptions=True)
         with contextlib.suppress(Exception):  # gone at once, not 10 s later (`loa doctor`);
             # the workers seal again at their next round
             await rt.redis.delete(rt.keys.scheduler_heartbeat(), rt.keys.audit_sealer())
+        await producer.stop()
         await rt.redis.aclose()
 
 
 async def _seal(rt: Runtime) -> None:
-    """Seal the audit trail every SEAL_EVERY_S, saying after each round that worked that
-    it does (the workers then leave it to this process). Runs until cancelled. Without
+    """Seal the audit trail every SEAL_EVERY_S, saying after each batch that it does (the
+    workers then leave it to this process). Runs until cancelled. Without
     LOA_SECRET_KEY (checkpoints are signed with a key derived from it) it leaves sealing to
     the workers, which need the key to start at all."""
     try:
@@ -130,8 +128,7 @@ async def _seal(rt: Runtime) -> None:
         return
     while True:
         try:
-            await seal_backlog(rt.redis, rt.keys, key, rt.settings.audit_checkpoint_s)
-            await say_sealing(rt.redis, rt.keys)
+            await seal_as_scheduler(rt.redis, rt.keys, key, rt.settings.audit_checkpoint_s)
         except Exception as exc:  # Redis away: the workers take over once the word expires
             log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
         await asyncio.sleep(SEAL_EVERY_S)

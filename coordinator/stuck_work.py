@@ -122,8 +122,8 @@ async def _dead_letters(redis: Redis, keys: Keys, now: float) -> Stuck | None:
 
 
 async def _unsealed(redis: Redis, keys: Keys, now: float) -> Stuck | None:
-    """Audit entries the workers have not sealed into the chain (coordinator.audit), once
-    older than UNSEALED_GRACE_S: the sealer runs twice a second."""
+    """Audit entries not sealed into the chain yet (coordinator.audit), once older than
+    UNSEALED_GRACE_S: a sealer (the scheduler, else the workers) runs twice a second."""
     last = await redis.hget(keys.audit_head(), "last") or "0-0"
     waiting = await redis.xrange(keys.audit(), f"({last}", "+", count=UNSEALED_COUNTED)
     if not waiting:

@@ -6,13 +6,14 @@ making it a key every transaction contends on. The sealer follows them instead, 
 stream's order (an entry id is assigned when its MULTI commits, so nothing can appear
 behind what was sealed): it reads what came after the head, writes the links, each
 incident's own chain and, now and then, a signed checkpoint, and moves the head, all in
-one transaction on the head. Two workers sealing at once compute the same links; the
-second finds the head moved and leaves it.
+one transaction on the head. Two sealers at once compute the same links; the second finds
+the head moved and leaves it.
 
 `loa scheduler` seals, off the workers' event loops (their CPU goes to reports and
-deliveries); while it does, it says so in Redis (``Keys.audit_sealer``, renewed each
-round it sealed in) and the workers leave sealing to it. Without a scheduler, or when its
-rounds fail for :data:`SEALER_MARK_S`, the workers seal.
+deliveries); while it does, it says so in Redis (``Keys.audit_sealer``, renewed after
+each batch it sealed) and the workers leave sealing to it, looking again between batches.
+Without a scheduler, or without LOA_SECRET_KEY there, the workers seal; when its rounds
+fail, they take over :data:`SEALER_MARK_S` later.
 
 What is not sealed yet (a fraction of a second, unless every sealer is down) could be
 changed unseen; `loa doctor` reports entries left unsealed.
@@ -20,7 +21,7 @@ changed unseen; `loa doctor` reports entries left unsealed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,10 @@ CHECKPOINT_KEY_PURPOSE = "audit-checkpoint"
 SEAL_EVERY_S = 0.5
 """How often a sealer looks for new entries."""
 
+SCHEDULER_BATCH = 100
+"""Entries the scheduler seals in one transaction at most: sealing takes about 70 µs of
+CPU an entry, and its timers wait while a batch is worked out (100: about 7 ms)."""
+
 SEALER_MARK_S = 5
 """How long the scheduler's word that it seals holds after its last round that worked: the
 workers take sealing back this long after the scheduler stopped or began to fail."""
@@ -74,7 +79,7 @@ def entries_of(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
 async def seal(redis: Redis, keys: Keys, signing_key: bytes, now: datetime,
                checkpoint_every_s: float, limit: int = BATCH) -> int:
     """Seal up to `limit` audit entries not sealed yet; how many were sealed (0 also when
-    another worker sealed them first). A checkpoint is made when the last one is older
+    another sealer sealed them first). A checkpoint is made when the last one is older
     than `checkpoint_every_s` and the chain has moved since."""
 
     async def body(pipe: Pipeline) -> int:
@@ -108,19 +113,49 @@ async def seal(redis: Redis, keys: Keys, signing_key: bytes, now: datetime,
     try:
         return await transact(redis, [keys.audit_head()], body, attempts=1)
     except Contention:
-        return 0  # another worker moved the head: it sealed these
+        return 0  # another sealer moved the head: it sealed these
 
 
 async def seal_backlog(redis: Redis, keys: Keys, signing_key: bytes,
-                       checkpoint_every_s: float) -> int:
-    """Seal everything not sealed yet (after an outage, a backlog of many batches), a batch
-    at a time; how many entries this call sealed."""
+                       checkpoint_every_s: float,
+                       between: Callable[[], Awaitable[bool]] | None = None,
+                       limit: int = BATCH) -> int:
+    """Seal everything not sealed yet (after an outage, a backlog of many batches), `limit`
+    entries a transaction, asking `between` after each full batch whether to go on; how
+    many entries this call sealed."""
     total = 0
     while True:
-        sealed = await seal(redis, keys, signing_key, utcnow(), checkpoint_every_s)
+        sealed = await seal(redis, keys, signing_key, utcnow(), checkpoint_every_s, limit)
         total += sealed
-        if sealed < BATCH:
+        if sealed < limit or (between is not None and not await between()):
             return total
+
+
+async def seal_as_worker(redis: Redis, keys: Keys, signing_key: bytes,
+                         checkpoint_every_s: float) -> int | None:
+    """A worker's round: seal what is not sealed yet unless the scheduler does (asked again
+    after each batch of a backlog); how many entries it sealed, None when it left them."""
+    async def not_elsewhere() -> bool:
+        return not await sealed_elsewhere(redis, keys)
+
+    if not await not_elsewhere():
+        return None
+    return await seal_backlog(redis, keys, signing_key, checkpoint_every_s, not_elsewhere)
+
+
+async def seal_as_scheduler(redis: Redis, keys: Keys, signing_key: bytes,
+                            checkpoint_every_s: float) -> int:
+    """The scheduler's round: seal what is not sealed yet, SCHEDULER_BATCH entries a
+    transaction (its timers run between them), saying after each batch that it does (a
+    backlog longer than SEALER_MARK_S stays its own); how many entries it sealed."""
+    async def said() -> bool:
+        await say_sealing(redis, keys)
+        return True
+
+    sealed = await seal_backlog(redis, keys, signing_key, checkpoint_every_s, said,
+                                SCHEDULER_BATCH)
+    await say_sealing(redis, keys)
+    return sealed
 
 
 async def say_sealing(redis: Redis, keys: Keys) -> None:

@@ -14,7 +14,14 @@ import pytest
 
 from coordinator.audit.chain import GENESIS, Entry, IncidentLink, Link, digest, incident_hash
 from coordinator.audit.prune import prune
-from coordinator.audit.sealer import seal
+from coordinator.audit.sealer import (
+    BATCH,
+    seal,
+    seal_as_scheduler,
+    seal_as_worker,
+    seal_backlog,
+    sealed_elsewhere,
+)
 from coordinator.audit.verify import verify
 from coordinator.embedded import Service
 from coordinator.errors import LoaError
@@ -206,4 +213,38 @@ async def test_two_sealers_at_once_seal_each_entry_once(redis: Redis, keys: Keys
     sealed = await asyncio.gather(*[seal(redis, keys, KEY, T0, 60) for _ in range(4)])
     assert sum(sealed) == 10
     assert await redis.xlen(keys.audit_links()) == 6
+    assert (await verify(redis, keys, [KEY])).ok
+
+
+async def test_a_worker_leaves_sealing_to_the_scheduler_while_it_says_it_seals(
+        redis: Redis, keys: Keys) -> None:
+    ids = await a_day(redis, keys)
+    await redis.set(keys.audit_sealer(), "scheduler", ex=5)
+    assert await seal_as_worker(redis, keys, KEY, 60) is None
+    assert not await redis.exists(keys.audit_head())  # nothing sealed by the worker
+    await redis.delete(keys.audit_sealer())  # the scheduler stopped (or its word expired)
+    assert await seal_as_worker(redis, keys, KEY, 60) == len(ids)
+    assert await redis.hget(keys.audit_head(), "last") == ids[-1]
+
+
+async def test_the_scheduler_says_it_seals_and_a_backlog_stops_when_asked(
+        redis: Redis, keys: Keys) -> None:
+    async with redis.pipeline(transaction=False) as pipe:  # a backlog of two batches and one
+        for n in range(2 * BATCH + 1):
+            queue_audit(pipe, keys, AuditEvent(at=T0, actor="w", action="delivery.sent",
+                                               interface="worker", subject=str(n)))
+        await pipe.execute()
+    asked = 0
+
+    async def stop_after_the_first() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    assert await seal_backlog(redis, keys, KEY, 60, stop_after_the_first) == BATCH
+    assert asked == 1
+    assert not await sealed_elsewhere(redis, keys)
+    assert await seal_as_scheduler(redis, keys, KEY, 60) == BATCH + 1  # 100 a transaction
+    assert await sealed_elsewhere(redis, keys)
+    assert 0 < await redis.ttl(keys.audit_sealer()) <= 5
     assert (await verify(redis, keys, [KEY])).ok

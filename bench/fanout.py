@@ -55,7 +55,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _measure import SyncRedis, cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
+from _measure import (  # bench/ is the script's folder
+    SyncRedis,
+    cpu_s,
+    peak_rss_mib,
+    stop_all,
+    sync_redis,
+)
 from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
 
@@ -537,13 +543,7 @@ def main() -> None:
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         print(json.dumps(result, indent=2))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         r.close()
         if broker is not None:
             broker.stop()

@@ -25,7 +25,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _measure import SyncRedis, cpu_s, peak_rss_mib, sync_redis  # bench/ is the script's folder
+from _measure import (  # bench/ is the script's folder
+    SyncRedis,
+    cpu_s,
+    peak_rss_mib,
+    stop_all,
+    sync_redis,
+)
 
 from coordinator.broker import Producer, ensure_topics
 from coordinator.city import load_city
@@ -79,17 +85,6 @@ def spawn_loa(root: Path, env: dict[str, str], workers: int,
             into.append(subprocess.Popen([sys.executable, "-m", "coordinator.cli", command],
                                          env={**env, **extra}, stdout=log,
                                          stderr=subprocess.STDOUT))
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate, then kill what has not gone within 30 s."""
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def wait_until_up(r: SyncRedis, keys: Keys, procs: list[subprocess.Popen[bytes]]) -> None:

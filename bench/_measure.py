@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,16 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def wait_for_beats(r: SyncRedis, beats: dict[str, subprocess.Popen[bytes]],
+                   timeout_s: float = 60.0) -> None:
+    """Until each heartbeat key is there; SystemExit naming the first whose process exited
+    before, or that did not come within `timeout_s` (a benchmark must not hang on it)."""
+    deadline = time.monotonic() + timeout_s
+    for key, proc in beats.items():
+        while not r.exists(key):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{key} never appeared (its process: exit code {proc.poll()});"
+                                 " see its log")
+            time.sleep(0.1)

@@ -61,6 +61,7 @@ from _measure import (  # bench/ is the script's folder
     peak_rss_mib,
     stop_all,
     sync_redis,
+    wait_for_beats,
 )
 from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
@@ -322,8 +323,9 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     if scheduler:  # as `loa up` runs it
         procs.append(spawn(["scheduler"], env, root / "scheduler.log"))
         loa_pids["scheduler"] = procs[-1].pid
-    while not r.exists("bench:worker:worker-1"):
-        time.sleep(0.1)
+    keys = Keys("bench")
+    wait_for_beats(r, {keys.worker_heartbeat("worker-1"): worker}
+                   | ({keys.scheduler_heartbeat(): procs[-1]} if scheduler else {}))
     reporter = make_token(env, "bench-reporter", "reporter", "--department=construction")
     answer = httpx.post(f"http://127.0.0.1:{web_port}/api/reports", json={
         "kind": "flood", "severity": "severe", "area": STATEMENT_AREA,

@@ -41,7 +41,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from _measure import SyncRedis, cpu_s, sync_redis  # bench/ is the script's folder
+from _measure import (  # bench/ is the script's folder
+    SyncRedis,
+    cpu_s,
+    sync_redis,
+    wait_for_beats,
+)
 from fanout import make_token, seed
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,29 +92,34 @@ class Stack:
             [broker, rservice])
         stack.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         stack.web_url = f"http://127.0.0.1:{web_port}"
-        asyncio.run(ensure_topics(Settings(kafka_url=broker.url, redis_url=rservice.url,
-                                           redis_prefix=PREFIX)))
-        stack.spawn("sms", ["sandbox", "sms", "--port", str(sms_port)])
-        wait_for_port(sms_port, 30)
-        stack.spawn("worker", ["worker"])
-        for number in range(2, workers + 1):  # more workers share the topics' partitions
-            stack.spawn(f"worker-{number}", ["worker"], LOA_WORKER_ID=f"worker-{number}",
-                        LOA_WORKER_METRICS_PORT=str(free_port()))
-        stack.spawn("web", ["web"])
-        stack.spawn("scheduler", ["scheduler"])  # as `loa up` runs it: timers, the seal
-        wait_for_port(web_port, 60, stack.procs["web"])
-        r, keys = stack.redis(), Keys(PREFIX)
-        beats = {f"worker-{n}" if n > 1 else "worker": keys.worker_heartbeat(f"worker-{n}")
-                 for n in range(1, workers + 1)} | {"scheduler": keys.scheduler_heartbeat()}
-        deadline = time.monotonic() + 60
-        for name, key in beats.items():
-            while not r.exists(key):
-                if stack.procs[name].poll() is not None or time.monotonic() > deadline:
-                    stack.stop()
-                    raise SystemExit(f"{name} never beat: see {stack.root / (name + '.log')}")
-                time.sleep(0.1)
-        wait_for_port(metrics_port, 30)
+        try:  # a part that does not come up stops the others, not leaving them running
+            stack.bring_up(sms_port, web_port, metrics_port, workers)
+        except BaseException:
+            stack.stop()
+            raise
         return stack
+
+    def bring_up(self, sms_port: int, web_port: int, metrics_port: int, workers: int) -> None:
+        """The topics, then the SMS sandbox, the workers, web and scheduler, each seen up."""
+        asyncio.run(ensure_topics(Settings(kafka_url=self.env["LOA_KAFKA_URL"],
+                                           redis_url=self.env["LOA_REDIS_URL"],
+                                           redis_prefix=PREFIX)))
+        self.spawn("sms", ["sandbox", "sms", "--port", str(sms_port)])
+        wait_for_port(sms_port, 30)
+        self.spawn("worker", ["worker"])
+        for number in range(2, workers + 1):  # more workers share the topics' partitions
+            self.spawn(f"worker-{number}", ["worker"], LOA_WORKER_ID=f"worker-{number}",
+                       LOA_WORKER_METRICS_PORT=str(free_port()))
+        self.spawn("web", ["web"])
+        self.spawn("scheduler", ["scheduler"])  # as `loa up` runs it: timers, the seal
+        wait_for_port(web_port, 60, self.procs["web"])
+        r, keys = self.redis(), Keys(PREFIX)
+        wait_for_beats(r, {keys.worker_heartbeat(f"worker-{n}"):
+                           self.procs[f"worker-{n}" if n > 1 else "worker"]
+                           for n in range(1, workers + 1)}
+                       | {keys.scheduler_heartbeat(): self.procs["scheduler"]})
+        r.close()
+        wait_for_port(metrics_port, 30)
 
     def spawn(self, name: str, args: list[str], **env: str) -> None:
         with open(self.root / f"{name}.log", "ab") as log:

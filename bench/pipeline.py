@@ -31,6 +31,7 @@ from _measure import (  # bench/ is the script's folder
     peak_rss_mib,
     stop_all,
     sync_redis,
+    wait_for_beats,
 )
 
 from coordinator.broker import Producer, ensure_topics
@@ -88,18 +89,12 @@ def spawn_loa(root: Path, env: dict[str, str], workers: int,
 
 
 def wait_until_up(r: SyncRedis, keys: Keys, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Until every worker and the scheduler beat (SystemExit naming one that exited or did
-    not within 60 s); with several workers, a few seconds more for the consumer group's
-    rebalance to settle before the clock starts."""
+    """Until every worker and the scheduler beat; with several workers, a few seconds more
+    for the consumer group's rebalance to settle before the clock starts."""
     workers = len(procs) - 1
-    beats = [*(keys.worker_heartbeat(f"worker-{n}") for n in range(1, workers + 1)),
-             keys.scheduler_heartbeat()]
-    deadline = time.monotonic() + 60
-    for name, proc in zip(beats, procs, strict=True):
-        while not r.exists(name):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{name} never beat (exit code {proc.poll()}): see its log")
-            time.sleep(0.1)
+    wait_for_beats(r, dict(zip([*(keys.worker_heartbeat(f"worker-{n}")
+                                  for n in range(1, workers + 1)),
+                                keys.scheduler_heartbeat()], procs, strict=True)))
     if workers > 1:
         time.sleep(5)
 

@@ -97,8 +97,11 @@ async def serve(rt: Runtime) -> None:
     timers = Timers(on_timer)
     pipeline = Pipeline(rt, {}, send, timers.schedule)
     timers.start(paused=True)
-    connecting = asyncio.create_task(_keep_connected(producer, timers, lost))
-    sealing = asyncio.create_task(_seal(rt))
+    connecting = asyncio.create_task(_keep_connected(producer, timers, lost),
+                                     name="reaching the broker")
+    sealing = asyncio.create_task(_seal(rt), name="sealing the audit trail")
+    for task in (connecting, sealing):
+        task.add_done_callback(_said_if_crashed)
     try:
         while not stop.is_set():
             await _beat(rt, timers)
@@ -106,14 +109,28 @@ async def serve(rt: Runtime) -> None:
                 await asyncio.wait_for(stop.wait(), ADOPT_EVERY_S)
     finally:
         timers.shutdown()
-        for task in (connecting, sealing):
-            task.cancel()
-        await asyncio.gather(connecting, sealing, return_exceptions=True)
-        with contextlib.suppress(Exception):  # gone at once, not 10 s later (`loa doctor`);
-            # the workers seal again at their next round
-            await rt.redis.delete(rt.keys.scheduler_heartbeat(), rt.keys.audit_sealer())
+        await _end(rt, connecting, sealing)
         await producer.stop()
         await rt.redis.aclose()
+
+
+async def _end(rt: Runtime, *tasks: asyncio.Task[None]) -> None:
+    """Cancel the background tasks and wait for them; then take the heartbeat and the word
+    that this process seals away at once, not 10 and 5 s later (`loa doctor`; the workers
+    seal again at their next round)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # a crash was logged as it came
+    with contextlib.suppress(Exception):
+        await rt.redis.delete(rt.keys.scheduler_heartbeat(), rt.keys.audit_sealer())
+
+
+def _said_if_crashed(task: asyncio.Task[None]) -> None:
+    """A background task that died of an error is logged as it dies (the timers then wait
+    for the broker's task in vain; sealing falls to the workers 5 s later)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a scheduler task stopped with an error", task=task.get_name(),
+                  error=repr(task.exception()))
 
 
 async def _seal(rt: Runtime) -> None:

@@ -3,7 +3,7 @@ signed checkpoints that verification starts from. Pure.
 
 A *link* seals the next audit entries in the stream's order: one entry, or a run of a
 statement's delivery entries (one digest per run, so that a fan-out of a hundred
-thousand messages adds a few hundred links, not a hundred thousand). Its hash covers the
+thousand messages adds hundreds or a thousand links, not a hundred thousand). Its hash covers the
 hash of the link before it, so changing, removing or reordering any sealed entry breaks
 every later link; a rewrite of the whole chain is caught by the signed checkpoints,
 which the rewriter cannot sign, and by any head someone kept from /audit/head.

@@ -6,8 +6,8 @@ making it a key every transaction contends on. The sealer follows them instead, 
 stream's order (an entry id is assigned when its MULTI commits, so nothing can appear
 behind what was sealed): it reads what came after the head, writes the links, each
 incident's own chain and, now and then, a signed checkpoint, and moves the head, all in
-one transaction on the head. Two sealers at once compute the same links; the second finds
-the head moved and leaves it.
+one transaction on the head. Two sealers at once (their batches perhaps of different sizes)
+compete on the head: the second finds it moved and writes nothing.
 
 `loa scheduler` seals, off the workers' event loops (their CPU goes to reports and
 deliveries); while it does, it says so in Redis (``Keys.audit_sealer``, renewed after
@@ -54,8 +54,8 @@ SCHEDULER_BATCH = 100
 CPU an entry, and its timers wait while a batch is worked out (100: about 7 ms)."""
 
 SEALER_MARK_S = 5
-"""How long the scheduler's word that it seals holds after its last round that worked: the
-workers take sealing back this long after the scheduler stopped or began to fail."""
+"""How long the scheduler's word that it seals holds after its last batch: the workers take
+sealing back this long after the scheduler died, hung or began to fail."""
 
 
 async def stream_items(redis: Redis, key: str, page: int = 2000
@@ -159,7 +159,7 @@ async def seal_as_scheduler(redis: Redis, keys: Keys, signing_key: bytes,
 
 
 async def say_sealing(redis: Redis, keys: Keys) -> None:
-    """The scheduler's word, after a round that worked, that it seals (for SEALER_MARK_S)."""
+    """The scheduler's word, after each batch it sealed, that it seals (for SEALER_MARK_S)."""
     await redis.set(keys.audit_sealer(), "scheduler", ex=SEALER_MARK_S)
 
 

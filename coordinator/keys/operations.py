@@ -37,7 +37,7 @@ class OperationKeys:
 
     def audit_sealer(self) -> str:
         """Present while `loa scheduler` seals the audit trail (the workers then leave it to
-        it): set after each round it sealed in. Expires: 5 s after (audit.sealer)."""
+        it): set after each batch it sealed. Expires: 5 s after (audit.sealer)."""
         return self._k("audit", "sealer")
 
     def audit_checkpoints(self) -> str:

@@ -143,9 +143,18 @@ async def _seal(rt: Runtime) -> None:
     except ConfigError as exc:
         log.warning("the audit trail is left to the workers to seal", reason=str(exc))
         return
+    deferring = False
     while True:
         try:
-            await seal_as_scheduler(rt.redis, rt.keys, key, rt.settings.audit_checkpoint_s)
+            sealed = await seal_as_scheduler(rt.redis, rt.keys, key,
+                                             rt.settings.audit_checkpoint_s)
+            if (sealed is None) != deferring:  # said once each time it changes
+                deferring = sealed is None
+                if deferring:
+                    log.error("the newest audit checkpoint is signed with another key: this "
+                              "scheduler's LOA_SECRET_KEY is not the workers'; they seal")
+                else:
+                    log.info("sealing the audit trail again")
         except Exception as exc:  # Redis away: the workers take over once the word expires
             log.warning("audit entries not sealed yet; next round retries", error=repr(exc))
         await asyncio.sleep(SEAL_EVERY_S)

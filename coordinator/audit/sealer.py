@@ -12,8 +12,9 @@ compete on the head: the second finds it moved and writes nothing.
 `loa scheduler` seals, off the workers' event loops (their CPU goes to reports and
 deliveries); while it does, it says so in Redis (``Keys.audit_sealer``, renewed after
 each batch it sealed) and the workers leave sealing to it, looking again between batches.
-Without a scheduler, or without LOA_SECRET_KEY there, the workers seal; when its rounds
-fail, they take over :data:`SEALER_MARK_S` later.
+Without a scheduler, or without LOA_SECRET_KEY there, or with another one than the key
+that signed the newest checkpoint, the workers seal; when its rounds fail, they take over
+:data:`SEALER_MARK_S` later.
 
 What is not sealed yet (a fraction of a second, unless every sealer is down) could be
 changed unseen; `loa doctor` reports entries left unsealed.
@@ -144,10 +145,16 @@ async def seal_as_worker(redis: Redis, keys: Keys, signing_key: bytes,
 
 
 async def seal_as_scheduler(redis: Redis, keys: Keys, signing_key: bytes,
-                            checkpoint_every_s: float) -> int:
+                            checkpoint_every_s: float) -> int | None:
     """The scheduler's round: seal what is not sealed yet, SCHEDULER_BATCH entries a
     transaction (its timers run between them), saying after each batch that it does (a
-    backlog longer than SEALER_MARK_S stays its own); how many entries it sealed."""
+    backlog longer than SEALER_MARK_S stays its own); how many entries it sealed. None,
+    sealing nothing and saying nothing, when the trail's newest checkpoint was signed with
+    another key: a scheduler whose LOA_SECRET_KEY is not the workers' leaves the trail to
+    them rather than sign checkpoints `loa audit verify` would refuse."""
+    if not await newest_checkpoint_signed_with(redis, keys, signing_key):
+        return None
+
     async def said() -> bool:
         await say_sealing(redis, keys)
         return True
@@ -156,6 +163,18 @@ async def seal_as_scheduler(redis: Redis, keys: Keys, signing_key: bytes,
                                 SCHEDULER_BATCH)
     await say_sealing(redis, keys)
     return sealed
+
+
+async def newest_checkpoint_signed_with(redis: Redis, keys: Keys, signing_key: bytes) -> bool:
+    """Whether the trail's newest checkpoint was signed with `signing_key` (True when there
+    is none yet, or it cannot be read: verification names that)."""
+    newest = await redis.xrevrange(keys.audit_checkpoints(), count=1)
+    if not newest:
+        return True
+    try:
+        return Checkpoint.from_fields(newest[0][1]).signed_by([signing_key])
+    except ValueError:
+        return True
 
 
 async def say_sealing(redis: Redis, keys: Keys) -> None:

@@ -248,3 +248,17 @@ async def test_the_scheduler_says_it_seals_and_a_backlog_stops_when_asked(
     assert await sealed_elsewhere(redis, keys)
     assert 0 < await redis.ttl(keys.audit_sealer()) <= 5
     assert (await verify(redis, keys, [KEY])).ok
+
+
+async def test_a_scheduler_with_another_secret_leaves_sealing_to_the_workers(
+        redis: Redis, keys: Keys) -> None:
+    ids = await a_day(redis, keys)
+    assert await seal_as_scheduler(redis, keys, KEY, 60) == len(ids)  # and a checkpoint
+    assert await redis.xlen(keys.audit_checkpoints()) == 1
+    await redis.delete(keys.audit_sealer())
+    await audit(redis, keys, "incident.closed", "INC-1")
+    assert await seal_as_scheduler(redis, keys, b"another-secret's key", 60) is None
+    assert not await sealed_elsewhere(redis, keys)  # it did not say it seals
+    assert await redis.hget(keys.audit_head(), "last") == ids[-1]  # nor seal
+    assert await seal_as_worker(redis, keys, KEY, 60) == 1
+    assert (await verify(redis, keys, [KEY])).ok

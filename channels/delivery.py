@@ -26,20 +26,26 @@ async def send_with_retries(
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     before_retry: Callable[[], Awaitable[Receipt | None]] | None = None,
+    look_first: bool = False,
 ) -> Receipt:
-    """Send; retry transient failures with backoff. Before a retry, `before_retry` may find
-    that the failed attempt reached the provider after all (a timeout after acceptance), so
-    nothing is sent twice. Raises the last TransientDeliveryError after `attempts`, or a
-    PermanentDeliveryError at once."""
+    """Send; retry transient failures with backoff. Before a retry (and before the first
+    attempt when `look_first`: an attempt cut off by a crash), `before_retry` may find that
+    an earlier attempt reached the provider after all (a timeout after acceptance), so
+    nothing is sent twice. A look that fails is a failed attempt like a failed send: the
+    message is never sent without an answer to it (the next attempt looks again). Raises
+    the last TransientDeliveryError after `attempts`, or a PermanentDeliveryError at once."""
     rng = rng or _RNG
+    look = look_first and before_retry is not None
     for attempt in range(1, attempts + 1):
         try:
+            if look and before_retry is not None:
+                found = await before_retry()
+                if found is not None:
+                    return found
             return await channel.send(message)
         except TransientDeliveryError:
             if attempt == attempts:
                 raise
             await sleep(backoff_s(attempt, rng))
-            found = await before_retry() if before_retry is not None else None
-            if found is not None:
-                return found
+        look = before_retry is not None
     raise AssertionError("unreachable")

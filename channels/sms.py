@@ -58,7 +58,7 @@ class TwilioAccount:
     timeout_s: float = TIMEOUT_S
     """How long a request to Twilio may take before it fails as transient (a send's retry
     first looks for the message at Twilio, so one Twilio took is not sent again; a look
-    that fails too counts as not found)."""
+    that fails is a failed attempt too: nothing is sent before Twilio has answered it)."""
 
     @property
     def sender_id(self) -> str:

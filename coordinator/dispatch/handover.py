@@ -154,14 +154,11 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
     async def already_there() -> Receipt | None:
         return await reconcile(channel, message, started)
 
-    if orphan:
-        found = await already_there()
-        if found is not None:  # handed over before the crash, at its own time
-            return Outcome(found.status, found.provider_id, provider_id=found.provider_id,
-                           at=found.taken_at or utcnow())
-    try:
+    try:  # an orphan's first attempt looks for it at the provider (found: handed over
+        # before the crash, and recorded at its own time)
         receipt = await send_with_retries(channel, message, rt.settings.delivery_attempts,
-                                          sleep=sleep, before_retry=already_there)
+                                          sleep=sleep, before_retry=already_there,
+                                          look_first=orphan)
     except Withdrawn:
         why = await skip_reason(rt, request, channel) or "withdrawn"
         return Outcome("skipped", why, at=utcnow())
@@ -176,14 +173,13 @@ async def hand_over(rt: Runtime, channel: Channel, request: DeliveryRequest, orp
 async def reconcile(channel: Channel, message: OutboundMessage, started: str | None
                     ) -> Receipt | None:
     """An attempt was cut off by a crash: ask the provider before sending again. Email has
-    no way to ask; its Message-ID is the delivery id, so a re-send is recognisable."""
+    no way to ask; its Message-ID is the delivery id, so a re-send is recognisable. Raises
+    the channel's Transient/PermanentDeliveryError when the provider cannot be asked: not
+    knowing is not "not found" (sending then could send twice)."""
     if not isinstance(channel, Reconciling):
         return None
     since = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)
-    try:
-        return await channel.reconcile(message, since)
-    except DeliveryError:
-        return None
+    return await channel.reconcile(message, since)
 
 
 async def claim(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime

@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.base import OutboundMessage, PermanentDeliveryError, TransientDeliveryError
+from channels.base import (
+    OutboundMessage,
+    PermanentDeliveryError,
+    Receipt,
+    TransientDeliveryError,
+)
 from channels.delivery import send_with_retries
 from channels.sms import SmsChannel, TwilioAccount
 from coordinator.dispatch.handover import hand_over
@@ -136,6 +141,50 @@ async def test_an_orphan_found_at_twilio_is_recorded_at_twilios_time(
     assert len(box.messages) == 1  # found, not sent again
     assert outcome.at is not None
     assert started <= outcome.at < taken_over
+
+
+class LooksFailFirst(SmsChannel):
+    """Our SMS channel, whose first `failures` looks for a message find Twilio away."""
+
+    def __init__(self, account: TwilioAccount, limiter: RateLimiter, failures: int) -> None:
+        super().__init__(account, limiter)
+        self.failures = failures
+
+    async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:
+        if self.failures:
+            self.failures -= 1
+            raise TransientDeliveryError("sms: Twilio not reachable: the look timed out")
+        return await super().reconcile(message, since)
+
+
+async def test_an_orphan_whose_look_fails_is_not_sent_blind(
+        sandbox: tuple[SmsSandbox, str], rt: Runtime) -> None:
+    """A delivery Twilio took before the crash, taken over while Twilio cannot answer the
+    look: the looks are retried, not read as "not found", and the message stays one at
+    Twilio (a failed look used to count as not found, and it was sent twice)."""
+    box, url = sandbox
+    box.reset()
+    plain = channel_for(url, rt.redis, "t6:rate:sms")
+    channel = LooksFailFirst(plain.account, RateLimiter(rt.redis, "t6:rate:sms", 1000.0), 2)
+    request = DeliveryRequest(id="d6", channel="sms", recipient="+84901234570",
+                              text="Ngập sâu ở Giảng Võ", purpose="statement")
+    started = datetime.now(UTC).replace(microsecond=0)
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    try:
+        await plain.send(OutboundMessage(id="d6", recipient=request.recipient,
+                                         text=request.text))
+        outcome = await hand_over(rt, channel, request, orphan=True,
+                                  started=started.isoformat(), wanted=None, sleep=no_wait)
+    finally:
+        await plain.close()
+        await channel.close()
+    assert len(box.messages) == 1, "sent again after a look that failed"
+    assert (channel.failures, len(waits)) == (0, 2)
+    assert outcome.provider_id == box.messages[0]["sid"]
 
 
 async def test_a_twilio_that_never_answers_fails_in_time_and_is_retried_then_given_up(

@@ -13,11 +13,12 @@ from channels.base import (
     MessageTooLong,
     OutboundMessage,
     PermanentDeliveryError,
+    Receipt,
     TransientDeliveryError,
     refusal_for_length,
 )
 from channels.contacts import InvalidContact, e164, email_address
-from channels.delivery import backoff_s
+from channels.delivery import backoff_s, send_with_retries
 from channels.sms import SmsChannel, SmsConfigError, TwilioAccount, classify
 from channels.twilio_http import _quoted
 from channels.twilio_webhooks import (
@@ -104,6 +105,83 @@ def test_a_text_longer_than_max_length_is_refused() -> None:
     assert (str(error), error.code) == (
         "sms: d3: the text has 1601 characters, more than the 1600 this channel takes",
         "too-long")
+
+
+class FlakyProvider:
+    """A channel whose sends and looks answer from scripts: an exception to raise, or a
+    value (a send's receipt, a look's find, None for not found); it counts both."""
+
+    name = "sms"
+    max_length = None
+
+    def __init__(self, sends: list[object], looks: list[object]) -> None:
+        self.sends, self.looks = sends, looks
+        self.sent = self.looked = 0
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        answer = self.sends[self.sent]
+        self.sent += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return Receipt(message.id, provider_id=str(answer), status="queued")
+
+    async def look(self) -> Receipt | None:
+        answer = self.looks[self.looked]
+        self.looked += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return None if answer is None else Receipt("m", provider_id=str(answer),
+                                                   status="sent")
+
+
+MESSAGE = OutboundMessage("m", "+84901234567", "Cảnh báo")
+AWAY = TransientDeliveryError("sms: Twilio not reachable")
+
+
+async def test_a_retry_is_not_sent_until_the_provider_has_said_it_lacks_the_message() -> None:
+    """A send that timed out, then two looks that fail: nothing is sent on those attempts
+    (the first send may have reached the provider); the third look answers "not found" and
+    the message goes once more: four attempts of the five allowed, three waits."""
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    provider = FlakyProvider([AWAY, "SM2"], [AWAY, AWAY, None])
+    receipt = await send_with_retries(provider, MESSAGE, 5, sleep=no_wait,  # type: ignore[arg-type]
+                                      before_retry=provider.look)
+    assert (provider.sent, provider.looked, len(waits)) == (2, 3, 3)
+    assert receipt.provider_id == "SM2"
+
+
+async def test_a_provider_that_never_answers_a_look_gets_the_message_once() -> None:
+    """After a send that timed out, looks that all fail: the delivery gives up with the
+    last error rather than send a second time blind."""
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    provider = FlakyProvider([AWAY], [AWAY] * 5)
+    with pytest.raises(TransientDeliveryError, match="not reachable"):
+        await send_with_retries(provider, MESSAGE, 6, sleep=no_wait,  # type: ignore[arg-type]
+                                before_retry=provider.look)
+    assert (provider.sent, provider.looked) == (1, 5)
+
+
+async def test_an_orphan_is_looked_for_before_its_first_send() -> None:
+    """An attempt a crash cut off (`look_first`): found at the provider, it is not sent;
+    a look that fails first is retried, and a permanent one fails at once."""
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    found = FlakyProvider([], [AWAY, "SM1"])
+    receipt = await send_with_retries(found, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
+                                      before_retry=found.look, look_first=True)
+    assert (found.sent, found.looked, receipt.provider_id) == (0, 2, "SM1")
+    refused = FlakyProvider([], [PermanentDeliveryError("sms: bad credentials", code="20003")])
+    with pytest.raises(PermanentDeliveryError):
+        await send_with_retries(refused, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
+                                before_retry=refused.look, look_first=True)
+    assert (refused.sent, refused.looked) == (0, 1)
 
 
 class CountingLimit:

@@ -6,12 +6,14 @@ itself; anything else sends through :func:`send_kept`. The consumer removes a me
 its effect is recorded (`done`). A crash, a broker outage, or a broker restarted empty
 loses none: a :class:`Drainer` sends again what has waited longer than :data:`RESEND_AFTER_S`, then
 twice as long after each send, up to :data:`LONGEST_WAIT_S` (a consumer far behind is not
-flooded with copies). After :data:`MAX_SENDS` sends (about 16 minutes) a message is parked:
-a dead letter notes it, `loa doctor` shows it, it is no longer sent on a timer (a message
-its consumer refuses for good would come back forever), and is sent again only each time a
-worker starts or is given new partitions (a worker joined or left, or the broker came back,
-maybe empty), and once every :data:`PARKED_WAIT_S` otherwise. Only its consumer (or a
-person) forgets a message. Sending twice is harmless, every consumer is idempotent.
+flooded with copies). Each time a worker starts or is given new partitions (a worker joined
+or left, or the broker came back, maybe empty: whatever was on it may be lost), every kept
+message is sent again at once, whatever its wait. After :data:`MAX_SENDS` sends (about 16
+minutes) a message is parked: a dead letter notes it, `loa doctor` shows it, it is no longer
+sent on a timer (a message its consumer refuses for good would come back forever), and is
+sent again only as a worker starts or is given new partitions, and once every
+:data:`PARKED_WAIT_S` otherwise. Only its consumer (or a person) forgets a message. Sending
+twice is harmless, every consumer is idempotent.
 """
 
 from __future__ import annotations
@@ -130,8 +132,8 @@ async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -
 class Drainer:
     """One worker's drain of the kept messages, a round at a time (see the module's text).
 
-    Remembers whether its parked messages have been sent since it started or was given new
-    partitions (:meth:`send_parked_again`), which kept messages it cannot send at all
+    Remembers which kept messages it owes the broker since it started or was given new
+    partitions (:meth:`send_all_again`), which kept messages it cannot send at all
     (unreadable, or for a topic it does not know, as a newer Loa's: logged once and left
     kept, for a worker that knows them or a person), and which failed their last send (each
     waits twice as long as before, from 1 s up to :data:`RETRY_LONGEST_S`, so one the broker
@@ -142,50 +144,58 @@ class Drainer:
                  ) -> None:
         self.redis, self.keys, self.send = redis, keys, send
         self.first_wait_s, self.send_timeout_s = first_wait_s, send_timeout_s
-        self.parked_sent = False
-        self._generation = 0  # counts send_parked_again(): a round started before is stale
+        self._owe_all = True  # the next round sends every kept message (see send_all_again)
+        self._owed: set[str] = set()  # ids to send again at once: kept when it was asked
         self._unsendable: dict[str, str] = {}  # id -> why (its topic, or its raw entry)
         self._retry: dict[str, tuple[int, float]] = {}  # id -> (failed sends, monotonic)
 
-    def send_parked_again(self) -> None:
-        """The parked messages go out again in the next round (new partitions: a worker
-        joined or left, or the broker came back, maybe empty), and so do those waiting
-        after a failed send: the broker that refused them may be back."""
-        self._generation += 1
-        self.parked_sent = False
+    def send_all_again(self) -> None:
+        """Every message kept now goes out again from the next round on, whatever its wait,
+        parked or not, each until one send of it goes through (new partitions: a worker
+        joined or left, or the broker came back, maybe empty, and lost what it carried); so
+        do those waiting after a failed send: the broker that refused them may be back."""
+        self._owe_all = True
         self._retry.clear()
+
+    @property
+    def all_sent(self) -> bool:
+        """Whether every message owed since the worker started or was last given new
+        partitions has gone out again (or is gone: finished, or one this worker cannot
+        send)."""
+        return not self._owe_all and not self._owed
 
     async def round(self) -> int:
         """Send again what is due: what has waited longer than its wait (`first_wait_s`
         after its first send, doubling after each; :data:`PARKED_WAIT_S` once parked), and
-        until this worker has done so once, every parked message at once. Returns how many
-        were sent. A send that fails (or takes longer than `send_timeout_s`) is logged and
-        the round goes on; after :data:`GIVE_UP_AFTER` failed sends in a row (the broker is
-        away) it stops, and the next round starts again from the beginning."""
-        generation, parked_too, parked_left = self._generation, not self.parked_sent, False
+        every message owed since :meth:`send_all_again` (or the worker's start) at once.
+        Returns how many were sent. A send that fails (or takes longer than
+        `send_timeout_s`) is logged and the round goes on; after :data:`GIVE_UP_AFTER`
+        failed sends in a row (the broker is away) it stops, and the next round starts
+        again from the beginning."""
         resent = failed_in_a_row = 0
         now, clock = time.time(), time.monotonic()
         kept = await self.redis.hgetall(self.keys.followups())
+        if self._owe_all:  # asked before this read: what it finds is owed
+            self._owe_all, self._owed = False, set(kept)
         self._forget_gone(kept)
         for mid, raw in kept.items():
             found = self._readable(mid, raw)
             if found is None:
+                self._owed.discard(mid)
                 continue
             spec, message, at, sends = found
-            parked = sends >= MAX_SENDS
-            wait = PARKED_WAIT_S if parked else wait_before_resend(sends, self.first_wait_s)
-            if not (parked and parked_too) and now - at < wait:
+            wait = (PARKED_WAIT_S if sends >= MAX_SENDS
+                    else wait_before_resend(sends, self.first_wait_s))
+            if mid not in self._owed and now - at < wait:
                 continue
             failures, retry_at = self._retry.get(mid, (0, 0.0))
             if retry_at > clock:  # failed its last send: waits its turn
-                parked_left = parked_left or parked
                 continue
             try:
                 await asyncio.wait_for(self.send(spec, message[1], message[2]),
                                        self.send_timeout_s)
             except Exception as exc:
                 failed_in_a_row += 1
-                parked_left = parked_left or parked
                 failures += 1
                 self._retry[mid] = (failures, clock + min(RETRY_LONGEST_S,
                                                           2.0 ** (failures - 1)))
@@ -196,14 +206,13 @@ class Drainer:
                 continue
             failed_in_a_row = 0
             self._retry.pop(mid, None)
+            self._owed.discard(mid)
             resent += 1
             try:
                 await note_sent(self.redis, self.keys, {mid: message})
             except Exception as exc:  # on the broker, not noted: it is sent again sooner
                 log.warning("kept message sent again, not noted as sent", id=mid,
                             error=repr(exc))
-        if parked_too and not parked_left and generation == self._generation:
-            self.parked_sent = True
         return resent
 
     def _readable(self, mid: str, raw: str
@@ -236,6 +245,7 @@ class Drainer:
         for memory in (self._unsendable, self._retry):
             for mid in [m for m in memory if m not in kept]:
                 del memory[mid]
+        self._owed.intersection_update(kept)
 
 
 def wait_before_resend(sends: int, first_s: float = RESEND_AFTER_S) -> float:

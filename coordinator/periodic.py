@@ -244,11 +244,13 @@ def _register_escalation(app: faust.App, timers: Timers, pipeline: Pipeline) -> 
 
 def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
     @app.on_partitions_assigned.connect
-    async def send_parked_again(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+    async def send_kept_again(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         # A new assignment: a worker joined or left, or the broker came back, maybe empty
-        # (`loa up` restarts it alone). The parked messages go out again in the next round,
-        # as when the worker starts, not an hour later.
-        pipeline.drainer.send_parked_again()
+        # (`loa up` restarts it alone, or with the rest). Every kept message goes out again
+        # in the next round, as when the worker starts: what the broker carried may be
+        # lost, and a prompt must not wait out its resend interval (up to 10 minutes), nor
+        # a parked message an hour.
+        pipeline.drainer.send_all_again()
 
     @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
     async def drain_outbox() -> None:

@@ -375,7 +375,7 @@ async def test_messages_that_cannot_be_sent_do_not_hold_up_the_others(
     with structlog.testing.capture_logs() as logs:
         assert await pipeline.drain_followups() == 2
         assert sorted(sent) == ["due", "parked"]
-        assert pipeline.drainer.parked_sent  # every due one sent: the parked one counts
+        assert pipeline.drainer.all_sent  # every due one sent: the parked one counts
         assert await pipeline.drain_followups() == 0
     assert sorted(line["id"] for line in logs
                   if line["event"].startswith("kept message this worker cannot send")) == [
@@ -413,22 +413,22 @@ async def test_a_parked_message_not_sent_comes_back_in_the_next_round(rt: Runtim
             "sends": sends}))
     worker = drainer(rt, flaky)
     assert await worker.round() == 1
-    assert (sent, worker.parked_sent) == (["due"], False)
+    assert (sent, worker.all_sent) == (["due"], False)
     refuse.clear()
     assert await worker.round() == 1  # the due one (wait 0) again; the parked one waits
-    assert (sent, worker.parked_sent) == (["due", "due"], False)
+    assert (sent, worker.all_sent) == (["due", "due"], False)
     await asyncio.sleep(1.05)
     assert await worker.round() == 2
-    assert (sorted(sent), worker.parked_sent) == (["due", "due", "due", "parked"], True)
+    assert (sorted(sent), worker.all_sent) == (["due", "due", "due", "parked"], True)
     assert await worker.round() == 1  # the parked one waits an hour now
-    worker.send_parked_again()
+    worker.send_all_again()
     assert await worker.round() == 2
-    assert worker.parked_sent
+    assert worker.all_sent
     refuse.add("due")
     assert await worker.round() == 0  # refused: it waits a second now ...
     refuse.clear()
     assert await worker.round() == 0
-    worker.send_parked_again()  # ... unless the broker comes back
+    worker.send_all_again()  # ... unless the broker comes back
     assert await worker.round() == 2
 
 
@@ -485,16 +485,47 @@ async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> N
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
         sent.append(key)
 
+    worker = outbox.Drainer(rt.redis, rt.keys, broker_up)
+    assert await worker.round() == 0  # its start: nothing kept, nothing owed
     now = time.time()
     for key, sends in (("twice", 2), ("thrice", 3)):
         await rt.redis.hset(rt.keys.followups(), f"decision:{key}", json.dumps({
             "topic": "decisions", "key": key, "value": "{}", "at": now - 100,
             "sends": sends, "first": now - 1000}))
-    assert await outbox.Drainer(rt.redis, rt.keys, broker_up).round() == 1
+    assert await worker.round() == 1
     assert sent == ["twice"]
     assert sorted((mid, round(age, -2), sends)
                   for mid, age, sends in await outbox.waiting(rt.redis, rt.keys)) == [
         ("decision:thrice", 1000, 3), ("decision:twice", 1000, 3)]
+
+
+async def test_new_partitions_send_every_kept_message_again_at_once(rt: Runtime) -> None:
+    """A broker that came back empty lost what it carried: a worker that starts, or is
+    given new partitions, sends every kept message again at once, each once, whatever its
+    wait (here a prompt sent three times, two minutes to wait, and one sent a moment ago);
+    one kept since is not owed. It used to wait out its interval, up to 10 minutes."""
+    sent: list[str] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(key)
+
+    now = time.time()
+    for key, sends in (("thrice", 3), ("just-sent", 1)):
+        await rt.redis.hset(rt.keys.followups(), f"prompt:{key}", json.dumps({
+            "topic": "approval-events", "key": key, "value": "{}", "at": now - 1,
+            "sends": sends}))
+    worker = outbox.Drainer(rt.redis, rt.keys, broker_up)  # a worker that starts
+    assert await worker.round() == 2
+    assert worker.all_sent
+    assert await worker.round() == 0  # each once: then its wait again
+    worker.send_all_again()  # the broker came back
+    await outbox.keep(rt.redis, rt.keys, {"prompt:later": ("approval-events", "later", b"{}")})
+    assert not worker.all_sent
+    assert await worker.round() == 3  # the later one too: kept before the round read them
+    assert await worker.round() == 0
+    assert sorted(sent) == ["just-sent", "just-sent", "later", "thrice", "thrice"]
+    assert [sends for _, _, sends in sorted(await outbox.waiting(rt.redis, rt.keys))] == [
+        3, 1, 5]
 
 
 async def test_a_prompt_to_the_web_inbox_only_is_done_at_once(rt: Runtime) -> None:

@@ -101,7 +101,7 @@ def main() -> None:
     rservice = start_redis(root / "redis", appendonly=True)
     settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench")
     asyncio.run(ensure_topics(settings))
-    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.nearest_url,
            "LOA_REDIS_PREFIX": "bench", "LOA_LOG_LEVEL": "warning",
            "LOA_SECRET_KEY": "bench-secret-key"}
     with open(root / "worker.log", "ab") as log:

@@ -509,7 +509,8 @@ def main() -> None:
         if not args.resolve_only:
             broker = start_tansu(log_path=root / "broker.log")
             sms_port, smtp_port, web_port = free_port(), free_port(), free_port()
-            env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+            env = {**os.environ, "LOA_KAFKA_URL": broker.url,
+                   "LOA_REDIS_URL": rservice.nearest_url,  # as `loa up` gives its processes
                    "LOA_REDIS_PREFIX": "bench", "LOA_LOG_LEVEL": "warning",
                    "LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": "t",
                    "LOA_TWILIO_FROM_NUMBER": "+15005550006",

@@ -81,7 +81,7 @@ class Stack:
         rservice = start_redis(root / "redis", appendonly=True, appendfsync=fsync)
         sms_port, web_port, metrics_port = free_port(), free_port(), free_port()
         stack = cls(root, {
-            **os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+            **os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.nearest_url,
             "LOA_REDIS_PREFIX": PREFIX, "LOA_LOG_LEVEL": "warning",
             "LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "LOA_TWILIO_AUTH_TOKEN": "t",
             "LOA_TWILIO_FROM_NUMBER": "+15005550006",

@@ -106,6 +106,8 @@ def main() -> None:
                         help="workers sharing the topics' partitions (LOA_TOPIC_PARTITIONS)")
     parser.add_argument("--redis-fsync", choices=("always", "everysec"), default="always",
                         help="the embedded Redis's appendfsync (`loa up` runs `always`)")
+    parser.add_argument("--redis-over", choices=("unix", "tcp"), default="unix",
+                        help="how Loa's processes reach Redis (`loa up`: its Unix socket)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loa-bench-"))
     broker = start_tansu(log_path=root / "broker.log")
@@ -113,7 +115,8 @@ def main() -> None:
     settings = Settings(kafka_url=broker.url, redis_url=rservice.url, redis_prefix="bench",
                         correlation_window_s=1e-6)  # every report opens its own incident
     asyncio.run(ensure_topics(settings))
-    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": rservice.url,
+    loa_redis = rservice.nearest_url if args.redis_over == "unix" else rservice.url
+    env = {**os.environ, "LOA_KAFKA_URL": broker.url, "LOA_REDIS_URL": loa_redis,
            "LOA_REDIS_PREFIX": "bench", "LOA_CORRELATION_WINDOW_S": "0.000001",
            "LOA_LOG_LEVEL": "warning", "LOA_SECRET_KEY": "bench-secret-key"}
     procs: list[subprocess.Popen[bytes]] = []  # the workers, then the scheduler
@@ -159,6 +162,7 @@ def main() -> None:
             "reports": args.reports,
             "workers": args.workers,
             "redis_fsync": args.redis_fsync,
+            "redis_over": "unix" if loa_redis.startswith("unix:") else "tcp",
             "filing_seconds": round(filing_s, 3),
             "filing_per_second": round(args.reports / filing_s, 1),
             "end_to_end_seconds": round(total_s, 3),

@@ -83,7 +83,7 @@ def run_up(settings: Settings) -> int:
         settings = settings.model_copy(update={  # for what this process does itself
             name.removeprefix("LOA_").lower(): SecretStr(kept[name])
             for name in MADE if name in kept})
-        kafka_url, redis_url = _infrastructure(settings, supervisor)
+        kafka_url, redis_url, nearest_redis = _infrastructure(settings, supervisor)
         if not settings.redis_url:  # its own embedded Redis: migrate before the worker starts
             for step in migrate_embedded(redis_url, settings.redis_prefix).steps:
                 _say(f"Redis layout: {step.name}: {step.summary}")
@@ -91,7 +91,7 @@ def run_up(settings: Settings) -> int:
                     _say(f"  {change}")
             for line in move_embedded_map(redis_url, settings):
                 _say(line)
-        env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": redis_url,
+        env = {**os.environ, "LOA_KAFKA_URL": kafka_url, "LOA_REDIS_URL": nearest_redis,
                "LOA_DATA_DIR": str(settings.data_dir), **kept}
         sandboxes = _sandboxes(settings, env, supervisor)
         env |= sandboxes
@@ -171,15 +171,21 @@ def _first_admin(settings: Settings, redis_url: str) -> None:
 """)
 
 
-def _infrastructure(settings: Settings, supervisor: Supervisor) -> tuple[str, str]:
+def _infrastructure(settings: Settings, supervisor: Supervisor) -> tuple[str, str, str]:
     """Start the embedded broker and Redis for what is not configured (each again on its own
-    port when it dies); create the topics. Their URLs."""
+    port when it dies); create the topics. Their URLs, and Redis's for the processes started
+    here (the embedded one's Unix socket: cheaper than TCP for both ends, and unchanged
+    across its restarts, as its port is)."""
     kafka_url = settings.kafka_url or _keep_broker(settings, supervisor)
-    redis_url = settings.redis_url or supervisor.keep(partial(
-        start_redis, settings.data_dir / "redis",  # the same append-only file when restarted
-        settings.embedded_redis_port or free_port())).url
+    if settings.redis_url:
+        redis_url = nearest = settings.redis_url
+    else:
+        redis = supervisor.keep(partial(
+            start_redis, settings.data_dir / "redis",  # the same append-only file when restarted
+            settings.embedded_redis_port or free_port()))
+        redis_url, nearest = redis.url, redis.nearest_url
     _create_topics(settings, kafka_url)
-    return kafka_url, redis_url
+    return kafka_url, redis_url, nearest
 
 
 def _keep_broker(settings: Settings, supervisor: Supervisor) -> str:

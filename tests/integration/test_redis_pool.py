@@ -1,6 +1,7 @@
 """The Redis pool's quick path (an idle connection taken without redis-py's waiting
 machinery) keeps the pool's promises: at most MAX_CONNECTIONS, and a command that finds
-none idle waits its turn and is served (a private redis-server)."""
+none idle waits its turn and is served (a private redis-server); and an embedded Redis is
+reached over its Unix socket where it has one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import structlog
@@ -16,7 +18,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator import redis_client, state
-from coordinator.embedded import Service
+from coordinator.embedded import SOCKET_PATH_MOST, Service, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -286,3 +288,32 @@ async def _client_id(pipe: state.Pipeline) -> int:
     connection = pipe.connection
     await connection.send_command("CLIENT", "ID")
     return int(await connection.read_response())
+
+
+async def test_an_embedded_redis_answers_on_its_socket_with_its_password(
+        tmp_path: Path) -> None:
+    """The embedded Redis's socket URL carries the password (quoted) and reaches the same
+    Redis as its TCP URL; a folder whose path is too long for a socket's name gets none,
+    and the nearest URL is then the TCP one."""
+    service = start_redis(tmp_path / "r", password="p@ss w/rd:1", appendonly=False)
+    try:
+        assert service.local_url.startswith("unix://:p%40ss%20w%2Frd%3A1@/")
+        over_socket = redis_client.connect(service.nearest_url)
+        over_tcp = redis_client.connect(service.url)
+        try:
+            await over_socket.set("k", "v")
+            assert await over_tcp.get("k") == "v"
+            [mine] = [c for c in await over_socket.client_list() if "client" in c["cmd"]]
+            assert "U" in mine["flags"]
+        finally:
+            await over_socket.aclose()
+            await over_tcp.aclose()
+    finally:
+        service.stop()
+    deep = tmp_path / ("d" * (SOCKET_PATH_MOST - len(str(tmp_path))))
+    far = start_redis(deep, appendonly=False)
+    try:
+        assert (far.local_url, far.nearest_url) == ("", far.url)
+        assert not (deep / "redis.sock").exists()
+    finally:
+        far.stop()

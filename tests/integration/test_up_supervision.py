@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from coordinator.embedded import free_port
 from tests.integration.stack import wait_for
@@ -131,6 +133,17 @@ def test_a_killed_worker_is_started_again_and_ctrl_c_stops_all(up: Up) -> None:
     assert "worker is back\n" in printed
     assert "stopping everything" not in printed
     assert up.healthy()
+    # Its processes reach Redis over its Unix socket (the owner's only); the run file's URL,
+    # TCP, is for people and the CLI: this connection is the only one over TCP.
+    socket = up.data_dir / "redis" / "redis.sock"
+    assert stat.S_ISSOCK(socket.stat().st_mode) and stat.S_IMODE(socket.stat().st_mode) == 0o700
+    with redis.Redis.from_url(first["redis_url"], decode_responses=True) as r:
+        def by_socket() -> list[dict[str, Any]] | None:
+            clients: list[dict[str, Any]] = r.client_list()
+            over = [c for c in clients if "U" in c["flags"]]  # (`addr` is cut short)
+            return over if len(over) >= 3 and len(clients) - len(over) == 1 else None
+
+        wait_for(by_socket, 15, "the worker, the scheduler and the web on the socket alone")
 
     up.proc.send_signal(signal.SIGINT)
     assert up.proc.wait(30) == 0

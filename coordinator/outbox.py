@@ -49,21 +49,28 @@ RETRY_LONGEST_S = 60.0
 """A message whose send failed waits 1 s, then twice as long after each failure, up to
 this, before the drain tries it again."""
 log = obs.get_logger("outbox")
-# KEYS[1] = followups; ARGV = now, then ids. Each message still kept: stamped sent now, one
-# send more. Returns each one's sends after this (0: no longer kept, not brought back).
+# KEYS[1] = followups, KEYS[2] = dead letters; ARGV = now, the sends that park a message,
+# then per message its id and the dead letter that says it is parked. Each message still
+# kept: stamped sent now, one send more; the send that parks it adds its letter, in the
+# same script (a letter is never lost between the two). Returns each one's sends after
+# this (0: no longer kept, not brought back).
 _SENT = Script("""
 local counts = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV, 2 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
-  counts[i - 1] = 0
+  local count = 0
   if raw then
     local entry = cjson.decode(raw)
     entry['first'] = entry['first'] or entry['at']
     entry['at'] = tonumber(ARGV[1])
     entry['sends'] = (tonumber(entry['sends']) or 1) + 1
     redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-    counts[i - 1] = entry['sends']
+    count = entry['sends']
+    if count == tonumber(ARGV[2]) and ARGV[i + 1] ~= '' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'letter', ARGV[i + 1])
+    end
   end
+  counts[#counts + 1] = count
 end
 return counts
 """)
@@ -97,13 +104,18 @@ async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, 
     await send(spec, key, value)
 
 
-async def sent(redis: Redis, keys: Keys, ids: list[str]) -> list[int]:
+async def sent(redis: Redis, keys: Keys, ids: list[str],
+               letters: Mapping[str, str] | None = None) -> list[int]:
     """Note that kept messages went on the broker (one send more, the wait starts again), in
     one script; each one's sends so far, 0 for one its consumer has finished meanwhile (it
-    stays forgotten)."""
+    stays forgotten). The send that parks a message adds its dead letter from `letters`
+    (by id), in the same script."""
     if not ids:
         return []
-    return [int(n) for n in await _SENT(redis, [keys.followups()], [repr(time.time()), *ids])]
+    letters = letters or {}
+    return [int(n) for n in await _SENT(
+        redis, [keys.followups(), keys.dead_letters()],
+        [repr(time.time()), MAX_SENDS, *[x for mid in ids for x in (mid, letters.get(mid, ""))]])]
 
 
 async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
@@ -119,14 +131,11 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
 
 
 async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
-    """Note that kept messages went on the broker (see :func:`sent`), and park (with its one
-    dead letter) each that has now been sent :data:`MAX_SENDS` times."""
-    counts = await sent(redis, keys, list(messages))
-    # The count from the script, not one read before: another worker's drain (or a
-    # handler's) may have sent it meanwhile, and exactly one of them parks it.
-    for (mid, message), count in zip(messages.items(), counts, strict=True):
-        if count == MAX_SENDS:
-            await _park(redis, keys, mid, message)
+    """Note that kept messages went on the broker (see :func:`sent`), and park each that
+    has now been sent :data:`MAX_SENDS` times, with its one dead letter: counted in the
+    script, so exactly one of the workers (or handlers) that send it parks it."""
+    await sent(redis, keys, list(messages),
+               {mid: parked_letter(mid, message) for mid, message in messages.items()})
 
 
 class Drainer:
@@ -270,16 +279,14 @@ async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
     return found
 
 
-async def _park(redis: Redis, keys: Keys, mid: str, message: Message) -> None:
-    """A dead letter saying the message is parked: kept, sent again only as a worker starts
-    and once every :data:`PARKED_WAIT_S`."""
+def parked_letter(mid: str, message: Message) -> str:
+    """The dead letter (JSON) saying the message is parked: kept, sent again only as a
+    worker starts and once every :data:`PARKED_WAIT_S`."""
     topic, key, value = message
-    letter = DeadLetter(topic=topic, key=key, value=value.decode()[:10_000],
-                        reason=f"no consumer finished {mid} after {MAX_SENDS} sends; parked: "
-                               "kept, and sent again as a worker starts and every "
-                               f"{PARKED_WAIT_S / 3600:g} h")
-    await redis.xadd(keys.dead_letters(), {"letter": letter.model_dump_json()},
-                     maxlen=100_000, approximate=True)
+    return DeadLetter(topic=topic, key=key, value=value.decode()[:10_000],
+                      reason=f"no consumer finished {mid} after {MAX_SENDS} sends; parked: "
+                             "kept, and sent again as a worker starts and every "
+                             f"{PARKED_WAIT_S / 3600:g} h").model_dump_json()
 
 
 def _entry(topic: str, key: str, value: bytes, at: float, sends: int) -> str:

@@ -54,6 +54,18 @@ def _stop_handing_over(pipeline: Pipeline) -> None:
                  batches=under_way)
 
 
+def _yield_batches(pipeline: Pipeline, over: bool) -> None:
+    """A rebalance takes partitions away: the batches under way hand nothing more over and
+    go back on their topics, so faust gives the partitions up within the requests in
+    flight; once it has (`over`), batches run again."""
+    if over:
+        pipeline.stopping.resume()
+        return
+    under_way = pipeline.stopping.pause()
+    if under_way:
+        log.info("rebalance: batches under way go back on their topics", batches=under_way)
+
+
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
     """The faust app with every agent of the pipeline registered."""
     assert settings.kafka_url
@@ -100,6 +112,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                         bulk_lane(channels, settings, rt.redis, rt.keys))
 
     app.when_stopping.append(lambda: _stop_handing_over(pipeline))
+    app.when_revoking.append(lambda over: _yield_batches(pipeline, over))
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:

@@ -112,7 +112,25 @@ class App(faust.App):
         # Told first thing when the app stops, before faust waits for the events under way
         # to be handled (its `on_before_shutdown` comes only after that wait).
         self.when_stopping: list[Callable[[], object]] = []
+        # Told as a rebalance takes partitions away, before faust waits for the events under
+        # way to be handled (its `on_partitions_revoked` signal comes only after that wait),
+        # then again (`True`) once they are given up.
+        self.when_revoking: list[Callable[[bool], object]] = []
         super().__init__(*args, **kwargs)
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        self._tell_revoking(False)
+        try:
+            await super()._on_partitions_revoked(revoked)
+        finally:
+            self._tell_revoking(True)
+
+    def _tell_revoking(self, over: bool) -> None:
+        for told in self.when_revoking:
+            try:
+                told(over)
+            except Exception as exc:  # the rebalance must go on all the same
+                log.error("a rebalance hook failed", error=repr(exc))
 
     async def on_stop(self) -> None:
         for told in self.when_stopping:

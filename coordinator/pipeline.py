@@ -261,12 +261,12 @@ class Pipeline:
         log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
                  batch=batch.number, outcomes=report.counts, done=report.done,
                  given_back=report.left)
-        if self.stopping.begun and not report.done:
+        if not report.done and (report.held or self.stopping.begun):
             await self._hand_on(batch)
 
     async def _hand_on(self, batch: DeliveryBatch) -> None:
-        """A batch this stopping worker did not finish goes back on its topic, for a worker
-        still running (or this one's next start, on a broker that keeps it); should that
+        """A batch this worker did not finish as it stops, or gives partitions up, goes
+        back on its topic (for a worker running, or this one's next start); should that
         fail, the recovery round finds it in the dispatch ledger once the fan-out stalls."""
         spec, key = batch_lane(batch)
         try:
@@ -305,7 +305,7 @@ class Pipeline:
 
     async def drain_followups(self) -> int:
         """Send again the kept messages no consumer has finished (idempotent downstream);
-        until this worker's first round that sent every one due, the parked ones too."""
+        all of them at once since the worker started or was last given new partitions."""
         return await self.drainer.round()
 
     async def sweep(self) -> int:

@@ -59,6 +59,7 @@ class Stopping:
 
     def __init__(self) -> None:
         self.begun = False
+        self.paused = False  # a rebalance is under way (see pause)
         self.runs: set[BatchRun] = set()
 
     def begin(self) -> int:
@@ -67,6 +68,26 @@ class Stopping:
         for run in list(self.runs):
             run.stop()
         return len(self.runs)
+
+    def pause(self) -> int:
+        """A rebalance: the batches under way stop as at a stop, and so does any that starts
+        before :meth:`resume`; each goes back on its topic, for the partition's owner after
+        the rebalance. Faust gives partitions up only once the events under way are
+        handled: a batch at a few SMS a second (minutes) held the whole consumer group's
+        rebalance, past its timeout. How many batches were under way."""
+        self.paused = True
+        for run in list(self.runs):
+            run.stop()
+        return len(self.runs)
+
+    def resume(self) -> None:
+        """The rebalance is over: batches run again."""
+        self.paused = False
+
+    @property
+    def holding(self) -> bool:
+        """Whether a batch must not start now (the worker stops, or a rebalance is on)."""
+        return self.begun or self.paused
 
 
 class BatchRun:

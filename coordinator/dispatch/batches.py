@@ -47,6 +47,9 @@ class BatchReport:
     left: int = 0
     """What the worker's stop left of the batch (the batch is not done): deliveries given
     back, and subscribers not read yet."""
+    held: bool = False
+    """Cut off or not started by a stop or a rebalance (:class:`Stopping`): the rest of the
+    batch is for whichever worker runs it next."""
 
 
 async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
@@ -60,8 +63,8 @@ async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: Delive
     if (batch.statement_id, name) in _running:  # the same event twice here: one is enough
         return BatchReport()
     stopping = stopping or Stopping()
-    if stopping.begun:
-        return BatchReport()
+    if stopping.holding:
+        return BatchReport(held=True)
     run = BatchRun(rt, batch.statement_id)
     _running.add((batch.statement_id, name))
     stopping.runs.add(run)
@@ -123,7 +126,7 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBat
     if failed is not None:
         raise failed
     if run.cut or run.unread:  # the worker stops: the rest is for whichever runs it next
-        report.left = len(run.cut) + run.unread
+        report.left, report.held = len(run.cut) + run.unread, True
         return report
     busy = run.claimed("busy")
     if not busy or await _ended(rt, busy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -71,3 +72,33 @@ def test_three_workers_share_a_fan_out_and_one_killed_repeats_nothing(
               f"at the end {dict(after)}")
         assert after["w2"] == at_kill["w2"]  # the dead worker did nothing more
         assert after["w1"] + after["w3"] > at_kill["w1"] + at_kill["w3"]  # the others went on
+
+
+def test_a_worker_joining_mid_batch_does_not_wait_for_the_batch(
+        make_stack: Any, tmp_path: Path) -> None:
+    """One worker hands over a batch of 80 SMS at 8 a second (10 s). A second worker joins:
+    the rebalance takes the partitions away from the first, whose batch under way stops and
+    goes back on its topic (its log says so) rather than holding the rebalance until its
+    last SMS, past the group's timeout; the partition's owner after the rebalance finishes
+    it. Every subscriber gets exactly one SMS (counted at the SMS endpoint)."""
+    n = 80
+    with smtp_server() as (port, inbox):
+        stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
+                           LOA_SMS_RATE_PER_S="8", LOA_DISPATCH_BATCH_SIZE="500")
+        import_residents(stack, tmp_path, "09150", n, "hn-tay-ho")
+        stack.start_worker("w1")
+        stack.start_web()
+        _, statement = approve_a_flood(stack, "hn-tay-ho-quang-an", "Ngập Quảng An")
+        received = FanOutReceived(stack, inbox, statement, "09150")
+        wait_for(lambda: len(received.sms()) >= 8, 60, "the batch under way", interval_s=0.3)
+        stack.start_worker("w2")
+        wait_for(lambda: len(received.sms()) >= n, 120, "every subscriber's SMS", interval_s=1)
+        time.sleep(2)  # anything still in flight would land now
+        sent = Counter(received.sms())
+    assert len(sent) == n and set(sent.values()) == {1}, sent.most_common(3)
+    lines = [json.loads(line) for line in (stack.root / "worker-w1.log").read_text().splitlines()
+             if line.startswith("{")]
+    assert any(line["event"] == "rebalance: batches under way go back on their topics"
+               for line in lines), "the batch held the rebalance"
+    assert any(line["event"] == "delivery batch" and line.get("given_back", 0) > 0
+               for line in lines if line.get("statement") == statement)

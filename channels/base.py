@@ -53,7 +53,14 @@ class MessageTooLong(PermanentDeliveryError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Try again later (rate limited, provider down, network)."""
+    """Try again later (rate limited, provider down, network). `maybe_taken`: the provider
+    may have the message all the same (no answer came: a timeout, a connection cut after
+    the request went out), so a retry first asks it; False when it answered with an error,
+    or the request never left."""
+
+    def __init__(self, message: str, maybe_taken: bool = True) -> None:
+        self.maybe_taken = maybe_taken
+        super().__init__(message)
 
 
 class Withdrawn(DeliveryError):

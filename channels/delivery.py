@@ -10,7 +10,13 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
-from channels.base import Channel, OutboundMessage, Receipt, TransientDeliveryError
+from channels.base import (
+    Channel,
+    DeliveryError,
+    OutboundMessage,
+    Receipt,
+    TransientDeliveryError,
+)
 
 _RNG = random.Random()  # seeding one per message costs more than the jitter is worth
 
@@ -28,24 +34,42 @@ async def send_with_retries(
     before_retry: Callable[[], Awaitable[Receipt | None]] | None = None,
     look_first: bool = False,
 ) -> Receipt:
-    """Send; retry transient failures with backoff. Before a retry (and before the first
-    attempt when `look_first`: an attempt cut off by a crash), `before_retry` may find that
-    an earlier attempt reached the provider after all (a timeout after acceptance), so
-    nothing is sent twice. A look that fails is a failed attempt like a failed send: the
-    message is never sent without an answer to it (the next attempt looks again). Raises
-    the last TransientDeliveryError after `attempts`, or a PermanentDeliveryError at once."""
+    """Send; retry transient failures with backoff, up to `attempts`.
+
+    Once an attempt may have reached the provider (no answer came: the error's
+    `maybe_taken`; or, with `look_first`, an attempt a crash cut off), every later attempt
+    first asks `before_retry` whether the provider has the message, so nothing is sent
+    twice. A look that fails (any DeliveryError: the provider away, or refusing the
+    question) uses up that attempt, and the next one looks again; only the last attempt,
+    still without an answer, sends all the same: a possible duplicate rather than an alert
+    never sent. Raises the last TransientDeliveryError after `attempts`, or a
+    PermanentDeliveryError of a send at once."""
     rng = rng or _RNG
-    look = look_first and before_retry is not None
+    maybe_there = look_first
     for attempt in range(1, attempts + 1):
         try:
-            if look and before_retry is not None:
-                found = await before_retry()
+            if maybe_there and before_retry is not None:
+                found = await _look(before_retry, last=attempt == attempts)
                 if found is not None:
                     return found
             return await channel.send(message)
-        except TransientDeliveryError:
+        except TransientDeliveryError as exc:
+            maybe_there = maybe_there or exc.maybe_taken
             if attempt == attempts:
                 raise
             await sleep(backoff_s(attempt, rng))
-        look = before_retry is not None
     raise AssertionError("unreachable")
+
+
+async def _look(before_retry: Callable[[], Awaitable[Receipt | None]], last: bool
+                ) -> Receipt | None:
+    """The provider's receipt for an earlier attempt, None when it has none; a look that
+    fails is a failed attempt (TransientDeliveryError), but on the `last` attempt counts as
+    none found."""
+    try:
+        return await before_retry()
+    except DeliveryError as exc:
+        if last:
+            return None
+        raise TransientDeliveryError(f"{exc} (asking whether an earlier attempt got "
+                                     "through)", maybe_taken=True) from exc

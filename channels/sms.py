@@ -57,8 +57,8 @@ class TwilioAccount:
     base_url: str | None = None
     timeout_s: float = TIMEOUT_S
     """How long a request to Twilio may take before it fails as transient (a send's retry
-    first looks for the message at Twilio, so one Twilio took is not sent again; a look
-    that fails is a failed attempt too: nothing is sent before Twilio has answered it)."""
+    first looks for the message at Twilio, so one Twilio took is not sent again; see
+    ``channels.delivery.send_with_retries`` for a look that fails)."""
 
     @property
     def sender_id(self) -> str:
@@ -69,7 +69,10 @@ class TwilioAccount:
 def classify(status: int | None, code: int | None, message: str) -> Exception:
     """A Twilio API error as our error: 429 and 5xx are transient, the rest permanent."""
     if status == 429 or (status is not None and status >= 500):
-        return TransientDeliveryError(f"sms: Twilio answered {status} ({code}): {message}")
+        # An answer, not silence: Twilio made no message of this request (a 5xx may still
+        # have, rarely: a retry looks first).
+        return TransientDeliveryError(f"sms: Twilio answered {status} ({code}): {message}",
+                                      maybe_taken=status != 429)
     why = PERMANENT_CODES.get(code or 0, message)
     return PermanentDeliveryError(f"sms: {why} (Twilio {code})", code=str(code or status))
 
@@ -106,7 +109,9 @@ class SmsChannel(BaseChannel):
         except TwilioRestException as exc:
             raise classify(exc.status, exc.code, exc.msg) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
+            raise TransientDeliveryError(  # no connection at all: the request never left
+                f"sms: Twilio not reachable: {exc!r}",
+                maybe_taken=not isinstance(exc, aiohttp.ClientConnectorError)) from exc
         return Receipt(message.id, provider_id=str(created.sid), status=str(created.status))
 
     async def reconcile(self, message: OutboundMessage, since: datetime) -> Receipt | None:

@@ -4,6 +4,7 @@ and the supervisor that starts again whatever of it dies."""
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -124,7 +125,8 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     With `unix_socket` it also listens on `data_dir`/redis.sock (the owner's only), its
     :attr:`Service.local_url`: a command over it costs Redis and the client less CPU than
     over TCP on 127.0.0.1 (bench/pipeline.py --redis-over compares them). A folder whose
-    path is too long for a socket's name gets none."""
+    path is too long for a socket's name gets none, and so does one where Redis cannot make
+    it (a file system without sockets): it is started again without."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
@@ -137,14 +139,28 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
             # (subscribers.store: 512 records; ~300 contacts at ten million with phone and email)
             "--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "512",
             "--logfile", str(data_dir / "redis.log"), "--protected-mode", "yes"]
-    socket = (data_dir / "redis.sock").absolute()
-    unix_socket = unix_socket and len(str(socket).encode()) <= SOCKET_PATH_MOST
-    if unix_socket:
-        args += ["--unixsocket", str(socket), "--unixsocketperm", "700"]
     # The password goes in on stdin (`-` reads config from it), not on the command line,
     # where `ps` would show it to everyone on the machine.
     quoted = (password or "").replace("\\", "\\\\").replace('"', '\\"')
     config = f'requirepass "{quoted}"\n' if password else ""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    sock_path = os.fsencode((data_dir / "redis.sock").absolute())
+    local_url = ""
+    if unix_socket and len(sock_path) <= SOCKET_PATH_MOST:
+        try:
+            proc = _launch([*args, "--unixsocket", os.fsdecode(sock_path), "--unixsocketperm",
+                            "700"], config, port)
+            local_url = f"unix://{auth}{quote(sock_path)}?db=0"
+        except RuntimeError:  # no socket here: over TCP alone, as before
+            proc = _launch(args, config, port)
+    else:
+        proc = _launch(args, config, port)
+    return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc, local_url)
+
+
+def _launch(args: list[str], config: str, port: int) -> subprocess.Popen[bytes]:
+    """redis-server with `args`, its `config` on stdin, listening on `port`; raises
+    RuntimeError (leaving no process) when it does not."""
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=die_with_parent)
@@ -152,9 +168,7 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     proc.stdin.write(config.encode())
     proc.stdin.close()
     wait_or_stop(proc, port)
-    auth = f":{quote(password, safe='')}@" if password else ""
-    return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc,
-                   f"unix://{auth}{quote(str(socket))}?db=0" if unix_socket else "")
+    return proc
 
 
 SOCKET_PATH_MOST = 100

@@ -50,23 +50,25 @@ RETRY_LONGEST_S = 60.0
 this, before the drain tries it again."""
 log = obs.get_logger("outbox")
 # KEYS[1] = followups, KEYS[2] = dead letters; ARGV = now, the sends that park a message,
-# then per message its id and the dead letter that says it is parked. Each message still
-# kept: stamped sent now, one send more; the send that parks it adds its letter, in the
-# same script (a letter is never lost between the two). Returns each one's sends after
+# `1` when these sends count (`0`: sent again at once for a rebalance, see Drainer), then
+# per message its id and the dead letter that says it is parked. Each message still kept:
+# stamped sent now, one send more if they count; the send that parks it adds its letter, in
+# the same script (a letter is never lost between the two). Returns each one's sends after
 # this (0: no longer kept, not brought back).
 _SENT = Script("""
 local counts = {}
-for i = 3, #ARGV, 2 do
+local step = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   local count = 0
   if raw then
     local entry = cjson.decode(raw)
     entry['first'] = entry['first'] or entry['at']
     entry['at'] = tonumber(ARGV[1])
-    entry['sends'] = (tonumber(entry['sends']) or 1) + 1
+    entry['sends'] = (tonumber(entry['sends']) or 1) + step
     redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
     count = entry['sends']
-    if count == tonumber(ARGV[2]) and ARGV[i + 1] ~= '' then
+    if step == 1 and count == tonumber(ARGV[2]) and ARGV[i + 1] ~= '' then
       redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'letter', ARGV[i + 1])
     end
   end
@@ -105,17 +107,18 @@ async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, 
 
 
 async def sent(redis: Redis, keys: Keys, ids: list[str],
-               letters: Mapping[str, str] | None = None) -> list[int]:
-    """Note that kept messages went on the broker (one send more, the wait starts again), in
-    one script; each one's sends so far, 0 for one its consumer has finished meanwhile (it
-    stays forgotten). The send that parks a message adds its dead letter from `letters`
-    (by id), in the same script."""
+               letters: Mapping[str, str] | None = None, counted: bool = True) -> list[int]:
+    """Note that kept messages went on the broker (one send more, unless not `counted`; the
+    wait starts again), in one script; each one's sends so far, 0 for one its consumer has
+    finished meanwhile (it stays forgotten). The send that parks a message adds its dead
+    letter from `letters` (by id), in the same script."""
     if not ids:
         return []
     letters = letters or {}
     return [int(n) for n in await _SENT(
         redis, [keys.followups(), keys.dead_letters()],
-        [repr(time.time()), MAX_SENDS, *[x for mid in ids for x in (mid, letters.get(mid, ""))]])]
+        [repr(time.time()), MAX_SENDS, 1 if counted else 0,
+         *[x for mid in ids for x in (mid, letters.get(mid, ""))]])]
 
 
 async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
@@ -130,12 +133,15 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
         pipe.hdel(keys.followups(), *ids)
 
 
-async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
+async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message],
+                    counted: bool = True) -> None:
     """Note that kept messages went on the broker (see :func:`sent`), and park each that
     has now been sent :data:`MAX_SENDS` times, with its one dead letter: counted in the
-    script, so exactly one of the workers (or handlers) that send it parks it."""
+    script, so exactly one of the workers (or handlers) that send it parks it. Sends not
+    `counted` (a rebalance's, before the message was due) only start its wait again."""
     await sent(redis, keys, list(messages),
-               {mid: parked_letter(mid, message) for mid, message in messages.items()})
+               {mid: parked_letter(mid, message) for mid, message in messages.items()},
+               counted)
 
 
 class Drainer:
@@ -183,9 +189,14 @@ class Drainer:
         again from the beginning."""
         resent = failed_in_a_row = 0
         now, clock = time.time(), time.monotonic()
-        kept = await self.redis.hgetall(self.keys.followups())
-        if self._owe_all:  # asked before this read: what it finds is owed
-            self._owe_all, self._owed = False, set(kept)
+        owe_all, self._owe_all = self._owe_all, False  # one asked during the read: next round
+        try:
+            kept = await self.redis.hgetall(self.keys.followups())
+        except BaseException:
+            self._owe_all = self._owe_all or owe_all  # still owed, to the next round
+            raise
+        if owe_all:  # asked before this read: what it finds is owed
+            self._owed = set(kept)
         self._forget_gone(kept)
         for mid, raw in kept.items():
             found = self._readable(mid, raw)
@@ -195,7 +206,8 @@ class Drainer:
             spec, message, at, sends = found
             wait = (PARKED_WAIT_S if sends >= MAX_SENDS
                     else wait_before_resend(sends, self.first_wait_s))
-            if mid not in self._owed and now - at < wait:
+            due = now - at >= wait
+            if not due and mid not in self._owed:
                 continue
             failures, retry_at = self._retry.get(mid, (0, 0.0))
             if retry_at > clock:  # failed its last send: waits its turn
@@ -218,7 +230,9 @@ class Drainer:
             self._owed.discard(mid)
             resent += 1
             try:
-                await note_sent(self.redis, self.keys, {mid: message})
+                # A rebalance's resend of one not due does not count towards parking it:
+                # each worker resends everything at each rebalance.
+                await note_sent(self.redis, self.keys, {mid: message}, counted=due)
             except Exception as exc:  # on the broker, not noted: it is sent again sooner
                 log.warning("kept message sent again, not noted as sent", id=mid,
                             error=repr(exc))

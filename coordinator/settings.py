@@ -25,7 +25,8 @@ class Settings(BaseSettings):
         default=None, description="kafka://host:port[,host:port]; unset = embedded Tansu"
     )
     redis_url: str | None = Field(
-        default=None, description="redis://host:port/db; unset = embedded redis-server"
+        default=None, description="redis://host:port/db (rediss:// for TLS, "
+        "unix:///path/redis.sock?db=0 for a socket); unset = embedded redis-server"
     )
     redis_prefix: str = Field(default="loa", description="prefix of every Redis key")
     redis_ca_file: Path | None = Field(

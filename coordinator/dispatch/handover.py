@@ -174,8 +174,8 @@ async def reconcile(channel: Channel, message: OutboundMessage, started: str | N
                     ) -> Receipt | None:
     """An attempt was cut off by a crash: ask the provider before sending again. Email has
     no way to ask; its Message-ID is the delivery id, so a re-send is recognisable. Raises
-    the channel's Transient/PermanentDeliveryError when the provider cannot be asked: not
-    knowing is not "not found" (sending then could send twice)."""
+    the channel's Transient/PermanentDeliveryError when the provider cannot be asked
+    (``channels.delivery.send_with_retries`` then looks again on its next attempt)."""
     if not isinstance(channel, Reconciling):
         return None
     since = datetime.fromisoformat(started) if started else datetime.min.replace(tzinfo=UTC)

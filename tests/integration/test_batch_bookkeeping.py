@@ -348,11 +348,11 @@ async def test_a_stopping_worker_gives_back_what_it_has_not_handed_over(rt: Runt
                                               statement_id=statement.id)
                               for i in [*rows, ids[-1]]], "sms", utcnow())
     assert claims[:8] == ["fresh"] * 8 and claims[8] == "orphan|2026-12-01T08:00:00+00:00"
-    # A stopped worker starts no batch.
+    # A stopped worker starts no batch: it is held, for whichever worker runs it next.
     later = await batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
         statement_id=statement.id, channel="sms", incident_id="INC-STOP", number=0),
         utcnow(), stopping=stopping)
-    assert later == batches.BatchReport() and len(channel.handed) == 1
+    assert later == batches.BatchReport(held=True) and len(channel.handed) == 1
 
 
 async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runtime) -> None:

@@ -84,8 +84,12 @@ def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
     (400, 21610, PermanentDeliveryError), (400, 99999, PermanentDeliveryError),
 ])
 def test_twilio_errors_are_translated(status: int, code: int | None, kind: type) -> None:
-    """429 and 5xx are worth retrying; other errors are not."""
-    assert isinstance(classify(status, code, "x"), kind)
+    """429 and 5xx are worth retrying; other errors are not. After a 429 Twilio has no
+    message of the request; after a 5xx it may (rarely), so a retry asks first."""
+    error = classify(status, code, "x")
+    assert isinstance(error, kind)
+    if isinstance(error, TransientDeliveryError):
+        assert error.maybe_taken == (status != 429)
 
 
 def test_a_permanent_error_says_why() -> None:
@@ -154,22 +158,37 @@ async def test_a_retry_is_not_sent_until_the_provider_has_said_it_lacks_the_mess
     assert receipt.provider_id == "SM2"
 
 
-async def test_a_provider_that_never_answers_a_look_gets_the_message_once() -> None:
-    """After a send that timed out, looks that all fail: the delivery gives up with the
-    last error rather than send a second time blind."""
+async def test_a_provider_that_never_answers_a_look_gets_the_message_on_the_last_attempt(
+        ) -> None:
+    """After a send that timed out, looks that all fail: nothing more is sent until the
+    last attempt, which sends without an answer (a possible duplicate rather than an
+    alert never sent)."""
     async def no_wait(seconds: float) -> None:
         return None
 
-    provider = FlakyProvider([AWAY], [AWAY] * 5)
-    with pytest.raises(TransientDeliveryError, match="not reachable"):
-        await send_with_retries(provider, MESSAGE, 6, sleep=no_wait,  # type: ignore[arg-type]
-                                before_retry=provider.look)
-    assert (provider.sent, provider.looked) == (1, 5)
+    provider = FlakyProvider([AWAY, "SM9"], [AWAY] * 5)
+    receipt = await send_with_retries(provider, MESSAGE, 6, sleep=no_wait,  # type: ignore[arg-type]
+                                      before_retry=provider.look)
+    assert (provider.sent, provider.looked, receipt.provider_id) == (2, 5, "SM9")
+
+
+async def test_a_retry_after_an_answer_sends_without_looking() -> None:
+    """Twilio answered 429 (it made no message): the retry sends without asking; after a
+    timeout (no answer) the next one asks first."""
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    busy = TransientDeliveryError("sms: Twilio answered 429 (20429)", maybe_taken=False)
+    provider = FlakyProvider([busy, AWAY, "SM3"], [None])
+    receipt = await send_with_retries(provider, MESSAGE, 4, sleep=no_wait,  # type: ignore[arg-type]
+                                      before_retry=provider.look)
+    assert (provider.sent, provider.looked, receipt.provider_id) == (3, 1, "SM3")
 
 
 async def test_an_orphan_is_looked_for_before_its_first_send() -> None:
     """An attempt a crash cut off (`look_first`): found at the provider, it is not sent;
-    a look that fails first is retried, and a permanent one fails at once."""
+    a look that fails is retried. A look the provider refuses (401 on the list, say) never
+    fails the delivery itself: the last attempt sends."""
     async def no_wait(seconds: float) -> None:
         return None
 
@@ -177,11 +196,11 @@ async def test_an_orphan_is_looked_for_before_its_first_send() -> None:
     receipt = await send_with_retries(found, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
                                       before_retry=found.look, look_first=True)
     assert (found.sent, found.looked, receipt.provider_id) == (0, 2, "SM1")
-    refused = FlakyProvider([], [PermanentDeliveryError("sms: bad credentials", code="20003")])
-    with pytest.raises(PermanentDeliveryError):
-        await send_with_retries(refused, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
-                                before_retry=refused.look, look_first=True)
-    assert (refused.sent, refused.looked) == (0, 1)
+    refused = FlakyProvider(["SM5"], [PermanentDeliveryError("sms: no access", code="20003")]
+                            * 3)
+    receipt = await send_with_retries(refused, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
+                                      before_retry=refused.look, look_first=True)
+    assert (refused.sent, refused.looked, receipt.provider_id) == (1, 3, "SM5")
 
 
 class CountingLimit:

@@ -14,6 +14,7 @@ from channels.base import (
     Channel,
     DeliveryError,
     OutboundMessage,
+    PermanentDeliveryError,
     Receipt,
     TransientDeliveryError,
 )
@@ -39,10 +40,10 @@ async def send_with_retries(
     Once an attempt may have reached the provider (no answer came: the error's
     `maybe_taken`; or, with `look_first`, an attempt a crash cut off), every later attempt
     first asks `before_retry` whether the provider has the message, so nothing is sent
-    twice. A look that fails (any DeliveryError: the provider away, or refusing the
-    question) uses up that attempt, and the next one looks again; only the last attempt,
-    still without an answer, sends all the same: a possible duplicate rather than an alert
-    never sent. Raises the last TransientDeliveryError after `attempts`, or a
+    twice. A look that fails (the provider away) uses up that attempt, and the next one
+    looks again; only the last attempt, still without an answer, sends all the same, and so
+    does one whose look the provider refuses for good: a possible duplicate rather than an
+    alert never sent. Raises the last TransientDeliveryError after `attempts`, or a
     PermanentDeliveryError of a send at once."""
     rng = rng or _RNG
     maybe_there = look_first
@@ -65,9 +66,12 @@ async def _look(before_retry: Callable[[], Awaitable[Receipt | None]], last: boo
                 ) -> Receipt | None:
     """The provider's receipt for an earlier attempt, None when it has none; a look that
     fails is a failed attempt (TransientDeliveryError), but on the `last` attempt counts as
-    none found."""
+    none found, and so does one the provider refuses for good (a key that may not read
+    messages: asking again would only use the attempts up)."""
     try:
         return await before_retry()
+    except PermanentDeliveryError:
+        return None
     except DeliveryError as exc:
         if last:
             return None

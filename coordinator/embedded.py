@@ -125,8 +125,8 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     With `unix_socket` it also listens on `data_dir`/redis.sock (the owner's only), its
     :attr:`Service.local_url`: a command over it costs Redis and the client less CPU than
     over TCP on 127.0.0.1 (bench/pipeline.py --redis-over compares them). A folder whose
-    path is too long for a socket's name gets none, and so does one where Redis cannot make
-    it (a file system without sockets): it is started again without."""
+    path is too long for a socket's name gets none, and so does one where no socket can be
+    made (a file system without them: :func:`unix_sockets_work`)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
@@ -146,16 +146,25 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     auth = f":{quote(password, safe='')}@" if password else ""
     sock_path = os.fsencode((data_dir / "redis.sock").absolute())
     local_url = ""
-    if unix_socket and len(sock_path) <= SOCKET_PATH_MOST:
-        try:
-            proc = _launch([*args, "--unixsocket", os.fsdecode(sock_path), "--unixsocketperm",
-                            "700"], config, port)
-            local_url = f"unix://{auth}{quote(sock_path)}?db=0"
-        except RuntimeError:  # no socket here: over TCP alone, as before
-            proc = _launch(args, config, port)
-    else:
-        proc = _launch(args, config, port)
+    if unix_socket and len(sock_path) <= SOCKET_PATH_MOST and unix_sockets_work(data_dir):
+        args += ["--unixsocket", os.fsdecode(sock_path), "--unixsocketperm", "700"]
+        local_url = f"unix://{auth}{quote(sock_path)}?db=0"
+    proc = _launch(args, config, port)
     return Service("redis", f"redis://{auth}127.0.0.1:{port}/0", port, proc, local_url)
+
+
+def unix_sockets_work(folder: Path) -> bool:
+    """Whether a Unix socket can be made in `folder` (not on every file system: some
+    network, FUSE and shared-folder mounts refuse); tried with one of ours, then gone."""
+    probe = folder / f".socket-probe-{os.getpid()}"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(os.fsdecode(os.fsencode(probe.absolute())))
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
 
 
 def _launch(args: list[str], config: str, port: int) -> subprocess.Popen[bytes]:

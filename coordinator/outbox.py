@@ -26,7 +26,7 @@ from typing import Any
 
 from coordinator import observability as obs
 from coordinator import topics
-from coordinator.events import DeadLetter
+from coordinator.events import utcnow
 from coordinator.keys import Keys
 from coordinator.state import Pipeline, Redis, Script
 
@@ -50,32 +50,48 @@ RETRY_LONGEST_S = 60.0
 this, before the drain tries it again."""
 log = obs.get_logger("outbox")
 # KEYS[1] = followups, KEYS[2] = dead letters; ARGV = now, the sends that park a message,
-# `1` when these sends count (`0`: sent again at once for a rebalance, see Drainer), then
-# per message its id and the dead letter that says it is parked. Each message still kept:
-# stamped sent now, one send more if they count; the send that parks it adds its letter, in
-# the same script (a letter is never lost between the two). Returns each one's sends after
-# this (0: no longer kept, not brought back).
+# the dead letter's reason before and after the message's id, its time (ISO), then ids.
+# Each message still kept: stamped sent now, one send more; the send that parks it first
+# adds its dead letter, made here of the kept entry (its value cut to 10,000 bytes of whole
+# characters), in the same script: a letter is never lost between the two. Returns each
+# one's sends after this (0: no longer kept, not brought back).
 _SENT = Script("""
+local function cut(text, most)
+  if #text <= most then return text end
+  local last = most
+  while last > 0 do
+    local byte = string.byte(text, last + 1)
+    if byte < 128 or byte >= 192 then break end
+    last = last - 1
+  end
+  return string.sub(text, 1, last)
+end
 local counts = {}
-local step = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   local count = 0
   if raw then
     local entry = cjson.decode(raw)
+    count = (tonumber(entry['sends']) or 1) + 1
+    if count == tonumber(ARGV[2]) then
+      local letter = cjson.encode({schema_version = 1, type = 'dead_letter',
+        topic = tostring(entry['topic']), key = tostring(entry['key']),
+        value = cut(tostring(entry['value']), 10000), reason = ARGV[3] .. ARGV[i] .. ARGV[4],
+        at = ARGV[5]})
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'letter', letter)
+    end
     entry['first'] = entry['first'] or entry['at']
     entry['at'] = tonumber(ARGV[1])
-    entry['sends'] = (tonumber(entry['sends']) or 1) + step
+    entry['sends'] = count
     redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(entry))
-    count = entry['sends']
-    if step == 1 and count == tonumber(ARGV[2]) and ARGV[i + 1] ~= '' then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'letter', ARGV[i + 1])
-    end
   end
   counts[#counts + 1] = count
 end
 return counts
 """)
+PARKED_REASON = ("no consumer finished ", f" after {MAX_SENDS} sends; parked: kept, and sent "
+                 f"again as a worker starts and every {PARKED_WAIT_S / 3600:g} h")
+"""A parked message's dead letter's reason, before and after its id."""
 
 
 def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message], sent: bool = True
@@ -106,19 +122,17 @@ async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, 
     await send(spec, key, value)
 
 
-async def sent(redis: Redis, keys: Keys, ids: list[str],
-               letters: Mapping[str, str] | None = None, counted: bool = True) -> list[int]:
-    """Note that kept messages went on the broker (one send more, unless not `counted`; the
-    wait starts again), in one script; each one's sends so far, 0 for one its consumer has
-    finished meanwhile (it stays forgotten). The send that parks a message adds its dead
-    letter from `letters` (by id), in the same script."""
+async def sent(redis: Redis, keys: Keys, ids: list[str]) -> list[int]:
+    """Note that kept messages went on the broker (one send more, the wait starts again), in
+    one script; each one's sends so far, 0 for one its consumer has finished meanwhile (it
+    stays forgotten). The send that parks a message (:data:`MAX_SENDS`) adds its dead
+    letter, in the same script: exactly one of the workers (or handlers) that send it
+    parks it."""
     if not ids:
         return []
-    letters = letters or {}
     return [int(n) for n in await _SENT(
         redis, [keys.followups(), keys.dead_letters()],
-        [repr(time.time()), MAX_SENDS, 1 if counted else 0,
-         *[x for mid in ids for x in (mid, letters.get(mid, ""))]])]
+        [repr(time.time()), MAX_SENDS, *PARKED_REASON, utcnow().isoformat(), *ids])]
 
 
 async def done(redis: Redis, keys: Keys, ids: list[str]) -> None:
@@ -133,15 +147,10 @@ def queue_done(pipe: Pipeline, keys: Keys, ids: list[str]) -> None:
         pipe.hdel(keys.followups(), *ids)
 
 
-async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message],
-                    counted: bool = True) -> None:
-    """Note that kept messages went on the broker (see :func:`sent`), and park each that
-    has now been sent :data:`MAX_SENDS` times, with its one dead letter: counted in the
-    script, so exactly one of the workers (or handlers) that send it parks it. Sends not
-    `counted` (a rebalance's, before the message was due) only start its wait again."""
-    await sent(redis, keys, list(messages),
-               {mid: parked_letter(mid, message) for mid, message in messages.items()},
-               counted)
+async def note_sent(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
+    """Note that kept messages went on the broker, and park each that has now been sent
+    :data:`MAX_SENDS` times, with its one dead letter (see :func:`sent`)."""
+    await sent(redis, keys, list(messages))
 
 
 class Drainer:
@@ -189,15 +198,7 @@ class Drainer:
         again from the beginning."""
         resent = failed_in_a_row = 0
         now, clock = time.time(), time.monotonic()
-        owe_all, self._owe_all = self._owe_all, False  # one asked during the read: next round
-        try:
-            kept = await self.redis.hgetall(self.keys.followups())
-        except BaseException:
-            self._owe_all = self._owe_all or owe_all  # still owed, to the next round
-            raise
-        if owe_all:  # asked before this read: what it finds is owed
-            self._owed = set(kept)
-        self._forget_gone(kept)
+        kept = await self._read_kept()
         for mid, raw in kept.items():
             found = self._readable(mid, raw)
             if found is None:
@@ -229,14 +230,33 @@ class Drainer:
             self._retry.pop(mid, None)
             self._owed.discard(mid)
             resent += 1
-            try:
-                # A rebalance's resend of one not due does not count towards parking it:
-                # each worker resends everything at each rebalance.
-                await note_sent(self.redis, self.keys, {mid: message}, counted=due)
-            except Exception as exc:  # on the broker, not noted: it is sent again sooner
-                log.warning("kept message sent again, not noted as sent", id=mid,
-                            error=repr(exc))
+            # A rebalance's resend of one not due yet is not noted: each worker resends
+            # everything at each rebalance; its wait and its count towards parking it go on
+            # as if it had not been (else rebalances more often than its wait would keep it
+            # from ever being due, and parked, and said stuck).
+            if due:
+                await self._note(mid, message)
         return resent
+
+    async def _read_kept(self) -> dict[str, str]:
+        """Every kept message; all of them owed when :meth:`send_all_again` was asked
+        before this read (asked during it: by the next round's)."""
+        owe_all, self._owe_all = self._owe_all, False
+        try:
+            kept: dict[str, str] = await self.redis.hgetall(self.keys.followups())
+        except BaseException:
+            self._owe_all = self._owe_all or owe_all  # still owed, to the next round
+            raise
+        if owe_all:
+            self._owed = set(kept)
+        self._forget_gone(kept)
+        return kept
+
+    async def _note(self, mid: str, message: Message) -> None:
+        try:
+            await note_sent(self.redis, self.keys, {mid: message})
+        except Exception as exc:  # on the broker, not noted: it is sent again sooner
+            log.warning("kept message sent again, not noted as sent", id=mid, error=repr(exc))
 
     def _readable(self, mid: str, raw: str
                   ) -> tuple[topics.TopicSpec, Message, float, int] | None:
@@ -291,16 +311,6 @@ async def waiting(redis: Redis, keys: Keys) -> list[tuple[str, float, int]]:
         except (ValueError, KeyError, TypeError, AttributeError):
             found.append((mid, 0.0, -1))
     return found
-
-
-def parked_letter(mid: str, message: Message) -> str:
-    """The dead letter (JSON) saying the message is parked: kept, sent again only as a
-    worker starts and once every :data:`PARKED_WAIT_S`."""
-    topic, key, value = message
-    return DeadLetter(topic=topic, key=key, value=value.decode()[:10_000],
-                      reason=f"no consumer finished {mid} after {MAX_SENDS} sends; parked: "
-                             "kept, and sent again as a worker starts and every "
-                             f"{PARKED_WAIT_S / 3600:g} h").model_dump_json()
 
 
 def _entry(topic: str, key: str, value: bytes, at: float, sends: int) -> str:

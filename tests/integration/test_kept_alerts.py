@@ -20,7 +20,14 @@ from coordinator.dispatch.deliveries import deliver
 from coordinator.dispatch.recovery import recover
 from coordinator.doctor import _work as doctor_work
 from coordinator.errors import BrokerUnavailable
-from coordinator.events import ApprovalPrompt, DeliveryRequest, Report, Severity, Statement
+from coordinator.events import (
+    ApprovalPrompt,
+    DeadLetter,
+    DeliveryRequest,
+    Report,
+    Severity,
+    Statement,
+)
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, IncidentStatus
@@ -466,16 +473,23 @@ async def test_a_round_stops_after_failed_sends_in_a_row_only(rt: Runtime) -> No
 
 
 async def test_work_sent_by_its_maker_is_parked_like_the_drains(rt: Runtime) -> None:
-    """The sixth send of a kept message parks it with one dead letter, whoever sent it."""
+    """The sixth send of a kept message parks it with one dead letter, whoever sent it,
+    written by the script that counts the send (made there of the kept entry: its value
+    cut to 10,000 bytes of whole characters); the seventh writes none."""
+    value = json.dumps({"title": "Ngập sâu ở Giảng Võ " * 800}, ensure_ascii=False)
     await rt.redis.hset(rt.keys.followups(), "prompt:9", json.dumps({
-        "topic": "approval-events", "key": "INC-9", "value": "{}", "at": time.time(),
+        "topic": "approval-events", "key": "INC-9", "value": value, "at": time.time(),
         "sends": outbox.MAX_SENDS - 1}))
-    await outbox.note_sent(rt.redis, rt.keys,
-                           {"prompt:9": ("approval-events", "INC-9", b"{}")})
+    for _ in range(2):
+        await outbox.note_sent(rt.redis, rt.keys,
+                               {"prompt:9": ("approval-events", "INC-9", value.encode())})
     [(_, fields)] = await rt.redis.xrange(rt.keys.dead_letters())
-    letter = json.loads(fields["letter"])
-    assert (letter["topic"], letter["key"]) == ("approval-events", "INC-9")
-    assert letter["reason"].startswith("no consumer finished prompt:9 after 6 sends; parked")
+    letter = DeadLetter.model_validate_json(fields["letter"])
+    assert (letter.topic, letter.key) == ("approval-events", "INC-9")
+    assert letter.reason == ("no consumer finished prompt:9 after 6 sends; parked: kept, "
+                             "and sent again as a worker starts and every 1 h")
+    assert 9_997 <= len(letter.value.encode()) <= 10_000
+    assert value.startswith(letter.value)
 
 
 async def test_the_wait_before_a_resend_doubles_with_each_send(rt: Runtime) -> None:

@@ -187,8 +187,8 @@ async def test_a_retry_after_an_answer_sends_without_looking() -> None:
 
 async def test_an_orphan_is_looked_for_before_its_first_send() -> None:
     """An attempt a crash cut off (`look_first`): found at the provider, it is not sent;
-    a look that fails is retried. A look the provider refuses (401 on the list, say) never
-    fails the delivery itself: the last attempt sends."""
+    a look that fails is retried. A look the provider refuses for good (403 on the list,
+    say) never fails the delivery itself, nor uses the attempts up: it is sent at once."""
     async def no_wait(seconds: float) -> None:
         return None
 
@@ -200,7 +200,7 @@ async def test_an_orphan_is_looked_for_before_its_first_send() -> None:
                             * 3)
     receipt = await send_with_retries(refused, MESSAGE, 3, sleep=no_wait,  # type: ignore[arg-type]
                                       before_retry=refused.look, look_first=True)
-    assert (refused.sent, refused.looked, receipt.provider_id) == (1, 3, "SM5")
+    assert (refused.sent, refused.looked, receipt.provider_id) == (1, 1, "SM5")
 
 
 class CountingLimit:

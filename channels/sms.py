@@ -25,6 +25,7 @@ from channels.base import (
     still_wanted,
 )
 from channels.twilio_http import TIMEOUT_S, twilio_client
+from channels.twilio_webhooks import as_ours
 
 # Twilio error codes that retrying cannot fix.
 PERMANENT_CODES = {
@@ -148,7 +149,7 @@ class SmsChannel(BaseChannel):
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransientDeliveryError(f"sms: Twilio not reachable: {exc!r}") from exc
         code = found.error_code
-        return StatusReport(str(found.status), "" if code is None else str(code))
+        return StatusReport(as_ours(str(found.status)), "" if code is None else str(code))
 
     def client(self) -> Any:
         """The twilio SDK client, made in the running event loop on first use."""

@@ -73,9 +73,20 @@ def inbound_text(form: Mapping[str, str]) -> InboundText:
     return InboundText(sid, form.get("From", ""), form.get("Body", ""))
 
 
+ENDINGS_AS = {"read": "delivered", "canceled": "failed"}
+"""Twilio's other endings, as the ones Loa keeps: a read receipt (channels that have them)
+is a delivery, a scheduled message called off a failure. Unread, they ranked as nothing:
+never final, asked about for days."""
+
+
+def as_ours(status: str) -> str:
+    """A message status of Twilio's as Loa keeps it (see :data:`ENDINGS_AS`). Pure."""
+    return ENDINGS_AS.get(status, status)
+
+
 def status_update(form: Mapping[str, str]) -> StatusUpdate:
     """The status change of a status callback (fields Twilio left out read as "")."""
-    return StatusUpdate(form.get("MessageSid", ""), form.get("MessageStatus", ""),
+    return StatusUpdate(form.get("MessageSid", ""), as_ours(form.get("MessageStatus", "")),
                         form.get("ErrorCode", ""))
 
 

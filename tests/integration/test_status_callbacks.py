@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from channels.twilio_webhooks import StatusUpdate
+from channels.twilio_webhooks import StatusUpdate, status_update
 from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.dispatch.status_callbacks import StatusCallbacks, record_statuses
 from coordinator.embedded import Service
@@ -127,3 +127,30 @@ def test_a_callback_of_the_same_rank_changes_nothing(redis_server: Service) -> N
             await redis.aclose()
 
     assert asyncio.run(scenario()) == ("delivered", {"sms:sent": "1", "sms:delivered": "1"})
+
+
+def test_a_read_receipt_or_a_cancel_ends_a_delivery_once(redis_server: Service) -> None:
+    """Twilio's `read` before its `delivered` (out of order) ends the delivery as delivered,
+    counted once; `canceled` ends another as failed; neither is asked about again (out of
+    the SMS awaiting a final status). Both as the callback's form gives them."""
+    async def scenario() -> tuple[list[str | None], dict[str, str], int]:
+        redis = connect(redis_server.url)
+        try:
+            await redis.flushdb()
+            for delivery, sid in (("dr", "SMR"), ("dc", "SMC")):
+                await redis.hset(KEYS.delivery(delivery), mapping={
+                    "status": "queued", "statement_id": "STM-00003-1", "channel": "sms"})
+                await redis.set(KEYS.provider_message(sid), delivery)
+                await redis.zadd(KEYS.unconfirmed(), {delivery: 1.0})
+            await redis.hset(KEYS.dispatch("STM-00003-1"), "sms:sent", 2)
+            for sid, status in (("SMR", "read"), ("SMR", "delivered"), ("SMC", "canceled")):
+                update = status_update({"MessageSid": sid, "MessageStatus": status})
+                await record_statuses(redis, KEYS, [update], utcnow())
+            return ([await redis.hget(KEYS.delivery(d), "status") for d in ("dr", "dc")],
+                    await redis.hgetall(KEYS.dispatch("STM-00003-1")),
+                    await redis.zcard(KEYS.unconfirmed()))
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == (["delivered", "failed"], {
+        "sms:sent": "2", "sms:delivered": "1", "sms:failed": "1"}, 0)

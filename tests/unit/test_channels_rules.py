@@ -26,6 +26,7 @@ from channels.twilio_webhooks import (
     InboundText,
     InvalidWebhook,
     StatusUpdate,
+    as_ours,
     inbound_text,
     reply_twiml,
     signature_valid,
@@ -277,6 +278,10 @@ def test_inbound_sms_and_status_callbacks_are_read_from_the_form() -> None:
     assert status_update({"MessageSid": "SM1", "MessageStatus": "undelivered",
                           "ErrorCode": "30003"}) == StatusUpdate("SM1", "undelivered", "30003")
     assert status_update({}) == StatusUpdate("", "", "")
+    # Twilio's other endings, as Loa keeps them (a status asked of Twilio too)
+    assert [as_ours(s) for s in ("read", "canceled", "sent", "delivered", "failed")] == [
+        "delivered", "failed", "sent", "delivered", "failed"]
+    assert status_update({"MessageSid": "SM1", "MessageStatus": "read"}).status == "delivered"
 
 
 def test_an_sms_is_answered_in_escaped_twiml() -> None:

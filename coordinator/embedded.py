@@ -3,6 +3,7 @@ and the supervisor that starts again whatever of it dies."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -156,14 +157,15 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
 def unix_sockets_work(folder: Path) -> bool:
     """Whether a Unix socket can be made in `folder` (not on every file system: some
     network, FUSE and shared-folder mounts refuse); tried with one of ours, then gone."""
-    probe = folder / f".socket-probe-{os.getpid()}"
+    probe = folder / f".s{os.getpid()}"  # no longer a name than redis.sock
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.bind(os.fsdecode(os.fsencode(probe.absolute())))
     except OSError:
         return False
     finally:
-        probe.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
     return True
 
 

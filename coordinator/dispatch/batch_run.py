@@ -65,9 +65,7 @@ class Stopping:
     def begin(self) -> int:
         """From now on, nothing more is handed over; how many batches were under way."""
         self.begun = True
-        for run in list(self.runs):
-            run.stop()
-        return len(self.runs)
+        return self._stop_runs()
 
     def pause(self) -> int:
         """A rebalance: the batches under way stop as at a stop, and so does any that starts
@@ -76,13 +74,16 @@ class Stopping:
         handled: a batch at a few SMS a second (minutes) held the whole consumer group's
         rebalance, past its timeout. How many batches were under way."""
         self.paused = True
-        for run in list(self.runs):
-            run.stop()
-        return len(self.runs)
+        return self._stop_runs()
 
     def resume(self) -> None:
         """The rebalance is over: batches run again."""
         self.paused = False
+
+    def _stop_runs(self) -> int:
+        for run in list(self.runs):
+            run.stop()
+        return len(self.runs)
 
     @property
     def holding(self) -> bool:

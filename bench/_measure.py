@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +21,26 @@ one), so the benchmarks type it loosely at this one place."""
 def sync_redis(url: str) -> SyncRedis:
     """A synchronous Redis client that answers str, for a benchmark's own reads."""
     return redis.Redis.from_url(url, decode_responses=True)
+
+
+def reference_work_ms(rounds: int = 5) -> float:
+    """The CPU time (ms, median of `rounds`) this machine takes now for a fixed piece of
+    Python much like a handler's (JSON, strings, dicts): higher is slower. The same code
+    costs this machine up to twice as much at one time as at another, even within an hour;
+    figures of two runs compare in proportion to this. The benchmarks print it before their
+    run and after it (`reference_work_ms`; after: with the stack they started still up,
+    idle), to show how the machine moved meanwhile."""
+    doc: dict[str, Any] = {"id": "INC-00001", "kind": "flood", "area": "hn-ba-dinh",
+                           "title": "Ngập sâu phố Kim Mã", "n": 0}
+    took = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for n in range(20_000):
+            doc["n"] = n
+            json.loads(json.dumps(doc))
+            f"{doc['kind']}:{doc['area']}:{n}".split(":")
+        took.append((time.process_time() - started) * 1000)
+    return round(statistics.median(took), 1)
 
 
 def peak_rss_mib(pid: int) -> float:

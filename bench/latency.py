@@ -44,6 +44,7 @@ import httpx
 from _measure import (  # bench/ is the script's folder
     SyncRedis,
     cpu_s,
+    reference_work_ms,
     sync_redis,
     wait_for_beats,
 )
@@ -524,7 +525,8 @@ def main() -> None:
                         help="when Redis syncs its append-only file: every write, as `loa up` "
                              "runs it, or every second (what the sync costs)")
     args = parser.parse_args()
-    result: dict[str, Any] = {"benchmark": "latency", "workers": args.workers,
+    result: dict[str, Any] = {"benchmark": "latency", "reference_work_ms": [reference_work_ms()],
+                              "workers": args.workers,
                               "redis_fsync": args.redis_fsync, "runs": [],
                               "at": datetime.now().isoformat(timespec="seconds")}
     rates = [float(x) for x in args.rates.split(",") if x]
@@ -549,6 +551,7 @@ def main() -> None:
                                             args.storm_incidents))
         finally:
             stack.stop()
+    result["reference_work_ms"].append(reference_work_ms())  # before, after
     print(json.dumps(result, indent=2))
 
 

@@ -29,6 +29,7 @@ from _measure import (  # bench/ is the script's folder
     SyncRedis,
     cpu_s,
     peak_rss_mib,
+    reference_work_ms,
     stop_all,
     sync_redis,
     wait_for_beats,
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--redis-over", choices=("unix", "tcp"), default="unix",
                         help="how Loa's processes reach Redis (`loa up`: its Unix socket)")
     args = parser.parse_args()
+    reference = reference_work_ms()  # before anything else runs
     root = Path(tempfile.mkdtemp(prefix="loa-bench-"))
     broker = start_tansu(log_path=root / "broker.log")
     rservice = start_redis(root / "redis", appendonly=True, appendfsync=args.redis_fsync)
@@ -159,6 +161,7 @@ def main() -> None:
         q = statistics.quantiles(latencies, n=100)
         print(json.dumps({
             "benchmark": "report_to_approval_request",
+            "reference_work_ms": [reference, reference_work_ms()],  # before, after
             "reports": args.reports,
             "workers": args.workers,
             "redis_fsync": args.redis_fsync,

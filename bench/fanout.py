@@ -18,10 +18,11 @@ its link, and leaving link), status callbacks configured as in Loa's run; the ra
 two; Loa's own CPU time per delivery (worker, web, Redis and broker processes, from
 /proc), so its cost is known apart from the endpoints that share the cores; and the bare
 run's CPU time per message while it sends (the same channel code and SDKs as Loa's worker,
-the messages built before: the floor under the worker's share). Every subscriber is on
-both channels, so the audience is the number of SMS and of emails; `--share 1` puts them
-all in the statement's area (at 10,000 subscribers: 10,000 messages each way, as many as
-the bare clients send).
+the messages built before: the floor under the worker's share; scheduled by the OS as
+usual, while the worker is scheduled as batch work: see `LOA_WORKER_CPU_POLICY`). Every
+subscriber is on both channels, so the audience is the number of SMS and of emails;
+`--share 1` puts them all in the statement's area (at 10,000 subscribers: 10,000 messages
+each way, as many as the bare clients send).
 
 With `--prompts-during N`, N flood reports elsewhere in the city are filed through the API,
 one a second, while the fan-out runs; each opens its own incident, whose approval prompt
@@ -59,6 +60,7 @@ from _measure import (  # bench/ is the script's folder
     SyncRedis,
     cpu_s,
     peak_rss_mib,
+    reference_work_ms,
     stop_all,
     sync_redis,
     wait_for_beats,
@@ -488,6 +490,7 @@ def main() -> None:
     parser.add_argument("--no-scheduler", action="store_true",
                         help="no `loa scheduler` (the worker alone fires the timers)")
     args = parser.parse_args()
+    reference = reference_work_ms()  # before anything else runs
     root = Path(tempfile.mkdtemp(prefix="loa-bench-fanout-"))
     rservice: Service = start_redis(root / "redis", appendonly=False)
     r = sync_redis(rservice.url)
@@ -503,7 +506,8 @@ def main() -> None:
         resolved = asyncio.run(resolve(settings))
         size = int(resolved["audience"])
         result: dict[str, Any] = {
-            "benchmark": "fanout", "subscribers": args.subscribers, "areas": areas_used,
+            "benchmark": "fanout", "reference_work_ms": [reference],
+            "subscribers": args.subscribers, "areas": areas_used,
             "seed_s": round(seeded_s, 1), "redis_bytes_per_subscriber": round(
                 held / max(1, args.subscribers), 1), **resolved}
         if not args.resolve_only:
@@ -544,6 +548,7 @@ def main() -> None:
                                escalation_spread_s=args.escalation_spread,
                                scheduler=not args.no_scheduler)
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
+        result["reference_work_ms"].append(reference_work_ms())  # before, after
         print(json.dumps(result, indent=2))
     finally:
         stop_all(procs)

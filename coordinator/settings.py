@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="this worker's name, its own among the workers (letters, digits, . _ : -;"
                     " a claim reads `worker/instance`, so no slash)")
     app_id: str = Field(default="loa", description="faust app id = the Kafka consumer group")
+    worker_cpu_policy: str = Field(
+        default="batch", pattern="^(batch|normal)$",
+        description="how Linux schedules a worker's threads: `batch` (SCHED_BATCH: one "
+                    "that wakes does not preempt the thread running, its own process's "
+                    "included; under steady load the same share of the cores) or `normal`")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from coordinator import observability as obs
 from coordinator.broker import ensure_topics
 from coordinator.keys import Keys
 from coordinator.migrations.startup import check_layout_at_start
-from coordinator.runtime import build_runtime, settle_heap
+from coordinator.runtime import build_runtime, schedule_as_batch, settle_heap
 from coordinator.settings import Settings
 from coordinator.state import run_with_redis
 
@@ -25,6 +25,11 @@ def run_worker(settings: Settings) -> None:
     from coordinator.app import create_app
 
     obs.configure_logging(settings.log_level, settings.log_format)
+    # Before any thread starts: each gets the policy of the thread that starts it.
+    if settings.worker_cpu_policy == "batch" and not schedule_as_batch():
+        obs.get_logger("worker").warning(
+            "not scheduled as batch work (LOA_WORKER_CPU_POLICY): the OS has no such "
+            "policy or refused it; running as usual")
     # uvloop for the worker's loop and faust's consumer thread (which makes its own loop)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     check_layout_at_start(settings, "worker")

@@ -108,6 +108,19 @@ def parent_of(pid: int) -> int:
         return 0
 
 
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policy of each thread of a process (field 41 of
+    /proc/PID/task/TID/stat: 0 SCHED_OTHER, 3 SCHED_BATCH); a thread that ends meanwhile is
+    left out."""
+    policies = set()
+    for thread_stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            policies.add(int(thread_stat.read_text().rsplit(")", 1)[1].split()[38]))
+        except OSError:
+            continue
+    return policies
+
+
 def test_a_killed_worker_is_started_again_and_ctrl_c_stops_all(up: Up) -> None:
     """SIGKILL the worker: `loa up` says it exited with -9 and restarts it after 1 s, a new
     `coordinator.cli worker` child runs and the run file names it; SIGINT then stops
@@ -133,6 +146,20 @@ def test_a_killed_worker_is_started_again_and_ctrl_c_stops_all(up: Up) -> None:
     assert "worker is back\n" in printed
     assert "stopping everything" not in printed
     assert up.healthy()
+    # The worker, every thread of it, is scheduled as batch work (LOA_WORKER_CPU_POLICY);
+    # the web and the scheduler, a report's acceptance and the deadlines, as `loa up` was
+    # (as this test runs). Three threads at least: its own, faust's consumer thread and
+    # the metrics server's; at its start, before it asks, its threads are as usual.
+    usual = os.sched_getscheduler(0)
+    wait_for(lambda: len(list(Path(f"/proc/{new_worker}/task").iterdir())) >= 3
+             and thread_policies(new_worker) == {os.SCHED_BATCH}, 30,
+             "every thread of the worker scheduled as batch work")
+    assert usual != os.SCHED_BATCH
+    assert thread_policies(again["pids"]["web"]) == {usual}
+    assert thread_policies(again["pids"]["scheduler"]) == {usual}
+    # (Its start is over before the stop below, so nothing it says comes after "stopping".)
+    wait_for(lambda: "timers rebuilt from Redis" in up.output().split("worker is back")[-1],
+             30, "the new worker to be started")
     # Its processes reach Redis over its Unix socket (the owner's only); the run file's URL,
     # TCP, is for people and the CLI: this connection is the only one over TCP.
     socket = up.data_dir / "redis" / "redis.sock"

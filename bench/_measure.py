@@ -28,8 +28,7 @@ def reference_work_ms(rounds: int = 5) -> float:
     Python much like a handler's (JSON, strings, dicts): higher is slower. The same code
     costs this machine up to twice as much at one time as at another, even within an hour;
     figures of two runs compare in proportion to this. The benchmarks print it before their
-    run and after it (`reference_work_ms`; after: with the stack they started still up,
-    idle), to show how the machine moved meanwhile."""
+    run and after it (`reference_work_ms`), to show how the machine moved meanwhile."""
     doc: dict[str, Any] = {"id": "INC-00001", "kind": "flood", "area": "hn-ba-dinh",
                            "title": "Ngập sâu phố Kim Mã", "n": 0}
     took = []

@@ -56,18 +56,15 @@ def settle_heap() -> None:
 
 def schedule_as_batch() -> bool:
     """Have Linux schedule the calling thread, and every thread it starts from then on, as
-    batch work (SCHED_BATCH; any user may ask it, and the niceness stays): a batch thread
-    that wakes does not preempt the thread running on its core (another process's or its
-    own process's) but waits for a free core or the scheduler's tick; under steady load
-    its share of the cores is as before. For a worker, called before it starts any thread:
-    the web answering a report, Redis, or the scheduler firing a deadline is not cut off
-    by it, nor are its handlers by its own consumer thread each time a fetch returns.
-    False where the OS has no such policy or refuses it (a sandbox that forbids the call):
-    the worker then runs as scheduled before."""
+    batch work (SCHED_BATCH; a user may switch to it from the usual policy, and the
+    niceness stays): a batch thread that wakes does not preempt the thread running on its
+    core (another process's or its own process's) but waits for a free core or the
+    scheduler's tick; under steady load its share of the cores is about the same. For a
+    worker, called before it starts any thread: the web answering a report, Redis, Tansu
+    or the scheduler firing a deadline need not wait for it, nor do its handlers for its
+    own consumer thread each time a fetch returns. False where the OS has no such policy;
+    raises OSError where it refuses it (a sandbox that forbids the call)."""
     if not hasattr(os, "SCHED_BATCH"):
         return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    except OSError:
-        return False
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     return True

@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         default="batch", pattern="^(batch|normal)$",
         description="how Linux schedules a worker's threads: `batch` (SCHED_BATCH: one "
                     "that wakes does not preempt the thread running, its own process's "
-                    "included; under steady load the same share of the cores) or `normal`")
+                    "included; under steady load about the same share of the cores) or `normal`")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -26,10 +26,13 @@ def run_worker(settings: Settings) -> None:
 
     obs.configure_logging(settings.log_level, settings.log_format)
     # Before any thread starts: each gets the policy of the thread that starts it.
-    if settings.worker_cpu_policy == "batch" and not schedule_as_batch():
-        obs.get_logger("worker").warning(
-            "not scheduled as batch work (LOA_WORKER_CPU_POLICY): the OS has no such "
-            "policy or refused it; running as usual")
+    if settings.worker_cpu_policy == "batch":
+        try:
+            schedule_as_batch()  # (False, no such policy: not Linux, nothing to say)
+        except OSError as exc:
+            obs.get_logger("worker").warning(
+                "the OS refused to schedule this worker as batch work "
+                "(LOA_WORKER_CPU_POLICY); it runs as usual", error=repr(exc))
     # uvloop for the worker's loop and faust's consumer thread (which makes its own loop)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     check_layout_at_start(settings, "worker")

@@ -46,24 +46,26 @@ BESIDE_GRACE_S = 5.0  # at shutdown, for the prompts being handed over at once
 
 
 def _stop_handing_over(pipeline: Pipeline) -> None:
-    """First thing at the stop: the batches under way hand nothing more over, so faust's
-    wait for the events under way lasts as long as the requests in flight."""
+    """First thing at the stop: the batches and single deliveries under way hand nothing
+    more over, so faust's wait for the events under way lasts as long as the requests in
+    flight."""
     under_way = pipeline.stopping.begin()
     if under_way:
-        log.info("stopping: batches under way give back what they have not handed over",
-                 batches=under_way)
+        log.info("stopping: hand-overs under way give back what they have not handed over",
+                 hand_overs=under_way)
 
 
-def _yield_batches(pipeline: Pipeline, over: bool) -> None:
-    """A rebalance takes partitions away: the batches under way hand nothing more over and
-    go back on their topics, so faust gives the partitions up within the requests in
-    flight; once it has (`over`), batches run again."""
+def _yield_partitions(pipeline: Pipeline, over: bool) -> None:
+    """A rebalance takes partitions away: the batches and single deliveries of the topics'
+    events under way hand nothing more over and go back on their topics, so faust gives the
+    partitions up within the requests in flight; once it has (`over`), they run again."""
     if over:
         pipeline.stopping.resume()
         return
     under_way = pipeline.stopping.pause()
     if under_way:
-        log.info("rebalance: batches under way go back on their topics", batches=under_way)
+        log.info("rebalance: hand-overs under way go back on their topics",
+                 hand_overs=under_way)
 
 
 def create_app(settings: Settings, rt: Runtime) -> faust.App:
@@ -112,7 +114,7 @@ def create_app(settings: Settings, rt: Runtime) -> faust.App:
                         bulk_lane(channels, settings, rt.redis, rt.keys))
 
     app.when_stopping.append(lambda: _stop_handing_over(pipeline))
-    app.when_revoking.append(lambda over: _yield_batches(pipeline, over))
+    app.when_revoking.append(lambda over: _yield_partitions(pipeline, over))
 
     @app.on_before_shutdown.connect
     async def close_channels(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:

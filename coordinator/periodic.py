@@ -95,8 +95,8 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
     """The heartbeat says the deliveries this process claimed are being handed over (the
     claim script leaves them to it: `busy`), so it lasts as long as anything here may still
     hand one over. Not a timer: faust stops its timers as soon as a stop begins, and the
-    agents then drain: their batches hand nothing more over (``dispatch.batch_run``), but
-    the hand-overs under way, retries included, and single deliveries run to their end. A
+    agents then drain: what they hand over and is not with the provider yet is cut off
+    (``dispatch.stopping``), but the requests in flight run to their end. A
     task runs on until faust's last step of stopping the app, once the agents are drained
     and the work done at once has ended or been cut off; the heartbeat then
     expires :data:`HEARTBEAT_GRACE_MS` later (a hand-over cut off in flight may still land

@@ -30,12 +30,12 @@ from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.at_once import AtOnce
-from coordinator.dispatch.batch_run import Stopping
 from coordinator.dispatch.batches import deliver_batch
-from coordinator.dispatch.deliveries import deliver, lane_of, queue_keep_delivery
+from coordinator.dispatch.deliveries import HELD, deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import batch_lane, fan_out
 from coordinator.dispatch.reach import ReachInputs, record_with_reach
 from coordinator.dispatch.recovery import Recovered, recover
+from coordinator.dispatch.stopping import Stopping
 from coordinator.errors import BadEvent
 from coordinator.escalation.policy import Timer, level_timers
 from coordinator.events import (
@@ -229,17 +229,20 @@ class Pipeline:
         log.info("prompt delivered", incident_id=event.incident_id, prompt=event.id,
                  person=event.person_id, kind=event.kind, first_time=delivered)
         if request is not None:
-            await self.at_once.start(self._deliver(request), lane_of(request), request.id,
-                                     request.to_bytes())
+            await self.at_once.start(self._deliver(request, on_topic=False),
+                                     lane_of(request), request.id, request.to_bytes())
 
     async def deliver(self, value: bytes) -> None:
         """An SMS or email goes to its provider, with retries, once."""
         await self._deliver(decode(DeliveryRequest, value))
 
-    async def _deliver(self, request: DeliveryRequest) -> None:
-        result = await deliver(self.rt, self.channels, request, utcnow())
+    async def _deliver(self, request: DeliveryRequest, on_topic: bool = True) -> None:
+        result = await deliver(self.rt, self.channels, request, utcnow(), self.stopping,
+                               on_topic)
         log.info("delivery", delivery=request.id, channel=request.channel, status=result.status,
                  detail=result.detail, incident_id=request.incident_id)
+        if result.status == HELD:
+            await self._put_back(lane_of(request), request.id, request.to_bytes())
 
     async def deliver_batch(self, value: bytes) -> None:
         """A batch of a statement's deliveries goes to its channel, each one once."""
@@ -262,19 +265,16 @@ class Pipeline:
                  batch=batch.number, outcomes=report.counts, done=report.done,
                  given_back=report.left)
         if not report.done and (report.held or self.stopping.begun):
-            await self._hand_on(batch)
+            await self._put_back(*batch_lane(batch), batch.to_bytes())
 
-    async def _hand_on(self, batch: DeliveryBatch) -> None:
-        """A batch this worker did not finish as it stops, or gives partitions up, goes
-        back on its topic (for a worker running, or this one's next start); should that
-        fail, the recovery round finds it in the dispatch ledger once the fan-out stalls."""
-        spec, key = batch_lane(batch)
+    async def _put_back(self, spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        """A batch or delivery cut off by the stop or a rebalance goes back on its topic;
+        should that fail, the recovery round finds it in Redis once it has stalled."""
         try:
-            await asyncio.wait_for(self.send(spec, key, batch.to_bytes()), HAND_ON_S)
+            await asyncio.wait_for(self.send(spec, key, value), HAND_ON_S)
         except Exception as exc:
-            log.warning("batch not put back on its topic at stop; the recovery round resumes "
-                        "it", statement=batch.statement_id, batch=batch.number,
-                        error=repr(exc))
+            log.warning("not put back on its topic at the stop; the recovery round resumes "
+                        "it", topic=spec.name, key=key, error=repr(exc))
 
     async def recover(self) -> Recovered:
         """Finish the fan-outs and single deliveries the broker lost (``dispatch.recovery``)."""

@@ -1,6 +1,6 @@
 """A batch being handed over (``dispatch.batches``): its outcomes, written a few dozen at a
-time; which of its deliveries are not wanted any more; and the worker's stop, at which it
-hands nothing more over."""
+time; which of its deliveries are not wanted any more; and what the worker's stop or a
+rebalance cuts off (``dispatch.stopping``)."""
 
 from __future__ import annotations
 
@@ -44,51 +44,6 @@ WITHDRAWN_EVERY_S = 0.25
 LEAVERS_EVERY_S = 1.0
 """How stale its knowledge of who said STOP or left may be (one round trip for the whole
 batch, its cost growing with the batch)."""
-
-
-class Stopping:
-    """A worker's stop, told to the batches it runs. Each then hands nothing more over: a
-    delivery still waiting for its turn (at the batch's gate or the rate limit) is cut off
-    and given back, and so is one between two attempts after a transient failure (given
-    back as possibly with the provider: the next run looks for it there first); one the
-    provider is being asked about ends its request as it would have, and is cut off
-    before trying again. So a stop takes as long as the requests in flight, not as long as
-    the rest of the batch at the provider's rate (minutes, at a few SMS a second), nor as
-    long as the retries of a provider that is down (up to 15.5 s of waits for six
-    attempts)."""
-
-    def __init__(self) -> None:
-        self.begun = False
-        self.paused = False  # a rebalance is under way (see pause)
-        self.runs: set[BatchRun] = set()
-
-    def begin(self) -> int:
-        """From now on, nothing more is handed over; how many batches were under way."""
-        self.begun = True
-        return self._stop_runs()
-
-    def pause(self) -> int:
-        """A rebalance: the batches under way stop as at a stop, and so does any that starts
-        before :meth:`resume`; each goes back on its topic, for the partition's owner after
-        the rebalance. Faust gives partitions up only once the events under way are
-        handled: a batch at a few SMS a second (minutes) held the whole consumer group's
-        rebalance, past its timeout. How many batches were under way."""
-        self.paused = True
-        return self._stop_runs()
-
-    def resume(self) -> None:
-        """The rebalance is over: batches run again."""
-        self.paused = False
-
-    def _stop_runs(self) -> int:
-        for run in list(self.runs):
-            run.stop()
-        return len(self.runs)
-
-    @property
-    def holding(self) -> bool:
-        """Whether a batch must not start now (the worker stops, or a rebalance is on)."""
-        return self.begun or self.paused
 
 
 class BatchRun:
@@ -178,7 +133,7 @@ class BatchRun:
 
     def stop(self) -> None:
         """The worker stops: cut off every hand-over whose turn has not come (see
-        :class:`Stopping`); :meth:`give_back` then returns their claims."""
+        ``dispatch.stopping``); :meth:`give_back` then returns their claims."""
         self.stopped = True
         for delivery_id, task in self.handing.items():
             request = self.waiting.get(delivery_id)  # (None: recorded already)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from channels.base import Channel
-from coordinator.dispatch.batch_run import BatchRun, Stopping
+from coordinator.dispatch.batch_run import BatchRun
 from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_url
 from coordinator.dispatch.handover import FINAL, Outcome, hand_over
 from coordinator.dispatch.ledger import settle
+from coordinator.dispatch.stopping import Stopping
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement
 from coordinator.runtime import Runtime
 from coordinator.subscribers import store

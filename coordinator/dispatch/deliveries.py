@@ -6,7 +6,10 @@ A single delivery is kept in Redis (``Keys.deliveries_pending``) from before its
 on the broker until it is finished, so a broker that lost the event loses no delivery
 (``dispatch.recovery`` sends it again). A request already sent (or failed for good) is not
 sent again when its event is replayed. A delivery left in `sending` by a crash is attempted
-again, once the provider has been asked whether the cut-off attempt got through.
+again, once the provider has been asked whether the cut-off attempt got through. The
+worker's stop, and for a topic's event a rebalance, cut a hand-over off that has not reached
+the provider (``dispatch.stopping``): its claim is given back, and it is `held`, for its
+caller to put back on its topic.
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels.base import Channel
+from coordinator import observability as obs
 from coordinator import topics
 from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
     claim,
+    give_back,
     hand_over,
     queue_outcome,
     release,
+    skip_reason,
 )
 from coordinator.dispatch.provider_ids import queue_provider_ids
 from coordinator.dispatch.status_callbacks import queue_take_early, taken_early
 from coordinator.dispatch.status_sweep import queue_unconfirmed
+from coordinator.dispatch.stopping import SingleHandOver, Stopping
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.keys import Keys
@@ -39,6 +46,10 @@ from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Redis
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
+HELD = "held"
+"""A delivery's status when the worker's stop or a rebalance cut it off, or came before it
+started: it is kept, its claim given back, for its caller to put back on its topic."""
+log = obs.get_logger("dispatch")
 
 
 @dataclass(frozen=True)
@@ -111,30 +122,37 @@ _handing: set[str] = set()  # single deliveries this process is handing over now
 
 
 async def deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
-                  now: datetime) -> Delivered:
+                  now: datetime, stopping: Stopping | None = None, on_topic: bool = True
+                  ) -> Delivered:
     """Send a delivery request through its channel, at most once to the provider per success.
     The same request twice at once in this process (a prompt handled at once and sent again
     by a replay or a drain meanwhile): the second leaves it to the first, whose claim would
-    otherwise read as a dead process's."""
+    otherwise read as a dead process's. Once `stopping` holds (the worker stops; for one of a
+    topic's events, `on_topic`, a rebalance is on too), :data:`HELD`: cut off, or not
+    started."""
+    stopping = stopping or Stopping()
+    if stopping.holding_for(on_topic):
+        return Delivered(HELD, "not started: the worker stops, or a rebalance is on")
     if request.id in _handing:
         return Delivered("sending", "being handed over by this process")
     _handing.add(request.id)
     try:
-        return await _deliver(rt, channels, request, now)
+        return await _deliver(rt, channels, request, now, stopping, on_topic)
     finally:
         _handing.discard(request.id)
 
 
 async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryRequest,
-                   now: datetime) -> Delivered:
-    taken = await _claim_patiently(rt, request, now)
+                   now: datetime, stopping: Stopping, on_topic: bool) -> Delivered:
+    taken = await _claim_patiently(rt, request, now, lambda: stopping.holding_for(on_topic))
     if taken in FINAL:
         await rt.redis.hdel(rt.keys.deliveries_pending(), request.id)
         return Delivered(taken, "already handled")
     if taken == "busy":
         return Delivered("sending", "being handed over by another worker")
     try:
-        return await _send(rt, channels.get(request.channel), request, taken, now)
+        return await _send(rt, channels.get(request.channel), request, taken, now,
+                           stopping, on_topic)
     except Exception:
         # Failed after the claim (Redis away while recording, say): released, so that
         # whichever worker gets the event again does not find it busy for as long as this
@@ -145,7 +163,7 @@ async def _deliver(rt: Runtime, channels: dict[str, Channel], request: DeliveryR
 
 
 async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, taken: str,
-                now: datetime) -> Delivered:
+                now: datetime, stopping: Stopping, on_topic: bool) -> Delivered:
     if channel is None:
         return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
                                                   "configured"), now)
@@ -153,21 +171,47 @@ async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, 
     # its turn comes (after the rate limit's wait): then a skip is recorded as such.
     orphan = taken.startswith("orphan|")  # with when it was first started, if known
     started = taken.removeprefix("orphan|") or None if orphan else now.isoformat()
-    outcome = await hand_over(rt, channel, request, orphan=orphan, started=started)
+
+    async def ask() -> bool:
+        return not await skip_reason(rt, request, channel)
+
+    run = SingleHandOver()
+    stopping.watch(run, on_topic)
+    try:
+        outcome = await run.run(hand_over(rt, channel, request, orphan=orphan, started=started,
+                                          wanted=run.wanted(ask), sleep=run.backoff))
+    finally:
+        stopping.forget(run)
+    if outcome is None:
+        await _give_back(rt, request, untouched=taken == "fresh" and not run.turned)
+        return Delivered(HELD, "cut off by the worker's stop or a rebalance; given back")
     return await _finish(rt, request, outcome, now)
 
 
-async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime) -> str:
+async def _give_back(rt: Runtime, request: DeliveryRequest, untouched: bool) -> None:
+    """The claim of a delivery the stop cut off: as if never claimed when nobody ever handed
+    it over (`untouched`), else an orphan, looked for at the provider by the next claim.
+    Redis away: it stays this worker's until its heartbeat ends."""
+    try:
+        await give_back(rt, [request], [untouched])
+    except Exception as exc:
+        log.warning("claim not given back at the stop: another worker takes it once this "
+                    "one's heartbeat is gone", delivery=request.id, error=repr(exc))
+
+
+async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime,
+                           holding: Callable[[], bool]) -> str:
     """Claim; while another live process is sending it (a rebalance hands the same event to
     two consumers, or the recovery round sent it again while that process waits out a
-    provider's errors), wait up to :data:`BUSY_WAIT_S` for its outcome. Then `busy`: it is
-    that process's to finish. Taking it over would send it twice once both attempts got
-    through; should that process die, the delivery is still kept, and the recovery round's
-    next try finds it an orphan (``dispatch.recovery``)."""
+    provider's errors), wait up to :data:`BUSY_WAIT_S` for its outcome, or until `holding`
+    (the worker stops, or a rebalance is on). Then `busy`: it is that process's to finish.
+    Taking it over would send it twice once both attempts got through; should that process
+    die, the delivery is still kept, and the recovery round's next try finds it an orphan
+    (``dispatch.recovery``)."""
     deadline = time.monotonic() + BUSY_WAIT_S
     while True:
         [taken] = await claim(rt, [request], request.channel, now)
-        if taken != "busy" or time.monotonic() >= deadline:
+        if taken != "busy" or time.monotonic() >= deadline or holding():
             return taken
         await asyncio.sleep(0.25)
 

@@ -19,13 +19,13 @@ from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
 from coordinator.dispatch import batch_run, batches, deliveries, fanout
-from coordinator.dispatch.batch_run import Stopping
 from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.fanout import Send, fan_out
 from coordinator.dispatch.handover import Outcome, claim
 from coordinator.dispatch.ledger import Ledger, settle
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.status_callbacks import record_statuses
+from coordinator.dispatch.stopping import Stopping
 from coordinator.events import DeliveryBatch, DeliveryRequest, RenderedText, Statement, utcnow
 from coordinator.model.incident import Incident, IncidentStatus, Severity
 from coordinator.pipeline import Pipeline

@@ -98,7 +98,7 @@ def test_a_worker_joining_mid_batch_does_not_wait_for_the_batch(
     assert len(sent) == n and set(sent.values()) == {1}, sent.most_common(3)
     lines = [json.loads(line) for line in (stack.root / "worker-w1.log").read_text().splitlines()
              if line.startswith("{")]
-    assert any(line["event"] == "rebalance: batches under way go back on their topics"
+    assert any(line["event"] == "rebalance: hand-overs under way go back on their topics"
                for line in lines), "the batch held the rebalance"
     assert any(line["event"] == "delivery batch" and line.get("given_back", 0) > 0
                for line in lines if line.get("statement") == statement)

@@ -1,0 +1,143 @@
+"""What a worker's stop, or a rebalance, cuts off: the hand-overs under way that have not
+reached the provider yet, a batch's (``dispatch.batch_run``) and a single delivery's
+(:class:`SingleHandOver`), so that neither waits for the rest of a batch at the provider's
+rate nor for the retries of a provider that is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Cuttable(Protocol):
+    """A hand-over under way that the stop can cut off."""
+
+    def stop(self) -> None: ...
+
+
+class Stopping:
+    """A worker's stop, told to the hand-overs it runs. Each then hands nothing more over: a
+    delivery still waiting for its turn (at a batch's gate or the rate limit) is cut off
+    and given back, and so is one between two attempts after a transient failure (given
+    back as possibly with the provider: the next run looks for it there first); one the
+    provider is being asked about ends its request as it would have, and is cut off
+    before trying again. So a stop takes as long as the requests in flight, not as long as
+    the rest of a batch at the provider's rate (minutes, at a few SMS a second), nor as
+    long as the retries of a provider that is down (up to 15.5 s of waits for six
+    attempts).
+
+    A rebalance (:meth:`pause`) cuts off the same way what holds a partition: batches, and
+    single deliveries of a topic's events. A single delivery handed over at once, beside
+    its handler (a prompt's SMS), holds no partition and is cut off only by the stop."""
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.paused = False  # a rebalance is under way (see pause)
+        self.runs: set[Cuttable] = set()  # cut off at the stop and at a rebalance
+        self.beside: set[Cuttable] = set()  # cut off at the stop only
+
+    def begin(self) -> int:
+        """From now on, nothing more is handed over; how many hand-overs (batches, single
+        deliveries) were under way."""
+        self.begun = True
+        return _stop(self.runs) + _stop(self.beside)
+
+    def pause(self) -> int:
+        """A rebalance: the hand-overs under way of a topic's events stop as at a stop, and
+        so does any that starts before :meth:`resume`; each goes back on its topic, for the
+        partition's owner after the rebalance. Faust gives partitions up only once the
+        events under way are handled: a batch at a few SMS a second (minutes) held the
+        whole consumer group's rebalance, past its timeout, and so did a single delivery
+        waiting out a provider's errors (up to 15.5 s). How many were under way."""
+        self.paused = True
+        return _stop(self.runs)
+
+    def resume(self) -> None:
+        """The rebalance is over: hand-overs run again."""
+        self.paused = False
+
+    @property
+    def holding(self) -> bool:
+        """Whether a batch, or a single delivery of a topic's event, must not start now
+        (the worker stops, or a rebalance is on)."""
+        return self.begun or self.paused
+
+    def holding_for(self, on_topic: bool) -> bool:
+        """:attr:`holding`, for a delivery of a topic's event (`on_topic`) or one handed over
+        at once (only the stop holds it)."""
+        return self.holding if on_topic else self.begun
+
+    def watch(self, run: Cuttable, on_topic: bool) -> None:
+        """Cut `run` off at the stop, and at a rebalance if it is a topic's event's."""
+        (self.runs if on_topic else self.beside).add(run)
+
+    def forget(self, run: Cuttable) -> None:
+        """`run` ended."""
+        self.runs.discard(run)
+        self.beside.discard(run)
+
+
+def _stop(runs: set[Cuttable]) -> int:
+    for run in list(runs):
+        run.stop()
+    return len(runs)
+
+
+class SingleHandOver:
+    """One single delivery's hand-over (a prompt, a code, an alert) as the stop sees it: cut
+    off before its channel's turn comes (at the rate limit), or between two attempts (the
+    wait, the look at the provider, the rate limit again); once the channel has asked
+    whether it is still wanted (the last step before the provider's request), that request
+    ends as it would have, and a transient failure then cuts it off before it tries again."""
+
+    def __init__(self) -> None:
+        self.turned = False  # the channel's turn came: the provider may have it
+        self.retrying = False  # between a failed attempt and the next one's turn
+        self.stopped = False
+        self.cut = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def wanted(self, ask: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        """The channel's last question before the hand-over (`ask`), marking its turn."""
+        async def asked() -> bool:
+            self.turned, self.retrying = True, False
+            return await ask()
+        return asked
+
+    async def backoff(self, seconds: float) -> None:
+        """The wait before the next attempt; one that fails after the stop cuts itself off
+        here."""
+        self.retrying = True
+        if self.stopped:
+            self.cut = True
+            raise asyncio.CancelledError
+        await asyncio.sleep(seconds)
+
+    def stop(self) -> None:
+        """Cut the hand-over off, unless its request is with the provider."""
+        self.stopped = True
+        if self.task is not None and not self.task.done() and (
+                not self.turned or self.retrying):
+            self.cut = True
+            self.task.cancel()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """What `work` (the hand-over) came to, or None when the stop cut it off. Cancelled
+        itself (the worker's own shutdown), it cancels `work` too."""
+        if self.stopped:
+            work.close()
+            self.cut = True
+            return None
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(work)
+        self.task = task
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if self.cut and task.cancelled():
+            return None
+        return task.result()

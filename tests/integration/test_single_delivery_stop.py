@@ -1,0 +1,178 @@
+"""A single delivery (a prompt, a code, an alert) and the worker's stop or a rebalance: cut
+off before it reaches the provider, its claim given back, and back on its topic; never
+holding a partition for a provider's retries. Real Redis; the channels stand in for the
+provider, to hold a message at its turn or with the provider exactly when the test says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from channels.base import OutboundMessage, Receipt, TransientDeliveryError, still_wanted
+from coordinator import topics
+from coordinator.dispatch.deliveries import HELD, deliver, keep_delivery
+from coordinator.dispatch.handover import claim
+from coordinator.dispatch.stopping import SingleHandOver, Stopping
+from coordinator.events import DeliveryRequest, utcnow
+from coordinator.pipeline import Pipeline
+from coordinator.runtime import Runtime
+
+pytestmark = pytest.mark.integration
+
+
+def _prompt(name: str) -> DeliveryRequest:
+    return DeliveryRequest(id=f"prompt:{name}", channel="sms", recipient="+84901000200",
+                           text="Cần phê duyệt", purpose="prompt", person_id="an")
+
+
+class _Provider:
+    """An SMS channel. `turn`: the message's turn comes (else it waits for ever, as at a
+    rate limit); `hold`: once its turn came it stays with the provider until `let_go`;
+    `down`: every attempt ends in a transient error (so it waits, then tries again)."""
+
+    name = "sms"
+    max_length = None
+
+    def __init__(self, turn: bool = True, hold: bool = False, down: bool = False) -> None:
+        self.turn, self.hold, self.down = turn, hold, down
+        self.attempts = 0
+        self.with_provider = asyncio.Event()
+        self.let_go = asyncio.Event()
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if not self.turn:
+            await asyncio.Event().wait()
+        await still_wanted(message)
+        self.attempts += 1
+        self.with_provider.set()
+        if self.hold:
+            await self.let_go.wait()
+        if self.down:
+            raise TransientDeliveryError("sms: Twilio answered 503")
+        return Receipt(message.id, f"SM{self.attempts}", "queued")
+
+    async def close(self) -> None:
+        return None
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), timeout_s)
+
+
+def _single(stopping: Stopping) -> SingleHandOver:
+    [run] = [r for r in stopping.runs | stopping.beside if isinstance(r, SingleHandOver)]
+    return run
+
+
+async def test_a_rebalance_cuts_off_a_delivery_waiting_out_a_provider_that_is_down(
+        rt: Runtime) -> None:
+    """A prompt's SMS from `deliveries.sms`, its provider down: between two attempts (up to
+    15.5 s of waits for six) a rebalance begins. The delivery ends at once, held, without
+    another attempt, so its partition is given up within the rebalance's timeout; its
+    claim is given back as possibly with the provider (an attempt was made), so the next
+    claim looks for it there before sending."""
+    request, channel, stopping = _prompt("down"), _Provider(down=True), Stopping()
+    await keep_delivery(rt.redis, rt.keys, request)
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping))
+    await _until(lambda: bool(stopping.runs) and _single(stopping).retrying)
+    assert stopping.pause() == 1
+    started = time.monotonic()
+    done = await asyncio.wait_for(delivering, 1)
+    assert done.status == HELD and time.monotonic() - started < 0.5
+    assert channel.attempts == 1 and not stopping.runs
+    row = await rt.redis.hgetall(rt.keys.delivery(request.id))
+    assert (row["status"], row["owner"]) == ("sending", "")
+    [taken] = await claim(rt, [request], "sms", utcnow())
+    assert taken.startswith("orphan|"), taken
+    assert await rt.redis.hexists(rt.keys.deliveries_pending(), request.id)  # still kept
+
+
+async def test_a_stop_cuts_off_a_delivery_waiting_for_its_turn_as_never_claimed(
+        rt: Runtime) -> None:
+    """The stop comes while a delivery waits for its turn (the rate limit): nothing reached
+    the provider, so its claim is given back as if never made; the next claim is fresh."""
+    request, channel, stopping = _prompt("turn"), _Provider(turn=False), Stopping()
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping))
+    await _until(lambda: bool(stopping.runs))
+    await asyncio.sleep(0.05)  # at its turn's wait
+    assert stopping.begin() == 1
+    done = await asyncio.wait_for(delivering, 1)
+    assert done.status == HELD and channel.attempts == 0
+    assert "status" not in await rt.redis.hgetall(rt.keys.delivery(request.id))
+    assert await claim(rt, [request], "sms", utcnow()) == ["fresh"]
+
+
+async def test_a_delivery_with_the_provider_ends_its_request_and_is_recorded(
+        rt: Runtime) -> None:
+    """The stop comes while the request is with the provider: it ends as it would have,
+    and its outcome is recorded (cutting it off could send it twice)."""
+    request, channel, stopping = _prompt("inflight"), _Provider(hold=True), Stopping()
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    assert stopping.begin() == 1
+    channel.let_go.set()
+    done = await asyncio.wait_for(delivering, 5)
+    assert done.status == "queued" and channel.attempts == 1
+    assert await rt.redis.hget(rt.keys.delivery(request.id), "status") == "queued"
+
+
+async def test_a_delivery_handed_over_at_once_holds_no_partition(rt: Runtime) -> None:
+    """A prompt's SMS handed over at once, beside its handler, holds no partition: a
+    rebalance leaves it be (it is sent when its turn comes); the stop cuts it off."""
+    request, channel, stopping = _prompt("beside"), _Provider(hold=True), Stopping()
+    channel.turn = True
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping, on_topic=False))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    assert stopping.pause() == 0 and len(stopping.beside) == 1
+    channel.let_go.set()
+    assert (await asyncio.wait_for(delivering, 5)).status == "queued"
+
+    waiting, slow = _prompt("beside-2"), _Provider(turn=False)
+    delivering = asyncio.create_task(deliver(rt, {"sms": slow}, waiting, utcnow(),
+                                             stopping, on_topic=False))
+    await _until(lambda: bool(stopping.beside))
+    assert stopping.begin() == 1
+    assert (await asyncio.wait_for(delivering, 1)).status == HELD
+
+
+async def test_nothing_starts_while_a_rebalance_is_on(rt: Runtime) -> None:
+    """A topic's delivery that comes while a rebalance is on is not claimed: held, for the
+    partition's owner after it; one handed over at once goes on."""
+    stopping = Stopping()
+    stopping.pause()
+    channel = _Provider()
+    held = await deliver(rt, {"sms": channel}, _prompt("later"), utcnow(), stopping)
+    assert held.status == HELD and channel.attempts == 0
+    assert not await rt.redis.exists(rt.keys.delivery("prompt:later"))
+    beside = await deliver(rt, {"sms": channel}, _prompt("now"), utcnow(), stopping,
+                           on_topic=False)
+    assert beside.status == "queued" and channel.attempts == 1
+
+
+async def test_the_worker_puts_a_held_delivery_back_on_its_topic(rt: Runtime) -> None:
+    """The pipeline's `deliver` (the agent of `deliveries.sms`) puts a delivery the
+    rebalance cut off back on its topic, for the partition's owner after it."""
+    sent: list[tuple[str, str, bytes]] = []
+
+    async def broker(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key, value))
+
+    request, channel = _prompt("back"), _Provider(down=True)
+    pipeline = Pipeline(rt, {"sms": channel}, broker, lambda _timer: None)  # type: ignore[dict-item]
+    await keep_delivery(rt.redis, rt.keys, request)
+    handling = asyncio.create_task(pipeline.deliver(request.to_bytes()))
+    await _until(lambda: bool(pipeline.stopping.runs)
+                 and _single(pipeline.stopping).retrying)
+    pipeline.stopping.pause()
+    await asyncio.wait_for(handling, 3)
+    assert sent == [("deliveries.sms", request.id, request.to_bytes())]

@@ -214,6 +214,8 @@ async def _claim_patiently(rt: Runtime, request: DeliveryRequest, now: datetime,
         if taken != "busy" or time.monotonic() >= deadline or holding():
             return taken
         await asyncio.sleep(0.25)
+        if holding():
+            return taken
 
 
 async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: datetime

@@ -71,8 +71,11 @@ class Stopping:
         return self.holding if on_topic else self.begun
 
     def watch(self, run: Cuttable, on_topic: bool) -> None:
-        """Cut `run` off at the stop, and at a rebalance if it is a topic's event's."""
+        """Cut `run` off at the stop, and at a rebalance if it is a topic's event's; at once
+        if that has begun already (while its delivery was being claimed, say)."""
         (self.runs if on_topic else self.beside).add(run)
+        if self.holding_for(on_topic):
+            run.stop()
 
     def forget(self, run: Cuttable) -> None:
         """`run` ended."""
@@ -126,7 +129,8 @@ class SingleHandOver:
 
     async def run(self, work: Coroutine[Any, Any, T]) -> T | None:
         """What `work` (the hand-over) came to, or None when the stop cut it off. Cancelled
-        itself (the worker's own shutdown), it cancels `work` too."""
+        itself (the worker's own shutdown), it cancels `work` too, and passes the
+        cancellation on once `work` has unwound (its connection closed, say)."""
         if self.stopped:
             work.close()
             self.cut = True
@@ -137,6 +141,7 @@ class SingleHandOver:
             await asyncio.wait([task])
         except asyncio.CancelledError:
             task.cancel()
+            await asyncio.wait([task])
             raise
         if self.cut and task.cancelled():
             return None

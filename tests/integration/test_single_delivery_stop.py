@@ -6,6 +6,7 @@ provider, to hold a message at its turn or with the provider exactly when the te
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -83,10 +84,10 @@ async def test_a_rebalance_cuts_off_a_delivery_waiting_out_a_provider_that_is_do
                                              stopping))
     await _until(lambda: bool(stopping.runs) and _single(stopping).retrying)
     assert stopping.pause() == 1
-    started = time.monotonic()
+    at_the_pause, started = channel.attempts, time.monotonic()
     done = await asyncio.wait_for(delivering, 1)
     assert done.status == HELD and time.monotonic() - started < 0.5
-    assert channel.attempts == 1 and not stopping.runs
+    assert channel.attempts == at_the_pause and not stopping.runs  # not tried again
     row = await rt.redis.hgetall(rt.keys.delivery(request.id))
     assert (row["status"], row["owner"]) == ("sending", "")
     [taken] = await claim(rt, [request], "sms", utcnow())
@@ -127,22 +128,35 @@ async def test_a_delivery_with_the_provider_ends_its_request_and_is_recorded(
 
 async def test_a_delivery_handed_over_at_once_holds_no_partition(rt: Runtime) -> None:
     """A prompt's SMS handed over at once, beside its handler, holds no partition: a
-    rebalance leaves it be (it is sent when its turn comes); the stop cuts it off."""
-    request, channel, stopping = _prompt("beside"), _Provider(hold=True), Stopping()
-    channel.turn = True
+    rebalance leaves it be while it waits for its turn; the stop cuts it off."""
+    request, channel, stopping = _prompt("beside"), _Provider(turn=False), Stopping()
     delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
                                              stopping, on_topic=False))
-    await asyncio.wait_for(channel.with_provider.wait(), 5)
-    assert stopping.pause() == 0 and len(stopping.beside) == 1
-    channel.let_go.set()
-    assert (await asyncio.wait_for(delivering, 5)).status == "queued"
-
-    waiting, slow = _prompt("beside-2"), _Provider(turn=False)
-    delivering = asyncio.create_task(deliver(rt, {"sms": slow}, waiting, utcnow(),
-                                             stopping, on_topic=False))
     await _until(lambda: bool(stopping.beside))
+    assert stopping.pause() == 0
+    await asyncio.sleep(0.1)
+    assert not delivering.done() and not _single(stopping).stopped
     assert stopping.begin() == 1
     assert (await asyncio.wait_for(delivering, 1)).status == HELD
+    assert await claim(rt, [request], "sms", utcnow()) == ["fresh"]
+
+
+async def test_a_rebalance_during_the_wait_for_another_workers_claim_ends_it(
+        rt: Runtime) -> None:
+    """The same event with two consumers in a rebalance: another live worker holds the
+    delivery's claim, and this one waits for its outcome (up to 5 s). The rebalance ends
+    that wait at once: it is the other worker's to finish, and this one sends nothing."""
+    request, channel, stopping = _prompt("other"), _Provider(), Stopping()
+    other = dataclasses.replace(rt, instance="instance-2")
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), "instance-2")
+    assert await claim(other, [request], "sms", utcnow()) == ["fresh"]
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping))
+    await asyncio.sleep(0.3)
+    assert not delivering.done()
+    stopping.pause()
+    done = await asyncio.wait_for(delivering, 1)
+    assert done.status == "sending" and channel.attempts == 0
 
 
 async def test_nothing_starts_while_a_rebalance_is_on(rt: Runtime) -> None:

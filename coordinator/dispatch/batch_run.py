@@ -28,6 +28,7 @@ from coordinator.dispatch.handover import (
 from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.dispatch.status_callbacks import queue_take_early
 from coordinator.dispatch.status_sweep import first_ask_at, unconfirmed
+from coordinator.dispatch.stopping import SingleHandOver
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
@@ -60,38 +61,38 @@ class BatchRun:
         self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
         self.recorded = 0
         self.wake = asyncio.Event()  # the ticker's: write now
-        # The stop: each delivery's hand-over (its task) until its channel's turn came
-        # (`turned`: from then on the provider may have it); those cut off before theirs.
+        # The stop: each delivery's hand-over (its task), and what the stop may cut off of
+        # it (``dispatch.stopping.SingleHandOver``: before its channel's turn, or between
+        # two attempts).
         self.stopped = False
         self.handing: dict[str, asyncio.Task[None]] = {}
+        self.singles: dict[str, SingleHandOver] = {}
         self.claims: dict[str, str] = {}
         self.unread = 0  # subscribers of the batch not read when the worker stopped
-        self.turned: set[str] = set()
-        # Between a transient failure and the next attempt's turn (the wait, the look at
-        # the provider, the rate limit): the stop cuts these off too.
-        self.retrying: set[str] = set()
-        self.cut: dict[str, DeliveryRequest] = {}
+
+    @property
+    def retrying(self) -> set[str]:
+        """The deliveries between a transient failure and their next attempt's turn."""
+        return {i for i, single in self.singles.items() if single.retrying}
+
+    @property
+    def cut(self) -> dict[str, DeliveryRequest]:
+        """The deliveries the stop cut off (never recorded, so still waiting)."""
+        return {i: self.waiting[i] for i, single in self.singles.items()
+                if single.cut and i in self.waiting}
 
     def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
         """The channel's last question before the hand-over (answered from memory); from
         its answer on, the delivery may be with the provider, and a stop lets it end."""
         async def ask() -> bool:
-            self.turned.add(request.id)
-            self.retrying.discard(request.id)
             return request.id not in self.unwanted
-        return ask
+        return self.singles[request.id].wanted(ask)
 
     def backoff(self, request: DeliveryRequest) -> Callable[[float], Awaitable[None]]:
         """The wait before a delivery's next attempt. From there until the attempt's turn
         comes the stop cuts it off; one whose failed attempt ends after the stop cuts
         itself off here."""
-        async def wait(seconds: float) -> None:
-            self.retrying.add(request.id)
-            if self.stopped:
-                self.cut[request.id] = request
-                raise asyncio.CancelledError
-            await asyncio.sleep(seconds)
-        return wait
+        return self.singles[request.id].backoff
 
     def add(self, requests: list[DeliveryRequest]) -> None:
         """Deliveries claimed for this run, to be handed over."""
@@ -116,7 +117,8 @@ class BatchRun:
                 continue
             self.waiting[request.id] = request
             self.claims[request.id] = claim
-            self.handing[request.id] = asyncio.create_task(one(request, claim))
+            single = self.singles[request.id] = SingleHandOver()
+            single.task = self.handing[request.id] = asyncio.create_task(one(request, claim))
         if self.stopped:
             self.stop()
 
@@ -135,16 +137,13 @@ class BatchRun:
         """The worker stops: cut off every hand-over whose turn has not come (see
         ``dispatch.stopping``); :meth:`give_back` then returns their claims."""
         self.stopped = True
-        for delivery_id, task in self.handing.items():
-            request = self.waiting.get(delivery_id)  # (None: recorded already)
-            waiting = delivery_id not in self.turned or delivery_id in self.retrying
-            if request is not None and waiting and not task.done() \
+        for delivery_id, single in self.singles.items():
+            if delivery_id in self.waiting \
                     and self.claims[delivery_id] not in FINAL_OR_BUSY:  # those send nothing
-                self.cut[delivery_id] = request
-                task.cancel()
+                single.stop()
 
     def _cut_off(self, delivery_id: str, error: BaseException) -> bool:
-        return isinstance(error, asyncio.CancelledError) and delivery_id in self.cut
+        return isinstance(error, asyncio.CancelledError) and self.singles[delivery_id].cut
 
     async def give_back(self) -> None:
         """Return the claims of the deliveries cut off by the stop: one claimed fresh and
@@ -155,7 +154,8 @@ class BatchRun:
         its heartbeat ends."""
         cut = list(self.cut.values())
         # (turned: an attempt was made, so it is looked for at the provider)
-        untouched = [self.claims[r.id] == "fresh" and r.id not in self.turned for r in cut]
+        untouched = [self.claims[r.id] == "fresh" and not self.singles[r.id].turned
+                     for r in cut]
         try:
             await give_back(self.rt, cut, untouched)
         except Exception as exc:

@@ -8,7 +8,7 @@ import asyncio
 from coordinator.dispatch.stopping import SingleHandOver, Stopping
 
 
-async def _never_turns(run: SingleHandOver, asked: list[str]) -> str:
+async def _never_turns() -> str:
     """A hand-over whose turn never comes (as at a rate limit)."""
     await asyncio.Event().wait()
     return "sent"
@@ -31,7 +31,7 @@ async def test_a_hand_over_watched_after_a_rebalance_began_is_cut_off_before_it_
     assert stopping.pause() == 0
     run = SingleHandOver()
     stopping.watch(run, on_topic=True)
-    assert await asyncio.wait_for(run.run(_never_turns(run, [])), 1) is None
+    assert await asyncio.wait_for(run.run(_never_turns()), 1) is None
     assert run.cut and not run.turned and run.task is None
 
 
@@ -42,7 +42,7 @@ async def test_a_rebalance_leaves_a_hand_over_beside_its_handler_be() -> None:
     stopping = Stopping()
     run = SingleHandOver()
     stopping.watch(run, on_topic=False)
-    task = asyncio.create_task(run.run(_never_turns(run, [])))
+    task = asyncio.create_task(run.run(_never_turns()))
     await asyncio.sleep(0.01)
     assert stopping.pause() == 0
     await asyncio.sleep(0.01)

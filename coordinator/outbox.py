@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from coordinator import observability as obs
@@ -103,15 +103,24 @@ def queue(pipe: Pipeline, keys: Keys, messages: Mapping[str, Message], sent: boo
         pipe.hset(keys.followups(), mid, _entry(topic, key, value, now, 1 if sent else 0))
 
 
-async def keep(redis: Redis, keys: Keys, messages: Mapping[str, Message]) -> None:
+async def keep(redis: Redis, keys: Keys, messages: Mapping[str, Message],
+               done_with: Sequence[str] = ()) -> None:
     """Keep messages without sending them, in one round trip: for work their maker does at
     once itself. Should that be cut off, the drain sends each to its consumer (its first
-    send: it counts 0 until then)."""
-    if messages:
-        now = time.time()
-        await redis.hset(keys.followups(), mapping={
-            mid: _entry(topic, key, value, now, 0) for mid, (topic, key, value)
-            in messages.items()})
+    send: it counts 0 until then). `done_with`: kept messages whose work these carry on,
+    forgotten in the same transaction (one of the two is always kept)."""
+    now = time.time()
+    entries = {mid: _entry(topic, key, value, now, 0)
+               for mid, (topic, key, value) in messages.items()}
+    if not done_with:
+        if entries:
+            await redis.hset(keys.followups(), mapping=entries)
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        if entries:
+            pipe.hset(keys.followups(), mapping=entries)
+        pipe.hdel(keys.followups(), *done_with)
+        await pipe.execute()
 
 
 async def send_kept(redis: Redis, keys: Keys, mid: str, spec: topics.TopicSpec, key: str,

@@ -10,9 +10,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
-
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from channels.base import Channel
 from coordinator import observability as obs
@@ -30,6 +27,7 @@ from coordinator.approvals.inbox import deliver_to_inbox
 from coordinator.approvals.prompt_messages import prompt_delivery
 from coordinator.approvals.prompts import prompts_for
 from coordinator.at_once import AtOnce
+from coordinator.decoding import decode, decode_approval_event, decode_incident_event
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import HELD, deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import batch_lane, fan_out
@@ -39,7 +37,6 @@ from coordinator.dispatch.stopping import Stopping
 from coordinator.errors import BadEvent
 from coordinator.escalation.policy import Timer, level_timers
 from coordinator.events import (
-    ApprovalEvent,
     ApprovalPrompt,
     ApprovalRequest,
     Decision,
@@ -47,7 +44,6 @@ from coordinator.events import (
     DeliveryRequest,
     Draft,
     IncidentClosed,
-    IncidentEvent,
     IncidentMerged,
     IncidentOpened,
     RedraftRequested,
@@ -57,7 +53,12 @@ from coordinator.events import (
     utcnow,
 )
 from coordinator.incidents.actions import close_incident, merge_incident, redraft
-from coordinator.incidents.intake import TakenIn, opened_message_id, take_in_report
+from coordinator.incidents.intake import (
+    OpenIncidents,
+    TakenIn,
+    opened_message_id,
+    take_in_report,
+)
 from coordinator.incidents.surge import detect, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
@@ -69,10 +70,7 @@ from coordinator.statements.publication import approved_statement, publish_state
 
 Send = Callable[[topics.TopicSpec, str, bytes], Awaitable[None]]
 HAND_ON_S = 2.0  # at the stop, for a batch left unfinished to go back on its topic
-M = TypeVar("M", bound=BaseModel)
 log = obs.get_logger("pipeline")
-_incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
-_approval_events: TypeAdapter[ApprovalEvent] = TypeAdapter(ApprovalEvent)
 
 
 class Pipeline:
@@ -88,6 +86,7 @@ class Pipeline:
         self.schedule = schedule
         self.drainer = outbox.Drainer(rt.redis, rt.keys, send, rt.settings.resend_kept_after_s)
         self.stopping = Stopping()  # begun by the worker's stop: batches hand nothing more over
+        self.open_incidents = OpenIncidents()  # where reports were seen going, to read first
         # Plans, prompts, single deliveries and a fan-out's first batches are done at once,
         # beside their maker.
         self.at_once = AtOnce(send, (topics.INCIDENT_EVENTS, topics.APPROVAL_EVENTS,
@@ -114,7 +113,7 @@ class Pipeline:
         path = self.rt.city.ancestors(report.area)
         taken = await take_in_report(self.rt.redis, self.rt.keys, report,
                                      settings.correlation_window_s, settings.claim_similarity,
-                                     path, settings.surge_window_s)
+                                     path, settings.surge_window_s, self.open_incidents)
         obs.REPORTS_TAKEN_IN.labels("new" if taken.first_time else "replay").inc()
         if taken.first_time and taken.opened:
             obs.INCIDENTS_OPENED.labels(str(report.exercise).lower()).inc()
@@ -157,21 +156,25 @@ class Pipeline:
         await self._plan_opened(event)
 
     async def _plan_opened(self, event: IncidentOpened) -> None:
-        await self._plan(event)
-        await outbox.done(self.rt.redis, self.rt.keys, [opened_message_id(event.incident_id)])
+        opened = opened_message_id(event.incident_id)
+        if not await self._plan(event, opened):
+            await outbox.done(self.rt.redis, self.rt.keys, [opened])
 
-    async def _plan(self, event: IncidentOpened) -> None:
+    async def _plan(self, event: IncidentOpened, carried: str) -> bool:
+        """Plan, then ask; True when the kept message `carried` (the opened incident) was
+        forgotten with its request's prompts kept."""
         result = await plan_incident(self.rt, event.incident_id, utcnow())
         log.info("incident planned", incident_id=event.incident_id, playbook=result.playbook_id,
                  approval=result.request.id if result.request else None,
                  first_time=result.first_time)
         if result.request is None:
-            return
+            return False
         if result.first_time:
             obs.APPROVALS_REQUESTED.inc()
             obs.STAGE_LATENCY.labels("report_to_approval_request").observe(
                 since(event.report.received_at))
-        await self._ask(result.request, result.reach, result.draft)
+        return await self._ask(result.request, result.reach, result.draft, result.record,
+                               carried)
 
     async def steer(self, event: RedraftRequested | IncidentClosed | IncidentMerged) -> None:
         """A duty officer's action on an incident (from the console or the CLI)."""
@@ -188,23 +191,30 @@ class Pipeline:
             await self._ask(outcome.request)
 
     async def _ask(self, request: ApprovalRequest, reach: ReachInputs | None = None,
-                   draft: Draft | None = None) -> None:
+                   draft: Draft | None = None, row: dict[str, str] | None = None,
+                   carried: str | None = None) -> bool:
         """Arm the request's timers and prompt its first holders. Also on a replay: timers
         and prompts have deterministic ids, so this re-arms what a crash between the Redis
         write and here would have lost, and nothing more. (The request itself is not put on
-        `approval-events`: nothing consumed it there; the audit stream records it.) `reach`
-        and `draft`: what the planner just wrote, not read back."""
+        `approval-events`: nothing consumed it there; the audit stream records it.) `reach`,
+        `draft` and `row` (the request's record with its reach): what the planner just
+        wrote, not read back. True when the kept message `carried` was forgotten with the
+        prompts kept (see :meth:`_send_prompts`)."""
         # What the draft would reach and cost, on the request before anyone is asked.
-        row = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city, request.id,
-                                      request.incident_id, request.draft_id, reach)
+        if row is None:
+            row = await record_with_reach(self.rt.redis, self.rt.keys, self.rt.city,
+                                          request.id, request.incident_id, request.draft_id,
+                                          reach)
         record = ApprovalRecord.from_hash(row)
         for timer in level_timers(record):
             self.schedule(timer)
-        if record.status == "pending" and record.phase == "level":
-            prompts = prompts_for("request", record, record.holders, self.rt.city.people,
-                                  utcnow(), self.rt.settings.timezone)
-            await self._send_prompts(prompts, draft if draft and draft.id == request.draft_id
-                                     else None)
+        if record.status != "pending" or record.phase != "level":
+            return False
+        prompts = prompts_for("request", record, record.holders, self.rt.city.people,
+                              utcnow(), self.rt.settings.timezone)
+        await self._send_prompts(prompts, draft if draft and draft.id == request.draft_id
+                                 else None, carried)
+        return carried is not None
 
     async def prompt(self, value: bytes) -> None:
         """A prompt on the topic (an escalation's, or one its planner did not finish)."""
@@ -315,14 +325,15 @@ class Pipeline:
             await self.on_timer(kind, approval_id, number, 0.0)
         return len(due)
 
-    async def _send_prompts(self, prompts: list[ApprovalPrompt],
-                            draft: Draft | None = None) -> None:
+    async def _send_prompts(self, prompts: list[ApprovalPrompt], draft: Draft | None = None,
+                            carried: str | None = None) -> None:
         """Each prompt kept until it is handed on (a cut-off one is sent to `prompt` by the
         outbox's drain), then handled at once, beside the planner: no hop through
-        `approval-events` between an approval request and its approvers' phones."""
+        `approval-events` between an approval request and its approvers' phones. The kept
+        message `carried`, whose work the prompts carry on, is forgotten with their keeping."""
         kept = {prompt_message_id(p.id): (topics.APPROVAL_EVENTS.name, p.incident_id,
                                           p.to_bytes()) for p in prompts}
-        await outbox.keep(self.rt.redis, self.rt.keys, kept)
+        await outbox.keep(self.rt.redis, self.rt.keys, kept, [carried] if carried else [])
         for p in prompts:
             message_id = prompt_message_id(p.id)
             await self.at_once.start(self._prompt(p, draft), topics.APPROVAL_EVENTS,
@@ -361,38 +372,6 @@ class Pipeline:
         await outbox.done(self.rt.redis, self.rt.keys, [statement_message_id(statement.id)])
         log.info("statement published", incident_id=statement.incident_id,
                  statement=statement.id, deliveries_queued=queued)
-
-
-def decode(model: type[M], value: bytes) -> M:
-    """The event, or BadEvent naming what is wrong with it."""
-    try:
-        return model.model_validate_json(value)
-    except ValidationError as exc:
-        raise BadEvent(describe(exc)) from exc
-
-
-def decode_approval_event(value: bytes) -> ApprovalEvent:
-    """An approval request or prompt, or BadEvent."""
-    try:
-        return _approval_events.validate_json(value)
-    except ValidationError as exc:
-        raise BadEvent(describe(exc)) from exc
-
-
-def decode_incident_event(value: bytes) -> IncidentEvent:
-    """An incident event of any type, or BadEvent."""
-    try:
-        return _incident_events.validate_json(value)
-    except ValidationError as exc:
-        raise BadEvent(describe(exc)) from exc
-
-
-def describe(exc: ValidationError) -> str:
-    """`field: message; ...` for the first few errors."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '(value)'}: {err['msg']}"
-        for err in exc.errors(include_url=False)[:5]
-    )
 
 
 def since(moment: datetime) -> float:

@@ -51,13 +51,21 @@ class Script:
             return await redis.eval(self.script, len(keys), *keys, *args)  # caches it too
 
     def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
-        """Queue it in a pipeline run by :func:`run_pipeline`. The first pipeline of the
+        """Queue it in a pipeline run by :func:`run_pipeline`, or in a transaction whose
+        caller handles NoScriptError (:meth:`forget_loaded`). The first pipeline of the
         process makes sure the server has it (redis-py sends SCRIPT EXISTS, and LOAD if
         needed, before executing); later ones do not ask again."""
         if not self.loaded:
             pipe.scripts.add(self)
             self.loaded = True
         pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+    @classmethod
+    def forget_loaded(cls) -> None:
+        """Redis answered NoScriptError (restarted since): the next pipeline that queues a
+        script loads it again."""
+        for script in cls._all:
+            script.loaded = False
 
 
 async def run_pipeline(redis: Redis, fill: Callable[[Pipeline], None]) -> list[Any]:
@@ -72,8 +80,7 @@ async def run_pipeline(redis: Redis, fill: Callable[[Pipeline], None]) -> list[A
             except NoScriptError:
                 if attempt:
                     raise
-                for script in Script._all:
-                    script.loaded = False
+                Script.forget_loaded()
     raise AssertionError("unreachable")
 
 

@@ -16,7 +16,7 @@ from coordinator.dispatch.audience import queue_audience
 from coordinator.events import RenderedText
 from coordinator.keys import Keys
 from coordinator.languages import Languages
-from coordinator.state import Redis, Script
+from coordinator.state import Pipeline, Redis, Script
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,10 @@ class ReachInputs:
     updates_earlier: bool = False
 
 
-async def _count(redis: Redis, keys: Keys, city: City, inputs: ReachInputs,
-                 keep_on: str | None) -> list[Any]:
-    """Run `_REACH` for `inputs`; kept on the request `keep_on`, when given."""
+def _call(keys: Keys, city: City, inputs: ReachInputs, keep_on: str | None
+          ) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of `_REACH` for `inputs`; kept on the request `keep_on`, when
+    given. Pure."""
     tag = uuid.uuid4().hex
     into, sms_part, scratch = (keys.subs_bits("tmp", f"{tag}:{p}")
                                for p in ("reach", "sms", "lang"))
@@ -158,15 +159,29 @@ async def _count(redis: Redis, keys: Keys, city: City, inputs: ReachInputs,
     for language, cost in costs.items():
         args += [index(keys.subs_bits("lang", language)), cost]
     args.append(default_cost)
-    result: list[Any] = await _REACH(redis, list(names), args)
-    return result
+    return list(names), args
+
+
+def queue_reach_kept(pipe: Pipeline, keys: Keys, city: City, approval_id: str,
+                     inputs: ReachInputs) -> None:
+    """Inside the MULTI that writes the request `approval_id`, after it: count its draft's
+    reach and keep it on the request, whose record (with its reach) the EXEC returns
+    (:func:`kept_record`). A Redis that lost the script (restarted since this process
+    loaded it) fails this one command with NoScriptError, after the rest is written."""
+    _REACH.queue(pipe, *_call(keys, city, inputs, keys.approval(approval_id)))
+
+
+def kept_record(reply: list[Any]) -> dict[str, str]:
+    """The request's record, from `_REACH`'s reply when it keeps the reach. Pure."""
+    _, flat = reply
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def reach_of(redis: Redis, keys: Keys, city: City, inputs: ReachInputs) -> Reach:
     """Count the audience of a draft per channel, and its SMS segments per language (of a
     drill: its drill audience; of an update: with those reached before), inside Redis, in
     one script that also deletes the bitmaps it made."""
-    _, sms, email, segments = await _count(redis, keys, city, inputs, None)
+    _, sms, email, segments = await _REACH(redis, *_call(keys, city, inputs, None))
     return Reach(int(sms), int(email), int(segments))
 
 
@@ -188,5 +203,5 @@ async def record_with_reach(redis: Redis, keys: Keys, city: City, approval_id: s
             incident_id, area, kind,
             [RenderedText.model_validate(t) for t in stored["texts"] if t["channel"] == "sms"],
             exercise == "1", drill_list or None, bool(stored.get("references")))
-    _, flat = await _count(redis, keys, city, inputs, keys.approval(approval_id))
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    return kept_record(await _REACH(redis, *_call(keys, city, inputs,
+                                                  keys.approval(approval_id))))

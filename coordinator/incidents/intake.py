@@ -48,20 +48,51 @@ def incident_id_for(seq: int) -> str:
     return f"INC-{seq:05d}"
 
 
+class OpenIncidents:
+    """The incident each correlation key was last seen open as, in this process: the one a
+    report of that kind and area most likely joins, read with the report's own record (one
+    round trip less a report) rather than after it. Only ever a guess: the intake checks it
+    against the open incident it reads."""
+
+    MOST = 10_000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def likely(self, report: Report) -> str | None:
+        """The incident `report` most likely joins: the one it names, else the last seen
+        open for its kind and area (none for a claim, matched by its words)."""
+        if report.attach_to or report.claim:
+            return report.attach_to
+        return self._seen.get(report.correlation_key())
+
+    def saw(self, report: Report, taken: TakenIn) -> None:
+        """Where a report of no claim and no chosen incident went: its key's open one."""
+        if report.attach_to or report.claim or not taken.first_time:
+            return
+        if len(self._seen) >= self.MOST:
+            self._seen.clear()
+        self._seen[report.correlation_key()] = taken.incident_id
+
+
 async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: float,
                          claim_threshold: float = 0.4, surge_path: Sequence[str] = (),
-                         surge_window_s: float = 600.0) -> TakenIn:
+                         surge_window_s: float = 600.0,
+                         seen: OpenIncidents | None = None) -> TakenIn:
     """Record the report in an incident, exactly once; the outbox entry goes with it, and
     so does its count for the surge detector in each area of `surge_path` (not a drill's),
     with the detector's reads (`surge_seen`). An incident it opens is kept to be planned
     (``outbox``, not sent: the caller plans it at once, and the drain sends it to
-    `incident-events` should that be cut off)."""
+    `incident-events` should that be cut off). `seen`: where this process saw reports of
+    its kind and area go, updated."""
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
-    watched, reads = _first_reads(keys, report)
+    likely = seen.likely(report) if seen is not None else report.attach_to
+    watched, reads = _first_reads(keys, report, likely)
 
     async def body(pipe: Pipeline) -> tuple[TakenIn, int]:  # and the surge reads queued last
         done, *open_now = await watch_and_read(pipe, watched, *reads)
+        likely_row = open_now.pop() if likely else None
         if done:
             pipe.multi()
             pipe.hdel(keys.outbox(), report.id)
@@ -73,7 +104,8 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         else:
             current, gone = await _same_claim(pipe, keys, report.claim, claims_key,
                                               claim_threshold)
-        incident = await _joinable(pipe, keys, current, report, window_s)
+        incident = await _joinable(pipe, keys, current, report, window_s,
+                                   likely_row if current == likely else None)
         if current and incident:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
@@ -96,31 +128,38 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
 
     replies: list[Any] = []
     taken, surge_reads = await transact(redis, [], body, replies=replies)  # body watches
+    if seen is not None:
+        seen.saw(report, taken)
     if surge_reads:
         return dataclasses.replace(taken, surge_seen=replies[-surge_reads:])
     return taken
 
 
-def _first_reads(keys: Keys, report: Report) -> tuple[list[str], list[tuple[str, str]]]:
+def _first_reads(keys: Keys, report: Report, likely: str | None
+                 ) -> tuple[list[str], list[tuple[str, str]]]:
     """What the intake watches, and what it reads first (with the WATCH, in one round trip):
-    the report's record, and the open incident it may join unless it names its own. Pure."""
+    the report's record, the open incident it may join unless it names its own, and the
+    incident it most likely joins (`likely`: the one it names, or a guess), last. Pure."""
     report_key, open_key = keys.report(report.id), keys.open_incident(report.correlation_key())
     watched = [report_key, keys.open_claims(report.exercise) if report.claim else open_key]
-    if report.attach_to:
-        watched.append(keys.incident(report.attach_to))
     reads = [("HGETALL", report_key)]
     if not (report.attach_to or report.claim):
         reads.append(("GET", open_key))
+    if likely:
+        watched.append(keys.incident(likely))
+        reads.append(("HGETALL", keys.incident(likely)))
     return watched, reads
 
 
 async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Report,
-                    window_s: float) -> Incident | None:
-    """The incident `current`, when the report may join it (watched from here on)."""
+                    window_s: float, row: dict[str, str] | None = None) -> Incident | None:
+    """The incident `current`, when the report may join it (watched from here on; `row`:
+    read with the first reads, already watched)."""
     if not current:
         return None
-    (row,) = await watch_and_read(pipe, [keys.incident(current)], ("HGETALL",
-                                                                   keys.incident(current)))
+    if row is None:
+        (row,) = await watch_and_read(pipe, [keys.incident(current)],
+                                      ("HGETALL", keys.incident(current)))
     if not row:
         return None
     incident = Incident.from_hash(row)

@@ -10,10 +10,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from redis.exceptions import NoScriptError
 
 from coordinator.access import may_publish_on_exhaustion
 from coordinator.approvals.chain import snapshot_chain
-from coordinator.dispatch.reach import ReachInputs
+from coordinator.dispatch.reach import ReachInputs, kept_record, queue_reach_kept
 from coordinator.errors import TemplateRenderError
 from coordinator.escalation.policy import enter_level
 from coordinator.events import ApprovalRequest, AuditEvent, Draft, ExhaustionRule, Severity
@@ -30,7 +33,7 @@ from coordinator.plan.selection import Selection, select_playbook
 from coordinator.playbooks.models import Playbook
 from coordinator.playbooks.render import IncidentFacts, facts_of, render_draft
 from coordinator.runtime import Runtime
-from coordinator.state import Pipeline, queue_audit, transact, watch_and_read
+from coordinator.state import Pipeline, Script, queue_audit, transact, watch_and_read
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,18 @@ class Plan:
     playbook_id: str
     request: ApprovalRequest | None
     first_time: bool
-    # What was just drafted, and what its reach is counted from (None: read them back).
+    # What was just drafted, what its reach is counted from, and the request's record with
+    # its reach, as the plan's transaction left it (None: read them back).
     draft: Draft | None = None
     reach: ReachInputs | None = None
+    record: dict[str, str] | None = None
 
 
 async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
-    """Select, draft and request approval once; raises KeyError for an unknown incident."""
+    """Select, draft and request approval once; raises KeyError for an unknown incident.
+    The request's reach is counted and kept on it in the same transaction."""
     key = rt.keys.incident(incident_id)
+    made: list[Plan] = []
 
     async def body(pipe: Pipeline) -> Plan:
         (incident,) = await watch_and_read(pipe, [key], ("HGETALL", key))
@@ -80,10 +87,21 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         reach = ReachInputs(incident_id, facts.area, facts.kind,
                             [t for t in texts if t.channel == "sms"], facts.exercise,
                             incident.get("drill_list") or None)
-        return Plan(incident_id, playbook.id, request, first_time=True, draft=draft,
-                    reach=reach)
+        if request is not None:
+            queue_reach_kept(pipe, rt.keys, rt.city, request.id, reach)  # queued last
+        made.append(Plan(incident_id, playbook.id, request, first_time=True, draft=draft,
+                         reach=reach))
+        return made[-1]
 
-    return await transact(rt.redis, [], body)  # the body watches the incident
+    replies: list[Any] = []
+    try:
+        plan = await transact(rt.redis, [], body, replies=replies)  # the body watches
+    except NoScriptError:  # all but the reach was written: the caller counts it apart
+        Script.forget_loaded()
+        return made[-1]
+    if plan.first_time and plan.request is not None:
+        return dataclasses.replace(plan, record=kept_record(replies[-1]))
+    return plan
 
 
 def choose_playbook(rt: Runtime, facts: IncidentFacts, chosen: str | None) -> Selection:

@@ -28,6 +28,7 @@ from coordinator.events import (
     Severity,
     Statement,
 )
+from coordinator.incidents.intake import take_in_report
 from coordinator.incidents.surge import detect, queue_count, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.model.incident import Incident, IncidentStatus
@@ -253,6 +254,31 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
     assert not await rt.redis.hget(rt.keys.incident(incident_id), "approval_id")
     assert await drainer(rt, broker_up).round() == 1
     assert sent == [("incident-events", incident_id)]
+
+
+async def test_a_plan_forgets_its_opened_incident_as_it_keeps_its_prompts(
+        rt: Runtime) -> None:
+    """The opened incident's kept message is forgotten in the transaction that keeps its
+    request's prompts: cut off between the two (here: shut down before the prompts start),
+    the prompts are kept and the plan is not made again."""
+    sent: list[tuple[str, str]] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append((spec.name, key))
+
+    taken = await take_in_report(rt.redis, rt.keys, a_report(3, "flood"), 600.0)
+    [(mid, _, _)] = await outbox.waiting(rt.redis, rt.keys)
+    assert mid == f"opened:{taken.incident_id}"
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    assert await pipeline.at_once.finish(0) == 0  # its prompts will not start
+    await pipeline._plan_opened(taken.opened_event(a_report(3, "flood")))
+    waiting = sorted(m for m, _, _ in await outbox.waiting(rt.redis, rt.keys))
+    approval_id = await rt.redis.hget(rt.keys.incident(taken.incident_id), "approval_id")
+    holders = ApprovalRecord.from_hash(
+        await rt.redis.hgetall(rt.keys.approval(approval_id))).holders
+    assert holders and len(waiting) == len(holders)
+    assert all(m.startswith("prompt:") for m in waiting)
+    assert sent == []
 
 
 async def test_work_that_finds_no_room_at_once_goes_on_its_topic(rt: Runtime) -> None:

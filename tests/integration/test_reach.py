@@ -125,8 +125,11 @@ async def test_the_planners_own_draft_and_reach_match_what_is_read_back(rt: Runt
     plan = await plan_incident(rt, taken.incident_id, NOW)
     assert plan.request is not None and plan.reach is not None and plan.draft is not None
     assert plan.reach.exercise and plan.reach.drill_list == "desk"
-    record = await record_with_reach(rt.redis, k, rt.city, plan.request.id, plan.incident_id,
-                                     plan.request.draft_id, plan.reach)
+    # counted and kept in the plan's own transaction: what is stored, and kept once
+    record = plan.record
+    assert record is not None and record == await rt.redis.hgetall(k.approval(plan.request.id))
+    assert await record_with_reach(rt.redis, k, rt.city, plan.request.id, plan.incident_id,
+                                   plan.request.draft_id, plan.reach) == record
     # the same request's reach counted from what is stored, on a copy of it
     await rt.redis.hset(k.approval("APR-COPY-1"), mapping={"status": "pending"})
     read_back = await record_with_reach(rt.redis, k, rt.city, "APR-COPY-1", plan.incident_id,
@@ -145,3 +148,36 @@ async def test_the_planners_own_draft_and_reach_match_what_is_read_back(rt: Runt
         assert (given is None) == (read is None)
         if given is not None and read is not None:  # (each made now: `at` differs)
             assert given.model_dump(exclude={"at"}) == read.model_dump(exclude={"at"})
+
+
+async def test_a_redis_that_lost_the_script_still_gets_the_plan_then_its_reach(
+        rt: Runtime) -> None:
+    """Redis restarted since the worker loaded the reach script: the plan's transaction
+    writes all the rest, the planner says its reach is not counted yet (no record), and
+    counting it apart keeps it, as the worker's pipeline does; later plans load it again."""
+    await register_people(rt)
+    k = rt.keys
+    report = Report(id="token:t:2", kind="flood", severity=Severity.severe, area="hn-ba-dinh",
+                    title="Ngập sâu", received_at=NOW)
+    first = await plan_incident(rt, (await take_in_report(rt.redis, k, report, 600.0)
+                                     ).incident_id, NOW)
+    assert first.record is not None  # the script is loaded now, as far as this process knows
+    await rt.redis.script_flush()
+    report = report.model_copy(update={"id": "token:t:3", "area": "hn-cau-giay"})
+    plan = await plan_incident(rt, (await take_in_report(rt.redis, k, report, 600.0)
+                                    ).incident_id, NOW)
+    assert plan.request is not None and plan.reach is not None and plan.first_time
+    assert plan.record is None
+    stored = await rt.redis.hgetall(k.approval(plan.request.id))
+    assert stored["status"] == "pending" and "reach" not in stored
+    assert (await rt.redis.hget(k.incident(plan.incident_id), "approval_id")) == plan.request.id
+    record = await record_with_reach(rt.redis, k, rt.city, plan.request.id, plan.incident_id,
+                                     plan.request.draft_id, plan.reach)
+    assert plan.draft is not None
+    [vi_sms] = [t for t in plan.draft.texts if (t.channel, t.language) == ("sms", "vi")]
+    # the one Cầu Giấy reader, a Vietnamese one on SMS
+    assert Reach.from_json(record["reach"]) == Reach(1, 0, vi_sms.segments or 0)
+    report = report.model_copy(update={"id": "token:t:4", "area": "hn-dong-da"})
+    again = await plan_incident(rt, (await take_in_report(rt.redis, k, report, 600.0)
+                                     ).incident_id, NOW)
+    assert again.record is not None and Reach.from_json(again.record["reach"]) == Reach(0, 0, 0)

@@ -1,0 +1,48 @@
+"""An event off the broker, decoded: its model, or BadEvent naming what is wrong with it
+(the agent sends it to `dead-letters` with that reason)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from coordinator.errors import BadEvent
+from coordinator.events import ApprovalEvent, IncidentEvent
+
+M = TypeVar("M", bound=BaseModel)
+_incident_events: TypeAdapter[IncidentEvent] = TypeAdapter(IncidentEvent)
+_approval_events: TypeAdapter[ApprovalEvent] = TypeAdapter(ApprovalEvent)
+
+
+def decode(model: type[M], value: bytes) -> M:
+    """The event, or BadEvent naming what is wrong with it."""
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        raise BadEvent(describe(exc)) from exc
+
+
+def decode_approval_event(value: bytes) -> ApprovalEvent:
+    """An approval request or prompt, or BadEvent."""
+    try:
+        return _approval_events.validate_json(value)
+    except ValidationError as exc:
+        raise BadEvent(describe(exc)) from exc
+
+
+def decode_incident_event(value: bytes) -> IncidentEvent:
+    """An incident event of any type, or BadEvent."""
+    try:
+        return _incident_events.validate_json(value)
+    except ValidationError as exc:
+        raise BadEvent(describe(exc)) from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """`field: message; ...` for the first few errors."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(value)'}: {err['msg']}"
+        for err in exc.errors(include_url=False)[:5]
+    )
+

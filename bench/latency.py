@@ -14,7 +14,9 @@ sandbox, one worker, one web process), then drives it from a separate load-clien
 
 Times come from Loa's own records in Redis (the report's `received_at`, the approval
 request's `created_at`, the prompt's and the statement SMS's hand-over in the audit trail)
-and, per hop, from the worker's `/metrics` histograms. The prompts' SMS channel is not
+and, per hop, from the worker's `/metrics` histograms; the web's own part of each accept
+from the web's `/metrics` (`http_accept_in_web`; the rest of `http_accept` is outside it:
+sockets, the HTTP server's parsing, the load client, a busy CPU). The prompts' SMS channel is not
 throttled, so the pipeline is what is measured. Prints one JSON object.
 
     .venv/bin/python bench/latency.py
@@ -73,6 +75,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     metrics_url: str = ""
     web_url: str = ""
+    monitor_token: str = ""  # reads the web's /metrics
 
     @classmethod
     def start(cls, root: Path, workers: int = 1, fsync: Literal["always", "everysec"] = "always",
@@ -95,6 +98,7 @@ class Stack:
         stack.web_url = f"http://127.0.0.1:{web_port}"
         try:  # a part that does not come up stops the others, not leaving them running
             stack.bring_up(sms_port, web_port, metrics_port, workers)
+            stack.monitor_token = make_token(stack.env, "bench-monitor", "monitor")
         except BaseException:
             stack.stop()
             raise
@@ -158,18 +162,35 @@ def quantiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 1)}
 
 
-def histograms(metrics_url: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """Each per-topic histogram of the worker's /metrics: (name, topic) -> [(le, count)]."""
+def histograms(metrics_url: str, names: tuple[str, ...] = ("loa_hop_wait_seconds",
+                                                            "loa_handler_seconds"),
+               token: str = "") -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """Each histogram `names` of a /metrics (the worker's; the web's with a monitor's
+    `token`), per topic: (name, topic or "") -> [(le, count)]."""
     found: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    text = httpx.get(metrics_url, timeout=30).text
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    text = httpx.get(metrics_url, timeout=30, headers=headers).text
     for family in text_string_to_metric_families(text):
-        if family.name not in ("loa_hop_wait_seconds", "loa_handler_seconds"):
+        if family.name not in names:
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
-                key = (family.name, sample.labels["topic"])
+                key = (family.name, sample.labels.get("topic", ""))
                 found.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
     return found
+
+
+def web_accept(stack: Stack) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """The web's own time answering `POST /api/reports` so far (loa_report_accept_seconds)."""
+    return histograms(f"{stack.web_url}/metrics", ("loa_report_accept_seconds",),
+                      stack.monitor_token)
+
+
+def in_web(before: dict[tuple[str, str], list[tuple[float, float]]],
+           after: dict[tuple[str, str], list[tuple[float, float]]]) -> dict[str, Any]:
+    """p50 and p99 (ms) of the web's own part of the accepts over a run."""
+    figures = hop_quantiles(before, after).get("report_accept", {}).get("", {})
+    return {k: v for k, v in figures.items() if k != "events"}
 
 
 def hop_quantiles(before: dict[tuple[str, str], list[tuple[float, float]]],
@@ -281,7 +302,7 @@ def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, 
               for i in range(len(KINDS) * len(areas))]
     pids = stack.pids()
     cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-    hist_before = histograms(stack.metrics_url)
+    hist_before, web_before = histograms(stack.metrics_url), web_accept(stack)
     commands_before = redis_commands(r)
     requests_before = r.zcard(keys.approvals())
     client, finished = drive(stack, token, rate, seconds, bodies)
@@ -297,6 +318,7 @@ def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, 
     cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in pids.items()}
     time.sleep(1.5)  # the worker's last observations are in /metrics
     hops = hop_quantiles(hist_before, histograms(stack.metrics_url))
+    web_part = in_web(web_before, web_accept(stack))
     last_requested = max((x["requested_at"] for x in done), default=finished)
     result = {
         "mix": "own", "rate": rate, "seconds": seconds,
@@ -305,6 +327,7 @@ def run_own(stack: Stack, token: str, rate: float, seconds: float) -> dict[str, 
         "planned": len(done),
         "http_accept": quantiles([row[1] / 1000 for row in client["results"]
                                   if row[2] == 202]),
+        "http_accept_in_web": web_part,
         "report_to_approval_request": quantiles(
             [x["requested_at"] - x["received_at"] for x in done]),
         "report_to_prompt_handed_over": quantiles(
@@ -352,7 +375,7 @@ def run_storm(stack: Stack, token: str, rate: float, seconds: float,
                "title": f"Ngập sâu ({n})"} for n in range(5) for area in areas]
     pids = stack.pids()
     cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
-    hist_before = histograms(stack.metrics_url)
+    hist_before, web_before = histograms(stack.metrics_url), web_accept(stack)
     client, finished = drive(stack, token, rate, seconds, bodies)
     accepted = [row[3] for row in client["results"] if row[2] == 202]
     deadline = time.time() + 120
@@ -381,6 +404,7 @@ def run_storm(stack: Stack, token: str, rate: float, seconds: float,
         "incidents": len(by_incident), "incidents_with_a_wrong_report": wrong,
         "http_accept": quantiles([row[1] / 1000 for row in client["results"]
                                   if row[2] == 202]),
+        "http_accept_in_web": in_web(web_before, web_accept(stack)),
         "report_to_approval_request_opening_reports": quantiles(
             [x["requested_at"] - x["received_at"] for x in opening]),
         "backlog_taken_in_s_after_run": round(max(0.0, taken_in - finished), 3),

@@ -36,6 +36,12 @@ HANDLER_TIME = Histogram(
     "loa_handler_seconds", "A handler's own time for one event, per topic (retries included)",
     ["topic"], buckets=_HOP_BUCKETS,
 )
+REPORT_ACCEPT = Histogram(
+    "loa_report_accept_seconds",
+    "POST /api/reports in the web process: from its outermost middleware taking the request "
+    "to the answer handed to the HTTP server (the rest of a client's wait is outside: "
+    "sockets, the server's parsing, a busy CPU)", buckets=_HOP_BUCKETS,
+)
 FETCH_WAIT = Gauge(
     "loa_fetch_wait_seconds",
     "How long the worker's next fetch may wait at the broker: short while records flow or "

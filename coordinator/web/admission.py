@@ -5,15 +5,21 @@ Unavailable` with `Retry-After: 1` at once, costing almost nothing, rather than 
 behind the others until each takes half a minute. The live event streams (`/events`) and
 the health checks are not counted: a stream mostly waits, and a load balancer must still
 see the process alive.
+
+Being the outermost of Loa's middlewares, it also times the report intake's answer
+(`loa_report_accept_seconds`), so that /metrics tells the web's own part of a filer's wait.
 """
 
 from __future__ import annotations
+
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coordinator import observability as obs
 
 UNCOUNTED = ("/events", "/healthz", "/metrics")
+REPORTS = "/api/reports"  # POST: the report intake, timed
 
 
 class Admission:
@@ -37,7 +43,10 @@ class Admission:
                         "body": "Quá tải, vui lòng thử lại. / Busy, try again.\n".encode()})
             return
         self.in_flight += 1
+        started = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            if scope["path"] == REPORTS and scope["method"] == "POST":
+                obs.REPORT_ACCEPT.observe(time.perf_counter() - started)

@@ -220,3 +220,20 @@ def test_health_and_metrics(stack: Stack) -> None:
     assert public_health.json() == {"status": "ok"} and public_metrics.status_code == 401
     assert "loa_reports_accepted_total" in metrics
     assert "/api/reports" in schema["paths"]
+
+
+def test_metrics_time_the_web_s_part_of_each_report_accepted(stack: Stack) -> None:
+    """`loa_report_accept_seconds`: one observation a POST /api/reports, so that a slow
+    accept can be told apart from the web's own time."""
+    monitor = stack.token("prometheus-accepts", "monitor")
+
+    def accepts() -> float:
+        with stack.http(monitor) as http:
+            text = http.get("/metrics").text
+        counts = [line for line in text.splitlines()
+                  if line.startswith("loa_report_accept_seconds_count")]
+        return float(counts[0].split()[-1]) if counts else 0.0
+
+    before = accepts()
+    post_report(stack, report_body("hn-ba-dinh"))
+    assert accepts() == before + 1

@@ -38,7 +38,8 @@ HANDLER_TIME = Histogram(
 )
 REPORT_ACCEPT = Histogram(
     "loa_report_accept_seconds",
-    "POST /api/reports in the web process: from its outermost middleware taking the request "
+    "POST /api/reports admitted by the web process (any answer: 202, or a refusal such as "
+    "422; not the 503 of a full process): from its outermost middleware taking the request "
     "to the answer handed to the HTTP server (the rest of a client's wait is outside: "
     "sockets, the server's parsing, a busy CPU)", buckets=_HOP_BUCKETS,
 )

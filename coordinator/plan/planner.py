@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ExecAbortError, NoScriptError
 
 from coordinator.access import may_publish_on_exhaustion
 from coordinator.approvals.chain import snapshot_chain
@@ -96,8 +96,10 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
     replies: list[Any] = []
     try:
         plan = await transact(rt.redis, [], body, replies=replies)  # the body watches
-    except NoScriptError:  # all but the reach was written: the caller counts it apart
+    except NoScriptError as exc:  # all but the reach was written: the caller counts it apart
         Script.forget_loaded()
+        if isinstance(exc.__cause__, ExecAbortError):  # refused whole: nothing was written
+            raise
         return made[-1]
     if plan.first_time and plan.request is not None:
         return dataclasses.replace(plan, record=kept_record(replies[-1]))

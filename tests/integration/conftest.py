@@ -16,7 +16,7 @@ from coordinator.keys import Keys
 from coordinator.playbooks.loader import load_playbooks
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
-from coordinator.state import connect
+from coordinator.state import Script, connect
 from tests.conftest import FIXTURE_MAP
 from tests.integration.browser import CHROMIUM, Chromium
 from tests.integration.smtp_server import Inbox, smtp_server
@@ -33,8 +33,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A private redis-server (nothing on disk) for the tests of one module, which write
-    under their own key prefixes."""
+    under their own key prefixes. A new server knows none of the scripts this process loaded
+    into the last one: they are loaded again (else a transaction queuing one would take the
+    path of a Redis that lost them, depending on which module ran before)."""
     service = start_redis(tmp_path_factory.mktemp("redis"), appendonly=False)
+    Script.forget_loaded()
     yield service
     service.stop()
 

@@ -45,8 +45,10 @@ async def test_reports_of_one_place_join_the_incident_they_were_seen_going_to(
     assert await watch_calls(rt) - watches == 1 + 2  # without a guess: read after it
     assert await rt.redis.hget(rt.keys.incident(first.incident_id), "report_count") == "3"
     # a replay is where it was, and teaches nothing new
+    seen.saw(report(7), TakenIn("INC-77777", opened=True, first_time=True))  # marked
     again = await take_in_report(rt.redis, rt.keys, report(2, minutes=1), WINDOW_S, seen=seen)
     assert (again.incident_id, again.first_time) == (first.incident_id, False)
+    assert seen.likely(report(8)) == "INC-77777"  # the replay taught nothing
 
 
 async def test_a_wrong_or_stale_guess_changes_nothing(rt: Runtime) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import structlog
@@ -257,10 +258,10 @@ async def test_an_opened_incident_is_planned_at_once_and_kept_until_then(rt: Run
 
 
 async def test_a_plan_forgets_its_opened_incident_as_it_keeps_its_prompts(
-        rt: Runtime) -> None:
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """The opened incident's kept message is forgotten in the transaction that keeps its
-    request's prompts: cut off between the two (here: shut down before the prompts start),
-    the prompts are kept and the plan is not made again."""
+    request's prompts: a worker that dies right after that transaction leaves the prompts
+    kept (the drain hands them on) and nothing that would plan the incident again."""
     sent: list[tuple[str, str]] = []
 
     async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
@@ -269,15 +270,22 @@ async def test_a_plan_forgets_its_opened_incident_as_it_keeps_its_prompts(
     taken = await take_in_report(rt.redis, rt.keys, a_report(3, "flood"), 600.0)
     [(mid, _, _)] = await outbox.waiting(rt.redis, rt.keys)
     assert mid == f"opened:{taken.incident_id}"
+    real_keep = outbox.keep
+
+    async def keep_then_die(*args: Any, **kwargs: Any) -> None:
+        await real_keep(*args, **kwargs)
+        raise ConnectionError("the worker dies here")
+
+    monkeypatch.setattr(outbox, "keep", keep_then_die)
     pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
-    assert await pipeline.at_once.finish(0) == 0  # its prompts will not start
-    await pipeline._plan_opened(taken.opened_event(a_report(3, "flood")))
+    with pytest.raises(ConnectionError):
+        await pipeline._plan_opened(taken.opened_event(a_report(3, "flood")))
     waiting = sorted(m for m, _, _ in await outbox.waiting(rt.redis, rt.keys))
     approval_id = await rt.redis.hget(rt.keys.incident(taken.incident_id), "approval_id")
     holders = ApprovalRecord.from_hash(
         await rt.redis.hgetall(rt.keys.approval(approval_id))).holders
     assert holders and len(waiting) == len(holders)
-    assert all(m.startswith("prompt:") for m in waiting)
+    assert all(m.startswith("prompt:") for m in waiting)  # not `opened:` any more
     assert sent == []
 
 

@@ -236,4 +236,6 @@ def test_metrics_time_the_web_s_part_of_each_report_accepted(stack: Stack) -> No
 
     before = accepts()
     post_report(stack, report_body("hn-ba-dinh"))
+    # observed as the middleware unwinds, just after the answer went out
+    wait_for(lambda: accepts() > before, timeout_s=5)
     assert accepts() == before + 1

@@ -35,7 +35,9 @@ def test_replays_attachments_and_claims_teach_nothing() -> None:
     assert seen.likely(report(3, attach_to="INC-00007")) == "INC-00007"
     rumour = Report(id="token:t:4", kind="misinformation", severity=Severity.moderate,
                     area="hn-ba-dinh", title="Tin đồn", claim="đê vỡ")
+    seen.saw(rumour, TakenIn("INC-00006", opened=True, first_time=True))
     assert seen.likely(rumour) is None
+    assert seen.likely(report(5)) == "INC-00001"
 
 
 def test_it_holds_a_bounded_number_of_places() -> None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from channels.base import StatusReport, Tracking
 from channels.twilio_webhooks import StatusUpdate
 from coordinator.dispatch.handover import PROGRESS, Outcome
-from coordinator.dispatch.status_callbacks import ENDING, record_statuses
+from coordinator.dispatch.status_callbacks import ENDING, apply_statuses
 from coordinator.events import DeliveryRequest
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Script
@@ -156,26 +156,38 @@ async def sweep_statuses(rt: Runtime, channel: Tracking, now: datetime,
                for d, a in answers.items() if isinstance(a, StatusReport)}
     # The callback script moves each forward only, counts it once, and at an ending takes
     # it out of the set; one not final yet stays, asked again once it is twice as old.
-    await record_statuses(redis, keys, list(updates.values()), now)
+    applied = dict(zip(updates, await apply_statuses(redis, keys, list(updates.values()),
+                                                     now), strict=True))
     swept = Swept(settled=settled, given_up=given_up)
     later: dict[str, float] = {}
     for delivery_id in ask:
-        answer = answers.get(delivery_id)
-        if isinstance(answer, StatusReport):
-            rank = PROGRESS.get(answer.status, 0)
-            if rank > PROGRESS.get(rows[delivery_id][0] or "", 0):
-                swept.moved.append(delivery_id)
-            else:
-                swept.waiting.append(delivery_id)
-            if rank < ENDING:
-                later[delivery_id] = at + ask_again_in(
-                    _age_s(rows[delivery_id][3], now), rt.settings.status_ask_after_s)
-        elif answer is not None:  # not answered: asked again after the interval
-            swept.unanswered.append(delivery_id)
-            swept.error = swept.error or str(answer)
+        found = applied.get(delivery_id)
+        if place_answer(swept, delivery_id, answers.get(delivery_id), bool(found and found[1])):
+            later[delivery_id] = at + ask_again_in(
+                _age_s(rows[delivery_id][3], now), rt.settings.status_ask_after_s)
     if later:  # XX: one whose ending came meanwhile is not put back
         await redis.zadd(keys.unconfirmed(), later, xx=True)
     return swept
+
+
+def place_answer(swept: Swept, delivery_id: str, answer: StatusReport | Exception | None,
+                 moved: bool) -> bool:
+    """File an asked delivery in `swept` by the provider's answer (`moved`: applying it moved
+    the record on; one it did not move to an ending was settled by its callback meanwhile);
+    True when it is to be asked again (not final there). Pure but for `swept`."""
+    if isinstance(answer, StatusReport):
+        rank = PROGRESS.get(answer.status, 0)
+        if moved:
+            swept.moved.append(delivery_id)
+        elif rank >= ENDING:
+            swept.settled.append(delivery_id)
+        else:
+            swept.waiting.append(delivery_id)
+        return rank < ENDING
+    if answer is not None:  # not answered: asked again after the interval
+        swept.unanswered.append(delivery_id)
+        swept.error = swept.error or str(answer)
+    return False
 
 
 async def _ask(channel: Tracking, ask: dict[str, str]

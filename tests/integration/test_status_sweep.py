@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from channels.base import OutboundMessage
+from channels.base import OutboundMessage, StatusReport
 from channels.sms import SmsChannel, TwilioAccount
 from channels.twilio_webhooks import StatusUpdate
 from coordinator.dispatch import batch_run
@@ -151,6 +151,41 @@ async def test_a_message_not_final_yet_is_asked_again_and_one_unknown_is_given_u
             assert await rt.redis.zcard(rt.keys.unconfirmed()) == 0
         finally:
             await channel.close()
+
+
+class CallbackWhileAsked:
+    """The real channel, but each message's own `delivered` callback comes (applied as the
+    web applies it) while the sweep asks the provider about it."""
+
+    def __init__(self, rt: Runtime, channel: SmsChannel) -> None:
+        self.rt, self.channel = rt, channel
+
+    async def status_of(self, provider_id: str) -> StatusReport | None:
+        await record_statuses(self.rt.redis, self.rt.keys,
+                              [StatusUpdate(provider_id, "delivered", "")], utcnow())
+        return await self.channel.status_of(provider_id)
+
+
+async def test_a_callback_that_comes_while_the_provider_is_asked_is_not_counted_as_moved(
+        rt: Runtime, sandbox: tuple[SmsSandbox, str]) -> None:
+    """The sweep read the record at `queued`; the callback then moved it to `delivered`;
+    the provider's answer, `delivered` too, moves nothing more: the message is settled by
+    its callback, not moved by the sweep, and counted delivered once."""
+    box, url = sandbox
+    box.reset()
+    channel = channel_for(rt, url)
+    try:
+        sids = await hand_over_and_record(rt, channel, [request_for(1, "STM-00003-1")])
+        await _settled_at_the_provider(box, sids)
+        later = utcnow() + timedelta(seconds=rt.settings.status_ask_after_s + 1)
+        swept = await sweep_statuses(rt, CallbackWhileAsked(rt, channel), later)
+        assert (swept.moved, swept.settled, swept.waiting) == ([], ["d-1"], [])
+        assert await rt.redis.hget(rt.keys.delivery("d-1"), "status") == "delivered"
+        ledger = await rt.redis.hgetall(rt.keys.dispatch("STM-00003-1"))
+        assert (ledger["sms:sent"], ledger["sms:delivered"]) == ("1", "1")
+        assert await rt.redis.zcard(rt.keys.unconfirmed()) == 0
+    finally:
+        await channel.close()
 
 
 async def _settled_at_the_provider(box: SmsSandbox, sids: list[str]) -> None:

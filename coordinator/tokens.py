@@ -83,9 +83,9 @@ def new_token_record(name: str, role: str, city: City, department: str = "", are
 
 
 async def issue_token(redis: Redis, keys: Keys, record: TokenRecord,
-                      interface: Interface = "cli") -> str:
+                      interface: Interface = "cli", reason: str = "") -> str:
     """Store a new token for `record` and return it (the only time it is seen); TokenError
-    when a live token of that name exists."""
+    when a live token of that name exists. `reason`: why, as its maker said (audited)."""
     token = PREFIX + secrets.token_urlsafe(32)
     digest = token_hash(token)
     # one live token per name: the name is how people refer to it (list, revoke)
@@ -96,7 +96,7 @@ async def issue_token(redis: Redis, keys: Keys, record: TokenRecord,
         queue_audit(pipe, keys, AuditEvent(
             actor=record.created_by or "operator", action="token.issued", interface=interface,
             subject=record.name, detail={"role": record.role.value, "scope":
-                                         record.principal().scope}))
+                                         record.principal().scope, **_because(reason)}))
         await pipe.execute()
     return token
 
@@ -121,8 +121,9 @@ async def list_tokens(redis: Redis, keys: Keys) -> list[TokenRecord]:
 
 
 async def revoke_token(redis: Redis, keys: Keys, name: str, by: str,
-                       interface: Interface = "cli") -> bool:
-    """Revoke the token of that name at once (audited); False when there is none."""
+                       interface: Interface = "cli", reason: str = "") -> bool:
+    """Revoke the token of that name at once (audited, with `reason` when one is given);
+    False when there is none."""
     digest = await redis.hget(keys.token_names(), name)
     if digest is None:
         return False
@@ -130,6 +131,12 @@ async def revoke_token(redis: Redis, keys: Keys, name: str, by: str,
         pipe.delete(keys.token(digest))
         pipe.hdel(keys.token_names(), name)
         queue_audit(pipe, keys, AuditEvent(actor=by, action="token.revoked",
-                                           interface=interface, subject=name))
+                                           interface=interface, subject=name,
+                                           detail=_because(reason)))
         await pipe.execute()
     return True
+
+
+def _because(reason: str) -> dict[str, object]:
+    """An audit entry's `reason`, when one was given. Pure."""
+    return {"reason": reason.strip()} if reason.strip() else {}

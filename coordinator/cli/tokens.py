@@ -30,6 +30,9 @@ from coordinator.tokens import (
     revoke_token,
 )
 
+WhyOpt = Annotated[str, typer.Option(
+    "--reason", help="why, as the operator at this machine says (recorded in the audit "
+                     "trail)")]
 tokens_app = typer.Typer(help="API tokens: who may call the API, with which role and scope.",
                          no_args_is_help=True)
 
@@ -42,10 +45,11 @@ def tokens_add(
     department: Annotated[str, typer.Option(help="scope: a department of config/")] = "",
     area: Annotated[str, typer.Option(help="scope: an area (and the areas inside it)")] = "",
     person: Annotated[str, typer.Option(help="the person it belongs to (approvers)")] = "",
+    reason: WhyOpt = "",
 ) -> None:
     """Make a token and print it once; Loa keeps only its hash."""
     settings = env_settings()
-    operator = local_operator("loa tokens add")
+    operator = local_operator(reason or "loa tokens add")
     try:
         record = new_token_record(name, role, city_or_fail(settings), department, area, person,
                                   by=operator.actor)
@@ -53,7 +57,7 @@ def tokens_add(
         raise fail(str(exc)) from exc
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> str:
-        return await issue_token(redis, keys, record)
+        return await issue_token(redis, keys, record, reason=reason)
 
     token = with_redis(work)  # a TokenError is a LoaError: with_redis makes it a failure
     out.print(f"token [bold]{name}[/] ({record.role.value}"
@@ -77,10 +81,11 @@ def tokens_list(as_json: JsonOpt = False) -> None:
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(name: str) -> None:
+def tokens_revoke(name: str, reason: WhyOpt = "") -> None:
     """Revoke a token: the next request with it is refused."""
-    operator = local_operator("loa tokens revoke")
-    if not with_redis(lambda r, k, s: revoke_token(r, k, name, by=operator.actor)):
+    operator = local_operator(reason or "loa tokens revoke")
+    if not with_redis(lambda r, k, s: revoke_token(r, k, name, by=operator.actor,
+                                                   reason=reason)):
         raise fail(f"no token named {name!r} (see `loa tokens list`)")
     out.print(f"revoked {name}")
 

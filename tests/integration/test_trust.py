@@ -4,6 +4,7 @@ that no stranger sees, revoked tokens, body and id limits."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import shutil
@@ -257,16 +258,30 @@ def cli_subscriber_entries(stack: Stack, after: str) -> list[dict[str, Any]]:
 
 
 def test_a_revoked_token_is_refused_at_once(trust: Stack) -> None:
-    """The request right after `loa tokens revoke` gets 401; the list never shows tokens."""
-    token = trust.token("short-lived", "partner")
+    """The request right after `loa tokens revoke` gets 401; the list never shows tokens.
+    The operator's reasons for making and revoking it, when given, are in the audit trail."""
+    before = last_audit_id(trust)
+    made = trust.cli("tokens", "add", "short-lived", "--role", "partner",
+                     "--reason", "radio station, for the flood season")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
     with trust.http(token) as http:
         assert http.get("/api/statements").status_code == 200
-        assert trust.cli("tokens", "revoke", "short-lived").returncode == 0
+        assert trust.cli("tokens", "revoke", "short-lived",
+                         "--reason", "the station asked").returncode == 0
         after = http.get("/api/statements")
     assert after.status_code == 401
     assert after.json()["detail"] == "this API token is not valid (unknown or revoked)"
     listed = trust.cli("tokens", "list", "--json").stdout
     assert "short-lived" not in listed and "loa_" not in listed
+    entries = [json.loads(fields["event"])
+               for _, fields in trust.redis.xrange(trust.keys.audit(), f"({before}", "+")]
+    told = [(e["action"], e["subject"], e["detail"].get("reason")) for e in entries
+            if e["action"].startswith("token.")]
+    assert told == [("token.issued", "short-lived", "radio station, for the flood season"),
+                    ("token.revoked", "short-lived", "the station asked")]
+    assert {e["actor"] for e in entries if e["action"].startswith("token.")} == {
+        f"operator:{getpass.getuser()}"}
 
 
 def test_bodies_and_path_ids_are_checked_before_anything_is_read(trust: Stack) -> None:

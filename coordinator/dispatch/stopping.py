@@ -10,6 +10,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+IN_FLIGHT_GRACE_S = 3.0
+"""How long a request already with the provider may go on once the stop or a rebalance has
+begun, before it is cut off too (and given back as possibly with the provider: the next
+run looks for it there before sending; email, which cannot be asked, is sent again with the
+same Message-ID). Under the consumer group's rebalance timeout (6 s): a provider that hangs
+(the twilio SDK waits 10 s, an SMTP step 30 s) must not hold the group's rebalance past it,
+nor the worker's stop."""
 
 
 class Cuttable(Protocol):
@@ -27,7 +34,8 @@ class Stopping:
     before trying again. So a stop takes as long as the requests in flight, not as long as
     the rest of a batch at the provider's rate (minutes, at a few SMS a second), nor as
     long as the retries of a provider that is down (up to 15.5 s of waits for six
-    attempts).
+    attempts). A request the provider has not answered within :data:`IN_FLIGHT_GRACE_S`
+    is cut off as well.
 
     A rebalance (:meth:`pause`) cuts off the same way what holds a partition: batches, and
     single deliveries of a topic's events. A single delivery handed over at once, beside
@@ -94,7 +102,8 @@ class SingleHandOver:
     off before its channel's turn comes (at the rate limit), or between two attempts (the
     wait, the look at the provider, the rate limit again); once the channel has asked
     whether it is still wanted (the last step before the provider's request), that request
-    ends as it would have, and a transient failure then cuts it off before it tries again."""
+    may end as it would have, for :data:`IN_FLIGHT_GRACE_S`, and a transient failure then
+    cuts it off before it tries again."""
 
     def __init__(self) -> None:
         self.turned = False  # the channel's turn came: the provider may have it
@@ -102,6 +111,7 @@ class SingleHandOver:
         self.stopped = False
         self.cut = False
         self.task: asyncio.Task[Any] | None = None
+        self._grace: asyncio.TimerHandle | None = None  # until an unanswered request is cut
 
     def wanted(self, ask: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
         """The channel's last question before the hand-over (`ask`), marking its turn."""
@@ -120,10 +130,19 @@ class SingleHandOver:
         await asyncio.sleep(seconds)
 
     def stop(self) -> None:
-        """Cut the hand-over off, unless its request is with the provider."""
+        """Cut the hand-over off; one whose request is with the provider, once that request
+        has had :data:`IN_FLIGHT_GRACE_S` to end."""
         self.stopped = True
-        if self.task is not None and not self.task.done() and (
-                not self.turned or self.retrying):
+        if self.task is None or self.task.done():
+            return
+        if not self.turned or self.retrying:
+            self._cut_off()
+        elif self._grace is None:
+            self._grace = asyncio.get_running_loop().call_later(IN_FLIGHT_GRACE_S,
+                                                                self._cut_off)
+
+    def _cut_off(self) -> None:
+        if self.task is not None and not self.task.done():
             self.cut = True
             self.task.cancel()
 

@@ -14,6 +14,7 @@ import pytest
 
 from channels.base import OutboundMessage, Receipt, TransientDeliveryError, still_wanted
 from coordinator import topics
+from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.deliveries import HELD, deliver, keep_delivery
 from coordinator.dispatch.handover import claim
 from coordinator.dispatch.stopping import SingleHandOver, Stopping
@@ -113,8 +114,9 @@ async def test_a_stop_cuts_off_a_delivery_waiting_for_its_turn_as_never_claimed(
 
 async def test_a_delivery_with_the_provider_ends_its_request_and_is_recorded(
         rt: Runtime) -> None:
-    """The stop comes while the request is with the provider: it ends as it would have,
-    and its outcome is recorded (cutting it off could send it twice)."""
+    """The stop comes while the request is with the provider: answered within its grace,
+    it ends as it would have, and its outcome is recorded (cutting it off could send it
+    twice)."""
     request, channel, stopping = _prompt("inflight"), _Provider(hold=True), Stopping()
     delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
                                              stopping))
@@ -124,6 +126,29 @@ async def test_a_delivery_with_the_provider_ends_its_request_and_is_recorded(
     done = await asyncio.wait_for(delivering, 5)
     assert done.status == "queued" and channel.attempts == 1
     assert await rt.redis.hget(rt.keys.delivery(request.id), "status") == "queued"
+
+
+async def test_a_request_the_provider_never_answers_is_cut_off_after_its_grace(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebalance comes while the provider holds the request and never answers (the
+    twilio SDK would wait 10 s, past the group's 6 s rebalance timeout): once its grace is
+    over the delivery ends, held, and its claim is given back as possibly with the
+    provider, so the next claim looks for it there before sending."""
+    monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.3)
+    request, channel, stopping = _prompt("hangs"), _Provider(hold=True), Stopping()
+    await keep_delivery(rt.redis, rt.keys, request)
+    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+                                             stopping))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    started = time.monotonic()
+    assert stopping.pause() == 1
+    done = await asyncio.wait_for(delivering, 5)
+    assert done.status == HELD and time.monotonic() - started >= 0.3
+    assert channel.attempts == 1 and not stopping.runs
+    row = await rt.redis.hgetall(rt.keys.delivery(request.id))
+    assert (row["status"], row["owner"]) == ("sending", "")
+    [taken] = await claim(rt, [request], "sms", utcnow())
+    assert taken.startswith("orphan|"), taken
 
 
 async def test_a_delivery_handed_over_at_once_holds_no_partition(rt: Runtime) -> None:

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
+
+from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.stopping import SingleHandOver, Stopping
 
 
@@ -65,6 +69,25 @@ async def test_a_request_with_the_provider_ends_as_it_would_have() -> None:
     assert stopping.begin() == 1 and not run.cut
     let_go.set()
     assert await asyncio.wait_for(task, 1) == "sent"
+
+
+async def test_a_request_the_provider_does_not_answer_is_cut_off_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request with the provider that does not end (a provider that hangs) is cut off
+    once it has had its grace after the rebalance began, not before: the partition it holds
+    is given up within the group's rebalance timeout."""
+    monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.2)
+    stopping = Stopping()
+    run = SingleHandOver()
+    stopping.watch(run, on_topic=True)
+    task = asyncio.create_task(run.run(_turns(run, asyncio.Event())))  # never let go
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    assert stopping.pause() == 1
+    await asyncio.sleep(0.1)
+    assert not task.done() and not run.cut  # within its grace
+    assert await asyncio.wait_for(task, 2) is None
+    assert run.cut and run.turned and time.monotonic() - started >= 0.2
 
 
 async def test_a_failed_attempt_after_the_stop_cuts_itself_off_at_its_backoff() -> None:

@@ -35,7 +35,8 @@ from coordinator.state import Pipeline, Redis, Script, run_pipeline
 # one, when two come first), for the send's record to take; nil. Else the delivery moves
 # to the status if it is further on (one of the same rank changes nothing: `sending` after
 # the hand-over's `queued`, a second ending), counted once in its ledger, and at an ending
-# nobody needs to ask the provider for it any more; {the delivery id, 1 if it moved, else 0}.
+# nobody needs to ask the provider for it any more; {the delivery id, 1 if it moved, else 0,
+# its status now}.
 # Looking the provider id up and keeping the status in one script: the send's record (whose
 # transaction takes the early statuses) cannot come in between and leave one behind.
 _CALLBACK_TEXT = """
@@ -54,16 +55,16 @@ if not delivery then
 end
 local key = ARGV[5] .. delivery
 local row = redis.call('HMGET', key, 'status', 'statement_id', 'channel')
-if not row[1] and not row[2] then return {delivery, 0} end
+if not row[1] and not row[2] then return {delivery, 0, ''} end
 local current = row[1] or ''
-if (rank[new] or 0) <= (rank[current] or 0) then return {delivery, 0} end
+if (rank[new] or 0) <= (rank[current] or 0) then return {delivery, 0, current} end
 redis.call('HSET', key, 'status', new, 'error_code', ARGV[3], 'updated_at', ARGV[4])
 if rank[new] >= ENDING then redis.call('ZREM', KEYS[3], delivery) end
 local was, now = column[current] or current, column[new] or new
 if row[2] and row[2] ~= '' and was ~= now then
   redis.call('HINCRBY', ARGV[6] .. row[2], (row[3] or '') .. ':' .. now, 1)
 end
-return {delivery, 1}
+return {delivery, 1, new}
 """
 
 
@@ -154,10 +155,10 @@ async def record_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpda
 
 
 async def apply_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdate],
-                         now: datetime) -> list[tuple[str, bool] | None]:
-    """:func:`record_statuses`, saying for each whether this moved its delivery on:
-    (delivery id, False) when the delivery was there or further already (a callback that
-    came meanwhile, or a second one)."""
+                         now: datetime) -> list[tuple[str, bool, str] | None]:
+    """:func:`record_statuses`, saying for each whether this moved its delivery on, and its
+    status now: (delivery id, False, status) when the delivery was there or further already
+    (a callback that came meanwhile, or a second one)."""
     if not updates:
         return []
 
@@ -169,7 +170,7 @@ async def apply_statuses(redis: Redis, keys: Keys, updates: Sequence[StatusUpdat
                              now.isoformat(), keys.delivery(""), keys.dispatch(""),
                              PROVIDER_IDS_KEPT_S])
 
-    return [(str(found[0]), bool(int(found[1]))) if found else None
+    return [(str(found[0]), bool(int(found[1])), str(found[2])) if found else None
             for found in await run_pipeline(redis, fill)]
 
 

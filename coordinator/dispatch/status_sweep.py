@@ -6,7 +6,7 @@ nobody (the web restarting, a proxy down, a network cut). Without them an SMS wo
 would undercount. So every SMS handed over waits in a sorted set (``Keys.unconfirmed``)
 until its final status (delivered, undelivered, failed) comes; one still there
 `LOA_STATUS_ASK_AFTER_S` after its hand-over is asked of the provider, and its answer is
-applied as its callback would have been (``status_callbacks.record_statuses``: forward
+applied as its callback would have been (``status_callbacks.apply_statuses``: forward
 only, counted once). One not final yet is asked again less and less often
 (:data:`ASK_AT_MOST_EVERY_S`), for up to :data:`GIVE_UP_AFTER_S` (a carrier that sends no
 delivery report leaves a message `sent` for good); then it stays as it is, and leaves the
@@ -90,6 +90,26 @@ class Swept:
     error: str = ""
     """One of those errors."""
 
+    def file(self, delivery_id: str, answer: StatusReport | Exception | None,
+             applied: tuple[str, bool, str] | None) -> bool:
+        """File an asked delivery by the provider's answer and what applying it did
+        (`applied`: moved or not, and the status now; one it did not move that is at an
+        ending now was settled by its callback meanwhile); True when it is to be asked
+        again (not final yet)."""
+        if isinstance(answer, StatusReport):
+            final = PROGRESS.get(applied[2] if applied else answer.status, 0) >= ENDING
+            if applied and applied[1]:
+                self.moved.append(delivery_id)
+            elif final:
+                self.settled.append(delivery_id)
+            else:
+                self.waiting.append(delivery_id)
+            return not final
+        if answer is not None:  # not answered: asked again after the interval
+            self.unanswered.append(delivery_id)
+            self.error = self.error or str(answer)
+        return False
+
     @property
     def taken(self) -> int:
         return (len(self.moved) + len(self.waiting) + len(self.settled) + len(self.given_up)
@@ -161,33 +181,12 @@ async def sweep_statuses(rt: Runtime, channel: Tracking, now: datetime,
     swept = Swept(settled=settled, given_up=given_up)
     later: dict[str, float] = {}
     for delivery_id in ask:
-        found = applied.get(delivery_id)
-        if place_answer(swept, delivery_id, answers.get(delivery_id), bool(found and found[1])):
+        if swept.file(delivery_id, answers.get(delivery_id), applied.get(delivery_id)):
             later[delivery_id] = at + ask_again_in(
                 _age_s(rows[delivery_id][3], now), rt.settings.status_ask_after_s)
     if later:  # XX: one whose ending came meanwhile is not put back
         await redis.zadd(keys.unconfirmed(), later, xx=True)
     return swept
-
-
-def place_answer(swept: Swept, delivery_id: str, answer: StatusReport | Exception | None,
-                 moved: bool) -> bool:
-    """File an asked delivery in `swept` by the provider's answer (`moved`: applying it moved
-    the record on; one it did not move to an ending was settled by its callback meanwhile);
-    True when it is to be asked again (not final there). Pure but for `swept`."""
-    if isinstance(answer, StatusReport):
-        rank = PROGRESS.get(answer.status, 0)
-        if moved:
-            swept.moved.append(delivery_id)
-        elif rank >= ENDING:
-            swept.settled.append(delivery_id)
-        else:
-            swept.waiting.append(delivery_id)
-        return rank < ENDING
-    if answer is not None:  # not answered: asked again after the interval
-        swept.unanswered.append(delivery_id)
-        swept.error = swept.error or str(answer)
-    return False
 
 
 async def _ask(channel: Tracking, ask: dict[str, str]

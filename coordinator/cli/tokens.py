@@ -17,7 +17,7 @@ from coordinator.cli.common import (
     print_json,
     with_redis,
 )
-from coordinator.cli.credentials import keep_token, local_operator
+from coordinator.cli.credentials import ReasonOpt, keep_token, local_operator
 from coordinator.keys import Keys
 from coordinator.settings import Settings
 from coordinator.state import Redis
@@ -30,9 +30,6 @@ from coordinator.tokens import (
     revoke_token,
 )
 
-WhyOpt = Annotated[str, typer.Option(
-    "--reason", help="why, as the operator at this machine says (recorded in the audit "
-                     "trail)")]
 tokens_app = typer.Typer(help="API tokens: who may call the API, with which role and scope.",
                          no_args_is_help=True)
 
@@ -45,11 +42,12 @@ def tokens_add(
     department: Annotated[str, typer.Option(help="scope: a department of config/")] = "",
     area: Annotated[str, typer.Option(help="scope: an area (and the areas inside it)")] = "",
     person: Annotated[str, typer.Option(help="the person it belongs to (approvers)")] = "",
-    reason: WhyOpt = "",
+    operator_reason: ReasonOpt = "",
 ) -> None:
-    """Make a token and print it once; Loa keeps only its hash."""
+    """Make a token and print it once; Loa keeps only its hash. Made by the operator at
+    this machine: `--operator-reason` says why, in the audit trail."""
     settings = env_settings()
-    operator = local_operator(reason or "loa tokens add")
+    operator = local_operator(operator_reason or "loa tokens add")
     try:
         record = new_token_record(name, role, city_or_fail(settings), department, area, person,
                                   by=operator.actor)
@@ -57,7 +55,7 @@ def tokens_add(
         raise fail(str(exc)) from exc
 
     async def work(redis: Redis, keys: Keys, s: Settings) -> str:
-        return await issue_token(redis, keys, record, reason=reason)
+        return await issue_token(redis, keys, record, reason=operator_reason)
 
     token = with_redis(work)  # a TokenError is a LoaError: with_redis makes it a failure
     out.print(f"token [bold]{name}[/] ({record.role.value}"
@@ -81,11 +79,12 @@ def tokens_list(as_json: JsonOpt = False) -> None:
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(name: str, reason: WhyOpt = "") -> None:
-    """Revoke a token: the next request with it is refused."""
-    operator = local_operator(reason or "loa tokens revoke")
+def tokens_revoke(name: str, operator_reason: ReasonOpt = "") -> None:
+    """Revoke a token: the next request with it is refused (`--operator-reason`: why, in
+    the audit trail)."""
+    operator = local_operator(operator_reason or "loa tokens revoke")
     if not with_redis(lambda r, k, s: revoke_token(r, k, name, by=operator.actor,
-                                                   reason=reason)):
+                                                   reason=operator_reason)):
         raise fail(f"no token named {name!r} (see `loa tokens list`)")
     out.print(f"revoked {name}")
 

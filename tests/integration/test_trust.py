@@ -262,13 +262,13 @@ def test_a_revoked_token_is_refused_at_once(trust: Stack) -> None:
     The operator's reasons for making and revoking it, when given, are in the audit trail."""
     before = last_audit_id(trust)
     made = trust.cli("tokens", "add", "short-lived", "--role", "partner",
-                     "--reason", "radio station, for the flood season")
+                     "--operator-reason", "radio station, for the flood season")
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip().splitlines()[-1]
     with trust.http(token) as http:
         assert http.get("/api/statements").status_code == 200
         assert trust.cli("tokens", "revoke", "short-lived",
-                         "--reason", "the station asked").returncode == 0
+                         "--operator-reason", "the station asked").returncode == 0
         after = http.get("/api/statements")
     assert after.status_code == 401
     assert after.json()["detail"] == "this API token is not valid (unknown or revoked)"

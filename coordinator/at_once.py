@@ -10,7 +10,7 @@ is still kept, and the worker sends it again later. Work that finds no room
 starts, and what is under way gets a moment to end; what is cut off is finished after the
 restart, but a fan-out's first batch goes on its topic, for a worker still running (or the
 same one, restarted) to finish at once; so does a delivery the stop cut off before it
-reached the provider (``dispatch.stopping``).
+reached the provider, or unanswered there after a grace (``dispatch.stopping``).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def _register_heartbeat(app: faust_kafka.App, rt: Runtime) -> None:
     claim script leaves them to it: `busy`), so it lasts as long as anything here may still
     hand one over. Not a timer: faust stops its timers as soon as a stop begins, and the
     agents then drain: what they hand over and is not with the provider yet is cut off
-    (``dispatch.stopping``), but the requests in flight run to their end. A
+    (``dispatch.stopping``), and the requests in flight get a few seconds to end. A
     task runs on until faust's last step of stopping the app, once the agents are drained
     and the work done at once has ended or been cut off; the heartbeat then
     expires :data:`HEARTBEAT_GRACE_MS` later (a hand-over cut off in flight may still land

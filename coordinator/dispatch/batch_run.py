@@ -19,6 +19,7 @@ from coordinator.dispatch.handover import (
     claims_of,
     count_outcome,
     give_back,
+    give_back_once_landed,
     outcome_record,
     queue_claim,
     queue_counts,
@@ -83,7 +84,8 @@ class BatchRun:
 
     def wanted(self, request: DeliveryRequest) -> Callable[[], Awaitable[bool]]:
         """The channel's last question before the hand-over (answered from memory); from
-        its answer on, the delivery may be with the provider, and a stop lets it end."""
+        its answer on, the delivery may be with the provider, and a stop lets it end (for
+        ``stopping.IN_FLIGHT_GRACE_S``)."""
         async def ask() -> bool:
             return request.id not in self.unwanted
         return self.singles[request.id].wanted(ask)
@@ -134,8 +136,9 @@ class BatchRun:
                     None)
 
     def stop(self) -> None:
-        """The worker stops: cut off every hand-over whose turn has not come (see
-        ``dispatch.stopping``); :meth:`give_back` then returns their claims."""
+        """The worker stops: cut off every hand-over whose turn has not come, and those
+        with the provider after their grace (see ``dispatch.stopping``); :meth:`give_back`
+        then returns their claims."""
         self.stopped = True
         for delivery_id, single in self.singles.items():
             if delivery_id in self.waiting \
@@ -152,7 +155,9 @@ class BatchRun:
         or one cut off waiting to try again (its failed attempt may have reached the
         provider), is an orphan for the next run. Redis away: they stay this worker's until
         its heartbeat ends."""
-        cut = list(self.cut.values())
+        in_flight = [r for r in self.cut.values() if self.singles[r.id].cut_in_flight]
+        give_back_once_landed(self.rt, in_flight)  # they may still land at the provider
+        cut = [r for r in self.cut.values() if not self.singles[r.id].cut_in_flight]
         # (turned: an attempt was made, so it is looked for at the provider)
         untouched = [self.claims[r.id] == "fresh" and not self.singles[r.id].turned
                      for r in cut]

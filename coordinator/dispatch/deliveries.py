@@ -8,8 +8,9 @@ on the broker until it is finished, so a broker that lost the event loses no del
 sent again when its event is replayed. A delivery left in `sending` by a crash is attempted
 again, once the provider has been asked whether the cut-off attempt got through. The
 worker's stop, and for a topic's event a rebalance, cut a hand-over off that has not reached
-the provider (``dispatch.stopping``): its claim is given back, and it is `held`, for its
-caller to put back on its topic.
+the provider, or that the provider has not answered within a grace (``dispatch.stopping``):
+its claim is given back (that of one cut off with the provider a few seconds later, once
+its request would have landed), and it is `held`, for its caller to put back on its topic.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from coordinator.dispatch.handover import (
     Outcome,
     claim,
     give_back,
+    give_back_once_landed,
     hand_over,
     queue_outcome,
     release,
@@ -183,7 +185,10 @@ async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, 
     finally:
         stopping.forget(run)
     if outcome is None:
-        await _give_back(rt, request, untouched=taken == "fresh" and not run.turned)
+        if run.cut_in_flight:  # it may still land there: given back once it would have
+            give_back_once_landed(rt, [request])
+        else:
+            await _give_back(rt, request, untouched=taken == "fresh" and not run.turned)
         return Delivered(HELD, "cut off by the worker's stop or a rebalance; given back")
     return await _finish(rt, request, outcome, now)
 

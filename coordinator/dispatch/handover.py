@@ -26,10 +26,13 @@ from channels.base import (
     Withdrawn,
 )
 from channels.delivery import send_with_retries
+from coordinator import observability as obs
 from coordinator.events import AuditEvent, DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, Script, queue_audit, run_pipeline
 from coordinator.subscribers.store import queue_active
+
+log = obs.get_logger("handover")
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
 PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
@@ -198,6 +201,37 @@ async def release(rt: Runtime, requests: list[DeliveryRequest]) -> None:
     claim): while it lives, no other worker would take them (`busy`); released, the next
     claim looks for each at the provider before sending it."""
     await give_back(rt, requests, [False] * len(requests))
+
+
+LANDING_S = 7.0
+"""How long the claim of a delivery cut off while its request was with the provider
+(``stopping.IN_FLIGHT_GRACE_S`` into a rebalance) stays this worker's: with the grace, the
+twilio SDK's own timeout (10 s), after which an unanswered attempt is looked for at the
+provider anyway. Meanwhile another worker's claim of it is `busy` (its batch is not marked
+done); then the recovery round sends it on, looking for it at the provider first."""
+_landing: set[asyncio.Task[None]] = set()  # the give-backs waiting for LANDING_S
+
+
+def give_back_once_landed(rt: Runtime, requests: list[DeliveryRequest]) -> None:
+    """:func:`release` the claims of deliveries cut off while their request was with the
+    provider, :data:`LANDING_S` from now: that request may still land there, and a claim
+    that looked for it at once could miss it and send it twice. Should this worker stop
+    first, its heartbeat's end gives them back (3 s after its stop)."""
+    if not requests:
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(LANDING_S)
+        try:
+            await release(rt, requests)
+        except Exception as exc:
+            log.warning("claims of deliveries cut off with the provider not given back: "
+                        "another worker takes them once this one's heartbeat is gone",
+                        deliveries=len(requests), error=repr(exc))
+
+    task = asyncio.get_running_loop().create_task(later())
+    _landing.add(task)
+    task.add_done_callback(_landing.discard)
 
 
 async def give_back(rt: Runtime, requests: list[DeliveryRequest], untouched: list[bool]

@@ -12,11 +12,11 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 IN_FLIGHT_GRACE_S = 3.0
 """How long a request already with the provider may go on once the stop or a rebalance has
-begun, before it is cut off too (and given back as possibly with the provider: the next
-run looks for it there before sending; email, which cannot be asked, is sent again with the
-same Message-ID). Under the consumer group's rebalance timeout (6 s): a provider that hangs
-(the twilio SDK waits 10 s, an SMTP step 30 s) must not hold the group's rebalance past it,
-nor the worker's stop."""
+begun, before it is cut off too. Under the consumer group's rebalance timeout (6 s): a
+provider that hangs (the twilio SDK waits 10 s, an SMTP step 30 s) must not hold the
+group's rebalance past it, nor the worker's stop. Such a delivery may still land at the
+provider: its claim stays this worker's a while longer (``handover.give_back_once_landed``)
+before the next run looks for it there."""
 
 
 class Cuttable(Protocol):
@@ -30,7 +30,7 @@ class Stopping:
     delivery still waiting for its turn (at a batch's gate or the rate limit) is cut off
     and given back, and so is one between two attempts after a transient failure (given
     back as possibly with the provider: the next run looks for it there first); one the
-    provider is being asked about ends its request as it would have, and is cut off
+    provider is being asked about may end its request as it would have, and is cut off
     before trying again. So a stop takes as long as the requests in flight, not as long as
     the rest of a batch at the provider's rate (minutes, at a few SMS a second), nor as
     long as the retries of a provider that is down (up to 15.5 s of waits for six
@@ -110,6 +110,7 @@ class SingleHandOver:
         self.retrying = False  # between a failed attempt and the next one's turn
         self.stopped = False
         self.cut = False
+        self.cut_in_flight = False  # cut off while its request was with the provider
         self.task: asyncio.Task[Any] | None = None
         self._grace: asyncio.TimerHandle | None = None  # until an unanswered request is cut
 
@@ -138,8 +139,14 @@ class SingleHandOver:
         if not self.turned or self.retrying:
             self._cut_off()
         elif self._grace is None:
-            self._grace = asyncio.get_running_loop().call_later(IN_FLIGHT_GRACE_S,
-                                                                self._cut_off)
+            task = self.task
+            self._grace = task.get_loop().call_later(IN_FLIGHT_GRACE_S, self._cut_in_flight)
+            task.add_done_callback(lambda _: self._grace.cancel() if self._grace else None)
+
+    def _cut_in_flight(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.cut_in_flight = self.turned and not self.retrying
+            self._cut_off()
 
     def _cut_off(self) -> None:
         if self.task is not None and not self.task.done():

@@ -14,6 +14,7 @@ import pytest
 
 from channels.base import OutboundMessage, Receipt, TransientDeliveryError, still_wanted
 from coordinator import topics
+from coordinator.dispatch import handover
 from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.deliveries import HELD, deliver, keep_delivery
 from coordinator.dispatch.handover import claim
@@ -132,9 +133,14 @@ async def test_a_request_the_provider_never_answers_is_cut_off_after_its_grace(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebalance comes while the provider holds the request and never answers (the
     twilio SDK would wait 10 s, past the group's 6 s rebalance timeout): once its grace is
-    over the delivery ends, held, and its claim is given back as possibly with the
-    provider, so the next claim looks for it there before sending."""
+    over the delivery ends, held. That request may still land at the provider, so its
+    claim stays this live worker's a while (`busy` to another worker's claim), and only
+    then is given back as possibly with the provider: the next claim looks for it there
+    before sending."""
     monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.3)
+    monkeypatch.setattr(handover, "LANDING_S", 0.5)
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=30)
+    other = dataclasses.replace(rt, instance="another-instance")
     request, channel, stopping = _prompt("hangs"), _Provider(hold=True), Stopping()
     await keep_delivery(rt.redis, rt.keys, request)
     delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
@@ -145,9 +151,11 @@ async def test_a_request_the_provider_never_answers_is_cut_off_after_its_grace(
     done = await asyncio.wait_for(delivering, 5)
     assert done.status == HELD and time.monotonic() - started >= 0.3
     assert channel.attempts == 1 and not stopping.runs
+    assert await claim(other, [request], "sms", utcnow()) == ["busy"]  # may still land
+    await _until(lambda: not handover._landing)
     row = await rt.redis.hgetall(rt.keys.delivery(request.id))
     assert (row["status"], row["owner"]) == ("sending", "")
-    [taken] = await claim(rt, [request], "sms", utcnow())
+    [taken] = await claim(other, [request], "sms", utcnow())
     assert taken.startswith("orphan|"), taken
 
 

@@ -17,7 +17,7 @@ from coordinator.cli.common import (
     print_json,
     with_redis,
 )
-from coordinator.cli.credentials import ReasonOpt, keep_token, local_operator
+from coordinator.cli.credentials import keep_token, local_operator
 from coordinator.keys import Keys
 from coordinator.settings import Settings
 from coordinator.state import Redis
@@ -30,6 +30,10 @@ from coordinator.tokens import (
     revoke_token,
 )
 
+# Tokens are made and revoked by the operator at this machine (with Redis's address), never
+# with a token: the option says why, as on the commands where it is a choice.
+ReasonOpt = Annotated[str, typer.Option(
+    "--operator-reason", help="why (recorded in the audit trail)")]
 tokens_app = typer.Typer(help="API tokens: who may call the API, with which role and scope.",
                          no_args_is_help=True)
 

@@ -19,7 +19,7 @@ from coordinator.dispatch.handover import (
     claims_of,
     count_outcome,
     give_back,
-    give_back_once_landed,
+    give_back_landing,
     outcome_record,
     queue_claim,
     queue_counts,
@@ -153,19 +153,21 @@ class BatchRun:
         cut off before its turn is as if never claimed (nobody handed it over), and the
         next run sends it without asking the provider; one a dead worker left (an orphan),
         or one cut off waiting to try again (its failed attempt may have reached the
-        provider), is an orphan for the next run. Redis away: they stay this worker's until
-        its heartbeat ends."""
-        in_flight = [r for r in self.cut.values() if self.singles[r.id].cut_in_flight]
-        give_back_once_landed(self.rt, in_flight)  # they may still land at the provider
+        provider), is an orphan for the next run; one cut off with the provider too, once
+        its request would have landed (``handover.give_back_landing``). Redis away: they
+        stay this worker's until its heartbeat ends."""
+        landing = [r for r in self.cut.values() if self.singles[r.id].cut_in_flight]
         cut = [r for r in self.cut.values() if not self.singles[r.id].cut_in_flight]
         # (turned: an attempt was made, so it is looked for at the provider)
         untouched = [self.claims[r.id] == "fresh" and not self.singles[r.id].turned
                      for r in cut]
         try:
+            await give_back_landing(self.rt, landing)  # they may still land at the provider
             await give_back(self.rt, cut, untouched)
         except Exception as exc:
             log.warning("claims not given back at the stop: another worker takes them once "
-                        "this one's heartbeat is gone", deliveries=len(cut), error=repr(exc))
+                        "this one's heartbeat is gone", deliveries=len(cut) + len(landing),
+                        error=repr(exc))
 
     def record(self, request: DeliveryRequest, outcome: Outcome) -> None:
         """Keep an outcome for the next write."""

@@ -9,8 +9,8 @@ sent again when its event is replayed. A delivery left in `sending` by a crash i
 again, once the provider has been asked whether the cut-off attempt got through. The
 worker's stop, and for a topic's event a rebalance, cut a hand-over off that has not reached
 the provider, or that the provider has not answered within a grace (``dispatch.stopping``):
-its claim is given back (that of one cut off with the provider a few seconds later, once
-its request would have landed), and it is `held`, for its caller to put back on its topic.
+its claim is given back (one cut off with the provider is `busy` to every claim until its
+request would have landed), and it is `held`, for its caller to put back on its topic.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from coordinator.dispatch.handover import (
     Outcome,
     claim,
     give_back,
-    give_back_once_landed,
+    give_back_landing,
     hand_over,
     queue_outcome,
     release,
@@ -185,20 +185,24 @@ async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, 
     finally:
         stopping.forget(run)
     if outcome is None:
-        if run.cut_in_flight:  # it may still land there: given back once it would have
-            give_back_once_landed(rt, [request])
-        else:
-            await _give_back(rt, request, untouched=taken == "fresh" and not run.turned)
+        await _give_back(rt, request, untouched=taken == "fresh" and not run.turned,
+                         landing=run.cut_in_flight)
         return Delivered(HELD, "cut off by the worker's stop or a rebalance; given back")
     return await _finish(rt, request, outcome, now)
 
 
-async def _give_back(rt: Runtime, request: DeliveryRequest, untouched: bool) -> None:
+async def _give_back(rt: Runtime, request: DeliveryRequest, untouched: bool,
+                     landing: bool = False) -> None:
     """The claim of a delivery the stop cut off: as if never claimed when nobody ever handed
-    it over (`untouched`), else an orphan, looked for at the provider by the next claim.
-    Redis away: it stays this worker's until its heartbeat ends."""
+    it over (`untouched`), else an orphan, looked for at the provider by the next claim;
+    one cut off with the provider (`landing`), only once its request would have landed
+    there (``handover.give_back_landing``). Redis away: it stays this worker's until its
+    heartbeat ends."""
     try:
-        await give_back(rt, [request], [untouched])
+        if landing:
+            await give_back_landing(rt, [request])
+        else:
+            await give_back(rt, [request], [untouched])
     except Exception as exc:
         log.warning("claim not given back at the stop: another worker takes it once this "
                     "one's heartbeat is gone", delivery=request.id, error=repr(exc))

@@ -26,13 +26,12 @@ from channels.base import (
     Withdrawn,
 )
 from channels.delivery import send_with_retries
-from coordinator import observability as obs
+from coordinator.dispatch import stopping
 from coordinator.events import AuditEvent, DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
+from coordinator.settings import Settings
 from coordinator.state import Pipeline, Script, queue_audit, run_pipeline
 from coordinator.subscribers.store import queue_active
-
-log = obs.get_logger("handover")
 
 FINAL = frozenset({"sent", "queued", "accepted", "delivered", "undelivered", "failed", "skipped"})
 PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
@@ -41,21 +40,28 @@ PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
 
 # KEYS: the deliveries; ARGV: owner (worker/instance), now, heartbeat key prefix, this
 # instance, channel, then each delivery's addressee. Per delivery: its final status, `busy`
-# (a live worker is sending it), `orphan|<started>` (a dead one was) or `fresh`; the last
-# two are now this owner's.
+# (a live worker is sending it, or a request cut off with the provider may still land there
+# until its `landing` time, Redis's clock in ms), `orphan|<started>` (a dead one was) or
+# `fresh`; the last two are now this owner's.
 # A delivery this very claim took (same owner, same `now`: the claim run again, as a
 # pipeline is after Redis lost a script) is `fresh` again, and changes nothing.
 _CLAIM = Script("""
 local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local out = {}
 for i, key in ipairs(KEYS) do
-  local row = redis.call('HMGET', key, 'status', 'owner', 'at')
+  local row = redis.call('HMGET', key, 'status', 'owner', 'at', 'landing')
   local status = row[1] or ''
   local claim = 'fresh'
   if final[status] then
     claim = status
   elseif status == 'sending' and row[2] == ARGV[1] and row[3] == ARGV[2] then
     claim = 'fresh'
+  elseif status == 'sending' and (tonumber(row[4] or '') or 0) > now_ms() then
+    claim = 'busy'
   else
     if status == 'sending' then
       local owner = row[2] or ''
@@ -203,35 +209,40 @@ async def release(rt: Runtime, requests: list[DeliveryRequest]) -> None:
     await give_back(rt, requests, [False] * len(requests))
 
 
-LANDING_S = 7.0
-"""How long the claim of a delivery cut off while its request was with the provider
-(``stopping.IN_FLIGHT_GRACE_S`` into a rebalance) stays this worker's: with the grace, the
-twilio SDK's own timeout (10 s), after which an unanswered attempt is looked for at the
-provider anyway. Meanwhile another worker's claim of it is `busy` (its batch is not marked
-done); then the recovery round sends it on, looking for it at the provider first."""
-_landing: set[asyncio.Task[None]] = set()  # the give-backs waiting for LANDING_S
+# KEYS: deliveries; ARGV: owner (worker/instance), how long (ms) a request cut off with the
+# provider may still land there. Each still `sending` as this owner's gets no owner and a
+# `landing` time (Redis's clock): until then every claim of it is `busy`, then an orphan.
+_LAND = Script("""
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+for _, key in ipairs(KEYS) do
+  local row = redis.call('HMGET', key, 'status', 'owner')
+  if row[1] == 'sending' and row[2] == ARGV[1] then
+    redis.call('HSET', key, 'owner', '', 'landing', until_ms)
+  end
+end
+return 0
+""")
 
 
-def give_back_once_landed(rt: Runtime, requests: list[DeliveryRequest]) -> None:
+def landing_s(settings: Settings) -> float:
+    """How long a request cut off with the provider (``stopping.IN_FLIGHT_GRACE_S`` into a
+    rebalance or the stop) may still land there: the twilio SDK's own timeout, less the
+    grace it had, after which an unanswered attempt is looked for at the provider anyway.
+    Pure."""
+    return max(0.0, settings.twilio_timeout_s - stopping.IN_FLIGHT_GRACE_S)
+
+
+async def give_back_landing(rt: Runtime, requests: list[DeliveryRequest]) -> None:
     """:func:`release` the claims of deliveries cut off while their request was with the
-    provider, :data:`LANDING_S` from now: that request may still land there, and a claim
-    that looked for it at once could miss it and send it twice. Should this worker stop
-    first, its heartbeat's end gives them back (3 s after its stop)."""
-    if not requests:
-        return
-
-    async def later() -> None:
-        await asyncio.sleep(LANDING_S)
-        try:
-            await release(rt, requests)
-        except Exception as exc:
-            log.warning("claims of deliveries cut off with the provider not given back: "
-                        "another worker takes them once this one's heartbeat is gone",
-                        deliveries=len(requests), error=repr(exc))
-
-    task = asyncio.get_running_loop().create_task(later())
-    _landing.add(task)
-    task.add_done_callback(_landing.discard)
+    provider, each `busy` to every claim (this process's too) for :func:`landing_s` more:
+    that request may still land there, and a claim that looked for it at once could miss
+    it and send it twice. Then an orphan, looked for at the provider first (the recovery
+    round sends it on: its batch is not marked done, its pending entry stays)."""
+    if requests:
+        await _LAND(rt.redis, [rt.keys.delivery(r.id) for r in requests],
+                    [f"{rt.settings.worker_id}/{rt.instance}",
+                     int(landing_s(rt.settings) * 1000)])
 
 
 async def give_back(rt: Runtime, requests: list[DeliveryRequest], untouched: list[bool]

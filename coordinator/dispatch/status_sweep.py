@@ -97,7 +97,8 @@ class Swept:
         ending now was settled by its callback meanwhile); True when it is to be asked
         again (not final yet)."""
         if isinstance(answer, StatusReport):
-            final = PROGRESS.get(applied[2] if applied else answer.status, 0) >= ENDING
+            now = (applied[2] if applied else "") or answer.status  # ('': no record)
+            final = PROGRESS.get(now, 0) >= ENDING
             if applied and applied[1]:
                 self.moved.append(delivery_id)
             elif final:

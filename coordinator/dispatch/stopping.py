@@ -15,7 +15,7 @@ IN_FLIGHT_GRACE_S = 3.0
 begun, before it is cut off too. Under the consumer group's rebalance timeout (6 s): a
 provider that hangs (the twilio SDK waits 10 s, an SMTP step 30 s) must not hold the
 group's rebalance past it, nor the worker's stop. Such a delivery may still land at the
-provider: its claim stays this worker's a while longer (``handover.give_back_once_landed``)
+provider: every claim of it is `busy` a while longer (``handover.give_back_landing``)
 before the next run looks for it there."""
 
 

@@ -19,7 +19,7 @@ from channels.base import OutboundMessage, Receipt, TransientDeliveryError, stil
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
-from coordinator.dispatch import batch_run, batches, deliveries, fanout, handover
+from coordinator.dispatch import batch_run, batches, deliveries, fanout
 from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.fanout import Send, fan_out
@@ -362,17 +362,16 @@ async def test_a_request_with_a_provider_that_never_answers_is_cut_off_after_its
     """A rebalance comes while one SMS of a batch is with a provider that never answers,
     and the rest wait for their turn: the rest are given back at once (fresh: nobody handed
     them over), that one once its grace is over; the batch ends, not done, and gives its
-    partition up. The one cut off with the provider may still land there: its claim stays
-    this live worker's a while (`busy` to another worker), then is an orphan, looked for
-    at the provider first by the next run."""
+    partition up. The one cut off with the provider may still land there: every claim of
+    it, this process's too, is `busy` until it would have, then it is an orphan, looked
+    for at the provider first by the next run."""
     monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.3)
-    monkeypatch.setattr(handover, "LANDING_S", 0.5)
-    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=30)
-    other = dataclasses.replace(rt, instance="another-instance")
+    fast = dataclasses.replace(rt, settings=rt.settings.model_copy(
+        update={"twilio_timeout_s": 2.3}))  # it may land for 2 s after the cut
     statement, subs = await _stored_batch(rt, "HANG", 4)
     ids = [f"{statement.id}:sms:{s.id}" for s in subs]
     channel, stopping = _Held(), Stopping()  # never let go
-    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+    batch = asyncio.create_task(batches.deliver_batch(fast, {"sms": channel}, DeliveryBatch(
         statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
         number=0), utcnow(), stopping=stopping))
     await asyncio.wait_for(channel.with_provider.wait(), 5)
@@ -385,19 +384,21 @@ async def test_a_request_with_a_provider_that_never_answers_is_cut_off_after_its
     started = time.monotonic()
     assert stopping.pause() == 1
     report = await asyncio.wait_for(batch, 5)
-    assert time.monotonic() - started >= 0.3
+    cut_at = time.monotonic()
+    assert cut_at - started >= 0.3
     assert report.counts == {} and report.left == 4 and report.held and not report.done
     [handed] = channel.handed
-    requests = [DeliveryRequest(id=i, channel="sms", recipient="+84900000000", text="x",
-                                purpose="statement", statement_id=statement.id) for i in ids]
-    claims = await claim(other, requests, "sms", utcnow())
+    requests = {i: DeliveryRequest(id=i, channel="sms", recipient="+84900000000", text="x",
+                                   purpose="statement", statement_id=statement.id)
+                for i in ids}
+    claims = await claim(fast, list(requests.values()), "sms", utcnow())
     assert claims == ["busy" if i == handed else "fresh" for i in ids]
-    for _ in range(100):
-        if not handover._landing:
-            break
+    taken = "busy"
+    while taken == "busy" and time.monotonic() - cut_at < 10:
         await asyncio.sleep(0.05)
-    [taken] = await claim(other, [r for r in requests if r.id == handed], "sms", utcnow())
+        [taken] = await claim(fast, [requests[handed]], "sms", utcnow())
     assert taken.startswith("orphan|"), taken
+    assert time.monotonic() - cut_at >= 1.8  # not before it would have landed
 
 
 async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runtime) -> None:

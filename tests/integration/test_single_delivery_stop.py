@@ -14,7 +14,6 @@ import pytest
 
 from channels.base import OutboundMessage, Receipt, TransientDeliveryError, still_wanted
 from coordinator import topics
-from coordinator.dispatch import handover
 from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.deliveries import HELD, deliver, keep_delivery
 from coordinator.dispatch.handover import claim
@@ -133,30 +132,35 @@ async def test_a_request_the_provider_never_answers_is_cut_off_after_its_grace(
         rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebalance comes while the provider holds the request and never answers (the
     twilio SDK would wait 10 s, past the group's 6 s rebalance timeout): once its grace is
-    over the delivery ends, held. That request may still land at the provider, so its
-    claim stays this live worker's a while (`busy` to another worker's claim), and only
-    then is given back as possibly with the provider: the next claim looks for it there
-    before sending."""
+    over the delivery ends, held. That request may still land at the provider, so every
+    claim of it, this very process's too, is `busy` until it would have (the SDK's timeout
+    less the grace), and only then an orphan: looked for at the provider before it is
+    sent."""
     monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.3)
-    monkeypatch.setattr(handover, "LANDING_S", 0.5)
-    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance, ex=30)
-    other = dataclasses.replace(rt, instance="another-instance")
+    fast = dataclasses.replace(rt, settings=rt.settings.model_copy(
+        update={"twilio_timeout_s": 2.3}))  # it may land for 2 s after the cut
+    other = dataclasses.replace(fast, instance="another-instance")
     request, channel, stopping = _prompt("hangs"), _Provider(hold=True), Stopping()
     await keep_delivery(rt.redis, rt.keys, request)
-    delivering = asyncio.create_task(deliver(rt, {"sms": channel}, request, utcnow(),
+    delivering = asyncio.create_task(deliver(fast, {"sms": channel}, request, utcnow(),
                                              stopping))
     await asyncio.wait_for(channel.with_provider.wait(), 5)
     started = time.monotonic()
     assert stopping.pause() == 1
     done = await asyncio.wait_for(delivering, 5)
-    assert done.status == HELD and time.monotonic() - started >= 0.3
+    cut_at = time.monotonic()
+    assert done.status == HELD and cut_at - started >= 0.3
     assert channel.attempts == 1 and not stopping.runs
-    assert await claim(other, [request], "sms", utcnow()) == ["busy"]  # may still land
-    await _until(lambda: not handover._landing)
     row = await rt.redis.hgetall(rt.keys.delivery(request.id))
-    assert (row["status"], row["owner"]) == ("sending", "")
-    [taken] = await claim(other, [request], "sms", utcnow())
+    assert (row["status"], row["owner"]) == ("sending", "") and row["landing"]
+    assert await claim(fast, [request], "sms", utcnow()) == ["busy"]  # this process too
+    assert await claim(other, [request], "sms", utcnow()) == ["busy"]
+    taken = "busy"
+    while taken == "busy" and time.monotonic() - cut_at < 10:
+        await asyncio.sleep(0.05)
+        [taken] = await claim(other, [request], "sms", utcnow())
     assert taken.startswith("orphan|"), taken
+    assert time.monotonic() - cut_at >= 1.8  # not before it would have landed
 
 
 async def test_a_delivery_handed_over_at_once_holds_no_partition(rt: Runtime) -> None:

@@ -19,14 +19,16 @@ from coordinator.dispatch.status_sweep import Swept
     (StatusReport("sent", ""), ("d-1", False, "undelivered"), "settled", False),
     # neither the answer nor a callback got it further, and not final: asked again
     (StatusReport("queued", ""), ("d-1", False, "queued"), "waiting", True),
-    # its provider id is no longer known to Redis: filed by the answer alone
+    # its provider id, or its record, is no longer known to Redis: filed by the answer
     (StatusReport("failed", "30003"), None, "settled", False),
     (StatusReport("sent", ""), None, "waiting", True),
+    (StatusReport("delivered", ""), ("d-1", False, ""), "settled", False),
 ], ids=["moved-to-ending", "moved-to-sent", "callback-ended-it", "callback-ended-it-first",
-        "not-final", "unknown-final", "unknown-not-final"])
+        "not-final", "unknown-final", "unknown-not-final", "no-record"])
 def test_an_answer_is_filed_by_what_applying_it_did(
         answer: StatusReport, applied: tuple[str, bool, str] | None, filed: str,
         ask_again: bool) -> None:
+    """Moved, settled (at an ending now) or waiting (asked again), and counted once."""
     swept = Swept()
     assert swept.file("d-1", answer, applied) is ask_again
     lists = {"moved": swept.moved, "settled": swept.settled, "waiting": swept.waiting}

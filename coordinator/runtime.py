@@ -28,6 +28,12 @@ class Runtime:
     # This process, in heartbeats and delivery claims: a restarted worker is a new instance.
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    @property
+    def holder(self) -> str:
+        """`worker/instance`: this process as the holder of a delivery's claim or a
+        fan-out's lock (the claim script reads its heartbeat by the worker part)."""
+        return f"{self.settings.worker_id}/{self.instance}"
+
 
 def build_runtime(settings: Settings) -> Runtime:
     """Load config/ and playbooks/ and connect to Redis; raises ConfigError, PlaybookError."""

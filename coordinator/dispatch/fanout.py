@@ -117,7 +117,7 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
     the channels of its subscribers; the first chunk recorded. Each write of the cutting
     is made as the lock's holder (``cut_lock``): checked under WATCH (three round trips
     more) once the hold is no longer sure, so that two cutters never count a chunk twice."""
-    cutter = (f"{rt.settings.worker_id}/{rt.instance}", statement.id)
+    cutter = (rt.holder, statement.id)
     if cutter in _cutting:
         # This process cuts it already (a recovery round while that cutter waits for the
         # broker): the lock names both alike, and two cutters would count chunks twice.
@@ -132,7 +132,7 @@ async def fan_out(rt: Runtime, statement: Statement, send: Send,
 async def _fan_out(rt: Runtime, statement: Statement, send: Send, start: Start | None
                    ) -> int | None:
     keys, sid, chunk = rt.keys, statement.id, rt.settings.dispatch_batch_size
-    holder = f"{rt.settings.worker_id}/{rt.instance}"
+    holder = rt.holder
     asked_at = time.monotonic()
     taken, ledger, heartbeat_ms = await lock_and_read(rt.redis, keys, sid, holder)
     if not taken:

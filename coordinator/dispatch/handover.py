@@ -45,12 +45,14 @@ PROGRESS = {"queued": 0, "accepted": 0, "sending": 0, "sent": 1, "delivered": 2,
 # `fresh`; the last two are now this owner's.
 # A delivery this very claim took (same owner, same `now`: the claim run again, as a
 # pipeline is after Redis lost a script) is `fresh` again, and changes nothing.
-_CLAIM = Script("""
-local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""  # Redis's clock in ms, for the scripts that keep or read a delivery's `landing` time
+_CLAIM = Script(_NOW_MS + """
+local final = {sent=1, queued=1, accepted=1, delivered=1, undelivered=1, failed=1, skipped=1}
 local out = {}
 for i, key in ipairs(KEYS) do
   local row = redis.call('HMGET', key, 'status', 'owner', 'at', 'landing')
@@ -212,9 +214,8 @@ async def release(rt: Runtime, requests: list[DeliveryRequest]) -> None:
 # KEYS: deliveries; ARGV: owner (worker/instance), how long (ms) a request cut off with the
 # provider may still land there. Each still `sending` as this owner's gets no owner and a
 # `landing` time (Redis's clock): until then every claim of it is `busy`, then an orphan.
-_LAND = Script("""
-local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+_LAND = Script(_NOW_MS + """
+local until_ms = now_ms() + tonumber(ARGV[2])
 for _, key in ipairs(KEYS) do
   local row = redis.call('HMGET', key, 'status', 'owner')
   if row[1] == 'sending' and row[2] == ARGV[1] then
@@ -241,7 +242,7 @@ async def give_back_landing(rt: Runtime, requests: list[DeliveryRequest]) -> Non
     round sends it on: its batch is not marked done, its pending entry stays)."""
     if requests:
         await _LAND(rt.redis, [rt.keys.delivery(r.id) for r in requests],
-                    [f"{rt.settings.worker_id}/{rt.instance}",
+                    [rt.holder,
                      int(landing_s(rt.settings) * 1000)])
 
 
@@ -252,7 +253,7 @@ async def give_back(rt: Runtime, requests: list[DeliveryRequest], untouched: lis
     finds it fresh, and sends it without looking for it at the provider."""
     if requests:
         await _RELEASE(rt.redis, [rt.keys.delivery(r.id) for r in requests],
-                       [f"{rt.settings.worker_id}/{rt.instance}",
+                       [rt.holder,
                         *("1" if u else "0" for u in untouched)])
 
 
@@ -271,7 +272,7 @@ def claims_of(reply: list[Any]) -> list[str]:
 def _claim_args(rt: Runtime, requests: list[DeliveryRequest], channel: str, now: datetime
                 ) -> tuple[list[str], list[Any]]:
     return [rt.keys.delivery(r.id) for r in requests], [
-        f"{rt.settings.worker_id}/{rt.instance}", now.isoformat(),
+        rt.holder, now.isoformat(),
         rt.keys.worker_heartbeat(""), rt.instance, channel, *[addressee(r) for r in requests]]
 
 

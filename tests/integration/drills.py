@@ -58,7 +58,9 @@ def drill_folders(root: Path, within_s: int = 2, absences: bool = False) -> tupl
     shutil.copy(PLAYBOOKS_DIR / "fallback.yaml", playbooks)
     chain = THREE_LEVELS.replace("2s", f"{within_s}s")
     drill(playbooks, "drill-hold", "hold", chain)
-    drill(playbooks, "drill-duty", "duty_officer", chain)
+    # level 1 long enough for an approver's token and a refused `loa approve` (each a CLI
+    # start, seconds on a slow machine) before the chain is used up
+    drill(playbooks, "drill-duty", "duty_officer", chain.replace(f"{within_s}s", "12s", 1))
     drill(playbooks, "drill-publish", "publish", chain, min_severity="extreme")
     drill(playbooks, "drill-email", "hold", """\
     - {level: 1, within: 2s}

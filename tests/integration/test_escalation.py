@@ -179,11 +179,13 @@ def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
 def test_duty_officer_signs_off_after_exhaustion(drills: Stack) -> None:
     """`duty_officer`: once the chain is used up, a duty officer may approve, and the
     statement records that basis."""
+    duty_officer = drills.as_person("do-quang-huy")  # its token made before the clock runs
     incident_id, approval_id = file_drill(drills, "drill-duty", "hn-dong-da")
-    refused_early = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
-    assert refused_early.returncode == 2
-    wait_for(lambda: timeline_entries(drills, incident_id, "approval.exhausted"), 20, "exhaustion")
-    done = drills.cli("approve", approval_id, *drills.as_person("do-quang-huy"))
+    refused_early = drills.cli("approve", approval_id, *duty_officer)
+    assert refused_early.returncode == 2, refused_early.stdout
+    assert not timeline_entries(drills, incident_id, "approval.exhausted")
+    wait_for(lambda: timeline_entries(drills, incident_id, "approval.exhausted"), 30, "exhaustion")
+    done = drills.cli("approve", approval_id, *duty_officer)
     assert done.returncode == 0, done.stderr
     drills.wait_for_status(incident_id, "published")
     with drills.http() as http:

@@ -23,7 +23,7 @@ from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_st
 from coordinator.events import utcnow
 from coordinator.pipeline import Pipeline
 from coordinator.queries import answers_expected
-from coordinator.reports.filing import resend_due
+from coordinator.reports.resend import ReportResend, ReportsBacklog
 from coordinator.runtime import Runtime
 from coordinator.state import Redis, delete_if_still
 from coordinator.statements.promises import sweep_promises
@@ -276,17 +276,30 @@ def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
         if told:
             log.info("promised updates minded", told=told)
 
+    async def resend(key: str, value: bytes) -> None:
+        await send(topics.REPORTS, key, value)
+
+    backlog = ReportsBacklog(settings)
+    reports = ReportResend(rt.redis, rt.keys, resend, settings.outbox_resend_after_s, backlog)
+
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def resend_outbox() -> None:
-        # Reports accepted but not taken in: the broker may have lost them.
-        async def resend(key: str, value: bytes) -> None:
-            await send(topics.REPORTS, key, value)
-
+        # Reports accepted but not taken in: the broker may have lost them (sent once the
+        # workers have read past the backlog they may still be queued in).
+        held = reports.held
         try:
-            sent = await resend_due(rt.redis, rt.keys, resend, settings.outbox_resend_after_s)
+            sent = await reports.round()
         except Exception as exc:
             log.warning("outbox resend failed; next round retries", error=repr(exc))
             return
         if sent:
             obs.OUTBOX_RESENT.inc(sent)
             log.warning("outboxed reports sent again", count=sent)
+        elif reports.held and not held:
+            log.info("outboxed reports not sent again yet: the workers are still reading "
+                     "the reports before them", reports=reports.held,
+                     read_up_to=reports.mark)
+
+    @app.on_before_shutdown.connect
+    async def close_backlog(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        await backlog.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 from coordinator import observability as obs
 from coordinator import topics
@@ -120,32 +119,3 @@ class Handoffs:
             log.warning("report kept; the worker sends it from the outbox", report=report.id,
                         error=why, reports=self.left_to_outbox)
             self._said_at, self.left_to_outbox = time.monotonic(), 0
-
-
-async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
-                     older_than_s: float,
-                     now: float | None = None, limit: int = 500) -> int:
-    """Put again on `reports` every outboxed report not taken in for `older_than_s`.
-
-    Returns how many were sent."""
-    now = time.time() if now is None else now
-    due = await redis.zrangebyscore(keys.outbox_times(), "-inf", now - older_than_s,
-                                    start=0, num=limit)
-    sent = 0
-    for report_id in due:
-        raw = await redis.hget(keys.outbox(), report_id)
-        if raw is None:
-            await redis.zrem(keys.outbox_times(), report_id)
-            continue
-        try:
-            report = Report.model_validate_json(raw)
-        except ValueError as exc:  # another Loa's, or damaged: the others still go
-            log.error("outboxed report cannot be read; left for a person", report=report_id,
-                      error=str(exc)[:300],
-                      remove=f"redis-cli HDEL {keys.outbox()} {report_id}")
-            await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
-            continue
-        await send(report.correlation_key(), raw.encode())
-        await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
-        sent += 1
-    return sent

@@ -1,0 +1,170 @@
+"""The outbox's resend of reports on a real broker: held while the reports before it are
+still being read, sent once the group has read past them, or at once when the broker
+cannot say or lost what it held."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from coordinator import topics
+from coordinator.broker import bootstrap_servers, ensure_topics
+from coordinator.embedded import Service, free_port, start_tansu
+from coordinator.events import Report
+from coordinator.reports.filing import record_report
+from coordinator.reports.resend import STALLED_AFTER_S, ReportResend, ReportsBacklog
+from coordinator.runtime import Runtime
+from coordinator.settings import Settings
+
+pytestmark = pytest.mark.integration
+WAIT_S = 10.0
+
+
+@pytest.fixture
+async def broker(rt: Runtime, tmp_path: Path) -> AsyncIterator[tuple[Settings, Service]]:
+    """A Tansu with Loa's topics (under a prefix of this test's own), and settings for it."""
+    service = start_tansu(log_path=tmp_path / "broker.log")
+    settings = rt.settings.model_copy(update={"kafka_url": service.url,
+                                              "topic_partitions": 2,
+                                              "app_id": f"loa-{rt.keys.prefix}"})
+    await ensure_topics(settings)
+    yield settings, service
+    service.stop()
+
+
+async def fill(settings: Settings, count: int) -> None:
+    """`count` events on `reports`: a backlog the group has not read."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.kafka_url or ""))
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(topics.topic_name(topics.REPORTS,
+                                                           settings.topic_prefix),
+                                         b"{}", key=f"k{i}".encode())
+    finally:
+        await producer.stop()
+
+
+async def read_all(settings: Settings) -> None:
+    """The worker group has read the topic to its end: its offsets committed there, as
+    faust commits what it has read."""
+    name = topics.topic_name(topics.REPORTS, settings.topic_prefix)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.kafka_url or ""),
+                                group_id=settings.app_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.commit(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+MakeReport = Callable[..., Report]
+
+
+async def kept_report(rt: Runtime, make_report: MakeReport, at: float) -> Report:
+    """A report kept in the outbox since `at` (not taken in)."""
+    report = make_report()
+    await record_report(rt.redis, rt.keys, report)
+    await rt.redis.zadd(rt.keys.outbox_times(), {report.id: at})
+    return report
+
+
+@asynccontextmanager
+async def resending(rt: Runtime, settings: Settings) -> AsyncIterator[tuple[ReportResend,
+                                                                           list[str]]]:
+    """The worker's resend against `settings`' broker, and the ids of what it sent."""
+    sent: list[str] = []
+
+    async def send(key: str, value: bytes) -> None:
+        sent.append(Report.model_validate_json(value).id)
+
+    backlog = ReportsBacklog(settings)
+    try:
+        yield ReportResend(rt.redis, rt.keys, send, WAIT_S, backlog), sent
+    finally:
+        await backlog.close()
+
+
+async def test_a_report_behind_a_backlog_is_held_until_the_group_reads_past_it(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
+    settings, _ = broker
+    await fill(settings, 40)
+    now = time.time()
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings) as (resend, sent):
+        assert await resend.round(now) == 0 and resend.held == 1  # 40 events not read yet
+        assert resend.mark is not None and sum(resend.mark.values()) == 40
+        assert await resend.round(now + 2) == 0 and sent == []
+        await read_all(settings)
+        assert await resend.round(now + 4) == 1 and sent == [report.id]
+        assert resend.mark is None and resend.held == 0
+        # its wait starts again: not due in the next round
+        assert await resend.round(now + 6) == 0 and sent == [report.id]
+
+
+async def test_a_backlog_nobody_reads_holds_a_report_only_so_long(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
+    """No worker reads the topic (or the broker counts a record it never serves): once the
+    group's offsets have not moved for STALLED_AFTER_S, the report goes."""
+    settings, _ = broker
+    await fill(settings, 10)
+    now = time.time()
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings) as (resend, sent):
+        assert await resend.round(now) == 0
+        assert await resend.round(now + STALLED_AFTER_S - 1) == 0 and resend.held == 1
+        assert await resend.round(now + STALLED_AFTER_S) == 1 and sent == [report.id]
+
+
+async def test_with_nothing_unread_a_due_report_goes_at_once(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
+    settings, _ = broker
+    await fill(settings, 5)
+    await read_all(settings)
+    now = time.time()
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    await kept_report(rt, make_report, now - 1)  # not due yet
+    async with resending(rt, settings) as (resend, sent):
+        assert await resend.round(now) == 1
+    assert sent == [report.id]
+
+
+async def test_a_report_held_when_the_broker_restarts_empty_goes(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport,
+        tmp_path: Path) -> None:
+    """The memory-only broker restarted with nothing: the report held behind the backlog
+    it had goes (the topic ends before the mark, or the broker cannot say at first)."""
+    settings, service = broker
+    await fill(settings, 30)
+    now = time.time()
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings) as (resend, sent):
+        assert await resend.round(now) == 0 and resend.held == 1
+        service.stop()  # the memory-only broker comes back with nothing
+        again = start_tansu(port=service.port, log_path=tmp_path / "broker-again.log")
+        try:
+            await ensure_topics(settings)
+            deadline = time.monotonic() + 30
+            while not sent:  # the first rounds may find the broker still starting
+                assert time.monotonic() < deadline, "not sent after the broker's restart"
+                await resend.round(now + 2)
+        finally:
+            again.stop()
+    assert sent == [report.id]
+
+
+async def test_when_the_broker_cannot_say_the_report_goes_as_before(
+        rt: Runtime, make_report: MakeReport) -> None:
+    settings = rt.settings.model_copy(update={"kafka_url": f"kafka://127.0.0.1:{free_port()}"})
+    now = time.time()
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings) as (resend, sent):
+        assert await resend.round(now) == 1
+    assert sent == [report.id]

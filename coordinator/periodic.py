@@ -44,6 +44,7 @@ def register_periodic_work(app: faust_kafka.App, pipeline: Pipeline, timers: Tim
     rt = pipeline.rt
     _register_heartbeat(app, rt)
     _register_timers(app, rt, send)
+    _register_report_resend(app, rt, send)
     _register_escalation(app, timers, pipeline)
     _register_outbox_drain(app, pipeline)
     _register_recovery(app, pipeline)
@@ -263,8 +264,6 @@ def _register_outbox_drain(app: faust.App, pipeline: Pipeline) -> None:
 
 
 def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
-    settings = rt.settings
-
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def mind_promises() -> None:
         # Promised updates coming due or broken: the duty officers are told, once each.
@@ -276,6 +275,12 @@ def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
         if told:
             log.info("promised updates minded", told=told)
 
+
+def _register_report_resend(app: faust.App, rt: Runtime, send: Send) -> None:
+    """Reports accepted but not taken in: the broker may have lost them (sent again once
+    the workers have read past the backlog they may still be queued in)."""
+    settings = rt.settings
+
     async def resend(key: str, value: bytes) -> None:
         await send(topics.REPORTS, key, value)
 
@@ -284,8 +289,6 @@ def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def resend_outbox() -> None:
-        # Reports accepted but not taken in: the broker may have lost them (sent once the
-        # workers have read past the backlog they may still be queued in).
         held = reports.held
         try:
             sent = await reports.round()
@@ -302,4 +305,8 @@ def _register_timers(app: faust.App, rt: Runtime, send: Send) -> None:
 
     @app.on_before_shutdown.connect
     async def close_backlog(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        await backlog.close()
+        try:
+            await backlog.close()
+        except Exception as exc:  # shutting down: say so, but go on
+            log.warning("the reports backlog's broker connection did not close cleanly",
+                        error=repr(exc))

@@ -7,11 +7,13 @@ be read twice (the second time for nothing) and make the backlog longer still. S
 resend first notes where the topic ends (a mark), and sends the reports due at that moment
 only once the workers' consumer group has read up to the mark on every partition, or the
 topic now ends before it (the broker lost what it held): whatever of those reports is still
-not taken in then was not on the topic. With no backlog the mark is reached at once. When
-the broker cannot say (it is away, or does not answer the question), the reports are sent
-as before: a duplicate is read for nothing, a lost report is never read. (Tansu answers
-"where does the topic end" with the start of its last batch + 1, a little short of the
-end: a report in that batch may still be sent again while it waits, and read twice.)
+not taken in then was not on the topic. With no backlog the mark is reached as soon as the
+group has committed what it read (faust commits every 2.8 s). A partition whose committed
+offset has not moved for :data:`STALLED_AFTER_S` is not waited for; and when the broker
+cannot say (it is away, or does not answer the question), the reports are sent as before:
+a duplicate is read for nothing, a lost report is never read. (Tansu answers "where does
+the topic end" with the start of its last batch + 1, a little short of the end: a report
+in that batch may still be sent again while it waits, and read twice.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Set
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from coordinator import observability as obs
 from coordinator import topics
@@ -35,6 +38,8 @@ from coordinator.state import Redis
 log = obs.get_logger("filing")
 ASK_TIMEOUT_S = 5.0
 """How long the broker gets to say where `reports` ends and how far the group has read."""
+SAY_EVERY_S = 60.0
+"""A broker that cannot say is said in the log at most this often."""
 STALLED_AFTER_S = 10.0
 """A partition whose committed offset has not moved for this long, short of the mark, is not
 waited for: the workers read nothing there (none is running, or the broker holds a record
@@ -57,38 +62,56 @@ def read_past(mark: Offsets, ends: Offsets, committed: Mapping[int, int | None],
 
 class ReportsBacklog:
     """Where `reports` ends and how far the worker group has read it, asked of the broker
-    by a consumer of the group's id that never joins it (so it takes no partition and
-    starts no rebalance)."""
+    by a consumer of the group's id that never subscribes (so it never joins the group,
+    takes no partition and starts no rebalance)."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.kafka_url
         self.settings = settings
         self.topic = topics.topic_name(topics.REPORTS, settings.topic_prefix)
         self._consumer: AIOKafkaConsumer | None = None
+        self._closed = False
 
     async def ends(self) -> dict[int, int]:
         """Partition -> the offset the topic ends at now."""
         consumer = await self._open()
-        await consumer.topics()  # the topic's partitions, as the broker has them now
-        partitions = [TopicPartition(self.topic, p)
-                      for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
-        if not partitions:
+        known = consumer.partitions_for_topic(self.topic)
+        if known is None:  # not in the metadata the consumer keeps yet: ask for the topic
+            # (what aiokafka's subscribe does; an unnamed metadata request means "every
+            # topic" to Tansu but "none" to Kafka)
+            await consumer._client.add_topic(self.topic)
+            known = consumer.partitions_for_topic(self.topic)
+        if not known:
             raise LookupError(f"the broker has no topic {self.topic}")
+        partitions = [TopicPartition(self.topic, p) for p in sorted(known)]
         return {tp.partition: at for tp, at in (await consumer.end_offsets(partitions)).items()}
 
-    async def read(self, mark: Offsets) -> tuple[dict[int, int], dict[int, int | None]]:
-        """Where the topic ends now, and the group's committed offset on each partition of
-        `mark` (None: it never committed there)."""
+    async def read(self, mark: Offsets, ends: Offsets | None = None
+                   ) -> tuple[Offsets, dict[int, int | None]]:
+        """Where the topic ends (`ends` when just asked), and the group's committed offset
+        on each partition of `mark` (None: it never committed there)."""
         consumer = await self._open()
         committed = {p: await consumer.committed(TopicPartition(self.topic, p)) for p in mark}
-        return await self.ends(), committed
+        return (await self.ends() if ends is None else ends), committed
 
     async def close(self) -> None:
+        """Disconnect for good (the worker stops): a round still running opens nothing
+        more."""
+        self._closed = True
+        await self._disconnect()
+
+    async def reconnect(self) -> None:
+        """Drop the connection: the next question opens a fresh one."""
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
     async def _open(self) -> AIOKafkaConsumer:
+        if self._closed:
+            raise RuntimeError("the worker is stopping")
         if self._consumer is None:
             assert self.settings.kafka_url
             consumer = AIOKafkaConsumer(
@@ -110,62 +133,90 @@ class ReportResend:
     Without a `backlog` (or when the broker cannot say) a due report is sent at once."""
 
     def __init__(self, redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
-                 wait_s: float, backlog: ReportsBacklog | None = None) -> None:
+                 wait_s: float, backlog: ReportsBacklog | None = None,
+                 limit: int = 500) -> None:
         self.redis, self.keys, self.send = redis, keys, send
-        self.wait_s, self.backlog = wait_s, backlog
+        self.wait_s, self.backlog, self.limit = wait_s, backlog, limit
         self.mark: Offsets | None = None
         self.marked_at = 0.0  # the reports due then are sent once the group passes the mark
+        self.release_before: float | None = None  # passed: sent a page a round, up to here
         self.held = 0  # reports due but held back behind the backlog, at the last round
-        self.moved: dict[int, tuple[int | None, float]] = {}  # committed, since when
+        self.unanswered = 0  # questions the broker did not answer (the reports went anyway)
+        self._moved: dict[int, tuple[int | None, float]] = {}  # committed, since (monotonic)
+        self._said_at = -SAY_EVERY_S
 
-    async def round(self, now: float | None = None) -> int:
-        """Send the reports due (as of the mark) once the group has read past it; how
-        many were sent."""
+    async def round(self, now: float | None = None, clock: float | None = None) -> int:
+        """Send what is due: once the group has read past the mark, the reports kept since
+        before it (and due), a page (`limit`) a round until none is left; else take a
+        mark when reports are due. `now`: wall time (the outbox's); `clock`: monotonic
+        (how long a partition has not moved). How many were sent."""
         now = time.time() if now is None else now
+        clock = time.monotonic() if clock is None else clock
         if self.backlog is None:
-            return await resend_due(self.redis, self.keys, self.send, now - self.wait_s, now)
-        if self.mark is None:
-            if not await self.redis.zcount(self.keys.outbox_times(), "-inf", now - self.wait_s):
-                self.held = 0
+            return await resend_due(self.redis, self.keys, self.send, now - self.wait_s, now,
+                                    self.limit)
+        if self.release_before is None:
+            due = await self.redis.zcount(self.keys.outbox_times(), "-inf", now - self.wait_s)
+            if not await self._passed(due, now, clock):
                 return 0
-            self.mark, self.marked_at = await self._ask(self.backlog.ends(), {}), now
-            self.moved = {}
-        if self.mark and not await self._passed(self.mark, now):
-            self.held = await self.redis.zcount(self.keys.outbox_times(), "-inf",
-                                                self.marked_at - self.wait_s)
-            return 0
-        due_before, self.mark, self.held = self.marked_at - self.wait_s, None, 0
-        return await resend_due(self.redis, self.keys, self.send, due_before, now)
+            self.release_before = self.marked_at
+        # Kept since before the mark and due: a report resent at the last pass was stamped
+        # after the broker took it, so it is behind the mark and waits for the next one.
+        before = min(now - self.wait_s, self.release_before)
+        sent = await resend_due(self.redis, self.keys, self.send, before, now, self.limit)
+        if sent < self.limit:
+            self.release_before = None
+        return sent
 
-    async def _passed(self, mark: Offsets, now: float) -> bool:
-        """Whether the group has read past `mark`, its stalled partitions apart (True when
-        the broker cannot say)."""
+    async def _passed(self, due: int, now: float, clock: float) -> bool:
+        """Whether the group has read past the mark (taken now if there is none and `due`
+        reports are), its stalled partitions apart; True when the broker cannot say."""
         assert self.backlog is not None
-        answer = await self._ask(self.backlog.read(mark), None)
+        if not due:
+            self.held = 0
+            return False
+        ends: Offsets | None = None
+        if self.mark is None:
+            ends = await self._ask(self.backlog.ends(), None)
+            if ends is None:
+                self.marked_at = now
+                return True
+            self.mark, self.marked_at = ends, now
+        answer = await self._ask(self.backlog.read(self.mark, ends), None)
         if answer is None:
+            self.mark, self.marked_at = None, now
             return True
         ends, committed = answer
         for p, at in committed.items():
-            if self.moved.get(p, (-1, 0.0))[0] != at:
-                self.moved[p] = (at, now)
-        stalled = {p for p, (_, since) in self.moved.items() if now - since >= STALLED_AFTER_S}
-        return read_past(mark, ends, committed, stalled)
+            if self._moved.get(p, (-1, 0.0))[0] != at:
+                self._moved[p] = (at, clock)
+        stalled = {p for p, (_, since) in self._moved.items() if clock - since >= STALLED_AFTER_S}
+        if read_past(self.mark, ends, committed, stalled):
+            self.mark, self.held = None, 0
+            return True
+        self.held = await self.redis.zcount(self.keys.outbox_times(), "-inf",
+                                            min(now - self.wait_s, self.marked_at))
+        return False
 
     async def _ask(self, question: Awaitable[T], otherwise: T) -> T:
         """The broker's answer, or `otherwise` (send as before) when it cannot say."""
         try:
             return await asyncio.wait_for(question, ASK_TIMEOUT_S)
         except Exception as exc:
-            log.warning("the broker did not say how far the reports were read; outboxed "
-                        "reports due are sent again all the same", error=repr(exc))
-            if self.backlog is not None:
-                with contextlib.suppress(Exception):  # a fresh connection next time
-                    await self.backlog.close()
+            self.unanswered += 1
+            if time.monotonic() - self._said_at >= SAY_EVERY_S:
+                self._said_at = time.monotonic()
+                log.warning("the broker did not say where `reports` ends or how far the "
+                            "workers read it; outboxed reports due are sent again all the "
+                            "same", error=repr(exc), unanswered=self.unanswered)
+            if isinstance(exc, KafkaConnectionError | OSError) and self.backlog is not None:
+                with contextlib.suppress(Exception):
+                    await self.backlog.reconnect()
             return otherwise
 
 
 async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
-                     due_before: float, now: float, limit: int = 500) -> int:
+                     due_before: float, now: float, limit: int) -> int:
     """Put again on `reports` every outboxed report kept since before `due_before` and not
     taken in (at most `limit`), its wait starting again at `now`. Returns how many were
     sent."""

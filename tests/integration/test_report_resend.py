@@ -4,6 +4,7 @@ cannot say or lost what it held."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -77,8 +78,8 @@ async def kept_report(rt: Runtime, make_report: MakeReport, at: float) -> Report
 
 
 @asynccontextmanager
-async def resending(rt: Runtime, settings: Settings) -> AsyncIterator[tuple[ReportResend,
-                                                                           list[str]]]:
+async def resending(rt: Runtime, settings: Settings, limit: int = 500
+                    ) -> AsyncIterator[tuple[ReportResend, list[str]]]:
     """The worker's resend against `settings`' broker, and the ids of what it sent."""
     sent: list[str] = []
 
@@ -87,7 +88,7 @@ async def resending(rt: Runtime, settings: Settings) -> AsyncIterator[tuple[Repo
 
     backlog = ReportsBacklog(settings)
     try:
-        yield ReportResend(rt.redis, rt.keys, send, WAIT_S, backlog), sent
+        yield ReportResend(rt.redis, rt.keys, send, WAIT_S, backlog, limit), sent
     finally:
         await backlog.close()
 
@@ -98,15 +99,20 @@ async def test_a_report_behind_a_backlog_is_held_until_the_group_reads_past_it(
     await fill(settings, 40)
     now = time.time()
     report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    # due while the mark waits (kept before it): goes with it; kept after it: waits
+    soon = await kept_report(rt, make_report, now - WAIT_S + 1)
+    later = await kept_report(rt, make_report, now + 1)
     async with resending(rt, settings) as (resend, sent):
-        assert await resend.round(now) == 0 and resend.held == 1  # 40 events not read yet
+        assert await resend.round(now, clock=0) == 0 and resend.held == 1  # 40 not read yet
+        # one event a batch, each sent on its own: Tansu's "end" is then the true end
         assert resend.mark is not None and sum(resend.mark.values()) == 40
-        assert await resend.round(now + 2) == 0 and sent == []
+        assert await resend.round(now + 2, clock=2) == 0 and sent == []
         await read_all(settings)
-        assert await resend.round(now + 4) == 1 and sent == [report.id]
-        assert resend.mark is None and resend.held == 0
-        # its wait starts again: not due in the next round
-        assert await resend.round(now + 6) == 0 and sent == [report.id]
+        assert await resend.round(now + 4, clock=4) == 2
+        assert sent == [report.id, soon.id] and resend.mark is None and resend.held == 0
+        # their wait starts again, and the later one needs a mark of its own
+        assert await resend.round(now + WAIT_S + 2, clock=6) == 1 and sent[2:] == [later.id]
+        assert resend.unanswered == 0  # every answer came from the broker
 
 
 async def test_a_backlog_nobody_reads_holds_a_report_only_so_long(
@@ -118,9 +124,11 @@ async def test_a_backlog_nobody_reads_holds_a_report_only_so_long(
     now = time.time()
     report = await kept_report(rt, make_report, now - WAIT_S - 1)
     async with resending(rt, settings) as (resend, sent):
-        assert await resend.round(now) == 0
-        assert await resend.round(now + STALLED_AFTER_S - 1) == 0 and resend.held == 1
-        assert await resend.round(now + STALLED_AFTER_S) == 1 and sent == [report.id]
+        assert await resend.round(now, clock=0) == 0
+        assert await resend.round(now + 5, clock=STALLED_AFTER_S - 1) == 0
+        assert resend.held == 1
+        assert await resend.round(now + 6, clock=STALLED_AFTER_S) == 1 and sent == [report.id]
+        assert resend.unanswered == 0
 
 
 async def test_with_nothing_unread_a_due_report_goes_at_once(
@@ -132,8 +140,21 @@ async def test_with_nothing_unread_a_due_report_goes_at_once(
     report = await kept_report(rt, make_report, now - WAIT_S - 1)
     await kept_report(rt, make_report, now - 1)  # not due yet
     async with resending(rt, settings) as (resend, sent):
-        assert await resend.round(now) == 1
+        assert await resend.round(now) == 1 and resend.unanswered == 0
     assert sent == [report.id]
+
+
+async def test_after_the_mark_the_reports_go_a_page_a_round_without_a_new_mark(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
+    """Many lost at once (the broker restarted): once the mark is passed, a page of them
+    each round until none is left, without waiting for a mark of their own."""
+    settings, _ = broker
+    now = time.time()
+    kept = [await kept_report(rt, make_report, now - WAIT_S - 1 - i / 100) for i in range(7)]
+    async with resending(rt, settings, limit=3) as (resend, sent):
+        assert [await resend.round(now + i) for i in range(4)] == [3, 3, 1, 0]
+        assert resend.unanswered == 0
+    assert sorted(sent) == sorted(r.id for r in kept)
 
 
 async def test_a_report_held_when_the_broker_restarts_empty_goes(
@@ -155,6 +176,7 @@ async def test_a_report_held_when_the_broker_restarts_empty_goes(
             while not sent:  # the first rounds may find the broker still starting
                 assert time.monotonic() < deadline, "not sent after the broker's restart"
                 await resend.round(now + 2)
+                await asyncio.sleep(0.2)
         finally:
             again.stop()
     assert sent == [report.id]
@@ -166,5 +188,5 @@ async def test_when_the_broker_cannot_say_the_report_goes_as_before(
     now = time.time()
     report = await kept_report(rt, make_report, now - WAIT_S - 1)
     async with resending(rt, settings) as (resend, sent):
-        assert await resend.round(now) == 1
+        assert await resend.round(now) == 1 and resend.unanswered == 1
     assert sent == [report.id]

@@ -46,3 +46,13 @@ async def incident_of_report(redis: Redis, keys: Keys, report_id: str, timeout_s
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(POLL_S)
+
+
+async def report_filed(redis: Redis, keys: Keys, report_id: str) -> bool:
+    """Whether a report of this id was filed: kept in the outbox, or taken in (the intake
+    removes the one and writes the other in one transaction, so one of the two is there)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(keys.outbox(), report_id)
+        pipe.exists(keys.report(report_id))
+        kept, taken = await pipe.execute()
+    return bool(kept or taken)

@@ -27,7 +27,7 @@ from coordinator.events import (
     utcnow,
 )
 from coordinator.incidents.surge import recent_surges
-from coordinator.outcomes import incident_of_report, outcome_of
+from coordinator.outcomes import incident_of_report, outcome_of, report_filed
 from coordinator.reports.filing import file_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import attach_tip, recent_tips
@@ -336,8 +336,11 @@ async def file_from_console(request: Request, account: Officer) -> Response:
 
 @console.get("/reports/{report_id}")
 async def report_status(report_id: ReportId, request: Request, account: Reader) -> Response:
-    """Where a filed report went: its incident's page once it was taken in."""
+    """Where a filed report went: its incident's page once it was taken in (waited for a
+    few seconds); 404 at once for an id nobody filed."""
     st = web_state(request)
+    if not await report_filed(st.redis, st.keys, report_id):
+        raise HTTPException(404, f"no report {report_id}")
     incident_id = await incident_of_report(st.redis, st.keys, report_id)
     if incident_id is None:
         request.session["flash"] = f"report {report_id} received; it will appear here shortly"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -115,6 +116,15 @@ def test_the_report_form_names_each_bad_field_and_keeps_what_was_typed(
     short = officer.post_form("/console/reports/new", {
         "kind": "Flood!", "severity": "severe", "area": "hn-cau-giay", "title": "x"})
     assert short.status_code == 422 and "kind:" in short.text and "title:" in short.text
+
+
+def test_a_report_nobody_filed_is_not_waited_for(officer: WebSession) -> None:
+    """The page of a report id nobody filed (a typo, a link from another Loa) answers 404
+    at once; it does not wait seconds for the report to be taken in."""
+    started = time.monotonic()
+    answer = officer.get("/console/reports/t.duty-officer:rep-nobodyfiled1")
+    assert answer.status_code == 404 and "no report" in answer.text
+    assert time.monotonic() - started < 5  # the wait for a filed report is 10 s
 
 
 def test_officer_files_approver_approves_in_the_inbox_and_it_is_public(

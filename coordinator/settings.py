@@ -113,7 +113,8 @@ class Settings(BaseSettings):
         description="a signed checkpoint of the audit chain at most this often (while "
                     "something is audited), published at /audit/head")
     outbox_resend_after_s: float = Field(
-        default=10.0, gt=0, description="an outboxed report not taken in by then is sent again"
+        default=10.0, gt=0, description="an outboxed report not taken in by then is sent "
+        "again, once the workers have read the reports before it (coordinator/reports/resend.py)"
     )
     resend_kept_after_s: float = Field(
         default=30.0, gt=0, description="a prompt, decision or statement kept for its "

@@ -25,11 +25,12 @@ from collections.abc import Awaitable, Callable, Mapping, Set
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import bootstrap_servers, kafka_security
+from coordinator.errors import LoaError
 from coordinator.events import Report
 from coordinator.keys import Keys
 from coordinator.settings import Settings
@@ -38,6 +39,8 @@ from coordinator.state import Redis
 log = obs.get_logger("filing")
 ASK_TIMEOUT_S = 5.0
 """How long the broker gets to say where `reports` ends and how far the group has read."""
+REQUEST_TIMEOUT_MS = 4_000
+"""aiokafka's own wait for one answer: within :data:`ASK_TIMEOUT_S`."""
 SAY_EVERY_S = 60.0
 """A broker that cannot say is said in the log at most this often."""
 STALLED_AFTER_S = 10.0
@@ -60,6 +63,10 @@ def read_past(mark: Offsets, ends: Offsets, committed: Mapping[int, int | None],
                for p, at in mark.items())
 
 
+class BacklogClosed(LoaError):
+    """The worker is stopping: the resend asks the broker nothing more."""
+
+
 class ReportsBacklog:
     """Where `reports` ends and how far the worker group has read it, asked of the broker
     by a consumer of the group's id that never subscribes (so it never joins the group,
@@ -76,11 +83,14 @@ class ReportsBacklog:
         """Partition -> the offset the topic ends at now."""
         consumer = await self._open()
         known = consumer.partitions_for_topic(self.topic)
-        if known is None:  # not in the metadata the consumer keeps yet: ask for the topic
-            # (what aiokafka's subscribe does; an unnamed metadata request means "every
-            # topic" to Tansu but "none" to Kafka)
+        if known is None:  # not in the metadata the consumer keeps: ask for the topic by
+            # name, as aiokafka's subscribe does (an unnamed metadata request means "every
+            # topic" to Tansu but "none" to Kafka); asked again while the broker lacks it
             await consumer._client.add_topic(self.topic)
             known = consumer.partitions_for_topic(self.topic)
+            if known is None:
+                await consumer._client.force_metadata_update()
+                known = consumer.partitions_for_topic(self.topic)
         if not known:
             raise LookupError(f"the broker has no topic {self.topic}")
         partitions = [TopicPartition(self.topic, p) for p in sorted(known)]
@@ -95,34 +105,34 @@ class ReportsBacklog:
         return (await self.ends() if ends is None else ends), committed
 
     async def close(self) -> None:
-        """Disconnect for good (the worker stops): a round still running opens nothing
-        more."""
+        """Disconnect for good (the worker stops): a round still running asks nothing
+        more (:class:`BacklogClosed`)."""
         self._closed = True
-        await self._disconnect()
+        await self.reconnect()
 
     async def reconnect(self) -> None:
         """Drop the connection: the next question opens a fresh one."""
-        await self._disconnect()
-
-    async def _disconnect(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
     async def _open(self) -> AIOKafkaConsumer:
         if self._closed:
-            raise RuntimeError("the worker is stopping")
+            raise BacklogClosed
         if self._consumer is None:
             assert self.settings.kafka_url
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=bootstrap_servers(self.settings.kafka_url),
                 group_id=self.settings.app_id, enable_auto_commit=False,
-                request_timeout_ms=int(ASK_TIMEOUT_S * 1000), **kafka_security(self.settings))
+                request_timeout_ms=REQUEST_TIMEOUT_MS, **kafka_security(self.settings))
             try:
                 await consumer.start()
             except BaseException:
                 await consumer.stop()  # what it opened before failing
                 raise
+            if self._closed:  # closed while it connected
+                await consumer.stop()
+                raise BacklogClosed
             self._consumer = consumer
         return self._consumer
 
@@ -138,33 +148,43 @@ class ReportResend:
         self.redis, self.keys, self.send = redis, keys, send
         self.wait_s, self.backlog, self.limit = wait_s, backlog, limit
         self.mark: Offsets | None = None
-        self.marked_at = 0.0  # the reports due then are sent once the group passes the mark
+        self.marked_at = 0.0  # the reports kept before then are sent once the mark is passed
         self.release_before: float | None = None  # passed: sent a page a round, up to here
         self.held = 0  # reports due but held back behind the backlog, at the last round
         self.unanswered = 0  # questions the broker did not answer (the reports went anyway)
-        self._moved: dict[int, tuple[int | None, float]] = {}  # committed, since (monotonic)
+        # each partition's committed offset and since when (monotonic) it has not moved;
+        # kept across marks only for those whose stall let the last mark pass
+        self._moved: dict[int, tuple[int | None, float]] = {}
+        self._stuck: set[int] = set()
         self._said_at = -SAY_EVERY_S
 
     async def round(self, now: float | None = None, clock: float | None = None) -> int:
         """Send what is due: once the group has read past the mark, the reports kept since
         before it (and due), a page (`limit`) a round until none is left; else take a
         mark when reports are due. `now`: wall time (the outbox's); `clock`: monotonic
-        (how long a partition has not moved). How many were sent."""
+        (how long a partition has not moved). How many were sent; none once the worker
+        stops (the next worker's resend has them)."""
         now = time.time() if now is None else now
         clock = time.monotonic() if clock is None else clock
         if self.backlog is None:
-            return await resend_due(self.redis, self.keys, self.send, now - self.wait_s, now,
-                                    self.limit)
-        if self.release_before is None:
-            due = await self.redis.zcount(self.keys.outbox_times(), "-inf", now - self.wait_s)
-            if not await self._passed(due, now, clock):
-                return 0
-            self.release_before = self.marked_at
-        # Kept since before the mark and due: a report resent at the last pass was stamped
-        # after the broker took it, so it is behind the mark and waits for the next one.
+            sent, _ = await resend_due(self.redis, self.keys, self.send, now - self.wait_s,
+                                       now, self.limit)
+            return sent
+        try:
+            if self.release_before is None:
+                due = await self.redis.zcount(self.keys.outbox_times(), "-inf",
+                                              now - self.wait_s)
+                if not await self._passed(due, now, clock):
+                    return 0
+                self.release_before = self.marked_at
+        except BacklogClosed:
+            return 0
+        # Kept before the mark (not at it: a page sent as the mark was taken and passed in
+        # one round is stamped then) and due.
         before = min(now - self.wait_s, self.release_before)
-        sent = await resend_due(self.redis, self.keys, self.send, before, now, self.limit)
-        if sent < self.limit:
+        sent, looked = await resend_due(self.redis, self.keys, self.send, before, now,
+                                        self.limit)
+        if looked < self.limit:
             self.release_before = None
         return sent
 
@@ -173,18 +193,19 @@ class ReportResend:
         reports are), its stalled partitions apart; True when the broker cannot say."""
         assert self.backlog is not None
         if not due:
-            self.held = 0
+            self.mark, self.held = None, 0
             return False
         ends: Offsets | None = None
         if self.mark is None:
-            ends = await self._ask(self.backlog.ends(), None)
+            ends = await self._ask(self.backlog.ends())
             if ends is None:
-                self.marked_at = now
+                self.marked_at, self.held = now, 0
                 return True
             self.mark, self.marked_at = ends, now
-        answer = await self._ask(self.backlog.read(self.mark, ends), None)
+            self._moved = {p: m for p, m in self._moved.items() if p in self._stuck}
+        answer = await self._ask(self.backlog.read(self.mark, ends))
         if answer is None:
-            self.mark, self.marked_at = None, now
+            self.mark, self.marked_at, self.held = None, now, 0
             return True
         ends, committed = answer
         for p, at in committed.items():
@@ -192,16 +213,21 @@ class ReportResend:
                 self._moved[p] = (at, clock)
         stalled = {p for p, (_, since) in self._moved.items() if clock - since >= STALLED_AFTER_S}
         if read_past(self.mark, ends, committed, stalled):
+            self._stuck = {p for p in stalled if not read_past({p: self.mark[p]}, ends,
+                                                               committed)}
             self.mark, self.held = None, 0
             return True
         self.held = await self.redis.zcount(self.keys.outbox_times(), "-inf",
-                                            min(now - self.wait_s, self.marked_at))
+                                            f"({min(now - self.wait_s, self.marked_at)}")
         return False
 
-    async def _ask(self, question: Awaitable[T], otherwise: T) -> T:
-        """The broker's answer, or `otherwise` (send as before) when it cannot say."""
+    async def _ask(self, question: Awaitable[T]) -> T | None:
+        """The broker's answer, or None (send as before) when it cannot say; raises
+        :class:`BacklogClosed` once the worker stops."""
         try:
             return await asyncio.wait_for(question, ASK_TIMEOUT_S)
+        except BacklogClosed:
+            raise
         except Exception as exc:
             self.unanswered += 1
             if time.monotonic() - self._said_at >= SAY_EVERY_S:
@@ -209,18 +235,21 @@ class ReportResend:
                 log.warning("the broker did not say where `reports` ends or how far the "
                             "workers read it; outboxed reports due are sent again all the "
                             "same", error=repr(exc), unanswered=self.unanswered)
-            if isinstance(exc, KafkaConnectionError | OSError) and self.backlog is not None:
+            # a connection that broke or hangs: a fresh one next time
+            if isinstance(exc, KafkaConnectionError | ConnectionError | TimeoutError
+                          | KafkaTimeoutError) and self.backlog is not None:
                 with contextlib.suppress(Exception):
-                    await self.backlog.reconnect()
-            return otherwise
+                    await asyncio.wait_for(self.backlog.reconnect(), ASK_TIMEOUT_S)
+            return None
 
 
 async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
-                     due_before: float, now: float, limit: int) -> int:
-    """Put again on `reports` every outboxed report kept since before `due_before` and not
-    taken in (at most `limit`), its wait starting again at `now`. Returns how many were
-    sent."""
-    due = await redis.zrangebyscore(keys.outbox_times(), "-inf", due_before, start=0, num=limit)
+                     due_before: float, now: float, limit: int) -> tuple[int, int]:
+    """Put again on `reports` the outboxed reports kept since before `due_before` (not at
+    it) and not taken in, at most `limit` looked at, each one's wait starting again at
+    `now`. Returns (how many were sent, how many were looked at)."""
+    due = await redis.zrangebyscore(keys.outbox_times(), "-inf", f"({due_before}", start=0,
+                                    num=limit)
     sent = 0
     for report_id in due:
         raw = await redis.hget(keys.outbox(), report_id)
@@ -238,4 +267,4 @@ async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awai
         await send(report.correlation_key(), raw.encode())
         await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
         sent += 1
-    return sent
+    return sent, len(due)

@@ -99,7 +99,8 @@ async def test_a_report_behind_a_backlog_is_held_until_the_group_reads_past_it(
     await fill(settings, 40)
     now = time.time()
     report = await kept_report(rt, make_report, now - WAIT_S - 1)
-    # due while the mark waits (kept before it): goes with it; kept after it: waits
+    # kept before the mark, due while it waits: goes with it; kept after it: waits for a
+    # mark of its own, though due when this one is passed
     soon = await kept_report(rt, make_report, now - WAIT_S + 1)
     later = await kept_report(rt, make_report, now + 1)
     async with resending(rt, settings) as (resend, sent):
@@ -108,10 +109,10 @@ async def test_a_report_behind_a_backlog_is_held_until_the_group_reads_past_it(
         assert resend.mark is not None and sum(resend.mark.values()) == 40
         assert await resend.round(now + 2, clock=2) == 0 and sent == []
         await read_all(settings)
-        assert await resend.round(now + 4, clock=4) == 2
+        assert await resend.round(now + WAIT_S + 5, clock=4) == 2
         assert sent == [report.id, soon.id] and resend.mark is None and resend.held == 0
-        # their wait starts again, and the later one needs a mark of its own
-        assert await resend.round(now + WAIT_S + 2, clock=6) == 1 and sent[2:] == [later.id]
+        # the mark of its own, passed at once: nothing unread
+        assert await resend.round(now + WAIT_S + 7, clock=6) == 1 and sent[2:] == [later.id]
         assert resend.unanswered == 0  # every answer came from the broker
 
 
@@ -152,9 +153,29 @@ async def test_after_the_mark_the_reports_go_a_page_a_round_without_a_new_mark(
     now = time.time()
     kept = [await kept_report(rt, make_report, now - WAIT_S - 1 - i / 100) for i in range(7)]
     async with resending(rt, settings, limit=3) as (resend, sent):
-        assert [await resend.round(now + i) for i in range(4)] == [3, 3, 1, 0]
-        assert resend.unanswered == 0
+        assert await resend.round(now) == 3  # the mark taken and passed: nothing unread
+        assert resend.mark is None and resend.release_before == now
+        await fill(settings, 5)  # a new mark now would hold the rest
+        # rounds further apart than the wait: the first page, stamped as the mark was
+        # passed, is not sent again
+        assert [await resend.round(now + WAIT_S * i) for i in (1, 2)] == [3, 1]
+        assert resend.release_before is None and resend.unanswered == 0
     assert sorted(sent) == sorted(r.id for r in kept)
+
+
+async def test_a_round_under_way_as_the_worker_stops_sends_nothing(
+        rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
+    """The stop closes the resend's connection: a round after it asks the broker nothing
+    and sends nothing (not everything, as for a broker that cannot say); the next
+    worker's resend has the reports."""
+    settings, _ = broker
+    now = time.time()
+    await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings) as (resend, sent):
+        assert resend.backlog is not None
+        await resend.backlog.close()
+        assert await resend.round(now) == 0
+        assert sent == [] and resend.unanswered == 0
 
 
 async def test_a_report_held_when_the_broker_restarts_empty_goes(

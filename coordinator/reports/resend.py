@@ -41,6 +41,8 @@ ASK_TIMEOUT_S = 5.0
 """How long the broker gets to say where `reports` ends and how far the group has read."""
 REQUEST_TIMEOUT_MS = 4_000
 """aiokafka's own wait for one answer: within :data:`ASK_TIMEOUT_S`."""
+GIVE_UP_AFTER = 3
+"""Sends failed in a row after which a round stops (the broker is away)."""
 SAY_EVERY_S = 60.0
 """A broker that cannot say is said in the log at most this often."""
 STALLED_AFTER_S = 10.0
@@ -247,10 +249,11 @@ async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awai
                      due_before: float, now: float, limit: int) -> tuple[int, int]:
     """Put again on `reports` the outboxed reports kept since before `due_before` (not at
     it) and not taken in, at most `limit` looked at, each one's wait starting again at
-    `now`. Returns (how many were sent, how many were looked at)."""
+    `now`. Returns (how many were sent, how many were looked at); raises the error of
+    the :data:`GIVE_UP_AFTER`-th send in a row that failed."""
     due = await redis.zrangebyscore(keys.outbox_times(), "-inf", f"({due_before}", start=0,
                                     num=limit)
-    sent = 0
+    sent = failed_in_a_row = 0
     for report_id in due:
         raw = await redis.hget(keys.outbox(), report_id)
         if raw is None:
@@ -264,7 +267,18 @@ async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awai
                       remove=f"redis-cli HDEL {keys.outbox()} {report_id}")
             await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
             continue
-        await send(report.correlation_key(), raw.encode())
+        # Its wait starts again whether the send goes through or not: one the broker
+        # refuses for good goes to the back of the line rather than hold up the others.
         await redis.zadd(keys.outbox_times(), {report_id: now}, xx=True)
+        try:
+            await send(report.correlation_key(), raw.encode())
+        except Exception as exc:
+            failed_in_a_row += 1
+            if failed_in_a_row >= GIVE_UP_AFTER:  # the broker is away: the next round
+                raise
+            log.warning("outboxed report not sent again; it waits its turn",
+                        report=report_id, error=repr(exc))
+            continue
+        failed_in_a_row = 0
         sent += 1
     return sent, len(due)

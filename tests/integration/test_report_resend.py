@@ -211,3 +211,33 @@ async def test_when_the_broker_cannot_say_the_report_goes_as_before(
     async with resending(rt, settings) as (resend, sent):
         assert await resend.round(now) == 1 and resend.unanswered == 1
     assert sent == [report.id]
+
+
+async def test_a_report_the_broker_refuses_does_not_hold_up_the_others(
+        rt: Runtime, make_report: MakeReport) -> None:
+    """One report's send fails (the broker refuses it): it goes to the back of the line and
+    the others behind it go; three failures in a row end the round (the broker is away)."""
+    now = time.time()
+    refused, *others = [await kept_report(rt, make_report, now - WAIT_S - 3 + i)
+                        for i in range(3)]
+    sent: list[str] = []
+
+    async def send(key: str, value: bytes) -> None:
+        report_id = Report.model_validate_json(value).id
+        if report_id == refused.id:
+            raise RuntimeError("MessageSizeTooLargeError")
+        sent.append(report_id)
+
+    resend = ReportResend(rt.redis, rt.keys, send, WAIT_S)  # no broker asked
+    assert await resend.round(now) == 2 and sent == [r.id for r in others]
+    assert await rt.redis.zscore(rt.keys.outbox_times(), refused.id) == now
+
+    async def away(key: str, value: bytes) -> None:
+        raise RuntimeError("broker away")
+
+    more = [await kept_report(rt, make_report, now - WAIT_S - 1) for _ in range(4)]
+    with pytest.raises(RuntimeError, match="broker away"):
+        await ReportResend(rt.redis, rt.keys, away, WAIT_S).round(now + 1)
+    waits = [await rt.redis.zscore(rt.keys.outbox_times(), r.id) for r in more]
+    assert sorted(waits) == [now - WAIT_S - 1, now + 1, now + 1, now + 1]  # one not tried
+

@@ -204,7 +204,8 @@ class ReportResend:
                 self.marked_at, self.held = now, 0
                 return True
             self.mark, self.marked_at = ends, now
-            self._moved = {p: m for p, m in self._moved.items() if p in self._stuck}
+            self._moved = {p: m for p, m in self._moved.items() if p in self._stuck
+                           and p in ends}
         answer = await self._ask(self.backlog.read(self.mark, ends))
         if answer is None:
             self.mark, self.marked_at, self.held = None, now, 0
@@ -213,7 +214,8 @@ class ReportResend:
         for p, at in committed.items():
             if self._moved.get(p, (-1, 0.0))[0] != at:
                 self._moved[p] = (at, clock)
-        stalled = {p for p, (_, since) in self._moved.items() if clock - since >= STALLED_AFTER_S}
+        stalled = {p for p, (_, since) in self._moved.items()
+                   if p in self.mark and clock - since >= STALLED_AFTER_S}
         if read_past(self.mark, ends, committed, stalled):
             self._stuck = {p for p in stalled if not read_past({p: self.mark[p]}, ends,
                                                                committed)}

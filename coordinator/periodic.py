@@ -23,7 +23,7 @@ from coordinator.escalation.timers import ADOPT_EVERY_S, Timers, drop_pickled_st
 from coordinator.events import utcnow
 from coordinator.pipeline import Pipeline
 from coordinator.queries import answers_expected
-from coordinator.reports.resend import ReportResend, ReportsBacklog
+from coordinator.reports.resend import ASK_TIMEOUT_S, ReportResend, ReportsBacklog
 from coordinator.runtime import Runtime
 from coordinator.state import Redis, delete_if_still
 from coordinator.statements.promises import sweep_promises
@@ -306,7 +306,7 @@ def _register_report_resend(app: faust.App, rt: Runtime, send: Send) -> None:
     @app.on_before_shutdown.connect
     async def close_backlog(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
         try:
-            await backlog.close()
+            await asyncio.wait_for(backlog.close(), ASK_TIMEOUT_S)
         except Exception as exc:  # shutting down: say so, but go on
             log.warning("the reports backlog's broker connection did not close cleanly",
                         error=repr(exc))

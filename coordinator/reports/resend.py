@@ -106,6 +106,11 @@ class ReportsBacklog:
         committed = {p: await consumer.committed(TopicPartition(self.topic, p)) for p in mark}
         return (await self.ends() if ends is None else ends), committed
 
+    @property
+    def closed(self) -> bool:
+        """Whether the worker stops (:meth:`close`)."""
+        return self._closed
+
     async def close(self) -> None:
         """Disconnect for good (the worker stops): a round still running asks nothing
         more (:class:`BacklogClosed`)."""
@@ -175,11 +180,13 @@ class ReportResend:
         try:
             if self.release_before is None:
                 due = await self.redis.zcount(self.keys.outbox_times(), "-inf",
-                                              now - self.wait_s)
+                                              f"({now - self.wait_s}")
                 if not await self._passed(due, now, clock):
                     return 0
                 self.release_before = self.marked_at
         except BacklogClosed:
+            return 0
+        if self.backlog.closed:  # the worker stops (while paging, or during the round)
             return 0
         # Kept before the mark (not at it: a page sent as the mark was taken and passed in
         # one round is stamped then) and due.
@@ -233,6 +240,8 @@ class ReportResend:
         except BacklogClosed:
             raise
         except Exception as exc:
+            if self.backlog is not None and self.backlog.closed:  # cut off by the stop
+                raise BacklogClosed from exc
             self.unanswered += 1
             if time.monotonic() - self._said_at >= SAY_EVERY_S:
                 self._said_at = time.monotonic()
@@ -257,11 +266,11 @@ async def resend_due(redis: Redis, keys: Keys, send: Callable[[str, bytes], Awai
                                     num=limit)
     sent = failed_in_a_row = 0
     for report_id in due:
-        raw = await redis.hget(keys.outbox(), report_id)
-        if raw is None:
-            await redis.zrem(keys.outbox_times(), report_id)
-            continue
-        try:
+        try:  # (not UTF-8, the client cannot even decode it: as damaged as unreadable)
+            raw = await redis.hget(keys.outbox(), report_id)
+            if raw is None:
+                await redis.zrem(keys.outbox_times(), report_id)
+                continue
             report = Report.model_validate_json(raw)
         except ValueError as exc:  # another Loa's, or damaged: the others still go
             log.error("outboxed report cannot be read; left for a person", report=report_id,

@@ -163,19 +163,22 @@ async def test_after_the_mark_the_reports_go_a_page_a_round_without_a_new_mark(
     assert sorted(sent) == sorted(r.id for r in kept)
 
 
-async def test_a_round_under_way_as_the_worker_stops_sends_nothing(
+async def test_after_the_worker_stops_a_round_sends_nothing(
         rt: Runtime, broker: tuple[Settings, Service], make_report: MakeReport) -> None:
     """The stop closes the resend's connection: a round after it asks the broker nothing
-    and sends nothing (not everything, as for a broker that cannot say); the next
-    worker's resend has the reports."""
+    and sends nothing (not everything, as for a broker that cannot say), nor the rest of
+    a release it was paging through; the next worker's resend has the reports."""
     settings, _ = broker
     now = time.time()
-    await kept_report(rt, make_report, now - WAIT_S - 1)
-    async with resending(rt, settings) as (resend, sent):
+    for _ in range(3):
+        await kept_report(rt, make_report, now - WAIT_S - 1)
+    async with resending(rt, settings, limit=2) as (resend, sent):
         assert resend.backlog is not None
+        assert await resend.round(now) == 2 and resend.release_before is not None
         await resend.backlog.close()
-        assert await resend.round(now) == 0
-        assert sent == [] and resend.unanswered == 0
+        assert await resend.round(now + 1) == 0  # the rest of the release: not sent
+        assert await resend.round(now + WAIT_S + 2) == 0  # due again: still nothing
+        assert len(sent) == 2 and resend.unanswered == 0
 
 
 async def test_a_report_held_when_the_broker_restarts_empty_goes(
@@ -240,4 +243,22 @@ async def test_a_report_the_broker_refuses_does_not_hold_up_the_others(
         await ReportResend(rt.redis, rt.keys, away, WAIT_S).round(now + 1)
     waits = [await rt.redis.zscore(rt.keys.outbox_times(), r.id) for r in more]
     assert sorted(waits) == [now - WAIT_S - 1, now + 1, now + 1, now + 1]  # one not tried
+
+
+async def test_an_entry_that_is_not_even_text_does_not_hold_up_the_others(
+        rt: Runtime, make_report: MakeReport) -> None:
+    """An outbox entry that is not UTF-8 (another program's, or damaged) is left for a
+    person like any unreadable one; the reports behind it go."""
+    now = time.time()
+    await rt.redis.hset(rt.keys.outbox(), "rep-garbled", b"\xff\xfe not text")
+    await rt.redis.zadd(rt.keys.outbox_times(), {"rep-garbled": now - WAIT_S - 5})
+    report = await kept_report(rt, make_report, now - WAIT_S - 1)
+    sent: list[str] = []
+
+    async def send(key: str, value: bytes) -> None:
+        sent.append(Report.model_validate_json(value).id)
+
+    assert await ReportResend(rt.redis, rt.keys, send, WAIT_S).round(now) == 1
+    assert sent == [report.id]
+    assert await rt.redis.zscore(rt.keys.outbox_times(), "rep-garbled") == now
 

@@ -146,12 +146,11 @@ class ReportsBacklog:
 
 class ReportResend:
     """The worker's resend of outboxed reports, a round at a time, each report sent only
-    once the group has read past the backlog it may be queued in (see the module's text).
-    Without a `backlog` (or when the broker cannot say) a due report is sent at once."""
+    once the group has read past the backlog it may be queued in (see the module's text);
+    when the broker cannot say, a due report is sent at once."""
 
     def __init__(self, redis: Redis, keys: Keys, send: Callable[[str, bytes], Awaitable[None]],
-                 wait_s: float, backlog: ReportsBacklog | None = None,
-                 limit: int = 500) -> None:
+                 wait_s: float, backlog: ReportsBacklog, limit: int = 500) -> None:
         self.redis, self.keys, self.send = redis, keys, send
         self.wait_s, self.backlog, self.limit = wait_s, backlog, limit
         self.mark: Offsets | None = None
@@ -173,10 +172,6 @@ class ReportResend:
         stops (the next worker's resend has them)."""
         now = time.time() if now is None else now
         clock = time.monotonic() if clock is None else clock
-        if self.backlog is None:
-            sent, _ = await resend_due(self.redis, self.keys, self.send, now - self.wait_s,
-                                       now, self.limit)
-            return sent
         try:
             if self.release_before is None:
                 due = await self.redis.zcount(self.keys.outbox_times(), "-inf",
@@ -200,7 +195,6 @@ class ReportResend:
     async def _passed(self, due: int, now: float, clock: float) -> bool:
         """Whether the group has read past the mark (taken now if there is none and `due`
         reports are), its stalled partitions apart; True when the broker cannot say."""
-        assert self.backlog is not None
         if not due:
             self.mark, self.held = None, 0
             return False
@@ -240,7 +234,7 @@ class ReportResend:
         except BacklogClosed:
             raise
         except Exception as exc:
-            if self.backlog is not None and self.backlog.closed:  # cut off by the stop
+            if self.backlog.closed:  # cut off by the stop
                 raise BacklogClosed from exc
             self.unanswered += 1
             if time.monotonic() - self._said_at >= SAY_EVERY_S:
@@ -250,7 +244,7 @@ class ReportResend:
                             "same", error=repr(exc), unanswered=self.unanswered)
             # a connection that broke or hangs: a fresh one next time
             if isinstance(exc, KafkaConnectionError | ConnectionError | TimeoutError
-                          | KafkaTimeoutError) and self.backlog is not None:
+                          | KafkaTimeoutError):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.backlog.reconnect(), ASK_TIMEOUT_S)
             return None

@@ -18,7 +18,12 @@ from coordinator.broker import bootstrap_servers, ensure_topics
 from coordinator.embedded import Service, free_port, start_tansu
 from coordinator.events import Report
 from coordinator.reports.filing import record_report
-from coordinator.reports.resend import STALLED_AFTER_S, ReportResend, ReportsBacklog
+from coordinator.reports.resend import (
+    STALLED_AFTER_S,
+    ReportResend,
+    ReportsBacklog,
+    resend_due,
+)
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 
@@ -231,8 +236,8 @@ async def test_a_report_the_broker_refuses_does_not_hold_up_the_others(
             raise RuntimeError("MessageSizeTooLargeError")
         sent.append(report_id)
 
-    resend = ReportResend(rt.redis, rt.keys, send, WAIT_S)  # no broker asked
-    assert await resend.round(now) == 2 and sent == [r.id for r in others]
+    assert await resend_due(rt.redis, rt.keys, send, now - WAIT_S, now, 500) == (2, 3)
+    assert sent == [r.id for r in others]
     assert await rt.redis.zscore(rt.keys.outbox_times(), refused.id) == now
 
     async def away(key: str, value: bytes) -> None:
@@ -240,7 +245,7 @@ async def test_a_report_the_broker_refuses_does_not_hold_up_the_others(
 
     more = [await kept_report(rt, make_report, now - WAIT_S - 1) for _ in range(4)]
     with pytest.raises(RuntimeError, match="broker away"):
-        await ReportResend(rt.redis, rt.keys, away, WAIT_S).round(now + 1)
+        await resend_due(rt.redis, rt.keys, away, now + 1 - WAIT_S, now + 1, 500)
     waits = [await rt.redis.zscore(rt.keys.outbox_times(), r.id) for r in more]
     assert sorted(waits) == [now - WAIT_S - 1, now + 1, now + 1, now + 1]  # one not tried
 
@@ -258,7 +263,7 @@ async def test_an_entry_that_is_not_even_text_does_not_hold_up_the_others(
     async def send(key: str, value: bytes) -> None:
         sent.append(Report.model_validate_json(value).id)
 
-    assert await ReportResend(rt.redis, rt.keys, send, WAIT_S).round(now) == 1
+    assert await resend_due(rt.redis, rt.keys, send, now - WAIT_S, now, 500) == (1, 2)
     assert sent == [report.id]
     assert await rt.redis.zscore(rt.keys.outbox_times(), "rep-garbled") == now
 

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -351,6 +352,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     time.sleep(2)  # the approval prompt's own SMS is out of the way
     sms_before = httpx.get(f"{sms_url}/_sandbox/count", timeout=60).json()["messages"]
     cpu_before = {name: cpu_s(pid) for name, pid in loa_pids.items()}
+    calls_before = redis_calls(r)
     deadlines = asyncio.run(schedule_all(settings, escalations, escalation_spread_s,
                                          lead_s=20.0)) if escalations else {}
     approved_at = datetime.now(UTC)
@@ -372,6 +374,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     watcher.join()
     first, finished = ({c: t - started for c, t in times.items()} for times in seen[0])
     cpu = {name: round(cpu_s(pid) - cpu_before[name], 2) for name, pid in loa_pids.items()}
+    calls = redis_calls(r) - calls_before
     rates = {c: round(targeted / finished[c], 1) for c in finished}
     limits = {c: rate for c, rate in (("sms", settings.sms_rate_per_s),
                                       ("email", settings.email_rate_per_s)) if 0 < rate < 100000}
@@ -393,6 +396,11 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
                if limits else {}),
             "loa_cpu_s": cpu,
             "loa_cpu_us_per_delivery": round(sum(cpu.values()) / (2 * targeted) * 1e6, 1),
+            # Every client's commands (the bench's own looks included) during Loa's run: a
+            # transaction (MULTI … EXEC) counts its commands one by one, and EXEC once more.
+            "redis_commands_per_delivery": round(sum(calls.values()) / (2 * targeted), 2),
+            "redis_commands_most": dict(calls.most_common(8)),
+            "redis_transactions": calls["exec"],
             # The bare run's own CPU while it sends: the channels with their rate limiter,
             # the twilio SDK and aiosmtplib (its messages were built before); Loa's worker
             # hands over through the same code, so this is the floor under its share.
@@ -425,6 +433,12 @@ def watch(sms_url: str, mail: Path, sms_before: int, before_mail: int, targeted:
         near = any(c not in finished and n >= 0.95 * targeted for c, n in counts.items())
         time.sleep(0.02 if near or len(first) < 2 else 0.5)  # fine until the first ones too
     return first, finished
+
+
+def redis_calls(r: SyncRedis) -> Counter[str]:
+    """How many times Redis has run each command so far (INFO commandstats)."""
+    return Counter({name.removeprefix("cmdstat_"): int(stats["calls"])
+                    for name, stats in r.info("commandstats").items()})
 
 
 def files_in(folder: Path) -> int:

@@ -31,6 +31,7 @@ from coordinator.decoding import decode, decode_approval_event, decode_incident_
 from coordinator.dispatch.batches import deliver_batch
 from coordinator.dispatch.deliveries import HELD, deliver, lane_of, queue_keep_delivery
 from coordinator.dispatch.fanout import batch_lane, fan_out
+from coordinator.dispatch.outcome_writes import OutcomeWrites
 from coordinator.dispatch.reach import ReachInputs, record_with_reach
 from coordinator.dispatch.recovery import Recovered, recover
 from coordinator.dispatch.stopping import Stopping
@@ -86,6 +87,7 @@ class Pipeline:
         self.schedule = schedule
         self.drainer = outbox.Drainer(rt.redis, rt.keys, send, rt.settings.resend_kept_after_s)
         self.stopping = Stopping()  # begun by the worker's stop: batches hand nothing more over
+        self.outcome_writes = OutcomeWrites(rt)  # its batches' outcomes, written together
         self.open_incidents = OpenIncidents()  # where reports were seen going, to read first
         # Plans, prompts, single deliveries and a fan-out's first batches are done at once,
         # beside their maker.
@@ -270,7 +272,7 @@ class Pipeline:
     async def _deliver_batch(self, batch: DeliveryBatch,
                              cut: tuple[Statement, list[int]] | None = None) -> None:
         report = await deliver_batch(self.rt, self.bulk_channels, batch, utcnow(), cut,
-                                     self.stopping)
+                                     self.stopping, self.outcome_writes)
         log.info("delivery batch", statement=batch.statement_id, channel=batch.channel,
                  batch=batch.number, outcomes=report.counts, done=report.done,
                  given_back=report.left)

@@ -1,13 +1,12 @@
-"""A batch being handed over (``dispatch.batches``): its outcomes, written a few dozen at a
-time; which of its deliveries are not wanted any more; and what the worker's stop or a
-rebalance cuts off (``dispatch.stopping``)."""
+"""A batch being handed over (``dispatch.batches``): its outcomes, written with those of the
+worker's other batches (``dispatch.outcome_writes``); which of its deliveries are not wanted
+any more; and what the worker's stop or a rebalance cuts off (``dispatch.stopping``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -17,20 +16,15 @@ from coordinator.dispatch.handover import (
     FINAL,
     Outcome,
     claims_of,
-    count_outcome,
     give_back,
     give_back_landing,
-    outcome_record,
     queue_claim,
-    queue_counts,
     reason_not_to_send,
     release,
 )
-from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
-from coordinator.dispatch.status_callbacks import queue_take_early
-from coordinator.dispatch.status_sweep import first_ask_at, unconfirmed
+from coordinator.dispatch.outcome_writes import OutcomeWrites, next_tick
 from coordinator.dispatch.stopping import SingleHandOver
-from coordinator.events import DeliveryRequest, utcnow
+from coordinator.events import DeliveryRequest
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, run_pipeline
 from coordinator.subscribers.store import queue_active
@@ -38,9 +32,6 @@ from coordinator.subscribers.store import queue_active
 log = obs.get_logger("dispatch")
 FINAL_OR_BUSY = FINAL | {"busy"}  # claims whose hand-over sends nothing
 
-FLUSH_EVERY_S = 0.02
-"""How often outcomes are written: a crash loses at most this much bookkeeping (those
-deliveries are then reconciled with the provider)."""
 WITHDRAWN_EVERY_S = 0.25
 """How stale a batch's knowledge that its statement was withdrawn may be at a hand-over."""
 LEAVERS_EVERY_S = 1.0
@@ -49,14 +40,17 @@ batch, its cost growing with the batch)."""
 
 
 class BatchRun:
-    """A batch being handed over: its outcomes, written every :data:`FLUSH_EVERY_S`, and
+    """A batch being handed over: its outcomes, written every
+    ``outcome_writes.FLUSH_EVERY_S`` with the other runs' (`writes`: the worker's), and
     which of its deliveries are not wanted any more (withdrawn, STOP, left), asked of Redis
     for the whole batch in one round trip now and then (:data:`WITHDRAWN_EVERY_S`,
     :data:`LEAVERS_EVERY_S`) rather than once per delivery."""
 
-    def __init__(self, rt: Runtime, statement_id: str) -> None:
+    def __init__(self, rt: Runtime, statement_id: str,
+                 writes: OutcomeWrites | None = None) -> None:
         self.rt = rt
         self.statement_id = statement_id
+        self.writes = writes or OutcomeWrites(rt)
         self.waiting: dict[str, DeliveryRequest] = {}  # not handed over, skipped or final yet
         self.unwanted: dict[str, str] = {}  # delivery id -> why
         self.outcomes: list[tuple[DeliveryRequest, Outcome]] = []
@@ -225,7 +219,7 @@ class BatchRun:
         del self.outcomes[:len(taken)]
         if taken:
             try:
-                await _write(self.rt, self.statement_id, taken)
+                await self.writes.write(taken)
             except Exception:
                 await self.release([r for r, _ in taken])
                 raise
@@ -250,8 +244,9 @@ class BatchRun:
             loop = asyncio.get_running_loop()
             while not stop.is_set():
                 # A timer, not asyncio.wait_for: that makes a task of every wait, and a
-                # fan-out's batches wait a few thousand times a second between them.
-                alarm = loop.call_later(FLUSH_EVERY_S, self.wake.set)
+                # fan-out's batches wait a few thousand times a second between them. On the
+                # clock every run shares, so that their writes go together.
+                alarm = loop.call_at(next_tick(loop.time()), self.wake.set)
                 try:
                     await self.wake.wait()
                 finally:
@@ -287,65 +282,3 @@ class BatchRun:
                     # given back, once its outcomes before are written.
                     if self.cut:
                         await self.give_back()
-
-
-# KEYS[1]: the audit stream, KEYS[2]: the SMS awaiting their final status. ARGV: the prefix
-# of a delivery's key (Keys.delivery("")) and of a provider id's (Keys.provider_message("")),
-# how long a provider id is kept (s), when to ask the provider about the unconfirmed, the
-# number F of a record's fields and their names; then per delivery its id, its provider id
-# ('' for none), its audit entry (JSON), '1' when it awaits its final status, and its F
-# values. Each delivery's record, audit entry, provider id and wait for its status, as
-# `handover.queue_outcome` and `queue_provider_ids` write them, in one command: a batch's
-# outcomes cost one round trip's packing, not five commands each.
-_RECORD = """
-local f = tonumber(ARGV[5])
-local i = 6 + f
-local fields = {}
-while i <= #ARGV do
-  local id, pid = ARGV[i], ARGV[i + 1]
-  for j = 1, f do
-    fields[2 * j - 1] = ARGV[5 + j]
-    fields[2 * j] = ARGV[i + 3 + j]
-  end
-  redis.call('HSET', ARGV[1] .. id, unpack(fields))
-  redis.call('XADD', KEYS[1], '*', 'event', ARGV[i + 2])
-  if pid ~= '' then redis.call('SET', ARGV[2] .. pid, id, 'EX', ARGV[3]) end
-  if ARGV[i + 3] == '1' then redis.call('ZADD', KEYS[2], ARGV[4], id) end
-  i = i + 4 + f
-end
-return 0
-"""
-
-
-async def _write(rt: Runtime, statement_id: str,
-                 outcomes: list[tuple[DeliveryRequest, Outcome]]) -> None:
-    """Record outcomes in one transaction: each delivery's record, counter and audit entry,
-    and the provider ids with them, so a status callback that finds a delivery by its
-    provider id finds its record written (one that came between the two, when the ids went
-    first, counted the delivery twice). A callback that came before (kept as early) is
-    taken and applied in the same transaction. SMS without a final status yet wait for it
-    (``status_sweep``). The script goes with its text (EVAL), as the early callbacks' does:
-    a Redis that lost it since cannot fail it inside the transaction. The outcomes are a
-    statement's deliveries, whose audit entries stay out of incident timelines
-    (``handover.outcome_record``)."""
-    pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
-    now = utcnow()
-    counts: Counter[tuple[str, str]] = Counter()
-    names: list[str] = []
-    rows: list[str] = []
-    for request, outcome in outcomes:
-        record, event = outcome_record(rt, request, outcome, now)
-        names = names or list(record)
-        count_outcome(rt, request, outcome, counts)
-        awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
-        rows += [request.id, outcome.provider_id, event.model_dump_json(),
-                 "1" if awaits else "", *(record[n] for n in names)]
-    keys = rt.keys
-    async with rt.redis.pipeline(transaction=True) as pipe:
-        pipe.eval(_RECORD, 2, keys.audit(), keys.unconfirmed(), keys.delivery(""),
-                  keys.provider_message(""), PROVIDER_IDS_KEPT_S,
-                  first_ask_at(rt), len(names), *names, *rows)
-        queue_counts(pipe, counts)
-        pipe.hset(keys.dispatch(statement_id), "progress_at", time.time())
-        queue_take_early(pipe, keys, pairs, now)
-        await pipe.execute()

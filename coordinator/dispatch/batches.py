@@ -20,6 +20,7 @@ from coordinator.dispatch.batch_run import BatchRun
 from coordinator.dispatch.fanout import deliveries_for, texts_of, unsubscribe_url
 from coordinator.dispatch.handover import FINAL, Outcome, hand_over
 from coordinator.dispatch.ledger import settle
+from coordinator.dispatch.outcome_writes import OutcomeWrites
 from coordinator.dispatch.stopping import Stopping
 from coordinator.events import DeliveryBatch, DeliveryRequest, Statement
 from coordinator.runtime import Runtime
@@ -55,18 +56,20 @@ class BatchReport:
 
 async def deliver_batch(rt: Runtime, channels: dict[str, Channel], batch: DeliveryBatch,
                         now: datetime, cut: tuple[Statement, list[int]] | None = None,
-                        stopping: Stopping | None = None) -> BatchReport:
+                        stopping: Stopping | None = None,
+                        writes: OutcomeWrites | None = None) -> BatchReport:
     """Hand over every delivery of the batch not handed over yet; mark the batch done.
     `cut`: the statement and the batch's subscriber numbers, when its cutter hands it over
     itself (else they are read from Redis). Once `stopping` begins, nothing more is handed
-    over (see :class:`Stopping`), and the batch is left for another run."""
+    over (see :class:`Stopping`), and the batch is left for another run. `writes`: the
+    worker's, which writes the outcomes of its batches under way together."""
     name = f"{batch.channel}:{batch.number}"
     if (batch.statement_id, name) in _running:  # the same event twice here: one is enough
         return BatchReport()
     stopping = stopping or Stopping()
     if stopping.holding:
         return BatchReport(held=True)
-    run = BatchRun(rt, batch.statement_id)
+    run = BatchRun(rt, batch.statement_id, writes)
     _running.add((batch.statement_id, name))
     stopping.runs.add(run)
     try:

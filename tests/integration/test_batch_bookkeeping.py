@@ -19,7 +19,7 @@ from channels.base import OutboundMessage, Receipt, TransientDeliveryError, stil
 from channels.twilio_webhooks import StatusUpdate
 from coordinator import outbox, topics
 from coordinator.at_once import AtOnce
-from coordinator.dispatch import batch_run, batches, deliveries, fanout
+from coordinator.dispatch import batch_run, batches, deliveries, fanout, outcome_writes
 from coordinator.dispatch import stopping as stopping_module
 from coordinator.dispatch.deliveries import deliver, keep_delivery
 from coordinator.dispatch.fanout import Send, fan_out
@@ -122,6 +122,48 @@ async def test_outcomes_and_provider_ids_are_one_transaction_and_take_early_call
         ("delivery.queued", "d-3", "sub-3"), ("delivery.delivered", "d-4", "sub-4")]
 
 
+async def test_the_batches_of_a_worker_write_their_outcomes_together(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batches (two statements) whose outcomes are due at once share one transaction,
+    each statement's counts and progress its own; a write that fails fails both, and both
+    give their claims up (looked for at the provider by whichever runs them next)."""
+    writes = outcome_writes.OutcomeWrites(rt)
+    runs = [batch_run.BatchRun(rt, sid, writes) for sid in ("S-G1", "S-G2")]
+    requests = [DeliveryRequest(id=f"d-g{n}", channel="sms", recipient=f"+8490000001{n}",
+                                text="x", purpose="statement", statement_id=run.statement_id,
+                                subscriber_id=f"sub-g{n}") for n, run in enumerate(runs)]
+    for r in requests:
+        await rt.redis.hset(rt.keys.delivery(r.id), mapping={"status": "sending"})
+    before = await execs(rt)
+    for n, (run, r) in enumerate(zip(runs, requests, strict=True)):
+        run.record(r, Outcome("queued", "", provider_id=f"SMG{n}"))
+    await asyncio.gather(*(run.flush() for run in runs))
+    assert (writes.transactions, await execs(rt) - before) == (1, 1)
+    assert [await rt.redis.hget(rt.keys.delivery(r.id), "status") for r in requests] == [
+        "queued", "queued"]
+    for run in runs:
+        ledger = await rt.redis.hgetall(rt.keys.dispatch(run.statement_id))
+        assert ledger["sms:sent"] == "1"
+        assert float(ledger["progress_at"]) > 0
+
+    again = [r.model_copy(update={"id": f"{r.id}-again"}) for r in requests]
+    await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
+    assert await claim(rt, again, "sms", utcnow()) == ["fresh", "fresh"]
+
+    async def unwritten(*args: object) -> None:
+        raise RuntimeError("Redis went away while recording")
+
+    monkeypatch.setattr(outcome_writes, "_write", unwritten)
+    for run, r in zip(runs, again, strict=True):
+        run.record(r, Outcome("queued", "", provider_id=f"SMX{r.id}"))
+    failed = await asyncio.gather(*(run.flush() for run in runs), return_exceptions=True)
+    assert [type(e) for e in failed] == [RuntimeError, RuntimeError]
+    assert writes.transactions == 2
+    other = dataclasses.replace(rt, instance="instance-2")
+    taken = await claim(other, again, "sms", utcnow())
+    assert all(t.startswith("orphan|") for t in taken), taken
+
+
 class _Answering:
     """An SMS channel that answers every message `queued`, with the provider id SM7."""
 
@@ -201,7 +243,7 @@ async def test_a_batch_whose_outcomes_could_not_be_written_releases_them(
     async def unwritten(*args: object) -> None:
         raise RuntimeError("Redis went away while recording")
 
-    monkeypatch.setattr(batch_run, "_write", unwritten)
+    monkeypatch.setattr(outcome_writes, "_write", unwritten)
     run = batch_run.BatchRun(rt, "S-REL")
     run.record(request, Outcome("queued", "SM9", provider_id="SM9"))
     with pytest.raises(RuntimeError):
@@ -874,7 +916,7 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
                     for n in (1, 2))
     await rt.redis.set(rt.keys.worker_heartbeat(rt.settings.worker_id), rt.instance)
     assert await claim(rt, [first, later], "sms", utcnow()) == ["fresh", "fresh"]
-    write = batch_run._write
+    write = outcome_writes._write
     failed = asyncio.Event()
 
     async def once_failing(*args: object) -> None:
@@ -883,7 +925,7 @@ async def test_outcomes_recorded_after_the_writer_failed_are_still_written(
             raise RuntimeError("Redis went away while recording")
         await write(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch_run, "_write", once_failing)
+    monkeypatch.setattr(outcome_writes, "_write", once_failing)
     run = batch_run.BatchRun(rt, "S-AFTER")
     run.add([first, later])
     with pytest.raises(RuntimeError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from channels.email import EmailChannel
 from coordinator.approvals.decisions import needs_second_approver
 from coordinator.city import load_city
@@ -15,6 +17,7 @@ from coordinator.dispatch.batches import _parts
 from coordinator.dispatch.channels import build_channels, bulk_lane
 from coordinator.dispatch.handover import reason_not_to_send, tally
 from coordinator.dispatch.ledger import Ledger
+from coordinator.dispatch.outcome_writes import FLUSH_EVERY_S, next_tick
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.dispatch.reach import Reach, segment_costs
 from coordinator.dispatch.status_sweep import (
@@ -204,3 +207,15 @@ def test_due_deliveries_are_asked_about_settled_or_given_up() -> None:
 def test_a_message_not_final_is_asked_again_once_twice_as_old_at_most_every_6_hours() -> None:
     assert [ask_again_in(age, 900.0) for age in (600.0, 900.0, 1800.0, 7200.0, 30_000.0)] == [
         900.0, 900.0, 1800.0, 7200.0, 21_600.0]
+
+
+def test_every_batch_run_writes_on_the_same_clock() -> None:
+    """The next write is the next multiple of 20 ms, strictly after now (0.06 / 0.02 is
+    2.999… in floating point, and a tick at `now` itself would fire at once)."""
+    assert FLUSH_EVERY_S == 0.02
+    assert next_tick(0.0) == pytest.approx(0.02)
+    assert next_tick(0.031) == pytest.approx(0.04)
+    assert next_tick(1234.5671) == pytest.approx(1234.58)
+    for now in (0.06, 0.04, 1000.0, 0.1):
+        tick = next_tick(now)
+        assert now < tick <= now + FLUSH_EVERY_S + 1e-9, (now, tick)

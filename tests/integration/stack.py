@@ -138,16 +138,28 @@ class Stack:
                      **env: str) -> None:
         """Start `loa worker` and wait until its heartbeat shows it alive (a heartbeat a
         worker of that id left is cleared first, unless `keep_heartbeat`)."""
-        heartbeat = self.keys.worker_heartbeat(worker_id)
-        if not keep_heartbeat:
-            self.redis.delete(heartbeat)
-        left = self.redis.get(heartbeat)
-        self.workers[worker_id] = self._spawn(
-            f"worker-{worker_id}", ["worker"], {**self.env, "LOA_WORKER_ID": worker_id, **env})
-        proc = self.workers[worker_id]
-        wait_for(lambda: proc.poll() is not None or self.redis.get(heartbeat) not in (None, left),
-                 60, f"worker {worker_id} to start")
-        assert proc.poll() is None, (self.root / f"worker-{worker_id}.log").read_text()[-3000:]
+        self.start_workers(worker_id, keep_heartbeat=keep_heartbeat, **env)
+
+    def start_workers(self, *worker_ids: str, keep_heartbeat: bool = False, **env: str
+                      ) -> None:
+        """:meth:`start_worker` for each of `worker_ids`, started side by side (each
+        worker's start-up is seconds of Python imports on a slow machine)."""
+        heartbeats = {}
+        for worker_id in worker_ids:
+            heartbeat = self.keys.worker_heartbeat(worker_id)
+            if not keep_heartbeat:
+                self.redis.delete(heartbeat)
+            heartbeats[worker_id] = (heartbeat, self.redis.get(heartbeat))
+            self.workers[worker_id] = self._spawn(
+                f"worker-{worker_id}", ["worker"],
+                {**self.env, "LOA_WORKER_ID": worker_id, **env})
+        for worker_id, (heartbeat, left) in heartbeats.items():
+            proc = self.workers[worker_id]
+            wait_for(lambda proc=proc, heartbeat=heartbeat, left=left: proc.poll() is not None
+                     or self.redis.get(heartbeat) not in (None, left),
+                     60, f"worker {worker_id} to start")
+            assert proc.poll() is None, \
+                (self.root / f"worker-{worker_id}.log").read_text()[-3000:]
 
     def stop_worker(self, worker_id: str = "w1", sig: int = signal.SIGTERM) -> None:
         """Stop a worker (SIGTERM: clean; SIGKILL: a crash) and wait for it to be gone."""

@@ -274,8 +274,7 @@ def test_a_killed_worker_escalates_right_after_restart_exactly_once(
 def test_two_workers_escalate_each_level_once(make_stack: MakeStack, tmp_path: Any) -> None:
     """Two workers, each holding every pending request's timers: one escalation per level."""
     stack = make_stack(**drill_env(tmp_path))
-    stack.start_worker("w1")
-    stack.start_worker("w2")
+    stack.start_workers("w1", "w2")
     stack.start_web()
     walks = [file_drill(stack, "drill-hold", area)[0] for area in AREAS[:4]]
     for incident_id in walks:

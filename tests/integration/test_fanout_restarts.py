@@ -86,12 +86,12 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
 
 def test_a_stopping_worker_hands_nothing_more_over_and_gives_its_claims_back(
         make_stack: Any, tmp_path: Path) -> None:
-    """SIGTERM mid fan-out, SMS throttled to 2/s (60 residents: half a minute of sending):
+    """SIGTERM mid fan-out, SMS throttled to 2/s (40 residents: 20 s of sending):
     the worker stops within seconds, not once its batches are through at the provider's
     rate. What it had claimed and not handed over is given back as never claimed, and no SMS
     leaves after it is gone. Its heartbeat expires within 3 s; started again, it finishes
     the rest, and every resident has exactly one SMS."""
-    n = 60
+    n = 40
     stack = make_stack(sms=True, LOA_SMS_RATE_PER_S="2", LOA_DISPATCH_BATCH_SIZE="10")
     import_residents(stack, tmp_path, "09150", n, "hn-long-bien")
     stack.start_worker()

@@ -45,11 +45,10 @@ def test_three_workers_share_a_fan_out_and_one_killed_repeats_nothing(
     n = SUBSCRIBERS
     with smtp_server() as (port, inbox):
         stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
-                           LOA_SMS_RATE_PER_S="15",
+                           LOA_SMS_RATE_PER_S="25",
                            LOA_DISPATCH_BATCH_SIZE=str(BATCH_SIZE))
         import_residents(stack, tmp_path, "09140", n, "hn-tay-ho", email=True)
-        for worker in ("w1", "w2", "w3"):
-            stack.start_worker(worker)
+        stack.start_workers("w1", "w2", "w3")
         stack.start_web()
         time.sleep(8)  # the consumer group settles with all three before the work comes
         incident_id, statement = approve_a_flood(stack, "hn-tay-ho-quang-an", "Ngập Quảng An")

@@ -19,6 +19,7 @@ Every error the coordinator raises on purpose is a :class:`LoaError`; a test
     ├── InvalidLink              (approvals.links) an approval link: forged, garbled, expired
     ├── InvalidConfirmLink       (subscribers.proofs) an email confirmation link, likewise
     ├── SubscriberConflict       (subscribers.registry) that phone or email is someone else's
+    ├── OutcomesNotWritten       (dispatch.outcome_writes) the writer stopped before writing them
     ├── LoginRequired            (web.security) a page needs a login (-> redirect to /login)
     └── BodyTooLarge             (web.body_limit) a request body past the limit (-> 413)
 

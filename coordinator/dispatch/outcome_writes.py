@@ -13,17 +13,20 @@ import asyncio
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
 
 from coordinator.dispatch.handover import Outcome, count_outcome, outcome_record, queue_counts
 from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
 from coordinator.dispatch.status_callbacks import queue_take_early
 from coordinator.dispatch.status_sweep import first_ask_at, unconfirmed
+from coordinator.errors import LoaError
 from coordinator.events import DeliveryRequest, utcnow
 from coordinator.runtime import Runtime
 
 FLUSH_EVERY_S = 0.02
-"""How often outcomes are written: a crash loses at most this much bookkeeping (those
-deliveries are then reconciled with the provider)."""
+"""How often outcomes are written: a crash loses about this much bookkeeping, plus a write
+under way (those deliveries are then reconciled with the provider)."""
 MOST = 2000
 """Outcomes written in one transaction at most (the rest go in the next, at once)."""
 
@@ -35,6 +38,11 @@ def next_tick(now: float) -> float:
     run shares: a multiple of :data:`FLUSH_EVERY_S`. Pure."""
     tick = (math.floor(now / FLUSH_EVERY_S) + 1) * FLUSH_EVERY_S
     return tick if tick > now else tick + FLUSH_EVERY_S  # (0.06 / 0.02 is 2.999…)
+
+
+class OutcomesNotWritten(LoaError):
+    """The outcome writer was stopped (cancelled) before it had written these outcomes:
+    their run gives their claims up, as after any failed write."""
 
 
 class OutcomeWrites:
@@ -51,8 +59,9 @@ class OutcomeWrites:
 
     async def write(self, outcomes: Outcomes) -> None:
         """Write `outcomes` with whatever else is waiting; returns once they are written.
-        Raises what Redis raised, for every run whose outcomes were in the transaction. A
-        caller cancelled meanwhile does not cut the write off."""
+        Raises what the write raised, for every run whose outcomes were in the transaction
+        (only this run's, when its own outcomes could not be made into records). A caller
+        cancelled meanwhile does not cut the write off."""
         if not outcomes:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -64,28 +73,52 @@ class OutcomeWrites:
         await asyncio.shield(done)
 
     async def _write_waiting(self) -> None:
+        taken: list[tuple[Outcomes, asyncio.Future[None]]] = []
         try:
             while self._waiting:
-                taken: list[tuple[Outcomes, asyncio.Future[None]]] = []
-                count = 0
-                while self._waiting and (not taken or count + len(self._waiting[0][0])
-                                         <= self.most):
-                    taken.append(self._waiting.pop(0))
-                    count += len(taken[-1][0])
+                taken = self._take()
                 self.transactions += 1
+                now = utcnow()
+                rows: list[Rows] = []
+                for outcomes, done in taken:
+                    try:
+                        rows.append(_rows(self.rt, outcomes, now))
+                    except Exception as exc:  # this run's own: the others are written
+                        _fail(done, exc)
                 try:
-                    await _write(self.rt, [pair for outcomes, _ in taken for pair in outcomes])
-                except Exception as exc:  # each run answers with Redis's error
+                    await _write(self.rt, rows, now)
+                except Exception as exc:  # each run answers with the error
                     for _, done in taken:
-                        if not done.done():
-                            done.set_exception(exc)
-                            done.exception()  # retrieved, should its run be gone
+                        _fail(done, exc)
                     continue
                 for _, done in taken:
                     if not done.done():
                         done.set_result(None)
+        except BaseException:
+            # Cancelled (the loop's end) mid-write: every run still waiting hears it, and
+            # gives its claims up, rather than waiting for good.
+            for _, done in [*taken, *self._waiting]:
+                _fail(done, OutcomesNotWritten("the outcome writer was stopped"))
+            self._waiting.clear()
+            raise
         finally:
             self._writing = None
+
+    def _take(self) -> list[tuple[Outcomes, asyncio.Future[None]]]:
+        """The waiting writes of the next transaction: at least one, at most :attr:`most`
+        outcomes after the first."""
+        taken = [self._waiting.pop(0)]
+        count = len(taken[0][0])
+        while self._waiting and count + len(self._waiting[0][0]) <= self.most:
+            taken.append(self._waiting.pop(0))
+            count += len(taken[-1][0])
+        return taken
+
+
+def _fail(done: asyncio.Future[None], error: BaseException) -> None:
+    if not done.done():
+        done.set_exception(error)
+        done.exception()  # retrieved, should its run be gone
 
 
 # KEYS[1]: the audit stream, KEYS[2]: the SMS awaiting their final status. ARGV: the prefix
@@ -116,7 +149,33 @@ return 0
 """
 
 
-async def _write(rt: Runtime, outcomes: Outcomes) -> None:
+@dataclass
+class Rows:
+    """One run's outcomes as the transaction writes them (:func:`_rows`)."""
+
+    names: list[str]  # a delivery record's fields
+    rows: list[str]  # _RECORD's arguments of each delivery in turn
+    counts: Counter[tuple[str, str]]  # by ledger key and column
+    pairs: dict[str, str]  # provider id -> delivery id
+    statements: list[str]
+
+
+def _rows(rt: Runtime, outcomes: Outcomes, now: datetime) -> Rows:
+    """Each delivery's record, audit entry (JSON), counts and provider id, as :func:`_write`
+    writes them."""
+    made = Rows([], [], Counter(), {o.provider_id: r.id for r, o in outcomes if o.provider_id},
+                list(dict.fromkeys(r.statement_id or "-" for r, _ in outcomes)))
+    for request, outcome in outcomes:
+        record, event = outcome_record(rt, request, outcome, now)
+        made.names = made.names or list(record)
+        count_outcome(rt, request, outcome, made.counts)
+        awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
+        made.rows += [request.id, outcome.provider_id, event.model_dump_json(),
+                      "1" if awaits else "", *(record[n] for n in made.names)]
+    return made
+
+
+async def _write(rt: Runtime, made: list[Rows], now: datetime) -> None:
     """Record outcomes in one transaction: each delivery's record, counter and audit entry,
     and the provider ids with them, so a status callback that finds a delivery by its
     provider id finds its record written (one that came between the two, when the ids went
@@ -126,26 +185,18 @@ async def _write(rt: Runtime, outcomes: Outcomes) -> None:
     a Redis that lost it since cannot fail it inside the transaction. The outcomes are of
     statements' deliveries (of one or several statements), whose audit entries stay out of
     incident timelines (``handover.outcome_record``)."""
-    pairs = {o.provider_id: r.id for r, o in outcomes if o.provider_id}
-    now = utcnow()
-    counts: Counter[tuple[str, str]] = Counter()
-    names: list[str] = []
-    rows: list[str] = []
-    for request, outcome in outcomes:
-        record, event = outcome_record(rt, request, outcome, now)
-        names = names or list(record)
-        count_outcome(rt, request, outcome, counts)
-        awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
-        rows += [request.id, outcome.provider_id, event.model_dump_json(),
-                 "1" if awaits else "", *(record[n] for n in names)]
+    if not made:
+        return
+    names = made[0].names  # every record has the same fields
+    counts: Counter[tuple[str, str]] = sum((m.counts for m in made), Counter())
     keys = rt.keys
     progress_at = time.time()
     async with rt.redis.pipeline(transaction=True) as pipe:
         pipe.eval(_RECORD, 2, keys.audit(), keys.unconfirmed(), keys.delivery(""),
                   keys.provider_message(""), PROVIDER_IDS_KEPT_S,
-                  first_ask_at(rt), len(names), *names, *rows)
+                  first_ask_at(rt), len(names), *names, *(x for m in made for x in m.rows))
         queue_counts(pipe, counts)
-        for statement_id in dict.fromkeys(r.statement_id or "-" for r, _ in outcomes):
+        for statement_id in dict.fromkeys(s for m in made for s in m.statements):
             pipe.hset(keys.dispatch(statement_id), "progress_at", progress_at)
-        queue_take_early(pipe, keys, pairs, now)
+        queue_take_early(pipe, keys, {p: d for m in made for p, d in m.pairs.items()}, now)
         await pipe.execute()

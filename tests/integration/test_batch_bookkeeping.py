@@ -7,6 +7,7 @@ batches are handed over by the publishing worker itself, without a hop through t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -162,6 +163,91 @@ async def test_the_batches_of_a_worker_write_their_outcomes_together(
     other = dataclasses.replace(rt, instance="instance-2")
     taken = await claim(other, again, "sms", utcnow())
     assert all(t.startswith("orphan|") for t in taken), taken
+
+
+async def test_batches_under_way_write_on_one_clock(rt: Runtime) -> None:
+    """Two batches started 7 ms apart (each run's first outcome is written at once, so
+    their own 20 ms timers would be 7 ms apart) write their next outcomes, kept at the same
+    moment, in one transaction: they wake on the worker's shared clock."""
+    writes = outcome_writes.OutcomeWrites(rt)
+    runs = [batch_run.BatchRun(rt, sid, writes) for sid in ("S-C1", "S-C2")]
+    requests = {run.statement_id: [DeliveryRequest(
+        id=f"d-{run.statement_id}-{n}", channel="email", recipient=f"c{n}@example.org",
+        text="x", purpose="statement", statement_id=run.statement_id,
+        subscriber_id=f"sub-c{n}") for n in (1, 2)] for run in runs}
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as kept:
+        for run in runs:
+            run.add(requests[run.statement_id])
+            await kept.enter_async_context(run.kept_up())
+            run.record(requests[run.statement_id][0], Outcome("sent", ""))
+            await asyncio.sleep(0.007)
+        await asyncio.sleep(0.05)  # both first outcomes written
+        assert writes.transactions == 2
+        while outcome_writes.next_tick(loop.time()) - loop.time() < 0.01:
+            await asyncio.sleep(0.001)  # well before the next tick
+        for run in runs:
+            run.record(requests[run.statement_id][1], Outcome("sent", ""))
+        await asyncio.sleep(0.05)
+        assert writes.transactions == 3
+    for run in runs:
+        assert await rt.redis.hget(rt.keys.dispatch(run.statement_id), "email:sent") == "2"
+
+
+async def test_a_run_whose_outcomes_cannot_be_recorded_fails_alone(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outcomes of two batches in one transaction, one batch's unfit for a record: that
+    batch's write raises; the other's is written."""
+    writes = outcome_writes.OutcomeWrites(rt)
+    good, bad = (DeliveryRequest(id=f"d-{name}", channel="email",
+                                 recipient=f"{name}@example.org", text="x",
+                                 purpose="statement", statement_id=f"S-{name}",
+                                 subscriber_id=f"sub-{name}") for name in ("good", "bad"))
+    record = outcome_writes.outcome_record
+
+    def unfit(rt: Runtime, request: DeliveryRequest, *args: Any) -> Any:
+        if request.id == "d-bad":
+            raise ValueError("not a record")
+        return record(rt, request, *args)
+
+    monkeypatch.setattr(outcome_writes, "outcome_record", unfit)
+    answers = await asyncio.gather(writes.write([(good, Outcome("sent", ""))]),
+                                   writes.write([(bad, Outcome("sent", ""))]),
+                                   return_exceptions=True)
+    assert answers[0] is None and isinstance(answers[1], ValueError), answers
+    assert writes.transactions == 1
+    assert await rt.redis.hget(rt.keys.delivery("d-good"), "status") == "sent"
+    assert not await rt.redis.exists(rt.keys.delivery("d-bad"))
+
+
+async def test_a_writer_stopped_mid_write_leaves_no_run_waiting(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer cancelled (the worker's loop ending) in the middle of a transaction, with
+    another run's outcomes waiting for the next: both runs hear it at once
+    (OutcomesNotWritten), rather than waiting for good, and a later write starts afresh."""
+    writes = outcome_writes.OutcomeWrites(rt)
+    requests = [DeliveryRequest(id=f"d-stop-{n}", channel="email", recipient=f"s{n}@ex.org",
+                                text="x", purpose="statement", statement_id="S-STOP",
+                                subscriber_id=f"sub-s{n}") for n in (1, 2, 3)]
+    write = outcome_writes._write
+    writing = asyncio.Event()
+
+    async def hung(*args: Any) -> None:
+        writing.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(outcome_writes, "_write", hung)
+    first = asyncio.create_task(writes.write([(requests[0], Outcome("sent", ""))]))
+    await asyncio.wait_for(writing.wait(), 5)
+    second = asyncio.create_task(writes.write([(requests[1], Outcome("sent", ""))]))
+    await asyncio.sleep(0)
+    assert writes._writing is not None
+    writes._writing.cancel()
+    answers = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert [type(a) for a in answers] == [outcome_writes.OutcomesNotWritten] * 2
+    monkeypatch.setattr(outcome_writes, "_write", write)
+    await asyncio.wait_for(writes.write([(requests[2], Outcome("sent", ""))]), 5)
+    assert await rt.redis.hget(rt.keys.delivery("d-stop-3"), "status") == "sent"
 
 
 class _Answering:

@@ -209,7 +209,7 @@ def test_a_message_not_final_is_asked_again_once_twice_as_old_at_most_every_6_ho
         900.0, 900.0, 1800.0, 7200.0, 21_600.0]
 
 
-def test_every_batch_run_writes_on_the_same_clock() -> None:
+def test_the_write_clock_ticks_every_20_ms_strictly_after_now() -> None:
     """The next write is the next multiple of 20 ms, strictly after now (0.06 / 0.02 is
     2.999… in floating point, and a tick at `now` itself would fire at once)."""
     assert FLUSH_EVERY_S == 0.02

@@ -17,6 +17,7 @@ secret; `totp_step`, the last time step a code was accepted at (a code is good o
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from datetime import datetime
 from typing import Annotated, Literal
@@ -35,8 +36,14 @@ Role = Literal["duty_officer", "approver", "translator", "admin"]
 Username = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,39}$")]
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
-# Verified when the username is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the username is unknown, so a wrong name costs as long as a wrong
+    password. Made at the first such login, not at import: hashing takes a fifth of a
+    second, which every `loa` command paid at its start."""
+    return _hasher.hash("not-a-real-password")
 
 
 class AccountError(LoaError):
@@ -130,7 +137,7 @@ async def check_password(redis: Redis, keys: Keys, username: str, password: str
                          ) -> Account | None:
     """The account when the password is right, else None (same work either way)."""
     row = await redis.hgetall(keys.account(username))
-    stored = row.get("hash") or _DUMMY_HASH
+    stored = row.get("hash") or await asyncio.to_thread(_dummy_hash)
     try:  # argon2 takes a fifth of a second of CPU: off the event loop
         await asyncio.to_thread(_hasher.verify, stored, password)
     except (VerificationError, InvalidHashError):

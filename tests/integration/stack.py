@@ -79,8 +79,7 @@ class Stack:
             **env,
         }
         self.sms_sandbox: subprocess.Popen[bytes] | None = None
-        if sms:
-            self._start_sms_sandbox()
+        sandbox_port = self._start_sms_sandbox() if sms else None
         self.redis = redis.Redis.from_url(self.redis_service.url, decode_responses=True)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.scheduler: subprocess.Popen[bytes] | None = None
@@ -88,9 +87,12 @@ class Stack:
         self.web: subprocess.Popen[bytes] | None = None
         self.web_url = ""
         self.totp_secrets: dict[str, str] = {}  # username -> what `loa accounts add` printed
-        self.ensure_topics()
+        self.ensure_topics()  # while the SMS sandbox starts
+        if sandbox_port is not None:
+            wait_for_port(sandbox_port, timeout_s=30, proc=self.sms_sandbox)
 
-    def _start_sms_sandbox(self) -> None:
+    def _start_sms_sandbox(self) -> int:
+        """Start the SMS sandbox (not waiting for it); its port."""
         port = free_port()
         self.sms_url = f"http://127.0.0.1:{port}"
         self.env |= {"LOA_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
@@ -99,7 +101,7 @@ class Stack:
                      "LOA_TWILIO_BASE_URL": self.sms_url}
         self.sms_sandbox = self._spawn("sms-sandbox", ["sandbox", "sms", "--port", str(port)],
                                        self.env)
-        wait_for_port(port, timeout_s=30, proc=self.sms_sandbox)
+        return port
 
     def sms_sent(self, to: str | None = None, timeout_s: float = 10) -> list[dict[str, Any]]:
         """What the SMS sandbox received (its dev outbox)."""
@@ -189,6 +191,17 @@ class Stack:
     def start_web(self) -> str:
         """Start `loa web` on a free port; returns its base URL."""
         self.web = self._spawn("web", ["web"], self.env)
+        return self._web_up()
+
+    def start_worker_and_web(self, worker_id: str = "w1") -> str:
+        """:meth:`start_worker` and :meth:`start_web`, started side by side (each start-up
+        is seconds of Python imports on a slow machine); returns the web's base URL."""
+        self.web = self._spawn("web", ["web"], self.env)
+        self.start_worker(worker_id)
+        return self._web_up()
+
+    def _web_up(self) -> str:
+        assert self.web is not None
         wait_for_port(self.web_port, timeout_s=60, proc=self.web)
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         return self.web_url
@@ -327,8 +340,7 @@ def running(root: Path, sms: bool = False, **env: str) -> Iterator[Stack]:
     """A stack with one worker and the web started; closed on exit."""
     stack = Stack(root, sms=sms, **env)
     try:
-        stack.start_worker()
-        stack.start_web()
+        stack.start_worker_and_web()
         yield stack
     finally:
         stack.close()

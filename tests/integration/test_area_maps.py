@@ -93,8 +93,7 @@ def test_people_keep_their_places_when_the_map_changes(
     residents.write_text(CSV, encoding="utf-8")
     assert "4 saved" in stack.subscribers("import", str(residents)).stdout
     _add_stray(stack)
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     stack.token("kim-ma-desk", "reporter", area="hn-ba-dinh-kim-ma")
     incident = file_report(stack, flood_body("hn-ba-dinh-kim-ma"))  # open, awaiting approval
     stack.stop_worker()
@@ -150,8 +149,7 @@ def test_people_keep_their_places_when_the_map_changes(
     assert _areas_of(stack, KIM_MA) == list(KIM_MA_NOW)  # nothing moved twice
 
     # On the new map, the open incident's statement reaches Kim Mã's and Ba Đình's people.
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     assert stack.cli("approve", f"APR-{incident[4:]}-1",
                      *stack.as_person("nguyen-van-an")).returncode == 0
     assert [m["to"] for m in stack.sms_sent(to=KIM_MA, timeout_s=30)] == [KIM_MA]

@@ -111,8 +111,7 @@ def test_a_pending_approval_keeps_the_worker_listening(make_stack: Callable[...,
     port = free_port()
     stack = make_stack(LOA_BROKER_FETCH_WAIT_MS="10", LOA_BROKER_IDLE_FETCH_WAIT_MS="50",
                        LOA_WORKER_METRICS_PORT=str(port))
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
 
     def fetch_wait() -> float:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text

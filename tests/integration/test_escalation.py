@@ -254,8 +254,7 @@ def test_a_killed_worker_escalates_right_after_restart_exactly_once(
     """SIGKILL while a deadline is pending, back after the deadline: the escalation happens
     right after the restart, once, and its lateness is recorded."""
     stack = make_stack(**drill_env(tmp_path, within_s=3))
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     incident_id, _ = file_drill(stack, "drill-hold")
     stack.stop_worker(sig=signal.SIGKILL)
     time.sleep(5)  # the level-1 deadline passes while no worker runs
@@ -290,8 +289,7 @@ def test_absent_approvers_are_routed_to_their_delegate_or_skipped(
     """nguyen-van-an is away with a delegate: the delegate holds level 1; le-thi-thu-ha is
     away without one: a level of only her is skipped at once. Both are said in the timeline."""
     stack = make_stack(**drill_env(tmp_path, absences=True))
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     incident_id, _approval_id = file_drill(stack, "drill-absent")
     wait_for(lambda: stack.cli_json("inbox", *stack.as_person("pham-duc-thang")), 10,
              "delegate prompt")

@@ -36,8 +36,7 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
                            LOA_SMTP_PORT=str(port), LOA_SMS_RATE_PER_S=str(max(50, N // 10)))
         assert stack.cli("migrate", "--apply").returncode == 0
         import_residents(stack, tmp_path, "09140", N, "hn-long-bien", email=True)
-        stack.start_worker()
-        stack.start_web()
+        stack.start_worker_and_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
         received = FanOutReceived(stack, inbox, statement, "09140")
 
@@ -64,8 +63,7 @@ def test_the_whole_stack_restarted_mid_fan_out_sends_each_message_once(
         assert "fan-outs not finished: 1" in stuck.stdout, stuck.stdout
         assert statement in stuck.stdout
 
-        stack.start_worker()
-        stack.start_web()
+        stack.start_worker_and_web()
         wait_for(lambda: len(received.sms()) >= N, 120 + N / 10, "every SMS", interval_s=1)
         wait_for(lambda: len(received.email_ids()) >= N, 120 + N / 10, "every email",
                  interval_s=1)
@@ -94,8 +92,7 @@ def test_a_stopping_worker_hands_nothing_more_over_and_gives_its_claims_back(
     n = 40
     stack = make_stack(sms=True, LOA_SMS_RATE_PER_S="2", LOA_DISPATCH_BATCH_SIZE="10")
     import_residents(stack, tmp_path, "09150", n, "hn-long-bien")
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     _, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
     number_prefix = "+849150"
 

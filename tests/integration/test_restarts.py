@@ -68,8 +68,7 @@ def test_a_worker_restarted_mid_way_finishes_the_path_once(make_stack: MakeStack
     """Worker stopped (or killed) after the approval request; the decision is sent while no
     worker runs; a new worker applies it and publishes once."""
     stack = make_stack()
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     report_id = post_report(stack, report_body("hn-ba-dinh-kim-ma"))
     incident_id, approval = wait_for_approval(stack, report_id)
     stack.stop_worker(sig=how)
@@ -121,8 +120,7 @@ def test_replaying_every_topic_from_the_start_changes_nothing(make_stack: MakeSt
     """A worker in a new consumer group reads every topic from offset 0: the state in Redis
     (incidents, timelines, approvals, statements, audit) stays exactly as it was."""
     stack = make_stack()
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     published = post_report(stack, report_body("hn-hoan-kiem-hang-bac"))
     rejected = post_report(stack, report_body("hn-dong-da", kind="outbreak"))
     joined = post_report(stack, report_body("hn-hoan-kiem-hang-bac"))
@@ -257,8 +255,7 @@ def test_a_parked_decision_goes_out_again_when_the_broker_comes_back(
     hour) while the worker runs; the broker restarts empty: the worker's new assignment
     sends the parked ones again at once, and the decision is applied."""
     stack = make_stack()
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     incident_id = file_report(stack, report_body("hn-ba-dinh-ngoc-ha"))
     approval_id = wait_for(lambda: stack.incident(incident_id).get("approval_id"), 30,
                            "the approval request")
@@ -281,8 +278,7 @@ def test_a_stopped_worker_closes_its_channels(make_stack: Callable[..., Stack]) 
     """SIGTERM after an SMS went out: the SDK's HTTP session is closed on the way out (no
     "Unclosed client session" in the log)."""
     stack = make_stack(sms=True)
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     post_report(stack, report_body("hn-ba-dinh-ngoc-ha"))
     wait_for(lambda: stack.sms_sent(to="+84901000101"), 60, "the approver's SMS prompt")
     stack.stop_worker(sig=signal.SIGTERM)

@@ -287,8 +287,7 @@ def test_a_yes_sent_while_the_broker_is_down_is_applied_later(
     """The broker is gone when the approver answers: the answer is kept (200, "received"),
     and once a broker is back the web process sends the decision from Redis, once."""
     stack = make_stack(sms=True)
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     incident_id, approval = flood(stack, "hn-ba-dinh-ngoc-ha")
     code = code_of(stack, approval["id"])
     stack.stop_worker()

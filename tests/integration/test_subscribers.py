@@ -315,8 +315,7 @@ def test_a_worker_killed_mid_fan_out_still_sends_each_message_once(
         stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
                            LOA_SMS_RATE_PER_S=str(max(50, n // 20)))
         import_residents(stack, tmp_path, "09120", n, "hn-long-bien", email=True)
-        stack.start_worker()
-        stack.start_web()
+        stack.start_worker_and_web()
         incident_id, statement = approve_a_flood(stack, "hn-long-bien-bo-de", "Ngập Bồ Đề")
 
         received = FanOutReceived(stack, inbox, statement, "09120")
@@ -350,8 +349,7 @@ def test_unsubscribing_during_a_fan_out_stops_what_was_not_handed_over(
         stack = make_stack(sms=True, LOA_SMTP_HOST="127.0.0.1", LOA_SMTP_PORT=str(port),
                            LOA_SMS_RATE_PER_S="2")
         everyone = import_residents(stack, tmp_path, "09130", 30, "hn-hoang-mai")
-        stack.start_worker()
-        stack.start_web()
+        stack.start_worker_and_web()
         _, statement = approve_a_flood(stack, "hn-hoang-mai-dinh-cong", "Ngập")
 
         def sent() -> list[str]:

@@ -57,8 +57,7 @@ def test_a_worker_killed_and_restarted_before_the_deadline_reminds_and_escalates
     replayed): the worker, started again before the deadline, rebuilds the timers from Redis
     alone, reminds once and escalates within 2 s."""
     stack = make_stack(**remind_env(tmp_path))
-    stack.start_worker()
-    stack.start_web()
+    stack.start_worker_and_web()
     incident_id, _ = file_drill(stack, "drill-remind")
     stack.stop_worker(sig=signal.SIGKILL)
     stack.restart_broker()

@@ -282,16 +282,20 @@ def test_the_public_page_hears_of_a_publication(stack: Stack, officer: WebSessio
                                                 approver: WebSession) -> None:
     """`GET /events` sends a `statement` event with the new id when one is published."""
     heard: list[str] = []
+    streaming = threading.Event()
 
     def listen() -> None:
         with httpx.stream("GET", f"{stack.web_url}/events", timeout=60) as events:
             for line in events.iter_lines():
+                streaming.set()  # the stream's first line: it hears what comes from now on
                 if line.startswith("data:"):
                     heard.append(line)
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
+    # Not before: on a busy machine the thread's request could come after the publication.
+    assert streaming.wait(30), "the event stream did not open"
     incident_id = file_report(officer, "hn-thanh-xuan-kim-giang", "Ngập đường Kim Giang")
     approval_id = approval_of(stack, incident_id)
     approver.get(f"/inbox/{approval_id}")

@@ -41,9 +41,15 @@ _hasher = PasswordHasher()
 @functools.cache
 def _dummy_hash() -> str:
     """Verified when the username is unknown, so a wrong name costs as long as a wrong
-    password. Made at the first such login, not at import: hashing takes a fifth of a
-    second, which every `loa` command paid at its start."""
+    password. Made by :func:`prepare_logins` or the first such login, not at import:
+    hashing takes about 0.15 s, which every `loa` command paid at its start."""
     return _hasher.hash("not-a-real-password")
+
+
+async def prepare_logins() -> None:
+    """For a process that takes logins (the web, at its start): make the decoy now, off the
+    event loop, so that even its first unknown username costs what a wrong password does."""
+    await asyncio.to_thread(_dummy_hash)
 
 
 class AccountError(LoaError):

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coordinator import observability as obs
 from coordinator.access import Action
+from coordinator.accounts import prepare_logins
 from coordinator.broker import Producer
 from coordinator.city import City
 from coordinator.dispatch.status_callbacks import StatusCallbacks
@@ -78,6 +79,7 @@ def create_web_app(settings: Settings) -> FastAPI:
         app.state.live = Live(rt.redis, rt.keys, rt.city, card_renderer(app, rt.city),
                               rt.city.languages.tags)
         await app.state.live.start()
+        await prepare_logins()
         app.state.public_cache = PublicCache(settings.public_cache_s)
         watcher = asyncio.create_task(app.state.live.watch())
         # inbound SMS left pending (here or by a process that died) are finished from Redis

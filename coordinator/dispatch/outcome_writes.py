@@ -55,7 +55,7 @@ class OutcomeWrites:
         self.rt, self.most = rt, most
         self._waiting: list[tuple[Outcomes, asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
-        self.transactions = 0  # written so far (outcomes / transactions: what grouping saves)
+        self.transactions = 0  # tried so far (outcomes / transactions: what grouping saves)
 
     async def write(self, outcomes: Outcomes) -> None:
         """Write `outcomes` with whatever else is waiting; returns once they are written.
@@ -77,7 +77,6 @@ class OutcomeWrites:
         try:
             while self._waiting:
                 taken = self._take()
-                self.transactions += 1
                 now = utcnow()
                 rows: list[Rows] = []
                 for outcomes, done in taken:
@@ -85,6 +84,7 @@ class OutcomeWrites:
                         rows.append(_rows(self.rt, outcomes, now))
                     except Exception as exc:  # this run's own: the others are written
                         _fail(done, exc)
+                self.transactions += bool(rows)
                 try:
                     await _write(self.rt, rows, now)
                 except Exception as exc:  # each run answers with the error

@@ -252,14 +252,27 @@ class BatchRun:
                 finally:
                     alarm.cancel()
                 self.wake.clear()
-                await self.flush()
-                now = time.monotonic()
-                if now - left_checked >= LEAVERS_EVERY_S:
-                    await self.refresh()
-                    checked = left_checked = now
-                elif now - checked >= WITHDRAWN_EVERY_S:
-                    await self.refresh(withdrawn_only=True)
-                    checked = now
+                try:
+                    await self.flush()
+                    now = time.monotonic()
+                    if now - left_checked >= LEAVERS_EVERY_S:
+                        await self.refresh()
+                        checked = left_checked = now
+                    elif now - checked >= WITHDRAWN_EVERY_S:
+                        await self.refresh(withdrawn_only=True)
+                        checked = now
+                except Exception as exc:
+                    # Outcomes that cannot be recorded, or a withdrawal and leavers that
+                    # cannot be checked: nothing more is handed over, as at the worker's
+                    # stop (what the stop cuts off is given back), and the batch fails
+                    # with this error once its hand-overs under way have ended. Going on
+                    # blind would hand over the rest of the batch (minutes, at a provider's
+                    # rate) unrecorded, and past a withdrawal.
+                    log.warning("batch stopped: its outcomes or who is still wanted could "
+                                "not be asked of Redis", statement=self.statement_id,
+                                error=repr(exc))
+                    self.stop()
+                    raise
 
         ticker = asyncio.create_task(tick())
         try:

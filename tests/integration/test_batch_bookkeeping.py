@@ -545,6 +545,64 @@ async def test_what_the_stop_cut_off_is_given_back_when_the_batch_fails(rt: Runt
     assert all("status" not in row for i, row in rows.items() if i != failed), rows
 
 
+async def _batch_of_six_one_handed(rt: Runtime, tag: str
+                                   ) -> tuple[list[str], _Held, asyncio.Task[Any]]:
+    """A batch of six SMS under way: the first handed over and answered, the five others
+    waiting for a turn that never comes. Its ids, channel and task (not awaited)."""
+    statement, subs = await _stored_batch(rt, tag, 6)
+    channel = _Held()
+    channel.let_go.set()
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
+        number=0), utcnow()))
+    return [f"{statement.id}:sms:{s.id}" for s in subs], channel, batch
+
+
+async def test_a_batch_whose_outcomes_cannot_be_written_hands_nothing_more_over(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis takes no outcomes while a batch runs: the batch hands nothing more over (the
+    rest would go out unrecorded, minutes of them at a provider's rate), gives back what
+    waited for its turn as never claimed, releases the one it handed over (an orphan,
+    looked for at the provider by the next run), and fails with the write's error."""
+
+    async def unwritten(*args: object) -> None:
+        raise RuntimeError("Redis went away while recording")
+
+    monkeypatch.setattr(outcome_writes, "_write", unwritten)
+    ids, channel, batch = await _batch_of_six_one_handed(rt, "UNWRITTEN")
+    with pytest.raises(RuntimeError, match="went away"):
+        await asyncio.wait_for(batch, 5)  # before: the five waited for good
+    [handed] = channel.handed
+    assert channel.waiting == 5
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    assert (rows[handed]["status"], rows[handed]["owner"]) == ("sending", "")
+    assert all("status" not in row and "owner" not in row
+               for i, row in rows.items() if i != handed), rows
+
+
+class _Blind(batch_run.BatchRun):
+    """A batch run that cannot ask Redis whether its statement was withdrawn, or who left."""
+
+    async def refresh(self, withdrawn_only: bool = False) -> None:
+        raise RuntimeError("Redis went away while asking")
+
+
+async def test_a_batch_that_cannot_check_for_a_withdrawal_hands_nothing_more_over(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that cannot learn whether its statement was withdrawn (asked every
+    quarter second) stops handing over as at the worker's stop, rather than going on past
+    a withdrawal it cannot see; the one handed over before is recorded."""
+    monkeypatch.setattr(batches, "BatchRun", _Blind)
+    ids, channel, batch = await _batch_of_six_one_handed(rt, "BLIND")
+    with pytest.raises(RuntimeError, match="asking"):
+        await asyncio.wait_for(batch, 5)
+    [handed] = channel.handed
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    assert rows[handed]["status"] == "queued"
+    assert all("status" not in row and "owner" not in row
+               for i, row in rows.items() if i != handed), rows
+
+
 class _Down:
     """An SMS channel whose provider answers every send with a transient error (down, or
     throttling): each delivery of a batch tries, waits, and tries again. The first message

@@ -60,6 +60,7 @@ class BatchRun:
         # it (``dispatch.stopping.SingleHandOver``: before its channel's turn, or between
         # two attempts).
         self.stopped = False
+        self.in_flight_too = False  # the stop cuts off requests with the provider too
         self.handing: dict[str, asyncio.Task[None]] = {}
         self.singles: dict[str, SingleHandOver] = {}
         self.claims: dict[str, str] = {}
@@ -116,7 +117,7 @@ class BatchRun:
             single = self.singles[request.id] = SingleHandOver()
             single.task = self.handing[request.id] = asyncio.create_task(one(request, claim))
         if self.stopped:
-            self.stop()
+            self.stop(self.in_flight_too)
 
     def claimed(self, claim: str) -> list[str]:
         """The deliveries whose claim was `claim` (e.g. `busy`)."""
@@ -129,15 +130,19 @@ class BatchRun:
                      if isinstance(e, BaseException) and not self._cut_off(delivery_id, e)),
                     None)
 
-    def stop(self) -> None:
-        """The worker stops: cut off every hand-over whose turn has not come, and those
-        with the provider after their grace (see ``dispatch.stopping``); :meth:`give_back`
-        then returns their claims."""
+    def stop(self, in_flight_too: bool = True) -> None:
+        """The worker stops (or a rebalance comes): cut off every hand-over whose turn has
+        not come, and, `in_flight_too`, those with the provider after their grace (see
+        ``dispatch.stopping``); :meth:`give_back` then returns their claims. A batch that
+        cannot record its outcomes stops without `in_flight_too`: a request with the
+        provider ends as it would have (one cut off could land there all the same, and an
+        email cannot be looked for), and its outcome is written, or released, at the end."""
         self.stopped = True
+        self.in_flight_too = self.in_flight_too or in_flight_too
         for delivery_id, single in self.singles.items():
             if delivery_id in self.waiting \
                     and self.claims[delivery_id] not in FINAL_OR_BUSY:  # those send nothing
-                single.stop()
+                single.stop(self.in_flight_too)
 
     def _cut_off(self, delivery_id: str, error: BaseException) -> bool:
         return isinstance(error, asyncio.CancelledError) and self.singles[delivery_id].cut
@@ -221,6 +226,10 @@ class BatchRun:
             try:
                 await self.writes.write(taken)
             except Exception:
+                # Unrecorded: nothing more is handed over (see kept_up), from now, not
+                # once the release's own round trip (as slow as the write, when Redis hangs)
+                # has ended.
+                self.stop(in_flight_too=False)
                 await self.release([r for r, _ in taken])
                 raise
 
@@ -262,16 +271,16 @@ class BatchRun:
                         await self.refresh(withdrawn_only=True)
                         checked = now
                 except Exception as exc:
-                    # Outcomes that cannot be recorded, or a withdrawal and leavers that
+                    # Outcomes that cannot be written, or a withdrawal and leavers that
                     # cannot be checked: nothing more is handed over, as at the worker's
-                    # stop (what the stop cuts off is given back), and the batch fails
-                    # with this error once its hand-overs under way have ended. Going on
-                    # blind would hand over the rest of the batch (minutes, at a provider's
-                    # rate) unrecorded, and past a withdrawal.
-                    log.warning("batch stopped: its outcomes or who is still wanted could "
-                                "not be asked of Redis", statement=self.statement_id,
-                                error=repr(exc))
-                    self.stop()
+                    # stop (what waits for its turn is given back; what is with the
+                    # provider ends), and the batch fails once its hand-overs under way
+                    # have ended. Going on blind would hand over the rest of the batch
+                    # (minutes, at a provider's rate) unrecorded, and past a withdrawal.
+                    log.warning("batch stopped: its outcomes could not be written, or who "
+                                "is still wanted could not be checked",
+                                statement=self.statement_id, error=repr(exc))
+                    self.stop(in_flight_too=False)
                     raise
 
         ticker = asyncio.create_task(tick())

@@ -130,15 +130,16 @@ class SingleHandOver:
             raise asyncio.CancelledError
         await asyncio.sleep(seconds)
 
-    def stop(self) -> None:
+    def stop(self, in_flight_too: bool = True) -> None:
         """Cut the hand-over off; one whose request is with the provider, once that request
-        has had :data:`IN_FLIGHT_GRACE_S` to end."""
+        has had :data:`IN_FLIGHT_GRACE_S` to end (unless not `in_flight_too`: it ends as it
+        would have, and cuts itself off before trying again)."""
         self.stopped = True
         if self.task is None or self.task.done():
             return
         if not self.turned or self.retrying:
             self._cut_off()
-        elif self._grace is None:
+        elif in_flight_too and self._grace is None:
             task = self.task
             self._grace = task.get_loop().call_later(IN_FLIGHT_GRACE_S, self._cut_in_flight)
             task.add_done_callback(lambda _: self._grace.cancel() if self._grace else None)

@@ -580,10 +580,66 @@ async def test_a_batch_whose_outcomes_cannot_be_written_hands_nothing_more_over(
                for i, row in rows.items() if i != handed), rows
 
 
+class _SecondHeld(_Held):
+    """An SMS channel that answers the first message at once, keeps the second with the
+    provider until the test lets it go, and never gives any other its turn."""
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        if len(self.handed) >= 2:
+            self.waiting += 1
+            await asyncio.Event().wait()
+        await still_wanted(message)
+        self.handed.append(message.id)
+        if len(self.handed) == 2:
+            self.with_provider.set()
+            await self.let_go.wait()
+        return Receipt(message.id, f"SM{len(self.handed)}", "queued")
+
+
+async def test_a_request_with_the_provider_ends_when_a_batch_cannot_record(
+        rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first outcome of a batch cannot be written while its second SMS is with the
+    provider: that request is not cut off after the stop's grace (cut off, it could land
+    all the same, and the next run would find it busy until then); it ends, and its
+    outcome is written with the batch's last write."""
+    monkeypatch.setattr(stopping_module, "IN_FLIGHT_GRACE_S", 0.05)
+    write = outcome_writes._write
+    failed: list[bool] = []
+
+    async def first_fails(*args: Any) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("Redis went away while recording")
+        await write(*args)
+
+    monkeypatch.setattr(outcome_writes, "_write", first_fails)
+    statement, subs = await _stored_batch(rt, "INFLIGHT", 6)
+    ids = [f"{statement.id}:sms:{s.id}" for s in subs]
+    channel = _SecondHeld()
+    batch = asyncio.create_task(batches.deliver_batch(rt, {"sms": channel}, DeliveryBatch(
+        statement_id=statement.id, channel="sms", incident_id=statement.incident_id,
+        number=0), utcnow()))
+    await asyncio.wait_for(channel.with_provider.wait(), 5)
+    while not failed:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # past the grace
+    channel.let_go.set()
+    with pytest.raises(RuntimeError, match="went away"):
+        await asyncio.wait_for(batch, 5)
+    first, second = channel.handed
+    rows = {i: await rt.redis.hgetall(rt.keys.delivery(i)) for i in ids}
+    assert (rows[first]["status"], rows[first]["owner"]) == ("sending", "")  # released
+    assert rows[second]["status"] == "queued"
+    assert all("status" not in rows[i] for i in ids if i not in (first, second)), rows
+
+
 class _Blind(batch_run.BatchRun):
-    """A batch run that cannot ask Redis whether its statement was withdrawn, or who left."""
+    """A batch run that cannot ask Redis whether its statement was withdrawn, or who left,
+    from its first recorded outcome on."""
 
     async def refresh(self, withdrawn_only: bool = False) -> None:
+        if not self.recorded:  # a slow machine: nothing handed over yet
+            return await super().refresh(withdrawn_only)
         raise RuntimeError("Redis went away while asking")
 
 

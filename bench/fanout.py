@@ -66,6 +66,7 @@ from _measure import (  # bench/ is the script's folder
     sync_redis,
     wait_for_beats,
 )
+from _report_times import first_prompts, planned, quantiles
 from escalation import lateness_of, schedule_all
 from pydantic import SecretStr
 
@@ -283,8 +284,6 @@ def file_during(web_port: int, token: str, count: int, out: list[str]) -> None:
 
 def prompts_during(r: SyncRedis, report_ids: list[str]) -> dict[str, Any]:
     """Report -> its first approval prompt handed to its channel, from the timelines."""
-    from latency import first_prompts, planned, quantiles
-
     keys = Keys("bench")
     deadline = time.time() + 120
     while True:

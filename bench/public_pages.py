@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fanout import make_token  # bench/ is the script's folder
-from latency import PREFIX, Stack, epoch, quantiles
+from _report_times import epoch, quantiles
+from fanout import make_token
+from latency import PREFIX, Stack
 
 from coordinator.city import load_city
 from coordinator.keys import Keys

@@ -91,10 +91,12 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | No
     """The delivery for a prompt on the person's preferred channel (None for the web).
     `draft`: the request's, when the caller has it (the planner just wrote it); else read."""
     delivery_id = f"prompt:{prompt.id}"
+    answer_for = prompt.approval_id if prompt.kind in ANSWERABLE else None
     if prompt.channel == "sms":
         return DeliveryRequest(id=delivery_id, channel="sms", recipient=prompt.phone,
                                text=await sms_for(rt, prompt, draft),
-                               incident_id=prompt.incident_id, person_id=prompt.person_id)
+                               incident_id=prompt.incident_id, person_id=prompt.person_id,
+                               answer_for=answer_for)
     if prompt.channel != "email":
         return None
     draft = draft or await _draft(rt, prompt.approval_id)
@@ -116,7 +118,8 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | No
     subject = f"{heading}: {texts[0]['title']}" if texts else heading
     return DeliveryRequest(id=delivery_id, channel="email", recipient=prompt.email,
                            subject=subject, text=text, html=html, language=", ".join(staff),
-                           incident_id=prompt.incident_id, person_id=prompt.person_id)
+                           incident_id=prompt.incident_id, person_id=prompt.person_id,
+                           answer_for=answer_for)
 
 
 # KEYS: the approval; ARGV: the drafts' key prefix. The draft its request is for, or nil.

@@ -128,16 +128,21 @@ async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | 
         pipe.sismember(rt.keys.opted_out("sms"), request.recipient)
         queue_active(pipe, rt.keys, [request.subscriber_id or ""])
         pipe.hexists(rt.keys.dispatch(request.statement_id or "-"), "withdrawn_at")
+        pipe.hget(rt.keys.approval(request.answer_for or "-"), "status")
 
-    opted_out, (active,), withdrawn = await run_pipeline(rt.redis, fill)
-    return reason_not_to_send(request, bool(opted_out), bool(active), bool(withdrawn))
+    opted_out, (active,), withdrawn, approval = await run_pipeline(rt.redis, fill)
+    return reason_not_to_send(request, bool(opted_out), bool(active), bool(withdrawn),
+                              approval)
 
 
 def reason_not_to_send(request: DeliveryRequest, opted_out: bool, active: bool,
-                       withdrawn: bool) -> str:
-    """Why a delivery is not wanted any more, given what Redis says ("" when it is). Pure."""
+                       withdrawn: bool, approval: str | None = None) -> str:
+    """Why a delivery is not wanted any more, given what Redis says ("" when it is):
+    `approval`, the status of the approval a prompt asks an answer for. Pure."""
     if request.statement_id and withdrawn:
         return "statement withdrawn"
+    if request.answer_for and approval not in (None, "pending"):
+        return f"approval {request.answer_for} already {approval}"
     if request.channel == "sms" and opted_out:
         return "recipient opted out (STOP)"
     if request.subscriber_id and not active:

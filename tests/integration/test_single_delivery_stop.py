@@ -1,7 +1,8 @@
 """A single delivery (a prompt, a code, an alert) and the worker's stop or a rebalance: cut
 off before it reaches the provider, its claim given back, and back on its topic; never
-holding a partition for a provider's retries. Real Redis; the channels stand in for the
-provider, to hold a message at its turn or with the provider exactly when the test says."""
+holding a partition for a provider's retries; and a prompt whose approval was decided
+before its turn came, not handed over. Real Redis; the channels stand in for the provider,
+to hold a message at its turn or with the provider exactly when the test says."""
 
 from __future__ import annotations
 
@@ -227,3 +228,25 @@ async def test_the_worker_puts_a_held_delivery_back_on_its_topic(rt: Runtime) ->
     pipeline.stopping.pause()
     await asyncio.wait_for(handling, 3)
     assert sent == [("deliveries.sms", request.id, request.to_bytes())]
+
+
+async def test_a_prompt_whose_approval_was_decided_meanwhile_is_not_handed_over(
+        rt: Runtime) -> None:
+    """An approver answers while the other approver's request prompt still waits for its
+    turn (the SMS rate limit, a provider that was down, a restart): that prompt is recorded
+    `skipped`, not sent asking for an answer nobody can give any more. One that asks for no
+    answer (`decided`) goes all the same."""
+    await rt.redis.hset(rt.keys.approval("APR-00042-1"), "status", "approved")
+    asking = DeliveryRequest(id="prompt:APR-00042-1:request:1:0:le-thi-thu-ha", channel="sms",
+                             recipient="+84901000201", text="Cần phê duyệt", purpose="prompt",
+                             person_id="le-thi-thu-ha", answer_for="APR-00042-1")
+    telling = DeliveryRequest(id="prompt:APR-00042-1:decided:1:0:le-thi-thu-ha", channel="sms",
+                              recipient="+84901000201", text="Đã quyết định", purpose="prompt",
+                              person_id="le-thi-thu-ha")
+    provider = _Provider()
+    done = await deliver(rt, {"sms": provider}, asking, utcnow())
+    assert (done.status, done.detail) == ("skipped", "approval APR-00042-1 already approved")
+    assert provider.attempts == 0
+    assert await rt.redis.hget(rt.keys.delivery(asking.id), "status") == "skipped"
+    assert (await deliver(rt, {"sms": provider}, telling, utcnow())).status == "queued"
+    assert provider.attempts == 1

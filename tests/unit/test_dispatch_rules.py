@@ -76,6 +76,24 @@ def test_why_a_delivery_is_not_sent() -> None:
     assert reason_not_to_send(email, True, True, False) == ""
 
 
+def test_a_prompt_asking_for_an_answer_is_not_sent_once_its_approval_is_decided() -> None:
+    """A request, reminder or moved-up prompt goes while its approval is pending (or its
+    status is unknown: kept as sent); once decided, it would ask for an answer nobody can
+    give. A prompt that asks for none (a hold alert, `decided`) goes whatever the status."""
+    asking = DeliveryRequest(id="prompt:APR-00001-1:request:1:0:nguyen-van-an", channel="sms",
+                             recipient="+84901000101", text="Duyệt?",
+                             person_id="nguyen-van-an", answer_for="APR-00001-1")
+    assert reason_not_to_send(asking, False, False, False, "pending") == ""
+    assert reason_not_to_send(asking, False, False, False, None) == ""
+    assert reason_not_to_send(asking, False, False, False, "approved") == (
+        "approval APR-00001-1 already approved")
+    assert reason_not_to_send(asking, False, False, False, "withdrawn") == (
+        "approval APR-00001-1 already withdrawn")
+    telling = asking.model_copy(update={"id": "prompt:APR-00001-1:decided:1:0:an",
+                                        "answer_for": None})
+    assert reason_not_to_send(telling, False, False, False, "approved") == ""
+
+
 def test_each_status_counts_in_its_column() -> None:
     """A provider's answer `queued` or `accepted` counts as sent; the ends as themselves."""
     assert [tally(s) for s in ("queued", "accepted", "delivered", "undelivered", "skipped")] == [

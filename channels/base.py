@@ -183,7 +183,17 @@ class BaseChannel:
             raise too_long
         if self.limiter is not None:
             await self.limiter.acquire()
-        return await self.hand_over(message)
+        try:
+            return await self.hand_over(message)
+        except Withdrawn:
+            # Its turn went unused: the next message in line takes it at once. Withdrawn
+            # (a statement sent in error, STOP, a decided approval), the rest of a batch
+            # waiting in line would otherwise hold the rate for minutes, each skip taking
+            # a turn, ahead of the correction that follows.
+            give_back = getattr(self.limiter, "give_back", None)
+            if give_back is not None:
+                give_back()
+            raise
 
     async def hand_over(self, message: OutboundMessage) -> Receipt:
         """Give one message to the provider (after :func:`still_wanted`); raises a

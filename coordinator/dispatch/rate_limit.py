@@ -110,6 +110,15 @@ class RateLimiter:
         if not handed:
             await self._ask_alone()
 
+    def give_back(self) -> None:
+        """A turn taken and not used (the message was no longer wanted when it came): the
+        next caller in line takes it at once, or the next to come while it is held."""
+        if time.monotonic() > self._held_until:
+            self._held = 0  # what was held is given up (see HELD_FOR_S)
+            self._held_until = time.monotonic() + HELD_FOR_S
+        self._held += 1
+        self._hand_out()
+
     async def close(self) -> None:
         """At shutdown: stop the asker (it would outlive its event loop), and give up what
         is held. A send still under way asks the bucket for itself after this."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from channels.base import BaseChannel, OutboundMessage, Receipt, Withdrawn, still_wanted
 from coordinator.dispatch.rate_limit import RateLimiter, lane_reserve
 from coordinator.embedded import Service, start_redis
 from coordinator.state import connect
@@ -53,6 +54,56 @@ async def test_two_workers_share_one_rate(redis_url: str) -> None:
     granted.sort()
     busiest = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
     assert busiest <= 21
+
+
+class _Counted(BaseChannel):
+    """An SMS channel behind a rate limit that counts what it hands over, and when."""
+
+    name = "sms"
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        super().__init__(limiter)
+        self.handed: list[tuple[str, float]] = []
+
+    async def hand_over(self, message: OutboundMessage) -> Receipt:
+        await still_wanted(message)
+        self.handed.append((message.id, time.monotonic()))
+        return Receipt(message.id, f"SM{len(self.handed)}", "queued")
+
+
+async def test_a_turn_not_used_goes_to_the_next_message_at_once(redis_url: str) -> None:
+    """At 2 SMS a second, ten messages wait in line; the eight in the middle are no longer
+    wanted when their turn comes (a statement withdrawn). Their turns go to whoever is next,
+    so the last message is handed over about one turn after the first, not nine turns (4.5
+    s) later, and no more than two turns' worth go out."""
+    client = connect(redis_url)
+    limiter = RateLimiter(client, "loatest:rate:sms:giveback", rate=2, burst=1)
+    channel = _Counted(limiter)
+
+    async def unwanted() -> bool:
+        return False
+
+    messages = [OutboundMessage(id=f"m{i}", recipient="+84901000001", text="x",
+                                wanted=None if i in (0, 9) else unwanted) for i in range(10)]
+
+    async def send(message: OutboundMessage) -> str:
+        try:
+            await channel.send(message)
+        except Withdrawn:
+            return "skipped"
+        return "sent"
+
+    started = time.monotonic()
+    try:
+        outcomes = await asyncio.gather(*(send(m) for m in messages))
+    finally:
+        await limiter.close()
+        await client.aclose()
+    assert outcomes == ["sent"] + ["skipped"] * 8 + ["sent"]
+    [(_, first), (last_id, last)] = channel.handed
+    assert last_id == "m9"
+    assert last - started < 2.0, last - started  # 4.5 s and more when each skip takes a turn
+    assert last - first >= 0.4  # ... yet the second send waited for its own turn
 
 
 async def test_a_prompt_does_not_wait_behind_a_fan_out(redis_url: str) -> None:

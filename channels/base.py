@@ -115,7 +115,8 @@ class RateLimit(Protocol):
     coordinator keeps, e.g. in Redis)."""
 
     async def acquire(self) -> None:
-        """Wait until one more message may go."""
+        """Wait until one more message may go. (A limiter may also offer `give_back()`: a
+        turn not used, for the next message to take.)"""
         ...
 
 

@@ -360,7 +360,7 @@ class DeliveryRequest(Event):
     statement_id: str | None = None
     subscriber_id: str | None = None
     person_id: str | None = None  # an approval prompt's person
-    answer_for: str | None = None  # a prompt asking for an answer: its approval's id
+    answer_for: str | None = None  # a prompt about a pending approval: the approval's id
     at: datetime = Field(default_factory=utcnow)
 
 

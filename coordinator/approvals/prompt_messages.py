@@ -91,7 +91,8 @@ async def prompt_delivery(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | No
     """The delivery for a prompt on the person's preferred channel (None for the web).
     `draft`: the request's, when the caller has it (the planner just wrote it); else read."""
     delivery_id = f"prompt:{prompt.id}"
-    answer_for = prompt.approval_id if prompt.kind in ANSWERABLE else None
+    # Every prompt but the news that it was decided is about a pending approval.
+    answer_for = prompt.approval_id if prompt.kind != "decided" else None
     if prompt.channel == "sms":
         return DeliveryRequest(id=delivery_id, channel="sms", recipient=prompt.phone,
                                text=await sms_for(rt, prompt, draft),

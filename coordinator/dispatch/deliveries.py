@@ -169,7 +169,7 @@ async def _send(rt: Runtime, channel: Channel | None, request: DeliveryRequest, 
     if channel is None:
         return await _finish(rt, request, Outcome("skipped", f"{request.channel} is not "
                                                   "configured"), now)
-    # Whether it is still wanted (STOP, left, withdrawn) is asked once, by the channel when
+    # Whether it is still wanted (STOP, left, withdrawn, decided) is asked by the channel when
     # its turn comes (after the rate limit's wait): then a skip is recorded as such.
     orphan = taken.startswith("orphan|")  # with when it was first started, if known
     started = taken.removeprefix("orphan|") or None if orphan else now.isoformat()

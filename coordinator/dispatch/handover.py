@@ -4,7 +4,8 @@ single deliveries (``dispatch.deliveries``) and a statement's batches
 
 A delivery's state is a Redis hash (``Keys.delivery``); the statuses in :data:`FINAL` are
 never sent again. Nothing is handed over to someone who said STOP, left, or whose
-statement was withdrawn, asked again at the moment the channel's turn comes.
+statement was withdrawn, nor a prompt about an approval decided since, asked again at the
+moment the channel's turn comes.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ async def skip_reason(rt: Runtime, request: DeliveryRequest, channel: Channel | 
 def reason_not_to_send(request: DeliveryRequest, opted_out: bool, active: bool,
                        withdrawn: bool, approval: str | None = None) -> str:
     """Why a delivery is not wanted any more, given what Redis says ("" when it is):
-    `approval`, the status of the approval a prompt asks an answer for. Pure."""
+    `approval`, the status of the approval a prompt is about. Pure."""
     if request.statement_id and withdrawn:
         return "statement withdrawn"
     if request.answer_for and approval not in (None, "pending"):

@@ -112,10 +112,10 @@ class RateLimiter:
 
     def give_back(self) -> None:
         """A turn taken and not used (the message was no longer wanted when it came): the
-        next caller in line takes it at once, or the next to come while it is held."""
+        next caller in line takes it at once, or the next to come while it is held. One taken
+        longer ago than :data:`HELD_FOR_S` is dropped, as what is held then is."""
         if time.monotonic() > self._held_until:
-            self._held = 0  # what was held is given up (see HELD_FOR_S)
-            self._held_until = time.monotonic() + HELD_FOR_S
+            return
         self._held += 1
         self._hand_out()
 

@@ -76,10 +76,11 @@ def test_why_a_delivery_is_not_sent() -> None:
     assert reason_not_to_send(email, True, True, False) == ""
 
 
-def test_a_prompt_asking_for_an_answer_is_not_sent_once_its_approval_is_decided() -> None:
-    """A request, reminder or moved-up prompt goes while its approval is pending (or its
-    status is unknown: kept as sent); once decided, it would ask for an answer nobody can
-    give. A prompt that asks for none (a hold alert, `decided`) goes whatever the status."""
+def test_a_prompt_about_an_approval_is_not_sent_once_it_is_decided() -> None:
+    """A prompt about an approval (a request, reminder, move up, hold alert) goes while the
+    approval is pending (or its status is unknown: kept as sent); once decided, it would ask
+    for an answer or an action nobody can take. The news that it was decided (`decided`,
+    no `answer_for`) goes whatever the status."""
     asking = DeliveryRequest(id="prompt:APR-00001-1:request:1:0:nguyen-van-an", channel="sms",
                              recipient="+84901000101", text="Duyệt?",
                              person_id="nguyen-van-an", answer_for="APR-00001-1")

@@ -10,11 +10,13 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from coordinator import redis_client, state
@@ -281,6 +283,59 @@ async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
     assert await redis.get("war:unguarded") is None
     await killer.aclose()
     await redis.aclose()
+
+
+async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
+        redis_server: Service) -> None:
+    """Loa's pipelines skip parts of redis-py's path (the shielded release, the HIMPORT
+    scan, the layers around QUEUED replies): they answer as redis-py's own do, with
+    replies through their callbacks, an error at EXEC and one at queuing, and a watched
+    key changed; after each, the connection is back in the pool, watching nothing."""
+    ours = state.connect(redis_server.url)
+    theirs = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert type(ours.pipeline()) is not type(theirs.pipeline())
+
+    async def run(redis: Any, build: Any) -> Any:
+        async with redis.pipeline(transaction=True) as pipe:
+            build(pipe)
+            try:
+                return await pipe.execute()
+            except Exception as exc:
+                return type(exc), str(exc)
+
+    await theirs.set("tx:s", "text")
+    transactions = [
+        lambda p: p.hset("tx:h", mapping={"a": "1"}).hgetall("tx:h").zadd("tx:z", {"m": 2})
+        .zrange("tx:z", 0, -1, withscores=True).set("tx:k", "v").get("tx:k").delete("tx:k"),
+        lambda p: p.set("tx:n", "1").incr("tx:s").incr("tx:n"),  # fails at EXEC
+        lambda p: p.set("tx:n", "5").execute_command("SET", "tx:n"),  # refused at queuing
+    ]
+    for build in transactions:
+        await theirs.delete("tx:h", "tx:z", "tx:n")
+        expected = await run(theirs, build)
+        await theirs.delete("tx:h", "tx:z", "tx:n")
+        assert await run(ours, build) == expected
+        assert not ours.connection_pool._in_use_connections
+    assert await ours.get("tx:n") is None  # the refused transaction wrote nothing
+
+    async with ours.pipeline(transaction=True) as pipe:  # a watched key changed
+        await pipe.watch("tx:w")
+        await theirs.set("tx:w", "changed")
+        pipe.multi()
+        pipe.set("tx:w", "mine")
+        with pytest.raises(WatchError):
+            await pipe.execute()
+    async with ours.pipeline(transaction=True) as pipe:  # left while watching: UNWATCH
+        await pipe.watch("tx:w")
+        watcher = pipe.connection
+    assert ours.connection_pool._available_connections == [watcher]
+    await theirs.set("tx:w", "changed again")  # watched no more: the next one goes through
+    async with ours.pipeline(transaction=True) as pipe:  # on the connection that watched
+        assert await pipe.set("tx:w", "mine").execute() == [True]
+    assert ours.connection_pool._available_connections == [watcher]
+    assert await ours.get("tx:w") == "mine"
+    await ours.aclose()
+    await theirs.aclose()
 
 
 async def _client_id(pipe: state.Pipeline) -> int:

@@ -14,15 +14,17 @@ first and to the last message the local SMS sandbox and SMTP server received, an
 rate; the rate the same endpoints take from bare clients (the real twilio SDK and
 aiosmtplib, no Loa) driving both at once, with as many messages as Loa sends (at least
 10,000 each), each as Loa sends it (the draft's SMS body; the email's subject, body with
-its link, and leaving link), status callbacks configured as in Loa's run; the ratio of the
-two; Loa's own CPU time per delivery (worker, web, Redis and broker processes, from
-/proc), so its cost is known apart from the endpoints that share the cores; and the bare
-run's CPU time per message while it sends (the same channel code and SDKs as Loa's worker,
-the messages built before: the floor under the worker's share; scheduled by the OS as
-usual, while the worker is scheduled as batch work: see `LOA_WORKER_CPU_POLICY`). Every
-subscriber is on both channels, so the audience is the number of SMS and of emails;
-`--share 1` puts them all in the statement's area (at 10,000 subscribers: 10,000 messages
-each way, as many as the bare clients send).
+its link, and leaving link), status callbacks configured as in Loa's run; the ratio of
+the two (against the mean of a bare run before Loa's and one after it, once Loa's own SMS
+have settled: this machine's speed moves by a fifth within minutes; `--no-bare-after`
+keeps only the one before); Loa's own CPU time per delivery (worker, web, Redis and
+broker processes, from /proc), so its cost is known apart from the endpoints that share
+the cores; and the bare run's CPU time per message while it sends (the same channel code
+and SDKs as Loa's worker, the messages built before: the floor under the worker's share;
+scheduled by the OS as usual, while the worker is scheduled as batch work: see
+`LOA_WORKER_CPU_POLICY`). Every subscriber is on both channels, so the audience is the
+number of SMS and of emails; `--share 1` puts them all in the statement's area (at 10,000
+subscribers: 10,000 messages each way, as many as the bare clients send).
 
 With `--prompts-during N`, N flood reports elsewhere in the city are filed through the API,
 one a second, while the fan-out runs; each opens its own incident, whose approval prompt
@@ -314,7 +316,7 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
              r: SyncRedis, procs: list[subprocess.Popen[bytes]],
              loa_pids: dict[str, int], bare: bool = True, prompts: int = 0,
              escalations: int = 0, escalation_spread_s: float = 60.0,
-             scheduler: bool = True) -> dict[str, Any]:
+             scheduler: bool = True, bare_after: bool = True) -> dict[str, Any]:
     sms_url = env["LOA_TWILIO_BASE_URL"]
     web_port = int(env["LOA_WEB_PORT"])
     worker = spawn(["worker"], env, root / "worker.log")
@@ -378,6 +380,15 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     limits = {c: rate for c, rate in (("sms", settings.sms_rate_per_s),
                                       ("email", settings.email_rate_per_s)) if 0 < rate < 100000}
     filer.join()
+    # The bare clients again, once Loa's own SMS have settled: this machine's speed moves
+    # by a fifth within minutes, so Loa's rate is set against both runs that bracket it.
+    after = None
+    if bare and bare_after:
+        callbacks_settled(sms_url)
+        after = asyncio.run(raw_capacity(settings, max(10_000, targeted),
+                                         BATCH_CONCURRENCY * CONCURRENCY,
+                                         loa_shaped(settings, r, approval)))[0]
+    bracket = {c: (raw[c] + after[c]) / 2 for c in raw} if after else raw
     during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
     if deadlines:
         during["escalations_during_fan_out"] = escalated(
@@ -389,7 +400,13 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
             "messages": 2 * targeted,
             "loa_messages_per_second": rates,
             "bare_clients_messages_per_second": raw,
-            "ratio_to_bare_clients": {c: round(rates[c] / raw[c], 3) for c in raw},
+            **({"bare_clients_after_messages_per_second": after,
+                "ratio_to_bare_clients_before": {c: round(rates[c] / raw[c], 3) for c in raw},
+                "ratio_to_bare_clients_after": {c: round(rates[c] / after[c], 3)
+                                                for c in after}} if after else {}),
+            # against the mean of the bare runs before and after Loa's (the one before alone
+            # with --no-bare-after)
+            "ratio_to_bare_clients": {c: round(rates[c] / bracket[c], 3) for c in bracket},
             **({"share_of_rate_limit": {c: round(rates[c] / limit, 3)
                                         for c, limit in limits.items() if c in rates}}
                if limits else {}),
@@ -485,6 +502,8 @@ def main() -> None:
     parser.add_argument("--areas", type=int, default=0,
                         help="spread the subscribers over this many areas (made-up ones "
                              "beyond the map's)")
+    parser.add_argument("--no-bare-after", action="store_true",
+                        help="run the bare clients only before Loa's fan-out, not after too")
     parser.add_argument("--no-bare", action="store_true",
                         help="skip the bare clients' run (when profiling Loa alone)")
     parser.add_argument("--share", type=float, default=0.1,
@@ -559,7 +578,8 @@ def main() -> None:
                                bare=not args.no_bare, prompts=args.prompts_during,
                                escalations=args.escalations,
                                escalation_spread_s=args.escalation_spread,
-                               scheduler=not args.no_scheduler)
+                               scheduler=not args.no_scheduler,
+                               bare_after=not args.no_bare_after)
         result["redis_peak_mib"] = round(int(r.info("memory")["used_memory_peak"]) / 2**20, 1)
         result["reference_work_ms"].append(reference_work_ms())  # before, after
         print(json.dumps(result, indent=2))

@@ -65,17 +65,20 @@ class _Pipeline(aioredis.client.Pipeline):
 
     async def reset(self) -> None:  # type: ignore[override]  # redis-py's stubs: RESET
         connection = self.connection
-        pool = self.connection_pool
-        if (connection is None or self.watching or not isinstance(pool, _QuickPool)
-                or not pool.take_back_now(connection)):
+        pool = self.connection_pool if isinstance(self.connection_pool, _QuickPool) else None
+        if self.watching or (connection is not None and not (
+                pool is not None and pool.may_take_back_now(connection))):
             await super().reset()  # type: ignore[no-untyped-call]
             return
-        # The connection is back in the pool, without a suspension point in between: no
-        # cancellation can leave it half given back, which is what the shield was for.
-        self.connection = None
+        # Cleared first, as redis-py clears it; then the connection goes back to the pool
+        # without a suspension point in between: no cancellation can leave it half given
+        # back, which is what the shield was for.
         self.command_stack = []
         self.scripts = set()
         self.explicit_transaction = False
+        if connection is not None and pool is not None:  # none: given back by its execute
+            self.connection = None
+            pool.take_back(connection)
 
     async def parse_response(self, connection: Any, command_name: str | bytes,
                              **options: Any) -> Any:
@@ -125,17 +128,19 @@ class _QuickPool(aioredis.BlockingConnectionPool):
     async def release(self, connection: AbstractConnection) -> None:
         # One to reconnect first is taken back by redis-py (it awaits in between, and wakes
         # a waiter after).
-        if not self.take_back_now(connection):
+        if self.may_take_back_now(connection):
+            self.take_back(connection)
+        else:
             await super().release(connection)
 
-    def take_back_now(self, connection: AbstractConnection) -> bool:
-        """Take `connection` back at once when :meth:`release` would, without awaiting;
-        False (and not taken back) when it must go through redis-py's path."""
-        if self._busy() or connection.should_reconnect():  # type: ignore[no-untyped-call]
-            return False
+    def may_take_back_now(self, connection: AbstractConnection) -> bool:
+        """Whether :meth:`take_back` may take `connection` back (else: redis-py's path)."""
+        return not (self._busy() or connection.should_reconnect())  # type: ignore[no-untyped-call]
+
+    def take_back(self, connection: AbstractConnection) -> None:
+        """Take `connection` back at once, without awaiting (:meth:`may_take_back_now`)."""
         self._in_use_connections.remove(connection)
         self._available_connections.append(connection)
-        return True
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         if self._watch is not None:  # a command after this starts another one

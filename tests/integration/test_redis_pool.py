@@ -286,7 +286,7 @@ async def test_watch_and_read_after_an_error_reply_or_a_lost_connection(
 
 
 async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
-        redis_server: Service) -> None:
+        redis_server: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loa's pipelines skip parts of redis-py's path (the shielded release, the HIMPORT
     scan, the layers around QUEUED replies): they answer as redis-py's own do, with
     replies through their callbacks, an error at EXEC and one at queuing, and a watched
@@ -294,9 +294,17 @@ async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
     ours = state.connect(redis_server.url)
     theirs = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     assert type(ours.pipeline()) is not type(theirs.pipeline())
+    their_reset = aioredis.client.Pipeline.reset
+    slow = []  # pipelines reset by redis-py's own path (the connection given back by a task)
 
-    async def run(redis: Any, build: Any) -> Any:
-        async with redis.pipeline(transaction=True) as pipe:
+    async def counted_reset(pipe: Any) -> None:
+        slow.append(pipe)
+        await their_reset(pipe)
+
+    monkeypatch.setattr(aioredis.client.Pipeline, "reset", counted_reset)
+
+    async def run(redis: Any, build: Any, transaction: bool = True) -> Any:
+        async with redis.pipeline(transaction=transaction) as pipe:
             build(pipe)
             try:
                 return await pipe.execute()
@@ -317,6 +325,13 @@ async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
         assert await run(ours, build) == expected
         assert not ours.connection_pool._in_use_connections
     assert await ours.get("tx:n") is None  # the refused transaction wrote nothing
+    assert slow and all(type(pipe) is not type(ours.pipeline()) for pipe in slow)  # theirs
+    for build in transactions:  # the same as plain pipelines (no MULTI)
+        await theirs.delete("tx:h", "tx:z", "tx:n")
+        expected = await run(theirs, build, transaction=False)
+        await theirs.delete("tx:h", "tx:z", "tx:n")
+        assert await run(ours, build, transaction=False) == expected
+        assert not ours.connection_pool._in_use_connections
 
     async with ours.pipeline(transaction=True) as pipe:  # a watched key changed
         await pipe.watch("tx:w")
@@ -328,6 +343,8 @@ async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
     async with ours.pipeline(transaction=True) as pipe:  # left while watching: UNWATCH
         await pipe.watch("tx:w")
         watcher = pipe.connection
+        slow.clear()
+    assert len(slow) == 1  # redis-py's path, which sends it
     assert ours.connection_pool._available_connections == [watcher]
     await theirs.set("tx:w", "changed again")  # watched no more: the next one goes through
     async with ours.pipeline(transaction=True) as pipe:  # on the connection that watched

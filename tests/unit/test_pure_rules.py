@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from channels.segments import is_gsm7, segment_count
+from channels.segments import _GSM7_BASIC, _GSM7_EXTENSION, is_gsm7, segment_count
 from coordinator.city import City
 from coordinator.errors import TemplateRenderError
 from coordinator.events import Report, Severity
@@ -59,6 +60,30 @@ def test_vietnamese_is_ucs2() -> None:
     assert segment_count("ả" * 71) == 2
     assert segment_count("ả" * 134) == 2
     assert segment_count("ả" * 135) == 3
+
+
+def test_segments_as_the_tables_say_character_by_character() -> None:
+    """The counts match the GSM-7 tables read one character at a time, for 2,000 texts
+    mixing basic, extension, Vietnamese and non-BMP characters, and control codes."""
+    def by_hand(text: str) -> int:
+        if not text:
+            return 1
+        if all(ch in _GSM7_BASIC or ch in _GSM7_EXTENSION for ch in text):
+            units = sum(2 if ch in _GSM7_EXTENSION else 1 for ch in text)
+            return 1 if units <= 160 else -(-units // 153)
+        units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+        return 1 if units <= 70 else -(-units // 67)
+
+    pool = [*sorted(_GSM7_BASIC), *sorted(_GSM7_EXTENSION), *"ảệữđƯ`\t\x00\u00a0]^-", "🌊"]
+    draw = random.Random(7)
+    texts = ["".join(draw.choice(pool) for _ in range(draw.randrange(0, 400)))
+             for _ in range(1000)]
+    texts += ["".join(draw.choice([*sorted(_GSM7_BASIC), *sorted(_GSM7_EXTENSION)])
+                      for _ in range(draw.randrange(0, 400))) for _ in range(1000)]
+    assert any(is_gsm7(t) and len(t) > 160 for t in texts)  # both alphabets, long and short
+    assert sum(not is_gsm7(t) for t in texts) > 900
+    for text in texts:
+        assert segment_count(text) == by_hand(text), text
 
 
 def test_a_report_within_the_window_joins() -> None:

@@ -18,16 +18,17 @@ its link, and leaving link), status callbacks configured as in Loa's run; the ra
 the two (against the mean of a bare run before Loa's and one after it, once Loa's own SMS
 have settled: this machine's speed moves by a fifth within minutes, and while the
 approval awaits its approver the worker and Tansu keep the short fetch wait, about a
-sixth of a core more than after it; `--no-bare-after` keeps only the one before; the one
-before follows an unmeasured run of WARM_UP messages each way, so that the SDKs' first
-use is not in it); Loa's own CPU time per delivery (worker, web, Redis and broker
-processes, from /proc), so its cost is known apart from the endpoints that share the
-cores; and the bare run's CPU time per message while it sends (the same channel code and
-SDKs as Loa's worker, the messages built before: the floor under the worker's share;
-scheduled by the OS as usual, while the worker is scheduled as batch work: see
-`LOA_WORKER_CPU_POLICY`). Every subscriber is on both channels, so the audience is the
-number of SMS and of emails; `--share 1` puts them all in the statement's area (at 10,000
-subscribers: 10,000 messages each way, as many as the bare clients send).
+sixth of a core more than after it; `--no-bare-after`, `--prompts-during` and
+`--escalations` keep only the one before; the one before follows an unmeasured run of
+WARM_UP messages each way, so that the SDKs' first use is not in it); Loa's own CPU time
+per delivery (worker, web, Redis and broker processes, from /proc), so its cost is known
+apart from the endpoints that share the cores; and the first bare run's CPU time per
+message while it sends (the same channel code and SDKs as Loa's worker, the messages
+built before: the floor under the worker's share; scheduled by the OS as usual, while the
+worker is scheduled as batch work: see `LOA_WORKER_CPU_POLICY`). Every subscriber is on
+both channels, so the audience is the number of SMS and of emails; `--share 1` puts them
+all in the statement's area (at 10,000 subscribers: 10,000 messages each way, as many as
+the bare clients send).
 
 With `--prompts-during N`, N flood reports elsewhere in the city are filed through the API,
 one a second, while the fan-out runs; each opens its own incident, whose approval prompt
@@ -388,19 +389,21 @@ def full_run(root: Path, settings: Settings, env: dict[str, str], targeted: int,
     limits = {c: rate for c, rate in (("sms", settings.sms_rate_per_s),
                                       ("email", settings.email_rate_per_s)) if 0 < rate < 100000}
     filer.join()
+    during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
+    if deadlines:
+        during["escalations_during_fan_out"] = escalated(
+            r, deadlines, approved_at + timedelta(seconds=max(finished.values())))
     # The bare clients again, once Loa's own SMS have settled: this machine's speed moves
     # by a fifth within minutes, so Loa's rate is set against both runs that bracket it.
+    # Not with prompts or escalations, which may still be under way (and would share the
+    # cores with it), and whose messages make the rates incomparable anyway.
     after = None
-    if bare and bare_after:
+    if bare and bare_after and not (prompts or deadlines):
         callbacks_settled(sms_url)
         after = asyncio.run(raw_capacity(settings, max(10_000, targeted),
                                          BATCH_CONCURRENCY * CONCURRENCY,
                                          loa_shaped(settings, r, approval)))[0]
     bracket = {c: (raw[c] + after[c]) / 2 for c in raw} if after else raw
-    during = {"prompts_during_fan_out": prompts_during(r, filed)} if prompts else {}
-    if deadlines:
-        during["escalations_during_fan_out"] = escalated(
-            r, deadlines, approved_at + timedelta(seconds=max(finished.values())))
     return during | {"bare_callbacks_tail_s": tail_s,
             "approve_cli_to_decision_s": round(started - cli_started, 2),
                      "approval_to_first_message_s": {c: round(t, 3) for c, t in first.items()},

@@ -326,12 +326,14 @@ async def test_a_transaction_answers_as_redis_py_and_gives_its_connection_back(
         assert not ours.connection_pool._in_use_connections
     assert await ours.get("tx:n") is None  # the refused transaction wrote nothing
     assert slow and all(type(pipe) is not type(ours.pipeline()) for pipe in slow)  # theirs
+    slow.clear()
     for build in transactions:  # the same as plain pipelines (no MULTI)
         await theirs.delete("tx:h", "tx:z", "tx:n")
         expected = await run(theirs, build, transaction=False)
         await theirs.delete("tx:h", "tx:z", "tx:n")
         assert await run(ours, build, transaction=False) == expected
         assert not ours.connection_pool._in_use_connections
+    assert slow and all(type(pipe) is not type(ours.pipeline()) for pipe in slow)
 
     async with ours.pipeline(transaction=True) as pipe:  # a watched key changed
         await pipe.watch("tx:w")

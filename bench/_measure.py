@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,3 +81,36 @@ def wait_for_beats(r: SyncRedis, beats: dict[str, subprocess.Popen[bytes]],
                 raise SystemExit(f"{key} never appeared (its process: exit code {proc.poll()});"
                                  " see its log")
             time.sleep(0.1)
+
+
+def own_cpu_s() -> float:
+    """This process's CPU time (user + system), to the microsecond (:func:`cpu_s` reads
+    another process's from /proc, in ticks of 10 ms: too coarse for a round)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def instructions_a_round(script: str, per_round: int, what: str) -> dict[str, Any]:
+    """Instructions of one `what` (a report, a request), user space only, counted by
+    valgrind's callgrind: `script` is run twice at once with ``--child 1`` and ``--child 3``
+    (and ``--reports per_round``), i.e. one and three measured rounds after the same
+    start-up and warm-up; the difference is two rounds' cost. It moves by well under 1 %
+    from run to run, whatever else the machine does. The kernel's part of a round trip,
+    and the servers' CPU, are not in it."""
+    with tempfile.TemporaryDirectory(prefix="loa-bench-cg-") as folder:
+        runs = {}
+        for rounds in (1, 3):
+            out = Path(folder) / f"callgrind.{rounds}"
+            runs[rounds] = (out, subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                 sys.executable, script, "--child", str(rounds), "--reports", str(per_round)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        totals = {}
+        for rounds, (out, proc) in runs.items():
+            if proc.wait() != 0:
+                raise SystemExit(f"the run of {rounds} rounds under valgrind failed")
+            summary = next(line for line in out.read_text().splitlines()
+                           if line.startswith("summary:"))
+            totals[rounds] = int(summary.split()[1])
+    return {f"instructions_per_{what}": round((totals[3] - totals[1]) / (2 * per_round)),
+            "instructions_total": totals}

@@ -28,16 +28,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from _measure import reference_work_ms  # bench/ is the script's folder
+from _measure import (  # bench/ is the script's folder
+    instructions_a_round,
+    own_cpu_s,
+    reference_work_ms,
+)
 from pydantic import SecretStr
 
 from coordinator import topics
@@ -55,13 +56,6 @@ from coordinator.state import connect
 
 KINDS = ["flood", "fire", "power-outage", "outbreak", "collapse", "traffic"]
 AT_ONCE = 16  # reports taken in at once (the `reports` agent's events in flight)
-
-
-def own_cpu_s() -> float:
-    """This process's CPU time (user + system), to the microsecond (`_measure.cpu_s` reads
-    another process's from /proc, in ticks of 10 ms: too coarse for a round)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class CountedRoundTrips:
@@ -149,28 +143,6 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
             service.stop()
 
 
-def instructions(per_round: int) -> dict[str, Any]:
-    """Instructions a report, from two runs under callgrind at once: one and three measured
-    rounds (the same start-up and warm-up in both)."""
-    with tempfile.TemporaryDirectory(prefix="loa-bench-path-cg-") as folder:
-        runs = {}
-        for rounds in (1, 3):
-            out = Path(folder) / f"callgrind.{rounds}"
-            runs[rounds] = (out, subprocess.Popen(
-                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                 sys.executable, __file__, "--child", str(rounds), "--reports", str(per_round)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        totals = {}
-        for rounds, (out, proc) in runs.items():
-            if proc.wait() != 0:
-                raise SystemExit(f"the run of {rounds} rounds under valgrind failed")
-            summary = next(line for line in out.read_text().splitlines()
-                           if line.startswith("summary:"))
-            totals[rounds] = int(summary.split()[1])
-    return {"instructions_per_report": round((totals[3] - totals[1]) / (2 * per_round)),
-            "instructions_total": totals}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
@@ -186,7 +158,7 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "report_path", "reports_a_round": args.reports,
                               "rounds": args.rounds, **measure(args.rounds, args.reports)}
     if args.instructions:
-        result |= instructions(args.reports)
+        result |= instructions_a_round(__file__, args.reports, "report")
     result["reference_work_ms"] = [reference, reference_work_ms()]  # before, after
     print(json.dumps(result, indent=2))
 

@@ -30,7 +30,7 @@ from coordinator.reports.filing import Handoffs
 from coordinator.runtime import build_runtime
 from coordinator.settings import Settings
 from coordinator.web.admission import Admission
-from coordinator.web.api import api
+from coordinator.web.api import api, report_route
 from coordinator.web.api_docs import api_docs
 from coordinator.web.body_limit import BodyLimit
 from coordinator.web.console import console
@@ -117,9 +117,11 @@ def create_web_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # Every router's routes each depend on `allow(action)` (coordinator.web.auth). Routes
     # are matched in this order, one by one: the busiest first (a provider's status
-    # callbacks, two an SMS during a fan-out, as a plain `locked_route`; reports), whose
-    # prefixes no other router uses; the three under /console keep their order.
+    # callbacks, two an SMS during a fan-out, and reports, each as a plain `locked_route`:
+    # the `api` router's POST /api/reports is the schema's declaration of the second),
+    # whose prefixes no other router uses; the three under /console keep their order.
     app.router.routes.append(status_route)
+    app.router.routes.append(report_route)
     for router in (hooks, api, health, translate, console, records, inbox, public, feeds,
                    login, decide, subscriptions, subscribe, tips, short_links):
         app.include_router(router)

@@ -36,8 +36,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 naming each invalid field and what is wrong with it."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-              for e in exc.errors()]
+    errors = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+               "message": e["msg"]} for e in exc.errors()]  # "body": the whole of it
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return JSONResponse(status_code=422, content=jsonable_encoder(
         {"detail": f"invalid request: {summary}", "errors": errors}))

@@ -162,6 +162,25 @@ def test_a_malformed_report_is_refused_naming_the_field(stack: Stack, body: dict
     assert stack.redis.hlen(stack.keys.outbox()) <= before
 
 
+@pytest.mark.parametrize(("content", "content_type", "says"), [
+    (b'{"kind": "flood", "severity": "severe"', "application/json", "Invalid JSON"),
+    (b"kind=flood&severity=severe&area=hn-ba-dinh&title=Ngap",
+     "application/x-www-form-urlencoded", "send the report as JSON"),
+    (b"", "application/json", "Invalid JSON"),
+])
+def test_a_body_that_is_no_json_report_is_refused_naming_the_body(
+        stack: Stack, content: bytes, content_type: str, says: str) -> None:
+    """422 naming the body itself: JSON cut short, a form, nothing; nothing is recorded."""
+    before = stack.redis.hlen(stack.keys.outbox())
+    with stack.http() as http:
+        answer = http.post("/api/reports", content=content,
+                           headers={"Content-Type": content_type})
+    assert answer.status_code == 422
+    assert [e["field"] for e in answer.json()["errors"]] == ["body"]
+    assert says in answer.json()["errors"][0]["message"]
+    assert stack.redis.hlen(stack.keys.outbox()) <= before
+
+
 def test_garbage_on_reports_goes_to_dead_letters_and_the_worker_goes_on(stack: Stack) -> None:
     """Unparseable and invalid messages land in dead-letters with a reason; a good report
     sent after them still becomes an incident."""

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from fastapi.routing import APIRoute
-from starlette.routing import Mount
+from starlette.routing import Match, Mount, Route
 
 from coordinator.access import (
     ANONYMOUS,
@@ -129,7 +129,8 @@ def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, P
     assert exhaustion_for(fire, raised_by_itself) == ("publish", [])
 
 
-PLAIN_ROUTES = {"/hooks/twilio/status"}  # `locked_route`s: the busiest, without FastAPI's
+# `locked_route`s: the busiest, without FastAPI's dependency solving
+PLAIN_ROUTES = {"/hooks/twilio/status", "/api/reports"}
 
 
 def test_every_route_names_the_action_it_takes() -> None:
@@ -144,6 +145,18 @@ def test_every_route_names_the_action_it_takes() -> None:
         if len(route_actions(route)) != 1:
             unlocked.append(f"{sorted(route.methods)} {route.path}")
     assert unlocked == []
+
+
+def test_reports_are_served_plainly_and_declared_in_the_schema() -> None:
+    """POST /api/reports is served by its plain `locked_route`, matched before the `api`
+    router's declaration of the same path (which the schema shows), behind the same lock."""
+    app = offline_web_app()
+    scope = {"type": "http", "method": "POST", "path": "/api/reports"}
+    matched = [r for r in flat_routes(app.router.routes)
+               if not isinstance(r, Mount) and r.matches(scope)[0] == Match.FULL]
+    assert [type(r) for r in matched] == [Route, APIRoute]
+    assert route_actions(matched[0]) == route_actions(matched[1]) == [Action.report_file]
+    assert app.openapi()["paths"]["/api/reports"]["post"]["security"] == [{"token": []}]
 
 
 def test_the_documented_route_table_is_the_code() -> None:

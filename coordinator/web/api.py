@@ -4,6 +4,7 @@ staff and for the press and partners. Every route names its action for the polic
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -130,21 +131,42 @@ async def post_report_plainly(request: Request) -> Response:
     """`POST /api/reports` as the app serves it: :func:`post_report`'s work, behind the
     same lock, without FastAPI's dependency solving, body handling and answer checking
     (about a sixth of the request's instructions, `bench/web_post.py`): the busiest write
-    of the API. Its body is read as FastAPI reads it: JSON, unless it says it is something else."""
-    content_type = request.headers.get("content-type", "")
-    kind = content_type.split(";", 1)[0].strip().lower()
-    if content_type and not (kind == "application/json" or (
-            kind.startswith("application/") and kind.endswith("+json"))):
-        raise RequestValidationError([{
-            "loc": ("body",), "type": "model_attributes_type",
-            "msg": f"send the report as JSON (Content-Type: application/json), not {kind}"}])
+    of the API. Only a body that says it is JSON is read, as FastAPI reads it (strictly: a
+    body with no Content-Type is no JSON, so a browser's form or `fetch` from another page
+    cannot file one with the staff's session without a CORS preflight)."""
+    return JSONResponse((await accept_report(request, request.state.principal,
+                                             await report_in(request))).model_dump(),
+                        status_code=202)
+
+
+async def report_in(request: Request) -> ReportIn:
+    """The request's body as a report; RequestValidationError naming the field, or the
+    body itself when it is no JSON object."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not (kind == "application/json" or (kind.startswith("application/")
+                                           and kind.endswith("+json"))):
+        raise _body_error(f"send the report as JSON (Content-Type: application/json), not "
+                          f"{kind or 'a body with no Content-Type'}")
+    raw = await request.body()
     try:
-        body = ReportIn.model_validate_json(await request.body())
+        return ReportIn.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] != "json_invalid" for e in exc.errors()):
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                          for e in exc.errors()]) from exc
+        try:  # a byte-order mark, UTF-16 or UTF-32: JSON all the same, as Starlette reads it
+            parsed = json.loads(raw)
+        except ValueError:
+            raise _body_error(exc.errors()[0]["msg"]) from exc
+    try:
+        return ReportIn.model_validate(parsed)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
                                       for e in exc.errors()]) from exc
-    accepted = await accept_report(request, request.state.principal, body)
-    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+def _body_error(why: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body",), "type": "value_error", "msg": why}])
 
 
 report_route = locked_route("/api/reports", Action.report_file, post_report_plainly, "POST")

@@ -83,9 +83,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def locked_route(path: str, action: Action, endpoint: Endpoint, method: str) -> Route:
     """A plain Starlette route taking `action`, behind the same lock as `allow(action)`.
-    For the busiest, simplest routes only (a provider's status callbacks, two an SMS): it
-    skips FastAPI's dependency solving and request handling, a third of such a request's
-    time. Errors are raised as HTTPException, as in any route."""
+    For the busiest, simplest routes only (a provider's status callbacks, two an SMS; the
+    reports of `POST /api/reports`): it skips FastAPI's dependency solving and request
+    handling, a third of a callback's time. Errors are raised as HTTPException (or
+    RequestValidationError), as in any route; the lock is taken before the body is read."""
 
     async def locked(request: Request) -> Response:
         await authorize(request, action, await bearer(request))

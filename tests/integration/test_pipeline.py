@@ -167,6 +167,9 @@ def test_a_malformed_report_is_refused_naming_the_field(stack: Stack, body: dict
     (b"kind=flood&severity=severe&area=hn-ba-dinh&title=Ngap",
      "application/x-www-form-urlencoded", "send the report as JSON"),
     (b"", "application/json", "Invalid JSON"),
+    (b'{"kind": "flood", "severity": "severe", "area": "hn-ba-dinh", "title": "Ngap"}', "",
+     "a body with no Content-Type"),
+    (b'["flood", "severe"]', "application/json", "should be an object"),
 ])
 def test_a_body_that_is_no_json_report_is_refused_naming_the_body(
         stack: Stack, content: bytes, content_type: str, says: str) -> None:
@@ -174,11 +177,28 @@ def test_a_body_that_is_no_json_report_is_refused_naming_the_body(
     before = stack.redis.hlen(stack.keys.outbox())
     with stack.http() as http:
         answer = http.post("/api/reports", content=content,
-                           headers={"Content-Type": content_type})
+                           headers={"Content-Type": content_type} if content_type else {})
     assert answer.status_code == 422
     assert [e["field"] for e in answer.json()["errors"]] == ["body"]
     assert says in answer.json()["errors"][0]["message"]
     assert stack.redis.hlen(stack.keys.outbox()) <= before
+
+
+def test_a_report_in_utf_16_or_after_a_byte_order_mark_is_json_all_the_same(
+        stack: Stack) -> None:
+    """As Starlette reads JSON: a UTF-8 byte-order mark (some Windows clients send one),
+    or UTF-16, is taken in; the lock comes before the body (no credential: 401)."""
+    body = report_body("hn-thanh-xuan")
+    with stack.http() as http:
+        marked = http.post("/api/reports", content=b"\xef\xbb\xbf" + json.dumps(
+            body).encode(), headers={"Content-Type": "application/json"})
+        wide = http.post("/api/reports", content=json.dumps(body).encode("utf-16"),
+                         headers={"Content-Type": "application/json; charset=utf-16"})
+    with stack.anonymous() as http:
+        nobody = http.post("/api/reports", content=b"{not json",
+                           headers={"Content-Type": "application/json"})
+    assert (marked.status_code, wide.status_code, nobody.status_code) == (202, 202, 401)
+    assert marked.json()["id"] != wide.json()["id"]  # two reports, each its own id
 
 
 def test_garbage_on_reports_goes_to_dead_letters_and_the_worker_goes_on(stack: Stack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,29 @@ def instructions_a_round(script: str, per_round: int, what: str) -> dict[str, An
             totals[rounds] = int(summary.split()[1])
     return {f"instructions_per_{what}": round((totals[3] - totals[1]) / (2 * per_round)),
             "instructions_total": totals}
+
+
+def rounds_main(benchmark: str, script: str, what: str, default_per_round: int,
+                measure: Callable[[int, int], dict[str, Any]]) -> None:
+    """The command line of a benchmark counted in rounds of `what` (a report, a request),
+    with callgrind's count on request (`--instructions`, :func:`instructions_a_round`):
+    `measure(rounds, per_round)` runs them; its figures, and the machine's
+    `reference_work_ms` before and after, are printed as one JSON object."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--reports", type=int, default=default_per_round,
+                        help=f"{what}s a round")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions under valgrind (a few minutes)")
+    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # one run under valgrind: its count is the figure, not its output
+        measure(args.child, args.reports)
+        return
+    reference = reference_work_ms()
+    result: dict[str, Any] = {"benchmark": benchmark, f"{what}s_a_round": args.reports,
+                              "rounds": args.rounds, **measure(args.rounds, args.reports)}
+    if args.instructions:
+        result |= instructions_a_round(script, args.reports, what)
+    result["reference_work_ms"] = [reference, reference_work_ms()]  # before, after
+    print(json.dumps(result, indent=2))

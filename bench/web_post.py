@@ -23,9 +23,7 @@ round that warms the caches. Prints one JSON object:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import socket
 import statistics
@@ -34,11 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _measure import (  # bench/ is the script's folder
-    instructions_a_round,
-    own_cpu_s,
-    reference_work_ms,
-)
+from _measure import own_cpu_s, rounds_main  # bench/ is the script's folder
 from pydantic import SecretStr
 
 from coordinator.city import load_city
@@ -112,23 +106,7 @@ def measure(rounds: int, per_round: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--reports", type=int, default=500, help="requests a round")
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions under valgrind (a few minutes)")
-    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:  # one run under valgrind: its count is the figure, not its output
-        measure(args.child, args.reports)
-        return
-    reference = reference_work_ms()
-    result: dict[str, Any] = {"benchmark": "web_post", "requests_a_round": args.reports,
-                              "rounds": args.rounds, **measure(args.rounds, args.reports)}
-    if args.instructions:
-        result |= instructions_a_round(__file__, args.reports, "request")
-    result["reference_work_ms"] = [reference, reference_work_ms()]  # before, after
-    print(json.dumps(result, indent=2))
+    rounds_main("web_post", __file__, "request", 500, measure)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -48,21 +49,9 @@ async def test_worker_consumer_paces_its_fetches(stack: Stack) -> None:
     and so does an answer the worker expects (this breaks loudly if an aiokafka upgrade
     stops calling what `pace` wraps)."""
     servers = bootstrap_servers(stack.broker.url)
-    topic = f"loatest-pace-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    app = faust_kafka.App(f"loatest-pace-{uuid.uuid4().hex[:8]}", broker=stack.broker.url,
-                          fetch_wait_ms=7, idle_fetch_wait_ms=40, web_enabled=False,
-                          store="memory://", loop=asyncio.get_running_loop(),
-                          # as the worker's (coordinator.app); with faust's defaults the
-                          # group join made this test take 32 s instead of 5
-                          broker_session_timeout=6.0, broker_rebalance_timeout=6.0)
+    topic = await _new_topic(stack, "pace")
+    app, consumer = _worker_consumer(stack, "pace")
     thread = app.consumer._thread
-    consumer = thread._create_consumer(loop=asyncio.get_running_loop())
     consumer.subscribe([topic])
     await consumer.start()
     producer = AIOKafkaProducer(bootstrap_servers=servers)
@@ -128,3 +117,65 @@ def test_a_pending_approval_keeps_the_worker_listening(make_stack: Callable[...,
     stack.wait_for_status(incident_id, "published")
     wait_for(lambda: fetch_wait() == 0.05 or None, 30, "the idle wait after the answer")
     assert stack.redis.zcard(stack.keys.approvals_pending()) == 0
+
+
+async def test_the_first_member_of_a_fresh_group_leaves_it_when_it_stops(stack: Stack) -> None:
+    """Tansu numbers a group's generations from 0 where Kafka starts at 1, and aiokafka
+    leaves a group only from generation 1 on: the first worker of a fresh broker stopped
+    without leaving, and the next one to join waited out its session. The worker's consumer
+    leaves from generation 0 too: stopped, its group has no member left."""
+    topic = await _new_topic(stack, "leave")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(stack.broker.url))
+    await admin.start()
+    try:
+        app, consumer = _worker_consumer(stack, "leave")
+        thread = app.consumer._thread
+        consumer.subscribe([topic])
+        await consumer.start()
+        try:
+            for _ in range(600):  # joined: partitions assigned
+                if consumer.assignment():
+                    break
+                await asyncio.sleep(0.05)
+            assert consumer.assignment(), "never joined its group"
+            assert consumer._coordinator.generation == 0  # Tansu's first generation
+            assert await _members(admin, app.conf.id) == 1
+        finally:
+            await consumer.stop()
+            thread.thread_loop.close()
+        assert await _members(admin, app.conf.id) == 0, "a member is left in the group"
+    finally:
+        await admin.close()
+
+
+async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
+    """How many members the broker counts in `group` (DescribeGroups: error code, id,
+    state, protocol type, protocol, members)."""
+    [response] = await admin.describe_consumer_groups([group])
+    [(error, _, _, _, _, members, *_)] = response.groups
+    assert error == 0, error
+    return len(members)
+
+
+def _worker_consumer(stack: Stack, name: str) -> tuple[faust_kafka.App, Any]:
+    """A faust app of a fresh group on the stack's broker, and its consumer as the worker's
+    consumer thread makes it (not started)."""
+    app = faust_kafka.App(f"loatest-{name}-{uuid.uuid4().hex[:8]}", broker=stack.broker.url,
+                          fetch_wait_ms=7, idle_fetch_wait_ms=40, web_enabled=False,
+                          store="memory://", loop=asyncio.get_running_loop(),
+                          # as the worker's (coordinator.app); with faust's defaults the
+                          # group join made a test take 32 s instead of 5
+                          broker_session_timeout=6.0, broker_rebalance_timeout=6.0)
+    return app, app.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+
+
+async def _new_topic(stack: Stack, name: str) -> str:
+    """A new topic of one partition on the stack's broker: its name."""
+    topic = f"loatest-{name}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(stack.broker.url))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    return topic

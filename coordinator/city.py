@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from coordinator.area_maps import (
     Area,
@@ -55,10 +55,12 @@ class KindsFile(_Strict):
 
 
 class Absence(_Strict):
-    """A window in which someone cannot be asked (leave, travel, sickness)."""
+    """A window in which someone cannot be asked (leave, travel, sickness). Its ends carry
+    their UTC offset (`2026-12-22T00:00:00+07:00`): one without is refused at load, naming
+    the line (compared with the time now, it failed every escalation into its level)."""
 
-    start: datetime = Field(alias="from")
-    until: datetime
+    start: AwareDatetime = Field(alias="from")
+    until: AwareDatetime
     note: str = ""
 
 

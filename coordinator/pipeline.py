@@ -321,10 +321,17 @@ class Pipeline:
         return await self.drainer.round()
 
     async def sweep(self) -> int:
-        """Fire every timer overdue by more than a second (a lost job's safety net)."""
+        """Fire every timer overdue by more than a second (a lost job's safety net). One
+        that fails is logged and passed over, so those due after it are still fired: the
+        oldest come first, and one that always fails (an unreadable record) had stopped
+        the net for every request behind it."""
         due = await overdue(self.rt, utcnow(), grace_s=1.0)
         for approval_id, number, kind in due:
-            await self.on_timer(kind, approval_id, number, 0.0)
+            try:
+                await self.on_timer(kind, approval_id, number, 0.0)
+            except Exception as exc:
+                log.error("overdue timer failed; the next sweep tries it again",
+                          approval=approval_id, kind=kind, error=repr(exc))
         return len(due)
 
     async def _send_prompts(self, prompts: list[ApprovalPrompt], draft: Draft | None = None,

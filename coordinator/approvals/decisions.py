@@ -165,13 +165,16 @@ def _queue_reject(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, decision:
 
 def all_mode_waiting(record: ApprovalRecord, approver_id: str) -> set[str]:
     """Who else must approve with `approver_id`: everyone of each `all` level they belong to
-    (the current holders for the current level; the snapshot's people for an earlier one)."""
+    (the current holders for the current level; for one the request has moved past, those
+    who held it, delegates included, as the record keeps them; for a record that does not,
+    the snapshot's people)."""
     needed: set[str] = set()
     for level in record.request.chain:
         if level.mode != "all":
             continue
         current = level.level == record.level and record.phase == "level"
-        members = set(record.holders) if current else set(level.approvers)
+        members = set(record.holders if current else
+                      record.level_holders.get(level.level, level.approvers))
         if approver_id in members:
             needed |= members
     return needed

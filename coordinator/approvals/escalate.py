@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from coordinator import observability as obs
 from coordinator import outbox, topics
 from coordinator.approvals.prompts import prompts_for
 from coordinator.escalation.policy import (
@@ -30,6 +31,8 @@ from coordinator.playbooks.render import blanks
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline, queue_audit, transact
 from coordinator.statements.approved import queue_approved, statement_for, statement_message_id
+
+log = obs.get_logger("escalation")
 
 
 @dataclass
@@ -95,7 +98,9 @@ def _apply(pipe: Pipeline, rt: Runtime, record: ApprovalRecord, step: Step, now:
     if isinstance(step, Escalate):
         entry = step.entry
         moved = record.evolve(level=entry.level, due=entry.deadline, holders=entry.holders,
-                              eligible=list(dict.fromkeys([*record.eligible, *entry.holders])))
+                              eligible=list(dict.fromkeys([*record.eligible, *entry.holders])),
+                              level_holders={**record.level_holders,
+                                             entry.level: entry.holders})
         pipe.hset(rt.keys.approval(request.id), mapping=moved.to_hash())
         pipe.zadd(rt.keys.approvals_pending(), {request.id: entry.deadline.timestamp()})
         queue_audit(pipe, rt.keys, audit.model_copy(update={
@@ -215,7 +220,12 @@ async def overdue(rt: Runtime, now: datetime, grace_s: float) -> list[tuple[str,
         row = await rt.redis.hgetall(rt.keys.approval(approval_id))
         if not row:
             continue
-        record = ApprovalRecord.from_hash(row)
+        try:
+            record = ApprovalRecord.from_hash(row)
+        except (KeyError, ValueError) as exc:  # passed over: the others are still swept
+            log.error("an approval request that cannot be read is overdue",
+                      approval=approval_id, error=repr(exc))
+            continue
         if record.phase == "level":
             found.append((approval_id, record.level, "deadline"))
         elif record.phase == "held":

@@ -30,6 +30,10 @@ class ApprovalRecord:
     reason: str = ""
     basis: str = ""
     alerts: int = 0
+    level_holders: dict[int, list[str]] = field(default_factory=dict)
+    """Who held each level the request entered, by level: an `all` level the request has
+    moved past needs every one of them, the delegates who stood in for the away included
+    (a record written before this field names none: its chain's approvers stand)."""
 
     @classmethod
     def from_hash(cls, row: dict[str, str]) -> ApprovalRecord:
@@ -48,6 +52,8 @@ class ApprovalRecord:
             reason=row.get("reason", ""),
             basis=row.get("basis", ""),
             alerts=int(row.get("alerts", 0)),
+            level_holders={int(level): people for level, people in
+                           json.loads(row.get("level_holders", "{}")).items()},
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -60,6 +66,7 @@ class ApprovalRecord:
             "approved_by": json.dumps(self.approved_by), "decided_by": self.decided_by,
             "decided_at": self.decided_at, "reason": self.reason, "basis": self.basis,
             "alerts": str(self.alerts),
+            "level_holders": json.dumps({str(k): v for k, v in self.level_holders.items()}),
         }
 
     @property

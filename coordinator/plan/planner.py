@@ -197,7 +197,8 @@ def first_record(rt: Runtime, playbook: Playbook, severity: Severity, incident_i
                                 else (len(chain), [], now))
     request = base.model_copy(update={"level": level, "deadline": deadline})
     return ApprovalRecord(request=request, status="pending", phase="level", level=level,
-                          due=deadline, holders=holders, eligible=holders), notes
+                          due=deadline, holders=holders, eligible=holders,
+                          level_holders={level: holders} if entry else {}), notes
 
 
 async def _existing_plan(pipe: Pipeline, rt: Runtime, incident: dict[str, str]) -> Plan:

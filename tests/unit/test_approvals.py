@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from coordinator.approvals.chain import code_matches, reply_code, snapshot_chain
-from coordinator.approvals.decisions import refusal
-from coordinator.city import Absence, City, Person
+from coordinator.approvals.decisions import all_mode_waiting, refusal
+from coordinator.city import Absence, City, Person, load_city
+from coordinator.errors import ConfigError
 from coordinator.escalation.policy import (
     Escalate,
     Exhaust,
@@ -24,6 +27,8 @@ from coordinator.events import (
     RenderedText,
     Severity,
 )
+from coordinator.model.approval import ApprovalRecord
+from coordinator.settings import REPO_ROOT
 from coordinator.signing import derived_key
 from tests.unit.factories import T0, make_request, record_at
 
@@ -110,6 +115,24 @@ def test_an_absence_that_ended_does_not_count() -> None:
     assert entry is not None and entry.holders == ["a1"] and notes == []
 
 
+def test_an_absence_without_its_utc_offset_is_refused_at_load_naming_its_line(
+        tmp_path: Path) -> None:
+    """`from: 2026-12-22` reads as a time with no offset: compared with the time now it
+    failed every escalation into that person's level. Loading says where it is instead."""
+    config = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", config)
+    departments = config / "departments.yaml"
+    text = departments.read_text(encoding="utf-8")
+    with_offset = '{from: "2026-12-22T00:00:00+07:00", until'
+    assert with_offset in text
+    departments.write_text(text.replace(with_offset, "{from: 2026-12-22, until"), "utf-8")
+    line = 1 + text[:text.index(with_offset)].count("\n")
+    with pytest.raises(ConfigError) as caught:
+        load_city(config)
+    assert str(caught.value) == (f"{departments}:{line}: departments[1].approvers[0].absent[0]"
+                                 ".from: Input should have timezone info")
+
+
 def test_earlier_levels_may_still_decide_after_an_escalation() -> None:
     """Escalated to level 2: a1 (level 1) may still decide; c1 (level 3, not reached) may not."""
     request = make_request([["a1"], ["b1"], ["c1"]])
@@ -155,6 +178,37 @@ def test_an_edit_is_refused_where_others_approve_the_draft_too() -> None:
     after_other = record_at(both, 1, T0, ["a1", "a2"], approved_by=["a2"])
     assert "an edit needs the whole approval" in (refusal(after_other, mine) or "")
     assert refusal(after_other, mine.model_copy(update={"texts": None})) is None
+
+
+def test_an_all_level_left_behind_needs_everyone_who_held_it_delegates_included() -> None:
+    """Level 1 needs all of a1 and a2; a1 was away, so d1 stood in. Escalated to level 2,
+    level 1 still needs both who held it: d1 alone does not approve it, and a2 does not
+    wait for a1, who was never asked. A record kept before holders were kept per level
+    falls back to the chain's approvers."""
+    request = make_request([["a1", "a2"], ["b1"]])
+    request = request.model_copy(update={"chain": [
+        request.chain[0].model_copy(update={"mode": "all"}), request.chain[1]]})
+    moved = record_at(request, 2, T0, ["b1"], eligible=["d1", "a2", "b1"],
+                      level_holders={1: ["d1", "a2"], 2: ["b1"]})
+    assert all_mode_waiting(moved, "d1") == {"d1", "a2"}
+    assert all_mode_waiting(moved, "a2") == {"d1", "a2"}
+    assert all_mode_waiting(moved, "b1") == set()  # level 2 is `any`
+    held = moved.evolve(phase="held")  # past the whole chain: the same
+    assert all_mode_waiting(held, "d1") == {"d1", "a2"}
+    legacy = moved.evolve(level_holders={})
+    assert all_mode_waiting(legacy, "a2") == {"a1", "a2"}
+    assert all_mode_waiting(legacy, "d1") == set()
+
+
+def test_holders_per_level_are_kept_in_the_record() -> None:
+    """Written and read back as Redis keeps them; a record without them reads as none."""
+    record = record_at(make_request([["a1"], ["b1"]]), 2, T0, ["b1"], eligible=["d1", "b1"],
+                       level_holders={1: ["d1"], 2: ["b1"]})
+    row = record.to_hash()
+    assert row["level_holders"] == '{"1": ["d1"], "2": ["b1"]}'
+    assert ApprovalRecord.from_hash(row) == record
+    del row["level_holders"]
+    assert ApprovalRecord.from_hash(row).level_holders == {}
 
 
 def test_hold_alerts_come_in_order() -> None:

@@ -133,7 +133,7 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
         fields = handed_to_duty_officer(current, playbook.id, draft.id, reason, now)
     else:
         severity = Severity(incident["severity"])
-        rule, why = exhaustion_for(playbook, incident)
+        rule, why = exhaustion_for(playbook, incident, draft)
         record, notes = first_record(rt, playbook, severity, incident_id, draft.id, now,
                                      draft.version, on_exhausted=rule)
         notes = [*why, *notes]
@@ -151,15 +151,21 @@ def queue_version(pipe: Pipeline, rt: Runtime, incident: dict[str, str], playboo
     return request
 
 
-def exhaustion_for(playbook: Playbook, incident: dict[str, str]) -> tuple[ExhaustionRule,
-                                                                          list[str]]:
+def exhaustion_for(playbook: Playbook, incident: dict[str, str], draft: Draft | None = None
+                   ) -> tuple[ExhaustionRule, list[str]]:
     """The exhaustion rule frozen into a request: `publish` only for an incident opened by
-    an authenticated reporter whose scope the playbook grants it (`publish_for`), else
-    `hold` (promise 7: no timer publishes unverified words). Pure."""
+    an authenticated reporter whose scope the playbook grants it (`publish_for`), and not
+    for a translator's version of the draft (a translator changes nothing else: their
+    words go out only once someone approves them), else `hold` (promise 7: no timer
+    publishes unverified words). Pure."""
     assert playbook.approval is not None
     rule = playbook.approval.on_exhausted
     if rule != "publish":
         return rule, []
+    if draft is not None and draft.note == "translation":
+        return "hold", [f"`publish` on exhaustion does not apply: version {draft.version} is "
+                        f"a translation by {draft.author or 'a translator'}, which goes out "
+                        "only once approved: holding for a decision instead"]
     scope = incident.get("source_scope", "")
     grants = playbook.approval.publish_for
     if "severity_scope" in incident and not may_publish_on_exhaustion(

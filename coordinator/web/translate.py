@@ -25,8 +25,9 @@ from coordinator.web.state import web_state
 
 translate = APIRouter(prefix="/console", include_in_schema=False)
 Translator = Annotated[Principal, Depends(allow(Action.draft_translate))]
-# the statuses whose current draft is not approved yet
-WAITING = ("awaiting_approval", "needs_duty_officer", "returned")
+# the statuses whose current draft awaits a decision ("returned": an approver rejected it,
+# and only a duty officer brings it back)
+WAITING = ("awaiting_approval", "needs_duty_officer")
 
 
 @translate.get("/translate", response_class=HTMLResponse)

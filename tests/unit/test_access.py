@@ -4,6 +4,7 @@ that every route of the web app names the action it takes."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.routing import APIRoute
@@ -21,6 +22,7 @@ from coordinator.access import (
     may_publish_on_exhaustion,
 )
 from coordinator.city import City
+from coordinator.events import Draft
 from coordinator.plan.planner import exhaustion_for
 from coordinator.playbooks.models import Playbook
 from coordinator.reports.sources import namespaced_report_id, source_of
@@ -127,6 +129,23 @@ def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, P
         "decision instead"])
     raised_by_itself = {**granted, "severity_scope": "department:fire-police"}
     assert exhaustion_for(fire, raised_by_itself) == ("publish", [])
+
+
+def test_a_translators_version_holds_where_the_duty_officers_would_publish(
+        playbooks: dict[str, Playbook]) -> None:
+    """A translator changes nothing but the other languages: their version goes out only
+    once someone approves it, never on exhaustion; a duty officer's edit keeps `publish`."""
+    fire = playbooks["fire"]
+    granted = {"source_actor": "token:fire-hq", "source_scope": "department:fire-police",
+               "source_verified": "1"}
+    version = Draft(id="DRF-00001-3", incident_id="INC-00001", playbook_id="fire", version=3,
+                    texts=[], rendered_at=datetime(2026, 12, 7, tzinfo=UTC), purpose="edit",
+                    author="web:dich-vien", note="translation")
+    assert exhaustion_for(fire, granted, version) == ("hold", [
+        "`publish` on exhaustion does not apply: version 3 is a translation by "
+        "web:dich-vien, which goes out only once approved: holding for a decision instead"])
+    edited = version.model_copy(update={"author": "web:truc-ban", "note": "sửa giờ"})
+    assert exhaustion_for(fire, granted, edited) == ("publish", [])
 
 
 # `locked_route`s: the busiest, without FastAPI's dependency solving

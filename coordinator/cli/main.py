@@ -38,7 +38,7 @@ from coordinator.cli.secrets import secrets_app
 from coordinator.cli.subscribers import dispatch_watch, subscribers_app
 from coordinator.cli.tokens import login, tokens_app
 from coordinator.cli.withdraw import withdraw
-from coordinator.errors import LoaError
+from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.events import Report, Severity
 from coordinator.keys import Keys
 from coordinator.settings import Settings, load_settings
@@ -108,13 +108,18 @@ def report(
             reporter=reporter, exercise=exercise, drill_list=drill_list, claim=claim,
             spreading=spreading or []), report_id)
         producer = Producer(s)
-        await producer.start()
-        try:
-            await file_report(redis, keys, producer, rep)
-        finally:
-            await producer.stop()
+        await producer.start()  # no broker: nothing is kept, the command fails
         result: dict[str, Any] = {"report": rep.id, "status": "accepted",
                                   "actor": principal.actor}
+        try:
+            await file_report(redis, keys, producer, rep)
+        except BrokerUnavailable as exc:
+            # Kept in the outbox before the broker failed: accepted all the same, as the
+            # API answers 202, and a worker sends it. A failure here had the operator file
+            # it again, under a new id: twice.
+            result |= {"broker_not_reached": str(exc)}
+        finally:
+            await producer.stop()
         if wait:
             result |= await _wait_for_plan(redis, keys, rep.id)
         return result
@@ -124,6 +129,9 @@ def report(
         print_json(result)
         return
     out.print(f"report [bold]{result['report']}[/] accepted (by {result['actor']})")
+    if "broker_not_reached" in result:
+        err.print(f"the broker did not take it now ({result['broker_not_reached']}); it is "
+                  "kept, and a worker sends it once the broker is back: do not file it again")
     if "incident" in result:
         out.print(f"incident [bold]{result['incident']}[/] ({result['status']}), "
                   f"playbook {result.get('playbook') or '-'}")

@@ -13,8 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from coordinator import outbox
+from coordinator.broker import Producer
+from coordinator.cli.main import app as cli_app
 from coordinator.embedded import free_port
 from coordinator.events import Decision
 from tests.integration.factories import (
@@ -287,3 +290,28 @@ def test_a_stopped_worker_closes_its_channels(make_stack: Callable[..., Stack]) 
     log = (stack.root / "worker-w1.log").read_text()
     assert "Unclosed client session" not in log
     assert "did not close cleanly" not in log
+
+
+def test_a_cli_report_the_broker_drops_after_connecting_is_kept_and_said_so(
+        make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`loa report` connected to the broker, which then went away before it took the
+    report: the report is in the outbox already, so the command succeeds and says it is
+    kept (it had failed, and a retry filed the report again, under a new id)."""
+    stack = make_stack()
+    token = stack.token("desk", "reporter", area="hn-tay-ho")
+    connect = Producer.start
+
+    async def connect_then_lose_the_broker(producer: Producer) -> None:
+        await connect(producer)
+        stack.broker.stop()  # a real broker gone, at the moment that matters
+
+    monkeypatch.setattr(Producer, "start", connect_then_lose_the_broker)
+    done = CliRunner().invoke(cli_app, [
+        "report", "--token", token, "--kind", "flood", "--severity", "severe", "--area",
+        "hn-tay-ho", "--title", "Ngập đường Lạc Long Quân", "--id", "cli-kept-1"],
+        env={k: v for k, v in stack.env.items() if k.startswith("LOA_")})
+    assert done.exit_code == 0, done.output
+    assert "report t.desk:cli-kept-1 accepted" in done.stdout
+    assert "it is kept, and a worker sends it once the broker is back" in " ".join(
+        done.stderr.split())  # (rich wraps the line)
+    assert stack.redis.hexists(stack.keys.outbox(), "t.desk:cli-kept-1")

@@ -240,6 +240,7 @@ async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
     dead-lettered so that one bug cannot stop the pipeline."""
     reason = ""
     attempt = 0
+    settle = None  # what follows the dead letter (BadEvent.after_dead_letter)
     while True:
         attempt += 1
         try:
@@ -248,6 +249,7 @@ async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
         except (KeyError, BadEvent, PlaybookError, ConfigError,
                 IncidentTransitionError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
+            settle = getattr(exc, "after_dead_letter", None)
             break
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -263,7 +265,13 @@ async def handle_safely(spec: topics.TopicSpec, key: bytes | None, value: bytes,
     while True:  # the dead letter itself must not be lost to a passing outage
         try:
             await dead_letter(letter)
-            return
+            break
         except Exception as exc:
             log.warning("dead letter not recorded yet, retrying", error=repr(exc))
             await asyncio.sleep(2.0)
+    if settle is not None:
+        try:
+            await settle()
+        except Exception as exc:  # done again when the event comes again
+            log.warning("what follows a dead letter not done", topic=spec.name,
+                        error=repr(exc))

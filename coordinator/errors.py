@@ -51,6 +51,8 @@ queries.window (a cursor that does not parse), and the RuntimeError of embedded.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 
 class LoaError(Exception):
     """Root of every error Loa raises on purpose."""
@@ -77,7 +79,11 @@ class TemplateRenderError(LoaError):
 
 
 class BadEvent(LoaError):
-    """A message on a topic could not be decoded into its event model."""
+    """A message on a topic could not be decoded into its event model, or was refused for
+    good. `after_dead_letter`: what follows once its dead letter is recorded (a report
+    refused for good is no longer kept for resending), or None."""
+
+    after_dead_letter: Callable[[], Awaitable[None]] | None = None
 
 
 class BrokerUnavailable(LoaError):

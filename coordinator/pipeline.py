@@ -63,7 +63,7 @@ from coordinator.incidents.intake import (
 from coordinator.incidents.surge import detect, tell_duty_officers
 from coordinator.model.approval import ApprovalRecord
 from coordinator.plan.planner import plan_incident
-from coordinator.reports.filing import report_problems
+from coordinator.reports.filing import forget_refused, report_problems
 from coordinator.runtime import Runtime
 from coordinator.state import Pipeline as RedisPipeline
 from coordinator.statements.approved import statement_message_id
@@ -109,8 +109,11 @@ class Pipeline:
         """A report joins or opens an incident."""
         report = decode(Report, value)
         problems = report_problems(report, self.rt.city)
-        if problems:
-            raise BadEvent("; ".join(f"{field}: {why}" for field, why in problems))
+        if problems:  # for good: once dead-lettered, no longer kept for resending
+            refused = BadEvent("; ".join(f"{field}: {why}" for field, why in problems))
+            refused.after_dead_letter = lambda: forget_refused(self.rt.redis, self.rt.keys,
+                                                               report.id)
+            raise refused
         settings = self.rt.settings
         path = self.rt.city.ancestors(report.area)
         taken = await take_in_report(self.rt.redis, self.rt.keys, report,

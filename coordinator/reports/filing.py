@@ -62,6 +62,16 @@ async def record_report(redis: Redis, keys: Keys, report: Report) -> None:
         await pipe.execute()
 
 
+async def forget_refused(redis: Redis, keys: Keys, report_id: str) -> None:
+    """A report the worker refused for good (an area or kind this city no longer has, once
+    its dead letter keeps it with the reason): no longer kept, or it would be sent again
+    and refused again every resend round, for good."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hdel(keys.outbox(), report_id)
+        pipe.zrem(keys.outbox_times(), report_id)
+        await pipe.execute()
+
+
 async def file_report(redis: Redis, keys: Keys, producer: Producer, report: Report) -> None:
     """Durably record a report, then wait for the broker to take it; raises
     BrokerUnavailable (the outbox still holds it)."""

@@ -1,6 +1,7 @@
-"""The sweep, the safety net under the escalation timers: every request overdue by more
-than a second is fired, even behind one that cannot be (a record that cannot be read, or
-whose transition fails every time). Real Redis, the worker's pipeline without a broker."""
+"""What one event that cannot be handled must not do to the others: the sweep, the net
+under the escalation timers, fires every request overdue by more than a second, even
+behind one that cannot be fired; a report refused for good is not resent for good. Real
+Redis, the worker's pipeline without a broker."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 from datetime import datetime, timedelta
 
 from coordinator import topics
+from coordinator.app import handle_safely
 from coordinator.city import Absence
-from coordinator.events import Report, Severity, utcnow
+from coordinator.events import DeadLetter, Report, Severity, utcnow
 from coordinator.model.approval import ApprovalRecord
 from coordinator.pipeline import Pipeline
+from coordinator.reports.filing import record_report
 from coordinator.runtime import Runtime
 
 
@@ -54,3 +57,35 @@ async def test_a_request_that_cannot_be_fired_does_not_hold_up_those_behind_it(
     moved = ApprovalRecord.from_hash(await rt.redis.hgetall(rt.keys.approval(approval_id)))
     assert moved.level == 2 and moved.phase == "level"
     assert moved.level_holders == {1: record.holders, 2: moved.holders}
+
+
+async def test_a_report_refused_for_good_is_dead_lettered_and_no_longer_kept(
+        rt: Runtime) -> None:
+    """Accepted by a web whose city still had its area (a map changed since, a kind
+    removed): the worker refuses it for good. Once its dead letter keeps it with the
+    reason, it leaves the outbox: kept, it was sent again and refused again every resend
+    round, for good. A report the worker takes in is unaffected."""
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        pass
+
+    letters: list[DeadLetter] = []
+
+    async def dead_letter(letter: DeadLetter) -> None:
+        assert await rt.redis.hexists(rt.keys.outbox(), "token:t:gone")  # kept until now
+        letters.append(letter)
+
+    pipeline = Pipeline(rt, {}, broker_up, lambda _timer: None)
+    gone = Report(id="token:t:gone", kind="flood", severity=Severity.severe,
+                  area="hn-ba-dinh-kim-ma-cu", title="Ngập", received_at=utcnow())
+    fine = gone.model_copy(update={"id": "token:t:fine", "area": "hn-ba-dinh"})
+    for report in (gone, fine):
+        await record_report(rt.redis, rt.keys, report)
+    await handle_safely(topics.REPORTS, b"k", gone.to_bytes(), pipeline.intake, dead_letter)
+    [letter] = letters
+    assert letter.reason.startswith("BadEvent: area: ") and "hn-ba-dinh-kim-ma-cu" in (
+        letter.value)
+    assert not await rt.redis.hexists(rt.keys.outbox(), gone.id)
+    assert await rt.redis.zscore(rt.keys.outbox_times(), gone.id) is None
+    assert await rt.redis.hexists(rt.keys.outbox(), fine.id)
+    await handle_safely(topics.REPORTS, b"k", fine.to_bytes(), pipeline.intake, dead_letter)
+    assert len(letters) == 1 and not await rt.redis.hexists(rt.keys.outbox(), fine.id)

@@ -104,8 +104,8 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
         else:
             current, gone = await _same_claim(pipe, keys, report.claim, claims_key,
                                               claim_threshold)
-        incident = await _joinable(pipe, keys, current, report, window_s,
-                                   likely_row if current == likely else None)
+        incident, holder = await _joinable(pipe, keys, current, report, window_s,
+                                           likely_row if current == likely else None)
         if current and incident:
             pipe.multi()
             _queue_attach(pipe, keys, current, incident, report)
@@ -116,7 +116,12 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
             _queue_open(pipe, keys, new_id, report)
             if report.claim:
                 pipe.sadd(claims_key, new_id)
-            elif not report.attach_to:  # an attachment to a closed incident opens a new one
+            elif not report.attach_to and not _newer(holder, report):
+                # (an attachment to a closed incident opens a new one) The open incident of
+                # its kind and area is now this one, unless the one there is open and has a
+                # report newer than this: a report taken in late (resent from the outbox
+                # after an outage) opens its own, and the situation's reports go on joining
+                # the one that holds them.
                 pipe.set(open_key, new_id)
             result = TakenIn(new_id, opened=True, first_time=True)
             outbox.queue(pipe, keys, {opened_message_id(new_id): (
@@ -152,21 +157,29 @@ def _first_reads(keys: Keys, report: Report, likely: str | None
 
 
 async def _joinable(pipe: Pipeline, keys: Keys, current: str | None, report: Report,
-                    window_s: float, row: dict[str, str] | None = None) -> Incident | None:
-    """The incident `current`, when the report may join it (watched from here on; `row`:
-    read with the first reads, already watched)."""
+                    window_s: float, row: dict[str, str] | None = None
+                    ) -> tuple[Incident | None, Incident | None]:
+    """The incident `current` when the report may join it, and `current` whether or not it
+    may (watched from here on; `row`: read with the first reads, already watched)."""
     if not current:
-        return None
+        return None, None
     if row is None:
         (row,) = await watch_and_read(pipe, [keys.incident(current)],
                                       ("HGETALL", keys.incident(current)))
     if not row:
-        return None
+        return None, None
     incident = Incident.from_hash(row)
     attach = (incident.status in OPEN if report.attach_to or report.claim
               else joins(incident.status, incident.last_report_at, report.received_at,
                          window_s))
-    return incident if attach else None
+    return (incident if attach else None), incident
+
+
+def _newer(holder: Incident | None, report: Report) -> bool:
+    """Whether `holder` is open and has taken in a report received after `report`. Pure."""
+    return (holder is not None and holder.status in OPEN
+            and holder.last_report_at is not None
+            and holder.last_report_at > report.received_at)
 
 
 def _queue_taken(pipe: Pipeline, keys: Keys, report: Report, result: TakenIn,

@@ -94,3 +94,23 @@ async def test_a_report_that_names_its_incident_is_read_with_its_record(rt: Runt
                                  report(3, minutes=2, attach_to=first.incident_id), WINDOW_S,
                                  seen=seen)
     assert after.opened and after.incident_id != first.incident_id
+
+
+async def test_a_report_taken_in_late_does_not_take_the_situation_from_its_incident(
+        rt: Runtime) -> None:
+    """Report 2 (received 90 minutes after report 1) opened the flood's incident; report 1,
+    resent from the outbox after an outage, comes in last and is outside the window: it
+    opens its own incident, and the flood's next report still joins the one that holds the
+    flood (it had joined the late one's, and a third opened)."""
+    late_window_s = 3600.0
+    holds = await take_in_report(rt.redis, rt.keys, report(2, minutes=90), late_window_s)
+    late = await take_in_report(rt.redis, rt.keys, report(1), late_window_s)
+    assert holds.opened and late.opened and late.incident_id != holds.incident_id
+    assert await rt.redis.get(rt.keys.open_incident(report(3).correlation_key())) == (
+        holds.incident_id)
+    joined = await take_in_report(rt.redis, rt.keys, report(3, minutes=100), late_window_s)
+    assert joined == TakenIn(holds.incident_id, opened=False, first_time=True)
+    # An incident with nothing newer than the report still passes it on, as before.
+    after = await take_in_report(rt.redis, rt.keys, report(4, minutes=200), late_window_s)
+    assert after.opened and await rt.redis.get(rt.keys.open_incident(
+        report(4).correlation_key())) == after.incident_id

@@ -31,7 +31,10 @@ def web() -> None:
     check_layout_at_start(settings, "web")
     # proxy_headers=False: the client address comes from LOA_TRUSTED_PROXIES alone.
     # A stop waits 5 s for requests, not for live pages' streams (they reconnect).
-    app = create_web_app(settings)
+    try:
+        app = create_web_app(settings)
+    except LoaError as exc:  # e.g. config/ that does not load: said plainly, as the worker
+        raise fail(str(exc)) from exc
     settle_heap()
     uvicorn.run(app, host=settings.web_host, port=settings.web_port,
                 log_level="warning", proxy_headers=False, loop="uvloop", http="httptools",

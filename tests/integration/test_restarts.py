@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from coordinator.broker import Producer
 from coordinator.cli.main import app as cli_app
 from coordinator.embedded import free_port
 from coordinator.events import Decision
+from coordinator.settings import REPO_ROOT
 from tests.integration.factories import (
     file_report,
     post_report,
@@ -315,3 +317,21 @@ def test_a_cli_report_the_broker_drops_after_connecting_is_kept_and_said_so(
     assert "it is kept, and a worker sends it once the broker is back" in " ".join(
         done.stderr.split())  # (rich wraps the line)
     assert stack.redis.hexists(stack.keys.outbox(), "t.desk:cli-kept-1")
+
+
+def test_each_process_refuses_config_it_cannot_load_naming_the_line(
+        make_stack: MakeStack, tmp_path: Any) -> None:
+    """An absence without its UTC offset: `loa web`, `loa worker` and `loa scheduler` each
+    exit 1 saying where it is, with no traceback."""
+    config = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", config)
+    departments = config / "departments.yaml"
+    departments.write_text(departments.read_text(encoding="utf-8").replace(
+        '{from: "2026-12-22T00:00:00+07:00"', "{from: 2026-12-22"), "utf-8")
+    stack = make_stack(LOA_CONFIG_DIR=str(config))
+    for process in ("web", "worker", "scheduler"):
+        done = stack.cli(process)
+        assert done.returncode == 1, (process, done.stderr)
+        assert "Traceback" not in done.stderr, (process, done.stderr)
+        assert f"{departments}:69: departments[1].approvers[0].absent[0].from: Input should " \
+               "have timezone info" in " ".join(done.stderr.split()), (process, done.stderr)

@@ -13,7 +13,7 @@ account, the local operator at the CLI (recorded with a reason), or nobody
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -183,6 +183,17 @@ def decide(principal: Principal, action: Action, area: str | None = None,
             return Verdict(False, f"{principal.actor} may act only in {principal.area} and "
                                   f"the areas inside it, not in {area}", 403)
     return Verdict(True)
+
+
+def may_raise_severity(source_scope: str, area_path: Sequence[str]) -> bool:
+    """Whether a verified report filed under `source_scope` may raise the severity of an
+    incident whose area, with the areas containing it, is `area_path`. A false claim's
+    reports join its one incident wherever they were filed; one filed by an area-scoped
+    reporter outside that incident's area is recorded, but does not raise it (nor, through
+    it, the exhaustion rule's trust)."""
+    if not source_scope.startswith("area:"):
+        return True
+    return source_scope.removeprefix("area:") in area_path
 
 
 def may_publish_on_exhaustion(grants: list[str], source_scope: str, source_verified: bool

@@ -1,8 +1,8 @@
 """Every event Loa puts on a topic, as pydantic models (schema version 1).
 
-Values on the topics are the JSON of these models. The web process, the CLI
-and the worker all use this one module, so producer and consumer cannot
-drift apart. ``schema_version`` lets a later version read old events.
+Values on the topics are the JSON of these models. The web process, the CLI and the worker
+all use this one module, so producer and consumer cannot drift apart. ``schema_version``
+lets a later version read old events.
 """
 
 from __future__ import annotations
@@ -97,12 +97,10 @@ class Report(Event):
     reporter: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
     received_via: Interface = "api"
     received_at: datetime = Field(default_factory=utcnow)
-    # A duty officer may attach a report to a given incident, or open an incident with a
-    # playbook of their choice (a situation no playbook's rules would pick).
+    # A duty officer's choice: the incident to join, or the playbook (one no rule would pick).
     attach_to: str | None = None
     playbook: Slug | None = None
-    # None for events from before sources were recorded: treated as unverified.
-    source: ReportSource | None = None
+    source: ReportSource | None = None  # None in events from before sources: unverified
     # A drill: its incident runs the same path, but its messages say so, go only to
     # subscribers who opted into drills (or to the named test list), and are kept apart.
     exercise: bool = False
@@ -177,8 +175,9 @@ class Draft(Event):
     purpose: Literal["first", "edit", "update", "correction", "all_clear", "reselect"] = "first"
     author: str = ""
     note: str = ""
-    fact: str = ""  # false information: the fact and source this draft states (the
-    fact_source: str = ""  # statement keeps them, whatever the incident says later)
+    fact: str = ""  # false information: the fact, its source and where the claim spread
+    fact_source: str = ""  # (read when drafted) as the approver sees them: the statement
+    spreading: list[str] = Field(default_factory=list)  # keeps them, whatever comes later
 
 
 RedraftPurpose = Literal["edit", "update", "correction", "all_clear", "reselect"]
@@ -340,6 +339,7 @@ class Statement(Event):
     drill_list: str | None = None  # a drill's test list, its whole audience
     fact: str = ""  # false information: the fact this correction states (from its draft)
     fact_source: str = ""
+    spreading: list[str] = Field(default_factory=list)  # where the claim spread (its draft's)
 
 
 class DeliveryRequest(Event):

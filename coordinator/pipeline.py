@@ -118,7 +118,8 @@ class Pipeline:
         path = self.rt.city.ancestors(report.area)
         taken = await take_in_report(self.rt.redis, self.rt.keys, report,
                                      settings.correlation_window_s, settings.claim_similarity,
-                                     path, settings.surge_window_s, self.open_incidents)
+                                     path, settings.surge_window_s, self.open_incidents,
+                                     self.rt.city.ancestors)
         obs.REPORTS_TAKEN_IN.labels("new" if taken.first_time else "replay").inc()
         if taken.first_time and taken.opened:
             obs.INCIDENTS_OPENED.labels(str(report.exercise).lower()).inc()

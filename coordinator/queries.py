@@ -150,8 +150,13 @@ async def published_statements(redis: Redis, keys: Keys, limit: int = 100, start
 
 async def draft_texts(redis: Redis, keys: Keys, draft_id: str) -> list[dict[str, Any]]:
     """The rendered texts of a draft."""
+    return list((await draft_of(redis, keys, draft_id)).get("texts", []))
+
+
+async def draft_of(redis: Redis, keys: Keys, draft_id: str) -> dict[str, Any]:
+    """A draft as stored ({} for an unknown one)."""
     raw = await redis.get(keys.draft(draft_id))
-    return list(json.loads(raw)["texts"]) if raw else []
+    return dict(json.loads(raw)) if raw else {}
 
 
 async def inbox(redis: Redis, keys: Keys, person_id: str) -> list[dict[str, Any]]:
@@ -253,15 +258,16 @@ async def claims_of(redis: Redis, keys: Keys, incident_ids: list[str]
 
 
 async def spreading_of(redis: Redis, keys: Keys, incident_id: str) -> list[str]:
-    """Where the incident's claim was reported spreading, across its reports, in order."""
-    report_ids = sorted(await redis.hkeys(keys.claim_variants(incident_id)))
+    """Where the incident's claim was reported spreading, across its reports, in order: what
+    a draft of its correction names, for its approver to see (never published unapproved)."""
+    report_ids = await redis.hkeys(keys.claim_variants(incident_id))
     async with redis.pipeline(transaction=False) as pipe:
         for report_id in report_ids:
             pipe.hget(keys.report(report_id), "report")
-        raws = await pipe.execute()
-    seen: dict[str, None] = {}
-    for raw in raws:
-        for where in (json.loads(raw).get("spreading", []) if raw else []):
+        reports = [json.loads(raw) for raw in await pipe.execute() if raw]
+    seen: dict[str, None] = {}  # in the order they were reported
+    for report in sorted(reports, key=lambda r: (r.get("received_at", ""), r.get("id", ""))):
+        for where in report.get("spreading", []):
             seen.setdefault(where, None)
     return list(seen)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from channels.segments import segment_count
+from coordinator import queries
 from coordinator.errors import TemplateRenderError
 from coordinator.events import (
     ApprovalRequest,
@@ -142,11 +143,14 @@ async def _next_draft(pipe: Pipeline, rt: Runtime, event: RedraftRequested,
         if facts.exercise:  # an edited text of a drill still says it is one
             texts = marked_as_exercise(texts, rt.city.catalogs)
         reason = f"{event.purpose} by {event.actor}"
+    spreading = (await queries.spreading_of(rt.redis, rt.keys, event.incident_id)
+                 if incident.get("claim") else [])
     return Draft(id=draft_id, incident_id=event.incident_id, playbook_id=playbook.id,
                  version=version, texts=texts, rendered_at=now,
                  msg_type=message_type(event.purpose, published),  # type: ignore[arg-type]
                  references=published, purpose=event.purpose, author=event.actor,
-                 note=event.note, fact=facts.fact, fact_source=facts.fact_source), reason
+                 note=event.note, fact=facts.fact, fact_source=facts.fact_source,
+                 spreading=spreading), reason
 
 
 def _queue(pipe: Pipeline, rt: Runtime, event: RedraftRequested, incident: dict[str, str],

@@ -8,11 +8,12 @@ whatever its area; a duty officer may attach a report to the incident they choos
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from coordinator import outbox, topics
+from coordinator.access import may_raise_severity
 from coordinator.events import AuditEvent, IncidentOpened, Report
 from coordinator.incidents.claims import best_match
 from coordinator.incidents.correlation import joins
@@ -20,6 +21,8 @@ from coordinator.incidents.surge import queue_count, queue_counts_read
 from coordinator.keys import Keys
 from coordinator.model.incident import OPEN, Incident, attached, opened
 from coordinator.state import Pipeline, Redis, queue_audit, transact, watch_and_read
+
+AreaPath = Callable[[str], Sequence[str]]  # an area -> it and the areas containing it
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,15 @@ class OpenIncidents:
 async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: float,
                          claim_threshold: float = 0.4, surge_path: Sequence[str] = (),
                          surge_window_s: float = 600.0,
-                         seen: OpenIncidents | None = None) -> TakenIn:
+                         seen: OpenIncidents | None = None,
+                         area_path: AreaPath = lambda area: [area]) -> TakenIn:
     """Record the report in an incident, exactly once; the outbox entry goes with it, and
     so does its count for the surge detector in each area of `surge_path` (not a drill's),
     with the detector's reads (`surge_seen`). An incident it opens is kept to be planned
     (``outbox``, not sent: the caller plans it at once, and the drain sends it to
     `incident-events` should that be cut off). `seen`: where this process saw reports of
-    its kind and area go, updated."""
+    its kind and area go, updated. `area_path`: an area and those containing it (the
+    city's), for whether the report's filer may raise its incident's severity."""
     open_key = keys.open_incident(report.correlation_key())
     claims_key = keys.open_claims(report.exercise)
     likely = seen.likely(report) if seen is not None else report.attach_to
@@ -108,7 +113,7 @@ async def take_in_report(redis: Redis, keys: Keys, report: Report, window_s: flo
                                            likely_row if current == likely else None)
         if current and incident:
             pipe.multi()
-            _queue_attach(pipe, keys, current, incident, report)
+            _queue_attach(pipe, keys, current, incident, report, area_path)
             result = TakenIn(current, opened=False, first_time=True)
         else:
             new_id = incident_id_for(await redis.incr(keys.incident_seq()))
@@ -241,8 +246,10 @@ def _queue_open(pipe: Pipeline, keys: Keys, incident_id: str, report: Report) ->
 
 
 def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: Incident,
-                  report: Report) -> None:
-    pipe.hset(keys.incident(incident_id), mapping=attached(incident, report))
+                  report: Report, area_path: AreaPath) -> None:
+    in_scope = may_raise_severity(report.source.scope if report.source else "",
+                                  area_path(incident.area))
+    pipe.hset(keys.incident(incident_id), mapping=attached(incident, report, in_scope))
     pipe.hincrby(keys.incident(incident_id), "report_count", 1)
     queue_audit(pipe, keys, AuditEvent(
         at=report.received_at, actor=report.actor,
@@ -250,7 +257,8 @@ def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: Incide
         incident_id=incident_id, subject=report.id,
         detail={"severity": report.severity.value, "title": report.title,
                 **_claim_detail(report),
-                **({"reporter": report.reporter} if report.reporter else {})},
+                **({"reporter": report.reporter} if report.reporter else {}),
+                **({} if in_scope else {"severity_held": "filed outside the filer's area"})},
     ))
 
 

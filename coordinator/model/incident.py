@@ -175,12 +175,14 @@ def _check(incident: Incident, transition: str) -> None:
         raise IncidentTransitionError(incident.id, incident.status.value, transition)
 
 
-def attached(incident: Incident, report: Report) -> dict[str, str]:
-    """A report joins an open incident. Only an authenticated report may raise the severity
-    (an unverified one is recorded); who raised it is kept, for the exhaustion rule must trust
-    them too. The report count is not here: it is incremented where it is stored."""
+def attached(incident: Incident, report: Report, in_scope: bool = True) -> dict[str, str]:
+    """A report joins an open incident. Only an authenticated report whose filer may act in
+    the incident's area (`in_scope`) may raise the severity; any other is recorded. Who raised
+    it is kept, for the exhaustion rule must trust them too. The report count is not here: it
+    is incremented where it is stored."""
     _check(incident, "attached")
-    raised = report.verified and report.severity.rank > incident.severity.rank
+    raised = (report.verified and in_scope
+              and report.severity.rank > incident.severity.rank)
     last = max(incident.last_report_at, report.received_at)
     return {
         "severity": (report.severity if raised else incident.severity).value,

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import ExecAbortError, NoScriptError
 
+from coordinator import queries
 from coordinator.access import may_publish_on_exhaustion
 from coordinator.approvals.chain import snapshot_chain
 from coordinator.dispatch.reach import ReachInputs, kept_record, queue_reach_kept
@@ -69,6 +70,8 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
         selection = choose_playbook(rt, facts, incident.get("chosen_playbook") or None)
         playbook = rt.playbooks[selection.playbook_id]
         draft_id = ids_for(incident_id, 1)[0]
+        spreading = (await queries.spreading_of(rt.redis, rt.keys, incident_id)
+                     if current.claim else [])
         audit = _auditor(pipe, rt, incident_id, now)
         try:
             texts = render_draft(playbook, facts, rt.city, now, rt.settings.timezone)
@@ -80,7 +83,7 @@ async def plan_incident(rt: Runtime, incident_id: str, now: datetime) -> Plan:
             return Plan(incident_id, playbook.id, None, first_time=True)
         draft = Draft(id=draft_id, incident_id=incident_id, playbook_id=playbook.id, version=1,
                       texts=texts, rendered_at=now, fact=facts.fact,
-                      fact_source=facts.fact_source)
+                      fact_source=facts.fact_source, spreading=spreading)
         pipe.multi()
         audit("playbook.selected", playbook.id, {"reason": selection.reason})
         request = queue_version(pipe, rt, incident, playbook, draft, selection.reason, now)

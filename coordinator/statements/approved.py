@@ -23,7 +23,7 @@ def statement_for(request: ApprovalRequest, draft: Draft, incident: dict[str, st
         msg_type=draft.msg_type, references=draft.references,
         approval_basis=basis,  # type: ignore[arg-type]
         exercise=incident.get("exercise") == "1", drill_list=incident.get("drill_list") or None,
-        fact=draft.fact, fact_source=draft.fact_source,
+        fact=draft.fact, fact_source=draft.fact_source, spreading=draft.spreading,
     )
 
 

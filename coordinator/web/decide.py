@@ -61,10 +61,10 @@ async def confirm_page(token: str, request: Request) -> HTMLResponse:
         return _page(request, "decided.html", 404, message="unknown request")
     if await link_spent(st.redis, st.keys, claims.nonce):
         return _page(request, "decided.html", 409, message="this link was already used")
-    texts = [t for t in await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
-             if t["channel"] == "web"]
+    draft = await queries.draft_of(st.redis, st.keys, approval["draft_id"])
+    texts = [t for t in draft.get("texts", []) if t["channel"] == "web"]
     return _page(request, "decide.html", approval=approval, texts=texts, person=claims.person_id,
-                 token=token)
+                 spreading=draft.get("spreading", []), token=token)
 
 
 @decide.post("/{token}", response_class=HTMLResponse)

@@ -72,9 +72,10 @@ async def request_page(approval_id: ApprovalId, request: Request, account: Perso
     if not may_see(st, account, approval):
         raise HTTPException(403, f"{approval_id} is for {approval['department']}; "
                                  "drafts are shown to its approvers and the duty officers")
-    texts = await queries.draft_texts(st.redis, st.keys, approval["draft_id"])
+    draft = await queries.draft_of(st.redis, st.keys, approval["draft_id"])
     incident = await queries.incident_row(st.redis, st.keys, approval["incident_id"])
-    return page(request, "inbox_request.html", account=account, a=approval, texts=texts,
+    return page(request, "inbox_request.html", account=account, a=approval,
+                texts=draft.get("texts", []), spreading=draft.get("spreading", []),
                 incident=incident, may_decide=account.person_id in approval["eligible"]
                 and approval["status"] == "pending")
 

@@ -107,7 +107,7 @@ async def statement_page(statement_id: StatementId, request: Request, lang: str 
     claim = (await queries.claims_of(st.redis, st.keys, [found["incident_id"]])).get(
         found["incident_id"])
     if claim and not found.get("exercise") and not found.get("withdrawn_at"):
-        claim["spreading"] = await queries.spreading_of(st.redis, st.keys, found["incident_id"])
+        claim["spreading"] = found.get("spreading", [])  # as approved, not reported since
         review = script_json(claim_review(
             found, claim, st.settings.web_url(), lang, st.settings.timezone,
             st.city.catalogs.gettext(lang, "False")))

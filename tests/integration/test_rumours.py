@@ -110,6 +110,17 @@ def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: S
     incident_id = wait_for_incident(stack, post_report(stack, rumour(
         claim, "hn-long-bien", spreading=["https://tiktok.example/v/42", "tin nhắn Zalo"])))
     stack.wait_for_status(incident_id, "awaiting_approval")
+    # The same claim, seen in Ba Dinh by a reporter who may file only there: it joins the
+    # rumour, and its link is in the next version, but it does not raise the severity of an
+    # incident in Long Bien.
+    ba_dinh = stack.token("desk-ba-dinh", "reporter", area="hn-ba-dinh")
+    retold = post_report(stack, rumour(claim, "hn-ba-dinh", severity="extreme",
+                                       spreading=["https://zalo.example/g/7"]), ba_dinh)
+    assert wait_for_incident(stack, retold) == incident_id
+    assert stack.incident(incident_id)["severity"] == "moderate"
+    [joined] = [e for e in detail(stack, incident_id)["timeline"]
+                if e["action"] == "incident.report_attached"]
+    assert joined["detail"]["severity_held"] == "filed outside the filer's area"
     first = detail(stack, incident_id)["approval"]
     approver = stack.as_person(first["approvers"][0])
     blank = stack.cli("approve", first["id"], *approver)
@@ -136,7 +147,8 @@ def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: S
         "</script>")[0])
     assert (review["@type"], review["claimReviewed"], review["itemReviewed"]["appearance"],
             review["reviewRating"]["ratingValue"]) == (
-        "ClaimReview", claim, [{"@type": "CreativeWork", "url": "https://tiktok.example/v/42"}],
+        "ClaimReview", claim, [{"@type": "CreativeWork", "url": "https://tiktok.example/v/42"},
+                               {"@type": "CreativeWork", "url": "https://zalo.example/g/7"}],
         1)
     assert review["url"].endswith(f"/statements/{statement_id}")
     assert f'id="rumour-{incident_id}"' in rumours and claim in rumours and source in rumours
@@ -147,6 +159,14 @@ def test_a_correction_states_claim_fact_and_source_before_it_can_go_out(stack: S
     assert (record["claim"]["fact"], record["claim"]["source"], correction["met"]) == (
         fact, source, True)
     assert 0 < correction["took_s"] < 60 and correction["goal_s"] == 3600
+
+    # A link reported after the approval is not published in its name.
+    later = post_report(stack, rumour(claim, "hn-long-bien",
+                                      spreading=["https://unapproved.example/p/1"]))
+    assert wait_for_incident(stack, later) == incident_id
+    with stack.http("") as public:
+        again = public.get(f"/statements/{statement_id}", params={"lang": "vi"}).text
+    assert "unapproved.example" not in again and "zalo.example/g/7" in again
 
     # A fact restated after publication is a new version waiting for approval: rumour
     # control keeps showing the fact that was approved, not the one nobody has approved.

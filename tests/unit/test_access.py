@@ -20,6 +20,7 @@ from coordinator.access import (
     Verdict,
     decide,
     may_publish_on_exhaustion,
+    may_raise_severity,
 )
 from coordinator.city import City
 from coordinator.events import Draft
@@ -105,6 +106,19 @@ def test_publish_on_exhaustion_needs_a_granted_authenticated_source(
         scope: str, verified: bool, publishes: bool) -> None:
     """Only an authenticated reporter whose scope the playbook names."""
     assert may_publish_on_exhaustion(["department:fire-police"], scope, verified) is publishes
+
+
+@pytest.mark.parametrize(("scope", "raises"), [
+    ("area:hn-ba-dinh", True),  # the incident's own area
+    ("area:hn", True),  # the city grouping that contains it
+    ("area:hn-hoan-kiem", False),  # a neighbour: recorded, but does not raise it
+    ("department:health", True),  # departments are not bound to an area
+    ("", True),  # a duty officer: the whole city
+])
+def test_only_a_filer_whose_area_holds_the_incident_raises_its_severity(
+        scope: str, raises: bool) -> None:
+    assert may_raise_severity(scope, ["hn-ba-dinh", "hn"]) is raises
+    assert may_raise_severity("area:hn-ba-dinh", []) is False  # an area the map lacks
 
 
 def test_the_request_freezes_hold_for_an_ungranted_source(playbooks: dict[str, Playbook]

@@ -122,6 +122,7 @@ class Principal:
     area: str = ""  # scope: an area and what lies inside it
     reason: str = ""  # the local operator's stated reason
     on_behalf_of: str = ""  # the local operator acting for this person
+    credential: str = ""  # which of the tokens given this name ('' for the first)
 
     @property
     def actor(self) -> str:

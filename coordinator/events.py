@@ -20,7 +20,7 @@ Slug = Annotated[
 ]
 Interface = Literal["api", "cli", "web", "sms", "email", "worker", "system"]
 ExhaustionRule = Literal["hold", "duty_officer", "publish"]
-ReportId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,130}$")]
+ReportId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{6,140}$")]
 Claim = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
 Spreading = Annotated[
     list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]],

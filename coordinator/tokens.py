@@ -43,11 +43,14 @@ class TokenRecord(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     created_by: str = ""
     revoked_at: datetime | None = None
+    issue: int = 1  # the how-manyth token of this name: a name given again after a revoke
 
     def principal(self) -> Principal:
-        """The caller this token stands for."""
+        """The caller this token stands for. The ids its reports name are its own: a token
+        of a name given again does not share them with the revoked one before it."""
         return Principal(kind="token", username=self.name, role=self.role, name=self.name,
-                         person_id=self.person_id, department=self.department, area=self.area)
+                         person_id=self.person_id, department=self.department, area=self.area,
+                         credential=str(self.issue) if self.issue > 1 else "")
 
 
 def token_hash(token: str) -> str:
@@ -91,6 +94,8 @@ async def issue_token(redis: Redis, keys: Keys, record: TokenRecord,
     # one live token per name: the name is how people refer to it (list, revoke)
     if not await redis.hsetnx(keys.token_names(), record.name, digest):
         raise TokenError(f"NAME: a token named {record.name!r} exists; revoke it first")
+    record = record.model_copy(update={
+        "issue": await redis.hincrby(keys.token_issues(), record.name, 1)})
     async with redis.pipeline(transaction=True) as pipe:
         pipe.set(keys.token(digest), record.model_dump_json())
         queue_audit(pipe, keys, AuditEvent(

@@ -93,7 +93,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """File a report (as the API does: outboxed in Redis, then put on the broker)."""
-    from coordinator.reports.filing import file_report
+    from coordinator.reports.filing import ReportIdTaken, file_report
 
     settings = env_settings()
     city = load_city(settings.config_dir, settings.area_map)
@@ -113,6 +113,8 @@ def report(
                                   "actor": principal.actor}
         try:
             await file_report(redis, keys, producer, rep)
+        except ReportIdTaken as exc:
+            raise LoaError(f"--id: {exc}") from exc
         except BrokerUnavailable as exc:
             # Kept in the outbox before the broker failed: accepted all the same, as the
             # API answers 202, and a worker sends it. A failure here had the operator file

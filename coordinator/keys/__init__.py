@@ -27,6 +27,12 @@ class Keys(OperationKeys):
         """Sorted set report id -> when last put on the broker. Pruned: with its outbox entry."""
         return self._k("outbox", "sent")
 
+    def report_fingerprints(self) -> str:
+        """Hash report id -> the fingerprint of the report filed under it (reports.filing):
+        an id used again for another report is refused, not dropped as a replay. Kept: a
+        few bytes a report, as its record is."""
+        return self._k("report_fingerprints")
+
     def report(self, report_id: str) -> str:
         """Hash: the report as taken in, with the incident it went to. Kept: the record (and
         what makes a replayed report a no-op)."""
@@ -308,6 +314,11 @@ class Keys(OperationKeys):
     def token(self, digest: str) -> str:
         """An API token's holder (JSON), by the token's SHA-256. Kept until it is revoked."""
         return self._k("token", digest)
+
+    def token_issues(self) -> str:
+        """Hash token name -> how many tokens of that name were issued (tokens): a name
+        given again namespaces its reports' ids apart. Kept: never reused."""
+        return self._k("token_issues")
 
     def token_names(self) -> str:
         """Hash token name -> the SHA-256 of its live token. Pruned: on revocation."""

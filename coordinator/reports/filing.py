@@ -11,16 +11,17 @@ once it is recorded: the API answers 202 then, and its trip to the broker goes o
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 from coordinator import observability as obs
 from coordinator import topics
 from coordinator.broker import Producer
 from coordinator.city import City
-from coordinator.errors import BrokerUnavailable
+from coordinator.errors import BrokerUnavailable, LoaError
 from coordinator.events import Report
 from coordinator.keys import Keys
-from coordinator.state import Redis
+from coordinator.state import Redis, Script
 
 log = obs.get_logger("filing")
 MAX_UNDER_WAY = 1000
@@ -54,12 +55,42 @@ def report_problems(report: Report, city: City) -> list[tuple[str, str]]:
     return problems
 
 
+class ReportIdTaken(LoaError):
+    """A report id its filer already used for a different report: the first one stands,
+    and this one would be dropped as its replay."""
+
+
+# KEYS: fingerprints, outbox, outbox times; ARGV: report id, fingerprint, report, now.
+# 0 when the id holds another report's fingerprint (nothing written), else 1.
+_RECORD = Script("""
+local had = redis.call('HGET', KEYS[1], ARGV[1])
+if had and had ~= ARGV[2] then return 0 end
+if not had then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+return 1
+""")
+
+
+def fingerprint(report: Report) -> str:
+    """What makes a resend the same report: everything its filer said and who they are,
+    not when or by which interface it came (nor a field a later release adds with its
+    default). Pure."""
+    said = report.model_dump_json(exclude={"received_at", "received_via"},
+                                  exclude_defaults=True)
+    return hashlib.sha256(said.encode()).hexdigest()[:32]
+
+
 async def record_report(redis: Redis, keys: Keys, report: Report) -> None:
-    """Keep a report in the outbox (once per id): from here on it is not lost."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(keys.outbox(), report.id, report.model_dump_json())
-        pipe.zadd(keys.outbox_times(), {report.id: time.time()})
-        await pipe.execute()
+    """Keep a report in the outbox (once per id): from here on it is not lost. The same id
+    again is a resend, taken in once; with a different report it is ReportIdTaken."""
+    done = await _RECORD(redis, [keys.report_fingerprints(), keys.outbox(),
+                                 keys.outbox_times()],
+                         [report.id, fingerprint(report), report.model_dump_json(),
+                          time.time()])
+    if not done:
+        raise ReportIdTaken(f"{report.id} was already used for a different report; give "
+                            "this one its own id (a resend must be the same report)")
 
 
 async def forget_refused(redis: Redis, keys: Keys, report_id: str) -> None:

@@ -18,7 +18,7 @@ from coordinator import queries
 from coordinator.access import Action, Principal, decide
 from coordinator.events import Claim, Report, Severity, Slug, Spreading
 from coordinator.incidents.surge import recent_surges
-from coordinator.reports.filing import record_report, report_problems
+from coordinator.reports.filing import ReportIdTaken, record_report, report_problems
 from coordinator.reports.sources import namespaced_report_id, source_of
 from coordinator.reports.tips import Tip, TipIn, new_tip_id, recent_tips, take_tip
 from coordinator.web.auth import allow, locked_route, refuse
@@ -83,6 +83,7 @@ def _page(items: list[dict[str, Any]], start: int, limit: int) -> Page:
 @api.post("/reports", status_code=202, response_model=Accepted,
           responses={401: {"description": "no credential"},
                      403: {"description": "the credential may not report (here)"},
+                     409: {"description": "your `id` was used for a different report"},
                      422: {"description": "a field is invalid; the message names it"},
                      503: {"description": "not recorded (Redis did not answer): try again "
                                           "with the same id"}})
@@ -116,6 +117,8 @@ async def accept_report(request: Request, principal: Principal, body: ReportIn) 
         raise refuse(request, scoped)
     try:
         await record_report(st.redis, st.keys, report)
+    except ReportIdTaken as exc:
+        raise HTTPException(409, f"id: {exc}") from exc
     except RedisError as exc:
         log.error("report not recorded", report=report.id, error=str(exc))
         raise HTTPException(503, f"report {report.id} not recorded yet: {exc}; "

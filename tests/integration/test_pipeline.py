@@ -114,6 +114,32 @@ def test_report_ids_are_per_client(stack: Stack) -> None:
                                 "scope": "area:hn-dong-da", "verified": True}
 
 
+def test_an_id_used_again_for_another_report_is_refused_and_a_new_token_has_its_own(
+        stack: Stack) -> None:
+    """A resend must be the same report: an id its client used for another one is a 409
+    naming it, not a report silently dropped as a replay. A token of a name given again
+    (after a revoke) has ids of its own: its `rep-1` is not the revoked token's."""
+    name = f"desk-{uuid.uuid4().hex[:6]}"
+    first = stack.cli("tokens", "add", name, "--role", "reporter")
+    body = report_body("hn-dong-da-van-mieu", id=f"rep-own-{uuid.uuid4().hex[:8]}")
+    taken = post_report(stack, body, first.stdout.split()[-1])
+    assert taken == f"t.{name}:{body['id']}"
+    with stack.http(first.stdout.split()[-1]) as http:
+        other = http.post("/api/reports", json={**body, "title": "Another report"})
+    assert (other.status_code, other.json()["detail"]) == (409, (
+        f"id: {taken} was already used for a different report; give this one its own id "
+        "(a resend must be the same report)"))
+
+    assert stack.cli("tokens", "revoke", name).returncode == 0
+    again = stack.cli("tokens", "add", name, "--role", "reporter")
+    assert again.returncode == 0, again.stderr
+    theirs = post_report(stack, {**body, "title": "Another report"}, again.stdout.split()[-1])
+    assert theirs == f"t.{name}:2:{body['id']}"
+    assert wait_for_incident(stack, theirs) and stack.incident_of(taken)
+    report = json.loads(stack.redis.hget(stack.keys.report(theirs), "report") or "{}")
+    assert report["title"] == "Another report"
+
+
 def test_related_reports_join_one_incident(stack: Stack) -> None:
     """Same kind, same area, within the window: one incident; another area: another incident."""
     a = post_report(stack, report_body("hn-tay-ho-quang-an"))

@@ -3,6 +3,7 @@ that every route of the web app names the action it takes."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 
@@ -92,6 +93,8 @@ def test_report_ids_are_namespaced_by_their_client() -> None:
     officer = Principal(kind="session", username="trang", role=Role.duty_officer)
     assert namespaced_report_id(fire, "rep-1") == "t.desk:rep-1"
     assert namespaced_report_id(officer, "rep-1") == "s.trang:rep-1"
+    given_again = dataclasses.replace(fire, credential="2")  # the name's second token
+    assert namespaced_report_id(given_again, "rep-1") == "t.desk:2:rep-1"
     assert source_of(fire).model_dump() == {"actor": "token:desk", "role": "reporter",
                                             "scope": "department:fire-police", "verified": True}
 

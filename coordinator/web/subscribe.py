@@ -103,36 +103,50 @@ async def submit(request: Request) -> Response:
         "areas": [str(a) for a in posted.getlist("areas")][:50],
         "topics": [str(t) for t in posted.getlist("topics")][:50],
         "drills": posted.get("drills") == "1"}
-    wanted, errors = optin.requested_subscriber(
-        values["phone"], values["email"], values["language"], values["areas"],
-        values["topics"], st.city.areas, _kinds(st), st.city.languages.tags,
-        st.settings.phone_region, drills=values["drills"], _=_)
-    if wanted is not None and wanted.phone and await queries.has_opted_out(
-            st.redis, st.keys, "sms", wanted.phone):
-        errors["phone"] = _("This number sent STOP: text START to us first, then subscribe "
-                            "again.")
+
+    def asked(phone: str) -> tuple[Subscriber | None, dict[str, str]]:
+        return optin.requested_subscriber(
+            phone, values["email"], values["language"], values["areas"], values["topics"],
+            st.city.areas, _kinds(st), st.city.languages.tags, st.settings.phone_region,
+            drills=values["drills"], _=_)
+
+    wanted, errors = asked(values["phone"])
     if wanted is None or errors:
         return _form_page(request, values, errors, 422)
     for contact in (wanted.phone, wanted.email):
         if contact:
             await rate_limit(request, PER_CONTACT, who=contact.lower())
+    phone, email = wanted.phone, wanted.email
+    if phone and await queries.has_opted_out(st.redis, st.keys, "sms", phone):
+        # No code can reach a number that sent STOP. It gets the answer any number gets
+        # (whether a number sent STOP is not the form's to tell), and its code never comes.
+        wanted = asked("")[0] if email else None
+    request.session.pop(JOIN_EMAIL, None)
+    if wanted is not None:
+        await _request_and_send(st, wanted, secret)
+    if email:
+        request.session[JOIN_EMAIL] = email
+    if phone:
+        request.session[JOIN_PHONE] = phone
+        return RedirectResponse(f"/subscribe/verify?lang={language_of(request)}", status_code=303)
+    return _message(request, _("Check your email"),
+                    _("We sent a confirmation link to {email}. You receive nothing until you "
+                      "confirm.").format(email=email))
+
+
+async def _request_and_send(st: State, wanted: Subscriber, secret: str) -> None:
+    """Keep the request as pending, and send each contact what confirms it: the email its
+    link, the phone its code."""
     request_ = await optin.request_subscription(st.redis, st.keys, wanted, utcnow())
     wanted = request_.subscriber
-    request.session.pop(JOIN_EMAIL, None)
     if wanted.email:
         await _send_confirm_link(st, wanted, request_.email_nonce, secret)
-        request.session[JOIN_EMAIL] = wanted.email
     if wanted.phone:
         code = await proofs.issue_code(st.redis, st.keys, secret, "join", wanted.phone,
                                       wanted.id, time.time())
         await _send(st, optin.message("sms", wanted.phone,
                                       optin.code_sms(code, "join", _in(st, wanted.language)),
                                       wanted.language))
-        request.session[JOIN_PHONE] = wanted.phone
-        return RedirectResponse(f"/subscribe/verify?lang={language_of(request)}", status_code=303)
-    return _message(request, _("Check your email"),
-                    _("We sent a confirmation link to {email}. You receive nothing until you "
-                      "confirm.").format(email=wanted.email))
 
 
 async def _send_confirm_link(st: State, sub: Subscriber, nonce: str, secret: str) -> None:

@@ -314,16 +314,27 @@ def test_bad_input_comes_back_by_field_with_what_was_typed(subscribe_stack: Stac
     assert record(subscribe_stack, "ok@mail.example") is None  # nothing was saved
 
 
-def test_a_phone_that_sent_stop_is_told_to_send_start(subscribe_stack: Stack) -> None:
-    """The carrier-level STOP stays in force: no code is sent until the phone says START."""
-    phone = new_phone()
-    subscribe_stack.sms_reply(phone, "STOP")
-    with browser(subscribe_stack) as client:
-        answer = subscribe(client, phone=phone, areas=["hn"])
-    assert answer.status_code == 422 and 'id="error-phone"' in answer.text
-    assert "text START to us first" in answer.text
-    assert record(subscribe_stack, phone) is None
-    assert not subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", phone))
+def test_a_phone_that_sent_stop_gets_no_code_and_the_form_does_not_say_so(
+        subscribe_stack: Stack) -> None:
+    """The carrier-level STOP stays in force: no code is sent until the phone says START.
+    The form answers as for any number (whether a number sent STOP is nobody's business),
+    and the code page tells everyone what to do if no code comes."""
+    stopped, fresh = new_phone(), new_phone()
+    subscribe_stack.sms_reply(stopped, "STOP")
+    answers = []
+    for phone in (stopped, fresh):
+        with browser(subscribe_stack) as client:
+            posted = subscribe(client, phone=phone, areas=["hn"])
+            shown = client.get("/subscribe/verify?lang=en").text.replace(phone, "P")
+            answers.append((posted.status_code, posted.headers.get("location"),
+                            re.sub(r'name="csrf" value="[^"]+"', "", shown)))
+    assert answers[0] == answers[1]
+    assert answers[0][:2] == (303, "/subscribe/verify?lang=en")
+    assert ("unless it once texted STOP to us: then text START to us first, and start again"
+            in answers[0][2])
+    assert record(subscribe_stack, stopped) is None
+    assert not subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", stopped))
+    assert subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", fresh))
 
 
 def test_a_post_without_the_csrf_token_is_refused(subscribe_stack: Stack) -> None:

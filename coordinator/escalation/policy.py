@@ -55,16 +55,20 @@ Step = Escalate | Exhaust | Ignore
 def holders_for(level: ChainLevelSnapshot, people: Mapping[str, Person], now: datetime
                 ) -> tuple[list[str], list[str]]:
     """The approvers of a level who can be asked now (a delegate stands in for one who is
-    away), and a note for each one routed around."""
+    away), and a note for each one routed around. One the config no longer has (removed
+    since the request was made) cannot be asked: the level does not wait for them."""
     holders: list[str] = []
     notes: list[str] = []
     for person_id in level.approvers:
         person = people.get(person_id)
-        away = person.away_until(now) if person else None
+        if person is None:
+            notes.append(f"{person_id} is no longer in the config: not asked")
+            continue
+        away = person.away_until(now)
         if away is None:
             holders.append(person_id)
             continue
-        delegate = people.get(person.delegate) if person and person.delegate else None
+        delegate = people.get(person.delegate) if person.delegate else None
         if delegate is not None and delegate.away_until(now) is None:
             holders.append(delegate.id)
             notes.append(f"{person_id} is away until {away.isoformat()}: "

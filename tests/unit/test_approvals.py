@@ -107,6 +107,19 @@ def test_a_level_with_nobody_available_is_skipped() -> None:
                      "level 1 skipped: nobody available"]
 
 
+def test_an_approver_removed_from_the_config_since_is_not_waited_for() -> None:
+    """The chain is a snapshot: a1, removed from the config since, cannot be asked; the
+    level goes on without them, or is skipped when nobody else holds it."""
+    people = {k: v for k, v in PEOPLE.items() if k != "a1"}
+    entry, notes = enter_level(make_request([["a1", "b1"], ["c1"]]), 1, people, T0)
+    assert entry is not None and (entry.level, entry.holders) == (1, ["b1"])
+    assert notes == ["a1 is no longer in the config: not asked"]
+    entry, notes = enter_level(make_request([["a1"], ["c1"]]), 1, people, T0)
+    assert entry is not None and (entry.level, entry.holders) == (2, ["c1"])
+    assert notes == ["a1 is no longer in the config: not asked",
+                     "level 1 skipped: nobody available"]
+
+
 def test_an_absence_that_ended_does_not_count() -> None:
     """Availability is judged at `now`: after the window, the person is asked again."""
     away = (T0 - timedelta(days=2), T0 - timedelta(days=1))

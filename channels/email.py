@@ -183,6 +183,10 @@ class EmailChannel(BaseChannel):
                 else:
                     await self._send(smtp, message, recipient, own or b"")
             except aiosmtplib.SMTPRecipientsRefused as exc:
+                if any(r.code < 500 for r in exc.recipients):  # greylisted, a mailbox's rate:
+                    raise TransientDeliveryError(  # later (no message was taken, so no two)
+                        f"email: recipient deferred: {exc.recipients[0].code} "
+                        f"{exc.recipients[0].message}", maybe_taken=False) from exc
                 raise PermanentDeliveryError(f"email: recipient refused: {exc}",
                                              code="refused") from exc
             except aiosmtplib.SMTPResponseException as exc:

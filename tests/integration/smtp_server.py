@@ -22,6 +22,7 @@ class Inbox:
     messages: list[EmailMessage] = field(default_factory=list)
     recipients: list[list[str]] = field(default_factory=list)
     sessions: set[int] = field(default_factory=set)
+    deferred: set[str] = field(default_factory=set)  # greylisted once already
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.sessions.add(id(session))
@@ -35,6 +36,9 @@ class Inbox:
                           options: list[str]) -> str:
         if address.startswith("bounce@"):
             return "550 5.1.1 no such user"
+        if address.startswith("greylisted") and address not in self.deferred:
+            self.deferred.add(address)  # the first try is deferred, as greylisting does
+            return "451 4.7.1 greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

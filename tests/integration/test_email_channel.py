@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from channels.base import OutboundMessage, PermanentDeliveryError
+from channels.base import OutboundMessage, PermanentDeliveryError, TransientDeliveryError
 from channels.email import EmailChannel, SmtpServer, build_email
 from tests.integration.smtp_server import Inbox, smtp_server
 
@@ -72,6 +72,22 @@ async def test_a_refused_recipient_is_permanent(server: tuple[int, Inbox]) -> No
     finally:
         await channel.close()
     assert inbox.recipients == [["nguoi2@dan.example"]]
+
+
+async def test_a_recipient_deferred_with_4xx_is_tried_again_not_failed(
+        server: tuple[int, Inbox]) -> None:
+    """Greylisting, or a mailbox's rate limit, answers RCPT with 4xx: try again later (no
+    message was taken, so the retry cannot make two); only 5xx is a failure for good."""
+    port, inbox = server
+    channel = channel_for(port)
+    try:
+        with pytest.raises(TransientDeliveryError, match="451") as deferred:
+            await channel.hand_over(message(1, recipient="greylisted@dan.example"))
+        assert deferred.value.maybe_taken is False
+        await channel.hand_over(message(1, recipient="greylisted@dan.example"))
+    finally:
+        await channel.close()
+    assert inbox.recipients == [["greylisted@dan.example"]]
 
 
 def test_header_injection_is_impossible() -> None:

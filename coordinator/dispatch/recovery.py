@@ -29,6 +29,9 @@ STALLED_S = 15.0
 PENDING_S = 30.0
 """A single delivery not finished after this long is sent again: ``LOA_RESEND_KEPT_AFTER_S``."""
 ROUND_LOCK_S = 5
+UNREADABLE = (ValueError, KeyError, TypeError)
+"""What a record this release cannot decode raises (pydantic's ValidationError and json's
+errors are ValueErrors): a newer release's, rolled back, or one edited by hand."""
 log = obs.get_logger("recovery")
 
 
@@ -53,22 +56,32 @@ async def recover(rt: Runtime, send: Send, stalled_s: float = STALLED_S,
         return done
     now = time.time()
     for statement_id, _ in await open_fan_outs(rt.redis, rt.keys):
-        ledger = await read_ledger(rt.redis, rt.keys, statement_id)
-        if now - ledger.progress_at < stalled_s:
-            if ledger.at_once:  # moving: but its first batches' worker may be gone
-                done.batches_sent_again += await _first_batches_again(rt, ledger, send, now)
-            continue
-        if not ledger.queued_all:
-            raw = await rt.redis.hget(rt.keys.statement(statement_id), "statement")
-            if raw is not None:
-                await fan_out(rt, Statement.model_validate_json(raw), send)
-                done.fan_outs_resumed += 1
-            continue
-        done.batches_sent_again += await _send_batches_again(rt, ledger, send, now)
-        if ledger.at_once:  # sent again with the rest: not once more for its worker
-            await rt.redis.hdel(rt.keys.dispatch(statement_id), "at_once")
+        try:
+            await _recover_fan_out(rt, statement_id, send, now, stalled_s, done)
+        except UNREADABLE as exc:  # one this release cannot read holds up no other
+            log.error("fan-out not recovered: its records cannot be read",
+                      statement=statement_id, error=repr(exc))
     done.deliveries_sent_again = await _send_deliveries_again(rt, send, now, pending_s)
     return done
+
+
+
+async def _recover_fan_out(rt: Runtime, statement_id: str, send: Send, now: float,
+                           stalled_s: float, done: Recovered) -> None:
+    ledger = await read_ledger(rt.redis, rt.keys, statement_id)
+    if now - ledger.progress_at < stalled_s:
+        if ledger.at_once:  # moving: but its first batches' worker may be gone
+            done.batches_sent_again += await _first_batches_again(rt, ledger, send, now)
+        return
+    if not ledger.queued_all:
+        raw = await rt.redis.hget(rt.keys.statement(statement_id), "statement")
+        if raw is not None:
+            await fan_out(rt, Statement.model_validate_json(raw), send)
+            done.fan_outs_resumed += 1
+        return
+    done.batches_sent_again += await _send_batches_again(rt, ledger, send, now)
+    if ledger.at_once:  # sent again with the rest: not once more for its worker
+        await rt.redis.hdel(rt.keys.dispatch(statement_id), "at_once")
 
 
 async def _first_batches_again(rt: Runtime, ledger: Ledger, send: Send, now: float) -> int:
@@ -120,8 +133,14 @@ async def _send_deliveries_again(rt: Runtime, send: Send, now: float, pending_s:
     """Single deliveries kept longer than `pending_s` and not finished go out again."""
     again = 0
     for delivery_id, raw in (await rt.redis.hgetall(rt.keys.deliveries_pending())).items():
-        entry = json.loads(raw)
-        if now - float(entry["at"]) < pending_s:
+        try:
+            entry = json.loads(raw)
+            request = DeliveryRequest.model_validate_json(entry["request"])
+            if now - float(entry["at"]) < pending_s:
+                continue
+        except UNREADABLE as exc:  # kept for a release that reads it; the others go on
+            log.error("kept delivery not sent again: it cannot be read",
+                      delivery=delivery_id, error=repr(exc))
             continue
         status = await rt.redis.hget(rt.keys.delivery(delivery_id), "status")
         if status in FINAL:
@@ -131,6 +150,5 @@ async def _send_deliveries_again(rt: Runtime, send: Send, now: float, pending_s:
         # tried again next round, never forgotten.
         await rt.redis.hset(rt.keys.deliveries_pending(), delivery_id,
                             json.dumps({**entry, "at": now}))
-        again += await send_kept_deliveries(
-            [DeliveryRequest.model_validate_json(entry["request"])], send)
+        again += await send_kept_deliveries([request], send)
     return again

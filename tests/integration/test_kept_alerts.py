@@ -18,6 +18,7 @@ from coordinator import outbox, topics
 from coordinator.approvals.escalate import prompt_message_id
 from coordinator.at_once import AtOnce
 from coordinator.dispatch.deliveries import deliver
+from coordinator.dispatch.ledger import queue_open
 from coordinator.dispatch.recovery import recover
 from coordinator.doctor import _work as doctor_work
 from coordinator.errors import BrokerUnavailable
@@ -154,6 +155,31 @@ async def test_recovery_keeps_an_alert_the_broker_refuses_again_and_sends_it_lat
 
     done = await recover(rt, broker_up, pending_s=0)
     assert done.deliveries_sent_again == 1 and sent == [kept]
+
+
+async def test_a_record_recovery_cannot_read_holds_up_no_other(rt: Runtime) -> None:
+    """A fan-out whose statement, and a kept delivery whose request, this release cannot
+    read (a newer release's, rolled back): each is passed over, and what comes after it in
+    the same round is still sent again."""
+    surge = await detect(rt.redis, rt.keys, rt.city, "flood", await three_floods(rt), NOW,
+                         600, 3)
+    assert surge is not None
+    kept = f"alert-{surge.id}-tran-thi-mai-sms"
+    async with rt.redis.pipeline(transaction=True) as pipe:
+        queue_open(pipe, rt.keys, "STM-00001-1", 1.0)  # opened long ago, never moved since
+        pipe.hset(rt.keys.statement("STM-00001-1"), "statement", '{"type": "statement", '
+                  '"from_a_newer_release": true}')
+        pipe.hset(rt.keys.deliveries_pending(), "aaa-newer-release", json.dumps(
+            {"at": 1.0, "request": '{"type": "delivery.request", "purpose": "newer"}'}))
+        await pipe.execute()
+    sent: list[str] = []
+
+    async def broker_up(spec: topics.TopicSpec, key: str, value: bytes) -> None:
+        sent.append(key)
+
+    done = await recover(rt, broker_up, pending_s=0)
+    assert (done.fan_outs_resumed, done.deliveries_sent_again, sent) == (0, 1, [kept])
+    assert await pending_ids(rt) == {kept, "aaa-newer-release"}  # kept, not forgotten
 
 
 def a_prompt(channel: str = "sms") -> ApprovalPrompt:

@@ -37,7 +37,7 @@ from coordinator.dispatch.handover import (
     release,
     skip_reason,
 )
-from coordinator.dispatch.provider_ids import queue_provider_ids
+from coordinator.dispatch.provider_ids import callback_id, queue_provider_ids
 from coordinator.dispatch.status_callbacks import queue_take_early, taken_early
 from coordinator.dispatch.status_sweep import queue_unconfirmed
 from coordinator.dispatch.stopping import SingleHandOver, Stopping
@@ -231,7 +231,8 @@ async def _finish(rt: Runtime, request: DeliveryRequest, outcome: Outcome, now: 
                   ) -> Delivered:
     """Record the outcome and its provider id, and apply a status callback that came
     before it, in one transaction (as a batch does)."""
-    pairs = {outcome.provider_id: request.id} if outcome.provider_id else {}
+    pid = callback_id(request.channel, outcome.provider_id)
+    pairs = {pid: request.id} if pid else {}
     async with rt.redis.pipeline(transaction=True) as pipe:
         queue_outcome(pipe, rt, request, outcome, now)
         queue_provider_ids(pipe, rt.keys, pairs)

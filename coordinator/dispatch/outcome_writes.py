@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coordinator.dispatch.handover import Outcome, count_outcome, outcome_record, queue_counts
-from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S
+from coordinator.dispatch.provider_ids import PROVIDER_IDS_KEPT_S, callback_id
 from coordinator.dispatch.status_callbacks import queue_take_early
 from coordinator.dispatch.status_sweep import first_ask_at, unconfirmed
 from coordinator.errors import LoaError
@@ -163,14 +163,16 @@ class Rows:
 def _rows(rt: Runtime, outcomes: Outcomes, now: datetime) -> Rows:
     """Each delivery's record, audit entry (JSON), counts and provider id, as :func:`_write`
     writes them."""
-    made = Rows([], [], Counter(), {o.provider_id: r.id for r, o in outcomes if o.provider_id},
+    made = Rows([], [], Counter(), {callback_id(r.channel, o.provider_id): r.id
+                                    for r, o in outcomes if callback_id(r.channel, o.provider_id)},
                 list(dict.fromkeys(r.statement_id or "-" for r, _ in outcomes)))
     for request, outcome in outcomes:
         record, event = outcome_record(rt, request, outcome, now)
         made.names = made.names or list(record)
         count_outcome(rt, request, outcome, made.counts)
         awaits = unconfirmed(request.channel, outcome.status, outcome.provider_id)
-        made.rows += [request.id, outcome.provider_id, event.model_dump_json(),
+        made.rows += [request.id, callback_id(request.channel, outcome.provider_id),
+                      event.model_dump_json(),
                       "1" if awaits else "", *(record[n] for n in made.names)]
     return made
 

@@ -12,6 +12,14 @@ from coordinator.state import Pipeline
 
 PROVIDER_IDS_KEPT_S = 7 * 24 * 3600
 """How long a provider id stays resolvable, and an early callback waits to be taken."""
+CALLED_BACK = frozenset({"sms"})
+"""The channels whose provider calls back with statuses (Twilio): only their ids are kept.
+An email's id is its Message-ID, which nothing looks up."""
+
+
+def callback_id(channel: str, provider_id: str | None) -> str:
+    """The provider id a status callback may name this delivery by; '' when none will."""
+    return provider_id or "" if channel in CALLED_BACK else ""
 
 
 def queue_provider_ids(pipe: Pipeline, keys: Keys, pairs: dict[str, str]) -> None:

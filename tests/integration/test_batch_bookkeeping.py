@@ -1146,3 +1146,23 @@ async def test_a_fan_out_withdrawn_before_it_started_reaches_nobody(rt: Runtime)
     assert not await rt.redis.exists(rt.keys.dispatch_audience(statement.id))
     ledger = await rt.redis.hgetall(rt.keys.dispatch(statement.id))
     assert "resolved" not in ledger and "finished_at" in ledger
+
+
+async def test_only_ids_a_provider_calls_back_with_are_kept(rt: Runtime) -> None:
+    """An SMS's Twilio SID is kept a week for its status callbacks; an email's Message-ID
+    is not (nothing calls back with it, and a fan-out of a million emails would keep a
+    million keys for a week)."""
+    writes = outcome_writes.OutcomeWrites(rt)
+    run = batch_run.BatchRun(rt, "S-P1", writes)
+    sms, mail = (DeliveryRequest(id=f"d-p1-{channel}", channel=channel,  # type: ignore[arg-type]
+                                 recipient=to, text="x", purpose="statement",
+                                 statement_id="S-P1", subscriber_id="sub-p1")
+                 for channel, to in (("sms", "+84900000001"), ("email", "p1@example.org")))
+    run.add([sms, mail])
+    async with run.kept_up():
+        run.record(sms, Outcome("queued", "SMp1", provider_id="SMp1"))
+        run.record(mail, Outcome("sent", "<d-p1-email@loa>", provider_id="<d-p1-email@loa>"))
+        await asyncio.sleep(0.1)
+    assert await rt.redis.get(rt.keys.provider_message("SMp1")) == "d-p1-sms"
+    assert not await rt.redis.exists(rt.keys.provider_message("<d-p1-email@loa>"))
+    assert await rt.redis.hget(rt.keys.delivery("d-p1-email"), "status") == "sent"

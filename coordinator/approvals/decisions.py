@@ -93,6 +93,16 @@ def unfilled(draft: Draft, decision: Decision) -> str | None:
             "in and approve, or ask the duty officer to set the fact (`loa incident fact`)")
 
 
+def unseen(draft: Draft, decision: Decision) -> str | None:
+    """Why an approval by SMS reply cannot be taken: the draft is a translator's, whose
+    texts in the other languages and channels the SMS does not show (an approval publishes
+    them all). Pure."""
+    if decision.via != "sms" or decision.verdict != "approve" or draft.note != "translation":
+        return None
+    return ("a translation is approved where all its texts can be read: the link in the "
+            "SMS, the email link or the inbox")
+
+
 async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outcome:
     """Record a decision once; raises KeyError for an unknown approval id."""
     akey = rt.keys.approval(decision.approval_id)
@@ -110,7 +120,8 @@ async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outc
             pipe, [], ("GET", rt.keys.draft(record.request.draft_id)),
             ("HGETALL", rt.keys.incident(record.request.incident_id)))
         if why is None and decision.verdict == "approve" and draft_raw:
-            why = unfilled(Draft.model_validate_json(draft_raw), decision)
+            asked = Draft.model_validate_json(draft_raw)
+            why = unfilled(asked, decision) or unseen(asked, decision)
         pipe.multi()
         audit = AuditEvent(at=decision.at, actor=decision.approver_id, interface=decision.via,
                            incident_id=record.request.incident_id, subject=decision.approval_id,

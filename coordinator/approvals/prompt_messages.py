@@ -81,6 +81,8 @@ async def sms_for(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | None = Non
     except ConfigError as exc:
         log.warning("SMS prompt without a reply code", prompt=prompt.id, why=str(exc))
         code = None
+    if draft is not None and draft.note == "translation":
+        code = None  # its other languages are not in the SMS: decided by the link, read whole
     needs_link = sms is None or not fits_budget(sms) or code is None
     link = await short_decision_link(rt, prompt) if needs_link else ""
     return sms_prompt_text(prompt.kind, prompt.text, sms, code, link)

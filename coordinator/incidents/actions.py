@@ -30,6 +30,7 @@ from coordinator.events import (
 from coordinator.model.incident import (
     DRAFTABLE,
     OPEN,
+    TRANSLATABLE,
     Incident,
     IncidentStatus,
     closed,
@@ -88,6 +89,9 @@ def refusal(event: RedraftRequested, incident: dict[str, str], published: list[s
     if status not in DRAFTABLE:  # approved, not yet public: wait for it
         return ("a statement was just approved and is being published; "
                 "make the new version once it is public")
+    if event.note == "translation" and status not in TRANSLATABLE:  # rejected meanwhile
+        return (f"{event.incident_id} is {status}: only a draft awaiting a decision is "
+                "translated")
     if event.purpose == "all_clear" and not published:
         return "nothing has been published to give the all-clear for; close the incident"
     if event.purpose != "reselect" and not event.texts:

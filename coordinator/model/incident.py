@@ -36,6 +36,10 @@ OPEN = frozenset(set(IncidentStatus) - {IncidentStatus.closed})
 DRAFTABLE = frozenset(OPEN - {IncidentStatus.approved})
 """The statuses from which a new draft version may be made (planned or redrafted)."""
 
+TRANSLATABLE = frozenset({IncidentStatus.awaiting_approval, IncidentStatus.needs_duty_officer})
+"""The statuses whose draft awaits a decision: the only ones a translator may add to (not
+`returned`: an approver rejected it, and only a duty officer brings it back)."""
+
 _S = IncidentStatus
 Edges = frozenset[tuple[IncidentStatus, IncidentStatus]]
 TRANSITIONS: dict[str, Edges] = {

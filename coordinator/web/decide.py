@@ -62,7 +62,7 @@ async def confirm_page(token: str, request: Request) -> HTMLResponse:
     if await link_spent(st.redis, st.keys, claims.nonce):
         return _page(request, "decided.html", 409, message="this link was already used")
     draft = await queries.draft_of(st.redis, st.keys, approval["draft_id"])
-    texts = [t for t in draft.get("texts", []) if t["channel"] == "web"]
+    texts = sorted(draft.get("texts", []), key=lambda t: (t["channel"] != "web", t["channel"]))
     return _page(request, "decide.html", approval=approval, texts=texts, person=claims.person_id,
                  spreading=draft.get("spreading", []), token=token)
 

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from coordinator import queries
 from coordinator.access import Action, Principal
 from coordinator.events import RedraftRequested, RenderedText
+from coordinator.model.incident import TRANSLATABLE
 from coordinator.web.auth import allow
 from coordinator.web.console import act_on_incident, budgets_of, texts_from_form
 from coordinator.web.ids import IncidentId
@@ -25,9 +26,6 @@ from coordinator.web.state import web_state
 
 translate = APIRouter(prefix="/console", include_in_schema=False)
 Translator = Annotated[Principal, Depends(allow(Action.draft_translate))]
-# the statuses whose current draft awaits a decision ("returned": an approver rejected it,
-# and only a duty officer brings it back)
-WAITING = ("awaiting_approval", "needs_duty_officer")
 
 
 @translate.get("/translate", response_class=HTMLResponse)
@@ -36,7 +34,7 @@ async def drafts_to_translate(request: Request, account: Translator) -> HTMLResp
     st = web_state(request)
     names = st.city.languages.names()
     waiting = [i for i in await queries.list_incidents(st.redis, st.keys, limit=200)
-               if i.get("status") in WAITING and i.get("draft_id")]
+               if i.get("status") in TRANSLATABLE and i.get("draft_id")]
     drafts = {d.id: d for d in await queries.draft_versions(
         st.redis, st.keys, [i["draft_id"] for i in waiting])}  # one round trip
     rows = []
@@ -96,7 +94,7 @@ async def _current(request: Request, incident_id: str
     found = await queries.incident_row(st.redis, st.keys, incident_id)
     if not found or not found.get("draft_id"):
         raise HTTPException(404, f"no draft of {incident_id} to translate")
-    if found.get("status") not in WAITING:
+    if found.get("status") not in TRANSLATABLE:
         raise HTTPException(409, f"{incident_id} is {found.get('status')}: its draft is not "
                                  "waiting for approval (a duty officer makes the next version)")
     return found, await queries.draft_texts(st.redis, st.keys, found["draft_id"])

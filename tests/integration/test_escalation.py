@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import time
@@ -326,6 +327,10 @@ def test_an_escalation_emails_the_next_level_with_a_link_that_works_once(
     with httpx.Client() as http:
         page = http.get(link)
         assert page.status_code == 200 and 'name="verdict" value="approve"' in page.text
+        draft = json.loads(drills.redis.get(drills.keys.draft(
+            drills.incident(incident_id)["draft_id"])) or "{}")
+        for text in draft["texts"]:  # every text an approval publishes, not the web's only
+            assert f"<small>({text['channel']} · {text['language']})</small>" in page.text
         assert drills.incident(incident_id)["status"] == "awaiting_approval"  # GET decides nothing
         tampered = http.get(link[:-3] + ("aaa" if not link.endswith("aaa") else "bbb"))
         assert tampered.status_code == 400 and "not valid" in tampered.text

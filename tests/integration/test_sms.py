@@ -68,6 +68,24 @@ def reply(stack: Stack, sender: str, body: str, sid: str | None = None) -> dict[
     return answer
 
 
+def second_version(stack: Stack, incident_id: str, account: tuple[str, str, str], form_at: str,
+                   form: dict[str, str]) -> str:
+    """Make an incident's draft version 2 with a console form (`drafts`, `translate`) as a
+    new account (username, role, person), logged in with its second factor when it has one;
+    the id of its approval request."""
+    username, role, person = account
+    password = stack.account(username, role, person)
+    session = WebSession(stack.web_url)
+    try:
+        session.login(username, password, stack.totp_secrets.get(username))
+        session.get(f"/console/incidents/{incident_id}")
+        answer = session.post_form(f"/console/incidents/{incident_id}/{form_at}", form).text
+    finally:
+        session.close()
+    assert "draft version 2 made" in answer, answer
+    return f"APR-{incident_id[4:]}-2"
+
+
 def draft_sms_text(stack: Stack, incident_id: str, version: int = 1) -> str:
     """The Vietnamese SMS text of a draft, as stored."""
     draft = json.loads(stack.redis.get(stack.keys.draft(f"DRF-{incident_id[4:]}-{version}")))
@@ -174,18 +192,9 @@ def test_a_code_for_version_1_does_not_approve_version_2(sms_stack: Stack) -> No
     prompt, with the new text and a new code, approves version 2."""
     incident_id, approval = flood(sms_stack, "hn-dong-da-lang-ha")
     old_code = code_of(sms_stack, approval["id"])
-    password = sms_stack.account("mai-sms", "duty_officer", "tran-thi-mai")
-    officer = WebSession(sms_stack.web_url)
-    try:
-        officer.login("mai-sms", password, sms_stack.totp_secrets["mai-sms"])
-        officer.get(f"/console/incidents/{incident_id}")
-        answer = officer.post_form(f"/console/incidents/{incident_id}/drafts", {
-            "purpose": "edit", "note": "sửa số liệu",
-            "body:sms:vi": "[Loa] Ngập phố Láng Thượng 30 cm, tránh đi qua."})
-        assert "draft version 2 made" in answer.text, answer.text
-    finally:
-        officer.close()
-    second = f"APR-{incident_id[4:]}-2"
+    second = second_version(sms_stack, incident_id, ("mai-sms", "duty_officer", "tran-thi-mai"),
+                            "drafts", {"purpose": "edit", "note": "sửa số liệu", "body:sms:vi":
+                                       "[Loa] Ngập phố Láng Thượng 30 cm, tránh đi qua."})
     new_code = code_of(sms_stack, second)
     assert new_code != old_code
     assert "«[Loa] Ngập phố Láng Thượng 30 cm, tránh đi qua.»" in prompt_sms(
@@ -305,3 +314,16 @@ def test_a_yes_sent_while_the_broker_is_down_is_applied_later(
 
 def _audit(stack: Stack) -> list[dict[str, Any]]:
     return [json.loads(fields["event"]) for _, fields in stack.redis.xrange(stack.keys.audit())]
+
+
+def test_a_translation_is_decided_by_a_link_that_shows_every_text(sms_stack: Stack) -> None:
+    """A translator's version publishes texts the SMS cannot show (its other languages and
+    channels): its prompt carries no reply code, only where to decide with every text in
+    view (the inbox here, where links are not enabled; the signed link's page otherwise)."""
+    incident_id, _ = flood(sms_stack, "hn-dong-da-kham-thien")
+    second = second_version(sms_stack, incident_id, ("dich-sms", "translator", ""), "translate", {
+        "title:web:en": "Flooding", "body:web:en": "Avoid the street.",
+        "body:sms:en": "[Loa] Flooding on Kham Thien, the translator's words."})
+    prompt = prompt_sms(sms_stack, second)["body"]
+    assert not CODE.search(prompt)
+    assert prompt.endswith(f"Trả lời tại / Answer at: {sms_stack.web_url}/inbox/{second}")

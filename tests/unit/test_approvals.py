@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.approvals.chain import code_matches, reply_code, snapshot_chain
-from coordinator.approvals.decisions import all_mode_waiting, refusal
+from coordinator.approvals.decisions import all_mode_waiting, refusal, unseen
 from coordinator.city import Absence, City, Person, load_city
 from coordinator.errors import ConfigError
 from coordinator.escalation.policy import (
@@ -24,6 +24,7 @@ from coordinator.escalation.policy import (
 from coordinator.events import (
     ApprovalRequest,
     Decision,
+    Draft,
     RenderedText,
     Severity,
 )
@@ -309,3 +310,19 @@ def test_a_signed_link_round_trips_and_refuses_tampering() -> None:
     forged = sign_link("s3cret", LinkClaims("APR-00002-1", "a1", "n", claims.expires))
     with pytest.raises(InvalidLink, match="not valid"):
         verify_link("s3cret", forged.split(".")[0] + "." + token.split(".")[1], T0)
+
+
+def test_a_translation_is_not_approved_by_an_sms_reply() -> None:
+    """An SMS shows one text; a translator's version publishes others nobody approved by
+    reading that SMS. Rejecting by SMS, and approving any other version by SMS, stay."""
+    texts = [RenderedText(channel="sms", language="vi", body="[Loa] Ngập."),
+             RenderedText(channel="sms", language="en", body="[Loa] Anything at all.")]
+    draft = Draft(id="DRF-00001-2", incident_id="INC-00001", playbook_id="flood", version=2,
+                  texts=texts, note="translation")
+    by_sms = Decision(id="dec-000002", approval_id="APR-00001-2", approver_id="an",
+                      verdict="approve", via="sms")
+    assert unseen(draft, by_sms) == ("a translation is approved where all its texts can be "
+                                     "read: the link in the SMS, the email link or the inbox")
+    assert unseen(draft, by_sms.model_copy(update={"via": "web"})) is None
+    assert unseen(draft, by_sms.model_copy(update={"verdict": "reject"})) is None
+    assert unseen(draft.model_copy(update={"note": ""}), by_sms) is None

@@ -148,3 +148,13 @@ def test_accounts_must_match_the_people_in_config() -> None:
             (("Bad Name", "admin", ""), "username: 'Bad Name' must be")]:
         with pytest.raises(AccountError, match=field_message):
             new_account(*args, city)  # type: ignore[arg-type]
+
+
+def test_a_translation_of_a_draft_rejected_meanwhile_is_refused() -> None:
+    """The form offers only drafts awaiting a decision; one rejected between the form and
+    the worker is refused there too (a duty officer brings it back, not a translator)."""
+    translation = _redraft("edit").model_copy(update={"note": "translation"})
+    assert refusal(translation, {"status": "awaiting_approval"}, []) is None
+    assert refusal(translation, {"status": "returned"}, []) == (
+        "INC-00001 is returned: only a draft awaiting a decision is translated")
+    assert refusal(_redraft("edit"), {"status": "returned"}, []) is None  # a duty officer's

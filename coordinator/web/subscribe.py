@@ -121,6 +121,7 @@ async def submit(request: Request) -> Response:
         # No code can reach a number that sent STOP. It gets the answer any number gets
         # (whether a number sent STOP is not the form's to tell), and its code never comes.
         wanted = asked("")[0] if email else None
+        await _unsent_code(st, secret, "join", phone)
     request.session.pop(JOIN_EMAIL, None)
     if wanted is not None:
         await _request_and_send(st, wanted, secret)
@@ -132,6 +133,14 @@ async def submit(request: Request) -> Response:
     return _message(request, _("Check your email"),
                     _("We sent a confirmation link to {email}. You receive nothing until you "
                       "confirm.").format(email=email))
+
+
+async def _unsent_code(st: State, secret: str, purpose: proofs.Purpose, phone: str) -> None:
+    """A code for a number that is sent none (one that sent STOP, or is not subscribed):
+    typing a guess then answers as for any number ("wrong code, N tries left"), not "no code
+    here", which would tell who subscribed. It names no subscriber: even guessed, it does
+    nothing."""
+    await proofs.issue_code(st.redis, st.keys, secret, purpose, phone, "", time.time())
 
 
 async def _request_and_send(st: State, wanted: Subscriber, secret: str) -> None:
@@ -303,6 +312,8 @@ async def leave_submit(request: Request) -> Response:
             await _send(st, optin.message("sms", contact, optin.code_sms(code, "leave",
                                                                          _in(st, sub.language)),
                                           sub.language))
+        else:
+            await _unsent_code(st, secret, "leave", contact)
         request.session[LEAVE_PHONE] = contact
         return RedirectResponse(f"/subscribe/leave/verify?lang={language_of(request)}",
                                 status_code=303)

@@ -72,6 +72,27 @@ def record(stack: Stack, contact: str) -> Subscriber | None:
     return registry_view.record(stack.redis, stack.keys, sub_id) if sub_id else None
 
 
+def answered(stack: Stack, form: str, phone: str, **fields: Any
+             ) -> tuple[int, str | None, int, str, str]:
+    """What the sign-up (`form` '') or leave form ('/leave') answers for `phone`, then the
+    code page and a guessed code: (status, where to, the guess's status, the code page, the
+    guess's answer), the number and the session's CSRF token taken out, so that two numbers'
+    answers compare."""
+    def same(text: str) -> str:
+        return re.sub(r'name="csrf" value="[^"]+"', "", text.replace(phone, "P"))
+
+    with browser(stack) as client:
+        csrf = open_form(client, f"/subscribe{form}?lang=en")
+        posted = client.post(f"/subscribe{form}?lang=en", data={
+            "csrf": csrf, "language": "en", **({"contact": phone} if form else {"phone": phone}),
+            **fields})
+        shown = client.get(f"/subscribe{form}/verify?lang=en").text
+        guess = client.post(f"/subscribe{form}/verify?lang=en",
+                            data={"csrf": csrf_of(shown), "code": "000000"})
+    return (posted.status_code, posted.headers.get("location"), guess.status_code, same(shown),
+            same(guess.text))
+
+
 def is_active(stack: Stack, sub: Subscriber) -> bool:
     """Whether the subscriber is in the bitmap that statements are sent to."""
     return registry_view.is_active(stack.redis, stack.keys, sub.id)
@@ -321,20 +342,27 @@ def test_a_phone_that_sent_stop_gets_no_code_and_the_form_does_not_say_so(
     and the code page tells everyone what to do if no code comes."""
     stopped, fresh = new_phone(), new_phone()
     subscribe_stack.sms_reply(stopped, "STOP")
-    answers = []
-    for phone in (stopped, fresh):
-        with browser(subscribe_stack) as client:
-            posted = subscribe(client, phone=phone, areas=["hn"])
-            shown = client.get("/subscribe/verify?lang=en").text.replace(phone, "P")
-            answers.append((posted.status_code, posted.headers.get("location"),
-                            re.sub(r'name="csrf" value="[^"]+"', "", shown)))
+    told = len(subscribe_stack.sms_sent(to=stopped))  # what STOP answers
+    answers = [answered(subscribe_stack, "", phone, areas=["hn"]) for phone in (stopped, fresh)]
     assert answers[0] == answers[1]
-    assert answers[0][:2] == (303, "/subscribe/verify?lang=en")
+    assert answers[0][:3] == (303, "/subscribe/verify?lang=en", 422)
     assert ("unless it once texted STOP to us: then text START to us first, and start again"
-            in answers[0][2])
+            in answers[0][3] and "Wrong code; 4 tries left." in answers[0][4])
     assert record(subscribe_stack, stopped) is None
-    assert not subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", stopped))
-    assert subscribe_stack.redis.exists(subscribe_stack.keys.optin_code("join", fresh))
+    sms_code(subscribe_stack, fresh)  # the fresh number's code came: the stopped one got none
+    assert len(subscribe_stack.sms_sent(to=stopped)) == told
+
+
+def test_leaving_by_phone_tells_nobody_who_is_subscribed(subscribe_stack: Stack,
+                                                         tmp_path: Path) -> None:
+    """A subscribed number is sent a code, a stranger's is not; a code guessed for either
+    gets the same answer ("wrong code, N tries left"), never one that says no code waits."""
+    member, stranger = new_phone(), new_phone()
+    import_active(subscribe_stack, tmp_path, phone=member)
+    answers = [answered(subscribe_stack, "/leave", phone) for phone in (member, stranger)]
+    assert answers[0] == answers[1] and "Wrong code; 4 tries left." in answers[0][4]
+    sms_code(subscribe_stack, member)  # the member's code came: the stranger got none
+    assert subscribe_stack.sms_sent(to=stranger) == []
 
 
 def test_a_post_without_the_csrf_token_is_refused(subscribe_stack: Stack) -> None:

@@ -50,6 +50,7 @@ class Tip(TipIn):
     received_at: datetime = Field(default_factory=utcnow)
     received_via: Interface = "web"
     attached_to: str = ""
+    filed_by: str = ""  # a credential's holder (their audit actor); '' for anyone else
 
 
 def new_tip_id() -> str:
@@ -59,8 +60,9 @@ def new_tip_id() -> str:
 
 async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str] = (),
                    surge_window_s: float = 600.0) -> None:
-    """Keep a tip for the duty officers (audited as from an unverified source), counted
-    for the surge detector in each area of `surge_path` when it names its kind."""
+    """Keep a tip for the duty officers (audited as from its credential's holder, else from
+    an unverified source), counted for the surge detector in each area of `surge_path` when
+    it names its kind."""
     async with redis.pipeline(transaction=True) as pipe:
         if tip.kind and surge_path:
             queue_count(pipe, keys, tip.kind, list(surge_path), tip.received_at.timestamp(),
@@ -68,7 +70,7 @@ async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str]
         pipe.set(keys.tip(tip.id), tip.model_dump_json())
         pipe.zadd(keys.tips(), {tip.id: tip.received_at.timestamp()})
         queue_audit(pipe, keys, AuditEvent(
-            at=tip.received_at, actor="unverified source", action="tip.received",
+            at=tip.received_at, actor=tip.filed_by or "unverified source", action="tip.received",
             interface=tip.received_via, subject=tip.id,
             detail={"kind": tip.kind, "area": tip.area}))
         await pipe.execute()
@@ -94,15 +96,15 @@ def voice_of(address: str, settings: Settings) -> str:
 
 
 async def take_tip(redis: Redis, keys: Keys, city: City, settings: Settings, tip: Tip,
-                   send: Send, source: str | None = None) -> Surge | None:
+                   send: Send, source: str) -> Surge | None:
     """File a tip and raise the surge it completes, telling the duty officers; the surge,
     if one was raised.
 
-    An anonymous tip (`source`: the client's address) counts for the surge detector once
-    per source, kind and window: one person sending ten tips is one voice, not a surge.
-    A tip under a credential (`source` None) counts each time: its holder is accountable."""
+    A tip counts for the surge detector once per `source` (the client's address, or the
+    credential's holder), kind and window: one voice sending ten tips is one voice, not a
+    surge, whether or not it has a credential."""
     path = city.ancestors(tip.area) if tip.kind and tip.area else []
-    if path and tip.kind and source is not None and not await redis.set(
+    if path and tip.kind and not await redis.set(
             keys.surge_voice(tip.kind, voice_of(source, settings)), "1", nx=True,
             ex=int(settings.surge_window_s)):
         path = []  # heard from this source in this window: kept, not counted again

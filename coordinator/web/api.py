@@ -196,9 +196,10 @@ async def post_tip(body: TipIn, request: Request,
     if problems:
         raise RequestValidationError([{"loc": ("body", f), "msg": why, "type": "value_error"}
                                       for f, why in problems])
-    tip = Tip(**body.model_dump(), id=new_tip_id(), received_via="api")
+    holder = principal.actor if principal.verified else ""
+    tip = Tip(**body.model_dump(), id=new_tip_id(), received_via="api", filed_by=holder)
     await take_tip(st.redis, st.keys, st.city, st.settings, tip, st.producer.send,
-                   source=None if principal.verified else client_of(request))
+                   source=holder or client_of(request))
     return Accepted(id=tip.id)
 
 

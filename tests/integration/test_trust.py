@@ -317,3 +317,8 @@ def test_tips_are_limited_per_client_but_not_for_a_credential(trust: Stack) -> N
     assert int(answers[statuses.index(429)].headers["retry-after"]) > 0
     with trust.http(trust.token("tip-press", "press")) as press:
         assert [press.post("/api/tips", json=tip).status_code for _ in range(3)] == [202] * 3
+    received = [json.loads(fields["event"]) for _, fields in trust.redis.xrange(
+        trust.keys.audit())]
+    actors = [e["actor"] for e in received if e["action"] == "tip.received"]
+    assert actors[-3:] == ["token:tip-press"] * 3  # accountable by name: the name is kept
+    assert "unverified source" in actors  # the anonymous ones

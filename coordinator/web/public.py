@@ -87,9 +87,17 @@ async def events(request: Request, after: str = "") -> StreamingResponse:
 @public.get("/s/{statement_id}")
 async def short_link(statement_id: StatementId, request: Request, lang: str = ""
                      ) -> RedirectResponse:
-    """The short link that SMS messages carry (`?lang=`: the reader's language)."""
+    """The short link that SMS messages carry (`?lang=`: the reader's language). A text
+    kept from an earlier version (an edit, a translation) carries that version's link,
+    which was never published: it leads to what its incident published since."""
     st = web_state(request)
-    await published(st, statement_id)
+    found = await queries.statement_detail(st.redis, st.keys, statement_id)
+    if found is None or not found.get("published_at"):
+        number = statement_id.removeprefix("STM-").rsplit("-", 1)[0]
+        latest = (await queries.incident_row(st.redis, st.keys, f"INC-{number}")).get(
+            "statement_id")
+        await published(st, latest or statement_id)
+        statement_id = latest or statement_id
     query = st.city.languages.query(st.city.languages.pick(lang))
     return RedirectResponse(f"/statements/{statement_id}" + (f"?lang={query}" if query else ""),
                             status_code=307)

@@ -204,6 +204,12 @@ def test_a_code_for_version_1_does_not_approve_version_2(sms_stack: Stack) -> No
     assert "approved; statement" in reply(sms_stack, AN, f"YES {new_code}")["body"]
     sms_stack.wait_for_status(incident_id, "published")
     assert sms_stack.incident(incident_id)["statement_id"] == f"STM-{incident_id[4:]}-2"
+    # A text kept from version 1 carries version 1's link, never published: it leads to
+    # what the incident published since, not to a 404.
+    kept = httpx.get(f"{sms_stack.web_url}/s/STM-{incident_id[4:]}-1", timeout=30)
+    assert (kept.status_code, kept.headers["location"]) == (
+        307, f"/statements/STM-{incident_id[4:]}-2")
+    assert httpx.get(f"{sms_stack.web_url}/s/STM-99999-1", timeout=30).status_code == 404
 
 
 def test_a_forged_signature_is_refused(sms_stack: Stack) -> None:

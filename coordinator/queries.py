@@ -258,8 +258,9 @@ async def claims_of(redis: Redis, keys: Keys, incident_ids: list[str]
 
 
 async def spreading_of(redis: Redis, keys: Keys, incident_id: str) -> list[str]:
-    """Where the incident's claim was reported spreading, across its reports, in order: what
-    a draft of its correction names, for its approver to see (never published unapproved)."""
+    """The links where the incident's claim was reported spreading, across its reports, in
+    order: what a draft of its correction names, for its approver to see (never published
+    unapproved). A screenshot described in words stays with its report, for staff."""
     report_ids = await redis.hkeys(keys.claim_variants(incident_id))
     async with redis.pipeline(transaction=False) as pipe:
         for report_id in report_ids:
@@ -268,7 +269,8 @@ async def spreading_of(redis: Redis, keys: Keys, incident_id: str) -> list[str]:
     seen: dict[str, None] = {}  # in the order they were reported
     for report in sorted(reports, key=lambda r: (r.get("received_at", ""), r.get("id", ""))):
         for where in report.get("spreading", []):
-            seen.setdefault(where, None)
+            if where.startswith(("https://", "http://")):
+                seen.setdefault(where, None)
     return list(seen)
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from channels.segments import segment_count
 from coordinator import outbox, topics
+from coordinator.approvals.prompts import unseen_in_sms
 from coordinator.dispatch.reach import Reach
 from coordinator.errors import BrokerUnavailable
 from coordinator.events import (
@@ -94,13 +95,13 @@ def unfilled(draft: Draft, decision: Decision) -> str | None:
 
 
 def unseen(draft: Draft, decision: Decision) -> str | None:
-    """Why an approval by SMS reply cannot be taken: the draft is a translator's, whose
-    texts in the other languages and channels the SMS does not show (an approval publishes
-    them all). Pure."""
-    if decision.via != "sms" or decision.verdict != "approve" or draft.note != "translation":
+    """Why an approval by SMS reply cannot be taken: the draft publishes what the SMS does
+    not show (a translator's texts, a correction's links). Pure."""
+    what = unseen_in_sms(draft)
+    if decision.via != "sms" or decision.verdict != "approve" or what is None:
         return None
-    return ("a translation is approved where all its texts can be read: the link in the "
-            "SMS, the email link or the inbox")
+    return (f"{what} is approved where all of it can be read: the link in the SMS, the "
+            "email link or the inbox")
 
 
 async def apply_decision(rt: Runtime, decision: Decision, now: datetime) -> Outcome:

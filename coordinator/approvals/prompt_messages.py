@@ -18,7 +18,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from coordinator import observability as obs
 from coordinator.approvals.chain import reply_code
 from coordinator.approvals.links import LinkClaims, sign_link
-from coordinator.approvals.prompts import ANSWERABLE, draft_sms, fits_budget, sms_prompt_text
+from coordinator.approvals.prompts import (
+    ANSWERABLE,
+    draft_sms,
+    fits_budget,
+    sms_prompt_text,
+    unseen_in_sms,
+)
 from coordinator.errors import ConfigError
 from coordinator.events import ApprovalPrompt, DeliveryRequest, Draft, utcnow
 from coordinator.runtime import Runtime
@@ -81,8 +87,8 @@ async def sms_for(rt: Runtime, prompt: ApprovalPrompt, draft: Draft | None = Non
     except ConfigError as exc:
         log.warning("SMS prompt without a reply code", prompt=prompt.id, why=str(exc))
         code = None
-    if draft is not None and draft.note == "translation":
-        code = None  # its other languages are not in the SMS: decided by the link, read whole
+    if draft is not None and unseen_in_sms(draft):
+        code = None  # what it publishes is not all in the SMS: decided by the link, read whole
     needs_link = sms is None or not fits_budget(sms) or code is None
     link = await short_decision_link(rt, prompt) if needs_link else ""
     return sms_prompt_text(prompt.kind, prompt.text, sms, code, link)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from channels.segments import segment_count
 from coordinator.city import Person
-from coordinator.events import ApprovalPrompt, PromptKind, RenderedText
+from coordinator.events import ApprovalPrompt, Draft, PromptKind, RenderedText
 from coordinator.model.approval import ApprovalRecord
 
 # The kinds whose SMS asks for an answer, and so carries the draft and a reply code.
@@ -82,6 +82,17 @@ def sms_prompt_text(kind: PromptKind, text: str, draft: RenderedText | None,
         lines += [f"«{excerpt(draft.body)}»", _WHOLE.format(link=link)]
     lines.append(_ANSWER.format(code=code) if code else _ANSWER_ONLINE.format(link=link))
     return "\n".join(lines)
+
+
+def unseen_in_sms(draft: Draft) -> str | None:
+    """What an approval of `draft` would publish that its SMS prompt cannot show, or None:
+    a translator's texts in other languages and channels, or the links a correction names
+    as where the claim spread. Such a draft is decided where all of it is read. Pure."""
+    if draft.note == "translation":
+        return "a translation"
+    if draft.spreading:
+        return "a correction naming where the claim spread"
+    return None
 
 
 def draft_sms(texts: Iterable[RenderedText], language: str) -> RenderedText | None:

@@ -258,7 +258,9 @@ def _queue_attach(pipe: Pipeline, keys: Keys, incident_id: str, incident: Incide
         detail={"severity": report.severity.value, "title": report.title,
                 **_claim_detail(report),
                 **({"reporter": report.reporter} if report.reporter else {}),
-                **({} if in_scope else {"severity_held": "filed outside the filer's area"})},
+                **({"severity_held": "filed outside the filer's area"}
+                   if not in_scope and attached(incident, report) != attached(
+                       incident, report, in_scope) else {})},
     ))
 
 

@@ -67,7 +67,9 @@ async def file_tip(redis: Redis, keys: Keys, tip: Tip, surge_path: Sequence[str]
         if tip.kind and surge_path:
             queue_count(pipe, keys, tip.kind, list(surge_path), tip.received_at.timestamp(),
                         surge_window_s)
-        pipe.set(keys.tip(tip.id), tip.model_dump_json())
+        # without an empty filed_by, which a release from before refuses to read
+        pipe.set(keys.tip(tip.id), tip.model_dump_json(
+            exclude=set() if tip.filed_by else {"filed_by"}))
         pipe.zadd(keys.tips(), {tip.id: tip.received_at.timestamp()})
         queue_audit(pipe, keys, AuditEvent(
             at=tip.received_at, actor=tip.filed_by or "unverified source", action="tip.received",

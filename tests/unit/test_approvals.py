@@ -321,8 +321,12 @@ def test_a_translation_is_not_approved_by_an_sms_reply() -> None:
                   texts=texts, note="translation")
     by_sms = Decision(id="dec-000002", approval_id="APR-00001-2", approver_id="an",
                       verdict="approve", via="sms")
-    assert unseen(draft, by_sms) == ("a translation is approved where all its texts can be "
-                                     "read: the link in the SMS, the email link or the inbox")
+    assert unseen(draft, by_sms) == ("a translation is approved where all of it can be read: "
+                                     "the link in the SMS, the email link or the inbox")
     assert unseen(draft, by_sms.model_copy(update={"via": "web"})) is None
     assert unseen(draft, by_sms.model_copy(update={"verdict": "reject"})) is None
     assert unseen(draft.model_copy(update={"note": ""}), by_sms) is None
+    linked = draft.model_copy(update={"note": "", "spreading": ["https://x.example/p/1"]})
+    assert unseen(linked, by_sms) == (
+        "a correction naming where the claim spread is approved where all of it can be read: "
+        "the link in the SMS, the email link or the inbox")

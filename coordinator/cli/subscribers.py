@@ -183,11 +183,14 @@ async def _caller(redis: Redis, keys: Keys, settings: Settings, token: str | Non
 def dispatch_watch(
     statement_id: str,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600.0,
+    token: TokenOpt = None,
+    operator_reason: ReasonOpt = "",
 ) -> None:
     """Watch a statement's fan-out: a progress bar per channel until every delivery is done."""
     from rich.progress import Progress
 
     async def watch(redis: Redis, keys: Keys, s: Settings) -> dict[str, str]:
+        await cli_principal(redis, keys, s, token, operator_reason, Action.incident_read)
         deadline = time.monotonic() + timeout
         with Progress(console=out) as progress:
             bars: dict[str, Any] = {}

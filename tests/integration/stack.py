@@ -289,6 +289,10 @@ class Stack:
             self._tokens[name] = done.stdout.strip().splitlines()[-1]
         return self._tokens[name]
 
+    def as_officer(self) -> list[str]:
+        """CLI options to act, or read, with a duty officer's token (made on first use)."""
+        return ["--token", self.token("duty-officer", "duty_officer")]
+
     def as_person(self, person_id: str) -> list[str]:
         """CLI options to act with an approver token of `person_id` (made on first use)."""
         return ["--token", self.token(f"person-{person_id}", "approver", person=person_id)]

@@ -160,7 +160,7 @@ def test_a_decision_at_level_2_stops_the_clock(drills: Stack) -> None:
     incident_id, approval_id = file_drill(drills, "drill-stop", "hn-hoan-kiem")
     moved = wait_for(lambda: timeline_entries(drills, incident_id, "approval.escalated"), 10,
                      "level 2")
-    holder = drills.cli_json("approvals")
+    holder = drills.cli_json("approvals", *drills.as_officer())
     mine = next(a for a in holder if a["id"] == approval_id)
     assert mine["level"] == 2 and mine["approvers"] == ["pham-duc-thang"]
     done = drills.cli("approve", approval_id, *approver)

@@ -52,7 +52,7 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
     assert reminded["detail"]["update_drafted"] is True
     # Loa drafted the update from the playbook: the officer finds it on the incident page,
     # with what it must cover, and sends it for approval as an update.
-    prepared = stack.cli_json("show", incident_id)["prepared_update"]
+    prepared = stack.cli_json("show", incident_id, *stack.as_officer())["prepared_update"]
     assert prepared["covers"] == "Update on water levels and road closures"
     session = WebSession(stack.web_url)
     password = stack.account("promise-mai", "duty_officer", "tran-thi-mai")
@@ -66,7 +66,7 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
         **form, "purpose": "update", "change": "Nước đã rút ở phố Minh Khai"})
     session.close()
     assert sent.status_code == 200, sent.text
-    update = stack.cli_json("show", incident_id)
+    update = stack.cli_json("show", incident_id, *stack.as_officer())
     assert update["approval_id"].endswith("-2") and "prepared_update" not in update
     assert update["status"] == "awaiting_approval"
     # About to be broken at once: escalated to the duty supervisor, then flagged as broken.
@@ -84,8 +84,8 @@ def test_a_statement_promises_its_next_update_and_a_broken_promise_is_flagged(
     assert stack.redis.zscore(stack.keys.promises(), incident_id) is None
     with stack.http("") as public:  # late, but the warning is still in force (24 h valid)
         assert statement_id in public.get("/cap.xml").text
-    assert [e["action"] for e in stack.cli_json("show", incident_id)["timeline"]
-            if e["action"].startswith("promise.")] == [
+    timeline = stack.cli_json("show", incident_id, *stack.as_officer())["timeline"]
+    assert [e["action"] for e in timeline if e["action"].startswith("promise.")] == [
         "promise.set", "promise.due", "promise.set", "promise.escalated", "promise.broken"]
     cleared = stack.cli("incident", "promise", incident_id, "--none", "--token", officer)
     assert cleared.returncode == 0 and "no update promised" in cleared.stdout

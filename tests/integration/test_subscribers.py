@@ -107,9 +107,10 @@ def test_a_statement_reaches_its_audience_once_per_channel(
     emails = [m for m in inbox.messages if statement_id in str(m["Message-ID"])]
     assert sorted(str(m["To"]) for m in emails) == ["dan4@mail.example", "press1@bao.example"]
     assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in emails)
-    shown = subs_stack.cli("show", incident_id).stdout
+    shown = subs_stack.cli("show", incident_id, *subs_stack.as_officer()).stdout
     assert "sms: targeted 3" in shown and "email: targeted 2" in shown
-    watched = subs_stack.cli("dispatch-watch", statement_id, "--timeout", "30")
+    watched = subs_stack.cli("dispatch-watch", statement_id, "--timeout", "30",
+                             *subs_stack.as_officer())
     assert watched.returncode == 0, watched.stderr
     assert "targeted:sms=3" in watched.stdout and "targeted:email=2" in watched.stdout
 
@@ -255,7 +256,7 @@ def test_a_costly_statement_is_approved_twice_and_can_be_withdrawn_at_once(
         "title": "Ngập sâu đường Xuân Thủy, Dịch Vọng, đề nghị tránh khu vực"})
     approval, statement = f"APR-{incident_id[4:]}-1", f"STM-{incident_id[4:]}-1"
     def reach() -> dict[str, int] | None:
-        return next((a["reach"] for a in subs_stack.cli_json("approvals")
+        return next((a["reach"] for a in subs_stack.cli_json("approvals", *subs_stack.as_officer())
                      if a["id"] == approval), None)
 
     wait_for(reach, 30, "the reach counted")

@@ -200,6 +200,24 @@ def test_no_stranger_sees_a_contact_or_a_reply_code(trust: Stack, tmp_path: Path
     assert leaks == []
 
 
+def test_incidents_are_read_on_the_cli_only_with_a_staff_credential(trust: Stack) -> None:
+    """`loa incidents`, `show`, `approvals` and `dispatch-watch` take a duty officer's or an
+    admin's credential (or the local operator's reason), as their API routes do; anyone
+    else is refused before anything is read. Published statements are public."""
+    reporter = trust.token("reads-reporter", "reporter", area="hn-ba-dinh")
+    for command in (["incidents"], ["show", "INC-00001"], ["approvals"],
+                    ["dispatch-watch", "STM-00001-1", "--timeout", "1"]):
+        nobody = trust.cli(*command)
+        assert nobody.returncode == 1 and "this command needs a credential" in nobody.stderr
+        refused = trust.cli(*command, "--token", reporter)
+        assert refused.returncode == 1, command
+        assert "token:reads-reporter (reporter) may not" in " ".join(refused.stderr.split())
+    listed = trust.cli("incidents", "--token", trust.token("reads-officer", "duty_officer"))
+    assert listed.returncode == 0, listed.stderr
+    assert trust.cli("approvals", "--operator-reason", "checking the queue").returncode == 0
+    assert trust.cli("statements").returncode == 0
+
+
 def test_contacts_leave_through_the_cli_only_with_a_credential(trust: Stack, tmp_path: Path
                                                                ) -> None:
     """`loa subscribers` import, add, export and remove need an admin's token or the local

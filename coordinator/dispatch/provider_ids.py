@@ -19,7 +19,7 @@ An email's id is its Message-ID, which nothing looks up."""
 
 def callback_id(channel: str, provider_id: str | None) -> str:
     """The provider id a status callback may name this delivery by; '' when none will."""
-    return provider_id or "" if channel in CALLED_BACK else ""
+    return (provider_id or "") if channel in CALLED_BACK else ""
 
 
 def queue_provider_ids(pipe: Pipeline, keys: Keys, pairs: dict[str, str]) -> None:

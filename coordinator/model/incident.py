@@ -155,6 +155,11 @@ def ids_for(incident_id: str, version: int) -> tuple[str, str, str]:
     return (f"DRF-{number}-{version}", f"APR-{number}-{version}", f"STM-{number}-{version}")
 
 
+def incident_of_statement(statement_id: str) -> str:
+    """INC-00042 for STM-00042-3: the incident whose version it is (:func:`ids_for`)."""
+    return "INC-" + statement_id.removeprefix("STM-").rsplit("-", 1)[0]
+
+
 def draft_version(draft_id: str) -> int:
     """3 for `DRF-00042-3`; 0 for no draft."""
     return int(draft_id.rsplit("-", 1)[1]) if draft_id else 0

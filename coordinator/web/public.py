@@ -13,6 +13,7 @@ from coordinator.access import Action
 from coordinator.city import City
 from coordinator.feeds.claim_review import claim_review, script_json
 from coordinator.languages import without_diacritics
+from coordinator.model.incident import incident_of_statement
 from coordinator.web.auth import locked_router
 from coordinator.web.ids import StatementId
 from coordinator.web.pages import language_of, page
@@ -93,9 +94,8 @@ async def short_link(statement_id: StatementId, request: Request, lang: str = ""
     st = web_state(request)
     found = await queries.statement_detail(st.redis, st.keys, statement_id)
     if found is None or not found.get("published_at"):
-        number = statement_id.removeprefix("STM-").rsplit("-", 1)[0]
-        latest = (await queries.incident_row(st.redis, st.keys, f"INC-{number}")).get(
-            "statement_id")
+        latest = (await queries.incident_row(
+            st.redis, st.keys, incident_of_statement(statement_id))).get("statement_id")
         await published(st, latest or statement_id)
         statement_id = latest or statement_id
     query = st.city.languages.query(st.city.languages.pick(lang))

@@ -10,7 +10,7 @@ from coordinator.approvals.decisions import edited
 from coordinator.city import load_city
 from coordinator.events import Draft, RedraftRequested, RenderedText
 from coordinator.incidents.actions import message_type, refusal
-from coordinator.model.incident import draft_version
+from coordinator.model.incident import draft_version, ids_for, incident_of_statement
 from coordinator.settings import Settings
 from coordinator.web.console import texts_from_form
 from coordinator.web.login import safe_next
@@ -21,6 +21,8 @@ from tests.conftest import FIXTURE_MAP
 def test_draft_versions_come_from_the_draft_id() -> None:
     """A draft's version is the number after its id's last dash; no draft is version 0."""
     assert (draft_version("DRF-00042-3"), draft_version("")) == (3, 0)
+    assert incident_of_statement("STM-00042-3") == "INC-00042"
+    assert incident_of_statement(ids_for("INC-1234567", 12)[2]) == "INC-1234567"
 
 
 @pytest.mark.parametrize(("purpose", "published", "expected"), [
